@@ -1,0 +1,31 @@
+#!/usr/bin/env python3
+"""CDK entry point: reads configuration once (context + environment) and builds the stacks."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import aws_cdk as cdk
+
+from infra.app_builder import build_app
+from infra.settings import CONTEXT_KEY, SettingsError, settings_from_context
+
+
+def main() -> None:
+    app = cdk.App()
+    try:
+        settings = settings_from_context(
+            app.node.try_get_context(CONTEXT_KEY),
+            region=os.environ.get("CDK_DEFAULT_REGION") or app.node.try_get_context("defaultRegion"),
+            account=os.environ.get("CDK_DEFAULT_ACCOUNT"),
+        )
+        build_app(settings, app=app)
+    except SettingsError as error:
+        print(f"Configuration error: {error}", file=sys.stderr)
+        sys.exit(2)
+    app.synth()
+
+
+if __name__ == "__main__":
+    main()

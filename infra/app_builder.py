@@ -1,0 +1,35 @@
+"""Builds the CDK app from settings (shared by ``app.py``, the tests and the benchmark)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aws_cdk as cdk
+
+from infra.settings import Settings
+from infra.stacks.storage_stack import StorageStack
+from infra.stacks.workflow_stack import WorkflowStack
+
+
+@dataclass(frozen=True)
+class TrainingApp:
+    app: cdk.App
+    storage: StorageStack
+    workflow: WorkflowStack
+
+
+def build_app(settings: Settings, *, app: cdk.App | None = None) -> TrainingApp:
+    """Add both stacks to ``app`` (a new one by default), tagged and in the settings' region."""
+    app = app or cdk.App()
+    env = cdk.Environment(account=settings.account, region=settings.region)
+    storage = StorageStack(app, "Storage", stack_name=settings.storage_stack_name, env=env,
+                           settings=settings,
+                           description="SageMaker training: KMS key, buckets, ECR, execution role (retained)")
+    workflow = WorkflowStack(app, "Workflow", stack_name=settings.workflow_stack_name, env=env,
+                             settings=settings, storage=storage,
+                             description="SageMaker training: assets, state machine, logs, alerts")
+    for stack in (storage, workflow):
+        cdk.Tags.of(stack).add("project", settings.name_prefix)
+        for key, value in settings.extra_tags.items():
+            cdk.Tags.of(stack).add(key, value)
+    return TrainingApp(app=app, storage=storage, workflow=workflow)

@@ -1,0 +1,171 @@
+"""The state machine's public interface: execution input defaults and fail-fast validation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from infra.training_methods import METHODS
+
+Cond = sfn.Condition
+
+#: Error names of rejected input (the Fail state's ``Error``).
+INVALID_INPUT_ERROR = "InvalidExecutionInput"
+UNKNOWN_METHOD_ERROR = "UnknownMethod"
+
+#: SageMaker's volume size range (GB).
+MAX_VOLUME_SIZE_GB = 16384
+
+
+@dataclass(frozen=True, kw_only=True)
+class InputDefaults:
+    """Defaults for every execution input field but ``method``."""
+
+    instance_type: str
+    instance_count: int
+    volume_size_gb: int
+    max_runtime_seconds: int
+    spot: bool
+
+    def as_input(self) -> dict[str, Any]:
+        return {
+            "hyperparameters": {},
+            "instanceType": self.instance_type,
+            "instanceCount": self.instance_count,
+            "volumeSizeInGB": self.volume_size_gb,
+            "maxRuntimeInSeconds": self.max_runtime_seconds,
+            "spot": self.spot,
+            "inputs": {},
+        }
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A check: when ``violated`` holds, the execution fails with ``error`` and ``message``."""
+
+    violated: sfn.Condition
+    error: str
+    message: str
+    field: str
+    check: str
+
+    @property
+    def state_name(self) -> str:
+        """A readable, unique state name such as ``InvalidTuningMaxJobsRange``."""
+        words = self.field.replace(".", " ").replace("_", " ").split()
+        return "Invalid" + "".join(w[0].upper() + w[1:] for w in words) + self.check
+
+
+def number_rules(path: str, field: str, low: int, high: int) -> list[Rule]:
+    """``field`` must be a number within ``[low, high]`` (type first, so a string never reaches a
+    numeric comparison)."""
+    return [
+        Rule(Cond.not_(Cond.is_numeric(path)), INVALID_INPUT_ERROR,
+             f"field '{field}' must be a number from {low} to {high}", field, "Type"),
+        Rule(Cond.or_(Cond.number_less_than(path, low), Cond.number_greater_than(path, high)),
+             INVALID_INPUT_ERROR, f"field '{field}' must be from {low} to {high}", field, "Range"),
+    ]
+
+
+def one_of_rules(path: str, field: str, allowed: Sequence[str], *, error: str = INVALID_INPUT_ERROR,
+                 required: bool = True) -> list[Rule]:
+    """``field`` must be one of ``allowed`` (and present, when ``required``)."""
+    allowed_text = ", ".join(allowed)
+    rules = []
+    if required:
+        rules.append(Rule(Cond.not_(Cond.is_present(path)), INVALID_INPUT_ERROR,
+                          f"field '{field}' is required: one of {allowed_text}", field, "Missing"))
+    in_set = [Cond.string_equals(path, value) for value in allowed]
+    rules.append(Rule(
+        Cond.or_(Cond.not_(Cond.is_string(path)), Cond.not_(Cond.or_(*in_set) if len(in_set) > 1
+                                                           else in_set[0])),
+        error, f"field '{field}' must be one of {allowed_text}", field, "Value",
+    ))
+    return rules
+
+
+def s3_uri_rules(path: str, field: str) -> list[Rule]:
+    return [Rule(
+        Cond.or_(Cond.not_(Cond.is_string(path)), Cond.not_(Cond.string_matches(path, "s3://*/*"))),
+        INVALID_INPUT_ERROR, f"field '{field}' must be an S3 URI like s3://bucket/prefix/",
+        field, "Uri",
+    )]
+
+
+class InputValidation(Construct):
+    """A Choice that lets valid input through and sends each violation to its own Pass state,
+    which records ``{"error", "cause"}`` at ``$.rejection`` and ends in the shared ``reject``
+    Fail state. Rules are checked in order; the first violated one names the problem.
+
+    Call :meth:`then` with the state that valid input goes to.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, rules: Sequence[Rule],
+                 reject: sfn.Fail, choice_id: str) -> None:
+        super().__init__(scope, construct_id)
+        if not rules:
+            raise ValueError("an InputValidation needs at least one rule")
+        self.choice = sfn.Choice(self, choice_id)
+        for rule in rules:
+            explain = sfn.Pass(
+                self, rule.state_name,
+                result=sfn.Result.from_object({"error": rule.error, "cause": rule.message}),
+                result_path="$.rejection",
+            )
+            self.choice.when(rule.violated, explain.next(reject))
+
+    def then(self, next_state: sfn.IChainable) -> sfn.Chain:
+        self.choice.otherwise(next_state)
+        return sfn.Chain.start(self.choice)
+
+
+def config_rules(*, allowed_instance_types: Sequence[str], max_instance_count: int,
+                 max_runtime_seconds: int) -> list[Rule]:
+    """Checks of the merged execution input at ``$.config``."""
+    return [
+        *one_of_rules("$.config.method", "method", METHODS, error=UNKNOWN_METHOD_ERROR),
+        *one_of_rules("$.config.instanceType", "instanceType", allowed_instance_types),
+        *number_rules("$.config.instanceCount", "instanceCount", 1, max_instance_count),
+        *number_rules("$.config.volumeSizeInGB", "volumeSizeInGB", 1, MAX_VOLUME_SIZE_GB),
+        *number_rules("$.config.maxRuntimeInSeconds", "maxRuntimeInSeconds", 1, max_runtime_seconds),
+        Rule(Cond.not_(Cond.is_boolean("$.config.spot")), INVALID_INPUT_ERROR,
+             "field 'spot' must be true or false", "spot", "Type"),
+    ]
+
+
+def channel_rules() -> list[Rule]:
+    """Checks of the resolved channel URIs at ``$.inputs``."""
+    return [*s3_uri_rules("$.inputs.train", "inputs.train"),
+            *s3_uri_rules("$.inputs.validation", "inputs.validation")]
+
+
+TUNING_STRATEGIES = ("Bayesian", "Random", "Hyperband", "Grid")
+
+
+def tuning_rules(*, max_jobs: int = 500, max_parallel_jobs: int = 100) -> list[Rule]:
+    """Checks of the merged ``tuning`` object at ``$.tuning.config``."""
+    base = "$.tuning.config"
+    return [
+        *one_of_rules(f"{base}.strategy", "tuning.strategy", TUNING_STRATEGIES),
+        *number_rules(f"{base}.maxJobs", "tuning.maxJobs", 1, max_jobs),
+        *number_rules(f"{base}.maxParallelJobs", "tuning.maxParallelJobs", 1, max_parallel_jobs),
+        Rule(Cond.not_(Cond.is_string(f"{base}.objective.metricName")), INVALID_INPUT_ERROR,
+             "field 'tuning.objective.metricName' must be a metric name",
+             "tuning.objective.metricName", "Type"),
+        *one_of_rules(f"{base}.objective.type", "tuning.objective.type", ("Maximize", "Minimize")),
+        *one_of_rules(f"{base}.earlyStopping", "tuning.earlyStopping", ("Off", "Auto")),
+        Rule(Cond.and_(Cond.string_equals(f"{base}.strategy", "Hyperband"),
+                       Cond.string_equals(f"{base}.earlyStopping", "Auto")),
+             INVALID_INPUT_ERROR,
+             "field 'tuning.earlyStopping' must be Off with the Hyperband strategy",
+             "tuning.earlyStopping", "WithHyperband"),
+        Rule(Cond.or_(Cond.not_(Cond.is_present(f"{base}.parameterRanges")),
+                      Cond.is_null(f"{base}.parameterRanges")),
+             INVALID_INPUT_ERROR,
+             "field 'tuning.parameterRanges' is required (SageMaker's ParameterRanges shape)",
+             "tuning.parameterRanges", "Missing"),
+    ]

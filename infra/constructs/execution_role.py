@@ -1,0 +1,120 @@
+"""The IAM role SageMaker training jobs run as."""
+
+from __future__ import annotations
+
+from aws_cdk import ArnFormat, Stack
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+#: Where SageMaker writes training job logs.
+TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+#: The CloudWatch namespace SageMaker publishes training metrics under.
+TRAINING_METRICS_NAMESPACE = "/aws/sagemaker/TrainingJobs"
+
+
+class SageMakerExecutionRole(Construct):
+    """The least-privilege role that training and tuning jobs assume.
+
+    Guarantees:
+    - only ``sagemaker.amazonaws.com`` can assume it, and only on behalf of this account and region
+      (``aws:SourceAccount`` and ``aws:SourceArn`` conditions against the confused deputy);
+    - S3: read (and list) only under ``input_prefix`` of ``data_bucket``; write models only under
+      ``model_prefix`` and read/write checkpoints only under ``checkpoint_prefix`` of
+      ``artifacts_bucket``; nothing else;
+    - KMS: decrypt and generate data keys with ``key`` only;
+    - ECR: pull from ``repository`` only (plus ``GetAuthorizationToken``, which has no resource);
+    - CloudWatch: write to the SageMaker training log group and publish metrics in SageMaker's
+      namespace only.
+
+    More grants (the script-mode code asset, for instance) are added by the stacks that own the
+    resources, through :meth:`grant_read_code` style helpers of those constructs.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, data_bucket: s3.IBucket,
+                 artifacts_bucket: s3.IBucket, key: kms.IKey, repository: ecr.IRepository,
+                 input_prefix: str, model_prefix: str, checkpoint_prefix: str) -> None:
+        super().__init__(scope, construct_id)
+        for name, prefix in (("input_prefix", input_prefix), ("model_prefix", model_prefix),
+                             ("checkpoint_prefix", checkpoint_prefix)):
+            if not prefix.endswith("/") or prefix.startswith("/") or "*" in prefix:
+                raise ValueError(f"{name} must be a key prefix like 'datasets/', got {prefix!r}")
+        stack = Stack.of(self)
+        self.role = iam.Role(
+            self,
+            "Role",
+            description="Assumed by SageMaker training and tuning jobs of this project",
+            assumed_by=iam.ServicePrincipal(
+                "sagemaker.amazonaws.com",
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                    "ArnLike": {
+                        "aws:SourceArn": stack.format_arn(service="sagemaker", resource="*")
+                    },
+                },
+            ),
+        )
+        statements = [
+            iam.PolicyStatement(
+                sid="ReadTrainingInputs",
+                actions=["s3:GetObject"],
+                resources=[data_bucket.arn_for_objects(f"{input_prefix}*")],
+            ),
+            iam.PolicyStatement(
+                sid="ListTrainingInputs",
+                actions=["s3:ListBucket"],
+                resources=[data_bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{input_prefix}*"]}},
+            ),
+            iam.PolicyStatement(
+                sid="WriteModels",
+                actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+                resources=[artifacts_bucket.arn_for_objects(f"{model_prefix}*")],
+            ),
+            iam.PolicyStatement(
+                sid="ReadWriteCheckpoints",
+                actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+                resources=[artifacts_bucket.arn_for_objects(f"{checkpoint_prefix}*")],
+            ),
+            iam.PolicyStatement(
+                sid="ListCheckpoints",
+                actions=["s3:ListBucket"],
+                resources=[artifacts_bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{checkpoint_prefix}*"]}},
+            ),
+            iam.PolicyStatement(
+                sid="UseDataKey",
+                actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                resources=[key.key_arn],
+            ),
+            iam.PolicyStatement(
+                sid="PullTrainingImage",
+                actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
+                         "ecr:BatchCheckLayerAvailability"],
+                resources=[repository.repository_arn],
+            ),
+            iam.PolicyStatement(
+                sid="AuthenticateToEcr",
+                actions=["ecr:GetAuthorizationToken"],
+                resources=["*"],  # GetAuthorizationToken supports no resource-level permissions
+            ),
+            iam.PolicyStatement(
+                sid="WriteTrainingLogs",
+                actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
+                         "logs:DescribeLogStreams"],
+                resources=[
+                    stack.format_arn(service="logs", resource="log-group",
+                                     resource_name=f"{TRAINING_LOG_GROUP}:*",
+                                     arn_format=ArnFormat.COLON_RESOURCE_NAME),
+                ],
+            ),
+            iam.PolicyStatement(
+                sid="PublishTrainingMetrics",
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],  # PutMetricData has no resources; the namespace condition scopes it
+                conditions={"StringEquals": {"cloudwatch:namespace": TRAINING_METRICS_NAMESPACE}},
+            ),
+        ]
+        self.policy = iam.Policy(self, "Policy", statements=statements, roles=[self.role])

@@ -1,0 +1,87 @@
+"""The S3 buckets of the project: datasets, training artifacts, and the access-log sink."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+#: Where the state machine reads data by default: ``s3://<data bucket>/datasets/<method>/<channel>/``.
+DATASETS_PREFIX = "datasets/"
+#: Where training jobs write models: ``s3://<artifacts bucket>/models/...``.
+MODELS_PREFIX = "models/"
+#: Where spot training jobs keep checkpoints: ``s3://<artifacts bucket>/checkpoints/...``.
+CHECKPOINTS_PREFIX = "checkpoints/"
+
+
+class TrainingBuckets(Construct):
+    """Three buckets that never lose data.
+
+    Guarantees for the data and artifacts buckets: KMS encryption with ``key`` (bucket keys on),
+    versioning, all public access blocked, TLS-only access (bucket policy), bucket-owner-enforced
+    object ownership, server access logs to the logs bucket, noncurrent versions expired after
+    ``noncurrent_version_days`` days (default 90). The logs bucket has the same protections but uses
+    SSE-S3, because S3 server access logging cannot deliver to a KMS-encrypted bucket; its logs
+    expire after ``access_log_days`` (default 365).
+
+    Every bucket and every bucket policy is retained on stack deletion; there are no
+    auto-delete custom resources.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey,
+                 noncurrent_version_days: int = 90, access_log_days: int = 365) -> None:
+        super().__init__(scope, construct_id)
+        if noncurrent_version_days < 1:
+            raise ValueError(f"noncurrent_version_days must be >= 1, got {noncurrent_version_days}")
+        if access_log_days < 1:
+            raise ValueError(f"access_log_days must be >= 1, got {access_log_days}")
+
+        self.access_logs = s3.Bucket(
+            self,
+            "AccessLogs",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            removal_policy=RemovalPolicy.RETAIN,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="ExpireAccessLogs",
+                    expiration=Duration.days(access_log_days),
+                    noncurrent_version_expiration=Duration.days(30),
+                )
+            ],
+        )
+        self.data = self._bucket("Data", key=key, log_prefix="data/",
+                                 noncurrent_version_days=noncurrent_version_days)
+        self.artifacts = self._bucket("Artifacts", key=key, log_prefix="artifacts/",
+                                      noncurrent_version_days=noncurrent_version_days)
+        for bucket in (self.access_logs, self.data, self.artifacts):
+            assert bucket.policy is not None  # enforce_ssl always creates one
+            bucket.policy.apply_removal_policy(RemovalPolicy.RETAIN)
+
+    def _bucket(self, construct_id: str, *, key: kms.IKey, log_prefix: str,
+                noncurrent_version_days: int) -> s3.Bucket:
+        return s3.Bucket(
+            self,
+            construct_id,
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=key,
+            bucket_key_enabled=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            server_access_logs_bucket=self.access_logs,
+            server_access_logs_prefix=log_prefix,
+            removal_policy=RemovalPolicy.RETAIN,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="ExpireNoncurrentVersions",
+                    noncurrent_version_expiration=Duration.days(noncurrent_version_days),
+                    abort_incomplete_multipart_upload_after=Duration.days(7),
+                )
+            ],
+        )

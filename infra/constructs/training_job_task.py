@@ -1,0 +1,158 @@
+"""A Step Functions task that runs one SageMaker training job to completion (``.sync``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from infra.constructs.sagemaker_task_policy import (
+    list_tags_statement,
+    pass_role_statement,
+    sync_job_statements,
+)
+
+#: Errors worth retrying with backoff: SageMaker throttling and account limits (a job slot may
+#: free up). Step Functions names a service error "SageMaker.<ExceptionName>"; both spellings
+#: of the limit error occur in the wild, so both are listed. A job that was created and then
+#: failed ("States.TaskFailed") is never retried: it would only hide the job's own failure.
+RETRYABLE_SAGEMAKER_ERRORS = (
+    "SageMaker.ThrottlingException",
+    "SageMaker.ResourceLimitExceeded",
+    "SageMaker.ResourceLimitExceededException",
+)
+
+#: Longest job name SageMaker accepts.
+TRAINING_JOB_NAME_LIMIT = 63
+#: Characters of a ``States.UUID()``.
+UUID_LENGTH = 36
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChannelPaths:
+    """Where a task reads each part of its request from the state's input (JSONPaths)."""
+
+    algorithm: str = "$.method.algorithm"
+    content_type: str = "$.method.contentType"
+    train_uri: str = "$.inputs.train"
+    validation_uri: str = "$.inputs.validation"
+    instance_type: str = "$.config.instanceType"
+    instance_count: str = "$.config.instanceCount"
+    volume_size: str = "$.config.volumeSizeInGB"
+    stopping_condition: str = "$.stopping"
+    spot: str = "$.config.spot"
+    method: str = "$.config.method"
+
+
+def input_data_config(paths: ChannelPaths) -> list[dict[str, Any]]:
+    """The ``train`` and ``validation`` channels, read from S3 prefixes in File mode."""
+    return [
+        {
+            "ChannelName": channel,
+            "ContentType.$": paths.content_type,
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": "S3Prefix",
+                    "S3Uri.$": uri_path,
+                    "S3DataDistributionType": "FullyReplicated",
+                }
+            },
+        }
+        for channel, uri_path in (("train", paths.train_uri), ("validation", paths.validation_uri))
+    ]
+
+
+def resource_config(paths: ChannelPaths) -> dict[str, str]:
+    return {
+        "InstanceType.$": paths.instance_type,
+        "InstanceCount.$": paths.instance_count,
+        "VolumeSizeInGB.$": paths.volume_size,
+    }
+
+
+def job_tags(paths: ChannelPaths) -> list[dict[str, str]]:
+    """Tags that trace a job back to the execution that started it."""
+    return [
+        {"Key": "smtrain:execution", "Value.$": "$$.Execution.Name"},
+        {"Key": "smtrain:method", "Value.$": paths.method},
+    ]
+
+
+class TrainingJobTask(sfn.CustomState):
+    """``arn:aws:states:::sagemaker:createTrainingJob.sync`` with the full request.
+
+    Unlike CDK's ``SageMakerCreateTrainingJob`` it sends managed spot, checkpoints,
+    ``RetryStrategy`` and ``MaxWaitTimeInSeconds``. Guarantees:
+
+    - the job name is ``<name_prefix>-<execution run id>-<retry count>``: unique per execution
+      and per Step Functions retry, at most 63 characters (checked here);
+    - throttling and resource-limit errors are retried (``max_attempts``, default 3, backoff 2
+      from 30 s, full jitter); ``SageMaker`` itself retries internal errors up to
+      ``sagemaker_retries`` times (default 2);
+    - the result is trimmed to the job name, model artifact URI and final metrics;
+    - :attr:`policy_statements` holds exactly the IAM the task needs.
+
+    The request reads from the state input described by ``paths`` and writes the model to
+    ``output_uri`` encrypted with ``kms_key_arn``, checkpoints to
+    ``<checkpoint_uri><run id>/`` (for spot resumption).
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str,
+                 role_arn: str, output_uri: str, checkpoint_uri: str, kms_key_arn: str,
+                 run_id_path: str = "$.run.id", paths: ChannelPaths | None = None,
+                 max_attempts: int = 3, sagemaker_retries: int = 2,
+                 result_path: str = "$.training") -> None:
+        longest = len(name_prefix) + 1 + UUID_LENGTH + 1 + len(str(max_attempts))
+        if longest > TRAINING_JOB_NAME_LIMIT:
+            raise ValueError(
+                f"name_prefix {name_prefix!r} makes training job names of {longest} characters; "
+                f"SageMaker allows {TRAINING_JOB_NAME_LIMIT}"
+            )
+        for name, uri in (("output_uri", output_uri), ("checkpoint_uri", checkpoint_uri)):
+            if not uri.startswith("s3://") or not uri.endswith("/"):
+                raise ValueError(f"{name} must be an s3:// URI ending in '/', got {uri!r}")
+        if not 1 <= max_attempts <= 9:
+            raise ValueError(f"max_attempts must be 1..9 (one digit in job names), got {max_attempts}")
+        paths = paths or ChannelPaths()
+        state_json = {
+            "Type": "Task",
+            "Resource": "arn:aws:states:::sagemaker:createTrainingJob.sync",
+            "Parameters": {
+                "TrainingJobName.$": f"States.Format('{name_prefix}-{{}}-{{}}', {run_id_path}, "
+                                     "$$.State.RetryCount)",
+                "RoleArn": role_arn,
+                "AlgorithmSpecification.$": paths.algorithm,
+                "HyperParameters.$": "$.trainingHyperparameters",
+                "InputDataConfig": input_data_config(paths),
+                "OutputDataConfig": {"S3OutputPath": output_uri, "KmsKeyId": kms_key_arn},
+                "ResourceConfig": resource_config(paths),
+                "StoppingCondition.$": paths.stopping_condition,
+                "EnableManagedSpotTraining.$": paths.spot,
+                "CheckpointConfig": {
+                    "S3Uri.$": f"States.Format('{checkpoint_uri}{{}}/', {run_id_path})",
+                },
+                "RetryStrategy": {"MaximumRetryAttempts": sagemaker_retries},
+                "Tags": job_tags(paths),
+            },
+            "ResultSelector": {
+                "TrainingJobName.$": "$.TrainingJobName",
+                "ModelArtifacts.$": "$.ModelArtifacts.S3ModelArtifacts",
+                "FinalMetricDataList.$": "$.FinalMetricDataList",
+            },
+            "ResultPath": result_path,
+        }
+        super().__init__(scope, construct_id, state_json=state_json)
+        self.add_retry(errors=list(RETRYABLE_SAGEMAKER_ERRORS), interval=Duration.seconds(30),
+                       backoff_rate=2, max_attempts=max_attempts,
+                       jitter_strategy=sfn.JitterType.FULL)
+        stack = Stack.of(self)
+        self.policy_statements: list[iam.PolicyStatement] = [
+            *sync_job_statements(stack, kind="training-job", name_prefix=f"{name_prefix}-"),
+            list_tags_statement(),
+            pass_role_statement(role_arn),
+        ]
+

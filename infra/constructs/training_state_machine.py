@@ -1,0 +1,324 @@
+"""The Step Functions state machine that turns an execution input into a SageMaker job."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from infra.constructs.execution_input import (
+    InputDefaults,
+    InputValidation,
+    channel_rules,
+    config_rules,
+    tuning_rules,
+)
+from infra.constructs.training_buckets import CHECKPOINTS_PREFIX, DATASETS_PREFIX, MODELS_PREFIX
+from infra.constructs.training_job_task import TrainingJobTask
+from infra.constructs.tuning_job_task import DescribeTrainingJobTask, TuningJobTask
+from infra.images import TrainingImages
+from infra.training_methods import SCRIPT_PROGRAM, TRAINING_METHODS, MethodName
+
+Cond = sfn.Condition
+
+#: Instance families with NVIDIA GPUs: script mode picks the GPU PyTorch image for them.
+GPU_INSTANCE_FAMILIES = ("ml.p", "ml.g")
+
+#: Error names of the Fail states a failed job ends in.
+TRAINING_FAILED_ERROR = "TrainingJobFailed"
+TUNING_FAILED_ERROR = "TuningJobFailed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingStateMachineProps:
+    """Everything the state machine needs; see :class:`TrainingStateMachine`."""
+
+    name_prefix: str
+    region: str
+    execution_role: iam.IRole
+    data_bucket: s3.IBucket
+    artifacts_bucket: s3.IBucket
+    key: kms.IKey
+    images: TrainingImages
+    byoc_image_uri: str
+    script_source_uri: str
+    input_defaults: InputDefaults
+    allowed_instance_types: Sequence[str]
+    max_instance_count: int
+    spot_max_wait_seconds: int
+    log_retention: logs.RetentionDays
+
+
+class TrainingStateMachine(Construct):
+    """A STANDARD, JSONPath state machine that trains (or tunes) with SageMaker.
+
+    Guarantees:
+    - the execution input is merged over defaults and checked before any job is created; a bad
+      field ends the execution in the ``RejectInput`` Fail state with an error
+      (``InvalidExecutionInput`` or ``UnknownMethod``) and a cause naming the field;
+    - ``method`` picks the image (script: the PyTorch image, GPU build on ``ml.p*``/``ml.g*``;
+      byoc: the project's image; builtin: SageMaker XGBoost) and hyperparameter defaults;
+    - a ``tuning`` object turns the run into a hyperparameter tuning job;
+    - a job that fails ends the execution in ``TrainingFailed``/``TuningFailed`` with error
+      ``TrainingJobFailed``/``TuningJobFailed`` and the job's failure in the cause;
+    - the output names the (best) training job, its model artifact and its final metrics;
+    - logs (level ALL, execution data included) go to a KMS-encrypted log group named
+      ``/aws/vendedlogs/states/<prefix>-training`` and traces to X-Ray;
+    - the role holds exactly what the tasks render (see ``sagemaker_task_policy``), plus what
+      CDK adds for logging and tracing.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *,
+                 props: TrainingStateMachineProps) -> None:
+        super().__init__(scope, construct_id)
+        if props.input_defaults.instance_type not in props.allowed_instance_types:
+            raise ValueError("the default instance type must be in allowed_instance_types")
+        self.props = props
+        prefix = props.name_prefix
+        artifacts = props.artifacts_bucket.bucket_name
+
+        reject = sfn.Fail(self, "RejectInput", error_path="$.rejection.error",
+                          cause_path="$.rejection.cause")
+
+        read_input = sfn.Pass(self, "ReadInput", parameters={
+            "defaults": props.input_defaults.as_input(), "input.$": "$",
+        })
+        apply_defaults = sfn.Pass(self, "ApplyDefaults", parameters={
+            "config.$": "States.JsonMerge($.defaults, $.input, false)",
+            "run": {"id.$": "States.UUID()"},
+        })
+        validate_config = InputValidation(
+            self, "ConfigChecks", choice_id="ValidateInput", reject=reject,
+            rules=config_rules(allowed_instance_types=props.allowed_instance_types,
+                               max_instance_count=props.max_instance_count,
+                               max_runtime_seconds=props.input_defaults.max_runtime_seconds),
+        )
+
+        resolve_job = sfn.Pass(self, "ResolveJob", parameters=_resolve_job_parameters())
+        choose_method = sfn.Choice(self, "ChooseMethod")
+        for method in TRAINING_METHODS:
+            prepares = self._prepare_states(method)
+            for prepare in prepares.values():
+                prepare.next(resolve_job)
+            condition = Cond.string_equals("$.config.method", method)
+            if method == "script":
+                gpu_types = [t for t in props.allowed_instance_types
+                             if t.startswith(GPU_INSTANCE_FAMILIES)]
+                choose_image = sfn.Choice(self, "ChooseScriptImage")
+                if gpu_types:
+                    choose_image.when(Cond.or_(*[Cond.string_equals("$.config.instanceType", t)
+                                                 for t in gpu_types]) if len(gpu_types) > 1
+                                      else Cond.string_equals("$.config.instanceType", gpu_types[0]),
+                                      prepares["gpu"])
+                choose_image.otherwise(prepares["cpu"])
+                choose_method.when(condition, choose_image)
+            else:
+                choose_method.when(condition, prepares["default"])
+        # Unreachable after validation; kept so the Choice never fails with States.NoChoiceMatched.
+        choose_method.otherwise(reject)
+
+        validate_channels = InputValidation(self, "ChannelChecks", choice_id="ValidateChannels",
+                                            reject=reject, rules=channel_rules())
+        choose_capacity = sfn.Choice(self, "ChooseCapacity")
+        use_spot = sfn.Pass(self, "UseSpotCapacity", result_path="$.stopping", parameters={
+            "MaxRuntimeInSeconds.$": "$.config.maxRuntimeInSeconds",
+            "MaxWaitTimeInSeconds": props.spot_max_wait_seconds,
+        })
+        use_on_demand = sfn.Pass(self, "UseOnDemandCapacity", result_path="$.stopping", parameters={
+            "MaxRuntimeInSeconds.$": "$.config.maxRuntimeInSeconds",
+        })
+        choose_capacity.when(Cond.boolean_equals("$.config.spot", True), use_spot)
+        choose_capacity.otherwise(use_on_demand)
+        train_or_tune = sfn.Choice(self, "TrainOrTune")
+        use_spot.next(train_or_tune)
+        use_on_demand.next(train_or_tune)
+
+        role_arn = props.execution_role.role_arn
+        output_uri = f"s3://{artifacts}/{MODELS_PREFIX}"
+        self.training_task = TrainingJobTask(
+            self, "TrainModel", name_prefix=prefix, role_arn=role_arn, output_uri=output_uri,
+            checkpoint_uri=f"s3://{artifacts}/{CHECKPOINTS_PREFIX}", kms_key_arn=props.key.key_arn,
+        )
+        self.tuning_task = TuningJobTask(
+            self, "TuneModel", name_prefix=prefix, role_arn=role_arn, output_uri=output_uri,
+            kms_key_arn=props.key.key_arn,
+        )
+        self.describe_best = DescribeTrainingJobTask(
+            self, "DescribeBestTrainingJob", name_prefix=prefix,
+            job_name_path="$.tuningResult.BestTrainingJob.TrainingJobName", result_path="$.best",
+        )
+
+        training_failed = self._failure("Training", TRAINING_FAILED_ERROR)
+        tuning_failed = self._failure("Tuning", TUNING_FAILED_ERROR)
+        self.training_task.add_catch(training_failed, errors=["States.ALL"], result_path="$.failure")
+        self.tuning_task.add_catch(tuning_failed, errors=["States.ALL"], result_path="$.failure")
+        self.describe_best.add_catch(tuning_failed, errors=["States.ALL"], result_path="$.failure")
+
+        report_training = sfn.Pass(self, "ReportTraining", parameters={
+            "method.$": "$.config.method",
+            "trainingJobName.$": "$.training.TrainingJobName",
+            "modelArtifacts.$": "$.training.ModelArtifacts",
+            "metrics.$": "$.training.FinalMetricDataList",
+        })
+        report_tuning = sfn.Pass(self, "ReportTuning", parameters={
+            "method.$": "$.config.method",
+            "tuningJobName.$": "$.tuningResult.HyperParameterTuningJobName",
+            "tuningJobStatus.$": "$.tuningResult.HyperParameterTuningJobStatus",
+            "trainingJobCounters.$": "$.tuningResult.TrainingJobStatusCounters",
+            "trainingJobName.$": "$.tuningResult.BestTrainingJob.TrainingJobName",
+            "objective.$": "$.tuningResult.BestTrainingJob.FinalHyperParameterTuningJobObjectiveMetric",
+            "tunedHyperparameters.$": "$.tuningResult.BestTrainingJob.TunedHyperParameters",
+            "modelArtifacts.$": "$.best.ModelArtifacts",
+            "metrics.$": "$.best.FinalMetricDataList",
+        })
+
+        apply_tuning_defaults = sfn.Pass(self, "ApplyTuningDefaults", result_path="$.tuning",
+                                         parameters={"config.$": "States.JsonMerge("
+                                                     "$.method.tuningDefaults, $.config.tuning, false)"})
+        validate_tuning = InputValidation(self, "TuningChecks", choice_id="ValidateTuning",
+                                          reject=reject, rules=tuning_rules())
+        choose_limits = sfn.Choice(self, "ChooseTuningLimits")
+        grid_limits = sfn.Pass(self, "LimitGridSearch", result_path="$.tuning.limits", parameters={
+            # Grid search runs every combination: SageMaker refuses MaxNumberOfTrainingJobs.
+            "MaxParallelTrainingJobs.$": "$.tuning.config.maxParallelJobs",
+        })
+        search_limits = sfn.Pass(self, "LimitSearch", result_path="$.tuning.limits", parameters={
+            "MaxNumberOfTrainingJobs.$": "$.tuning.config.maxJobs",
+            "MaxParallelTrainingJobs.$": "$.tuning.config.maxParallelJobs",
+        })
+        choose_limits.when(Cond.string_equals("$.tuning.config.strategy", "Grid"), grid_limits)
+        choose_limits.otherwise(search_limits)
+        grid_limits.next(self.tuning_task)
+        search_limits.next(self.tuning_task)
+        self.tuning_task.next(self.describe_best).next(report_tuning)
+
+        train_or_tune.when(Cond.and_(Cond.is_present("$.config.tuning"),
+                                     Cond.is_not_null("$.config.tuning")),
+                           apply_tuning_defaults.next(validate_tuning.then(choose_limits)))
+        train_or_tune.otherwise(self.training_task.next(report_training))
+
+        resolve_job.next(validate_channels.then(choose_capacity))
+        definition = (
+            sfn.Chain.start(read_input).next(apply_defaults).next(validate_config.then(choose_method))
+        )
+
+        self.log_group = logs.LogGroup(
+            self, "Logs",
+            log_group_name=f"/aws/vendedlogs/states/{prefix}-training",
+            encryption_key=props.key,
+            retention=props.log_retention,
+            # Execution history is operational data; the stateful stack keeps the training data
+            # and models. A retained log group with a fixed name would block a redeploy.
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.state_machine = sfn.StateMachine(
+            self, "StateMachine",
+            state_machine_name=f"{prefix}-training",
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL,
+                                include_execution_data=True),
+            tracing_enabled=True,
+            comment="Creates SageMaker training and tuning jobs from an execution input",
+        )
+        for statement in _unique_statements(
+            Stack.of(self),
+            [*self.training_task.policy_statements, *self.tuning_task.policy_statements,
+             *self.describe_best.policy_statements],
+        ):
+            self.state_machine.add_to_role_policy(statement)
+
+    def _prepare_states(self, method: MethodName) -> dict[str, sfn.Pass]:
+        """One Pass per image variant that records the method's static settings at ``$.method``."""
+        props = self.props
+        spec = TRAINING_METHODS[method]
+        data = props.data_bucket.bucket_name
+        fixed: dict[str, str] = {}
+        if method == "script":
+            fixed = {
+                "sagemaker_program": SCRIPT_PROGRAM,
+                "sagemaker_submit_directory": props.script_source_uri,
+                "sagemaker_region": props.region,
+                "sagemaker_container_log_level": "20",
+            }
+        images = {
+            "script": {"cpu": props.images.pytorch_cpu, "gpu": props.images.pytorch_gpu},
+            "byoc": {"default": props.byoc_image_uri},
+            "builtin": {"default": props.images.xgboost},
+        }[method]
+        states = {}
+        for variant, image in images.items():
+            algorithm: dict[str, Any] = {"TrainingImage": image, "TrainingInputMode": "File"}
+            if spec.metric_definitions:
+                algorithm["MetricDefinitions"] = [dict(m) for m in spec.metric_definitions]
+                algorithm["EnableSageMakerMetricsTimeSeries"] = True
+            suffix = "" if variant == "default" else variant.capitalize()
+            states[variant] = sfn.Pass(
+                self, f"Prepare{method.capitalize()}{suffix}",
+                result_path="$.method",
+                result=sfn.Result.from_object({
+                    "algorithm": algorithm,
+                    "contentType": spec.content_type,
+                    "baseHyperparameters": dict(spec.base_hyperparameters),
+                    "trainingDefaults": dict(spec.training_defaults),
+                    "fixedHyperparameters": fixed,
+                    "inputDefaults": {
+                        channel: f"s3://{data}/{DATASETS_PREFIX}{method}/{channel}/"
+                        for channel in ("train", "validation")
+                    },
+                    "tuningDefaults": spec.tuning.as_input(),
+                }),
+            )
+        return states
+
+    def _failure(self, kind: str, error: str) -> sfn.Chain:
+        """A Pass that formats ``$.failure`` into one cause line, then a Fail state."""
+        explain = sfn.Pass(self, f"Explain{kind}Failure", result_path="$.failureReport", parameters={
+            "cause.$": "States.Format('{}: {}', $.failure.Error, $.failure.Cause)",
+        })
+        return explain.next(sfn.Fail(self, f"{kind}Failed", error=error,
+                                     cause_path="$.failureReport.cause"))
+
+
+def _resolve_job_parameters() -> dict[str, Any]:
+    """Hyperparameters merged in order: base < training defaults < user input < fixed."""
+    base_and_user = ("States.JsonMerge($.method.baseHyperparameters, $.config.hyperparameters, "
+                     "false)")
+    with_training_defaults = (
+        "States.JsonMerge(States.JsonMerge($.method.baseHyperparameters, "
+        "$.method.trainingDefaults, false), $.config.hyperparameters, false)"
+    )
+    split = "States.StringSplit($.run.id, '-')"
+    return {
+        "config.$": "$.config",
+        "method.$": "$.method",
+        "run": {
+            "id.$": "$.run.id",
+            "shortId.$": f"States.Format('{{}}{{}}', States.ArrayGetItem({split}, 0), "
+                         f"States.ArrayGetItem({split}, 1))",
+        },
+        "inputs.$": "States.JsonMerge($.method.inputDefaults, $.config.inputs, false)",
+        "trainingHyperparameters.$": f"States.JsonMerge({with_training_defaults}, "
+                                     "$.method.fixedHyperparameters, false)",
+        "staticHyperparameters.$": f"States.JsonMerge({base_and_user}, "
+                                   "$.method.fixedHyperparameters, false)",
+    }
+
+
+def _unique_statements(stack: Stack,
+                       statements: Sequence[iam.PolicyStatement]) -> list[iam.PolicyStatement]:
+    seen: dict[str, iam.PolicyStatement] = {}
+    for statement in statements:
+        key = json.dumps(stack.resolve(statement.to_statement_json()), sort_keys=True)
+        seen.setdefault(key, statement)
+    return list(seen.values())
+

@@ -1,0 +1,139 @@
+"""A Step Functions task that runs one SageMaker hyperparameter tuning job to completion."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from infra.constructs.sagemaker_task_policy import (
+    list_tags_statement,
+    pass_role_statement,
+    sync_job_statements,
+)
+from infra.constructs.training_job_task import (
+    RETRYABLE_SAGEMAKER_ERRORS,
+    ChannelPaths,
+    input_data_config,
+    job_tags,
+    resource_config,
+)
+
+#: Longest tuning job name SageMaker accepts.
+TUNING_JOB_NAME_LIMIT = 32
+#: Characters of the short run id (the first two groups of a UUID, 12 hex digits).
+SHORT_RUN_ID_LENGTH = 12
+
+
+class TuningJobTask(sfn.CustomState):
+    """``arn:aws:states:::sagemaker:createHyperParameterTuningJob.sync`` (CDK has no such task).
+
+    Reads the tuning settings from ``$.tuning.config`` (strategy, objective, parameter ranges in
+    SageMaker's ``ParameterRanges`` shape, early stopping) and ``$.tuning.limits`` (SageMaker's
+    ``ResourceLimits``), and the training job definition from the same paths as
+    :class:`~infra.constructs.training_job_task.TrainingJobTask`, with the static
+    hyperparameters from ``$.staticHyperparameters``.
+
+    Guarantees:
+    - the tuning job name is ``<name_prefix>-<short run id>-<retry count>``, within 32 characters
+      (checked here); SageMaker names its training jobs after it, so they share the prefix;
+    - the result keeps only the job name, status, counters and the best training job, so the
+      payload stays small however many training jobs ran;
+    - the same retry policy as training jobs; :attr:`policy_statements` holds the exact IAM.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str, role_arn: str,
+                 output_uri: str, kms_key_arn: str, short_run_id_path: str = "$.run.shortId",
+                 paths: ChannelPaths | None = None, max_attempts: int = 3,
+                 sagemaker_retries: int = 2, result_path: str = "$.tuningResult") -> None:
+        longest = len(name_prefix) + 1 + SHORT_RUN_ID_LENGTH + 1 + len(str(max_attempts))
+        if longest > TUNING_JOB_NAME_LIMIT:
+            raise ValueError(
+                f"name_prefix {name_prefix!r} makes tuning job names of {longest} characters; "
+                f"SageMaker allows {TUNING_JOB_NAME_LIMIT}"
+            )
+        if not 1 <= max_attempts <= 9:
+            raise ValueError(f"max_attempts must be 1..9 (one digit in job names), got {max_attempts}")
+        paths = paths or ChannelPaths()
+        state_json = {
+            "Type": "Task",
+            "Resource": "arn:aws:states:::sagemaker:createHyperParameterTuningJob.sync",
+            "Parameters": {
+                "HyperParameterTuningJobName.$": f"States.Format('{name_prefix}-{{}}-{{}}', "
+                                                 f"{short_run_id_path}, $$.State.RetryCount)",
+                "HyperParameterTuningJobConfig": {
+                    "Strategy.$": "$.tuning.config.strategy",
+                    "HyperParameterTuningJobObjective": {
+                        "MetricName.$": "$.tuning.config.objective.metricName",
+                        "Type.$": "$.tuning.config.objective.type",
+                    },
+                    "ResourceLimits.$": "$.tuning.limits",
+                    "ParameterRanges.$": "$.tuning.config.parameterRanges",
+                    "TrainingJobEarlyStoppingType.$": "$.tuning.config.earlyStopping",
+                },
+                "TrainingJobDefinition": {
+                    "AlgorithmSpecification.$": paths.algorithm,
+                    "RoleArn": role_arn,
+                    "StaticHyperParameters.$": "$.staticHyperparameters",
+                    "InputDataConfig": input_data_config(paths),
+                    "OutputDataConfig": {"S3OutputPath": output_uri, "KmsKeyId": kms_key_arn},
+                    "ResourceConfig": resource_config(paths),
+                    "StoppingCondition.$": paths.stopping_condition,
+                    "EnableManagedSpotTraining.$": paths.spot,
+                    "RetryStrategy": {"MaximumRetryAttempts": sagemaker_retries},
+                },
+                "Tags": job_tags(paths),
+            },
+            "ResultSelector": {
+                "HyperParameterTuningJobName.$": "$.HyperParameterTuningJobName",
+                "HyperParameterTuningJobStatus.$": "$.HyperParameterTuningJobStatus",
+                "TrainingJobStatusCounters.$": "$.TrainingJobStatusCounters",
+                "BestTrainingJob.$": "$.BestTrainingJob",
+            },
+            "ResultPath": result_path,
+        }
+        super().__init__(scope, construct_id, state_json=state_json)
+        self.add_retry(errors=list(RETRYABLE_SAGEMAKER_ERRORS), interval=Duration.seconds(30),
+                       backoff_rate=2, max_attempts=max_attempts,
+                       jitter_strategy=sfn.JitterType.FULL)
+        stack = Stack.of(self)
+        self.policy_statements: list[iam.PolicyStatement] = [
+            *sync_job_statements(stack, kind="hyper-parameter-tuning-job",
+                                 name_prefix=f"{name_prefix}-"),
+            list_tags_statement(),
+            pass_role_statement(role_arn),
+        ]
+
+
+class DescribeTrainingJobTask(sfn.CustomState):
+    """``aws-sdk:sagemaker:describeTrainingJob`` for the tuning job's best training job, trimmed
+    to its model artifact URI and final metrics (the tuning job's answer lacks both).
+
+    :attr:`policy_statements`: ``sagemaker:DescribeTrainingJob`` on jobs named
+    ``<name_prefix>-*`` (SageMaker names tuning trials after their tuning job).
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str,
+                 job_name_path: str, result_path: str) -> None:
+        state_json = {
+            "Type": "Task",
+            "Resource": "arn:aws:states:::aws-sdk:sagemaker:describeTrainingJob",
+            "Parameters": {"TrainingJobName.$": job_name_path},
+            "ResultSelector": {
+                "ModelArtifacts.$": "$.ModelArtifacts.S3ModelArtifacts",
+                "FinalMetricDataList.$": "$.FinalMetricDataList",
+            },
+            "ResultPath": result_path,
+        }
+        super().__init__(scope, construct_id, state_json=state_json)
+        self.add_retry(errors=["SageMaker.ThrottlingException", "SageMaker.SageMakerException"],
+                       interval=Duration.seconds(5), backoff_rate=2, max_attempts=3,
+                       jitter_strategy=sfn.JitterType.FULL)
+        self.policy_statements = [
+            iam.PolicyStatement(
+                actions=["sagemaker:DescribeTrainingJob"],
+                resources=[Stack.of(self).format_arn(service="sagemaker", resource="training-job",
+                                                     resource_name=f"{name_prefix}-*")],
+            )
+        ]

@@ -1,0 +1,178 @@
+"""The app's configuration: one frozen dataclass, validated once, read only by ``app.py``.
+
+Every value comes from the ``training`` object in ``cdk.json`` context (or ``-c training=...``)
+plus the region from the CDK environment. A bad value raises :class:`SettingsError` naming the
+setting, the value and what is allowed, so ``cdk synth`` fails before anything is built.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+CONTEXT_KEY = "training"
+
+#: CloudWatch Logs accepts only these retention periods (days).
+LOG_RETENTION_DAYS = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+    2922, 3288, 3653,
+)
+
+#: SageMaker's hard ceiling on MaxRuntimeInSeconds / MaxWaitTimeInSeconds (28 days).
+MAX_SAGEMAKER_RUNTIME_SECONDS = 28 * 24 * 3600
+
+_NAME_PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,14}[a-z0-9]$")
+_INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9-]+\.[a-z0-9]+$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+_PYTORCH_VERSION = re.compile(r"^\d+\.\d+(\.\d+)?$")
+_PY_VERSION = re.compile(r"^py3\d{1,2}$")
+
+
+class SettingsError(ValueError):
+    """A configuration value is invalid; the message names the setting."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Validated configuration for both stacks.
+
+    Defaults are those of a small CPU setup; see the README's configuration table.
+    """
+
+    region: str
+    account: str | None = None
+    name_prefix: str = "smtrain"
+    default_instance_type: str = "ml.m5.xlarge"
+    allowed_instance_types: tuple[str, ...] = (
+        "ml.m5.large", "ml.m5.xlarge", "ml.m5.2xlarge", "ml.c5.xlarge", "ml.c5.2xlarge",
+        "ml.g5.xlarge", "ml.g5.2xlarge",
+    )
+    default_instance_count: int = 1
+    max_instance_count: int = 4
+    default_volume_size_gb: int = 30
+    max_runtime_seconds: int = 3600
+    spot_by_default: bool = False
+    spot_max_wait_seconds: int = 7200
+    notification_email: str | None = None
+    log_retention_days: int = 365
+    pytorch_version: str = "2.5"
+    pytorch_py_version: str = "py311"
+    xgboost_version: str = "1.7-1"
+    extra_tags: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(_REGION.match(self.region) is not None, "region", self.region,
+               "an AWS region such as us-east-1 (from CDK_DEFAULT_REGION or context 'defaultRegion')")
+        if self.account is not None:
+            _check(re.fullmatch(r"\d{12}", self.account) is not None, "account", self.account,
+                   "a 12-digit AWS account id")
+        _check(_NAME_PREFIX.match(self.name_prefix) is not None, "namePrefix", self.name_prefix,
+               "2-16 characters of a-z, 0-9 and '-', starting with a letter, not ending in '-' "
+               "(it starts every job name, and tuning job names are limited to 32 characters)")
+        _check(len(self.allowed_instance_types) > 0, "allowedInstanceTypes",
+               self.allowed_instance_types, "a non-empty list")
+        for instance_type in self.allowed_instance_types:
+            _check(_INSTANCE_TYPE.match(instance_type) is not None, "allowedInstanceTypes",
+                   instance_type, "SageMaker instance types such as ml.m5.xlarge")
+        _check(self.default_instance_type in self.allowed_instance_types, "defaultInstanceType",
+               self.default_instance_type, f"one of allowedInstanceTypes {list(self.allowed_instance_types)}")
+        _check_int_range("maxInstanceCount", self.max_instance_count, 1, 100)
+        _check_int_range("defaultInstanceCount", self.default_instance_count, 1, self.max_instance_count)
+        _check_int_range("defaultVolumeSizeInGB", self.default_volume_size_gb, 1, 16384)
+        _check_int_range("maxRuntimeInSeconds", self.max_runtime_seconds, 1,
+                         MAX_SAGEMAKER_RUNTIME_SECONDS)
+        _check_int_range("spotMaxWaitInSeconds", self.spot_max_wait_seconds, self.max_runtime_seconds,
+                         MAX_SAGEMAKER_RUNTIME_SECONDS)
+        _check(isinstance(self.spot_by_default, bool), "spotByDefault", self.spot_by_default,
+               "true or false")
+        if self.notification_email is not None:
+            _check(_EMAIL.match(self.notification_email) is not None, "notificationEmail",
+                   self.notification_email, "an e-mail address, or null for no subscription")
+        _check(self.log_retention_days in LOG_RETENTION_DAYS, "logRetentionDays",
+               self.log_retention_days, f"one of {list(LOG_RETENTION_DAYS)}")
+        _check(_PYTORCH_VERSION.match(self.pytorch_version) is not None, "pytorchVersion",
+               self.pytorch_version, "a framework version such as 2.5")
+        _check(_PY_VERSION.match(self.pytorch_py_version) is not None, "pytorchPyVersion",
+               self.pytorch_py_version, "a Python tag such as py311")
+        _check(isinstance(self.xgboost_version, str) and self.xgboost_version != "", "xgboostVersion",
+               self.xgboost_version, "a SageMaker XGBoost version such as 1.7-1")
+        for key, value in self.extra_tags.items():
+            _check(isinstance(key, str) and 0 < len(key) <= 128 and not key.startswith("aws:"),
+                   "tags", key, "tag keys of 1-128 characters not starting with 'aws:'")
+            _check(isinstance(value, str) and len(value) <= 256, "tags", value,
+                   "tag values of at most 256 characters")
+
+    @property
+    def storage_stack_name(self) -> str:
+        return f"{self.name_prefix}-storage"
+
+    @property
+    def workflow_stack_name(self) -> str:
+        return f"{self.name_prefix}-workflow"
+
+
+# context key -> (dataclass field, expected python type(s))
+_CONTEXT_FIELDS: dict[str, tuple[str, tuple[type, ...]]] = {
+    "namePrefix": ("name_prefix", (str,)),
+    "defaultInstanceType": ("default_instance_type", (str,)),
+    "allowedInstanceTypes": ("allowed_instance_types", (list,)),
+    "defaultInstanceCount": ("default_instance_count", (int,)),
+    "maxInstanceCount": ("max_instance_count", (int,)),
+    "defaultVolumeSizeInGB": ("default_volume_size_gb", (int,)),
+    "maxRuntimeInSeconds": ("max_runtime_seconds", (int,)),
+    "spotByDefault": ("spot_by_default", (bool,)),
+    "spotMaxWaitInSeconds": ("spot_max_wait_seconds", (int,)),
+    "notificationEmail": ("notification_email", (str, type(None))),
+    "logRetentionDays": ("log_retention_days", (int,)),
+    "pytorchVersion": ("pytorch_version", (str,)),
+    "pytorchPyVersion": ("pytorch_py_version", (str,)),
+    "xgboostVersion": ("xgboost_version", (str,)),
+    "tags": ("extra_tags", (dict,)),
+}
+
+
+def settings_from_context(
+    context: Mapping[str, Any] | None, *, region: str | None, account: str | None = None
+) -> Settings:
+    """Build :class:`Settings` from the ``training`` context object and the CDK environment.
+
+    Unknown keys are refused (a typo must not silently fall back to a default), and each value's
+    JSON type is checked before the dataclass checks its range.
+    """
+    raw = dict(context or {})
+    unknown = sorted(set(raw) - set(_CONTEXT_FIELDS))
+    if unknown:
+        raise SettingsError(
+            f"unknown setting(s) {unknown} in context '{CONTEXT_KEY}'; "
+            f"allowed: {sorted(_CONTEXT_FIELDS)}"
+        )
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        field_name, types = _CONTEXT_FIELDS[key]
+        # bool is an int in Python; a JSON true must not pass for a count.
+        wrong_bool = isinstance(value, bool) and bool not in types
+        if wrong_bool or not isinstance(value, types):
+            allowed = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise SettingsError(f"setting '{key}' must be of type {allowed}, got {value!r}")
+        if key == "allowedInstanceTypes":
+            value = tuple(value)
+        kwargs[field_name] = value
+    if not region:
+        raise SettingsError(
+            "setting 'region' is missing: set CDK_DEFAULT_REGION (AWS_REGION for the CDK CLI) "
+            "or context 'defaultRegion'"
+        )
+    return Settings(region=region, account=account, **kwargs)
+
+
+def _check(ok: bool, setting: str, value: object, allowed: str) -> None:
+    if not ok:
+        raise SettingsError(f"setting '{setting}' is invalid: got {value!r}, expected {allowed}")
+
+
+def _check_int_range(setting: str, value: int, low: int, high: int) -> None:
+    _check(isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
+           setting, value, f"an integer from {low} to {high}")

@@ -1,0 +1,53 @@
+"""The stateful stack: everything that holds data and must survive ``cdk destroy``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack
+from constructs import Construct
+
+from infra.constructs.encryption_key import TrainingDataKey
+from infra.constructs.execution_role import SageMakerExecutionRole
+from infra.constructs.training_buckets import (
+    CHECKPOINTS_PREFIX,
+    DATASETS_PREFIX,
+    MODELS_PREFIX,
+    TrainingBuckets,
+)
+from infra.constructs.training_repository import TrainingRepository
+from infra.settings import Settings
+
+
+def workflow_log_group_prefix(settings: Settings) -> str:
+    """The name prefix of the state machine's log group (the key lets Logs use it)."""
+    return f"/aws/vendedlogs/states/{settings.name_prefix}-"
+
+
+class StorageStack(Stack):
+    """KMS key, buckets, ECR repository and the SageMaker execution role, all retained."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, settings: Settings,
+                 **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.key = TrainingDataKey(
+            self, "DataKey", alias=f"alias/{settings.name_prefix}-training",
+            log_group_name_prefix=workflow_log_group_prefix(settings),
+        ).key
+        buckets = TrainingBuckets(self, "Buckets", key=self.key)
+        self.data_bucket = buckets.data
+        self.artifacts_bucket = buckets.artifacts
+        self.repository = TrainingRepository(
+            self, "TrainingImages", repository_name=f"{settings.name_prefix}-training", key=self.key
+        ).repository
+        self.execution_role = SageMakerExecutionRole(
+            self, "SageMakerExecution", data_bucket=self.data_bucket,
+            artifacts_bucket=self.artifacts_bucket, key=self.key, repository=self.repository,
+            input_prefix=DATASETS_PREFIX, model_prefix=MODELS_PREFIX,
+            checkpoint_prefix=CHECKPOINTS_PREFIX,
+        ).role
+
+        CfnOutput(self, "DataBucketName", value=self.data_bucket.bucket_name)
+        CfnOutput(self, "ArtifactsBucketName", value=self.artifacts_bucket.bucket_name)
+        CfnOutput(self, "RepositoryUri", value=self.repository.repository_uri)
+        CfnOutput(self, "ExecutionRoleArn", value=self.execution_role.role_arn)
