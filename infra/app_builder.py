@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import aws_cdk as cdk
 
+from infra.compliance import apply_rule_packs
 from infra.settings import Settings
 from infra.stacks.storage_stack import StorageStack
 from infra.stacks.workflow_stack import WorkflowStack
@@ -18,8 +19,10 @@ class TrainingApp:
     workflow: WorkflowStack
 
 
-def build_app(settings: Settings, *, app: cdk.App | None = None) -> TrainingApp:
-    """Add both stacks to ``app`` (a new one by default), tagged and in the settings' region."""
+def build_app(settings: Settings, *, app: cdk.App | None = None,
+              check_compliance: bool = True) -> TrainingApp:
+    """Add both stacks to ``app`` (a new one by default), tagged and in the settings' region,
+    checked by the cdk-nag rule packs unless ``check_compliance`` is false."""
     app = app or cdk.App()
     env = cdk.Environment(account=settings.account, region=settings.region)
     storage = StorageStack(app, "Storage", stack_name=settings.storage_stack_name, env=env,
@@ -32,4 +35,6 @@ def build_app(settings: Settings, *, app: cdk.App | None = None) -> TrainingApp:
         cdk.Tags.of(stack).add("project", settings.name_prefix)
         for key, value in settings.extra_tags.items():
             cdk.Tags.of(stack).add(key, value)
+    if check_compliance:
+        apply_rule_packs(app)
     return TrainingApp(app=app, storage=storage, workflow=workflow)

@@ -9,6 +9,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from infra.compliance import acknowledge, nag_arn
+
 #: Where SageMaker writes training job logs.
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 #: The CloudWatch namespace SageMaker publishes training metrics under.
@@ -56,6 +58,9 @@ class SageMakerExecutionRole(Construct):
                 },
             ),
         )
+        log_group_arn = stack.format_arn(service="logs", resource="log-group",
+                                         resource_name=f"{TRAINING_LOG_GROUP}:*",
+                                         arn_format=ArnFormat.COLON_RESOURCE_NAME)
         statements = [
             iam.PolicyStatement(
                 sid="ReadTrainingInputs",
@@ -104,11 +109,7 @@ class SageMakerExecutionRole(Construct):
                 sid="WriteTrainingLogs",
                 actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
                          "logs:DescribeLogStreams"],
-                resources=[
-                    stack.format_arn(service="logs", resource="log-group",
-                                     resource_name=f"{TRAINING_LOG_GROUP}:*",
-                                     arn_format=ArnFormat.COLON_RESOURCE_NAME),
-                ],
+                resources=[log_group_arn],
             ),
             iam.PolicyStatement(
                 sid="PublishTrainingMetrics",
@@ -117,4 +118,20 @@ class SageMakerExecutionRole(Construct):
                 conditions={"StringEquals": {"cloudwatch:namespace": TRAINING_METRICS_NAMESPACE}},
             ),
         ]
-        self.policy = iam.Policy(self, "Policy", statements=statements, roles=[self.role])
+        self.policy = iam.ManagedPolicy(self, "Policy", statements=statements, roles=[self.role],
+                                        description="What SageMaker training jobs may do")
+        acknowledge(
+            self.policy, "AwsSolutions-IAM5",
+            "Wildcards only as key prefixes inside the project's buckets (datasets/, models/, "
+            "checkpoints/: job output keys are chosen by SageMaker at run time), the SageMaker "
+            "training log group's streams (named after each job), and '*' for "
+            "ecr:GetAuthorizationToken and cloudwatch:PutMetricData, which have no resource "
+            "type (PutMetricData is limited by a namespace condition).",
+            applies_to=[
+                "Resource::*",
+                f"Resource::{nag_arn(stack, data_bucket.arn_for_objects(f'{input_prefix}*'))}",
+                f"Resource::{nag_arn(stack, artifacts_bucket.arn_for_objects(f'{model_prefix}*'))}",
+                f"Resource::{nag_arn(stack, artifacts_bucket.arn_for_objects(f'{checkpoint_prefix}*'))}",
+                f"Resource::{nag_arn(stack, log_group_arn)}",
+            ],
+        )

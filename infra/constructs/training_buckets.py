@@ -7,6 +7,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from infra.compliance import REPLICATION_RULES, acknowledge
+
 #: Where the state machine reads data by default: ``s3://<data bucket>/datasets/<method>/<channel>/``.
 DATASETS_PREFIX = "datasets/"
 #: Where training jobs write models: ``s3://<artifacts bucket>/models/...``.
@@ -61,6 +63,19 @@ class TrainingBuckets(Construct):
         for bucket in (self.access_logs, self.data, self.artifacts):
             assert bucket.policy is not None  # enforce_ssl always creates one
             bucket.policy.apply_removal_policy(RemovalPolicy.RETAIN)
+            acknowledge(
+                bucket, REPLICATION_RULES,
+                "Cross-region replication needs a bucket in a second region, which this "
+                "single-region app does not own; versioning, retention on delete and the "
+                "noncurrent-version lifecycle protect the data within the region.",
+            )
+        acknowledge(
+            self.access_logs,
+            ["HIPAA.Security-S3DefaultEncryptionKMS", "NIST.800.53.R5-S3DefaultEncryptionKMS",
+             "PCI.DSS.321-S3DefaultEncryptionKMS"],
+            "S3 server access logging delivers only to buckets encrypted with SSE-S3, not SSE-KMS; "
+            "the bucket holds access logs only, is encrypted at rest with SSE-S3 and TLS-only.",
+        )
 
     def _bucket(self, construct_id: str, *, key: kms.IKey, log_prefix: str,
                 noncurrent_version_days: int) -> s3.Bucket:

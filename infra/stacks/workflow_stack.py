@@ -45,7 +45,7 @@ class WorkflowStack(Stack):
         # A policy in this stack, so that a code change never touches the storage stack.
         execution_role = iam.Role.from_role_arn(self, "ExecutionRole",
                                                 storage.execution_role.role_arn, mutable=True)
-        iam.Policy(self, "ReadScriptModeSource", roles=[execution_role], statements=[
+        iam.ManagedPolicy(self, "ReadScriptModeSource", roles=[execution_role], statements=[
             iam.PolicyStatement(
                 actions=["s3:GetObject"],
                 resources=[source.asset.bucket.arn_for_objects(source.asset.s3_object_key)],

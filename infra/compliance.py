@@ -1,0 +1,80 @@
+"""cdk-nag rule packs and the one way this project acknowledges a finding.
+
+Every acknowledgement names one rule on one resource, with the exact finding (``applies_to``)
+where the rule reports several, and a reason. :func:`nag_arn` spells a CloudFormation ARN the way
+cdk-nag prints it in a finding, so an acknowledgement matches only that resource.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import aws_cdk as cdk
+from cdk_nag import (
+    AwsSolutionsChecks,
+    HIPAASecurityChecks,
+    NagPackSuppression,
+    NagSuppressions,
+    NIST80053R5Checks,
+    PCIDSS321Checks,
+)
+from constructs import IConstruct
+
+RULE_PACKS = (AwsSolutionsChecks, HIPAASecurityChecks, NIST80053R5Checks, PCIDSS321Checks)
+
+#: Rules that report S3 cross-region replication; one reason covers every bucket here.
+REPLICATION_RULES = (
+    "HIPAA.Security-S3BucketReplicationEnabled",
+    "NIST.800.53.R5-S3BucketReplicationEnabled",
+    "PCI.DSS.321-S3BucketReplicationEnabled",
+)
+#: Rules that report an inline (non-managed) IAM policy.
+INLINE_POLICY_RULES = (
+    "HIPAA.Security-IAMNoInlinePolicy",
+    "NIST.800.53.R5-IAMNoInlinePolicy",
+    "PCI.DSS.321-IAMNoInlinePolicy",
+)
+
+
+def apply_rule_packs(scope: IConstruct, *, verbose: bool = True) -> None:
+    """Check everything under ``scope`` with the AwsSolutions, HIPAA Security, NIST 800-53 R5 and
+    PCI DSS 3.2.1 packs; unacknowledged findings become synth errors and warnings."""
+    for pack in RULE_PACKS:
+        cdk.Aspects.of(scope).add(pack(verbose=verbose))
+
+
+def acknowledge(construct: IConstruct, rule_ids: str | Sequence[str], reason: str, *,
+                applies_to: Sequence[str] | None = None) -> None:
+    """Acknowledge ``rule_ids`` on ``construct`` alone (not its children) with ``reason``."""
+    if len(reason) < 20:
+        raise ValueError(f"a suppression needs a real reason, got {reason!r}")
+    ids = [rule_ids] if isinstance(rule_ids, str) else list(rule_ids)
+    NagSuppressions.add_resource_suppressions(
+        construct,
+        [NagPackSuppression(id=rule_id, reason=reason,
+                            applies_to=list(applies_to) if applies_to else None)
+         for rule_id in ids],
+        apply_to_children=False,
+    )
+
+
+def nag_arn(stack: cdk.Stack, value: Any) -> str:
+    """A (possibly tokenized) ARN string as cdk-nag prints it: ``<LogicalId.Arn>`` for
+    ``Fn::GetAtt``, ``<AWS::AccountId>`` for a ``Ref``, literal text otherwise."""
+    return _render(stack.resolve(value))
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and len(value) == 1:
+        ((key, argument),) = value.items()
+        if key == "Fn::Join":
+            separator, parts = argument
+            return separator.join(_render(part) for part in parts)
+        if key == "Ref":
+            return f"<{argument}>"
+        if key == "Fn::GetAtt":
+            return f"<{argument[0]}.{argument[1]}>"
+    raise ValueError(f"cannot spell {value!r} as a cdk-nag finding")
