@@ -6,10 +6,14 @@ from __future__ import annotations
 import os
 import sys
 
-import aws_cdk as cdk
+from infra.node_runtime import use_pinned_node
 
-from infra.app_builder import build_app
-from infra.settings import CONTEXT_KEY, SettingsError, settings_from_context
+use_pinned_node()
+
+import aws_cdk as cdk  # noqa: E402  (jsii starts Node on import)
+
+from infra.app_builder import build_app  # noqa: E402
+from infra.settings import CONTEXT_KEY, SettingsError, settings_from_context  # noqa: E402
 
 
 def main() -> None:

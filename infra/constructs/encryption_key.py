@@ -29,8 +29,7 @@ class TrainingDataKey(Construct):
     (the execution role, the state machine role) can be granted use of the key.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, alias: str,
-                 log_group_name_prefix: str) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, log_group_name_prefix: str) -> None:
         super().__init__(scope, construct_id)
         if not log_group_name_prefix.startswith("/"):
             raise ValueError(f"log_group_name_prefix must start with '/', got {log_group_name_prefix!r}")
@@ -38,7 +37,6 @@ class TrainingDataKey(Construct):
         self.key = kms.Key(
             self,
             "Key",
-            alias=alias,
             description="Encrypts SageMaker training data, models, images, logs and alerts",
             enable_key_rotation=True,
             pending_window=Duration.days(30),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, Stack
+from aws_cdk import ArnFormat, RemovalPolicy, Stack
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -31,8 +31,8 @@ class SageMakerExecutionRole(Construct):
     - CloudWatch: write to the SageMaker training log group and publish metrics in SageMaker's
       namespace only.
 
-    More grants (the script-mode code asset, for instance) are added by the stacks that own the
-    resources, through :meth:`grant_read_code` style helpers of those constructs.
+    The role and its policy are retained on stack deletion. Grants on resources of other stacks
+    (the script-mode code asset) are added by those stacks.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, data_bucket: s3.IBucket,
@@ -120,6 +120,10 @@ class SageMakerExecutionRole(Construct):
         ]
         self.policy = iam.ManagedPolicy(self, "Policy", statements=statements, roles=[self.role],
                                         description="What SageMaker training jobs may do")
+        # Jobs that are still running (or models being registered elsewhere) keep working when
+        # the stack is deleted; the role goes only when someone deletes it on purpose.
+        self.role.apply_removal_policy(RemovalPolicy.RETAIN)
+        self.policy.apply_removal_policy(RemovalPolicy.RETAIN)
         acknowledge(
             self.policy, "AwsSolutions-IAM5",
             "Wildcards only as key prefixes inside the project's buckets (datasets/, models/, "

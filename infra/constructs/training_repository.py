@@ -14,18 +14,18 @@ class TrainingRepository(Construct):
     Guarantees: scan on push, immutable tags (an image tag always names the same image, so a job
     can be reproduced), KMS encryption with ``key``, a lifecycle rule that keeps the newest
     ``max_images`` images (default 20) and drops untagged ones after one day, and retention on
-    stack deletion (images are not emptied).
+    stack deletion (images are not emptied). The name is generated, so that a new deployment
+    after ``cdk destroy`` never collides with the retained repository.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, repository_name: str,
-                 key: kms.IKey, max_images: int = 20) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey,
+                 max_images: int = 20) -> None:
         super().__init__(scope, construct_id)
         if max_images < 1:
             raise ValueError(f"max_images must be >= 1, got {max_images}")
         self.repository = ecr.Repository(
             self,
             "Repository",
-            repository_name=repository_name,
             image_scan_on_push=True,
             image_tag_mutability=ecr.TagMutability.IMMUTABLE,
             encryption=ecr.RepositoryEncryption.KMS,

@@ -31,15 +31,13 @@ class StorageStack(Stack):
                  **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.key = TrainingDataKey(
-            self, "DataKey", alias=f"alias/{settings.name_prefix}-training",
-            log_group_name_prefix=workflow_log_group_prefix(settings),
+            self, "DataKey", log_group_name_prefix=workflow_log_group_prefix(settings),
         ).key
         buckets = TrainingBuckets(self, "Buckets", key=self.key)
         self.data_bucket = buckets.data
         self.artifacts_bucket = buckets.artifacts
         self.repository = TrainingRepository(
-            self, "TrainingImages", repository_name=f"{settings.name_prefix}-training", key=self.key
-        ).repository
+            self, "TrainingImages", key=self.key).repository
         self.execution_role = SageMakerExecutionRole(
             self, "SageMakerExecution", data_bucket=self.data_bucket,
             artifacts_bucket=self.artifacts_bucket, key=self.key, repository=self.repository,
@@ -51,3 +49,4 @@ class StorageStack(Stack):
         CfnOutput(self, "ArtifactsBucketName", value=self.artifacts_bucket.bucket_name)
         CfnOutput(self, "RepositoryUri", value=self.repository.repository_uri)
         CfnOutput(self, "ExecutionRoleArn", value=self.execution_role.role_arn)
+        CfnOutput(self, "DataKeyArn", value=self.key.key_arn)

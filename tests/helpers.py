@@ -1,0 +1,79 @@
+"""Helpers for reading synthesized templates."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from infra.template_render import (
+    placeholder_resolver,
+    render_definition,
+    state_machine_definitions,
+)
+
+Template = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Synthesized:
+    outdir: Path
+    storage: Template
+    workflow: Template
+    messages: list[tuple[str, str, str]]
+
+    @property
+    def templates(self) -> dict[str, Template]:
+        return {"storage": self.storage, "workflow": self.workflow}
+
+    def definition(self) -> dict[str, Any]:
+        """The workflow's state machine definition, tokens replaced by placeholders."""
+        (definition_string,) = state_machine_definitions(self.workflow).values()
+        return render_definition(definition_string, placeholder_resolver())
+
+
+def resources_of_type(template: Template, resource_type: str) -> dict[str, dict[str, Any]]:
+    return {logical_id: resource for logical_id, resource in template["Resources"].items()
+            if resource["Type"] == resource_type}
+
+
+def only_resource(template: Template, resource_type: str) -> tuple[str, dict[str, Any]]:
+    found = resources_of_type(template, resource_type)
+    assert len(found) == 1, f"expected one {resource_type}, found {sorted(found)}"
+    return next(iter(found.items()))
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def statements_of(template: Template, policy_logical_id: str) -> list[dict[str, Any]]:
+    return list(template["Resources"][policy_logical_id]["Properties"]["PolicyDocument"]["Statement"])
+
+
+def policies_attached_to(template: Template, role_logical_id: str) -> Iterator[str]:
+    """Logical ids of AWS::IAM::Policy / ManagedPolicy resources that name the role by Ref."""
+    for logical_id, resource in template["Resources"].items():
+        if resource["Type"] not in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+            continue
+        roles = resource["Properties"].get("Roles", [])
+        if {"Ref": role_logical_id} in roles:
+            yield logical_id
+
+
+def actions_by_resource(statements: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """``{(action, json of resource)}``: what may be done to what, order-free."""
+    import json
+
+    pairs = set()
+    for statement in statements:
+        assert statement["Effect"] == "Allow"
+        for action in as_list(statement["Action"]):
+            for resource in as_list(statement["Resource"]):
+                pairs.add((action, json.dumps(resource, sort_keys=True)))
+    return pairs
+
+
+def all_actions(statements: list[dict[str, Any]]) -> set[str]:
+    return {action for statement in statements for action in as_list(statement["Action"])}

@@ -1,0 +1,105 @@
+"""Configuration: defaults are valid and every bad value fails naming its setting."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from infra.settings import Settings, SettingsError, settings_from_context
+from tests.conftest import ROOT
+
+
+def test_cdk_json_defaults_are_valid(cdk_context: dict[str, Any]) -> None:
+    settings = settings_from_context(cdk_context["training"], region="eu-west-1")
+    assert settings.name_prefix == "smtrain"
+    assert settings.default_instance_type in settings.allowed_instance_types
+    assert settings.storage_stack_name == "smtrain-storage"
+    assert settings.workflow_stack_name == "smtrain-workflow"
+
+
+def test_dataclass_is_frozen() -> None:
+    settings = Settings(region="us-east-1")
+    with pytest.raises(AttributeError):
+        settings.name_prefix = "other"  # type: ignore[misc]
+
+
+BAD_VALUES: list[tuple[str, Any, str]] = [
+    ("namePrefix", "Smtrain", "namePrefix"),
+    ("namePrefix", "a", "namePrefix"),
+    ("namePrefix", "prefix-that-is-too-long", "namePrefix"),
+    ("namePrefix", "ends-", "namePrefix"),
+    ("namePrefix", 7, "namePrefix"),
+    ("defaultInstanceType", "ml.p4d.24xlarge", "defaultInstanceType"),
+    ("allowedInstanceTypes", [], "allowedInstanceTypes"),
+    ("allowedInstanceTypes", ["m5.xlarge"], "allowedInstanceTypes"),
+    ("allowedInstanceTypes", "ml.m5.xlarge", "allowedInstanceTypes"),
+    ("defaultInstanceCount", 0, "defaultInstanceCount"),
+    ("defaultInstanceCount", 5, "defaultInstanceCount"),
+    ("defaultInstanceCount", True, "defaultInstanceCount"),
+    ("maxInstanceCount", 101, "maxInstanceCount"),
+    ("defaultVolumeSizeInGB", 0, "defaultVolumeSizeInGB"),
+    ("defaultVolumeSizeInGB", "30", "defaultVolumeSizeInGB"),
+    ("maxRuntimeInSeconds", 0, "maxRuntimeInSeconds"),
+    ("maxRuntimeInSeconds", 30 * 24 * 3600, "maxRuntimeInSeconds"),
+    ("spotByDefault", "yes", "spotByDefault"),
+    ("spotMaxWaitInSeconds", 60, "spotMaxWaitInSeconds"),
+    ("notificationEmail", "not-an-address", "notificationEmail"),
+    ("logRetentionDays", 10, "logRetentionDays"),
+    ("pytorchVersion", "latest", "pytorchVersion"),
+    ("pytorchPyVersion", "3.11", "pytorchPyVersion"),
+    ("xgboostVersion", "", "xgboostVersion"),
+    ("tags", {"aws:reserved": "x"}, "tags"),
+    ("tags", {"team": 5}, "tags"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "named"), BAD_VALUES,
+                         ids=[f"{k}={v!r}" for k, v, _ in BAD_VALUES])
+def test_bad_value_names_the_setting(cdk_context: dict[str, Any], key: str, value: Any,
+                                     named: str) -> None:
+    context = {**cdk_context["training"], key: value}
+    with pytest.raises(SettingsError, match=f"'{named}'"):
+        settings_from_context(context, region="us-east-1")
+
+
+def test_unknown_setting_is_refused(cdk_context: dict[str, Any]) -> None:
+    context = {**cdk_context["training"], "instanceTyp": "ml.m5.xlarge"}
+    with pytest.raises(SettingsError, match="unknown setting.*instanceTyp"):
+        settings_from_context(context, region="us-east-1")
+
+
+@pytest.mark.parametrize("region", [None, "", "mars-north-1", "us-east-1a"])
+def test_missing_or_bad_region(region: str | None) -> None:
+    with pytest.raises(SettingsError, match="'region'"):
+        settings_from_context({}, region=region)
+
+
+def test_bad_account() -> None:
+    with pytest.raises(SettingsError, match="'account'"):
+        settings_from_context({}, region="us-east-1", account="12345")
+
+
+def test_unknown_framework_version_fails_naming_the_setting() -> None:
+    from infra.images import training_images
+
+    with pytest.raises(SettingsError, match="pytorchVersion"):
+        training_images(region="us-east-1", pytorch_version="0.1", pytorch_py_version="py311",
+                        xgboost_version="1.7-1")
+    with pytest.raises(SettingsError, match="xgboostVersion"):
+        training_images(region="us-east-1", pytorch_version="2.5", pytorch_py_version="py311",
+                        xgboost_version="0.0-0")
+
+
+def test_app_py_exits_with_the_message(tmp_path: Any) -> None:
+    """The real entry point, as the CDK CLI runs it: a bad value stops synth with exit 2."""
+    env = {**os.environ, "CDK_DEFAULT_REGION": "us-east-1", "CDK_OUTDIR": str(tmp_path),
+           "CDK_CONTEXT_JSON": '{"training": {"maxRuntimeInSeconds": -5}}'}
+    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "setting 'maxRuntimeInSeconds' is invalid" in result.stderr
+    assert not list(tmp_path.glob("*.template.json"))

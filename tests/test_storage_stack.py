@@ -1,0 +1,177 @@
+"""The stateful stack: nothing is lost on delete, everything is encrypted, the role is minimal."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.helpers import (
+    Synthesized,
+    actions_by_resource,
+    all_actions,
+    only_resource,
+    policies_attached_to,
+    resources_of_type,
+    statements_of,
+)
+
+STATEFUL_TYPES = ("AWS::KMS::Key", "AWS::S3::Bucket", "AWS::S3::BucketPolicy",
+                  "AWS::ECR::Repository", "AWS::IAM::Role", "AWS::IAM::ManagedPolicy")
+
+
+def test_every_resource_is_retained_on_delete(synthesized: Synthesized) -> None:
+    resources = synthesized.storage["Resources"]
+    assert {r["Type"] for r in resources.values()} == set(STATEFUL_TYPES)
+    for logical_id, resource in resources.items():
+        assert resource.get("DeletionPolicy") == "Retain", logical_id
+        assert resource.get("UpdateReplacePolicy") == "Retain", logical_id
+
+
+def test_no_auto_delete_custom_resources(synthesized: Synthesized) -> None:
+    for template in synthesized.templates.values():
+        types = {r["Type"] for r in template["Resources"].values()}
+        assert "Custom::S3AutoDeleteObjects" not in types
+        assert "Custom::ECRAutoDeleteImages" not in types
+
+
+def test_key_rotates_and_scopes_service_use(synthesized: Synthesized) -> None:
+    _, key = only_resource(synthesized.storage, "AWS::KMS::Key")
+    assert key["Properties"]["EnableKeyRotation"] is True
+    statements = {s.get("Sid"): s for s in key["Properties"]["KeyPolicy"]["Statement"]}
+    logs = statements["AllowCloudWatchLogsForTrainingLogGroups"]
+    assert logs["Principal"] == {"Service": "logs.us-east-1.amazonaws.com"}
+    assert sorted(logs["Action"]) == sorted([
+        "kms:Encrypt", "kms:Decrypt", "kms:ReEncryptFrom", "kms:ReEncryptTo", "kms:GenerateDataKey",
+        "kms:GenerateDataKeyWithoutPlaintext", "kms:DescribeKey"])
+    condition = json.dumps(logs["Condition"])
+    assert "kms:EncryptionContext:aws:logs:arn" in condition
+    assert "log-group:/aws/vendedlogs/states/smtrain-*" in condition
+    events = statements["AllowEventBridgeToPublishEncryptedAlerts"]
+    assert events["Principal"] == {"Service": "events.amazonaws.com"}
+    assert sorted(events["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert events["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+
+
+def _buckets(synthesized: Synthesized) -> dict[str, dict[str, Any]]:
+    buckets = resources_of_type(synthesized.storage, "AWS::S3::Bucket")
+    assert len(buckets) == 3
+    return buckets
+
+
+def test_buckets_are_private_versioned_and_owner_enforced(synthesized: Synthesized) -> None:
+    for logical_id, bucket in _buckets(synthesized).items():
+        props = bucket["Properties"]
+        assert props["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True,
+            "RestrictPublicBuckets": True}, logical_id
+        assert props["VersioningConfiguration"] == {"Status": "Enabled"}, logical_id
+        assert props["OwnershipControls"] == {
+            "Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}, logical_id
+        rules = props["LifecycleConfiguration"]["Rules"]
+        assert any("NoncurrentVersionExpiration" in rule for rule in rules), logical_id
+
+
+def test_data_buckets_use_the_key_and_log_access(synthesized: Synthesized) -> None:
+    key_id, _ = only_resource(synthesized.storage, "AWS::KMS::Key")
+    buckets = _buckets(synthesized)
+    logs_id = next(i for i in buckets if i.startswith("BucketsAccessLogs"))
+    for logical_id, bucket in buckets.items():
+        encryption = bucket["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+        if logical_id == logs_id:
+            # S3 server access logging delivers only to SSE-S3 buckets.
+            assert encryption["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
+            continue
+        assert encryption["ServerSideEncryptionByDefault"] == {
+            "SSEAlgorithm": "aws:kms", "KMSMasterKeyID": {"Fn::GetAtt": [key_id, "Arn"]}}
+        assert encryption["BucketKeyEnabled"] is True
+        assert bucket["Properties"]["LoggingConfiguration"]["DestinationBucketName"] == {"Ref": logs_id}
+
+
+def test_bucket_policies_deny_plain_http(synthesized: Synthesized) -> None:
+    policies = resources_of_type(synthesized.storage, "AWS::S3::BucketPolicy")
+    assert len(policies) == 3
+    for logical_id, policy in policies.items():
+        denies = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
+        assert any(s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in denies), logical_id
+
+
+def test_repository_is_immutable_scanned_and_encrypted(synthesized: Synthesized) -> None:
+    key_id, _ = only_resource(synthesized.storage, "AWS::KMS::Key")
+    _, repository = only_resource(synthesized.storage, "AWS::ECR::Repository")
+    props = repository["Properties"]
+    assert props["ImageTagMutability"] == "IMMUTABLE"
+    assert props["ImageScanningConfiguration"] == {"ScanOnPush": True}
+    assert props["EncryptionConfiguration"] == {
+        "EncryptionType": "KMS", "KmsKey": {"Fn::GetAtt": [key_id, "Arn"]}}
+    rules = json.loads(props["LifecyclePolicy"]["LifecyclePolicyText"])["rules"]
+    assert [r["selection"]["tagStatus"] for r in rules] == ["untagged", "any"]
+    assert "RepositoryName" not in props, "a fixed name would collide after cdk destroy"
+
+
+def test_execution_role_trust_is_guarded_against_confused_deputy(synthesized: Synthesized) -> None:
+    _, role = only_resource(synthesized.storage, "AWS::IAM::Role")
+    (statement,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+    assert statement["Action"] == "sts:AssumeRole"
+    assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    assert statement["Condition"]["ArnLike"] == {"aws:SourceArn": {"Fn::Join": [
+        "", ["arn:aws:sagemaker:us-east-1:", {"Ref": "AWS::AccountId"}, ":*"]]}}
+    assert "ManagedPolicyArns" not in role["Properties"], "no AWS managed (FullAccess) policies"
+
+
+def _arn(logical_id: str, suffix: str = "") -> str:
+    value: Any = {"Fn::GetAtt": [logical_id, "Arn"]}
+    if suffix:
+        value = {"Fn::Join": ["", [value, suffix]]}
+    return json.dumps(value, sort_keys=True)
+
+
+def test_execution_role_may_do_exactly_this(synthesized: Synthesized) -> None:
+    template = synthesized.storage
+    role_id, _ = only_resource(template, "AWS::IAM::Role")
+    key_id, _ = only_resource(template, "AWS::KMS::Key")
+    repo_id, _ = only_resource(template, "AWS::ECR::Repository")
+    buckets = _buckets(synthesized)
+    data = next(i for i in buckets if i.startswith("BucketsData"))
+    artifacts = next(i for i in buckets if i.startswith("BucketsArtifacts"))
+    (policy_id,) = policies_attached_to(template, role_id)
+    statements = statements_of(template, policy_id)
+
+    logs_arn = json.dumps({"Fn::Join": ["", [
+        "arn:aws:logs:us-east-1:", {"Ref": "AWS::AccountId"},
+        ":log-group:/aws/sagemaker/TrainingJobs:*"]]}, sort_keys=True)
+    star = json.dumps("*")
+    expected = {
+        ("s3:GetObject", _arn(data, "/datasets/*")),
+        ("s3:ListBucket", _arn(data)),
+        ("s3:PutObject", _arn(artifacts, "/models/*")),
+        ("s3:AbortMultipartUpload", _arn(artifacts, "/models/*")),
+        *((action, _arn(artifacts, "/checkpoints/*")) for action in (
+            "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload")),
+        ("s3:ListBucket", _arn(artifacts)),
+        ("kms:Decrypt", _arn(key_id)),
+        ("kms:GenerateDataKey", _arn(key_id)),
+        *((action, _arn(repo_id)) for action in (
+            "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability")),
+        ("ecr:GetAuthorizationToken", star),
+        *((action, logs_arn) for action in (
+            "logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
+            "logs:DescribeLogStreams")),
+        ("cloudwatch:PutMetricData", star),
+    }
+    assert actions_by_resource(statements) == expected
+    assert not any("*" in action for action in all_actions(statements))
+
+    by_sid = {s["Sid"]: s for s in statements}
+    assert by_sid["ListTrainingInputs"]["Condition"] == {"StringLike": {"s3:prefix": ["datasets/*"]}}
+    assert by_sid["ListCheckpoints"]["Condition"] == {"StringLike": {"s3:prefix": ["checkpoints/*"]}}
+    assert by_sid["PublishTrainingMetrics"]["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/TrainingJobs"}}
+
+
+@pytest.mark.parametrize("output", ["DataBucketName", "ArtifactsBucketName", "RepositoryUri",
+                                    "ExecutionRoleArn", "DataKeyArn"])
+def test_storage_outputs(synthesized: Synthesized, output: str) -> None:
+    assert output in synthesized.storage["Outputs"]
