@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -47,9 +48,28 @@ def resolve_intrinsics(value: Any, resolver: Resolver) -> Any:
         if key == "Fn::Split":
             separator, source = argument
             return str(resolve_intrinsics(source, resolver)).split(separator)
+        if key == "Fn::Sub":
+            return _substitute(argument, resolver)
         if key in ("Ref", "Fn::GetAtt", "Fn::ImportValue"):
             return resolver(key, resolve_intrinsics(argument, resolver))
     return {key: resolve_intrinsics(item, resolver) for key, item in value.items()}
+
+
+_SUB_VARIABLE = re.compile(r"\$\{([^}!][^}]*)\}")
+
+
+def _substitute(argument: Any, resolver: Resolver) -> str:
+    """``Fn::Sub`` with no variable map: ``${Name}`` is a Ref, ``${Id.Attr}`` a GetAtt."""
+    if not isinstance(argument, str):
+        raise ValueError(f"Fn::Sub with a variable map is not supported: {argument!r}")
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if "." in name and not name.startswith("AWS::"):
+            return resolver("Fn::GetAtt", name.split(".", 1))
+        return resolver("Ref", name)
+
+    return _SUB_VARIABLE.sub(replace, argument).replace("${!", "${")
 
 
 def mapping_resolver(substitutes: Mapping[str, str]) -> Resolver:

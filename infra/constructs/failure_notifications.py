@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
@@ -19,7 +20,7 @@ class FailureNotifications(Construct):
     publishing a one-line message to a KMS-encrypted, TLS-only SNS topic.
 
     ``email`` (default none) adds an e-mail subscription, which the recipient must confirm.
-    EventBridge's permission to publish is a topic policy conditioned on the rule's ARN; its use
+    Only this rule may publish (the topic policy denies EventBridge any other source ARN); its use
     of the key is granted in the key policy (see ``TrainingDataKey``).
     """
 
@@ -40,6 +41,15 @@ class FailureNotifications(Construct):
                         "stateMachineArn": [state_machine.state_machine_arn]},
             ),
         )
+        # CDK's target lets any EventBridge rule publish; deny all but this one.
+        self.topic.add_to_resource_policy(iam.PolicyStatement(
+            sid="OnlyTheFailureRuleMayPublish",
+            effect=iam.Effect.DENY,
+            principals=[iam.ServicePrincipal("events.amazonaws.com")],
+            actions=["sns:Publish"],
+            resources=[self.topic.topic_arn],
+            conditions={"ArnNotEquals": {"aws:SourceArn": self.rule.rule_arn}},
+        ))
         self.rule.add_target(targets.SnsTopic(self.topic, message=events.RuleTargetInput.from_text(
             f"Training execution {events.EventField.from_path('$.detail.name')} ended "
             f"{events.EventField.from_path('$.detail.status')}: "

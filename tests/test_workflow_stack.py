@@ -1,0 +1,159 @@
+"""The workflow stack: the state machine's role, logging, tracing, alerts and outputs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.helpers import (
+    Synthesized,
+    actions_by_resource,
+    as_list,
+    only_resource,
+    policies_attached_to,
+    resources_of_type,
+    statements_of,
+)
+
+
+def _state_machine_role_statements(synthesized: Synthesized) -> list[dict[str, Any]]:
+    template = synthesized.workflow
+    _, machine = only_resource(template, "AWS::StepFunctions::StateMachine")
+    role_id = machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+    policy_ids = list(policies_attached_to(template, role_id))
+    return [s for policy_id in policy_ids for s in statements_of(template, policy_id)]
+
+
+def _account_arn(text: str) -> str:
+    prefix, suffix = text.split("{account}")
+    return json.dumps({"Fn::Join": ["", [prefix, {"Ref": "AWS::AccountId"}, suffix]]},
+                      sort_keys=True)
+
+
+#: What CDK adds for LoggingConfiguration (vended logs) and TracingConfiguration (X-Ray).
+LOG_DELIVERY_ACTIONS = (
+    "logs:CreateLogDelivery", "logs:DeleteLogDelivery", "logs:DescribeLogGroups",
+    "logs:DescribeResourcePolicies", "logs:GetLogDelivery", "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy", "logs:UpdateLogDelivery",
+)
+XRAY_ACTIONS = ("xray:GetSamplingRules", "xray:GetSamplingTargets", "xray:PutTelemetryRecords",
+                "xray:PutTraceSegments")
+
+
+def test_state_machine_role_may_do_exactly_this(synthesized: Synthesized) -> None:
+    statements = _state_machine_role_statements(synthesized)
+    star = json.dumps("*")
+    training = _account_arn("arn:aws:sagemaker:us-east-1:{account}:training-job/smtrain-*")
+    tuning = _account_arn("arn:aws:sagemaker:us-east-1:{account}:hyper-parameter-tuning-job/smtrain-*")
+    rules = [_account_arn(f"arn:aws:events:us-east-1:{{account}}:rule/{name}") for name in (
+        "StepFunctionsGetEventsForSageMakerTrainingJobsRule",
+        "StepFunctionsGetEventsForSageMakerTuningJobsRule")]
+    pass_role = [s for s in statements if "iam:PassRole" in as_list(s["Action"])]
+    assert len(pass_role) == 1
+    role_arn = json.dumps(pass_role[0]["Resource"], sort_keys=True)
+    assert "SageMakerExecutionRole" in role_arn, "PassRole names the execution role only"
+
+    expected = {
+        *((action, star) for action in (*LOG_DELIVERY_ACTIONS, *XRAY_ACTIONS, "sagemaker:ListTags")),
+        *((action, training) for action in (
+            "sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob",
+            "sagemaker:StopTrainingJob", "sagemaker:AddTags")),
+        *((action, tuning) for action in (
+            "sagemaker:CreateHyperParameterTuningJob", "sagemaker:DescribeHyperParameterTuningJob",
+            "sagemaker:StopHyperParameterTuningJob", "sagemaker:AddTags")),
+        *((action, rule) for action in ("events:PutTargets", "events:PutRule", "events:DescribeRule")
+          for rule in rules),
+        ("iam:PassRole", role_arn),
+    }
+    assert actions_by_resource(statements) == expected
+
+
+def test_pass_role_only_to_sagemaker(synthesized: Synthesized) -> None:
+    (statement,) = [s for s in _state_machine_role_statements(synthesized)
+                    if "iam:PassRole" in as_list(s["Action"])]
+    assert as_list(statement["Action"]) == ["iam:PassRole"]
+    assert statement["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+
+
+def test_state_machine_is_standard_logged_and_traced(synthesized: Synthesized, settings: Any) -> None:
+    template = synthesized.workflow
+    log_id, log_group = only_resource(template, "AWS::Logs::LogGroup")
+    _, machine = only_resource(template, "AWS::StepFunctions::StateMachine")
+    props = machine["Properties"]
+    assert props["StateMachineType"] == "STANDARD"
+    assert props["StateMachineName"] == "smtrain-training"
+    assert props["TracingConfiguration"] == {"Enabled": True}
+    assert props["LoggingConfiguration"] == {
+        "Destinations": [{"CloudWatchLogsLogGroup": {"LogGroupArn": {"Fn::GetAtt": [log_id, "Arn"]}}}],
+        "IncludeExecutionData": True, "Level": "ALL"}
+    assert log_group["Properties"]["LogGroupName"] == "/aws/vendedlogs/states/smtrain-training"
+    assert log_group["Properties"]["RetentionInDays"] == settings.log_retention_days
+    assert "DataKey" in json.dumps(log_group["Properties"]["KmsKeyId"]), "encrypted with the stack key"
+    assert "QueryLanguage" not in props or props["QueryLanguage"] == "JSONPath"
+
+
+def test_failure_alerts(synthesized: Synthesized) -> None:
+    template = synthesized.workflow
+    machine_id, _ = only_resource(template, "AWS::StepFunctions::StateMachine")
+    topic_id, topic = only_resource(template, "AWS::SNS::Topic")
+    assert "DataKey" in json.dumps(topic["Properties"]["KmsMasterKeyId"])
+    _, rule = only_resource(template, "AWS::Events::Rule")
+    assert rule["Properties"]["EventPattern"] == {
+        "source": ["aws.states"],
+        "detail-type": ["Step Functions Execution Status Change"],
+        "detail": {"status": ["FAILED", "TIMED_OUT", "ABORTED"],
+                   "stateMachineArn": [{"Ref": machine_id}]},
+    }
+    (target,) = rule["Properties"]["Targets"]
+    assert target["Arn"] == {"Ref": topic_id}
+    assert "<detail-cause>" in target["InputTransformer"]["InputTemplate"]
+    _, topic_policy = only_resource(template, "AWS::SNS::TopicPolicy")
+    statements = {s["Sid"]: s for s in topic_policy["Properties"]["PolicyDocument"]["Statement"]}
+    assert statements["AllowPublishThroughSSLOnly"]["Effect"] == "Deny"
+    deny_others = statements["OnlyTheFailureRuleMayPublish"]
+    assert deny_others["Effect"] == "Deny"
+    assert deny_others["Condition"] == {"ArnNotEquals": {"aws:SourceArn": {
+        "Fn::GetAtt": [next(iter(resources_of_type(template, "AWS::Events::Rule"))), "Arn"]}}}
+    assert not resources_of_type(template, "AWS::SNS::Subscription"), "no e-mail configured"
+
+
+def test_image_copy_role_is_scoped(synthesized: Synthesized) -> None:
+    template = synthesized.workflow
+    roles = {i: r for i, r in resources_of_type(template, "AWS::IAM::Role").items()
+             if i.startswith("ByocImageCopyRole")}
+    (role_id,) = roles
+    statements = [s for p in policies_attached_to(template, role_id) for s in statements_of(template, p)]
+    push = next(s for s in statements if s.get("Sid") == "PushToProjectRepository")
+    assert "TrainingImagesRepository" in json.dumps(push["Resource"])
+    assert all(as_list(s["Resource"]) != ["*"] or as_list(s["Action"]) == ["ecr:GetAuthorizationToken"]
+               for s in statements)
+    (function_id, function) = next(iter(resources_of_type(template, "AWS::Lambda::Function").items()))
+    assert function["Properties"]["Role"] == {"Fn::GetAtt": [role_id, "Arn"]}
+    # No other policy sneaks onto the copy role (the library's defaults grant ECR on '*').
+    assert all(p.startswith("ByocImageCopyPolicy") for p in policies_attached_to(template, role_id))
+
+
+def test_execution_role_reads_only_this_code_asset(synthesized: Synthesized) -> None:
+    template = synthesized.workflow
+    policies = {i: p for i, p in resources_of_type(template, "AWS::IAM::ManagedPolicy").items()
+                if i.startswith("ReadScriptModeSource")}
+    (policy,) = policies.values()
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "s3:GetObject"
+    resource = json.dumps(statement["Resource"])
+    assert "cdk-hnb659fds-assets-" in resource and resource.endswith('.gz"]]}')
+
+
+@pytest.mark.parametrize("output", ["StateMachineArn", "DataBucketName", "ArtifactsBucketName",
+                                    "RepositoryUri", "ByocImageUri", "ScriptSourceUri"])
+def test_workflow_outputs(synthesized: Synthesized, output: str) -> None:
+    assert output in synthesized.workflow["Outputs"]
+
+
+def test_byoc_image_is_tagged_with_its_asset_hash(synthesized: Synthesized) -> None:
+    uri = json.dumps(synthesized.workflow["Outputs"]["ByocImageUri"]["Value"])
+    manifest = json.loads((synthesized.outdir / "Workflow.assets.json").read_text())
+    (image_hash,) = manifest["dockerImages"]
+    assert f":{image_hash}" in uri
