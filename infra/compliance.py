@@ -7,6 +7,7 @@ cdk-nag prints it in a finding, so an acknowledgement matches only that resource
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,19 +63,25 @@ def acknowledge(construct: IConstruct, rule_ids: str | Sequence[str], reason: st
 def nag_arn(stack: cdk.Stack, value: Any) -> str:
     """A (possibly tokenized) ARN string as cdk-nag prints it: ``<LogicalId.Arn>`` for
     ``Fn::GetAtt``, ``<AWS::AccountId>`` for a ``Ref``, literal text otherwise."""
-    return _render(stack.resolve(value))
+    return nag_spelling(stack.resolve(value))
 
 
-def _render(value: Any) -> str:
+def nag_spelling(value: Any) -> str:
+    """A resolved CloudFormation value (as in a template) spelt as cdk-nag spells it."""
     if isinstance(value, str):
         return value
     if isinstance(value, dict) and len(value) == 1:
         ((key, argument),) = value.items()
         if key == "Fn::Join":
             separator, parts = argument
-            return separator.join(_render(part) for part in parts)
+            return separator.join(nag_spelling(part) for part in parts)
         if key == "Ref":
             return f"<{argument}>"
+        if key == "Fn::ImportValue" and isinstance(argument, str):
+            # An export name never holds a wildcard; spelt so that it cannot match one.
+            return f"<ImportValue:{argument}>"
+        if key == "Fn::Sub" and isinstance(argument, str):
+            return re.sub(r"\$\{([^}]+)\}", r"<\1>", argument)
         if key == "Fn::GetAtt":
             return f"<{argument[0]}.{argument[1]}>"
     raise ValueError(f"cannot spell {value!r} as a cdk-nag finding")

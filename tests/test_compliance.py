@@ -1,0 +1,76 @@
+"""cdk-nag packs: no unacknowledged finding, and every acknowledgement is narrow and used."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from typing import Any
+
+from infra.compliance import nag_spelling
+from tests.helpers import Synthesized, as_list
+
+PACKS = ("AwsSolutions", "HIPAA.Security", "NIST.800.53.R5", "PCI.DSS.321")
+
+
+def _report_rows(synthesized: Synthesized) -> list[dict[str, str]]:
+    reports = sorted(synthesized.outdir.glob("*-NagReport.csv"))
+    assert {r.name.split("--")[0] for r in reports} == set(PACKS), reports
+    assert len(reports) == 2 * len(PACKS), "one report per pack and stack"
+    rows: list[dict[str, str]] = []
+    for report in reports:
+        with report.open(newline="") as handle:
+            rows += list(csv.DictReader(handle))
+    return rows
+
+
+def test_no_unacknowledged_errors_or_warnings(synthesized: Synthesized) -> None:
+    findings = [m for m in synthesized.messages
+                if m[0].rsplit(".", 1)[-1].lower() in ("error", "warning")]
+    assert findings == []
+    non_compliant = [r for r in _report_rows(synthesized) if r["Compliance"] == "Non-Compliant"]
+    assert non_compliant == []
+
+
+def _suppressions(synthesized: Synthesized) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for stack, template in synthesized.templates.items():
+        for logical_id, resource in template["Resources"].items():
+            for rule in resource.get("Metadata", {}).get("cdk_nag", {}).get("rules_to_suppress", []):
+                yield stack, logical_id, rule
+
+
+def test_every_acknowledgement_is_reasoned_and_narrow(synthesized: Synthesized) -> None:
+    suppressions = list(_suppressions(synthesized))
+    assert suppressions, "the packs found something to acknowledge"
+    for stack, logical_id, rule in suppressions:
+        where = f"{stack}/{logical_id} {rule['id']}"
+        assert len(rule["reason"]) >= 60, where
+        if rule["id"] in ("AwsSolutions-IAM5", "AwsSolutions-IAM4"):
+            assert rule.get("applies_to"), f"{where} must name the exact findings"
+            assert all(isinstance(a, str) and a.startswith(("Resource::", "Action::", "Policy::"))
+                       for a in rule["applies_to"]), where
+
+
+def test_every_acknowledgement_is_used(synthesized: Synthesized) -> None:
+    """An acknowledgement that matches no finding is a stale exception: remove it."""
+    suppressed = {(row["Rule ID"].split("[")[0], row["Resource ID"].split("/")[-2])
+                  for row in _report_rows(synthesized) if row["Compliance"] == "Suppressed"}
+    suppressed_ids = {rule for rule, _ in suppressed}
+    for stack, logical_id, rule in _suppressions(synthesized):
+        assert rule["id"] in suppressed_ids, f"{stack}/{logical_id}: {rule['id']} is never reported"
+
+
+def test_wildcard_acknowledgements_match_the_policies_exactly(synthesized: Synthesized) -> None:
+    """Each IAM5 acknowledgement lists exactly the wildcard resources of its policy: no more
+    (a stale exception) and no fewer (the pack would fail)."""
+    checked = 0
+    for stack, logical_id, rule in _suppressions(synthesized):
+        if rule["id"] != "AwsSolutions-IAM5":
+            continue
+        statements = synthesized.templates[stack]["Resources"][logical_id]["Properties"][
+            "PolicyDocument"]["Statement"]
+        wildcards = {f"Resource::{nag_spelling(resource)}"
+                     for statement in statements for resource in as_list(statement["Resource"])
+                     if "*" in nag_spelling(resource)}
+        assert set(rule["applies_to"]) == wildcards, f"{stack}/{logical_id}"
+        checked += 1
+    assert checked == 3
