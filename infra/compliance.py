@@ -74,7 +74,7 @@ def nag_spelling(value: Any) -> str:
         ((key, argument),) = value.items()
         if key == "Fn::Join":
             separator, parts = argument
-            return separator.join(nag_spelling(part) for part in parts)
+            return str(separator).join(nag_spelling(part) for part in parts)
         if key == "Ref":
             return f"<{argument}>"
         if key == "Fn::ImportValue" and isinstance(argument, str):

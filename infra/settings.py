@@ -150,14 +150,15 @@ def settings_from_context(
             f"allowed: {sorted(_CONTEXT_FIELDS)}"
         )
     kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
+    for key, raw_value in raw.items():
+        value: Any = raw_value
         field_name, types = _CONTEXT_FIELDS[key]
         # bool is an int in Python; a JSON true must not pass for a count.
         wrong_bool = isinstance(value, bool) and bool not in types
         if wrong_bool or not isinstance(value, types):
             allowed = " or ".join("null" if t is type(None) else t.__name__ for t in types)
             raise SettingsError(f"setting '{key}' must be of type {allowed}, got {value!r}")
-        if key == "allowedInstanceTypes":
+        if isinstance(value, list):
             value = tuple(value)
         kwargs[field_name] = value
     if not region:

@@ -13,7 +13,8 @@ import pytest
 from tests.conftest import ROOT
 from tests.helpers import Synthesized
 
-CFN_LINT = [str(Path(sys.executable).parent / "cfn-lint"), "--config-file", str(ROOT / ".cfnlintrc.yaml"), "--"]
+CFN_LINT = [str(Path(sys.executable).parent / "cfn-lint"),
+            "--config-file", str(ROOT / ".cfnlintrc.yaml"), "--"]
 ASL_VALIDATOR = ROOT / "node_modules" / ".bin" / "asl-validator"
 
 

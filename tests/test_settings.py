@@ -68,7 +68,7 @@ def test_bad_value_names_the_setting(cdk_context: dict[str, Any], key: str, valu
 
 def test_unknown_setting_is_refused(cdk_context: dict[str, Any]) -> None:
     context = {**cdk_context["training"], "instanceTyp": "ml.m5.xlarge"}
-    with pytest.raises(SettingsError, match="unknown setting.*instanceTyp"):
+    with pytest.raises(SettingsError, match=r"unknown setting.*instanceTyp"):
         settings_from_context(context, region="us-east-1")
 
 

@@ -129,7 +129,7 @@ def test_image_copy_role_is_scoped(synthesized: Synthesized) -> None:
     assert "TrainingImagesRepository" in json.dumps(push["Resource"])
     assert all(as_list(s["Resource"]) != ["*"] or as_list(s["Action"]) == ["ecr:GetAuthorizationToken"]
                for s in statements)
-    (function_id, function) = next(iter(resources_of_type(template, "AWS::Lambda::Function").items()))
+    (_function_id, function) = next(iter(resources_of_type(template, "AWS::Lambda::Function").items()))
     assert function["Properties"]["Role"] == {"Fn::GetAtt": [role_id, "Arn"]}
     # No other policy sneaks onto the copy role (the library's defaults grant ECR on '*').
     assert all(p.startswith("ByocImageCopyPolicy") for p in policies_attached_to(template, role_id))

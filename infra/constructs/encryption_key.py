@@ -7,7 +7,6 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
-
 #: What CloudWatch Logs needs on a key that encrypts a log group (the Logs user guide lists these
 #: as wildcards; spelt out here so no wildcard action reaches the policy).
 LOGS_KEY_ACTIONS = [

@@ -7,7 +7,6 @@ from typing import Any
 
 from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_iam as iam
-
 from constructs import Construct
 
 from infra.constructs.execution_input import InputDefaults

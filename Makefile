@@ -1,0 +1,56 @@
+# Everything runs from a project virtualenv (.venv) built from the pinned requirements and the
+# pinned Node tools (node_modules, from package-lock.json). `make test` and `make demo` set both
+# up on a fresh clone.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CDK := node_modules/.bin/cdk
+export CDK_DISABLE_CLI_TELEMETRY := true
+export CDK_DISABLE_VERSION_CHECK := 1
+
+.PHONY: install test lint unit synth demo bench snapshot-update image-uris clean
+
+install: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-lock.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c requirements-lock.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+unit: install
+	$(VENV)/bin/pytest -q
+
+## The test command: linters, type checks and the whole offline suite.
+test: lint unit
+
+synth: install
+	$(CDK) synth --no-notices --quiet
+
+## The offline main job (see README): synthesize, then show the state machine and its input.
+demo: synth
+	$(PY) -m infra.describe cdk.out
+
+bench: install
+	$(PY) benchmarks/synth_bench.py --runs 3
+
+snapshot-update: install
+	$(VENV)/bin/pytest -q tests/test_snapshots.py --snapshot-update
+
+## Refresh infra/image_uris.json for the versions in cdk.json (after changing them).
+image-uris: install
+	$(PY) -c "import json; c = json.load(open('cdk.json'))['context']['training']; \
+	import subprocess, sys; sys.exit(subprocess.call([sys.executable, '-m', 'infra.images', \
+	'--pytorch-version', c['pytorchVersion'], '--pytorch-py-version', c['pytorchPyVersion'], \
+	'--xgboost-version', c['xgboostVersion']]))"
+
+clean:
+	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,76 @@
+"""Summarise a synthesized app: stacks, the state machine's flow, and how to start a run.
+
+    python -m infra.describe cdk.out
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from infra.template_render import placeholder_resolver, render_definition, state_machine_definitions
+
+
+def load_templates(outdir: Path) -> dict[str, dict[str, Any]]:
+    manifest_path = outdir / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{outdir} holds no synthesized app (run `make synth` first)")
+    manifest = json.loads(manifest_path.read_text())
+    templates = {}
+    for artifact_id, artifact in manifest["artifacts"].items():
+        if artifact.get("type") == "aws:cloudformation:stack":
+            template_file = artifact["properties"]["templateFile"]
+            templates[artifact_id] = json.loads((outdir / template_file).read_text())
+    return templates
+
+
+def describe(outdir: Path) -> str:
+    templates = load_templates(outdir)
+    lines = ["Stacks:"]
+    definition: dict[str, Any] | None = None
+    for stack_id, template in templates.items():
+        types: dict[str, int] = {}
+        for resource in template["Resources"].values():
+            types[resource["Type"]] = types.get(resource["Type"], 0) + 1
+        summary = ", ".join(f"{count} {name.split('::', 1)[1]}" for name, count in sorted(types.items()))
+        lines.append(f"  {stack_id}: {summary}")
+        for definition_string in state_machine_definitions(template).values():
+            definition = render_definition(definition_string, placeholder_resolver())
+    if definition is None:
+        raise ValueError("no state machine in the synthesized app")
+    states = definition["States"]
+    lines += ["", f"State machine: {len(states)} states, starting at {definition['StartAt']}"]
+    for name, state in states.items():
+        if state["Type"] == "Task":
+            lines.append(f"  Task  {name:<26} {state['Resource']}")
+        elif state["Type"] == "Fail":
+            lines.append(f"  Fail  {name:<26} error {state.get('Error') or state.get('ErrorPath')}")
+    defaults = states["ReadInput"]["Parameters"]["defaults"]
+    lines += ["", "Execution input (every field but 'method' has a default):",
+              "  " + json.dumps({"method": "script | byoc | builtin", **defaults})]
+    rejections = [s["Result"]["cause"] for s in states.values()
+                  if s["Type"] == "Pass" and s.get("ResultPath") == "$.rejection"]
+    lines += ["", f"Input checks before any job starts ({len(rejections)}):"]
+    lines += [f"  - {cause}" for cause in rejections]
+    lines += ["", "Start a run once deployed:",
+              "  aws stepfunctions start-execution --state-machine-arn <StateMachineArn output> \\",
+              "    --name my-first-run --input '{\"method\": \"script\"}'"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("outdir", type=Path, nargs="?", default=Path("cdk.out"))
+    args = parser.parse_args()
+    try:
+        print(describe(args.outdir))
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""Rendering a CDK DefinitionString: every reference replaced, or a clear error."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra.template_render import (
+    UnresolvedReference,
+    mapping_resolver,
+    render_definition,
+    resolve_intrinsics,
+)
+
+
+def test_join_sub_select_split_and_references() -> None:
+    value = {"Fn::Join": ["", [
+        '{"A":"', {"Ref": "Bucket"}, '","B":"', {"Fn::GetAtt": ["Role", "Arn"]},
+        '","C":"', {"Fn::Sub": "s3://x-${AWS::Region}/${Thing.Name}"},
+        '","D":"', {"Fn::Select": [1, {"Fn::Split": [":", {"Fn::ImportValue": "Export"}]}]}, '"}',
+    ]]}
+    resolver = mapping_resolver({"Bucket": "my-bucket", "Role.Arn": "arn:role", "AWS::Region": "eu-west-1",
+                                 "Thing.Name": "thing", "Export": "a:b:c"})
+    assert render_definition(value, resolver) == {
+        "A": "my-bucket", "B": "arn:role", "C": "s3://x-eu-west-1/thing", "D": "b"}
+
+
+def test_unknown_reference_is_named() -> None:
+    with pytest.raises(UnresolvedReference, match="Ref 'Missing'"):
+        resolve_intrinsics({"Fn::Join": ["", [{"Ref": "Missing"}]]}, mapping_resolver({}))
+
+
+def test_non_json_definition_fails() -> None:
+    with pytest.raises(ValueError):
+        render_definition("not json", mapping_resolver({}))
