@@ -22,9 +22,14 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+TRAINING_PROGRAMS := training_code/script_mode/train.py training_code/script_mode/digits_model.py \
+	training_code/byoc/byoc_training training_code/common
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	MYPYPATH=training_code:training_code/script_mode:training_code/byoc \
+	  $(VENV)/bin/mypy --explicit-package-bases $(TRAINING_PROGRAMS)
 
 unit: install
 	$(VENV)/bin/pytest -q

@@ -51,3 +51,13 @@ def synthesize(context: dict[str, Any], settings: Settings, outdir: Path) -> Syn
 def synthesized(cdk_context: dict[str, Any], settings: Settings,
                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesized]:
     yield synthesize(cdk_context, settings, tmp_path_factory.mktemp("cdk.out"))
+
+
+@pytest.fixture(scope="session")
+def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample datasets for every method, as ``python -m training_code.sample_data`` writes them."""
+    from training_code.sample_data import write_datasets
+
+    out = tmp_path_factory.mktemp("sample-data")
+    write_datasets(out)
+    return out

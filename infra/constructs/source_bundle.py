@@ -8,7 +8,8 @@ import io
 import os
 import tarfile
 import tempfile
-from pathlib import Path
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
 
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
@@ -19,29 +20,42 @@ _EXCLUDED_NAMES = {"__pycache__", ".pytest_cache", ".mypy_cache", ".DS_Store"}
 _EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 
 
-def build_source_tarball(source_dir: Path) -> bytes:
-    """Pack ``source_dir`` into gzip'd tar bytes that depend only on file names, contents and
-    the executable bit: entries sorted, mtime 0, uid/gid 0, no user names, gzip mtime 0.
+def _files(directory: Path) -> list[Path]:
+    return sorted(
+        path for path in directory.rglob("*")
+        if path.is_file()
+        and not any(part in _EXCLUDED_NAMES for part in path.relative_to(directory).parts)
+        and not path.name.endswith(_EXCLUDED_SUFFIXES)
+    )
+
+
+def build_source_tarball(source_dir: Path, *,
+                         extra_packages: Mapping[str, Path] | None = None) -> bytes:
+    """Pack ``source_dir`` (at the archive's root) and each ``extra_packages`` directory (under
+    its name) into gzip'd tar bytes that depend only on file names, contents and the executable
+    bit: entries sorted, mtime 0, uid/gid 0, no user names, gzip mtime 0.
 
     The SageMaker training toolkit opens ``sagemaker_submit_directory`` with
     ``tarfile.open(mode="r:gz")``, so the archive must be a gzip'd tar (CDK's own directory
     assets are zip files).
     """
-    if not source_dir.is_dir():
-        raise ValueError(f"source directory {source_dir} does not exist")
-    files = sorted(
-        path for path in source_dir.rglob("*")
-        if path.is_file()
-        and not any(part in _EXCLUDED_NAMES for part in path.relative_to(source_dir).parts)
-        and not path.name.endswith(_EXCLUDED_SUFFIXES)
-    )
-    if not files:
-        raise ValueError(f"source directory {source_dir} holds no files")
+    entries: dict[str, Path] = {}
+    for prefix, directory in [("", source_dir), *sorted((extra_packages or {}).items())]:
+        if not directory.is_dir():
+            raise ValueError(f"source directory {directory} does not exist")
+        files = _files(directory)
+        if not files:
+            raise ValueError(f"source directory {directory} holds no files")
+        for path in files:
+            name = (PurePosixPath(prefix) / path.relative_to(directory).as_posix()).as_posix()
+            if name in entries:
+                raise ValueError(f"{name} would come from both {entries[name]} and {path}")
+            entries[name] = path
     tar_bytes = io.BytesIO()
     with tarfile.open(fileobj=tar_bytes, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path in files:
+        for name, path in sorted(entries.items()):
             data = path.read_bytes()
-            info = tarfile.TarInfo(path.relative_to(source_dir).as_posix())
+            info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mtime = 0
             info.uid = info.gid = 0
@@ -59,13 +73,16 @@ class SourceBundle(Construct):
 
     Guarantees: the same files give byte-identical archives and so the same asset hash (a
     redeploy without code changes uploads nothing and changes no job request); the archive is
-    built in-process without Docker. ``s3_uri`` is what ``sagemaker_submit_directory`` takes.
+    built in-process without Docker. ``extra_packages`` (default none) ship directories shared
+    with other training code under their own names. ``s3_uri`` is what
+    ``sagemaker_submit_directory`` takes.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, source_dir: Path,
+                 extra_packages: Mapping[str, Path] | None = None,
                  build_dir: Path | None = None) -> None:
         super().__init__(scope, construct_id)
-        archive = build_source_tarball(source_dir)
+        archive = build_source_tarball(source_dir, extra_packages=extra_packages)
         digest = hashlib.sha256(archive).hexdigest()
         out_dir = build_dir or Path(tempfile.gettempdir()) / "smtrain-source-bundles"
         out_dir.mkdir(parents=True, exist_ok=True)

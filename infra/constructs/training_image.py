@@ -28,17 +28,20 @@ class TrainingImage(Construct):
     The copy function runs as a role of ours that can pull only from the bootstrap asset
     repository and push only to ``repository`` (the library's default role may push anywhere).
 
-    ``image_uri`` is the URI in ``repository`` that a training job uses.
+    ``directory`` is the build context (its ``.dockerignore`` applies, also to the asset hash)
+    and ``dockerfile`` the Dockerfile's path inside it (default ``Dockerfile``). ``image_uri`` is
+    the URI in ``repository`` that a training job uses.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, directory: Path,
-                 repository: ecr.IRepository) -> None:
+                 repository: ecr.IRepository, dockerfile: str = "Dockerfile") -> None:
         super().__init__(scope, construct_id)
-        if not (directory / "Dockerfile").is_file():
-            raise ValueError(f"{directory} has no Dockerfile")
+        if not (directory / dockerfile).is_file():
+            raise ValueError(f"{directory} has no {dockerfile}")
         stack = Stack.of(self)
         self.asset = ecr_assets.DockerImageAsset(
-            self, "Asset", directory=str(directory), platform=ecr_assets.Platform.LINUX_AMD64,
+            self, "Asset", directory=str(directory), file=dockerfile,
+            platform=ecr_assets.Platform.LINUX_AMD64,
         )
         self.image_tag = self.asset.asset_hash
         self.image_uri = repository.repository_uri_for_tag(self.image_tag)

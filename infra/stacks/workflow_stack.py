@@ -37,9 +37,10 @@ class WorkflowStack(Stack):
             region=settings.region, pytorch_version=settings.pytorch_version,
             pytorch_py_version=settings.pytorch_py_version, xgboost_version=settings.xgboost_version,
         )
-        source = SourceBundle(self, "ScriptModeSource", source_dir=training_code_dir / "script_mode")
-        byoc_image = TrainingImage(self, "ByocImage", directory=training_code_dir / "byoc",
-                                   repository=storage.repository)
+        source = SourceBundle(self, "ScriptModeSource", source_dir=training_code_dir / "script_mode",
+                              extra_packages={"common": training_code_dir / "common"})
+        byoc_image = TrainingImage(self, "ByocImage", directory=training_code_dir,
+                                   dockerfile="byoc/Dockerfile", repository=storage.repository)
 
         # A policy in this stack, so that a code change never touches the storage stack.
         execution_role = iam.Role.from_role_arn(self, "ExecutionRole",

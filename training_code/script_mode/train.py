@@ -1,3 +1,274 @@
-"""Script-mode entry point (placeholder until the training-code issue lands)."""
+"""Script-mode entry point: trains the digits classifier on the SageMaker PyTorch image.
 
-print("epoch=1 train:loss=0.5 validation:loss=0.5 validation:accuracy=0.5")
+The SageMaker training toolkit runs ``python train.py --<hyperparameter> <value> ...`` with the
+channels, model directory and cluster in ``SM_*`` variables; every default below comes from
+them, so the same script runs on SageMaker, through the toolkit locally, or by hand.
+
+Contract kept here:
+- metrics: one line per epoch, ``epoch=N train:loss=X validation:loss=Y validation:accuracy=Z``
+  (the stack's metric definitions parse exactly this);
+- checkpoints: ``--checkpoint-dir`` (default ``/opt/ml/checkpoints``, which SageMaker syncs to
+  S3 for spot jobs) gets the full training state after every epoch; a restarted job resumes
+  from it, so an interruption loses at most one epoch and the result is the same;
+- deterministic for a seed; CPU or CUDA (mixed precision on CUDA);
+- data-parallel when started by ``torchrun`` (or SageMaker's ``torch_distributed``): every
+  process sees a slice of each global batch and the gradients are averaged, so N processes
+  compute what one process computes;
+- on a bad hyperparameter or channel: one clear line on stderr and exit status 1 (argparse: 2);
+  the toolkit turns that into the job's failure reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from common.channels import ChannelError, read_channel
+from digits_model import DigitsClassifier, save_model
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+class HyperparameterError(ValueError):
+    """A hyperparameter (command-line flag) is malformed; the message is argparse's."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise HyperparameterError(message)
+
+
+def parse_args(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> argparse.Namespace:
+    env = dict(os.environ) if env is None else env
+    parser = _Parser(description="Train the digits classifier (SageMaker script mode)")
+    parser.add_argument("--epochs", type=positive_int, default=10)
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="global batch size")
+    parser.add_argument("--learning-rate", type=positive_float, default=0.01)
+    parser.add_argument("--hidden-units", type=positive_int, default=64)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--model-dir", default=env.get("SM_MODEL_DIR", "/opt/ml/model"))
+    parser.add_argument("--train", default=env.get("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train"))
+    parser.add_argument("--validation",
+                        default=env.get("SM_CHANNEL_VALIDATION", "/opt/ml/input/data/validation"))
+    # SageMaker syncs /opt/ml/checkpoints; SAGEMAKER_BASE_DIR (the toolkit's override of /opt/ml)
+    # moves it with the rest of the tree.
+    parser.add_argument("--checkpoint-dir",
+                        default=os.path.join(env.get("SAGEMAKER_BASE_DIR", "/opt/ml"), "checkpoints"))
+    # The toolkit passes every hyperparameter as a flag; ignore the ones meant for it.
+    args, _unknown = parser.parse_known_args(argv)
+    return args
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where this process sits: ``rank`` of ``world_size`` processes, on ``device``."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def start_cluster() -> Cluster:
+    """Join the process group torchrun describes (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, master
+    address); a single process otherwise. NCCL on CUDA, gloo on CPU."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world_size > 1:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Cluster(rank=rank, world_size=world_size, device=device)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def global_batches(num_rows: int, *, batch_size: int, seed: int, epoch: int,
+                   world_size: int) -> Iterator[torch.Tensor]:
+    """The epoch's shuffled global batches (the same on every process); batches with fewer rows
+    than processes are dropped so every process has work."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(num_rows, generator=generator)
+    for start in range(0, num_rows, batch_size):
+        batch = order[start:start + batch_size]
+        if len(batch) >= world_size:
+            yield batch
+
+
+def load_checkpoint(path: Path, cluster: Cluster) -> dict[str, Any] | None:
+    """Rank 0 reads the checkpoint (if any) and shares it, so all processes resume alike."""
+    state = [None]
+    if cluster.is_main and path.is_file():
+        state[0] = torch.load(path, map_location="cpu", weights_only=False)
+    if cluster.world_size > 1:
+        dist.broadcast_object_list(state, src=0)
+    return state[0]
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write atomically: a job killed mid-write keeps the previous checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    torch.save(state, partial)
+    partial.replace(path)
+
+
+def train(args: argparse.Namespace, cluster: Cluster) -> dict[str, float]:
+    seed_everything(args.seed)
+    train_x, train_y = read_channel(args.train, channel="train")
+    valid_x, valid_y = read_channel(args.validation, channel="validation")
+    if train_x.shape[1] != valid_x.shape[1]:
+        raise ChannelError(f"train has {train_x.shape[1]} features, validation {valid_x.shape[1]}")
+    num_classes = int(max(train_y.max(), valid_y.max())) + 1
+    device = cluster.device
+    features = torch.from_numpy(train_x).to(device)
+    labels = torch.from_numpy(train_y).to(device)
+    valid_features = torch.from_numpy(valid_x).to(device)
+    valid_labels = torch.from_numpy(valid_y).to(device)
+
+    model = DigitsClassifier(num_features=features.shape[1], num_classes=num_classes,
+                             hidden_units=args.hidden_units).to(device)
+    model.fit_normalisation(features)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    checkpoint_path = Path(args.checkpoint_dir) / CHECKPOINT_FILE
+    start_epoch = 1
+    state = load_checkpoint(checkpoint_path, cluster)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch = int(state["epoch"]) + 1
+        if cluster.is_main:
+            print(f"resuming from {checkpoint_path} after epoch {state['epoch']}", flush=True)
+    network: nn.Module = model
+    if cluster.world_size > 1:
+        network = DistributedDataParallel(model, device_ids=[device.index] if use_amp else None)
+    loss_sum = nn.CrossEntropyLoss(reduction="sum")
+    autocast = (torch.autocast(device_type=device.type, dtype=torch.float16) if use_amp
+                else contextlib.nullcontext())
+
+    metrics: dict[str, float] = {}
+    for epoch in range(start_epoch, args.epochs + 1):
+        network.train()
+        loss_total = torch.zeros((), device=device)
+        rows_seen = 0
+        for batch in global_batches(len(features), batch_size=args.batch_size, seed=args.seed,
+                                    epoch=epoch, world_size=cluster.world_size):
+            mine = batch[cluster.rank::cluster.world_size] if cluster.world_size > 1 else batch
+            mine = mine.to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            with autocast:
+                batch_loss = loss_sum(network(features[mine]), labels[mine])
+            # DDP averages gradients over processes: scale so the result is the global mean.
+            scaled = batch_loss * (cluster.world_size / len(batch))
+            if use_amp:
+                scaler.scale(scaled).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                scaled.backward()
+                optimizer.step()
+            loss_total += batch_loss.detach()
+            rows_seen += len(mine)
+        epoch_loss = torch.stack([loss_total.float(), torch.tensor(float(rows_seen), device=device)])
+        if cluster.world_size > 1:
+            dist.all_reduce(epoch_loss)
+        metrics = {"train:loss": float(epoch_loss[0] / epoch_loss[1]),
+                   **evaluate(model, valid_features, valid_labels)}
+        if cluster.is_main:
+            save_checkpoint(checkpoint_path, {"epoch": epoch, "model": model.state_dict(),
+                                              "optimizer": optimizer.state_dict(),
+                                              "scaler": scaler.state_dict()})
+            print(f"epoch={epoch} " + " ".join(f"{k}={v:.6f}" for k, v in metrics.items()), flush=True)
+    if cluster.is_main:
+        save_model(model.cpu(), args.model_dir)
+    return metrics
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    model.eval()
+    logits = model(features).float()
+    return {
+        "validation:loss": float(nn.functional.cross_entropy(logits, labels)),
+        "validation:accuracy": float((logits.argmax(dim=1) == labels).float().mean()),
+    }
+
+
+def write_failure(message: str) -> None:
+    """Tell SageMaker why: the toolkit keeps a failure file that already exists, and SageMaker
+    shows its first 1024 characters as the job's FailureReason."""
+    output_dir = Path(os.environ.get("SM_OUTPUT_DIR")
+                      or os.path.join(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"), "output"))
+    with contextlib.suppress(OSError):
+        output_dir.mkdir(parents=True, exist_ok=True)
+        failure = output_dir / "failure"
+        if not failure.exists():
+            failure.write_text(message)
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+    except HyperparameterError as error:
+        write_failure(f"HyperparameterError: {error}")
+        return 2
+    started = time.monotonic()
+    cluster = start_cluster()
+    try:
+        train(args, cluster)
+    except ChannelError as error:
+        write_failure(f"ChannelError: {error}")
+        return 1
+    finally:
+        if cluster.world_size > 1 and dist.is_initialized():
+            with contextlib.suppress(Exception):
+                dist.destroy_process_group()
+    if cluster.is_main:
+        print(f"training finished in {time.monotonic() - started:.1f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

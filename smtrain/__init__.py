@@ -1,0 +1,1 @@
+"""smtrain: start, follow and run SageMaker training workflows (the CLI and the offline engine)."""

@@ -1,0 +1,1 @@
+"""Running SageMaker training jobs on this machine, as the containers would run them."""

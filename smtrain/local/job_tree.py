@@ -1,0 +1,80 @@
+"""A fresh fake ``/opt/ml`` for one training job, laid out exactly as SageMaker lays it out.
+
+The AWS training toolkit and the BYOC entry point read their whole configuration from it
+(``SAGEMAKER_BASE_DIR`` points them here instead of ``/opt/ml``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Our hostname inside the job: the toolkit resolves its hosts by DNS unless told it runs
+#: locally (``SM_STUDIO_LOCAL_MODE=true``), so the tree is paired with that variable.
+LOCAL_HOST = "algo-1"
+
+
+@dataclass(frozen=True)
+class JobTree:
+    base_dir: Path
+
+    @property
+    def model_dir(self) -> Path:
+        return self.base_dir / "model"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.base_dir / "output"
+
+    @property
+    def failure_file(self) -> Path:
+        return self.output_dir / "failure"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.base_dir / "checkpoints"
+
+    def environment(self) -> dict[str, str]:
+        """Variables that point a training program at this tree."""
+        return {"SAGEMAKER_BASE_DIR": str(self.base_dir), "SM_STUDIO_LOCAL_MODE": "true"}
+
+    def failure_reason(self) -> str | None:
+        return self.failure_file.read_text() if self.failure_file.is_file() else None
+
+
+def build_job_tree(base_dir: Path, *, hyperparameters: Mapping[str, str],
+                   channels: Mapping[str, Path], content_type: str = "text/csv",
+                   instance_type: str = "local", job_name: str = "local-job") -> JobTree:
+    """Lay out ``base_dir`` (which must not exist yet: a reused tree makes the toolkit keep old
+    code) with the config files and a copy of each channel's files."""
+    if base_dir.exists():
+        raise FileExistsError(f"{base_dir} exists; every job needs a fresh tree")
+    bad = {name: value for name, value in hyperparameters.items() if not isinstance(value, str)}
+    if bad:
+        raise TypeError(f"hyperparameter values must be strings (as SageMaker sends them): {bad}")
+    config = base_dir / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps(dict(hyperparameters), indent=2))
+    (config / "inputdataconfig.json").write_text(json.dumps({
+        name: {"ContentType": content_type, "TrainingInputMode": "File",
+               "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+        for name in channels
+    }, indent=2))
+    (config / "resourceconfig.json").write_text(json.dumps({
+        "current_host": LOCAL_HOST, "hosts": [LOCAL_HOST], "current_instance_type": instance_type,
+        "current_group_name": "homogeneousCluster",
+        "instance_groups": [{"instance_group_name": "homogeneousCluster",
+                             "instance_type": instance_type, "hosts": [LOCAL_HOST]}],
+        "network_interface_name": "eth0",
+    }, indent=2))
+    (config / "trainingjobconfig.json").write_text(json.dumps({"TrainingJobName": job_name}))
+    for name, source in channels.items():
+        if not source.is_dir():
+            raise FileNotFoundError(f"channel '{name}': {source} is not a directory")
+        shutil.copytree(source, base_dir / "input" / "data" / name)
+    for directory in ("model", "output/data", "checkpoints", "code"):
+        (base_dir / directory).mkdir(parents=True, exist_ok=True)
+    return JobTree(base_dir)

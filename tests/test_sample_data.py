@@ -1,0 +1,78 @@
+"""`python -m training_code.sample_data`: the datasets every method reads, and their upload."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+from training_code.sample_data import CHANNELS, METHODS, write_datasets
+
+
+def test_layout_and_format(sample_data: Path) -> None:
+    total = 0
+    for method in METHODS:
+        for channel in CHANNELS:
+            rows = np.loadtxt(sample_data / method / channel / "digits.csv", delimiter=",")
+            assert rows.shape[1] == 65, "label + 8x8 pixels"
+            assert set(np.unique(rows[:, 0])) == set(range(10)), "every class in every channel"
+            assert rows.min() >= 0 and rows[:, 1:].max() <= 16
+            if method == "script":
+                total += len(rows)
+    assert total == 1797
+    header = (sample_data / "builtin" / "train" / "digits.csv").read_text().splitlines()[0]
+    assert header.split(",")[0].isdigit(), "no header row (the built-in algorithm requires it)"
+
+
+def test_same_seed_same_files(tmp_path: Path) -> None:
+    first = [p.read_bytes() for p in write_datasets(tmp_path / "a")]
+    second = [p.read_bytes() for p in write_datasets(tmp_path / "b")]
+    assert first == second
+    other = [p.read_bytes() for p in write_datasets(tmp_path / "c", seed=1)]
+    assert other != first
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "training_code.sample_data", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([], "the following arguments are required: --out"),
+    (["--out", "{tmp}", "--validation-fraction", "0.9"], "--validation-fraction must be between"),
+    (["--out", "{tmp}", "--bucket", "Not_A_Bucket"], "is not a valid S3 bucket name"),
+    (["--out", "{file}"], "exists and is not a directory"),
+])
+def test_bad_arguments(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "file").write_text("x")
+    result = _cli(*(a.format(tmp=tmp_path / "out", file=tmp_path / "file") for a in args))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_upload_to_the_default_prefixes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import boto3
+    from moto import mock_aws
+
+    from training_code import sample_data
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="smtrain-data")
+        assert sample_data.main(["--out", str(tmp_path), "--bucket", "smtrain-data"]) == 0
+        keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="smtrain-data")["Contents"])
+        assert keys == sorted(f"datasets/{m}/{c}/digits.csv" for m in METHODS for c in CHANNELS)
+        body = s3.get_object(Bucket="smtrain-data", Key="datasets/builtin/train/digits.csv")["Body"]
+        assert body.read() == (tmp_path / "builtin" / "train" / "digits.csv").read_bytes()
+        # A bucket that does not exist: a clear error and exit status 1.
+        assert sample_data.main(["--out", str(tmp_path), "--bucket", "missing-bucket"]) == 1
+        assert "error: upload to s3://missing-bucket failed" in capsys.readouterr().err

@@ -1,0 +1,1 @@
+"""Code shared by the script-mode and BYOC training programs (shipped inside both)."""

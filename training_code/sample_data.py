@@ -1,0 +1,103 @@
+"""Write (and optionally upload) the sample datasets every training method uses.
+
+    python -m training_code.sample_data --out DIR [--bucket NAME] [--validation-fraction 0.2]
+
+The data is scikit-learn's bundled handwritten digits (1,797 8x8 images, 10 classes; shipped
+with the package, nothing is downloaded). Every method reads the same format, the one SageMaker's
+built-in XGBoost requires: CSV, label in the first column, no header. Files land in
+``DIR/<method>/<channel>/digits.csv`` for methods ``script``, ``byoc``, ``builtin`` and channels
+``train``, ``validation``; with ``--bucket`` they are uploaded to
+``s3://NAME/datasets/<method>/<channel>/digits.csv``, the state machine's default inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+METHODS = ("script", "byoc", "builtin")
+CHANNELS = ("train", "validation")
+DATASETS_PREFIX = "datasets/"
+FILE_NAME = "digits.csv"
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def digits_split(*, validation_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """``{"train": rows, "validation": rows}``, each row ``[label, 64 pixels]``, stratified by
+    label and the same for the same seed."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    rows = np.column_stack([digits.target, digits.data]).astype(np.int64)
+    train, validation = train_test_split(rows, test_size=validation_fraction, random_state=seed,
+                                         stratify=digits.target)
+    return {"train": train, "validation": validation}
+
+
+def write_datasets(out: Path, *, validation_fraction: float = 0.2, seed: int = 0) -> list[Path]:
+    """Write every method's channels under ``out``; returns the files written."""
+    split = digits_split(validation_fraction=validation_fraction, seed=seed)
+    written = []
+    for method in METHODS:
+        for channel in CHANNELS:
+            path = out / method / channel / FILE_NAME
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savetxt(path, split[channel], delimiter=",", fmt="%d")
+            written.append(path)
+    return written
+
+
+def upload(files: Sequence[Path], *, out: Path, bucket: str) -> list[str]:
+    """Upload ``files`` to ``s3://bucket/datasets/<path relative to out>``; returns the URIs."""
+    import boto3
+
+    s3 = boto3.client("s3")
+    uris = []
+    for path in files:
+        key = DATASETS_PREFIX + path.relative_to(out).as_posix()
+        s3.upload_file(str(path), bucket, key)
+        uris.append(f"s3://{bucket}/{key}")
+    return uris
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training_code.sample_data",
+                                     description="Write the sample datasets for every training method.")
+    parser.add_argument("--out", type=Path, required=True, help="directory to write into")
+    parser.add_argument("--bucket", help="also upload to this S3 bucket under datasets/")
+    parser.add_argument("--validation-fraction", type=float, default=0.2,
+                        help="share of rows held out for validation (default 0.2)")
+    parser.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    args = parser.parse_args(argv)
+    if not 0.05 <= args.validation_fraction <= 0.5:
+        parser.error("--validation-fraction must be between 0.05 and 0.5")
+    if args.bucket is not None and not _BUCKET_NAME.match(args.bucket):
+        parser.error(f"--bucket {args.bucket!r} is not a valid S3 bucket name")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} exists and is not a directory")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    files = write_datasets(args.out, validation_fraction=args.validation_fraction, seed=args.seed)
+    for path in files:
+        print(f"wrote {path}")
+    if args.bucket:
+        try:
+            for uri in upload(files, out=args.out, bucket=args.bucket):
+                print(f"uploaded {uri}")
+        except Exception as error:  # botocore's errors carry the service's reason
+            print(f"error: upload to s3://{args.bucket} failed: {error}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
