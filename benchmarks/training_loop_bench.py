@@ -26,11 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "training_code"), str(ROOT / "training_code" / "script_mode")]
 
 import torch  # noqa: E402
-import train as script_mode  # noqa: E402
+import train as script_mode  # type: ignore[import-not-found]  # noqa: E402
 from torch import nn  # noqa: E402
 
-from common.channels import read_channel  # noqa: E402
-from digits_model import DigitsClassifier  # noqa: E402
+from common.channels import read_channel  # type: ignore[import-not-found]  # noqa: E402
+from digits_model import DigitsClassifier  # type: ignore[import-not-found]  # noqa: E402
 from training_code.sample_data import write_datasets  # noqa: E402
 
 
