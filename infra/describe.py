@@ -11,20 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from infra.template_render import placeholder_resolver, render_definition, state_machine_definitions
-
-
-def load_templates(outdir: Path) -> dict[str, dict[str, Any]]:
-    manifest_path = outdir / "manifest.json"
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"{outdir} holds no synthesized app (run `make synth` first)")
-    manifest = json.loads(manifest_path.read_text())
-    templates = {}
-    for artifact_id, artifact in manifest["artifacts"].items():
-        if artifact.get("type") == "aws:cloudformation:stack":
-            template_file = artifact["properties"]["templateFile"]
-            templates[artifact_id] = json.loads((outdir / template_file).read_text())
-    return templates
+from infra.template_render import (
+    load_templates,
+    placeholder_resolver,
+    render_definition,
+    state_machine_definitions,
+)
 
 
 def describe(outdir: Path) -> str:

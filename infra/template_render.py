@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 Resolver = Callable[[str, Any], str]
@@ -19,6 +20,20 @@ Resolver = Callable[[str, Any], str]
 
 class UnresolvedReference(KeyError):
     """A reference in the template has no substitute."""
+
+
+def load_templates(outdir: Path) -> dict[str, dict[str, Any]]:
+    """``{stack artifact id: template}`` of a synthesized cloud assembly (``cdk.out``)."""
+    manifest_path = outdir / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{outdir} holds no synthesized app (run `make synth` first)")
+    manifest = json.loads(manifest_path.read_text())
+    templates = {}
+    for artifact_id, artifact in manifest["artifacts"].items():
+        if artifact.get("type") == "aws:cloudformation:stack":
+            template_file = artifact["properties"]["templateFile"]
+            templates[artifact_id] = json.loads((outdir / template_file).read_text())
+    return templates
 
 
 def state_machine_definitions(template: Mapping[str, Any]) -> dict[str, Any]:

@@ -220,8 +220,11 @@ def test_failures_carry_the_reason(definition: Definition, task_name: str, expla
 def test_tuning_branch(definition: Definition) -> None:
     s = states(definition)
     (rule,) = s["TrainOrTune"]["Choices"]
-    assert rule["Next"] == "ApplyTuningDefaults"
+    assert rule == {"Variable": "$.config.tuning", "IsPresent": True, "Next": "TuningGiven"}
     assert s["TrainOrTune"]["Default"] == "TrainModel"
+    (null_rule,) = s["TuningGiven"]["Choices"]
+    assert null_rule == {"Variable": "$.config.tuning", "IsNull": True, "Next": "TrainModel"}
+    assert s["TuningGiven"]["Default"] == "ApplyTuningDefaults"
     assert s["ApplyTuningDefaults"]["Parameters"] == {
         "config.$": "States.JsonMerge($.method.tuningDefaults, $.config.tuning, false)"}
     causes = {r["cause"] for r in _rejections(definition, "ValidateTuning").values()}

@@ -202,10 +202,14 @@ class TrainingStateMachine(Construct):
         search_limits.next(self.tuning_task)
         self.tuning_task.next(self.describe_best).next(report_tuning)
 
-        train_or_tune.when(Cond.and_(Cond.is_present("$.config.tuning"),
-                                     Cond.is_not_null("$.config.tuning")),
-                           apply_tuning_defaults.next(validate_tuning.then(choose_limits)))
-        train_or_tune.otherwise(self.training_task.next(report_training))
+        # Two Choices, not And(IsPresent, IsNotNull): a rule on a missing path is a runtime
+        # error, and nothing promises the And is evaluated lazily.
+        tuning_given = sfn.Choice(self, "TuningGiven")
+        train = self.training_task.next(report_training)
+        tuning_given.when(Cond.is_null("$.config.tuning"), train)
+        tuning_given.otherwise(apply_tuning_defaults.next(validate_tuning.then(choose_limits)))
+        train_or_tune.when(Cond.is_present("$.config.tuning"), tuning_given)
+        train_or_tune.otherwise(train)
 
         resolve_job.next(validate_channels.then(choose_capacity))
         definition = (

@@ -1,0 +1,123 @@
+"""What ``cdk deploy`` would create, stood in locally from a synthesized ``cdk.out``.
+
+Every reference in the state machine's definition is resolved to a local value: buckets get
+local names (directories of the S3 stand-in), roles, keys and repositories get ARNs in a fake
+account, cross-stack imports follow the exporting stack's outputs, and the file assets (the
+script-mode tarball) are copied to where the CDK bootstrap bucket would hold them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from infra.template_render import (
+    UnresolvedReference,
+    load_templates,
+    render_definition,
+    resolve_intrinsics,
+    state_machine_definitions,
+)
+from smtrain.local.s3_stand_in import LocalS3
+
+ACCOUNT = "123456789012"
+_HASH_SUFFIX = re.compile(r"[0-9A-F]{8}$")
+
+
+def local_name(logical_id: str) -> str:
+    """``BucketsData941F65F0`` -> ``local-buckets-data`` (a valid bucket or repository name)."""
+    words = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z0-9]+", _HASH_SUFFIX.sub("", logical_id))
+    return "local-" + "-".join(word.lower() for word in words)[:50]
+
+
+@dataclass(frozen=True)
+class LocalDeployment:
+    definition: dict[str, Any]
+    state_machine_name: str
+    data_bucket: str
+    artifacts_bucket: str
+    byoc_image: str
+    region: str
+
+
+class _Resolver:
+    def __init__(self, templates: dict[str, dict[str, Any]], region: str) -> None:
+        self.region = region
+        self.types = {logical_id: resource["Type"] for template in templates.values()
+                      for logical_id, resource in template.get("Resources", {}).items()}
+        self.exports = {output["Export"]["Name"]: output["Value"]
+                        for template in templates.values()
+                        for output in template.get("Outputs", {}).values() if "Export" in output}
+
+    def __call__(self, kind: str, argument: Any) -> str:
+        if kind == "Fn::ImportValue":
+            if argument not in self.exports:
+                raise UnresolvedReference(f"no stack exports {argument!r}")
+            return str(resolve_intrinsics(self.exports[argument], self))
+        if kind == "Ref":
+            pseudo = {"AWS::Region": self.region, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws",
+                      "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": "local"}
+            return pseudo.get(argument) or self._ref(argument)
+        logical_id, attribute = argument if isinstance(argument, list) else argument.split(".", 1)
+        return self._attribute(logical_id, attribute)
+
+    def _type(self, logical_id: str) -> str:
+        if logical_id not in self.types:
+            raise UnresolvedReference(f"no resource {logical_id!r} in the synthesized stacks")
+        return self.types[logical_id]
+
+    def _ref(self, logical_id: str) -> str:
+        self._type(logical_id)  # fails for an unknown resource
+        return local_name(logical_id)
+
+    def _attribute(self, logical_id: str, attribute: str) -> str:
+        resource_type, name = self._type(logical_id), local_name(logical_id)
+        if attribute != "Arn":
+            return f"{name}-{attribute.lower()}"
+        service_arns = {
+            "AWS::S3::Bucket": f"arn:aws:s3:::{name}",
+            "AWS::ECR::Repository": f"arn:aws:ecr:{self.region}:{ACCOUNT}:repository/{name}",
+            "AWS::IAM::Role": f"arn:aws:iam::{ACCOUNT}:role/{name}",
+            "AWS::KMS::Key": f"arn:aws:kms:{self.region}:{ACCOUNT}:key/{name}",
+        }
+        return service_arns.get(resource_type, f"arn:aws:local:{self.region}:{ACCOUNT}:{name}")
+
+
+def load_deployment(outdir: Path, *, s3: LocalS3, region: str = "us-east-1") -> LocalDeployment:
+    """Resolve the synthesized app in ``outdir`` and publish its file assets into ``s3``."""
+    templates = load_templates(outdir)
+    resolver = _Resolver(templates, region)
+    found = [(stack, logical_id, definition) for stack, template in templates.items()
+             for logical_id, definition in state_machine_definitions(template).items()]
+    if len(found) != 1:
+        raise ValueError(f"expected one state machine in {outdir}, found {len(found)}")
+    stack, logical_id, definition_string = found[0]
+    definition = render_definition(definition_string, resolver)
+    machine = templates[stack]["Resources"][logical_id]["Properties"]
+    _publish_file_assets(outdir, s3, region)
+    outputs = {key: str(resolve_intrinsics(output["Value"], resolver))
+               for template in templates.values() for key, output in template.get("Outputs", {}).items()}
+    return LocalDeployment(
+        definition=definition,
+        state_machine_name=str(machine.get("StateMachineName", "local-training")),
+        data_bucket=outputs["DataBucketName"],
+        artifacts_bucket=outputs["ArtifactsBucketName"],
+        byoc_image=outputs["ByocImageUri"],
+        region=region,
+    )
+
+
+def _publish_file_assets(outdir: Path, s3: LocalS3, region: str) -> None:
+    for manifest_path in sorted(outdir.glob("*.assets.json")):
+        manifest = json.loads(manifest_path.read_text())
+        for asset in manifest.get("files", {}).values():
+            source = outdir / asset["source"]["path"]
+            if not source.is_file():
+                continue  # directory assets (the image-copy Lambda) are not needed offline
+            for destination in asset["destinations"].values():
+                bucket = (destination["bucketName"].replace("${AWS::AccountId}", ACCOUNT)
+                          .replace("${AWS::Region}", region))
+                s3.put_file(source, f"s3://{bucket}/{destination['objectKey']}")

@@ -1,0 +1,159 @@
+"""The offline engine: the synthesized state machine, executed by moto's ASL interpreter.
+
+    with OfflineEngine(outdir=Path("cdk.out"), work_dir=Path(".work/run")) as engine:
+        result = engine.run({"method": "script"}, name="first-run")
+
+The definition comes from ``cdk.out`` with every reference resolved to a local stand-in (see
+:mod:`smtrain.local.deployment`); SageMaker tasks go to a backend: by default
+:class:`~smtrain.local.local_backend.LocalBackend`, which really trains, or any
+:class:`~smtrain.local.backend.SageMakerBackend` (tests pass a scripted one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from smtrain.local.backend import SageMakerBackend
+from smtrain.local.deployment import ACCOUNT, LocalDeployment, load_deployment
+from smtrain.local.local_backend import Images, LocalBackend
+from smtrain.local.s3_stand_in import LocalS3
+from smtrain.local.sfn_sagemaker import serve_sagemaker
+
+TERMINAL_EXECUTION_STATUSES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    name: str
+    arn: str
+    status: str
+    output: dict[str, Any] | None
+    error: str | None
+    cause: str | None
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "SUCCEEDED"
+
+    def states_entered(self) -> list[str]:
+        return [e["stateEnteredEventDetails"]["name"] for e in self.events
+                if "stateEnteredEventDetails" in e]
+
+
+EventCallback = Callable[[dict[str, Any]], None]
+
+
+class OfflineEngine:
+    """Runs executions of the synthesized state machine; a context manager (moto's mock and the
+    SageMaker service are active inside it).
+
+    ``work_dir`` holds the S3 stand-in (``s3/``) and the jobs (``jobs/``). ``backend`` defaults
+    to a :class:`LocalBackend` over them; ``on_log`` gets each training log line.
+    """
+
+    def __init__(self, *, outdir: Path, work_dir: Path, backend: SageMakerBackend | None = None,
+                 on_log: Callable[[str, str], None] | None = None, region: str = "us-east-1") -> None:
+        self.work_dir = work_dir
+        self.s3 = LocalS3(work_dir / "s3")
+        self.deployment: LocalDeployment = load_deployment(outdir, s3=self.s3, region=region)
+        self.backend: SageMakerBackend = backend or LocalBackend(
+            s3=self.s3, work_dir=work_dir, images=Images(byoc=self.deployment.byoc_image),
+            on_log=on_log)
+        self.region = region
+        self._contexts: list[Any] = []
+        self._client: Any = None
+        self.state_machine_arn = ""
+
+    def __enter__(self) -> OfflineEngine:
+        from moto import mock_aws
+
+        for key, value in {"AWS_ACCESS_KEY_ID": "offline", "AWS_SECRET_ACCESS_KEY": "offline",
+                           "AWS_SESSION_TOKEN": "offline"}.items():
+            os.environ.setdefault(key, value)
+        mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
+        mock.start()
+        self._contexts.append(mock)
+        serving = serve_sagemaker(self.backend)
+        serving.__enter__()
+        self._contexts.append(serving)
+        import boto3
+
+        self._client = boto3.client("stepfunctions", region_name=self.region)
+        created = self._client.create_state_machine(
+            name=self.deployment.state_machine_name, type="STANDARD",
+            definition=json.dumps(self.deployment.definition),
+            roleArn=f"arn:aws:iam::{ACCOUNT}:role/local-state-machine")
+        self.state_machine_arn = created["stateMachineArn"]
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        while self._contexts:
+            context = self._contexts.pop()
+            if hasattr(context, "stop"):
+                context.stop()
+            else:
+                context.__exit__(exc_type, exc, traceback)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            raise RuntimeError("use the engine inside a `with` block")
+        return self._client
+
+    def start(self, execution_input: dict[str, Any], *, name: str) -> str:
+        response = self.client.start_execution(stateMachineArn=self.state_machine_arn, name=name,
+                                               input=json.dumps(execution_input))
+        return str(response["executionArn"])
+
+    def stop(self, execution_arn: str, *, error: str = "Stopped", cause: str = "stopped offline") -> None:
+        self.client.stop_execution(executionArn=execution_arn, error=error, cause=cause)
+
+    def history(self, execution_arn: str) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"executionArn": execution_arn}
+        while True:
+            page = self.client.get_execution_history(**kwargs)
+            events += page["events"]
+            if "nextToken" not in page:
+                return events
+            kwargs["nextToken"] = page["nextToken"]
+
+    def wait(self, execution_arn: str, *, on_event: EventCallback | None = None,
+             timeout: float = 1800.0, poll: float = 0.2) -> ExecutionResult:
+        """Follow the execution to its end, handing each new history event to ``on_event``."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while True:
+            description = self.client.describe_execution(executionArn=execution_arn)
+            events = self.history(execution_arn)
+            if on_event is not None:
+                for event in events[seen:]:
+                    on_event(event)
+            seen = len(events)
+            if description["status"] in TERMINAL_EXECUTION_STATUSES:
+                output = description.get("output")
+                return ExecutionResult(
+                    name=description["name"], arn=execution_arn, status=description["status"],
+                    output=json.loads(output) if output else None, error=description.get("error"),
+                    cause=description.get("cause"), events=events)
+            if time.monotonic() > deadline:
+                self.stop(execution_arn, error="LocalTimeout", cause=f"no end within {timeout:.0f} s")
+                deadline = time.monotonic() + 30
+            time.sleep(poll)
+
+    def run(self, execution_input: dict[str, Any], *, name: str, on_event: EventCallback | None = None,
+            timeout: float = 1800.0) -> ExecutionResult:
+        return self.wait(self.start(execution_input, name=name), on_event=on_event, timeout=timeout)
+
+    def local_path(self, uri: str) -> Path:
+        """Where an ``s3://`` URI of this engine lives on disk."""
+        return self.s3.path(uri)

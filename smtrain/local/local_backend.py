@@ -1,0 +1,383 @@
+"""SageMaker on this machine: every training job really runs, each in a fresh fake /opt/ml.
+
+Which program runs is decided by the job's image, as SageMaker decides it by the container:
+
+- the AWS PyTorch image (script mode): AWS's training toolkit (``sagemaker-training``'s
+  ``train``) with the ``sourcedir.tar.gz`` named by ``sagemaker_submit_directory``;
+- the project's BYOC image: its ``train`` entry point on the host Python (no Docker here);
+- the SageMaker XGBoost image: :mod:`smtrain.local.builtin_xgboost`.
+
+S3 URIs live in a :class:`~smtrain.local.s3_stand_in.LocalS3`. A job's log is kept beside its
+tree; metrics are read from it with the request's metric definitions (the built-in algorithm's
+own definitions for XGBoost); ``model.tar.gz`` is written where ``OutputDataConfig`` says.
+Hyperparameter tuning jobs are run by :mod:`smtrain.local.local_tuning`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from smtrain.local.backend import TERMINAL_STATUSES, Description, Request, SageMakerError
+from smtrain.local.builtin_xgboost import BUILTIN_METRIC_DEFINITIONS
+from smtrain.local.job_tree import JobTree, build_job_tree
+from smtrain.local.s3_stand_in import LocalS3, S3UriError
+
+TRAINING_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+TUNING_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}$")
+#: SageMaker shows the first 1024 characters of the failure file.
+FAILURE_REASON_LIMIT = 1024
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+@dataclass(frozen=True)
+class Images:
+    """Which image URI means which program."""
+
+    byoc: str
+
+    def kind(self, image: str) -> str:
+        if image == self.byoc:
+            return "byoc"
+        if "/pytorch-training:" in image:
+            return "script"
+        if "/sagemaker-xgboost:" in image:
+            return "builtin"
+        raise SageMakerError("ValidationException", f"no local runner for image {image}")
+
+
+@dataclass
+class TrainingJob:
+    name: str
+    request: Request
+    kind: str
+    status: str = "InProgress"
+    secondary_status: str = "Starting"
+    transitions: list[dict[str, str]] = field(default_factory=list)
+    failure_reason: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    model_uri: str | None = None
+    process: subprocess.Popen[str] | None = None
+    stop_requested: bool = False
+    created: str = field(default_factory=_now)
+    ended: str | None = None
+    log_path: Path | None = None
+
+    def set_secondary(self, status: str, message: str) -> None:
+        now = _now()
+        if self.transitions:
+            self.transitions[-1]["EndTime"] = now
+        self.transitions.append({"Status": status, "StartTime": now, "StatusMessage": message})
+        self.secondary_status = status
+
+    def describe(self) -> Description:
+        description: Description = {
+            "TrainingJobName": self.name,
+            "TrainingJobArn": f"arn:aws:sagemaker:local:000000000000:training-job/{self.name.lower()}",
+            "TrainingJobStatus": self.status,
+            "SecondaryStatus": self.secondary_status,
+            "SecondaryStatusTransitions": [dict(t) for t in self.transitions],
+            "AlgorithmSpecification": self.request["AlgorithmSpecification"],
+            "HyperParameters": self.request.get("HyperParameters", {}),
+            "ResourceConfig": self.request.get("ResourceConfig", {}),
+            "CreationTime": self.created,
+            "FinalMetricDataList": [{"MetricName": name, "Value": value, "Timestamp": self.ended or _now()}
+                                    for name, value in self.metrics.items()],
+            "Tags": self.request.get("Tags", []),
+        }
+        if self.model_uri:
+            description["ModelArtifacts"] = {"S3ModelArtifacts": self.model_uri}
+        if self.failure_reason:
+            description["FailureReason"] = self.failure_reason
+        if self.ended:
+            description["TrainingEndTime"] = self.ended
+        if self.log_path:
+            description["LocalLogPath"] = str(self.log_path)
+        return description
+
+
+class LocalBackend:
+    """Runs training jobs as local processes; see the module docstring.
+
+    ``work_dir`` holds every job's tree and log (``jobs/<name>/``); ``on_log`` receives each log
+    line as ``(job name, line)`` while jobs run.
+    """
+
+    def __init__(self, *, s3: LocalS3, work_dir: Path, images: Images,
+                 on_log: Callable[[str, str], None] | None = None) -> None:
+        self.s3 = s3
+        self.work_dir = work_dir
+        self.images = images
+        self.on_log = on_log
+        self._jobs: dict[str, TrainingJob] = {}
+        self._tuning: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    # -- training jobs --------------------------------------------------------------------
+    def create_training_job(self, request: Request) -> Description:
+        job = self.register(request)
+        threading.Thread(target=self.execute, args=(job,), name=f"job-{job.name}", daemon=True).start()
+        return {"TrainingJobArn": job.describe()["TrainingJobArn"]}
+
+    def register(self, request: Request) -> TrainingJob:
+        """Validate ``request`` and record the job (InProgress, Starting); :meth:`execute` runs it."""
+        name = request.get("TrainingJobName", "")
+        if not TRAINING_JOB_NAME.match(name):
+            raise SageMakerError("ValidationException",
+                                 f"Value '{name}' at 'trainingJobName' failed to satisfy constraint: "
+                                 "Member must satisfy regular expression pattern: "
+                                 "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+        for key, value in request.get("HyperParameters", {}).items():
+            if not isinstance(value, str):
+                raise SageMakerError("ValidationException",
+                                     f"Hyperparameter '{key}' must be a string, got {value!r}")
+        kind = self.images.kind(request["AlgorithmSpecification"]["TrainingImage"])
+        with self._lock:
+            if name in self._jobs:
+                raise SageMakerError("ResourceInUse", f"Training job names must be unique within an "
+                                     f"AWS account and region, and a training job with this name "
+                                     f"already exists ({name})")
+            job = TrainingJob(name=name, request=request, kind=kind)
+            job.set_secondary("Starting", "Preparing the instances for training")
+            self._jobs[name] = job
+        return job
+
+    def describe_training_job(self, name: str) -> Description:
+        with self._lock:
+            job = self._jobs.get(name)
+            if job is None:
+                raise SageMakerError("ValidationException", f"Requested resource not found: {name}")
+            return job.describe()
+
+    def stop_training_job(self, name: str) -> None:
+        with self._lock:
+            job = self._jobs.get(name)
+            if job is None:
+                raise SageMakerError("ValidationException", f"Requested resource not found: {name}")
+            if job.status in TERMINAL_STATUSES:
+                return
+            job.stop_requested = True
+            job.status = "Stopping"
+            process = job.process
+        if process is not None and process.poll() is None:
+            process.terminate()
+
+    def jobs(self) -> list[TrainingJob]:
+        with self._lock:
+            return list(self._jobs.values())
+
+    # -- running --------------------------------------------------------------------------
+    def execute(self, job: TrainingJob) -> None:
+        """Run a registered job to its end in this thread; never raises."""
+        job_dir = self.work_dir / "jobs" / job.name
+        try:
+            job.set_secondary("Downloading", "Downloading input data")
+            channels = self._download_channels(job, job_dir / "input-cache")
+            hyperparameters = dict(job.request.get("HyperParameters", {}))
+            if job.kind == "script":
+                hyperparameters["sagemaker_submit_directory"] = self._local_submit_directory(
+                    hyperparameters.get("sagemaker_submit_directory", ""))
+            content_type = next((c.get("ContentType", "text/csv")
+                                 for c in job.request.get("InputDataConfig", [])), "text/csv")
+            tree = build_job_tree(job_dir / "opt_ml", hyperparameters=hyperparameters,
+                                  channels=channels, content_type=content_type,
+                                  instance_type=job.request.get("ResourceConfig", {}).get(
+                                      "InstanceType", "local"), job_name=job.name)
+            job.set_secondary("Training", "Training image download completed. Training in progress.")
+            returncode = self._execute(job, tree, job_dir / "log.txt")
+            self._finish(job, tree, returncode)
+        except SageMakerError as error:
+            self._end(job, "Failed", f"{error.code}: {error.message}")
+        except Exception as error:  # the engine must never leave a job InProgress
+            self._end(job, "Failed", f"InternalServerError: {type(error).__name__}: {error}")
+
+    def _download_channels(self, job: TrainingJob, cache: Path) -> dict[str, Path]:
+        channels = {}
+        for channel in job.request.get("InputDataConfig", []):
+            name = channel["ChannelName"]
+            uri = channel["DataSource"]["S3DataSource"]["S3Uri"]
+            try:
+                objects = self.s3.objects_under(uri)
+            except S3UriError as error:
+                raise SageMakerError("ClientError", f"channel '{name}': {error}") from None
+            if not objects:
+                raise SageMakerError("ClientError",
+                                     f"No S3 objects found under S3 URL \"{uri}\" given in input "
+                                     f"data source (channel '{name}'). Please ensure that the "
+                                     f"bucket exists in the selected region, that objects exist "
+                                     f"under that S3 prefix, and that the role has access.")
+            target = cache / name
+            target.mkdir(parents=True, exist_ok=True)
+            prefix_dir = self.s3.path(uri) if self.s3.path(uri).is_dir() else self.s3.path(uri).parent
+            for path in objects:
+                destination = target / path.relative_to(prefix_dir)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                destination.write_bytes(path.read_bytes())
+            channels[name] = target
+        return channels
+
+    def _local_submit_directory(self, uri: str) -> str:
+        try:
+            path = self.s3.path(uri)
+        except S3UriError:
+            raise SageMakerError("ClientError", f"sagemaker_submit_directory {uri!r} is not an "
+                                 "S3 URI") from None
+        if not path.is_file():
+            raise SageMakerError("ClientError", f"sagemaker_submit_directory {uri} does not exist")
+        return str(path)
+
+    def _command(self, job: TrainingJob) -> tuple[list[str], dict[str, str]]:
+        bin_dir = Path(sys.executable).parent
+        if job.kind == "script":
+            return [str(bin_dir / "train")], {}
+        if job.kind == "byoc":
+            code = ROOT / "training_code"
+            return [sys.executable, str(code / "byoc" / "train")], {"PYTHONPATH": str(code)}
+        return [sys.executable, "-m", "smtrain.local.builtin_xgboost"], {"PYTHONPATH": str(ROOT)}
+
+    def _execute(self, job: TrainingJob, tree: JobTree, log_path: Path) -> int:
+        command, extra_env = self._command(job)
+        env = {**os.environ, **tree.environment(), **extra_env, "PYTHONUNBUFFERED": "1",
+               "OMP_NUM_THREADS": "1", "TRAINING_JOB_NAME": job.name}
+        max_runtime = job.request.get("StoppingCondition", {}).get("MaxRuntimeInSeconds")
+        deadline = time.monotonic() + max_runtime if max_runtime else None
+        job.log_path = log_path
+        with log_path.open("w") as log:
+            if job.kind == "byoc":
+                note = ("smtrain local: no Docker engine here; running the BYOC image's train "
+                        "entry point on the host Python\n")
+                log.write(note)
+                self._emit(job, note.rstrip())
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       text=True, env=env, cwd=tree.base_dir, start_new_session=True)
+            with self._lock:
+                job.process = process
+                if job.stop_requested:
+                    process.terminate()
+            assert process.stdout is not None
+            timer = None
+            if deadline is not None:
+                def expire() -> None:
+                    if process.poll() is None:
+                        job.secondary_status = "MaxRuntimeExceeded"
+                        job.stop_requested = True
+                        process.terminate()
+                timer = threading.Timer(max(0.0, deadline - time.monotonic()), expire)
+                timer.daemon = True
+                timer.start()
+            for line in process.stdout:
+                log.write(line)
+                log.flush()
+                self._emit(job, line.rstrip("\n"))
+            returncode = process.wait()
+            if timer is not None:
+                timer.cancel()
+        return returncode
+
+    def _emit(self, job: TrainingJob, line: str) -> None:
+        if self.on_log is not None:
+            self.on_log(job.name, line)
+
+    def _finish(self, job: TrainingJob, tree: JobTree, returncode: int) -> None:
+        assert job.log_path is not None
+        job.metrics = parse_final_metrics(job.log_path.read_text(), self._metric_definitions(job))
+        if job.stop_requested:
+            reason = ("MaxRuntimeExceeded: the job ran past MaxRuntimeInSeconds"
+                      if job.secondary_status == "MaxRuntimeExceeded" else "Stopped by request")
+            self._end(job, "Stopped", reason)
+            return
+        if returncode != 0:
+            reason = tree.failure_reason() or f"the training program exited with code {returncode}"
+            self._end(job, "Failed", f"AlgorithmError: {reason}"[:FAILURE_REASON_LIMIT])
+            return
+        job.set_secondary("Uploading", "Uploading generated training model")
+        output_uri = job.request["OutputDataConfig"]["S3OutputPath"].rstrip("/")
+        model_uri = f"{output_uri}/{job.name}/output/model.tar.gz"
+        target = self.s3.path(model_uri)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(target, "w:gz") as archive:
+            for path in sorted(tree.model_dir.rglob("*")):
+                archive.add(path, arcname=path.relative_to(tree.model_dir).as_posix(), recursive=False)
+        job.model_uri = model_uri
+        self._end(job, "Completed", None)
+
+    def _metric_definitions(self, job: TrainingJob) -> list[dict[str, str]]:
+        if job.kind == "builtin":
+            return BUILTIN_METRIC_DEFINITIONS
+        return list(job.request["AlgorithmSpecification"].get("MetricDefinitions", []))
+
+    def _end(self, job: TrainingJob, status: str, reason: str | None) -> None:
+        with self._lock:
+            job.failure_reason = reason
+            job.ended = _now()
+            secondary = status if job.secondary_status != "MaxRuntimeExceeded" else "MaxRuntimeExceeded"
+            job.set_secondary(secondary, reason or "Training job completed")
+            job.status = status
+
+    # -- tuning jobs ----------------------------------------------------------------------
+    def create_hyper_parameter_tuning_job(self, request: Request) -> Description:
+        from smtrain.local.local_tuning import TuningRun
+
+        name = request.get("HyperParameterTuningJobName", "")
+        if not TUNING_JOB_NAME.match(name):
+            raise SageMakerError("ValidationException",
+                                 f"Value '{name}' at 'hyperParameterTuningJobName' failed to "
+                                 "satisfy constraint: Member must have length less than or equal to 32")
+        with self._lock:
+            if name in self._tuning:
+                raise SageMakerError("ResourceInUse", f"Tuning job {name} already exists")
+            run = TuningRun(name=name, request=request, backend=self)
+            self._tuning[name] = run
+        run.start()
+        return {"HyperParameterTuningJobArn": run.arn}
+
+    def describe_hyper_parameter_tuning_job(self, name: str) -> Description:
+        with self._lock:
+            run = self._tuning.get(name)
+        if run is None:
+            raise SageMakerError("ResourceNotFound", f"Amazon SageMaker can't find a tuning job named {name}")
+        description: Description = run.describe()
+        return description
+
+    def stop_hyper_parameter_tuning_job(self, name: str) -> None:
+        with self._lock:
+            run = self._tuning.get(name)
+        if run is None:
+            raise SageMakerError("ResourceNotFound", f"Amazon SageMaker can't find a tuning job named {name}")
+        run.stop()
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """True once no job is running (jobs stopped by an aborted execution included)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(job.status in TERMINAL_STATUSES for job in self.jobs()) and all(
+                    run.done for run in list(self._tuning.values())):
+                return True
+            time.sleep(0.1)
+        return False
+
+
+def parse_final_metrics(log: str, definitions: list[dict[str, str]]) -> dict[str, float]:
+    """The last value each metric definition's regex finds in the log, as SageMaker reports
+    ``FinalMetricDataList``."""
+    final = {}
+    for definition in definitions:
+        values = re.findall(definition["Regex"], log)
+        if values:
+            last = values[-1]
+            final[definition["Name"]] = float(last[0] if isinstance(last, tuple) else last)
+    return final

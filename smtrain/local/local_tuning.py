@@ -1,0 +1,252 @@
+"""A hyperparameter tuning job run locally: Optuna chooses, the local backend trains.
+
+Strategies: ``Bayesian`` uses Optuna's TPE sampler, ``Random`` its random sampler, ``Grid`` its
+grid sampler over every combination (integer and categorical ranges only, as SageMaker
+requires), and ``Hyperband`` random sampling without early stopping (trials are whole
+processes here, so nothing can be stopped mid-way; said in the job's log). Samplers are
+seeded, so a run is repeatable. Up to ``MaxParallelTrainingJobs`` training jobs run at once;
+the best job is the one with the best final value of the objective metric.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Any
+
+from smtrain.local.backend import Description, Request, SageMakerError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from smtrain.local.local_backend import LocalBackend, TrainingJob
+
+_SAMPLER_SEED = 0
+
+
+def _continuous(trial: optuna.trial.Trial, spec: dict[str, Any]) -> str:
+    low, high = float(spec["MinValue"]), float(spec["MaxValue"])
+    log = spec.get("ScalingType", "Auto") in ("Logarithmic", "ReverseLogarithmic") and low > 0
+    return repr(trial.suggest_float(spec["Name"], low, high, log=log))
+
+
+def _integer(trial: optuna.trial.Trial, spec: dict[str, Any]) -> str:
+    low, high = int(spec["MinValue"]), int(spec["MaxValue"])
+    log = spec.get("ScalingType", "Auto") == "Logarithmic" and low > 0
+    return str(trial.suggest_int(spec["Name"], low, high, log=log))
+
+
+def _categorical(trial: optuna.trial.Trial, spec: dict[str, Any]) -> str:
+    return str(trial.suggest_categorical(spec["Name"], list(spec["Values"])))
+
+
+class TuningRun:
+    """One tuning job: validated on creation, run in a background thread."""
+
+    def __init__(self, *, name: str, request: Request, backend: LocalBackend) -> None:
+        self.name = name
+        self.request = request
+        self.backend = backend
+        self.arn = f"arn:aws:sagemaker:local:000000000000:hyper-parameter-tuning-job/{name.lower()}"
+        config = request["HyperParameterTuningJobConfig"]
+        self.strategy = config["Strategy"]
+        objective = config["HyperParameterTuningJobObjective"]
+        self.metric, self.direction = objective["MetricName"], objective["Type"]
+        self.ranges = config.get("ParameterRanges", {})
+        limits = config["ResourceLimits"]
+        self.parallel = int(limits["MaxParallelTrainingJobs"])
+        self.early_stopping = config.get("TrainingJobEarlyStoppingType", "Off")
+        self._validate(limits)
+        self.max_jobs = (self._grid_size() if self.strategy == "Grid"
+                         else int(limits["MaxNumberOfTrainingJobs"]))
+        self.status = "InProgress"
+        self.failure_reason: str | None = None
+        self.trials: list[tuple[dict[str, str], TrainingJob | None]] = []
+        self.done = False
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+    def _validate(self, limits: dict[str, Any]) -> None:
+        def invalid(message: str) -> SageMakerError:
+            return SageMakerError("ValidationException", message)
+
+        if self.strategy not in ("Bayesian", "Random", "Hyperband", "Grid"):
+            raise invalid(f"Strategy {self.strategy!r} is not one of Bayesian, Random, Hyperband, Grid")
+        if self.direction not in ("Maximize", "Minimize"):
+            raise invalid(f"Objective type {self.direction!r} is not Maximize or Minimize")
+        if not any(self.ranges.get(k) for k in ("ContinuousParameterRanges", "IntegerParameterRanges",
+                                                 "CategoricalParameterRanges")):
+            raise invalid("ParameterRanges must define at least one range")
+        if self.strategy == "Grid":
+            if self.ranges.get("ContinuousParameterRanges"):
+                raise invalid("The Grid strategy supports only integer and categorical ranges")
+            if "MaxNumberOfTrainingJobs" in limits:
+                raise invalid("MaxNumberOfTrainingJobs must not be set with the Grid strategy")
+        elif "MaxNumberOfTrainingJobs" not in limits:
+            raise invalid("MaxNumberOfTrainingJobs is required")
+        if self.parallel < 1:
+            raise invalid("MaxParallelTrainingJobs must be at least 1")
+        algorithm = self.request["TrainingJobDefinition"]["AlgorithmSpecification"]
+        names = {d["Name"] for d in algorithm.get("MetricDefinitions", [])}
+        kind = self.backend.images.kind(algorithm["TrainingImage"])
+        if kind != "builtin" and self.metric not in names:
+            raise invalid(f"The objective metric {self.metric!r} is not among the metric "
+                          f"definitions {sorted(names)}")
+
+    def _grid(self) -> dict[str, list[Any]]:
+        grid: dict[str, list[Any]] = {}
+        for spec in self.ranges.get("IntegerParameterRanges", []):
+            grid[spec["Name"]] = list(range(int(spec["MinValue"]), int(spec["MaxValue"]) + 1))
+        for spec in self.ranges.get("CategoricalParameterRanges", []):
+            grid[spec["Name"]] = list(spec["Values"])
+        return grid
+
+    def _grid_size(self) -> int:
+        return math.prod(len(values) for values in self._grid().values())
+
+    def _sampler(self) -> optuna.samplers.BaseSampler:
+        import optuna
+
+        if self.strategy == "Bayesian":
+            return optuna.samplers.TPESampler(seed=_SAMPLER_SEED, n_startup_trials=min(self.parallel, 4))
+        if self.strategy == "Grid":
+            return optuna.samplers.GridSampler(self._grid(), seed=_SAMPLER_SEED)
+        return optuna.samplers.RandomSampler(seed=_SAMPLER_SEED)
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name=f"tuning-{self.name}", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for _, job in list(self.trials):
+            if job is not None:
+                self.backend.stop_training_job(job.name)
+
+    def _suggest(self, trial: optuna.trial.Trial) -> dict[str, str]:
+        values = {}
+        for spec in self.ranges.get("ContinuousParameterRanges", []):
+            values[spec["Name"]] = _continuous(trial, spec)
+        for spec in self.ranges.get("IntegerParameterRanges", []):
+            values[spec["Name"]] = _integer(trial, spec)
+        for spec in self.ranges.get("CategoricalParameterRanges", []):
+            values[spec["Name"]] = _categorical(trial, spec)
+        return values
+
+    def _training_request(self, index: int, tuned: dict[str, str]) -> Request:
+        definition = self.request["TrainingJobDefinition"]
+        request: Request = {key: value for key, value in definition.items()
+                            if key not in ("StaticHyperParameters",)}
+        request["TrainingJobName"] = f"{self.name}-{index:03d}-{uuid.uuid4().hex[:8]}"
+        request["HyperParameters"] = {**definition.get("StaticHyperParameters", {}), **tuned}
+        request["Tags"] = [*self.request.get("Tags", []),
+                           {"Key": "sagemaker:tuning-job", "Value": self.name}]
+        return request
+
+    def _objective(self, job: TrainingJob) -> float | None:
+        if job.status != "Completed":
+            return None
+        return job.metrics.get(self.metric)
+
+    def _run(self) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            direction = "maximize" if self.direction == "Maximize" else "minimize"
+            study = optuna.create_study(direction=direction, sampler=self._sampler())
+            running: dict[Future[TrainingJob], optuna.trial.Trial] = {}
+            started = 0
+            with ThreadPoolExecutor(max_workers=self.parallel) as pool:
+                while (started < self.max_jobs or running) and not self._stop.is_set():
+                    while started < self.max_jobs and len(running) < self.parallel:
+                        trial = study.ask()
+                        tuned = self._suggest(trial)
+                        started += 1
+                        with self._lock:
+                            self.trials.append((tuned, None))
+                        running[pool.submit(self._tracked_trial, started, tuned)] = trial
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        trial = running.pop(future)
+                        value = self._objective(future.result())
+                        if value is None:
+                            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                        else:
+                            study.tell(trial, value)
+            self._conclude()
+        except SageMakerError as error:
+            self._end("Failed", f"{error.code}: {error.message}")
+        except Exception as error:
+            self._end("Failed", f"InternalServerError: {type(error).__name__}: {error}")
+
+    def _tracked_trial(self, index: int, tuned: dict[str, str]) -> TrainingJob:
+        request = self._training_request(index, tuned)
+        job = self.backend.register(request)
+        with self._lock:
+            self.trials[index - 1] = (tuned, job)
+        self.backend.execute(job)
+        return job
+
+    def _conclude(self) -> None:
+        if self._stop.is_set():
+            self._end("Stopped", "Stopped by request")
+        elif self._best() is None:
+            self._end("Failed", "No training job succeeded with a value for the objective metric "
+                                f"{self.metric}")
+        else:
+            self._end("Completed", None)
+
+    def _end(self, status: str, reason: str | None) -> None:
+        with self._lock:
+            self.status, self.failure_reason, self.done = status, reason, True
+
+    def _best(self) -> tuple[dict[str, str], TrainingJob, float] | None:
+        scored = [(tuned, job, value) for tuned, job in self.trials if job is not None
+                  for value in [self._objective(job)] if value is not None]
+        if not scored:
+            return None
+        pick = max if self.direction == "Maximize" else min
+        return pick(scored, key=lambda item: item[2])
+
+    def describe(self) -> Description:
+        with self._lock:
+            jobs = [job for _, job in self.trials if job is not None]
+            counters = {"Completed": 0, "InProgress": 0, "RetryableError": 0, "NonRetryableError": 0,
+                        "Stopped": 0}
+            for job in jobs:
+                key = {"Failed": "NonRetryableError", "Stopping": "InProgress"}.get(job.status, job.status)
+                counters[key] = counters.get(key, 0) + 1
+            description: Description = {
+                "HyperParameterTuningJobName": self.name,
+                "HyperParameterTuningJobArn": self.arn,
+                "HyperParameterTuningJobStatus": self.status,
+                "HyperParameterTuningJobConfig": self.request["HyperParameterTuningJobConfig"],
+                "TrainingJobStatusCounters": counters,
+                "ObjectiveStatusCounters": {
+                    "Succeeded": sum(1 for j in jobs if self._objective(j) is not None),
+                    "Pending": sum(1 for j in jobs if j.status in ("InProgress", "Stopping")),
+                    "Failed": sum(1 for j in jobs if j.status in ("Failed", "Stopped")
+                                  or (j.status == "Completed" and self._objective(j) is None)),
+                },
+            }
+            if self.early_stopping == "Auto" or self.strategy == "Hyperband":
+                description["LocalNote"] = ("early stopping is not applied offline: every trial "
+                                            "runs to the end")
+            if self.failure_reason:
+                description["FailureReason"] = self.failure_reason
+            best = self._best()
+        if best is not None:
+            tuned, job, value = best
+            description["BestTrainingJob"] = {
+                "TrainingJobName": job.name,
+                "TrainingJobArn": job.describe()["TrainingJobArn"],
+                "TrainingJobStatus": job.status,
+                "TunedHyperParameters": tuned,
+                "FinalHyperParameterTuningJobObjectiveMetric": {
+                    "Type": self.direction, "MetricName": self.metric, "Value": value},
+                "ObjectiveStatus": "Succeeded",
+            }
+        return description
+

@@ -1,0 +1,199 @@
+"""SageMaker for moto's Step Functions interpreter (which lists ``sagemaker`` as unsupported).
+
+:func:`serve_sagemaker` installs, for as long as its context lasts, a task service for
+``arn:aws:states:::sagemaker:create*Job.sync`` (create, then poll describe until the job ends;
+stop the job if the execution stops) and for ``arn:aws:states:::aws-sdk:sagemaker:*`` calls,
+both answered by a :class:`~smtrain.local.backend.SageMakerBackend`. It patches the one factory
+function moto's parser uses to pick a task service; moto is pinned exactly for this reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, Final
+
+from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
+from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import (
+    CustomErrorName,
+)
+from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+    FailureEvent,
+    FailureEventException,
+)
+from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import (
+    StatesErrorName,
+)
+from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+    StatesErrorNameType,
+)
+from moto.stepfunctions.parser.asl.component.state.exec.state_task import state_task_factory
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resource import (
+    ResourceCondition,
+)
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk import (
+    StateTaskServiceAwsSdk,
+)
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_callback import (
+    StateTaskServiceCallback,
+)
+from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+
+from smtrain.local.backend import TERMINAL_STATUSES, SageMakerBackend, SageMakerError
+
+#: The .sync actions and how to follow each: (create, describe, stop, name field, status field).
+_SYNC_ACTIONS: Final[dict[str, tuple[str, str, str, str, str]]] = {
+    "createtrainingjob": ("create_training_job", "describe_training_job", "stop_training_job",
+                          "TrainingJobName", "TrainingJobStatus"),
+    "createhyperparametertuningjob": (
+        "create_hyper_parameter_tuning_job", "describe_hyper_parameter_tuning_job",
+        "stop_hyper_parameter_tuning_job", "HyperParameterTuningJobName",
+        "HyperParameterTuningJobStatus"),
+}
+
+_lock = threading.Lock()
+_backend: SageMakerBackend | None = None
+
+
+def _current_backend() -> SageMakerBackend:
+    if _backend is None:
+        raise RuntimeError("no SageMaker backend is being served (use serve_sagemaker)")
+    return _backend
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _task_failed(env: Any, service: Any, error: str, cause: str,
+                 error_name: Any | None = None) -> FailureEventException:
+    return FailureEventException(FailureEvent(
+        env=env,
+        error_name=error_name or CustomErrorName(error),
+        event_type=HistoryEventType.TaskFailed,
+        event_details=EventDetails(taskFailedEventDetails=TaskFailedEventDetails(
+            error=error, cause=cause, resource=service._get_sfn_resource(),
+            resourceType=service._get_sfn_resource_type())),
+    ))
+
+
+class SageMakerSyncTask(StateTaskServiceCallback):
+    """``sagemaker:createTrainingJob.sync`` and ``createHyperParameterTuningJob.sync``."""
+
+    def __init__(self) -> None:
+        # WaitForTaskToken is listed only because moto's callback plumbing expects an endpoint.
+        super().__init__(supported_integration_patterns={ResourceCondition.Sync,
+                                                         ResourceCondition.WaitForTaskToken})
+
+    def _get_supported_parameters(self) -> set[str] | None:
+        return set() if self.resource.api_action.lower() in _SYNC_ACTIONS else None
+
+    def _from_error(self, env: Any, ex: Exception) -> FailureEvent:
+        if isinstance(ex, SageMakerError):
+            return _task_failed(env, self, f"SageMaker.{ex.code}", ex.message).failure_event
+        return super()._from_error(env=env, ex=ex)  # type: ignore[no-any-return]
+
+    def _eval_service_task(self, env: Any, resource_runtime_part: Any,
+                           normalised_parameters: dict[str, Any], state_credentials: Any) -> None:
+        create, *_ = _SYNC_ACTIONS[self.resource.api_action.lower()]
+        response = getattr(_current_backend(), create)(json.loads(json.dumps(normalised_parameters)))
+        env.stack.append(response)
+
+    def _build_sync_resolver(self, env: Any, resource_runtime_part: Any,
+                             normalised_parameters: dict[str, Any],
+                             state_credentials: Any) -> Callable[[], Any] | None:
+        _, describe, _, name_field, status_field = _SYNC_ACTIONS[self.resource.api_action.lower()]
+        env.stack.pop()  # the create answer
+        name = normalised_parameters[name_field]
+        backend = _current_backend()
+
+        def resolve() -> dict[str, Any] | None:
+            description: dict[str, Any] = getattr(backend, describe)(name)
+            status = description[status_field]
+            if status not in TERMINAL_STATUSES:
+                return None
+            if status == "Completed":
+                return description
+            # As Step Functions does: the job's whole description is the cause.
+            raise _task_failed(env, self, StatesErrorNameType.StatesTaskFailed.to_name(),
+                               json.dumps(description, default=str),
+                               StatesErrorName(typ=StatesErrorNameType.StatesTaskFailed))
+
+        return resolve
+
+    def _eval_sync(self, env: Any, sync_resolver: Any, timeout_seconds: Any, callback_endpoint: Any,
+                   heartbeat_endpoint: Any) -> Any:
+        try:
+            return super()._eval_sync(env=env, sync_resolver=sync_resolver,
+                                      timeout_seconds=timeout_seconds,
+                                      callback_endpoint=None, heartbeat_endpoint=heartbeat_endpoint)
+        finally:
+            if not env.is_running():
+                # The execution was stopped (or timed out): Step Functions stops the job.
+                _, _, stop, _, _ = _SYNC_ACTIONS[self.resource.api_action.lower()]
+                if self._current_job_name is not None:
+                    with contextlib.suppress(SageMakerError):
+                        getattr(_current_backend(), stop)(self._current_job_name)
+
+    def _eval_execution(self, env: Any) -> None:
+        self._current_job_name: str | None = None
+        super()._eval_execution(env)
+
+    def _normalise_parameters(self, parameters: dict[str, Any], boto_service_name: str | None = None,
+                              service_action_name: str | None = None) -> None:
+        _, _, _, name_field, _ = _SYNC_ACTIONS[self.resource.api_action.lower()]
+        self._current_job_name = parameters.get(name_field)
+
+
+class SageMakerAwsSdkTask(StateTaskServiceAwsSdk):
+    """``aws-sdk:sagemaker:<action>`` answered by the backend; other services as moto does."""
+
+    def _eval_service_task(self, env: Any, resource_runtime_part: Any,
+                           normalised_parameters: dict[str, Any], state_credentials: Any) -> None:
+        if self.resource.api_name != "sagemaker":
+            super()._eval_service_task(env, resource_runtime_part, normalised_parameters,
+                                       state_credentials)
+            return
+        action = _snake(self.resource.api_action[0].upper() + self.resource.api_action[1:])
+        handler = getattr(_current_backend(), action, None)
+        if handler is None:
+            raise SageMakerError("UnknownOperationException", f"{action} is not served offline")
+        if action.startswith("describe_"):
+            (name,) = normalised_parameters.values()
+            env.stack.append(handler(name))
+        else:
+            env.stack.append(handler(normalised_parameters))
+
+    def _from_error(self, env: Any, ex: Exception) -> FailureEvent:
+        if isinstance(ex, SageMakerError):
+            return _task_failed(env, self, f"SageMaker.{ex.code}", ex.message).failure_event
+        return super()._from_error(env=env, ex=ex)  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def serve_sagemaker(backend: SageMakerBackend) -> Iterator[None]:
+    """Within the block, moto's interpreter sends SageMaker tasks to ``backend``."""
+    global _backend
+    original = state_task_factory.state_task_service_for
+
+    def service_for(service_name: str) -> Any:
+        if service_name == "sagemaker":
+            return SageMakerSyncTask()
+        if service_name == "aws-sdk":
+            return SageMakerAwsSdkTask()
+        return original(service_name)
+
+    with _lock:
+        if _backend is not None:
+            raise RuntimeError("a SageMaker backend is already being served")
+        _backend = backend
+        state_task_factory.state_task_service_for = service_for  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        with _lock:
+            state_task_factory.state_task_service_for = original
+            _backend = None
