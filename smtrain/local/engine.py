@@ -51,19 +51,33 @@ class ExecutionResult:
 EventCallback = Callable[[dict[str, Any]], None]
 
 
+def shorten_retries(definition: dict[str, Any], interval_seconds: int) -> None:
+    """Cap each ``Retry`` rule's ``IntervalSeconds`` (everything else stays as synthesized)."""
+    if interval_seconds < 1:
+        raise ValueError("IntervalSeconds must be at least 1")
+    for state in definition["States"].values():
+        for rule in state.get("Retry", []):
+            rule["IntervalSeconds"] = min(rule.get("IntervalSeconds", 1), interval_seconds)
+
+
 class OfflineEngine:
     """Runs executions of the synthesized state machine; a context manager (moto's mock and the
     SageMaker service are active inside it).
 
     ``work_dir`` holds the S3 stand-in (``s3/``) and the jobs (``jobs/``). ``backend`` defaults
     to a :class:`LocalBackend` over them; ``on_log`` gets each training log line.
+    ``retry_interval_seconds`` (default: as synthesized) caps every Retry's first interval, so a
+    test of the throttling retry need not wait the real 30 s backoff.
     """
 
     def __init__(self, *, outdir: Path, work_dir: Path, backend: SageMakerBackend | None = None,
-                 on_log: Callable[[str, str], None] | None = None, region: str = "us-east-1") -> None:
+                 on_log: Callable[[str, str], None] | None = None, region: str = "us-east-1",
+                 retry_interval_seconds: int | None = None) -> None:
         self.work_dir = work_dir
         self.s3 = LocalS3(work_dir / "s3")
         self.deployment: LocalDeployment = load_deployment(outdir, s3=self.s3, region=region)
+        if retry_interval_seconds is not None:
+            shorten_retries(self.deployment.definition, retry_interval_seconds)
         self.backend: SageMakerBackend = backend or LocalBackend(
             s3=self.s3, work_dir=work_dir, images=Images(byoc=self.deployment.byoc_image),
             on_log=on_log)
