@@ -15,8 +15,10 @@ Hyperparameter tuning jobs are run by :mod:`smtrain.local.local_tuning`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import signal
 import re
 import subprocess
 import sys
@@ -173,8 +175,8 @@ class LocalBackend:
             job.stop_requested = True
             job.status = "Stopping"
             process = job.process
-        if process is not None and process.poll() is None:
-            process.terminate()
+        if process is not None:
+            _terminate_group(process)
 
     def jobs(self) -> list[TrainingJob]:
         with self._lock:
@@ -267,7 +269,7 @@ class LocalBackend:
             with self._lock:
                 job.process = process
                 if job.stop_requested:
-                    process.terminate()
+                    _terminate_group(process)
             assert process.stdout is not None
             timer = None
             if deadline is not None:
@@ -275,7 +277,7 @@ class LocalBackend:
                     if process.poll() is None:
                         job.secondary_status = "MaxRuntimeExceeded"
                         job.stop_requested = True
-                        process.terminate()
+                        _terminate_group(process)
                 timer = threading.Timer(max(0.0, deadline - time.monotonic()), expire)
                 timer.daemon = True
                 timer.start()
@@ -369,6 +371,23 @@ class LocalBackend:
                 return True
             time.sleep(0.1)
         return False
+
+
+def _terminate_group(process: subprocess.Popen[str], grace_seconds: float = 10.0) -> None:
+    """SIGTERM the job's whole process group (the toolkit starts the script as its child), then
+    SIGKILL whatever is left after ``grace_seconds``, as SageMaker does when it stops a job."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+
+    def kill_leftovers() -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    timer = threading.Timer(grace_seconds, kill_leftovers)
+    timer.daemon = True
+    timer.start()
 
 
 def parse_final_metrics(log: str, definitions: list[dict[str, str]]) -> dict[str, float]:

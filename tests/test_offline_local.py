@@ -1,0 +1,136 @@
+"""End to end offline: the synthesized state machine, every training job really run locally."""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from smtrain.local.engine import OfflineEngine
+from smtrain.local.local_backend import LocalBackend
+from tests.helpers import Synthesized
+
+#: Kept small so the suite stays fast; the accuracies below hold with them (measured ~0.95+).
+FAST = {"script": {"epochs": "3"}, "byoc": {"num_boost_round": "30", "report_every": "10"}}
+
+
+@pytest.fixture(scope="module")
+def engine(synthesized: Synthesized, sample_data: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[OfflineEngine]:
+    with OfflineEngine(outdir=synthesized.outdir, work_dir=tmp_path_factory.mktemp("offline")) as engine:
+        engine.s3.put_tree(sample_data, f"s3://{engine.deployment.data_bucket}/datasets/")
+        yield engine
+
+
+def _model_files(engine: OfflineEngine, uri: str) -> list[str]:
+    with tarfile.open(engine.local_path(uri), "r:gz") as archive:
+        return sorted(archive.getnames())
+
+
+def _metric(output: dict[str, Any], name: str) -> float:
+    return next(float(m["Value"]) for m in output["metrics"] if m["MetricName"] == name)
+
+
+def _no_training_processes_left(engine: OfflineEngine) -> bool:
+    """No job process is alive, nor any process working in this engine's job trees."""
+    backend = engine.backend
+    assert isinstance(backend, LocalBackend)
+    if any(j.process is not None and j.process.poll() is None for j in backend.jobs()):
+        return False
+    # Every training process (the toolkit and the script it starts, orphaned or not) carries
+    # the job tree in its environment.
+    work_dir = str(engine.work_dir)
+    for process in psutil.process_iter():
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE and process.environ().get(
+                    "SAGEMAKER_BASE_DIR", "").startswith(work_dir):
+                return False
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return True
+
+
+@pytest.mark.parametrize(("method", "files", "min_accuracy"), [
+    ("script", ["model.pth", "model_config.json"], 0.9),
+    ("byoc", ["model.txt"], 0.9),
+])
+def test_method_trains_a_real_model(engine: OfflineEngine, method: str, files: list[str],
+                                    min_accuracy: float) -> None:
+    result = engine.run({"method": method, "hyperparameters": FAST[method]}, name=f"e2e-{method}",
+                        timeout=300)
+    assert result.succeeded, result.cause
+    output = result.output
+    assert output is not None and output["method"] == method
+    assert _model_files(engine, output["modelArtifacts"]) == files
+    assert _metric(output, "validation:accuracy") >= min_accuracy
+
+
+def test_builtin_xgboost(engine: OfflineEngine) -> None:
+    result = engine.run({"method": "builtin", "hyperparameters": {"num_round": "20"}}, name="e2e-builtin",
+                        timeout=300)
+    assert result.succeeded, result.cause
+    assert result.output is not None
+    assert _model_files(engine, result.output["modelArtifacts"]) == ["xgboost-model"]
+    assert _metric(result.output, "validation:merror") <= 0.1
+
+
+def test_tuning_picks_the_best_job(engine: OfflineEngine) -> None:
+    result = engine.run({"method": "script", "hyperparameters": {"epochs": "2"},
+                         "tuning": {"maxJobs": 4, "maxParallelJobs": 2}}, name="e2e-tuning", timeout=600)
+    assert result.succeeded, result.cause
+    output = result.output
+    assert output is not None
+    assert output["trainingJobCounters"]["Completed"] == 4
+    backend = engine.backend
+    assert isinstance(backend, LocalBackend)
+    trials = [job for job in backend.jobs() if job.name.startswith(output["tuningJobName"] + "-")]
+    assert len(trials) == 4
+    best = max(trials, key=lambda job: job.metrics["validation:accuracy"])
+    assert output["trainingJobName"] == best.name
+    assert output["objective"]["Value"] == pytest.approx(best.metrics["validation:accuracy"])
+    assert set(output["tunedHyperparameters"]) == {"learning-rate", "batch-size"}
+    assert _model_files(engine, output["modelArtifacts"]) == ["model.pth", "model_config.json"]
+
+
+def test_missing_data_fails_with_the_reason(engine: OfflineEngine) -> None:
+    result = engine.run({"method": "byoc", "inputs": {"train": "s3://nowhere-bucket/none/"}},
+                        name="e2e-missing-data", timeout=120)
+    assert result.status == "FAILED" and result.error == "TrainingJobFailed"
+    assert 'No S3 objects found under S3 URL \\"s3://nowhere-bucket/none/\\"' in (result.cause or "")
+    assert _no_training_processes_left(engine)
+
+
+def test_crashing_script_fails_with_its_message(engine: OfflineEngine) -> None:
+    result = engine.run({"method": "script", "hyperparameters": {"epochs": "-1"}},
+                        name="e2e-crash", timeout=120)
+    assert result.status == "FAILED" and result.error == "TrainingJobFailed"
+    assert "argument --epochs: must be a positive integer, got -1" in (result.cause or "")
+    assert "AlgorithmError" in (result.cause or "")
+    assert _no_training_processes_left(engine)
+
+
+def test_stopping_kills_the_training_process(engine: OfflineEngine) -> None:
+    import time
+
+    arn = engine.start({"method": "script", "hyperparameters": {"epochs": "200"}}, name="e2e-stop")
+    backend = engine.backend
+    assert isinstance(backend, LocalBackend)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+            j.process is not None and j.status == "InProgress" for j in backend.jobs()
+            if j.request.get("Tags", [{}])[0].get("Value") == "e2e-stop"):
+        time.sleep(0.1)
+    engine.stop(arn)
+    result = engine.wait(arn, timeout=60)
+    assert result.status == "ABORTED"
+    assert backend.wait_idle(timeout=30)
+    job = next(j for j in backend.jobs() if j.request.get("Tags", [{}])[0].get("Value") == "e2e-stop")
+    assert job.status == "Stopped"
+    deadline = time.monotonic() + 15  # SIGTERM first, SIGKILL after the grace period
+    while not _no_training_processes_left(engine) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _no_training_processes_left(engine)
