@@ -9,7 +9,7 @@ CDK := node_modules/.bin/cdk
 export CDK_DISABLE_CLI_TELEMETRY := true
 export CDK_DISABLE_VERSION_CHECK := 1
 
-.PHONY: install test lint unit synth demo bench snapshot-update image-uris clean
+.PHONY: install test lint unit synth demo describe bench snapshot-update image-uris clean
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -40,8 +40,13 @@ test: lint unit
 synth: install
 	$(CDK) synth --no-notices --quiet
 
-## The offline main job (see README): synthesize, then show the state machine and its input.
+## The offline main job (see README): synthesize, then run the workflow locally (script mode,
+## then a 4-job tuning run). Other methods: make demo DEMO_ARGS="--method byoc".
 demo: synth
+	$(PY) -m smtrain.local.demo $(DEMO_ARGS)
+
+## Describe the synthesized state machine and its input.
+describe: synth
 	$(PY) -m infra.describe cdk.out
 
 bench: install

@@ -12,6 +12,7 @@ The definition comes from ``cdk.out`` with every reference resolved to a local s
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -89,6 +90,9 @@ class OfflineEngine:
     def __enter__(self) -> OfflineEngine:
         from moto import mock_aws
 
+        # moto logs every failed Choice lookup and caught task error at ERROR level; the
+        # execution's history already carries what matters.
+        logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
         for key, value in {"AWS_ACCESS_KEY_ID": "offline", "AWS_SECRET_ACCESS_KEY": "offline",
                            "AWS_SESSION_TOKEN": "offline"}.items():
             os.environ.setdefault(key, value)

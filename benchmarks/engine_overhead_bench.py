@@ -1,0 +1,79 @@
+"""The offline engine's overhead: one trivial training job through the engine against the same
+job run directly through the SageMaker training toolkit, in the same run.
+
+The job is script mode for 1 epoch on the sample data. "Direct" builds the same fake /opt/ml
+and runs the toolkit's ``train``; "engine" starts an execution of the synthesized state machine
+(moto's interpreter, input checks, the SageMaker service, the job, model.tar.gz) and waits for
+it. Medians of --repeats; goal: overhead <= 2 s.
+
+    .venv/bin/python benchmarks/engine_overhead_bench.py --repeats 3   (needs `make synth`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from smtrain.local.engine import OfflineEngine  # noqa: E402
+from smtrain.local.job_tree import build_job_tree  # noqa: E402
+from training_code.sample_data import write_datasets  # noqa: E402
+
+HYPERPARAMETERS = {"epochs": "1"}
+
+
+def direct(engine: OfflineEngine, data: Path, work: Path) -> float:
+    """The toolkit alone, on the same tarball and channels the engine uses."""
+    prepared = engine.deployment.definition["States"]["PrepareScriptCpu"]["Result"]
+    hyperparameters = {**prepared["trainingDefaults"], **HYPERPARAMETERS, **prepared["fixedHyperparameters"]}
+    hyperparameters["sagemaker_submit_directory"] = str(
+        engine.local_path(hyperparameters["sagemaker_submit_directory"]))
+    start = time.perf_counter()
+    tree = build_job_tree(work, hyperparameters=hyperparameters,
+                          channels={c: data / "script" / c for c in ("train", "validation")})
+    subprocess.run([str(Path(sys.executable).parent / "train")], check=True, capture_output=True,
+                   env={**os.environ, **tree.environment(), "OMP_NUM_THREADS": "1"})
+    return time.perf_counter() - start
+
+
+def through_engine(engine: OfflineEngine, name: str) -> float:
+    start = time.perf_counter()
+    result = engine.run({"method": "script", "hyperparameters": HYPERPARAMETERS}, name=name)
+    elapsed = time.perf_counter() - start
+    if not result.succeeded:
+        raise SystemExit(f"engine run failed: {result.error}: {result.cause}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--outdir", type=Path, default=ROOT / "cdk.out")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        data = work / "data"
+        write_datasets(data)
+        with OfflineEngine(outdir=args.outdir, work_dir=work / "engine") as engine:
+            engine.s3.put_tree(data, f"s3://{engine.deployment.data_bucket}/datasets/")
+            through_engine(engine, "warm-up")
+            direct_times, engine_times = [], []
+            for repeat in range(args.repeats):
+                direct_times.append(direct(engine, data, work / f"direct-{repeat}"))
+                engine_times.append(through_engine(engine, f"bench-{repeat}"))
+    direct_median, engine_median = statistics.median(direct_times), statistics.median(engine_times)
+    print(f"toolkit directly: median {direct_median:.2f} s  runs {[round(t, 2) for t in direct_times]}")
+    print(f"through engine:   median {engine_median:.2f} s  runs {[round(t, 2) for t in engine_times]}")
+    print(f"overhead:         {engine_median - direct_median:.2f} s (goal <= 2 s)")
+
+
+if __name__ == "__main__":
+    main()

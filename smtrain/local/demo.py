@@ -1,0 +1,125 @@
+"""`make demo`: the synthesized workflow run offline, from sample data to trained models.
+
+    python -m smtrain.local.demo [--method script|byoc|builtin] [--tuning-jobs 4] [--parallel 2]
+
+1. loads the state machine from ``cdk.out`` and resolves it to local stand-ins;
+2. writes the sample datasets into the S3 stand-in under the data bucket's default prefixes;
+3. runs one training execution for ``--method``, then (unless ``--tuning-jobs 0``) a tuning
+   execution, each through moto's ASL interpreter with every training job really run here;
+4. prints progress as it goes and, at the end, the model artifacts and metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from smtrain.local.engine import ExecutionResult, OfflineEngine
+
+ROOT = Path(__file__).resolve().parents[2]
+METHOD_NOTES = {
+    "script": "the PyTorch script from the sourcedir.tar.gz asset, run by AWS's training toolkit",
+    "byoc": "the BYOC image's train entry point on the host Python (no Docker engine here)",
+    "builtin": "a local stand-in for SageMaker XGBoost (the xgboost library)",
+}
+TASK_NOTES = {"TrainModel": "starting the training job",
+              "TuneModel": "starting the hyperparameter tuning job",
+              "DescribeBestTrainingJob": "reading the best training job"}
+QUICK_HYPERPARAMETERS = {"script": {"epochs": "5"}, "byoc": {"num_boost_round": "50"},
+                         "builtin": {"num_round": "30"}}
+
+
+class Progress:
+    """Prints state transitions and metric lines with the time since the run started."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def say(self, text: str) -> None:
+        elapsed = time.monotonic() - self.started
+        print(f"  {int(elapsed // 60):02d}:{elapsed % 60:04.1f}  {text}", flush=True)
+
+    def event(self, event: dict[str, Any]) -> None:
+        if event["type"] == "TaskStateEntered":
+            state = event["stateEnteredEventDetails"]["name"]
+            self.say(f"{state}: {TASK_NOTES.get(state, 'calling SageMaker')}")
+        elif event["type"] in ("FailStateEntered", "ExecutionFailed", "ExecutionAborted"):
+            self.say(f"{event['type']}")
+
+    def log(self, job: str, line: str) -> None:
+        if line.startswith("epoch=") or "#011" in line or line.startswith("smtrain local:"):
+            self.say(f"[{job[-14:]}] {line.replace('#011', ' ')}")
+
+
+def report(engine: OfflineEngine, result: ExecutionResult, seconds: float) -> bool:
+    print(f"  {result.status} in {seconds:.1f} s", flush=True)
+    if not result.succeeded or result.output is None:
+        print(f"  error: {result.error}\n  cause: {(result.cause or '')[:2000]}")
+        return False
+    output = result.output
+    if "tuningJobName" in output:
+        objective = output["objective"]
+        print(f"  tuning job:  {output['tuningJobName']} ({output['trainingJobCounters']['Completed']} "
+              f"jobs completed)")
+        print(f"  best job:    {output['trainingJobName']}  {objective['MetricName']}="
+              f"{objective['Value']:.4f}  with {output['tunedHyperparameters']}")
+    else:
+        print(f"  job:         {output['trainingJobName']}")
+    print(f"  model:       {output['modelArtifacts']}")
+    print(f"               = {engine.local_path(output['modelArtifacts'])}")
+    metrics = "  ".join(f"{m['MetricName']}={float(m['Value']):.4f}" for m in output["metrics"])
+    print(f"  metrics:     {metrics}")
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m smtrain.local.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--method", choices=sorted(METHOD_NOTES), default="script")
+    parser.add_argument("--tuning-jobs", type=int, default=4, help="0 skips the tuning run (default 4)")
+    parser.add_argument("--parallel", type=int, default=2, help="tuning jobs at a time (default 2)")
+    parser.add_argument("--outdir", type=Path, default=ROOT / "cdk.out", help="synthesized app")
+    parser.add_argument("--work-dir", type=Path, default=ROOT / ".work" / "demo",
+                        help="S3 stand-in and job trees (emptied first; default .work/demo)")
+    args = parser.parse_args(argv)
+    if args.tuning_jobs < 0 or args.parallel < 1:
+        parser.error("--tuning-jobs must be >= 0 and --parallel >= 1")
+    if not (args.outdir / "manifest.json").is_file():
+        parser.error(f"{args.outdir} holds no synthesized app: run `make synth` first")
+    shutil.rmtree(args.work_dir, ignore_errors=True)
+
+    from training_code.sample_data import write_datasets
+
+    progress = Progress()
+    print(f"Offline run of the synthesized workflow in {args.outdir}")
+    with OfflineEngine(outdir=args.outdir, work_dir=args.work_dir, on_log=progress.log) as engine:
+        data_uri = f"s3://{engine.deployment.data_bucket}/datasets/"
+        sample_data = args.work_dir / "sample-data"
+        write_datasets(sample_data)
+        engine.s3.put_tree(sample_data, data_uri)
+        print(f"  S3 stand-in: {engine.s3.root}   sample data: {data_uri}<method>/<channel>/")
+        runs: list[tuple[str, dict[str, Any]]] = [
+            (f"{args.method} training: {METHOD_NOTES[args.method]}",
+             {"method": args.method, "hyperparameters": QUICK_HYPERPARAMETERS[args.method]})]
+        if args.tuning_jobs:
+            runs.append((f"{args.method} tuning: {args.tuning_jobs} jobs, {args.parallel} at a time "
+                         "(Bayesian, Optuna's TPE)",
+                         {"method": args.method, "hyperparameters": QUICK_HYPERPARAMETERS[args.method],
+                          "tuning": {"maxJobs": args.tuning_jobs, "maxParallelJobs": args.parallel}}))
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        ok = True
+        for index, (title, execution_input) in enumerate(runs, start=1):
+            name = f"demo-{args.method}-{index}-{stamp}"
+            print(f"\n[{index}/{len(runs)}] {title}\n  execution {name}  input {execution_input}")
+            progress.started = time.monotonic()
+            result = engine.run(execution_input, name=name, on_event=progress.event)
+            ok = report(engine, result, time.monotonic() - progress.started) and ok
+    print("\nOther methods: python -m smtrain.local.demo --method byoc | builtin")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
