@@ -6,7 +6,6 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -89,7 +88,8 @@ def test_byoc_request(harness: Harness) -> None:
     (request,) = harness.training_requests()
     image = request["AlgorithmSpecification"]["TrainingImage"]
     assert image == harness.engine.deployment.byoc_image
-    assert re.fullmatch(r"123456789012\.dkr\.ecr\.us-east-1\.amazonaws\.com/local-training-images-repository:[0-9a-f]{64}", image)
+    assert re.fullmatch(r"123456789012\.dkr\.ecr\.us-east-1\.amazonaws\.com/"
+                        r"local-training-images-repository:[0-9a-f]{64}", image)
     assert request["HyperParameters"] == {"num_boost_round": "100", "learning_rate": "0.1",
                                           "num_leaves": "31", "seed": "42"}
     uris = [c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]]

@@ -82,7 +82,7 @@ def main() -> int:
         params.setdefault("seed", 0)
         params["nthread"] = 1
 
-        class Report(xgboost.callback.TrainingCallback):
+        class Report(xgboost.callback.TrainingCallback):  # type: ignore[misc]
             def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
                 parts = [f"{data}-{metric}:{values[-1]:.5f}" for data, metrics in evals_log.items()
                          for metric, values in metrics.items()]

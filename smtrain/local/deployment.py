@@ -60,14 +60,14 @@ class _Resolver:
         if kind == "Ref":
             pseudo = {"AWS::Region": self.region, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws",
                       "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": "local"}
-            return pseudo.get(argument) or self._ref(argument)
+            return pseudo.get(str(argument)) or self._ref(str(argument))
         logical_id, attribute = argument if isinstance(argument, list) else argument.split(".", 1)
         return self._attribute(logical_id, attribute)
 
     def _type(self, logical_id: str) -> str:
         if logical_id not in self.types:
             raise UnresolvedReference(f"no resource {logical_id!r} in the synthesized stacks")
-        return self.types[logical_id]
+        return str(self.types[logical_id])
 
     def _ref(self, logical_id: str) -> str:
         self._type(logical_id)  # fails for an unknown resource

@@ -18,8 +18,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import signal
 import re
+import signal
 import subprocess
 import sys
 import tarfile

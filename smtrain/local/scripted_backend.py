@@ -70,7 +70,7 @@ class ScriptedBackend:
                 raise SageMakerError("ValidationException", f"Requested resource not found: {name}")
             if job["stopped"]:
                 return "Stopped"
-            status = self.script.statuses[min(job["polls"], len(self.script.statuses) - 1)]
+            status = str(self.script.statuses[min(job["polls"], len(self.script.statuses) - 1)])
             job["polls"] += 1
             return status
 
@@ -118,7 +118,8 @@ class ScriptedBackend:
         objective = request["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]
         return {
             "TrainingJobName": f"{tuning_name}-{index + 1:03d}-{index:08x}",
-            "TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{tuning_name}-{index + 1:03d}",
+            "TrainingJobArn": ("arn:aws:sagemaker:us-east-1:123456789012:training-job/"
+                               f"{tuning_name}-{index + 1:03d}"),
             "TrainingJobStatus": "Completed",
             "TunedHyperParameters": {"learning-rate": f"{0.01 * (index + 1):.4f}"},
             "FinalHyperParameterTuningJobObjectiveMetric": {

@@ -31,14 +31,12 @@ from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name
     StatesErrorNameType,
 )
 from moto.stepfunctions.parser.asl.component.state.exec.state_task import state_task_factory
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+    state_task_service_aws_sdk,
+    state_task_service_callback,
+)
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resource import (
     ResourceCondition,
-)
-from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk import (
-    StateTaskServiceAwsSdk,
-)
-from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_callback import (
-    StateTaskServiceCallback,
 )
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 
@@ -80,7 +78,7 @@ def _task_failed(env: Any, service: Any, error: str, cause: str,
     ))
 
 
-class SageMakerSyncTask(StateTaskServiceCallback):
+class SageMakerSyncTask(state_task_service_callback.StateTaskServiceCallback):  # type: ignore[misc]
     """``sagemaker:createTrainingJob.sync`` and ``createHyperParameterTuningJob.sync``."""
 
     def __init__(self) -> None:
@@ -94,7 +92,7 @@ class SageMakerSyncTask(StateTaskServiceCallback):
     def _from_error(self, env: Any, ex: Exception) -> FailureEvent:
         if isinstance(ex, SageMakerError):
             return _task_failed(env, self, f"SageMaker.{ex.code}", ex.message).failure_event
-        return super()._from_error(env=env, ex=ex)  # type: ignore[no-any-return]
+        return super()._from_error(env=env, ex=ex)
 
     def _eval_service_task(self, env: Any, resource_runtime_part: Any,
                            normalised_parameters: dict[str, Any], state_credentials: Any) -> None:
@@ -148,7 +146,7 @@ class SageMakerSyncTask(StateTaskServiceCallback):
         self._current_job_name = parameters.get(name_field)
 
 
-class SageMakerAwsSdkTask(StateTaskServiceAwsSdk):
+class SageMakerAwsSdkTask(state_task_service_aws_sdk.StateTaskServiceAwsSdk):  # type: ignore[misc]
     """``aws-sdk:sagemaker:<action>`` answered by the backend; other services as moto does."""
 
     def _eval_service_task(self, env: Any, resource_runtime_part: Any,
@@ -170,7 +168,7 @@ class SageMakerAwsSdkTask(StateTaskServiceAwsSdk):
     def _from_error(self, env: Any, ex: Exception) -> FailureEvent:
         if isinstance(ex, SageMakerError):
             return _task_failed(env, self, f"SageMaker.{ex.code}", ex.message).failure_event
-        return super()._from_error(env=env, ex=ex)  # type: ignore[no-any-return]
+        return super()._from_error(env=env, ex=ex)
 
 
 @contextlib.contextmanager
@@ -190,7 +188,7 @@ def serve_sagemaker(backend: SageMakerBackend) -> Iterator[None]:
         if _backend is not None:
             raise RuntimeError("a SageMaker backend is already being served")
         _backend = backend
-        state_task_factory.state_task_service_for = service_for  # type: ignore[assignment]
+        state_task_factory.state_task_service_for = service_for
     try:
         yield
     finally:

@@ -16,7 +16,7 @@ CONFIG_FILE = "model_config.json"
 WEIGHTS_FILE = "model.pth"
 
 
-class DigitsClassifier(nn.Module):
+class DigitsClassifier(nn.Module):  # type: ignore[misc]  # torch is not analysed (pyproject)
     feature_mean: torch.Tensor
     feature_std: torch.Tensor
 
@@ -56,4 +56,5 @@ def load_model(model_dir: str | Path) -> DigitsClassifier:
     config = json.loads((directory / CONFIG_FILE).read_text())
     model = DigitsClassifier(**config)
     model.load_state_dict(torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True))
-    return model.eval()
+    model.eval()
+    return model
