@@ -74,6 +74,8 @@ class OfflineEngine:
     def __init__(self, *, outdir: Path, work_dir: Path, backend: SageMakerBackend | None = None,
                  on_log: Callable[[str, str], None] | None = None, region: str = "us-east-1",
                  retry_interval_seconds: int | None = None) -> None:
+        # Absolute: training programs run with the job tree as their working directory.
+        work_dir = work_dir.resolve()
         self.work_dir = work_dir
         self.s3 = LocalS3(work_dir / "s3")
         self.deployment: LocalDeployment = load_deployment(outdir, s3=self.s3, region=region)

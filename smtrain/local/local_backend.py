@@ -122,7 +122,7 @@ class LocalBackend:
     def __init__(self, *, s3: LocalS3, work_dir: Path, images: Images,
                  on_log: Callable[[str, str], None] | None = None) -> None:
         self.s3 = s3
-        self.work_dir = work_dir
+        self.work_dir = work_dir.resolve()
         self.images = images
         self.on_log = on_log
         self._jobs: dict[str, TrainingJob] = {}

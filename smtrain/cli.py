@@ -1,0 +1,95 @@
+"""``smtrain``: start, follow and explain SageMaker training runs (argument parsing only).
+
+Only the standard library is imported here, so ``smtrain --help`` and every validation error
+answer at once; AWS and the offline engine are imported by the command that needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+#: Exit codes: 0 success; 1 the run failed; 2 bad usage or input (nothing started);
+#: 3 the run timed out or was aborted; 4 AWS or the deployment could not be reached.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABORTED, EXIT_ENVIRONMENT = 0, 1, 2, 3, 4
+
+
+def _resource_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stack-name", help="workflow stack (default: <namePrefix>-workflow from cdk.json)")
+    parser.add_argument("--state-machine-arn", help="overrides the stack output (env SMTRAIN_STATE_MACHINE_ARN)")
+    parser.add_argument("--data-bucket", help="overrides the stack output (env SMTRAIN_DATA_BUCKET)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smtrain", description="Start, follow and explain SageMaker training runs of this project. "
+        "Region, profile and AWS_ENDPOINT_URL come from the usual AWS configuration.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    start = commands.add_parser("start", help="start a training (or tuning) run")
+    start.add_argument("--method", required=True, help="script, byoc or builtin")
+    start.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
+                       help="hyperparameter (repeatable); values are sent as strings")
+    start.add_argument("--instance-type")
+    start.add_argument("--instance-count", type=int)
+    start.add_argument("--max-runtime", type=int, metavar="SECONDS")
+    start.add_argument("--spot", action="store_true", help="managed spot training")
+    start.add_argument("--input", action="append", default=[], metavar="CHANNEL=URI|DIR",
+                       help="train/validation data: s3://<data bucket>/datasets/... or a local "
+                            "directory (uploaded first)")
+    start.add_argument("--tune", type=Path, metavar="TUNING.json", help="run a tuning job with these settings")
+    start.add_argument("--name", help="execution name (default: derived from the input, so a rerun "
+                                      "of the same command starts nothing new)")
+    start.add_argument("--wait", action="store_true", help="follow the run until it ends")
+    start.add_argument("--logs", action="store_true", help="with --wait: stream the job's logs")
+    start.add_argument("--interval", type=float, default=5.0, help="with --wait: seconds between polls")
+    start.add_argument("--local", action="store_true",
+                       help="run offline on the synthesized app (cdk.out); implies --wait")
+    start.add_argument("--cdk-out", type=Path, default=Path("cdk.out"), help="with --local (default cdk.out)")
+    start.add_argument("--work-dir", type=Path, default=Path(".work/local"), help="with --local")
+    _resource_options(start)
+
+    watch = commands.add_parser("watch", help="follow a run until it ends")
+    watch.add_argument("name", help="execution name or ARN")
+    watch.add_argument("--logs", action="store_true", help="stream the training job's logs")
+    watch.add_argument("--interval", type=float, default=5.0, help="seconds between polls (default 5)")
+    _resource_options(watch)
+
+    status = commands.add_parser("status", help="one run's state, job and result")
+    status.add_argument("name", help="execution name or ARN")
+    _resource_options(status)
+
+    listing = commands.add_parser("list", help="recent runs")
+    listing.add_argument("--status", choices=["RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"])
+    listing.add_argument("--max", type=int, default=20, help="at most this many (default 20)")
+    _resource_options(listing)
+
+    logs = commands.add_parser("logs", help="a run's training job logs (CloudWatch)")
+    logs.add_argument("name", help="execution name or ARN")
+    _resource_options(logs)
+
+    stop = commands.add_parser("stop", help="stop a run (and its SageMaker job)")
+    stop.add_argument("name", help="execution name or ARN")
+    stop.add_argument("--reason", default="stopped with smtrain")
+    _resource_options(stop)
+
+    data = commands.add_parser("data", help="training data")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    upload = data_commands.add_parser("upload", help="upload sample (or your) data to the default prefixes")
+    upload.add_argument("--from", dest="source", type=Path,
+                        help="a folder laid out <method>/<channel>/ (default: the sample datasets)")
+    _resource_options(upload)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from smtrain import commands
+
+    return commands.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""What each ``smtrain`` command does (AWS and the offline engine are imported here, lazily)."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from smtrain.cli import EXIT_ABORTED, EXIT_ENVIRONMENT, EXIT_OK, EXIT_USAGE
+from smtrain.deployment_lookup import ResourceNotFound, explicit_resources, find_resources, project_config
+from smtrain.execution_request import (
+    InputError,
+    build_input,
+    check_execution_name,
+    check_instance,
+    deterministic_name,
+    parse_hyperparameters,
+    parse_inputs,
+    upload_prefix,
+)
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def fail(text: str) -> None:
+    print(f"smtrain: error: {text}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "start": start, "watch": watch, "status": status, "list": list_runs, "logs": logs,
+        "stop": stop, "data": data_upload,
+    }
+    try:
+        return handlers[args.command](args)
+    except InputError as error:
+        fail(str(error))
+        return EXIT_USAGE
+    except ResourceNotFound as error:
+        fail(str(error))
+        return EXIT_ENVIRONMENT
+    except KeyboardInterrupt:
+        fail("interrupted (the run, if started, goes on: `smtrain stop NAME` stops it)")
+        return EXIT_ABORTED
+    except Exception as error:
+        module = type(error).__module__
+        if module.startswith(("botocore", "boto3")):
+            fail(_aws_message(error))
+            return EXIT_ENVIRONMENT
+        raise
+
+
+def _aws_message(error: Exception) -> str:
+    name = type(error).__name__
+    if name in ("NoCredentialsError", "PartialCredentialsError"):
+        return ("no AWS credentials found: configure a profile (aws configure), set AWS_PROFILE, "
+                "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+    if name == "NoRegionError":
+        return "no AWS region configured: set AWS_REGION (or AWS_DEFAULT_REGION) or a region in your profile"
+    if name == "EndpointConnectionError":
+        return f"cannot reach AWS: {error}"
+    return f"AWS answered: {error}"
+
+
+# -- AWS plumbing -----------------------------------------------------------------------
+def _session() -> Any:
+    import os
+
+    import boto3
+
+    # AWS_REGION (the CDK's and the newer SDKs' variable) as well as AWS_DEFAULT_REGION.
+    session = boto3.Session(region_name=os.environ.get("AWS_REGION") or None)
+    if session.get_credentials() is None:
+        raise _no_credentials()
+    if session.region_name is None:
+        from botocore.exceptions import NoRegionError
+
+        raise NoRegionError()
+    return session
+
+
+def _no_credentials() -> Exception:
+    from botocore.exceptions import NoCredentialsError
+
+    error: Exception = NoCredentialsError()
+    return error
+
+
+def _resources(args: argparse.Namespace, session: Any, *, need_bucket: bool) -> Any:
+    stack = args.stack_name or project_config().stack_name
+    return find_resources(session, stack_name=stack, state_machine_arn=args.state_machine_arn,
+                          data_bucket=args.data_bucket, need_bucket=need_bucket)
+
+
+def execution_arn(state_machine_arn: str, name_or_arn: str) -> str:
+    if name_or_arn.startswith("arn:"):
+        return name_or_arn
+    check_execution_name(name_or_arn)
+    return state_machine_arn.replace(":stateMachine:", ":execution:", 1) + f":{name_or_arn}"
+
+
+def console_link(arn: str) -> str:
+    region = arn.split(":")[3]
+    return f"https://{region}.console.aws.amazon.com/states/home?region={region}#/v2/executions/details/{arn}"
+
+
+# -- start ------------------------------------------------------------------------------
+def _directory_digest(directory: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(directory).as_posix().encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def _checked_request(args: argparse.Namespace, data_bucket: str | None) -> tuple[dict[str, Any], Any, str]:
+    """Everything checked and built before any AWS call: (input, channel inputs, name)."""
+    config = project_config()
+    hyperparameters = parse_hyperparameters(args.hp)
+    check_instance(args.instance_type, args.instance_count, allowed=config.allowed_instance_types,
+                   max_count=config.max_instance_count)
+    if args.max_runtime is not None and args.max_runtime < 1:
+        raise InputError(f"--max-runtime {args.max_runtime} must be a positive number of seconds")
+    if args.logs and not (args.wait or args.local):
+        raise InputError("--logs needs --wait")
+    tuning = None
+    if args.tune is not None:
+        from smtrain.tuning_schema import load_tuning
+
+        tuning = load_tuning(args.tune)
+    channel_inputs = parse_inputs(args.input, data_bucket=data_bucket)
+    if args.name is not None:
+        check_execution_name(args.name)
+    # The name is derived from the input; a local folder counts by its contents.
+    identity = {c.channel: f"local:{_directory_digest(c.local_dir)}" if c.local_dir is not None
+                else str(c.s3_uri) for c in channel_inputs}
+    draft = build_input(method=args.method, hyperparameters=hyperparameters,
+                        instance_type=args.instance_type, instance_count=args.instance_count,
+                        spot=args.spot, channels=identity, tuning=tuning, max_runtime=args.max_runtime)
+    name = args.name or deterministic_name(args.method, draft)
+    return draft, channel_inputs, name
+
+
+def start(args: argparse.Namespace) -> int:
+    _, explicit_bucket = explicit_resources(state_machine_arn=args.state_machine_arn,
+                                            data_bucket=args.data_bucket)
+    draft, channel_inputs, name = _checked_request(args, explicit_bucket)
+    if args.local:
+        from smtrain.local_runs import start_local
+
+        return start_local(args, draft, channel_inputs, name)
+    session = _session()
+    needs_bucket = any(c.local_dir is not None or c.s3_uri is not None for c in channel_inputs)
+    resources = _resources(args, session, need_bucket=needs_bucket)
+    if needs_bucket and resources.data_bucket is None:
+        raise ResourceNotFound("the data bucket is unknown: pass --data-bucket or set SMTRAIN_DATA_BUCKET")
+    parse_inputs(args.input, data_bucket=resources.data_bucket)  # now against the stack's bucket
+    channels = {c.channel: c.s3_uri or f"s3://{resources.data_bucket}/{upload_prefix(name, c.channel)}"
+                for c in channel_inputs}
+    execution_input = {**draft, **({"inputs": channels} if channels else {})}
+    sfn = session.client("stepfunctions")
+    arn = execution_arn(resources.state_machine_arn, name)
+    existing = _existing_execution(sfn, arn)
+    if existing is not None:
+        if json.loads(existing["input"]) != execution_input:
+            raise InputError(f"execution name {name!r} is already taken by a run with a different "
+                             "input; choose another --name")
+        say(f"Already started (same name, same input): {arn}  [{existing['status']}]")
+    else:
+        for channel in channel_inputs:
+            if channel.local_dir is not None:
+                _upload_tree(session, channel.local_dir, resources.data_bucket,
+                             upload_prefix(name, channel.channel))
+        from botocore.exceptions import ClientError
+
+        try:
+            sfn.start_execution(stateMachineArn=resources.state_machine_arn, name=name,
+                                input=json.dumps(execution_input))
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ExecutionAlreadyExists":
+                raise
+        say(f"Started {arn}")
+    say(f"Console: {console_link(arn)}")
+    if not args.wait:
+        say(f"Follow it with: smtrain watch {name}")
+        return EXIT_OK
+    from smtrain.watch import follow
+
+    return follow(session, arn, logs=args.logs, interval=args.interval)
+
+
+def _existing_execution(sfn: Any, arn: str) -> dict[str, Any] | None:
+    from botocore.exceptions import ClientError
+
+    try:
+        described: dict[str, Any] = sfn.describe_execution(executionArn=arn)
+        return described
+    except ClientError as error:
+        if error.response["Error"]["Code"] in ("ExecutionDoesNotExist", "ResourceNotFound"):
+            return None
+        raise
+
+
+def _upload_tree(session: Any, directory: Path, bucket: str | None, prefix: str) -> int:
+    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    total = sum(p.stat().st_size for p in files)
+    s3 = session.client("s3")
+    done = 0
+    for index, path in enumerate(files, start=1):
+        key = prefix + path.relative_to(directory).as_posix()
+        s3.upload_file(str(path), bucket, key)
+        done += path.stat().st_size
+        say(f"  uploaded {index}/{len(files)} ({done / 1e6:.1f}/{total / 1e6:.1f} MB) s3://{bucket}/{key}")
+    return len(files)
+
+
+# -- following and inspecting ---------------------------------------------------------------
+def watch(args: argparse.Namespace) -> int:
+    session = _session()
+    arn = execution_arn(_resources(args, session, need_bucket=False).state_machine_arn, args.name)
+    from smtrain.watch import follow
+
+    return follow(session, arn, logs=args.logs, interval=args.interval)
+
+
+def status(args: argparse.Namespace) -> int:
+    session = _session()
+    arn = execution_arn(_resources(args, session, need_bucket=False).state_machine_arn, args.name)
+    from smtrain.watch import describe_once
+
+    return describe_once(session, arn)
+
+
+def list_runs(args: argparse.Namespace) -> int:
+    if not 1 <= args.max <= 1000:
+        raise InputError(f"--max {args.max} must be from 1 to 1000")
+    session = _session()
+    machine = _resources(args, session, need_bucket=False).state_machine_arn
+    kwargs: dict[str, Any] = {"stateMachineArn": machine, "maxResults": args.max}
+    if args.status:
+        kwargs["statusFilter"] = args.status
+    executions = session.client("stepfunctions").list_executions(**kwargs)["executions"]
+    if not executions:
+        say("no runs")
+        return EXIT_OK
+    say(f"{'NAME':<40} {'STATUS':<10} STARTED")
+    for execution in executions:
+        say(f"{execution['name']:<40} {execution['status']:<10} {execution['startDate']:%Y-%m-%d %H:%M:%S}")
+    return EXIT_OK
+
+
+def logs(args: argparse.Namespace) -> int:
+    session = _session()
+    arn = execution_arn(_resources(args, session, need_bucket=False).state_machine_arn, args.name)
+    from smtrain.watch import print_job_logs
+
+    return print_job_logs(session, arn)
+
+
+def stop(args: argparse.Namespace) -> int:
+    session = _session()
+    arn = execution_arn(_resources(args, session, need_bucket=False).state_machine_arn, args.name)
+    sfn = session.client("stepfunctions")
+    existing = _existing_execution(sfn, arn)
+    if existing is None:
+        raise ResourceNotFound(f"no run named {args.name}")
+    if existing["status"] != "RUNNING":
+        say(f"{args.name} already ended: {existing['status']}")
+        return EXIT_OK
+    sfn.stop_execution(executionArn=arn, error="StoppedBySmtrain", cause=args.reason)
+    say(f"Stopped {arn} (Step Functions stops its SageMaker job)")
+    return EXIT_OK
+
+
+def data_upload(args: argparse.Namespace) -> int:
+    source = args.source
+    if source is not None and not source.is_dir():
+        raise InputError(f"--from {source} is not a directory")
+    session = _session()
+    bucket = _resources(args, session, need_bucket=True).data_bucket
+    if bucket is None:
+        raise ResourceNotFound("the data bucket is unknown: pass --data-bucket or set SMTRAIN_DATA_BUCKET")
+    with tempfile.TemporaryDirectory() as scratch:
+        if source is None:
+            from training_code.sample_data import write_datasets
+
+            source = Path(scratch)
+            write_datasets(source)
+            say("prepared the sample datasets (scikit-learn digits)")
+        count = _upload_tree(session, source, bucket, "datasets/")
+    say(f"uploaded {count} files to s3://{bucket}/datasets/")
+    return EXIT_OK if count else EXIT_USAGE

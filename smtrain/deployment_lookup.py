@@ -1,0 +1,76 @@
+"""Finding the deployed resources: explicit settings first, then the workflow stack's outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_ALLOWED = ("ml.m5.large", "ml.m5.xlarge", "ml.m5.2xlarge", "ml.c5.xlarge", "ml.c5.2xlarge",
+                   "ml.g5.xlarge", "ml.g5.2xlarge")
+
+
+class ResourceNotFound(RuntimeError):
+    """A resource the command needs cannot be found; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """What the CLI reads from the project's cdk.json (no AWS call)."""
+
+    stack_name: str
+    allowed_instance_types: tuple[str, ...]
+    max_instance_count: int
+
+
+def project_config(cdk_json: Path = ROOT / "cdk.json") -> ProjectConfig:
+    training: Mapping[str, Any] = {}
+    if cdk_json.is_file():
+        training = json.loads(cdk_json.read_text()).get("context", {}).get("training", {})
+    prefix = training.get("namePrefix", "smtrain")
+    return ProjectConfig(stack_name=f"{prefix}-workflow",
+                         allowed_instance_types=tuple(training.get("allowedInstanceTypes", DEFAULT_ALLOWED)),
+                         max_instance_count=int(training.get("maxInstanceCount", 4)))
+
+
+@dataclass(frozen=True)
+class Resources:
+    state_machine_arn: str
+    data_bucket: str | None
+
+
+def explicit_resources(*, state_machine_arn: str | None, data_bucket: str | None,
+                       environ: Mapping[str, str] = os.environ) -> tuple[str | None, str | None]:
+    return (state_machine_arn or environ.get("SMTRAIN_STATE_MACHINE_ARN") or None,
+            data_bucket or environ.get("SMTRAIN_DATA_BUCKET") or None)
+
+
+def stack_outputs(cloudformation: Any, stack_name: str) -> dict[str, str]:
+    from botocore.exceptions import ClientError
+
+    try:
+        stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+    except ClientError as error:
+        if "does not exist" in str(error):
+            raise ResourceNotFound(f"stack {stack_name} is not deployed in this account and region: run "
+                               "`npx cdk deploy --all`, pass --stack-name, or set "
+                               "--state-machine-arn / SMTRAIN_STATE_MACHINE_ARN") from None
+        raise
+    return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+
+
+def find_resources(session: Any, *, stack_name: str, state_machine_arn: str | None,
+                   data_bucket: str | None, need_bucket: bool) -> Resources:
+    """Explicit values win; what is missing comes from the stack's outputs."""
+    arn, bucket = explicit_resources(state_machine_arn=state_machine_arn, data_bucket=data_bucket)
+    if arn is None or (need_bucket and bucket is None):
+        outputs = stack_outputs(session.client("cloudformation"), stack_name)
+        arn = arn or outputs.get("StateMachineArn")
+        bucket = bucket or outputs.get("DataBucketName")
+        if arn is None:
+            raise ResourceNotFound(f"stack {stack_name} has no StateMachineArn output")
+    return Resources(state_machine_arn=arn, data_bucket=bucket)

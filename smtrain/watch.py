@@ -1,0 +1,194 @@
+"""Following an execution: states, the SageMaker job's progress, metrics, logs, the result."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from smtrain.cli import EXIT_ABORTED, EXIT_FAILED, EXIT_OK
+
+TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _elapsed(started: float) -> str:
+    seconds = int(time.monotonic() - started)
+    return f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+def job_names(events: list[dict[str, Any]]) -> list[str]:
+    """SageMaker job names the execution scheduled, in order (from TaskScheduled parameters)."""
+    names = []
+    for event in events:
+        details = event.get("taskScheduledEventDetails")
+        if not details:
+            continue
+        try:
+            parameters = json.loads(details.get("parameters", "{}"))
+        except json.JSONDecodeError:
+            continue
+        name = parameters.get("TrainingJobName") or parameters.get("HyperParameterTuningJobName")
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
+def failure_reason(cause: str | None) -> str | None:
+    """The job's FailureReason when the cause carries a job description."""
+    if not cause:
+        return None
+    text = cause.split(": ", 1)[1] if cause.startswith("States.") else cause
+    try:
+        described = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return described.get("FailureReason") if isinstance(described, dict) else None
+
+
+def summary(description: dict[str, Any]) -> list[str]:
+    lines = []
+    state = description["status"]
+    if state == "SUCCEEDED":
+        output = json.loads(description.get("output") or "{}")
+        if "tuningJobName" in output:
+            objective = output.get("objective", {})
+            lines.append(f"tuning job {output['tuningJobName']}: best {output.get('trainingJobName')} "
+                         f"{objective.get('MetricName')}={objective.get('Value')}")
+        else:
+            lines.append(f"training job {output.get('trainingJobName')}")
+        lines.append(f"model: {output.get('modelArtifacts')}")
+        metrics = "  ".join(f"{m['MetricName']}={m['Value']}" for m in output.get("metrics", []))
+        lines.append(f"metrics: {metrics or '(none reported)'}")
+    elif state in ("FAILED", "TIMED_OUT", "ABORTED"):
+        lines.append(f"{state}: {description.get('error') or ''}")
+        reason = failure_reason(description.get("cause"))
+        lines.append(f"reason: {reason or description.get('cause') or '(none given)'}")
+    return lines
+
+
+def exit_code(state: str) -> int:
+    return {"SUCCEEDED": EXIT_OK, "FAILED": EXIT_FAILED}.get(state, EXIT_ABORTED)
+
+
+class JobView:
+    """Prints a job's status and secondary-status changes and new final metrics, once each."""
+
+    def __init__(self, sagemaker: Any) -> None:
+        self.sagemaker = sagemaker
+        self.seen: set[str] = set()
+        self.unavailable: set[str] = set()
+
+    def update(self, name: str, started: float) -> None:
+        if name in self.unavailable:
+            return
+        try:
+            description = self.sagemaker.describe_training_job(TrainingJobName=name)
+        except Exception as error:  # tuning jobs, or an endpoint that does not serve SageMaker
+            try:
+                tuning = self.sagemaker.describe_hyper_parameter_tuning_job(
+                    HyperParameterTuningJobName=name)
+            except Exception:
+                self.unavailable.add(name)
+                _say(f"  {_elapsed(started)}  job {name}: details unavailable ({type(error).__name__})")
+                return
+            counters = tuning.get("TrainingJobStatusCounters", {})
+            line = f"tuning {name}: {tuning['HyperParameterTuningJobStatus']} {counters}"
+            if line not in self.seen:
+                self.seen.add(line)
+                _say(f"  {_elapsed(started)}  {line}")
+            return
+        for transition in description.get("SecondaryStatusTransitions", []):
+            line = f"job {name}: {transition['Status']} - {transition.get('StatusMessage', '')}"
+            if line not in self.seen:
+                self.seen.add(line)
+                _say(f"  {_elapsed(started)}  {line}")
+        metrics = "  ".join(f"{m['MetricName']}={m['Value']:.4g}"
+                            for m in description.get("FinalMetricDataList", []))
+        if metrics and f"metrics {metrics}" not in self.seen:
+            self.seen.add(f"metrics {metrics}")
+            _say(f"  {_elapsed(started)}  latest metrics: {metrics}")
+
+
+class LogTail:
+    """Streams a training job's CloudWatch log events, each once."""
+
+    def __init__(self, logs: Any) -> None:
+        self.logs = logs
+        self.seen: set[tuple[str, int, str]] = set()
+
+    def update(self, job: str) -> None:
+        try:
+            streams = self.logs.describe_log_streams(logGroupName=TRAINING_LOG_GROUP,
+                                                     logStreamNamePrefix=f"{job}/")["logStreams"]
+        except Exception:
+            return  # the log group appears once the job starts
+        for stream in streams:
+            name = stream["logStreamName"]
+            events = self.logs.get_log_events(logGroupName=TRAINING_LOG_GROUP, logStreamName=name,
+                                              startFromHead=True)["events"]
+            for event in events:
+                key = (name, event["timestamp"], event["message"])
+                if key not in self.seen:
+                    self.seen.add(key)
+                    _say(f"    | {event['message'].rstrip()}")
+
+
+def follow(session: Any, arn: str, *, logs: bool, interval: float) -> int:
+    """The live view: new state transitions, the job's progress and metrics, elapsed time; the
+    result at the end. Returns the exit code for the final status."""
+    sfn = session.client("stepfunctions")
+    jobs = JobView(session.client("sagemaker"))
+    tail = LogTail(session.client("logs")) if logs else None
+    started = time.monotonic()
+    seen_events = 0
+    _say(f"Following {arn}")
+    while True:
+        description = sfn.describe_execution(executionArn=arn)
+        events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+        for event in events[seen_events:]:
+            entered = event.get("stateEnteredEventDetails")
+            if entered:
+                _say(f"  {_elapsed(started)}  state {entered['name']}")
+        seen_events = len(events)
+        for name in job_names(events):
+            jobs.update(name, started)
+            if tail is not None:
+                tail.update(name)
+        if description["status"] != "RUNNING":
+            _say(f"  {_elapsed(started)}  {description['status']}")
+            for line in summary(description):
+                _say(line)
+            return exit_code(description["status"])
+        time.sleep(interval)
+
+
+def describe_once(session: Any, arn: str) -> int:
+    sfn = session.client("stepfunctions")
+    description = sfn.describe_execution(executionArn=arn)
+    events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    _say(f"{description['name']}: {description['status']} (started {description['startDate']:%Y-%m-%d %H:%M:%S})")
+    entered = [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
+    if entered:
+        _say(f"current or last state: {entered[-1]}")
+    for name in job_names(events):
+        _say(f"job: {name}")
+    for line in summary(description):
+        _say(line)
+    return EXIT_OK
+
+
+def print_job_logs(session: Any, arn: str) -> int:
+    events = session.client("stepfunctions").get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    names = job_names(events)
+    if not names:
+        _say("this run has started no SageMaker job")
+        return EXIT_OK
+    tail = LogTail(session.client("logs"))
+    for name in names:
+        _say(f"== {name}")
+        tail.update(name)
+    return EXIT_OK
