@@ -10,6 +10,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.compliance import acknowledge, nag_arn
+from infra.iam_statements import ecr_authorization_token
 
 #: Where SageMaker writes training job logs.
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -100,11 +101,7 @@ class SageMakerExecutionRole(Construct):
                          "ecr:BatchCheckLayerAvailability"],
                 resources=[repository.repository_arn],
             ),
-            iam.PolicyStatement(
-                sid="AuthenticateToEcr",
-                actions=["ecr:GetAuthorizationToken"],
-                resources=["*"],  # GetAuthorizationToken supports no resource-level permissions
-            ),
+            ecr_authorization_token(),
             iam.PolicyStatement(
                 sid="WriteTrainingLogs",
                 actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",

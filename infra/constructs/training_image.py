@@ -12,6 +12,7 @@ from cdk_ecr_deployment import DockerImageName, ECRDeployment
 from constructs import Construct
 
 from infra.compliance import acknowledge, nag_arn
+from infra.iam_statements import ecr_authorization_token
 
 #: The id prefix cdk-ecr-deployment gives its (stack-level, singleton) copy function.
 _COPY_FUNCTION_ID_PREFIX = "Custom::CDKECRDeployment"
@@ -68,11 +69,7 @@ class TrainingImage(Construct):
                          "ecr:CompleteLayerUpload", "ecr:PutImage"],
                 resources=[repository.repository_arn],
             ),
-            iam.PolicyStatement(
-                sid="AuthenticateToEcr",
-                actions=["ecr:GetAuthorizationToken"],
-                resources=["*"],  # GetAuthorizationToken supports no resource-level permissions
-            ),
+            ecr_authorization_token(),
             iam.PolicyStatement(
                 sid="WriteFunctionLogs",
                 actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],

@@ -158,18 +158,20 @@ class LocalBackend:
             self._jobs[name] = job
         return job
 
+    def _training_job(self, name: str) -> TrainingJob:
+        """The job named ``name`` (call with the lock held)."""
+        job = self._jobs.get(name)
+        if job is None:
+            raise SageMakerError("ValidationException", f"Requested resource not found: {name}")
+        return job
+
     def describe_training_job(self, name: str) -> Description:
         with self._lock:
-            job = self._jobs.get(name)
-            if job is None:
-                raise SageMakerError("ValidationException", f"Requested resource not found: {name}")
-            return job.describe()
+            return self._training_job(name).describe()
 
     def stop_training_job(self, name: str) -> None:
         with self._lock:
-            job = self._jobs.get(name)
-            if job is None:
-                raise SageMakerError("ValidationException", f"Requested resource not found: {name}")
+            job = self._training_job(name)
             if job.status in TERMINAL_STATUSES:
                 return
             job.stop_requested = True
@@ -347,20 +349,19 @@ class LocalBackend:
         run.start()
         return {"HyperParameterTuningJobArn": run.arn}
 
-    def describe_hyper_parameter_tuning_job(self, name: str) -> Description:
+    def _tuning_run(self, name: str) -> Any:
         with self._lock:
             run = self._tuning.get(name)
         if run is None:
             raise SageMakerError("ResourceNotFound", f"Amazon SageMaker can't find a tuning job named {name}")
-        description: Description = run.describe()
+        return run
+
+    def describe_hyper_parameter_tuning_job(self, name: str) -> Description:
+        description: Description = self._tuning_run(name).describe()
         return description
 
     def stop_hyper_parameter_tuning_job(self, name: str) -> None:
-        with self._lock:
-            run = self._tuning.get(name)
-        if run is None:
-            raise SageMakerError("ResourceNotFound", f"Amazon SageMaker can't find a tuning job named {name}")
-        run.stop()
+        self._tuning_run(name).stop()
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """True once no job is running (jobs stopped by an aborted execution included)."""
