@@ -157,3 +157,17 @@ def test_byoc_image_is_tagged_with_its_asset_hash(synthesized: Synthesized) -> N
     manifest = json.loads((synthesized.outdir / "Workflow.assets.json").read_text())
     (image_hash,) = manifest["dockerImages"]
     assert f":{image_hash}" in uri
+
+
+def test_email_subscription_when_configured(cdk_context: dict[str, Any], tmp_path_factory: Any) -> None:
+    from infra.settings import settings_from_context
+    from tests.conftest import REGION, synthesize
+
+    training = {**cdk_context["training"], "notificationEmail": "ml-team@example.com"}
+    settings = settings_from_context(training, region=REGION)
+    synthesized = synthesize({**cdk_context, "training": training}, settings,
+                             tmp_path_factory.mktemp("cdk.out-email"))
+    topic_id, _ = only_resource(synthesized.workflow, "AWS::SNS::Topic")
+    _, subscription = only_resource(synthesized.workflow, "AWS::SNS::Subscription")
+    assert subscription["Properties"] == {"Protocol": "email", "Endpoint": "ml-team@example.com",
+                                          "TopicArn": {"Ref": topic_id}}
