@@ -75,6 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--reason", default="stopped with smtrain")
     _resource_options(stop)
 
+    compare = commands.add_parser("compare", help="compare tracked runs (MLflow), optionally plot them")
+    compare.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI; with "
+                                                 "--local, the offline store)")
+    compare.add_argument("--local", action="store_true", help="the offline engine's store under --work-dir")
+    compare.add_argument("--work-dir", type=Path, default=Path(".work/local"), help="with --local")
+    compare.add_argument("--experiment", default="smtrain")
+    compare.add_argument("--sort", default="validation:accuracy", metavar="METRIC",
+                         help="metric to sort by and to plot (default validation:accuracy)")
+    order = compare.add_mutually_exclusive_group()
+    order.add_argument("--ascending", action="store_true", default=None)
+    order.add_argument("--descending", dest="ascending", action="store_false")
+    compare.add_argument("--max", type=int, default=50, help="at most this many runs (default 50)")
+    compare.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the metric's curve per run")
+
     data = commands.add_parser("data", help="training data")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     upload = data_commands.add_parser("upload", help="upload sample (or your) data to the default prefixes")

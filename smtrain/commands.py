@@ -36,7 +36,7 @@ def fail(text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "start": start, "watch": watch, "status": status, "list": list_runs, "logs": logs,
-        "stop": stop, "data": data_upload,
+        "stop": stop, "data": data_upload, "compare": compare_runs,
     }
     try:
         return handlers[args.command](args)
@@ -297,3 +297,30 @@ def data_upload(args: argparse.Namespace) -> int:
         count = _upload_tree(session, source, bucket, "datasets/")
     say(f"uploaded {count} files to s3://{bucket}/datasets/")
     return EXIT_OK if count else EXIT_USAGE
+
+
+def compare_runs(args: argparse.Namespace) -> int:
+    import os
+
+    if args.plot is not None and args.plot.suffix.lower() != ".png":
+        raise InputError(f"--plot {args.plot} must name a .png file")
+    if not 1 <= args.max <= 1000:
+        raise InputError(f"--max {args.max} must be from 1 to 1000")
+    uri: str | None
+    if args.local:
+        database = (args.work_dir / "mlflow" / "mlflow.db").resolve()
+        if not database.is_file():
+            raise InputError(f"no offline runs tracked under {args.work_dir} (run smtrain start --local first)")
+        uri = f"sqlite:///{database}"
+    else:
+        uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            raise InputError("no tracking URI: pass --tracking-uri (the tracking server ARN on AWS), "
+                             "set MLFLOW_TRACKING_URI, or use --local")
+    from smtrain.compare import compare
+
+    say(compare(tracking_uri=uri, experiment=args.experiment, metric=args.sort, limit=args.max,
+                ascending=args.ascending, plot_path=args.plot))
+    if args.plot is not None:
+        say(f"plot: {args.plot}")
+    return EXIT_OK

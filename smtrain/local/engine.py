@@ -50,6 +50,24 @@ class ExecutionResult:
 
 
 EventCallback = Callable[[dict[str, Any]], None]
+TRACKING_EXPERIMENT = "smtrain"
+
+
+def prepare_tracking_store(directory: Path) -> str:
+    """A local MLflow store (SQLite, artifacts beside it) with the ``smtrain`` experiment; its
+    tracking URI. Creating the experiment here fixes where every job's artifacts go, whatever
+    directory the job runs in."""
+    from mlflow.tracking import MlflowClient
+
+    directory.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{directory.resolve() / 'mlflow.db'}"
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    client = MlflowClient(tracking_uri=uri)
+    if client.get_experiment_by_name(TRACKING_EXPERIMENT) is None:
+        client.create_experiment(TRACKING_EXPERIMENT,
+                                 artifact_location=(directory.resolve() / "artifacts").as_uri())
+    return uri
 
 
 def shorten_retries(definition: dict[str, Any], interval_seconds: int) -> None:
@@ -68,12 +86,14 @@ class OfflineEngine:
     ``work_dir`` holds the S3 stand-in (``s3/``) and the jobs (``jobs/``). ``backend`` defaults
     to a :class:`LocalBackend` over them; ``on_log`` gets each training log line.
     ``retry_interval_seconds`` (default: as synthesized) caps every Retry's first interval, so a
-    test of the throttling retry need not wait the real 30 s backoff.
+    test of the throttling retry need not wait the real 30 s backoff. With ``tracking`` (the
+    default) the local backend's jobs log to an MLflow store in ``work_dir/mlflow``
+    (:attr:`tracking_uri`), experiment ``smtrain``.
     """
 
     def __init__(self, *, outdir: Path, work_dir: Path, backend: SageMakerBackend | None = None,
                  on_log: Callable[[str, str], None] | None = None, region: str = "us-east-1",
-                 retry_interval_seconds: int | None = None) -> None:
+                 retry_interval_seconds: int | None = None, tracking: bool = True) -> None:
         # Absolute: training programs run with the job tree as their working directory.
         work_dir = work_dir.resolve()
         self.work_dir = work_dir
@@ -81,9 +101,12 @@ class OfflineEngine:
         self.deployment: LocalDeployment = load_deployment(outdir, s3=self.s3, region=region)
         if retry_interval_seconds is not None:
             shorten_retries(self.deployment.definition, retry_interval_seconds)
+        self.tracking_uri = prepare_tracking_store(work_dir / "mlflow") if tracking and backend is None else None
         self.backend: SageMakerBackend = backend or LocalBackend(
             s3=self.s3, work_dir=work_dir, images=Images(byoc=self.deployment.byoc_image),
-            on_log=on_log)
+            on_log=on_log, environment={"MLFLOW_TRACKING_URI": self.tracking_uri,
+                                        "MLFLOW_EXPERIMENT_NAME": TRACKING_EXPERIMENT}
+            if self.tracking_uri else None)
         self.region = region
         self._contexts: list[Any] = []
         self._client: Any = None

@@ -116,11 +116,15 @@ class LocalBackend:
     """Runs training jobs as local processes; see the module docstring.
 
     ``work_dir`` holds every job's tree and log (``jobs/<name>/``); ``on_log`` receives each log
-    line as ``(job name, line)`` while jobs run.
+    line as ``(job name, line)`` while jobs run. Every job's process gets ``environment`` (the
+    offline MLflow store, say), the request's own ``Environment``, and the variables that tag its
+    MLflow run, taken from the request's tags.
     """
 
     def __init__(self, *, s3: LocalS3, work_dir: Path, images: Images,
-                 on_log: Callable[[str, str], None] | None = None) -> None:
+                 on_log: Callable[[str, str], None] | None = None,
+                 environment: dict[str, str] | None = None) -> None:
+        self.environment = dict(environment or {})
         self.s3 = s3
         self.work_dir = work_dir.resolve()
         self.images = images
@@ -255,8 +259,9 @@ class LocalBackend:
 
     def _execute(self, job: TrainingJob, tree: JobTree, log_path: Path) -> int:
         command, extra_env = self._command(job)
-        env = {**os.environ, **tree.environment(), **extra_env, "PYTHONUNBUFFERED": "1",
-               "OMP_NUM_THREADS": "1", "TRAINING_JOB_NAME": job.name}
+        env = {**os.environ, **self.environment, **job.request.get("Environment", {}),
+               **_tracking_tags(job.request), **tree.environment(), **extra_env,
+               "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "TRAINING_JOB_NAME": job.name}
         max_runtime = job.request.get("StoppingCondition", {}).get("MaxRuntimeInSeconds")
         deadline = time.monotonic() + max_runtime if max_runtime else None
         job.log_path = log_path
@@ -372,6 +377,16 @@ class LocalBackend:
                 return True
             time.sleep(0.1)
         return False
+
+
+#: Request tags -> the variables ``training_code/common/tracking.py`` tags MLflow runs with.
+_TAG_VARIABLES = {"smtrain:execution": "SMTRAIN_EXECUTION", "smtrain:method": "SMTRAIN_METHOD",
+                  "sagemaker:tuning-job": "SMTRAIN_TUNING_JOB"}
+
+
+def _tracking_tags(request: Request) -> dict[str, str]:
+    return {_TAG_VARIABLES[tag["Key"]]: str(tag["Value"]) for tag in request.get("Tags", [])
+            if tag.get("Key") in _TAG_VARIABLES}
 
 
 def _terminate_group(process: subprocess.Popen[str], grace_seconds: float = 10.0) -> None:

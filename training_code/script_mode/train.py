@@ -14,6 +14,8 @@ Contract kept here:
 - data-parallel when started by ``torchrun`` (or SageMaker's ``torch_distributed``): every
   process sees a slice of each global batch and the gradients are averaged, so N processes
   compute what one process computes;
+- MLflow tracking (parameters, per-epoch metrics, the model) when ``MLFLOW_TRACKING_URI`` is
+  set, by the main process (``common/tracking.py``);
 - on a bad hyperparameter or channel: one clear line on stderr and exit status 1 (argparse: 2);
   the toolkit turns that into the job's failure reason.
 """
@@ -37,6 +39,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from common.channels import ChannelError, read_channel
+from common.tracking import Tracker
 from digits_model import DigitsClassifier, save_model
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -151,7 +154,17 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     partial.replace(path)
 
 
+TRACKED_ARGUMENTS = ("epochs", "batch_size", "learning_rate", "hidden_units", "seed")
+
+
 def train(args: argparse.Namespace, cluster: Cluster) -> dict[str, float]:
+    tracking_params = {name: getattr(args, name) for name in TRACKED_ARGUMENTS}
+    # Only the main process tracks; the others get a tracker with tracking off.
+    with Tracker(params=tracking_params, environ=None if cluster.is_main else {}) as tracker:
+        return _train(args, cluster, tracker)
+
+
+def _train(args: argparse.Namespace, cluster: Cluster, tracker: Tracker) -> dict[str, float]:
     seed_everything(args.seed)
     train_x, train_y = read_channel(args.train, channel="train")
     valid_x, valid_y = read_channel(args.validation, channel="validation")
@@ -220,8 +233,10 @@ def train(args: argparse.Namespace, cluster: Cluster) -> dict[str, float]:
                                               "optimizer": optimizer.state_dict(),
                                               "scaler": scaler.state_dict()})
             print(f"epoch={epoch} " + " ".join(f"{k}={v:.6f}" for k, v in metrics.items()), flush=True)
+            tracker.log_metrics(metrics, step=epoch)
     if cluster.is_main:
         save_model(model.cpu(), args.model_dir)
+        tracker.log_model(Path(args.model_dir))
     return metrics
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import traceback
 
@@ -9,6 +10,7 @@ from byoc_training.contract import ContractError, TrainingEnvironment
 from byoc_training.hyperparameters import HyperparameterError, Hyperparameters
 from byoc_training.trainer import train
 from common.channels import ChannelError, read_channel
+from common.tracking import Tracker
 
 
 def main() -> int:
@@ -17,7 +19,9 @@ def main() -> int:
         hp = Hyperparameters.from_strings(env.hyperparameters())
         data = {channel: read_channel(env.require_channel(channel), channel=channel)
                 for channel in ("train", "validation")}
-        train(hp, train=data["train"], validation=data["validation"], model_dir=env.model_dir)
+        with Tracker(params=dataclasses.asdict(hp)) as tracker:
+            train(hp, train=data["train"], validation=data["validation"], model_dir=env.model_dir,
+                  tracker=tracker)
     except (ContractError, HyperparameterError, ChannelError) as error:
         message = f"{type(error).__name__}: {error}"
         env.write_failure(message)

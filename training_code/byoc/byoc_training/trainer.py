@@ -9,6 +9,7 @@ import lightgbm as lgb
 import numpy as np
 
 from byoc_training.hyperparameters import Hyperparameters
+from common.tracking import Tracker
 
 MODEL_FILE = "model.txt"
 
@@ -19,9 +20,11 @@ def metric_line(epoch: int, metrics: dict[str, float]) -> str:
 
 
 def train(hp: Hyperparameters, *, train: tuple[np.ndarray, np.ndarray],
-          validation: tuple[np.ndarray, np.ndarray], model_dir: Path) -> dict[str, float]:
+          validation: tuple[np.ndarray, np.ndarray], model_dir: Path,
+          tracker: Tracker | None = None) -> dict[str, float]:
     """Train, print a metric line every ``report_every`` rounds (one "epoch"), save
-    ``model.txt`` to ``model_dir``; returns the last metrics."""
+    ``model.txt`` to ``model_dir``; returns the last metrics. ``tracker`` (default none) gets
+    each epoch's metrics and the model."""
     (train_x, train_y), (valid_x, valid_y) = train, validation
     num_classes = int(max(train_y.max(), valid_y.max())) + 1
     params: dict[str, Any] = {
@@ -45,13 +48,18 @@ def train(hp: Hyperparameters, *, train: tuple[np.ndarray, np.ndarray],
             "validation:loss": results[("validation", "multi_logloss")],
             "validation:accuracy": 1.0 - results[("validation", "multi_error")],
         })
-        print(metric_line(-(-done // hp.report_every), last), flush=True)
+        epoch = -(-done // hp.report_every)
+        print(metric_line(epoch, last), flush=True)
+        if tracker is not None:
+            tracker.log_metrics(last, step=epoch)
 
     booster = lgb.train(params, train_set, num_boost_round=hp.num_boost_round,
                         valid_sets=[train_set, valid_set], valid_names=["train", "validation"],
                         callbacks=[report])
     model_dir.mkdir(parents=True, exist_ok=True)
     booster.save_model(str(model_dir / MODEL_FILE))
+    if tracker is not None:
+        tracker.log_model(model_dir)
     return last
 
 
