@@ -62,6 +62,8 @@ class Settings:
     pytorch_py_version: str = "py311"
     xgboost_version: str = "1.7-1"
     extra_tags: Mapping[str, str] = field(default_factory=dict)
+    mlflow_tracking_server: bool = False
+    mlflow_tracking_server_size: str = "Small"
 
     def __post_init__(self) -> None:
         _check(_REGION.match(self.region) is not None, "region", self.region,
@@ -99,6 +101,10 @@ class Settings:
                self.pytorch_py_version, "a Python tag such as py311")
         _check(isinstance(self.xgboost_version, str) and self.xgboost_version != "", "xgboostVersion",
                self.xgboost_version, "a SageMaker XGBoost version such as 1.7-1")
+        _check(isinstance(self.mlflow_tracking_server, bool), "mlflowTrackingServer",
+               self.mlflow_tracking_server, "true or false")
+        _check(self.mlflow_tracking_server_size in ("Small", "Medium", "Large"), "mlflowTrackingServerSize",
+               self.mlflow_tracking_server_size, "Small, Medium or Large")
         for key, value in self.extra_tags.items():
             _check(isinstance(key, str) and 0 < len(key) <= 128 and not key.startswith("aws:"),
                    "tags", key, "tag keys of 1-128 characters not starting with 'aws:'")
@@ -131,6 +137,8 @@ _CONTEXT_FIELDS: dict[str, tuple[str, tuple[type, ...]]] = {
     "pytorchPyVersion": ("pytorch_py_version", (str,)),
     "xgboostVersion": ("xgboost_version", (str,)),
     "tags": ("extra_tags", (dict,)),
+    "mlflowTrackingServer": ("mlflow_tracking_server", (bool,)),
+    "mlflowTrackingServerSize": ("mlflow_tracking_server_size", (str,)),
 }
 
 

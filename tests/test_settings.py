@@ -54,6 +54,8 @@ BAD_VALUES: list[tuple[str, Any, str]] = [
     ("xgboostVersion", "", "xgboostVersion"),
     ("tags", {"aws:reserved": "x"}, "tags"),
     ("tags", {"team": 5}, "tags"),
+    ("mlflowTrackingServer", "yes", "mlflowTrackingServer"),
+    ("mlflowTrackingServerSize", "Huge", "mlflowTrackingServerSize"),
 ]
 
 

@@ -74,6 +74,17 @@ def resource_config(paths: ChannelPaths) -> dict[str, str]:
     }
 
 
+def tracking_environment(tracking_uri: str, paths: ChannelPaths) -> dict[str, str]:
+    """The variables ``training_code/common/tracking.py`` reads: where to log, and the tags that
+    trace a run back to its execution."""
+    return {
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "MLFLOW_EXPERIMENT_NAME": "smtrain",
+        "SMTRAIN_EXECUTION.$": "$$.Execution.Name",
+        "SMTRAIN_METHOD.$": paths.method,
+    }
+
+
 def job_tags(paths: ChannelPaths) -> list[dict[str, str]]:
     """Tags that trace a job back to the execution that started it."""
     return [
@@ -96,7 +107,9 @@ class TrainingJobTask(sfn.CustomState):
     - the result is trimmed to the job name, model artifact URI and final metrics;
     - :attr:`policy_statements` holds exactly the IAM the task needs.
 
-    The request reads from the state input described by ``paths`` and writes the model to
+    With ``tracking_uri`` (default none) every job gets the MLflow variables of
+    :func:`tracking_environment`. The request reads from the state input described by ``paths``
+    and writes the model to
     ``output_uri`` encrypted with ``kms_key_arn``, checkpoints to
     ``<checkpoint_uri><run id>/`` (for spot resumption).
     """
@@ -105,7 +118,7 @@ class TrainingJobTask(sfn.CustomState):
                  role_arn: str, output_uri: str, checkpoint_uri: str, kms_key_arn: str,
                  run_id_path: str = "$.run.id", paths: ChannelPaths | None = None,
                  max_attempts: int = 3, sagemaker_retries: int = 2,
-                 result_path: str = "$.training") -> None:
+                 result_path: str = "$.training", tracking_uri: str | None = None) -> None:
         longest = len(name_prefix) + 1 + UUID_LENGTH + 1 + len(str(max_attempts))
         if longest > TRAINING_JOB_NAME_LIMIT:
             raise ValueError(
@@ -118,7 +131,7 @@ class TrainingJobTask(sfn.CustomState):
         if not 1 <= max_attempts <= 9:
             raise ValueError(f"max_attempts must be 1..9 (one digit in job names), got {max_attempts}")
         paths = paths or ChannelPaths()
-        state_json = {
+        state_json: dict[str, Any] = {
             "Type": "Task",
             "Resource": "arn:aws:states:::sagemaker:createTrainingJob.sync",
             "Parameters": {
@@ -145,6 +158,8 @@ class TrainingJobTask(sfn.CustomState):
             },
             "ResultPath": result_path,
         }
+        if tracking_uri is not None:
+            state_json["Parameters"]["Environment"] = tracking_environment(tracking_uri, paths)
         super().__init__(scope, construct_id, state_json=state_json)
         self.add_retry(errors=list(RETRYABLE_SAGEMAKER_ERRORS), interval=Duration.seconds(30),
                        backoff_rate=2, max_attempts=max_attempts,

@@ -57,6 +57,8 @@ class TrainingStateMachineProps:
     max_instance_count: int
     spot_max_wait_seconds: int
     log_retention: logs.RetentionDays
+    #: An MLflow tracking URI (a tracking server ARN) passed to every job; none by default.
+    tracking_uri: str | None = None
 
 
 class TrainingStateMachine(Construct):
@@ -148,10 +150,11 @@ class TrainingStateMachine(Construct):
         self.training_task = TrainingJobTask(
             self, "TrainModel", name_prefix=prefix, role_arn=role_arn, output_uri=output_uri,
             checkpoint_uri=f"s3://{artifacts}/{CHECKPOINTS_PREFIX}", kms_key_arn=props.key.key_arn,
+            tracking_uri=props.tracking_uri,
         )
         self.tuning_task = TuningJobTask(
             self, "TuneModel", name_prefix=prefix, role_arn=role_arn, output_uri=output_uri,
-            kms_key_arn=props.key.key_arn,
+            kms_key_arn=props.key.key_arn, tracking_uri=props.tracking_uri,
         )
         self.describe_best = DescribeTrainingJobTask(
             self, "DescribeBestTrainingJob", name_prefix=prefix,

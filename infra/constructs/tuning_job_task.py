@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_stepfunctions as sfn
@@ -18,6 +20,7 @@ from infra.constructs.training_job_task import (
     input_data_config,
     job_tags,
     resource_config,
+    tracking_environment,
 )
 
 #: Longest tuning job name SageMaker accepts.
@@ -46,7 +49,8 @@ class TuningJobTask(sfn.CustomState):
     def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str, role_arn: str,
                  output_uri: str, kms_key_arn: str, short_run_id_path: str = "$.run.shortId",
                  paths: ChannelPaths | None = None, max_attempts: int = 3,
-                 sagemaker_retries: int = 2, result_path: str = "$.tuningResult") -> None:
+                 sagemaker_retries: int = 2, result_path: str = "$.tuningResult",
+                 tracking_uri: str | None = None) -> None:
         longest = len(name_prefix) + 1 + SHORT_RUN_ID_LENGTH + 1 + len(str(max_attempts))
         if longest > TUNING_JOB_NAME_LIMIT:
             raise ValueError(
@@ -56,12 +60,13 @@ class TuningJobTask(sfn.CustomState):
         if not 1 <= max_attempts <= 9:
             raise ValueError(f"max_attempts must be 1..9 (one digit in job names), got {max_attempts}")
         paths = paths or ChannelPaths()
-        state_json = {
+        tuning_job_name = (f"States.Format('{name_prefix}-{{}}-{{}}', {short_run_id_path}, "
+                           "$$.State.RetryCount)")
+        state_json: dict[str, Any] = {
             "Type": "Task",
             "Resource": "arn:aws:states:::sagemaker:createHyperParameterTuningJob.sync",
             "Parameters": {
-                "HyperParameterTuningJobName.$": f"States.Format('{name_prefix}-{{}}-{{}}', "
-                                                 f"{short_run_id_path}, $$.State.RetryCount)",
+                "HyperParameterTuningJobName.$": tuning_job_name,
                 "HyperParameterTuningJobConfig": {
                     "Strategy.$": "$.tuning.config.strategy",
                     "HyperParameterTuningJobObjective": {
@@ -93,6 +98,9 @@ class TuningJobTask(sfn.CustomState):
             },
             "ResultPath": result_path,
         }
+        if tracking_uri is not None:
+            state_json["Parameters"]["TrainingJobDefinition"]["Environment"] = {
+                **tracking_environment(tracking_uri, paths), "SMTRAIN_TUNING_JOB.$": tuning_job_name}
         super().__init__(scope, construct_id, state_json=state_json)
         self.add_retry(errors=list(RETRYABLE_SAGEMAKER_ERRORS), interval=Duration.seconds(30),
                        backoff_rate=2, max_attempts=max_attempts,

@@ -9,6 +9,7 @@ from constructs import Construct
 
 from infra.constructs.encryption_key import TrainingDataKey
 from infra.constructs.execution_role import SageMakerExecutionRole
+from infra.constructs.experiment_tracking import ExperimentTracking
 from infra.constructs.training_buckets import (
     CHECKPOINTS_PREFIX,
     DATASETS_PREFIX,
@@ -44,6 +45,16 @@ class StorageStack(Stack):
             input_prefix=DATASETS_PREFIX, model_prefix=MODELS_PREFIX,
             checkpoint_prefix=CHECKPOINTS_PREFIX,
         ).role
+
+        # Optional: an MLflow tracking server (billed hourly), kept with the data it indexes.
+        self.tracking_server_arn: str | None = None
+        if settings.mlflow_tracking_server:
+            tracking = ExperimentTracking(
+                self, "ExperimentTracking", name=f"{settings.name_prefix}-mlflow",
+                artifacts_bucket=self.artifacts_bucket, key=self.key, execution_role=self.execution_role,
+                tracking_server_size=settings.mlflow_tracking_server_size)
+            self.tracking_server_arn = tracking.tracking_server_arn
+            CfnOutput(self, "TrackingServerArn", value=tracking.tracking_server_arn)
 
         CfnOutput(self, "DataBucketName", value=self.data_bucket.bucket_name)
         CfnOutput(self, "ArtifactsBucketName", value=self.artifacts_bucket.bucket_name)

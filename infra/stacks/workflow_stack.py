@@ -73,6 +73,7 @@ class WorkflowStack(Stack):
             max_instance_count=settings.max_instance_count,
             spot_max_wait_seconds=settings.spot_max_wait_seconds,
             log_retention=retention_for_days(settings.log_retention_days),
+            tracking_uri=storage.tracking_server_arn,
         ))
         # The training jobs must run only after the image is in the project's repository.
         workflow.state_machine.node.add_dependency(byoc_image.copy)
@@ -86,3 +87,5 @@ class WorkflowStack(Stack):
         CfnOutput(self, "RepositoryUri", value=storage.repository.repository_uri)
         CfnOutput(self, "ByocImageUri", value=byoc_image.image_uri)
         CfnOutput(self, "ScriptSourceUri", value=source.s3_uri)
+        if storage.tracking_server_arn is not None:
+            CfnOutput(self, "TrackingServerArn", value=storage.tracking_server_arn)

@@ -259,7 +259,9 @@ class LocalBackend:
 
     def _execute(self, job: TrainingJob, tree: JobTree, log_path: Path) -> int:
         command, extra_env = self._command(job)
-        env = {**os.environ, **self.environment, **job.request.get("Environment", {}),
+        # The engine's own settings (the offline MLflow store) win over the request's, whose
+        # tracking URI would name a server in AWS.
+        env = {**os.environ, **job.request.get("Environment", {}), **self.environment,
                **_tracking_tags(job.request), **tree.environment(), **extra_env,
                "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "TRAINING_JOB_NAME": job.name}
         max_runtime = job.request.get("StoppingCondition", {}).get("MaxRuntimeInSeconds")
