@@ -62,7 +62,8 @@ def test_exact_permissions(with_tracking: Synthesized) -> None:
     assert trust["Principal"] == {"Service": "sagemaker.amazonaws.com"}
     assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
 
-    execution_role = next(i for i in resources_of_type(template, "AWS::IAM::Role") if i.startswith("SageMakerExecution"))
+    execution_role = next(i for i in resources_of_type(template, "AWS::IAM::Role")
+                          if i.startswith("SageMakerExecution"))
     added = [p for p in policies_attached_to(template, execution_role) if p.startswith("ExperimentTracking")]
     (client_policy,) = added
     server_arn = json.dumps({"Fn::GetAtt": [server_id, "TrackingServerArn"]}, sort_keys=True)
