@@ -94,6 +94,14 @@ def test_compliance_with_tracking(with_tracking: Synthesized) -> None:
     assert findings == []
 
 
+def test_snapshot_with_tracking(with_tracking: Synthesized, snapshot: Any) -> None:
+    from syrupy.extensions.json import JSONSnapshotExtension
+
+    from tests.test_snapshots import stabilised
+
+    assert stabilised(with_tracking.storage) == snapshot.use_extension(JSONSnapshotExtension)
+
+
 def test_nothing_without_the_flag(synthesized: Synthesized) -> None:
     assert not resources_of_type(synthesized.storage, "AWS::SageMaker::MlflowTrackingServer")
     states = synthesized.definition()["States"]

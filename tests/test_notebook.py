@@ -1,0 +1,44 @@
+"""notebooks/quickstart.ipynb runs top to bottom (offline), and is committed without outputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+from tests.conftest import ROOT
+from tests.helpers import Synthesized
+
+NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
+
+
+def test_committed_without_outputs() -> None:
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
+
+
+def test_runs_top_to_bottom_offline(synthesized: Synthesized, tmp_path: Path) -> None:
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("SMTRAIN_", "MLFLOW_", "AWS_"))}
+    env.update({"SMTRAIN_CDK_OUT": str(synthesized.outdir), "SMTRAIN_WORK_DIR": str(tmp_path / "work"),
+                "PYTHONPATH": str(ROOT)})
+    previous = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        NotebookClient(notebook, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(previous)
+    outputs = "\n".join(str(output.get("text", "")) for cell in notebook.cells
+                        if cell.cell_type == "code" for output in cell.outputs)
+    assert "nb-train: SUCCEEDED" in outputs and "nb-tune: SUCCEEDED" in outputs
+    assert "validation:accuracy" in outputs
+    assert any("image/png" in output.get("data", {}) for cell in notebook.cells
+               if cell.cell_type == "code" for output in cell.outputs)
+    assert (tmp_path / "work" / "validation-accuracy.png").is_file()
