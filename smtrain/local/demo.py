@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             result = engine.run(execution_input, name=name, on_event=progress.event)
             ok = report(engine, result, time.monotonic() - progress.started) and ok
     print("\nOther methods: python -m smtrain.local.demo --method byoc | builtin")
+    print(f"Compare the tracked runs: .venv/bin/smtrain compare --local --work-dir {args.work_dir}")
     return 0 if ok else 1
 
 
