@@ -75,5 +75,16 @@ def actions_by_resource(statements: list[dict[str, Any]]) -> set[tuple[str, str]
     return pairs
 
 
+def resource_arn(logical_id: str, suffix: str = "") -> str:
+    """A resource's ARN (plus ``suffix``, such as ``/prefix/*``) as the template spells it, in the
+    form :func:`actions_by_resource` uses as a key."""
+    import json
+
+    value: Any = {"Fn::GetAtt": [logical_id, "Arn"]}
+    if suffix:
+        value = {"Fn::Join": ["", [value, suffix]]}
+    return json.dumps(value, sort_keys=True)
+
+
 def all_actions(statements: list[dict[str, Any]]) -> set[str]:
     return {action for statement in statements for action in as_list(statement["Action"])}

@@ -15,6 +15,7 @@ from tests.helpers import (
     actions_by_resource,
     only_resource,
     policies_attached_to,
+    resource_arn,
     resources_of_type,
     statements_of,
 )
@@ -40,13 +41,6 @@ def test_tracking_server(with_tracking: Synthesized) -> None:
     assert "TrackingServerArn" in with_tracking.workflow["Outputs"]
 
 
-def _arn(logical_id: str, suffix: str = "") -> str:
-    value: Any = {"Fn::GetAtt": [logical_id, "Arn"]}
-    if suffix:
-        value = {"Fn::Join": ["", [value, suffix]]}
-    return json.dumps(value, sort_keys=True)
-
-
 def test_exact_permissions(with_tracking: Synthesized) -> None:
     template = with_tracking.storage
     server_id, server = only_resource(template, "AWS::SageMaker::MlflowTrackingServer")
@@ -55,9 +49,9 @@ def test_exact_permissions(with_tracking: Synthesized) -> None:
     server_role = server["Properties"]["RoleArn"]["Fn::GetAtt"][0]
     (server_policy,) = policies_attached_to(template, server_role)
     assert actions_by_resource(statements_of(template, server_policy)) == {
-        ("s3:GetObject", _arn(artifacts, "/mlflow/*")), ("s3:PutObject", _arn(artifacts, "/mlflow/*")),
-        ("s3:DeleteObject", _arn(artifacts, "/mlflow/*")), ("s3:ListBucket", _arn(artifacts)),
-        ("kms:Decrypt", _arn(key_id)), ("kms:GenerateDataKey", _arn(key_id))}
+        ("s3:GetObject", resource_arn(artifacts, "/mlflow/*")), ("s3:PutObject", resource_arn(artifacts, "/mlflow/*")),
+        ("s3:DeleteObject", resource_arn(artifacts, "/mlflow/*")), ("s3:ListBucket", resource_arn(artifacts)),
+        ("kms:Decrypt", resource_arn(key_id)), ("kms:GenerateDataKey", resource_arn(key_id))}
     trust = template["Resources"][server_role]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]
     assert trust["Principal"] == {"Service": "sagemaker.amazonaws.com"}
     assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
@@ -69,7 +63,7 @@ def test_exact_permissions(with_tracking: Synthesized) -> None:
     server_arn = json.dumps({"Fn::GetAtt": [server_id, "TrackingServerArn"]}, sort_keys=True)
     assert actions_by_resource(statements_of(template, client_policy)) == {
         *((action, server_arn) for action in MLFLOW_CLIENT_ACTIONS),
-        ("s3:PutObject", _arn(artifacts, "/mlflow/*"))}
+        ("s3:PutObject", resource_arn(artifacts, "/mlflow/*"))}
     assert not any(a.endswith("*") for a in MLFLOW_CLIENT_ACTIONS)
 
 

@@ -13,6 +13,7 @@ from tests.helpers import (
     all_actions,
     only_resource,
     policies_attached_to,
+    resource_arn,
     resources_of_type,
     statements_of,
 )
@@ -121,13 +122,6 @@ def test_execution_role_trust_is_guarded_against_confused_deputy(synthesized: Sy
     assert "ManagedPolicyArns" not in role["Properties"], "no AWS managed (FullAccess) policies"
 
 
-def _arn(logical_id: str, suffix: str = "") -> str:
-    value: Any = {"Fn::GetAtt": [logical_id, "Arn"]}
-    if suffix:
-        value = {"Fn::Join": ["", [value, suffix]]}
-    return json.dumps(value, sort_keys=True)
-
-
 def test_execution_role_may_do_exactly_this(synthesized: Synthesized) -> None:
     template = synthesized.storage
     role_id, _ = only_resource(template, "AWS::IAM::Role")
@@ -144,16 +138,16 @@ def test_execution_role_may_do_exactly_this(synthesized: Synthesized) -> None:
         ":log-group:/aws/sagemaker/TrainingJobs:*"]]}, sort_keys=True)
     star = json.dumps("*")
     expected = {
-        ("s3:GetObject", _arn(data, "/datasets/*")),
-        ("s3:ListBucket", _arn(data)),
-        ("s3:PutObject", _arn(artifacts, "/models/*")),
-        ("s3:AbortMultipartUpload", _arn(artifacts, "/models/*")),
-        *((action, _arn(artifacts, "/checkpoints/*")) for action in (
+        ("s3:GetObject", resource_arn(data, "/datasets/*")),
+        ("s3:ListBucket", resource_arn(data)),
+        ("s3:PutObject", resource_arn(artifacts, "/models/*")),
+        ("s3:AbortMultipartUpload", resource_arn(artifacts, "/models/*")),
+        *((action, resource_arn(artifacts, "/checkpoints/*")) for action in (
             "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload")),
-        ("s3:ListBucket", _arn(artifacts)),
-        ("kms:Decrypt", _arn(key_id)),
-        ("kms:GenerateDataKey", _arn(key_id)),
-        *((action, _arn(repo_id)) for action in (
+        ("s3:ListBucket", resource_arn(artifacts)),
+        ("kms:Decrypt", resource_arn(key_id)),
+        ("kms:GenerateDataKey", resource_arn(key_id)),
+        *((action, resource_arn(repo_id)) for action in (
             "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability")),
         ("ecr:GetAuthorizationToken", star),
         *((action, logs_arn) for action in (
