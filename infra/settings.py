@@ -7,6 +7,7 @@ setting, the value and what is allowed, so ``cdk synth`` fails before anything i
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -142,15 +143,31 @@ _CONTEXT_FIELDS: dict[str, tuple[str, tuple[type, ...]]] = {
 }
 
 
+def context_object(context: Mapping[str, Any] | str | None) -> dict[str, Any]:
+    """The ``training`` context as a dict. ``cdk synth -c training='{...}'`` passes it as a string
+    (the CDK CLI gives command-line context values as text), which must hold a JSON object."""
+    if isinstance(context, str):
+        try:
+            context = json.loads(context)
+        except json.JSONDecodeError as error:
+            raise SettingsError(f"context '{CONTEXT_KEY}' must be a JSON object, got {context!r}: "
+                                f"{error.msg}") from None
+    if context is None:
+        return {}
+    if not isinstance(context, Mapping):
+        raise SettingsError(f"context '{CONTEXT_KEY}' must be a JSON object, got {context!r}")
+    return dict(context)
+
+
 def settings_from_context(
-    context: Mapping[str, Any] | None, *, region: str | None, account: str | None = None
+    context: Mapping[str, Any] | str | None, *, region: str | None, account: str | None = None
 ) -> Settings:
     """Build :class:`Settings` from the ``training`` context object and the CDK environment.
 
     Unknown keys are refused (a typo must not silently fall back to a default), and each value's
     JSON type is checked before the dataclass checks its range.
     """
-    raw = dict(context or {})
+    raw = context_object(context)
     unknown = sorted(set(raw) - set(_CONTEXT_FIELDS))
     if unknown:
         raise SettingsError(

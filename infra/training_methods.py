@@ -37,6 +37,10 @@ class TuningDefaults:
     objective_metric: str
     objective_type: Literal["Maximize", "Minimize"]
     parameter_ranges: Mapping[str, Sequence[Mapping[str, Any]]]
+    #: Hyperband's resource per training job: how many metric reports ("epochs") a full run
+    #: prints. SageMaker needs it as ``HyperbandStrategyConfig.MaxResource`` unless a static
+    #: ``epochs``-like hyperparameter gives it (API reference, HyperbandStrategyConfig).
+    hyperband_max_resource: int
     strategy: str = "Bayesian"
     max_jobs: int = 4
     max_parallel_jobs: int = 2
@@ -50,6 +54,7 @@ class TuningDefaults:
             "objective": {"metricName": self.objective_metric, "type": self.objective_type},
             "parameterRanges": {key: list(value) for key, value in self.parameter_ranges.items()},
             "earlyStopping": self.early_stopping,
+            "hyperband": {"minResource": 1, "maxResource": self.hyperband_max_resource},
         }
 
 
@@ -78,6 +83,7 @@ SCRIPT = TrainingMethod(
     tuning=TuningDefaults(
         objective_metric="validation:accuracy",
         objective_type="Maximize",
+        hyperband_max_resource=10,  # train.py's default epochs
         parameter_ranges={
             "ContinuousParameterRanges": [
                 {"Name": "learning-rate", "MinValue": "0.001", "MaxValue": "0.1",
@@ -97,6 +103,7 @@ BYOC = TrainingMethod(
     tuning=TuningDefaults(
         objective_metric="validation:accuracy",
         objective_type="Maximize",
+        hyperband_max_resource=10,  # 100 boosting rounds, a metric line every 10
         parameter_ranges={
             "ContinuousParameterRanges": [
                 {"Name": "learning_rate", "MinValue": "0.02", "MaxValue": "0.3",
@@ -122,6 +129,7 @@ BUILTIN = TrainingMethod(
     tuning=TuningDefaults(
         objective_metric="validation:merror",
         objective_type="Minimize",
+        hyperband_max_resource=100,  # num_round: XGBoost reports every round
         parameter_ranges={
             "ContinuousParameterRanges": [
                 {"Name": "eta", "MinValue": "0.05", "MaxValue": "0.5", "ScalingType": "Auto"}

@@ -12,8 +12,8 @@ import pytest
 
 from smtrain.local.backend import SageMakerError
 from smtrain.local.engine import OfflineEngine
-from smtrain.local.scripted_backend import JobScript, ScriptedBackend
 from tests.helpers import Synthesized
+from tests.scripted_sagemaker import JobScript, ScriptedBackend, limit_exceeded, throttling
 
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
@@ -119,15 +119,29 @@ def test_spot_adds_max_wait_and_checkpoints(harness: Harness) -> None:
     assert checkpoint.split("/")[-2] in request["TrainingJobName"]
 
 
-def test_throttled_create_is_retried_under_a_new_name(harness: Harness) -> None:
-    script = JobScript(create_errors=[SageMakerError("ThrottlingException", "Rate exceeded"),
-                                      SageMakerError("ResourceLimitExceeded", "too many jobs")])
-    result = harness.run({"method": "script"}, script)
+@pytest.mark.parametrize("tuning", [False, True])
+def test_throttled_create_is_retried_under_a_new_name(harness: Harness, tuning: bool) -> None:
+    """Throttling (SageMaker.AmazonSageMakerException, "Error Code: ThrottlingException" in the
+    cause) and an account limit (SageMaker.ResourceLimitExceededException) are retried."""
+    script = JobScript(create_errors=[throttling(), limit_exceeded()])
+    execution_input: dict[str, Any] = {"method": "script"}
+    if tuning:
+        execution_input["tuning"] = {}
+    result = harness.run(execution_input, script)
     assert result.succeeded, result.cause
-    names = [r["TrainingJobName"] for r in harness.training_requests()]
+    action, field = (("create_hyper_parameter_tuning_job", "HyperParameterTuningJobName") if tuning
+                     else ("create_training_job", "TrainingJobName"))
+    names = [r[field] for r in harness.backend.created(action)]
     assert len(names) == 3
     assert [n.rsplit("-", 1)[1] for n in names] == ["0", "1", "2"]
     assert len(set(names)) == 3 and len({n.rsplit("-", 1)[0] for n in names}) == 1
+
+
+def test_retries_stop_after_three_attempts(harness: Harness) -> None:
+    result = harness.run({"method": "script"}, JobScript(create_errors=[throttling()] * 4))
+    assert result.status == "FAILED" and result.error == "TrainingJobFailed"
+    assert "Error Code: ThrottlingException" in result.cause
+    assert len(harness.training_requests()) == 3
 
 
 def test_failure_reason_reaches_the_execution(harness: Harness) -> None:
@@ -142,11 +156,17 @@ def test_failure_reason_reaches_the_execution(harness: Harness) -> None:
     assert len(harness.training_requests()) == 1, "a failed job is not retried"
 
 
-def test_a_create_error_that_is_not_retried(harness: Harness) -> None:
+def test_a_validation_error_is_not_retried_and_its_message_reaches_the_cause(
+        harness: Harness) -> None:
+    """A ValidationException arrives under the same error name as throttling; only the cause
+    differs, and it is not retried."""
     script = JobScript(create_errors=[SageMakerError("ValidationException", "bad image")])
     result = harness.run({"method": "script"}, script)
     assert result.status == "FAILED" and result.error == "TrainingJobFailed"
-    assert result.cause == "SageMaker.ValidationException: bad image"
+    assert re.fullmatch(
+        r"SageMaker\.AmazonSageMakerException: bad image \(Service: AmazonSageMaker; Status Code: "
+        r"400; Error Code: ValidationException; Request ID: [0-9a-f-]{36}\)", result.cause)
+    assert len(harness.training_requests()) == 1
 
 
 BAD_INPUTS: list[tuple[dict[str, Any], str, str]] = [
@@ -172,6 +192,33 @@ BAD_INPUTS: list[tuple[dict[str, Any], str, str]] = [
      "InvalidExecutionInput", "field 'tuning.earlyStopping' must be Off with the Hyperband strategy"),
     ({"method": "script", "tuning": {"objective": {"metricName": "validation:accuracy"}}},
      "InvalidExecutionInput", "field 'tuning.objective.type' is required"),
+    # SageMaker's integer fields refuse 2.0 and 1e3 alike (botocore: type integer).
+    ({"method": "script", "instanceCount": 2.0}, "InvalidExecutionInput",
+     "field 'instanceCount' must be a whole number"),
+    ({"method": "script", "volumeSizeInGB": 1.5}, "InvalidExecutionInput",
+     "field 'volumeSizeInGB' must be a whole number"),
+    ({"method": "script", "tuning": {"maxJobs": 2.5}}, "InvalidExecutionInput",
+     "field 'tuning.maxJobs' must be a whole number"),
+    # Grid search takes only categorical ranges; each method's defaults have numeric ones.
+    ({"method": "script", "tuning": {"strategy": "Grid"}}, "InvalidExecutionInput",
+     "field 'tuning.parameterRanges' may hold only CategoricalParameterRanges with the Grid"),
+    ({"method": "builtin", "tuning": {"strategy": "Grid", "parameterRanges": {
+        "IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "3", "MaxValue": "5"}]}}},
+     "InvalidExecutionInput", "field 'tuning.parameterRanges' may hold only Categorical"),
+    ({"method": "script", "tuning": {"maxJobs": 2, "maxParallelJobs": 3}}, "InvalidExecutionInput",
+     "field 'tuning.maxParallelJobs' must not exceed 'tuning.maxJobs'"),
+    # Hyperband: MaxResource at most 20,000 (API reference, HyperbandStrategyConfig).
+    ({"method": "byoc", "tuning": {"strategy": "Hyperband",
+                                   "hyperband": {"minResource": 1, "maxResource": 20001}}},
+     "InvalidExecutionInput", "field 'tuning.hyperband.maxResource' must be from 1 to 20000"),
+    ({"method": "byoc", "tuning": {"strategy": "Hyperband", "hyperband": {"maxResource": 5}}},
+     "InvalidExecutionInput", "field 'tuning.hyperband.minResource' is required"),
+    ({"method": "byoc", "tuning": {"strategy": "Hyperband",
+                                   "hyperband": {"minResource": 6, "maxResource": 5}}},
+     "InvalidExecutionInput", "field 'tuning.hyperband.minResource' must not exceed"),
+    ({"method": "byoc", "tuning": {"strategy": "Hyperband",
+                                   "hyperband": {"minResource": 1, "maxResource": 5.5}}},
+     "InvalidExecutionInput", "field 'tuning.hyperband.maxResource' must be a whole number"),
 ]
 
 
@@ -187,9 +234,23 @@ def test_bad_input_fails_fast_without_a_job(harness: Harness, execution_input: d
     assert not any(s.startswith(("TrainModel", "TuneModel")) for s in result.states_entered())
 
 
+@pytest.mark.parametrize("name", ["run(1)", "bang!", "it's"])
+def test_execution_names_that_are_no_tag_value_are_refused(harness: Harness, name: str) -> None:
+    """Jobs carry the execution name as a tag; a tag value allows no ( ) ! ' (botocore's
+    TagValue pattern), although Step Functions allows them in execution names."""
+    harness.backend.script = JobScript()
+    result = harness.engine.run({"method": "script"}, name=name, timeout=60)
+    assert result.status == "FAILED" and result.error == "InvalidExecutionInput"
+    assert result.cause.startswith("the execution name must not contain ( ) ! '")
+    assert harness.backend.requests == []
+
+
 def test_tuning_request_and_small_output_with_500_jobs(harness: Harness) -> None:
+    """DescribeHyperParameterTuningJob echoes the request (here ~30 KB of static
+    hyperparameters); the task's ResultSelector keeps the execution's data small."""
     script = JobScript(tuning_jobs=500)
-    result = harness.run({"method": "script", "hyperparameters": {"epochs": "4"},
+    padding = {f"note{index}": "x" * 1000 for index in range(30)}
+    result = harness.run({"method": "script", "hyperparameters": {"epochs": "4", **padding},
                           "tuning": {"maxJobs": 500, "maxParallelJobs": 10}}, script)
     assert result.succeeded, result.cause
     (request,) = harness.backend.created("create_hyper_parameter_tuning_job")
@@ -213,12 +274,50 @@ def test_tuning_request_and_small_output_with_500_jobs(harness: Harness) -> None
 
 
 def test_grid_search_sends_no_job_count(harness: Harness) -> None:
-    ranges = {"IntegerParameterRanges": [{"Name": "epochs", "MinValue": "2", "MaxValue": "3",
-                                          "ScalingType": "Auto"}]}
+    ranges = {"CategoricalParameterRanges": [{"Name": "epochs", "Values": ["2", "3"]}]}
     result = harness.run({"method": "script", "tuning": {"strategy": "Grid", "parameterRanges": ranges}})
     assert result.succeeded, result.cause
     (request,) = harness.backend.created("create_hyper_parameter_tuning_job")
-    assert request["HyperParameterTuningJobConfig"]["ResourceLimits"] == {"MaxParallelTrainingJobs": 2}
+    config = request["HyperParameterTuningJobConfig"]
+    assert config["ResourceLimits"] == {"MaxParallelTrainingJobs": 2}
+    assert "StrategyConfig" not in config
+
+
+@pytest.mark.parametrize("method", ["script", "byoc", "builtin"])
+def test_hyperband_with_defaults_sends_max_resource(harness: Harness, method: str) -> None:
+    """With each method's defaults SageMaker cannot infer Hyperband's MaxResource (no static
+    epochs-like hyperparameter), so the request must carry HyperbandStrategyConfig."""
+    result = harness.run({"method": method, "tuning": {"strategy": "Hyperband"}})
+    assert result.succeeded, result.cause
+    (request,) = harness.backend.created("create_hyper_parameter_tuning_job")
+    config = request["HyperParameterTuningJobConfig"]
+    assert config["Strategy"] == "Hyperband" and config["TrainingJobEarlyStoppingType"] == "Off"
+    resources = config["StrategyConfig"]["HyperbandStrategyConfig"]
+    assert resources["MinResource"] == 1 and 1 <= resources["MaxResource"] <= 20_000
+
+
+def test_tuning_algorithm_has_no_training_only_fields(harness: Harness) -> None:
+    """HyperParameterAlgorithmSpecification takes TrainingImage, TrainingInputMode,
+    AlgorithmName and MetricDefinitions only (botocore's model)."""
+    result = harness.run({"method": "script", "tuning": {}})
+    assert result.succeeded, result.cause
+    (request,) = harness.backend.created("create_hyper_parameter_tuning_job")
+    algorithm = request["TrainingJobDefinition"]["AlgorithmSpecification"]
+    assert set(algorithm) <= {"TrainingImage", "TrainingInputMode", "AlgorithmName",
+                              "MetricDefinitions"}
+    assert algorithm["MetricDefinitions"]
+
+
+def test_spot_tuning_trials_checkpoint(harness: Harness) -> None:
+    result = harness.run({"method": "byoc", "spot": True, "tuning": {}})
+    assert result.succeeded, result.cause
+    (request,) = harness.backend.created("create_hyper_parameter_tuning_job")
+    definition = request["TrainingJobDefinition"]
+    assert definition["EnableManagedSpotTraining"] is True
+    assert definition["StoppingCondition"]["MaxWaitTimeInSeconds"] >= \
+        definition["StoppingCondition"]["MaxRuntimeInSeconds"]
+    assert re.fullmatch(r"s3://local-buckets-artifacts/checkpoints/[0-9a-f]{12}/",
+                        definition["CheckpointConfig"]["S3Uri"])
 
 
 def test_stopping_the_execution_stops_the_job(harness: Harness) -> None:

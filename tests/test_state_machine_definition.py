@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import re
 from typing import Any
 
 import pytest
 
-from infra.constructs.training_job_task import RETRYABLE_SAGEMAKER_ERRORS
 from infra.images import training_images
 from infra.settings import Settings
 from infra.training_methods import TRAINING_METHODS
@@ -39,7 +40,11 @@ def test_starts_by_merging_input_over_defaults(definition: Definition, settings:
     merge = states(definition)["ApplyDefaults"]
     assert merge["Parameters"]["config.$"] == "States.JsonMerge($.defaults, $.input, false)"
     assert merge["Parameters"]["run"] == {"id.$": "States.UUID()"}
-    assert merge["Next"] == "ValidateInput"
+    assert merge["Next"] == "DescribeNumbers"
+    # Integer fields are also read as JSON text: 2.0 or 1e3 is a number, but no integer.
+    numbers = states(definition)["DescribeNumbers"]
+    assert numbers["Parameters"]["instanceCount.$"] == "States.JsonToString($.config.instanceCount)"
+    assert numbers["Next"] == "ValidateInput"
 
 
 def _rejections(definition: Definition, choice: str) -> dict[str, dict[str, str]]:
@@ -162,7 +167,7 @@ def test_training_request(definition: Definition) -> None:
     task = states(definition)["TrainModel"]
     assert task["Resource"] == "arn:aws:states:::sagemaker:createTrainingJob.sync"
     p = task["Parameters"]
-    assert p["TrainingJobName.$"] == "States.Format('smtrain-{}-{}', $.run.id, $$.State.RetryCount)"
+    assert p["TrainingJobName.$"] == "States.Format('smtrain-{}-{}', $.run.id, $.attempt.number)"
     assert p["RoleArn"].startswith("arn:aws:iam::123456789012:role/")
     assert p["AlgorithmSpecification.$"] == "$.method.algorithm"
     assert p["HyperParameters.$"] == "$.trainingHyperparameters"
@@ -184,21 +189,34 @@ def test_training_request(definition: Definition) -> None:
         "FinalMetricDataList.$": "$.FinalMetricDataList"}
 
 
-@pytest.mark.parametrize("task_name", ["TrainModel", "TuneModel"])
-def test_retry_only_throttling_and_limits(definition: Definition, task_name: str) -> None:
-    (retry,) = states(definition)[task_name]["Retry"]
-    assert retry["ErrorEquals"] == list(RETRYABLE_SAGEMAKER_ERRORS)
-    assert retry["BackoffRate"] == 2 and retry["IntervalSeconds"] == 30
-    assert retry["MaxAttempts"] == 3 and retry["JitterStrategy"] == "FULL"
-    assert "States.TaskFailed" not in retry["ErrorEquals"]
-
-
-def test_job_names_fit_sagemaker_limits(settings: Settings) -> None:
-    retry_digits = 1  # MaxAttempts 3: retry counts 0..3
-    assert len(settings.name_prefix) + 1 + 36 + 1 + retry_digits <= 63
-    assert len(settings.name_prefix) + 1 + 12 + 1 + retry_digits <= 32
-    longest_prefix = "a" * 16
-    assert len(longest_prefix) + 1 + 12 + 1 + retry_digits <= 32
+@pytest.mark.parametrize(("task_name", "label"), [("TrainModel", "Training"),
+                                                   ("TuneModel", "Tuning")])
+def test_create_errors_are_told_apart_by_cause(definition: Definition, task_name: str,
+                                               label: str) -> None:
+    """Step Functions names throttling and validation alike (SageMaker.AmazonSageMakerException)
+    and the account limit SageMaker.ResourceLimitExceededException: only the cause tells
+    throttling apart, so no Retry may name them; a Choice on the cause decides."""
+    s = states(definition)
+    task = s[task_name]
+    assert "Retry" not in task
+    first, rest = task["Catch"]
+    assert first == {"ErrorEquals": ["SageMaker.ResourceLimitExceededException",
+                                     "SageMaker.AmazonSageMakerException"],
+                     "ResultPath": "$.failure", "Next": f"Retry{label}Create"}
+    assert rest["ErrorEquals"] == ["States.ALL"]
+    decide = s[f"Retry{label}Create"]
+    text = json.dumps(decide["Choices"])
+    assert "*Error Code: ThrottlingException*" in text
+    assert "SageMaker.ResourceLimitExceededException" in text
+    assert "ValidationException" not in text
+    assert decide["Default"] == f"Explain{label}Failure"
+    # Three attempts: two scheduled retries, 15-30 s then 30-60 s, each waiting a random time.
+    schedules = [s[f"Schedule{label}Attempt{n}"]["Parameters"] for n in (2, 3)]
+    assert schedules == [{"number": 1, "waitSeconds.$": "States.MathRandom(15, 30)"},
+                         {"number": 2, "waitSeconds.$": "States.MathRandom(30, 60)"}]
+    assert f"Schedule{label}Attempt4" not in s
+    assert s[f"Wait{label}Backoff"] == {"Type": "Wait", "SecondsPath": "$.attempt.waitSeconds",
+                                        "Next": task_name}
 
 
 @pytest.mark.parametrize(("task_name", "explain", "fail", "error"), [
@@ -209,7 +227,7 @@ def test_job_names_fit_sagemaker_limits(settings: Settings) -> None:
 def test_failures_carry_the_reason(definition: Definition, task_name: str, explain: str,
                                    fail: str, error: str) -> None:
     s = states(definition)
-    (catch,) = s[task_name]["Catch"]
+    catch = s[task_name]["Catch"][-1]
     assert catch == {"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": explain}
     assert s[explain]["Parameters"] == {
         "cause.$": "States.Format('{}: {}', $.failure.Error, $.failure.Cause)"}
@@ -230,22 +248,27 @@ def test_tuning_branch(definition: Definition) -> None:
     causes = {r["cause"] for r in _rejections(definition, "ValidateTuning").values()}
     assert "field 'tuning.strategy' must be one of Bayesian, Random, Hyperband, Grid" in causes
     assert "field 'tuning.earlyStopping' must be Off with the Hyperband strategy" in causes
-    assert s["LimitGridSearch"]["Parameters"] == {
+    assert s["ConfigureGridSearch"]["Parameters"]["ResourceLimits"] == {
         "MaxParallelTrainingJobs.$": "$.tuning.config.maxParallelJobs"}
-    assert set(s["LimitSearch"]["Parameters"]) == {"MaxNumberOfTrainingJobs.$",
-                                                   "MaxParallelTrainingJobs.$"}
+    assert set(s["ConfigureSearch"]["Parameters"]["ResourceLimits"]) == {
+        "MaxNumberOfTrainingJobs.$", "MaxParallelTrainingJobs.$"}
+    assert "StrategyConfig" not in s["ConfigureSearch"]["Parameters"]
+    assert "StrategyConfig" not in s["ConfigureGridSearch"]["Parameters"]
+    assert s["ConfigureHyperband"]["Parameters"]["StrategyConfig"] == {"HyperbandStrategyConfig": {
+        "MinResource.$": "$.tuning.config.hyperband.minResource",
+        "MaxResource.$": "$.tuning.config.hyperband.maxResource"}}
     task = s["TuneModel"]
     assert task["Resource"] == "arn:aws:states:::sagemaker:createHyperParameterTuningJob.sync"
     p = task["Parameters"]
     assert p["HyperParameterTuningJobName.$"] == (
-        "States.Format('smtrain-{}-{}', $.run.shortId, $$.State.RetryCount)")
-    config = p["HyperParameterTuningJobConfig"]
-    assert config["Strategy.$"] == "$.tuning.config.strategy"
-    assert config["ResourceLimits.$"] == "$.tuning.limits"
-    assert config["ParameterRanges.$"] == "$.tuning.config.parameterRanges"
+        "States.Format('smtrain-{}-{}', $.run.shortId, $.attempt.number)")
+    assert p["HyperParameterTuningJobConfig.$"] == "$.tuning.job"
     definition_ = p["TrainingJobDefinition"]
     assert definition_["StaticHyperParameters.$"] == "$.staticHyperparameters"
-    assert "CheckpointConfig" not in definition_
+    assert definition_["AlgorithmSpecification.$"] == "$.method.tuningAlgorithm"
+    # Spot trials can resume: every trial of the run checkpoints under the run's prefix.
+    assert definition_["CheckpointConfig"]["S3Uri.$"].startswith("States.Format('s3://")
+    assert "/checkpoints/{}/', $.run.shortId)" in definition_["CheckpointConfig"]["S3Uri.$"]
     # Trimmed: however many training jobs the tuning job ran, only the best is kept.
     assert task["ResultSelector"] == {
         "HyperParameterTuningJobName.$": "$.HyperParameterTuningJobName",

@@ -79,8 +79,10 @@ def test_pass_role_only_to_sagemaker(synthesized: Synthesized) -> None:
 
 def test_state_machine_is_standard_logged_and_traced(synthesized: Synthesized, settings: Any) -> None:
     template = synthesized.workflow
-    log_id, log_group = only_resource(template, "AWS::Logs::LogGroup")
     _, machine = only_resource(template, "AWS::StepFunctions::StateMachine")
+    # The image copy function has a log group of its own (tests/test_training_image.py).
+    (log_id,) = [i for i in resources_of_type(template, "AWS::Logs::LogGroup") if not i.startswith("ByocImage")]
+    log_group = template["Resources"][log_id]
     props = machine["Properties"]
     assert props["StateMachineType"] == "STANDARD"
     assert props["StateMachineName"] == "smtrain-training"
@@ -98,7 +100,16 @@ def test_failure_alerts(synthesized: Synthesized) -> None:
     template = synthesized.workflow
     machine_id, _ = only_resource(template, "AWS::StepFunctions::StateMachine")
     topic_id, topic = only_resource(template, "AWS::SNS::Topic")
-    assert "DataKey" in json.dumps(topic["Properties"]["KmsMasterKeyId"])
+    # The alerts have a key of their own, which EventBridge may use only in this account.
+    key_id, key = only_resource(template, "AWS::KMS::Key")
+    assert topic["Properties"]["KmsMasterKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
+    assert key["Properties"]["EnableKeyRotation"] is True
+    grants = [st for st in key["Properties"]["KeyPolicy"]["Statement"]
+              if st["Principal"] == {"Service": "events.amazonaws.com"}]
+    assert grants == [{"Sid": "AllowEventBridgeToPublishEncryptedAlerts", "Effect": "Allow",
+                       "Principal": {"Service": "events.amazonaws.com"},
+                       "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": "*",
+                       "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}}]
     _, rule = only_resource(template, "AWS::Events::Rule")
     assert rule["Properties"]["EventPattern"] == {
         "source": ["aws.states"],
@@ -112,10 +123,13 @@ def test_failure_alerts(synthesized: Synthesized) -> None:
     _, topic_policy = only_resource(template, "AWS::SNS::TopicPolicy")
     statements = {s["Sid"]: s for s in topic_policy["Properties"]["PolicyDocument"]["Statement"]}
     assert statements["AllowPublishThroughSSLOnly"]["Effect"] == "Deny"
+    rule_arn = {"Fn::GetAtt": [next(iter(resources_of_type(template, "AWS::Events::Rule"))), "Arn"]}
+    (allow,) = [st for st in statements.values() if st["Effect"] == "Allow"]
+    assert allow["Action"] == "sns:Publish"
+    assert allow["Principal"] == {"Service": "events.amazonaws.com"}
     deny_others = statements["OnlyTheFailureRuleMayPublish"]
     assert deny_others["Effect"] == "Deny"
-    assert deny_others["Condition"] == {"ArnNotEquals": {"aws:SourceArn": {
-        "Fn::GetAtt": [next(iter(resources_of_type(template, "AWS::Events::Rule"))), "Arn"]}}}
+    assert deny_others["Condition"] == {"ArnNotEquals": {"aws:SourceArn": rule_arn}}
     assert not resources_of_type(template, "AWS::SNS::Subscription"), "no e-mail configured"
 
 
@@ -131,7 +145,7 @@ def test_image_copy_role_is_scoped(synthesized: Synthesized) -> None:
                for s in statements)
     (_function_id, function) = next(iter(resources_of_type(template, "AWS::Lambda::Function").items()))
     assert function["Properties"]["Role"] == {"Fn::GetAtt": [role_id, "Arn"]}
-    # No other policy sneaks onto the copy role (the library's defaults grant ECR on '*').
+    # No other policy sneaks onto the copy role (tests/test_training_image.py checks its exact actions).
     assert all(p.startswith("ByocImageCopyPolicy") for p in policies_attached_to(template, role_id))
 
 

@@ -22,7 +22,7 @@ class TrainingDataKey(Construct):
     - rotation is on and the key (and so every object it encrypted) survives ``cdk destroy``;
     - CloudWatch Logs may use it only for log groups whose names start with
       ``log_group_name_prefix`` in this account and region;
-    - EventBridge may use it only to publish to SNS topics in this account (failure alerts).
+    - no other service principal may use it (the failure alerts have a key of their own).
 
     The account root keeps the default administrative statement, so IAM policies of this account
     (the execution role, the state machine role) can be granted use of the key.
@@ -36,7 +36,7 @@ class TrainingDataKey(Construct):
         self.key = kms.Key(
             self,
             "Key",
-            description="Encrypts SageMaker training data, models, images, logs and alerts",
+            description="Encrypts SageMaker training data, models, images and logs",
             enable_key_rotation=True,
             pending_window=Duration.days(30),
             removal_policy=RemovalPolicy.RETAIN,
@@ -56,15 +56,6 @@ class TrainingDataKey(Construct):
                         )
                     }
                 },
-            )
-        )
-        self.key.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="AllowEventBridgeToPublishEncryptedAlerts",
-                principals=[iam.ServicePrincipal("events.amazonaws.com")],
-                actions=["kms:Decrypt", "kms:GenerateDataKey"],
-                resources=["*"],  # in a key policy "*" means this key
-                conditions={"StringEquals": {"aws:SourceAccount": stack.account}},
             )
         )
 

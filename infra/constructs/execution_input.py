@@ -123,10 +123,30 @@ class InputValidation(Construct):
         return sfn.Chain.start(self.choice)
 
 
+#: Characters Step Functions allows in an execution name that a SageMaker tag value refuses
+#: (tag values match ``^([\p{L}\p{Z}\p{N}_.:/=+\-@]*)$``: botocore's sagemaker model, TagValue;
+#: execution names exclude whitespace, brackets, wildcards and ``"#%\^|~`$&,;:/``: Step
+#: Functions API reference, StartExecution ``name``). Jobs carry the execution name as a tag.
+EXECUTION_NAME_CHARACTERS_REFUSED_BY_TAGS = ("(", ")", "!", "'")
+
+
+def execution_name_rules() -> list[Rule]:
+    """The execution's name must be a valid SageMaker tag value."""
+    refused = EXECUTION_NAME_CHARACTERS_REFUSED_BY_TAGS
+    return [Rule(
+        Cond.or_(*[Cond.string_matches("$$.Execution.Name", f"*{char}*") for char in refused]),
+        INVALID_INPUT_ERROR,
+        f"the execution name must not contain {' '.join(refused)}: it becomes a SageMaker tag "
+        "value, which allows only letters, digits, spaces and _ . : / = + - @",
+        "execution name", "Characters",
+    )]
+
+
 def config_rules(*, allowed_instance_types: Sequence[str], max_instance_count: int,
                  max_runtime_seconds: int) -> list[Rule]:
     """Checks of the merged execution input at ``$.config``."""
     return [
+        *execution_name_rules(),
         *one_of_rules("$.config.method", "method", METHODS, error=UNKNOWN_METHOD_ERROR),
         *one_of_rules("$.config.instanceType", "instanceType", allowed_instance_types),
         *number_rules("$.config.instanceCount", "instanceCount", 1, max_instance_count),
@@ -134,7 +154,20 @@ def config_rules(*, allowed_instance_types: Sequence[str], max_instance_count: i
         *number_rules("$.config.maxRuntimeInSeconds", "maxRuntimeInSeconds", 1, max_runtime_seconds),
         Rule(Cond.not_(Cond.is_boolean("$.config.spot")), INVALID_INPUT_ERROR,
              "field 'spot' must be true or false", "spot", "Type"),
+        *integer_rules("$.numberText.instanceCount", "instanceCount"),
+        *integer_rules("$.numberText.volumeSizeInGB", "volumeSizeInGB"),
+        *integer_rules("$.numberText.maxRuntimeInSeconds", "maxRuntimeInSeconds"),
     ]
+
+
+#: The integer fields of the merged input whose JSON text :func:`integer_rules` reads.
+CONFIG_INTEGER_FIELDS = ("instanceCount", "volumeSizeInGB", "maxRuntimeInSeconds")
+TUNING_INTEGER_FIELDS = ("maxJobs", "maxParallelJobs")
+
+
+def number_text(base: str, fields: Sequence[str]) -> dict[str, str]:
+    """Pass parameters that record each field's JSON text under its own name."""
+    return {f"{name}.$": f"States.JsonToString({base}.{name})" for name in fields}
 
 
 def channel_rules() -> list[Rule]:
@@ -144,6 +177,8 @@ def channel_rules() -> list[Rule]:
 
 
 TUNING_STRATEGIES = ("Bayesian", "Random", "Hyperband", "Grid")
+#: "The maximum value is 20,000 epochs." (API reference, HyperbandStrategyConfig.MaxResource)
+HYPERBAND_MAX_RESOURCE = 20_000
 
 
 def tuning_rules(*, max_jobs: int = 500, max_parallel_jobs: int = 100) -> list[Rule]:
@@ -168,4 +203,49 @@ def tuning_rules(*, max_jobs: int = 500, max_parallel_jobs: int = 100) -> list[R
              INVALID_INPUT_ERROR,
              "field 'tuning.parameterRanges' is required (SageMaker's ParameterRanges shape)",
              "tuning.parameterRanges", "Missing"),
+        # Grid search "requires categorical hyperparameters" (developer guide, "Understand the
+        # hyperparameter tuning strategies"); each method's default ranges are not all
+        # categorical, so Grid needs ranges of the user's.
+        Rule(Cond.and_(Cond.string_equals(f"{base}.strategy", "Grid"),
+                       Cond.or_(Cond.is_present(f"{base}.parameterRanges.ContinuousParameterRanges[0]"),
+                                Cond.is_present(f"{base}.parameterRanges.IntegerParameterRanges[0]"))),
+             INVALID_INPUT_ERROR,
+             "field 'tuning.parameterRanges' may hold only CategoricalParameterRanges with the Grid "
+             "strategy (SageMaker's rule): list the values to try as categorical ranges, or choose "
+             "Bayesian, Random or Hyperband",
+             "tuning.parameterRanges", "WithGrid"),
+        Rule(Cond.and_(Cond.not_(Cond.string_equals(f"{base}.strategy", "Grid")),
+                       Cond.number_greater_than_json_path(f"{base}.maxParallelJobs", f"{base}.maxJobs")),
+             INVALID_INPUT_ERROR,
+             "field 'tuning.maxParallelJobs' must not exceed 'tuning.maxJobs'",
+             "tuning.maxParallelJobs", "AboveMaxJobs"),
+        *integer_rules("$.numberText.maxJobs", "tuning.maxJobs"),
+        *integer_rules("$.numberText.maxParallelJobs", "tuning.maxParallelJobs"),
     ]
+
+
+def hyperband_rules() -> list[Rule]:
+    """Checks of ``tuning.hyperband`` (used only with the Hyperband strategy)."""
+    base = "$.tuning.config.hyperband"
+    rules: list[Rule] = []
+    for name in ("maxResource", "minResource"):
+        path, field = f"{base}.{name}", f"tuning.hyperband.{name}"
+        rules.append(Rule(Cond.not_(Cond.is_present(path)), INVALID_INPUT_ERROR,
+                          f"field '{field}' is required with the Hyperband strategy", field,
+                          "Missing"))
+        rules.extend(number_rules(path, field, 1, HYPERBAND_MAX_RESOURCE))
+    rules.append(Rule(
+        Cond.number_greater_than_json_path(f"{base}.minResource", f"{base}.maxResource"),
+        INVALID_INPUT_ERROR,
+        "field 'tuning.hyperband.minResource' must not exceed 'tuning.hyperband.maxResource'",
+        "tuning.hyperband.minResource", "AboveMax"))
+    return rules
+
+
+def integer_rules(text_path: str, field: str) -> list[Rule]:
+    """The number whose JSON text is at ``text_path`` must be whole (SageMaker's integer fields
+    refuse ``1.5`` and ``2.0`` alike): its text has no ``.`` and no exponent."""
+    return [Rule(
+        Cond.or_(*[Cond.string_matches(text_path, pattern) for pattern in ("*.*", "*e*", "*E*")]),
+        INVALID_INPUT_ERROR, f"field '{field}' must be a whole number", field, "Integer",
+    )]

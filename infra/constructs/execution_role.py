@@ -90,9 +90,12 @@ class SageMakerExecutionRole(Construct):
                 resources=[artifacts_bucket.bucket_arn],
                 conditions={"StringLike": {"s3:prefix": [f"{checkpoint_prefix}*"]}},
             ),
+            # kms:Encrypt: "If you use a KMS key ID or an alias of your KMS key, the SageMaker
+            # execution role must include permissions to call kms:Encrypt" (API reference,
+            # OutputDataConfig.KmsKeyId); every job names the stack key there.
             iam.PolicyStatement(
                 sid="UseDataKey",
-                actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"],
                 resources=[key.key_arn],
             ),
             iam.PolicyStatement(

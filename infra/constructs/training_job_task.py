@@ -5,25 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from infra.constructs.create_job_retry import ATTEMPT_PATH
 from infra.constructs.sagemaker_task_policy import (
     list_tags_statement,
     pass_role_statement,
     sync_job_statements,
-)
-
-#: Errors worth retrying with backoff: SageMaker throttling and account limits (a job slot may
-#: free up). Step Functions names a service error "SageMaker.<ExceptionName>"; both spellings
-#: of the limit error occur in the wild, so both are listed. A job that was created and then
-#: failed ("States.TaskFailed") is never retried: it would only hide the job's own failure.
-RETRYABLE_SAGEMAKER_ERRORS = (
-    "SageMaker.ThrottlingException",
-    "SageMaker.ResourceLimitExceeded",
-    "SageMaker.ResourceLimitExceededException",
 )
 
 #: Longest job name SageMaker accepts.
@@ -37,6 +28,9 @@ class ChannelPaths:
     """Where a task reads each part of its request from the state's input (JSONPaths)."""
 
     algorithm: str = "$.method.algorithm"
+    #: A tuning job's algorithm: SageMaker's ``HyperParameterAlgorithmSpecification`` takes
+    #: fewer fields than a training job's (no ``EnableSageMakerMetricsTimeSeries``).
+    tuning_algorithm: str = "$.method.tuningAlgorithm"
     content_type: str = "$.method.contentType"
     train_uri: str = "$.inputs.train"
     validation_uri: str = "$.inputs.validation"
@@ -99,10 +93,10 @@ class TrainingJobTask(sfn.CustomState):
     Unlike CDK's ``SageMakerCreateTrainingJob`` it sends managed spot, checkpoints,
     ``RetryStrategy`` and ``MaxWaitTimeInSeconds``. Guarantees:
 
-    - the job name is ``<name_prefix>-<execution run id>-<retry count>``: unique per execution
-      and per Step Functions retry, at most 63 characters (checked here);
-    - throttling and resource-limit errors are retried (``max_attempts``, default 3, backoff 2
-      from 30 s, full jitter); ``SageMaker`` itself retries internal errors up to
+    - the job name is ``<name_prefix>-<execution run id>-<attempt>``: unique per execution and
+      per attempt (``$.attempt.number``, see :class:`~infra.constructs.create_job_retry.
+      CreateJobRetry`, which retries throttling and limits), at most 63 characters with up to
+      ``max_attempts`` attempts (checked here); SageMaker itself retries internal errors up to
       ``sagemaker_retries`` times (default 2);
     - the result is trimmed to the job name, model artifact URI and final metrics;
     - :attr:`policy_statements` holds exactly the IAM the task needs.
@@ -136,7 +130,7 @@ class TrainingJobTask(sfn.CustomState):
             "Resource": "arn:aws:states:::sagemaker:createTrainingJob.sync",
             "Parameters": {
                 "TrainingJobName.$": f"States.Format('{name_prefix}-{{}}-{{}}', {run_id_path}, "
-                                     "$$.State.RetryCount)",
+                                     f"{ATTEMPT_PATH})",
                 "RoleArn": role_arn,
                 "AlgorithmSpecification.$": paths.algorithm,
                 "HyperParameters.$": "$.trainingHyperparameters",
@@ -161,9 +155,6 @@ class TrainingJobTask(sfn.CustomState):
         if tracking_uri is not None:
             state_json["Parameters"]["Environment"] = tracking_environment(tracking_uri, paths)
         super().__init__(scope, construct_id, state_json=state_json)
-        self.add_retry(errors=list(RETRYABLE_SAGEMAKER_ERRORS), interval=Duration.seconds(30),
-                       backoff_rate=2, max_attempts=max_attempts,
-                       jitter_strategy=sfn.JitterType.FULL)
         stack = Stack.of(self)
         self.policy_statements: list[iam.PolicyStatement] = [
             *sync_job_statements(stack, kind="training-job", name_prefix=f"{name_prefix}-"),

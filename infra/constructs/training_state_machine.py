@@ -16,11 +16,17 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra.compliance import INLINE_POLICY_RULES, acknowledge, nag_arn
+from infra.constructs.create_job_retry import CreateJobRetry
 from infra.constructs.execution_input import (
+    CONFIG_INTEGER_FIELDS,
+    TUNING_INTEGER_FIELDS,
     InputDefaults,
     InputValidation,
     channel_rules,
     config_rules,
+    hyperband_rules,
+    integer_rules,
+    number_text,
     tuning_rules,
 )
 from infra.constructs.training_buckets import CHECKPOINTS_PREFIX, DATASETS_PREFIX, MODELS_PREFIX
@@ -99,6 +105,8 @@ class TrainingStateMachine(Construct):
             "config.$": "States.JsonMerge($.defaults, $.input, false)",
             "run": {"id.$": "States.UUID()"},
         })
+        describe_numbers = sfn.Pass(self, "DescribeNumbers", result_path="$.numberText",
+                                    parameters=number_text("$.config", CONFIG_INTEGER_FIELDS))
         validate_config = InputValidation(
             self, "ConfigChecks", choice_id="ValidateInput", reject=reject,
             rules=config_rules(allowed_instance_types=props.allowed_instance_types,
@@ -147,14 +155,16 @@ class TrainingStateMachine(Construct):
 
         role_arn = props.execution_role.role_arn
         output_uri = f"s3://{artifacts}/{MODELS_PREFIX}"
+        checkpoint_uri = f"s3://{artifacts}/{CHECKPOINTS_PREFIX}"
         self.training_task = TrainingJobTask(
             self, "TrainModel", name_prefix=prefix, role_arn=role_arn, output_uri=output_uri,
-            checkpoint_uri=f"s3://{artifacts}/{CHECKPOINTS_PREFIX}", kms_key_arn=props.key.key_arn,
+            checkpoint_uri=checkpoint_uri, kms_key_arn=props.key.key_arn,
             tracking_uri=props.tracking_uri,
         )
         self.tuning_task = TuningJobTask(
             self, "TuneModel", name_prefix=prefix, role_arn=role_arn, output_uri=output_uri,
-            kms_key_arn=props.key.key_arn, tracking_uri=props.tracking_uri,
+            checkpoint_uri=checkpoint_uri, kms_key_arn=props.key.key_arn,
+            tracking_uri=props.tracking_uri,
         )
         self.describe_best = DescribeTrainingJobTask(
             self, "DescribeBestTrainingJob", name_prefix=prefix,
@@ -163,8 +173,10 @@ class TrainingStateMachine(Construct):
 
         training_failed = self._failure("Training", TRAINING_FAILED_ERROR)
         tuning_failed = self._failure("Tuning", TUNING_FAILED_ERROR)
-        self.training_task.add_catch(training_failed, errors=["States.ALL"], result_path="$.failure")
-        self.tuning_task.add_catch(tuning_failed, errors=["States.ALL"], result_path="$.failure")
+        CreateJobRetry(self, "TrainingRetry", task=self.training_task, failure=training_failed,
+                       label="Training")
+        CreateJobRetry(self, "TuningRetry", task=self.tuning_task, failure=tuning_failed,
+                       label="Tuning")
         self.describe_best.add_catch(tuning_failed, errors=["States.ALL"], result_path="$.failure")
 
         report_training = sfn.Pass(self, "ReportTraining", parameters={
@@ -188,21 +200,12 @@ class TrainingStateMachine(Construct):
         apply_tuning_defaults = sfn.Pass(self, "ApplyTuningDefaults", result_path="$.tuning",
                                          parameters={"config.$": "States.JsonMerge("
                                                      "$.method.tuningDefaults, $.config.tuning, false)"})
+        describe_tuning_numbers = sfn.Pass(
+            self, "DescribeTuningNumbers", result_path="$.numberText",
+            parameters=number_text("$.tuning.config", TUNING_INTEGER_FIELDS))
         validate_tuning = InputValidation(self, "TuningChecks", choice_id="ValidateTuning",
                                           reject=reject, rules=tuning_rules())
-        choose_limits = sfn.Choice(self, "ChooseTuningLimits")
-        grid_limits = sfn.Pass(self, "LimitGridSearch", result_path="$.tuning.limits", parameters={
-            # Grid search runs every combination: SageMaker refuses MaxNumberOfTrainingJobs.
-            "MaxParallelTrainingJobs.$": "$.tuning.config.maxParallelJobs",
-        })
-        search_limits = sfn.Pass(self, "LimitSearch", result_path="$.tuning.limits", parameters={
-            "MaxNumberOfTrainingJobs.$": "$.tuning.config.maxJobs",
-            "MaxParallelTrainingJobs.$": "$.tuning.config.maxParallelJobs",
-        })
-        choose_limits.when(Cond.string_equals("$.tuning.config.strategy", "Grid"), grid_limits)
-        choose_limits.otherwise(search_limits)
-        grid_limits.next(self.tuning_task)
-        search_limits.next(self.tuning_task)
+        choose_strategy = self._tuning_job_configs(reject)
         self.tuning_task.next(self.describe_best).next(report_tuning)
 
         # Two Choices, not And(IsPresent, IsNotNull): a rule on a missing path is a runtime
@@ -210,13 +213,15 @@ class TrainingStateMachine(Construct):
         tuning_given = sfn.Choice(self, "TuningGiven")
         train = self.training_task.next(report_training)
         tuning_given.when(Cond.is_null("$.config.tuning"), train)
-        tuning_given.otherwise(apply_tuning_defaults.next(validate_tuning.then(choose_limits)))
+        tuning_given.otherwise(apply_tuning_defaults.next(describe_tuning_numbers)
+                               .next(validate_tuning.then(choose_strategy)))
         train_or_tune.when(Cond.is_present("$.config.tuning"), tuning_given)
         train_or_tune.otherwise(train)
 
         resolve_job.next(validate_channels.then(choose_capacity))
         definition = (
-            sfn.Chain.start(read_input).next(apply_defaults).next(validate_config.then(choose_method))
+            sfn.Chain.start(read_input).next(apply_defaults).next(describe_numbers)
+            .next(validate_config.then(choose_method))
         )
 
         self.log_group = logs.LogGroup(
@@ -289,9 +294,13 @@ class TrainingStateMachine(Construct):
         }[method]
         states = {}
         for variant, image in images.items():
-            algorithm: dict[str, Any] = {"TrainingImage": image, "TrainingInputMode": "File"}
+            # A tuning job's HyperParameterAlgorithmSpecification takes only TrainingImage,
+            # TrainingInputMode, AlgorithmName and MetricDefinitions (botocore's model).
+            tuning_algorithm: dict[str, Any] = {"TrainingImage": image, "TrainingInputMode": "File"}
             if spec.metric_definitions:
-                algorithm["MetricDefinitions"] = [dict(m) for m in spec.metric_definitions]
+                tuning_algorithm["MetricDefinitions"] = [dict(m) for m in spec.metric_definitions]
+            algorithm = dict(tuning_algorithm)
+            if spec.metric_definitions:
                 algorithm["EnableSageMakerMetricsTimeSeries"] = True
             suffix = "" if variant == "default" else variant.capitalize()
             states[variant] = sfn.Pass(
@@ -299,6 +308,7 @@ class TrainingStateMachine(Construct):
                 result_path="$.method",
                 result=sfn.Result.from_object({
                     "algorithm": algorithm,
+                    "tuningAlgorithm": tuning_algorithm,
                     "contentType": spec.content_type,
                     "baseHyperparameters": dict(spec.base_hyperparameters),
                     "trainingDefaults": dict(spec.training_defaults),
@@ -311,6 +321,58 @@ class TrainingStateMachine(Construct):
                 }),
             )
         return states
+
+    def _tuning_job_configs(self, reject: sfn.Fail) -> sfn.Choice:
+        """A Choice on the strategy that builds SageMaker's ``HyperParameterTuningJobConfig`` at
+        ``$.tuning.job`` and goes on to the tuning task.
+
+        Grid search sends no ``MaxNumberOfTrainingJobs`` (the grid decides it); Hyperband sends
+        ``StrategyConfig.HyperbandStrategyConfig`` with the input's ``tuning.hyperband`` resources
+        (checked first), which SageMaker allows only with Hyperband (API reference,
+        ``HyperParameterTuningJobConfig.StrategyConfig``).
+        """
+        config = "$.tuning.config"
+        common = {
+            "Strategy.$": f"{config}.strategy",
+            "HyperParameterTuningJobObjective": {
+                "MetricName.$": f"{config}.objective.metricName",
+                "Type.$": f"{config}.objective.type",
+            },
+            "ParameterRanges.$": f"{config}.parameterRanges",
+            "TrainingJobEarlyStoppingType.$": f"{config}.earlyStopping",
+        }
+        limits = {"MaxNumberOfTrainingJobs.$": f"{config}.maxJobs",
+                  "MaxParallelTrainingJobs.$": f"{config}.maxParallelJobs"}
+        grid = sfn.Pass(self, "ConfigureGridSearch", result_path="$.tuning.job", parameters={
+            **common, "ResourceLimits": {"MaxParallelTrainingJobs.$": f"{config}.maxParallelJobs"},
+        })
+        search = sfn.Pass(self, "ConfigureSearch", result_path="$.tuning.job",
+                          parameters={**common, "ResourceLimits": limits})
+        hyperband = sfn.Pass(self, "ConfigureHyperband", result_path="$.tuning.job", parameters={
+            **common, "ResourceLimits": limits,
+            "StrategyConfig": {"HyperbandStrategyConfig": {
+                "MinResource.$": f"{config}.hyperband.minResource",
+                "MaxResource.$": f"{config}.hyperband.maxResource",
+            }},
+        })
+        describe_resources = sfn.Pass(self, "DescribeHyperbandNumbers", result_path="$.numberText",
+                                      parameters=number_text(f"{config}.hyperband",
+                                                             ("minResource", "maxResource")))
+        validate_hyperband = InputValidation(self, "HyperbandChecks", choice_id="ValidateHyperband",
+                                             reject=reject, rules=hyperband_rules())
+        validate_resources = InputValidation(
+            self, "HyperbandIntegerChecks", choice_id="ValidateHyperbandIntegers", reject=reject,
+            rules=[*integer_rules("$.numberText.minResource", "tuning.hyperband.minResource"),
+                   *integer_rules("$.numberText.maxResource", "tuning.hyperband.maxResource")])
+        choose = sfn.Choice(self, "ChooseTuningStrategy")
+        choose.when(Cond.string_equals(f"{config}.strategy", "Grid"), grid)
+        choose.when(Cond.string_equals(f"{config}.strategy", "Hyperband"),
+                    validate_hyperband.then(describe_resources.next(
+                        validate_resources.then(hyperband))))
+        choose.otherwise(search)
+        for state in (grid, search, hyperband):
+            state.next(self.tuning_task)
+        return choose
 
     def _failure(self, kind: str, error: str) -> sfn.Chain:
         """A Pass that formats ``$.failure`` into one cause line, then a Fail state."""
@@ -333,6 +395,7 @@ def _resolve_job_parameters() -> dict[str, Any]:
     return {
         "config.$": "$.config",
         "method.$": "$.method",
+        "attempt": {"number": 0},
         "run": {
             "id.$": "$.run.id",
             "shortId.$": f"States.Format('{{}}{{}}', States.ArrayGetItem({split}, 0), "

@@ -9,13 +9,13 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from infra.constructs.create_job_retry import ATTEMPT_PATH
 from infra.constructs.sagemaker_task_policy import (
     list_tags_statement,
     pass_role_statement,
     sync_job_statements,
 )
 from infra.constructs.training_job_task import (
-    RETRYABLE_SAGEMAKER_ERRORS,
     ChannelPaths,
     input_data_config,
     job_tags,
@@ -32,22 +32,22 @@ SHORT_RUN_ID_LENGTH = 12
 class TuningJobTask(sfn.CustomState):
     """``arn:aws:states:::sagemaker:createHyperParameterTuningJob.sync`` (CDK has no such task).
 
-    Reads the tuning settings from ``$.tuning.config`` (strategy, objective, parameter ranges in
-    SageMaker's ``ParameterRanges`` shape, early stopping) and ``$.tuning.limits`` (SageMaker's
-    ``ResourceLimits``), and the training job definition from the same paths as
+    Reads SageMaker's whole ``HyperParameterTuningJobConfig`` from ``$.tuning.job`` (built per
+    strategy by the state machine), and the training job definition from the same paths as
     :class:`~infra.constructs.training_job_task.TrainingJobTask`, with the static
     hyperparameters from ``$.staticHyperparameters``.
 
     Guarantees:
-    - the tuning job name is ``<name_prefix>-<short run id>-<retry count>``, within 32 characters
+    - the tuning job name is ``<name_prefix>-<short run id>-<attempt>``, within 32 characters
       (checked here); SageMaker names its training jobs after it, so they share the prefix;
+    - trials of a spot tuning job checkpoint under ``<checkpoint_uri><short run id>/``;
     - the result keeps only the job name, status, counters and the best training job, so the
       payload stays small however many training jobs ran;
-    - the same retry policy as training jobs; :attr:`policy_statements` holds the exact IAM.
+    - :attr:`policy_statements` holds the exact IAM.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str, role_arn: str,
-                 output_uri: str, kms_key_arn: str, short_run_id_path: str = "$.run.shortId",
+                 output_uri: str, checkpoint_uri: str, kms_key_arn: str, short_run_id_path: str = "$.run.shortId",
                  paths: ChannelPaths | None = None, max_attempts: int = 3,
                  sagemaker_retries: int = 2, result_path: str = "$.tuningResult",
                  tracking_uri: str | None = None) -> None:
@@ -61,24 +61,15 @@ class TuningJobTask(sfn.CustomState):
             raise ValueError(f"max_attempts must be 1..9 (one digit in job names), got {max_attempts}")
         paths = paths or ChannelPaths()
         tuning_job_name = (f"States.Format('{name_prefix}-{{}}-{{}}', {short_run_id_path}, "
-                           "$$.State.RetryCount)")
+                           f"{ATTEMPT_PATH})")
         state_json: dict[str, Any] = {
             "Type": "Task",
             "Resource": "arn:aws:states:::sagemaker:createHyperParameterTuningJob.sync",
             "Parameters": {
                 "HyperParameterTuningJobName.$": tuning_job_name,
-                "HyperParameterTuningJobConfig": {
-                    "Strategy.$": "$.tuning.config.strategy",
-                    "HyperParameterTuningJobObjective": {
-                        "MetricName.$": "$.tuning.config.objective.metricName",
-                        "Type.$": "$.tuning.config.objective.type",
-                    },
-                    "ResourceLimits.$": "$.tuning.limits",
-                    "ParameterRanges.$": "$.tuning.config.parameterRanges",
-                    "TrainingJobEarlyStoppingType.$": "$.tuning.config.earlyStopping",
-                },
+                "HyperParameterTuningJobConfig.$": "$.tuning.job",
                 "TrainingJobDefinition": {
-                    "AlgorithmSpecification.$": paths.algorithm,
+                    "AlgorithmSpecification.$": paths.tuning_algorithm,
                     "RoleArn": role_arn,
                     "StaticHyperParameters.$": "$.staticHyperparameters",
                     "InputDataConfig": input_data_config(paths),
@@ -86,6 +77,9 @@ class TuningJobTask(sfn.CustomState):
                     "ResourceConfig": resource_config(paths),
                     "StoppingCondition.$": paths.stopping_condition,
                     "EnableManagedSpotTraining.$": paths.spot,
+                    "CheckpointConfig": {
+                        "S3Uri.$": f"States.Format('{checkpoint_uri}{{}}/', {short_run_id_path})",
+                    },
                     "RetryStrategy": {"MaximumRetryAttempts": sagemaker_retries},
                 },
                 "Tags": job_tags(paths),
@@ -102,9 +96,6 @@ class TuningJobTask(sfn.CustomState):
             state_json["Parameters"]["TrainingJobDefinition"]["Environment"] = {
                 **tracking_environment(tracking_uri, paths), "SMTRAIN_TUNING_JOB.$": tuning_job_name}
         super().__init__(scope, construct_id, state_json=state_json)
-        self.add_retry(errors=list(RETRYABLE_SAGEMAKER_ERRORS), interval=Duration.seconds(30),
-                       backoff_rate=2, max_attempts=max_attempts,
-                       jitter_strategy=sfn.JitterType.FULL)
         stack = Stack.of(self)
         self.policy_statements: list[iam.PolicyStatement] = [
             *sync_job_statements(stack, kind="hyper-parameter-tuning-job",
@@ -135,6 +126,11 @@ class DescribeTrainingJobTask(sfn.CustomState):
             "ResultPath": result_path,
         }
         super().__init__(scope, construct_id, state_json=state_json)
+        # The AWS SDK integration names errors "SageMaker.<Code>Exception" (Step Functions
+        # guide, "AWS SDK service integrations"); an error SageMaker's model does not define,
+        # throttling among them, arrives as the SDK's base class, SageMakerException. Which of
+        # the two a throttled describe gets is not documented, so both; a describe is safe to
+        # repeat.
         self.add_retry(errors=["SageMaker.ThrottlingException", "SageMaker.SageMakerException"],
                        interval=Duration.seconds(5), backoff_rate=2, max_attempts=3,
                        jitter_strategy=sfn.JitterType.FULL)

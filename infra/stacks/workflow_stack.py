@@ -79,7 +79,7 @@ class WorkflowStack(Stack):
         workflow.state_machine.node.add_dependency(byoc_image.copy)
         self.state_machine = workflow.state_machine
         FailureNotifications(self, "FailureAlerts", state_machine=workflow.state_machine,
-                             key=storage.key, email=settings.notification_email)
+                             email=settings.notification_email)
 
         CfnOutput(self, "StateMachineArn", value=workflow.state_machine.state_machine_arn)
         CfnOutput(self, "DataBucketName", value=storage.data_bucket.bucket_name)

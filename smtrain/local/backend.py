@@ -1,7 +1,7 @@
 """What the offline engine asks of "SageMaker": the API subset the state machine uses.
 
 Two implementations: :class:`~smtrain.local.local_backend.LocalBackend` runs every job for real
-on this machine; :class:`~smtrain.local.scripted_backend.ScriptedBackend` answers from a script
+on this machine; :class:`tests.scripted_sagemaker.ScriptedBackend` (a test double) answers from a script
 that a test supplies and records every request.
 """
 

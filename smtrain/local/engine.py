@@ -71,12 +71,17 @@ def prepare_tracking_store(directory: Path) -> str:
 
 
 def shorten_retries(definition: dict[str, Any], interval_seconds: int) -> None:
-    """Cap each ``Retry`` rule's ``IntervalSeconds`` (everything else stays as synthesized)."""
+    """Cap each ``Retry`` rule's ``IntervalSeconds`` and each ``Wait`` state's wait (the backoff
+    before a create call is retried); everything else stays as synthesized."""
     if interval_seconds < 1:
         raise ValueError("IntervalSeconds must be at least 1")
     for state in definition["States"].values():
         for rule in state.get("Retry", []):
             rule["IntervalSeconds"] = min(rule.get("IntervalSeconds", 1), interval_seconds)
+        if state["Type"] == "Wait":
+            seconds = state.pop("Seconds", interval_seconds)
+            state.pop("SecondsPath", None)
+            state["Seconds"] = min(seconds, interval_seconds)
 
 
 class OfflineEngine:
@@ -85,8 +90,8 @@ class OfflineEngine:
 
     ``work_dir`` holds the S3 stand-in (``s3/``) and the jobs (``jobs/``). ``backend`` defaults
     to a :class:`LocalBackend` over them; ``on_log`` gets each training log line.
-    ``retry_interval_seconds`` (default: as synthesized) caps every Retry's first interval, so a
-    test of the throttling retry need not wait the real 30 s backoff. With ``tracking`` (the
+    ``retry_interval_seconds`` (default: as synthesized) caps every Retry's first interval and
+    every Wait, so a test of the throttling retry need not wait the real 15-60 s backoff. With ``tracking`` (the
     default) the local backend's jobs log to an MLflow store in ``work_dir/mlflow``
     (:attr:`tracking_uri`), experiment ``smtrain``.
     """

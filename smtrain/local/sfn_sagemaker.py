@@ -41,6 +41,7 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resou
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 
 from smtrain.local.backend import TERMINAL_STATUSES, SageMakerBackend, SageMakerError
+from smtrain.local.strict_sagemaker import check_request, step_functions_error
 
 #: The .sync actions and how to follow each: (create, describe, stop, name field, status field).
 _SYNC_ACTIONS: Final[dict[str, tuple[str, str, str, str, str]]] = {
@@ -50,6 +51,12 @@ _SYNC_ACTIONS: Final[dict[str, tuple[str, str, str, str, str]]] = {
         "create_hyper_parameter_tuning_job", "describe_hyper_parameter_tuning_job",
         "stop_hyper_parameter_tuning_job", "HyperParameterTuningJobName",
         "HyperParameterTuningJobStatus"),
+}
+
+#: The model's operation name of each .sync action.
+_OPERATIONS: Final[dict[str, str]] = {
+    "createtrainingjob": "CreateTrainingJob",
+    "createhyperparametertuningjob": "CreateHyperParameterTuningJob",
 }
 
 _lock = threading.Lock()
@@ -91,13 +98,18 @@ class SageMakerSyncTask(state_task_service_callback.StateTaskServiceCallback):  
 
     def _from_error(self, env: Any, ex: Exception) -> FailureEvent:
         if isinstance(ex, SageMakerError):
-            return _task_failed(env, self, f"SageMaker.{ex.code}", ex.message).failure_event
+            error, cause = step_functions_error(ex, sdk_integration=False)
+            return _task_failed(env, self, error, cause).failure_event
         return super()._from_error(env=env, ex=ex)
 
     def _eval_service_task(self, env: Any, resource_runtime_part: Any,
                            normalised_parameters: dict[str, Any], state_credentials: Any) -> None:
-        create, *_ = _SYNC_ACTIONS[self.resource.api_action.lower()]
-        response = getattr(_current_backend(), create)(json.loads(json.dumps(normalised_parameters)))
+        action = self.resource.api_action.lower()
+        create, *_ = _SYNC_ACTIONS[action]
+        request = json.loads(json.dumps(normalised_parameters))
+        # SageMaker's front end judges the request before any backend sees it.
+        check_request(_OPERATIONS[action], request)
+        response = getattr(_current_backend(), create)(request)
         env.stack.append(response)
 
     def _build_sync_resolver(self, env: Any, resource_runtime_part: Any,
@@ -155,19 +167,23 @@ class SageMakerAwsSdkTask(state_task_service_aws_sdk.StateTaskServiceAwsSdk):  #
             super()._eval_service_task(env, resource_runtime_part, normalised_parameters,
                                        state_credentials)
             return
-        action = _snake(self.resource.api_action[0].upper() + self.resource.api_action[1:])
+        operation = self.resource.api_action[0].upper() + self.resource.api_action[1:]
+        action = _snake(operation)
         handler = getattr(_current_backend(), action, None)
         if handler is None:
             raise SageMakerError("UnknownOperationException", f"{action} is not served offline")
+        request = json.loads(json.dumps(normalised_parameters))
+        check_request(operation, request)
         if action.startswith("describe_"):
-            (name,) = normalised_parameters.values()
+            (name,) = request.values()
             env.stack.append(handler(name))
         else:
-            env.stack.append(handler(normalised_parameters))
+            env.stack.append(handler(request))
 
     def _from_error(self, env: Any, ex: Exception) -> FailureEvent:
         if isinstance(ex, SageMakerError):
-            return _task_failed(env, self, f"SageMaker.{ex.code}", ex.message).failure_event
+            error, cause = step_functions_error(ex, sdk_integration=True)
+            return _task_failed(env, self, error, cause).failure_event
         return super()._from_error(env=env, ex=ex)
 
 

@@ -1,0 +1,217 @@
+"""A SageMaker test double that answers from a script and records every request.
+
+It answers only what AWS answers: every describe answer is checked against botocore's output
+shape (required members present, nothing the model does not define) before it is returned, its
+errors carry SageMaker's error codes (``ThrottlingException``, ``ResourceLimitExceeded``,
+``ValidationException``, ...), a stop passes through ``Stopping`` to ``Stopped``, and stopping
+or describing an unknown job is the ``ValidationException`` SageMaker answers ("Requested
+resource not found"). Requests are judged by the engine's strict front end before they get here.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from smtrain.local.backend import TERMINAL_STATUSES, Description, Request, SageMakerError
+from smtrain.local.sagemaker_model import response_violations
+
+ACCOUNT_PREFIX = "arn:aws:sagemaker:us-east-1:123456789012"
+CREATED = "2026-01-01T00:00:00Z"
+
+
+def throttling() -> SageMakerError:
+    """What SageMaker answers a caller over its request rate."""
+    return SageMakerError("ThrottlingException", "Rate exceeded")
+
+
+def limit_exceeded() -> SageMakerError:
+    """What SageMaker answers when an account quota (e.g. instances of a type) is used up."""
+    return SageMakerError("ResourceLimitExceeded",
+                          "The account-level service limit 'ml.m5.xlarge for training job usage' "
+                          "is 2 Instances, with current utilization of 2 Instances")
+
+
+@dataclass
+class JobScript:
+    """How scripted jobs behave.
+
+    ``create_errors`` are raised by successive create calls before one succeeds (throttling,
+    limits). Each job then reports ``statuses`` on successive describe calls, staying on the
+    last one. ``failure_reason`` is reported with Failed; ``metrics`` as
+    ``FinalMetricDataList``. A tuning job reports ``tuning_jobs`` completed training jobs, the best
+    one with ``best_objective``.
+    """
+
+    statuses: Sequence[str] = ("InProgress", "Completed")
+    create_errors: list[SageMakerError] = field(default_factory=list)
+    failure_reason: str = "AlgorithmError: scripted failure"
+    metrics: Sequence[tuple[str, float]] = (("validation:accuracy", 0.97),)
+    tuning_jobs: int = 4
+    best_objective: float = 0.97
+
+
+def _checked(operation: str, answer: Description) -> Description:
+    problems = response_violations(operation, answer)
+    if problems:
+        raise AssertionError(f"the test double answered {operation} as AWS never would: {problems}")
+    return answer
+
+
+class ScriptedBackend:
+    """Answers ``create*``/``describe*``/``stop*`` as :class:`JobScript` says; keeps
+    :attr:`requests` (``(action, request)`` in order) and :attr:`stopped` (job names)."""
+
+    def __init__(self, script: JobScript | None = None) -> None:
+        self.script = script or JobScript()
+        self.requests: list[tuple[str, Request]] = []
+        self.stopped: list[str] = []
+        self._jobs: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    # -- creation -------------------------------------------------------------------------
+    def _create(self, action: str, name_field: str, request: Request) -> Description:
+        with self._lock:
+            self.requests.append((action, copy.deepcopy(request)))
+            if self.script.create_errors:
+                raise self.script.create_errors.pop(0)
+            name = request[name_field]
+            if name in self._jobs:
+                raise SageMakerError("ResourceInUse", f"Job {name} already exists")
+            self._jobs[name] = {"request": request, "polls": 0, "stop": None}
+        return {"TrainingJobArn" if action == "create_training_job"
+                else "HyperParameterTuningJobArn": self._arn(action, name)}
+
+    @staticmethod
+    def _arn(action: str, name: str) -> str:
+        kind = "training-job" if action == "create_training_job" else "hyper-parameter-tuning-job"
+        return f"{ACCOUNT_PREFIX}:{kind}/{name.lower()}"
+
+    def create_training_job(self, request: Request) -> Description:
+        return self._create("create_training_job", "TrainingJobName", request)
+
+    def create_hyper_parameter_tuning_job(self, request: Request) -> Description:
+        return self._create("create_hyper_parameter_tuning_job", "HyperParameterTuningJobName",
+                            request)
+
+    # -- progress -------------------------------------------------------------------------
+    def _job(self, name: str) -> dict[str, Any]:
+        job = self._jobs.get(name)
+        if job is None:
+            # What SageMaker answers for a job it does not know (not its ResourceNotFound).
+            raise SageMakerError("ValidationException", "Requested resource not found.")
+        return job
+
+    def _status(self, name: str) -> str:
+        with self._lock:
+            job = self._job(name)
+            if job["stop"] is not None:
+                # Stopping is reported once, then Stopped (as SageMaker moves a stopped job).
+                job["stop"] += 1
+                return "Stopping" if job["stop"] == 1 else "Stopped"
+            status = str(self.script.statuses[min(job["polls"], len(self.script.statuses) - 1)])
+            job["polls"] += 1
+            return status
+
+    def describe_training_job(self, name: str) -> Description:
+        trial_of = self._tuning_job_of(name) if name not in self._jobs else None
+        if trial_of is not None:
+            request = self._trial_request(trial_of)
+            status = "Completed"
+        else:
+            request = self._job(name)["request"]
+            status = self._status(name)
+        output = request["OutputDataConfig"]["S3OutputPath"]
+        description: Description = {
+            "TrainingJobName": name,
+            "TrainingJobArn": self._arn("create_training_job", name),
+            "ModelArtifacts": {"S3ModelArtifacts": f"{output}{name}/output/model.tar.gz"},
+            "TrainingJobStatus": status,
+            "SecondaryStatus": status if status in (*TERMINAL_STATUSES, "Stopping") else "Training",
+            "AlgorithmSpecification": request["AlgorithmSpecification"],
+            "RoleArn": request["RoleArn"],
+            "ResourceConfig": request["ResourceConfig"],
+            "StoppingCondition": request["StoppingCondition"],
+            "CreationTime": CREATED,
+        }
+        if trial_of is not None:
+            description["TuningJobArn"] = self._arn("create_hyper_parameter_tuning_job", trial_of)
+        if status == "Completed":
+            description["FinalMetricDataList"] = [
+                {"MetricName": metric, "Value": value, "Timestamp": CREATED}
+                for metric, value in self.script.metrics]
+        if status == "Failed":
+            description["FailureReason"] = self.script.failure_reason
+        return _checked("DescribeTrainingJob", description)
+
+    def _tuning_job_of(self, name: str) -> str | None:
+        """SageMaker names a tuning job's training jobs ``<tuning job>-<NNN>-<8 hex>``."""
+        for tuning, job in self._jobs.items():
+            if "HyperParameterTuningJobName" in job["request"] and name.startswith(f"{tuning}-"):
+                return tuning
+        return None
+
+    def _trial_request(self, tuning_name: str) -> dict[str, Any]:
+        definition: dict[str, Any] = self._jobs[tuning_name]["request"]["TrainingJobDefinition"]
+        return definition
+
+    def describe_hyper_parameter_tuning_job(self, name: str) -> Description:
+        status = self._status(name)
+        request = self._jobs[name]["request"]
+        count = self.script.tuning_jobs if status == "Completed" else 0
+        description: Description = {
+            "HyperParameterTuningJobName": name,
+            "HyperParameterTuningJobArn": self._arn("create_hyper_parameter_tuning_job", name),
+            "HyperParameterTuningJobConfig": request["HyperParameterTuningJobConfig"],
+            "TrainingJobDefinition": request["TrainingJobDefinition"],
+            "HyperParameterTuningJobStatus": status,
+            "CreationTime": CREATED,
+            "TrainingJobStatusCounters": {"Completed": count, "InProgress": 0, "RetryableError": 0,
+                                          "NonRetryableError": 0, "Stopped": 0},
+            "ObjectiveStatusCounters": {"Succeeded": count, "Pending": 0, "Failed": 0},
+        }
+        if status == "Completed":
+            description["BestTrainingJob"] = self._trial(name, 0)
+        if status == "Failed":
+            description["FailureReason"] = self.script.failure_reason
+        return _checked("DescribeHyperParameterTuningJob", description)
+
+    def _trial(self, tuning_name: str, index: int) -> Description:
+        config = self._jobs[tuning_name]["request"]["HyperParameterTuningJobConfig"]
+        objective = config["HyperParameterTuningJobObjective"]
+        tuned = {item["Name"]: str(item.get("MinValue", item.get("Values", [""])[0]))
+                 for ranges in config.get("ParameterRanges", {}).values() for item in ranges}
+        name = f"{tuning_name}-{index + 1:03d}-{index:08x}"
+        return {
+            "TrainingJobName": name,
+            "TrainingJobArn": self._arn("create_training_job", name),
+            "TuningJobName": tuning_name,
+            "CreationTime": CREATED,
+            "TrainingJobStatus": "Completed",
+            "TunedHyperParameters": tuned,
+            "FinalHyperParameterTuningJobObjectiveMetric": {
+                "MetricName": objective["MetricName"],
+                "Value": self.script.best_objective - 0.001 * index},
+            "ObjectiveStatus": "Succeeded",
+        }
+
+    # -- stopping -------------------------------------------------------------------------
+    def _stop(self, name: str) -> None:
+        with self._lock:
+            job = self._job(name)
+            self.stopped.append(name)
+            if job["stop"] is None:
+                job["stop"] = 0
+
+    def stop_training_job(self, name: str) -> None:
+        self._stop(name)
+
+    def stop_hyper_parameter_tuning_job(self, name: str) -> None:
+        self._stop(name)
+
+    def created(self, action: str) -> list[Request]:
+        """The requests of successful and failed ``action`` calls, in order."""
+        return [request for recorded, request in self.requests if recorded == action]
