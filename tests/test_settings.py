@@ -105,3 +105,17 @@ def test_app_py_exits_with_the_message(tmp_path: Any) -> None:
     assert result.returncode == 2, result.stderr[-2000:]
     assert "setting 'maxRuntimeInSeconds' is invalid" in result.stderr
     assert not list(tmp_path.glob("*.template.json"))
+
+
+def test_command_line_context_string_is_parsed(cdk_context: dict[str, Any]) -> None:
+    """`cdk synth -c training='{...}'` hands the value over as a string (CDK CLI context)."""
+    import json
+
+    text = json.dumps({**cdk_context["training"], "defaultInstanceCount": 2})
+    assert settings_from_context(text, region="us-east-1").default_instance_count == 2
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", "3"])
+def test_command_line_context_that_is_no_object_names_the_setting(text: str) -> None:
+    with pytest.raises(SettingsError, match="context 'training' must be a JSON object"):
+        settings_from_context(text, region="us-east-1")

@@ -46,15 +46,18 @@ class StorageStack(Stack):
             checkpoint_prefix=CHECKPOINTS_PREFIX,
         ).role
 
-        # Optional: an MLflow tracking server (billed hourly), kept with the data it indexes.
+        # Optional: an MLflow tracking server (billed hourly). Switching it off keeps the server and
+        # its history; switching it on again creates a new one beside it (see ExperimentTracking).
+        # Nothing of it is exported: the workflow stack reads the ARN with Fn::GetStackOutput.
         self.tracking_server_arn: str | None = None
         if settings.mlflow_tracking_server:
             tracking = ExperimentTracking(
-                self, "ExperimentTracking", name=f"{settings.name_prefix}-mlflow",
+                self, "ExperimentTracking", name_prefix=f"{settings.name_prefix}-mlflow",
                 artifacts_bucket=self.artifacts_bucket, key=self.key, execution_role=self.execution_role,
                 tracking_server_size=settings.mlflow_tracking_server_size)
             self.tracking_server_arn = tracking.tracking_server_arn
             CfnOutput(self, "TrackingServerArn", value=tracking.tracking_server_arn)
+            CfnOutput(self, "TrackingServerName", value=tracking.tracking_server_name)
 
         CfnOutput(self, "DataBucketName", value=self.data_bucket.bucket_name)
         CfnOutput(self, "ArtifactsBucketName", value=self.artifacts_bucket.bucket_name)
