@@ -9,7 +9,7 @@ CDK := node_modules/.bin/cdk
 export CDK_DISABLE_CLI_TELEMETRY := true
 export CDK_DISABLE_VERSION_CHECK := 1
 
-.PHONY: install test lint unit synth demo describe bench snapshot-update image-uris clean
+.PHONY: install test lint unit synth demo describe preflight bench snapshot-update image-uris clean
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -49,6 +49,11 @@ demo: synth
 ## Describe the synthesized state machine and its input.
 describe: synth
 	$(PY) -m infra.describe cdk.out
+
+## With your AWS credentials: ask Step Functions and IAM whether the synthesized app would deploy
+## and run (exit 0: nothing would fail; 1: something would; 4: AWS unreachable or not checkable).
+preflight: synth
+	$(PY) -m smtrain.cli preflight --cdk-out cdk.out
 
 bench: install
 	$(PY) benchmarks/synth_bench.py --runs 3

@@ -95,11 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--from", dest="source", type=Path,
                         help="a folder laid out <method>/<channel>/ (default: the sample datasets)")
     _resource_options(upload)
+
+    preflight = commands.add_parser(
+        "preflight", help="ask AWS whether the synthesized app would deploy and run (needs credentials)",
+        description="Validate the synthesized state machine definition with Step Functions and simulate "
+                    "the IAM calls a run makes; exit 0 if nothing would fail, 1 if something would, "
+                    "4 if AWS cannot be reached or a check could not run.")
+    preflight.add_argument("--cdk-out", type=Path, default=Path("cdk.out"),
+                           help="the synthesized app (default cdk.out; `make synth` writes it)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "preflight":
+        from smtrain import preflight
+
+        return preflight.run(args)
     from smtrain import commands
 
     return commands.run(args)

@@ -14,15 +14,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from infra.training_methods import TRAINING_METHODS
+
 METHODS = ("script", "byoc", "builtin")
 CHANNELS = ("train", "validation")
 #: SageMaker's limits on hyperparameters.
 MAX_HYPERPARAMETERS = 100
 MAX_HYPERPARAMETER_KEY = 256
 MAX_HYPERPARAMETER_VALUE = 2500
-#: Step Functions' limits on execution names.
-EXECUTION_NAME = re.compile(r"^[0-9A-Za-z_-]{1,80}$")
-_KEY = re.compile(r"^[A-Za-z0-9_.:/=+\-@]+$")
+#: Hyperparameters the state machine adds to every script-mode job (its PrepareScript* states in
+#: infra/constructs/training_state_machine.py; tests compare this with the synthesized definition).
+SCRIPT_MODE_HYPERPARAMETERS = ("sagemaker_program", "sagemaker_submit_directory", "sagemaker_region",
+                               "sagemaker_container_log_level")
+#: Step Functions' limits on execution names (used with ``fullmatch``: ``$`` would let a trailing
+#: newline through).
+EXECUTION_NAME = re.compile(r"[0-9A-Za-z_-]{1,80}")
+_KEY = re.compile(r"[A-Za-z0-9_.:/=+\-@]+")
 _S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(?P<key>.*)$")
 _INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9-]+\.[a-z0-9]+$")
 #: Local channel uploads land here, inside the prefix the execution role may read.
@@ -45,7 +52,7 @@ def parse_hyperparameters(pairs: Sequence[str]) -> dict[str, str]:
         if "=" not in pair:
             raise InputError(f"hyperparameter {pair!r} must be written key=value")
         key, value = pair.split("=", 1)
-        if not key or not _KEY.match(key):
+        if not key or not _KEY.fullmatch(key):
             raise InputError(f"hyperparameter name {key!r} is empty or has characters SageMaker refuses")
         if len(key) > MAX_HYPERPARAMETER_KEY:
             raise InputError(f"hyperparameter name {key[:40]}... is longer than {MAX_HYPERPARAMETER_KEY} characters")
@@ -135,7 +142,7 @@ def check_instance(instance_type: str | None, instance_count: int | None, *,
 
 
 def check_execution_name(name: str) -> str:
-    if not EXECUTION_NAME.match(name):
+    if not EXECUTION_NAME.fullmatch(name):
         raise InputError(f"execution name {name!r} must be 1-80 characters of letters, digits, '-' and '_'")
     return name
 
@@ -156,6 +163,7 @@ def build_input(*, method: str, hyperparameters: Mapping[str, str], instance_typ
     """The execution input: only what the user set (the state machine fills the defaults)."""
     if method not in METHODS:
         raise InputError(f"method {method!r} is not one of {', '.join(METHODS)}")
+    _check_merged_hyperparameters(method, hyperparameters, tuning=tuning is not None)
     execution_input: dict[str, Any] = {"method": method}
     if hyperparameters:
         execution_input["hyperparameters"] = dict(hyperparameters)
@@ -172,3 +180,27 @@ def build_input(*, method: str, hyperparameters: Mapping[str, str], instance_typ
     if tuning is not None:
         execution_input["tuning"] = dict(tuning)
     return execution_input
+
+
+def method_hyperparameters(method: str, *, tuning: bool) -> frozenset[str]:
+    """The names the state machine merges with the user's into the request for ``method``: the
+    method's base hyperparameters, its training defaults (single training jobs only: a tuning job
+    sends no static value for what it may tune) and, for script mode, the toolkit's settings."""
+    spec = next(m for m in TRAINING_METHODS.values() if m.name == method)
+    names = set(spec.base_hyperparameters)
+    if not tuning:
+        names |= set(spec.training_defaults)
+    if method == "script":
+        names |= set(SCRIPT_MODE_HYPERPARAMETERS)
+    return frozenset(names)
+
+
+def _check_merged_hyperparameters(method: str, hyperparameters: Mapping[str, str], *, tuning: bool) -> None:
+    """SageMaker's limit counts the request, not the command line: the user's names merged with
+    the method's. Checked here so that a run is not started only to fail at CreateTrainingJob."""
+    added = method_hyperparameters(method, tuning=tuning)
+    merged = len(set(hyperparameters) | added)
+    if merged > MAX_HYPERPARAMETERS:
+        extra = len(added - set(hyperparameters))
+        raise InputError(f"{len(hyperparameters)} hyperparameters given and {extra} that the {method} method "
+                         f"adds make {merged} hyperparameters; SageMaker accepts at most {MAX_HYPERPARAMETERS}")

@@ -21,10 +21,10 @@ import pytest
 
 from smtrain.local.deployment import load_deployment
 from smtrain.local.s3_stand_in import LocalS3
-from smtrain.local.scripted_backend import JobScript, ScriptedBackend
 from smtrain.local.sfn_sagemaker import serve_sagemaker
 from tests.conftest import ROOT
 from tests.helpers import Synthesized
+from tests.scripted_sagemaker import JobScript, ScriptedBackend
 
 SMTRAIN = str(Path(sys.executable).parent / "smtrain")
 
@@ -332,3 +332,133 @@ def test_local_start_end_to_end(synthesized: Synthesized, tmp_path: Path) -> Non
     assert model.is_file()
     accuracy = next(m["Value"] for m in output["metrics"] if m["MetricName"] == "validation:accuracy")
     assert accuracy >= 0.9
+
+
+# -- limits, at and one past the boundary ------------------------------------------------------
+# AWS's numbers, written out here on purpose (not read from the CLI's constants):
+# SageMaker API reference, CreateTrainingJob / HyperParameterTrainingJobDefinition: HyperParameters
+# holds at most 100 entries, each key at most 256 characters and each value at most 2500.
+# Step Functions API reference, StartExecution: a name is 1-80 characters; this project allows only
+# [0-9A-Za-z_-] because the name becomes a SageMaker tag value (pattern ^([\p{L}\p{Z}\p{N}_.:/=+\-@]*)$,
+# so '(', ')', '!' and "'" would make CreateTrainingJob fail).
+AWS_MAX_HYPERPARAMETERS = 100
+AWS_MAX_HYPERPARAMETER_KEY = 256
+AWS_MAX_HYPERPARAMETER_VALUE = 2500
+AWS_MAX_EXECUTION_NAME = 80
+#: The stack's own ceiling: cdk.json's training.maxInstanceCount (checked below, not imported).
+STACK_MAX_INSTANCE_COUNT = 4
+
+
+def _execution_input(cloud: Cloud, name: str) -> dict[str, Any]:
+    execution = cloud.client("stepfunctions").describe_execution(
+        executionArn=cloud.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}")
+    document: dict[str, Any] = json.loads(execution["input"])
+    return document
+
+
+def _added_hyperparameters(synthesized: Synthesized, method: str) -> set[str]:
+    """The names the deployed state machine merges into a single training job's request for
+    ``method``, read from the synthesized definition (its Prepare<Method>* Pass states)."""
+    states = synthesized.definition()["States"]
+    names: set[str] = set()
+    for state_name, state in states.items():
+        if state_name.startswith(f"Prepare{method.capitalize()}") and state["Type"] == "Pass":
+            result = state["Result"]
+            names |= set(result["baseHyperparameters"]) | set(result["trainingDefaults"])
+            names |= set(result["fixedHyperparameters"])
+    assert names, f"no Prepare state for {method}"
+    return names
+
+
+def _hp_args(names: list[str]) -> list[str]:
+    return [arg for name in names for arg in ("--hp", f"{name}=1")]
+
+
+def _refused(result: subprocess.CompletedProcess[str], message: str) -> None:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, "one clear line"
+
+
+def test_the_stack_ceiling_on_instances_is_cdk_json(cdk_context: dict[str, Any]) -> None:
+    assert cdk_context["training"]["maxInstanceCount"] == STACK_MAX_INSTANCE_COUNT
+
+
+@pytest.mark.parametrize("method", ["script", "byoc", "builtin"])
+def test_hyperparameter_count_at_and_past_the_limit(cloud: Cloud, synthesized: Synthesized,
+                                                    method: str) -> None:
+    """The request SageMaker gets holds the user's hyperparameters merged with the method's: the
+    limit applies to that merge, so the CLI counts it."""
+    added = sorted(_added_hyperparameters(synthesized, method))
+    # 100 given, the method's own names among them: the request holds exactly 100.
+    overriding = added + [f"p{i}" for i in range(AWS_MAX_HYPERPARAMETERS - len(added))]
+    name = f"hp-limit-{method}"
+    at_limit = cloud.smtrain("start", "--method", method, "--name", name, *_hp_args(overriding))
+    assert at_limit.returncode == 0, at_limit.stderr
+    sent = _execution_input(cloud, name)["hyperparameters"]
+    assert len(sent) == AWS_MAX_HYPERPARAMETERS
+    assert len(set(sent) | set(added)) == AWS_MAX_HYPERPARAMETERS
+
+    # New names only: 100 - len(added) fit, one more makes the request 101.
+    fresh = [f"q{i}" for i in range(AWS_MAX_HYPERPARAMETERS - len(added))]
+    name = f"hp-fresh-{method}"
+    fits = cloud.smtrain("start", "--method", method, "--name", name, *_hp_args(fresh))
+    assert fits.returncode == 0, fits.stderr
+    assert len(set(_execution_input(cloud, name)["hyperparameters"]) | set(added)) == AWS_MAX_HYPERPARAMETERS
+    before = len(cloud.executions())
+    one_more = cloud.smtrain("start", "--method", method, *_hp_args([*fresh, "one_more"]))
+    _refused(one_more, f"make {AWS_MAX_HYPERPARAMETERS + 1} hyperparameters; SageMaker accepts at most "
+                       f"{AWS_MAX_HYPERPARAMETERS}")
+    too_many = cloud.smtrain("start", "--method", method,
+                             *_hp_args([f"r{i}" for i in range(AWS_MAX_HYPERPARAMETERS + 1)]))
+    _refused(too_many, f"{AWS_MAX_HYPERPARAMETERS + 1} hyperparameters given; SageMaker accepts at most "
+                       f"{AWS_MAX_HYPERPARAMETERS}")
+    assert len(cloud.executions()) == before
+
+
+def test_hyperparameter_key_and_value_at_and_past_the_limit(cloud: Cloud) -> None:
+    key = "k" * AWS_MAX_HYPERPARAMETER_KEY
+    value = "v" * AWS_MAX_HYPERPARAMETER_VALUE
+    at_limit = cloud.smtrain("start", "--method", "byoc", "--name", "hp-sizes", "--hp", f"{key}={value}")
+    assert at_limit.returncode == 0, at_limit.stderr
+    assert _execution_input(cloud, "hp-sizes")["hyperparameters"] == {key: value}
+    before = len(cloud.executions())
+    _refused(cloud.smtrain("start", "--method", "byoc", "--hp", f"{key}k=1"),
+             f"is longer than {AWS_MAX_HYPERPARAMETER_KEY} characters")
+    _refused(cloud.smtrain("start", "--method", "byoc", "--hp", f"x={value}v"),
+             f"value is {AWS_MAX_HYPERPARAMETER_VALUE + 1} characters; SageMaker accepts at most "
+             f"{AWS_MAX_HYPERPARAMETER_VALUE}")
+    assert len(cloud.executions()) == before
+
+
+def test_instance_count_at_and_past_the_stack_ceiling(cloud: Cloud) -> None:
+    at_limit = cloud.smtrain("start", "--method", "byoc", "--name", "max-instances",
+                             "--instance-count", str(STACK_MAX_INSTANCE_COUNT))
+    assert at_limit.returncode == 0, at_limit.stderr
+    assert _execution_input(cloud, "max-instances")["instanceCount"] == STACK_MAX_INSTANCE_COUNT
+    before = len(cloud.executions())
+    _refused(cloud.smtrain("start", "--method", "byoc", "--instance-count", str(STACK_MAX_INSTANCE_COUNT + 1)),
+             f"instance count {STACK_MAX_INSTANCE_COUNT + 1} must be from 1 to {STACK_MAX_INSTANCE_COUNT}")
+    assert len(cloud.executions()) == before
+
+
+def test_execution_name_at_and_past_the_limit(cloud: Cloud) -> None:
+    longest = "n" * AWS_MAX_EXECUTION_NAME
+    at_limit = cloud.smtrain("start", "--method", "byoc", "--name", longest)
+    assert at_limit.returncode == 0, at_limit.stderr
+    assert any(e["name"] == longest for e in cloud.executions())
+    before = len(cloud.executions())
+    _refused(cloud.smtrain("start", "--method", "byoc", "--name", longest + "n"), "must be 1-80 characters")
+    assert len(cloud.executions()) == before
+
+
+@pytest.mark.parametrize("name", ["run(1)", "run!", "it's", "run.1", "run 1", "rün", "run\n", "run:1", ""],
+                         ids=["parens", "bang", "quote", "dot", "space", "non-ascii", "newline", "colon",
+                              "empty"])
+def test_execution_names_that_would_break_the_job_tag_are_refused(cloud: Cloud, name: str) -> None:
+    """Step Functions itself accepts some of these, but the name becomes the jobs' tag value."""
+    before = len(cloud.executions())
+    _refused(cloud.smtrain("start", "--method", "byoc", "--name", name),
+             "must be 1-80 characters of letters, digits, '-' and '_'")
+    _refused(cloud.smtrain("status", name), "must be 1-80 characters of letters, digits, '-' and '_'")
+    assert len(cloud.executions()) == before

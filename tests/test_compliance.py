@@ -73,4 +73,5 @@ def test_wildcard_acknowledgements_match_the_policies_exactly(synthesized: Synth
                      if "*" in nag_spelling(resource)}
         assert set(rule["applies_to"]) == wildcards, f"{stack}/{logical_id}"
         checked += 1
-    assert checked == 3
+    # The image copy's policy has no wildcard (its log group is its own), so no IAM5 there.
+    assert checked == 2
