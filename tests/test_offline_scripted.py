@@ -241,7 +241,7 @@ def test_execution_names_that_are_no_tag_value_are_refused(harness: Harness, nam
     harness.backend.script = JobScript()
     result = harness.engine.run({"method": "script"}, name=name, timeout=60)
     assert result.status == "FAILED" and result.error == "InvalidExecutionInput"
-    assert result.cause.startswith("the execution name must not contain ( ) ! '")
+    assert (result.cause or "").startswith("the execution name must not contain ( ) ! '")
     assert harness.backend.requests == []
 
 
