@@ -87,28 +87,38 @@ class TrainingJob:
         self.secondary_status = status
 
     def describe(self) -> Description:
+        """The job as ``DescribeTrainingJob`` answers (botocore's output shape; the engine checks
+        it): the request's settings echoed, ``ModelArtifacts`` the output path the model is (or
+        will be) written to. The local log's path is :attr:`log_path`, not part of the answer."""
+        request = self.request
+        output = request["OutputDataConfig"]["S3OutputPath"]
         description: Description = {
             "TrainingJobName": self.name,
-            "TrainingJobArn": f"arn:aws:sagemaker:local:000000000000:training-job/{self.name.lower()}",
+            "TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{self.name.lower()}",
+            "ModelArtifacts": {"S3ModelArtifacts": self.model_uri
+                               or f"{output.rstrip('/')}/{self.name}/output/model.tar.gz"},
             "TrainingJobStatus": self.status,
             "SecondaryStatus": self.secondary_status,
             "SecondaryStatusTransitions": [dict(t) for t in self.transitions],
-            "AlgorithmSpecification": self.request["AlgorithmSpecification"],
-            "HyperParameters": self.request.get("HyperParameters", {}),
-            "ResourceConfig": self.request.get("ResourceConfig", {}),
+            "AlgorithmSpecification": request["AlgorithmSpecification"],
+            "RoleArn": request["RoleArn"],
+            "HyperParameters": request.get("HyperParameters", {}),
+            "InputDataConfig": request.get("InputDataConfig", []),
+            "OutputDataConfig": request["OutputDataConfig"],
+            "ResourceConfig": request["ResourceConfig"],
+            "StoppingCondition": request["StoppingCondition"],
             "CreationTime": self.created,
             "FinalMetricDataList": [{"MetricName": name, "Value": value, "Timestamp": self.ended or _now()}
                                     for name, value in self.metrics.items()],
-            "Tags": self.request.get("Tags", []),
         }
-        if self.model_uri:
-            description["ModelArtifacts"] = {"S3ModelArtifacts": self.model_uri}
+        for optional in ("EnableManagedSpotTraining", "CheckpointConfig", "Environment",
+                         "RetryStrategy"):
+            if optional in request:
+                description[optional] = request[optional]
         if self.failure_reason:
             description["FailureReason"] = self.failure_reason
         if self.ended:
             description["TrainingEndTime"] = self.ended
-        if self.log_path:
-            description["LocalLogPath"] = str(self.log_path)
         return description
 
 

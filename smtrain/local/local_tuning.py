@@ -10,6 +10,7 @@ the best job is the one with the best final value of the objective metric.
 
 from __future__ import annotations
 
+import datetime
 import math
 import threading
 import uuid
@@ -49,7 +50,8 @@ class TuningRun:
         self.name = name
         self.request = request
         self.backend = backend
-        self.arn = f"arn:aws:sagemaker:local:000000000000:hyper-parameter-tuning-job/{name.lower()}"
+        self.arn = f"arn:aws:sagemaker:us-east-1:123456789012:hyper-parameter-tuning-job/{name.lower()}"
+        self.created = datetime.datetime.now(datetime.UTC).isoformat()
         config = request["HyperParameterTuningJobConfig"]
         self.strategy = config["Strategy"]
         objective = config["HyperParameterTuningJobObjective"]
@@ -223,6 +225,8 @@ class TuningRun:
                 "HyperParameterTuningJobArn": self.arn,
                 "HyperParameterTuningJobStatus": self.status,
                 "HyperParameterTuningJobConfig": self.request["HyperParameterTuningJobConfig"],
+                "TrainingJobDefinition": self.request["TrainingJobDefinition"],
+                "CreationTime": self.created,
                 "TrainingJobStatusCounters": counters,
                 "ObjectiveStatusCounters": {
                     "Succeeded": sum(1 for j in jobs if self._objective(j) is not None),
@@ -231,9 +235,6 @@ class TuningRun:
                                   or (j.status == "Completed" and self._objective(j) is None)),
                 },
             }
-            if self.early_stopping == "Auto" or self.strategy == "Hyperband":
-                description["LocalNote"] = ("early stopping is not applied offline: every trial "
-                                            "runs to the end")
             if self.failure_reason:
                 description["FailureReason"] = self.failure_reason
             best = self._best()
@@ -242,10 +243,12 @@ class TuningRun:
             description["BestTrainingJob"] = {
                 "TrainingJobName": job.name,
                 "TrainingJobArn": job.describe()["TrainingJobArn"],
+                "CreationTime": job.created,
                 "TrainingJobStatus": job.status,
                 "TunedHyperParameters": tuned,
                 "FinalHyperParameterTuningJobObjectiveMetric": {
                     "Type": self.direction, "MetricName": self.metric, "Value": value},
+                "TuningJobName": self.name,
                 "ObjectiveStatus": "Succeeded",
             }
         return description

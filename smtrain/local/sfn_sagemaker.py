@@ -41,6 +41,7 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resou
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 
 from smtrain.local.backend import TERMINAL_STATUSES, SageMakerBackend, SageMakerError
+from smtrain.local.sagemaker_model import response_violations
 from smtrain.local.strict_sagemaker import check_request, step_functions_error
 
 #: The .sync actions and how to follow each: (create, describe, stop, name field, status field).
@@ -52,6 +53,23 @@ _SYNC_ACTIONS: Final[dict[str, tuple[str, str, str, str, str]]] = {
         "stop_hyper_parameter_tuning_job", "HyperParameterTuningJobName",
         "HyperParameterTuningJobStatus"),
 }
+
+#: The model's operation name of each describe call.
+_DESCRIBE_OPERATIONS: Final[dict[str, str]] = {
+    "describe_training_job": "DescribeTrainingJob",
+    "describe_hyper_parameter_tuning_job": "DescribeHyperParameterTuningJob",
+}
+
+
+def answer_as_aws(operation: str, answer: dict[str, Any]) -> dict[str, Any]:
+    """``answer``, once it is shown to be one SageMaker could give (botocore's output shape):
+    a backend that answers otherwise is a bug of the stand-in, not an AWS error."""
+    problems = response_violations(operation, answer)
+    if problems:
+        raise RuntimeError(f"the offline SageMaker answered {operation} as AWS never would: "
+                           + "; ".join(problems))
+    return answer
+
 
 #: The model's operation name of each .sync action.
 _OPERATIONS: Final[dict[str, str]] = {
@@ -121,7 +139,8 @@ class SageMakerSyncTask(state_task_service_callback.StateTaskServiceCallback):  
         backend = _current_backend()
 
         def resolve() -> dict[str, Any] | None:
-            description: dict[str, Any] = getattr(backend, describe)(name)
+            description: dict[str, Any] = answer_as_aws(_DESCRIBE_OPERATIONS[describe],
+                                                        getattr(backend, describe)(name))
             status = description[status_field]
             if status not in TERMINAL_STATUSES:
                 return None
@@ -176,7 +195,7 @@ class SageMakerAwsSdkTask(state_task_service_aws_sdk.StateTaskServiceAwsSdk):  #
         check_request(operation, request)
         if action.startswith("describe_"):
             (name,) = request.values()
-            env.stack.append(handler(name))
+            env.stack.append(answer_as_aws(operation, handler(name)))
         else:
             env.stack.append(handler(request))
 
