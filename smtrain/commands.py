@@ -134,7 +134,7 @@ def _checked_request(args: argparse.Namespace, data_bucket: str | None) -> tuple
     if args.tune is not None:
         from smtrain.tuning_schema import load_tuning
 
-        tuning = load_tuning(args.tune)
+        tuning = load_tuning(args.tune, hyperparameters=hyperparameters)
     channel_inputs = parse_inputs(args.input, data_bucket=data_bucket)
     if args.name is not None:
         check_execution_name(args.name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,19 @@ TUNING_SCHEMA: dict[str, Any] = {
             },
         },
         "earlyStopping": {"enum": ["Off", "Auto"]},
+        # Hyperband's resources: "The maximum value is 20,000 epochs" (API reference,
+        # HyperbandStrategyConfig.MaxResource).
+        "hyperband": {
+            "type": "object", "additionalProperties": False,
+            "required": ["minResource", "maxResource"],
+            "properties": {"minResource": {"type": "integer", "minimum": 1, "maximum": 20000},
+                           "maxResource": {"type": "integer", "minimum": 1, "maximum": 20000}},
+        },
     },
 }
 
 
-def load_tuning(path: Path) -> dict[str, Any]:
+def load_tuning(path: Path, *, hyperparameters: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Read and check a tuning JSON file; one-line :class:`InputError` on any problem."""
     try:
         document = json.loads(path.read_text())
@@ -57,11 +66,14 @@ def load_tuning(path: Path) -> dict[str, Any]:
         raise InputError(f"tuning file {path} does not exist") from None
     except json.JSONDecodeError as error:
         raise InputError(f"tuning file {path} is not valid JSON: {error}") from None
-    check_tuning(document, source=str(path))
+    check_tuning(document, source=str(path), hyperparameters=hyperparameters)
     return document  # type: ignore[no-any-return]
 
 
-def check_tuning(document: Any, *, source: str = "tuning") -> None:
+def check_tuning(document: Any, *, source: str = "tuning",
+                 hyperparameters: Mapping[str, str] | None = None) -> None:
+    """The state machine's tuning checks, and what SageMaker refuses that it cannot check: a
+    hyperparameter both tuned and given a static value (``hyperparameters``, the user's)."""
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(TUNING_SCHEMA)
@@ -76,5 +88,19 @@ def check_tuning(document: Any, *, source: str = "tuning") -> None:
             raise InputError(f"{source}: range {spec['Name']!r} has MinValue above MaxValue")
     if document.get("strategy") == "Hyperband" and document.get("earlyStopping") == "Auto":
         raise InputError(f"{source}: earlyStopping must be Off with the Hyperband strategy")
-    if document.get("strategy") == "Grid" and ranges.get("ContinuousParameterRanges"):
-        raise InputError(f"{source}: the Grid strategy takes only integer and categorical ranges")
+    if document.get("strategy") == "Grid" and (
+            not ranges.get("CategoricalParameterRanges") or ranges.get("ContinuousParameterRanges")
+            or ranges.get("IntegerParameterRanges")):
+        raise InputError(f"{source}: the Grid strategy takes only CategoricalParameterRanges "
+                         "(SageMaker's rule): list the values to try as categorical ranges")
+    if document.get("strategy", "Bayesian") != "Grid" and \
+            document.get("maxParallelJobs", 0) > document.get("maxJobs", 500):
+        raise InputError(f"{source}: maxParallelJobs must not exceed maxJobs")
+    hyperband = document.get("hyperband")
+    if hyperband and hyperband["minResource"] > hyperband["maxResource"]:
+        raise InputError(f"{source}: hyperband.minResource must not exceed hyperband.maxResource")
+    tuned = {spec["Name"] for kind in ranges.values() for spec in kind}
+    both = sorted(tuned & set(hyperparameters or {}))
+    if both:
+        raise InputError(f"{source}: {', '.join(both)} is both tuned and given with --hp; SageMaker "
+                         "refuses a hyperparameter that is tuned and static: drop one")

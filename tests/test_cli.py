@@ -261,7 +261,21 @@ CASES: list[tuple[list[str], str]] = [
       '[{"Name": "lr", "MinValue": "1", "MaxValue": "0.1"}]}}}'], "range 'lr' has MinValue above MaxValue"),
     (["--method", "script", "--tune", '{tuning:{"strategy": "Grid", "parameterRanges": {"ContinuousParameterRanges": '
       '[{"Name": "lr", "MinValue": "0.1", "MaxValue": "1"}]}}}'],
-     "the Grid strategy takes only integer and categorical"),
+     "the Grid strategy takes only CategoricalParameterRanges"),
+    (["--method", "script", "--tune", '{tuning:{"strategy": "Grid", "parameterRanges": {"IntegerParameterRanges": '
+      '[{"Name": "epochs", "MinValue": "1", "MaxValue": "3"}]}}}'],
+     "the Grid strategy takes only CategoricalParameterRanges"),
+    (["--method", "script", "--tune", '{tuning:{"strategy": "Grid"}}'],
+     "the Grid strategy takes only CategoricalParameterRanges"),
+    (["--method", "script", "--tune", '{tuning:{"maxJobs": 2, "maxParallelJobs": 3}}'],
+     "maxParallelJobs must not exceed maxJobs"),
+    (["--method", "script", "--tune", '{tuning:{"strategy": "Hyperband", "hyperband": '
+      '{"minResource": 1, "maxResource": 20001}}}'], "20001 is greater than the maximum of 20000"),
+    (["--method", "script", "--tune", '{tuning:{"strategy": "Hyperband", "hyperband": '
+      '{"minResource": 5, "maxResource": 4}}}'], "hyperband.minResource must not exceed"),
+    (["--method", "script", "--hp", "batch-size=16", "--tune",
+      '{tuning:{"parameterRanges": {"CategoricalParameterRanges": [{"Name": "batch-size", "Values": ["8"]}]}}}'],
+     "batch-size is both tuned and given with --hp"),
     (["--method", "script", "--tune", '{tuning:{"sizes": 3}}'], "Additional properties are not allowed"),
     (["--method", "script", "--logs"], "--logs needs --wait"),
 ]
