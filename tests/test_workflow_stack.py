@@ -77,7 +77,7 @@ def test_pass_role_only_to_sagemaker(synthesized: Synthesized) -> None:
     assert statement["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
 
 
-def test_state_machine_is_standard_logged_and_traced(synthesized: Synthesized, settings: Any) -> None:
+def test_state_machine_is_standard_logged_and_traced(synthesized: Synthesized) -> None:
     template = synthesized.workflow
     _, machine = only_resource(template, "AWS::StepFunctions::StateMachine")
     # The image copy function has a log group of its own (tests/test_training_image.py).
@@ -91,7 +91,12 @@ def test_state_machine_is_standard_logged_and_traced(synthesized: Synthesized, s
         "Destinations": [{"CloudWatchLogsLogGroup": {"LogGroupArn": {"Fn::GetAtt": [log_id, "Arn"]}}}],
         "IncludeExecutionData": True, "Level": "ALL"}
     assert log_group["Properties"]["LogGroupName"] == "/aws/vendedlogs/states/smtrain-training"
-    assert log_group["Properties"]["RetentionInDays"] == settings.log_retention_days
+    # cdk.json's logRetentionDays, one of the periods CloudWatch Logs accepts (API reference,
+    # PutRetentionPolicy retentionInDays).
+    retention = log_group["Properties"]["RetentionInDays"]
+    assert retention == 365
+    assert retention in (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827,
+                         2192, 2557, 2922, 3288, 3653)
     assert "DataKey" in json.dumps(log_group["Properties"]["KmsKeyId"]), "encrypted with the stack key"
     assert "QueryLanguage" not in props or props["QueryLanguage"] == "JSONPath"
 
