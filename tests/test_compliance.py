@@ -50,13 +50,38 @@ def test_every_acknowledgement_is_reasoned_and_narrow(synthesized: Synthesized) 
                        for a in rule["applies_to"]), where
 
 
-def test_every_acknowledgement_is_used(synthesized: Synthesized) -> None:
-    """An acknowledgement that matches no finding is a stale exception: remove it."""
-    suppressed = {(row["Rule ID"].split("[")[0], row["Resource ID"].split("/")[-2])
-                  for row in _report_rows(synthesized) if row["Compliance"] == "Suppressed"}
-    suppressed_ids = {rule for rule, _ in suppressed}
-    for stack, logical_id, rule in _suppressions(synthesized):
-        assert rule["id"] in suppressed_ids, f"{stack}/{logical_id}: {rule['id']} is never reported"
+def _acknowledgements(synthesized: Synthesized) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(construct path, rule)`` of every acknowledgement on the synthesized app: cdk-nag keeps
+    them in each resource's ``cdk_nag`` metadata, and names resources by construct path in its
+    reports (the assembly's ``aws:cdk:logicalId`` metadata maps one to the other)."""
+    from aws_cdk import cx_api
+
+    for stack in cx_api.CloudAssembly(str(synthesized.outdir)).stacks:
+        paths = {entry.data: entry.path.lstrip("/")
+                 for entry in stack.find_metadata_by_type("aws:cdk:logicalId")}
+        for logical_id, resource in stack.template["Resources"].items():
+            rules = resource.get("Metadata", {}).get("cdk_nag", {}).get("rules_to_suppress", [])
+            for rule in rules:
+                assert logical_id in paths, f"{stack.stack_name}/{logical_id} has no construct path"
+                yield paths[logical_id], rule
+
+
+def test_every_acknowledgement_suppresses_a_finding(synthesized: Synthesized) -> None:
+    """An acknowledgement that suppresses no finding of its rule on its own resource (or names an
+    exact finding the pack did not report there) is stale or misplaced: remove it."""
+    reasons: dict[tuple[str, str], list[str]] = {}
+    for row in _report_rows(synthesized):
+        if row["Compliance"] == "Suppressed":
+            reasons.setdefault((row["Rule ID"], row["Resource ID"]), []).append(row["Exception Reason"])
+    acknowledgements = list(_acknowledgements(synthesized))
+    assert len(acknowledgements) == len(list(_suppressions(synthesized)))
+    for path, rule in acknowledgements:
+        suppressed = reasons.get((rule["id"], path), [])
+        assert suppressed, f"{path}: the acknowledgement of {rule['id']} suppresses no finding"
+        for finding in rule.get("applies_to") or []:
+            # cdk-nag writes a suppressed exact finding as "[<finding>] <reason>".
+            assert any(reason.startswith(f"[{finding}] ") for reason in suppressed), (
+                f"{path}: {rule['id']} acknowledges {finding}, which the pack did not report there")
 
 
 def test_wildcard_acknowledgements_match_the_policies_exactly(synthesized: Synthesized) -> None:

@@ -6,16 +6,22 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from smtrain.local.backend import SageMakerError
-from smtrain.local.engine import OfflineEngine
+from smtrain.local.engine import ExecutionResult, OfflineEngine
 from tests.helpers import Synthesized
 from tests.scripted_sagemaker import JobScript, ScriptedBackend, limit_exceeded, throttling
 
+#: botocore's sagemaker model (2017-07-24), shape TrainingJobName: this pattern, at most 63.
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+TRAINING_JOB_NAME_MAX = 63
+#: The same model, shape HyperParameterTuningJobName: this pattern, at most 32.
+TUNING_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}$")
+TUNING_JOB_NAME_MAX = 32
 
 
 class Harness:
@@ -219,6 +225,21 @@ BAD_INPUTS: list[tuple[dict[str, Any], str, str]] = [
     ({"method": "byoc", "tuning": {"strategy": "Hyperband",
                                    "hyperband": {"minResource": 1, "maxResource": 5.5}}},
      "InvalidExecutionInput", "field 'tuning.hyperband.maxResource' must be a whole number"),
+    # One past AWS's limits (the values at them are accepted: test_values_at_the_limits_...).
+    # VolumeSizeInGB: botocore's model says only "min 1"; SageMaker stores on gp2 volumes (API
+    # reference, ResourceConfig.VolumeSizeInGB), which hold at most 16 TiB = 16384 GiB (EBS User
+    # Guide, "Amazon EBS volume types").
+    ({"method": "script", "volumeSizeInGB": 16385}, "InvalidExecutionInput",
+     "field 'volumeSizeInGB' must be from 1 to 16384"),
+    # Parallel training jobs per tuning job: 10 by default, at most 100 on request (developer
+    # guide, "Resource Limits for Automatic Model Tuning"; botocore: MaxParallelTrainingJobs min 1).
+    ({"method": "script", "tuning": {"maxJobs": 200, "maxParallelJobs": 101}}, "InvalidExecutionInput",
+     "field 'tuning.maxParallelJobs' must be from 1 to 100"),
+    # A channel is an s3:// URI with a bucket and a key prefix (the state machine's contract).
+    ({"method": "script", "inputs": {"train": "s3://bucket"}}, "InvalidExecutionInput",
+     "field 'inputs.train' must be an S3 URI"),
+    ({"method": "script", "inputs": {"validation": "https://bucket/prefix/"}}, "InvalidExecutionInput",
+     "field 'inputs.validation' must be an S3 URI"),
 ]
 
 
@@ -255,7 +276,7 @@ def test_tuning_request_and_small_output_with_500_jobs(harness: Harness) -> None
     assert result.succeeded, result.cause
     (request,) = harness.backend.created("create_hyper_parameter_tuning_job")
     name = request["HyperParameterTuningJobName"]
-    assert len(name) <= 32 and JOB_NAME.match(name)
+    assert len(name) <= TUNING_JOB_NAME_MAX and TUNING_JOB_NAME.match(name)
     config = request["HyperParameterTuningJobConfig"]
     assert config["Strategy"] == "Bayesian"
     assert config["ResourceLimits"] == {"MaxNumberOfTrainingJobs": 500, "MaxParallelTrainingJobs": 10}
@@ -334,3 +355,192 @@ def test_stopping_the_execution_stops_the_job(harness: Harness) -> None:
     while not harness.backend.stopped and time.monotonic() < deadline:
         time.sleep(0.1)
     assert harness.backend.stopped == [request["TrainingJobName"]]
+
+
+# -- AWS's limits, at the boundary ---------------------------------------------------------------
+
+#: A large static payload: SageMaker's describe answer of a tuning job echoes it back.
+PADDING = {f"note{index}": "x" * 1000 for index in range(20)}
+
+#: Executions whose bounded fields sit at their limits: AWS's (volume 1..16384 GiB, 100 parallel
+#: training jobs; see BAD_INPUTS for the sources), cdk.json's (instanceCount up to
+#: maxInstanceCount 4, maxRuntimeInSeconds up to 3600), the shortest channel URI the state
+#: machine takes (a bucket and a one-character key prefix).
+AT_LIMITS: dict[str, dict[str, Any]] = {
+    "training": {"method": "script", "volumeSizeInGB": 16384, "instanceCount": 4,
+                 "maxRuntimeInSeconds": 3600, "inputs": {"train": "s3://data-bucket/t"},
+                 "hyperparameters": PADDING},
+    "tuning": {"method": "script", "volumeSizeInGB": 1, "instanceCount": 1, "maxRuntimeInSeconds": 1,
+               "hyperparameters": PADDING, "tuning": {"maxJobs": 100, "maxParallelJobs": 100}},
+}
+
+
+@dataclass(frozen=True)
+class LimitRun:
+    result: ExecutionResult
+    request: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def runs_at_limits(harness: Harness) -> dict[str, LimitRun]:
+    runs = {}
+    for kind, execution_input in AT_LIMITS.items():
+        harness.backend.requests.clear()
+        result = harness.run(execution_input)
+        assert result.succeeded, result.cause
+        ((_, request),) = harness.backend.requests
+        runs[kind] = LimitRun(result, request)
+    return runs
+
+
+def test_values_at_the_limits_are_accepted(runs_at_limits: dict[str, LimitRun]) -> None:
+    training = runs_at_limits["training"].request
+    assert training["ResourceConfig"] == {"InstanceType": "ml.m5.xlarge", "InstanceCount": 4,
+                                          "VolumeSizeInGB": 16384}
+    assert training["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600}
+    assert training["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == "s3://data-bucket/t"
+    tuning = runs_at_limits["tuning"].request
+    assert tuning["HyperParameterTuningJobConfig"]["ResourceLimits"] == {
+        "MaxNumberOfTrainingJobs": 100, "MaxParallelTrainingJobs": 100}
+    assert tuning["TrainingJobDefinition"]["ResourceConfig"]["VolumeSizeInGB"] == 1
+    assert tuning["TrainingJobDefinition"]["StoppingCondition"] == {"MaxRuntimeInSeconds": 1}
+
+
+def test_channel_uri_without_a_bucket_fails_fast(harness: Harness) -> None:
+    """SageMaker's S3Uri pattern (https|s3)://([^/]+)/?(.*) needs a bucket (botocore's model)."""
+    result = harness.run({"method": "script", "inputs": {"train": "s3:///prefix/"}})
+    assert result.error == "InvalidExecutionInput", result.cause
+    assert (result.cause or "").startswith("field 'inputs.train' must be an S3 URI")
+    assert harness.backend.requests == []
+
+
+# -- What a task state hands on (its output in the execution history) -----------------------------
+
+def _state_data(result: ExecutionResult, state: str, details: str, key: str) -> dict[str, Any]:
+    found = [json.loads(event[details][key]) for event in result.events
+             if event.get(details, {}).get("name") == state]
+    assert found, f"{state} has no {details} in the history"
+    data: dict[str, Any] = found[-1]
+    return data
+
+
+def state_input(result: ExecutionResult, state: str) -> dict[str, Any]:
+    return _state_data(result, state, "stateEnteredEventDetails", "input")
+
+
+def state_output(result: ExecutionResult, state: str) -> dict[str, Any]:
+    return _state_data(result, state, "stateExitedEventDetails", "output")
+
+
+def task_result(result: ExecutionResult, state: str) -> Any:
+    """What the task added to its input (its result, wherever its ResultPath puts it)."""
+    before, after = state_input(result, state), state_output(result, state)
+    added = [value for key, value in after.items() if before.get(key) != value]
+    assert len(added) == 1, f"{state} changed {len(added)} fields of its input"
+    return added[0]
+
+
+def _output_members(operation: str) -> set[str]:
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return set(model.operation_model(operation).output_shape.members)
+
+
+@pytest.mark.parametrize(
+    ("kind", "state", "operation", "kept"),
+    [
+        ("training", "TrainModel", "DescribeTrainingJob",
+         {"TrainingJobName", "ModelArtifacts", "FinalMetricDataList"}),
+        ("tuning", "TuneModel", "DescribeHyperParameterTuningJob",
+         {"HyperParameterTuningJobName", "HyperParameterTuningJobStatus",
+          "TrainingJobStatusCounters", "BestTrainingJob"}),
+    ],
+    ids=["training", "tuning"],
+)
+def test_task_output_keeps_only_the_trimmed_fields(runs_at_limits: dict[str, LimitRun], kind: str,
+                                                   state: str, operation: str,
+                                                   kept: set[str]) -> None:
+    """SageMaker's describe answer echoes the request (hyperparameters included) and, for a
+    tuning job, grows with its jobs; a state's data is limited to 256 KiB (Step Functions quotas)
+    and States.DataLimitExceeded cannot be caught. The task's own output, not just the
+    execution's (which a Pass state picks from), must hold only the trimmed fields."""
+    run = runs_at_limits[kind]
+    if kind == "tuning":
+        # The describe answer echoes TrainingJobDefinition, 20 KB of static hyperparameters.
+        assert len(json.dumps(run.request["TrainingJobDefinition"])) > 20_000
+    trimmed = task_result(run.result, state)
+    assert set(trimmed) == kept
+    assert kept <= _output_members(operation), "AWS's field names"
+    assert len(json.dumps(trimmed)) < 2048, len(json.dumps(trimmed))
+    if kind == "training":
+        assert re.fullmatch(r"s3://\S+/output/model\.tar\.gz", trimmed["ModelArtifacts"])
+
+
+# -- The longest name prefix each task allows -----------------------------------------------------
+
+#: ``<prefix>-<36-character UUID>-<attempt digit>`` and ``<prefix>-<12 hex digits>-<attempt
+#: digit>``: the longest prefixes SageMaker's name limits leave room for (24 and 17).
+LONGEST_TRAINING_PREFIX = TRAINING_JOB_NAME_MAX - len("-01234567-89ab-cdef-0123-456789abcdef-0")
+LONGEST_TUNING_PREFIX = TUNING_JOB_NAME_MAX - len("-0123456789ab-0")
+
+
+def _task_state(kind: str, name_prefix: str, deployed: dict[str, Any]) -> dict[str, Any]:
+    """The state a task construct with ``name_prefix`` renders, with the deployed state's role,
+    output location and key."""
+    import aws_cdk as cdk
+
+    from infra.constructs.training_job_task import TrainingJobTask
+    from infra.constructs.tuning_job_task import TuningJobTask
+
+    parameters = deployed["Parameters"] if kind == "training" else \
+        deployed["Parameters"]["TrainingJobDefinition"]
+    output = parameters["OutputDataConfig"]
+    bucket = output["S3OutputPath"].removeprefix("s3://").split("/")[0]
+    stack = cdk.Stack(cdk.App(), "Alone")
+    task_class = TrainingJobTask if kind == "training" else TuningJobTask
+    task = task_class(stack, "Task", name_prefix=name_prefix, role_arn=parameters["RoleArn"],
+                      output_uri=output["S3OutputPath"], checkpoint_uri=f"s3://{bucket}/checkpoints/",
+                      kms_key_arn=output["KmsKeyId"])
+    state: dict[str, Any] = stack.resolve(task.to_state_json())
+    return state
+
+
+def _run_alone(harness: Harness, kind: str, state: dict[str, Any],
+               execution_input: dict[str, Any]) -> ExecutionResult:
+    """Run ``state`` as a state machine of its own, on the harness's interpreter and SageMaker."""
+    client = harness.engine.client
+    definition = {"StartAt": "Task", "States": {"Task": {**state, "End": True}}}
+    machine = client.create_state_machine(
+        name=f"alone-{kind}", definition=json.dumps(definition),
+        roleArn="arn:aws:iam::123456789012:role/local-state-machine")["stateMachineArn"]
+    execution = client.start_execution(stateMachineArn=machine, name=f"alone-{kind}",
+                                       input=json.dumps(execution_input))["executionArn"]
+    return harness.engine.wait(execution, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("kind", "state_name", "longest", "limit", "pattern", "action", "field"),
+    [
+        ("training", "TrainModel", LONGEST_TRAINING_PREFIX, TRAINING_JOB_NAME_MAX, JOB_NAME,
+         "create_training_job", "TrainingJobName"),
+        ("tuning", "TuneModel", LONGEST_TUNING_PREFIX, TUNING_JOB_NAME_MAX, TUNING_JOB_NAME,
+         "create_hyper_parameter_tuning_job", "HyperParameterTuningJobName"),
+    ],
+    ids=["training", "tuning"],
+)
+def test_longest_name_prefix_makes_names_sagemaker_takes(
+        harness: Harness, runs_at_limits: dict[str, LimitRun], kind: str, state_name: str,
+        longest: int, limit: int, pattern: re.Pattern[str], action: str, field: str) -> None:
+    """A task refuses, when it is built, a prefix one character too long for SageMaker's name
+    limit; the longest one it takes makes names of exactly the limit, which SageMaker accepts."""
+    deployed = harness.engine.deployment.definition["States"][state_name]
+    with pytest.raises(ValueError, match=rf"SageMaker allows {limit}$"):
+        _task_state(kind, "p" * (longest + 1), deployed)
+    state = _task_state(kind, "p" * longest, deployed)
+    result = _run_alone(harness, kind, state, state_input(runs_at_limits[kind].result, state_name))
+    assert result.succeeded, result.cause
+    (request,) = harness.backend.created(action)
+    name = request[field]
+    assert pattern.match(name) and len(name) == limit, name
+    assert name.startswith("p" * longest + "-")

@@ -119,3 +119,41 @@ def test_command_line_context_string_is_parsed(cdk_context: dict[str, Any]) -> N
 def test_command_line_context_that_is_no_object_names_the_setting(text: str) -> None:
     with pytest.raises(SettingsError, match="context 'training' must be a JSON object"):
         settings_from_context(text, region="us-east-1")
+
+
+#: SageMaker's name limits (botocore's sagemaker model, shapes ``HyperParameterTuningJobName``
+#: and ``TrainingJobName``: max 32 and 63 characters; API reference, CreateHyperParameterTuningJob
+#: and CreateTrainingJob).
+TUNING_JOB_NAME_MAX = 32
+TRAINING_JOB_NAME_MAX = 63
+#: What follows the prefix in each job name: ``-<12 hex digits of the run id>-<attempt digit>``
+#: and ``-<36-character UUID>-<attempt digit>``.
+TUNING_NAME_SUFFIX = len("-0123456789ab-0")
+TRAINING_NAME_SUFFIX = len("-01234567-89ab-cdef-0123-456789abcdef-0")
+
+
+def _accepted(cdk_context: dict[str, Any], prefix: str) -> bool:
+    try:
+        settings_from_context({**cdk_context["training"], "namePrefix": prefix}, region="us-east-1")
+    except SettingsError as error:
+        assert "'namePrefix'" in str(error), error
+        return False
+    return True
+
+
+def test_longest_name_prefix_keeps_job_names_within_sagemaker_limits(
+        cdk_context: dict[str, Any]) -> None:
+    """The longest prefix the settings accept makes tuning job names of at most 32 characters and
+    training job names of at most 63; one character more is refused, naming ``namePrefix``."""
+    accepted = [length for length in range(1, 65) if _accepted(cdk_context, "a" * length)]
+    assert accepted, "no prefix of letters is accepted"
+    longest = max(accepted)
+    assert accepted == list(range(min(accepted), longest + 1)), "accepted lengths have a gap"
+    assert longest + TUNING_NAME_SUFFIX <= TUNING_JOB_NAME_MAX, (
+        f"a {longest}-character prefix makes {longest + TUNING_NAME_SUFFIX}-character tuning job names")
+    assert longest + TRAINING_NAME_SUFFIX <= TRAINING_JOB_NAME_MAX
+    with pytest.raises(SettingsError, match="'namePrefix'"):
+        settings_from_context({**cdk_context["training"], "namePrefix": "a" * (longest + 1)},
+                              region="us-east-1")
+    # The same length in a realistic shape (letters, digits and dashes) is accepted too.
+    assert _accepted(cdk_context, ("team-" + "x1" * 20)[:longest - 1] + "z")

@@ -8,9 +8,6 @@ from typing import Any
 
 import pytest
 
-from infra.images import training_images
-from infra.settings import Settings
-from infra.training_methods import TRAINING_METHODS
 from tests.helpers import Synthesized
 
 Definition = dict[str, Any]
@@ -25,16 +22,28 @@ def states(definition: Definition) -> dict[str, Any]:
     return definition["States"]  # type: ignore[no-any-return]
 
 
-def test_starts_by_merging_input_over_defaults(definition: Definition, settings: Settings) -> None:
+#: SageMaker's training instance types (botocore's sagemaker model, TrainingInstanceType enum).
+def _sagemaker_training_instance_types() -> list[str]:
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return list(model.shape_for("TrainingInstanceType").enum)
+
+
+def test_starts_by_merging_input_over_defaults(definition: Definition) -> None:
     assert definition["StartAt"] == "ReadInput"
     read = states(definition)["ReadInput"]
-    assert read["Parameters"]["defaults"] == {
-        "hyperparameters": {}, "instanceType": settings.default_instance_type,
-        "instanceCount": settings.default_instance_count,
-        "volumeSizeInGB": settings.default_volume_size_gb,
-        "maxRuntimeInSeconds": settings.max_runtime_seconds, "spot": settings.spot_by_default,
-        "inputs": {},
+    # cdk.json's defaults: a small CPU job of one hour on demand.
+    defaults = read["Parameters"]["defaults"]
+    assert defaults == {
+        "hyperparameters": {}, "instanceType": "ml.m5.xlarge", "instanceCount": 1,
+        "volumeSizeInGB": 30, "maxRuntimeInSeconds": 3600, "spot": False, "inputs": {},
     }
+    # ... each a value SageMaker takes: an instance type of its model, a volume of 1-16384 GiB
+    # (gp2), a run time of at most 28 days (API reference, StoppingCondition.MaxRuntimeInSeconds).
+    assert defaults["instanceType"] in _sagemaker_training_instance_types()
+    assert 1 <= defaults["volumeSizeInGB"] <= 16384
+    assert 1 <= defaults["maxRuntimeInSeconds"] <= 28 * 24 * 3600
     assert read["Next"] == "ApplyDefaults"
     merge = states(definition)["ApplyDefaults"]
     assert merge["Parameters"]["config.$"] == "States.JsonMerge($.defaults, $.input, false)"
@@ -72,30 +81,35 @@ def test_input_validation_names_each_field(definition: Definition) -> None:
                       "CausePath": "$.rejection.cause"}
 
 
-def test_instance_type_allow_list_is_enforced(definition: Definition, settings: Settings) -> None:
+def test_instance_type_allow_list_is_enforced(definition: Definition) -> None:
     (rule,) = [r for r in states(definition)["ValidateInput"]["Choices"]
                if r["Next"] == "InvalidInstanceTypeValue"]
     allowed = [c["StringEquals"] for c in rule["Or"][1]["Not"]["Or"]]
-    assert allowed == list(settings.allowed_instance_types)
+    # cdk.json's allowedInstanceTypes, every one a SageMaker training instance type.
+    assert allowed == ["ml.m5.large", "ml.m5.xlarge", "ml.m5.2xlarge", "ml.c5.xlarge",
+                       "ml.c5.2xlarge", "ml.g5.xlarge", "ml.g5.2xlarge"]
+    assert set(allowed) <= set(_sagemaker_training_instance_types())
 
 
-def test_methods_pick_their_images(definition: Definition, settings: Settings) -> None:
-    images = training_images(region=settings.region, pytorch_version=settings.pytorch_version,
-                             pytorch_py_version=settings.pytorch_py_version,
-                             xgboost_version=settings.xgboost_version)
+#: AWS's published images in us-east-1 (SageMaker developer guide, "Docker Registry Paths and
+#: Example Code": XGBoost in account 683313688378; AWS Deep Learning Containers, "Available
+#: images": PyTorch training in account 763104351884), for cdk.json's versions.
+XGBOOST_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+PYTORCH_CPU_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5-cpu-py311"
+PYTORCH_GPU_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5-gpu-py311"
+
+
+def test_methods_pick_their_images(definition: Definition) -> None:
     s = states(definition)
-    assert re.fullmatch(r"\d{12}\.dkr\.ecr\.us-east-1\.amazonaws\.com/sagemaker-xgboost:1\.7-1",
-                        images.xgboost)
-    assert images.pytorch_cpu.endswith("pytorch-training:2.5-cpu-py311")
-    assert images.pytorch_gpu.endswith("pytorch-training:2.5-gpu-py311")
-    assert s["PrepareBuiltin"]["Result"]["algorithm"]["TrainingImage"] == images.xgboost
-    assert s["PrepareScriptCpu"]["Result"]["algorithm"]["TrainingImage"] == images.pytorch_cpu
-    assert s["PrepareScriptGpu"]["Result"]["algorithm"]["TrainingImage"] == images.pytorch_gpu
+    assert s["PrepareBuiltin"]["Result"]["algorithm"]["TrainingImage"] == XGBOOST_IMAGE
+    assert s["PrepareScriptCpu"]["Result"]["algorithm"]["TrainingImage"] == PYTORCH_CPU_IMAGE
+    assert s["PrepareScriptGpu"]["Result"]["algorithm"]["TrainingImage"] == PYTORCH_GPU_IMAGE
     byoc_image = s["PrepareByoc"]["Result"]["algorithm"]["TrainingImage"]
     assert re.search(r"/import-[a-z0-9]+:[0-9a-f]{64}$", byoc_image), byoc_image
     (gpu_rule,) = s["ChooseScriptImage"]["Choices"]
     gpu_types = [c["StringEquals"] for c in gpu_rule["Or"]]
-    assert gpu_types == [t for t in settings.allowed_instance_types if t.startswith(("ml.g", "ml.p"))]
+    # The allowed types with NVIDIA GPUs (G5: one A10G each; Amazon EC2 instance types).
+    assert gpu_types == ["ml.g5.xlarge", "ml.g5.2xlarge"]
     assert gpu_rule["Next"] == "PrepareScriptGpu"
     assert s["ChooseScriptImage"]["Default"] == "PrepareScriptCpu"
 
@@ -108,27 +122,45 @@ def test_script_mode_points_at_the_source_tarball(definition: Definition) -> Non
     assert fixed["sagemaker_region"] == "us-east-1"
 
 
-@pytest.mark.parametrize("method", list(TRAINING_METHODS))
+#: What each method sends: hyperparameters the training code reads (training_code/, and
+#: SageMaker XGBoost's required objective/num_class/num_round: developer guide, "XGBoost
+#: hyperparameters"), and the objective each tuning job optimizes (for XGBoost one of the metrics
+#: it publishes: developer guide, "Tune an XGBoost Model", validation:merror among them).
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "script": {"base": {}, "training": {"epochs": "10", "batch-size": "64", "learning-rate": "0.01",
+                                        "seed": "42"},
+               "objective": "validation:accuracy"},
+    "byoc": {"base": {}, "training": {"num_boost_round": "100", "learning_rate": "0.1",
+                                      "num_leaves": "31", "seed": "42"},
+             "objective": "validation:accuracy"},
+    "builtin": {"base": {"objective": "multi:softmax", "num_class": "10", "num_round": "100",
+                         "eval_metric": "merror"},
+                "training": {"max_depth": "5", "eta": "0.2"},
+                "objective": "validation:merror"},
+}
+
+
+@pytest.mark.parametrize("method", ["script", "byoc", "builtin"])
 def test_method_defaults(definition: Definition, method: str) -> None:
     state = states(definition)[{"script": "PrepareScriptCpu", "byoc": "PrepareByoc",
                                 "builtin": "PrepareBuiltin"}[method]]
     assert state["ResultPath"] == "$.method" and state["Next"] == "ResolveJob"
     result = state["Result"]
-    spec = TRAINING_METHODS[method]  # type: ignore[index]
-    assert result["trainingDefaults"] == dict(spec.training_defaults)
-    assert result["baseHyperparameters"] == dict(spec.base_hyperparameters)
+    expected = METHOD_DEFAULTS[method]
+    assert result["trainingDefaults"] == expected["training"]
+    assert result["baseHyperparameters"] == expected["base"]
     assert result["inputDefaults"] == {
         "train": f"s3://import-exportsoutputrefbucketsdata941f65f0dc630599/datasets/{method}/train/",
         "validation": f"s3://import-exportsoutputrefbucketsdata941f65f0dc630599/datasets/{method}/validation/",
     }
     assert result["contentType"] == "text/csv"
-    assert result["tuningDefaults"]["objective"]["metricName"] == spec.tuning.objective_metric
+    assert result["tuningDefaults"]["objective"]["metricName"] == expected["objective"]
     metric_names = [m["Name"] for m in result["algorithm"].get("MetricDefinitions", [])]
     if method == "builtin":
         assert metric_names == [], "SageMaker refuses metric definitions for built-in algorithms"
     else:
         assert metric_names == ["train:loss", "validation:loss", "validation:accuracy"]
-        assert spec.tuning.objective_metric in metric_names
+        assert expected["objective"] in metric_names, "SageMaker reads the objective from these"
 
 
 def test_hyperparameters_merge_in_order(definition: Definition) -> None:
@@ -150,16 +182,21 @@ def test_channels_must_be_s3_uris(definition: Definition) -> None:
         "field 'inputs.validation' must be an S3 URI like s3://bucket/prefix/"}
 
 
-def test_spot_adds_max_wait(definition: Definition, settings: Settings) -> None:
+def test_spot_adds_max_wait(definition: Definition) -> None:
     s = states(definition)
     (rule,) = s["ChooseCapacity"]["Choices"]
     assert rule == {"Variable": "$.config.spot", "BooleanEquals": True, "Next": "UseSpotCapacity"}
+    # cdk.json's spotMaxWaitInSeconds; SageMaker wants MaxWaitTimeInSeconds >= MaxRuntimeInSeconds
+    # (at most cdk.json's 3600 here) and at most 28 days (API reference, StoppingCondition).
     assert s["UseSpotCapacity"]["Parameters"] == {
-        "MaxRuntimeInSeconds.$": "$.config.maxRuntimeInSeconds",
-        "MaxWaitTimeInSeconds": settings.spot_max_wait_seconds}
+        "MaxRuntimeInSeconds.$": "$.config.maxRuntimeInSeconds", "MaxWaitTimeInSeconds": 7200}
     assert s["UseOnDemandCapacity"]["Parameters"] == {
         "MaxRuntimeInSeconds.$": "$.config.maxRuntimeInSeconds"}
-    assert settings.spot_max_wait_seconds >= settings.max_runtime_seconds
+    (runtime_range,) = [r for r in s["ValidateInput"]["Choices"]
+                        if r["Next"] == "InvalidMaxRuntimeInSecondsRange"]
+    longest_runtime = runtime_range["Or"][1]["NumericGreaterThan"]
+    assert longest_runtime == 3600
+    assert longest_runtime <= 7200 <= 28 * 24 * 3600
 
 
 def test_training_request(definition: Definition) -> None:

@@ -90,7 +90,10 @@ def one_of_rules(path: str, field: str, allowed: Sequence[str], *, error: str = 
 
 def s3_uri_rules(path: str, field: str) -> list[Rule]:
     return [Rule(
-        Cond.or_(Cond.not_(Cond.is_string(path)), Cond.not_(Cond.string_matches(path, "s3://*/*"))),
+        # A bucket and a key prefix: SageMaker's S3Uri pattern (https|s3)://([^/]+)/?(.*)
+        # refuses an empty bucket, which "s3://*/*" alone would let through.
+        Cond.or_(Cond.not_(Cond.is_string(path)), Cond.not_(Cond.string_matches(path, "s3://*/*")),
+                 Cond.string_matches(path, "s3:///*")),
         INVALID_INPUT_ERROR, f"field '{field}' must be an S3 URI like s3://bucket/prefix/",
         field, "Uri",
     )]
