@@ -25,7 +25,7 @@ MAX_HYPERPARAMETER_VALUE = 2500
 #: Hyperparameters the state machine adds to every script-mode job (its PrepareScript* states in
 #: infra/constructs/training_state_machine.py; tests compare this with the synthesized definition).
 SCRIPT_MODE_HYPERPARAMETERS = ("sagemaker_program", "sagemaker_submit_directory", "sagemaker_region",
-                               "sagemaker_container_log_level")
+                               "sagemaker_container_log_level", "sagemaker_torch_distributed_enabled")
 #: Step Functions' limits on execution names (used with ``fullmatch``: ``$`` would let a trailing
 #: newline through).
 EXECUTION_NAME = re.compile(r"[0-9A-Za-z_-]{1,80}")

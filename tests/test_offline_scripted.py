@@ -544,3 +544,24 @@ def test_longest_name_prefix_makes_names_sagemaker_takes(
     name = request[field]
     assert pattern.match(name) and len(name) == limit, name
     assert name.startswith("p" * longest + "-")
+
+
+@pytest.mark.parametrize("tuning", [False, True])
+def test_multi_instance_script_mode_is_one_distributed_job(harness: Harness, tuning: bool) -> None:
+    """Without a distribution, the PyTorch image runs one independent copy per instance. The SDK's
+    PyTorch(distribution={"torch_distributed": {"enabled": True}}) sends this hyperparameter, which
+    the image's toolkit reads to start torchrun across all hosts."""
+    execution_input: dict[str, Any] = {"method": "script", "instanceCount": 2}
+    if tuning:
+        execution_input["tuning"] = {}
+    result = harness.run(execution_input)
+    assert result.succeeded, result.cause
+    if tuning:
+        (request,) = harness.backend.created("create_hyper_parameter_tuning_job")
+        hyperparameters = request["TrainingJobDefinition"]["StaticHyperParameters"]
+        count = request["TrainingJobDefinition"]["ResourceConfig"]["InstanceCount"]
+    else:
+        (request,) = harness.training_requests()
+        hyperparameters, count = request["HyperParameters"], request["ResourceConfig"]["InstanceCount"]
+    assert count == 2
+    assert hyperparameters["sagemaker_torch_distributed_enabled"] == "true"

@@ -286,6 +286,14 @@ class TrainingStateMachine(Construct):
                 "sagemaker_submit_directory": props.script_source_uri,
                 "sagemaker_region": props.region,
                 "sagemaker_container_log_level": "20",
+                # One distributed job over all instances (and all GPUs of each): the PyTorch
+                # image's toolkit reads this (additional framework parameter, JSON-decoded) and
+                # starts torchrun --nnodes <instances> --nproc_per_node <GPUs, 1 on CPU> on every
+                # host, master algo-1 (the SDK sends it for distribution={"torch_distributed":
+                # {"enabled": True}}: PyTorch.LAUNCH_TORCH_DISTRIBUTED_ENV_NAME;
+                # sagemaker_training/torch_distributed.py). Without it N instances would run N
+                # independent copies, billed N times.
+                "sagemaker_torch_distributed_enabled": "true",
             }
         images = {
             "script": {"cpu": props.images.pytorch_cpu, "gpu": props.images.pytorch_gpu},
