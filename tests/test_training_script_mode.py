@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,12 +16,16 @@ import torch
 
 from tests.helpers import Synthesized
 from tests.training_support import (
+    TORCH_DISTRIBUTED,
     TRAINING_CODE,
+    cluster_unavailable_reason,
     parse_metrics,
     prepared_method,
     run_process,
     run_toolkit,
+    run_toolkit_cluster,
     script_bundle,
+    script_module,
     training_hyperparameters,
 )
 
@@ -124,8 +131,6 @@ def test_interrupted_run_resumes_to_the_same_result(sample_data: Path, tmp_path:
     # Kill the second run (SIGKILL, as a spot interruption would) once it reports epoch 3.
     command = _script_command(sample_data, tmp_path / "m2", tmp_path / "c2", epochs)
     env_path = {"PYTHONPATH": str(TRAINING_CODE)}
-    import os
-
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
                           env={**os.environ, **env_path}) as process:
         assert process.stdout is not None
@@ -145,18 +150,182 @@ def test_interrupted_run_resumes_to_the_same_result(sample_data: Path, tmp_path:
     assert _same_weights(tmp_path / "m1", tmp_path / "m2")
 
 
-def test_two_processes_match_one(sample_data: Path, tmp_path: Path) -> None:
-    """Data-parallel with torchrun and gloo: the same global batches, averaged gradients."""
-    env = {"PYTHONPATH": str(TRAINING_CODE), "OMP_NUM_THREADS": "1"}
-    single = run_process(_script_command(sample_data, tmp_path / "m1", tmp_path / "c1", 4), extra_env=env)
-    assert single.returncode == 0, single.stderr
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    double = run_process([*torchrun, *_script_command(sample_data, tmp_path / "m2", tmp_path / "c2", 4)[1:]],
-                         extra_env=env)
-    assert double.returncode == 0, double.stderr[-3000:]
-    one = dict(kv.split("=") for kv in _final_line(single.stdout).split())
-    two = dict(kv.split("=") for kv in _final_line(double.stdout).split())
-    # Float sums in another order: equal to 1e-4, the same predictions.
+#: One process's run that the distributed runs must reproduce: epochs and seed of every run below.
+DISTRIBUTED_EPOCHS, DISTRIBUTED_SEED = 3, 7
+DISTRIBUTED_ENV = {"PYTHONPATH": str(TRAINING_CODE), "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def one_process(sample_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """The final metrics line and model directory of one process (no torchrun)."""
+    out = tmp_path_factory.mktemp("one-process")
+    command = _script_command(sample_data, out / "model", out / "checkpoints", DISTRIBUTED_EPOCHS)
+    result = run_process(command, extra_env=DISTRIBUTED_ENV)
+    assert result.returncode == 0, result.stderr
+    return _final_line(result.stdout), out / "model"
+
+
+def _assert_same_training(line: str, model_dir: Path, one_process: tuple[str, Path]) -> None:
+    """Float sums in another order: metrics equal to 1e-4, the same predictions, close weights."""
+    one = dict(kv.split("=") for kv in one_process[0].split())
+    other = dict(kv.split("=") for kv in line.split())
+    assert other["epoch"] == one["epoch"] == str(DISTRIBUTED_EPOCHS)
     for metric in ("train:loss", "validation:loss"):
-        assert float(two[metric]) == pytest.approx(float(one[metric]), abs=1e-4), metric
-    assert two["validation:accuracy"] == one["validation:accuracy"]
+        assert float(other[metric]) == pytest.approx(float(one[metric]), abs=1e-4), metric
+    assert other["validation:accuracy"] == one["validation:accuracy"]
+    a = torch.load(model_dir / "model.pth", weights_only=True)
+    b = torch.load(one_process[1] / "model.pth", weights_only=True)
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_two_processes_match_one(sample_data: Path, tmp_path: Path,
+                                 one_process: tuple[str, Path]) -> None:
+    """Data-parallel with torchrun and gloo: the same global batches, averaged gradients.
+
+    Launched as the toolkit's TorchDistributedRunner launches one instance (a static rendezvous,
+    no ``--standalone``), on a port of its own."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+                "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+    command = _script_command(sample_data, tmp_path / "model", tmp_path / "checkpoints",
+                              DISTRIBUTED_EPOCHS)
+    double = run_process([*torchrun, *command[1:]], extra_env=DISTRIBUTED_ENV)
+    assert double.returncode == 0, double.stderr[-3000:]
+    assert "terminate called" not in double.stderr
+    assert "distributed: 2 processes, backend gloo" in double.stdout
+    assert len([line for line in double.stdout.splitlines() if line.startswith("epoch=")]) == \
+        DISTRIBUTED_EPOCHS, "only rank 0 prints metrics"
+    _assert_same_training(_final_line(double.stdout), tmp_path / "model", one_process)
+
+
+@pytest.mark.skipif(cluster_unavailable_reason() is not None,
+                    reason=str(cluster_unavailable_reason()))
+def test_two_instances_run_one_job_through_the_pytorch_toolkit(
+        synthesized: Synthesized, sample_data: Path, tmp_path: Path,
+        one_process: tuple[str, Path]) -> None:
+    """InstanceCount 2 with the distribution hyperparameter: the PyTorch image's own toolkit starts
+    torchrun on both instances, which form one data-parallel job equal to one process; only the
+    first instance prints metrics and writes the model and checkpoints."""
+    bundle = script_bundle(synthesized)
+    hyperparameters = _hyperparameters(synthesized, bundle, epochs=str(DISTRIBUTED_EPOCHS),
+                                       seed=str(DISTRIBUTED_SEED))
+    # The stack's own request turns distribution on, with the value AWS's SDK sends.
+    assert hyperparameters.items() >= TORCH_DISTRIBUTED.items()
+    first, second = run_toolkit_cluster(tmp_path / "job", hosts=["algo-1", "algo-2"],
+                                        hyperparameters=hyperparameters,
+                                        channels=_channels(sample_data))
+    for host in (first, second):
+        assert host.returncode == 0, host.log[-3000:]
+        assert "Reporting training SUCCESS" in host.log
+        assert "terminate called" not in host.log
+    for rank, host in enumerate((first, second)):
+        assert (f"torchrun --nnodes 2 --nproc_per_node 1 --master_addr algo-1 --master_port 7777 "
+                f"--node_rank {rank} train.py") in host.log, host.log[-3000:]
+    assert "distributed: 2 processes, backend gloo" in first.log
+
+    definitions = prepared_method(synthesized, "PrepareScriptCpu")["algorithm"]["MetricDefinitions"]
+    counts = [{name: len(values) for name, values in parse_metrics(host.log, definitions).items()}
+              for host in (first, second)]
+    assert counts == [{d["Name"]: DISTRIBUTED_EPOCHS for d in definitions},
+                      {d["Name"]: 0 for d in definitions}]
+    _assert_same_training(_final_line(first.log), first.tree.model_dir, one_process)
+    assert (first.tree.checkpoint_dir / "checkpoint.pt").is_file()
+    assert not any(second.tree.model_dir.iterdir()) and not any(second.tree.checkpoint_dir.iterdir())
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+#: SageMaker syncs this directory with CheckpointConfig.S3Uri. AWS's API reference,
+#: CheckpointConfig, LocalPath: "(Optional) The local directory where checkpoints are written.
+#: The default directory is /opt/ml/checkpoints/."
+#: (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CheckpointConfig.html)
+SAGEMAKER_DEFAULT_CHECKPOINT_DIR = "/opt/ml/checkpoints/"
+
+
+@pytest.mark.parametrize("env", [
+    {},
+    # What the toolkit sets on SageMaker (none of it names the checkpoint directory).
+    {"SM_MODEL_DIR": "/opt/ml/model", "SM_CHANNEL_TRAIN": "/opt/ml/input/data/train",
+     "SM_CHANNEL_VALIDATION": "/opt/ml/input/data/validation", "SM_OUTPUT_DIR": "/opt/ml/output",
+     "SM_HOSTS": '["algo-1","algo-2"]', "SM_CURRENT_HOST": "algo-1"},
+], ids=["bare", "sagemaker-env"])
+def test_default_checkpoint_dir_is_the_one_sagemaker_syncs(env: dict[str, str]) -> None:
+    args = script_module().parse_args(["--epochs", "3"], env=env)
+    assert Path(args.checkpoint_dir) == Path(SAGEMAKER_DEFAULT_CHECKPOINT_DIR)
+
+
+def _state(epoch: int) -> dict[str, Any]:
+    return {"epoch": epoch, "model": {"weight": torch.full((64, 64), float(epoch))}}
+
+
+def test_checkpoint_write_that_fails_midway_keeps_the_previous_checkpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash while writing (here: torch.save writes half the bytes, then fails) must leave the
+    last complete checkpoint in place and loadable: the file appears only by an atomic rename."""
+    train = script_module()
+    path = tmp_path / "checkpoints" / train.CHECKPOINT_FILE
+    cluster = train.Cluster(rank=0, world_size=1, device=torch.device("cpu"))
+    train.save_checkpoint(path, _state(1))
+    real_save = torch.save
+
+    def save_half_then_crash(obj: object, f: Any, *args: Any, **kwargs: Any) -> None:
+        whole = tmp_path / "whole.pt"
+        real_save(obj, whole, *args, **kwargs)
+        data = whole.read_bytes()
+        if isinstance(f, (str, os.PathLike)):
+            Path(f).write_bytes(data[:len(data) // 2])
+        else:
+            f.write(data[:len(data) // 2])
+            f.flush()
+        raise OSError("no space left on device (simulated)")
+
+    monkeypatch.setattr(torch, "save", save_half_then_crash)
+    with pytest.raises(OSError, match="simulated"):
+        train.save_checkpoint(path, _state(2))
+    monkeypatch.undo()
+
+    try:
+        state = train.load_checkpoint(path, cluster)
+    except Exception as error:  # a half-written file fails to load in several ways
+        pytest.fail(f"a failed write destroyed the previous checkpoint: {error!r}")
+    assert state is not None and state["epoch"] == 1, "the previous checkpoint must survive"
+    assert torch.equal(state["model"]["weight"], _state(1)["model"]["weight"])
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name], "no partial file left"
+
+    train.save_checkpoint(path, _state(2))
+    state = train.load_checkpoint(path, cluster)
+    assert state is not None and state["epoch"] == 2
+
+
+def test_checkpoint_file_is_replaced_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever watches the directory (SageMaker uploads it to S3 as files change) sees the
+    checkpoint file only through one ``os.replace`` of a finished file, never being written."""
+    train = script_module()
+    path = tmp_path / train.CHECKPOINT_FILE
+    seen: list[tuple[str, int]] = []
+    real_replace = os.replace
+
+    def watching_replace(source: Any, target: Any) -> None:
+        if Path(target) == path:
+            loaded = torch.load(source, weights_only=False)  # complete before it appears
+            seen.append((Path(source).parent.name, int(loaded["epoch"])))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", watching_replace)
+    real_save = torch.save
+
+    def save_elsewhere_only(obj: object, f: Any, *args: Any, **kwargs: Any) -> None:
+        written = Path(f if isinstance(f, (str, os.PathLike)) else f.name)
+        assert written != path, "torch.save wrote the checkpoint file in place"
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_elsewhere_only)
+    train.save_checkpoint(path, _state(1))
+    train.save_checkpoint(path, _state(2))
+    assert seen == [(tmp_path.name, 1), (tmp_path.name, 2)], "same directory, one rename per save"

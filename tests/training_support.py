@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from smtrain.local.job_tree import JobTree, build_job_tree
@@ -17,6 +23,17 @@ from tests.helpers import Synthesized
 
 TRAINING_CODE = ROOT / "training_code"
 TOOLKIT_TRAIN = Path(sys.executable).parent / "train"  # sagemaker-training's entry point
+
+#: What the SageMaker Python SDK sends for ``PyTorch(distribution={"torch_distributed":
+#: {"enabled": True}})``: ``sagemaker_torch_distributed_enabled`` = ``json.dumps(True)``
+#: (sagemaker-python-sdk v2.257.6, src/sagemaker/pytorch/estimator.py lines 341 and 670-718;
+#: src/sagemaker/estimator.py lines 924-937). The PyTorch image's toolkit reads it
+#: (sagemaker-pytorch-training-toolkit v3.0.0, src/sagemaker_pytorch_container/training.py
+#: lines 27, 75-89) and starts sagemaker-training's TorchDistributedRunner: ``torchrun`` on every
+#: instance, one node each (sagemaker_training/torch_distributed.py).
+TORCH_DISTRIBUTED = {"sagemaker_torch_distributed_enabled": "true"}
+#: ``SAGEMAKER_TRAINING_MODULE`` of the SageMaker PyTorch training images (the DLC Dockerfiles).
+PYTORCH_TOOLKIT_MODULE = "sagemaker_pytorch_container.training:main"
 
 
 def script_bundle(synthesized: Synthesized) -> Path:
@@ -65,3 +82,98 @@ def run_byoc(base_dir: Path, *, hyperparameters: Mapping[str, str],
 def parse_metrics(log: str, definitions: list[dict[str, str]]) -> dict[str, list[float]]:
     """What SageMaker would extract from ``log`` with the job's metric definitions."""
     return {d["Name"]: [float(m) for m in re.findall(d["Regex"], log)] for d in definitions}
+
+
+@functools.cache
+def script_module() -> ModuleType:
+    """``training_code/script_mode/train.py`` imported as the toolkit runs it (its directory and
+    ``common``'s parent on the path), to test its functions directly."""
+    for directory in (TRAINING_CODE, TRAINING_CODE / "script_mode"):
+        if str(directory) not in sys.path:
+            sys.path.insert(0, str(directory))
+    spec = importlib.util.spec_from_file_location("script_mode_train",
+                                                  TRAINING_CODE / "script_mode" / "train.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
+    spec.loader.exec_module(module)
+    return module
+
+
+def cluster_unavailable_reason() -> str | None:
+    """Why :func:`run_toolkit_cluster` cannot run here, or None."""
+    if importlib.util.find_spec("sagemaker_pytorch_container") is None:
+        return "the PyTorch image's toolkit (sagemaker-pytorch-training) is not installed"
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        return "a private network and /etc/hosts for the instances needs root, unshare and ip"
+    return None
+
+
+@dataclass(frozen=True)
+class HostRun:
+    """One instance of a multi-instance job: its tree, exit status and whole log."""
+
+    host: str
+    tree: JobTree
+    returncode: int
+    log: str
+
+
+# Runs inside the namespaces: starts every host's toolkit at once and records their exit codes.
+_LAUNCHER = """
+import json, subprocess, sys
+jobs = json.load(open(sys.argv[1]))
+procs = [subprocess.Popen(j["command"], env=j["env"], stdout=open(j["log"], "w"),
+                          stderr=subprocess.STDOUT) for j in jobs]
+json.dump([p.wait() for p in procs], open(sys.argv[2], "w"))
+"""
+
+
+def run_toolkit_cluster(base_dir: Path, *, hosts: Sequence[str], hyperparameters: Mapping[str, str],
+                        channels: Mapping[str, Path], instance_type: str = "ml.m5.xlarge",
+                        timeout: int = 300) -> list[HostRun]:
+    """A multi-instance job as SageMaker runs it: one fresh tree per host (``resourceconfig.json``
+    lists all hosts, sorted, and names this one), the PyTorch image's toolkit started on each at
+    once. They run in private network, mount and process namespaces: the host names resolve to
+    loopback through a private ``/etc/hosts`` (the toolkit looks them up by DNS, as on
+    SageMaker; ``SM_STUDIO_LOCAL_MODE`` is not set), the toolkit's fixed port 7777 cannot clash
+    with another run, nothing outside is reachable, and a timeout kills every process."""
+    reason = cluster_unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(reason)
+    base_dir.mkdir(parents=True)
+    # This machine's own name too: torchrun on a single node binds its store to it.
+    names = ("localhost", socket.gethostname(), *hosts)
+    (base_dir / "hosts").write_text("".join(f"127.0.0.1 {name}\n" for name in names))
+    base_env = {key: value for key, value in os.environ.items() if key != "SM_STUDIO_LOCAL_MODE"}
+    jobs, trees = [], []
+    for host in hosts:
+        tree = build_job_tree(base_dir / host, hyperparameters=hyperparameters, channels=channels,
+                              instance_type=instance_type)
+        config_file = tree.base_dir / "input" / "config" / "resourceconfig.json"
+        config = json.loads(config_file.read_text())
+        config.update(current_host=host, hosts=list(hosts), network_interface_name="lo")
+        config["instance_groups"][0]["hosts"] = list(hosts)
+        config_file.write_text(json.dumps(config, indent=2))
+        trees.append(tree)
+        jobs.append({"command": [str(TOOLKIT_TRAIN)], "log": str(base_dir / f"{host}.log"), "env": {
+            **base_env, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1",
+            "SAGEMAKER_BASE_DIR": str(tree.base_dir),
+            "SAGEMAKER_TRAINING_MODULE": PYTORCH_TOOLKIT_MODULE,
+            # torchrun, which the toolkit starts by name, from this environment.
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{base_env.get('PATH', '')}",
+        }})
+    (base_dir / "jobs.json").write_text(json.dumps(jobs))
+    in_namespaces = 'ip link set lo up && mount --bind "$0" /etc/hosts && exec "$@"'
+    command = ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "sh", "-c",
+               in_namespaces, str(base_dir / "hosts"), sys.executable, "-c", _LAUNCHER,
+               str(base_dir / "jobs.json"), str(base_dir / "codes.json")]
+    with subprocess.Popen(command, cwd=ROOT) as launcher:
+        try:
+            launcher.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            launcher.kill()  # --kill-child: the namespace's first process dies, and all with it
+            raise
+    codes = json.loads((base_dir / "codes.json").read_text())
+    return [HostRun(host, tree, code, (base_dir / f"{host}.log").read_text())
+            for host, tree, code in zip(hosts, trees, codes, strict=True)]

@@ -11,9 +11,12 @@ Contract kept here:
   S3 for spot jobs) gets the full training state after every epoch; a restarted job resumes
   from it, so an interruption loses at most one epoch and the result is the same;
 - deterministic for a seed; CPU or CUDA (mixed precision on CUDA);
-- data-parallel when started by ``torchrun`` (or SageMaker's ``torch_distributed``): every
-  process sees a slice of each global batch and the gradients are averaged, so N processes
-  compute what one process computes;
+- data-parallel when started by ``torchrun``: every process sees a slice of each global batch
+  (by global rank) and the gradients are averaged, so N processes compute what one process
+  computes; only rank 0 prints metrics and writes checkpoints and the model. With
+  ``InstanceCount`` > 1 the job must send the hyperparameter
+  ``sagemaker_torch_distributed_enabled=true``: the PyTorch image's toolkit then runs ``torchrun``
+  on every instance as one job (without it, each instance trains its own copy);
 - MLflow tracking (parameters, per-epoch metrics, the model) when ``MLFLOW_TRACKING_URI`` is
   set, by the main process (``common/tracking.py``);
 - on a bad hyperparameter or channel: one clear line on stderr and exit status 1 (argparse: 2);
@@ -24,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -103,8 +108,13 @@ class Cluster:
 
 
 def start_cluster() -> Cluster:
-    """Join the process group torchrun describes (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, master
-    address); a single process otherwise. NCCL on CUDA, gloo on CPU."""
+    """Join the process group torchrun describes (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``,
+    ``MASTER_ADDR``/``MASTER_PORT``); a single process otherwise. NCCL on CUDA, gloo on CPU.
+
+    On SageMaker, ``sagemaker_torch_distributed_enabled`` makes the PyTorch image's toolkit start
+    ``torchrun --nnodes <instances> --nproc_per_node <GPUs, or 1 on CPU> --master_addr algo-1
+    --master_port 7777 --node_rank <i>`` on every instance, so this sees one global rank per
+    process across all instances."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -114,8 +124,41 @@ def start_cluster() -> Cluster:
     else:
         device = torch.device("cpu")
     if world_size > 1:
+        if device.type == "cpu":
+            _bind_gloo_to_the_job_network()
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        if rank == 0:
+            print(f"distributed: {world_size} processes, backend {dist.get_backend()}", flush=True)
     return Cluster(rank=rank, world_size=world_size, device=device)
+
+
+def _bind_gloo_to_the_job_network() -> None:
+    """Gloo binds to the address the host name resolves to and falls back to loopback, which other
+    instances cannot reach. The toolkit names the job's network interface in
+    ``SM_NETWORK_INTERFACE_NAME`` (from ``resourceconfig.json``) and points NCCL and MPI at it;
+    point gloo at it too, unless the user chose an interface or the named one is absent."""
+    interface = os.environ.get("SM_NETWORK_INTERFACE_NAME")
+    if "GLOO_SOCKET_IFNAME" in os.environ or not interface:
+        return
+    if interface in {name for _index, name in socket.if_nameindex()}:
+        os.environ["GLOO_SOCKET_IFNAME"] = interface
+
+
+def stop_cluster(cluster: Cluster, *, succeeded: bool) -> None:
+    """Leave the process group before the interpreter shuts down.
+
+    After a success, every process first waits for the others (a barrier: no process closes its
+    connections while a peer is still in a collective), then the group is destroyed, which stops
+    the backend's threads while Python is fully alive: a backend thread that touches a Python
+    object during interpreter finalisation aborts the process ("terminate called without an
+    active exception"). After a failure there is no barrier and no destroy: the peers may be
+    stuck in a collective, and a collective teardown would hang this process with them."""
+    if cluster.world_size == 1 or not dist.is_initialized():
+        return
+    if succeeded:
+        gc.collect()  # free the DDP reducer (it holds the group) now, not during finalisation
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def seed_everything(seed: int) -> None:
@@ -147,11 +190,16 @@ def load_checkpoint(path: Path, cluster: Cluster) -> dict[str, Any] | None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write atomically: a job killed mid-write keeps the previous checkpoint."""
+    """Write atomically: the state goes to a temporary file in the same directory, which then
+    replaces ``path`` (``os.replace``, atomic on POSIX). A job killed or failing mid-write keeps
+    the previous checkpoint whole, and a resumed job never reads a half-written one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    torch.save(state, partial)
-    partial.replace(path)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        torch.save(state, partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 TRACKED_ARGUMENTS = ("epochs", "batch_size", "learning_rate", "hidden_units", "seed")
@@ -271,15 +319,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     started = time.monotonic()
     cluster = start_cluster()
+    succeeded = False
     try:
         train(args, cluster)
+        succeeded = True
     except ChannelError as error:
         write_failure(f"ChannelError: {error}")
         return 1
     finally:
-        if cluster.world_size > 1 and dist.is_initialized():
-            with contextlib.suppress(Exception):
-                dist.destroy_process_group()
+        stop_cluster(cluster, succeeded=succeeded)
     if cluster.is_main:
         print(f"training finished in {time.monotonic() - started:.1f}s", flush=True)
     return 0
