@@ -565,3 +565,13 @@ def test_multi_instance_script_mode_is_one_distributed_job(harness: Harness, tun
         hyperparameters, count = request["HyperParameters"], request["ResourceConfig"]["InstanceCount"]
     assert count == 2
     assert hyperparameters["sagemaker_torch_distributed_enabled"] == "true"
+
+
+def test_builtin_tuning_trials_share_no_checkpoint(harness: Harness) -> None:
+    """A tuning job's trials share one CheckpointConfig.S3Uri, restored into every trial that
+    starts; SageMaker XGBoost resumes from what it finds there, so its trials get none."""
+    result = harness.run({"method": "builtin", "spot": True, "tuning": {}})
+    assert result.succeeded, result.cause
+    (request,) = harness.backend.created("create_hyper_parameter_tuning_job")
+    assert "CheckpointConfig" not in request["TrainingJobDefinition"]
+    assert "TuneBuiltinModel" in result.states_entered()

@@ -260,6 +260,19 @@ def test_default_checkpoint_dir_is_the_one_sagemaker_syncs(env: dict[str, str]) 
     assert Path(args.checkpoint_dir) == Path(SAGEMAKER_DEFAULT_CHECKPOINT_DIR)
 
 
+def test_each_job_keeps_its_own_checkpoint() -> None:
+    """Tuning trials share one CheckpointConfig.S3Uri, whose contents SageMaker restores into every
+    job that starts with it: a trial must resume only its own checkpoint (a spot restart keeps
+    its TRAINING_JOB_NAME), never another trial's."""
+    train = script_module()
+    base = Path(SAGEMAKER_DEFAULT_CHECKPOINT_DIR)
+    first = train.checkpoint_file(base, {"TRAINING_JOB_NAME": "tune-0-001-aaaaaaaa"})
+    second = train.checkpoint_file(base, {"TRAINING_JOB_NAME": "tune-0-002-bbbbbbbb"})
+    assert first != second
+    assert first.parent == base / "tune-0-001-aaaaaaaa"
+    assert train.checkpoint_file(base, {}) == base / train.CHECKPOINT_FILE
+
+
 def _state(epoch: int) -> dict[str, Any]:
     return {"epoch": epoch, "model": {"weight": torch.full((64, 64), float(epoch))}}
 

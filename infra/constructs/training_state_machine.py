@@ -166,6 +166,13 @@ class TrainingStateMachine(Construct):
             checkpoint_uri=checkpoint_uri, kms_key_arn=props.key.key_arn,
             tracking_uri=props.tracking_uri,
         )
+        # Built-in XGBoost resumes from whatever its checkpoint directory holds, and a tuning
+        # job's trials share one checkpoint URI: its trials get none (a trial interrupted on spot
+        # starts again from the beginning).
+        self.builtin_tuning_task = TuningJobTask(
+            self, "TuneBuiltinModel", name_prefix=prefix, role_arn=role_arn, output_uri=output_uri,
+            checkpoint_uri=None, kms_key_arn=props.key.key_arn, tracking_uri=props.tracking_uri,
+        )
         self.describe_best = DescribeTrainingJobTask(
             self, "DescribeBestTrainingJob", name_prefix=prefix,
             job_name_path="$.tuningResult.BestTrainingJob.TrainingJobName", result_path="$.best",
@@ -177,6 +184,8 @@ class TrainingStateMachine(Construct):
                        label="Training")
         CreateJobRetry(self, "TuningRetry", task=self.tuning_task, failure=tuning_failed,
                        label="Tuning")
+        CreateJobRetry(self, "BuiltinTuningRetry", task=self.builtin_tuning_task,
+                       failure=tuning_failed, label="BuiltinTuning")
         self.describe_best.add_catch(tuning_failed, errors=["States.ALL"], result_path="$.failure")
 
         report_training = sfn.Pass(self, "ReportTraining", parameters={
@@ -207,6 +216,7 @@ class TrainingStateMachine(Construct):
                                           reject=reject, rules=tuning_rules())
         choose_strategy = self._tuning_job_configs(reject)
         self.tuning_task.next(self.describe_best).next(report_tuning)
+        self.builtin_tuning_task.next(self.describe_best)
 
         # Two Choices, not And(IsPresent, IsNotNull): a rule on a missing path is a runtime
         # error, and nothing promises the And is evaluated lazily.
@@ -247,6 +257,7 @@ class TrainingStateMachine(Construct):
         for statement in _unique_statements(
             Stack.of(self),
             [*self.training_task.policy_statements, *self.tuning_task.policy_statements,
+             *self.builtin_tuning_task.policy_statements,
              *self.describe_best.policy_statements],
         ):
             self.state_machine.add_to_role_policy(statement)
@@ -372,6 +383,9 @@ class TrainingStateMachine(Construct):
             self, "HyperbandIntegerChecks", choice_id="ValidateHyperbandIntegers", reject=reject,
             rules=[*integer_rules("$.numberText.minResource", "tuning.hyperband.minResource"),
                    *integer_rules("$.numberText.maxResource", "tuning.hyperband.maxResource")])
+        choose_task = sfn.Choice(self, "ChooseTuningTask")
+        choose_task.when(Cond.string_equals("$.config.method", "builtin"), self.builtin_tuning_task)
+        choose_task.otherwise(self.tuning_task)
         choose = sfn.Choice(self, "ChooseTuningStrategy")
         choose.when(Cond.string_equals(f"{config}.strategy", "Grid"), grid)
         choose.when(Cond.string_equals(f"{config}.strategy", "Hyperband"),
@@ -379,7 +393,7 @@ class TrainingStateMachine(Construct):
                         validate_resources.then(hyperband))))
         choose.otherwise(search)
         for state in (grid, search, hyperband):
-            state.next(self.tuning_task)
+            state.next(choose_task)
         return choose
 
     def _failure(self, kind: str, error: str) -> sfn.Chain:

@@ -40,14 +40,18 @@ class TuningJobTask(sfn.CustomState):
     Guarantees:
     - the tuning job name is ``<name_prefix>-<short run id>-<attempt>``, within 32 characters
       (checked here); SageMaker names its training jobs after it, so they share the prefix;
-    - trials of a spot tuning job checkpoint under ``<checkpoint_uri><short run id>/``;
+    - with ``checkpoint_uri`` (none: no ``CheckpointConfig``), every trial checkpoints under
+      ``<checkpoint_uri><short run id>/``: one prefix for all trials, which SageMaker restores into
+      each trial that starts, so the training code must keep each job's checkpoint apart (the
+      project's script does, by ``TRAINING_JOB_NAME``);
     - the result keeps only the job name, status, counters and the best training job, so the
       payload stays small however many training jobs ran;
     - :attr:`policy_statements` holds the exact IAM.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str, role_arn: str,
-                 output_uri: str, checkpoint_uri: str, kms_key_arn: str, short_run_id_path: str = "$.run.shortId",
+                 output_uri: str, checkpoint_uri: str | None, kms_key_arn: str,
+                 short_run_id_path: str = "$.run.shortId",
                  paths: ChannelPaths | None = None, max_attempts: int = 3,
                  sagemaker_retries: int = 2, result_path: str = "$.tuningResult",
                  tracking_uri: str | None = None) -> None:
@@ -77,9 +81,6 @@ class TuningJobTask(sfn.CustomState):
                     "ResourceConfig": resource_config(paths),
                     "StoppingCondition.$": paths.stopping_condition,
                     "EnableManagedSpotTraining.$": paths.spot,
-                    "CheckpointConfig": {
-                        "S3Uri.$": f"States.Format('{checkpoint_uri}{{}}/', {short_run_id_path})",
-                    },
                     "RetryStrategy": {"MaximumRetryAttempts": sagemaker_retries},
                 },
                 "Tags": job_tags(paths),
@@ -92,6 +93,9 @@ class TuningJobTask(sfn.CustomState):
             },
             "ResultPath": result_path,
         }
+        if checkpoint_uri is not None:
+            state_json["Parameters"]["TrainingJobDefinition"]["CheckpointConfig"] = {
+                "S3Uri.$": f"States.Format('{checkpoint_uri}{{}}/', {short_run_id_path})"}
         if tracking_uri is not None:
             state_json["Parameters"]["TrainingJobDefinition"]["Environment"] = {
                 **tracking_environment(tracking_uri, paths), "SMTRAIN_TUNING_JOB.$": tuning_job_name}

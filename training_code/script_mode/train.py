@@ -32,7 +32,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -189,6 +189,19 @@ def load_checkpoint(path: Path, cluster: Cluster) -> dict[str, Any] | None:
     return state[0]
 
 
+def checkpoint_file(checkpoint_dir: Path, env: Mapping[str, str]) -> Path:
+    """This job's checkpoint: ``<dir>/<TRAINING_JOB_NAME>/checkpoint.pt``.
+
+    SageMaker syncs the whole checkpoint directory with ``CheckpointConfig.S3Uri`` and restores
+    the prefix's contents into a job that starts with it (developer guide, "Resume training from
+    a checkpoint"). The trials of a tuning job share one URI, so a checkpoint is kept under the
+    job's own name (``TRAINING_JOB_NAME``, set by SageMaker in the container, read by the
+    training toolkit as ``params.TRAINING_JOB_ENV``): a spot restart keeps its name and resumes,
+    another trial never picks it up."""
+    job_name = env.get("TRAINING_JOB_NAME", "")
+    return (checkpoint_dir / job_name if job_name else checkpoint_dir) / CHECKPOINT_FILE
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write atomically: the state goes to a temporary file in the same directory, which then
     replaces ``path`` (``os.replace``, atomic on POSIX). A job killed or failing mid-write keeps
@@ -231,7 +244,7 @@ def _train(args: argparse.Namespace, cluster: Cluster, tracker: Tracker) -> dict
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    checkpoint_path = Path(args.checkpoint_dir) / CHECKPOINT_FILE
+    checkpoint_path = checkpoint_file(Path(args.checkpoint_dir), os.environ)
     start_epoch = 1
     state = load_checkpoint(checkpoint_path, cluster)
     if state is not None:
