@@ -379,7 +379,7 @@ def _added_hyperparameters(synthesized: Synthesized, method: str) -> set[str]:
         if state_name.startswith(f"Prepare{method.capitalize()}") and state["Type"] == "Pass":
             result = state["Result"]
             names |= set(result["baseHyperparameters"]) | set(result["trainingDefaults"])
-            names |= set(result["fixedHyperparameters"])
+            names |= set(result["fixedHyperparameters"]) | set(result["distributedHyperparameters"])
     assert names, f"no Prepare state for {method}"
     return names
 

@@ -567,6 +567,13 @@ def test_multi_instance_script_mode_is_one_distributed_job(harness: Harness, tun
     assert hyperparameters["sagemaker_torch_distributed_enabled"] == "true"
 
 
+def test_one_instance_keeps_the_plain_launcher(harness: Harness) -> None:
+    result = harness.run({"method": "script", "instanceCount": 1})
+    assert result.succeeded, result.cause
+    (request,) = harness.training_requests()
+    assert "sagemaker_torch_distributed_enabled" not in request["HyperParameters"]
+
+
 def test_builtin_tuning_trials_share_no_checkpoint(harness: Harness) -> None:
     """A tuning job's trials share one CheckpointConfig.S3Uri, restored into every trial that
     starts; SageMaker XGBoost resumes from what it finds there, so its trials get none."""

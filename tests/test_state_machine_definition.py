@@ -144,7 +144,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
 def test_method_defaults(definition: Definition, method: str) -> None:
     state = states(definition)[{"script": "PrepareScriptCpu", "byoc": "PrepareByoc",
                                 "builtin": "PrepareBuiltin"}[method]]
-    assert state["ResultPath"] == "$.method" and state["Next"] == "ResolveJob"
+    assert state["ResultPath"] == "$.method" and state["Next"] == "ChooseDistribution"
     result = state["Result"]
     expected = METHOD_DEFAULTS[method]
     assert result["trainingDefaults"] == expected["training"]
@@ -165,13 +165,14 @@ def test_method_defaults(definition: Definition, method: str) -> None:
 
 def test_hyperparameters_merge_in_order(definition: Definition) -> None:
     params = states(definition)["ResolveJob"]["Parameters"]
+    fixed = ("States.JsonMerge($.method.fixedHyperparameters, $.distribution.hyperparameters, "
+             "false)")
     assert params["trainingHyperparameters.$"] == (
         "States.JsonMerge(States.JsonMerge(States.JsonMerge($.method.baseHyperparameters, "
-        "$.method.trainingDefaults, false), $.config.hyperparameters, false), "
-        "$.method.fixedHyperparameters, false)")
+        f"$.method.trainingDefaults, false), $.config.hyperparameters, false), {fixed}, false)")
     assert params["staticHyperparameters.$"] == (
         "States.JsonMerge(States.JsonMerge($.method.baseHyperparameters, "
-        "$.config.hyperparameters, false), $.method.fixedHyperparameters, false)")
+        f"$.config.hyperparameters, false), {fixed}, false)")
     assert params["inputs.$"] == "States.JsonMerge($.method.inputDefaults, $.config.inputs, false)"
 
 

@@ -115,11 +115,20 @@ class TrainingStateMachine(Construct):
         )
 
         resolve_job = sfn.Pass(self, "ResolveJob", parameters=_resolve_job_parameters())
+        choose_distribution = sfn.Choice(self, "ChooseDistribution")
+        choose_distribution.when(
+            Cond.number_greater_than("$.config.instanceCount", 1),
+            sfn.Pass(self, "DistributeAcrossInstances", result_path="$.distribution",
+                     parameters={"hyperparameters.$": "$.method.distributedHyperparameters"})
+            .next(resolve_job))
+        choose_distribution.otherwise(
+            sfn.Pass(self, "RunOnOneInstance", result_path="$.distribution",
+                     result=sfn.Result.from_object({"hyperparameters": {}})).next(resolve_job))
         choose_method = sfn.Choice(self, "ChooseMethod")
         for method in TRAINING_METHODS:
             prepares = self._prepare_states(method)
             for prepare in prepares.values():
-                prepare.next(resolve_job)
+                prepare.next(choose_distribution)
             condition = Cond.string_equals("$.config.method", method)
             if method == "script":
                 gpu_types = [t for t in props.allowed_instance_types
@@ -291,21 +300,23 @@ class TrainingStateMachine(Construct):
         spec = TRAINING_METHODS[method]
         data = props.data_bucket.bucket_name
         fixed: dict[str, str] = {}
+        distributed: dict[str, str] = {}
         if method == "script":
             fixed = {
                 "sagemaker_program": SCRIPT_PROGRAM,
                 "sagemaker_submit_directory": props.script_source_uri,
                 "sagemaker_region": props.region,
                 "sagemaker_container_log_level": "20",
-                # One distributed job over all instances (and all GPUs of each): the PyTorch
-                # image's toolkit reads this (additional framework parameter, JSON-decoded) and
-                # starts torchrun --nnodes <instances> --nproc_per_node <GPUs, 1 on CPU> on every
-                # host, master algo-1 (the SDK sends it for distribution={"torch_distributed":
-                # {"enabled": True}}: PyTorch.LAUNCH_TORCH_DISTRIBUTED_ENV_NAME;
-                # sagemaker_training/torch_distributed.py). Without it N instances would run N
-                # independent copies, billed N times.
-                "sagemaker_torch_distributed_enabled": "true",
             }
+            # With more than one instance, one distributed job over all instances (and all GPUs
+            # of each): the PyTorch image's toolkit reads this (an additional framework
+            # parameter, JSON-decoded) and starts torchrun --nnodes <instances> --nproc_per_node
+            # <GPUs, 1 on CPU> on every host, master algo-1 (the SDK sends it for
+            # distribution={"torch_distributed": {"enabled": True}}:
+            # PyTorch.LAUNCH_TORCH_DISTRIBUTED_ENV_NAME; sagemaker_training/torch_distributed.py).
+            # Without it N instances run N independent copies, billed N times. A single instance
+            # keeps the plain launcher (the SDK accepts torch_distributed on GPU and Trainium only).
+            distributed = {"sagemaker_torch_distributed_enabled": "true"}
         images = {
             "script": {"cpu": props.images.pytorch_cpu, "gpu": props.images.pytorch_gpu},
             "byoc": {"default": props.byoc_image_uri},
@@ -332,6 +343,7 @@ class TrainingStateMachine(Construct):
                     "baseHyperparameters": dict(spec.base_hyperparameters),
                     "trainingDefaults": dict(spec.training_defaults),
                     "fixedHyperparameters": fixed,
+                    "distributedHyperparameters": distributed,
                     "inputDefaults": {
                         channel: f"s3://{data}/{DATASETS_PREFIX}{method}/{channel}/"
                         for channel in ("train", "validation")
@@ -406,7 +418,10 @@ class TrainingStateMachine(Construct):
 
 
 def _resolve_job_parameters() -> dict[str, Any]:
-    """Hyperparameters merged in order: base < training defaults < user input < fixed."""
+    """Hyperparameters merged in order: base < training defaults < user input < fixed (with the
+    distribution's, when there is more than one instance)."""
+    fixed = ("States.JsonMerge($.method.fixedHyperparameters, $.distribution.hyperparameters, "
+             "false)")
     base_and_user = ("States.JsonMerge($.method.baseHyperparameters, $.config.hyperparameters, "
                      "false)")
     with_training_defaults = (
@@ -424,10 +439,8 @@ def _resolve_job_parameters() -> dict[str, Any]:
                          f"States.ArrayGetItem({split}, 1))",
         },
         "inputs.$": "States.JsonMerge($.method.inputDefaults, $.config.inputs, false)",
-        "trainingHyperparameters.$": f"States.JsonMerge({with_training_defaults}, "
-                                     "$.method.fixedHyperparameters, false)",
-        "staticHyperparameters.$": f"States.JsonMerge({base_and_user}, "
-                                   "$.method.fixedHyperparameters, false)",
+        "trainingHyperparameters.$": f"States.JsonMerge({with_training_defaults}, {fixed}, false)",
+        "staticHyperparameters.$": f"States.JsonMerge({base_and_user}, {fixed}, false)",
     }
 
 
