@@ -20,8 +20,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smtrain.local.engine import OfflineEngine
-from smtrain.local.sagemaker_model import request_violations
-from smtrain.local.sagemaker_rules import rule_violations
 from tests.helpers import Synthesized
 from tests.scripted_sagemaker import JobScript, ScriptedBackend
 
@@ -70,6 +68,35 @@ execution_input = st.fixed_dictionaries(
 )
 
 
+#: Inputs the state machine must accept: allowed instance types (cdk.json), counts and sizes
+#: within AWS's and the stack's limits, whole numbers, ranges each strategy takes.
+ALLOWED_TYPES = ["ml.m5.xlarge", "ml.m5.2xlarge", "ml.c5.2xlarge", "ml.g5.xlarge"]
+valid_tuning = st.one_of(
+    st.fixed_dictionaries({"strategy": st.sampled_from(["Bayesian", "Random"])},
+                          optional={"maxJobs": st.integers(4, 20), "maxParallelJobs": st.integers(1, 4),
+                                    "earlyStopping": st.sampled_from(["Off", "Auto"])}),
+    st.fixed_dictionaries({"strategy": st.just("Grid"), "parameterRanges": categorical},
+                          optional={"maxParallelJobs": st.integers(1, 4)}),
+    st.fixed_dictionaries({"strategy": st.just("Hyperband")}, optional={
+        "hyperband": st.integers(1, 20_000).flatmap(lambda high: st.fixed_dictionaries({
+            "minResource": st.integers(1, high), "maxResource": st.just(high)}))}),
+)
+valid_input = st.fixed_dictionaries(
+    {"method": st.sampled_from(["script", "byoc", "builtin"])},
+    optional={
+        "instanceType": st.sampled_from(ALLOWED_TYPES),
+        "instanceCount": st.integers(1, 4),
+        "spot": st.booleans(),
+        "maxRuntimeInSeconds": st.integers(1, 3600),
+        "volumeSizeInGB": st.integers(1, 16384),
+        "hyperparameters": st.dictionaries(st.sampled_from(["seed", "note"]),
+                                           st.text(alphabet="abc0123456789.", min_size=1, max_size=8),
+                                           max_size=2),
+        "tuning": st.one_of(st.none(), valid_tuning),
+    },
+)
+
+
 @pytest.fixture(scope="module")
 def engine(synthesized: Synthesized,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OfflineEngine, ScriptedBackend]]:
@@ -80,35 +107,72 @@ def engine(synthesized: Synthesized,
 
 
 _runs = iter(range(1_000_000))
+MATRIX_SETTINGS = settings(max_examples=10, derandomize=True, deadline=None, database=None,
+                           suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                  HealthCheck.too_slow])
 
 
-@settings(max_examples=15, derandomize=True, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(execution_input)
-def test_every_request_is_valid_or_the_input_is_refused_by_name(
-        engine: tuple[OfflineEngine, ScriptedBackend], execution_input: dict[str, Any]) -> None:
+def _run(engine: tuple[OfflineEngine, ScriptedBackend], execution_input: dict[str, Any]) -> Any:
     offline, backend = engine
     backend.script = JobScript()
     backend.requests.clear()
-    result = offline.run(execution_input, name=f"matrix-{next(_runs)}", timeout=120)
+    return offline.run(execution_input, name=f"matrix-{next(_runs)}", timeout=120)
+
+
+@MATRIX_SETTINGS
+@given(execution_input)
+def test_every_request_is_valid_or_the_input_is_refused_by_name(
+        engine: tuple[OfflineEngine, ScriptedBackend], execution_input: dict[str, Any]) -> None:
+    """Any input: the engine's strict front end judges every create request (a refused one fails
+    the execution with SageMaker.AmazonSageMakerException), so the run either succeeds or the
+    state machine refused the input by name before any job existed."""
+    result = _run(engine, execution_input)
     if result.status == "FAILED" and result.error in REFUSALS:
-        assert backend.requests == [], "refused input must create no job"
+        assert engine[1].requests == [], "refused input must create no job"
         assert (result.cause or "").startswith(("field '", "the execution name")), result.cause
         return
     assert result.succeeded, (json.dumps(execution_input), result.error, result.cause)
-    for action, request in backend.requests:
-        operation = {"create_training_job": "CreateTrainingJob",
-                     "create_hyper_parameter_tuning_job": "CreateHyperParameterTuningJob"}[action]
-        assert request_violations(operation, request) == []
-        assert rule_violations(operation, request) == []
-        _assert_project_promises(operation, request, execution_input)
+    _assert_project_promises(engine[1].requests)
 
 
-def _assert_project_promises(operation: str, request: dict[str, Any],
-                             execution_input: dict[str, Any]) -> None:
-    """What the README promises beyond AWS's contract."""
-    job = request if operation == "CreateTrainingJob" else request["TrainingJobDefinition"]
-    if job.get("EnableManagedSpotTraining"):
-        assert job["CheckpointConfig"]["S3Uri"].startswith("s3://"), "every spot job checkpoints"
-    tags = {tag["Key"] for tag in request["Tags"]}
-    assert {"smtrain:execution", "smtrain:method"} <= tags
+@MATRIX_SETTINGS
+@given(valid_input)
+def test_valid_inputs_always_reach_sagemaker(
+        engine: tuple[OfflineEngine, ScriptedBackend], execution_input: dict[str, Any]) -> None:
+    result = _run(engine, execution_input)
+    assert result.succeeded, (json.dumps(execution_input), result.error, result.cause)
+    assert engine[1].requests, "a valid input creates a job"
+    _assert_project_promises(engine[1].requests)
+
+
+@pytest.mark.parametrize("method", ["script", "byoc", "builtin"])
+@pytest.mark.parametrize("strategy", ["Bayesian", "Random", "Hyperband", "Grid"])
+def test_every_method_tunes_with_every_strategy(engine: tuple[OfflineEngine, ScriptedBackend],
+                                                method: str, strategy: str) -> None:
+    """Each method's defaults with each strategy (Grid with the user's categorical ranges, since
+    SageMaker takes no other kind for it), spot on for half of them."""
+    tuning: dict[str, Any] = {"strategy": strategy}
+    if strategy == "Grid":
+        tuning["parameterRanges"] = {"CategoricalParameterRanges": [{"Name": "seed",
+                                                                     "Values": ["1", "2"]}]}
+    spot = strategy in ("Random", "Grid")
+    result = _run(engine, {"method": method, "spot": spot, "tuning": tuning})
+    assert result.succeeded, (method, strategy, result.error, result.cause)
+    (action, request), = engine[1].requests
+    assert action == "create_hyper_parameter_tuning_job"
+    assert request["HyperParameterTuningJobConfig"]["Strategy"] == strategy
+    _assert_project_promises(engine[1].requests)
+
+
+def _assert_project_promises(requests: list[tuple[str, dict[str, Any]]]) -> None:
+    """What the README promises beyond AWS's contract (which the engine enforces)."""
+    for action, request in requests:
+        job = request if action == "create_training_job" else request["TrainingJobDefinition"]
+        builtin = "sagemaker-xgboost" in job["AlgorithmSpecification"]["TrainingImage"]
+        if job.get("EnableManagedSpotTraining") and not (builtin and action != "create_training_job"):
+            assert job["CheckpointConfig"]["S3Uri"].startswith("s3://"), "spot jobs checkpoint"
+        assert {"smtrain:execution", "smtrain:method"} <= {tag["Key"] for tag in request["Tags"]}
+        hyperparameters = job.get("HyperParameters", job.get("StaticHyperParameters", {}))
+        if job["ResourceConfig"]["InstanceCount"] > 1 and "pytorch" in job["AlgorithmSpecification"][
+                "TrainingImage"]:
+            assert hyperparameters["sagemaker_torch_distributed_enabled"] == "true"

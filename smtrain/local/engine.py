@@ -71,17 +71,21 @@ def prepare_tracking_store(directory: Path) -> str:
 
 
 def shorten_retries(definition: dict[str, Any], interval_seconds: int) -> None:
-    """Cap each ``Retry`` rule's ``IntervalSeconds`` and each ``Wait`` state's wait (the backoff
-    before a create call is retried); everything else stays as synthesized."""
+    """Cap each ``Retry`` rule's ``IntervalSeconds``, each fixed ``Wait``, and each random wait a
+    Pass state draws (``States.MathRandom(low, high)``, the backoff before a create call is
+    retried, which a Wait then reads through its ``SecondsPath``); everything else, the
+    ``SecondsPath`` chain included, stays as synthesized."""
     if interval_seconds < 1:
         raise ValueError("IntervalSeconds must be at least 1")
     for state in definition["States"].values():
         for rule in state.get("Retry", []):
             rule["IntervalSeconds"] = min(rule.get("IntervalSeconds", 1), interval_seconds)
-        if state["Type"] == "Wait":
-            seconds = state.pop("Seconds", interval_seconds)
-            state.pop("SecondsPath", None)
-            state["Seconds"] = min(seconds, interval_seconds)
+        if state["Type"] == "Wait" and "Seconds" in state:
+            state["Seconds"] = min(state["Seconds"], interval_seconds)
+        if state["Type"] == "Pass":
+            for key, value in state.get("Parameters", {}).items():
+                if isinstance(value, str) and value.startswith("States.MathRandom("):
+                    state["Parameters"][key] = f"States.MathRandom({interval_seconds}, {interval_seconds})"
 
 
 class OfflineEngine:
