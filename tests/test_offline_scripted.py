@@ -211,6 +211,9 @@ BAD_INPUTS: list[tuple[dict[str, Any], str, str]] = [
     ({"method": "builtin", "tuning": {"strategy": "Grid", "parameterRanges": {
         "IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "3", "MaxValue": "5"}]}}},
      "InvalidExecutionInput", "field 'tuning.parameterRanges' may hold only Categorical"),
+    ({"method": "script", "tuning": {"strategy": "Grid", "parameterRanges": {
+        "CategoricalParameterRanges": []}}}, "InvalidExecutionInput",
+     "field 'tuning.parameterRanges' needs at least one CategoricalParameterRanges entry"),
     ({"method": "script", "tuning": {"maxJobs": 2, "maxParallelJobs": 3}}, "InvalidExecutionInput",
      "field 'tuning.maxParallelJobs' must not exceed 'tuning.maxJobs'"),
     # Hyperband: MaxResource at most 20,000 (API reference, HyperbandStrategyConfig).

@@ -217,6 +217,13 @@ def tuning_rules(*, max_jobs: int = 500, max_parallel_jobs: int = 100) -> list[R
              "strategy (SageMaker's rule): list the values to try as categorical ranges, or choose "
              "Bayesian, Random or Hyperband",
              "tuning.parameterRanges", "WithGrid"),
+        Rule(Cond.and_(Cond.string_equals(f"{base}.strategy", "Grid"),
+                       Cond.not_(Cond.is_present(
+                           f"{base}.parameterRanges.CategoricalParameterRanges[0]"))),
+             INVALID_INPUT_ERROR,
+             "field 'tuning.parameterRanges' needs at least one CategoricalParameterRanges entry "
+             "with the Grid strategy: the grid is made of their values",
+             "tuning.parameterRanges", "EmptyGrid"),
         Rule(Cond.and_(Cond.not_(Cond.string_equals(f"{base}.strategy", "Grid")),
                        Cond.number_greater_than_json_path(f"{base}.maxParallelJobs", f"{base}.maxJobs")),
              INVALID_INPUT_ERROR,

@@ -55,7 +55,8 @@ def _spot_rules(spot: bool, stopping: dict[str, Any]) -> Iterator[str]:
     runtime = stopping.get("MaxRuntimeInSeconds", 86_400)
     if spot and wait is None:
         yield "MaxWaitTimeInSeconds is required when EnableManagedSpotTraining is true"
-    # CONSERVATIVE, no published source: treated as refused so that nothing depends on it.
+    # "Invalid MaxWaitTimeInSeconds. It is only supported when EnableManagedSpotTraining is set
+    # to true" (SageMaker's ValidationException, quoted in aws/amazon-sagemaker-examples#869).
     if wait is not None and not spot:
         yield "MaxWaitTimeInSeconds is allowed only with EnableManagedSpotTraining"
     if wait is not None and wait < runtime:
@@ -114,7 +115,9 @@ def tuning_job_rules(request: dict[str, Any]) -> Iterator[str]:
     if strategy == "Grid":
         # Developer guide, "Understand the hyperparameter tuning strategies": grid search
         # "requires categorical hyperparameters" and "you do not need to specify
-        # MaxNumberOfTrainingJobs" (the grid decides it; SageMaker refuses the field).
+        # MaxNumberOfTrainingJobs" (the grid decides it). That SageMaker refuses the field is
+        # CONSERVATIVE (the guide says only that it is not needed): the state machine never
+        # sends it with Grid, so nothing depends on either answer.
         if ranges.get("IntegerParameterRanges") or ranges.get("ContinuousParameterRanges"):
             yield "Grid search supports only CategoricalParameterRanges"
         if "MaxNumberOfTrainingJobs" in limits:
