@@ -65,7 +65,7 @@ def resolve_intrinsics(value: Any, resolver: Resolver) -> Any:
             return str(resolve_intrinsics(source, resolver)).split(separator)
         if key == "Fn::Sub":
             return _substitute(argument, resolver)
-        if key in ("Ref", "Fn::GetAtt", "Fn::ImportValue"):
+        if key in ("Ref", "Fn::GetAtt", "Fn::ImportValue", "Fn::GetStackOutput"):
             return resolver(key, resolve_intrinsics(argument, resolver))
     return {key: resolve_intrinsics(item, resolver) for key, item in value.items()}
 
@@ -129,8 +129,9 @@ def placeholder_resolver(account: str = "123456789012", region: str = "us-east-1
             if attribute.lower().endswith("arn"):
                 return f"arn:aws:iam::{account}:role/{logical_id.lower()}"
             return f"{logical_id.lower()}-{attribute.lower()}"
-        # Fn::ImportValue: a cross-stack export; ARN exports keep an ARN shape.
-        name = str(argument)
+        # Fn::ImportValue (an export name) or Fn::GetStackOutput (another stack's plain output,
+        # {"StackName", "OutputName"}): ARN-named values keep an ARN shape.
+        name = str(argument["OutputName"]) if kind == "Fn::GetStackOutput" else str(argument)
         if name.lower().endswith("arn") or "arn" in name.lower().rsplit(":", 1)[-1]:
             return f"arn:aws:iam::{account}:role/import-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
         return f"import-{name.rsplit(':', 1)[-1].lower()}"

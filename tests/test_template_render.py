@@ -32,3 +32,13 @@ def test_unknown_reference_is_named() -> None:
 def test_non_json_definition_fails() -> None:
     with pytest.raises(ValueError):
         render_definition("not json", mapping_resolver({}))
+
+
+def test_weak_cross_stack_references_are_resolved() -> None:
+    """Fn::GetStackOutput (the MLflow server's ARN, read from the storage stack without an
+    export) renders like an import: ARN-named outputs keep an ARN shape."""
+    from infra.template_render import placeholder_resolver, resolve_intrinsics
+
+    value = {"Fn::GetStackOutput": {"StackName": "smtrain-storage", "OutputName": "TrackingServerArn"}}
+    rendered = resolve_intrinsics({"Fn::Join": ["", ["uri=", value]]}, placeholder_resolver())
+    assert rendered.startswith("uri=arn:aws:")

@@ -51,12 +51,22 @@ class _Resolver:
         self.exports = {output["Export"]["Name"]: output["Value"]
                         for template in templates.values()
                         for output in template.get("Outputs", {}).values() if "Export" in output}
+        self.outputs = {(stack, name): output["Value"] for stack, template in templates.items()
+                        for name, output in template.get("Outputs", {}).items()}
 
     def __call__(self, kind: str, argument: Any) -> str:
         if kind == "Fn::ImportValue":
             if argument not in self.exports:
                 raise UnresolvedReference(f"no stack exports {argument!r}")
             return str(resolve_intrinsics(self.exports[argument], self))
+        if kind == "Fn::GetStackOutput":
+            # A weak cross-stack reference: another stack's plain output, by stack and name.
+            values = [value for (_, name), value in self.outputs.items()
+                      if name == argument["OutputName"]
+                      and not (isinstance(value, dict) and "Fn::GetStackOutput" in value)]
+            if not values:
+                raise UnresolvedReference(f"no stack has an output {argument['OutputName']!r}")
+            return str(resolve_intrinsics(values[0], self))
         if kind == "Ref":
             pseudo = {"AWS::Region": self.region, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws",
                       "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": "local"}
