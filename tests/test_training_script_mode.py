@@ -215,8 +215,11 @@ def test_two_instances_run_one_job_through_the_pytorch_toolkit(
     bundle = script_bundle(synthesized)
     hyperparameters = _hyperparameters(synthesized, bundle, epochs=str(DISTRIBUTED_EPOCHS),
                                        seed=str(DISTRIBUTED_SEED))
-    # The stack's own request turns distribution on, with the value AWS's SDK sends.
-    assert hyperparameters.items() >= TORCH_DISTRIBUTED.items()
+    # With more than one instance the stack's own request turns distribution on, with the value
+    # AWS's SDK sends (the DistributeAcrossInstances state merges these over the fixed values).
+    distributed = prepared_method(synthesized, "PrepareScriptCpu")["distributedHyperparameters"]
+    assert distributed.items() >= TORCH_DISTRIBUTED.items()
+    hyperparameters.update(distributed)
     first, second = run_toolkit_cluster(tmp_path / "job", hosts=["algo-1", "algo-2"],
                                         hyperparameters=hyperparameters,
                                         channels=_channels(sample_data))
