@@ -71,25 +71,17 @@ class TuningRun:
         self._lock = threading.Lock()
 
     def _validate(self, limits: dict[str, Any]) -> None:
+        """What the engine's strict front end (``strict_sagemaker``: the model's enums and
+        minimums, the API reference's Grid rules) does not already refuse before a request gets
+        here."""
         def invalid(message: str) -> SageMakerError:
             return SageMakerError("ValidationException", message)
 
-        if self.strategy not in ("Bayesian", "Random", "Hyperband", "Grid"):
-            raise invalid(f"Strategy {self.strategy!r} is not one of Bayesian, Random, Hyperband, Grid")
-        if self.direction not in ("Maximize", "Minimize"):
-            raise invalid(f"Objective type {self.direction!r} is not Maximize or Minimize")
         if not any(self.ranges.get(k) for k in ("ContinuousParameterRanges", "IntegerParameterRanges",
                                                  "CategoricalParameterRanges")):
             raise invalid("ParameterRanges must define at least one range")
-        if self.strategy == "Grid":
-            if self.ranges.get("ContinuousParameterRanges"):
-                raise invalid("The Grid strategy supports only integer and categorical ranges")
-            if "MaxNumberOfTrainingJobs" in limits:
-                raise invalid("MaxNumberOfTrainingJobs must not be set with the Grid strategy")
-        elif "MaxNumberOfTrainingJobs" not in limits:
+        if self.strategy != "Grid" and "MaxNumberOfTrainingJobs" not in limits:
             raise invalid("MaxNumberOfTrainingJobs is required")
-        if self.parallel < 1:
-            raise invalid("MaxParallelTrainingJobs must be at least 1")
         algorithm = self.request["TrainingJobDefinition"]["AlgorithmSpecification"]
         names = {d["Name"] for d in algorithm.get("MetricDefinitions", [])}
         kind = self.backend.images.kind(algorithm["TrainingImage"])
