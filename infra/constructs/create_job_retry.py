@@ -26,6 +26,8 @@ THROTTLING_CAUSE_PATTERN = "*Error Code: ThrottlingException*"
 
 #: Where the attempt number lives (0 for the first attempt); job names end in it.
 ATTEMPT_PATH = "$.attempt.number"
+#: Characters the attempt number takes in a job name: at most 9 attempts, numbered from 0.
+ATTEMPT_DIGITS = 1
 
 
 class CreateJobRetry(Construct):

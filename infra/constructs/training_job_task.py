@@ -10,7 +10,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from infra.constructs.create_job_retry import ATTEMPT_PATH
+from infra.constructs.create_job_retry import ATTEMPT_DIGITS, ATTEMPT_PATH
 from infra.constructs.sagemaker_task_policy import (
     list_tags_statement,
     pass_role_statement,
@@ -95,8 +95,8 @@ class TrainingJobTask(sfn.CustomState):
 
     - the job name is ``<name_prefix>-<execution run id>-<attempt>``: unique per execution and
       per attempt (``$.attempt.number``, see :class:`~infra.constructs.create_job_retry.
-      CreateJobRetry`, which retries throttling and limits), at most 63 characters with up to
-      ``max_attempts`` attempts (checked here); SageMaker itself retries internal errors up to
+      CreateJobRetry`, which retries throttling and limits), at most 63 characters (checked
+      here); SageMaker itself retries internal errors up to
       ``sagemaker_retries`` times (default 2);
     - the result is trimmed to the job name, model artifact URI and final metrics;
     - :attr:`policy_statements` holds exactly the IAM the task needs.
@@ -111,9 +111,9 @@ class TrainingJobTask(sfn.CustomState):
     def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str,
                  role_arn: str, output_uri: str, checkpoint_uri: str, kms_key_arn: str,
                  run_id_path: str = "$.run.id", paths: ChannelPaths | None = None,
-                 max_attempts: int = 3, sagemaker_retries: int = 2,
+                 sagemaker_retries: int = 2,
                  result_path: str = "$.training", tracking_uri: str | None = None) -> None:
-        longest = len(name_prefix) + 1 + UUID_LENGTH + 1 + len(str(max_attempts))
+        longest = len(name_prefix) + 1 + UUID_LENGTH + 1 + ATTEMPT_DIGITS
         if longest > TRAINING_JOB_NAME_LIMIT:
             raise ValueError(
                 f"name_prefix {name_prefix!r} makes training job names of {longest} characters; "
@@ -122,8 +122,6 @@ class TrainingJobTask(sfn.CustomState):
         for name, uri in (("output_uri", output_uri), ("checkpoint_uri", checkpoint_uri)):
             if not uri.startswith("s3://") or not uri.endswith("/"):
                 raise ValueError(f"{name} must be an s3:// URI ending in '/', got {uri!r}")
-        if not 1 <= max_attempts <= 9:
-            raise ValueError(f"max_attempts must be 1..9 (one digit in job names), got {max_attempts}")
         paths = paths or ChannelPaths()
         state_json: dict[str, Any] = {
             "Type": "Task",

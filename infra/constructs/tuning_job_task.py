@@ -9,7 +9,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from infra.constructs.create_job_retry import ATTEMPT_PATH
+from infra.constructs.create_job_retry import ATTEMPT_DIGITS, ATTEMPT_PATH
 from infra.constructs.sagemaker_task_policy import (
     list_tags_statement,
     pass_role_statement,
@@ -52,17 +52,15 @@ class TuningJobTask(sfn.CustomState):
     def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str, role_arn: str,
                  output_uri: str, checkpoint_uri: str | None, kms_key_arn: str,
                  short_run_id_path: str = "$.run.shortId",
-                 paths: ChannelPaths | None = None, max_attempts: int = 3,
+                 paths: ChannelPaths | None = None,
                  sagemaker_retries: int = 2, result_path: str = "$.tuningResult",
                  tracking_uri: str | None = None) -> None:
-        longest = len(name_prefix) + 1 + SHORT_RUN_ID_LENGTH + 1 + len(str(max_attempts))
+        longest = len(name_prefix) + 1 + SHORT_RUN_ID_LENGTH + 1 + ATTEMPT_DIGITS
         if longest > TUNING_JOB_NAME_LIMIT:
             raise ValueError(
                 f"name_prefix {name_prefix!r} makes tuning job names of {longest} characters; "
                 f"SageMaker allows {TUNING_JOB_NAME_LIMIT}"
             )
-        if not 1 <= max_attempts <= 9:
-            raise ValueError(f"max_attempts must be 1..9 (one digit in job names), got {max_attempts}")
         paths = paths or ChannelPaths()
         tuning_job_name = (f"States.Format('{name_prefix}-{{}}-{{}}', {short_run_id_path}, "
                            f"{ATTEMPT_PATH})")
