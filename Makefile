@@ -13,8 +13,15 @@ export CDK_DISABLE_VERSION_CHECK := 1
 
 install: $(VENV)/.installed node_modules/.installed
 
+## torch comes from PyPI as pinned in requirements-lock.txt: a CUDA build on Linux x86_64 (~2.7 GB of
+## wheels). For the CPU build instead, on a fresh .venv (rm -rf .venv first):
+##   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+## installs the lock's torch version as +cpu from TORCH_INDEX (without its dependencies) before the
+## rest; the install from PyPI then keeps it, since `torch==2.13.0` also matches `2.13.0+cpu`.
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-lock.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet --disable-pip-version-check --no-deps \
+	  --index-url $(TORCH_INDEX) "torch==$$(sed -n 's/^torch==\([^;+ ]*\).*/\1/p' requirements-lock.txt)+cpu")
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c requirements-lock.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
@@ -23,13 +30,13 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-TRAINING_PROGRAMS := training_code/script_mode/train.py training_code/script_mode/digits_model.py \
-	training_code/byoc/byoc_training training_code/common
+TRAINING_PROGRAMS := training_code/digits_mlp/train.py training_code/digits_mlp/digits_model.py \
+	training_code/digits_lightgbm/byoc_training training_code/common
 
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	MYPYPATH=training_code:training_code/script_mode:training_code/byoc \
+	MYPYPATH=training_code:training_code/digits_mlp:training_code/digits_lightgbm \
 	  $(VENV)/bin/mypy --explicit-package-bases $(TRAINING_PROGRAMS)
 
 unit: install

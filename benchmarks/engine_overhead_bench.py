@@ -32,7 +32,7 @@ HYPERPARAMETERS = {"epochs": "1"}
 
 def direct(engine: OfflineEngine, data: Path, work: Path) -> float:
     """The toolkit alone, on the same tarball and channels the engine uses."""
-    prepared = engine.deployment.definition["States"]["PrepareScriptCpu"]["Result"]
+    prepared = engine.deployment.definition["States"]["PrepareDigitsMlpCpu"]["Result"]
     hyperparameters = {**prepared["trainingDefaults"], **HYPERPARAMETERS, **prepared["fixedHyperparameters"]}
     hyperparameters["sagemaker_submit_directory"] = str(
         engine.local_path(hyperparameters["sagemaker_submit_directory"]))

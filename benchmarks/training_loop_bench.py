@@ -3,7 +3,7 @@
 The digits sample is tiny (an epoch is ~40 ms), so the per-epoch work weighs more than in any
 real job; ``--scale N`` repeats the training rows N times to show longer epochs.
 
-Ours is ``train.train()`` from ``training_code/script_mode`` as the job runs it (normalisation,
+Ours is ``train.train()`` from ``training_code/digits_mlp`` as the job runs it (normalisation,
 per-epoch validation, checkpoint and metric line included); the bare loop only does forward,
 backward and step. Both run in this process on the CPU, alternating, --repeats times; the
 medians of samples per second and their ratio are printed. Goal: ratio >= 0.9.
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "training_code"), str(ROOT / "training_code" / "script_mode")]
+sys.path[:0] = [str(ROOT), str(ROOT / "training_code"), str(ROOT / "training_code" / "digits_mlp")]
 
 import torch  # noqa: E402
 import train as script_mode  # type: ignore[import-not-found]  # noqa: E402

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import aws_cdk as cdk
 
 from infra.compliance import apply_rule_packs
 from infra.settings import Settings
 from infra.stacks.storage_stack import StorageStack
-from infra.stacks.workflow_stack import WorkflowStack
+from infra.stacks.workflow_stack import TRAINING_CODE_DIR, WorkflowStack
 
 
 @dataclass(frozen=True)
@@ -20,9 +21,11 @@ class TrainingApp:
 
 
 def build_app(settings: Settings, *, app: cdk.App | None = None,
-              check_compliance: bool = True) -> TrainingApp:
+              check_compliance: bool = True,
+              training_code_dir: Path = TRAINING_CODE_DIR) -> TrainingApp:
     """Add both stacks to ``app`` (a new one by default), tagged and in the settings' region,
-    checked by the cdk-nag rule packs unless ``check_compliance`` is false."""
+    checked by the cdk-nag rule packs unless ``check_compliance`` is false, with every training
+    program found in ``training_code_dir`` (default: the project's ``training_code/``)."""
     app = app or cdk.App()
     env = cdk.Environment(account=settings.account, region=settings.region)
     storage = StorageStack(app, "Storage", stack_name=settings.storage_stack_name, env=env,
@@ -30,6 +33,7 @@ def build_app(settings: Settings, *, app: cdk.App | None = None,
                            description="SageMaker training: KMS key, buckets, ECR, execution role (retained)")
     workflow = WorkflowStack(app, "Workflow", stack_name=settings.workflow_stack_name, env=env,
                              settings=settings, storage=storage,
+                             training_code_dir=training_code_dir,
                              description="SageMaker training: assets, state machine, logs, alerts")
     for stack in (storage, workflow):
         cdk.Tags.of(stack).add("project", settings.name_prefix)

@@ -17,6 +17,7 @@ from infra.template_render import (
     render_definition,
     state_machine_definitions,
 )
+from smtrain import contract
 
 
 def describe(outdir: Path) -> str:
@@ -41,15 +42,19 @@ def describe(outdir: Path) -> str:
         elif state["Type"] == "Fail":
             lines.append(f"  Fail  {name:<26} error {state.get('Error') or state.get('ErrorPath')}")
     defaults = states["ReadInput"]["Parameters"]["defaults"]
-    lines += ["", "Execution input (every field but 'method' has a default):",
-              "  " + json.dumps({"method": "script | byoc | builtin", **defaults})]
+    programs = [rule["StringEquals"] for rule in states["ChooseProgram"]["Choices"]]
+    lines += ["", f"Programs ({len(programs)}): {', '.join(programs)}",
+              "", f"Execution input (every field but '{contract.PROGRAM}' has a default):",
+              "  " + json.dumps({contract.PROGRAM: " | ".join(programs), **defaults})]
     rejections = [s["Result"]["cause"] for s in states.values()
-                  if s["Type"] == "Pass" and s.get("ResultPath") == "$.rejection"]
-    lines += ["", f"Input checks before any job starts ({len(rejections)}):"]
+                  if s["Type"] == "Pass" and s.get("ResultPath") == "$.rejection" and "Result" in s]
+    lines += ["", f"Input checks before any job starts ({len(rejections)}, after the program's "
+                  "own: undeclared names, types and bounds from its program.toml):"]
     lines += [f"  - {cause}" for cause in rejections]
+    example = json.dumps({contract.PROGRAM: programs[0]})
     lines += ["", "Start a run once deployed:",
               "  aws stepfunctions start-execution --state-machine-arn <StateMachineArn output> \\",
-              "    --name my-first-run --input '{\"method\": \"script\"}'"]
+              f"    --name my-first-run --input '{example}'"]
     return "\n".join(lines)
 
 

@@ -29,9 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     start = commands.add_parser("start", help="start a training (or tuning) run")
-    start.add_argument("--method", required=True, help="script, byoc or builtin")
+    routing = start.add_mutually_exclusive_group(required=True)
+    routing.add_argument("--program", help="a training program (see `smtrain programs`)")
+    routing.add_argument("--method", help="script, byoc or builtin: the one program of that kind "
+                                          "(the first release's option)")
     start.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
-                       help="hyperparameter (repeatable); values are sent as strings")
+                       help="hyperparameter (repeatable); sent as text, exactly as written")
     start.add_argument("--instance-type")
     start.add_argument("--instance-count", type=int)
     start.add_argument("--max-runtime", type=int, metavar="SECONDS")
@@ -49,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run offline on the synthesized app (cdk.out); implies --wait")
     start.add_argument("--cdk-out", type=Path, default=Path("cdk.out"), help="with --local (default cdk.out)")
     start.add_argument("--work-dir", type=Path, default=Path(".work/local"), help="with --local")
+    start.add_argument("--again", action="store_true", help="with --local: train again even if the same "
+                                                              "code and input ran before")
+    start.add_argument("--no-synth", action="store_true", help="with --local: refuse a cdk.out older than "
+                                                                 "the code instead of synthesizing again")
     _resource_options(start)
 
     watch = commands.add_parser("watch", help="follow a run until it ends")
@@ -93,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     upload = data_commands.add_parser("upload", help="upload sample (or your) data to the default prefixes")
     upload.add_argument("--from", dest="source", type=Path,
-                        help="a folder laid out <method>/<channel>/ (default: the sample datasets)")
+                        help="a folder laid out <program>/<channel>/ (default: the sample datasets)")
     _resource_options(upload)
 
     preflight = commands.add_parser(
@@ -103,6 +110,25 @@ def build_parser() -> argparse.ArgumentParser:
                     "4 if AWS cannot be reached or a check could not run.")
     preflight.add_argument("--cdk-out", type=Path, default=Path("cdk.out"),
                            help="the synthesized app (default cdk.out; `make synth` writes it)")
+
+    programs = commands.add_parser(
+        "programs", help="the training programs: channels, metrics, hyperparameters, tuning defaults",
+        description="List every program of training_code/ (folders with a program.toml).")
+    programs.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    new_program = commands.add_parser(
+        "new-program", help="write a training program skeleton that trains offline at once",
+        description="Write <dir>/NAME/ (program.toml, requirements.txt, the entry point; a "
+                    "Dockerfile for byoc) and tests/programs/test_NAME.py beside <dir>.")
+    new_program.add_argument("name", metavar="NAME", help="the program's name: [a-z][a-z0-9_-]{0,31}")
+    new_program.add_argument("--kind", required=True, choices=["script", "byoc"],
+                             help="script: train.py on AWS's PyTorch image; byoc: an image of its own")
+    new_program.add_argument("--dir", type=Path, metavar="DIR",
+                             help="the training code folder (default: the project's training_code/)")
+
+    tuning_template = commands.add_parser(
+        "tuning-template", help="print a program's default tuning object (for `start --tune FILE`)")
+    tuning_template.add_argument("--program", required=True, help="a training program (see `smtrain programs`)")
     return parser
 
 
@@ -112,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from smtrain import preflight
 
         return preflight.run(args)
+    if args.command in ("programs", "new-program", "tuning-template"):
+        from smtrain import program_commands
+
+        return program_commands.run(args)
     from smtrain import commands
 
     return commands.run(args)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from smtrain import contract
 from smtrain.cli import EXIT_ABORTED, EXIT_ENVIRONMENT, EXIT_OK, EXIT_USAGE
 from smtrain.deployment_lookup import ResourceNotFound, explicit_resources, find_resources, project_config
 from smtrain.execution_request import (
@@ -21,6 +22,7 @@ from smtrain.execution_request import (
     deterministic_name,
     parse_hyperparameters,
     parse_inputs,
+    resolve_program,
     upload_prefix,
 )
 
@@ -121,11 +123,15 @@ def _directory_digest(directory: Path) -> str:
 
 
 def _checked_request(args: argparse.Namespace, data_bucket: str | None) -> tuple[dict[str, Any], Any, str]:
-    """Everything checked and built before any AWS call: (input, channel inputs, name)."""
-    config = project_config()
+    """Everything checked and built before any AWS call: (input, channel inputs, name). The
+    deployed limits (instance types and count) are checked once the stack is known."""
+    from smtrain.programs import discover
+
+    programs = discover()
+    program = resolve_program(programs, program=args.program, method=args.method)
     hyperparameters = parse_hyperparameters(args.hp)
-    check_instance(args.instance_type, args.instance_count, allowed=config.allowed_instance_types,
-                   max_count=config.max_instance_count)
+    check_instance(args.instance_type, args.instance_count, allowed=(),
+                   max_count=contract.MAX_INSTANCE_COUNT)
     if args.max_runtime is not None and args.max_runtime < 1:
         raise InputError(f"--max-runtime {args.max_runtime} must be a positive number of seconds")
     if args.logs and not (args.wait or args.local):
@@ -135,16 +141,20 @@ def _checked_request(args: argparse.Namespace, data_bucket: str | None) -> tuple
         from smtrain.tuning_schema import load_tuning
 
         tuning = load_tuning(args.tune, hyperparameters=hyperparameters)
-    channel_inputs = parse_inputs(args.input, data_bucket=data_bucket)
+    channel_inputs = parse_inputs(args.input, data_bucket=data_bucket,
+                                  channels=[c.name for c in program.channels])
+    from smtrain.input_checks import check_local_channels
+
+    check_local_channels(channel_inputs, program)
     if args.name is not None:
         check_execution_name(args.name)
     # The name is derived from the input; a local folder counts by its contents.
     identity = {c.channel: f"local:{_directory_digest(c.local_dir)}" if c.local_dir is not None
                 else str(c.s3_uri) for c in channel_inputs}
-    draft = build_input(method=args.method, hyperparameters=hyperparameters,
+    draft = build_input(program=program, programs=programs, hyperparameters=hyperparameters,
                         instance_type=args.instance_type, instance_count=args.instance_count,
                         spot=args.spot, channels=identity, tuning=tuning, max_runtime=args.max_runtime)
-    name = args.name or deterministic_name(args.method, draft)
+    name = args.name or deterministic_name(program.name, draft)
     return draft, channel_inputs, name
 
 
@@ -161,7 +171,12 @@ def start(args: argparse.Namespace) -> int:
     resources = _resources(args, session, need_bucket=needs_bucket)
     if needs_bucket and resources.data_bucket is None:
         raise ResourceNotFound("the data bucket is unknown: pass --data-bucket or set SMTRAIN_DATA_BUCKET")
-    parse_inputs(args.input, data_bucket=resources.data_bucket)  # now against the stack's bucket
+    if resources.limits is not None:
+        check_instance(args.instance_type, args.instance_count,
+                       allowed=resources.limits.allowed_instance_types,
+                       max_count=resources.limits.max_instance_count)
+    parse_inputs(args.input, data_bucket=resources.data_bucket,  # now against the stack's bucket
+                 channels=[c.channel for c in channel_inputs])
     channels = {c.channel: c.s3_uri or f"s3://{resources.data_bucket}/{upload_prefix(name, c.channel)}"
                 for c in channel_inputs}
     execution_input = {**draft, **({"inputs": channels} if channels else {})}
@@ -319,8 +334,7 @@ def compare_runs(args: argparse.Namespace) -> int:
                              "set MLFLOW_TRACKING_URI, or use --local")
     from smtrain.compare import compare
 
+    # An unknown --sort metric raises UnknownMetric, an InputError: one line, exit 2 (see run()).
     say(compare(tracking_uri=uri, experiment=args.experiment, metric=args.sort, limit=args.max,
                 ascending=args.ascending, plot_path=args.plot))
-    if args.plot is not None:
-        say(f"plot: {args.plot}")
     return EXIT_OK

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from smtrain import contract
+
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_ALLOWED = ("ml.m5.large", "ml.m5.xlarge", "ml.m5.2xlarge", "ml.c5.xlarge", "ml.c5.2xlarge",
-                   "ml.g5.xlarge", "ml.g5.2xlarge")
 
 
 class ResourceNotFound(RuntimeError):
@@ -20,11 +20,10 @@ class ResourceNotFound(RuntimeError):
 
 @dataclass(frozen=True)
 class ProjectConfig:
-    """What the CLI reads from the project's cdk.json (no AWS call)."""
+    """What the CLI reads from the project's cdk.json (no AWS call): only which stack to ask.
+    The limits a run is checked against come from the deployed stack (:class:`Limits`)."""
 
     stack_name: str
-    allowed_instance_types: tuple[str, ...]
-    max_instance_count: int
 
 
 def project_config(cdk_json: Path = ROOT / "cdk.json") -> ProjectConfig:
@@ -32,21 +31,39 @@ def project_config(cdk_json: Path = ROOT / "cdk.json") -> ProjectConfig:
     if cdk_json.is_file():
         training = json.loads(cdk_json.read_text()).get("context", {}).get("training", {})
     prefix = training.get("namePrefix", "smtrain")
-    return ProjectConfig(stack_name=f"{prefix}-workflow",
-                         allowed_instance_types=tuple(training.get("allowedInstanceTypes", DEFAULT_ALLOWED)),
-                         max_instance_count=int(training.get("maxInstanceCount", 4)))
+    return ProjectConfig(stack_name=f"{prefix}-workflow")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The deployed stack's limits on a run, from its outputs."""
+
+    allowed_instance_types: tuple[str, ...]
+    max_instance_count: int
+
+
+def limits_from_outputs(outputs: Mapping[str, str]) -> Limits | None:
+    """None when the stack predates these outputs (the state machine still checks)."""
+    allowed = outputs.get(contract.OUTPUT_ALLOWED_INSTANCE_TYPES)
+    count = outputs.get(contract.OUTPUT_MAX_INSTANCE_COUNT)
+    if allowed is None or count is None:
+        return None
+    return Limits(allowed_instance_types=tuple(t for t in allowed.split(",") if t),
+                  max_instance_count=int(count))
 
 
 @dataclass(frozen=True)
 class Resources:
     state_machine_arn: str
     data_bucket: str | None
+    #: Known when the stack's outputs were read (not with an explicit ARN and bucket).
+    limits: Limits | None = None
 
 
 def explicit_resources(*, state_machine_arn: str | None, data_bucket: str | None,
                        environ: Mapping[str, str] = os.environ) -> tuple[str | None, str | None]:
-    return (state_machine_arn or environ.get("SMTRAIN_STATE_MACHINE_ARN") or None,
-            data_bucket or environ.get("SMTRAIN_DATA_BUCKET") or None)
+    return (state_machine_arn or environ.get(contract.ENV_STATE_MACHINE_ARN) or None,
+            data_bucket or environ.get(contract.ENV_DATA_BUCKET) or None)
 
 
 def stack_outputs(cloudformation: Any, stack_name: str) -> dict[str, str]:
@@ -67,10 +84,12 @@ def find_resources(session: Any, *, stack_name: str, state_machine_arn: str | No
                    data_bucket: str | None, need_bucket: bool) -> Resources:
     """Explicit values win; what is missing comes from the stack's outputs."""
     arn, bucket = explicit_resources(state_machine_arn=state_machine_arn, data_bucket=data_bucket)
+    limits = None
     if arn is None or (need_bucket and bucket is None):
         outputs = stack_outputs(session.client("cloudformation"), stack_name)
-        arn = arn or outputs.get("StateMachineArn")
-        bucket = bucket or outputs.get("DataBucketName")
+        arn = arn or outputs.get(contract.OUTPUT_STATE_MACHINE_ARN)
+        bucket = bucket or outputs.get(contract.OUTPUT_DATA_BUCKET)
+        limits = limits_from_outputs(outputs)
         if arn is None:
-            raise ResourceNotFound(f"stack {stack_name} has no StateMachineArn output")
-    return Resources(state_machine_arn=arn, data_bucket=bucket)
+            raise ResourceNotFound(f"stack {stack_name} has no {contract.OUTPUT_STATE_MACHINE_ARN} output")
+    return Resources(state_machine_arn=arn, data_bucket=bucket, limits=limits)

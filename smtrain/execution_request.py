@@ -14,26 +14,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infra.training_methods import TRAINING_METHODS
+from smtrain import contract, input_rules
+from smtrain.programs import Program
 
-METHODS = ("script", "byoc", "builtin")
-CHANNELS = ("train", "validation")
 #: SageMaker's limits on hyperparameters.
-MAX_HYPERPARAMETERS = 100
-MAX_HYPERPARAMETER_KEY = 256
-MAX_HYPERPARAMETER_VALUE = 2500
-#: Hyperparameters the state machine adds to every script-mode job (its PrepareScript* states in
+MAX_HYPERPARAMETERS = contract.MAX_HYPERPARAMETERS
+MAX_HYPERPARAMETER_KEY = contract.MAX_HYPERPARAMETER_KEY
+MAX_HYPERPARAMETER_VALUE = contract.MAX_HYPERPARAMETER_VALUE
+#: Hyperparameters the state machine adds to every script-mode job (its Prepare* states in
 #: infra/constructs/training_state_machine.py; tests compare this with the synthesized definition).
 SCRIPT_MODE_HYPERPARAMETERS = ("sagemaker_program", "sagemaker_submit_directory", "sagemaker_region",
                                "sagemaker_container_log_level", "sagemaker_torch_distributed_enabled")
-#: Step Functions' limits on execution names (used with ``fullmatch``: ``$`` would let a trailing
-#: newline through).
-EXECUTION_NAME = re.compile(r"[0-9A-Za-z_-]{1,80}")
+EXECUTION_NAME = contract.EXECUTION_NAME
 _KEY = re.compile(r"[A-Za-z0-9_.:/=+\-@]+")
 _S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(?P<key>.*)$")
 _INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9-]+\.[a-z0-9]+$")
-#: Local channel uploads land here, inside the prefix the execution role may read.
-UPLOAD_PREFIX = "datasets/uploads"
+UPLOAD_PREFIX = contract.UPLOAD_PREFIX
 
 
 class InputError(ValueError):
@@ -43,9 +39,8 @@ class InputError(ValueError):
 def parse_hyperparameters(pairs: Sequence[str]) -> dict[str, str]:
     """``["epochs=10", "lr=0.01"]`` -> ``{"epochs": "10", "lr": "0.01"}``.
 
-    Values are typed on the command line and sent as SageMaker wants them, as strings: JSON
-    scalars are normalised (``1e-3`` -> ``0.001``, ``true`` -> ``true``), anything else is kept
-    as written.
+    Values are sent as SageMaker wants them, as text, exactly as typed (``2.10`` stays ``2.10``,
+    ``1e-3`` stays ``1e-3``); the program's manifest says what each must look like.
     """
     result: dict[str, str] = {}
     for pair in pairs:
@@ -58,33 +53,15 @@ def parse_hyperparameters(pairs: Sequence[str]) -> dict[str, str]:
             raise InputError(f"hyperparameter name {key[:40]}... is longer than {MAX_HYPERPARAMETER_KEY} characters")
         if key in result:
             raise InputError(f"hyperparameter {key!r} is given twice")
-        result[key] = _normalise_value(key, value)
+        if value == "":
+            raise InputError(f"hyperparameter {key!r} has an empty value")
+        if len(value) > MAX_HYPERPARAMETER_VALUE:
+            raise InputError(f"hyperparameter {key!r} value is {len(value)} characters; SageMaker "
+                             f"accepts at most {MAX_HYPERPARAMETER_VALUE}")
+        result[key] = value
     if len(result) > MAX_HYPERPARAMETERS:
         raise InputError(f"{len(result)} hyperparameters given; SageMaker accepts at most {MAX_HYPERPARAMETERS}")
     return result
-
-
-def _normalise_value(key: str, value: str) -> str:
-    if value == "":
-        raise InputError(f"hyperparameter {key!r} has an empty value")
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError:
-        parsed = value
-    if isinstance(parsed, bool):
-        text = "true" if parsed else "false"
-    elif isinstance(parsed, int | float):
-        if isinstance(parsed, float) and not (parsed == parsed and abs(parsed) != float("inf")):
-            raise InputError(f"hyperparameter {key!r} is not a finite number: {value}")
-        text = value if isinstance(parsed, int) else repr(parsed)
-    elif isinstance(parsed, str):
-        text = parsed
-    else:
-        raise InputError(f"hyperparameter {key!r} must be a single value, not {type(parsed).__name__}")
-    if len(text) > MAX_HYPERPARAMETER_VALUE:
-        raise InputError(f"hyperparameter {key!r} value is {len(text)} characters; SageMaker "
-                         f"accepts at most {MAX_HYPERPARAMETER_VALUE}")
-    return text
 
 
 @dataclass(frozen=True)
@@ -94,16 +71,19 @@ class ChannelInput:
     local_dir: Path | None
 
 
-def parse_inputs(pairs: Sequence[str], *, data_bucket: str | None) -> list[ChannelInput]:
-    """``train=s3://bucket/prefix/`` or ``train=./local/dir``; S3 URIs must be in the data
-    bucket (the only bucket the execution role may read)."""
+def parse_inputs(pairs: Sequence[str], *, data_bucket: str | None,
+                 channels: Sequence[str] = ("train", "validation")) -> list[ChannelInput]:
+    """``train=s3://bucket/prefix/`` or ``train=./local/dir`` for each of the program's
+    ``channels``; S3 URIs must be in the data bucket (the only bucket the execution role may
+    read)."""
     inputs: dict[str, ChannelInput] = {}
     for pair in pairs:
         if "=" not in pair:
             raise InputError(f"input {pair!r} must be written channel=s3://bucket/prefix/ or channel=DIR")
         channel, location = pair.split("=", 1)
-        if channel not in CHANNELS:
-            raise InputError(f"input channel {channel!r} is not one of {', '.join(CHANNELS)}")
+        if channel not in channels:
+            raise InputError(f"input channel {channel!r} is not one of the program's channels: "
+                             f"{', '.join(channels)}")
         if channel in inputs:
             raise InputError(f"input channel {channel!r} is given twice")
         if location.startswith("s3://"):
@@ -147,60 +127,80 @@ def check_execution_name(name: str) -> str:
     return name
 
 
-def deterministic_name(method: str, execution_input: Mapping[str, Any]) -> str:
+def deterministic_name(program: str, execution_input: Mapping[str, Any]) -> str:
     """The same command gives the same name, so a rerun cannot start a second run."""
     digest = hashlib.sha256(json.dumps(execution_input, sort_keys=True).encode()).hexdigest()[:16]
-    return f"{method}-{digest}"
+    return f"{program.replace('_', '-')[:60]}-{digest}"
 
 
 def upload_prefix(execution_name: str, channel: str) -> str:
     return f"{UPLOAD_PREFIX}/{execution_name}/{channel}/"
 
 
-def build_input(*, method: str, hyperparameters: Mapping[str, str], instance_type: str | None,
+def resolve_program(programs: Mapping[str, Program], *, program: str | None,
+                    method: str | None) -> Program:
+    """The program an execution runs: ``program``, or the one program of kind ``method``."""
+    checked = input_rules.check(programs, {k: v for k, v in (("program", program),
+                                                               ("method", method)) if v})
+    if checked.problems:
+        raise InputError(checked.problems[0]["cause"])
+    assert checked.program is not None
+    return programs[checked.program]
+
+
+def build_input(*, program: Program, programs: Mapping[str, Program],
+                hyperparameters: Mapping[str, str], instance_type: str | None,
                 instance_count: int | None, spot: bool, channels: Mapping[str, str],
                 tuning: Mapping[str, Any] | None, max_runtime: int | None = None) -> dict[str, Any]:
-    """The execution input: only what the user set (the state machine fills the defaults)."""
-    if method not in METHODS:
-        raise InputError(f"method {method!r} is not one of {', '.join(METHODS)}")
-    _check_merged_hyperparameters(method, hyperparameters, tuning=tuning is not None)
-    execution_input: dict[str, Any] = {"method": method}
+    """The execution input: only what the user set (the state machine fills the defaults),
+    checked by the same rules the state machine applies (:mod:`smtrain.input_rules`)."""
+    execution_input: dict[str, Any] = {contract.PROGRAM: program.name}
     if hyperparameters:
-        execution_input["hyperparameters"] = dict(hyperparameters)
+        execution_input[contract.HYPERPARAMETERS] = dict(hyperparameters)
     if instance_type is not None:
-        execution_input["instanceType"] = instance_type
+        execution_input[contract.INSTANCE_TYPE] = instance_type
     if instance_count is not None:
-        execution_input["instanceCount"] = instance_count
+        execution_input[contract.INSTANCE_COUNT] = instance_count
     if max_runtime is not None:
-        execution_input["maxRuntimeInSeconds"] = max_runtime
+        execution_input[contract.MAX_RUNTIME] = max_runtime
     if spot:
-        execution_input["spot"] = True
+        execution_input[contract.SPOT] = True
     if channels:
-        execution_input["inputs"] = dict(channels)
+        # The rules see URIs; a local folder is uploaded under the data bucket later.
+        execution_input[contract.INPUTS] = {
+            name: uri if uri.startswith("s3://") else f"s3://local-upload/{name}/"
+            for name, uri in channels.items()}
     if tuning is not None:
-        execution_input["tuning"] = dict(tuning)
+        execution_input[contract.TUNING] = dict(tuning)
+    checked = input_rules.check(programs, execution_input)
+    if checked.problems:
+        raise InputError(checked.problems[0]["cause"])
+    _check_merged_hyperparameters(program, hyperparameters, tuning=tuning is not None)
+    if channels:
+        execution_input[contract.INPUTS] = dict(channels)
     return execution_input
 
 
-def method_hyperparameters(method: str, *, tuning: bool) -> frozenset[str]:
-    """The names the state machine merges with the user's into the request for ``method``: the
-    method's base hyperparameters, its training defaults (single training jobs only: a tuning job
-    sends no static value for what it may tune) and, for script mode, the toolkit's settings."""
-    spec = next(m for m in TRAINING_METHODS.values() if m.name == method)
-    names = set(spec.base_hyperparameters)
+def program_hyperparameters(program: Program, *, tuning: bool) -> frozenset[str]:
+    """The names the state machine merges with the user's into the request: the program's
+    always-sent ones, its training defaults (single training jobs only: a tuning job sends no
+    static value for what it may tune) and, for script mode, the toolkit's settings."""
+    names = set(program.always_sent)
     if not tuning:
-        names |= set(spec.training_defaults)
-    if method == "script":
+        names |= set(program.training_defaults)
+    if program.kind == "script":
         names |= set(SCRIPT_MODE_HYPERPARAMETERS)
     return frozenset(names)
 
 
-def _check_merged_hyperparameters(method: str, hyperparameters: Mapping[str, str], *, tuning: bool) -> None:
+def _check_merged_hyperparameters(program: Program, hyperparameters: Mapping[str, str], *,
+                                  tuning: bool) -> None:
     """SageMaker's limit counts the request, not the command line: the user's names merged with
-    the method's. Checked here so that a run is not started only to fail at CreateTrainingJob."""
-    added = method_hyperparameters(method, tuning=tuning)
+    the program's. Checked here so that a run is not started only to fail at CreateTrainingJob."""
+    added = program_hyperparameters(program, tuning=tuning)
     merged = len(set(hyperparameters) | added)
     if merged > MAX_HYPERPARAMETERS:
         extra = len(added - set(hyperparameters))
-        raise InputError(f"{len(hyperparameters)} hyperparameters given and {extra} that the {method} method "
-                         f"adds make {merged} hyperparameters; SageMaker accepts at most {MAX_HYPERPARAMETERS}")
+        raise InputError(f"{len(hyperparameters)} hyperparameters given and {extra} that program "
+                         f"{program.name} adds make {merged} hyperparameters; SageMaker accepts "
+                         f"at most {MAX_HYPERPARAMETERS}")

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
+from urllib.parse import quote
 
 from smtrain.cli import EXIT_ABORTED, EXIT_FAILED, EXIT_OK
 
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+#: How many of a failed job's last log lines are printed.
+LOG_TAIL_LINES = 20
 
 
 def _say(text: str) -> None:
@@ -20,8 +23,10 @@ def _elapsed(started: float) -> str:
     return f"{seconds // 60:02d}:{seconds % 60:02d}"
 
 
-def job_names(events: list[dict[str, Any]]) -> list[str]:
-    """SageMaker job names the execution scheduled, in order (from TaskScheduled parameters)."""
+def job_names(events: list[dict[str, Any]],
+              kinds: tuple[str, ...] = ("TrainingJobName", "HyperParameterTuningJobName")) -> list[str]:
+    """SageMaker job names the execution scheduled, in order (from TaskScheduled parameters);
+    ``kinds`` picks the name fields read (default: training and tuning jobs)."""
     names = []
     for event in events:
         details = event.get("taskScheduledEventDetails")
@@ -31,7 +36,7 @@ def job_names(events: list[dict[str, Any]]) -> list[str]:
             parameters = json.loads(details.get("parameters", "{}"))
         except json.JSONDecodeError:
             continue
-        name = parameters.get("TrainingJobName") or parameters.get("HyperParameterTuningJobName")
+        name = next((parameters[kind] for kind in kinds if parameters.get(kind)), None)
         if name and name not in names:
             names.append(name)
     return names
@@ -47,6 +52,67 @@ def failure_reason(cause: str | None) -> str | None:
     except json.JSONDecodeError:
         return None
     return described.get("FailureReason") if isinstance(described, dict) else None
+
+
+def failed_job_name(cause: str | None) -> str | None:
+    """The training job named in a failure's cause (the job description SageMaker answered)."""
+    if not cause:
+        return None
+    text = cause.split(": ", 1)[1] if cause.startswith("States.") else cause
+    try:
+        described = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    name = described.get("TrainingJobName") if isinstance(described, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def log_stream_url(region: str, stream: str, group: str = TRAINING_LOG_GROUP) -> str:
+    """The CloudWatch console's page of one log stream (the console escapes ``%`` as ``$25``)."""
+    def escape(text: str) -> str:
+        return quote(quote(text, safe=""), safe="").replace("%", "$")
+
+    return (f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
+            f"#logsV2:log-groups/log-group/{escape(group)}/log-events/{escape(stream)}")
+
+
+def _error_code(error: Exception) -> str:
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code") or type(error).__name__)
+    return type(error).__name__
+
+
+def print_failure_log(logs: Any, job: str, region: str, lines: int = LOG_TAIL_LINES) -> None:
+    """The last ``lines`` lines of the job's CloudWatch stream and the console URL of the whole
+    stream; one line instead when there is no stream or no permission to read it. Never raises."""
+    try:
+        streams = logs.describe_log_streams(logGroupName=TRAINING_LOG_GROUP,
+                                            logStreamNamePrefix=f"{job}/")["logStreams"]
+    except Exception as error:
+        code = _error_code(error)
+        if code == "ResourceNotFoundException":
+            _say(f"no CloudWatch log for job {job}: log group {TRAINING_LOG_GROUP} does not exist")
+        else:
+            _say(f"cannot read the CloudWatch log of job {job} ({code}): "
+                 f"needs logs:DescribeLogStreams and logs:GetLogEvents on {TRAINING_LOG_GROUP}")
+        return
+    if not streams:
+        _say(f"no CloudWatch log stream for job {job} in {TRAINING_LOG_GROUP} (the job wrote no log)")
+        return
+    stream = sorted(s["logStreamName"] for s in streams)[0]
+    try:
+        events = logs.get_log_events(logGroupName=TRAINING_LOG_GROUP, logStreamName=stream,
+                                     limit=lines, startFromHead=False)["events"]
+    except Exception as error:
+        _say(f"cannot read the CloudWatch log stream {stream} ({_error_code(error)})")
+        events = None
+    if events is not None:
+        more = f" (of {len(streams)} streams)" if len(streams) > 1 else ""
+        _say(f"last {len(events[-lines:])} log lines of {stream}{more}:")
+        for event in events[-lines:]:
+            _say(f"    | {event['message'].rstrip()}")
+    _say(f"whole log: {log_stream_url(region, stream)}")
 
 
 def summary(description: dict[str, Any]) -> list[str]:
@@ -162,6 +228,12 @@ def follow(session: Any, arn: str, *, logs: bool, interval: float) -> int:
             _say(f"  {_elapsed(started)}  {description['status']}")
             for line in summary(description):
                 _say(line)
+            if description["status"] == "FAILED":
+                job = failed_job_name(description.get("cause"))
+                training = job_names(events, kinds=("TrainingJobName",))
+                job = job or (training[-1] if training else None)
+                if job is not None:
+                    print_failure_log(session.client("logs"), job, arn.split(":")[3])
             return exit_code(description["status"])
         time.sleep(interval)
 

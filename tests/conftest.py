@@ -34,9 +34,29 @@ def settings(cdk_context: dict[str, Any]) -> Settings:
     return settings_from_context(cdk_context[CONTEXT_KEY], region=REGION)
 
 
-def synthesize(context: dict[str, Any], settings: Settings, outdir: Path) -> Synthesized:
+#: The programs the project ships: the stack tests synthesize these alone, so that a program a
+#: team adds to training_code/ changes no snapshot and no assertion about the shipped ones.
+SHIPPED_PROGRAMS = ("digits_mlp", "digits_lightgbm", "digits_xgboost")
+SHARED_CODE = ("common",)
+
+
+def shipped_training_code(destination: Path) -> Path:
+    """A copy of training_code/ holding only the shipped programs and their shared code."""
+    import shutil
+
+    source = ROOT / "training_code"
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in (*SHIPPED_PROGRAMS, *SHARED_CODE):
+        shutil.copytree(source / name, destination / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), dirs_exist_ok=True)
+    return destination
+
+
+def synthesize(context: dict[str, Any], settings: Settings, outdir: Path,
+               training_code_dir: Path | None = None) -> Synthesized:
     app = cdk.App(context=context, outdir=str(outdir))
-    built = build_app(settings, app=app)
+    code = training_code_dir or shipped_training_code(outdir.parent / f"{outdir.name}-training-code")
+    built = build_app(settings, app=app, training_code_dir=code)
     assembly = app.synth()
     return Synthesized(
         outdir=outdir,

@@ -10,18 +10,18 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
-from training_code.sample_data import CHANNELS, METHODS, write_datasets
+from training_code.sample_data import CHANNELS, PROGRAMS, write_datasets
 
 
 def test_layout_and_format(sample_data: Path) -> None:
     total = 0
-    for method in METHODS:
+    for method in PROGRAMS:
         for channel in CHANNELS:
             rows = np.loadtxt(sample_data / method / channel / "digits.csv", delimiter=",")
             assert rows.shape[1] == 65, "label + 8x8 pixels"
             assert set(np.unique(rows[:, 0])) == set(range(10)), "every class in every channel"
             assert rows.min() >= 0 and rows[:, 1:].max() <= 16
-            if method == "script":
+            if method == "digits_mlp":
                 total += len(rows)
     assert total == 1797
     header = (sample_data / "builtin" / "train" / "digits.csv").read_text().splitlines()[0]
@@ -70,7 +70,7 @@ def test_upload_to_the_default_prefixes(tmp_path: Path, monkeypatch: pytest.Monk
         s3.create_bucket(Bucket="smtrain-data")
         assert sample_data.main(["--out", str(tmp_path), "--bucket", "smtrain-data"]) == 0
         keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="smtrain-data")["Contents"])
-        assert keys == sorted(f"datasets/{m}/{c}/digits.csv" for m in METHODS for c in CHANNELS)
+        assert keys == sorted(f"datasets/{m}/{c}/digits.csv" for m in PROGRAMS for c in CHANNELS)
         body = s3.get_object(Bucket="smtrain-data", Key="datasets/builtin/train/digits.csv")["Body"]
         assert body.read() == (tmp_path / "builtin" / "train" / "digits.csv").read_bytes()
         # A bucket that does not exist: a clear error and exit status 1.

@@ -68,7 +68,7 @@ def test_bad_directories_fail(tmp_path: Path, problem: str) -> None:
 
 
 def test_project_script_mode_bundle_holds_the_entry_point() -> None:
-    archive = build_source_tarball(ROOT / "training_code" / "script_mode")
+    archive = build_source_tarball(ROOT / "training_code" / "digits_mlp")
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
         names = tar.getnames()
     assert "train.py" in names and "requirements.txt" in names

@@ -44,9 +44,16 @@ def test_starts_by_merging_input_over_defaults(definition: Definition) -> None:
     assert defaults["instanceType"] in _sagemaker_training_instance_types()
     assert 1 <= defaults["volumeSizeInGB"] <= 16384
     assert 1 <= defaults["maxRuntimeInSeconds"] <= 28 * 24 * 3600
-    assert read["Next"] == "ApplyDefaults"
+    # The program's own rules first (JSONata: undeclared names, types, bounds), then the merge.
+    assert read["Next"] == "CheckProgramInput"
+    check = states(definition)["CheckProgramInput"]
+    assert check["QueryLanguage"] == "JSONata" and check["Next"] == "ProgramInputValid"
+    (reject_rule,) = states(definition)["ProgramInputValid"]["Choices"]
+    assert reject_rule == {"Variable": "$.rejection", "IsPresent": True, "Next": "RejectInput"}
+    assert states(definition)["ProgramInputValid"]["Default"] == "ApplyDefaults"
     merge = states(definition)["ApplyDefaults"]
-    assert merge["Parameters"]["config.$"] == "States.JsonMerge($.defaults, $.input, false)"
+    assert merge["Parameters"]["config.$"] == ("States.JsonMerge(States.JsonMerge($.defaults, "
+                                               "$.input, false), $.resolved, false)")
     assert merge["Parameters"]["run"] == {"id.$": "States.UUID()"}
     assert merge["Next"] == "DescribeNumbers"
     # Integer fields are also read as JSON text: 2.0 or 1e3 is a number, but no integer.
@@ -67,15 +74,11 @@ def _rejections(definition: Definition, choice: str) -> dict[str, dict[str, str]
 
 def test_input_validation_names_each_field(definition: Definition) -> None:
     rejections = _rejections(definition, "ValidateInput")
-    assert rejections["InvalidMethodMissing"] == {
-        "error": "InvalidExecutionInput",
-        "cause": "field 'method' is required: one of script, byoc, builtin"}
-    assert rejections["InvalidMethodValue"]["error"] == "UnknownMethod"
     causes = " ".join(r["cause"] for r in rejections.values())
-    for field in ("method", "instanceType", "instanceCount", "volumeSizeInGB",
+    for field in ("instanceType", "instanceCount", "volumeSizeInGB",
                   "maxRuntimeInSeconds", "spot"):
         assert f"field '{field}'" in causes
-    assert states(definition)["ValidateInput"]["Default"] == "ChooseMethod"
+    assert states(definition)["ValidateInput"]["Default"] == "ChooseProgram"
     reject = states(definition)["RejectInput"]
     assert reject == {"Type": "Fail", "ErrorPath": "$.rejection.error",
                       "CausePath": "$.rejection.cause"}
@@ -99,51 +102,55 @@ PYTORCH_CPU_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-traini
 PYTORCH_GPU_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5-gpu-py311"
 
 
-def test_methods_pick_their_images(definition: Definition) -> None:
+def test_programs_pick_their_images(definition: Definition) -> None:
     s = states(definition)
-    assert s["PrepareBuiltin"]["Result"]["algorithm"]["TrainingImage"] == XGBOOST_IMAGE
-    assert s["PrepareScriptCpu"]["Result"]["algorithm"]["TrainingImage"] == PYTORCH_CPU_IMAGE
-    assert s["PrepareScriptGpu"]["Result"]["algorithm"]["TrainingImage"] == PYTORCH_GPU_IMAGE
-    byoc_image = s["PrepareByoc"]["Result"]["algorithm"]["TrainingImage"]
+    assert s["PrepareDigitsXgboost"]["Result"]["algorithm"]["TrainingImage"] == XGBOOST_IMAGE
+    assert s["PrepareDigitsMlpCpu"]["Result"]["algorithm"]["TrainingImage"] == PYTORCH_CPU_IMAGE
+    assert s["PrepareDigitsMlpGpu"]["Result"]["algorithm"]["TrainingImage"] == PYTORCH_GPU_IMAGE
+    byoc_image = s["PrepareDigitsLightgbm"]["Result"]["algorithm"]["TrainingImage"]
     assert re.search(r"/import-[a-z0-9]+:[0-9a-f]{64}$", byoc_image), byoc_image
-    (gpu_rule,) = s["ChooseScriptImage"]["Choices"]
+    (gpu_rule,) = s["ChooseDigitsMlpImage"]["Choices"]
     gpu_types = [c["StringEquals"] for c in gpu_rule["Or"]]
     # The allowed types with NVIDIA GPUs (G5: one A10G each; Amazon EC2 instance types).
     assert gpu_types == ["ml.g5.xlarge", "ml.g5.2xlarge"]
-    assert gpu_rule["Next"] == "PrepareScriptGpu"
-    assert s["ChooseScriptImage"]["Default"] == "PrepareScriptCpu"
+    assert gpu_rule["Next"] == "PrepareDigitsMlpGpu"
+    assert s["ChooseDigitsMlpImage"]["Default"] == "PrepareDigitsMlpCpu"
 
 
 def test_script_mode_points_at_the_source_tarball(definition: Definition) -> None:
-    fixed = states(definition)["PrepareScriptCpu"]["Result"]["fixedHyperparameters"]
+    fixed = states(definition)["PrepareDigitsMlpCpu"]["Result"]["fixedHyperparameters"]
     assert fixed["sagemaker_program"] == "train.py"
     assert re.fullmatch(r"s3://cdk-hnb659fds-assets-123456789012-us-east-1/[0-9a-f]{64}\.gz",
                         fixed["sagemaker_submit_directory"]), fixed
     assert fixed["sagemaker_region"] == "us-east-1"
 
 
-#: What each method sends: hyperparameters the training code reads (training_code/, and
+#: What each shipped program sends: hyperparameters the training code reads (training_code/, and
 #: SageMaker XGBoost's required objective/num_class/num_round: developer guide, "XGBoost
 #: hyperparameters"), and the objective each tuning job optimizes (for XGBoost one of the metrics
-#: it publishes: developer guide, "Tune an XGBoost Model", validation:merror among them).
+#: it publishes: developer guide, "Tune an XGBoost Model", validation:merror among them). The
+#: "base" ones (tunable = false in the manifest) go on every job, tuning trials included.
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "script": {"base": {}, "training": {"epochs": "10", "batch-size": "64", "learning-rate": "0.01",
-                                        "seed": "42"},
-               "objective": "validation:accuracy"},
-    "byoc": {"base": {}, "training": {"num_boost_round": "100", "learning_rate": "0.1",
-                                      "num_leaves": "31", "seed": "42"},
-             "objective": "validation:accuracy"},
-    "builtin": {"base": {"objective": "multi:softmax", "num_class": "10", "num_round": "100",
-                         "eval_metric": "merror"},
-                "training": {"max_depth": "5", "eta": "0.2"},
-                "objective": "validation:merror"},
+    "digits_mlp": {"base": {"seed": "42"},
+                   "training": {"epochs": "10", "batch-size": "64", "learning-rate": "0.01",
+                                "hidden-units": "64"},
+                   "objective": "validation:accuracy"},
+    "digits_lightgbm": {"base": {"seed": "42"},
+                        "training": {"num_boost_round": "100", "learning_rate": "0.1",
+                                     "num_leaves": "31"},
+                        "objective": "validation:accuracy"},
+    "digits_xgboost": {"base": {"objective": "multi:softmax", "num_class": "10", "num_round": "100",
+                                "eval_metric": "merror"},
+                       "training": {"max_depth": "5", "eta": "0.2"},
+                       "objective": "validation:merror"},
 }
 
 
-@pytest.mark.parametrize("method", ["script", "byoc", "builtin"])
+@pytest.mark.parametrize("method", ["digits_mlp", "digits_lightgbm", "digits_xgboost"])
 def test_method_defaults(definition: Definition, method: str) -> None:
-    state = states(definition)[{"script": "PrepareScriptCpu", "byoc": "PrepareByoc",
-                                "builtin": "PrepareBuiltin"}[method]]
+    state = states(definition)[{"digits_mlp": "PrepareDigitsMlpCpu",
+                                "digits_lightgbm": "PrepareDigitsLightgbm",
+                                "digits_xgboost": "PrepareDigitsXgboost"}[method]]
     assert state["ResultPath"] == "$.method" and state["Next"] == "ChooseDistribution"
     result = state["Result"]
     expected = METHOD_DEFAULTS[method]
@@ -153,10 +160,11 @@ def test_method_defaults(definition: Definition, method: str) -> None:
         "train": f"s3://import-exportsoutputrefbucketsdata941f65f0dc630599/datasets/{method}/train/",
         "validation": f"s3://import-exportsoutputrefbucketsdata941f65f0dc630599/datasets/{method}/validation/",
     }
-    assert result["contentType"] == "text/csv"
+    assert result["channels"] == [{"name": "train", "contentType": "text/csv"},
+                                  {"name": "validation", "contentType": "text/csv"}]
     assert result["tuningDefaults"]["objective"]["metricName"] == expected["objective"]
     metric_names = [m["Name"] for m in result["algorithm"].get("MetricDefinitions", [])]
-    if method == "builtin":
+    if method == "digits_xgboost":
         assert metric_names == [], "SageMaker refuses metric definitions for built-in algorithms"
     else:
         assert metric_names == ["train:loss", "validation:loss", "validation:accuracy"]
@@ -176,11 +184,17 @@ def test_hyperparameters_merge_in_order(definition: Definition) -> None:
     assert params["inputs.$"] == "States.JsonMerge($.method.inputDefaults, $.config.inputs, false)"
 
 
-def test_channels_must_be_s3_uris(definition: Definition) -> None:
-    rejections = _rejections(definition, "ValidateChannels")
-    assert {r["cause"] for r in rejections.values()} == {
-        "field 'inputs.train' must be an S3 URI like s3://bucket/prefix/",
-        "field 'inputs.validation' must be an S3 URI like s3://bucket/prefix/"}
+def test_channels_are_built_from_the_program_manifest(definition: Definition) -> None:
+    # Every channel the program declares and the input (or its defaults) gives a URI, in the
+    # manifest's order, with its content type: SageMaker's InputDataConfig (File mode, S3 prefix).
+    describe = states(definition)["DescribeChannels"]
+    assert describe["QueryLanguage"] == "JSONata"
+    assert states(definition)["ResolveJob"]["Next"] == "DescribeChannels"
+    assert describe["Next"] == "ChooseCapacity"
+    for key in ("'ChannelName': name", "'ContentType': contentType", "'S3DataType': 'S3Prefix'",
+                "'S3DataDistributionType': 'FullyReplicated'",
+                "'S3Uri': $lookup($states.input.inputs, name)"):
+        assert key in describe["Output"]
 
 
 def test_spot_adds_max_wait(definition: Definition) -> None:
@@ -208,8 +222,7 @@ def test_training_request(definition: Definition) -> None:
     assert p["RoleArn"].startswith("arn:aws:iam::123456789012:role/")
     assert p["AlgorithmSpecification.$"] == "$.method.algorithm"
     assert p["HyperParameters.$"] == "$.trainingHyperparameters"
-    assert [c["ChannelName"] for c in p["InputDataConfig"]] == ["train", "validation"]
-    assert p["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri.$"] == "$.inputs.train"
+    assert p["InputDataConfig.$"] == "$.channels"
     assert p["OutputDataConfig"]["S3OutputPath"] == (
         "s3://import-exportsoutputrefbucketsartifactsb9ee640063e0f2d8/models/")
     assert p["OutputDataConfig"]["KmsKeyId"].startswith("arn:aws:")
@@ -219,7 +232,9 @@ def test_training_request(definition: Definition) -> None:
         "States.Format('s3://import-exportsoutputrefbucketsartifactsb9ee640063e0f2d8/checkpoints/{}/', "
         "$.run.id)")
     assert p["RetryStrategy"] == {"MaximumRetryAttempts": 2}
-    assert {t["Key"] for t in p["Tags"]} == {"smtrain:execution", "smtrain:method"}
+    assert {t["Key"]: t["Value.$"] for t in p["Tags"]} == {
+        "smtrain:execution": "$$.Execution.Name", "smtrain:program": "$.config.program",
+        "smtrain:kind": "$.method.kind"}
     assert task["ResultSelector"] == {
         "TrainingJobName.$": "$.TrainingJobName",
         "ModelArtifacts.$": "$.ModelArtifacts.S3ModelArtifacts",
@@ -322,7 +337,7 @@ def test_tuning_branch(definition: Definition) -> None:
 def test_outputs_are_small_and_named(definition: Definition) -> None:
     s = states(definition)
     assert set(s["ReportTraining"]["Parameters"]) == {
-        "method.$", "trainingJobName.$", "modelArtifacts.$", "metrics.$"}
+        "program.$", "trainingJobName.$", "modelArtifacts.$", "metrics.$"}
     assert s["ReportTraining"]["End"] is True
     assert {"tuningJobName.$", "trainingJobName.$", "objective.$", "modelArtifacts.$",
             "metrics.$"} <= set(s["ReportTuning"]["Parameters"])
@@ -332,6 +347,10 @@ def test_outputs_are_small_and_named(definition: Definition) -> None:
 def test_every_state_is_reachable_and_jsonpath(definition: Definition) -> None:
     s = states(definition)
     assert "QueryLanguage" not in definition or definition["QueryLanguage"] == "JSONPath"
+    # JSONPath throughout but for the two states that need JSONata (a state may choose its own
+    # language inside a JSONPath state machine: developer guide, "Transforming data with JSONata").
+    assert {name for name, state in s.items() if state.get("QueryLanguage") == "JSONata"} == {
+        "CheckProgramInput", "DescribeChannels"}
     reachable, frontier = set(), [definition["StartAt"]]
     while frontier:
         name = frontier.pop()

@@ -23,7 +23,7 @@ def _channels(sample_data: Path) -> dict[str, Path]:
 
 
 def test_trains_a_loadable_model(synthesized: Synthesized, sample_data: Path, tmp_path: Path) -> None:
-    method = prepared_method(synthesized, "PrepareByoc")
+    method = prepared_method(synthesized, "PrepareDigitsLightgbm")
     hyperparameters = {**method["trainingDefaults"], **method["fixedHyperparameters"]}
     result, tree = run_byoc(tmp_path / "job", hyperparameters=hyperparameters,
                             channels=_channels(sample_data))
@@ -122,13 +122,13 @@ def test_docker_context_ignores_script_mode(tmp_path: Path) -> None:
 
     def asset_hash(root: Path) -> str:
         stack = cdk.Stack(cdk.App(), "Probe")
-        asset = ecr_assets.DockerImageAsset(stack, "Image", directory=str(root), file="byoc/Dockerfile")
+        asset = ecr_assets.DockerImageAsset(stack, "Image", directory=str(root), file="digits_lightgbm/Dockerfile")
         return str(asset.asset_hash)
 
     copy = tmp_path / "training_code"
     shutil.copytree(TRAINING_CODE, copy, ignore=shutil.ignore_patterns("__pycache__"))
     before = asset_hash(copy)
-    (copy / "script_mode" / "train.py").write_text("# changed\n")
+    (copy / "digits_mlp" / "train.py").write_text("# changed\n")
     (copy / "sample_data.py").write_text("# changed\n")
     assert asset_hash(copy) == before
     (copy / "common" / "channels.py").write_text("# changed\n")

@@ -47,8 +47,8 @@ def _asset_hash(synthesized: Synthesized) -> str:
 
 def test_copy_role_may_do_exactly_this(synthesized: Synthesized) -> None:
     template = synthesized.workflow
-    role_id, _ = _one(template, "AWS::IAM::Role", "ByocImageCopyRole")
-    log_group_id, _ = _one(template, "AWS::Logs::LogGroup", "ByocImageCopyLogs")
+    role_id, _ = _one(template, "AWS::IAM::Role", "ImageDigitsLightgbmCopyRole")
+    log_group_id, _ = _one(template, "AWS::Logs::LogGroup", "ImageDigitsLightgbmCopyLogs")
     (policy_id,) = policies_attached_to(template, role_id)
     repository_arn = json.dumps(template["Resources"][policy_id]["Properties"]["PolicyDocument"]["Statement"][1][
         "Resource"], sort_keys=True)
@@ -68,17 +68,17 @@ def test_copy_role_may_do_exactly_this(synthesized: Synthesized) -> None:
 def test_copy_waits_for_its_policy(synthesized: Synthesized) -> None:
     """Finding 12: the policy is its own resource; the copy (and its function) depend on it."""
     template = synthesized.workflow
-    policy_id, _ = _one(template, "AWS::IAM::ManagedPolicy", "ByocImageCopyPolicy")
-    _, copy = _one(template, "Custom::EcrImageCopy", "ByocImageCopyToRepository")
-    _, function = _one(template, "AWS::Lambda::Function", "ByocImageCopyFunction")
+    policy_id, _ = _one(template, "AWS::IAM::ManagedPolicy", "ImageDigitsLightgbmCopyPolicy")
+    _, copy = _one(template, "Custom::EcrImageCopy", "ImageDigitsLightgbmCopyToRepository")
+    _, function = _one(template, "AWS::Lambda::Function", "ImageDigitsLightgbmCopyFunction")
     assert policy_id in copy["DependsOn"]
     assert policy_id in function["DependsOn"]
 
 
 def test_copy_gets_the_asset_and_the_destination(synthesized: Synthesized) -> None:
     template = synthesized.workflow
-    function_id, _ = _one(template, "AWS::Lambda::Function", "ByocImageCopyFunction")
-    _, copy = _one(template, "Custom::EcrImageCopy", "ByocImageCopyToRepository")
+    function_id, _ = _one(template, "AWS::Lambda::Function", "ImageDigitsLightgbmCopyFunction")
+    _, copy = _one(template, "Custom::EcrImageCopy", "ImageDigitsLightgbmCopyToRepository")
     image_hash = _asset_hash(synthesized)
     properties = dict(copy["Properties"])
     destination = properties.pop("DestinationRepositoryName")
@@ -101,16 +101,16 @@ def test_copy_gets_the_asset_and_the_destination(synthesized: Synthesized) -> No
 
 def test_copy_function(synthesized: Synthesized) -> None:
     template = synthesized.workflow
-    function_id, function = _one(template, "AWS::Lambda::Function", "ByocImageCopyFunction")
-    log_group_id, log_group = _one(template, "AWS::Logs::LogGroup", "ByocImageCopyLogs")
-    role_id, _ = _one(template, "AWS::IAM::Role", "ByocImageCopyRole")
+    function_id, function = _one(template, "AWS::Lambda::Function", "ImageDigitsLightgbmCopyFunction")
+    log_group_id, log_group = _one(template, "AWS::Logs::LogGroup", "ImageDigitsLightgbmCopyLogs")
+    role_id, _ = _one(template, "AWS::IAM::Role", "ImageDigitsLightgbmCopyRole")
     props = function["Properties"]
     assert props["Runtime"].startswith("python3.") and props["Handler"] == "handler.handler"
     assert props["Timeout"] == 900 and props["Role"] == {"Fn::GetAtt": [role_id, "Arn"]}
     assert props["LoggingConfig"] == {"LogGroup": {"Ref": log_group_id}}
     assert log_group["Properties"]["RetentionInDays"] > 0
     assert log_group["DeletionPolicy"] == "Delete"
-    _, invoke_config = _one(template, "AWS::Lambda::EventInvokeConfig", "ByocImageCopyFunction")
+    _, invoke_config = _one(template, "AWS::Lambda::EventInvokeConfig", "ImageDigitsLightgbmCopyFunction")
     assert invoke_config["Properties"]["FunctionName"] == {"Ref": function_id}
     assert invoke_config["Properties"]["MaximumRetryAttempts"] == 0
     # The code asset is the handler alone (no __pycache__ from the tests that import it).
@@ -120,7 +120,7 @@ def test_copy_function(synthesized: Synthesized) -> None:
 
 def test_state_machine_waits_for_the_copy(synthesized: Synthesized) -> None:
     template = synthesized.workflow
-    copy_id, _ = _one(template, "Custom::EcrImageCopy", "ByocImageCopyToRepository")
+    copy_id, _ = _one(template, "Custom::EcrImageCopy", "ImageDigitsLightgbmCopyToRepository")
     (machine,) = resources_of_type(template, "AWS::StepFunctions::StateMachine").values()
     assert copy_id in machine["DependsOn"]
     assert not [i for i, r in template["Resources"].items() if "CDKECRDeployment" in i + r["Type"]]
@@ -418,7 +418,7 @@ def responses(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 def _event(request_type: str, **properties: str) -> dict[str, Any]:
     return {"RequestType": request_type, "ResponseURL": "https://cloudformation-custom-resource-response.example/presigned",
             "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/smtrain-workflow/guid",
-            "RequestId": "request-1", "LogicalResourceId": "ByocImageCopyToRepository51C2566F",
+            "RequestId": "request-1", "LogicalResourceId": "ImageDigitsLightgbmCopyToRepository51C2566F",
             "ResourceType": "Custom::EcrImageCopy",
             "ResourceProperties": {"ServiceToken": "arn:aws:lambda:...", "SourceRepositoryName": SOURCE,
                                    "SourceImageTag": TAG, "DestinationRepositoryName": DESTINATION,
@@ -434,7 +434,7 @@ def test_handler_answers_success_once(ecr: EcrDouble, responses: list[dict[str, 
     (response,) = responses
     assert response == {"Status": "SUCCESS", "Reason": f"See CloudWatch log stream {_Context.log_stream_name}",
                         "PhysicalResourceId": f"{DESTINATION}:{TAG}", "StackId": _event("Create")["StackId"],
-                        "RequestId": "request-1", "LogicalResourceId": "ByocImageCopyToRepository51C2566F",
+                        "RequestId": "request-1", "LogicalResourceId": "ImageDigitsLightgbmCopyToRepository51C2566F",
                         "NoEcho": False, "Data": {"ImageDigest": digest}}
 
 

@@ -29,7 +29,7 @@ from tests.training_support import (
     training_hyperparameters,
 )
 
-SCRIPT = TRAINING_CODE / "script_mode" / "train.py"
+SCRIPT = TRAINING_CODE / "digits_mlp" / "train.py"
 #: What the default hyperparameters reach on the digits sample (measured: about 0.97).
 MIN_ACCURACY = 0.95
 
@@ -39,7 +39,7 @@ def _channels(sample_data: Path) -> dict[str, Path]:
 
 
 def _hyperparameters(synthesized: Synthesized, bundle: Path, **overrides: str) -> dict[str, str]:
-    method = prepared_method(synthesized, "PrepareScriptCpu")
+    method = prepared_method(synthesized, "PrepareDigitsMlpCpu")
     hyperparameters = training_hyperparameters(method, overrides)
     asset_hash = bundle.name.split(".")[1]
     assert hyperparameters["sagemaker_submit_directory"].endswith(f"/{asset_hash}.gz")
@@ -58,7 +58,7 @@ def test_toolkit_trains_from_the_stack_bundle(synthesized: Synthesized, sample_d
     assert tree.failure_reason() is None
 
     # The metric definitions the stack sends turn the job's log into numbers.
-    definitions = prepared_method(synthesized, "PrepareScriptCpu")["algorithm"]["MetricDefinitions"]
+    definitions = prepared_method(synthesized, "PrepareDigitsMlpCpu")["algorithm"]["MetricDefinitions"]
     metrics = parse_metrics(result.stdout + result.stderr, definitions)
     assert {name: len(values) for name, values in metrics.items()} == {
         "train:loss": 10, "validation:loss": 10, "validation:accuracy": 10}
@@ -66,7 +66,7 @@ def test_toolkit_trains_from_the_stack_bundle(synthesized: Synthesized, sample_d
     assert metrics["train:loss"][-1] < metrics["train:loss"][0]
 
     # The saved model loads without the training arguments and is as good as reported.
-    sys.path.insert(0, str(TRAINING_CODE / "script_mode"))
+    sys.path.insert(0, str(TRAINING_CODE / "digits_mlp"))
     try:
         from digits_model import load_model  # type: ignore[import-not-found]
     finally:
@@ -217,7 +217,7 @@ def test_two_instances_run_one_job_through_the_pytorch_toolkit(
                                        seed=str(DISTRIBUTED_SEED))
     # With more than one instance the stack's own request turns distribution on, with the value
     # AWS's SDK sends (the DistributeAcrossInstances state merges these over the fixed values).
-    distributed = prepared_method(synthesized, "PrepareScriptCpu")["distributedHyperparameters"]
+    distributed = prepared_method(synthesized, "PrepareDigitsMlpCpu")["distributedHyperparameters"]
     assert distributed.items() >= TORCH_DISTRIBUTED.items()
     hyperparameters.update(distributed)
     first, second = run_toolkit_cluster(tmp_path / "job", hosts=["algo-1", "algo-2"],
@@ -232,7 +232,7 @@ def test_two_instances_run_one_job_through_the_pytorch_toolkit(
                 f"--node_rank {rank} train.py") in host.log, host.log[-3000:]
     assert "distributed: 2 processes, backend gloo" in first.log
 
-    definitions = prepared_method(synthesized, "PrepareScriptCpu")["algorithm"]["MetricDefinitions"]
+    definitions = prepared_method(synthesized, "PrepareDigitsMlpCpu")["algorithm"]["MetricDefinitions"]
     counts = [{name: len(values) for name, values in parse_metrics(host.log, definitions).items()}
               for host in (first, second)]
     assert counts == [{d["Name"]: DISTRIBUTED_EPOCHS for d in definitions},

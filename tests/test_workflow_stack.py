@@ -81,7 +81,7 @@ def test_state_machine_is_standard_logged_and_traced(synthesized: Synthesized) -
     template = synthesized.workflow
     _, machine = only_resource(template, "AWS::StepFunctions::StateMachine")
     # The image copy function has a log group of its own (tests/test_training_image.py).
-    (log_id,) = [i for i in resources_of_type(template, "AWS::Logs::LogGroup") if not i.startswith("ByocImage")]
+    (log_id,) = [i for i in resources_of_type(template, "AWS::Logs::LogGroup") if not i.startswith("ImageDigitsLightgbm")]
     log_group = template["Resources"][log_id]
     props = machine["Properties"]
     assert props["StateMachineType"] == "STANDARD"
@@ -141,7 +141,7 @@ def test_failure_alerts(synthesized: Synthesized) -> None:
 def test_image_copy_role_is_scoped(synthesized: Synthesized) -> None:
     template = synthesized.workflow
     roles = {i: r for i, r in resources_of_type(template, "AWS::IAM::Role").items()
-             if i.startswith("ByocImageCopyRole")}
+             if i.startswith("ImageDigitsLightgbmCopyRole")}
     (role_id,) = roles
     statements = [s for p in policies_attached_to(template, role_id) for s in statements_of(template, p)]
     push = next(s for s in statements if s.get("Sid") == "PushToProjectRepository")
@@ -151,7 +151,7 @@ def test_image_copy_role_is_scoped(synthesized: Synthesized) -> None:
     (_function_id, function) = next(iter(resources_of_type(template, "AWS::Lambda::Function").items()))
     assert function["Properties"]["Role"] == {"Fn::GetAtt": [role_id, "Arn"]}
     # No other policy sneaks onto the copy role (tests/test_training_image.py checks its exact actions).
-    assert all(p.startswith("ByocImageCopyPolicy") for p in policies_attached_to(template, role_id))
+    assert all(p.startswith("ImageDigitsLightgbmCopyPolicy") for p in policies_attached_to(template, role_id))
 
 
 def test_execution_role_reads_only_this_code_asset(synthesized: Synthesized) -> None:
@@ -166,13 +166,27 @@ def test_execution_role_reads_only_this_code_asset(synthesized: Synthesized) -> 
 
 
 @pytest.mark.parametrize("output", ["StateMachineArn", "DataBucketName", "ArtifactsBucketName",
-                                    "RepositoryUri", "ByocImageUri", "ScriptSourceUri"])
+                                    "RepositoryUri", "ProgramImageDigitsLightgbm", "ProgramSourceDigitsMlp"])
 def test_workflow_outputs(synthesized: Synthesized, output: str) -> None:
     assert output in synthesized.workflow["Outputs"]
 
 
+def test_deployed_limits_are_outputs_the_cli_reads(synthesized: Synthesized) -> None:
+    from smtrain.deployment_lookup import limits_from_outputs
+
+    outputs = {key: value["Value"] for key, value in synthesized.workflow["Outputs"].items()
+               if key in ("AllowedInstanceTypes", "MaxInstanceCount")}
+    limits = limits_from_outputs(outputs)
+    # cdk.json's allowedInstanceTypes and maxInstanceCount.
+    assert limits is not None
+    assert limits.allowed_instance_types == (
+        "ml.m5.large", "ml.m5.xlarge", "ml.m5.2xlarge", "ml.c5.xlarge", "ml.c5.2xlarge",
+        "ml.g5.xlarge", "ml.g5.2xlarge")
+    assert limits.max_instance_count == 4
+
+
 def test_byoc_image_is_tagged_with_its_asset_hash(synthesized: Synthesized) -> None:
-    uri = json.dumps(synthesized.workflow["Outputs"]["ByocImageUri"]["Value"])
+    uri = json.dumps(synthesized.workflow["Outputs"]["ProgramImageDigitsLightgbm"]["Value"])
     manifest = json.loads((synthesized.outdir / "Workflow.assets.json").read_text())
     (image_hash,) = manifest["dockerImages"]
     assert f":{image_hash}" in uri

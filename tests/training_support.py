@@ -86,13 +86,13 @@ def parse_metrics(log: str, definitions: list[dict[str, str]]) -> dict[str, list
 
 @functools.cache
 def script_module() -> ModuleType:
-    """``training_code/script_mode/train.py`` imported as the toolkit runs it (its directory and
+    """``training_code/digits_mlp/train.py`` imported as the toolkit runs it (its directory and
     ``common``'s parent on the path), to test its functions directly."""
-    for directory in (TRAINING_CODE, TRAINING_CODE / "script_mode"):
+    for directory in (TRAINING_CODE, TRAINING_CODE / "digits_mlp"):
         if str(directory) not in sys.path:
             sys.path.insert(0, str(directory))
     spec = importlib.util.spec_from_file_location("script_mode_train",
-                                                  TRAINING_CODE / "script_mode" / "train.py")
+                                                  TRAINING_CODE / "digits_mlp" / "train.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while it executes

@@ -1,13 +1,13 @@
-"""Write (and optionally upload) the sample datasets every training method uses.
+"""Write (and optionally upload) the sample datasets the shipped digits programs use.
 
     python -m training_code.sample_data --out DIR [--bucket NAME] [--validation-fraction 0.2]
 
 The data is scikit-learn's bundled handwritten digits (1,797 8x8 images, 10 classes; shipped
-with the package, nothing is downloaded). Every method reads the same format, the one SageMaker's
+with the package, nothing is downloaded). Every program reads the same format, the one SageMaker's
 built-in XGBoost requires: CSV, label in the first column, no header. Files land in
-``DIR/<method>/<channel>/digits.csv`` for methods ``script``, ``byoc``, ``builtin`` and channels
-``train``, ``validation``; with ``--bucket`` they are uploaded to
-``s3://NAME/datasets/<method>/<channel>/digits.csv``, the state machine's default inputs.
+``DIR/<program>/<channel>/digits.csv`` for programs ``digits_mlp``, ``digits_lightgbm``,
+``digits_xgboost`` and channels ``train``, ``validation``; with ``--bucket`` they are uploaded to
+``s3://NAME/datasets/<program>/<channel>/digits.csv``, the state machine's default inputs.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-METHODS = ("script", "byoc", "builtin")
+#: The shipped programs that train on the digits sample (folders of training_code/).
+PROGRAMS = ("digits_mlp", "digits_lightgbm", "digits_xgboost")
 CHANNELS = ("train", "validation")
 DATASETS_PREFIX = "datasets/"
 FILE_NAME = "digits.csv"
@@ -41,12 +42,12 @@ def digits_split(*, validation_fraction: float, seed: int) -> dict[str, np.ndarr
 
 
 def write_datasets(out: Path, *, validation_fraction: float = 0.2, seed: int = 0) -> list[Path]:
-    """Write every method's channels under ``out``; returns the files written."""
+    """Write every program's channels under ``out``; returns the files written."""
     split = digits_split(validation_fraction=validation_fraction, seed=seed)
     written = []
-    for method in METHODS:
+    for program in PROGRAMS:
         for channel in CHANNELS:
-            path = out / method / channel / FILE_NAME
+            path = out / program / channel / FILE_NAME
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savetxt(path, split[channel], delimiter=",", fmt="%d")
             written.append(path)
@@ -68,7 +69,7 @@ def upload(files: Sequence[Path], *, out: Path, bucket: str) -> list[str]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m training_code.sample_data",
-                                     description="Write the sample datasets for every training method.")
+                                     description="Write the sample datasets for the digits programs.")
     parser.add_argument("--out", type=Path, required=True, help="directory to write into")
     parser.add_argument("--bucket", help="also upload to this S3 bucket under datasets/")
     parser.add_argument("--validation-fraction", type=float, default=0.2,

@@ -9,21 +9,21 @@ from typing import Any
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from infra.training_methods import METHODS
+from smtrain import contract
 
 Cond = sfn.Condition
 
 #: Error names of rejected input (the Fail state's ``Error``).
-INVALID_INPUT_ERROR = "InvalidExecutionInput"
-UNKNOWN_METHOD_ERROR = "UnknownMethod"
+INVALID_INPUT_ERROR = contract.INVALID_INPUT_ERROR
+UNKNOWN_PROGRAM_ERROR = contract.UNKNOWN_PROGRAM_ERROR
 
 #: SageMaker's volume size range (GB).
-MAX_VOLUME_SIZE_GB = 16384
+MAX_VOLUME_SIZE_GB = contract.MAX_VOLUME_SIZE_GB
 
 
 @dataclass(frozen=True, kw_only=True)
 class InputDefaults:
-    """Defaults for every execution input field but ``method``."""
+    """Defaults for every execution input field but ``program``."""
 
     instance_type: str
     instance_count: int
@@ -130,7 +130,7 @@ class InputValidation(Construct):
 #: (tag values match ``^([\p{L}\p{Z}\p{N}_.:/=+\-@]*)$``: botocore's sagemaker model, TagValue;
 #: execution names exclude whitespace, brackets, wildcards and ``"#%\^|~`$&,;:/``: Step
 #: Functions API reference, StartExecution ``name``). Jobs carry the execution name as a tag.
-EXECUTION_NAME_CHARACTERS_REFUSED_BY_TAGS = ("(", ")", "!", "'")
+EXECUTION_NAME_CHARACTERS_REFUSED_BY_TAGS = contract.EXECUTION_NAME_CHARACTERS_REFUSED_BY_TAGS
 
 
 def execution_name_rules() -> list[Rule]:
@@ -150,7 +150,6 @@ def config_rules(*, allowed_instance_types: Sequence[str], max_instance_count: i
     """Checks of the merged execution input at ``$.config``."""
     return [
         *execution_name_rules(),
-        *one_of_rules("$.config.method", "method", METHODS, error=UNKNOWN_METHOD_ERROR),
         *one_of_rules("$.config.instanceType", "instanceType", allowed_instance_types),
         *number_rules("$.config.instanceCount", "instanceCount", 1, max_instance_count),
         *number_rules("$.config.volumeSizeInGB", "volumeSizeInGB", 1, MAX_VOLUME_SIZE_GB),
@@ -164,8 +163,8 @@ def config_rules(*, allowed_instance_types: Sequence[str], max_instance_count: i
 
 
 #: The integer fields of the merged input whose JSON text :func:`integer_rules` reads.
-CONFIG_INTEGER_FIELDS = ("instanceCount", "volumeSizeInGB", "maxRuntimeInSeconds")
-TUNING_INTEGER_FIELDS = ("maxJobs", "maxParallelJobs")
+CONFIG_INTEGER_FIELDS = contract.INTEGER_FIELDS
+TUNING_INTEGER_FIELDS = contract.TUNING_INTEGER_FIELDS
 
 
 def number_text(base: str, fields: Sequence[str]) -> dict[str, str]:
@@ -173,18 +172,12 @@ def number_text(base: str, fields: Sequence[str]) -> dict[str, str]:
     return {f"{name}.$": f"States.JsonToString({base}.{name})" for name in fields}
 
 
-def channel_rules() -> list[Rule]:
-    """Checks of the resolved channel URIs at ``$.inputs``."""
-    return [*s3_uri_rules("$.inputs.train", "inputs.train"),
-            *s3_uri_rules("$.inputs.validation", "inputs.validation")]
+TUNING_STRATEGIES = contract.TUNING_STRATEGIES
+HYPERBAND_MAX_RESOURCE = contract.HYPERBAND_MAX_RESOURCE
 
 
-TUNING_STRATEGIES = ("Bayesian", "Random", "Hyperband", "Grid")
-#: "The maximum value is 20,000 epochs." (API reference, HyperbandStrategyConfig.MaxResource)
-HYPERBAND_MAX_RESOURCE = 20_000
-
-
-def tuning_rules(*, max_jobs: int = 500, max_parallel_jobs: int = 100) -> list[Rule]:
+def tuning_rules(*, max_jobs: int = contract.MAX_TUNING_JOBS,
+                 max_parallel_jobs: int = contract.MAX_PARALLEL_TUNING_JOBS) -> list[Rule]:
     """Checks of the merged ``tuning`` object at ``$.tuning.config``."""
     base = "$.tuning.config"
     return [
@@ -194,8 +187,9 @@ def tuning_rules(*, max_jobs: int = 500, max_parallel_jobs: int = 100) -> list[R
         Rule(Cond.not_(Cond.is_string(f"{base}.objective.metricName")), INVALID_INPUT_ERROR,
              "field 'tuning.objective.metricName' must be a metric name",
              "tuning.objective.metricName", "Type"),
-        *one_of_rules(f"{base}.objective.type", "tuning.objective.type", ("Maximize", "Minimize")),
-        *one_of_rules(f"{base}.earlyStopping", "tuning.earlyStopping", ("Off", "Auto")),
+        *one_of_rules(f"{base}.objective.type", "tuning.objective.type", contract.OBJECTIVE_TYPES),
+        *one_of_rules(f"{base}.earlyStopping", "tuning.earlyStopping",
+                      contract.EARLY_STOPPING_TYPES),
         Rule(Cond.and_(Cond.string_equals(f"{base}.strategy", "Hyperband"),
                        Cond.string_equals(f"{base}.earlyStopping", "Auto")),
              INVALID_INPUT_ERROR,

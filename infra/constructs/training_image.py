@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
-from aws_cdk import CustomResource, Duration, RemovalPolicy
+from aws_cdk import CustomResource, Duration, IgnoreMode, RemovalPolicy
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
@@ -40,19 +41,27 @@ class TrainingImage(Construct):
     that role's policy, so it never runs before its permissions exist.
 
     ``directory`` is the build context (its ``.dockerignore`` applies, also to the asset hash)
-    and ``dockerfile`` the Dockerfile's path inside it (default ``Dockerfile``). ``image_uri`` is
+    and ``dockerfile`` the Dockerfile's path inside it (default ``Dockerfile``); ``include``
+    (default: everything) names the only folders of the context the build sees. ``image_uri`` is
     the URI in ``repository`` that a training job uses; ``copy`` is the custom resource to depend
     on before using it; ``image_digest`` its manifest digest (a deploy-time attribute).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, directory: Path,
                  repository: ecr.IRepository, dockerfile: str = "Dockerfile",
+                 include: Sequence[str] | None = None,
                  log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH) -> None:
         super().__init__(scope, construct_id)
         if not (directory / dockerfile).is_file():
             raise ValueError(f"{directory} has no {dockerfile}")
+        # With ``include``, only those folders of the context are staged (and hashed): a change
+        # elsewhere in it neither rebuilds nor re-tags the image.
+        exclude = None if include is None else [
+            "*", *(f"!{folder.rstrip('/')}/" for folder in include), "**/__pycache__", "**/*.pyc",
+        ]
         self.asset = ecr_assets.DockerImageAsset(
             self, "Asset", directory=str(directory), file=dockerfile, platform=PLATFORM,
+            exclude=exclude, ignore_mode=None if include is None else IgnoreMode.DOCKER,
         )
         self.image_tag = self.asset.asset_hash
         self.image_uri = repository.repository_uri_for_tag(self.image_tag)

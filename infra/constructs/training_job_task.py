@@ -16,6 +16,7 @@ from infra.constructs.sagemaker_task_policy import (
     pass_role_statement,
     sync_job_statements,
 )
+from smtrain import contract
 
 #: Longest job name SageMaker accepts.
 TRAINING_JOB_NAME_LIMIT = 63
@@ -31,33 +32,15 @@ class ChannelPaths:
     #: A tuning job's algorithm: SageMaker's ``HyperParameterAlgorithmSpecification`` takes
     #: fewer fields than a training job's (no ``EnableSageMakerMetricsTimeSeries``).
     tuning_algorithm: str = "$.method.tuningAlgorithm"
-    content_type: str = "$.method.contentType"
-    train_uri: str = "$.inputs.train"
-    validation_uri: str = "$.inputs.validation"
+    #: SageMaker's ``InputDataConfig``, built from the program's channels.
+    channels: str = "$.channels"
     instance_type: str = "$.config.instanceType"
     instance_count: str = "$.config.instanceCount"
     volume_size: str = "$.config.volumeSizeInGB"
     stopping_condition: str = "$.stopping"
     spot: str = "$.config.spot"
-    method: str = "$.config.method"
-
-
-def input_data_config(paths: ChannelPaths) -> list[dict[str, Any]]:
-    """The ``train`` and ``validation`` channels, read from S3 prefixes in File mode."""
-    return [
-        {
-            "ChannelName": channel,
-            "ContentType.$": paths.content_type,
-            "DataSource": {
-                "S3DataSource": {
-                    "S3DataType": "S3Prefix",
-                    "S3Uri.$": uri_path,
-                    "S3DataDistributionType": "FullyReplicated",
-                }
-            },
-        }
-        for channel, uri_path in (("train", paths.train_uri), ("validation", paths.validation_uri))
-    ]
+    program: str = "$.config.program"
+    kind: str = "$.method.kind"
 
 
 def resource_config(paths: ChannelPaths) -> dict[str, str]:
@@ -72,18 +55,19 @@ def tracking_environment(tracking_uri: str, paths: ChannelPaths) -> dict[str, st
     """The variables ``training_code/common/tracking.py`` reads: where to log, and the tags that
     trace a run back to its execution."""
     return {
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        "MLFLOW_EXPERIMENT_NAME": "smtrain",
-        "SMTRAIN_EXECUTION.$": "$$.Execution.Name",
-        "SMTRAIN_METHOD.$": paths.method,
+        contract.ENV_TRACKING_URI: tracking_uri,
+        contract.ENV_EXPERIMENT: contract.EXPERIMENT,
+        f"{contract.ENV_EXECUTION}.$": "$$.Execution.Name",
+        f"{contract.ENV_PROGRAM}.$": paths.program,
     }
 
 
 def job_tags(paths: ChannelPaths) -> list[dict[str, str]]:
-    """Tags that trace a job back to the execution that started it."""
+    """Tags that trace a job back to the execution, program and kind that started it."""
     return [
-        {"Key": "smtrain:execution", "Value.$": "$$.Execution.Name"},
-        {"Key": "smtrain:method", "Value.$": paths.method},
+        {"Key": contract.TAG_EXECUTION, "Value.$": "$$.Execution.Name"},
+        {"Key": contract.TAG_PROGRAM, "Value.$": paths.program},
+        {"Key": contract.TAG_KIND, "Value.$": paths.kind},
     ]
 
 
@@ -132,7 +116,7 @@ class TrainingJobTask(sfn.CustomState):
                 "RoleArn": role_arn,
                 "AlgorithmSpecification.$": paths.algorithm,
                 "HyperParameters.$": "$.trainingHyperparameters",
-                "InputDataConfig": input_data_config(paths),
+                "InputDataConfig.$": paths.channels,
                 "OutputDataConfig": {"S3OutputPath": output_uri, "KmsKeyId": kms_key_arn},
                 "ResourceConfig": resource_config(paths),
                 "StoppingCondition.$": paths.stopping_condition,

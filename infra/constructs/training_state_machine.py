@@ -22,18 +22,18 @@ from infra.constructs.execution_input import (
     TUNING_INTEGER_FIELDS,
     InputDefaults,
     InputValidation,
-    channel_rules,
     config_rules,
     hyperband_rules,
     integer_rules,
     number_text,
     tuning_rules,
 )
-from infra.constructs.training_buckets import CHECKPOINTS_PREFIX, DATASETS_PREFIX, MODELS_PREFIX
+from infra.constructs.program_input import ProgramInputCheck
 from infra.constructs.training_job_task import TrainingJobTask
 from infra.constructs.tuning_job_task import DescribeTrainingJobTask, TuningJobTask
 from infra.images import TrainingImages
-from infra.training_methods import SCRIPT_PROGRAM, TRAINING_METHODS, MethodName
+from smtrain import contract
+from smtrain.programs import Program
 
 Cond = sfn.Condition
 
@@ -41,8 +41,26 @@ Cond = sfn.Condition
 GPU_INSTANCE_FAMILIES = ("ml.p", "ml.g")
 
 #: Error names of the Fail states a failed job ends in.
-TRAINING_FAILED_ERROR = "TrainingJobFailed"
-TUNING_FAILED_ERROR = "TuningJobFailed"
+TRAINING_FAILED_ERROR = contract.TRAINING_FAILED_ERROR
+TUNING_FAILED_ERROR = contract.TUNING_FAILED_ERROR
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeployedProgram:
+    """A training program and where its packaged code lives."""
+
+    program: Program
+    #: A BYOC program's image in the project's repository.
+    image_uri: str | None = None
+    #: A script program's ``sourcedir.tar.gz`` (what ``sagemaker_submit_directory`` takes).
+    source_uri: str | None = None
+
+    def __post_init__(self) -> None:
+        kind = self.program.kind
+        if (kind == "byoc") != (self.image_uri is not None):
+            raise ValueError(f"program {self.program.name}: an image URI goes with a byoc program")
+        if (kind == "script") != (self.source_uri is not None):
+            raise ValueError(f"program {self.program.name}: a source URI goes with a script program")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,8 +74,7 @@ class TrainingStateMachineProps:
     artifacts_bucket: s3.IBucket
     key: kms.IKey
     images: TrainingImages
-    byoc_image_uri: str
-    script_source_uri: str
+    programs: Sequence[DeployedProgram]
     input_defaults: InputDefaults
     allowed_instance_types: Sequence[str]
     max_instance_count: int
@@ -91,6 +108,8 @@ class TrainingStateMachine(Construct):
         super().__init__(scope, construct_id)
         if props.input_defaults.instance_type not in props.allowed_instance_types:
             raise ValueError("the default instance type must be in allowed_instance_types")
+        if not props.programs:
+            raise ValueError("the state machine needs at least one training program")
         self.props = props
         prefix = props.name_prefix
         artifacts = props.artifacts_bucket.bucket_name
@@ -101,8 +120,12 @@ class TrainingStateMachine(Construct):
         read_input = sfn.Pass(self, "ReadInput", parameters={
             "defaults": props.input_defaults.as_input(), "input.$": "$",
         })
+        check_program = ProgramInputCheck(
+            self, "ProgramChecks", programs={p.program.name: p.program for p in props.programs},
+            reject=reject)
         apply_defaults = sfn.Pass(self, "ApplyDefaults", parameters={
-            "config.$": "States.JsonMerge($.defaults, $.input, false)",
+            "config.$": "States.JsonMerge(States.JsonMerge($.defaults, $.input, false), "
+                        "$.resolved, false)",
             "run": {"id.$": "States.UUID()"},
         })
         describe_numbers = sfn.Pass(self, "DescribeNumbers", result_path="$.numberText",
@@ -124,30 +147,37 @@ class TrainingStateMachine(Construct):
         choose_distribution.otherwise(
             sfn.Pass(self, "RunOnOneInstance", result_path="$.distribution",
                      result=sfn.Result.from_object({"hyperparameters": {}})).next(resolve_job))
-        choose_method = sfn.Choice(self, "ChooseMethod")
-        for method in TRAINING_METHODS:
-            prepares = self._prepare_states(method)
+        choose_program = sfn.Choice(self, "ChooseProgram")
+        for deployed in props.programs:
+            program = deployed.program
+            prepares = self._prepare_states(deployed)
             for prepare in prepares.values():
                 prepare.next(choose_distribution)
-            condition = Cond.string_equals("$.config.method", method)
-            if method == "script":
+            condition = Cond.string_equals("$.config.program", program.name)
+            if program.kind == "script":
                 gpu_types = [t for t in props.allowed_instance_types
                              if t.startswith(GPU_INSTANCE_FAMILIES)]
-                choose_image = sfn.Choice(self, "ChooseScriptImage")
+                choose_image = sfn.Choice(self, f"Choose{_state_id(program.name)}Image")
                 if gpu_types:
                     choose_image.when(Cond.or_(*[Cond.string_equals("$.config.instanceType", t)
                                                  for t in gpu_types]) if len(gpu_types) > 1
                                       else Cond.string_equals("$.config.instanceType", gpu_types[0]),
                                       prepares["gpu"])
                 choose_image.otherwise(prepares["cpu"])
-                choose_method.when(condition, choose_image)
+                choose_program.when(condition, choose_image)
             else:
-                choose_method.when(condition, prepares["default"])
+                choose_program.when(condition, prepares["default"])
         # Unreachable after validation; kept so the Choice never fails with States.NoChoiceMatched.
-        choose_method.otherwise(reject)
+        choose_program.otherwise(reject)
 
-        validate_channels = InputValidation(self, "ChannelChecks", choice_id="ValidateChannels",
-                                            reject=reject, rules=channel_rules())
+        # InputDataConfig from the program's channels: each channel the input or the program's
+        # defaults give a URI, in the manifest's order, with its declared content type.
+        describe_channels = sfn.Pass.jsonata(self, "DescribeChannels", outputs=(
+            "{% $merge([$states.input, {'channels': [$states.input.method.channels["
+            "$exists($lookup($states.input.inputs, name))].{"
+            "'ChannelName': name, 'ContentType': contentType, 'DataSource': {'S3DataSource': {"
+            "'S3DataType': 'S3Prefix', 'S3Uri': $lookup($states.input.inputs, name), "
+            "'S3DataDistributionType': 'FullyReplicated'}}}]}]) %}"))
         choose_capacity = sfn.Choice(self, "ChooseCapacity")
         use_spot = sfn.Pass(self, "UseSpotCapacity", result_path="$.stopping", parameters={
             "MaxRuntimeInSeconds.$": "$.config.maxRuntimeInSeconds",
@@ -163,8 +193,8 @@ class TrainingStateMachine(Construct):
         use_on_demand.next(train_or_tune)
 
         role_arn = props.execution_role.role_arn
-        output_uri = f"s3://{artifacts}/{MODELS_PREFIX}"
-        checkpoint_uri = f"s3://{artifacts}/{CHECKPOINTS_PREFIX}"
+        output_uri = f"s3://{artifacts}/{contract.MODELS_PREFIX}"
+        checkpoint_uri = f"s3://{artifacts}/{contract.CHECKPOINTS_PREFIX}"
         self.training_task = TrainingJobTask(
             self, "TrainModel", name_prefix=prefix, role_arn=role_arn, output_uri=output_uri,
             checkpoint_uri=checkpoint_uri, kms_key_arn=props.key.key_arn,
@@ -198,13 +228,13 @@ class TrainingStateMachine(Construct):
         self.describe_best.add_catch(tuning_failed, errors=["States.ALL"], result_path="$.failure")
 
         report_training = sfn.Pass(self, "ReportTraining", parameters={
-            "method.$": "$.config.method",
+            "program.$": "$.config.program",
             "trainingJobName.$": "$.training.TrainingJobName",
             "modelArtifacts.$": "$.training.ModelArtifacts",
             "metrics.$": "$.training.FinalMetricDataList",
         })
         report_tuning = sfn.Pass(self, "ReportTuning", parameters={
-            "method.$": "$.config.method",
+            "program.$": "$.config.program",
             "tuningJobName.$": "$.tuningResult.HyperParameterTuningJobName",
             "tuningJobStatus.$": "$.tuningResult.HyperParameterTuningJobStatus",
             "trainingJobCounters.$": "$.tuningResult.TrainingJobStatusCounters",
@@ -237,11 +267,9 @@ class TrainingStateMachine(Construct):
         train_or_tune.when(Cond.is_present("$.config.tuning"), tuning_given)
         train_or_tune.otherwise(train)
 
-        resolve_job.next(validate_channels.then(choose_capacity))
-        definition = (
-            sfn.Chain.start(read_input).next(apply_defaults).next(describe_numbers)
-            .next(validate_config.then(choose_method))
-        )
+        resolve_job.next(describe_channels).next(choose_capacity)
+        definition = sfn.Chain.start(read_input).next(check_program.then(
+            apply_defaults.next(describe_numbers).next(validate_config.then(choose_program))))
 
         self.log_group = logs.LogGroup(
             self, "Logs",
@@ -294,17 +322,19 @@ class TrainingStateMachine(Construct):
             ],
         )
 
-    def _prepare_states(self, method: MethodName) -> dict[str, sfn.Pass]:
-        """One Pass per image variant that records the method's static settings at ``$.method``."""
+    def _prepare_states(self, deployed: DeployedProgram) -> dict[str, sfn.Pass]:
+        """One Pass per image variant that records the program's static settings at ``$.method``."""
         props = self.props
-        spec = TRAINING_METHODS[method]
+        program = deployed.program
         data = props.data_bucket.bucket_name
         fixed: dict[str, str] = {}
         distributed: dict[str, str] = {}
-        if method == "script":
+        images: dict[str, str]
+        if program.kind == "script":
+            assert deployed.source_uri is not None and program.entry_point is not None
             fixed = {
-                "sagemaker_program": SCRIPT_PROGRAM,
-                "sagemaker_submit_directory": props.script_source_uri,
+                "sagemaker_program": program.entry_point,
+                "sagemaker_submit_directory": deployed.source_uri,
                 "sagemaker_region": props.region,
                 "sagemaker_container_log_level": "20",
             }
@@ -317,38 +347,41 @@ class TrainingStateMachine(Construct):
             # Without it N instances run N independent copies, billed N times. A single instance
             # keeps the plain launcher (the SDK accepts torch_distributed on GPU and Trainium only).
             distributed = {"sagemaker_torch_distributed_enabled": "true"}
-        images = {
-            "script": {"cpu": props.images.pytorch_cpu, "gpu": props.images.pytorch_gpu},
-            "byoc": {"default": props.byoc_image_uri},
-            "builtin": {"default": props.images.xgboost},
-        }[method]
+            images = {"cpu": props.images.pytorch_cpu, "gpu": props.images.pytorch_gpu}
+        elif program.kind == "byoc":
+            assert deployed.image_uri is not None
+            images = {"default": deployed.image_uri}
+        else:
+            images = {"default": props.images.xgboost}
         states = {}
         for variant, image in images.items():
             # A tuning job's HyperParameterAlgorithmSpecification takes only TrainingImage,
             # TrainingInputMode, AlgorithmName and MetricDefinitions (botocore's model).
             tuning_algorithm: dict[str, Any] = {"TrainingImage": image, "TrainingInputMode": "File"}
-            if spec.metric_definitions:
-                tuning_algorithm["MetricDefinitions"] = [dict(m) for m in spec.metric_definitions]
+            if program.metric_definitions:
+                tuning_algorithm["MetricDefinitions"] = [dict(m) for m in program.metric_definitions]
             algorithm = dict(tuning_algorithm)
-            if spec.metric_definitions:
+            if program.metric_definitions:
                 algorithm["EnableSageMakerMetricsTimeSeries"] = True
             suffix = "" if variant == "default" else variant.capitalize()
             states[variant] = sfn.Pass(
-                self, f"Prepare{method.capitalize()}{suffix}",
+                self, f"Prepare{_state_id(program.name)}{suffix}",
                 result_path="$.method",
                 result=sfn.Result.from_object({
+                    "kind": program.kind,
                     "algorithm": algorithm,
                     "tuningAlgorithm": tuning_algorithm,
-                    "contentType": spec.content_type,
-                    "baseHyperparameters": dict(spec.base_hyperparameters),
-                    "trainingDefaults": dict(spec.training_defaults),
+                    "channels": [{"name": c.name, "contentType": c.content_type}
+                                 for c in program.channels],
+                    "baseHyperparameters": program.always_sent,
+                    "trainingDefaults": program.training_defaults,
                     "fixedHyperparameters": fixed,
                     "distributedHyperparameters": distributed,
                     "inputDefaults": {
-                        channel: f"s3://{data}/{DATASETS_PREFIX}{method}/{channel}/"
-                        for channel in ("train", "validation")
+                        c.name: contract.default_channel_uri(data, program.name, c.name)
+                        for c in program.channels if c.required
                     },
-                    "tuningDefaults": spec.tuning.as_input(),
+                    "tuningDefaults": program.tuning.as_input() if program.tuning else {},
                 }),
             )
         return states
@@ -396,7 +429,7 @@ class TrainingStateMachine(Construct):
             rules=[*integer_rules("$.numberText.minResource", "tuning.hyperband.minResource"),
                    *integer_rules("$.numberText.maxResource", "tuning.hyperband.maxResource")])
         choose_task = sfn.Choice(self, "ChooseTuningTask")
-        choose_task.when(Cond.string_equals("$.config.method", "builtin"), self.builtin_tuning_task)
+        choose_task.when(Cond.string_equals("$.method.kind", "builtin"), self.builtin_tuning_task)
         choose_task.otherwise(self.tuning_task)
         choose = sfn.Choice(self, "ChooseTuningStrategy")
         choose.when(Cond.string_equals(f"{config}.strategy", "Grid"), grid)
@@ -415,6 +448,11 @@ class TrainingStateMachine(Construct):
         })
         return explain.next(sfn.Fail(self, f"{kind}Failed", error=error,
                                      cause_path="$.failureReport.cause"))
+
+
+def _state_id(program: str) -> str:
+    """``digits_mlp`` -> ``DigitsMlp``, for state and construct names."""
+    return contract.output_id(program)
 
 
 def _resolve_job_parameters() -> dict[str, Any]:

@@ -17,11 +17,11 @@ from infra.constructs.sagemaker_task_policy import (
 )
 from infra.constructs.training_job_task import (
     ChannelPaths,
-    input_data_config,
     job_tags,
     resource_config,
     tracking_environment,
 )
+from smtrain import contract
 
 #: Longest tuning job name SageMaker accepts.
 TUNING_JOB_NAME_LIMIT = 32
@@ -74,7 +74,7 @@ class TuningJobTask(sfn.CustomState):
                     "AlgorithmSpecification.$": paths.tuning_algorithm,
                     "RoleArn": role_arn,
                     "StaticHyperParameters.$": "$.staticHyperparameters",
-                    "InputDataConfig": input_data_config(paths),
+                    "InputDataConfig.$": paths.channels,
                     "OutputDataConfig": {"S3OutputPath": output_uri, "KmsKeyId": kms_key_arn},
                     "ResourceConfig": resource_config(paths),
                     "StoppingCondition.$": paths.stopping_condition,
@@ -96,7 +96,7 @@ class TuningJobTask(sfn.CustomState):
                 "S3Uri.$": f"States.Format('{checkpoint_uri}{{}}/', {short_run_id_path})"}
         if tracking_uri is not None:
             state_json["Parameters"]["TrainingJobDefinition"]["Environment"] = {
-                **tracking_environment(tracking_uri, paths), "SMTRAIN_TUNING_JOB.$": tuning_job_name}
+                **tracking_environment(tracking_uri, paths), f"{contract.ENV_TUNING_JOB}.$": tuning_job_name}
         super().__init__(scope, construct_id, state_json=state_json)
         stack = Stack.of(self)
         self.policy_statements: list[iam.PolicyStatement] = [

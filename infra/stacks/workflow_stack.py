@@ -14,6 +14,7 @@ from infra.constructs.failure_notifications import FailureNotifications
 from infra.constructs.source_bundle import SourceBundle
 from infra.constructs.training_image import TrainingImage
 from infra.constructs.training_state_machine import (
+    DeployedProgram,
     TrainingStateMachine,
     TrainingStateMachineProps,
 )
@@ -21,6 +22,8 @@ from infra.images import training_images
 from infra.log_retention import retention_for_days
 from infra.settings import Settings
 from infra.stacks.storage_stack import StorageStack
+from smtrain import contract
+from smtrain.programs import discover as discover_programs
 
 TRAINING_CODE_DIR = Path(__file__).resolve().parents[2] / "training_code"
 
@@ -37,20 +40,45 @@ class WorkflowStack(Stack):
             region=settings.region, pytorch_version=settings.pytorch_version,
             pytorch_py_version=settings.pytorch_py_version, xgboost_version=settings.xgboost_version,
         )
-        source = SourceBundle(self, "ScriptModeSource", source_dir=training_code_dir / "script_mode",
-                              extra_packages={"common": training_code_dir / "common"})
-        byoc_image = TrainingImage(self, "ByocImage", directory=training_code_dir,
-                                   dockerfile="byoc/Dockerfile", repository=storage.repository)
+        # Every program of training_code/: a deterministic tarball per script program, an image
+        # per BYOC program (copied into the project's repository), nothing for built-ins.
+        programs = discover_programs(training_code_dir)
+        deployed: list[DeployedProgram] = []
+        images_copied: list[Construct] = []
+        source_objects: list[str] = []
+        for program in programs.values():
+            construct_id = contract.output_id(program.name)
+            if program.kind == "script":
+                source = SourceBundle(
+                    self, f"Source{construct_id}", source_dir=program.directory,
+                    extra_packages={name: training_code_dir / name for name in program.shared})
+                source_objects.append(source.asset.bucket.arn_for_objects(source.asset.s3_object_key))
+                deployed.append(DeployedProgram(program=program, source_uri=source.s3_uri))
+                CfnOutput(self, f"{contract.OUTPUT_PROGRAM_SOURCE}{construct_id}",
+                          value=source.s3_uri)
+            elif program.kind == "byoc":
+                in_parent = program.build_context == ".."
+                image = TrainingImage(
+                    self, f"Image{construct_id}",
+                    directory=training_code_dir if in_parent else program.directory,
+                    dockerfile=f"{program.name}/{program.dockerfile}" if in_parent
+                    else program.dockerfile,
+                    include=[program.name, *program.shared] if in_parent else None,
+                    repository=storage.repository)
+                images_copied.append(image.copy)
+                deployed.append(DeployedProgram(program=program, image_uri=image.image_uri))
+                CfnOutput(self, f"{contract.OUTPUT_PROGRAM_IMAGE}{construct_id}",
+                          value=image.image_uri)
+            else:
+                deployed.append(DeployedProgram(program=program))
 
         # A policy in this stack, so that a code change never touches the storage stack.
         execution_role = iam.Role.from_role_arn(self, "ExecutionRole",
                                                 storage.execution_role.role_arn, mutable=True)
-        iam.ManagedPolicy(self, "ReadScriptModeSource", roles=[execution_role], statements=[
-            iam.PolicyStatement(
-                actions=["s3:GetObject"],
-                resources=[source.asset.bucket.arn_for_objects(source.asset.s3_object_key)],
-            )
-        ])
+        if source_objects:
+            iam.ManagedPolicy(self, "ReadScriptModeSource", roles=[execution_role], statements=[
+                iam.PolicyStatement(actions=["s3:GetObject"], resources=source_objects)
+            ])
 
         workflow = TrainingStateMachine(self, "Training", props=TrainingStateMachineProps(
             name_prefix=settings.name_prefix,
@@ -60,8 +88,7 @@ class WorkflowStack(Stack):
             artifacts_bucket=storage.artifacts_bucket,
             key=storage.key,
             images=images,
-            byoc_image_uri=byoc_image.image_uri,
-            script_source_uri=source.s3_uri,
+            programs=deployed,
             input_defaults=InputDefaults(
                 instance_type=settings.default_instance_type,
                 instance_count=settings.default_instance_count,
@@ -75,17 +102,21 @@ class WorkflowStack(Stack):
             log_retention=retention_for_days(settings.log_retention_days),
             tracking_uri=storage.tracking_server_arn,
         ))
-        # The training jobs must run only after the image is in the project's repository.
-        workflow.state_machine.node.add_dependency(byoc_image.copy)
+        # The training jobs must run only after the images are in the project's repository.
+        for copy in images_copied:
+            workflow.state_machine.node.add_dependency(copy)
         self.state_machine = workflow.state_machine
         FailureNotifications(self, "FailureAlerts", state_machine=workflow.state_machine,
                              email=settings.notification_email)
 
-        CfnOutput(self, "StateMachineArn", value=workflow.state_machine.state_machine_arn)
-        CfnOutput(self, "DataBucketName", value=storage.data_bucket.bucket_name)
-        CfnOutput(self, "ArtifactsBucketName", value=storage.artifacts_bucket.bucket_name)
-        CfnOutput(self, "RepositoryUri", value=storage.repository.repository_uri)
-        CfnOutput(self, "ByocImageUri", value=byoc_image.image_uri)
-        CfnOutput(self, "ScriptSourceUri", value=source.s3_uri)
+        CfnOutput(self, contract.OUTPUT_STATE_MACHINE_ARN,
+                  value=workflow.state_machine.state_machine_arn)
+        CfnOutput(self, contract.OUTPUT_DATA_BUCKET, value=storage.data_bucket.bucket_name)
+        CfnOutput(self, contract.OUTPUT_ARTIFACTS_BUCKET, value=storage.artifacts_bucket.bucket_name)
+        CfnOutput(self, contract.OUTPUT_REPOSITORY_URI, value=storage.repository.repository_uri)
+        # The limits the CLI checks a run against before it starts one.
+        CfnOutput(self, contract.OUTPUT_ALLOWED_INSTANCE_TYPES,
+                  value=",".join(settings.allowed_instance_types))
+        CfnOutput(self, contract.OUTPUT_MAX_INSTANCE_COUNT, value=str(settings.max_instance_count))
         if storage.tracking_server_arn is not None:
-            CfnOutput(self, "TrackingServerArn", value=storage.tracking_server_arn)
+            CfnOutput(self, contract.OUTPUT_TRACKING_SERVER_ARN, value=storage.tracking_server_arn)

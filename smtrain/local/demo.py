@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from smtrain import contract
 from smtrain.local.engine import ExecutionResult, OfflineEngine
 
 ROOT = Path(__file__).resolve().parents[2]
-METHOD_NOTES = {
+KIND_NOTES = {
     "script": "the PyTorch script from the sourcedir.tar.gz asset, run by AWS's training toolkit",
     "byoc": "the BYOC image's train entry point on the host Python (no Docker engine here)",
     "builtin": "a local stand-in for SageMaker XGBoost (the xgboost library)",
@@ -29,8 +30,11 @@ METHOD_NOTES = {
 TASK_NOTES = {"TrainModel": "starting the training job",
               "TuneModel": "starting the hyperparameter tuning job",
               "DescribeBestTrainingJob": "reading the best training job"}
-QUICK_HYPERPARAMETERS = {"script": {"epochs": "5"}, "byoc": {"num_boost_round": "50"},
-                         "builtin": {"num_round": "30"}}
+#: Shorter runs of the shipped programs (other programs train with their defaults).
+QUICK_HYPERPARAMETERS = {"digits_mlp": {"epochs": "5"}, "digits_lightgbm": {"num_boost_round": "50"},
+                         "digits_xgboost": {"num_round": "30"}}
+#: The first release's ``--method`` names, as the program of that kind the project ships.
+METHOD_PROGRAMS = {"script": "digits_mlp", "byoc": "digits_lightgbm", "builtin": "digits_xgboost"}
 
 
 class Progress:
@@ -78,7 +82,11 @@ def report(engine: OfflineEngine, result: ExecutionResult, seconds: float) -> bo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m smtrain.local.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--method", choices=sorted(METHOD_NOTES), default="script")
+    routing = parser.add_mutually_exclusive_group()
+    routing.add_argument("--program", default=None,
+                         help="a folder of training_code/ with a program.toml (default digits_mlp)")
+    routing.add_argument("--method", choices=sorted(METHOD_PROGRAMS),
+                         help="the shipped program of that kind")
     parser.add_argument("--tuning-jobs", type=int, default=4, help="0 skips the tuning run (default 4)")
     parser.add_argument("--parallel", type=int, default=2, help="tuning jobs at a time (default 2)")
     parser.add_argument("--outdir", type=Path, default=ROOT / "cdk.out", help="synthesized app")
@@ -89,6 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--tuning-jobs must be >= 0 and --parallel >= 1")
     if not (args.outdir / "manifest.json").is_file():
         parser.error(f"{args.outdir} holds no synthesized app: run `make synth` first")
+    from smtrain.programs import discover
+
+    programs = discover()
+    name = args.program or METHOD_PROGRAMS[args.method or "script"]
+    if name not in programs:
+        parser.error(f"--program {name!r} is not one of {', '.join(sorted(programs))}")
+    program = programs[name]
     shutil.rmtree(args.work_dir, ignore_errors=True)
 
     from training_code.sample_data import write_datasets
@@ -96,28 +111,30 @@ def main(argv: list[str] | None = None) -> int:
     progress = Progress()
     print(f"Offline run of the synthesized workflow in {args.outdir}")
     with OfflineEngine(outdir=args.outdir, work_dir=args.work_dir, on_log=progress.log) as engine:
-        data_uri = f"s3://{engine.deployment.data_bucket}/datasets/"
+        data_uri = f"s3://{engine.deployment.data_bucket}/{contract.DATASETS_PREFIX}"
         sample_data = args.work_dir / "sample-data"
         write_datasets(sample_data)
         engine.s3.put_tree(sample_data, data_uri)
-        print(f"  S3 stand-in: {engine.s3.root}   sample data: {data_uri}<method>/<channel>/")
+        print(f"  S3 stand-in: {engine.s3.root}   sample data: {data_uri}<program>/<channel>/")
+        quick = QUICK_HYPERPARAMETERS.get(program.name, {})
+        base = {contract.PROGRAM: program.name, **({contract.HYPERPARAMETERS: quick} if quick else {})}
         runs: list[tuple[str, dict[str, Any]]] = [
-            (f"{args.method} training: {METHOD_NOTES[args.method]}",
-             {"method": args.method, "hyperparameters": QUICK_HYPERPARAMETERS[args.method]})]
-        if args.tuning_jobs:
-            runs.append((f"{args.method} tuning: {args.tuning_jobs} jobs, {args.parallel} at a time "
+            (f"{program.name} training: {KIND_NOTES[program.kind]}", base)]
+        if args.tuning_jobs and program.tuning is not None:
+            runs.append((f"{program.name} tuning: {args.tuning_jobs} jobs, {args.parallel} at a time "
                          "(Bayesian, Optuna's TPE)",
-                         {"method": args.method, "hyperparameters": QUICK_HYPERPARAMETERS[args.method],
-                          "tuning": {"maxJobs": args.tuning_jobs, "maxParallelJobs": args.parallel}}))
+                         {**base, "tuning": {"maxJobs": args.tuning_jobs,
+                                             "maxParallelJobs": args.parallel}}))
         stamp = time.strftime("%Y%m%d-%H%M%S")
         ok = True
         for index, (title, execution_input) in enumerate(runs, start=1):
-            name = f"demo-{args.method}-{index}-{stamp}"
-            print(f"\n[{index}/{len(runs)}] {title}\n  execution {name}  input {execution_input}")
+            execution = f"demo-{program.name.replace('_', '-')}-{index}-{stamp}"
+            print(f"\n[{index}/{len(runs)}] {title}\n  execution {execution}  input {execution_input}")
             progress.started = time.monotonic()
-            result = engine.run(execution_input, name=name, on_event=progress.event)
+            result = engine.run(execution_input, name=execution, on_event=progress.event)
             ok = report(engine, result, time.monotonic() - progress.started) and ok
-    print("\nOther methods: python -m smtrain.local.demo --method byoc | builtin")
+    others = " | ".join(sorted(set(programs) - {program.name}))
+    print(f"\nOther programs: python -m smtrain.local.demo --program {others}")
     print(f"Compare the tracked runs: .venv/bin/smtrain compare --local --work-dir {args.work_dir}")
     return 0 if ok else 1
 

@@ -21,6 +21,7 @@ from infra.template_render import (
     resolve_intrinsics,
     state_machine_definitions,
 )
+from smtrain import contract
 from smtrain.local.s3_stand_in import LocalS3
 
 ACCOUNT = "123456789012"
@@ -34,13 +35,36 @@ def local_name(logical_id: str) -> str:
 
 
 @dataclass(frozen=True)
+class ByocProgram:
+    """A BYOC program as synthesized: its image's staged build context in ``cdk.out`` (what
+    ``docker build`` would see), so an offline run runs the synthesized code."""
+
+    name: str
+    image_uri: str
+    #: The staged build context (``cdk.out/asset.<hash>``).
+    context_dir: Path
+    #: The program's folder inside it (the context itself, or ``<context>/<program>``).
+    program_dir: Path
+    #: What SageMaker's ``docker run <image> train`` runs.
+    entry_point: Path
+
+
+@dataclass(frozen=True)
 class LocalDeployment:
     definition: dict[str, Any]
     state_machine_name: str
     data_bucket: str
     artifacts_bucket: str
-    byoc_image: str
+    #: BYOC programs by image URI.
+    byoc_programs: dict[str, ByocProgram]
     region: str
+    outputs: dict[str, str]
+
+    @property
+    def byoc_image(self) -> str:
+        """The image of the only BYOC program (tests of the shipped app)."""
+        (image,) = self.byoc_programs
+        return image
 
 
 class _Resolver:
@@ -113,11 +137,38 @@ def load_deployment(outdir: Path, *, s3: LocalS3, region: str = "us-east-1") -> 
     return LocalDeployment(
         definition=definition,
         state_machine_name=str(machine.get("StateMachineName", "local-training")),
-        data_bucket=outputs["DataBucketName"],
-        artifacts_bucket=outputs["ArtifactsBucketName"],
-        byoc_image=outputs["ByocImageUri"],
+        data_bucket=outputs[contract.OUTPUT_DATA_BUCKET],
+        artifacts_bucket=outputs[contract.OUTPUT_ARTIFACTS_BUCKET],
+        byoc_programs=_byoc_programs(outdir, outputs),
         region=region,
+        outputs=outputs,
     )
+
+
+def _byoc_programs(outdir: Path, outputs: dict[str, str]) -> dict[str, ByocProgram]:
+    """Each ``ProgramImage<Id>`` output's image, found by its tag (the asset hash) among the
+    staged Docker contexts of ``*.assets.json``."""
+    from smtrain.programs import load as load_program
+
+    staged: dict[str, tuple[Path, str]] = {}
+    for manifest_path in sorted(outdir.glob("*.assets.json")):
+        for asset_hash, asset in json.loads(manifest_path.read_text()).get("dockerImages", {}).items():
+            source = asset["source"]
+            staged[asset_hash] = (outdir / source["directory"], source.get("dockerFile", "Dockerfile"))
+    programs = {}
+    for key, image_uri in outputs.items():
+        if not key.startswith(contract.OUTPUT_PROGRAM_IMAGE):
+            continue
+        tag = image_uri.rsplit(":", 1)[-1]
+        if tag not in staged:
+            raise ValueError(f"output {key}: no staged image context for tag {tag} in {outdir}")
+        context_dir, dockerfile = staged[tag]
+        program_dir = (context_dir / dockerfile).parent
+        program = load_program(program_dir, staged=True)
+        programs[image_uri] = ByocProgram(
+            name=program.name, image_uri=image_uri, context_dir=context_dir,
+            program_dir=program_dir, entry_point=program_dir / (program.entry_point or "train"))
+    return programs
 
 
 def _publish_file_assets(outdir: Path, s3: LocalS3, region: str) -> None:

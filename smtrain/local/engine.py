@@ -112,7 +112,7 @@ class OfflineEngine:
             shorten_retries(self.deployment.definition, retry_interval_seconds)
         self.tracking_uri = prepare_tracking_store(work_dir / "mlflow") if tracking and backend is None else None
         self.backend: SageMakerBackend = backend or LocalBackend(
-            s3=self.s3, work_dir=work_dir, images=Images(byoc=self.deployment.byoc_image),
+            s3=self.s3, work_dir=work_dir, images=Images(byoc=self.deployment.byoc_programs),
             on_log=on_log, environment={"MLFLOW_TRACKING_URI": self.tracking_uri,
                                         "MLFLOW_EXPERIMENT_NAME": TRACKING_EXPERIMENT}
             if self.tracking_uri else None)

@@ -42,7 +42,11 @@ class JobTree:
         return {"SAGEMAKER_BASE_DIR": str(self.base_dir), "SM_STUDIO_LOCAL_MODE": "true"}
 
     def failure_reason(self) -> str | None:
-        return self.failure_file.read_text() if self.failure_file.is_file() else None
+        """What the program wrote to ``output/failure``; None when it wrote nothing there."""
+        if not self.failure_file.is_file():
+            return None
+        text = self.failure_file.read_text(errors="replace").strip()
+        return text or None
 
 
 def build_job_tree(base_dir: Path, *, hyperparameters: Mapping[str, str],

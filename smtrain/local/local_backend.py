@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import re
 import signal
@@ -25,20 +26,26 @@ import sys
 import tarfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from smtrain.local.backend import TERMINAL_STATUSES, Description, Request, SageMakerError
 from smtrain.local.builtin_xgboost import BUILTIN_METRIC_DEFINITIONS
+from smtrain.local.deployment import ByocProgram
 from smtrain.local.job_tree import JobTree, build_job_tree
+from smtrain.local.program_envs import ProgramEnvironmentError, default_cache_dir, environment_for
 from smtrain.local.s3_stand_in import LocalS3, S3UriError
 
 TRAINING_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 TUNING_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}$")
 #: SageMaker shows the first 1024 characters of the failure file.
 FAILURE_REASON_LIMIT = 1024
+#: How much of a failed job's output its reason carries when the program wrote no failure file.
+LOG_TAIL_LIMIT = 800
+#: Lines the backend itself writes into a job's log start with this.
+NOTE_PREFIX = "smtrain local: "
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -48,12 +55,12 @@ def _now() -> str:
 
 @dataclass(frozen=True)
 class Images:
-    """Which image URI means which program."""
+    """Which image URI means which program: each BYOC program's image, else AWS's images."""
 
-    byoc: str
+    byoc: Mapping[str, ByocProgram]
 
     def kind(self, image: str) -> str:
-        if image == self.byoc:
+        if image in self.byoc:
             return "byoc"
         if "/pytorch-training:" in image:
             return "script"
@@ -77,7 +84,12 @@ class TrainingJob:
     stop_requested: bool = False
     created: str = field(default_factory=_now)
     ended: str | None = None
+    #: The job's log (stdout and stderr of its process, and the backend's notes).
     log_path: Path | None = None
+    #: What the backend noticed about the job (also in its log), for the CLI to show.
+    notes: list[str] = field(default_factory=list)
+    #: The interpreter the job ran with (a program environment's, or the project's).
+    python: Path | None = None
 
     def set_secondary(self, status: str, message: str) -> None:
         now = _now()
@@ -128,13 +140,18 @@ class LocalBackend:
     ``work_dir`` holds every job's tree and log (``jobs/<name>/``); ``on_log`` receives each log
     line as ``(job name, line)`` while jobs run. Every job's process gets ``environment`` (the
     offline MLflow store, say), the request's own ``Environment``, and the variables that tag its
-    MLflow run, taken from the request's tags.
+    MLflow run, taken from the request's tags. A program's requirements are installed into an
+    environment of its own (:mod:`smtrain.local.program_envs`) cached in ``env_cache`` (default:
+    :func:`~smtrain.local.program_envs.default_cache_dir`). With an MLflow tracking URI in
+    ``environment``, a job whose program logged no run of its own gets one logged for it.
     """
 
     def __init__(self, *, s3: LocalS3, work_dir: Path, images: Images,
                  on_log: Callable[[str, str], None] | None = None,
-                 environment: dict[str, str] | None = None) -> None:
+                 environment: dict[str, str] | None = None,
+                 env_cache: Path | None = None) -> None:
         self.environment = dict(environment or {})
+        self.env_cache = env_cache or default_cache_dir()
         self.s3 = s3
         self.work_dir = work_dir.resolve()
         self.images = images
@@ -216,7 +233,8 @@ class LocalBackend:
                                   instance_type=job.request.get("ResourceConfig", {}).get(
                                       "InstanceType", "local"), job_name=job.name)
             job.set_secondary("Training", "Training image download completed. Training in progress.")
-            returncode = self._execute(job, tree, job_dir / "log.txt")
+            job.log_path = job_dir / "log.txt"
+            returncode = self._execute(job, tree, job.log_path)
             self._finish(job, tree, returncode)
         except SageMakerError as error:
             self._end(job, "Failed", f"{error.code}: {error.message}")
@@ -258,17 +276,52 @@ class LocalBackend:
             raise SageMakerError("ClientError", f"sagemaker_submit_directory {uri} does not exist")
         return str(path)
 
-    def _command(self, job: TrainingJob) -> tuple[list[str], dict[str, str]]:
-        bin_dir = Path(sys.executable).parent
-        if job.kind == "script":
-            return [str(bin_dir / "train")], {}
+    def _requirements(self, job: TrainingJob, tree: JobTree) -> Path | None:
+        """The program's ``requirements.txt``: script mode's from its ``sourcedir.tar.gz`` (the
+        toolkit installs it), BYOC's from the staged program folder (what its image installs)."""
         if job.kind == "byoc":
-            code = ROOT / "training_code"
-            return [sys.executable, str(code / "byoc" / "train")], {"PYTHONPATH": str(code)}
-        return [sys.executable, "-m", "smtrain.local.builtin_xgboost"], {"PYTHONPATH": str(ROOT)}
+            program = self.images.byoc[job.request["AlgorithmSpecification"]["TrainingImage"]]
+            path = program.program_dir / "requirements.txt"
+            return path if path.is_file() else None
+        if job.kind != "script":
+            return None
+        bundle = Path(json.loads((tree.base_dir / "input" / "config" / "hyperparameters.json")
+                                 .read_text())["sagemaker_submit_directory"])
+        with tarfile.open(bundle, "r:gz") as archive:
+            member = next((m for m in archive.getmembers() if m.isfile() and
+                           m.name.removeprefix("./") == "requirements.txt"), None)
+            extracted = archive.extractfile(member) if member is not None else None
+            if extracted is None:
+                return None
+            target = tree.base_dir.parent / "requirements.txt"
+            target.write_bytes(extracted.read())
+        return target
+
+    def _python(self, job: TrainingJob, tree: JobTree) -> Path:
+        try:
+            return environment_for(self._requirements(job, tree), self.env_cache)
+        except ProgramEnvironmentError as error:
+            message = str(error)
+            room = FAILURE_REASON_LIMIT - len("AlgorithmError: InstallRequirementsError: ")
+            if len(message) > room:  # pip's last lines matter most
+                message = "..." + message[-(room - 3):]
+            raise SageMakerError("AlgorithmError", f"InstallRequirementsError: {message}") from None
+
+    def _command(self, job: TrainingJob, python: Path) -> tuple[list[str], dict[str, str]]:
+        if job.kind == "script":
+            # What the toolkit's ``train`` console script runs; its own ``pip install -r
+            # requirements.txt`` then goes into ``python``'s environment.
+            return [str(python), "-m", "sagemaker_training.cli.train"], {}
+        if job.kind == "byoc":
+            # The staged build context: the program's folder and what its Dockerfile copies.
+            program = self.images.byoc[job.request["AlgorithmSpecification"]["TrainingImage"]]
+            return ([str(python), str(program.entry_point)],
+                    {"PYTHONPATH": str(program.context_dir)})
+        return [str(python), "-m", "smtrain.local.builtin_xgboost"], {"PYTHONPATH": str(ROOT)}
 
     def _execute(self, job: TrainingJob, tree: JobTree, log_path: Path) -> int:
-        command, extra_env = self._command(job)
+        job.python = self._python(job, tree)
+        command, extra_env = self._command(job, job.python)
         # The engine's own settings (the offline MLflow store) win over the request's, whose
         # tracking URI would name a server in AWS.
         env = {**os.environ, **job.request.get("Environment", {}), **self.environment,
@@ -279,8 +332,12 @@ class LocalBackend:
         job.log_path = log_path
         with log_path.open("w") as log:
             if job.kind == "byoc":
-                note = ("smtrain local: no Docker engine here; running the BYOC image's train "
+                note = (f"{NOTE_PREFIX}no Docker engine here; running the BYOC image's train "
                         "entry point on the host Python\n")
+                log.write(note)
+                self._emit(job, note.rstrip())
+            if job.python != Path(sys.executable):
+                note = f"{NOTE_PREFIX}the program's requirements are installed in {job.python.parent.parent}\n"
                 log.write(note)
                 self._emit(job, note.rstrip())
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -313,18 +370,39 @@ class LocalBackend:
         if self.on_log is not None:
             self.on_log(job.name, line)
 
+    def _note(self, job: TrainingJob, message: str, *, keep: bool = True) -> None:
+        """Append ``message`` to the job's log and emit it; with ``keep``, also record it in
+        :attr:`TrainingJob.notes` (what the CLI shows)."""
+        line = f"{NOTE_PREFIX}{message}"
+        if keep:
+            job.notes.append(message)
+        if job.log_path is not None:
+            with job.log_path.open("a") as log:
+                log.write(line + "\n")
+        self._emit(job, line)
+
     def _finish(self, job: TrainingJob, tree: JobTree, returncode: int) -> None:
         assert job.log_path is not None
-        job.metrics = parse_final_metrics(job.log_path.read_text(), self._metric_definitions(job))
+        log_text = job.log_path.read_text()
+        definitions = self._metric_definitions(job)
+        job.metrics = parse_final_metrics(log_text, definitions)
         if job.stop_requested:
             reason = ("MaxRuntimeExceeded: the job ran past MaxRuntimeInSeconds"
                       if job.secondary_status == "MaxRuntimeExceeded" else "Stopped by request")
+            self._track(job, log_text, definitions, "KILLED")
             self._end(job, "Stopped", reason)
             return
         if returncode != 0:
-            reason = tree.failure_reason() or f"the training program exited with code {returncode}"
+            reason = tree.failure_reason() or log_tail(log_text) or (
+                f"the training program exited with code {returncode} and printed nothing")
+            self._track(job, log_text, definitions, "FAILED")
             self._end(job, "Failed", f"AlgorithmError: {reason}"[:FAILURE_REASON_LIMIT])
             return
+        if definitions and not any(re.search(d["Regex"], log_text) for d in definitions):
+            regexes = ", ".join(f"{d['Name']}: {d['Regex']}" for d in definitions)
+            self._note(job, f"no line matched any metric definition (Regex {regexes}): tuning on "
+                            "this program's metrics cannot work")
+        self._track(job, log_text, definitions, "FINISHED")
         job.set_secondary("Uploading", "Uploading generated training model")
         output_uri = job.request["OutputDataConfig"]["S3OutputPath"].rstrip("/")
         model_uri = f"{output_uri}/{job.name}/output/model.tar.gz"
@@ -335,6 +413,23 @@ class LocalBackend:
                 archive.add(path, arcname=path.relative_to(tree.model_dir).as_posix(), recursive=False)
         job.model_uri = model_uri
         self._end(job, "Completed", None)
+
+    def _track(self, job: TrainingJob, log_text: str, definitions: list[dict[str, str]],
+               status: str) -> None:
+        """Log an MLflow run for the job unless its program logged one (see :func:`track_job`);
+        a tracking failure is a note, never the job's failure."""
+        uri = self.environment.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            return
+        try:
+            logged = track_job(uri, self.environment.get("MLFLOW_EXPERIMENT_NAME", "smtrain"),
+                               job=job, log_text=log_text, definitions=definitions, status=status)
+        except Exception as error:
+            self._note(job, f"could not log the job's MLflow run: {type(error).__name__}: {error}")
+            return
+        if logged:
+            self._note(job, "the program logged no MLflow run; logged one from its metric lines",
+                       keep=False)
 
     def _metric_definitions(self, job: TrainingJob) -> list[dict[str, str]]:
         if job.kind == "builtin":
@@ -392,8 +487,51 @@ class LocalBackend:
 
 
 #: Request tags -> the variables ``training_code/common/tracking.py`` tags MLflow runs with.
-_TAG_VARIABLES = {"smtrain:execution": "SMTRAIN_EXECUTION", "smtrain:method": "SMTRAIN_METHOD",
+_TAG_VARIABLES = {"smtrain:execution": "SMTRAIN_EXECUTION", "smtrain:program": "SMTRAIN_PROGRAM",
                   "sagemaker:tuning-job": "SMTRAIN_TUNING_JOB"}
+#: Request tags -> the MLflow run tags ``training_code/common/tracking.py`` sets.
+_RUN_TAGS = {"smtrain:execution": "smtrain.execution", "smtrain:program": "smtrain.program",
+             "sagemaker:tuning-job": "smtrain.tuning_job"}
+JOB_RUN_TAG = "smtrain.training_job"
+
+
+def track_job(uri: str, experiment: str, *, job: TrainingJob, log_text: str,
+              definitions: list[dict[str, str]], status: str = "FINISHED") -> bool:
+    """Log an MLflow run for ``job`` unless one exists (tag ``smtrain.training_job`` or run
+    name = the job's name): run name = job name, the request's tracking tags, its
+    hyperparameters (``sagemaker_*`` ones left out) as params, every metric line the
+    definitions parse (step = the n-th report of that metric) and the final metrics. True when
+    it logged one."""
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
+    quoted = job.name.replace("'", "\\'")
+    for query in (f"tags.`{JOB_RUN_TAG}` = '{quoted}'", f"attributes.run_name = '{quoted}'"):
+        if client.search_runs([experiment_id], filter_string=query, max_results=1):
+            return False
+    tags = {_RUN_TAGS[tag["Key"]]: str(tag["Value"]) for tag in job.request.get("Tags", [])
+            if tag.get("Key") in _RUN_TAGS}
+    tags[JOB_RUN_TAG] = job.name
+    tags["smtrain.logged_by"] = "smtrain local backend"
+    run = client.create_run(experiment_id, run_name=job.name, tags=tags)
+    now = int(time.time() * 1000)
+    metrics = [Metric(name, value, now, step)
+               for name, values in parse_metric_series(log_text, definitions).items()
+               for step, value in enumerate(values)]
+    for name, value in job.metrics.items():
+        if name not in {d["Name"] for d in definitions}:  # final metrics not from the log
+            metrics.append(Metric(name, value, now, 0))
+    params = [Param(key, str(value)[:6000]) for key, value in job.request.get("HyperParameters", {}).items()
+              if not key.startswith("sagemaker_")]
+    for start in range(0, len(params), 100):  # MLflow's limits per batch
+        client.log_batch(run.info.run_id, params=params[start:start + 100])
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run.info.run_id, metrics=metrics[start:start + 1000])
+    client.set_terminated(run.info.run_id, status=status)
+    return True
 
 
 def _tracking_tags(request: Request) -> dict[str, str]:
@@ -416,6 +554,37 @@ def _terminate_group(process: subprocess.Popen[str], grace_seconds: float = 10.0
     timer = threading.Timer(grace_seconds, kill_leftovers)
     timer.daemon = True
     timer.start()
+
+
+def log_tail(log: str, limit: int = LOG_TAIL_LIMIT) -> str:
+    """The last non-empty lines of ``log`` (the backend's own notes left out), at most
+    ``limit`` characters, oldest first."""
+    kept: list[str] = []
+    size = 0
+    for line in reversed(log.splitlines()):
+        line = line.rstrip()
+        if not line.strip() or line.startswith(NOTE_PREFIX):
+            continue
+        if size + len(line) + 1 > limit:
+            if not kept:
+                kept.append("..." + line[-(limit - 3):])
+            break
+        kept.append(line)
+        size += len(line) + 1
+    return "\n".join(reversed(kept))
+
+
+def parse_metric_series(log: str, definitions: list[dict[str, str]]) -> dict[str, list[float]]:
+    """Every value each metric definition's regex finds in the log, in order."""
+    series: dict[str, list[float]] = {}
+    for definition in definitions:
+        values = []
+        for found in re.findall(definition["Regex"], log):
+            with contextlib.suppress(ValueError):
+                values.append(float(found[0] if isinstance(found, tuple) else found))
+        if values:
+            series[definition["Name"]] = values
+    return series
 
 
 def parse_final_metrics(log: str, definitions: list[dict[str, str]]) -> dict[str, float]:

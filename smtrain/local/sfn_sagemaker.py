@@ -208,8 +208,12 @@ class SageMakerAwsSdkTask(state_task_service_aws_sdk.StateTaskServiceAwsSdk):  #
 
 @contextlib.contextmanager
 def serve_sagemaker(backend: SageMakerBackend) -> Iterator[None]:
-    """Within the block, moto's interpreter sends SageMaker tasks to ``backend``."""
+    """Within the block, moto's interpreter sends SageMaker tasks to ``backend`` (and evaluates
+    JSONata states: :mod:`smtrain.local.jsonata_eval`)."""
     global _backend
+    from smtrain.local import jsonata_eval
+
+    jsonata_eval.enable()
     original = state_task_factory.state_task_service_for
 
     def service_for(service_name: str) -> Any:

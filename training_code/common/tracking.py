@@ -2,9 +2,9 @@
 
 Tracking is on when ``MLFLOW_TRACKING_URI`` is set (a SageMaker managed MLflow tracking server's
 ARN on AWS, a local store offline) and off otherwise. A run is named after the training job and
-tagged with what traces it back: ``smtrain.execution``, ``smtrain.method``,
+tagged with what traces it back: ``smtrain.execution``, ``smtrain.program``,
 ``smtrain.training_job`` and, for tuning trials, ``smtrain.tuning_job`` (from
-``SMTRAIN_EXECUTION``, ``SMTRAIN_METHOD``, ``TRAINING_JOB_NAME``, ``SMTRAIN_TUNING_JOB``).
+``SMTRAIN_EXECUTION``, ``SMTRAIN_PROGRAM``, ``TRAINING_JOB_NAME``, ``SMTRAIN_TUNING_JOB``).
 A tracking failure never fails training: it is reported once and tracking stops.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 DEFAULT_EXPERIMENT = "smtrain"
 TAG_VARIABLES = {
     "smtrain.execution": "SMTRAIN_EXECUTION",
-    "smtrain.method": "SMTRAIN_METHOD",
+    "smtrain.program": "SMTRAIN_PROGRAM",
     "smtrain.training_job": "TRAINING_JOB_NAME",
     "smtrain.tuning_job": "SMTRAIN_TUNING_JOB",
 }

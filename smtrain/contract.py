@@ -1,0 +1,158 @@
+"""The execution contract: every name and limit the workflow's input and output are made of.
+
+Pure Python with no imports beyond the standard library, read by the CDK constructs (the state
+machine's checks and requests), the CLI, the offline engine, the tuning JSON schema and
+``make describe``. Adding an input field means adding it here and where it is used; no other
+module spells these names. The training containers cannot import this project: the one copy of
+the names they read (``training_code/common/tracking.py``) is compared with this module by a test.
+
+Sources of AWS's limits are given beside each; ``smtrain.local.sagemaker_model`` checks every
+request against botocore's service model as well.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+# --- Execution input ------------------------------------------------------------------------
+
+#: The input field that picks the training program (a folder of ``training_code/``).
+PROGRAM: Final = "program"
+#: The first release's routing field: accepted while exactly one program of that kind exists.
+METHOD: Final = "method"
+HYPERPARAMETERS: Final = "hyperparameters"
+INSTANCE_TYPE: Final = "instanceType"
+INSTANCE_COUNT: Final = "instanceCount"
+VOLUME_SIZE: Final = "volumeSizeInGB"
+MAX_RUNTIME: Final = "maxRuntimeInSeconds"
+SPOT: Final = "spot"
+INPUTS: Final = "inputs"
+TUNING: Final = "tuning"
+
+#: Every top-level field an execution input may hold; any other is refused by name.
+INPUT_FIELDS: Final[tuple[str, ...]] = (PROGRAM, METHOD, HYPERPARAMETERS, INSTANCE_TYPE,
+                                        INSTANCE_COUNT, VOLUME_SIZE, MAX_RUNTIME, SPOT, INPUTS,
+                                        TUNING)
+#: The integer fields, whose JSON text the state machine checks for a fraction (``2.0``).
+INTEGER_FIELDS: Final[tuple[str, ...]] = (INSTANCE_COUNT, VOLUME_SIZE, MAX_RUNTIME)
+
+#: Program kinds: a script on an AWS framework image, an image of the project's, a SageMaker
+#: built-in algorithm.
+KINDS: Final[tuple[str, ...]] = ("script", "byoc", "builtin")
+
+# --- The ``tuning`` object ------------------------------------------------------------------
+
+TUNING_FIELDS: Final[tuple[str, ...]] = ("strategy", "maxJobs", "maxParallelJobs", "objective",
+                                         "parameterRanges", "earlyStopping", "hyperband")
+TUNING_INTEGER_FIELDS: Final[tuple[str, ...]] = ("maxJobs", "maxParallelJobs")
+#: SageMaker's strategies (API reference, HyperParameterTuningJobConfig.Strategy).
+TUNING_STRATEGIES: Final[tuple[str, ...]] = ("Bayesian", "Random", "Hyperband", "Grid")
+OBJECTIVE_TYPES: Final[tuple[str, ...]] = ("Maximize", "Minimize")
+EARLY_STOPPING_TYPES: Final[tuple[str, ...]] = ("Off", "Auto")
+#: SageMaker's ParameterRanges members, by the hyperparameter type each takes.
+RANGE_KINDS: Final[dict[str, str]] = {
+    "IntegerParameterRanges": "int",
+    "ContinuousParameterRanges": "float",
+    "CategoricalParameterRanges": "categorical",
+}
+SCALING_TYPES: Final[tuple[str, ...]] = ("Auto", "Linear", "Logarithmic", "ReverseLogarithmic")
+#: ResourceLimits (botocore's sagemaker model: MaxNumberOfTrainingJobs, MaxParallelTrainingJobs).
+MAX_TUNING_JOBS: Final = 500
+MAX_PARALLEL_TUNING_JOBS: Final = 100
+#: "The maximum value is 20,000 epochs." (API reference, HyperbandStrategyConfig.MaxResource)
+HYPERBAND_MAX_RESOURCE: Final = 20_000
+
+# --- Limits ---------------------------------------------------------------------------------
+
+#: SageMaker's HyperParameters map: at most 100 entries, keys of 256 and values of 2,500
+#: characters (botocore's sagemaker model, HyperParameters / HyperParameterKey / -Value).
+MAX_HYPERPARAMETERS: Final = 100
+MAX_HYPERPARAMETER_KEY: Final = 256
+MAX_HYPERPARAMETER_VALUE: Final = 2500
+#: The most instances a run may ask for (the ``maxInstanceCount`` setting's ceiling).
+MAX_INSTANCE_COUNT: Final = 100
+#: SageMaker's volume size range in GB (botocore's sagemaker model, VolumeSizeInGB).
+MAX_VOLUME_SIZE_GB: Final = 16384
+#: Step Functions' execution names (StartExecution ``name``); used with ``fullmatch``.
+EXECUTION_NAME: Final = re.compile(r"[0-9A-Za-z_-]{1,80}")
+#: Characters Step Functions allows in an execution name that a SageMaker tag value refuses
+#: (tag values match ``^([\p{L}\p{Z}\p{N}_.:/=+\-@]*)$``: botocore's sagemaker model, TagValue).
+EXECUTION_NAME_CHARACTERS_REFUSED_BY_TAGS: Final[tuple[str, ...]] = ("(", ")", "!", "'")
+#: A program's name: a folder of ``training_code/``, an S3 prefix and a tag value.
+PROGRAM_NAME: Final = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+#: How a hyperparameter's text must look for each declared type: JSON's number grammar, so
+#: that JSONata's ``$number`` (the state machine's check) and Python read it alike.
+INT_TEXT: Final = r"^-?(0|[1-9][0-9]*)$"
+FLOAT_TEXT: Final = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
+BOOL_VALUES: Final[tuple[str, ...]] = ("true", "false")
+#: A channel name (botocore's sagemaker model, ChannelName: ``[A-Za-z0-9\.\-_]+``, 64).
+CHANNEL_NAME: Final = re.compile(r"[A-Za-z0-9.\-_]{1,64}")
+
+# --- Errors (the Fail states' ``Error``) ----------------------------------------------------
+
+INVALID_INPUT_ERROR: Final = "InvalidExecutionInput"
+UNKNOWN_PROGRAM_ERROR: Final = "UnknownProgram"
+TRAINING_FAILED_ERROR: Final = "TrainingJobFailed"
+TUNING_FAILED_ERROR: Final = "TuningJobFailed"
+
+# --- S3 layout (both buckets) ---------------------------------------------------------------
+
+#: Training data: ``datasets/<program>/<channel>/`` are each program's default channels.
+DATASETS_PREFIX: Final = "datasets/"
+#: Local channel uploads land here, inside the prefix the execution role may read.
+UPLOAD_PREFIX: Final = "datasets/uploads"
+MODELS_PREFIX: Final = "models/"
+CHECKPOINTS_PREFIX: Final = "checkpoints/"
+
+
+def default_channel_uri(bucket: str, program: str, channel: str) -> str:
+    return f"s3://{bucket}/{DATASETS_PREFIX}{program}/{channel}/"
+
+
+# --- Tags on every job, and the variables the training code reads ---------------------------
+
+TAG_EXECUTION: Final = "smtrain:execution"
+TAG_PROGRAM: Final = "smtrain:program"
+TAG_KIND: Final = "smtrain:kind"
+#: SageMaker tags a tuning job's trials with it (the local backend does the same).
+TAG_TUNING_JOB: Final = "sagemaker:tuning-job"
+
+ENV_EXECUTION: Final = "SMTRAIN_EXECUTION"
+ENV_PROGRAM: Final = "SMTRAIN_PROGRAM"
+ENV_TUNING_JOB: Final = "SMTRAIN_TUNING_JOB"
+ENV_TRACKING_URI: Final = "MLFLOW_TRACKING_URI"
+ENV_EXPERIMENT: Final = "MLFLOW_EXPERIMENT_NAME"
+#: The MLflow experiment every run is logged to.
+EXPERIMENT: Final = "smtrain"
+
+#: The CLI's own variables (overriding the stack outputs).
+ENV_STATE_MACHINE_ARN: Final = "SMTRAIN_STATE_MACHINE_ARN"
+ENV_DATA_BUCKET: Final = "SMTRAIN_DATA_BUCKET"
+
+# --- Stack outputs the CLI and the offline engine read --------------------------------------
+
+OUTPUT_STATE_MACHINE_ARN: Final = "StateMachineArn"
+OUTPUT_DATA_BUCKET: Final = "DataBucketName"
+OUTPUT_ARTIFACTS_BUCKET: Final = "ArtifactsBucketName"
+OUTPUT_REPOSITORY_URI: Final = "RepositoryUri"
+OUTPUT_ALLOWED_INSTANCE_TYPES: Final = "AllowedInstanceTypes"
+OUTPUT_MAX_INSTANCE_COUNT: Final = "MaxInstanceCount"
+OUTPUT_TRACKING_SERVER_ARN: Final = "TrackingServerArn"
+#: Per program: ``ProgramImage<Id>`` (BYOC image URI) and ``ProgramSource<Id>`` (script tarball).
+OUTPUT_PROGRAM_IMAGE: Final = "ProgramImage"
+OUTPUT_PROGRAM_SOURCE: Final = "ProgramSource"
+
+
+def output_id(program: str) -> str:
+    """``digits_mlp`` -> ``DigitsMlp``: a program's part of a CloudFormation output id."""
+    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[_-]", program))
+
+
+# --- Execution output -----------------------------------------------------------------------
+
+OUTPUT_FIELDS: Final[tuple[str, ...]] = ("program", "trainingJobName", "modelArtifacts",
+                                         "metrics")
+TUNING_OUTPUT_FIELDS: Final[tuple[str, ...]] = (*OUTPUT_FIELDS, "tuningJobName",
+                                                "tuningJobStatus", "trainingJobCounters",
+                                                "objective", "tunedHyperparameters")

@@ -1,0 +1,202 @@
+"""The program-aware checks of an execution input, written once in JSONata.
+
+The same expression runs in two places: the state machine's ``CheckProgramInput`` state (a
+JSONata Pass state inside the JSONPath state machine: Step Functions lets a state choose its own
+``QueryLanguage``, developer guide "Transforming data with JSONata in Step Functions"), and the
+CLI, which evaluates it with ``jsonata-python`` before it starts anything. So a raw
+``StartExecution`` input and ``smtrain start`` are refused by the same rules with the same words:
+
+- an unknown top-level field, or a ``tuning`` field SageMaker's request has no place for;
+- an unknown ``program`` (or a ``method`` that names no program, or more than one);
+- a hyperparameter the program does not declare, a value that is not text, of the wrong type or
+  out of its bounds (values are never reformatted: ``2.10`` stays ``2.10``);
+- an input channel the program does not read, or a URI that is not ``s3://bucket/...``;
+- a tuning range on an undeclared or untunable name, of the wrong kind or outside the bounds; an
+  objective the program does not print; a hyperparameter both tuned and given.
+
+:func:`expression` gives the JSONata body: it reads the raw input as ``$in`` and yields
+``{"program": <resolved name or undefined>, "problems": [{"error", "cause"}, ...]}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from smtrain import contract
+from smtrain.programs import Program
+
+
+def catalog(programs: Mapping[str, Program]) -> dict[str, Any]:
+    """The programs' checkable facts, as JSON data."""
+    return {name: program.catalog_entry() for name, program in sorted(programs.items())}
+
+
+def _list(values: Any) -> str:
+    return json.dumps(list(values))
+
+
+def expression(programs: Mapping[str, Program]) -> str:
+    """The checks as one JSONata expression over ``$in`` (the raw execution input)."""
+    fields = _list(contract.INPUT_FIELDS)
+    tuning_fields = _list(contract.TUNING_FIELDS)
+    range_kinds = json.dumps(contract.RANGE_KINDS)
+    invalid = json.dumps(contract.INVALID_INPUT_ERROR)
+    unknown_program = json.dumps(contract.UNKNOWN_PROGRAM_ERROR)
+    program_field, method_field = contract.PROGRAM, contract.METHOD
+    # Each $problem is an array of {error, cause}; $append keeps them in order, and the first is
+    # the one the execution fails with.
+    return f"""(
+  $catalog := {json.dumps(catalog(programs), sort_keys=True)};
+  $names := $sort($keys($catalog));
+  $bad := function($cause) {{ {{"error": {invalid}, "cause": $cause}} }};
+  $isObject := function($v) {{ $type($v) = "object" }};
+  $problemsOfValue := function($where, $spec, $v) {{(
+    $type($v) != "string"
+      ? [$bad($where & " must be a string, such as \\"" & $string($v) & "\\": SageMaker takes hyperparameters as text")]
+    : $spec.type = "int" and $not($contains($v, /{contract.INT_TEXT}/))
+      ? [$bad($where & " must be a whole number, got '" & $v & "'")]
+    : $spec.type = "float" and $not($contains($v, /{contract.FLOAT_TEXT}/))
+      ? [$bad($where & " must be a number, got '" & $v & "'")]
+    : $spec.type = "bool" and $not($v in {_list(contract.BOOL_VALUES)})
+      ? [$bad($where & " must be true or false, got '" & $v & "'")]
+    : $spec.type = "categorical" and $not($v in $spec.values)
+      ? [$bad($where & " must be one of " & $join($spec.values, ", ") & ", got '" & $v & "'")]
+    : $spec.type in ["int", "float"] and $exists($spec.min) and $number($v) < $spec.min
+      ? [$bad($where & " must be at least " & $string($spec.min) & ", got " & $v)]
+    : $spec.type in ["int", "float"] and $exists($spec.max) and $number($v) > $spec.max
+      ? [$bad($where & " must be at most " & $string($spec.max) & ", got " & $v)]
+    : []
+  )}};
+
+  $inputProblems := $isObject($in) ? [] : [$bad("the execution input must be a JSON object")];
+  $unknownFields := $isObject($in) ? [$filter($keys($in), function($k) {{ $not($k in {fields}) }})] : [];
+  $fieldProblems := $count($unknownFields) > 0
+    ? [$bad("unknown field(s) " & $join($unknownFields, ", ") & "; allowed: " & $join({fields}, ", "))]
+    : [];
+
+  $given := $in.{program_field};
+  $method := $in.{method_field};
+  $ofKind := function($kind) {{ [$filter($names, function($n) {{ $lookup($catalog, $n).kind = $kind }})] }};
+  $resolution := (
+    $exists($given) and $exists($method)
+      ? {{"problems": [$bad("give field '{program_field}' or the older '{method_field}', not both")]}}
+    : $exists($given)
+      ? ($type($given) = "string" and $given in $names
+          ? {{"program": $given, "problems": []}}
+          : {{"problems": [{{"error": {unknown_program}, "cause": "field '{program_field}' must be one of " & $join($names, ", ")}}]}})
+    : $exists($method)
+      ? (
+          $candidates := $type($method) = "string" ? $ofKind($method) : [];
+          $count($candidates) = 1
+            ? {{"program": $candidates[0], "problems": []}}
+          : $count($candidates) = 0
+            ? {{"problems": [{{"error": {unknown_program}, "cause": "field '{method_field}' names no program: give field '{program_field}', one of " & $join($names, ", ")}}]}}
+            : {{"problems": [{{"error": {unknown_program}, "cause": "field '{method_field}' '" & $method & "' is ambiguous: programs " & $join($candidates, ", ") & " are of that kind; give field '{program_field}'"}}]}}
+        )
+    : {{"problems": [{{"error": {invalid}, "cause": "field '{program_field}' is required: one of " & $join($names, ", ")}}]}}
+  );
+  $name := $resolution.program;
+  $spec := $exists($name) ? $lookup($catalog, $name);
+  $declared := $exists($spec) ? [$keys($spec.hyperparameters)] : [];
+  $known := function() {{ $count($declared) > 0 ? $join($sort($declared), ", ") : "none" }};
+
+  $hps := $in.hyperparameters;
+  $hpProblems := $not($exists($spec)) or $not($exists($hps)) ? [] :
+    $isObject($hps) = false ? [$bad("field 'hyperparameters' must be an object of name: text")] :
+    $reduce([$keys($hps)], function($acc, $k) {{
+      $append($acc, $k in $declared
+        ? $problemsOfValue("hyperparameter '" & $k & "'", $lookup($spec.hyperparameters, $k), $lookup($hps, $k))
+        : [$bad("hyperparameter '" & $k & "' is not declared by program " & $name & "; known: " & $known())])
+    }}, []);
+
+  $inputs := $in.inputs;
+  $channels := $exists($spec) ? [$keys($spec.channels)] : [];
+  $channelProblems := $not($exists($spec)) or $not($exists($inputs)) ? [] :
+    $isObject($inputs) = false ? [$bad("field 'inputs' must be an object of channel: s3 URI")] :
+    $reduce([$keys($inputs)], function($acc, $k) {{
+      $append($acc,
+        $not($k in $channels)
+          ? [$bad("input channel '" & $k & "' is not read by program " & $name & "; its channels: " & $join($channels, ", "))]
+        : $type($lookup($inputs, $k)) != "string" or $not($contains($lookup($inputs, $k), /^s3:\\/\\/[^\\/]+\\/.*$/))
+          ? [$bad("field 'inputs." & $k & "' must be an S3 URI like s3://bucket/prefix/")]
+          : [])
+    }}, []);
+
+  $tuning := $in.tuning;
+  $ranges := $tuning.parameterRanges;
+  $tuned := $isObject($ranges) ? [$ranges.*.Name] : [];
+  $tuningProblems := $not($exists($spec)) or $not($isObject($tuning)) ? [] : $append($append($append(
+    (
+      $extra := [$filter($keys($tuning), function($k) {{ $not($k in {tuning_fields}) }})];
+      $count($extra) > 0
+        ? [$bad("unknown tuning field(s) " & $join($extra, ", ") & "; allowed: " & $join({tuning_fields}, ", "))]
+        : []
+    ),
+    $not($exists($ranges)) or $type($ranges) = "null" ? [] :
+    $not($isObject($ranges)) ? [$bad("field 'tuning.parameterRanges' must be SageMaker's ParameterRanges object")] :
+    $reduce([$keys($ranges)], function($acc, $member) {{
+      $append($acc,
+        $not($member in $keys({range_kinds}))
+          ? [$bad("tuning.parameterRanges." & $member & " is not one of " & $join($keys({range_kinds}), ", "))]
+          : $reduce([$lookup($ranges, $member)], function($acc2, $r) {{
+              $append($acc2, (
+                $hp := $r.Name;
+                $hpSpec := $lookup($spec.hyperparameters, $hp);
+                $where := "tuning range '" & $hp & "'";
+                $not($hp in $declared)
+                  ? [$bad("tuning range on '" & $hp & "', which program " & $name & " does not declare; known: " & $known())]
+                : $hpSpec.tunable = false
+                  ? [$bad($where & ": program " & $name & " declares it not tunable")]
+                : $member = "CategoricalParameterRanges"
+                  ? ($type($r.Values) = "array"
+                      ? $reduce($r.Values, function($acc3, $v) {{ $append($acc3, $problemsOfValue($where & " value", $hpSpec, $v)) }}, [])
+                      : [$bad($where & " needs Values")])
+                : $lookup({range_kinds}, $member) != $hpSpec.type
+                  ? [$bad($where & ": " & $member & " do not fit a " & $hpSpec.type & " hyperparameter")]
+                  : $append($problemsOfValue($where & " MinValue", $hpSpec, $r.MinValue),
+                            $problemsOfValue($where & " MaxValue", $hpSpec, $r.MaxValue))
+              ))
+            }}, []))
+    }}, [])),
+    $exists($tuning.objective.metricName) and $type($tuning.objective.metricName) = "string"
+      and $not($tuning.objective.metricName in $spec.metrics)
+      ? [$bad("tuning objective '" & $tuning.objective.metricName & "' is not a metric of program " & $name & ": " & $join($spec.metrics, ", "))]
+      : []),
+    (
+      $both := [$filter($tuned, function($n) {{ $exists($lookup($hps, $n)) }})];
+      $count($both) > 0
+        ? [$bad("hyperparameter(s) " & $join($both, ", ") & " both tuned and given: SageMaker refuses a hyperparameter that is tuned and static")]
+        : []
+    ));
+
+  {{
+    "program": $name,
+    "problems": $append($append($append($append($append($inputProblems, $fieldProblems),
+                $resolution.problems), $hpProblems), $channelProblems), $tuningProblems)
+  }}
+)"""
+
+
+@dataclass(frozen=True)
+class Checked:
+    """The rules' answer: the program the input resolves to, and its problems in order."""
+
+    program: str | None
+    problems: list[dict[str, str]]
+
+
+@lru_cache(maxsize=8)
+def _compiled(body: str) -> Any:
+    import jsonata
+
+    return jsonata.Jsonata("($in := $; " + body + ")")
+
+
+def check(programs: Mapping[str, Program], execution_input: Any) -> Checked:
+    """Apply the rules to ``execution_input`` in this process (``jsonata-python``)."""
+    result = _compiled(expression(programs)).evaluate(execution_input)
+    return Checked(program=result.get("program"), problems=list(result.get("problems") or []))

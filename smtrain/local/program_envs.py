@@ -1,0 +1,188 @@
+"""A Python environment per set of program requirements, so no job installs into the project's venv.
+
+A training program's ``requirements.txt`` (script mode: the one in its ``sourcedir.tar.gz``;
+BYOC: what its image installs) is installed into a venv of its own, cached under
+``<cache>/<hash>`` where the hash is that of the normalised requirements (plus the project's
+interpreter, which the env is layered over). The env is created ``--without-pip`` and layered over
+the project's venv by a ``.pth`` file that appends the project's site-packages (processed as a
+site dir, so its own ``.pth`` files work too): torch, the training toolkit, pip etc. come from the
+project, and the program's own pins win because the env's site-packages comes first on
+``sys.path``. The install runs the env's own ``python -m pip`` (pip itself from the project), so
+it goes into the env's prefix, and a requirement the project already satisfies at the pinned
+version installs nothing.
+
+The cache is ``$SMTRAIN_ENV_CACHE``, else ``$XDG_CACHE_HOME/smtrain/envs``, else
+``~/.cache/smtrain/envs``. A lock file per env makes concurrent jobs safe: the first builds it,
+the others wait and reuse it; a ``.complete`` marker says the env is whole (a half-built one,
+left by a killed build, is rebuilt).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from collections.abc import Iterator
+from pathlib import Path
+
+#: Overrides where the program environments are cached (not in :mod:`smtrain.contract`).
+ENV_CACHE_VARIABLE = "SMTRAIN_ENV_CACHE"
+_COMPLETE = ".complete"
+_PTH_NAME = "_smtrain_project.pth"
+#: How many of pip's last output lines an install error carries.
+_PIP_TAIL_LINES = 15
+
+
+class ProgramEnvironmentError(RuntimeError):
+    """A program's requirements could not be installed; the message carries pip's last lines."""
+
+
+def default_cache_dir() -> Path:
+    override = os.environ.get(ENV_CACHE_VARIABLE)
+    if override:
+        return Path(override).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "smtrain" / "envs"
+
+
+def package_lines(text: str) -> list[str]:
+    """The requirement lines of a requirements file: comments, blank lines and surrounding
+    whitespace dropped, inner whitespace removed, in order."""
+    lines = []
+    for raw in text.splitlines():
+        line = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
+        if line:
+            lines.append("".join(line.split()))
+    return lines
+
+
+def environment_key(requirements_text: str) -> str:
+    """The cache key of an env: the normalised requirements and the project interpreter."""
+    normalised = "\n".join(sorted(package_lines(requirements_text)))
+    identity = f"{sys.executable}\n{sys.version}\n{normalised}\n"
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+def _project_site_packages() -> Path:
+    return Path(sysconfig.get_paths()["purelib"])
+
+
+def satisfied_by_project(lines: list[str]) -> bool:
+    """Whether the project's site-packages already holds a distribution satisfying every
+    requirement line (plain ``name[ specifier]`` lines only: options, URLs and extras say no)."""
+    from importlib.metadata import Distribution
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    site = str(_project_site_packages())
+    for line in lines:
+        if line.startswith("-"):
+            return False
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            return False
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        if requirement.url or requirement.extras:
+            return False
+        found = next(iter(Distribution.discover(name=requirement.name, path=[site])), None)
+        if found is None or not requirement.specifier.contains(found.version, prereleases=True):
+            return False
+    return True
+
+
+def _env_python(env_dir: Path) -> Path:
+    return env_dir / "bin" / "python"
+
+
+def _env_site_packages(env_dir: Path) -> Path:
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    return env_dir / "lib" / version / "site-packages"
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _tail(output: str, lines: int = _PIP_TAIL_LINES) -> str:
+    kept = [line for line in output.splitlines() if line.strip()]
+    return "\n".join(kept[-lines:])
+
+
+def environment_for(requirements: Path | None, cache_dir: Path) -> Path:
+    """The Python executable to run a program with ``requirements`` (a ``requirements.txt``).
+
+    No requirements (or none but comments): the project's own interpreter, nothing created.
+    Otherwise the cached env's ``bin/python``, built on first use (see the module docstring).
+    Raises :class:`ProgramEnvironmentError` when pip fails.
+    """
+    if requirements is None or not requirements.is_file():
+        return Path(sys.executable)
+    text = requirements.read_text()
+    if not package_lines(text):
+        return Path(sys.executable)
+    cache_dir = cache_dir.expanduser().resolve()
+    env_dir = cache_dir / environment_key(text)
+    python = _env_python(env_dir)
+    if (env_dir / _COMPLETE).is_file():
+        return python
+    with _locked(cache_dir / f"{env_dir.name}.lock"):
+        if (env_dir / _COMPLETE).is_file():  # built by another job meanwhile
+            return python
+        if env_dir.exists():  # a build that was killed half-way
+            shutil.rmtree(env_dir)
+        try:
+            _build(env_dir, text)
+        except BaseException:
+            shutil.rmtree(env_dir, ignore_errors=True)
+            raise
+        (env_dir / _COMPLETE).write_text(text)
+    return python
+
+
+def _build(env_dir: Path, requirements_text: str) -> None:
+    created = subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)],
+                             capture_output=True, text=True)
+    if created.returncode != 0:
+        raise ProgramEnvironmentError(f"could not create the program environment {env_dir}:\n"
+                                      f"{_tail(created.stdout + created.stderr)}")
+    site_packages = _env_site_packages(env_dir)
+    if not site_packages.is_dir():
+        raise ProgramEnvironmentError(f"the new environment has no {site_packages}")
+    # ``import`` lines of a .pth run at startup; addsitedir appends the project's site-packages
+    # (after the env's own) and processes its .pth files (editable installs).
+    (site_packages / _PTH_NAME).write_text(
+        f"import site; site.addsitedir({str(_project_site_packages())!r})\n")
+    # Kept beside the env: the exact text the env was built from, and pip's output.
+    requirements_copy = env_dir / "requirements.txt"
+    requirements_copy.write_text(requirements_text)
+    if satisfied_by_project(package_lines(requirements_text)):
+        # pip would find every pin satisfied through the .pth and install nothing (in ~10 s).
+        (env_dir / "pip.log").write_text("smtrain: every requirement is satisfied by the "
+                                         "project's environment; pip not run\n")
+        return
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("PIP_TARGET", "PIP_PREFIX", "PIP_USER", "PYTHONPATH",
+                                  "VIRTUAL_ENV", "PYTHONHOME"))}
+    installed = subprocess.run(
+        [str(_env_python(env_dir)), "-m", "pip", "install", "--disable-pip-version-check",
+         "--no-input", "--no-warn-script-location", "-r", str(requirements_copy)],
+        capture_output=True, text=True, env=env, cwd=env_dir)
+    (env_dir / "pip.log").write_text(installed.stdout + installed.stderr)
+    if installed.returncode != 0:
+        raise ProgramEnvironmentError(
+            f"pip could not install the program's requirements (exit code {installed.returncode}):"
+            f"\n{_tail(installed.stdout + installed.stderr)}")

@@ -1,0 +1,608 @@
+"""``smtrain programs``, ``smtrain new-program`` and ``smtrain tuning-template``: the training
+programs of ``training_code/`` (their ``program.toml`` manifests), read and written offline.
+
+Nothing here touches AWS; ``smtrain.programs`` reads the manifests in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from smtrain import contract, programs
+from smtrain.cli import EXIT_OK, EXIT_USAGE
+
+
+def fail(text: str) -> None:
+    print(f"smtrain: error: {text}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.command == "programs":
+            return list_programs(args)
+        if args.command == "new-program":
+            return new_program(args)
+        if args.command == "tuning-template":
+            return tuning_template(args)
+    except programs.ProgramError as error:
+        fail(str(error))
+        return EXIT_USAGE
+    raise ValueError(f"not a program command: {args.command}")
+
+
+# --- smtrain programs -----------------------------------------------------------------------
+
+
+def program_data(program: programs.Program) -> dict[str, Any]:
+    """What ``smtrain programs --json`` says about one program (JSON data)."""
+    return {
+        "name": program.name,
+        "kind": program.kind,
+        "description": program.description,
+        "directory": str(program.directory),
+        "entryPoint": program.entry_point,
+        "algorithm": program.algorithm,
+        "instanceType": program.instance_type,
+        "channels": [{"name": c.name, "contentType": c.content_type, "required": c.required}
+                     for c in program.channels],
+        "metrics": [dict(d) for d in program.metric_definitions]
+        or [{"Name": name} for name in program.metric_names],
+        "hyperparameters": {name: {**h.as_data(), **({"description": h.description}
+                                                     if h.description else {})}
+                            for name, h in program.hyperparameters.items()},
+        "tuning": program.tuning.as_input() if program.tuning else None,
+    }
+
+
+def list_programs(args: argparse.Namespace) -> int:
+    found = programs.discover()
+    if args.json:
+        print(json.dumps({name: program_data(p) for name, p in found.items()}, indent=2))
+        return EXIT_OK
+    print("\n\n".join(describe(p) for p in found.values()))
+    return EXIT_OK
+
+
+def _hyperparameter_line(h: programs.Hyperparameter, width: int) -> str:
+    parts = [f"{h.name:<{width}}", f"{h.type:<11}",
+             f"default {h.default}" if h.default is not None else "no default"]
+    if h.min is not None or h.max is not None:
+        low = str(h.min) if h.min is not None else "-inf"
+        high = str(h.max) if h.max is not None else "inf"
+        parts.append(f"[{low}, {high}]")
+    if h.values:
+        parts.append("one of " + " | ".join(h.values))
+    parts.append("tunable" if h.tunable else "fixed (sent on every job)")
+    line = "  ".join(parts)
+    return f"{line}  - {h.description}" if h.description else line
+
+
+def _range_text(kind: str, spec: Mapping[str, Any]) -> str:
+    if kind == "CategoricalParameterRanges":
+        return " | ".join(spec["Values"])
+    return f"{spec['MinValue']} .. {spec['MaxValue']} ({spec['ScalingType']} scaling)"
+
+
+def describe(program: programs.Program) -> str:
+    """One program as readable text."""
+    where = program.entry_point or program.algorithm or ""
+    lines = [f"{program.name} ({program.kind}{': ' + where if where else ''})"]
+    if program.description:
+        lines.append(f"  {program.description}")
+    lines.append("  channels:")
+    width = max(len(c.name) for c in program.channels)
+    lines += [f"    {c.name:<{width}}  {c.content_type}  {'required' if c.required else 'optional'}"
+              for c in program.channels]
+    lines.append("  metrics: " + (", ".join(program.metric_names) or "none"))
+    if program.hyperparameters:
+        lines.append("  hyperparameters:")
+        width = max(len(name) for name in program.hyperparameters)
+        lines += ["    " + _hyperparameter_line(h, width) for h in program.hyperparameters.values()]
+    else:
+        lines.append("  hyperparameters: none")
+    tuning = program.tuning
+    if tuning is None:
+        lines.append("  tuning: no defaults ([tuning] absent)")
+    else:
+        lines.append(f"  tuning: {tuning.objective_type} {tuning.objective_metric}; "
+                     f"{tuning.strategy}, {tuning.max_jobs} jobs, {tuning.max_parallel_jobs} "
+                     f"in parallel, early stopping {tuning.early_stopping}")
+        for kind, ranges in tuning.parameter_ranges.items():
+            lines += [f"    {r['Name']}: {_range_text(kind, r)}" for r in ranges]
+    return "\n".join(lines)
+
+
+# --- smtrain tuning-template ----------------------------------------------------------------
+
+
+def tuning_template(args: argparse.Namespace) -> int:
+    found = programs.discover()
+    program = found.get(args.program)
+    if program is None:
+        fail(f"unknown program {args.program!r}; known: {', '.join(sorted(found))}")
+        return EXIT_USAGE
+    if program.tuning is None:
+        fail(f"program {program.name!r} has no [tuning] section in "
+             f"{program.directory / programs.MANIFEST}: no default tuning to print")
+        return EXIT_USAGE
+    print(json.dumps(program.tuning.as_input(), indent=2))
+    return EXIT_OK
+
+
+# --- smtrain new-program --------------------------------------------------------------------
+
+
+def test_file_name(name: str) -> str:
+    """The skeleton's test, ``tests/programs/test_<name>.py`` (``-`` becomes ``_``)."""
+    return f"test_{name.replace('-', '_')}.py"
+
+
+def skeleton_files(name: str, kind: str, training_code_dir: Path) -> dict[Path, str]:
+    """Every file ``new-program`` writes, by path (the test lies in the project's
+    ``tests/programs/``, beside ``training_code_dir``)."""
+    folder = training_code_dir / name
+    entry = "train.py" if kind == "script" else "train"
+    files = {
+        folder / programs.MANIFEST: _manifest(name, kind),
+        folder / "requirements.txt": _REQUIREMENTS,
+        folder / entry: _entry_point(kind),
+    }
+    if kind == "byoc":
+        files[folder / "Dockerfile"] = _DOCKERFILE
+    test = training_code_dir.parent / "tests" / "programs" / test_file_name(name)
+    files[test] = _test_file(name, kind, training_code_dir.name)
+    return files
+
+
+def _shown(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def new_program(args: argparse.Namespace) -> int:
+    name: str = args.name
+    training_code_dir: Path = args.dir if args.dir is not None else programs.TRAINING_CODE_DIR
+    if not contract.PROGRAM_NAME.fullmatch(name):
+        fail(f"program name {name!r} must match {contract.PROGRAM_NAME.pattern} (a folder, an S3 "
+             "prefix and a tag value)")
+        return EXIT_USAGE
+    folder = training_code_dir / name
+    if folder.exists():
+        fail(f"{_shown(folder)} already exists: pick another name or remove it")
+        return EXIT_USAGE
+    files = skeleton_files(name, args.kind, training_code_dir)
+    taken = [path for path in files if path.exists()]
+    if taken:
+        fail(f"{_shown(taken[0])} already exists: pick another name or remove it")
+        return EXIT_USAGE
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        if path.name == "train":
+            path.chmod(0o755)
+    program = programs.load(folder)  # what `cdk synth` and every command will read
+    test = next(path for path in files if path.name.startswith("test_"))
+    print(f"Wrote training program {program.name} ({program.kind}):")
+    for path in files:
+        print(f"  {_shown(path)}")
+    print("\nNext steps:")
+    print(f"  edit {_shown(folder / (program.entry_point or 'train'))}: it trains a softmax "
+          "regression on CSV (label in column 0, no header)")
+    print(f"  .venv/bin/pytest -q {_shown(test)}   (trains it offline on generated data)")
+    print("  make synth   (packages it with the other programs)")
+    print(f"  smtrain start --local --program {name} --input train=DIR --input validation=DIR")
+    print(f"  smtrain start --local --program {name} --tune <(smtrain tuning-template --program {name})")
+    return EXIT_OK
+
+
+_REQUIREMENTS = """\
+# This program's Python packages, one pinned requirement a line (e.g. `numpy==2.4.6`).
+# Installed before the program runs: by the SageMaker training toolkit for a script program
+# (`pip install -r requirements.txt` in the job), by the Dockerfile for a BYOC image.
+# The skeleton uses the standard library only, so nothing is listed yet.
+"""
+
+_DOCKERFILE = """\
+# BYOC training image on a pinned slim Python. Build context: this folder.
+FROM python:3.12.8-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \\
+    PYTHONUNBUFFERED=1 \\
+    PATH="/opt/program:${PATH}"
+
+WORKDIR /opt/program
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+COPY train .
+
+# SageMaker runs `docker run <image> train`; nothing here holds secrets.
+ENTRYPOINT ["train"]
+"""
+
+
+def _manifest(name: str, kind: str) -> str:
+    if kind == "script":
+        what = "A script on AWS's PyTorch image, run by the SageMaker training toolkit"
+        table = ('[script]\nentry_point = "train.py"\nframework = "pytorch"\n')
+        printer = "train.py"
+    else:
+        what = "An image of its own (BYOC): Dockerfile and `train` in this folder"
+        table = ('[byoc]\ndockerfile = "Dockerfile"\ncontext = "."\nentry_point = "train"\n')
+        printer = "train"
+    return f"""\
+# A training program: what it is, what it reads, prints and takes (see README, "Bring your own
+# training code"). `smtrain programs` lists it; `make synth` packages it.
+name = "{name}"
+kind = "{kind}"
+description = "{what}: softmax regression on CSV (label in column 0)"
+
+{table}
+[[channels]]
+name = "train"
+content_type = "text/csv"
+
+[[channels]]
+name = "validation"
+content_type = "text/csv"
+
+# Printed by {printer} as `epoch=N train:loss=X validation:accuracy=Y`; with no regex, a metric
+# is read from `<name>=<number>`.
+[[metrics]]
+name = "train:loss"
+
+[[metrics]]
+name = "validation:accuracy"
+
+# Keep each default equal to the code's own (a tuning job sends none for what it tunes).
+[hyperparameters.epochs]
+type = "int"
+default = 10
+min = 1
+max = 1000
+
+[hyperparameters.learning-rate]
+type = "float"
+default = 0.1
+min = 0.000001
+max = 10
+
+[tuning]
+objective = "validation:accuracy"
+type = "Maximize"
+hyperband_max_resource = 10  # the default epochs: one metric line per epoch
+
+[tuning.ranges.learning-rate]
+min = 0.01
+max = 1
+scaling = "Logarithmic"
+"""
+
+
+_SCRIPT_HYPERPARAMETERS = '''\
+def given_hyperparameters(argv: list[str]) -> dict[str, str]:
+    """The toolkit passes each hyperparameter as ``--name value``."""
+    given: dict[str, str] = {}
+    rest = list(argv)
+    while rest:
+        flag = rest.pop(0)
+        if not flag.startswith("--"):
+            raise TrainingError(f"unexpected argument {flag!r} (hyperparameters are --name value)")
+        name, equals, value = flag[2:].partition("=")
+        if not equals:
+            if not rest:
+                raise TrainingError(f"hyperparameter --{name} has no value")
+            value = rest.pop(0)
+        given[name] = value
+    return given
+'''
+
+_BYOC_HYPERPARAMETERS = '''\
+def given_hyperparameters(argv: list[str]) -> dict[str, str]:
+    """SageMaker writes the job's hyperparameters to ``input/config/hyperparameters.json``
+    (every value a string); ``train`` is started without arguments."""
+    path = BASE_DIR / "input" / "config" / "hyperparameters.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise TrainingError(f"{path} is not JSON: {error}") from None
+    return {str(name): str(value) for name, value in data.items()}
+'''
+
+_ENTRY_POINT = '''\
+"""__SUMMARY__
+
+The SageMaker contract, read here with the standard library only:
+- paths from ``SM_*`` variables, defaulting to SageMaker's ``/opt/ml`` layout
+  (``SAGEMAKER_BASE_DIR`` moves ``/opt/ml``, as the offline runs and tests do);
+- __HYPERPARAMETERS__;
+- the channels ``train`` and ``validation``: CSV files, label (a class number) in the first
+  column, no header;
+- one metric line per epoch, ``epoch=N train:loss=X validation:accuracy=Y`` (the manifest's
+  metric definitions read ``<name>=<number>``);
+- the model to ``SM_MODEL_DIR`` (``model.json``); on an error, the reason to
+  ``/opt/ml/output/failure`` and exit status 1.
+
+Replace ``train`` with your own model; keep the contract.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+BASE_DIR = Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))
+MODEL_DIR = Path(os.environ.get("SM_MODEL_DIR", str(BASE_DIR / "model")))
+FAILURE_FILE = BASE_DIR / "output" / "failure"
+CHANNELS = ("train", "validation")
+#: Declared in program.toml: name -> (type, default, min, max).
+HYPERPARAMETERS: dict[str, tuple[Callable[[str], float], float, float, float]] = {
+    "epochs": (int, 10, 1, 1000),
+    "learning-rate": (float, 0.1, 0.000001, 10),
+}
+
+Rows = list[tuple[int, list[float]]]
+
+
+class TrainingError(Exception):
+    """A bad hyperparameter or channel: the message is the job's failure reason."""
+
+
+__GIVEN_HYPERPARAMETERS__
+
+def read_hyperparameters(given: dict[str, str]) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for name, (kind, default, low, high) in HYPERPARAMETERS.items():
+        text = given.get(name)
+        if text is None:
+            values[name] = default
+            continue
+        try:
+            value = kind(text)
+        except ValueError:
+            raise TrainingError(f"hyperparameter {name!r} must be {'an integer' if kind is int else 'a number'}, "
+                                f"got {text!r}") from None
+        if not low <= value <= high:
+            raise TrainingError(f"hyperparameter {name!r} must be in [{low}, {high}], got {text}")
+        values[name] = value
+    ignored = sorted(set(given) - set(HYPERPARAMETERS))
+    if ignored:  # e.g. SageMaker's own _tuning_objective_metric
+        print(f"ignoring hyperparameters not declared here: {', '.join(ignored)}", file=sys.stderr)
+    return values
+
+
+def channel_dir(name: str) -> Path:
+    return Path(os.environ.get(f"SM_CHANNEL_{name.upper()}", str(BASE_DIR / "input" / "data" / name)))
+
+
+def read_channel(name: str) -> Rows:
+    directory = channel_dir(name)
+    files = sorted(p for p in directory.rglob("*.csv") if p.is_file()) if directory.is_dir() else []
+    if not files:
+        raise TrainingError(f"channel {name!r}: no .csv file in {directory}")
+    rows: Rows = []
+    for path in files:
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                values = [float(cell) for cell in line.split(",")]
+            except ValueError:
+                raise TrainingError(f"channel {name!r}: {path.name} line {number} is not numeric CSV "
+                                    "(label first, no header)") from None
+            if len(values) < 2 or not values[0].is_integer():
+                raise TrainingError(f"channel {name!r}: {path.name} line {number} needs a class "
+                                    "number and at least one feature")
+            rows.append((int(values[0]), values[1:]))
+    if len({len(features) for _label, features in rows}) != 1:
+        raise TrainingError(f"channel {name!r}: rows have different numbers of columns")
+    return rows
+
+
+def probabilities(model: dict[str, Any], features: list[float]) -> list[float]:
+    scaled = [(x - m) / s for x, m, s in zip(features, model["mean"], model["scale"], strict=True)]
+    scores = [b + sum(w * x for w, x in zip(weights, scaled, strict=True))
+              for weights, b in zip(model["weights"], model["bias"], strict=True)]
+    top = max(scores)
+    exps = [math.exp(s - top) for s in scores]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+def evaluate(model: dict[str, Any], rows: Rows) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``rows``."""
+    index = {label: i for i, label in enumerate(model["classes"])}
+    loss = correct = 0.0
+    for label, features in rows:
+        p = probabilities(model, features)
+        i = index.get(label)
+        loss -= math.log(max(p[i], 1e-12)) if i is not None else math.log(1e-12)
+        correct += model["classes"][p.index(max(p))] == label
+    return loss / len(rows), correct / len(rows)
+
+
+def train(hp: dict[str, float], train_rows: Rows, validation_rows: Rows) -> dict[str, Any]:
+    """Softmax regression by stochastic gradient descent on standardized features."""
+    classes = sorted({label for label, _features in train_rows})
+    if len(classes) < 2:
+        raise TrainingError(f"channel 'train': needs at least two classes, found {classes}")
+    width = len(train_rows[0][1])
+    if len(validation_rows[0][1]) != width:
+        raise TrainingError(f"channel 'validation': {len(validation_rows[0][1])} features, train has {width}")
+    columns = list(zip(*(features for _label, features in train_rows), strict=True))
+    mean = [sum(c) / len(c) for c in columns]
+    scale = [math.sqrt(sum((x - m) ** 2 for x in c) / len(c)) or 1.0 for c, m in zip(columns, mean, strict=True)]
+    model: dict[str, Any] = {"classes": classes, "mean": mean, "scale": scale,
+                              "weights": [[0.0] * width for _ in classes], "bias": [0.0] * len(classes)}
+    index = {label: i for i, label in enumerate(classes)}
+    rate = hp["learning-rate"]
+    order = list(train_rows)
+    shuffle = random.Random(0)  # deterministic: the same data and hyperparameters, the same model
+    for epoch in range(1, int(hp["epochs"]) + 1):
+        shuffle.shuffle(order)
+        for label, features in order:
+            p = probabilities(model, features)
+            scaled = [(x - m) / s for x, m, s in zip(features, mean, scale, strict=True)]
+            for k, weights in enumerate(model["weights"]):
+                error = p[k] - (k == index[label])
+                model["bias"][k] -= rate * error
+                for j, x in enumerate(scaled):
+                    weights[j] -= rate * error * x
+        train_loss, _ = evaluate(model, train_rows)
+        _, accuracy = evaluate(model, validation_rows)
+        print(f"epoch={epoch} train:loss={train_loss:.6f} validation:accuracy={accuracy:.6f}", flush=True)
+    return model
+
+
+def write_failure(message: str) -> None:
+    try:
+        FAILURE_FILE.parent.mkdir(parents=True, exist_ok=True)
+        FAILURE_FILE.write_text(message)
+    except OSError:  # run by hand, outside a job: stderr still says why
+        pass
+
+
+def main(argv: list[str]) -> int:
+    try:
+        hp = read_hyperparameters(given_hyperparameters(argv))
+        data = {name: read_channel(name) for name in CHANNELS}
+        model = train(hp, data["train"], data["validation"])
+        MODEL_DIR.mkdir(parents=True, exist_ok=True)
+        (MODEL_DIR / "model.json").write_text(json.dumps({**model, "hyperparameters": hp}, indent=2))
+    except TrainingError as error:
+        message = f"TrainingError: {error}"
+        write_failure(message)
+        print(message, file=sys.stderr, flush=True)
+        return 1
+    except Exception as error:  # anything else: still tell SageMaker why
+        write_failure(f"Unexpected {type(error).__name__}: {error}\\n{traceback.format_exc()}")
+        traceback.print_exc()
+        return 1
+    print(f"model written to {MODEL_DIR / 'model.json'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+'''
+
+
+def _entry_point(kind: str) -> str:
+    if kind == "script":
+        summary = ("Script-mode entry point: the SageMaker training toolkit runs "
+                   "``python train.py --<hyperparameter> <value> ...``.")
+        hyperparameters = "hyperparameters as ``--name value`` flags (the toolkit passes them)"
+        given = _SCRIPT_HYPERPARAMETERS
+        text = ""
+    else:
+        summary = "SageMaker runs this as ``train`` in the BYOC image (``docker run <image> train``)."
+        hyperparameters = "hyperparameters from ``/opt/ml/input/config/hyperparameters.json``"
+        given = _BYOC_HYPERPARAMETERS
+        text = "#!/usr/bin/env python3\n"
+    return text + (_ENTRY_POINT.replace("__SUMMARY__", summary)
+                   .replace("__HYPERPARAMETERS__", hyperparameters)
+                   .replace("__GIVEN_HYPERPARAMETERS__", given))
+
+
+_TEST_SCRIPT_RUN = '''\
+def run_program(base_dir: Path, channels: dict[str, Path], hyperparameters: dict[str, str]) -> Result:
+    """As the SageMaker training toolkit runs a script: ``SM_*`` variables, ``--name value`` flags."""
+    env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base_dir), "SM_MODEL_DIR": str(base_dir / "model"),
+           **{f"SM_CHANNEL_{name.upper()}": str(path) for name, path in channels.items()}}
+    flags = [part for name, value in hyperparameters.items() for part in (f"--{name}", value)]
+    return subprocess.run([sys.executable, str(PROGRAM / "train.py"), *flags], capture_output=True,
+                          text=True, env=env, timeout=300, check=False)
+'''
+
+_TEST_BYOC_RUN = '''\
+def run_program(base_dir: Path, channels: dict[str, Path], hyperparameters: dict[str, str]) -> Result:
+    """As SageMaker runs a BYOC image's ``train``: a fake /opt/ml (``SAGEMAKER_BASE_DIR``)."""
+    config = base_dir / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+    for name, path in channels.items():
+        shutil.copytree(path, base_dir / "input" / "data" / name)
+    env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base_dir)}
+    return subprocess.run([str(PROGRAM / "train")], capture_output=True, text=True, env=env,
+                          timeout=300, check=False)
+'''
+
+_TEST_FILE = '''\
+"""The __NAME__ training program trains offline through the SageMaker contract (written by
+``smtrain new-program``; extend it as the program grows)."""
+
+from __future__ import annotations
+
+__IMPORTS__
+from pathlib import Path
+
+import pytest
+
+PROGRAM = Path(__file__).resolve().parents[2] / "__DIR__" / "__NAME__"
+#: The metric definitions SageMaker gets from program.toml (``<name>=<number>``).
+METRIC = re.compile(r"\\bvalidation:accuracy=([-+]?[0-9]*\\.?[0-9]+(?:[eE][-+]?[0-9]+)?)")
+Result = subprocess.CompletedProcess[str]
+
+
+def write_csv(path: Path, rows: int, seed: int) -> None:
+    """Two separable classes, label in column 0, no header."""
+    rng = random.Random(seed)
+    path.mkdir(parents=True)
+    lines = []
+    for _ in range(rows):
+        label = rng.randrange(2)
+        centre = 2.0 if label else -2.0
+        lines.append(",".join([str(label), *(f"{rng.gauss(centre, 1.0):.4f}" for _ in range(3))]))
+    (path / "data.csv").write_text("\\n".join(lines) + "\\n")
+
+
+__RUN_PROGRAM__
+
+@pytest.fixture
+def channels(tmp_path: Path) -> dict[str, Path]:
+    write_csv(tmp_path / "data" / "train", 80, seed=1)
+    write_csv(tmp_path / "data" / "validation", 40, seed=2)
+    return {name: tmp_path / "data" / name for name in ("train", "validation")}
+
+
+def test_trains_and_prints_metrics(tmp_path: Path, channels: dict[str, Path]) -> None:
+    result = run_program(tmp_path / "ml", channels, {"epochs": "3", "learning-rate": "0.1"})
+    assert result.returncode == 0, result.stderr
+    accuracies = [float(value) for value in METRIC.findall(result.stdout)]
+    assert len(accuracies) == 3
+    assert accuracies[-1] >= 0.9
+    model = json.loads((tmp_path / "ml" / "model" / "model.json").read_text())
+    assert model["classes"] == [0, 1]
+
+
+def test_bad_hyperparameter_fails_with_a_reason(tmp_path: Path, channels: dict[str, Path]) -> None:
+    result = run_program(tmp_path / "ml", channels, {"epochs": "many"})
+    assert result.returncode == 1
+    reason = (tmp_path / "ml" / "output" / "failure").read_text()
+    assert reason == "TrainingError: hyperparameter 'epochs' must be an integer, got 'many'"
+    assert not (tmp_path / "ml" / "model" / "model.json").exists()
+'''
+
+
+def _test_file(name: str, kind: str, directory: str) -> str:
+    run_program = _TEST_SCRIPT_RUN if kind == "script" else _TEST_BYOC_RUN
+    imports = {"json", "os", "random", "re", "subprocess", "sys" if kind == "script" else "shutil"}
+    return (_TEST_FILE.replace("__RUN_PROGRAM__", run_program).replace("__NAME__", name)
+            .replace("__DIR__", directory).replace("__IMPORTS__", "\n".join(
+                f"import {module}" for module in sorted(imports))))

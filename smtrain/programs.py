@@ -1,0 +1,482 @@
+"""Training programs as data: each folder of ``training_code/`` with a ``program.toml``.
+
+A manifest says what a program is (``kind``: a script on an AWS framework image, an image of its
+own, or a SageMaker built-in algorithm), what it reads (channels), what it prints (metric
+definitions), what it takes (typed hyperparameters with defaults and bounds) and how it is tuned
+by default. The stacks package and route every program found; the CLI and the state machine check
+an execution's input against its program's manifest. Pure Python (``tomllib`` and
+``jsonschema``), so the CLI reads manifests in milliseconds.
+
+A bad manifest raises :class:`ProgramError` naming the file and the field, which fails
+``cdk synth`` and every CLI command.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema
+
+from smtrain import contract
+
+MANIFEST = "program.toml"
+TRAINING_CODE_DIR = Path(__file__).resolve().parents[1] / "training_code"
+
+HyperparameterType = Literal["int", "float", "bool", "str", "categorical"]
+_NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+
+_HYPERPARAMETER_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["type"],
+    "properties": {
+        "type": {"enum": ["int", "float", "bool", "str", "categorical"]},
+        "default": {"type": ["string", "number", "boolean"]},
+        "min": {"type": "number"},
+        "max": {"type": "number"},
+        "values": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+        "tunable": {"type": "boolean"},
+        "description": {"type": "string"},
+    },
+}
+_RANGE_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "min": {"type": "number"},
+        "max": {"type": "number"},
+        "scaling": {"enum": list(contract.SCALING_TYPES)},
+        "values": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+    },
+}
+#: The manifest's JSON schema (TOML parses into the same data model).
+MANIFEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "kind", "channels"],
+    "properties": {
+        "name": {"type": "string", "pattern": f"^{contract.PROGRAM_NAME.pattern}$"},
+        "kind": {"enum": list(contract.KINDS)},
+        "description": {"type": "string"},
+        "instance_type": {"type": "string", "pattern": r"^ml\.[a-z0-9-]+\.[a-z0-9]+$"},
+        "script": {
+            "type": "object", "additionalProperties": False, "required": ["entry_point"],
+            "properties": {
+                "entry_point": {"type": "string", "pattern": r"^[A-Za-z0-9_.-]+\.py$"},
+                "framework": {"enum": ["pytorch"]},
+                "shared": {"type": "array", "items": {"type": "string",
+                                                      "pattern": "^[a-z][a-z0-9_]*$"}},
+            },
+        },
+        "byoc": {
+            "type": "object", "additionalProperties": False,
+            "properties": {
+                "dockerfile": {"type": "string"},
+                "context": {"enum": [".", ".."]},
+                "entry_point": {"type": "string"},
+                "shared": {"type": "array", "items": {"type": "string",
+                                                      "pattern": "^[a-z][a-z0-9_]*$"}},
+            },
+        },
+        "builtin": {
+            "type": "object", "additionalProperties": False, "required": ["algorithm"],
+            "properties": {"algorithm": {"enum": ["xgboost"]}},
+        },
+        "channels": {
+            "type": "array", "minItems": 1, "maxItems": 20,
+            "items": {
+                "type": "object", "additionalProperties": False,
+                "required": ["name", "content_type"],
+                "properties": {
+                    "name": {"type": "string", "pattern": f"^{contract.CHANNEL_NAME.pattern}$"},
+                    "content_type": {"type": "string", "minLength": 1, "maxLength": 256},
+                    "required": {"type": "boolean"},
+                    "extensions": {"type": "array", "items": {"type": "string",
+                                                              "pattern": r"^\.[A-Za-z0-9.]+$"}},
+                },
+            },
+        },
+        "metrics": {
+            "type": "array", "maxItems": 40,
+            "items": {
+                "type": "object", "additionalProperties": False, "required": ["name"],
+                "properties": {
+                    "name": {"type": "string", "pattern": r"^.{1,255}$"},
+                    "regex": {"type": "string", "minLength": 1, "maxLength": 500},
+                },
+            },
+        },
+        "hyperparameters": {"type": "object",
+                            "additionalProperties": _HYPERPARAMETER_SCHEMA},
+        "tuning": {
+            "type": "object", "additionalProperties": False,
+            "required": ["objective", "type", "ranges"],
+            "properties": {
+                "objective": {"type": "string"},
+                "type": {"enum": list(contract.OBJECTIVE_TYPES)},
+                "strategy": {"enum": list(contract.TUNING_STRATEGIES)},
+                "max_jobs": {"type": "integer", "minimum": 1,
+                             "maximum": contract.MAX_TUNING_JOBS},
+                "max_parallel_jobs": {"type": "integer", "minimum": 1,
+                                      "maximum": contract.MAX_PARALLEL_TUNING_JOBS},
+                "early_stopping": {"enum": list(contract.EARLY_STOPPING_TYPES)},
+                "hyperband_max_resource": {"type": "integer", "minimum": 1,
+                                           "maximum": contract.HYPERBAND_MAX_RESOURCE},
+                "ranges": {"type": "object", "minProperties": 1,
+                           "additionalProperties": _RANGE_SCHEMA},
+            },
+        },
+    },
+}
+
+#: Content types and the file extensions a channel of that type should hold.
+CONTENT_TYPE_EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "text/csv": (".csv",),
+    "application/x-parquet": (".parquet",),
+    "application/x-recordio-protobuf": (".rec", ".recordio"),
+    "application/json": (".json",),
+    "application/jsonlines": (".jsonl",),
+    "text/libsvm": (".libsvm", ".svm", ".txt"),
+}
+
+
+class ProgramError(ValueError):
+    """A program's manifest is invalid, or a program is unknown; the message names which."""
+
+
+def metric_definition(name: str) -> dict[str, str]:
+    """A SageMaker MetricDefinition that reads ``name=<number>`` from a log line."""
+    return {"Name": name, "Regex": rf"\b{name}={_NUMBER}"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hyperparameter:
+    """A declared hyperparameter. ``tunable=False`` ones are never tuned and are sent with their
+    default on every job, tuning trials included; a tunable one's default is sent on single
+    training jobs only (a tuning job sends no static value for what it may tune, and the
+    program's own default must then be the same)."""
+
+    name: str
+    type: HyperparameterType
+    default: str | None = None
+    min: float | None = None
+    max: float | None = None
+    values: tuple[str, ...] = ()
+    tunable: bool = True
+    description: str = ""
+
+    def as_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": self.type, "tunable": self.tunable}
+        for key in ("default", "min", "max"):
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key)
+        if self.values:
+            data["values"] = list(self.values)
+        return data
+
+
+@dataclass(frozen=True, kw_only=True)
+class Channel:
+    name: str
+    content_type: str
+    required: bool = True
+    extensions: tuple[str, ...] = ()
+
+    @property
+    def file_extensions(self) -> tuple[str, ...]:
+        """What files of this channel should end with (empty: any)."""
+        return self.extensions or CONTENT_TYPE_EXTENSIONS.get(self.content_type, ())
+
+
+@dataclass(frozen=True, kw_only=True)
+class TuningDefaults:
+    """Defaults for the execution input's ``tuning`` object."""
+
+    objective_metric: str
+    objective_type: str
+    parameter_ranges: Mapping[str, Sequence[Mapping[str, Any]]]
+    #: Hyperband's resource per training job: how many metric reports ("epochs") a full run
+    #: prints. SageMaker needs it as ``HyperbandStrategyConfig.MaxResource`` unless a static
+    #: ``epochs``-like hyperparameter gives it (API reference, HyperbandStrategyConfig).
+    hyperband_max_resource: int = 10
+    strategy: str = "Bayesian"
+    max_jobs: int = 4
+    max_parallel_jobs: int = 2
+    early_stopping: str = "Off"
+
+    def as_input(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy,
+            "maxJobs": self.max_jobs,
+            "maxParallelJobs": self.max_parallel_jobs,
+            "objective": {"metricName": self.objective_metric, "type": self.objective_type},
+            "parameterRanges": {key: [dict(r) for r in value]
+                                for key, value in self.parameter_ranges.items()},
+            "earlyStopping": self.early_stopping,
+            "hyperband": {"minResource": 1, "maxResource": self.hyperband_max_resource},
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Program:
+    """One training program, read from ``<directory>/program.toml``."""
+
+    name: str
+    kind: str
+    directory: Path
+    description: str = ""
+    instance_type: str | None = None
+    entry_point: str | None = None
+    #: Folders of ``training_code/`` shipped beside the code (importable by name): packed into a
+    #: script program's tarball; in a BYOC program's build context (with ``context = ".."``).
+    shared: tuple[str, ...] = ()
+    dockerfile: str = "Dockerfile"
+    #: BYOC: the image's build context, ``.`` (the program folder) or ``..`` (``training_code``).
+    build_context: str = "."
+    algorithm: str | None = None
+    channels: tuple[Channel, ...] = ()
+    metric_names: tuple[str, ...] = ()
+    metric_definitions: tuple[Mapping[str, str], ...] = ()
+    hyperparameters: Mapping[str, Hyperparameter] = field(default_factory=dict)
+    tuning: TuningDefaults | None = None
+
+    @property
+    def requirements(self) -> Path | None:
+        """The program's own ``requirements.txt`` (installed before it runs), if any."""
+        path = self.directory / "requirements.txt"
+        return path if path.is_file() else None
+
+    @property
+    def always_sent(self) -> dict[str, str]:
+        """Hyperparameters sent on every job: the defaults of those that are not tunable."""
+        return {h.name: h.default for h in self.hyperparameters.values()
+                if not h.tunable and h.default is not None}
+
+    @property
+    def training_defaults(self) -> dict[str, str]:
+        """Defaults sent on single training jobs only (those of tunable hyperparameters)."""
+        return {h.name: h.default for h in self.hyperparameters.values()
+                if h.tunable and h.default is not None}
+
+    def catalog_entry(self) -> dict[str, Any]:
+        """What the input checks need to know about this program (JSON data)."""
+        return {
+            "kind": self.kind,
+            "hyperparameters": {name: h.as_data() for name, h in self.hyperparameters.items()},
+            "channels": {c.name: {"required": c.required} for c in self.channels},
+            "metrics": list(self.metric_names),
+        }
+
+
+def discover(training_code_dir: Path = TRAINING_CODE_DIR) -> dict[str, Program]:
+    """Every program under ``training_code_dir`` (folders with a ``program.toml``), by name."""
+    programs = {}
+    for manifest in sorted(training_code_dir.glob(f"*/{MANIFEST}")):
+        program = load(manifest.parent)
+        programs[program.name] = program
+    if not programs:
+        raise ProgramError(f"no training program found: no {training_code_dir}/*/{MANIFEST}")
+    return programs
+
+
+def load(directory: Path, *, staged: bool = False) -> Program:
+    """Read and check ``directory/program.toml``. ``staged``: a copy under another folder name
+    (an image's build context in ``cdk.out``), whose name is not checked against the folder's."""
+    path = directory / MANIFEST
+    where = f"{path}"
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ProgramError(f"{directory} has no {MANIFEST}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ProgramError(f"{where}: not valid TOML: {error}") from None
+    errors = sorted(jsonschema.Draft202012Validator(MANIFEST_SCHEMA).iter_errors(data),
+                    key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        location = ".".join(str(p) for p in first.absolute_path) or "(top level)"
+        raise ProgramError(f"{where}: '{location}': {first.message}")
+
+    def fail(setting: str, message: str) -> ProgramError:
+        return ProgramError(f"{where}: '{setting}': {message}")
+
+    name, kind = data["name"], data["kind"]
+    if name != directory.name and not staged:
+        raise fail("name", f"must be the folder's name {directory.name!r}, got {name!r}")
+    for other in set(contract.KINDS) - {kind}:
+        if other in data:
+            raise fail(other, f"a {kind} program has no [{other}] table")
+    if kind != "builtin" and kind not in data:
+        raise fail(kind, f"a {kind} program needs a [{kind}] table")
+
+    channels = tuple(Channel(name=c["name"], content_type=c["content_type"],
+                             required=c.get("required", True),
+                             extensions=tuple(c.get("extensions", ())))
+                     for c in data["channels"])
+    _unique(fail, "channels", [c.name for c in channels])
+
+    metrics = data.get("metrics", [])
+    _unique(fail, "metrics", [m["name"] for m in metrics])
+    if kind == "builtin":
+        if any("regex" in m for m in metrics):
+            raise fail("metrics", "a built-in algorithm publishes its own metrics: give names "
+                                  "only (SageMaker refuses metric definitions for built-in "
+                                  "algorithms)")
+        definitions: tuple[Mapping[str, str], ...] = ()
+    else:
+        definitions = tuple({"Name": m["name"], "Regex": m["regex"]} if "regex" in m
+                            else metric_definition(m["name"]) for m in metrics)
+
+    hyperparameters = {key: _hyperparameter(fail, key, spec)
+                       for key, spec in data.get("hyperparameters", {}).items()}
+    for key in hyperparameters:
+        if not 0 < len(key) <= contract.MAX_HYPERPARAMETER_KEY:
+            raise fail(f"hyperparameters.{key}", "names are 1-256 characters")
+    metric_names = tuple(m["name"] for m in metrics)
+    tuning = _tuning(fail, data.get("tuning"), hyperparameters, metric_names)
+
+    script, byoc, builtin = data.get("script", {}), data.get("byoc", {}), data.get("builtin", {})
+    program = Program(
+        name=name, kind=kind, directory=directory, description=data.get("description", ""),
+        instance_type=data.get("instance_type"),
+        entry_point=script.get("entry_point") or byoc.get("entry_point"),
+        shared=tuple(script.get("shared", ()) or byoc.get("shared", ())),
+        dockerfile=byoc.get("dockerfile", "Dockerfile"),
+        build_context=byoc.get("context", "."),
+        algorithm=builtin.get("algorithm"),
+        channels=channels, metric_names=metric_names, metric_definitions=definitions,
+        hyperparameters=hyperparameters, tuning=tuning,
+    )
+    _check_files(fail, program)
+    return program
+
+
+def _unique(fail: Any, setting: str, names: Sequence[str]) -> None:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise fail(setting, f"{', '.join(repeated)} given twice")
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _hyperparameter(fail: Any, key: str, spec: Mapping[str, Any]) -> Hyperparameter:
+    setting = f"hyperparameters.{key}"
+    kind = spec["type"]
+    if kind == "categorical" and "values" not in spec:
+        raise fail(setting, "a categorical hyperparameter needs 'values'")
+    if kind != "categorical" and "values" in spec:
+        raise fail(setting, "only a categorical hyperparameter takes 'values'")
+    if kind not in ("int", "float") and ("min" in spec or "max" in spec):
+        raise fail(setting, f"a {kind} hyperparameter takes no 'min'/'max'")
+    if "min" in spec and "max" in spec and spec["min"] > spec["max"]:
+        raise fail(setting, "'min' is above 'max'")
+    hyperparameter = Hyperparameter(
+        name=key, type=kind, default=_text(spec["default"]) if "default" in spec else None,
+        min=spec.get("min"), max=spec.get("max"), values=tuple(spec.get("values", ())),
+        tunable=spec.get("tunable", True), description=spec.get("description", ""),
+    )
+    if hyperparameter.default is not None:
+        problem = value_problem(hyperparameter, hyperparameter.default)
+        if problem:
+            raise fail(f"{setting}.default", problem)
+    return hyperparameter
+
+
+def value_problem(hyperparameter: Hyperparameter, value: str) -> str | None:
+    """Why ``value`` (a hyperparameter's text) does not fit its declaration, or None."""
+    import re
+
+    kind = hyperparameter.type
+    if kind == "int" and not re.fullmatch(contract.INT_TEXT, value):
+        return f"must be a whole number, got {value!r}"
+    if kind == "float" and not re.fullmatch(contract.FLOAT_TEXT, value):
+        return f"must be a number, got {value!r}"
+    if kind == "bool" and value not in contract.BOOL_VALUES:
+        return f"must be true or false, got {value!r}"
+    if kind == "categorical" and value not in hyperparameter.values:
+        return f"must be one of {', '.join(hyperparameter.values)}, got {value!r}"
+    if kind in ("int", "float"):
+        number = float(value)
+        if hyperparameter.min is not None and number < hyperparameter.min:
+            return f"must be at least {_text(hyperparameter.min)}, got {value}"
+        if hyperparameter.max is not None and number > hyperparameter.max:
+            return f"must be at most {_text(hyperparameter.max)}, got {value}"
+    return None
+
+
+def _tuning(fail: Any, data: Mapping[str, Any] | None, hyperparameters: Mapping[str, Hyperparameter],
+            metric_names: Sequence[str]) -> TuningDefaults | None:
+    if data is None:
+        return None
+    if data["objective"] not in metric_names:
+        raise fail("tuning.objective", f"{data['objective']!r} is not one of the program's "
+                                       f"metrics: {', '.join(metric_names) or 'none declared'}")
+    ranges: dict[str, list[dict[str, Any]]] = {}
+    for key, spec in data["ranges"].items():
+        setting = f"tuning.ranges.{key}"
+        declared = hyperparameters.get(key)
+        if declared is None:
+            raise fail(setting, f"{key!r} is not a declared hyperparameter")
+        if not declared.tunable:
+            raise fail(setting, f"{key!r} is declared tunable = false")
+        if declared.type in ("int", "float") and "values" not in spec:
+            if "min" not in spec or "max" not in spec:
+                raise fail(setting, "a numeric range needs 'min' and 'max'")
+            for bound in ("min", "max"):
+                problem = value_problem(declared, _text(spec[bound]))
+                if problem:
+                    raise fail(f"{setting}.{bound}", problem)
+            member = ("IntegerParameterRanges" if declared.type == "int"
+                      else "ContinuousParameterRanges")
+            ranges.setdefault(member, []).append({
+                "Name": key, "MinValue": _text(spec["min"]), "MaxValue": _text(spec["max"]),
+                "ScalingType": spec.get("scaling", "Auto")})
+        else:
+            values = spec.get("values") or list(declared.values)
+            if not values:
+                raise fail(setting, "a categorical range needs 'values'")
+            for value in values:
+                problem = value_problem(declared, value)
+                if problem:
+                    raise fail(f"{setting}.values", problem)
+            ranges.setdefault("CategoricalParameterRanges", []).append(
+                {"Name": key, "Values": list(values)})
+    return TuningDefaults(
+        objective_metric=data["objective"], objective_type=data["type"], parameter_ranges=ranges,
+        hyperband_max_resource=data.get("hyperband_max_resource", 10),
+        strategy=data.get("strategy", "Bayesian"), max_jobs=data.get("max_jobs", 4),
+        max_parallel_jobs=data.get("max_parallel_jobs", 2),
+        early_stopping=data.get("early_stopping", "Off"),
+    )
+
+
+def _check_files(fail: Any, program: Program) -> None:
+    directory = program.directory
+    if program.kind == "script":
+        assert program.entry_point is not None  # the schema requires it
+        if not (directory / program.entry_point).is_file():
+            raise fail("script.entry_point", f"{directory / program.entry_point} does not exist")
+    for shared in program.shared:
+        if not (directory.parent / shared).is_dir():
+            raise fail(f"{program.kind}.shared", f"{directory.parent / shared} is not a folder")
+    if program.kind == "byoc":
+        if program.shared and program.build_context != "..":
+            raise fail("byoc.shared", "shared folders need context = \"..\" (training_code/)")
+        context = (directory if program.build_context == "." else directory.parent).resolve()
+        dockerfile = directory / program.dockerfile
+        if not dockerfile.is_file():
+            raise fail("byoc.dockerfile", f"{dockerfile} does not exist")
+        if context not in dockerfile.resolve().parents:
+            raise fail("byoc.dockerfile", "must lie inside the build context")
+        entry = directory / (program.entry_point or "train")
+        if not entry.is_file():
+            raise fail("byoc.entry_point", f"{entry} does not exist: SageMaker runs `train` "
+                                           "(the offline engine runs this file)")

@@ -1,0 +1,149 @@
+"""Bringing a training program in one step: a folder with a manifest, nothing else edited.
+
+The two programs in tests/fixtures/programs are written the way AWS's public examples are (their
+own channel names, log formats and hyperparameter names, a requirements file). Each is added to a
+copy of the shipped training_code/, the app is synthesized from it, and the synthesized workflow
+trains and tunes it offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.settings import Settings
+from smtrain import contract
+from smtrain.local.engine import TRACKING_EXPERIMENT, OfflineEngine
+from tests.conftest import shipped_training_code, synthesize
+from tests.helpers import Synthesized
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "programs"
+BROUGHT = ("pytorch_example", "tree_byoc")
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(root.rglob("*")) if path.is_file() and "__pycache__" not in path.parts}
+
+
+@pytest.fixture(scope="module")
+def training_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    code = shipped_training_code(tmp_path_factory.mktemp("training_code"))
+    for name in BROUGHT:
+        shutil.copytree(FIXTURES / name, code / name)
+    return code
+
+
+@pytest.fixture(scope="module")
+def app_with_brought_programs(cdk_context: dict[str, Any], settings: Settings, training_code: Path,
+                              tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synthesize(cdk_context, settings, tmp_path_factory.mktemp("cdk.out-byo"),
+                      training_code_dir=training_code)
+
+
+@pytest.fixture(scope="module")
+def engine(app_with_brought_programs: Synthesized, sample_data: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[OfflineEngine]:
+    work = tmp_path_factory.mktemp("byo-offline")
+    with OfflineEngine(outdir=app_with_brought_programs.outdir, work_dir=work) as engine:
+        bucket = engine.deployment.data_bucket
+        digits = sample_data / "digits_mlp"
+        # The programs' own channel names: the data goes where their manifests say.
+        for program, channel, source in (("pytorch_example", "training", "train"),
+                                         ("pytorch_example", "testing", "validation"),
+                                         ("tree_byoc", "training", "train")):
+            engine.s3.put_tree(digits / source,
+                               contract.default_channel_uri(bucket, program, channel))
+        yield engine
+
+
+def _metric(output: dict[str, Any], name: str) -> float:
+    return next(float(m["Value"]) for m in output["metrics"] if m["MetricName"] == name)
+
+
+def test_brought_programs_are_packaged_without_other_edits(
+        app_with_brought_programs: Synthesized, training_code: Path) -> None:
+    outputs = app_with_brought_programs.workflow["Outputs"]
+    assert f"{contract.OUTPUT_PROGRAM_SOURCE}PytorchExample" in outputs
+    assert f"{contract.OUTPUT_PROGRAM_IMAGE}TreeByoc" in outputs
+    # The shipped programs are byte for byte the project's: adding a program edited nothing else.
+    shipped = _digests(shipped_training_code(training_code.parent / "pristine"))
+    current = {key: value for key, value in _digests(training_code).items()
+               if key.split("/", 1)[0] not in BROUGHT}
+    assert current == shipped
+
+
+def test_script_program_trains_with_its_own_channels_metrics_and_hyperparameters(
+        engine: OfflineEngine) -> None:
+    result = engine.run({"program": "pytorch_example",
+                         "hyperparameters": {"lr": "0.05", "epochs": "3"}}, name="byo-script")
+    assert result.succeeded, (result.error, result.cause)
+    assert result.output is not None
+    assert result.output["program"] == "pytorch_example"
+    assert _metric(result.output, "test:acc") >= 50  # percent, as the script prints it (10: chance)
+    assert _metric(result.output, "test:loss") < 2.0
+
+
+def test_script_program_tunes_on_its_own_objective(engine: OfflineEngine) -> None:
+    result = engine.run({"program": "pytorch_example",
+                         "tuning": {"maxJobs": 2, "maxParallelJobs": 2}}, name="byo-script-tuning")
+    assert result.succeeded, (result.error, result.cause)
+    assert result.output is not None
+    assert result.output["objective"]["MetricName"] == "test:acc"
+    assert set(result.output["tunedHyperparameters"]) == {"lr"}
+
+
+def test_byoc_program_trains_and_tunes(engine: OfflineEngine) -> None:
+    trained = engine.run({"program": "tree_byoc", "hyperparameters": {"max_leaf_nodes": "32"}},
+                         name="byo-byoc")
+    assert trained.succeeded, (trained.error, trained.cause)
+    assert trained.output is not None
+    assert _metric(trained.output, "cv:accuracy") > 0.6
+    tuned = engine.run({"program": "tree_byoc", "tuning": {"maxJobs": 2, "maxParallelJobs": 1}},
+                       name="byo-byoc-tuning")
+    assert tuned.succeeded, (tuned.error, tuned.cause)
+    assert tuned.output is not None
+    assert tuned.output["objective"]["MetricName"] == "cv:accuracy"
+
+
+def test_brought_programs_metrics_reach_mlflow(engine: OfflineEngine) -> None:
+    from mlflow.tracking import MlflowClient
+
+    engine.run({"program": "tree_byoc"}, name="byo-byoc-tracked")
+    client = MlflowClient(tracking_uri=engine.tracking_uri)
+    experiment = client.get_experiment_by_name(TRACKING_EXPERIMENT)
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id],
+                              filter_string="tags.`smtrain.program` = 'tree_byoc'")
+    assert runs, "the BYOC program's jobs left no MLflow run"
+    assert all("cv:accuracy" in run.data.metrics for run in runs)
+
+
+@pytest.mark.parametrize(("execution_input", "error", "cause"), [
+    ({"program": "pytorch_example", "hyperparameters": {"learning-rate": "0.1"}},
+     "InvalidExecutionInput",
+     "hyperparameter 'learning-rate' is not declared by program pytorch_example; known: "
+     "batch-size, epochs, log-interval, lr, momentum"),
+    ({"program": "pytorch_example", "inputs": {"train": "s3://bucket/data/"}},
+     "InvalidExecutionInput",
+     "input channel 'train' is not read by program pytorch_example; its channels: training, testing"),
+    ({"program": "tree_byoc", "tuning": {"parameterRanges": {"IntegerParameterRanges": [
+        {"Name": "max_depth", "MinValue": "2", "MaxValue": "8"}]}}},
+     "InvalidExecutionInput",
+     "tuning range on 'max_depth', which program tree_byoc does not declare; known: max_leaf_nodes"),
+    ({"method": "script"}, "UnknownProgram",
+     "field 'method' 'script' is ambiguous: programs digits_mlp, pytorch_example are of that kind; "
+     "give field 'program'"),
+])
+def test_state_machine_refuses_names_the_program_does_not_declare(
+        engine: OfflineEngine, execution_input: dict[str, Any], error: str, cause: str) -> None:
+    name = "byo-bad-" + hashlib.sha256(repr(execution_input).encode()).hexdigest()[:8]
+    result = engine.run(execution_input, name=name)
+    assert (result.status, result.error, result.cause) == ("FAILED", error, cause)
+    assert "TrainModel" not in result.states_entered()
+

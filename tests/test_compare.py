@@ -1,0 +1,123 @@
+"""`smtrain compare`: an unknown sort metric is refused; the plot keeps every run's label whole and
+tells more than ten runs apart (against a local MLflow store these tests fill themselves)."""
+
+from __future__ import annotations
+
+import logging
+import struct
+from pathlib import Path
+
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from smtrain.cli import EXIT_OK, EXIT_USAGE, main
+from smtrain.compare import MAX_DISTINCT_STYLES, figure, load_rows, run_styles
+
+EXPERIMENT = "smtrain"
+EXECUTION = "compare-learning-rate-sweep"
+RUNS = 12
+METRICS = ["train:loss", "validation:accuracy", "validation:loss"]
+
+
+def _run_name(index: int) -> str:
+    return f"pytorch-training-2024-06-01-12-00-{index:02d}-learning-rate-sweep-with-a-long-name-{index:02d}"
+
+
+def _store(work_dir: Path, runs: int) -> MlflowClient:
+    """The offline store's layout, ``<work-dir>/mlflow/mlflow.db``, with ``runs`` finished runs of
+    three epochs each (an empty ``smtrain`` experiment when ``runs`` is 0)."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    directory = work_dir / "mlflow"
+    directory.mkdir(parents=True)
+    client = MlflowClient(tracking_uri=f"sqlite:///{directory / 'mlflow.db'}")
+    experiment = client.create_experiment(EXPERIMENT, artifact_location=(directory / "artifacts").as_uri())
+    for index in range(runs):
+        run = client.create_run(experiment, run_name=_run_name(index),
+                                tags={"smtrain.execution": EXECUTION, "smtrain.method": "script"})
+        accuracy = 0.5 + index / 100
+        metrics = [Metric(key, value, 0, step) for step in (1, 2, 3) for key, value in
+                   (("train:loss", 1 / step), ("validation:loss", 1 / step + index / 100),
+                    ("validation:accuracy", accuracy - (3 - step) / 10))]
+        client.log_batch(run.info.run_id, metrics=metrics,
+                         params=[Param("learning_rate", str(0.001 * (index + 1))), Param("epochs", "3")])
+        client.set_terminated(run.info.run_id)
+    return client
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, MlflowClient]:
+    work_dir = tmp_path_factory.mktemp("compare")
+    return work_dir, _store(work_dir, RUNS)
+
+
+def test_unknown_sort_metric_is_refused(tracked: tuple[Path, MlflowClient], tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    work_dir, _ = tracked
+    plot = tmp_path / "curves.png"
+    code = main(["compare", "--local", "--work-dir", str(work_dir), "--sort", "validation:f1", "--plot", str(plot)])
+    out, err = capsys.readouterr()
+    assert code == EXIT_USAGE
+    assert out == ""
+    (line,) = err.splitlines()
+    assert "'validation:f1'" in line
+    assert line.endswith(", ".join(METRICS)), line
+    assert not plot.exists(), "nothing is drawn for an unknown metric"
+
+
+def test_known_sort_metric_tabulates_and_plots(tracked: tuple[Path, MlflowClient], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    work_dir, _ = tracked
+    plot = tmp_path / "curves.png"
+    code = main(["compare", "--local", "--work-dir", str(work_dir), "--sort", "validation:accuracy",
+                 "--plot", str(plot)])
+    out, err = capsys.readouterr()
+    assert (code, err) == (EXIT_OK, "")
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["execution", "method", "run"]
+    assert [line.split()[2] for line in lines[1:-1]] == [_run_name(i) for i in reversed(range(RUNS))]
+    assert lines[-1] == f"plot: {plot}"
+    width, height = struct.unpack(">II", plot.read_bytes()[16:24])
+    assert width > 1000 and height > 0, "the saved image holds the legend beside the axes"
+
+
+def test_no_runs_says_so_and_draws_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _store(tmp_path, 0)
+    capsys.readouterr()  # MLflow's messages as it creates the store
+    plot = tmp_path / "curves.png"
+    code = main(["compare", "--local", "--work-dir", str(tmp_path), "--sort", "validation:f1", "--plot", str(plot)])
+    out, err = capsys.readouterr()
+    assert (code, err) == (EXIT_OK, "")
+    assert out == f"no runs in experiment {EXPERIMENT!r} at this tracking URI: nothing to compare, no plot drawn\n"
+    assert not plot.exists()
+
+
+@pytest.mark.parametrize("runs", [1, 10, 11, 20, 21, 25, 80, 81, 1000])
+def test_run_styles_are_pairwise_distinct(runs: int) -> None:
+    styles = run_styles(runs)
+    assert len(styles) == runs
+    assert len({(s.color, s.linestyle, s.marker) for s in styles}) == runs
+
+
+def test_run_styles_beyond_ten_runs_use_new_colours() -> None:
+    assert len({style.color for style in run_styles(20)}) == 20, "tab20: twenty colours"
+    assert run_styles(10) == run_styles(20)[:10] == run_styles(25)[:10], "a run keeps its style"
+    assert MAX_DISTINCT_STYLES >= 1000, "the most runs `smtrain compare --max` takes"
+
+
+def test_plot_legend_keeps_long_labels_whole_and_outside(tracked: tuple[Path, MlflowClient]) -> None:
+    _, client = tracked
+    rows = load_rows(client, experiment=EXPERIMENT, metric="validation:accuracy", limit=50, ascending=False)
+    assert len(rows) == RUNS
+    drawing = figure(client, rows, "validation:accuracy")
+    (axes,) = drawing.axes
+    legend = axes.get_legend()
+    texts = [text.get_text() for text in legend.get_texts()]
+    expected = [f"{EXECUTION} / {_run_name(i)}" for i in reversed(range(RUNS))]
+    assert all(len(label) >= 60 for label in expected)
+    assert texts == expected
+    assert len({(line.get_color(), line.get_linestyle(), line.get_marker()) for line in axes.lines}) == RUNS
+    renderer = FigureCanvasAgg(drawing).get_renderer()
+    assert legend.get_window_extent(renderer).x0 >= axes.get_window_extent(renderer).x1, \
+        "the legend lies beside the axes, not over the curves"

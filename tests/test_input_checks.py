@@ -1,0 +1,127 @@
+"""`smtrain/input_checks.py`: data mistakes in local --input folders are refused with the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from smtrain.execution_request import ChannelInput, InputError
+from smtrain.input_checks import check_local_channels
+from smtrain.programs import Program, discover
+
+
+@pytest.fixture(scope="module")
+def program() -> Program:
+    return discover()["digits_mlp"]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _inputs(**folders: Path) -> list[ChannelInput]:
+    return [ChannelInput(channel, None, folder) for channel, folder in folders.items()]
+
+
+def _refusal(inputs: list[ChannelInput], program: Program) -> str:
+    with pytest.raises(InputError) as caught:
+        check_local_channels(inputs, program)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_good_input_passes(tmp_path: Path, program: Program) -> None:
+    _write(tmp_path / "train" / "part-0.csv", "1,0.5,0.25\n2,0.1,0.9\n")
+    _write(tmp_path / "train" / ".DS_Store", "junk")
+    _write(tmp_path / "validation" / "part-0.csv", "0,0.3,0.7\n")
+    check_local_channels(_inputs(train=tmp_path / "train", validation=tmp_path / "validation"), program)
+
+
+def test_s3_inputs_are_left_alone(program: Program) -> None:
+    check_local_channels([ChannelInput("train", "s3://bucket/datasets/train/", None)], program)
+
+
+def test_nested_csv_folders_not_named_like_channels_pass(tmp_path: Path, program: Program) -> None:
+    _write(tmp_path / "train" / "2024" / "01" / "a.csv", "1,0.5\n")
+    _write(tmp_path / "train" / "2024" / "02" / "b.csv", "2,0.6\n")
+    _write(tmp_path / "validation" / "shard-1" / "c.csv", "3,0.7\n")
+    check_local_channels(_inputs(train=tmp_path / "train", validation=tmp_path / "validation"), program)
+
+
+def test_dataset_root_is_refused_with_the_exact_fix(tmp_path: Path, program: Program) -> None:
+    root = tmp_path / "data"
+    _write(root / "train" / "a.csv", "1,0.5\n")
+    _write(root / "validation" / "b.csv", "2,0.6\n")
+    message = _refusal(_inputs(train=root), program)
+    assert message.startswith("input train: folder ")
+    assert "looks like a dataset root" in message
+    assert f"--input train={root}/train --input validation={root}/validation" in message
+
+
+def test_folder_without_the_content_type_is_refused(tmp_path: Path, program: Program) -> None:
+    train = tmp_path / "train"
+    for name in ("a.parquet", "b.parquet", "c.parquet", "d.parquet"):
+        _write(train / name, name)
+    _write(train / ".hidden.csv", "1,0.5\n")  # hidden: does not count
+    _write(tmp_path / "validation" / "v.csv", "2,0.6\n")
+    message = _refusal(_inputs(train=train, validation=tmp_path / "validation"), program)
+    assert message.startswith(f"input train: folder {train} holds no text/csv file (.csv)")
+    assert "only a.parquet, b.parquet, c.parquet and 1 more" in message
+    assert "d.parquet" not in message
+    assert "--input train=" in message
+
+
+def test_folder_with_only_hidden_files_is_refused(tmp_path: Path, program: Program) -> None:
+    _write(tmp_path / "train" / ".DS_Store", "junk")
+    message = _refusal(_inputs(train=tmp_path / "train"), program)
+    assert message.startswith("input train: ") and "holds no files" in message
+
+
+def test_same_file_in_train_and_validation_is_refused(tmp_path: Path, program: Program) -> None:
+    train = _write(tmp_path / "train" / "all.csv", "1,0.5\n2,0.6\n")
+    _write(tmp_path / "train" / "other.csv", "3,0.7\n4,0.8\n")  # same size, other content
+    validation = _write(tmp_path / "validation" / "copy.csv", "1,0.5\n2,0.6\n")
+    _write(tmp_path / "validation" / "held-out.csv", "5,0.1\n")
+    message = _refusal(_inputs(train=train.parent, validation=validation.parent), program)
+    assert message.startswith("input train and validation: ")
+    assert str(train) in message and str(validation) in message
+    assert "other.csv" not in message
+    assert "validation must hold data the model does not train on" in message
+
+
+def test_same_size_different_content_passes(tmp_path: Path, program: Program) -> None:
+    _write(tmp_path / "train" / "a.csv", "1,0.5\n")
+    _write(tmp_path / "validation" / "a.csv", "2,0.5\n")
+    check_local_channels(_inputs(train=tmp_path / "train", validation=tmp_path / "validation"), program)
+
+
+def test_same_folder_twice_is_refused(tmp_path: Path, program: Program) -> None:
+    folder = tmp_path / "data"
+    _write(folder / "a.csv", "1,0.5\n")
+    message = _refusal(_inputs(train=folder, validation=tmp_path / "." / "data"), program)
+    assert message.startswith(f"input train and validation: both read the folder {folder}")
+    assert "validation must hold data the model does not train on" in message
+
+
+def test_only_files_whose_sizes_collide_across_channels_are_hashed(
+        tmp_path: Path, program: Program, monkeypatch: pytest.MonkeyPatch) -> None:
+    import smtrain.input_checks as input_checks
+
+    hashed: list[Path] = []
+    real = input_checks._sha256
+
+    def counting(path: Path) -> str:
+        hashed.append(path)
+        return real(path)
+
+    monkeypatch.setattr(input_checks, "_sha256", counting)
+    _write(tmp_path / "train" / "a.csv", "1,0.5\n")  # 6 bytes
+    _write(tmp_path / "train" / "b.csv", "1,0.55\n")  # 7 bytes, only in train
+    _write(tmp_path / "validation" / "c.csv", "2,0.5\n")  # 6 bytes
+    _write(tmp_path / "validation" / "d.csv", "2,0.555\n")  # 8 bytes
+    check_local_channels(_inputs(train=tmp_path / "train", validation=tmp_path / "validation"), program)
+    assert sorted(p.name for p in hashed) == ["a.csv", "c.csv"]

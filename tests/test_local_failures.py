@@ -1,0 +1,199 @@
+"""What the local backend says about a job beyond its status: the reason of a failure whose
+failure file is empty, a program whose output matches no metric definition, and an MLflow run for
+a program that logs none itself. Each job is a tiny BYOC program run by a real LocalBackend."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smtrain.local.deployment import ByocProgram
+from smtrain.local.local_backend import (
+    FAILURE_REASON_LIMIT,
+    Images,
+    LocalBackend,
+    TrainingJob,
+    log_tail,
+)
+from smtrain.local.s3_stand_in import LocalS3
+
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/local-tiny:latest"
+METRICS = [{"Name": "validation:accuracy", "Regex": r"validation:accuracy=([0-9.]+)"},
+           {"Name": "train:loss", "Regex": r"train:loss=([0-9.]+)"}]
+
+
+def tiny_backend(tmp_path: Path, program: str, *, requirements: str | None = None,
+                 environment: dict[str, str] | None = None,
+                 lines: list[tuple[str, str]] | None = None) -> LocalBackend:
+    """A backend whose one BYOC image runs ``program`` (Python source) as its ``train``."""
+    context = tmp_path / "context"
+    program_dir = context / "tiny"
+    program_dir.mkdir(parents=True)
+    (program_dir / "train").write_text(textwrap.dedent(program))
+    if requirements is not None:
+        (program_dir / "requirements.txt").write_text(requirements)
+    byoc = ByocProgram(name="tiny", image_uri=IMAGE, context_dir=context, program_dir=program_dir,
+                       entry_point=program_dir / "train")
+    return LocalBackend(s3=LocalS3(tmp_path / "s3"), work_dir=tmp_path / "work",
+                        images=Images(byoc={IMAGE: byoc}), environment=environment,
+                        env_cache=tmp_path / "envs",
+                        on_log=(lambda job, line: lines.append((job, line))) if lines is not None else None)
+
+
+def run_job(backend: LocalBackend, name: str, *, metric_definitions: list[dict[str, str]] | None = None,
+            hyperparameters: dict[str, str] | None = None,
+            tags: list[dict[str, str]] | None = None) -> TrainingJob:
+    request: dict[str, Any] = {
+        "TrainingJobName": name,
+        "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File",
+                                   "MetricDefinitions": metric_definitions or []},
+        "RoleArn": "arn:aws:iam::123456789012:role/local",
+        "HyperParameters": hyperparameters or {},
+        "InputDataConfig": [],
+        "OutputDataConfig": {"S3OutputPath": "s3://local-artifacts/models/"},
+        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 120},
+        "Tags": tags or [],
+    }
+    job = backend.register(request)
+    backend.execute(job)
+    return job
+
+
+FAILS_WITH_EMPTY_FAILURE_FILE = """
+    import os, sys
+    base = os.environ["SAGEMAKER_BASE_DIR"]
+    open(os.path.join(base, "output", "failure"), "w").close()
+    print("loading the data", flush=True)
+    print("Traceback (most recent call last):", file=sys.stderr)
+    print("ValueError: the label column holds 'cat', expected an integer", file=sys.stderr)
+    sys.exit(3)
+"""
+
+
+def test_an_empty_failure_file_gives_the_tail_of_stderr(tmp_path: Path) -> None:
+    job = run_job(tiny_backend(tmp_path, FAILS_WITH_EMPTY_FAILURE_FILE), "empty-failure")
+    assert job.status == "Failed"
+    reason = job.describe()["FailureReason"]
+    assert reason.startswith("AlgorithmError: ")
+    assert "ValueError: the label column holds 'cat', expected an integer" in reason
+    assert "loading the data" in reason
+    assert "no Docker engine" not in reason  # the backend's own notes are not the program's output
+    assert job.log_path is not None and job.log_path.is_file()
+
+
+def test_a_failure_file_with_text_wins(tmp_path: Path) -> None:
+    program = FAILS_WITH_EMPTY_FAILURE_FILE.replace(
+        '"w").close()', '"w").write("the data is bad")')
+    job = run_job(tiny_backend(tmp_path, program), "written-failure")
+    assert job.failure_reason == "AlgorithmError: the data is bad"
+
+
+def test_a_silent_crash_still_has_a_reason(tmp_path: Path) -> None:
+    job = run_job(tiny_backend(tmp_path, "import sys; sys.exit(5)\n"), "silent-crash")
+    assert job.failure_reason == ("AlgorithmError: the training program exited with code 5 "
+                                  "and printed nothing")
+
+
+def test_the_log_tail_is_bounded_and_keeps_the_last_lines() -> None:
+    log = "\n".join(f"line {i} " + "x" * 50 for i in range(100)) + "\n\n"
+    tail = log_tail(log)
+    assert len(tail) <= 800
+    assert tail.endswith("line 99 " + "x" * 50) and "line 80 " not in tail
+    huge = log_tail("y" * 5000)
+    assert len(huge) == 800 and huge.startswith("...")
+    assert len(f"AlgorithmError: {huge}") < FAILURE_REASON_LIMIT
+
+
+@pytest.mark.parametrize(("printed", "noted"), [("epoch=1 accuracy 0.9", True),
+                                                ("epoch=1 validation:accuracy=0.9", False)])
+def test_a_program_printing_no_metric_line_is_called_out(tmp_path: Path, printed: str,
+                                                         noted: bool) -> None:
+    lines: list[tuple[str, str]] = []
+    backend = tiny_backend(tmp_path, f"print({printed!r})\n", lines=lines)
+    job = run_job(backend, "no-metrics", metric_definitions=METRICS)
+    assert job.status == "Completed"
+    assert job.log_path is not None
+    log = job.log_path.read_text()
+    matching = [note for note in job.notes if "no line matched any metric definition" in note]
+    if noted:
+        (note,) = matching
+        assert r"validation:accuracy=([0-9.]+)" in note and "tuning" in note
+        assert f"smtrain local: {note}" in log
+        assert ("no-metrics", f"smtrain local: {note}") in lines
+    else:
+        assert not matching and "no line matched" not in log
+        assert job.metrics == {"validation:accuracy": 0.9}
+
+
+SILENT_ABOUT_MLFLOW = """
+    for epoch, (loss, accuracy) in enumerate([(0.9, 0.5), (0.5, 0.7), (0.2, 0.8)]):
+        print(f"epoch={epoch} train:loss={loss} validation:accuracy={accuracy}", flush=True)
+"""
+
+LOGS_ITS_OWN_RUN = """
+    import os
+    import mlflow
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    mlflow.set_experiment(os.environ["MLFLOW_EXPERIMENT_NAME"])
+    with mlflow.start_run(run_name="custom-name",
+                          tags={"smtrain.training_job": os.environ["TRAINING_JOB_NAME"]}):
+        mlflow.log_metric("validation:accuracy", 0.75)
+    print("validation:accuracy=0.75")
+"""
+
+
+def _tracking(tmp_path: Path) -> dict[str, str]:
+    from smtrain.local.engine import TRACKING_EXPERIMENT, prepare_tracking_store
+
+    return {"MLFLOW_TRACKING_URI": prepare_tracking_store(tmp_path / "mlflow"),
+            "MLFLOW_EXPERIMENT_NAME": TRACKING_EXPERIMENT}
+
+
+def _runs(environment: dict[str, str]) -> list[Any]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=environment["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name(environment["MLFLOW_EXPERIMENT_NAME"])
+    assert experiment is not None
+    return list(client.search_runs([experiment.experiment_id]))
+
+
+def test_a_program_that_does_not_track_gets_a_run(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    environment = _tracking(tmp_path)
+    backend = tiny_backend(tmp_path, SILENT_ABOUT_MLFLOW, environment=environment)
+    job = run_job(backend, "untracked-job", metric_definitions=METRICS,
+                  hyperparameters={"learning_rate": "0.1", "sagemaker_region": '"us-east-1"'},
+                  tags=[{"Key": "smtrain:execution", "Value": "exec-1"},
+                        {"Key": "smtrain:program", "Value": "tiny"},
+                        {"Key": "sagemaker:tuning-job", "Value": "tune-1"}])
+    assert job.status == "Completed", job.failure_reason
+    assert job.log_path is not None and "logged no MLflow run" in job.log_path.read_text()
+    (run,) = _runs(environment)
+    assert run.info.run_name == "untracked-job" and run.info.status == "FINISHED"
+    assert {key: run.data.tags[key] for key in ("smtrain.execution", "smtrain.program",
+                                                "smtrain.training_job", "smtrain.tuning_job")} == {
+        "smtrain.execution": "exec-1", "smtrain.program": "tiny",
+        "smtrain.training_job": "untracked-job", "smtrain.tuning_job": "tune-1"}
+    assert run.data.params == {"learning_rate": "0.1"}
+    assert run.data.metrics == {"validation:accuracy": 0.8, "train:loss": 0.2}
+    history = MlflowClient(tracking_uri=environment["MLFLOW_TRACKING_URI"]).get_metric_history(
+        run.info.run_id, "validation:accuracy")
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [
+        (0, 0.5), (1, 0.7), (2, 0.8)]
+
+
+def test_a_program_that_tracks_itself_is_not_logged_twice(tmp_path: Path) -> None:
+    environment = _tracking(tmp_path)
+    backend = tiny_backend(tmp_path, LOGS_ITS_OWN_RUN, environment=environment)
+    job = run_job(backend, "tracked-job", metric_definitions=METRICS)
+    assert job.status == "Completed", job.failure_reason
+    (run,) = _runs(environment)
+    assert run.info.run_name == "custom-name"
+    assert job.log_path is not None and "MLflow" not in job.log_path.read_text()
+    assert not job.notes

@@ -1,0 +1,248 @@
+"""``smtrain programs``, ``smtrain new-program`` and ``smtrain tuning-template``; the skeletons
+``new-program`` writes train offline through the SageMaker contract (script mode through AWS's
+own training toolkit, BYOC through ``train`` on a fake /opt/ml)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smtrain import programs
+from smtrain.cli import EXIT_OK, EXIT_USAGE, main
+from smtrain.local.job_tree import JobTree, build_job_tree
+
+TOOLKIT_TRAIN = Path(sys.executable).parent / "train"  # sagemaker-training's entry point
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _write_csv(directory: Path, rows: int, seed: int) -> None:
+    """Two separable classes, label in column 0, no header."""
+    rng = random.Random(seed)
+    directory.mkdir(parents=True)
+    lines = []
+    for _ in range(rows):
+        label = rng.randrange(2)
+        centre = 2.0 if label else -2.0
+        lines.append(",".join([str(label), *(f"{rng.gauss(centre, 1.0):.4f}" for _ in range(4))]))
+    (directory / "data.csv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def channels(tmp_path: Path) -> dict[str, Path]:
+    _write_csv(tmp_path / "data" / "train", 60, seed=1)
+    _write_csv(tmp_path / "data" / "validation", 30, seed=2)
+    return {name: tmp_path / "data" / name for name in ("train", "validation")}
+
+
+# --- programs -------------------------------------------------------------------------------
+
+
+def test_programs_lists_the_shipped_programs(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(capsys, "programs")
+    assert code == EXIT_OK and err == ""
+    for header in ("digits_mlp (script: train.py)", "digits_lightgbm (byoc: train)",
+                   "digits_xgboost (builtin: xgboost)"):
+        assert header in out.splitlines()
+    lines = [" ".join(line.split()) for line in out.splitlines()]
+    assert "epochs int default 10 [1, 1000] tunable" in lines
+    assert "learning-rate float default 0.01 [1e-06, 10] tunable" in lines
+    assert "seed int default 42 fixed (sent on every job)" in lines
+    assert "num_leaves int default 31 [2, 131072] tunable" in lines
+    assert ("objective categorical default multi:softmax one of multi:softmax | multi:softprob | "
+            "binary:logistic | reg:squarederror fixed (sent on every job)") in lines
+    assert "train text/csv required" in lines
+    assert "metrics: train:loss, validation:loss, validation:accuracy" in lines
+    assert ("tuning: Minimize validation:merror; Bayesian, 4 jobs, 2 in parallel, "
+            "early stopping Off") in lines
+    assert "batch-size: 32 | 64 | 128" in lines
+    assert "learning_rate: 0.02 .. 0.3 (Logarithmic scaling)" in lines
+
+
+def test_programs_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "programs", "--json")
+    assert code == EXIT_OK
+    data: dict[str, Any] = json.loads(out)
+    found = programs.discover()
+    assert sorted(data) == sorted(found) == ["digits_lightgbm", "digits_mlp", "digits_xgboost"]
+    mlp = data["digits_mlp"]
+    assert mlp["kind"] == "script" and mlp["entryPoint"] == "train.py"
+    assert mlp["channels"] == [{"name": "train", "contentType": "text/csv", "required": True},
+                               {"name": "validation", "contentType": "text/csv", "required": True}]
+    assert mlp["hyperparameters"]["learning-rate"] == {
+        "type": "float", "tunable": True, "default": "0.01", "min": 0.000001, "max": 10}
+    assert mlp["hyperparameters"]["batch-size"]["description"] == "global batch size"
+    assert programs.metric_definition("validation:accuracy") in mlp["metrics"]
+    assert mlp["tuning"] == found["digits_mlp"].tuning.as_input()  # type: ignore[union-attr]
+    xgboost = data["digits_xgboost"]
+    assert {"Name": "validation:merror"} in xgboost["metrics"]
+    assert xgboost["hyperparameters"]["num_class"] == {"type": "int", "tunable": False,
+                                                       "default": "10", "min": 2}
+    assert data["digits_lightgbm"]["hyperparameters"]["num_boost_round"]["default"] == "100"
+
+
+# --- tuning-template ------------------------------------------------------------------------
+
+
+def test_tuning_template(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(capsys, "tuning-template", "--program", "digits_mlp")
+    assert code == EXIT_OK and err == ""
+    tuning = programs.discover()["digits_mlp"].tuning
+    assert tuning is not None
+    assert json.loads(out) == tuning.as_input()
+
+
+def test_tuning_template_unknown_program(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(capsys, "tuning-template", "--program", "nope")
+    assert code == EXIT_USAGE and out == ""
+    assert err == ("smtrain: error: unknown program 'nope'; known: digits_lightgbm, digits_mlp, "
+                   "digits_xgboost\n")
+
+
+def test_tuning_template_without_tuning(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    training_code = tmp_path / "training_code"
+    assert _run(capsys, "new-program", "plain", "--kind", "script", "--dir", str(training_code))[0] == 0
+    manifest = training_code / "plain" / programs.MANIFEST
+    manifest.write_text(manifest.read_text().split("[tuning]")[0])
+    discover = programs.discover
+    monkeypatch.setattr(programs, "discover", lambda: discover(training_code))
+    code, out, err = _run(capsys, "tuning-template", "--program", "plain")
+    assert code == EXIT_USAGE and out == ""
+    assert len(err.splitlines()) == 1 and "has no [tuning] section" in err
+
+
+# --- new-program ----------------------------------------------------------------------------
+
+
+def _new(capsys: pytest.CaptureFixture[str], root: Path, name: str, kind: str) -> programs.Program:
+    code, out, err = _run(capsys, "new-program", name, "--kind", kind, "--dir", str(root / "training_code"))
+    assert code == EXIT_OK, err
+    assert "make synth" in out and f"smtrain start --local --program {name}" in out
+    return programs.load(root / "training_code" / name)
+
+
+@pytest.mark.parametrize("kind", ["script", "byoc"])
+def test_new_program_writes_a_valid_program(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                            kind: str) -> None:
+    program = _new(capsys, tmp_path, f"my-{kind}", kind)
+    assert program.kind == kind
+    assert [c.name for c in program.channels] == ["train", "validation"]
+    assert {c.content_type for c in program.channels} == {"text/csv"}
+    assert program.metric_names == ("train:loss", "validation:accuracy")
+    assert program.training_defaults == {"epochs": "10", "learning-rate": "0.1"}
+    assert program.hyperparameters["epochs"].type == "int"
+    assert program.hyperparameters["learning-rate"].type == "float"
+    assert program.tuning is not None and program.tuning.objective_metric == "validation:accuracy"
+    assert program.requirements is not None
+    assert all(line.startswith("#") for line in program.requirements.read_text().splitlines())
+    assert (tmp_path / "tests" / "programs" / f"test_my_{kind}.py").is_file()
+    assert programs.discover(tmp_path / "training_code").keys() == {program.name}
+    if kind == "script":
+        assert program.entry_point == "train.py"
+        assert sorted(p.name for p in program.directory.iterdir()) == [
+            "program.toml", "requirements.txt", "train.py"]
+    else:
+        entry = program.directory / "train"
+        assert entry.read_text().startswith("#!/usr/bin/env python3\n")
+        assert os.access(entry, os.X_OK)
+        dockerfile = (program.directory / "Dockerfile").read_text()
+        assert re.search(r"^FROM python:3\.\d+\.\d+-slim-\w+$", dockerfile, re.MULTILINE)
+        assert "COPY train ." in dockerfile and 'ENTRYPOINT ["train"]' in dockerfile
+
+
+def _metrics(program: programs.Program, log: str) -> dict[str, list[float]]:
+    """What SageMaker extracts from ``log`` with the manifest's metric definitions."""
+    return {d["Name"]: [float(m) for m in re.findall(d["Regex"], log)] for d in program.metric_definitions}
+
+
+def _assert_trained(program: programs.Program, result: subprocess.CompletedProcess[str], tree: JobTree,
+                    epochs: int) -> None:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert tree.failure_reason() is None
+    metrics = _metrics(program, result.stdout)
+    assert len(metrics["train:loss"]) == len(metrics["validation:accuracy"]) == epochs
+    assert metrics["validation:accuracy"][-1] >= 0.9
+    model = json.loads((tree.model_dir / "model.json").read_text())
+    assert model["classes"] == [0, 1]
+
+
+def test_script_skeleton_trains_through_the_toolkit(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                    channels: dict[str, Path]) -> None:
+    program = _new(capsys, tmp_path, "my_script", "script")
+    bundle = tmp_path / "sourcedir.tar.gz"  # what the stack packs: the folder's files at the root
+    with tarfile.open(bundle, "w:gz") as tar:
+        for path in sorted(program.directory.iterdir()):
+            tar.add(path, arcname=path.name)
+    tree = build_job_tree(tmp_path / "ml", channels=channels, hyperparameters={
+        "epochs": "3", "learning-rate": "0.2",
+        "sagemaker_program": "train.py", "sagemaker_submit_directory": str(bundle)})
+    result = subprocess.run([str(TOOLKIT_TRAIN)], capture_output=True, text=True, timeout=300, check=False,
+                            env={**os.environ, **tree.environment()})
+    _assert_trained(program, result, tree, epochs=3)
+    assert "Reporting training SUCCESS" in result.stdout + result.stderr
+
+
+def test_byoc_skeleton_trains_on_a_fake_opt_ml(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                               channels: dict[str, Path]) -> None:
+    program = _new(capsys, tmp_path, "my_byoc", "byoc")
+    tree = build_job_tree(tmp_path / "ml", channels=channels, hyperparameters={"epochs": "4"})
+    result = subprocess.run([str(program.directory / "train")], capture_output=True, text=True, timeout=300,
+                            check=False, env={**os.environ, "SAGEMAKER_BASE_DIR": str(tree.base_dir)})
+    _assert_trained(program, result, tree, epochs=4)
+
+
+def test_byoc_skeleton_reports_a_bad_channel(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                             channels: dict[str, Path]) -> None:
+    program = _new(capsys, tmp_path, "my_byoc", "byoc")
+    (channels["validation"] / "data.csv").write_text("label,x\n1,2\n")
+    tree = build_job_tree(tmp_path / "ml", channels=channels, hyperparameters={})
+    result = subprocess.run([str(program.directory / "train")], capture_output=True, text=True, timeout=300,
+                            check=False, env={**os.environ, "SAGEMAKER_BASE_DIR": str(tree.base_dir)})
+    assert result.returncode == 1
+    reason = ("TrainingError: channel 'validation': data.csv line 1 is not numeric CSV "
+              "(label first, no header)")
+    assert tree.failure_reason() == reason
+    assert reason in result.stderr
+    assert not (tree.model_dir / "model.json").exists()
+
+
+def test_generated_tests_pass(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    _new(capsys, tmp_path, "gen_script", "script")
+    _new(capsys, tmp_path, "gen-byoc", "byoc")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+         "tests/programs"], cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "4 passed" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["Bad", "1st", "has space", "a" * 33, "x/y"])
+def test_new_program_refuses_a_bad_name(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                        name: str) -> None:
+    code, out, err = _run(capsys, "new-program", name, "--kind", "script", "--dir", str(tmp_path / "tc"))
+    assert code == EXIT_USAGE and out == ""
+    assert len(err.splitlines()) == 1 and f"program name {name!r} must match" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_new_program_refuses_an_existing_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "training_code" / "taken").mkdir(parents=True)
+    code, out, err = _run(capsys, "new-program", "taken", "--kind", "byoc", "--dir", str(tmp_path / "training_code"))
+    assert code == EXIT_USAGE and out == ""
+    assert len(err.splitlines()) == 1 and "taken already exists" in err
+    assert not any((tmp_path / "training_code" / "taken").iterdir())
+    assert not (tmp_path / "tests").exists()

@@ -1,0 +1,159 @@
+"""Program environments: a program's requirements go into a cached env of its own, layered over
+the project's venv, never into the project's venv itself."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import subprocess
+import sys
+import sysconfig
+import threading
+from pathlib import Path
+
+import pytest
+
+from smtrain.local import program_envs
+from smtrain.local.program_envs import ProgramEnvironmentError, environment_for
+from tests.test_local_failures import run_job, tiny_backend
+
+#: A tiny pure-Python package with no dependencies, on this machine's configured indexes and not
+#: in the project's venv.
+TINY = "appdirs==1.4.4"
+PROJECT_SITE = Path(sysconfig.get_paths()["purelib"])
+
+
+def _listing(directory: Path) -> dict[str, float]:
+    return {path.name: path.stat().st_mtime for path in directory.iterdir()}
+
+
+def _tree(directory: Path) -> dict[str, float]:
+    return {str(path.relative_to(directory)): path.stat().st_mtime for path in directory.rglob("*")}
+
+
+def _run(python: Path, code: str) -> str:
+    result = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+@pytest.mark.parametrize("text", [None, "", "# only a comment\n\n   # another\n"])
+def test_no_requirements_is_the_project_interpreter(tmp_path: Path, text: str | None) -> None:
+    requirements = None
+    if text is not None:
+        requirements = tmp_path / "requirements.txt"
+        requirements.write_text(text)
+    assert environment_for(requirements, tmp_path / "cache") == Path(sys.executable)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_the_key_ignores_comments_and_order() -> None:
+    key = program_envs.environment_key
+    assert key("a==1\nb==2\n") == key("# pins\nb == 2  # why\n\na==1")
+    assert key("a==1\n") != key("a==2\n")
+
+
+def test_a_package_is_installed_into_the_env_only_and_the_env_is_reused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert importlib.util.find_spec("appdirs") is None, "the test needs a package the project lacks"
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(f"# a tiny one\n{TINY}\n")
+    cache = tmp_path / "cache"
+    before = _listing(PROJECT_SITE)
+    try:
+        python = environment_for(requirements, cache)
+    except ProgramEnvironmentError as error:
+        if "No matching distribution" in str(error):
+            pytest.skip(f"{TINY} cannot be installed here: {error}")
+        raise
+    assert python.parent.parent.parent == cache.resolve() and python.is_file()
+    assert len(python.parent.parent.name) == 16
+    # Installed into the env: importable there (with the project's packages), not in the project.
+    location = _run(python, "import appdirs, sagemaker_training, smtrain; print(appdirs.__file__)")
+    assert Path(location).is_relative_to(python.parent.parent)
+    assert _listing(PROJECT_SITE) == before
+    assert importlib.util.find_spec("appdirs") is None
+    # Reused: the second call builds nothing and changes nothing.
+    built = _tree(cache)
+
+    def no_build(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the env was built again")
+
+    monkeypatch.setattr(program_envs, "_build", no_build)
+    assert environment_for(requirements, cache) == python
+    assert _tree(cache) == built
+
+
+def test_requirements_the_project_satisfies_install_nothing(tmp_path: Path) -> None:
+    version = importlib.metadata.version("packaging")
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(f"packaging=={version}\n")
+    before = _listing(PROJECT_SITE)
+    python = environment_for(requirements, tmp_path / "cache")
+    assert python != Path(sys.executable)
+    assert "pip not run" in (python.parent.parent / "pip.log").read_text()
+    site = python.parent.parent / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    assert sorted(path.name for path in site.iterdir()) == ["_smtrain_project.pth"]
+    assert _run(python, "import packaging; print(packaging.__version__)") == version
+    # The env is what the toolkit's own ``pip install -r`` runs in: a no-op there too.
+    check = subprocess.run([str(python), "-m", "pip", "install", "--no-index", "-r", str(requirements)],
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0 and "Requirement already satisfied" in check.stdout, check.stderr
+    assert _listing(PROJECT_SITE) == before
+
+
+def test_concurrent_jobs_build_one_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(f"packaging=={importlib.metadata.version('packaging')}\n")
+    builds: list[Path] = []
+    real_build = program_envs._build
+
+    def counting_build(env_dir: Path, text: str) -> None:
+        builds.append(env_dir)
+        real_build(env_dir, text)
+
+    monkeypatch.setattr(program_envs, "_build", counting_build)
+    results: list[Path] = []
+    threads = [threading.Thread(target=lambda: results.append(
+        environment_for(requirements, tmp_path / "cache"))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(results) == 4 and len(set(results)) == 1
+    assert len(builds) == 1
+
+
+def test_a_failed_install_says_what_pip_said(tmp_path: Path) -> None:
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("smtrain-no-such-package-anywhere==9.9.9\n")
+    before = _listing(PROJECT_SITE)
+    with pytest.raises(ProgramEnvironmentError) as raised:
+        environment_for(requirements, tmp_path / "cache")
+    message = str(raised.value)
+    assert "smtrain-no-such-package-anywhere" in message and "ERROR" in message
+    # Nothing half-built is left to be reused.
+    assert [path.suffix for path in (tmp_path / "cache").iterdir()] == [".lock"]
+    assert _listing(PROJECT_SITE) == before
+
+
+def test_a_byoc_job_runs_with_its_image_requirements(tmp_path: Path) -> None:
+    program = "import appdirs, sys\nprint('appdirs from', appdirs.__file__, 'python', sys.executable)\n"
+    backend = tiny_backend(tmp_path, program, requirements=f"{TINY}\n")
+    job = run_job(backend, "with-requirements")
+    if job.status == "Failed" and "No matching distribution" in (job.failure_reason or ""):
+        pytest.skip(f"{TINY} cannot be installed here")
+    assert job.status == "Completed", job.failure_reason
+    assert job.python is not None and job.python.is_relative_to((tmp_path / "envs").resolve())
+    assert job.log_path is not None
+    assert f"appdirs from {job.python.parent.parent}" in job.log_path.read_text()
+
+
+def test_a_byoc_job_whose_requirements_fail_says_so(tmp_path: Path) -> None:
+    backend = tiny_backend(tmp_path, "print('never runs')\n",
+                           requirements="smtrain-no-such-package-anywhere==9.9.9\n")
+    job = run_job(backend, "bad-requirements")
+    assert job.status == "Failed"
+    reason = job.failure_reason or ""
+    assert reason.startswith("AlgorithmError: InstallRequirementsError: ")
+    assert "smtrain-no-such-package-anywhere" in reason and len(reason) <= 1024
