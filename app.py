@@ -14,6 +14,7 @@ import aws_cdk as cdk  # noqa: E402  (jsii starts Node on import)
 
 from infra.app_builder import build_app  # noqa: E402
 from infra.settings import CONTEXT_KEY, SettingsError, settings_from_context  # noqa: E402
+from smtrain.programs import ProgramError  # noqa: E402
 
 
 def main() -> None:
@@ -25,7 +26,7 @@ def main() -> None:
             account=os.environ.get("CDK_DEFAULT_ACCOUNT"),
         )
         build_app(settings, app=app)
-    except SettingsError as error:
+    except (SettingsError, ProgramError) as error:
         print(f"Configuration error: {error}", file=sys.stderr)
         sys.exit(2)
     app.synth()

@@ -309,8 +309,8 @@ def data_upload(args: argparse.Namespace) -> int:
             source = Path(scratch)
             write_datasets(source)
             say("prepared the sample datasets (scikit-learn digits)")
-        count = _upload_tree(session, source, bucket, "datasets/")
-    say(f"uploaded {count} files to s3://{bucket}/datasets/")
+        count = _upload_tree(session, source, bucket, contract.DATASETS_PREFIX)
+    say(f"uploaded {count} files to s3://{bucket}/{contract.DATASETS_PREFIX}")
     return EXIT_OK if count else EXIT_USAGE
 
 
@@ -328,7 +328,7 @@ def compare_runs(args: argparse.Namespace) -> int:
             raise InputError(f"no offline runs tracked under {args.work_dir} (run smtrain start --local first)")
         uri = f"sqlite:///{database}"
     else:
-        uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        uri = args.tracking_uri or os.environ.get(contract.ENV_TRACKING_URI)
         if not uri:
             raise InputError("no tracking URI: pass --tracking-uri (the tracking server ARN on AWS), "
                              "set MLFLOW_TRACKING_URI, or use --local")

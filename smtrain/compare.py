@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smtrain import contract
 from smtrain.execution_request import InputError
 
 #: Metrics where smaller is better (everything else is sorted largest first).
@@ -37,7 +38,7 @@ class UnknownMetric(InputError):
 @dataclass(frozen=True)
 class RunRow:
     execution: str
-    method: str
+    program: str
     run: str
     hyperparameters: dict[str, str]
     objective: float | None
@@ -73,7 +74,8 @@ def load_rows(client: Any, *, experiment: str, metric: str, limit: int, ascendin
     for run in runs:
         tags, info = run.data.tags, run.info
         seconds = (info.end_time - info.start_time) / 1000 if info.end_time and info.start_time else None
-        rows.append(RunRow(execution=tags.get("smtrain.execution", "-"), method=tags.get("smtrain.method", "-"),
+        rows.append(RunRow(execution=tags.get(contract.RUN_TAG_EXECUTION, "-"),
+                           program=tags.get(contract.RUN_TAG_PROGRAM, "-"),
                            run=info.run_name or info.run_id, hyperparameters=dict(run.data.params),
                            objective=run.data.metrics.get(metric), seconds=seconds, run_id=info.run_id,
                            metrics=frozenset(run.data.metrics)))
@@ -96,8 +98,8 @@ def key_hyperparameters(rows: list[RunRow], most: int = 3) -> list[str]:
 
 def table(rows: list[RunRow], metric: str) -> str:
     keys = key_hyperparameters(rows)
-    header = ["execution", "method", "run", *keys, metric, "seconds"]
-    body = [[row.execution, row.method, row.run, *(row.hyperparameters.get(k, "-") for k in keys),
+    header = ["execution", "program", "run", *keys, metric, "seconds"]
+    body = [[row.execution, row.program, row.run, *(row.hyperparameters.get(k, "-") for k in keys),
              "-" if row.objective is None else f"{row.objective:.4f}",
              "-" if row.seconds is None else f"{row.seconds:.1f}"] for row in rows]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *body, strict=True)]

@@ -123,8 +123,15 @@ ENV_PROGRAM: Final = "SMTRAIN_PROGRAM"
 ENV_TUNING_JOB: Final = "SMTRAIN_TUNING_JOB"
 ENV_TRACKING_URI: Final = "MLFLOW_TRACKING_URI"
 ENV_EXPERIMENT: Final = "MLFLOW_EXPERIMENT_NAME"
-#: The MLflow experiment every run is logged to.
+#: The MLflow experiment every run is logged to, and the tags that trace a run to its job.
 EXPERIMENT: Final = "smtrain"
+RUN_TAG_EXECUTION: Final = "smtrain.execution"
+RUN_TAG_PROGRAM: Final = "smtrain.program"
+RUN_TAG_TRAINING_JOB: Final = "smtrain.training_job"
+RUN_TAG_TUNING_JOB: Final = "smtrain.tuning_job"
+#: Where offline runs keep each program's requirements environment (default
+#: ``~/.cache/smtrain/envs``).
+ENV_PROGRAM_ENV_CACHE: Final = "SMTRAIN_ENV_CACHE"
 
 #: The CLI's own variables (overriding the stack outputs).
 ENV_STATE_MACHINE_ARN: Final = "SMTRAIN_STATE_MACHINE_ARN"

@@ -93,9 +93,9 @@ def parse_inputs(pairs: Sequence[str], *, data_bucket: str | None,
             if data_bucket is not None and match["bucket"] != data_bucket:
                 raise InputError(f"input {channel}: bucket {match['bucket']!r} is outside the stack's "
                                  f"data bucket {data_bucket!r} (the training role can read only that one)")
-            if data_bucket is not None and not match["key"].startswith("datasets/"):
+            if data_bucket is not None and not match["key"].startswith(contract.DATASETS_PREFIX):
                 raise InputError(f"input {channel}: the training role reads only under "
-                                 f"s3://{data_bucket}/datasets/")
+                                 f"s3://{data_bucket}/{contract.DATASETS_PREFIX}")
             inputs[channel] = ChannelInput(channel, location, None)
         elif "://" in location:
             raise InputError(f"input {channel}: {location!r} is neither an s3:// URI nor a local directory")

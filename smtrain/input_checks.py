@@ -72,12 +72,28 @@ def _check_same_folder(local: Sequence[tuple[Channel, Path]]) -> None:
 def _check_not_dataset_root(channel: Channel, folder: Path, program: Program) -> None:
     subfolders = [c.name for c in program.channels if (folder / c.name).is_dir()]
     if not subfolders:
+        _check_no_nested_channels(channel, folder, program)
         return
     fix = " ".join(f"--input {shlex.quote(f'{name}={folder / name}')}" for name in subfolders)
     raise InputError(
         f"input {channel.name}: folder {_show(folder)} looks like a dataset root (it holds the "
         f"channel sub-folder{'s' if len(subfolders) > 1 else ''} {', '.join(subfolders)}); "
         f"give each channel its own folder: {fix}")
+
+
+def _check_no_nested_channels(channel: Channel, folder: Path, program: Program) -> None:
+    """Deeper down, a folder named like another channel (``data/<program>/validation/`` under
+    ``--input train=data``) would put that channel's files into this one."""
+    others = {c.name for c in program.channels} - {channel.name}
+    nested = sorted(Path(root, name).relative_to(folder).as_posix()
+                    for root, dirs, _ in os.walk(folder) for name in dirs
+                    if name in others and not name.startswith("."))
+    if nested:
+        shown = ", ".join(nested[:3]) + (f" and {len(nested) - 3} more" if len(nested) > 3 else "")
+        raise InputError(
+            f"input {channel.name}: folder {_show(folder)} holds folders named like other channels "
+            f"({shown}), whose files would all be read as {channel.name} data; point "
+            f"--input {channel.name}= at the folder of that channel's files alone")
 
 
 def _walk(folder: Path) -> Iterator[_File]:

@@ -15,7 +15,8 @@ CLI, which evaluates it with ``jsonata-python`` before it starts anything. So a 
   objective the program does not print; a hyperparameter both tuned and given.
 
 :func:`expression` gives the JSONata body: it reads the raw input as ``$in`` and yields
-``{"program": <resolved name or undefined>, "problems": [{"error", "cause"}, ...]}``.
+``{"program": <resolved name or undefined>, "instanceType": <the program's default instance
+type when the input gives none, or undefined>, "problems": [{"error", "cause"}, ...]}``.
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ def expression(programs: Mapping[str, Program]) -> str:
     unknown_program = json.dumps(contract.UNKNOWN_PROGRAM_ERROR)
     program_field, method_field = contract.PROGRAM, contract.METHOD
     # Each $problem is an array of {error, cause}; $append keeps them in order, and the first is
-    # the one the execution fails with.
-    return f"""(
+    # the one the execution fails with. One line: a JSONata string in a definition is "{% ... %}"
+    # on one line (asl-validator's schema; JSONata itself ignores the line breaks).
+    return _one_line(f"""(
   $catalog := {json.dumps(catalog(programs), sort_keys=True)};
   $names := $sort($keys($catalog));
   $bad := function($cause) {{ {{"error": {invalid}, "cause": $cause}} }};
@@ -128,7 +130,7 @@ def expression(programs: Mapping[str, Program]) -> str:
 
   $tuning := $in.tuning;
   $ranges := $tuning.parameterRanges;
-  $tuned := $isObject($ranges) ? [$ranges.*.Name] : [];
+  $tuned := $isObject($ranges) ? [$ranges.*.Name] : $isObject($tuning) and $exists($spec.tuned) ? $spec.tuned : [];
   $tuningProblems := $not($exists($spec)) or $not($isObject($tuning)) ? [] : $append($append($append(
     (
       $extra := [$filter($keys($tuning), function($k) {{ $not($k in {tuning_fields}) }})];
@@ -169,16 +171,21 @@ def expression(programs: Mapping[str, Program]) -> str:
     (
       $both := [$filter($tuned, function($n) {{ $exists($lookup($hps, $n)) }})];
       $count($both) > 0
-        ? [$bad("hyperparameter(s) " & $join($both, ", ") & " both tuned and given: SageMaker refuses a hyperparameter that is tuned and static")]
+        ? [$bad("hyperparameter(s) " & $join($both, ", ") & " both tuned and given: SageMaker refuses a hyperparameter that is tuned and static" & ($isObject($ranges) ? "" : " (the program's default tuning ranges tune it: give parameterRanges of your own, or drop the value)"))]
         : []
     ));
 
   {{
     "program": $name,
+    "instanceType": $exists($spec.instanceType) and $not($exists($in.instanceType)) ? $spec.instanceType,
     "problems": $append($append($append($append($append($inputProblems, $fieldProblems),
                 $resolution.problems), $hpProblems), $channelProblems), $tuningProblems)
   }}
-)"""
+)""")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.template_render import Resolver, UnresolvedReference, resolve_intrinsics
+from smtrain import contract
 from smtrain.cli import EXIT_ABORTED, EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from smtrain.execution_request import UPLOAD_PREFIX, InputError
 
@@ -496,8 +497,8 @@ def _execution_role_checks(state: str, request: Mapping[str, Any], role: str, jo
     d.add(role, Check("cloudwatch:PutMetricData", "*", f"{why} publishes its metrics",
                       (("cloudwatch:namespace", TRAINING_METRICS_NAMESPACE),)))
     environment = request.get("Environment", {})
-    if isinstance(environment, dict) and "MLFLOW_TRACKING_URI" in environment:
-        d.notes.append(f"{state}: the jobs log to MLflow ({environment['MLFLOW_TRACKING_URI']}): "
+    if isinstance(environment, dict) and contract.ENV_TRACKING_URI in environment:
+        d.notes.append(f"{state}: the jobs log to MLflow ({environment[contract.ENV_TRACKING_URI]}): "
                        "its permissions were not simulated")
 
 
@@ -754,7 +755,8 @@ def preflight(outdir: Path) -> int:
     outputs = {key: str(refs.render(stack.artifact_id, output["Value"]))
                for stack in stacks for key, output in stack.template.get("Outputs", {}).items()}
     derivation = _Derivation(account=account, region=region, partition=partition,
-                             bucket_keys=_bucket_keys(stacks, refs), data_bucket=outputs.get("DataBucketName"))
+                             bucket_keys=_bucket_keys(stacks, refs),
+                             data_bucket=outputs.get(contract.OUTPUT_DATA_BUCKET))
     for stack in stacks:
         for logical_id, resource in _state_machines(stack).items():
             properties = refs.render(stack.artifact_id, resource["Properties"])

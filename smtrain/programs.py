@@ -264,12 +264,19 @@ class Program:
 
     def catalog_entry(self) -> dict[str, Any]:
         """What the input checks need to know about this program (JSON data)."""
-        return {
+        entry: dict[str, Any] = {
             "kind": self.kind,
             "hyperparameters": {name: h.as_data() for name, h in self.hyperparameters.items()},
             "channels": {c.name: {"required": c.required} for c in self.channels},
             "metrics": list(self.metric_names),
         }
+        if self.instance_type is not None:
+            entry["instanceType"] = self.instance_type
+        if self.tuning is not None:
+            # What a tuning run tunes when its input gives no parameterRanges of its own.
+            entry["tuned"] = [r["Name"] for ranges in self.tuning.parameter_ranges.values()
+                              for r in ranges]
+        return entry
 
 
 def discover(training_code_dir: Path = TRAINING_CODE_DIR) -> dict[str, Program]:

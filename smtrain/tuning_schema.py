@@ -7,23 +7,25 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from smtrain import contract
 from smtrain.execution_request import InputError
 
 _NAME = {"type": "string", "minLength": 1, "maxLength": 256}
 _NUMBER_TEXT = {"type": "string", "pattern": r"^[-+]?[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$"}
-_SCALING = {"enum": ["Auto", "Linear", "Logarithmic", "ReverseLogarithmic"]}
+_SCALING = {"enum": list(contract.SCALING_TYPES)}
 
 TUNING_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
-        "strategy": {"enum": ["Bayesian", "Random", "Hyperband", "Grid"]},
-        "maxJobs": {"type": "integer", "minimum": 1, "maximum": 500},
-        "maxParallelJobs": {"type": "integer", "minimum": 1, "maximum": 100},
+        "strategy": {"enum": list(contract.TUNING_STRATEGIES)},
+        "maxJobs": {"type": "integer", "minimum": 1, "maximum": contract.MAX_TUNING_JOBS},
+        "maxParallelJobs": {"type": "integer", "minimum": 1,
+                            "maximum": contract.MAX_PARALLEL_TUNING_JOBS},
         "objective": {
             "type": "object", "additionalProperties": False,
             "required": ["metricName", "type"],
-            "properties": {"metricName": _NAME, "type": {"enum": ["Maximize", "Minimize"]}},
+            "properties": {"metricName": _NAME, "type": {"enum": list(contract.OBJECTIVE_TYPES)}},
         },
         "parameterRanges": {
             "type": "object", "additionalProperties": False, "minProperties": 1,
@@ -94,7 +96,7 @@ def check_tuning(document: Any, *, source: str = "tuning",
         raise InputError(f"{source}: the Grid strategy takes only CategoricalParameterRanges "
                          "(SageMaker's rule): list the values to try as categorical ranges")
     if document.get("strategy", "Bayesian") != "Grid" and \
-            document.get("maxParallelJobs", 0) > document.get("maxJobs", 500):
+            document.get("maxParallelJobs", 0) > document.get("maxJobs", contract.MAX_TUNING_JOBS):
         raise InputError(f"{source}: maxParallelJobs must not exceed maxJobs")
     hyperband = document.get("hyperband")
     if hyperband and hyperband["minResource"] > hyperband["maxResource"]:

@@ -73,6 +73,30 @@ def synthesized(cdk_context: dict[str, Any], settings: Settings,
     yield synthesize(cdk_context, settings, tmp_path_factory.mktemp("cdk.out"))
 
 
+#: Programs written the way public examples are (tests/fixtures/programs): with the shipped ones,
+#: two script and two BYOC programs.
+BROUGHT_PROGRAMS = ("pytorch_example", "tree_byoc")
+
+
+@pytest.fixture(scope="session")
+def brought_training_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped training_code/ plus the brought programs, each added as a folder only."""
+    import shutil
+
+    code = shipped_training_code(tmp_path_factory.mktemp("training_code"))
+    for name in BROUGHT_PROGRAMS:
+        shutil.copytree(ROOT / "tests" / "fixtures" / "programs" / name, code / name)
+    return code
+
+
+@pytest.fixture(scope="session")
+def with_brought_programs(cdk_context: dict[str, Any], settings: Settings, brought_training_code: Path,
+                          tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """The app synthesized with two script, two BYOC and one built-in program."""
+    return synthesize(cdk_context, settings, tmp_path_factory.mktemp("cdk.out-byo"),
+                      training_code_dir=brought_training_code)
+
+
 @pytest.fixture(scope="session")
 def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample datasets for every method, as ``python -m training_code.sample_data`` writes them."""

@@ -9,21 +9,25 @@ trains and tunes it offline.
 from __future__ import annotations
 
 import hashlib
-import shutil
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from infra.settings import Settings
 from smtrain import contract
 from smtrain.local.engine import TRACKING_EXPERIMENT, OfflineEngine
-from tests.conftest import shipped_training_code, synthesize
-from tests.helpers import Synthesized
+from tests.conftest import BROUGHT_PROGRAMS, shipped_training_code
+from tests.helpers import (
+    Synthesized,
+    actions_by_resource,
+    policies_attached_to,
+    resources_of_type,
+    statements_of,
+)
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "programs"
-BROUGHT = ("pytorch_example", "tree_byoc")
+BROUGHT = BROUGHT_PROGRAMS
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -32,18 +36,13 @@ def _digests(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def training_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    code = shipped_training_code(tmp_path_factory.mktemp("training_code"))
-    for name in BROUGHT:
-        shutil.copytree(FIXTURES / name, code / name)
-    return code
+def training_code(brought_training_code: Path) -> Path:
+    return brought_training_code
 
 
 @pytest.fixture(scope="module")
-def app_with_brought_programs(cdk_context: dict[str, Any], settings: Settings, training_code: Path,
-                              tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesize(cdk_context, settings, tmp_path_factory.mktemp("cdk.out-byo"),
-                      training_code_dir=training_code)
+def app_with_brought_programs(with_brought_programs: Synthesized) -> Synthesized:
+    return with_brought_programs
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +146,36 @@ def test_state_machine_refuses_names_the_program_does_not_declare(
     assert (result.status, result.error, result.cause) == ("FAILED", error, cause)
     assert "TrainModel" not in result.states_entered()
 
+
+
+def test_each_program_asset_gets_exactly_its_own_iam(app_with_brought_programs: Synthesized) -> None:
+    template = app_with_brought_programs.workflow
+    # The execution role reads exactly the two script programs' tarballs, nothing else.
+    (source_policy_id,) = [i for i in resources_of_type(template, "AWS::IAM::ManagedPolicy")
+                           if i.startswith("ReadScriptModeSource")]
+    (statement,) = statements_of(template, source_policy_id)
+    assert statement["Action"] == "s3:GetObject"
+    sources = {json.dumps(value["Value"], sort_keys=True)
+               for key, value in template["Outputs"].items()
+               if key.startswith(contract.OUTPUT_PROGRAM_SOURCE)}
+    assert len(sources) == 2 and len(statement["Resource"]) == 2
+    for resource in statement["Resource"]:
+        key = resource["Fn::Join"][1][-1]
+        assert key.startswith("/") and key.endswith(".gz")
+        assert any(key[1:] in source for source in sources)
+    # Each BYOC program has its own copy role, allowed exactly the pull from the asset
+    # repository, the push to the project's repository and its own log stream.
+    copy_roles = sorted(i for i in resources_of_type(template, "AWS::IAM::Role")
+                        if i.startswith("Image") and "CopyRole" in i)
+    assert [i.split("CopyRole")[0] for i in copy_roles] == ["ImageDigitsLightgbm", "ImageTreeByoc"]
+    for role_id in copy_roles:
+        (policy_id,) = policies_attached_to(template, role_id)
+        actions = {action for action, _ in actions_by_resource(statements_of(template, policy_id))}
+        assert actions == {"ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
+                           "ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload",
+                           "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage",
+                           "logs:CreateLogStream", "logs:PutLogEvents"}
+    # The state machine waits for both images.
+    (machine_id, machine), = resources_of_type(template, "AWS::StepFunctions::StateMachine").items()
+    copies = [i for i in resources_of_type(template, "Custom::EcrImageCopy")]
+    assert len(copies) == 2 and set(copies) <= set(machine["DependsOn"]), machine_id

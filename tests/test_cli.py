@@ -2,12 +2,16 @@
 
 The server executes the synthesized definition (moto's ASL interpreter) with SageMaker answered
 by the scripted backend, in this test process; the CLI reaches it through AWS_ENDPOINT_URL.
+moto's CloudFormation holds a stand-in for the deployed workflow stack whose outputs are the
+synthesized template's (its limits included), so the CLI can find everything the way it does in
+an account; ``Cloud.env()`` names the state machine and bucket explicitly instead.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -19,14 +23,23 @@ from typing import Any
 import boto3
 import pytest
 
+from smtrain import input_rules
+from smtrain.execution_request import program_hyperparameters
 from smtrain.local.deployment import load_deployment
 from smtrain.local.s3_stand_in import LocalS3
 from smtrain.local.sfn_sagemaker import serve_sagemaker
-from tests.conftest import ROOT
+from smtrain.programs import Hyperparameter, Program, discover
+from tests.conftest import ROOT, SHIPPED_PROGRAMS, shipped_training_code
 from tests.helpers import Synthesized
 from tests.scripted_sagemaker import JobScript, ScriptedBackend
 
 SMTRAIN = str(Path(sys.executable).parent / "smtrain")
+#: The older routing option names a kind; each shipped program is the one of its kind.
+KIND_OF = {"digits_mlp": "script", "digits_lightgbm": "byoc", "digits_xgboost": "builtin"}
+#: The stack outputs the CLI reads (a deployed stack's interface: renaming one breaks the CLI of
+#: anyone whose stack was deployed before, so they are written out here).
+OUTPUT_STATE_MACHINE, OUTPUT_BUCKET = "StateMachineArn", "DataBucketName"
+OUTPUT_ALLOWED_TYPES, OUTPUT_MAX_COUNT = "AllowedInstanceTypes", "MaxInstanceCount"
 
 
 class Cloud:
@@ -36,8 +49,14 @@ class Cloud:
                  backend: ScriptedBackend) -> None:
         self.endpoint, self.state_machine_arn, self.data_bucket = endpoint, state_machine_arn, data_bucket
         self.backend = backend
+        #: The stand-in for the deployed workflow stack (the CLI's default stack name) and one
+        #: deployed before the limit outputs existed.
+        self.stack_name = ""
+        self.stack_before_limits = "smtrain-before-limits"
+        self.stack_outputs: dict[str, str] = {}
 
     def env(self, **extra: str) -> dict[str, str]:
+        """The state machine and bucket given explicitly: the stack's outputs are not read."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SMTRAIN_"))}
         env.update({"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing",
                     "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
@@ -45,6 +64,12 @@ class Cloud:
                     "SMTRAIN_STATE_MACHINE_ARN": self.state_machine_arn,
                     "SMTRAIN_DATA_BUCKET": self.data_bucket})
         env.update(extra)
+        return env
+
+    def deployed_env(self) -> dict[str, str]:
+        """Nothing explicit: the CLI reads the deployed stack's outputs (limits included)."""
+        env = self.env()
+        del env["SMTRAIN_STATE_MACHINE_ARN"], env["SMTRAIN_DATA_BUCKET"]
         return env
 
     def smtrain(self, *args: str, env: dict[str, str] | None = None,
@@ -61,11 +86,40 @@ class Cloud:
             stateMachineArn=self.state_machine_arn)["executions"]
         return executions
 
+    def execution_arn(self, name: str) -> str:
+        return self.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
+
+    def describe(self, name: str) -> dict[str, Any]:
+        description: dict[str, Any] = self.client("stepfunctions").describe_execution(
+            executionArn=self.execution_arn(name))
+        return description
+
+    def jobs_of(self, name: str) -> list[dict[str, Any]]:
+        """The CreateTrainingJob requests the execution ``name`` made (its tag)."""
+        return [r for r in self.backend.created("create_training_job")
+                if {"Key": "smtrain:execution", "Value": name} in r["Tags"]]
+
 
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def _workflow_stack_name(synthesized: Synthesized) -> str:
+    """The workflow stack's name as the synthesized app deploys it."""
+    manifest = json.loads((synthesized.outdir / "manifest.json").read_text())
+    (name,) = [artifact["properties"]["stackName"] for artifact in manifest["artifacts"].values()
+               if artifact["type"] == "aws:cloudformation:stack"
+               and OUTPUT_STATE_MACHINE in json.loads((synthesized.outdir / artifact["properties"][
+                   "templateFile"]).read_text()).get("Outputs", {})]
+    return str(name)
+
+
+def _deploy_stand_in(cloud: Cloud, stack_name: str, outputs: dict[str, str]) -> None:
+    template = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+                "Outputs": {key: {"Value": value} for key, value in outputs.items()}}
+    cloud.client("cloudformation").create_stack(StackName=stack_name, TemplateBody=json.dumps(template))
 
 
 @pytest.fixture(scope="module")
@@ -89,20 +143,47 @@ def cloud(synthesized: Synthesized, tmp_path_factory: pytest.TempPathFactory) ->
                 name="smtrain-training", definition=json.dumps(deployment.definition),
                 roleArn="arn:aws:iam::123456789012:role/state-machine")
             cloud.state_machine_arn = machine["stateMachineArn"]
+            # The limit outputs as the synthesized workflow stack declares them.
+            limits = {key: synthesized.workflow["Outputs"][key]["Value"]
+                      for key in (OUTPUT_ALLOWED_TYPES, OUTPUT_MAX_COUNT)}
+            assert all(isinstance(value, str) for value in limits.values()), limits
+            located = {OUTPUT_STATE_MACHINE: cloud.state_machine_arn, OUTPUT_BUCKET: cloud.data_bucket}
+            cloud.stack_name = _workflow_stack_name(synthesized)
+            cloud.stack_outputs = {**located, **limits}
+            _deploy_stand_in(cloud, cloud.stack_name, cloud.stack_outputs)
+            _deploy_stand_in(cloud, cloud.stack_before_limits, located)
             yield cloud
         finally:
             server.stop()
             default_user_config["stepfunctions"] = previous
 
 
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Program]:
+    """The shipped programs (the ones the synthesized state machine runs)."""
+    return discover(shipped_training_code(tmp_path_factory.mktemp("shipped-code")))
+
+
+def _started_name(result: subprocess.CompletedProcess[str]) -> str:
+    match = re.search(r"(?:Started|Already started \(same name, same input\):) "
+                      r"arn:aws:states:[^:]+:\d+:execution:smtrain-training:([0-9A-Za-z_-]+)", result.stdout)
+    assert match is not None, result.stdout + result.stderr
+    return match[1]
+
+
+def _tags(request: dict[str, Any]) -> dict[str, str]:
+    return {tag["Key"]: tag["Value"] for tag in request["Tags"]}
+
+
 def test_help_and_version_of_every_command(cloud: Cloud) -> None:
-    for command in ([], ["start"], ["watch"], ["status"], ["list"], ["logs"], ["stop"], ["data", "upload"]):
+    for command in ([], ["start"], ["watch"], ["status"], ["list"], ["logs"], ["stop"], ["compare"],
+                    ["data", "upload"], ["preflight"], ["programs"], ["new-program"], ["tuning-template"]):
         result = cloud.smtrain(*command, "--help")
         assert result.returncode == 0 and "usage: smtrain" in result.stdout, command
 
 
 def test_start_wait_succeeds_and_reports(cloud: Cloud) -> None:
-    result = cloud.smtrain("start", "--method", "script", "--hp", "epochs=3", "--hp", "learning-rate=1e-3",
+    result = cloud.smtrain("start", "--program", "digits_mlp", "--hp", "epochs=3", "--hp", "learning-rate=1e-3",
                            "--name", "cli-wait", "--wait", "--interval", "0.3")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Started arn:aws:states:us-east-1:123456789012:execution:smtrain-training:cli-wait" in result.stdout
@@ -113,25 +194,99 @@ def test_start_wait_succeeds_and_reports(cloud: Cloud) -> None:
     request = cloud.backend.created("create_training_job")[-1]
     assert f"{request['TrainingJobName']}/output/model.tar.gz" in result.stdout
     assert request["HyperParameters"]["epochs"] == "3"
-    assert request["HyperParameters"]["learning-rate"] == "0.001", "typed on the command line, sent as a string"
+    assert request["HyperParameters"]["learning-rate"] == "1e-3", "sent exactly as typed, not reformatted"
+
+
+def test_hyperparameters_are_sent_exactly_as_typed(cloud: Cloud) -> None:
+    """No JSON round trip: ``2.10`` is not ``2.1``, in the execution input and in the request."""
+    result = cloud.smtrain("start", "--program", "digits_mlp", "--hp", "learning-rate=2.10",
+                           "--name", "exact-text", "--wait", "--interval", "0.3")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(cloud.describe("exact-text")["input"]) == {
+        "program": "digits_mlp", "hyperparameters": {"learning-rate": "2.10"}}
+    (request,) = cloud.jobs_of("exact-text")
+    assert request["HyperParameters"]["learning-rate"] == "2.10"
+    # Different text is a different input, so a different derived name: nothing is normalised.
+    names = {_started_name(cloud.smtrain("start", "--program", "digits_mlp", "--hp", f"learning-rate={text}"))
+             for text in ("2.10", "2.1")}
+    assert len(names) == 2
+
+
+@pytest.mark.parametrize("program", SHIPPED_PROGRAMS)
+def test_program_and_method_both_route(cloud: Cloud, program: str) -> None:
+    """``--program NAME`` and the first release's ``--method KIND`` (the one program of that
+    kind) build the same input, so they name the same run; a raw ``method`` input routes too."""
+    hp = {"digits_mlp": "seed=7", "digits_lightgbm": "seed=7", "digits_xgboost": "max_depth=4"}[program]
+    by_program = cloud.smtrain("start", "--program", program, "--hp", hp, "--wait", "--interval", "0.3")
+    assert by_program.returncode == 0, by_program.stdout + by_program.stderr
+    name = _started_name(by_program)
+    assert re.fullmatch(re.escape(program.replace("_", "-")) + "-[0-9a-f]{16}", name), name
+    assert json.loads(cloud.describe(name)["input"]) == {"program": program,
+                                                         "hyperparameters": dict([hp.split("=")])}
+    assert json.loads(cloud.describe(name)["output"])["program"] == program
+    (request,) = cloud.jobs_of(name)
+    assert _tags(request) == {"smtrain:execution": name, "smtrain:program": program,
+                              "smtrain:kind": KIND_OF[program]}
+
+    before = len(cloud.executions())
+    by_method = cloud.smtrain("start", "--method", KIND_OF[program], "--hp", hp)
+    assert by_method.returncode == 0, by_method.stderr
+    assert "Already started (same name, same input)" in by_method.stdout
+    assert _started_name(by_method) == name
+    assert len(cloud.executions()) == before
+
+    # A StartExecution written by hand with the older field is routed by the state machine.
+    raw = f"raw-method-{KIND_OF[program]}"
+    cloud.client("stepfunctions").start_execution(stateMachineArn=cloud.state_machine_arn, name=raw,
+                                                  input=json.dumps({"method": KIND_OF[program]}))
+    watched = cloud.smtrain("watch", raw, "--interval", "0.3")
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    assert json.loads(cloud.describe(raw)["output"])["program"] == program
+    (request,) = cloud.jobs_of(raw)
+    assert _tags(request)["smtrain:program"] == program
+
+
+def test_an_unknown_input_field_never_reaches_sagemaker(cloud: Cloud, shipped: dict[str, Program]) -> None:
+    """A hand-written input with a name the contract does not know (a hyperparameter put at the
+    top level) is refused by the state machine's first states: no job is created. The CLI
+    evaluates the same rules and gets the same words."""
+    document = {"program": "digits_mlp", "epochs": "3"}
+    cause = ("unknown field(s) epochs; allowed: program, method, hyperparameters, instanceType, "
+             "instanceCount, volumeSizeInGB, maxRuntimeInSeconds, spot, inputs, tuning")
+    assert input_rules.check(shipped, document).problems == [{"error": "InvalidExecutionInput", "cause": cause}]
+    requests_before = len(cloud.backend.requests)
+    cloud.client("stepfunctions").start_execution(stateMachineArn=cloud.state_machine_arn, name="unknown-field",
+                                                  input=json.dumps(document))
+    watched = cloud.smtrain("watch", "unknown-field", "--interval", "0.3")
+    assert watched.returncode == 1, watched.stdout + watched.stderr
+    assert "FAILED: InvalidExecutionInput" in watched.stdout
+    assert f"reason: {cause}" in watched.stdout
+    description = cloud.describe("unknown-field")
+    assert (description["error"], description["cause"]) == ("InvalidExecutionInput", cause)
+    entered = [event["stateEnteredEventDetails"]["name"] for event in cloud.client("stepfunctions")
+               .get_execution_history(executionArn=cloud.execution_arn("unknown-field"))["events"]
+               if "stateEnteredEventDetails" in event]
+    assert entered == ["ReadInput", "CheckProgramInput", "ProgramInputValid", "RejectInput"]
+    assert len(cloud.backend.requests) == requests_before, "SageMaker was never called"
 
 
 def test_rerun_is_idempotent(cloud: Cloud) -> None:
-    args = ("start", "--method", "builtin", "--hp", "num_round=7")
+    args = ("start", "--program", "digits_xgboost", "--hp", "num_round=7")
     first = cloud.smtrain(*args)
     assert first.returncode == 0, first.stderr
     second = cloud.smtrain(*args)
     assert second.returncode == 0, second.stderr
     assert "Already started (same name, same input)" in second.stdout
-    names = [e["name"] for e in cloud.executions() if e["name"].startswith("builtin-")]
+    names = [e["name"] for e in cloud.executions() if e["name"].startswith("digits-xgboost-")
+             and json.loads(cloud.describe(e["name"])["input"]).get("hyperparameters") == {"num_round": "7"}]
     assert len(names) == 1
     assert names[0] in first.stdout and names[0] in second.stdout
 
 
 def test_name_taken_with_different_input(cloud: Cloud) -> None:
-    assert cloud.smtrain("start", "--method", "byoc", "--name", "taken").returncode == 0
+    assert cloud.smtrain("start", "--program", "digits_lightgbm", "--name", "taken").returncode == 0
     before = len(cloud.executions())
-    result = cloud.smtrain("start", "--method", "script", "--name", "taken")
+    result = cloud.smtrain("start", "--program", "digits_mlp", "--name", "taken")
     assert result.returncode == 2
     assert "execution name 'taken' is already taken by a run with a different input" in result.stderr
     assert len(cloud.executions()) == before
@@ -141,7 +296,7 @@ def test_local_directory_is_uploaded_first(cloud: Cloud, tmp_path: Path) -> None
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "part-1.csv").write_text("1,2,3\n")
     (tmp_path / "train" / "part-2.csv").write_text("0,1,1\n")
-    result = cloud.smtrain("start", "--method", "byoc", "--input", f"train={tmp_path / 'train'}",
+    result = cloud.smtrain("start", "--program", "digits_lightgbm", "--input", f"train={tmp_path / 'train'}",
                            "--name", "with-upload")
     assert result.returncode == 0, result.stderr
     assert "uploaded 2/2" in result.stdout
@@ -149,14 +304,12 @@ def test_local_directory_is_uploaded_first(cloud: Cloud, tmp_path: Path) -> None
         Bucket=cloud.data_bucket, Prefix="datasets/uploads/with-upload/")["Contents"])
     assert keys == ["datasets/uploads/with-upload/train/part-1.csv",
                     "datasets/uploads/with-upload/train/part-2.csv"]
-    execution = cloud.client("stepfunctions").describe_execution(
-        executionArn=cloud.state_machine_arn.replace(":stateMachine:", ":execution:") + ":with-upload")
-    assert json.loads(execution["input"])["inputs"] == {
+    assert json.loads(cloud.describe("with-upload")["input"])["inputs"] == {
         "train": f"s3://{cloud.data_bucket}/datasets/uploads/with-upload/train/"}
 
 
 def test_watch_status_list_and_logs(cloud: Cloud) -> None:
-    assert cloud.smtrain("start", "--method", "script", "--name", "inspect-me").returncode == 0
+    assert cloud.smtrain("start", "--program", "digits_mlp", "--name", "inspect-me").returncode == 0
     watched = cloud.smtrain("watch", "inspect-me", "--interval", "0.3")
     assert watched.returncode == 0, watched.stdout + watched.stderr
     assert "SUCCEEDED" in watched.stdout and "model: " in watched.stdout
@@ -179,7 +332,7 @@ def test_failed_run_exits_1_with_the_reason(cloud: Cloud) -> None:
     cloud.backend.script = JobScript(statuses=("InProgress", "Failed"),
                                      failure_reason="AlgorithmError: loss became NaN")
     try:
-        result = cloud.smtrain("start", "--method", "script", "--name", "will-fail", "--wait",
+        result = cloud.smtrain("start", "--program", "digits_mlp", "--name", "will-fail", "--wait",
                                "--interval", "0.3")
     finally:
         cloud.backend.script = JobScript(statuses=("InProgress", "Completed"))
@@ -191,10 +344,9 @@ def test_failed_run_exits_1_with_the_reason(cloud: Cloud) -> None:
 def test_stop_aborts_and_stops_the_job(cloud: Cloud) -> None:
     cloud.backend.script = JobScript(statuses=("InProgress",))
     try:
-        assert cloud.smtrain("start", "--method", "script", "--name", "to-stop").returncode == 0
+        assert cloud.smtrain("start", "--program", "digits_mlp", "--name", "to-stop").returncode == 0
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not any(
-                r["Tags"][0]["Value"] == "to-stop" for r in cloud.backend.created("create_training_job")):
+        while time.monotonic() < deadline and not cloud.jobs_of("to-stop"):
             time.sleep(0.2)
         stopped = cloud.smtrain("stop", "to-stop")
         assert stopped.returncode == 0 and "Stopped" in stopped.stdout
@@ -205,13 +357,29 @@ def test_stop_aborts_and_stops_the_job(cloud: Cloud) -> None:
         cloud.backend.script = JobScript(statuses=("InProgress", "Completed"))
 
 
-def test_data_upload_of_the_sample_data(cloud: Cloud) -> None:
+def _default_inputs(synthesized: Synthesized) -> dict[str, set[str]]:
+    """Each program's default channel prefixes (keys in the data bucket), from the deployed
+    definition's Prepare states."""
+    states = synthesized.definition()["States"]
+    defaults: dict[str, set[str]] = {}
+    for program in SHIPPED_PROGRAMS:
+        for result in _prepare_results(states, program):
+            defaults.setdefault(program, set()).update(
+                uri.removeprefix("s3://").split("/", 1)[1] for uri in result["inputDefaults"].values())
+    return defaults
+
+
+def test_data_upload_of_the_sample_data(cloud: Cloud, synthesized: Synthesized) -> None:
     result = cloud.smtrain("data", "upload")
     assert result.returncode == 0, result.stderr
     keys = {o["Key"] for o in cloud.client("s3").list_objects_v2(
         Bucket=cloud.data_bucket, Prefix="datasets/")["Contents"]}
-    assert {f"datasets/{m}/{c}/digits.csv" for m in ("script", "byoc", "builtin")
+    assert {f"datasets/{p}/{c}/digits.csv" for p in SHIPPED_PROGRAMS
             for c in ("train", "validation")} <= keys
+    # Where each program reads by default is where the sample data went.
+    for program, prefixes in _default_inputs(synthesized).items():
+        assert prefixes == {f"datasets/{program}/train/", f"datasets/{program}/validation/"}, program
+        assert all(f"{prefix}digits.csv" in keys for prefix in prefixes), program
 
 
 def _tuning_file(tmp_path: Path, document: Any) -> str:
@@ -220,88 +388,140 @@ def _tuning_file(tmp_path: Path, document: Any) -> str:
     return str(path)
 
 
-BAD = "{bad}"
+MLP = ["--program", "digits_mlp"]
+MLP_KNOWN = "known: batch-size, epochs, hidden-units, learning-rate, seed"
 CASES: list[tuple[list[str], str]] = [
-    (["--method", "sklearn"], "method 'sklearn' is not one of script, byoc, builtin"),
-    (["--method", "script", "--hp", "epochs"], "hyperparameter 'epochs' must be written key=value"),
-    (["--method", "script", "--hp", "=5"], "hyperparameter name '' is empty"),
-    (["--method", "script", "--hp", "a b=1"], "hyperparameter name 'a b' is empty or has characters"),
-    (["--method", "script", "--hp", "epochs=1", "--hp", "epochs=2"], "hyperparameter 'epochs' is given twice"),
-    (["--method", "script", "--hp", "epochs="], "hyperparameter 'epochs' has an empty value"),
-    (["--method", "script", "--hp", "x=[1,2]"], "hyperparameter 'x' must be a single value"),
-    (["--method", "script", "--hp", "x=NaN"], "hyperparameter 'x' is not a finite number"),
-    (["--method", "script", "--hp", "x=" + "v" * 2501], "value is 2501 characters; SageMaker accepts at most 2500"),
-    (["--method", "script", "--hp", "k" * 257 + "=1"], "is longer than 256 characters"),
-    (["--method", "script", *[a for i in range(101) for a in ("--hp", f"p{i}=1")]],
+    (["--program", "sklearn"], "field 'program' must be one of digits_lightgbm, digits_mlp, digits_xgboost"),
+    (["--method", "sklearn"], "field 'method' names no program: give field 'program', one of digits_lightgbm, "
+                              "digits_mlp, digits_xgboost"),
+    ([*MLP, "--hp", "epochs"], "hyperparameter 'epochs' must be written key=value"),
+    ([*MLP, "--hp", "=5"], "hyperparameter name '' is empty"),
+    ([*MLP, "--hp", "a b=1"], "hyperparameter name 'a b' is empty or has characters"),
+    ([*MLP, "--hp", "epochs=1", "--hp", "epochs=2"], "hyperparameter 'epochs' is given twice"),
+    ([*MLP, "--hp", "epochs="], "hyperparameter 'epochs' has an empty value"),
+    ([*MLP, "--hp", "x=1"], f"hyperparameter 'x' is not declared by program digits_mlp; {MLP_KNOWN}"),
+    ([*MLP, "--hp", "sagemaker_program=other.py"],
+     f"hyperparameter 'sagemaker_program' is not declared by program digits_mlp; {MLP_KNOWN}"),
+    (["--program", "digits_lightgbm", "--hp", "epochs=3"],
+     "hyperparameter 'epochs' is not declared by program digits_lightgbm; known: learning_rate, "
+     "min_data_in_leaf, num_boost_round, num_leaves, report_every, seed"),
+    ([*MLP, "--hp", "epochs=[1,2]"], "hyperparameter 'epochs' must be a whole number, got '[1,2]'"),
+    ([*MLP, "--hp", "epochs=2.0"], "hyperparameter 'epochs' must be a whole number, got '2.0'"),
+    ([*MLP, "--hp", "learning-rate=NaN"], "hyperparameter 'learning-rate' must be a number, got 'NaN'"),
+    ([*MLP, "--hp", "learning-rate=Infinity"], "hyperparameter 'learning-rate' must be a number, got 'Infinity'"),
+    ([*MLP, "--hp", "epochs=0"], "hyperparameter 'epochs' must be at least 1, got 0"),
+    ([*MLP, "--hp", "learning-rate=10.5"], "hyperparameter 'learning-rate' must be at most 10, got 10.5"),
+    (["--program", "digits_xgboost", "--hp", "objective=multi:hinge"],
+     "hyperparameter 'objective' must be one of multi:softmax, multi:softprob, binary:logistic, "
+     "reg:squarederror, got 'multi:hinge'"),
+    # SageMaker's own limits are checked first, whatever the program declares.
+    ([*MLP, "--hp", "x=" + "v" * 2501], "value is 2501 characters; SageMaker accepts at most 2500"),
+    ([*MLP, "--hp", "k" * 257 + "=1"], "is longer than 256 characters"),
+    ([*MLP, *[a for i in range(101) for a in ("--hp", f"p{i}=1")]],
      "101 hyperparameters given; SageMaker accepts at most 100"),
-    (["--method", "script", "--instance-type", "ml.p5.48xlarge"], "is not on the stack's allow-list"),
-    (["--method", "script", "--instance-type", "m5.large"], "is not a SageMaker instance type"),
-    (["--method", "script", "--instance-count", "0"], "instance count 0 must be from 1 to 4"),
-    (["--method", "script", "--instance-count", "9"], "instance count 9 must be from 1 to 4"),
-    (["--method", "script", "--max-runtime", "0"], "--max-runtime 0 must be a positive number"),
-    (["--method", "script", "--input", "train"], "must be written channel=s3://bucket/prefix/"),
-    (["--method", "script", "--input", "test=s3://b/p/"], "input channel 'test' is not one of train, validation"),
-    (["--method", "script", "--input", "train=s3://Bad_Bucket/x"], "is not a valid S3 URI"),
-    (["--method", "script", "--input", "train=s3://other-bucket/datasets/x/"],
+    # Checked against the deployed stack's outputs (the cloud's stand-in for it).
+    ([*MLP, "--instance-type", "ml.p5.48xlarge"], "instance type ml.p5.48xlarge is not on the stack's allow-list: "
+                                                  "ml.m5.large, ml.m5.xlarge, ml.m5.2xlarge, ml.c5.xlarge"),
+    ([*MLP, "--instance-count", "9"], "instance count 9 must be from 1 to 4"),
+    # Checked before the stack is known: SageMaker-wide, not the stack's.
+    ([*MLP, "--instance-type", "m5.large"], "is not a SageMaker instance type"),
+    ([*MLP, "--instance-count", "0"], "instance count 0 must be from 1 to 100"),
+    ([*MLP, "--instance-count", "101"], "instance count 101 must be from 1 to 100"),
+    ([*MLP, "--max-runtime", "0"], "--max-runtime 0 must be a positive number"),
+    ([*MLP, "--input", "train"], "must be written channel=s3://bucket/prefix/"),
+    ([*MLP, "--input", "test=s3://b/p/"], "input channel 'test' is not one of the program's channels: "
+                                          "train, validation"),
+    ([*MLP, "--input", "train=s3://Bad_Bucket/x"], "is not a valid S3 URI"),
+    ([*MLP, "--input", "train=s3://other-bucket/datasets/x/"],
      "bucket 'other-bucket' is outside the stack's data bucket"),
-    (["--method", "script", "--input", "train=s3://{bucket}/elsewhere/"], "the training role reads only under"),
-    (["--method", "script", "--input", "train=https://example.com/data"],
+    ([*MLP, "--input", "train=s3://{bucket}/elsewhere/"], "the training role reads only under"),
+    ([*MLP, "--input", "train=https://example.com/data"],
      "is neither an s3:// URI nor a local directory"),
-    (["--method", "script", "--input", "train=/no/such/dir"], "local directory '/no/such/dir' does not exist"),
-    (["--method", "script", "--input", "train=s3://{bucket}/datasets/a/", "--input", "train=s3://{bucket}/datasets/b/"],
+    ([*MLP, "--input", "train=/no/such/dir"], "local directory '/no/such/dir' does not exist"),
+    ([*MLP, "--input", "train=s3://{bucket}/datasets/a/", "--input", "train=s3://{bucket}/datasets/b/"],
      "input channel 'train' is given twice"),
-    (["--method", "script", "--name", "has space"], "execution name 'has space' must be 1-80 characters"),
-    (["--method", "script", "--name", "n" * 81], "must be 1-80 characters"),
-    (["--method", "script", "--tune", "/no/such.json"], "tuning file /no/such.json does not exist"),
-    (["--method", "script", "--tune", "{tuning:not json}"], "is not valid JSON"),
-    (["--method", "script", "--tune", '{tuning:{"strategy": "Genetic"}}'], "strategy: 'Genetic' is not one of"),
-    (["--method", "script", "--tune", '{tuning:{"maxJobs": 0}}'], "maxJobs: 0 is less than the minimum of 1"),
-    (["--method", "script", "--tune", '{tuning:{"objective": {"metricName": "x"}}}'], "'type' is a required property"),
-    (["--method", "script", "--tune", '{tuning:{"parameterRanges": {"ContinuousParameterRanges": '
-      '[{"Name": "lr", "MinValue": "1", "MaxValue": "0.1"}]}}}'], "range 'lr' has MinValue above MaxValue"),
-    (["--method", "script", "--tune", '{tuning:{"strategy": "Grid", "parameterRanges": {"ContinuousParameterRanges": '
-      '[{"Name": "lr", "MinValue": "0.1", "MaxValue": "1"}]}}}'],
+    ([*MLP, "--name", "has space"], "execution name 'has space' must be 1-80 characters"),
+    ([*MLP, "--name", "n" * 81], "must be 1-80 characters"),
+    ([*MLP, "--tune", "/no/such.json"], "tuning file /no/such.json does not exist"),
+    ([*MLP, "--tune", "{tuning:not json}"], "is not valid JSON"),
+    ([*MLP, "--tune", '{tuning:{"strategy": "Genetic"}}'], "strategy: 'Genetic' is not one of"),
+    ([*MLP, "--tune", '{tuning:{"maxJobs": 0}}'], "maxJobs: 0 is less than the minimum of 1"),
+    ([*MLP, "--tune", '{tuning:{"objective": {"metricName": "x"}}}'], "'type' is a required property"),
+    ([*MLP, "--tune", '{tuning:{"objective": {"metricName": "validation:f1", "type": "Maximize"}}}'],
+     "tuning objective 'validation:f1' is not a metric of program digits_mlp: train:loss, validation:loss, "
+     "validation:accuracy"),
+    ([*MLP, "--tune", '{tuning:{"parameterRanges": {"ContinuousParameterRanges": '
+      '[{"Name": "learning-rate", "MinValue": "1", "MaxValue": "0.1"}]}}}'],
+     "range 'learning-rate' has MinValue above MaxValue"),
+    ([*MLP, "--tune", '{tuning:{"parameterRanges": {"ContinuousParameterRanges": '
+      '[{"Name": "lr", "MinValue": "0.01", "MaxValue": "0.1"}]}}}'],
+     f"tuning range on 'lr', which program digits_mlp does not declare; {MLP_KNOWN}"),
+    ([*MLP, "--tune", '{tuning:{"parameterRanges": {"IntegerParameterRanges": '
+      '[{"Name": "seed", "MinValue": "1", "MaxValue": "9"}]}}}'],
+     "tuning range 'seed': program digits_mlp declares it not tunable"),
+    ([*MLP, "--tune", '{tuning:{"parameterRanges": {"IntegerParameterRanges": '
+      '[{"Name": "learning-rate", "MinValue": "1", "MaxValue": "9"}]}}}'],
+     "tuning range 'learning-rate': IntegerParameterRanges do not fit a float hyperparameter"),
+    ([*MLP, "--tune", '{tuning:{"parameterRanges": {"IntegerParameterRanges": '
+      '[{"Name": "epochs", "MinValue": "1", "MaxValue": "1001"}]}}}'],
+     "tuning range 'epochs' MaxValue must be at most 1000, got 1001"),
+    ([*MLP, "--tune", '{tuning:{"strategy": "Grid", "parameterRanges": {"ContinuousParameterRanges": '
+      '[{"Name": "learning-rate", "MinValue": "0.1", "MaxValue": "1"}]}}}'],
      "the Grid strategy takes only CategoricalParameterRanges"),
-    (["--method", "script", "--tune", '{tuning:{"strategy": "Grid", "parameterRanges": {"IntegerParameterRanges": '
+    ([*MLP, "--tune", '{tuning:{"strategy": "Grid", "parameterRanges": {"IntegerParameterRanges": '
       '[{"Name": "epochs", "MinValue": "1", "MaxValue": "3"}]}}}'],
      "the Grid strategy takes only CategoricalParameterRanges"),
-    (["--method", "script", "--tune", '{tuning:{"strategy": "Grid"}}'],
+    ([*MLP, "--tune", '{tuning:{"strategy": "Grid"}}'],
      "the Grid strategy takes only CategoricalParameterRanges"),
-    (["--method", "script", "--tune", '{tuning:{"maxJobs": 2, "maxParallelJobs": 3}}'],
+    ([*MLP, "--tune", '{tuning:{"maxJobs": 2, "maxParallelJobs": 3}}'],
      "maxParallelJobs must not exceed maxJobs"),
-    (["--method", "script", "--tune", '{tuning:{"strategy": "Hyperband", "hyperband": '
+    ([*MLP, "--tune", '{tuning:{"strategy": "Hyperband", "hyperband": '
       '{"minResource": 1, "maxResource": 20001}}}'], "20001 is greater than the maximum of 20000"),
-    (["--method", "script", "--tune", '{tuning:{"strategy": "Hyperband", "hyperband": '
+    ([*MLP, "--tune", '{tuning:{"strategy": "Hyperband", "hyperband": '
       '{"minResource": 5, "maxResource": 4}}}'], "hyperband.minResource must not exceed"),
-    (["--method", "script", "--hp", "batch-size=16", "--tune",
+    ([*MLP, "--hp", "batch-size=16", "--tune",
       '{tuning:{"parameterRanges": {"CategoricalParameterRanges": [{"Name": "batch-size", "Values": ["8"]}]}}}'],
      "batch-size is both tuned and given with --hp"),
-    (["--method", "script", "--tune", '{tuning:{"sizes": 3}}'], "Additional properties are not allowed"),
-    (["--method", "script", "--logs"], "--logs needs --wait"),
+    ([*MLP, "--tune", '{tuning:{"sizes": 3}}'], "Additional properties are not allowed"),
+    ([*MLP, "--logs"], "--logs needs --wait"),
 ]
 
 
 @pytest.mark.parametrize(("args", "message"), CASES, ids=[" ".join(a)[:60] for a, _ in CASES])
 def test_bad_input_is_refused_before_anything_starts(cloud: Cloud, tmp_path: Path, args: list[str],
                                                      message: str) -> None:
+    """As a user with the stack deployed runs it: nothing explicit, the stack's outputs read."""
     resolved = []
     for arg in args:
         if arg.startswith("{tuning:"):
             arg = _tuning_file(tmp_path, arg[len("{tuning:"):-1])
         resolved.append(arg.replace("{bucket}", cloud.data_bucket))
     before = len(cloud.executions())
-    result = cloud.smtrain("start", *resolved)
+    result = cloud.smtrain("start", *resolved, env=cloud.deployed_env())
     assert result.returncode == 2, result.stdout + result.stderr
     assert message.replace("{bucket}", cloud.data_bucket) in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, "one clear line"
     assert len(cloud.executions()) == before
 
 
+@pytest.mark.parametrize("args", [["--instance-count", "0"], ["--instance-count", "101"],
+                                  ["--instance-type", "m5.large"], ["--hp", "x=1"], ["--hp", "epochs=0"]],
+                         ids=lambda args: " ".join(args))
+def test_program_and_sagemaker_checks_need_no_aws(cloud: Cloud, args: list[str]) -> None:
+    """What does not depend on the deployed stack is refused with no credentials at all (exit 2,
+    not the missing-credentials exit 4): no AWS call was needed."""
+    env = cloud.deployed_env()
+    del env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+    result = cloud.smtrain("start", *MLP, *args, env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "credentials" not in result.stderr
+
+
 def test_missing_credentials(cloud: Cloud) -> None:
     env = cloud.env()
     del env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
     before = len(cloud.executions())
-    result = cloud.smtrain("start", "--method", "script", env=env)
+    result = cloud.smtrain("start", *MLP, env=env)
     assert result.returncode == 4
     assert result.stderr.strip() == ("smtrain: error: no AWS credentials found: configure a profile "
                                      "(aws configure), set AWS_PROFILE, or set AWS_ACCESS_KEY_ID and "
@@ -313,34 +533,35 @@ def test_stack_not_deployed(cloud: Cloud) -> None:
     env = cloud.env()
     del env["SMTRAIN_STATE_MACHINE_ARN"]
     before = len(cloud.executions())
-    result = cloud.smtrain("start", "--method", "script", "--stack-name", "not-deployed", env=env)
+    result = cloud.smtrain("start", *MLP, "--stack-name", "not-deployed", env=env)
     assert result.returncode == 4
     assert "stack not-deployed is not deployed in this account and region" in result.stderr
     assert len(cloud.executions()) == before
 
 
 def test_stack_outputs_are_used_when_nothing_is_explicit(cloud: Cloud) -> None:
-    template = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
-                "Outputs": {"StateMachineArn": {"Value": cloud.state_machine_arn},
-                            "DataBucketName": {"Value": cloud.data_bucket}}}
-    cloud.client("cloudformation").create_stack(StackName="outputs-only", TemplateBody=json.dumps(template))
-    env = cloud.env()
-    del env["SMTRAIN_STATE_MACHINE_ARN"], env["SMTRAIN_DATA_BUCKET"]
-    result = cloud.smtrain("start", "--method", "builtin", "--name", "from-outputs",
-                           "--stack-name", "outputs-only", env=env)
+    """The default stack name is the synthesized workflow stack's; its outputs locate the run."""
+    result = cloud.smtrain("start", "--program", "digits_xgboost", "--name", "from-outputs",
+                           "--input", f"train=s3://{cloud.data_bucket}/datasets/digits_xgboost/train/",
+                           env=cloud.deployed_env())
     assert result.returncode == 0, result.stderr
     assert any(e["name"] == "from-outputs" for e in cloud.executions())
+    older = cloud.smtrain("start", "--program", "digits_xgboost", "--name", "from-older-outputs",
+                          "--stack-name", cloud.stack_before_limits, env=cloud.deployed_env())
+    assert older.returncode == 0, older.stderr
+    assert any(e["name"] == "from-older-outputs" for e in cloud.executions())
 
 
 def test_local_start_end_to_end(synthesized: Synthesized, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    result = subprocess.run([SMTRAIN, "start", "--local", "--method", "script", "--hp", "epochs=2",
+    result = subprocess.run([SMTRAIN, "start", "--local", *MLP, "--hp", "epochs=2",
                              "--cdk-out", str(synthesized.outdir), "--work-dir", str(tmp_path / "work"),
                              "--name", "local-run"], capture_output=True, text=True, timeout=300,
                             env=env, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "SUCCEEDED" in result.stdout
     output = json.loads(result.stdout[result.stdout.index("{"):])
+    assert output["program"] == "digits_mlp"
     assert output["trainingJobName"].startswith("smtrain-")
     model = tmp_path / "work" / "s3" / output["modelArtifacts"].removeprefix("s3://")
     assert model.is_file()
@@ -351,41 +572,60 @@ def test_local_start_end_to_end(synthesized: Synthesized, tmp_path: Path) -> Non
 # -- limits, at and one past the boundary ------------------------------------------------------
 # AWS's numbers, written out here on purpose (not read from the CLI's constants):
 # SageMaker API reference, CreateTrainingJob / HyperParameterTrainingJobDefinition: HyperParameters
-# holds at most 100 entries, each key at most 256 characters and each value at most 2500.
+# holds at most 100 entries, each key at most 256 characters and each value at most 2500; a
+# ResourceConfig.InstanceCount is at most 100 (the most the stack's setting may allow).
 # Step Functions API reference, StartExecution: a name is 1-80 characters; this project allows only
 # [0-9A-Za-z_-] because the name becomes a SageMaker tag value (pattern ^([\p{L}\p{Z}\p{N}_.:/=+\-@]*)$,
 # so '(', ')', '!' and "'" would make CreateTrainingJob fail).
 AWS_MAX_HYPERPARAMETERS = 100
 AWS_MAX_HYPERPARAMETER_KEY = 256
 AWS_MAX_HYPERPARAMETER_VALUE = 2500
+AWS_MAX_INSTANCE_COUNT = 100
 AWS_MAX_EXECUTION_NAME = 80
-#: The stack's own ceiling: cdk.json's training.maxInstanceCount (checked below, not imported).
+#: The stack's own ceiling: cdk.json's training.maxInstanceCount, deployed as the workflow stack's
+#: MaxInstanceCount output (both checked below, not imported).
 STACK_MAX_INSTANCE_COUNT = 4
 
 
 def _execution_input(cloud: Cloud, name: str) -> dict[str, Any]:
-    execution = cloud.client("stepfunctions").describe_execution(
-        executionArn=cloud.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}")
-    document: dict[str, Any] = json.loads(execution["input"])
+    document: dict[str, Any] = json.loads(cloud.describe(name)["input"])
     return document
 
 
-def _added_hyperparameters(synthesized: Synthesized, method: str) -> set[str]:
-    """The names the deployed state machine merges into a single training job's request for
-    ``method``, read from the synthesized definition (its Prepare<Method>* Pass states)."""
-    states = synthesized.definition()["States"]
+def _prepare_results(states: dict[str, Any], program: str) -> list[dict[str, Any]]:
+    """The Result of every Prepare Pass state the definition's ``ChooseProgram`` routes
+    ``program`` to (through Choice states such as an image choice)."""
+    (route,) = [choice["Next"] for choice in states["ChooseProgram"]["Choices"]
+                if choice.get("StringEquals") == program]
+    results, todo, seen = [], [route], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        state = states[name]
+        if state["Type"] == "Choice":
+            todo += [choice["Next"] for choice in state["Choices"]] + [state.get("Default", name)]
+        elif state["Type"] == "Pass" and "baseHyperparameters" in state.get("Result", {}):
+            results.append(state["Result"])
+    assert results, f"no Prepare state for {program}"
+    return results
+
+
+def _added_hyperparameters(synthesized: Synthesized, program: str, *, tuning: bool) -> set[str]:
+    """The names the deployed state machine merges into ``program``'s request, read from the
+    synthesized definition (training defaults go to single training jobs only)."""
     names: set[str] = set()
-    for state_name, state in states.items():
-        if state_name.startswith(f"Prepare{method.capitalize()}") and state["Type"] == "Pass":
-            result = state["Result"]
-            names |= set(result["baseHyperparameters"]) | set(result["trainingDefaults"])
-            names |= set(result["fixedHyperparameters"]) | set(result["distributedHyperparameters"])
-    assert names, f"no Prepare state for {method}"
+    for result in _prepare_results(synthesized.definition()["States"], program):
+        names |= set(result["baseHyperparameters"]) | set(result["fixedHyperparameters"])
+        names |= set(result["distributedHyperparameters"])
+        if not tuning:
+            names |= set(result["trainingDefaults"])
     return names
 
 
-def _hp_args(names: list[str]) -> list[str]:
-    return [arg for name in names for arg in ("--hp", f"{name}=1")]
+def _hp_args(names: list[str], value: str = "1") -> list[str]:
+    return [arg for name in names for arg in ("--hp", f"{name}={value}")]
 
 
 def _refused(result: subprocess.CompletedProcess[str], message: str) -> None:
@@ -394,75 +634,152 @@ def _refused(result: subprocess.CompletedProcess[str], message: str) -> None:
     assert len(result.stderr.strip().splitlines()) == 1, "one clear line"
 
 
-def test_the_stack_ceiling_on_instances_is_cdk_json(cdk_context: dict[str, Any]) -> None:
-    assert cdk_context["training"]["maxInstanceCount"] == STACK_MAX_INSTANCE_COUNT
+def test_the_stack_ceiling_on_instances_is_cdk_json(cdk_context: dict[str, Any], synthesized: Synthesized) -> None:
+    training = cdk_context["training"]
+    assert training["maxInstanceCount"] == STACK_MAX_INSTANCE_COUNT <= AWS_MAX_INSTANCE_COUNT
+    outputs = synthesized.workflow["Outputs"]
+    assert outputs[OUTPUT_MAX_COUNT]["Value"] == str(STACK_MAX_INSTANCE_COUNT)
+    assert outputs[OUTPUT_ALLOWED_TYPES]["Value"] == ",".join(training["allowedInstanceTypes"])
 
 
-@pytest.mark.parametrize("method", ["script", "byoc", "builtin"])
-def test_hyperparameter_count_at_and_past_the_limit(cloud: Cloud, synthesized: Synthesized,
-                                                    method: str) -> None:
-    """The request SageMaker gets holds the user's hyperparameters merged with the method's: the
-    limit applies to that merge, so the CLI counts it."""
-    added = sorted(_added_hyperparameters(synthesized, method))
-    # 100 given, the method's own names among them: the request holds exactly 100.
-    overriding = added + [f"p{i}" for i in range(AWS_MAX_HYPERPARAMETERS - len(added))]
-    name = f"hp-limit-{method}"
-    at_limit = cloud.smtrain("start", "--method", method, "--name", name, *_hp_args(overriding))
-    assert at_limit.returncode == 0, at_limit.stderr
-    sent = _execution_input(cloud, name)["hyperparameters"]
-    assert len(sent) == AWS_MAX_HYPERPARAMETERS
-    assert len(set(sent) | set(added)) == AWS_MAX_HYPERPARAMETERS
+def _declared_value(hyperparameter: Hyperparameter) -> str:
+    """A valid text for ``hyperparameter`` that is not its default where one can be told apart."""
+    if hyperparameter.values:
+        return hyperparameter.values[-1]
+    if hyperparameter.min is not None and hyperparameter.type == "int":
+        return str(int(hyperparameter.min))
+    if hyperparameter.min is not None and hyperparameter.type == "float":
+        return f"{hyperparameter.min:g}"
+    if hyperparameter.type == "int":
+        return "7"
+    assert hyperparameter.default is not None, hyperparameter
+    return hyperparameter.default
 
-    # New names only: 100 - len(added) fit, one more makes the request 101.
-    fresh = [f"q{i}" for i in range(AWS_MAX_HYPERPARAMETERS - len(added))]
-    name = f"hp-fresh-{method}"
-    fits = cloud.smtrain("start", "--method", method, "--name", name, *_hp_args(fresh))
-    assert fits.returncode == 0, fits.stderr
-    assert len(set(_execution_input(cloud, name)["hyperparameters"]) | set(added)) == AWS_MAX_HYPERPARAMETERS
+
+@pytest.mark.parametrize("program", SHIPPED_PROGRAMS)
+def test_every_declared_hyperparameter_fits_the_request(cloud: Cloud, synthesized: Synthesized,
+                                                        shipped: dict[str, Program], program: str) -> None:
+    """SageMaker's 100 counts the request, the user's names merged with the program's. The CLI
+    counts that merge with the names it believes the state machine adds: they are the deployed
+    definition's. A run giving every declared hyperparameter sends each exactly as typed and
+    nothing but those and the program's own."""
+    for tuning in (False, True):
+        assert program_hyperparameters(shipped[program], tuning=tuning) == _added_hyperparameters(
+            synthesized, program, tuning=tuning), (program, tuning)
+    given = {name: _declared_value(h) for name, h in shipped[program].hyperparameters.items()}
+    name = f"every-hp-{program.replace('_', '-')}"
+    result = cloud.smtrain("start", "--program", program, "--name", name, "--wait", "--interval", "0.3",
+                           *[arg for key, value in given.items() for arg in ("--hp", f"{key}={value}")])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _execution_input(cloud, name)["hyperparameters"] == given
+    (request,) = cloud.jobs_of(name)
+    sent = request["HyperParameters"]
+    assert {key: sent[key] for key in given} == given
+    assert set(sent) - set(given) <= _added_hyperparameters(synthesized, program, tuning=False)
+    assert len(sent) <= AWS_MAX_HYPERPARAMETERS
+
+
+def test_hyperparameter_count_at_and_past_the_limit(cloud: Cloud) -> None:
+    """100 names pass SageMaker's count and reach the program's check (undeclared ones are
+    refused by name); 101 are refused by SageMaker's limit, checked first."""
     before = len(cloud.executions())
-    one_more = cloud.smtrain("start", "--method", method, *_hp_args([*fresh, "one_more"]))
-    _refused(one_more, f"make {AWS_MAX_HYPERPARAMETERS + 1} hyperparameters; SageMaker accepts at most "
-                       f"{AWS_MAX_HYPERPARAMETERS}")
-    too_many = cloud.smtrain("start", "--method", method,
-                             *_hp_args([f"r{i}" for i in range(AWS_MAX_HYPERPARAMETERS + 1)]))
-    _refused(too_many, f"{AWS_MAX_HYPERPARAMETERS + 1} hyperparameters given; SageMaker accepts at most "
+    at_limit = cloud.smtrain("start", *MLP, *_hp_args([f"p{i}" for i in range(AWS_MAX_HYPERPARAMETERS)]))
+    _refused(at_limit, f"hyperparameter 'p0' is not declared by program digits_mlp; {MLP_KNOWN}")
+    assert "SageMaker accepts" not in at_limit.stderr
+    # Declared names among them change nothing: the count comes first.
+    declared = ["epochs", "batch-size", "learning-rate", "hidden-units", "seed"]
+    one_more = cloud.smtrain("start", *MLP, *_hp_args(
+        [*declared, *[f"p{i}" for i in range(AWS_MAX_HYPERPARAMETERS + 1 - len(declared))]]))
+    _refused(one_more, f"{AWS_MAX_HYPERPARAMETERS + 1} hyperparameters given; SageMaker accepts at most "
                        f"{AWS_MAX_HYPERPARAMETERS}")
     assert len(cloud.executions()) == before
 
 
 def test_hyperparameter_key_and_value_at_and_past_the_limit(cloud: Cloud) -> None:
-    key = "k" * AWS_MAX_HYPERPARAMETER_KEY
-    value = "v" * AWS_MAX_HYPERPARAMETER_VALUE
-    at_limit = cloud.smtrain("start", "--method", "byoc", "--name", "hp-sizes", "--hp", f"{key}={value}")
-    assert at_limit.returncode == 0, at_limit.stderr
-    assert _execution_input(cloud, "hp-sizes")["hyperparameters"] == {key: value}
+    # A 2500-character value of a declared float (0.1 followed by zeros) is sent as typed.
+    value = "0.1" + "0" * (AWS_MAX_HYPERPARAMETER_VALUE - 3)
+    at_limit = cloud.smtrain("start", "--program", "digits_lightgbm", "--name", "hp-sizes", "--wait",
+                             "--interval", "0.3", "--hp", f"learning_rate={value}")
+    assert at_limit.returncode == 0, at_limit.stdout + at_limit.stderr
+    assert _execution_input(cloud, "hp-sizes")["hyperparameters"] == {"learning_rate": value}
+    (request,) = cloud.jobs_of("hp-sizes")
+    assert request["HyperParameters"]["learning_rate"] == value
     before = len(cloud.executions())
-    _refused(cloud.smtrain("start", "--method", "byoc", "--hp", f"{key}k=1"),
-             f"is longer than {AWS_MAX_HYPERPARAMETER_KEY} characters")
-    _refused(cloud.smtrain("start", "--method", "byoc", "--hp", f"x={value}v"),
+    _refused(cloud.smtrain("start", "--program", "digits_lightgbm", "--hp", f"learning_rate={value}0"),
              f"value is {AWS_MAX_HYPERPARAMETER_VALUE + 1} characters; SageMaker accepts at most "
              f"{AWS_MAX_HYPERPARAMETER_VALUE}")
+    # No declared name is 256 characters long: one passes SageMaker's length check and is refused
+    # as undeclared; one character more is refused by the length check, which comes first.
+    key = "k" * AWS_MAX_HYPERPARAMETER_KEY
+    longest = cloud.smtrain("start", "--program", "digits_lightgbm", "--hp", f"{key}=1")
+    _refused(longest, f"hyperparameter '{key}' is not declared by program digits_lightgbm")
+    _refused(cloud.smtrain("start", "--program", "digits_lightgbm", "--hp", f"{key}k=1"),
+             f"is longer than {AWS_MAX_HYPERPARAMETER_KEY} characters")
     assert len(cloud.executions()) == before
 
 
 def test_instance_count_at_and_past_the_stack_ceiling(cloud: Cloud) -> None:
-    at_limit = cloud.smtrain("start", "--method", "byoc", "--name", "max-instances",
-                             "--instance-count", str(STACK_MAX_INSTANCE_COUNT))
+    """The deployed stack's MaxInstanceCount output is the CLI's ceiling."""
+    assert cloud.stack_outputs[OUTPUT_MAX_COUNT] == str(STACK_MAX_INSTANCE_COUNT)
+    at_limit = cloud.smtrain("start", "--program", "digits_lightgbm", "--name", "max-instances",
+                             "--instance-count", str(STACK_MAX_INSTANCE_COUNT), env=cloud.deployed_env())
     assert at_limit.returncode == 0, at_limit.stderr
     assert _execution_input(cloud, "max-instances")["instanceCount"] == STACK_MAX_INSTANCE_COUNT
     before = len(cloud.executions())
-    _refused(cloud.smtrain("start", "--method", "byoc", "--instance-count", str(STACK_MAX_INSTANCE_COUNT + 1)),
+    _refused(cloud.smtrain("start", "--program", "digits_lightgbm", "--instance-count",
+                           str(STACK_MAX_INSTANCE_COUNT + 1), env=cloud.deployed_env()),
              f"instance count {STACK_MAX_INSTANCE_COUNT + 1} must be from 1 to {STACK_MAX_INSTANCE_COUNT}")
     assert len(cloud.executions()) == before
 
 
+def test_instance_types_on_and_off_the_stack_allow_list(cloud: Cloud) -> None:
+    allowed = cloud.stack_outputs[OUTPUT_ALLOWED_TYPES].split(",")
+    on_list = cloud.smtrain("start", "--program", "digits_lightgbm", "--name", "allowed-type",
+                            "--instance-type", allowed[-1], env=cloud.deployed_env())
+    assert on_list.returncode == 0, on_list.stderr
+    assert _execution_input(cloud, "allowed-type")["instanceType"] == allowed[-1]
+    before = len(cloud.executions())
+    _refused(cloud.smtrain("start", "--program", "digits_lightgbm", "--instance-type", "ml.m5.4xlarge",
+                           env=cloud.deployed_env()),
+             f"instance type ml.m5.4xlarge is not on the stack's allow-list: {', '.join(allowed)}")
+    assert len(cloud.executions()) == before
+
+
+@pytest.mark.parametrize(("args", "cause"), [
+    (["--instance-count", str(STACK_MAX_INSTANCE_COUNT + 5)],
+     f"field 'instanceCount' must be from 1 to {STACK_MAX_INSTANCE_COUNT}"),
+    (["--instance-type", "ml.p5.48xlarge"],
+     "field 'instanceType' must be one of ml.m5.large, ml.m5.xlarge, ml.m5.2xlarge"),
+], ids=["count", "type"])
+@pytest.mark.parametrize("located_by", ["explicit", "stack-before-limits"])
+def test_without_the_limit_outputs_the_state_machine_refuses(cloud: Cloud, args: list[str], cause: str,
+                                                             located_by: str) -> None:
+    """With the state machine given explicitly, or a stack deployed before the limit outputs, the
+    CLI checks only SageMaker-wide limits; the state machine refuses past the deployed ones
+    before any SageMaker call."""
+    if located_by == "explicit":
+        env, where = cloud.env(), []
+    else:
+        env, where = cloud.deployed_env(), ["--stack-name", cloud.stack_before_limits]
+    name = f"limits-{located_by}-{args[0].removeprefix('--')}"
+    started = cloud.smtrain("start", "--program", "digits_lightgbm", "--name", name, *args, *where, env=env)
+    assert started.returncode == 0, started.stdout + started.stderr
+    watched = cloud.smtrain("watch", name, "--interval", "0.3")
+    assert watched.returncode == 1, watched.stdout + watched.stderr
+    assert "FAILED: InvalidExecutionInput" in watched.stdout
+    description = cloud.describe(name)
+    assert description["error"] == "InvalidExecutionInput" and cause in description["cause"]
+    assert cloud.jobs_of(name) == []
+
+
 def test_execution_name_at_and_past_the_limit(cloud: Cloud) -> None:
     longest = "n" * AWS_MAX_EXECUTION_NAME
-    at_limit = cloud.smtrain("start", "--method", "byoc", "--name", longest)
+    at_limit = cloud.smtrain("start", "--program", "digits_lightgbm", "--name", longest)
     assert at_limit.returncode == 0, at_limit.stderr
     assert any(e["name"] == longest for e in cloud.executions())
     before = len(cloud.executions())
-    _refused(cloud.smtrain("start", "--method", "byoc", "--name", longest + "n"), "must be 1-80 characters")
+    _refused(cloud.smtrain("start", "--program", "digits_lightgbm", "--name", longest + "n"),
+             "must be 1-80 characters")
     assert len(cloud.executions()) == before
     # The commands that take a name check it the same way.
     _refused(cloud.smtrain("status", "run(1)"), "must be 1-80 characters of letters, digits, '-' and '_'")
@@ -474,6 +791,6 @@ def test_execution_name_at_and_past_the_limit(cloud: Cloud) -> None:
 def test_execution_names_that_would_break_the_job_tag_are_refused(cloud: Cloud, name: str) -> None:
     """Step Functions itself accepts some of these, but the name becomes the jobs' tag value."""
     before = len(cloud.executions())
-    _refused(cloud.smtrain("start", "--method", "byoc", "--name", name),
+    _refused(cloud.smtrain("start", "--program", "digits_lightgbm", "--name", name),
              "must be 1-80 characters of letters, digits, '-' and '_'")
     assert len(cloud.executions()) == before

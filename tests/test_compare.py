@@ -35,7 +35,7 @@ def _store(work_dir: Path, runs: int) -> MlflowClient:
     experiment = client.create_experiment(EXPERIMENT, artifact_location=(directory / "artifacts").as_uri())
     for index in range(runs):
         run = client.create_run(experiment, run_name=_run_name(index),
-                                tags={"smtrain.execution": EXECUTION, "smtrain.method": "script"})
+                                tags={"smtrain.execution": EXECUTION, "smtrain.program": "digits_mlp"})
         accuracy = 0.5 + index / 100
         metrics = [Metric(key, value, 0, step) for step in (1, 2, 3) for key, value in
                    (("train:loss", 1 / step), ("validation:loss", 1 / step + index / 100),
@@ -75,7 +75,7 @@ def test_known_sort_metric_tabulates_and_plots(tracked: tuple[Path, MlflowClient
     out, err = capsys.readouterr()
     assert (code, err) == (EXIT_OK, "")
     lines = out.splitlines()
-    assert lines[0].split()[:3] == ["execution", "method", "run"]
+    assert lines[0].split()[:3] == ["execution", "program", "run"]
     assert [line.split()[2] for line in lines[1:-1]] == [_run_name(i) for i in reversed(range(RUNS))]
     assert lines[-1] == f"plot: {plot}"
     width, height = struct.unpack(">II", plot.read_bytes()[16:24])

@@ -215,8 +215,9 @@ def test_jobs_get_the_tracking_uri(with_tracking: Synthesized) -> None:
     assert environment["MLFLOW_TRACKING_URI"]
     assert environment["MLFLOW_EXPERIMENT_NAME"] == "smtrain"
     assert environment["SMTRAIN_EXECUTION.$"] == "$$.Execution.Name"
-    assert environment["SMTRAIN_METHOD.$"] == "$.config.method"
+    assert environment["SMTRAIN_PROGRAM.$"] == "$.config.program"
     tuning = states["TuneModel"]["Parameters"]["TrainingJobDefinition"]["Environment"]
+    assert tuning["SMTRAIN_PROGRAM.$"] == "$.config.program"
     assert tuning["SMTRAIN_TUNING_JOB.$"] == states["TuneModel"]["Parameters"]["HyperParameterTuningJobName.$"]
 
 

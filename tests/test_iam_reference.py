@@ -485,8 +485,10 @@ def with_tracking(cdk_context: dict[str, Any], tmp_path_factory: pytest.TempPath
 
 
 @pytest.fixture(scope="module")
-def variants(synthesized: Synthesized, with_tracking: Synthesized) -> dict[str, Renderer]:
-    return {"default": Renderer(synthesized.templates), "mlflow": Renderer(with_tracking.templates)}
+def variants(synthesized: Synthesized, with_tracking: Synthesized,
+             with_brought_programs: Synthesized) -> dict[str, Renderer]:
+    return {"default": Renderer(synthesized.templates), "mlflow": Renderer(with_tracking.templates),
+            "four-programs": Renderer(with_brought_programs.templates)}
 
 
 @pytest.fixture(scope="module")

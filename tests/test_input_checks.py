@@ -125,3 +125,20 @@ def test_only_files_whose_sizes_collide_across_channels_are_hashed(
     _write(tmp_path / "validation" / "d.csv", "2,0.555\n")  # 8 bytes
     check_local_channels(_inputs(train=tmp_path / "train", validation=tmp_path / "validation"), program)
     assert sorted(p.name for p in hashed) == ["a.csv", "c.csv"]
+
+
+def test_channel_folders_nested_deeper_are_refused(tmp_path: Path, program: Program) -> None:
+    # The sample data's own layout, <dir>/<program>/<channel>/, given whole as the train channel:
+    # other programs' and the validation split's files would all be read as training data.
+    for name in ("digits_mlp", "digits_xgboost"):
+        for channel in ("train", "validation"):
+            (tmp_path / "sd" / name / channel).mkdir(parents=True)
+            (tmp_path / "sd" / name / channel / "digits.csv").write_text(f"{name},{channel}\n")
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "v.csv").write_text("1,2\n")
+    inputs = [ChannelInput("train", None, tmp_path / "sd"), ChannelInput("validation", None, tmp_path / "v")]
+    with pytest.raises(InputError) as raised:
+        check_local_channels(inputs, program)
+    assert str(raised.value).startswith(
+        f"input train: folder {tmp_path / 'sd'} holds folders named like other channels "
+        "(digits_mlp/validation, digits_xgboost/validation)")

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from infra.settings import Settings
 from smtrain.local.backend import SageMakerError
 from smtrain.local.engine import ExecutionResult, OfflineEngine
+from tests.conftest import shipped_training_code, synthesize
 from tests.helpers import Synthesized
 from tests.scripted_sagemaker import JobScript, ScriptedBackend, limit_exceeded, throttling
 
@@ -25,14 +29,25 @@ TUNING_JOB_NAME_MAX = 32
 
 
 class Harness:
-    def __init__(self, engine: OfflineEngine, backend: ScriptedBackend) -> None:
+    """Runs executions of the engine's state machine, or of ``state_machine_arn`` (another
+    definition on the same interpreter and scripted SageMaker)."""
+
+    def __init__(self, engine: OfflineEngine, backend: ScriptedBackend,
+                 state_machine_arn: str | None = None) -> None:
         self.engine, self.backend = engine, backend
+        self.state_machine_arn = state_machine_arn
         self._count = 0
 
     def run(self, execution_input: dict[str, Any], script: JobScript | None = None) -> Any:
         self.backend.script = script or JobScript()
         self._count += 1
-        return self.engine.run(execution_input, name=f"run-{self._count}", timeout=120)
+        name = f"run-{self._count}"
+        if self.state_machine_arn is None:
+            return self.engine.run(execution_input, name=name, timeout=120)
+        arn = self.engine.client.start_execution(
+            stateMachineArn=self.state_machine_arn, name=name,
+            input=json.dumps(execution_input))["executionArn"]
+        return self.engine.wait(arn, timeout=120)
 
     def training_requests(self) -> list[dict[str, Any]]:
         return self.backend.created("create_training_job")
@@ -52,9 +67,45 @@ def fresh_requests(harness: Harness) -> None:
     harness.backend.stopped.clear()
 
 
+#: A copy of digits_mlp that also declares text hyperparameters ``note0``..``note29``: what a team's
+#: program may declare (up to SageMaker's 100 hyperparameters of 2,500 characters), and the one
+#: way an execution input can make SageMaker's describe answer, which echoes the request, large.
+PADDED_PROGRAM = "digits_mlp_padded"
+NOTES = tuple(f"note{index}" for index in range(30))
+
+
+def padded_training_code(destination: Path) -> Path:
+    """The shipped training_code/ plus :data:`PADDED_PROGRAM`, added as a folder only."""
+    code = shipped_training_code(destination)
+    shutil.copytree(code / "digits_mlp", code / PADDED_PROGRAM)
+    manifest = code / PADDED_PROGRAM / "program.toml"
+    text = manifest.read_text()
+    assert text.count('name = "digits_mlp"') == 1
+    manifest.write_text(text.replace('name = "digits_mlp"', f'name = "{PADDED_PROGRAM}"') + "".join(
+        f'\n[hyperparameters.{note}]\ntype = "str"\ntunable = false\n' for note in NOTES))
+    return code
+
+
+@pytest.fixture(scope="module")
+def padded(harness: Harness, cdk_context: dict[str, Any], settings: Settings,
+           tmp_path_factory: pytest.TempPathFactory) -> Harness:
+    """The app synthesized with :data:`PADDED_PROGRAM` beside the shipped programs, its state
+    machine run on the harness's interpreter and scripted SageMaker (one engine serves SageMaker
+    at a time: this one is built for its deployment only, retries shortened alike)."""
+    code = padded_training_code(tmp_path_factory.mktemp("padded-training-code"))
+    app = synthesize(cdk_context, settings, tmp_path_factory.mktemp("cdk.out-padded"),
+                     training_code_dir=code)
+    deployment = OfflineEngine(outdir=app.outdir, work_dir=tmp_path_factory.mktemp("padded"),
+                               backend=harness.backend, retry_interval_seconds=1).deployment
+    arn = harness.engine.client.create_state_machine(
+        name=f"{deployment.state_machine_name}-padded", type="STANDARD",
+        definition=json.dumps(deployment.definition),
+        roleArn="arn:aws:iam::123456789012:role/local-state-machine")["stateMachineArn"]
+    return Harness(harness.engine, harness.backend, state_machine_arn=arn)
+
+
 def test_script_mode_request(harness: Harness) -> None:
-    result = harness.run({"method": "script", "hyperparameters": {"epochs": "3",
-                                                                  "sagemaker_program": "evil.py"}})
+    result = harness.run({"program": "digits_mlp", "hyperparameters": {"epochs": "3"}})
     assert result.succeeded, result.cause
     (request,) = harness.training_requests()
     assert JOB_NAME.match(request["TrainingJobName"]) and len(request["TrainingJobName"]) <= 63
@@ -65,19 +116,26 @@ def test_script_mode_request(harness: Harness) -> None:
     assert request["RoleArn"] == "arn:aws:iam::123456789012:role/local-sage-maker-execution-role"
     hp = request["HyperParameters"]
     assert hp["epochs"] == "3", "the user's value wins over the default"
-    assert hp["batch-size"] == "64" and hp["learning-rate"] == "0.01", "defaults fill the rest"
-    assert hp["sagemaker_program"] == "train.py", "fixed values win over the user's"
+    assert hp["batch-size"] == "64" and hp["learning-rate"] == "0.01" and hp["hidden-units"] == "64", \
+        "the manifest's defaults fill the rest"
+    assert hp["seed"] == "42", "an untunable default is sent on every job"
+    assert hp["sagemaker_program"] == "train.py", "the manifest's entry point"
     assert hp["sagemaker_submit_directory"].startswith("s3://cdk-hnb659fds-assets-123456789012-us-east-1/")
+    assert {name for name in hp if not name.startswith("sagemaker_")} == {
+        "epochs", "batch-size", "learning-rate", "hidden-units", "seed"}
     assert all(isinstance(v, str) for v in hp.values())
-    assert [c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]] == [
-        "s3://local-buckets-data/datasets/script/train/",
-        "s3://local-buckets-data/datasets/script/validation/"]
+    assert [(c["ChannelName"], c["ContentType"], c["DataSource"]["S3DataSource"]["S3Uri"])
+            for c in request["InputDataConfig"]] == [
+        ("train", "text/csv", "s3://local-buckets-data/datasets/digits_mlp/train/"),
+        ("validation", "text/csv", "s3://local-buckets-data/datasets/digits_mlp/validation/")]
     assert request["ResourceConfig"] == {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1,
                                          "VolumeSizeInGB": 30}
     assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600}
     assert request["EnableManagedSpotTraining"] is False
     assert {t["Key"]: t["Value"] for t in request["Tags"]} == {"smtrain:execution": result.name,
-                                                               "smtrain:method": "script"}
+                                                               "smtrain:program": "digits_mlp",
+                                                               "smtrain:kind": "script"}
+    assert result.output["program"] == "digits_mlp"
     assert result.output["trainingJobName"] == request["TrainingJobName"]
     assert result.output["modelArtifacts"].endswith("/output/model.tar.gz")
     assert result.output["metrics"][0]["MetricName"] == "validation:accuracy"
@@ -99,11 +157,15 @@ def test_byoc_request(harness: Harness) -> None:
     assert request["HyperParameters"] == {"num_boost_round": "100", "learning_rate": "0.1",
                                           "num_leaves": "31", "seed": "42"}
     uris = [c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]]
-    assert uris == ["s3://elsewhere/train/", "s3://local-buckets-data/datasets/byoc/validation/"]
+    assert uris == ["s3://elsewhere/train/",
+                    "s3://local-buckets-data/datasets/digits_lightgbm/validation/"]
+    assert {t["Key"]: t["Value"] for t in request["Tags"]}["smtrain:program"] == "digits_lightgbm"
 
 
 def test_builtin_request(harness: Harness) -> None:
-    assert harness.run({"method": "builtin"}).succeeded
+    result = harness.run({"method": "builtin"})
+    assert result.succeeded, result.cause
+    assert result.output["program"] == "digits_xgboost", "the one program of that kind"
     (request,) = harness.training_requests()
     assert request["AlgorithmSpecification"]["TrainingImage"] == (
         "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1")
@@ -175,10 +237,48 @@ def test_a_validation_error_is_not_retried_and_its_message_reaches_the_cause(
     assert len(harness.training_requests()) == 1
 
 
+SHIPPED = "digits_lightgbm, digits_mlp, digits_xgboost"
+ALLOWED_FIELDS = ("program, method, hyperparameters, instanceType, instanceCount, volumeSizeInGB, "
+                  "maxRuntimeInSeconds, spot, inputs, tuning")
+MLP_HYPERPARAMETERS = "batch-size, epochs, hidden-units, learning-rate, seed"
+
 BAD_INPUTS: list[tuple[dict[str, Any], str, str]] = [
-    ({}, "InvalidExecutionInput", "field 'method' is required: one of script, byoc, builtin"),
-    ({"method": "sklearn"}, "UnknownMethod", "field 'method' must be one of script, byoc, builtin"),
-    ({"method": 3}, "UnknownMethod", "field 'method' must be one of script, byoc, builtin"),
+    ({}, "InvalidExecutionInput", f"field 'program' is required: one of {SHIPPED}"),
+    ({"program": "sklearn"}, "UnknownProgram", f"field 'program' must be one of {SHIPPED}"),
+    ({"program": 3}, "UnknownProgram", f"field 'program' must be one of {SHIPPED}"),
+    ({"method": "sklearn"}, "UnknownProgram",
+     f"field 'method' names no program: give field 'program', one of {SHIPPED}"),
+    ({"method": 3}, "UnknownProgram",
+     f"field 'method' names no program: give field 'program', one of {SHIPPED}"),
+    ({"program": "digits_mlp", "method": "script"}, "InvalidExecutionInput",
+     "give field 'program' or the older 'method', not both"),
+    # A field the input has no place for is refused, not ignored: a typo of one it has, or a
+    # feature it lacks.
+    ({"program": "digits_mlp", "hyperparameter": {"epochs": "3"}}, "InvalidExecutionInput",
+     f"unknown field(s) hyperparameter; allowed: {ALLOWED_FIELDS}"),
+    ({"program": "digits_mlp", "register": {}}, "InvalidExecutionInput",
+     f"unknown field(s) register; allowed: {ALLOWED_FIELDS}"),
+    # Hyperparameters are the program's declared ones: the user cannot override the fixed
+    # sagemaker_* values (the entry point, the code's location) nor send names it does not read.
+    ({"program": "digits_mlp", "hyperparameters": {"epochs": "3", "sagemaker_program": "evil.py"}},
+     "InvalidExecutionInput", "hyperparameter 'sagemaker_program' is not declared by program "
+     f"digits_mlp; known: {MLP_HYPERPARAMETERS}"),
+    ({"method": "script", "hyperparameters": {"sagemaker_submit_directory": "s3://evil/code.tar.gz"}},
+     "InvalidExecutionInput", "hyperparameter 'sagemaker_submit_directory' is not declared by "
+     f"program digits_mlp; known: {MLP_HYPERPARAMETERS}"),
+    ({"program": "digits_mlp", "hyperparameters": {"note0": "x"}}, "InvalidExecutionInput",
+     f"hyperparameter 'note0' is not declared by program digits_mlp; known: {MLP_HYPERPARAMETERS}"),
+    ({"program": "digits_mlp", "hyperparameters": {"epochs": 3}}, "InvalidExecutionInput",
+     "hyperparameter 'epochs' must be a string"),
+    ({"program": "digits_mlp", "hyperparameters": {"epochs": "2.5"}}, "InvalidExecutionInput",
+     "hyperparameter 'epochs' must be a whole number, got '2.5'"),
+    ({"program": "digits_lightgbm", "hyperparameters": {"learning_rate": "2.10"}},
+     "InvalidExecutionInput", "hyperparameter 'learning_rate' must be at most 1, got 2.10"),
+    ({"program": "digits_mlp", "inputs": {"test": "s3://data-bucket/test/"}}, "InvalidExecutionInput",
+     "input channel 'test' is not read by program digits_mlp; its channels: train, validation"),
+    ({"program": "digits_mlp", "tuning": {"strategy": "Grid", "parameterRanges": {
+        "CategoricalParameterRanges": [{"Name": "seed", "Values": ["1", "2"]}]}}},
+     "InvalidExecutionInput", "tuning range 'seed': program digits_mlp declares it not tunable"),
     ({"method": "script", "instanceType": "ml.p5.48xlarge"}, "InvalidExecutionInput",
      "field 'instanceType' must be one of"),
     ({"method": "script", "instanceCount": 9}, "InvalidExecutionInput",
@@ -205,7 +305,7 @@ BAD_INPUTS: list[tuple[dict[str, Any], str, str]] = [
      "field 'volumeSizeInGB' must be a whole number"),
     ({"method": "script", "tuning": {"maxJobs": 2.5}}, "InvalidExecutionInput",
      "field 'tuning.maxJobs' must be a whole number"),
-    # Grid search takes only categorical ranges; each method's defaults have numeric ones.
+    # Grid search takes only categorical ranges; each program's defaults have numeric ones.
     ({"method": "script", "tuning": {"strategy": "Grid"}}, "InvalidExecutionInput",
      "field 'tuning.parameterRanges' may hold only CategoricalParameterRanges with the Grid"),
     ({"method": "builtin", "tuning": {"strategy": "Grid", "parameterRanges": {
@@ -258,6 +358,36 @@ def test_bad_input_fails_fast_without_a_job(harness: Harness, execution_input: d
     assert not any(s.startswith(("TrainModel", "TuneModel")) for s in result.states_entered())
 
 
+def test_a_hyperparameter_the_default_ranges_tune_cannot_also_be_given(harness: Harness) -> None:
+    """With no parameterRanges of the user's, the program's default ranges are tuned
+    (digits_mlp's: learning-rate, batch-size); SageMaker refuses a hyperparameter that is both
+    tuned and static, so the input is refused by name, as when the user's own ranges tune it."""
+    result = harness.run({"program": "digits_mlp", "hyperparameters": {"learning-rate": "0.05"},
+                          "tuning": {}})
+    assert (result.status, result.error) == ("FAILED", "InvalidExecutionInput"), result.cause
+    assert (result.cause or "").startswith("hyperparameter(s) learning-rate both tuned and given")
+    assert harness.backend.requests == []
+
+
+@pytest.mark.parametrize(("execution_input", "name", "text"), [
+    ({"program": "digits_mlp", "hyperparameters": {"learning-rate": "2.10"}}, "learning-rate", "2.10"),
+    ({"program": "digits_lightgbm", "hyperparameters": {"learning_rate": "1e-3"}},
+     "learning_rate", "1e-3"),
+    ({"method": "builtin", "hyperparameters": {"eta": "0.10"}}, "eta", "0.10"),
+    ({"program": "digits_xgboost", "hyperparameters": {"subsample": "0.50"}, "tuning": {}},
+     "subsample", "0.50"),
+], ids=["script", "byoc-exponent", "builtin", "builtin-tuning"])
+def test_hyperparameter_values_reach_sagemaker_exactly_as_typed(
+        harness: Harness, execution_input: dict[str, Any], name: str, text: str) -> None:
+    """A float's text is not normalised on the way (2.10 is not sent as 2.1)."""
+    result = harness.run(execution_input)
+    assert result.succeeded, result.cause
+    ((action, request),) = harness.backend.requests
+    hyperparameters = (request["HyperParameters"] if action == "create_training_job"
+                       else request["TrainingJobDefinition"]["StaticHyperParameters"])
+    assert hyperparameters[name] == text
+
+
 @pytest.mark.parametrize("name", ["run(1)", "bang!", "it's"])
 def test_execution_names_that_are_no_tag_value_are_refused(harness: Harness, name: str) -> None:
     """Jobs carry the execution name as a tag; a tag value allows no ( ) ! ' (botocore's
@@ -269,15 +399,16 @@ def test_execution_names_that_are_no_tag_value_are_refused(harness: Harness, nam
     assert harness.backend.requests == []
 
 
-def test_tuning_request_and_small_output_with_500_jobs(harness: Harness) -> None:
+def test_tuning_request_and_small_output_with_500_jobs(padded: Harness) -> None:
     """DescribeHyperParameterTuningJob echoes the request (here ~30 KB of static
-    hyperparameters); the task's ResultSelector keeps the execution's data small."""
+    hyperparameters, which the program declares); the task's ResultSelector keeps the
+    execution's data small."""
     script = JobScript(tuning_jobs=500)
-    padding = {f"note{index}": "x" * 1000 for index in range(30)}
-    result = harness.run({"method": "script", "hyperparameters": {"epochs": "4", **padding},
-                          "tuning": {"maxJobs": 500, "maxParallelJobs": 10}}, script)
+    padding = {note: "x" * 1000 for note in NOTES}
+    result = padded.run({"program": PADDED_PROGRAM, "hyperparameters": {"epochs": "4", **padding},
+                         "tuning": {"maxJobs": 500, "maxParallelJobs": 10}}, script)
     assert result.succeeded, result.cause
-    (request,) = harness.backend.created("create_hyper_parameter_tuning_job")
+    (request,) = padded.backend.created("create_hyper_parameter_tuning_job")
     name = request["HyperParameterTuningJobName"]
     assert len(name) <= TUNING_JOB_NAME_MAX and TUNING_JOB_NAME.match(name)
     config = request["HyperParameterTuningJobConfig"]
@@ -288,9 +419,13 @@ def test_tuning_request_and_small_output_with_500_jobs(harness: Harness) -> None
     assert config["TrainingJobEarlyStoppingType"] == "Off"
     static = request["TrainingJobDefinition"]["StaticHyperParameters"]
     assert static["epochs"] == "4" and "learning-rate" not in static, "tuned names are not static"
+    assert static["seed"] == "42", "an untunable default is sent to every trial"
     assert static["sagemaker_program"] == "train.py"
+    assert all(static[note] == padding[note] for note in NOTES)
+    assert len(json.dumps(static)) > 30_000
     output = json.dumps(result.output)
     assert len(output.encode()) < 32 * 1024, len(output)
+    assert result.output["program"] == PADDED_PROGRAM
     assert result.output["tuningJobName"] == name
     assert result.output["trainingJobName"] == f"{name}-001-00000000"
     assert result.output["objective"]["Value"] == pytest.approx(0.97)
@@ -307,17 +442,20 @@ def test_grid_search_sends_no_job_count(harness: Harness) -> None:
     assert "StrategyConfig" not in config
 
 
-@pytest.mark.parametrize("method", ["script", "byoc", "builtin"])
-def test_hyperband_with_defaults_sends_max_resource(harness: Harness, method: str) -> None:
-    """With each method's defaults SageMaker cannot infer Hyperband's MaxResource (no static
-    epochs-like hyperparameter), so the request must carry HyperbandStrategyConfig."""
-    result = harness.run({"method": method, "tuning": {"strategy": "Hyperband"}})
+@pytest.mark.parametrize(("program", "max_resource"),
+                         [("digits_mlp", 10), ("digits_lightgbm", 10), ("digits_xgboost", 100)])
+def test_hyperband_with_defaults_sends_max_resource(harness: Harness, program: str,
+                                                    max_resource: int) -> None:
+    """With each program's defaults SageMaker cannot infer Hyperband's MaxResource (no static
+    epochs-like hyperparameter), so the request must carry HyperbandStrategyConfig: the
+    manifest's hyperband_max_resource (the metric lines a full run prints)."""
+    result = harness.run({"program": program, "tuning": {"strategy": "Hyperband"}})
     assert result.succeeded, result.cause
     (request,) = harness.backend.created("create_hyper_parameter_tuning_job")
     config = request["HyperParameterTuningJobConfig"]
     assert config["Strategy"] == "Hyperband" and config["TrainingJobEarlyStoppingType"] == "Off"
     resources = config["StrategyConfig"]["HyperbandStrategyConfig"]
-    assert resources["MinResource"] == 1 and 1 <= resources["MaxResource"] <= 20_000
+    assert resources == {"MinResource": 1, "MaxResource": max_resource}
 
 
 def test_tuning_algorithm_has_no_training_only_fields(harness: Harness) -> None:
@@ -362,18 +500,20 @@ def test_stopping_the_execution_stops_the_job(harness: Harness) -> None:
 
 # -- AWS's limits, at the boundary ---------------------------------------------------------------
 
-#: A large static payload: SageMaker's describe answer of a tuning job echoes it back.
-PADDING = {f"note{index}": "x" * 1000 for index in range(20)}
+#: A large static payload of declared hyperparameters: SageMaker's describe answer of a tuning job
+#: echoes it back.
+PADDING = {note: "x" * 1000 for note in NOTES[:20]}
 
 #: Executions whose bounded fields sit at their limits: AWS's (volume 1..16384 GiB, 100 parallel
 #: training jobs; see BAD_INPUTS for the sources), cdk.json's (instanceCount up to
 #: maxInstanceCount 4, maxRuntimeInSeconds up to 3600), the shortest channel URI the state
 #: machine takes (a bucket and a one-character key prefix).
 AT_LIMITS: dict[str, dict[str, Any]] = {
-    "training": {"method": "script", "volumeSizeInGB": 16384, "instanceCount": 4,
+    "training": {"program": PADDED_PROGRAM, "volumeSizeInGB": 16384, "instanceCount": 4,
                  "maxRuntimeInSeconds": 3600, "inputs": {"train": "s3://data-bucket/t"},
                  "hyperparameters": PADDING},
-    "tuning": {"method": "script", "volumeSizeInGB": 1, "instanceCount": 1, "maxRuntimeInSeconds": 1,
+    "tuning": {"program": PADDED_PROGRAM, "volumeSizeInGB": 1, "instanceCount": 1,
+               "maxRuntimeInSeconds": 1,
                "hyperparameters": PADDING, "tuning": {"maxJobs": 100, "maxParallelJobs": 100}},
 }
 
@@ -385,13 +525,13 @@ class LimitRun:
 
 
 @pytest.fixture(scope="module")
-def runs_at_limits(harness: Harness) -> dict[str, LimitRun]:
+def runs_at_limits(padded: Harness) -> dict[str, LimitRun]:
     runs = {}
     for kind, execution_input in AT_LIMITS.items():
-        harness.backend.requests.clear()
-        result = harness.run(execution_input)
+        padded.backend.requests.clear()
+        result = padded.run(execution_input)
         assert result.succeeded, result.cause
-        ((_, request),) = harness.backend.requests
+        ((_, request),) = padded.backend.requests
         runs[kind] = LimitRun(result, request)
     return runs
 

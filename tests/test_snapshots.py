@@ -34,6 +34,11 @@ def test_stack_snapshot(synthesized: Synthesized, snapshot_json: SnapshotAsserti
     assert stabilised(synthesized.templates[stack]) == snapshot_json
 
 
+def test_workflow_snapshot_with_two_script_and_two_byoc_programs(
+        with_brought_programs: Synthesized, snapshot_json: SnapshotAssertion) -> None:
+    assert stabilised(with_brought_programs.workflow) == snapshot_json
+
+
 def test_stabilising_replaces_only_hashes() -> None:
     template = {"Key": "a" * 64 + ".gz", "Other": "b" * 63}
     assert stabilised(template) == {"Key": "<asset-hash>.gz", "Other": "b" * 63}

@@ -45,15 +45,23 @@ def test_starts_by_merging_input_over_defaults(definition: Definition) -> None:
     assert 1 <= defaults["volumeSizeInGB"] <= 16384
     assert 1 <= defaults["maxRuntimeInSeconds"] <= 28 * 24 * 3600
     # The program's own rules first (JSONata: undeclared names, types, bounds), then the merge.
+    # The check assigns a variable and leaves the state as it is (JSONata would turn 2.0 into 2
+    # before the integer checks read the input's text).
     assert read["Next"] == "CheckProgramInput"
     check = states(definition)["CheckProgramInput"]
     assert check["QueryLanguage"] == "JSONata" and check["Next"] == "ProgramInputValid"
+    assert set(check) == {"Type", "QueryLanguage", "Assign", "Next"}
+    assert set(check["Assign"]) == {"inputCheck"}
     (reject_rule,) = states(definition)["ProgramInputValid"]["Choices"]
-    assert reject_rule == {"Variable": "$.rejection", "IsPresent": True, "Next": "RejectInput"}
+    assert reject_rule == {"Variable": "$inputCheck.rejected", "BooleanEquals": True,
+                           "Next": "RejectProgramInput"}
+    assert states(definition)["RejectProgramInput"]["Parameters"] == {
+        "error.$": "$inputCheck.rejection.error", "cause.$": "$inputCheck.rejection.cause"}
+    assert states(definition)["RejectProgramInput"]["Next"] == "RejectInput"
     assert states(definition)["ProgramInputValid"]["Default"] == "ApplyDefaults"
     merge = states(definition)["ApplyDefaults"]
     assert merge["Parameters"]["config.$"] == ("States.JsonMerge(States.JsonMerge($.defaults, "
-                                               "$.input, false), $.resolved, false)")
+                                               "$.input, false), $inputCheck.resolved, false)")
     assert merge["Parameters"]["run"] == {"id.$": "States.UUID()"}
     assert merge["Next"] == "DescribeNumbers"
     # Integer fields are also read as JSON text: 2.0 or 1e3 is a number, but no integer.

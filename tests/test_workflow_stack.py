@@ -81,7 +81,8 @@ def test_state_machine_is_standard_logged_and_traced(synthesized: Synthesized) -
     template = synthesized.workflow
     _, machine = only_resource(template, "AWS::StepFunctions::StateMachine")
     # The image copy function has a log group of its own (tests/test_training_image.py).
-    (log_id,) = [i for i in resources_of_type(template, "AWS::Logs::LogGroup") if not i.startswith("ImageDigitsLightgbm")]
+    (log_id,) = [i for i in resources_of_type(template, "AWS::Logs::LogGroup")
+                 if not i.startswith("ImageDigitsLightgbm")]
     log_group = template["Resources"][log_id]
     props = machine["Properties"]
     assert props["StateMachineType"] == "STANDARD"

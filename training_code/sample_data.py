@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from smtrain.contract import DATASETS_PREFIX
+
 #: The shipped programs that train on the digits sample (folders of training_code/).
 PROGRAMS = ("digits_mlp", "digits_lightgbm", "digits_xgboost")
 CHANNELS = ("train", "validation")
-DATASETS_PREFIX = "datasets/"
 FILE_NAME = "digits.csv"
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 

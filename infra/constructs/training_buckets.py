@@ -8,13 +8,13 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.compliance import REPLICATION_RULES, acknowledge
+from smtrain import contract
 
-#: Where the state machine reads data by default: ``s3://<data bucket>/datasets/<method>/<channel>/``.
-DATASETS_PREFIX = "datasets/"
-#: Where training jobs write models: ``s3://<artifacts bucket>/models/...``.
-MODELS_PREFIX = "models/"
-#: Where spot training jobs keep checkpoints: ``s3://<artifacts bucket>/checkpoints/...``.
-CHECKPOINTS_PREFIX = "checkpoints/"
+#: The prefixes of the execution contract (smtrain/contract.py): data under ``datasets/``,
+#: models under ``models/``, spot checkpoints under ``checkpoints/``.
+DATASETS_PREFIX = contract.DATASETS_PREFIX
+MODELS_PREFIX = contract.MODELS_PREFIX
+CHECKPOINTS_PREFIX = contract.CHECKPOINTS_PREFIX
 
 
 class TrainingBuckets(Construct):

@@ -28,7 +28,7 @@ from infra.constructs.execution_input import (
     number_text,
     tuning_rules,
 )
-from infra.constructs.program_input import ProgramInputCheck
+from infra.constructs.program_input import RESOLVED_PATH, ProgramInputCheck
 from infra.constructs.training_job_task import TrainingJobTask
 from infra.constructs.tuning_job_task import DescribeTrainingJobTask, TuningJobTask
 from infra.images import TrainingImages
@@ -125,7 +125,7 @@ class TrainingStateMachine(Construct):
             reject=reject)
         apply_defaults = sfn.Pass(self, "ApplyDefaults", parameters={
             "config.$": "States.JsonMerge(States.JsonMerge($.defaults, $.input, false), "
-                        "$.resolved, false)",
+                        f"{RESOLVED_PATH}, false)",
             "run": {"id.$": "States.UUID()"},
         })
         describe_numbers = sfn.Pass(self, "DescribeNumbers", result_path="$.numberText",

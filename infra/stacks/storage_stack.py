@@ -18,6 +18,7 @@ from infra.constructs.training_buckets import (
 )
 from infra.constructs.training_repository import TrainingRepository
 from infra.settings import Settings
+from smtrain import contract
 
 
 def workflow_log_group_prefix(settings: Settings) -> str:
@@ -56,11 +57,11 @@ class StorageStack(Stack):
                 artifacts_bucket=self.artifacts_bucket, key=self.key, execution_role=self.execution_role,
                 tracking_server_size=settings.mlflow_tracking_server_size)
             self.tracking_server_arn = tracking.tracking_server_arn
-            CfnOutput(self, "TrackingServerArn", value=tracking.tracking_server_arn)
+            CfnOutput(self, contract.OUTPUT_TRACKING_SERVER_ARN, value=tracking.tracking_server_arn)
             CfnOutput(self, "TrackingServerName", value=tracking.tracking_server_name)
 
-        CfnOutput(self, "DataBucketName", value=self.data_bucket.bucket_name)
-        CfnOutput(self, "ArtifactsBucketName", value=self.artifacts_bucket.bucket_name)
-        CfnOutput(self, "RepositoryUri", value=self.repository.repository_uri)
+        CfnOutput(self, contract.OUTPUT_DATA_BUCKET, value=self.data_bucket.bucket_name)
+        CfnOutput(self, contract.OUTPUT_ARTIFACTS_BUCKET, value=self.artifacts_bucket.bucket_name)
+        CfnOutput(self, contract.OUTPUT_REPOSITORY_URI, value=self.repository.repository_uri)
         CfnOutput(self, "ExecutionRoleArn", value=self.execution_role.role_arn)
         CfnOutput(self, "DataKeyArn", value=self.key.key_arn)

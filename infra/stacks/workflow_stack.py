@@ -20,7 +20,7 @@ from infra.constructs.training_state_machine import (
 )
 from infra.images import training_images
 from infra.log_retention import retention_for_days
-from infra.settings import Settings
+from infra.settings import Settings, SettingsError
 from infra.stacks.storage_stack import StorageStack
 from smtrain import contract
 from smtrain.programs import discover as discover_programs
@@ -43,6 +43,12 @@ class WorkflowStack(Stack):
         # Every program of training_code/: a deterministic tarball per script program, an image
         # per BYOC program (copied into the project's repository), nothing for built-ins.
         programs = discover_programs(training_code_dir)
+        for program in programs.values():
+            if program.instance_type is not None and \
+                    program.instance_type not in settings.allowed_instance_types:
+                raise SettingsError(
+                    f"setting 'allowedInstanceTypes' lacks {program.instance_type}, the "
+                    f"instance_type of program {program.name} ({program.directory}/program.toml)")
         deployed: list[DeployedProgram] = []
         images_copied: list[Construct] = []
         source_objects: list[str] = []

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from smtrain import contract
 from smtrain.local.backend import SageMakerBackend
 from smtrain.local.deployment import ACCOUNT, LocalDeployment, load_deployment
 from smtrain.local.local_backend import Images, LocalBackend
@@ -50,7 +51,7 @@ class ExecutionResult:
 
 
 EventCallback = Callable[[dict[str, Any]], None]
-TRACKING_EXPERIMENT = "smtrain"
+TRACKING_EXPERIMENT = contract.EXPERIMENT
 
 
 def prepare_tracking_store(directory: Path) -> str:
@@ -113,8 +114,8 @@ class OfflineEngine:
         self.tracking_uri = prepare_tracking_store(work_dir / "mlflow") if tracking and backend is None else None
         self.backend: SageMakerBackend = backend or LocalBackend(
             s3=self.s3, work_dir=work_dir, images=Images(byoc=self.deployment.byoc_programs),
-            on_log=on_log, environment={"MLFLOW_TRACKING_URI": self.tracking_uri,
-                                        "MLFLOW_EXPERIMENT_NAME": TRACKING_EXPERIMENT}
+            on_log=on_log, environment={contract.ENV_TRACKING_URI: self.tracking_uri,
+                                        contract.ENV_EXPERIMENT: TRACKING_EXPERIMENT}
             if self.tracking_uri else None)
         self.region = region
         self._contexts: list[Any] = []

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smtrain import contract
 from smtrain.local.backend import TERMINAL_STATUSES, Description, Request, SageMakerError
 from smtrain.local.builtin_xgboost import BUILTIN_METRIC_DEFINITIONS
 from smtrain.local.deployment import ByocProgram
@@ -418,11 +419,11 @@ class LocalBackend:
                status: str) -> None:
         """Log an MLflow run for the job unless its program logged one (see :func:`track_job`);
         a tracking failure is a note, never the job's failure."""
-        uri = self.environment.get("MLFLOW_TRACKING_URI")
+        uri = self.environment.get(contract.ENV_TRACKING_URI)
         if not uri:
             return
         try:
-            logged = track_job(uri, self.environment.get("MLFLOW_EXPERIMENT_NAME", "smtrain"),
+            logged = track_job(uri, self.environment.get(contract.ENV_EXPERIMENT, contract.EXPERIMENT),
                                job=job, log_text=log_text, definitions=definitions, status=status)
         except Exception as error:
             self._note(job, f"could not log the job's MLflow run: {type(error).__name__}: {error}")
@@ -487,12 +488,14 @@ class LocalBackend:
 
 
 #: Request tags -> the variables ``training_code/common/tracking.py`` tags MLflow runs with.
-_TAG_VARIABLES = {"smtrain:execution": "SMTRAIN_EXECUTION", "smtrain:program": "SMTRAIN_PROGRAM",
-                  "sagemaker:tuning-job": "SMTRAIN_TUNING_JOB"}
+_TAG_VARIABLES = {contract.TAG_EXECUTION: contract.ENV_EXECUTION,
+                  contract.TAG_PROGRAM: contract.ENV_PROGRAM,
+                  contract.TAG_TUNING_JOB: contract.ENV_TUNING_JOB}
 #: Request tags -> the MLflow run tags ``training_code/common/tracking.py`` sets.
-_RUN_TAGS = {"smtrain:execution": "smtrain.execution", "smtrain:program": "smtrain.program",
-             "sagemaker:tuning-job": "smtrain.tuning_job"}
-JOB_RUN_TAG = "smtrain.training_job"
+_RUN_TAGS = {contract.TAG_EXECUTION: contract.RUN_TAG_EXECUTION,
+             contract.TAG_PROGRAM: contract.RUN_TAG_PROGRAM,
+             contract.TAG_TUNING_JOB: contract.RUN_TAG_TUNING_JOB}
+JOB_RUN_TAG = contract.RUN_TAG_TRAINING_JOB
 
 
 def track_job(uri: str, experiment: str, *, job: TrainingJob, log_text: str,

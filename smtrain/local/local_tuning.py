@@ -187,8 +187,17 @@ class TuningRun:
         if self._stop.is_set():
             self._end("Stopped", "Stopped by request")
         elif self._best() is None:
+            # SageMaker's own words, then what the trials did report (offline only): the usual
+            # cause is a metric definition whose Regex matches none of the program's log lines.
+            completed = [job for _, job in self.trials
+                         if job is not None and job.status == "Completed"]
+            reported = sorted({name for job in completed for name in job.metrics})
+            hint = (f"; the {len(completed)} completed trial(s) reported "
+                    f"{', '.join(reported) if reported else 'no metric at all'}: check the "
+                    f"objective's metric definition (Regex) against the program's log lines"
+                    if completed else "")
             self._end("Failed", "No training job succeeded with a value for the objective metric "
-                                f"{self.metric}")
+                                f"{self.metric}{hint}")
         else:
             self._end("Completed", None)
 

