@@ -23,7 +23,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "training_code"), str(ROOT / "training_code" / "digits_mlp")]
+#: The script program measured; its sample data is ``<data>/digits_mlp/<channel>``.
+PROGRAM = "digits_mlp"
+sys.path[:0] = [str(ROOT), str(ROOT / "training_code"), str(ROOT / "training_code" / PROGRAM)]
 
 import torch  # noqa: E402
 import train as script_mode  # type: ignore[import-not-found]  # noqa: E402
@@ -37,7 +39,7 @@ from training_code.sample_data import write_datasets  # noqa: E402
 def ours(data: Path, work: Path, *, epochs: int, batch_size: int) -> float:
     args = script_mode.parse_args([
         "--epochs", str(epochs), "--batch-size", str(batch_size),
-        "--train", str(data / "script" / "train"), "--validation", str(data / "script" / "validation"),
+        "--train", str(data / PROGRAM / "train"), "--validation", str(data / PROGRAM / "validation"),
         "--model-dir", str(work / "model"), "--checkpoint-dir", str(work / "checkpoints")], env={})
     cluster = script_mode.Cluster(rank=0, world_size=1, device=torch.device("cpu"))
     start = time.perf_counter()
@@ -48,7 +50,7 @@ def ours(data: Path, work: Path, *, epochs: int, batch_size: int) -> float:
 
 def bare(data: Path, *, epochs: int, batch_size: int) -> float:
     start = time.perf_counter()
-    features_np, labels_np = read_channel(data / "script" / "train", channel="train")
+    features_np, labels_np = read_channel(data / PROGRAM / "train", channel="train")
     features, labels = torch.from_numpy(features_np), torch.from_numpy(labels_np)
     torch.manual_seed(42)
     model = DigitsClassifier(num_features=features.shape[1], num_classes=10, hidden_units=64)
@@ -76,9 +78,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         data = Path(scratch) / "data"
         write_datasets(data)
-        train_csv = data / "script" / "train" / "digits.csv"
+        train_csv = data / PROGRAM / "train" / "digits.csv"
         train_csv.write_text(train_csv.read_text() * args.scale)
-        rows = len(read_channel(data / "script" / "train", channel="train")[1])
+        rows = len(read_channel(data / PROGRAM / "train", channel="train")[1])
         # One untimed run of each first: the first PyTorch loop in a process pays its warm-up.
         bare(data, epochs=1, batch_size=args.batch_size)
         ours(data, Path(scratch) / "warm-up", epochs=1, batch_size=args.batch_size)

@@ -224,7 +224,9 @@ def _existing_execution(sfn: Any, arn: str) -> dict[str, Any] | None:
 
 
 def _upload_tree(session: Any, directory: Path, bucket: str | None, prefix: str) -> int:
-    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    from smtrain.input_checks import data_files
+
+    files = sorted(data_files(directory))
     total = sum(p.stat().st_size for p in files)
     s3 = session.client("s3")
     done = 0

@@ -83,9 +83,14 @@ EXECUTION_NAME_CHARACTERS_REFUSED_BY_TAGS: Final[tuple[str, ...]] = ("(", ")", "
 PROGRAM_NAME: Final = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 #: How a hyperparameter's text must look for each declared type: JSON's number grammar, so
 #: that JSONata's ``$number`` (the state machine's check) and Python read it alike.
-INT_TEXT: Final = r"^-?(0|[1-9][0-9]*)$"
-FLOAT_TEXT: Final = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
+#: Bounded so that every accepted text is a finite double (JSONata's ``$number`` overflows to an
+#: error past 1.8e308); ``(?![\s\S])`` ends the text in JavaScript and Python alike (a ``$``
+#: would let a trailing newline through in Python).
+INT_TEXT: Final = r"^-?(0|[1-9][0-9]{0,14})(?![\s\S])"
+FLOAT_TEXT: Final = r"^-?(0|[1-9][0-9]{0,29})(\.[0-9]+)?([eE][-+]?[0-9]{1,2})?(?![\s\S])"
 BOOL_VALUES: Final[tuple[str, ...]] = ("true", "false")
+#: A categorical range's values (botocore's sagemaker model, ParameterValues: 1 to 30).
+MAX_CATEGORICAL_VALUES: Final = 30
 #: A channel name (botocore's sagemaker model, ChannelName: ``[A-Za-z0-9\.\-_]+``, 64).
 CHANNEL_NAME: Final = re.compile(r"[A-Za-z0-9.\-_]{1,64}")
 

@@ -96,6 +96,12 @@ def _check_no_nested_channels(channel: Channel, folder: Path, program: Program) 
             f"--input {channel.name}= at the folder of that channel's files alone")
 
 
+def data_files(folder: Path) -> list[Path]:
+    """The files of a channel folder that are uploaded and read: hidden files and folders
+    (``.DS_Store``, ``.ipynb_checkpoints/``) are neither checked nor uploaded."""
+    return [file.path for file in _walk(folder)]
+
+
 def _walk(folder: Path) -> Iterator[_File]:
     """Every non-hidden file under ``folder`` (hidden folders skipped), with its size."""
     for root, dirs, names in os.walk(folder):

@@ -56,17 +56,18 @@ def expression(programs: Mapping[str, Program]) -> str:
   $names := $sort($keys($catalog));
   $bad := function($cause) {{ {{"error": {invalid}, "cause": $cause}} }};
   $isObject := function($v) {{ $type($v) = "object" }};
+  $shown := function($v) {{ $length($v) > 40 ? $substring($v, 0, 40) & "..." : $v }};
   $problemsOfValue := function($where, $spec, $v) {{(
     $type($v) != "string"
       ? [$bad($where & " must be a string, such as \\"" & $string($v) & "\\": SageMaker takes hyperparameters as text")]
     : $spec.type = "int" and $not($contains($v, /{contract.INT_TEXT}/))
-      ? [$bad($where & " must be a whole number, got '" & $v & "'")]
+      ? [$bad($where & " must be a whole number, got '" & $shown($v) & "'")]
     : $spec.type = "float" and $not($contains($v, /{contract.FLOAT_TEXT}/))
-      ? [$bad($where & " must be a number, got '" & $v & "'")]
+      ? [$bad($where & " must be a number, got '" & $shown($v) & "'")]
     : $spec.type = "bool" and $not($v in {_list(contract.BOOL_VALUES)})
-      ? [$bad($where & " must be true or false, got '" & $v & "'")]
+      ? [$bad($where & " must be true or false, got '" & $shown($v) & "'")]
     : $spec.type = "categorical" and $not($v in $spec.values)
-      ? [$bad($where & " must be one of " & $join($spec.values, ", ") & ", got '" & $v & "'")]
+      ? [$bad($where & " must be one of " & $join($spec.values, ", ") & ", got '" & $shown($v) & "'")]
     : $spec.type in ["int", "float"] and $exists($spec.min) and $number($v) < $spec.min
       ? [$bad($where & " must be at least " & $string($spec.min) & ", got " & $v)]
     : $spec.type in ["int", "float"] and $exists($spec.max) and $number($v) > $spec.max
@@ -116,14 +117,14 @@ def expression(programs: Mapping[str, Program]) -> str:
     }}, []);
 
   $inputs := $in.inputs;
-  $channels := $exists($spec) ? [$keys($spec.channels)] : [];
+  $channels := $exists($spec) ? [$spec.channels] : [];
   $channelProblems := $not($exists($spec)) or $not($exists($inputs)) ? [] :
     $isObject($inputs) = false ? [$bad("field 'inputs' must be an object of channel: s3 URI")] :
     $reduce([$keys($inputs)], function($acc, $k) {{
       $append($acc,
         $not($k in $channels)
           ? [$bad("input channel '" & $k & "' is not read by program " & $name & "; its channels: " & $join($channels, ", "))]
-        : $type($lookup($inputs, $k)) != "string" or $not($contains($lookup($inputs, $k), /^s3:\\/\\/[^\\/]+\\/.*$/))
+        : $type($lookup($inputs, $k)) != "string" or $not($contains($lookup($inputs, $k), /^s3:\\/\\/[^\\/\\s]+\\/.*(?![\\s\\S])/))
           ? [$bad("field 'inputs." & $k & "' must be an S3 URI like s3://bucket/prefix/")]
           : [])
     }}, []);
@@ -131,7 +132,12 @@ def expression(programs: Mapping[str, Program]) -> str:
   $tuning := $in.tuning;
   $ranges := $tuning.parameterRanges;
   $tuned := $isObject($ranges) ? [$ranges.*.Name] : $isObject($tuning) and $exists($spec.tuned) ? $spec.tuned : [];
-  $tuningProblems := $not($exists($spec)) or $not($isObject($tuning)) ? [] : $append($append($append(
+  $rangeNames := $isObject($ranges) ? [$ranges.*.Name] : [];
+  $repeated := [$filter($distinct($rangeNames), function($n) {{ $count($filter($rangeNames, function($m) {{ $m = $n }})) > 1 }})];
+  $tuningShape := $not($exists($spec)) or $not($exists($tuning)) or $type($tuning) = "null" ? [] :
+    $not($isObject($tuning)) ? [$bad("field 'tuning' must be an object (or null for a training job)")] :
+    $count($repeated) > 0 ? [$bad("tuning range(s) on " & $join($repeated, ", ") & " given more than once")] : [];
+  $tuningProblems := $append($tuningShape, $not($exists($spec)) or $not($isObject($tuning)) ? [] : $append($append($append(
     (
       $extra := [$filter($keys($tuning), function($k) {{ $not($k in {tuning_fields}) }})];
       $count($extra) > 0
@@ -144,23 +150,46 @@ def expression(programs: Mapping[str, Program]) -> str:
       $append($acc,
         $not($member in $keys({range_kinds}))
           ? [$bad("tuning.parameterRanges." & $member & " is not one of " & $join($keys({range_kinds}), ", "))]
-          : $reduce([$lookup($ranges, $member)], function($acc2, $r) {{
+          : $type($lookup($ranges, $member)) != "array"
+            ? [$bad("field 'tuning.parameterRanges." & $member & "' must be a list of ranges")]
+          : $reduce($lookup($ranges, $member), function($acc2, $r) {{
               $append($acc2, (
-                $hp := $r.Name;
-                $hpSpec := $lookup($spec.hyperparameters, $hp);
+                $numeric := $member != "CategoricalParameterRanges";
+                $allowed := $numeric ? ["Name", "MinValue", "MaxValue", "ScalingType"] : ["Name", "Values"];
+                $hp := $isObject($r) and $type($r.Name) = "string" ? $r.Name : "";
+                $hpSpec := $hp in $declared ? $lookup($spec.hyperparameters, $hp);
                 $where := "tuning range '" & $hp & "'";
-                $not($hp in $declared)
+                $extraKeys := $isObject($r) ? [$filter($keys($r), function($k) {{ $not($k in $allowed) }})] : [];
+                $not($isObject($r)) or $hp = ""
+                  ? [$bad("each entry of tuning.parameterRanges." & $member & " must be an object with a Name (" & $join($allowed, ", ") & ")")]
+                : $count($extraKeys) > 0
+                  ? [$bad($where & " has unknown field(s) " & $join($extraKeys, ", ") & "; allowed: " & $join($allowed, ", "))]
+                : $not($hp in $declared)
                   ? [$bad("tuning range on '" & $hp & "', which program " & $name & " does not declare; known: " & $known())]
                 : $hpSpec.tunable = false
                   ? [$bad($where & ": program " & $name & " declares it not tunable")]
-                : $member = "CategoricalParameterRanges"
-                  ? ($type($r.Values) = "array"
+                : $not($numeric)
+                  ? ($type($r.Values) = "array" and $count($r.Values) >= 1 and $count($r.Values) <= {contract.MAX_CATEGORICAL_VALUES}
                       ? $reduce($r.Values, function($acc3, $v) {{ $append($acc3, $problemsOfValue($where & " value", $hpSpec, $v)) }}, [])
-                      : [$bad($where & " needs Values")])
+                      : [$bad($where & " needs Values: a list of 1 to {contract.MAX_CATEGORICAL_VALUES} values")])
                 : $lookup({range_kinds}, $member) != $hpSpec.type
                   ? [$bad($where & ": " & $member & " do not fit a " & $hpSpec.type & " hyperparameter")]
-                  : $append($problemsOfValue($where & " MinValue", $hpSpec, $r.MinValue),
-                            $problemsOfValue($where & " MaxValue", $hpSpec, $r.MaxValue))
+                : $not($exists($r.MinValue)) or $not($exists($r.MaxValue))
+                  ? [$bad($where & " needs MinValue and MaxValue")]
+                : $exists($r.ScalingType) and $not($r.ScalingType in {_list(contract.SCALING_TYPES)})
+                  ? [$bad($where & " ScalingType must be one of " & $join({_list(contract.SCALING_TYPES)}, ", "))]
+                : (
+                    $bounds := $append($problemsOfValue($where & " MinValue", $hpSpec, $r.MinValue),
+                                       $problemsOfValue($where & " MaxValue", $hpSpec, $r.MaxValue));
+                    $count($bounds) > 0 ? $bounds
+                    : $number($r.MinValue) > $number($r.MaxValue)
+                      ? [$bad($where & " MinValue " & $r.MinValue & " is above its MaxValue " & $r.MaxValue)]
+                    : $r.ScalingType in ["Logarithmic", "ReverseLogarithmic"] and $number($r.MinValue) <= 0
+                      ? [$bad($where & ": " & $r.ScalingType & " scaling needs a MinValue above 0 (SageMaker's rule)")]
+                    : $r.ScalingType = "ReverseLogarithmic" and $number($r.MaxValue) >= 1
+                      ? [$bad($where & ": ReverseLogarithmic scaling needs a MaxValue below 1 (SageMaker's rule)")]
+                    : []
+                  )
               ))
             }}, []))
     }}, [])),
@@ -169,11 +198,11 @@ def expression(programs: Mapping[str, Program]) -> str:
       ? [$bad("tuning objective '" & $tuning.objective.metricName & "' is not a metric of program " & $name & ": " & $join($spec.metrics, ", "))]
       : []),
     (
-      $both := [$filter($tuned, function($n) {{ $exists($lookup($hps, $n)) }})];
+      $both := $isObject($hps) ? [$filter($tuned, function($n) {{ $exists($lookup($hps, $n)) }})] : [];
       $count($both) > 0
         ? [$bad("hyperparameter(s) " & $join($both, ", ") & " both tuned and given: SageMaker refuses a hyperparameter that is tuned and static" & ($isObject($ranges) ? "" : " (the program's default tuning ranges tune it: give parameterRanges of your own, or drop the value)"))]
         : []
-    ));
+    )));
 
   {{
     "program": $name,
@@ -204,6 +233,13 @@ def _compiled(body: str) -> Any:
 
 
 def check(programs: Mapping[str, Program], execution_input: Any) -> Checked:
-    """Apply the rules to ``execution_input`` in this process (``jsonata-python``)."""
-    result = _compiled(expression(programs)).evaluate(execution_input)
+    """Apply the rules to ``execution_input`` in this process (``jsonata-python``). The rules
+    guard every operation that could fail; should one fail anyway, the input is refused with
+    the evaluation error rather than a traceback."""
+    try:
+        result = _compiled(expression(programs)).evaluate(execution_input)
+    except Exception as error:  # jsonata-python raises its own JException
+        return Checked(program=None, problems=[{
+            "error": contract.INVALID_INPUT_ERROR,
+            "cause": f"the execution input could not be checked: {error}"}])
     return Checked(program=result.get("program"), problems=list(result.get("problems") or []))

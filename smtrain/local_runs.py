@@ -13,6 +13,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -24,6 +25,7 @@ from smtrain import contract
 from smtrain.cli import EXIT_ABORTED, EXIT_FAILED, EXIT_OK
 from smtrain.deployment_lookup import ResourceNotFound, limits_from_outputs
 from smtrain.execution_request import check_instance, upload_prefix
+from smtrain.input_checks import data_files
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The project's pinned CDK CLI (``make synth`` runs it with the environment below).
@@ -205,7 +207,12 @@ def start_local(args: argparse.Namespace, draft: dict[str, Any], channel_inputs:
         for channel in channel_inputs:
             if channel.local_dir is not None:
                 uri = f"s3://{bucket}/{upload_prefix(name, channel.channel)}"
-                count = len(engine.s3.put_tree(channel.local_dir, uri))
+                # A rerun under the same --name with another folder must not train on both.
+                shutil.rmtree(engine.s3.path(uri), ignore_errors=True)
+                files = data_files(channel.local_dir)
+                for path in files:
+                    engine.s3.put_file(path, uri + path.relative_to(channel.local_dir).as_posix())
+                count = len(files)
                 print(f"copied {count} files from {channel.local_dir} to {uri}", flush=True)
             else:
                 uri = channel.s3_uri

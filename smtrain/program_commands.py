@@ -78,7 +78,8 @@ def _hyperparameter_line(h: programs.Hyperparameter, width: int) -> str:
         parts.append(f"[{low}, {high}]")
     if h.values:
         parts.append("one of " + " | ".join(h.values))
-    parts.append("tunable" if h.tunable else "fixed (sent on every job)")
+    parts.append("tunable" if h.tunable else "fixed (sent on every job)" if h.default is not None
+                 else "not tunable (sent only when given)")
     line = "  ".join(parts)
     return f"{line}  - {h.description}" if h.description else line
 

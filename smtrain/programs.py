@@ -13,6 +13,7 @@ A bad manifest raises :class:`ProgramError` naming the file and the field, which
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -267,11 +268,14 @@ class Program:
         entry: dict[str, Any] = {
             "kind": self.kind,
             "hyperparameters": {name: h.as_data() for name, h in self.hyperparameters.items()},
-            "channels": {c.name: {"required": c.required} for c in self.channels},
+            "channels": [c.name for c in self.channels],  # in the manifest's order
             "metrics": list(self.metric_names),
         }
         if self.instance_type is not None:
             entry["instanceType"] = self.instance_type
+        # Which manifest the catalog was made from: an offline run compares it with the
+        # synthesized one (smtrain.local.staleness), so a manifest edit is never run stale.
+        entry["manifest"] = hashlib.sha256((self.directory / MANIFEST).read_bytes()).hexdigest()[:16]
         if self.tuning is not None:
             # What a tuning run tunes when its input gives no parameterRanges of its own.
             entry["tuned"] = [r["Name"] for ranges in self.tuning.parameter_ranges.values()
@@ -281,9 +285,15 @@ class Program:
 
 def discover(training_code_dir: Path = TRAINING_CODE_DIR) -> dict[str, Program]:
     """Every program under ``training_code_dir`` (folders with a ``program.toml``), by name."""
-    programs = {}
+    programs: dict[str, Program] = {}
+    ids: dict[str, str] = {}
     for manifest in sorted(training_code_dir.glob(f"*/{MANIFEST}")):
         program = load(manifest.parent)
+        # Construct ids, state names and stack outputs are made from the name without _ and -.
+        clash = ids.setdefault(contract.output_id(program.name), program.name)
+        if clash != program.name:
+            raise ProgramError(f"{manifest}: 'name': {program.name!r} and {clash!r} differ only in "
+                               "'_' and '-', which the stack's resource names drop: rename one")
         programs[program.name] = program
     if not programs:
         raise ProgramError(f"no training program found: no {training_code_dir}/*/{MANIFEST}")
@@ -325,6 +335,10 @@ def load(directory: Path, *, staged: bool = False) -> Program:
                              extensions=tuple(c.get("extensions", ())))
                      for c in data["channels"])
     _unique(fail, "channels", [c.name for c in channels])
+    if not any(c.required for c in channels):
+        # A run that gives no input must still send one channel (botocore's model:
+        # InputDataConfig holds 1 to 20 channels).
+        raise fail("channels", "at least one channel must be required (it gets a default URI)")
 
     metrics = data.get("metrics", [])
     _unique(fail, "metrics", [m["name"] for m in metrics])
@@ -456,13 +470,29 @@ def _tuning(fail: Any, data: Mapping[str, Any] | None, hyperparameters: Mapping[
                     raise fail(f"{setting}.values", problem)
             ranges.setdefault("CategoricalParameterRanges", []).append(
                 {"Name": key, "Values": list(values)})
-    return TuningDefaults(
+    defaults = TuningDefaults(
         objective_metric=data["objective"], objective_type=data["type"], parameter_ranges=ranges,
         hyperband_max_resource=data.get("hyperband_max_resource", 10),
         strategy=data.get("strategy", "Bayesian"), max_jobs=data.get("max_jobs", 4),
         max_parallel_jobs=data.get("max_parallel_jobs", 2),
         early_stopping=data.get("early_stopping", "Off"),
     )
+    # The defaults must make a tuning job SageMaker takes (API reference,
+    # HyperParameterTuningJobConfig; developer guide, "Understand the hyperparameter tuning
+    # strategies"), or every `"tuning": {}` run would be refused for the user's input.
+    if defaults.strategy == "Grid" and set(ranges) != {"CategoricalParameterRanges"}:
+        raise fail("tuning.strategy", "Grid takes categorical ranges only (give 'values' for each)")
+    if defaults.strategy != "Grid" and defaults.max_parallel_jobs > defaults.max_jobs:
+        raise fail("tuning.max_parallel_jobs", "must not exceed 'max_jobs'")
+    if defaults.strategy == "Hyperband" and defaults.early_stopping != "Off":
+        raise fail("tuning.early_stopping", "must be Off with the Hyperband strategy")
+    for member in ("IntegerParameterRanges", "ContinuousParameterRanges"):
+        for entry in ranges.get(member, []):
+            if entry["ScalingType"] in ("Logarithmic", "ReverseLogarithmic") and \
+                    float(entry["MinValue"]) <= 0:
+                raise fail(f"tuning.ranges.{entry['Name']}.min",
+                           f"{entry['ScalingType']} scaling needs a min above 0")
+    return defaults
 
 
 def _check_files(fail: Any, program: Program) -> None:

@@ -42,8 +42,8 @@ def job_names(events: list[dict[str, Any]],
     return names
 
 
-def failure_reason(cause: str | None) -> str | None:
-    """The job's FailureReason when the cause carries a job description."""
+def _described(cause: str | None) -> dict[str, Any] | None:
+    """The job description SageMaker answered, when a failure's cause carries one."""
     if not cause:
         return None
     text = cause.split(": ", 1)[1] if cause.startswith("States.") else cause
@@ -51,18 +51,18 @@ def failure_reason(cause: str | None) -> str | None:
         described = json.loads(text)
     except json.JSONDecodeError:
         return None
-    return described.get("FailureReason") if isinstance(described, dict) else None
+    return described if isinstance(described, dict) else None
+
+
+def failure_reason(cause: str | None) -> str | None:
+    """The job's FailureReason when the cause carries a job description."""
+    described = _described(cause)
+    return described.get("FailureReason") if described is not None else None
 
 
 def failed_job_name(cause: str | None) -> str | None:
     """The training job named in a failure's cause (the job description SageMaker answered)."""
-    if not cause:
-        return None
-    text = cause.split(": ", 1)[1] if cause.startswith("States.") else cause
-    try:
-        described = json.loads(text)
-    except json.JSONDecodeError:
-        return None
+    described = _described(cause)
     name = described.get("TrainingJobName") if isinstance(described, dict) else None
     return name if isinstance(name, str) else None
 

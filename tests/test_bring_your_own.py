@@ -113,14 +113,24 @@ def test_byoc_program_trains_and_tunes(engine: OfflineEngine) -> None:
 def test_brought_programs_metrics_reach_mlflow(engine: OfflineEngine) -> None:
     from mlflow.tracking import MlflowClient
 
+    # Neither program logs to MLflow itself: the local backend logs each job's run for it.
     engine.run({"program": "tree_byoc"}, name="byo-byoc-tracked")
+    engine.run({"program": "pytorch_example", "hyperparameters": {"epochs": "2"}},
+               name="byo-script-tracked")
     client = MlflowClient(tracking_uri=engine.tracking_uri)
     experiment = client.get_experiment_by_name(TRACKING_EXPERIMENT)
     assert experiment is not None
-    runs = client.search_runs([experiment.experiment_id],
-                              filter_string="tags.`smtrain.program` = 'tree_byoc'")
-    assert runs, "the BYOC program's jobs left no MLflow run"
-    assert all("cv:accuracy" in run.data.metrics for run in runs)
+    for program, metric in (("tree_byoc", "cv:accuracy"), ("pytorch_example", "test:acc")):
+        runs = client.search_runs([experiment.experiment_id],
+                                  filter_string=f"tags.`smtrain.program` = '{program}'")
+        assert runs, f"the {program} jobs left no MLflow run"
+        assert all(metric in run.data.metrics for run in runs), program
+    (script_run,) = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`smtrain.execution` = 'byo-script-tracked'")
+    # One value per epoch, in order: the program's own log lines, read with its regex.
+    history = client.get_metric_history(script_run.info.run_id, "test:acc")
+    assert [m.step for m in history] == [0, 1]
+    assert script_run.data.params["epochs"] == "2"
 
 
 @pytest.mark.parametrize(("execution_input", "error", "cause"), [

@@ -266,7 +266,8 @@ def test_an_unknown_input_field_never_reaches_sagemaker(cloud: Cloud, shipped: d
     entered = [event["stateEnteredEventDetails"]["name"] for event in cloud.client("stepfunctions")
                .get_execution_history(executionArn=cloud.execution_arn("unknown-field"))["events"]
                if "stateEnteredEventDetails" in event]
-    assert entered == ["ReadInput", "CheckProgramInput", "ProgramInputValid", "RejectInput"]
+    assert entered == ["ReadInput", "CheckProgramInput", "ProgramInputValid", "RejectProgramInput",
+                       "RejectInput"]
     assert len(cloud.backend.requests) == requests_before, "SageMaker was never called"
 
 

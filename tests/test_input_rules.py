@@ -116,6 +116,53 @@ CASES: list[tuple[Any, tuple[str, str] | None]] = [
       "refuses a hyperparameter that is tuned and static (the program's default tuning ranges "
       "tune it: give parameterRanges of your own, or drop the value)")),
     ({"program": "digits_mlp", "hyperparameters": {"epochs": "3"}, "tuning": {}}, None),
+    # Structure SageMaker's ParameterRanges requires (botocore's model), refused by name before
+    # anything starts rather than by SageMaker after the execution has begun.
+    ({"program": "digits_mlp", "tuning": {"parameterRanges": {"IntegerParameterRanges": [
+        {"Name": "epochs"}]}}},
+     ("InvalidExecutionInput", "tuning range 'epochs' needs MinValue and MaxValue")),
+    ({"program": "digits_mlp", "tuning": {"parameterRanges": {"IntegerParameterRanges": [
+        {"Name": "epochs", "MinValue": "5", "MaxValue": "2"}]}}},
+     ("InvalidExecutionInput", "tuning range 'epochs' MinValue 5 is above its MaxValue 2")),
+    ({"program": "digits_mlp", "tuning": {"parameterRanges": {"IntegerParameterRanges": [
+        {"Name": "epochs", "MinValue": "1", "MaxValue": "5", "ScalingType": "Bogus"}]}}},
+     ("InvalidExecutionInput", "tuning range 'epochs' ScalingType must be one of Auto, Linear, "
+      "Logarithmic, ReverseLogarithmic")),
+    ({"program": "digits_mlp", "tuning": {"parameterRanges": {"IntegerParameterRanges": [
+        {"Name": "epochs", "MinValue": "1", "MaxValue": "5", "Step": "1"}]}}},
+     ("InvalidExecutionInput", "tuning range 'epochs' has unknown field(s) Step; allowed: Name, "
+      "MinValue, MaxValue, ScalingType")),
+    ({"program": "digits_mlp", "tuning": {"parameterRanges": {"IntegerParameterRanges": [
+        {"Name": "epochs", "MinValue": "1", "MaxValue": "5"},
+        {"Name": "epochs", "MinValue": "2", "MaxValue": "6"}]}}},
+     ("InvalidExecutionInput", "tuning range(s) on epochs given more than once")),
+    ({"program": "digits_mlp", "tuning": {"parameterRanges": {"IntegerParameterRanges": {
+        "Name": "epochs"}}}},
+     ("InvalidExecutionInput", "field 'tuning.parameterRanges.IntegerParameterRanges' must be a "
+      "list of ranges")),
+    ({"program": "digits_mlp", "tuning": {"parameterRanges": {"CategoricalParameterRanges": [
+        {"Name": "batch-size", "Values": [str(n) for n in range(1, 32)]}]}}},
+     ("InvalidExecutionInput", "tuning range 'batch-size' needs Values: a list of 1 to 30 values")),
+    ({"program": "digits_mlp", "tuning": {"parameterRanges": {"IntegerParameterRanges": [
+        {"Name": 5}]}}},
+     ("InvalidExecutionInput", "each entry of tuning.parameterRanges.IntegerParameterRanges must "
+      "be an object with a Name (Name, MinValue, MaxValue, ScalingType)")),
+    ({"program": "digits_mlp", "tuning": {"parameterRanges": {"ContinuousParameterRanges": [
+        {"Name": "learning-rate", "MinValue": "0.5", "MaxValue": "2",
+         "ScalingType": "ReverseLogarithmic"}]}}},
+     ("InvalidExecutionInput", "tuning range 'learning-rate': ReverseLogarithmic scaling needs a "
+      "MaxValue below 1 (SageMaker's rule)")),
+    ({"program": "digits_mlp", "tuning": []},
+     ("InvalidExecutionInput", "field 'tuning' must be an object (or null for a training job)")),
+    ({"program": "digits_mlp", "tuning": None}, None),
+    # Texts past a double's range, or with a trailing newline, are not numbers (JSONata's
+    # $number would fail on the first; Python's $ would let the second through).
+    ({"program": "digits_mlp", "hyperparameters": {"learning-rate": "1e999"}},
+     ("InvalidExecutionInput", "hyperparameter 'learning-rate' must be a number, got '1e999'")),
+    ({"program": "digits_mlp", "hyperparameters": {"epochs": "5\n"}},
+     ("InvalidExecutionInput", "hyperparameter 'epochs' must be a whole number, got '5\n'")),
+    ({"program": "digits_mlp", "inputs": {"train": "s3://bucket/x\n"}},
+     ("InvalidExecutionInput", "field 'inputs.train' must be an S3 URI like s3://bucket/prefix/")),
     ([1, 2], ("InvalidExecutionInput", "the execution input must be a JSON object")),
 ]
 

@@ -197,3 +197,44 @@ def test_a_program_that_tracks_itself_is_not_logged_twice(tmp_path: Path) -> Non
     assert run.info.run_name == "custom-name"
     assert job.log_path is not None and "MLflow" not in job.log_path.read_text()
     assert not job.notes
+
+
+def test_a_tuning_objective_no_trial_reported_is_called_out(tmp_path: Path) -> None:
+    import time
+
+    prints_loss_only = """
+        print("epoch=1 train:loss=0.5", flush=True)
+    """
+    backend = tiny_backend(tmp_path, prints_loss_only)
+    backend.create_hyper_parameter_tuning_job({
+        "HyperParameterTuningJobName": "no-objective",
+        "HyperParameterTuningJobConfig": {
+            "Strategy": "Random",
+            "HyperParameterTuningJobObjective": {"Type": "Maximize",
+                                                 "MetricName": "validation:accuracy"},
+            "ResourceLimits": {"MaxNumberOfTrainingJobs": 2, "MaxParallelTrainingJobs": 1},
+            "ParameterRanges": {"IntegerParameterRanges": [
+                {"Name": "depth", "MinValue": "1", "MaxValue": "3"}]},
+        },
+        "TrainingJobDefinition": {
+            "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File",
+                                       "MetricDefinitions": METRICS},
+            "RoleArn": "arn:aws:iam::123456789012:role/local",
+            "StaticHyperParameters": {},
+            "OutputDataConfig": {"S3OutputPath": "s3://local-artifacts/models/"},
+            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1,
+                               "VolumeSizeInGB": 1},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 120},
+        },
+    })
+    deadline = time.monotonic() + 120
+    while (description := backend.describe_hyper_parameter_tuning_job("no-objective"))[
+            "HyperParameterTuningJobStatus"] == "InProgress":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert description["HyperParameterTuningJobStatus"] == "Failed"
+    # SageMaker's words, then what the trials did report.
+    assert description["FailureReason"] == (
+        "No training job succeeded with a value for the objective metric validation:accuracy; "
+        "the 2 completed trial(s) reported train:loss: check the objective's metric definition "
+        "(Regex) against the program's log lines")

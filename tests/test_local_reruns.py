@@ -79,6 +79,16 @@ def test_an_edited_script_program_is_stale(project: Project) -> None:
     assert stale_programs(project.outdir, discover(project.code)) == [], "restored: current again"
 
 
+def test_an_edited_manifest_is_stale_even_for_a_builtin_program(project: Project) -> None:
+    # A built-in program has no code; its manifest is what the state machine checks and routes
+    # with (bounds, defaults, channels), so an edited one must not run against the old definition.
+    with edited(project.code / "digits_xgboost" / "program.toml"):
+        problems = stale_programs(project.outdir, discover(project.code))
+    assert problems == [f"digits_xgboost: program.toml changed since {project.outdir} was "
+                        "synthesized (the state machine checks and routes with the old one)"]
+    assert stale_programs(project.outdir, discover(project.code)) == []
+
+
 def test_an_edited_byoc_program_is_stale(project: Project) -> None:
     with edited(project.code / "digits_lightgbm" / "train"):
         problems = stale_programs(project.outdir, discover(project.code))

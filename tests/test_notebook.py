@@ -38,6 +38,7 @@ def test_runs_top_to_bottom_offline(synthesized: Synthesized, tmp_path: Path) ->
     outputs = "\n".join(str(output.get("text", "")) for cell in notebook.cells
                         if cell.cell_type == "code" for output in cell.outputs)
     assert "nb-train: SUCCEEDED" in outputs and "nb-tune: SUCCEEDED" in outputs
+    assert outputs.count('"program": "digits_mlp"') == 2, "each run's output names its program"
     assert "validation:accuracy" in outputs
     assert any("image/png" in output.get("data", {}) for cell in notebook.cells
                if cell.cell_type == "code" for output in cell.outputs)

@@ -15,7 +15,8 @@ from smtrain.local.local_backend import LocalBackend
 from tests.helpers import Synthesized
 
 #: Kept small so the suite stays fast; the accuracies below hold with them (measured ~0.95+).
-FAST = {"script": {"epochs": "3"}, "byoc": {"num_boost_round": "30", "report_every": "10"}}
+FAST = {"digits_mlp": {"epochs": "3"},
+        "digits_lightgbm": {"num_boost_round": "30", "report_every": "10"}}
 
 
 @pytest.fixture(scope="module")
@@ -54,41 +55,46 @@ def _no_training_processes_left(engine: OfflineEngine) -> bool:
     return True
 
 
-@pytest.mark.parametrize(("method", "files", "min_accuracy"), [
-    ("script", ["model.pth", "model_config.json"], 0.9),
-    ("byoc", ["model.txt"], 0.9),
+@pytest.mark.parametrize(("program", "files", "min_accuracy"), [
+    ("digits_mlp", ["model.pth", "model_config.json"], 0.9),
+    ("digits_lightgbm", ["model.txt"], 0.9),
 ])
-def test_method_trains_a_real_model(engine: OfflineEngine, method: str, files: list[str],
-                                    min_accuracy: float) -> None:
-    result = engine.run({"method": method, "hyperparameters": FAST[method]}, name=f"e2e-{method}",
-                        timeout=300)
+def test_program_trains_a_real_model(engine: OfflineEngine, program: str, files: list[str],
+                                     min_accuracy: float) -> None:
+    result = engine.run({"program": program, "hyperparameters": FAST[program]},
+                        name=f"e2e-{program.replace('_', '-')}", timeout=300)
     assert result.succeeded, result.cause
     output = result.output
-    assert output is not None and output["method"] == method
+    assert output is not None and output["program"] == program
+    assert "method" not in output
     assert _model_files(engine, output["modelArtifacts"]) == files
     assert _metric(output, "validation:accuracy") >= min_accuracy
 
 
-def test_builtin_xgboost(engine: OfflineEngine) -> None:
+def test_builtin_xgboost_by_its_older_method_name(engine: OfflineEngine) -> None:
+    """The older ``method`` input names the one program of that kind: builtin is digits_xgboost."""
     result = engine.run({"method": "builtin", "hyperparameters": {"num_round": "20"}}, name="e2e-builtin",
                         timeout=300)
     assert result.succeeded, result.cause
-    assert result.output is not None
+    assert result.output is not None and result.output["program"] == "digits_xgboost"
     assert _model_files(engine, result.output["modelArtifacts"]) == ["xgboost-model"]
     assert _metric(result.output, "validation:merror") <= 0.1
 
 
 def test_tuning_picks_the_best_job(engine: OfflineEngine) -> None:
-    result = engine.run({"method": "script", "hyperparameters": {"epochs": "2"},
+    result = engine.run({"program": "digits_mlp", "hyperparameters": {"epochs": "2"},
                          "tuning": {"maxJobs": 4, "maxParallelJobs": 2}}, name="e2e-tuning", timeout=600)
     assert result.succeeded, result.cause
     output = result.output
-    assert output is not None
+    assert output is not None and output["program"] == "digits_mlp"
     assert output["trainingJobCounters"]["Completed"] == 4
     backend = engine.backend
     assert isinstance(backend, LocalBackend)
     trials = [job for job in backend.jobs() if job.name.startswith(output["tuningJobName"] + "-")]
     assert len(trials) == 4
+    # The user's static value and the program's `tunable = false` seed reach every trial.
+    assert all(job.request["HyperParameters"]["epochs"] == "2" and
+               job.request["HyperParameters"]["seed"] == "42" for job in trials)
     best = max(trials, key=lambda job: job.metrics["validation:accuracy"])
     assert output["trainingJobName"] == best.name
     assert output["objective"]["Value"] == pytest.approx(best.metrics["validation:accuracy"])
@@ -97,26 +103,45 @@ def test_tuning_picks_the_best_job(engine: OfflineEngine) -> None:
 
 
 def test_missing_data_fails_with_the_reason(engine: OfflineEngine) -> None:
-    result = engine.run({"method": "byoc", "inputs": {"train": "s3://nowhere-bucket/none/"}},
+    result = engine.run({"program": "digits_lightgbm", "inputs": {"train": "s3://nowhere-bucket/none/"}},
                         name="e2e-missing-data", timeout=120)
     assert result.status == "FAILED" and result.error == "TrainingJobFailed"
     assert 'No S3 objects found under S3 URL \\"s3://nowhere-bucket/none/\\"' in (result.cause or "")
     assert _no_training_processes_left(engine)
 
 
-def test_crashing_script_fails_with_its_message(engine: OfflineEngine) -> None:
-    result = engine.run({"method": "script", "hyperparameters": {"epochs": "-1"}},
-                        name="e2e-crash", timeout=120)
+def test_crashing_script_fails_with_its_message(engine: OfflineEngine, tmp_path: Path) -> None:
+    """Input the rules accept but the script cannot read (a channel of text, not numbers): the
+    job fails and the execution reports the script's own message."""
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "digits.csv").write_text("label,pixel\n1,2\n")
+    bad = f"s3://{engine.deployment.data_bucket}/datasets/e2e-crash/train/"
+    engine.s3.put_tree(tmp_path / "train", bad)
+    result = engine.run({"program": "digits_mlp", "hyperparameters": {"epochs": "1"},
+                         "inputs": {"train": bad}}, name="e2e-crash", timeout=120)
     assert result.status == "FAILED" and result.error == "TrainingJobFailed"
-    assert "argument --epochs: must be a positive integer, got -1" in (result.cause or "")
+    assert "ChannelError: channel 'train': digits.csv is not numeric CSV" in (result.cause or "")
     assert "AlgorithmError" in (result.cause or "")
     assert _no_training_processes_left(engine)
+
+
+def test_out_of_range_hyperparameter_is_refused_before_any_job(engine: OfflineEngine) -> None:
+    """What used to crash the script (``--epochs -1``) is refused by the input rules in the
+    state machine's first states, naming the bound, and no training job starts."""
+    backend = engine.backend
+    assert isinstance(backend, LocalBackend)
+    jobs_before = len(backend.jobs())
+    result = engine.run({"program": "digits_mlp", "hyperparameters": {"epochs": "-1"}},
+                        name="e2e-refused", timeout=120)
+    assert result.status == "FAILED" and result.error == "InvalidExecutionInput"
+    assert result.cause == "hyperparameter 'epochs' must be at least 1, got -1"
+    assert len(backend.jobs()) == jobs_before
 
 
 def test_stopping_kills_the_training_process(engine: OfflineEngine) -> None:
     import time
 
-    arn = engine.start({"method": "script", "hyperparameters": {"epochs": "200"}}, name="e2e-stop")
+    arn = engine.start({"program": "digits_mlp", "hyperparameters": {"epochs": "200"}}, name="e2e-stop")
     backend = engine.backend
     assert isinstance(backend, LocalBackend)
     deadline = time.monotonic() + 60

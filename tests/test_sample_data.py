@@ -1,4 +1,4 @@
-"""`python -m training_code.sample_data`: the datasets every method reads, and their upload."""
+"""`python -m training_code.sample_data`: the datasets every shipped program reads, and their upload."""
 
 from __future__ import annotations
 
@@ -9,22 +9,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from smtrain import contract, programs
 from tests.conftest import ROOT
 from training_code.sample_data import CHANNELS, PROGRAMS, write_datasets
 
 
 def test_layout_and_format(sample_data: Path) -> None:
     total = 0
-    for method in PROGRAMS:
+    assert PROGRAMS == ("digits_mlp", "digits_lightgbm", "digits_xgboost")
+    shipped = programs.discover()
+    assert {p: tuple(c.name for c in shipped[p].channels) for p in PROGRAMS} == dict.fromkeys(PROGRAMS, CHANNELS)
+    for program in PROGRAMS:
         for channel in CHANNELS:
-            rows = np.loadtxt(sample_data / method / channel / "digits.csv", delimiter=",")
+            rows = np.loadtxt(sample_data / program / channel / "digits.csv", delimiter=",")
             assert rows.shape[1] == 65, "label + 8x8 pixels"
             assert set(np.unique(rows[:, 0])) == set(range(10)), "every class in every channel"
             assert rows.min() >= 0 and rows[:, 1:].max() <= 16
-            if method == "digits_mlp":
+            if program == "digits_mlp":
                 total += len(rows)
     assert total == 1797
-    header = (sample_data / "builtin" / "train" / "digits.csv").read_text().splitlines()[0]
+    header = (sample_data / "digits_xgboost" / "train" / "digits.csv").read_text().splitlines()[0]
     assert header.split(",")[0].isdigit(), "no header row (the built-in algorithm requires it)"
 
 
@@ -70,9 +74,14 @@ def test_upload_to_the_default_prefixes(tmp_path: Path, monkeypatch: pytest.Monk
         s3.create_bucket(Bucket="smtrain-data")
         assert sample_data.main(["--out", str(tmp_path), "--bucket", "smtrain-data"]) == 0
         keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="smtrain-data")["Contents"])
-        assert keys == sorted(f"datasets/{m}/{c}/digits.csv" for m in PROGRAMS for c in CHANNELS)
-        body = s3.get_object(Bucket="smtrain-data", Key="datasets/builtin/train/digits.csv")["Body"]
-        assert body.read() == (tmp_path / "builtin" / "train" / "digits.csv").read_bytes()
+        assert keys == sorted(f"datasets/{p}/{c}/digits.csv" for p in PROGRAMS for c in CHANNELS)
+        # Where the state machine reads each program's channels when the input names none.
+        for program in PROGRAMS:
+            for channel in CHANNELS:
+                prefix = contract.default_channel_uri("smtrain-data", program, channel)
+                assert f"{prefix}digits.csv" == f"s3://smtrain-data/datasets/{program}/{channel}/digits.csv"
+        body = s3.get_object(Bucket="smtrain-data", Key="datasets/digits_xgboost/train/digits.csv")["Body"]
+        assert body.read() == (tmp_path / "digits_xgboost" / "train" / "digits.csv").read_bytes()
         # A bucket that does not exist: a clear error and exit status 1.
         assert sample_data.main(["--out", str(tmp_path), "--bucket", "missing-bucket"]) == 1
         assert "error: upload to s3://missing-bucket failed" in capsys.readouterr().err

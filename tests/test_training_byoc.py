@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -10,26 +11,32 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from smtrain.programs import load as load_program
 from tests.helpers import Synthesized
-from tests.training_support import TRAINING_CODE, parse_metrics, prepared_method, run_byoc
+from tests.training_support import TRAINING_CODE, parse_metrics, prepared_program, run_byoc
 
 HADOLINT = Path(sys.executable).parent / "hadolint"
-DOCKERFILE = TRAINING_CODE / "byoc" / "Dockerfile"
+#: The shipped BYOC program these tests run (folder training_code/digits_lightgbm; its sample
+#: data: ``<dir>/digits_lightgbm/<channel>``).
+PROGRAM = "digits_lightgbm"
+DOCKERFILE = TRAINING_CODE / PROGRAM / "Dockerfile"
 MIN_ACCURACY = 0.93
 
 
 def _channels(sample_data: Path) -> dict[str, Path]:
-    return {c: sample_data / "byoc" / c for c in ("train", "validation")}
+    return {c: sample_data / PROGRAM / c for c in ("train", "validation")}
 
 
 def test_trains_a_loadable_model(synthesized: Synthesized, sample_data: Path, tmp_path: Path) -> None:
-    method = prepared_method(synthesized, "PrepareDigitsLightgbm")
-    hyperparameters = {**method["trainingDefaults"], **method["fixedHyperparameters"]}
+    program = prepared_program(synthesized, "PrepareDigitsLightgbm")
+    assert program["kind"] == "byoc"
+    hyperparameters = {**program["baseHyperparameters"], **program["trainingDefaults"],
+                       **program["fixedHyperparameters"]}
     result, tree = run_byoc(tmp_path / "job", hyperparameters=hyperparameters,
                             channels=_channels(sample_data))
     assert result.returncode == 0, result.stderr
     assert tree.failure_reason() is None
-    metrics = parse_metrics(result.stdout, method["algorithm"]["MetricDefinitions"])
+    metrics = parse_metrics(result.stdout, program["algorithm"]["MetricDefinitions"])
     assert len(metrics["validation:accuracy"]) == 10  # 100 rounds, a line every 10
     assert metrics["validation:accuracy"][-1] >= MIN_ACCURACY
     assert metrics["train:loss"][-1] < metrics["train:loss"][0]
@@ -37,7 +44,7 @@ def test_trains_a_loadable_model(synthesized: Synthesized, sample_data: Path, tm
     import lightgbm
 
     booster = lightgbm.Booster(model_file=str(tree.model_dir / "model.txt"))
-    rows = np.loadtxt(sample_data / "byoc" / "validation" / "digits.csv", delimiter=",")
+    rows = np.loadtxt(sample_data / PROGRAM / "validation" / "digits.csv", delimiter=",")
     probabilities = np.asarray(booster.predict(rows[:, 1:]))
     accuracy = float((probabilities.argmax(axis=1) == rows[:, 0]).mean())
     assert accuracy == pytest.approx(metrics["validation:accuracy"][-1], abs=1e-6)
@@ -63,7 +70,7 @@ def test_bad_hyperparameter(sample_data: Path, tmp_path: Path, hyperparameters: 
 
 def test_missing_channel(sample_data: Path, tmp_path: Path) -> None:
     result, tree = run_byoc(tmp_path / "job", hyperparameters={},
-                            channels={"train": sample_data / "byoc" / "train"})
+                            channels={"train": sample_data / PROGRAM / "train"})
     assert result.returncode == 1
     assert tree.failure_reason() == (
         "ContractError: channel 'validation' is required but the job declares only ['train']")
@@ -98,38 +105,85 @@ def test_hadolint_catches_a_bad_dockerfile(tmp_path: Path) -> None:
     assert "DL3006" in result.stdout and "DL3008" in result.stdout  # untagged base, unpinned apt
 
 
+def _staged_folders() -> list[str]:
+    """What the manifest stages for the image: the build context is training_code/
+    (``context = ".."``), of which only the program's folder and its ``shared`` folders."""
+    program = load_program(TRAINING_CODE / PROGRAM)
+    assert (program.kind, program.build_context, program.shared) == ("byoc", "..", ("common",))
+    return [program.name, *program.shared]
+
+
 def test_image_holds_what_the_entry_point_imports() -> None:
     copies = re.findall(r"^COPY (\S+)", DOCKERFILE.read_text(), flags=re.MULTILINE)
+    staged = _staged_folders()
     for source in copies:
+        # Relative to the context (training_code/), and inside a folder the build sees.
         assert (TRAINING_CODE / source).exists(), source
-    assert {"common/", "byoc/byoc_training/", "byoc/train"} <= set(copies)
+        assert source.split("/")[0] in staged, f"COPY {source}: not staged (only {staged})"
+    assert {"common/", f"{PROGRAM}/byoc_training/", f"{PROGRAM}/train",
+            f"{PROGRAM}/requirements.txt"} <= set(copies)
     assert DOCKERFILE.read_text().splitlines()[1].startswith("FROM python:3.12.8-slim-bookworm")
-    requirements = (TRAINING_CODE / "byoc" / "requirements.txt").read_text()
+    requirements = (TRAINING_CODE / PROGRAM / "requirements.txt").read_text()
     assert all("==" in line for line in requirements.splitlines() if line and not line.startswith("#"))
-    assert (TRAINING_CODE / "byoc" / "train").stat().st_mode & 0o111
+    assert (TRAINING_CODE / PROGRAM / "train").stat().st_mode & 0o111
 
 
-def test_docker_context_ignores_script_mode(tmp_path: Path) -> None:
-    """The image's asset hash (what CDK computes for the stack) must not change when only
-    script-mode code changes, and must change with the BYOC code."""
+def test_stack_stages_only_the_program_and_its_shared_code(synthesized: Synthesized) -> None:
+    """The synthesized stack's image asset: the Dockerfile inside training_code/, and only the
+    program's folder and ``common`` staged (no other program, no bytecode), which is everything
+    the Dockerfile copies."""
+    manifest = json.loads((synthesized.outdir / "Workflow.assets.json").read_text())
+    (image,) = manifest["dockerImages"].values()
+    assert image["source"]["dockerFile"] == f"{PROGRAM}/Dockerfile"
+    staged = synthesized.outdir / image["source"]["directory"]
+    assert sorted(p.name for p in staged.iterdir()) == sorted(_staged_folders())
+    assert not [p for p in staged.rglob("*") if p.name == "__pycache__" or p.suffix == ".pyc"]
+    for source in re.findall(r"^COPY (\S+)", (staged / PROGRAM / "Dockerfile").read_text(),
+                             flags=re.MULTILINE):
+        assert (staged / source).exists(), source
+
+
+def test_image_hash_follows_only_the_program_and_its_shared_code(tmp_path: Path) -> None:
+    """The image's asset hash (its tag in the project's repository; what CDK computes for the
+    stack) changes with the program's own files and its shared code, and does not change when
+    another program, another file of training_code/ or a new program folder changes."""
     import shutil
 
     from infra.node_runtime import use_pinned_node
 
     use_pinned_node()
     import aws_cdk as cdk
-    from aws_cdk import aws_ecr_assets as ecr_assets
+    from aws_cdk import aws_ecr as ecr
 
-    def asset_hash(root: Path) -> str:
+    from infra.constructs.training_image import TrainingImage
+
+    code = tmp_path / "training_code"
+    shutil.copytree(TRAINING_CODE, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    staged = _staged_folders()
+
+    def asset_hash() -> str:
+        # As the workflow stack builds a program with ``context = ".."``.
         stack = cdk.Stack(cdk.App(), "Probe")
-        asset = ecr_assets.DockerImageAsset(stack, "Image", directory=str(root), file="digits_lightgbm/Dockerfile")
-        return str(asset.asset_hash)
+        image = TrainingImage(stack, "Image", directory=code, dockerfile=f"{PROGRAM}/Dockerfile",
+                              include=staged, repository=ecr.Repository(stack, "Repository"))
+        return str(image.image_tag)
 
-    copy = tmp_path / "training_code"
-    shutil.copytree(TRAINING_CODE, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    before = asset_hash(copy)
-    (copy / "digits_mlp" / "train.py").write_text("# changed\n")
-    (copy / "sample_data.py").write_text("# changed\n")
-    assert asset_hash(copy) == before
-    (copy / "common" / "channels.py").write_text("# changed\n")
-    assert asset_hash(copy) != before
+    before = asset_hash()
+    assert asset_hash() == before, "the same files, the same hash"
+    # Elsewhere in the context: another program, the sample data module, a new program folder.
+    (code / "digits_mlp" / "train.py").write_text("# changed\n")
+    (code / "digits_xgboost" / "program.toml").write_text("# changed\n")
+    (code / "sample_data.py").write_text("# changed\n")
+    (code / "another_program").mkdir()
+    (code / "another_program" / "train.py").write_text("print('new')\n")
+    # Bytecode inside the staged folders is not part of the image either.
+    (code / PROGRAM / "__pycache__").mkdir()
+    (code / PROGRAM / "__pycache__" / "train.cpython-311.pyc").write_bytes(b"\0")
+    assert asset_hash() == before
+    # The program's own code, and the shared code its Dockerfile copies.
+    trainer = code / PROGRAM / "byoc_training" / "trainer.py"
+    trainer.write_text(trainer.read_text() + "# changed\n")
+    after_program = asset_hash()
+    assert after_program != before
+    (code / "common" / "channels.py").write_text("# changed\n")
+    assert asset_hash() not in (before, after_program)

@@ -20,7 +20,7 @@ from tests.training_support import (
     TRAINING_CODE,
     cluster_unavailable_reason,
     parse_metrics,
-    prepared_method,
+    prepared_program,
     run_process,
     run_toolkit,
     run_toolkit_cluster,
@@ -29,18 +29,21 @@ from tests.training_support import (
     training_hyperparameters,
 )
 
-SCRIPT = TRAINING_CODE / "digits_mlp" / "train.py"
+#: The shipped script program these tests run (its sample data: ``<dir>/digits_mlp/<channel>``).
+PROGRAM = "digits_mlp"
+SCRIPT = TRAINING_CODE / PROGRAM / "train.py"
 #: What the default hyperparameters reach on the digits sample (measured: about 0.97).
 MIN_ACCURACY = 0.95
 
 
 def _channels(sample_data: Path) -> dict[str, Path]:
-    return {c: sample_data / "script" / c for c in ("train", "validation")}
+    return {c: sample_data / PROGRAM / c for c in ("train", "validation")}
 
 
 def _hyperparameters(synthesized: Synthesized, bundle: Path, **overrides: str) -> dict[str, str]:
-    method = prepared_method(synthesized, "PrepareDigitsMlpCpu")
-    hyperparameters = training_hyperparameters(method, overrides)
+    program = prepared_program(synthesized, "PrepareDigitsMlpCpu")
+    assert program["kind"] == "script"
+    hyperparameters = training_hyperparameters(program, overrides)
     asset_hash = bundle.name.split(".")[1]
     assert hyperparameters["sagemaker_submit_directory"].endswith(f"/{asset_hash}.gz")
     # The S3 URI becomes the same file on disk (the toolkit accepts a local tarball).
@@ -58,7 +61,7 @@ def test_toolkit_trains_from_the_stack_bundle(synthesized: Synthesized, sample_d
     assert tree.failure_reason() is None
 
     # The metric definitions the stack sends turn the job's log into numbers.
-    definitions = prepared_method(synthesized, "PrepareDigitsMlpCpu")["algorithm"]["MetricDefinitions"]
+    definitions = prepared_program(synthesized, "PrepareDigitsMlpCpu")["algorithm"]["MetricDefinitions"]
     metrics = parse_metrics(result.stdout + result.stderr, definitions)
     assert {name: len(values) for name, values in metrics.items()} == {
         "train:loss": 10, "validation:loss": 10, "validation:accuracy": 10}
@@ -66,13 +69,13 @@ def test_toolkit_trains_from_the_stack_bundle(synthesized: Synthesized, sample_d
     assert metrics["train:loss"][-1] < metrics["train:loss"][0]
 
     # The saved model loads without the training arguments and is as good as reported.
-    sys.path.insert(0, str(TRAINING_CODE / "digits_mlp"))
+    sys.path.insert(0, str(TRAINING_CODE / PROGRAM))
     try:
         from digits_model import load_model  # type: ignore[import-not-found]
     finally:
         sys.path.pop(0)
     model = load_model(tree.model_dir)
-    rows = np.loadtxt(sample_data / "script" / "validation" / "digits.csv", delimiter=",")
+    rows = np.loadtxt(sample_data / PROGRAM / "validation" / "digits.csv", delimiter=",")
     with torch.no_grad():
         predictions = model(torch.tensor(rows[:, 1:], dtype=torch.float32)).argmax(dim=1).numpy()
     accuracy = float((predictions == rows[:, 0]).mean())
@@ -98,7 +101,7 @@ def test_bad_hyperparameter_fails_the_job_with_the_reason(
 def test_missing_channel_fails_with_the_reason(synthesized: Synthesized, sample_data: Path,
                                                tmp_path: Path) -> None:
     bundle = script_bundle(synthesized)
-    result, tree = run_toolkit(tmp_path / "job", channels={"train": sample_data / "script" / "train"},
+    result, tree = run_toolkit(tmp_path / "job", channels={"train": sample_data / PROGRAM / "train"},
                                hyperparameters=_hyperparameters(synthesized, bundle))
     assert result.returncode != 0
     reason = tree.failure_reason()
@@ -107,8 +110,8 @@ def test_missing_channel_fails_with_the_reason(synthesized: Synthesized, sample_
 
 def _script_command(sample_data: Path, model_dir: Path, checkpoint_dir: Path, epochs: int) -> list[str]:
     return [sys.executable, str(SCRIPT), "--epochs", str(epochs), "--seed", "7",
-            "--train", str(sample_data / "script" / "train"),
-            "--validation", str(sample_data / "script" / "validation"),
+            "--train", str(sample_data / PROGRAM / "train"),
+            "--validation", str(sample_data / PROGRAM / "validation"),
             "--model-dir", str(model_dir), "--checkpoint-dir", str(checkpoint_dir)]
 
 
@@ -217,7 +220,7 @@ def test_two_instances_run_one_job_through_the_pytorch_toolkit(
                                        seed=str(DISTRIBUTED_SEED))
     # With more than one instance the stack's own request turns distribution on, with the value
     # AWS's SDK sends (the DistributeAcrossInstances state merges these over the fixed values).
-    distributed = prepared_method(synthesized, "PrepareDigitsMlpCpu")["distributedHyperparameters"]
+    distributed = prepared_program(synthesized, "PrepareDigitsMlpCpu")["distributedHyperparameters"]
     assert distributed.items() >= TORCH_DISTRIBUTED.items()
     hyperparameters.update(distributed)
     first, second = run_toolkit_cluster(tmp_path / "job", hosts=["algo-1", "algo-2"],
@@ -232,7 +235,7 @@ def test_two_instances_run_one_job_through_the_pytorch_toolkit(
                 f"--node_rank {rank} train.py") in host.log, host.log[-3000:]
     assert "distributed: 2 processes, backend gloo" in first.log
 
-    definitions = prepared_method(synthesized, "PrepareDigitsMlpCpu")["algorithm"]["MetricDefinitions"]
+    definitions = prepared_program(synthesized, "PrepareDigitsMlpCpu")["algorithm"]["MetricDefinitions"]
     counts = [{name: len(values) for name, values in parse_metrics(host.log, definitions).items()}
               for host in (first, second)]
     assert counts == [{d["Name"]: DISTRIBUTED_EPOCHS for d in definitions},

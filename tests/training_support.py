@@ -43,15 +43,18 @@ def script_bundle(synthesized: Synthesized) -> Path:
     return synthesized.outdir / str(entry["source"]["path"])
 
 
-def prepared_method(synthesized: Synthesized, state: str) -> dict[str, Any]:
-    """The ``$.method`` object a Prepare* state of the real definition records."""
-    return synthesized.definition()["States"][state]["Result"]  # type: ignore[no-any-return]
+def prepared_program(synthesized: Synthesized, state: str) -> dict[str, Any]:
+    """What a program's Prepare* state of the real definition records (``PrepareDigitsMlpCpu``,
+    ``PrepareDigitsLightgbm``, ...): its kind, algorithm, channels and hyperparameters."""
+    states = synthesized.definition()["States"]
+    assert state in states, f"no state {state}; Prepare states: {sorted(s for s in states if s.startswith('Prepare'))}"
+    return states[state]["Result"]  # type: ignore[no-any-return]
 
 
-def training_hyperparameters(method: Mapping[str, Any], overrides: Mapping[str, str]) -> dict[str, str]:
+def training_hyperparameters(program: Mapping[str, Any], overrides: Mapping[str, str]) -> dict[str, str]:
     """Merged as the state machine merges them: base < training defaults < user < fixed."""
-    return {**method["baseHyperparameters"], **method["trainingDefaults"], **overrides,
-            **method["fixedHyperparameters"]}
+    return {**program["baseHyperparameters"], **program["trainingDefaults"], **overrides,
+            **program["fixedHyperparameters"]}
 
 
 def run_process(command: list[str], *, tree: JobTree | None = None, timeout: int = 300,
@@ -70,11 +73,12 @@ def run_toolkit(base_dir: Path, *, hyperparameters: Mapping[str, str],
 
 
 def run_byoc(base_dir: Path, *, hyperparameters: Mapping[str, str],
-             channels: Mapping[str, Path]) -> tuple[subprocess.CompletedProcess[str], JobTree]:
-    """The BYOC image's ``train`` entry point on the host Python (the image puts ``common`` next
-    to it; here PYTHONPATH does)."""
+             channels: Mapping[str, Path], program: str = "digits_lightgbm",
+             ) -> tuple[subprocess.CompletedProcess[str], JobTree]:
+    """A BYOC program's ``train`` entry point (``digits_lightgbm``'s by default) on the host
+    Python (the image puts ``common`` next to it; here PYTHONPATH does)."""
     tree = build_job_tree(base_dir, hyperparameters=hyperparameters, channels=channels)
-    result = run_process([sys.executable, str(TRAINING_CODE / "byoc" / "train")], tree=tree,
+    result = run_process([sys.executable, str(TRAINING_CODE / program / "train")], tree=tree,
                          extra_env={"PYTHONPATH": str(TRAINING_CODE)})
     return result, tree
 

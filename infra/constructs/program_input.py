@@ -29,10 +29,9 @@ class ProgramInputCheck(Construct):
     ``resolved`` (``{"program": name}``, also when the older ``method`` picked it, with the
     program's ``instance_type`` as ``instanceType`` when the input gives none), ``rejected`` and
     the first problem as ``rejection``. A rejected input ends in ``reject`` with that error
-    (``InvalidExecutionInput`` or ``UnknownProgram``) and a cause naming the field. It costs three
-    state transitions per execution (Step Functions bills standard workflows per transition:
-    the check, its Choice and ``ApplyDefaults``'s use of it needs no more) and adds the programs'
-    catalog, a few KB, to the definition.
+    (``InvalidExecutionInput`` or ``UnknownProgram``) and a cause naming the field. It costs two
+    state transitions per execution (the check and its Choice; Step Functions bills standard
+    workflows per transition) and adds the programs' catalog, a few KB, to the definition.
 
     Call :meth:`then` with the state that valid input goes to; it reads the resolved fields with
     :data:`RESOLVED_PATH`.

@@ -32,8 +32,8 @@ class ChannelPaths:
     #: A tuning job's algorithm: SageMaker's ``HyperParameterAlgorithmSpecification`` takes
     #: fewer fields than a training job's (no ``EnableSageMakerMetricsTimeSeries``).
     tuning_algorithm: str = "$.method.tuningAlgorithm"
-    #: SageMaker's ``InputDataConfig``, built from the program's channels.
-    channels: str = "$.channels"
+    #: SageMaker's ``InputDataConfig``, built from the program's channels (a variable).
+    channels: str = "$channels"
     instance_type: str = "$.config.instanceType"
     instance_count: str = "$.config.instanceCount"
     volume_size: str = "$.config.volumeSizeInGB"

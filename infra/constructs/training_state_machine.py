@@ -40,6 +40,9 @@ Cond = sfn.Condition
 #: Instance families with NVIDIA GPUs: script mode picks the GPU PyTorch image for them.
 GPU_INSTANCE_FAMILIES = ("ml.p", "ml.g")
 
+#: The variable that holds a job's InputDataConfig (see ``DescribeChannels``).
+CHANNELS_VARIABLE = "channels"
+
 #: Error names of the Fail states a failed job ends in.
 TRAINING_FAILED_ERROR = contract.TRAINING_FAILED_ERROR
 TUNING_FAILED_ERROR = contract.TUNING_FAILED_ERROR
@@ -171,13 +174,13 @@ class TrainingStateMachine(Construct):
         choose_program.otherwise(reject)
 
         # InputDataConfig from the program's channels: each channel the input or the program's
-        # defaults give a URI, in the manifest's order, with its declared content type.
-        describe_channels = sfn.Pass.jsonata(self, "DescribeChannels", outputs=(
-            "{% $merge([$states.input, {'channels': [$states.input.method.channels["
-            "$exists($lookup($states.input.inputs, name))].{"
+        # defaults give a URI, in the manifest's order, with its declared content type. Assigned
+        # to a variable (the tasks read $channels), so JSONata never rewrites the state's numbers.
+        describe_channels = sfn.Pass.jsonata(self, "DescribeChannels", assign={CHANNELS_VARIABLE: (
+            "{% [$states.input.method.channels[$exists($lookup($states.input.inputs, name))].{"
             "'ChannelName': name, 'ContentType': contentType, 'DataSource': {'S3DataSource': {"
             "'S3DataType': 'S3Prefix', 'S3Uri': $lookup($states.input.inputs, name), "
-            "'S3DataDistributionType': 'FullyReplicated'}}}]}]) %}"))
+            "'S3DataDistributionType': 'FullyReplicated'}}}] %}")})
         choose_capacity = sfn.Choice(self, "ChooseCapacity")
         use_spot = sfn.Pass(self, "UseSpotCapacity", result_path="$.stopping", parameters={
             "MaxRuntimeInSeconds.$": "$.config.maxRuntimeInSeconds",

@@ -221,6 +221,9 @@ def stale_programs(outdir: Path, programs: Mapping[str, Program]) -> list[str]:
             problem = _byoc_problem(program, synthesized.images[output])
         else:
             problem = None if json.dumps(program.name) in synthesized.definition else _missing(program)
+        if problem is None and not _manifest_current(program, synthesized.definition):
+            problem = (f"{program.name}: {MANIFEST} changed since {outdir} was synthesized (the "
+                       "state machine checks and routes with the old one)")
         if problem is not None:
             problems.append(problem)
     for output, source in sorted(synthesized.sources.items()):
@@ -234,6 +237,13 @@ def stale_programs(outdir: Path, programs: Mapping[str, Program]) -> list[str]:
                     else None) or output
             problems.append(_gone(name, f"{contract.OUTPUT_PROGRAM_IMAGE}{output}"))
     return problems
+
+
+def _manifest_current(program: Program, definition: str) -> bool:
+    """The program's catalog entry (with its manifest's digest) is the one the synthesized
+    state machine's input check carries."""
+    entry = f'"{program.name}": {json.dumps(program.catalog_entry(), sort_keys=True)}'
+    return json.dumps(entry)[1:-1] in definition
 
 
 def _missing(program: Program) -> str:
