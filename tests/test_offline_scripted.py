@@ -650,10 +650,15 @@ def _task_state(kind: str, name_prefix: str, deployed: dict[str, Any]) -> dict[s
 
 
 def _run_alone(harness: Harness, kind: str, state: dict[str, Any],
-               execution_input: dict[str, Any]) -> ExecutionResult:
-    """Run ``state`` as a state machine of its own, on the harness's interpreter and SageMaker."""
+               execution_input: dict[str, Any], request: dict[str, Any]) -> ExecutionResult:
+    """Run ``state`` as a state machine of its own, on the harness's interpreter and SageMaker,
+    after a Pass that assigns the ``$channels`` variable the task reads (``DescribeChannels``
+    assigns it in the real state machine) as the recorded ``request`` sent it."""
     client = harness.engine.client
-    definition = {"StartAt": "Task", "States": {"Task": {**state, "End": True}}}
+    channels = (request.get("TrainingJobDefinition") or request)["InputDataConfig"]
+    definition = {"StartAt": "Channels", "States": {
+        "Channels": {"Type": "Pass", "Assign": {"channels": channels}, "Next": "Task"},
+        "Task": {**state, "End": True}}}
     machine = client.create_state_machine(
         name=f"alone-{kind}", definition=json.dumps(definition),
         roleArn="arn:aws:iam::123456789012:role/local-state-machine")["stateMachineArn"]
@@ -681,7 +686,8 @@ def test_longest_name_prefix_makes_names_sagemaker_takes(
     with pytest.raises(ValueError, match=rf"SageMaker allows {limit}$"):
         _task_state(kind, "p" * (longest + 1), deployed)
     state = _task_state(kind, "p" * longest, deployed)
-    result = _run_alone(harness, kind, state, state_input(runs_at_limits[kind].result, state_name))
+    result = _run_alone(harness, kind, state, state_input(runs_at_limits[kind].result, state_name),
+                        runs_at_limits[kind].request)
     assert result.succeeded, result.cause
     (request,) = harness.backend.created(action)
     name = request[field]
