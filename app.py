@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from infra.node_runtime import use_pinned_node
 
@@ -14,6 +15,7 @@ import aws_cdk as cdk  # noqa: E402  (jsii starts Node on import)
 
 from infra.app_builder import build_app  # noqa: E402
 from infra.settings import CONTEXT_KEY, SettingsError, settings_from_context  # noqa: E402
+from smtrain.contract import ENV_TRAINING_CODE  # noqa: E402
 from smtrain.programs import ProgramError  # noqa: E402
 
 
@@ -25,7 +27,12 @@ def main() -> None:
             region=os.environ.get("CDK_DEFAULT_REGION") or app.node.try_get_context("defaultRegion"),
             account=os.environ.get("CDK_DEFAULT_ACCOUNT"),
         )
-        build_app(settings, app=app)
+        # The programs' folder: training_code/, or SMTRAIN_TRAINING_CODE (tests, other trees).
+        code = os.environ.get(ENV_TRAINING_CODE)
+        if code:
+            build_app(settings, app=app, training_code_dir=Path(code))
+        else:
+            build_app(settings, app=app)
     except (SettingsError, ProgramError) as error:
         print(f"Configuration error: {error}", file=sys.stderr)
         sys.exit(2)

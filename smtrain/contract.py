@@ -138,6 +138,9 @@ RUN_TAG_TUNING_JOB: Final = "smtrain.tuning_job"
 #: ``~/.cache/smtrain/envs``).
 ENV_PROGRAM_ENV_CACHE: Final = "SMTRAIN_ENV_CACHE"
 
+#: Where the training programs are, when not the project's own ``training_code/`` (read by
+#: ``app.py`` for synth and by the CLI; tests point both at a copy of the shipped programs).
+ENV_TRAINING_CODE: Final = "SMTRAIN_TRAINING_CODE"
 #: The CLI's own variables (overriding the stack outputs).
 ENV_STATE_MACHINE_ARN: Final = "SMTRAIN_STATE_MACHINE_ARN"
 ENV_DATA_BUCKET: Final = "SMTRAIN_DATA_BUCKET"

@@ -170,7 +170,7 @@ def _shown(path: Path) -> str:
 
 def new_program(args: argparse.Namespace) -> int:
     name: str = args.name
-    training_code_dir: Path = args.dir if args.dir is not None else programs.TRAINING_CODE_DIR
+    training_code_dir: Path = args.dir if args.dir is not None else programs.programs_folder()
     if not contract.PROGRAM_NAME.fullmatch(name):
         fail(f"program name {name!r} must match {contract.PROGRAM_NAME.pattern} (a folder, an S3 "
              "prefix and a tag value)")

@@ -27,6 +27,13 @@ from smtrain import contract
 MANIFEST = "program.toml"
 TRAINING_CODE_DIR = Path(__file__).resolve().parents[1] / "training_code"
 
+
+def programs_folder() -> Path:
+    """The programs' folder the CLI reads: ``SMTRAIN_TRAINING_CODE``, else the project's."""
+    import os
+
+    return Path(os.environ.get(contract.ENV_TRAINING_CODE) or TRAINING_CODE_DIR)
+
 HyperparameterType = Literal["int", "float", "bool", "str", "categorical"]
 _NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 
@@ -283,8 +290,11 @@ class Program:
         return entry
 
 
-def discover(training_code_dir: Path = TRAINING_CODE_DIR) -> dict[str, Program]:
-    """Every program under ``training_code_dir`` (folders with a ``program.toml``), by name."""
+def discover(training_code_dir: Path | None = None) -> dict[str, Program]:
+    """Every program under ``training_code_dir`` (folders with a ``program.toml``), by name;
+    default: :func:`programs_folder`."""
+    if training_code_dir is None:
+        training_code_dir = programs_folder()
     programs: dict[str, Program] = {}
     ids: dict[str, str] = {}
     for manifest in sorted(training_code_dir.glob(f"*/{MANIFEST}")):

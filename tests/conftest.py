@@ -64,6 +64,7 @@ def synthesize(context: dict[str, Any], settings: Settings, outdir: Path,
         workflow=assembly.get_stack_by_name(built.workflow.stack_name).template,
         messages=[(str(m.level), m.id, str(m.entry.data)) for stack in assembly.stacks
                   for m in stack.messages],
+        training_code=code,
     )
 
 

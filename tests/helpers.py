@@ -22,6 +22,8 @@ class Synthesized:
     storage: Template
     workflow: Template
     messages: list[tuple[str, str, str]]
+    #: The programs' folder it was synthesized from (CLI runs against it read the same ones).
+    training_code: Path | None = None
 
     @property
     def templates(self) -> dict[str, Template]:

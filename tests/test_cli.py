@@ -54,6 +54,7 @@ class Cloud:
         self.stack_name = ""
         self.stack_before_limits = "smtrain-before-limits"
         self.stack_outputs: dict[str, str] = {}
+        self.training_code: Path | None = None
 
     def env(self, **extra: str) -> dict[str, str]:
         """The state machine and bucket given explicitly: the stack's outputs are not read."""
@@ -63,6 +64,8 @@ class Cloud:
                     "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
                     "SMTRAIN_STATE_MACHINE_ARN": self.state_machine_arn,
                     "SMTRAIN_DATA_BUCKET": self.data_bucket})
+        if self.training_code is not None:
+            env["SMTRAIN_TRAINING_CODE"] = str(self.training_code)
         env.update(extra)
         return env
 
@@ -138,6 +141,9 @@ def cloud(synthesized: Synthesized, tmp_path_factory: pytest.TempPathFactory) ->
             deployment = load_deployment(synthesized.outdir, s3=LocalS3(tmp_path_factory.mktemp("assets")))
             endpoint = f"http://127.0.0.1:{port}"
             cloud = Cloud(endpoint, "", deployment.data_bucket, backend)
+            # The CLI reads the programs the app was synthesized from (the shipped ones), even
+            # when a team has added its own to training_code/.
+            cloud.training_code = synthesized.training_code
             cloud.client("s3").create_bucket(Bucket=deployment.data_bucket)
             machine = cloud.client("stepfunctions").create_state_machine(
                 name="smtrain-training", definition=json.dumps(deployment.definition),
