@@ -561,6 +561,9 @@ def test_stack_outputs_are_used_when_nothing_is_explicit(cloud: Cloud) -> None:
 
 def test_local_start_end_to_end(synthesized: Synthesized, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    # The programs the app was synthesized from: else a program a team added to training_code/
+    # would make cdk.out stale, and the run would re-synthesize the shared test app.
+    env["SMTRAIN_TRAINING_CODE"] = str(synthesized.training_code)
     result = subprocess.run([SMTRAIN, "start", "--local", *MLP, "--hp", "epochs=2",
                              "--cdk-out", str(synthesized.outdir), "--work-dir", str(tmp_path / "work"),
                              "--name", "local-run"], capture_output=True, text=True, timeout=300,

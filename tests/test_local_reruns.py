@@ -179,6 +179,8 @@ class Offline:
 
         monkeypatch.setattr(engine_module, "OfflineEngine", engine)
         monkeypatch.setattr(local_runs, "_programs", lambda: discover(project.code))
+        # The CLI's checks read the same programs (not training_code/, which may hold more).
+        monkeypatch.setenv("SMTRAIN_TRAINING_CODE", str(project.code))
 
     def start(self, *extra: str) -> tuple[int, str, str]:
         code = main(["start", "--local", "--method", "script", "--hp", "epochs=2",
