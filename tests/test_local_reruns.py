@@ -24,7 +24,7 @@ from smtrain.cli import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, main
 from smtrain.local import engine as engine_module
 from smtrain.local.staleness import code_digest, stale_programs
 from smtrain.programs import discover
-from tests.conftest import ROOT
+from tests.conftest import ROOT, shipped_training_code
 from tests.scripted_sagemaker import JobScript, ScriptedBackend
 
 
@@ -42,8 +42,8 @@ def project(tmp_path_factory: pytest.TempPathFactory, cdk_context: dict[str, Any
     from infra.app_builder import build_app
 
     base = tmp_path_factory.mktemp("project")
-    code = base / "training_code"
-    shutil.copytree(ROOT / "training_code", code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    # The shipped programs only: a team's own in training_code/ must not change these tests.
+    code = shipped_training_code(base / "training_code")
     outdir = base / "cdk.out"
     app = cdk.App(context=cdk_context, outdir=str(outdir))
     build_app(settings, app=app, check_compliance=False, training_code_dir=code)
