@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,22 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 _PYTORCH_VERSION = re.compile(r"^\d+\.\d+(\.\d+)?$")
 _PY_VERSION = re.compile(r"^py3\d{1,2}$")
+#: EC2 resource ids (EC2 API reference: vpc-, subnet- and sg- followed by 8 or 17 hex digits).
+_VPC_ID = re.compile(r"^vpc-[0-9a-f]{8}([0-9a-f]{9})?$")
+_SUBNET_ID = re.compile(r"^subnet-[0-9a-f]{8}([0-9a-f]{9})?$")
+_SECURITY_GROUP_ID = re.compile(r"^sg-[0-9a-f]{8}([0-9a-f]{9})?$")
+
+#: ``network``: where training jobs run. ``public``: SageMaker's network, internet access;
+#: ``vpc``: private subnets with VPC endpoints only (``VpcConfig``); ``isolated``: ``vpc`` plus
+#: ``EnableNetworkIsolation`` (the containers make no network call at all).
+NETWORK_MODES = ("public", "vpc", "isolated")
+#: botocore's sagemaker model, shape ``VpcConfig``: 1-16 ``Subnets``, 1-5 ``SecurityGroupIds``.
+MAX_SUBNETS = 16
+MAX_SECURITY_GROUPS = 5
+#: SageMaker allows 50 tags per resource (botocore's sagemaker model: ``TagList`` max 50); a job
+#: carries the project tag and the three ``smtrain:`` tags (smtrain/contract.py) beside ``tags``.
+MAX_SAGEMAKER_TAGS = 50
+JOB_TAGS_OF_OUR_OWN = 4
 
 
 class SettingsError(ValueError):
@@ -65,6 +82,16 @@ class Settings:
     extra_tags: Mapping[str, str] = field(default_factory=dict)
     mlflow_tracking_server: bool = False
     mlflow_tracking_server_size: str = "Small"
+    network: str = "public"
+    #: An existing VPC (with its subnets and, optionally, security groups) instead of a new one.
+    vpc_id: str | None = None
+    subnet_ids: tuple[str, ...] = ()
+    security_group_ids: tuple[str, ...] = ()
+    inter_container_traffic_encryption: bool = True
+    #: Per-execution budget in instance-hours (instances x MaxRuntimeInSeconds x jobs); none: no cap.
+    max_job_hours: float | None = None
+    #: Retention of SageMaker's shared training log group; none: leave it as it is.
+    training_log_retention_days: int | None = None
 
     def __post_init__(self) -> None:
         _check(_REGION.match(self.region) is not None, "region", self.region,
@@ -107,10 +134,71 @@ class Settings:
         _check(self.mlflow_tracking_server_size in ("Small", "Medium", "Large"), "mlflowTrackingServerSize",
                self.mlflow_tracking_server_size, "Small, Medium or Large")
         for key, value in self.extra_tags.items():
-            _check(isinstance(key, str) and 0 < len(key) <= 128 and not key.startswith("aws:"),
-                   "tags", key, "tag keys of 1-128 characters not starting with 'aws:'")
-            _check(isinstance(value, str) and len(value) <= 256, "tags", value,
-                   "tag values of at most 256 characters")
+            _check(isinstance(key, str) and 0 < len(key) <= 128 and not key.startswith("aws:")
+                   and _sagemaker_tag_text(key), "tags", key,
+                   "tag keys of 1-128 letters, digits, spaces and _.:/=+-@, not starting with 'aws:' "
+                   "(every job carries them: SageMaker's Tag.Key pattern)")
+            _check(isinstance(value, str) and len(value) <= 256 and _sagemaker_tag_text(value),
+                   "tags", value, "tag values of at most 256 letters, digits, spaces and _.:/=+-@ "
+                   "(SageMaker's Tag.Value pattern)")
+        _check(len(self.extra_tags) <= MAX_SAGEMAKER_TAGS - JOB_TAGS_OF_OUR_OWN, "tags",
+               len(self.extra_tags), f"at most {MAX_SAGEMAKER_TAGS - JOB_TAGS_OF_OUR_OWN} tags "
+               f"(SageMaker allows {MAX_SAGEMAKER_TAGS} per job, {JOB_TAGS_OF_OUR_OWN} are the project's)")
+        self._check_network()
+        _check(isinstance(self.inter_container_traffic_encryption, bool),
+               "interContainerTrafficEncryption", self.inter_container_traffic_encryption,
+               "true or false")
+        if self.training_log_retention_days is not None:
+            _check(self.training_log_retention_days in LOG_RETENTION_DAYS,
+                   "trainingLogRetentionDays", self.training_log_retention_days,
+                   f"null (leave the group as it is) or one of {list(LOG_RETENTION_DAYS)}")
+        if self.max_job_hours is not None:
+            one_job = self.default_instance_count * self.max_runtime_seconds / 3600
+            _check(not isinstance(self.max_job_hours, bool) and self.max_job_hours >= one_job,
+                   "maxJobHours", self.max_job_hours,
+                   f"null (no budget) or at least {one_job:g} instance-hours, what one job of the "
+                   f"defaults may use (defaultInstanceCount {self.default_instance_count} x "
+                   f"maxRuntimeInSeconds {self.max_runtime_seconds} s)")
+
+    def _check_network(self) -> None:
+        _check(self.network in NETWORK_MODES, "network", self.network,
+               f"one of {list(NETWORK_MODES)}")
+        if self.vpc_id is None:
+            _check(not self.subnet_ids, "subnetIds", list(self.subnet_ids),
+                   "no subnets without 'vpcId' (the stack creates its own VPC and subnets unless "
+                   "'vpcId' names an existing one)")
+            _check(not self.security_group_ids, "securityGroupIds", list(self.security_group_ids),
+                   "no security groups without 'vpcId' (the stack creates its own)")
+            return
+        _check(self.network != "public", "vpcId", self.vpc_id,
+               "null while 'network' is public (set 'network' to vpc or isolated to run in a VPC)")
+        _check(isinstance(self.vpc_id, str) and _VPC_ID.match(self.vpc_id) is not None, "vpcId",
+               self.vpc_id, "a VPC id such as vpc-0123456789abcdef0")
+        _check(2 <= len(self.subnet_ids) <= MAX_SUBNETS, "subnetIds", list(self.subnet_ids),
+               f"2 to {MAX_SUBNETS} private subnet ids of 'vpcId' in two or more Availability "
+               "Zones (one subnet is one AZ: a job fails when that AZ has no capacity)")
+        for subnet in self.subnet_ids:
+            _check(isinstance(subnet, str) and _SUBNET_ID.match(subnet) is not None, "subnetIds",
+                   subnet, "subnet ids such as subnet-0123456789abcdef0")
+        _check(len(set(self.subnet_ids)) == len(self.subnet_ids), "subnetIds",
+               list(self.subnet_ids), "distinct subnet ids")
+        _check(len(self.security_group_ids) <= MAX_SECURITY_GROUPS, "securityGroupIds",
+               list(self.security_group_ids),
+               f"at most {MAX_SECURITY_GROUPS} security group ids (SageMaker's VpcConfig limit), or "
+               "none to have the stack create one")
+        for group in self.security_group_ids:
+            _check(isinstance(group, str) and _SECURITY_GROUP_ID.match(group) is not None,
+                   "securityGroupIds", group, "security group ids such as sg-0123456789abcdef0")
+
+    @property
+    def in_vpc(self) -> bool:
+        """Jobs run in a VPC (``network`` vpc or isolated)."""
+        return self.network != "public"
+
+    @property
+    def network_isolation(self) -> bool:
+        """Jobs run with ``EnableNetworkIsolation``."""
+        return self.network == "isolated"
 
     @property
     def storage_stack_name(self) -> str:
@@ -140,6 +228,13 @@ _CONTEXT_FIELDS: dict[str, tuple[str, tuple[type, ...]]] = {
     "tags": ("extra_tags", (dict,)),
     "mlflowTrackingServer": ("mlflow_tracking_server", (bool,)),
     "mlflowTrackingServerSize": ("mlflow_tracking_server_size", (str,)),
+    "network": ("network", (str,)),
+    "vpcId": ("vpc_id", (str, type(None))),
+    "subnetIds": ("subnet_ids", (list,)),
+    "securityGroupIds": ("security_group_ids", (list,)),
+    "interContainerTrafficEncryption": ("inter_container_traffic_encryption", (bool,)),
+    "maxJobHours": ("max_job_hours", (int, float, type(None))),
+    "trainingLogRetentionDays": ("training_log_retention_days", (int, type(None))),
 }
 
 
@@ -197,6 +292,13 @@ def settings_from_context(
 def _check(ok: bool, setting: str, value: object, allowed: str) -> None:
     if not ok:
         raise SettingsError(f"setting '{setting}' is invalid: got {value!r}, expected {allowed}")
+
+
+def _sagemaker_tag_text(text: str) -> bool:
+    """SageMaker's tag pattern ``^([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)$`` (botocore's sagemaker
+    model, shapes ``TagKey``/``TagValue``): letters, separators, numbers and ``_.:/=+-@``."""
+    return all(c.isalpha() or c.isnumeric() or unicodedata.category(c).startswith("Z")
+               or c in "_.:/=+-@" for c in text)
 
 
 def _check_int_range(setting: str, value: int, low: int, high: int) -> None:
