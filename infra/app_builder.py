@@ -10,7 +10,7 @@ import aws_cdk as cdk
 from infra.compliance import apply_rule_packs
 from infra.settings import Settings
 from infra.stacks.storage_stack import StorageStack
-from infra.stacks.workflow_stack import TRAINING_CODE_DIR, WorkflowStack
+from infra.stacks.workflow_stack import TRAINING_CODE_DIR, WorkflowStack, stack_tags
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,7 @@ def build_app(settings: Settings, *, app: cdk.App | None = None,
                              training_code_dir=training_code_dir,
                              description="SageMaker training: assets, state machine, logs, alerts")
     for stack in (storage, workflow):
-        cdk.Tags.of(stack).add("project", settings.name_prefix)
-        for key, value in settings.extra_tags.items():
+        for key, value in stack_tags(settings).items():
             cdk.Tags.of(stack).add(key, value)
     if check_compliance:
         apply_rule_packs(app)

@@ -100,6 +100,8 @@ INVALID_INPUT_ERROR: Final = "InvalidExecutionInput"
 UNKNOWN_PROGRAM_ERROR: Final = "UnknownProgram"
 TRAINING_FAILED_ERROR: Final = "TrainingJobFailed"
 TUNING_FAILED_ERROR: Final = "TuningJobFailed"
+#: An execution that could use more instance-hours than the deployment's ``maxJobHours``.
+BUDGET_EXCEEDED_ERROR: Final = "JobHoursBudgetExceeded"
 
 # --- S3 layout (both buckets) ---------------------------------------------------------------
 
@@ -109,6 +111,20 @@ DATASETS_PREFIX: Final = "datasets/"
 UPLOAD_PREFIX: Final = "datasets/uploads"
 MODELS_PREFIX: Final = "models/"
 CHECKPOINTS_PREFIX: Final = "checkpoints/"
+
+#: Script mode under network isolation: the container cannot fetch ``sourcedir.tar.gz`` from S3,
+#: so it arrives as an input channel and ``sagemaker_submit_directory`` names the file in it (as
+#: the SageMaker Python SDK does: ``EstimatorBase.code_channel_name`` and
+#: ``CONTAINER_CODE_CHANNEL_SOURCEDIR_PATH`` in ``sagemaker/estimator.py``; the training toolkit
+#: extracts a local tar.gz path: ``sagemaker_training.files.download_and_extract``).
+CODE_CHANNEL: Final = "code"
+CODE_CHANNEL_DIR: Final = "/opt/ml/input/data/code"
+
+
+def code_channel_file(file_name: str) -> str:
+    """Where the container finds the code archive ``file_name`` (the SDK's archive is named
+    ``sourcedir.tar.gz``; the stack's carries its content hash) in the code channel."""
+    return f"{CODE_CHANNEL_DIR}/{file_name}"
 
 
 def default_channel_uri(bucket: str, program: str, channel: str) -> str:
@@ -154,6 +170,7 @@ OUTPUT_REPOSITORY_URI: Final = "RepositoryUri"
 OUTPUT_ALLOWED_INSTANCE_TYPES: Final = "AllowedInstanceTypes"
 OUTPUT_MAX_INSTANCE_COUNT: Final = "MaxInstanceCount"
 OUTPUT_TRACKING_SERVER_ARN: Final = "TrackingServerArn"
+OUTPUT_MAX_JOB_HOURS: Final = "MaxJobHours"
 #: Per program: ``ProgramImage<Id>`` (BYOC image URI) and ``ProgramSource<Id>`` (script tarball).
 OUTPUT_PROGRAM_IMAGE: Final = "ProgramImage"
 OUTPUT_PROGRAM_SOURCE: Final = "ProgramSource"

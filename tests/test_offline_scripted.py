@@ -104,6 +104,10 @@ def padded(harness: Harness, cdk_context: dict[str, Any], settings: Settings,
     return Harness(harness.engine, harness.backend, state_machine_arn=arn)
 
 
+#: The stack key as the offline deployment names it (smtrain/local/deployment.py).
+LOCAL_KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/local-data-key"
+
+
 def test_script_mode_request(harness: Harness) -> None:
     result = harness.run({"program": "digits_mlp", "hyperparameters": {"epochs": "3"}})
     assert result.succeeded, result.cause
@@ -128,11 +132,15 @@ def test_script_mode_request(harness: Harness) -> None:
             for c in request["InputDataConfig"]] == [
         ("train", "text/csv", "s3://local-buckets-data/datasets/digits_mlp/train/"),
         ("validation", "text/csv", "s3://local-buckets-data/datasets/digits_mlp/validation/")]
+    # ml.m5 has no local storage: its EBS volume is encrypted with the stack key.
     assert request["ResourceConfig"] == {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1,
-                                         "VolumeSizeInGB": 30}
+                                         "VolumeSizeInGB": 30, "VolumeKmsKeyId": LOCAL_KEY_ARN}
+    assert request["EnableInterContainerTrafficEncryption"] is False, "one instance: nothing to encrypt"
+    assert "VpcConfig" not in request and "EnableNetworkIsolation" not in request, "network: public"
     assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600}
     assert request["EnableManagedSpotTraining"] is False
-    assert {t["Key"]: t["Value"] for t in request["Tags"]} == {"smtrain:execution": result.name,
+    assert {t["Key"]: t["Value"] for t in request["Tags"]} == {"project": "smtrain",
+                                                               "smtrain:execution": result.name,
                                                                "smtrain:program": "digits_mlp",
                                                                "smtrain:kind": "script"}
     assert result.output["program"] == "digits_mlp"
@@ -539,7 +547,8 @@ def runs_at_limits(padded: Harness) -> dict[str, LimitRun]:
 def test_values_at_the_limits_are_accepted(runs_at_limits: dict[str, LimitRun]) -> None:
     training = runs_at_limits["training"].request
     assert training["ResourceConfig"] == {"InstanceType": "ml.m5.xlarge", "InstanceCount": 4,
-                                          "VolumeSizeInGB": 16384}
+                                          "VolumeSizeInGB": 16384, "VolumeKmsKeyId": LOCAL_KEY_ARN}
+    assert training["EnableInterContainerTrafficEncryption"] is True, "4 instances talk encrypted"
     assert training["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600}
     assert training["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == "s3://data-bucket/t"
     tuning = runs_at_limits["tuning"].request

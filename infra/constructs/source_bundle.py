@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
+from aws_cdk import Token
 from constructs import Construct
 
 #: Never shipped: caches and editor litter change without the code changing.
@@ -94,6 +95,11 @@ class SourceBundle(Construct):
         self.archive_sha256 = digest
         self.asset = s3_assets.Asset(self, "Asset", path=str(archive_path))
         self.s3_uri = self.asset.s3_object_url
+        #: The archive's object key, and so its file name in a channel that holds it (the asset's
+        #: content hash plus its extension, known at synth).
+        self.object_key = self.asset.s3_object_key
+        if Token.is_unresolved(self.object_key) or "/" in self.object_key:
+            raise ValueError(f"expected a plain asset object key, got {self.object_key!r}")
 
     def grant_read(self, grantee: iam.IGrantable) -> None:
         """Let ``grantee`` read this archive (and only it) from the asset bucket."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from aws_cdk import Stack
@@ -35,20 +36,43 @@ class ChannelPaths:
     #: SageMaker's ``InputDataConfig``, built from the program's channels (a variable).
     channels: str = "$channels"
     instance_type: str = "$.config.instanceType"
-    instance_count: str = "$.config.instanceCount"
-    volume_size: str = "$.config.volumeSizeInGB"
+    #: SageMaker's ``ResourceConfig``, with ``VolumeKmsKeyId`` for instance types without local
+    #: storage (built by the state machine's ``ChooseVolumeEncryption``).
+    resources: str = "$.resources"
+    #: Whether to encrypt traffic between the job's instances (true with more than one).
+    inter_container_encryption: str = "$.encryptInterContainerTraffic"
     stopping_condition: str = "$.stopping"
     spot: str = "$.config.spot"
     program: str = "$.config.program"
     kind: str = "$.method.kind"
 
 
-def resource_config(paths: ChannelPaths) -> dict[str, str]:
-    return {
-        "InstanceType.$": paths.instance_type,
-        "InstanceCount.$": paths.instance_count,
-        "VolumeSizeInGB.$": paths.volume_size,
-    }
+@dataclass(frozen=True, kw_only=True)
+class JobSecurity:
+    """What every training job (and every tuning trial) of the stack carries, fixed at synth.
+
+    Defaults: no VPC, no network isolation, no stack tags."""
+
+    #: SageMaker's ``VpcConfig`` (``{"SecurityGroupIds": [...], "Subnets": [...]}``); none:
+    #: SageMaker's own network.
+    vpc_config: Mapping[str, Any] | None = None
+    #: ``EnableNetworkIsolation``: the containers make no outbound network call at all.
+    network_isolation: bool = False
+    #: The stack's tags (the project tag and the ``tags`` setting), for cost attribution.
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    def request_fields(self, paths: ChannelPaths) -> dict[str, Any]:
+        """The request fields these settings add to a ``CreateTrainingJob`` request or a
+        ``TrainingJobDefinition`` (both take the same names)."""
+        fields: dict[str, Any] = {
+            "EnableInterContainerTrafficEncryption.$": paths.inter_container_encryption,
+        }
+        if self.vpc_config is not None:
+            fields["VpcConfig"] = {"SecurityGroupIds": list(self.vpc_config["SecurityGroupIds"]),
+                                   "Subnets": list(self.vpc_config["Subnets"])}
+        if self.network_isolation:
+            fields["EnableNetworkIsolation"] = True
+        return fields
 
 
 def tracking_environment(tracking_uri: str, paths: ChannelPaths) -> dict[str, str]:
@@ -62,9 +86,11 @@ def tracking_environment(tracking_uri: str, paths: ChannelPaths) -> dict[str, st
     }
 
 
-def job_tags(paths: ChannelPaths) -> list[dict[str, str]]:
-    """Tags that trace a job back to the execution, program and kind that started it."""
+def job_tags(paths: ChannelPaths, stack_tags: Mapping[str, str]) -> list[dict[str, str]]:
+    """The stack's tags (cost attribution), then the tags that trace a job back to the execution,
+    program and kind that started it."""
     return [
+        *({"Key": key, "Value": value} for key, value in stack_tags.items()),
         {"Key": contract.TAG_EXECUTION, "Value.$": "$$.Execution.Name"},
         {"Key": contract.TAG_PROGRAM, "Value.$": paths.program},
         {"Key": contract.TAG_KIND, "Value.$": paths.kind},
@@ -85,6 +111,10 @@ class TrainingJobTask(sfn.CustomState):
     - the result is trimmed to the job name, model artifact URI and final metrics;
     - :attr:`policy_statements` holds exactly the IAM the task needs.
 
+    ``security`` (default :class:`JobSecurity`: none of it) adds the VPC, network isolation and
+    the stack's tags; inter-container traffic encryption and the volume key come with the state
+    (``paths.inter_container_encryption``, ``paths.resources``).
+
     With ``tracking_uri`` (default none) every job gets the MLflow variables of
     :func:`tracking_environment`. The request reads from the state input described by ``paths``
     and writes the model to
@@ -96,7 +126,8 @@ class TrainingJobTask(sfn.CustomState):
                  role_arn: str, output_uri: str, checkpoint_uri: str, kms_key_arn: str,
                  run_id_path: str = "$.run.id", paths: ChannelPaths | None = None,
                  sagemaker_retries: int = 2,
-                 result_path: str = "$.training", tracking_uri: str | None = None) -> None:
+                 result_path: str = "$.training", tracking_uri: str | None = None,
+                 security: JobSecurity | None = None) -> None:
         longest = len(name_prefix) + 1 + UUID_LENGTH + 1 + ATTEMPT_DIGITS
         if longest > TRAINING_JOB_NAME_LIMIT:
             raise ValueError(
@@ -107,6 +138,7 @@ class TrainingJobTask(sfn.CustomState):
             if not uri.startswith("s3://") or not uri.endswith("/"):
                 raise ValueError(f"{name} must be an s3:// URI ending in '/', got {uri!r}")
         paths = paths or ChannelPaths()
+        security = security or JobSecurity()
         state_json: dict[str, Any] = {
             "Type": "Task",
             "Resource": "arn:aws:states:::sagemaker:createTrainingJob.sync",
@@ -118,14 +150,15 @@ class TrainingJobTask(sfn.CustomState):
                 "HyperParameters.$": "$.trainingHyperparameters",
                 "InputDataConfig.$": paths.channels,
                 "OutputDataConfig": {"S3OutputPath": output_uri, "KmsKeyId": kms_key_arn},
-                "ResourceConfig": resource_config(paths),
+                "ResourceConfig.$": paths.resources,
                 "StoppingCondition.$": paths.stopping_condition,
                 "EnableManagedSpotTraining.$": paths.spot,
+                **security.request_fields(paths),
                 "CheckpointConfig": {
                     "S3Uri.$": f"States.Format('{checkpoint_uri}{{}}/', {run_id_path})",
                 },
                 "RetryStrategy": {"MaximumRetryAttempts": sagemaker_retries},
-                "Tags": job_tags(paths),
+                "Tags": job_tags(paths, security.tags),
             },
             "ResultSelector": {
                 "TrainingJobName.$": "$.TrainingJobName",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
@@ -17,6 +17,7 @@ from constructs import Construct
 
 from infra.compliance import INLINE_POLICY_RULES, acknowledge, nag_arn
 from infra.constructs.create_job_retry import CreateJobRetry
+from infra.constructs.job_hours_budget import JobHoursBudget
 from infra.constructs.execution_input import (
     CONFIG_INTEGER_FIELDS,
     TUNING_INTEGER_FIELDS,
@@ -29,10 +30,11 @@ from infra.constructs.execution_input import (
     tuning_rules,
 )
 from infra.constructs.program_input import RESOLVED_PATH, ProgramInputCheck
-from infra.constructs.training_job_task import TrainingJobTask
+from infra.constructs.training_job_task import JobSecurity, TrainingJobTask
 from infra.constructs.tuning_job_task import DescribeTrainingJobTask, TuningJobTask
 from infra.images import TrainingImages
 from smtrain import contract
+from smtrain.instance_storage import has_local_nvme
 from smtrain.programs import Program
 
 Cond = sfn.Condition
@@ -57,6 +59,9 @@ class DeployedProgram:
     image_uri: str | None = None
     #: A script program's ``sourcedir.tar.gz`` (what ``sagemaker_submit_directory`` takes).
     source_uri: str | None = None
+    #: The file name of that object (the last part of its key): its name in the ``code``
+    #: channel under network isolation.
+    source_file_name: str | None = None
 
     def __post_init__(self) -> None:
         kind = self.program.kind
@@ -85,6 +90,14 @@ class TrainingStateMachineProps:
     log_retention: logs.RetentionDays
     #: An MLflow tracking URI (a tracking server ARN) passed to every job; none by default.
     tracking_uri: str | None = None
+    #: VPC, network isolation and the stack's tags on every job; none of them by default.
+    security: JobSecurity = JobSecurity()
+    #: ``EnableInterContainerTrafficEncryption`` on every job with more than one instance.
+    inter_container_encryption: bool = True
+    #: The most instance-hours one execution may use (see ``smtrain/budget.py``); none: no cap.
+    max_job_hours: float | None = None
+    #: How long Step Functions reuses a data key of ``key`` for the execution data it encrypts.
+    kms_data_key_reuse: Duration = Duration.minutes(5)
 
 
 class TrainingStateMachine(Construct):
@@ -142,14 +155,21 @@ class TrainingStateMachine(Construct):
 
         resolve_job = sfn.Pass(self, "ResolveJob", parameters=_resolve_job_parameters())
         choose_distribution = sfn.Choice(self, "ChooseDistribution")
+        # Traffic between a job's instances is encrypted when there is any (setting
+        # interContainerTrafficEncryption, default on): "Enabling inter-container traffic
+        # encryption ... can increase training time" (API reference,
+        # EnableInterContainerTrafficEncryption), so a single instance goes without it.
         choose_distribution.when(
             Cond.number_greater_than("$.config.instanceCount", 1),
             sfn.Pass(self, "DistributeAcrossInstances", result_path="$.distribution",
-                     parameters={"hyperparameters.$": "$.method.distributedHyperparameters"})
+                     parameters={"hyperparameters.$": "$.method.distributedHyperparameters",
+                                 "encryptInterContainerTraffic": props.inter_container_encryption})
             .next(resolve_job))
         choose_distribution.otherwise(
             sfn.Pass(self, "RunOnOneInstance", result_path="$.distribution",
-                     result=sfn.Result.from_object({"hyperparameters": {}})).next(resolve_job))
+                     result=sfn.Result.from_object({"hyperparameters": {},
+                                                    "encryptInterContainerTraffic": False}))
+            .next(resolve_job))
         choose_program = sfn.Choice(self, "ChooseProgram")
         for deployed in props.programs:
             program = deployed.program
@@ -176,11 +196,14 @@ class TrainingStateMachine(Construct):
         # InputDataConfig from the program's channels: each channel the input or the program's
         # defaults give a URI, in the manifest's order, with its declared content type. Assigned
         # to a variable (the tasks read $channels), so JSONata never rewrites the state's numbers.
+        # Under network isolation a script program's code is one more channel (method.codeChannels;
+        # see _prepare_states).
         describe_channels = sfn.Pass.jsonata(self, "DescribeChannels", assign={CHANNELS_VARIABLE: (
-            "{% [$states.input.method.channels[$exists($lookup($states.input.inputs, name))].{"
+            "{% $append([$states.input.method.channels[$exists($lookup($states.input.inputs, name))].{"
             "'ChannelName': name, 'ContentType': contentType, 'DataSource': {'S3DataSource': {"
             "'S3DataType': 'S3Prefix', 'S3Uri': $lookup($states.input.inputs, name), "
-            "'S3DataDistributionType': 'FullyReplicated'}}}] %}")})
+            "'S3DataDistributionType': 'FullyReplicated'}}}], $states.input.method.codeChannels) %}")})
+        choose_volume_key = self._volume_encryption()
         choose_capacity = sfn.Choice(self, "ChooseCapacity")
         use_spot = sfn.Pass(self, "UseSpotCapacity", result_path="$.stopping", parameters={
             "MaxRuntimeInSeconds.$": "$.config.maxRuntimeInSeconds",
@@ -201,12 +224,12 @@ class TrainingStateMachine(Construct):
         self.training_task = TrainingJobTask(
             self, "TrainModel", name_prefix=prefix, role_arn=role_arn, output_uri=output_uri,
             checkpoint_uri=checkpoint_uri, kms_key_arn=props.key.key_arn,
-            tracking_uri=props.tracking_uri,
+            tracking_uri=props.tracking_uri, security=props.security,
         )
         self.tuning_task = TuningJobTask(
             self, "TuneModel", name_prefix=prefix, role_arn=role_arn, output_uri=output_uri,
             checkpoint_uri=checkpoint_uri, kms_key_arn=props.key.key_arn,
-            tracking_uri=props.tracking_uri,
+            tracking_uri=props.tracking_uri, security=props.security,
         )
         # Built-in XGBoost resumes from whatever its checkpoint directory holds, and a tuning
         # job's trials share one checkpoint URI: its trials get none (a trial interrupted on spot
@@ -214,6 +237,7 @@ class TrainingStateMachine(Construct):
         self.builtin_tuning_task = TuningJobTask(
             self, "TuneBuiltinModel", name_prefix=prefix, role_arn=role_arn, output_uri=output_uri,
             checkpoint_uri=None, kms_key_arn=props.key.key_arn, tracking_uri=props.tracking_uri,
+            security=props.security,
         )
         self.describe_best = DescribeTrainingJobTask(
             self, "DescribeBestTrainingJob", name_prefix=prefix,
@@ -263,14 +287,24 @@ class TrainingStateMachine(Construct):
         # Two Choices, not And(IsPresent, IsNotNull): a rule on a missing path is a runtime
         # error, and nothing promises the And is evaluated lazily.
         tuning_given = sfn.Choice(self, "TuningGiven")
-        train = self.training_task.next(report_training)
+        self.training_task.next(report_training)
+        train: sfn.IChainable = self.training_task
+        tune: sfn.IChainable = choose_strategy
+        if props.max_job_hours is not None:
+            # Last check before a job is created: every field it reads has been checked.
+            train = JobHoursBudget(self, "TrainingBudget", max_job_hours=props.max_job_hours,
+                                   tuning=False, reject=reject).then(self.training_task)
+            tune = JobHoursBudget(self, "TuningBudget", max_job_hours=props.max_job_hours,
+                                  tuning=True, reject=reject).then(choose_strategy)
         tuning_given.when(Cond.is_null("$.config.tuning"), train)
         tuning_given.otherwise(apply_tuning_defaults.next(describe_tuning_numbers)
-                               .next(validate_tuning.then(choose_strategy)))
+                               .next(validate_tuning.then(tune)))
         train_or_tune.when(Cond.is_present("$.config.tuning"), tuning_given)
         train_or_tune.otherwise(train)
 
-        resolve_job.next(describe_channels).next(choose_capacity)
+        resolve_job.next(describe_channels).next(choose_volume_key)
+        for state in self._volume_states:
+            state.next(choose_capacity)
         definition = sfn.Chain.start(read_input).next(check_program.then(
             apply_defaults.next(describe_numbers).next(validate_config.then(choose_program))))
 
@@ -283,9 +317,10 @@ class TrainingStateMachine(Construct):
             # and models. A retained log group with a fixed name would block a redeploy.
             removal_policy=RemovalPolicy.DESTROY,
         )
+        self.state_machine_name = f"{prefix}-training"
         self.state_machine = sfn.StateMachine(
             self, "StateMachine",
-            state_machine_name=f"{prefix}-training",
+            state_machine_name=self.state_machine_name,
             state_machine_type=sfn.StateMachineType.STANDARD,
             definition_body=sfn.DefinitionBody.from_chainable(definition),
             logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL,
@@ -293,6 +328,7 @@ class TrainingStateMachine(Construct):
             tracing_enabled=True,
             comment="Creates SageMaker training and tuning jobs from an execution input",
         )
+        self._encrypt_execution_data()
         self._acknowledge_role_findings()
         for statement in _unique_statements(
             Stack.of(self),
@@ -301,6 +337,38 @@ class TrainingStateMachine(Construct):
              *self.describe_best.policy_statements],
         ):
             self.state_machine.add_to_role_policy(statement)
+
+    def _encrypt_execution_data(self) -> None:
+        """Execution data (inputs, outputs, history) encrypted with the stack key instead of an
+        AWS-owned key (Step Functions developer guide, "Data at rest encryption").
+
+        Not CDK's ``CustomerManagedEncryptionConfiguration``: it also puts ``kms:Decrypt*``, a
+        wildcard action, for ``delivery.logs.amazonaws.com`` into the key's policy. The key
+        policy's statement for log delivery is the storage stack's (``TrainingDataKey``); here
+        the role gets what the guide lists: ``kms:Decrypt`` and ``kms:GenerateDataKey`` under
+        the encryption context of this state machine's ARN, and ``kms:GenerateDataKey`` for
+        the log delivery of its encrypted execution data (encryption context ``SourceArn``:
+        CloudWatch Logs of this account and region)."""
+        props = self.props
+        stack = Stack.of(self)
+        cfn = self.state_machine.node.default_child
+        assert isinstance(cfn, sfn.CfnStateMachine)
+        cfn.encryption_configuration = sfn.CfnStateMachine.EncryptionConfigurationProperty(
+            type="CUSTOMER_MANAGED_KMS_KEY", kms_key_id=props.key.key_arn,
+            kms_data_key_reuse_period_seconds=int(props.kms_data_key_reuse.to_seconds()))
+        # The ARN from the name (fixed), not the resource: a policy of the role that reads the
+        # state machine's own ARN would make the state machine depend on its role's policy twice.
+        state_machine_arn = stack.format_arn(service="states", resource="stateMachine",
+                                             resource_name=self.state_machine_name,
+                                             arn_format=ArnFormat.COLON_RESOURCE_NAME)
+        self.state_machine.add_to_role_policy(iam.PolicyStatement(
+            actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[props.key.key_arn],
+            conditions={"StringEquals": {
+                "kms:EncryptionContext:aws:states:stateMachineArn": state_machine_arn}}))
+        self.state_machine.add_to_role_policy(iam.PolicyStatement(
+            actions=["kms:GenerateDataKey"], resources=[props.key.key_arn],
+            conditions={"StringEquals": {"kms:EncryptionContext:SourceArn": stack.format_arn(
+                service="logs", resource="*", arn_format=ArnFormat.NO_RESOURCE_NAME)}}))
 
     def _acknowledge_role_findings(self) -> None:
         stack = Stack.of(self)
@@ -333,6 +401,7 @@ class TrainingStateMachine(Construct):
         fixed: dict[str, str] = {}
         distributed: dict[str, str] = {}
         images: dict[str, str]
+        code_channels: list[dict[str, Any]] = []
         if program.kind == "script":
             assert deployed.source_uri is not None and program.entry_point is not None
             fixed = {
@@ -341,6 +410,20 @@ class TrainingStateMachine(Construct):
                 "sagemaker_region": props.region,
                 "sagemaker_container_log_level": "20",
             }
+            if props.security.network_isolation:
+                # An isolated container cannot download its code: it arrives as the "code"
+                # channel and the toolkit extracts it from there (what the SageMaker Python SDK
+                # does; smtrain/contract.py, CODE_CHANNEL). An S3Prefix channel whose URI is one
+                # object's key holds that one object, under its file name.
+                assert deployed.source_file_name is not None
+                fixed["sagemaker_submit_directory"] = contract.code_channel_file(
+                    deployed.source_file_name)
+                code_channels = [{
+                    "ChannelName": contract.CODE_CHANNEL,
+                    "DataSource": {"S3DataSource": {
+                        "S3DataType": "S3Prefix", "S3Uri": deployed.source_uri,
+                        "S3DataDistributionType": "FullyReplicated"}},
+                }]
             # With more than one instance, one distributed job over all instances (and all GPUs
             # of each): the PyTorch image's toolkit reads this (an additional framework
             # parameter, JSON-decoded) and starts torchrun --nnodes <instances> --nproc_per_node
@@ -376,6 +459,7 @@ class TrainingStateMachine(Construct):
                     "tuningAlgorithm": tuning_algorithm,
                     "channels": [{"name": c.name, "contentType": c.content_type}
                                  for c in program.channels],
+                    "codeChannels": code_channels,
                     "baseHyperparameters": program.always_sent,
                     "trainingDefaults": program.training_defaults,
                     "fixedHyperparameters": fixed,
@@ -388,6 +472,35 @@ class TrainingStateMachine(Construct):
                 }),
             )
         return states
+
+    def _volume_encryption(self) -> sfn.State:
+        """``$.resources``: SageMaker's ``ResourceConfig``, with ``VolumeKmsKeyId`` (the stack key)
+        on instance types without local storage and never on those with it, which SageMaker
+        refuses (smtrain/instance_storage.py). The states are kept in :attr:`_volume_states`."""
+        props = self.props
+        resources = {
+            "InstanceType.$": "$.config.instanceType",
+            "InstanceCount.$": "$.config.instanceCount",
+            "VolumeSizeInGB.$": "$.config.volumeSizeInGB",
+        }
+        local = [t for t in props.allowed_instance_types if has_local_nvme(t)]
+        states: list[sfn.Pass] = []
+        if len(local) < len(props.allowed_instance_types):
+            states.append(sfn.Pass(self, "EncryptVolumeWithStackKey", result_path="$.resources",
+                                   parameters={**resources, "VolumeKmsKeyId": props.key.key_arn}))
+        if local:
+            states.append(sfn.Pass(self, "UseEncryptedInstanceStore", result_path="$.resources",
+                                   parameters=resources))
+        self._volume_states = states
+        if len(states) == 1:
+            return states[0]
+        encrypt, instance_store = states
+        conditions = [Cond.string_equals("$.config.instanceType", t) for t in local]
+        choose = sfn.Choice(self, "ChooseVolumeEncryption")
+        choose.when(conditions[0] if len(conditions) == 1 else Cond.or_(*conditions),
+                    instance_store)
+        choose.otherwise(encrypt)
+        return choose
 
     def _tuning_job_configs(self, reject: sfn.Fail) -> sfn.Choice:
         """A Choice on the strategy that builds SageMaker's ``HyperParameterTuningJobConfig`` at
@@ -473,6 +586,7 @@ def _resolve_job_parameters() -> dict[str, Any]:
     return {
         "config.$": "$.config",
         "method.$": "$.method",
+        "encryptInterContainerTraffic.$": "$.distribution.encryptInterContainerTraffic",
         "attempt": {"number": 0},
         "run": {
             "id.$": "$.run.id",

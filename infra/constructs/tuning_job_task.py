@@ -17,8 +17,8 @@ from infra.constructs.sagemaker_task_policy import (
 )
 from infra.constructs.training_job_task import (
     ChannelPaths,
+    JobSecurity,
     job_tags,
-    resource_config,
     tracking_environment,
 )
 from smtrain import contract
@@ -44,6 +44,8 @@ class TuningJobTask(sfn.CustomState):
       ``<checkpoint_uri><short run id>/``: one prefix for all trials, which SageMaker restores into
       each trial that starts, so the training code must keep each job's checkpoint apart (the
       project's script does, by ``TRAINING_JOB_NAME``);
+    - ``security`` (default none) puts the VPC, isolation and inter-container encryption on every
+      trial, and the stack's tags on the tuning job, which SageMaker copies to its trials;
     - the result keeps only the job name, status, counters and the best training job, so the
       payload stays small however many training jobs ran;
     - :attr:`policy_statements` holds the exact IAM.
@@ -54,7 +56,7 @@ class TuningJobTask(sfn.CustomState):
                  short_run_id_path: str = "$.run.shortId",
                  paths: ChannelPaths | None = None,
                  sagemaker_retries: int = 2, result_path: str = "$.tuningResult",
-                 tracking_uri: str | None = None) -> None:
+                 tracking_uri: str | None = None, security: JobSecurity | None = None) -> None:
         longest = len(name_prefix) + 1 + SHORT_RUN_ID_LENGTH + 1 + ATTEMPT_DIGITS
         if longest > TUNING_JOB_NAME_LIMIT:
             raise ValueError(
@@ -62,6 +64,7 @@ class TuningJobTask(sfn.CustomState):
                 f"SageMaker allows {TUNING_JOB_NAME_LIMIT}"
             )
         paths = paths or ChannelPaths()
+        security = security or JobSecurity()
         tuning_job_name = (f"States.Format('{name_prefix}-{{}}-{{}}', {short_run_id_path}, "
                            f"{ATTEMPT_PATH})")
         state_json: dict[str, Any] = {
@@ -76,12 +79,16 @@ class TuningJobTask(sfn.CustomState):
                     "StaticHyperParameters.$": "$.staticHyperparameters",
                     "InputDataConfig.$": paths.channels,
                     "OutputDataConfig": {"S3OutputPath": output_uri, "KmsKeyId": kms_key_arn},
-                    "ResourceConfig": resource_config(paths),
+                    "ResourceConfig.$": paths.resources,
                     "StoppingCondition.$": paths.stopping_condition,
                     "EnableManagedSpotTraining.$": paths.spot,
+                    **security.request_fields(paths),
                     "RetryStrategy": {"MaximumRetryAttempts": sagemaker_retries},
                 },
-                "Tags": job_tags(paths),
+                # "Tags that you specify for the tuning job are also added to all training jobs
+                # that the tuning job launches" (API reference, CreateHyperParameterTuningJob,
+                # Tags); a TrainingJobDefinition has no Tags of its own.
+                "Tags": job_tags(paths, security.tags),
             },
             "ResultSelector": {
                 "HyperParameterTuningJobName.$": "$.HyperParameterTuningJobName",

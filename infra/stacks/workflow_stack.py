@@ -12,6 +12,8 @@ from constructs import Construct
 from infra.constructs.execution_input import InputDefaults
 from infra.constructs.failure_notifications import FailureNotifications
 from infra.constructs.source_bundle import SourceBundle
+from infra.constructs.training_job_task import JobSecurity
+from infra.constructs.training_log_retention import TrainingLogRetention
 from infra.constructs.training_image import TrainingImage
 from infra.constructs.training_state_machine import (
     DeployedProgram,
@@ -23,6 +25,8 @@ from infra.log_retention import retention_for_days
 from infra.settings import Settings, SettingsError
 from infra.stacks.storage_stack import StorageStack
 from smtrain import contract
+from smtrain.instance_storage import UnknownInstanceStorage, has_local_nvme
+from smtrain.programs import Program
 from smtrain.programs import discover as discover_programs
 
 TRAINING_CODE_DIR = Path(__file__).resolve().parents[2] / "training_code"
@@ -49,6 +53,15 @@ class WorkflowStack(Stack):
                 raise SettingsError(
                     f"setting 'allowedInstanceTypes' lacks {program.instance_type}, the "
                     f"instance_type of program {program.name} ({program.directory}/program.toml)")
+            _check_isolation(settings, program)
+        for instance_type in settings.allowed_instance_types:
+            try:
+                has_local_nvme(instance_type)
+            except UnknownInstanceStorage as error:
+                raise SettingsError(
+                    f"setting 'allowedInstanceTypes' has {instance_type}, whose local storage is "
+                    f"unknown, so whether a job may name a volume key (VolumeKmsKeyId) is too: "
+                    f"{error}") from None
         deployed: list[DeployedProgram] = []
         images_copied: list[Construct] = []
         source_objects: list[str] = []
@@ -59,7 +72,8 @@ class WorkflowStack(Stack):
                     self, f"Source{construct_id}", source_dir=program.directory,
                     extra_packages={name: training_code_dir / name for name in program.shared})
                 source_objects.append(source.asset.bucket.arn_for_objects(source.asset.s3_object_key))
-                deployed.append(DeployedProgram(program=program, source_uri=source.s3_uri))
+                deployed.append(DeployedProgram(program=program, source_uri=source.s3_uri,
+                                                source_file_name=source.object_key))
                 CfnOutput(self, f"{contract.OUTPUT_PROGRAM_SOURCE}{construct_id}",
                           value=source.s3_uri)
             elif program.kind == "byoc":
@@ -106,12 +120,24 @@ class WorkflowStack(Stack):
             max_instance_count=settings.max_instance_count,
             spot_max_wait_seconds=settings.spot_max_wait_seconds,
             log_retention=retention_for_days(settings.log_retention_days),
-            tracking_uri=storage.tracking_server_arn,
+            # An isolated container reaches no network, MLflow included: its runs are not tracked
+            # from inside (SageMaker keeps the metrics: FinalMetricDataList, CloudWatch).
+            tracking_uri=None if settings.network_isolation else storage.tracking_server_arn,
+            security=JobSecurity(
+                vpc_config=_vpc_config(storage),
+                network_isolation=settings.network_isolation,
+                tags=stack_tags(settings),
+            ),
+            inter_container_encryption=settings.inter_container_traffic_encryption,
+            max_job_hours=settings.max_job_hours,
         ))
         # The training jobs must run only after the images are in the project's repository.
         for copy in images_copied:
             workflow.state_machine.node.add_dependency(copy)
         self.state_machine = workflow.state_machine
+        if settings.training_log_retention_days is not None:
+            TrainingLogRetention(self, "TrainingLogRetention",
+                                 retention_days=settings.training_log_retention_days)
         FailureNotifications(self, "FailureAlerts", state_machine=workflow.state_machine,
                              email=settings.notification_email)
 
@@ -124,5 +150,34 @@ class WorkflowStack(Stack):
         CfnOutput(self, contract.OUTPUT_ALLOWED_INSTANCE_TYPES,
                   value=",".join(settings.allowed_instance_types))
         CfnOutput(self, contract.OUTPUT_MAX_INSTANCE_COUNT, value=str(settings.max_instance_count))
+        if settings.max_job_hours is not None:
+            CfnOutput(self, contract.OUTPUT_MAX_JOB_HOURS, value=f"{settings.max_job_hours:g}")
         if storage.tracking_server_arn is not None:
             CfnOutput(self, contract.OUTPUT_TRACKING_SERVER_ARN, value=storage.tracking_server_arn)
+
+
+def stack_tags(settings: Settings) -> dict[str, str]:
+    """The tags of both stacks (``app_builder``), which every job carries too."""
+    return {"project": settings.name_prefix, **settings.extra_tags}
+
+
+def _check_isolation(settings: Settings, program: Program) -> None:
+    """Under ``network: isolated`` a script program cannot ``pip install`` its requirements at
+    start (the container has no network)."""
+    if settings.network_isolation and program.kind == "script" and program.requirements is not None:
+        raise SettingsError(
+            f"setting 'network' is isolated, but script program {program.name} has "
+            f"{program.requirements}, which the framework container would pip install at start "
+            f"without network access: build a BYOC image with them installed (kind = \"byoc\" "
+            f"in its program.toml; see `smtrain new-program --kind byoc`), or use network 'vpc'")
+    if settings.network_isolation and program.kind == "script" and any(
+            channel.name == contract.CODE_CHANNEL for channel in program.channels):
+        raise SettingsError(
+            f"setting 'network' is isolated, and script program {program.name} reads a channel "
+            f"named '{contract.CODE_CHANNEL}', the channel its code arrives in under isolation: "
+            f"rename that channel in {program.directory}/program.toml")
+
+
+def _vpc_config(storage: StorageStack) -> dict[str, list[str]] | None:
+    network = getattr(storage, "job_network", None)  # TODO(lead): storage.job_network
+    return network.vpc_config() if network is not None else None
