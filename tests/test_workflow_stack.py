@@ -54,6 +54,7 @@ def test_state_machine_role_may_do_exactly_this(synthesized: Synthesized) -> Non
     assert len(pass_role) == 1
     role_arn = json.dumps(pass_role[0]["Resource"], sort_keys=True)
     assert "SageMakerExecutionRole" in role_arn, "PassRole names the execution role only"
+    key = json.dumps({"Fn::ImportValue": "smtrain-storage:ExportsOutputFnGetAttDataKey2A0DE9E6Arn11FE9379"})
 
     expected = {
         *((action, star) for action in (*LOG_DELIVERY_ACTIONS, *XRAY_ACTIONS, "sagemaker:ListTags")),
@@ -66,8 +67,40 @@ def test_state_machine_role_may_do_exactly_this(synthesized: Synthesized) -> Non
         *((action, rule) for action in ("events:PutTargets", "events:PutRule", "events:DescribeRule")
           for rule in rules),
         ("iam:PassRole", role_arn),
+        *((action, key) for action in ("kms:Decrypt", "kms:GenerateDataKey")),
     }
     assert actions_by_resource(statements) == expected
+
+
+def test_execution_data_is_encrypted_with_the_stack_key(synthesized: Synthesized) -> None:
+    """Step Functions encrypts execution data with the stack key; the role may use the key only
+    under the encryption contexts of this state machine and of CloudWatch Logs delivery, and the
+    key policy lets log delivery decrypt (developer guide, "Data at rest encryption")."""
+    (machine,) = [r for r in synthesized.workflow["Resources"].values()
+                  if r["Type"] == "AWS::StepFunctions::StateMachine"]
+    encryption = machine["Properties"]["EncryptionConfiguration"]
+    assert encryption["Type"] == "CUSTOMER_MANAGED_KMS_KEY"
+    assert "DataKey" in json.dumps(encryption["KmsKeyId"])
+    assert encryption["KmsDataKeyReusePeriodSeconds"] == 300
+    kms = [s for s in _state_machine_role_statements(synthesized)
+           if any(a.startswith("kms:") for a in as_list(s["Action"]))]
+    conditions = sorted((sorted(as_list(s["Action"])), json.dumps(s["Condition"], sort_keys=True))
+                        for s in kms)
+    machine_arn = json.loads(_account_arn(
+        "arn:aws:states:us-east-1:{account}:stateMachine:smtrain-training"))
+    logs_arn = json.loads(_account_arn("arn:aws:logs:us-east-1:{account}:*"))
+    assert conditions == sorted([
+        (["kms:Decrypt", "kms:GenerateDataKey"], json.dumps({"StringEquals": {
+            "kms:EncryptionContext:aws:states:stateMachineArn": machine_arn}}, sort_keys=True)),
+        (["kms:GenerateDataKey"], json.dumps({"StringEquals": {
+            "kms:EncryptionContext:SourceArn": logs_arn}}, sort_keys=True)),
+    ])
+    (key,) = [r for r in synthesized.storage["Resources"].values() if r["Type"] == "AWS::KMS::Key"]
+    delivery = [s for s in key["Properties"]["KeyPolicy"]["Statement"]
+                if s["Principal"] == {"Service": "delivery.logs.amazonaws.com"}]
+    assert delivery == [{"Action": "kms:Decrypt", "Effect": "Allow",
+                         "Principal": {"Service": "delivery.logs.amazonaws.com"},
+                         "Resource": "*", "Sid": "AllowLogDeliveryOfEncryptedExecutionData"}]
 
 
 def test_pass_role_only_to_sagemaker(synthesized: Synthesized) -> None:

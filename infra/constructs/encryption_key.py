@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -21,17 +23,25 @@ class TrainingDataKey(Construct):
     Guarantees:
     - rotation is on and the key (and so every object it encrypted) survives ``cdk destroy``;
     - CloudWatch Logs may use it only for log groups whose names start with
-      ``log_group_name_prefix`` in this account and region;
+      one of ``log_group_name_prefixes`` in this account and region;
+    - CloudWatch Logs delivery may decrypt with it (``kms:Decrypt`` for
+      ``delivery.logs.amazonaws.com``, the statement the Step Functions guide's "Data at rest
+      encryption" gives for a state machine whose execution data is encrypted with a
+      customer-managed key and logged);
     - no other service principal may use it (the failure alerts have a key of their own).
 
     The account root keeps the default administrative statement, so IAM policies of this account
     (the execution role, the state machine role) can be granted use of the key.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, log_group_name_prefix: str) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *,
+                 log_group_name_prefixes: Sequence[str]) -> None:
         super().__init__(scope, construct_id)
-        if not log_group_name_prefix.startswith("/"):
-            raise ValueError(f"log_group_name_prefix must start with '/', got {log_group_name_prefix!r}")
+        if not log_group_name_prefixes:
+            raise ValueError("log_group_name_prefixes must name at least one prefix")
+        for prefix in log_group_name_prefixes:
+            if not prefix.startswith("/"):
+                raise ValueError(f"log group name prefixes must start with '/', got {prefix!r}")
         stack = Stack.of(self)
         self.key = kms.Key(
             self,
@@ -49,13 +59,23 @@ class TrainingDataKey(Construct):
                 resources=["*"],  # in a key policy "*" means this key
                 conditions={
                     "ArnLike": {
-                        "kms:EncryptionContext:aws:logs:arn": stack.format_arn(
-                            service="logs", resource="log-group",
-                            resource_name=f"{log_group_name_prefix}*",
-                            arn_format=ArnFormat.COLON_RESOURCE_NAME,
-                        )
+                        "kms:EncryptionContext:aws:logs:arn": [
+                            stack.format_arn(
+                                service="logs", resource="log-group",
+                                resource_name=f"{prefix}*",
+                                arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                            )
+                            for prefix in log_group_name_prefixes
+                        ]
                     }
                 },
             )
         )
-
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowLogDeliveryOfEncryptedExecutionData",
+                principals=[iam.ServicePrincipal("delivery.logs.amazonaws.com")],
+                actions=["kms:Decrypt"],
+                resources=["*"],  # in a key policy "*" means this key
+            )
+        )
