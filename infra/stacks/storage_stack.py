@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, Stack
+from aws_cdk import CfnOutput, Fn, Stack
 from constructs import Construct
 
 from infra.constructs.encryption_key import TrainingDataKey
+from infra.constructs.endpoint_only_access import deny_outside_network
 from infra.constructs.execution_role import SageMakerExecutionRole
 from infra.constructs.experiment_tracking import ExperimentTracking
 from infra.constructs.training_buckets import (
@@ -16,7 +17,10 @@ from infra.constructs.training_buckets import (
     MODELS_PREFIX,
     TrainingBuckets,
 )
+from infra.constructs.training_network import JobNetwork, TrainingNetwork
 from infra.constructs.training_repository import TrainingRepository
+from infra.constructs.vpc_job_access import VpcJobAccess
+from infra.log_retention import retention_for_days
 from infra.settings import Settings
 from smtrain import contract
 
@@ -26,15 +30,26 @@ def workflow_log_group_prefix(settings: Settings) -> str:
     return f"/aws/vendedlogs/states/{settings.name_prefix}-"
 
 
+def network_log_group_prefix(settings: Settings) -> str:
+    """The name prefix of the created VPC's log groups (flow logs; the prefix-list lookup)."""
+    return f"/{settings.name_prefix}/network/"
+
+
+def _creates_vpc(settings: Settings) -> bool:
+    return settings.in_vpc and settings.vpc_id is None
+
+
 class StorageStack(Stack):
     """KMS key, buckets, ECR repository and the SageMaker execution role, all retained."""
 
     def __init__(self, scope: Construct, construct_id: str, *, settings: Settings,
                  **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
+        log_group_prefixes = [workflow_log_group_prefix(settings)]
+        if _creates_vpc(settings):
+            log_group_prefixes.append(network_log_group_prefix(settings))
         self.key = TrainingDataKey(
-            self, "DataKey", log_group_name_prefix=workflow_log_group_prefix(settings),
-        ).key
+            self, "DataKey", log_group_name_prefixes=log_group_prefixes).key
         buckets = TrainingBuckets(self, "Buckets", key=self.key)
         self.data_bucket = buckets.data
         self.artifacts_bucket = buckets.artifacts
@@ -46,6 +61,14 @@ class StorageStack(Stack):
             input_prefix=DATASETS_PREFIX, model_prefix=MODELS_PREFIX,
             checkpoint_prefix=CHECKPOINTS_PREFIX,
         ).role
+
+        # Optional: the VPC jobs run in (network vpc or isolated). Everything the workflow stack
+        # reads of it is a weak reference (Fn::GetStackOutput), so the network can be switched off.
+        self.training_network: TrainingNetwork | None = None
+        self.job_network: JobNetwork | None = None
+        if settings.in_vpc:
+            self.training_network = self._training_network(settings)
+            self.job_network = self.training_network.job_network
 
         # Optional: an MLflow tracking server (billed hourly). Switching it off keeps the server and
         # its history; switching it on again creates a new one beside it (see ExperimentTracking).
@@ -65,3 +88,27 @@ class StorageStack(Stack):
         CfnOutput(self, contract.OUTPUT_REPOSITORY_URI, value=self.repository.repository_uri)
         CfnOutput(self, "ExecutionRoleArn", value=self.execution_role.role_arn)
         CfnOutput(self, "DataKeyArn", value=self.key.key_arn)
+
+    def _training_network(self, settings: Settings) -> TrainingNetwork:
+        network = TrainingNetwork(
+            self, "TrainingNetwork", key=self.key,
+            log_group_prefix=network_log_group_prefix(settings),
+            log_retention=retention_for_days(settings.log_retention_days),
+            vpc_id=settings.vpc_id, subnet_ids=settings.subnet_ids,
+            security_group_ids=settings.security_group_ids,
+            # Under isolation the containers reach no network at all, so no MLflow endpoint.
+            mlflow_endpoint=(settings.mlflow_tracking_server and settings.network == "vpc"
+                             and settings.vpc_id is None),
+        )
+        # SageMaker attaches each job's network interfaces to these subnets as the execution role.
+        VpcJobAccess(self, "VpcJobAccess", role=self.execution_role, vpc_id=network.vpc_id,
+                     subnet_ids=network.subnet_ids,
+                     security_group_ids=network.security_group_ids)
+        # The execution role reaches the data only through the training network.
+        for bucket in (self.data_bucket, self.artifacts_bucket):
+            deny_outside_network(bucket, role=self.execution_role,
+                                 s3_endpoint_id=network.s3_endpoint_id, vpc_id=network.vpc_id)
+        CfnOutput(self, "TrainingVpcId", value=network.vpc_id)
+        CfnOutput(self, "TrainingSubnetIds", value=Fn.join(",", network.subnet_ids))
+        CfnOutput(self, "TrainingSecurityGroupIds", value=Fn.join(",", network.security_group_ids))
+        return network

@@ -12,9 +12,9 @@ from constructs import Construct
 from infra.constructs.execution_input import InputDefaults
 from infra.constructs.failure_notifications import FailureNotifications
 from infra.constructs.source_bundle import SourceBundle
+from infra.constructs.training_image import TrainingImage
 from infra.constructs.training_job_task import JobSecurity
 from infra.constructs.training_log_retention import TrainingLogRetention
-from infra.constructs.training_image import TrainingImage
 from infra.constructs.training_state_machine import (
     DeployedProgram,
     TrainingStateMachine,
@@ -124,7 +124,7 @@ class WorkflowStack(Stack):
             # from inside (SageMaker keeps the metrics: FinalMetricDataList, CloudWatch).
             tracking_uri=None if settings.network_isolation else storage.tracking_server_arn,
             security=JobSecurity(
-                vpc_config=_vpc_config(storage),
+                vpc_config=storage.job_network.vpc_config() if storage.job_network else None,
                 network_isolation=settings.network_isolation,
                 tags=stack_tags(settings),
             ),
@@ -162,14 +162,19 @@ def stack_tags(settings: Settings) -> dict[str, str]:
 
 
 def _check_isolation(settings: Settings, program: Program) -> None:
-    """Under ``network: isolated`` a script program cannot ``pip install`` its requirements at
-    start (the container has no network)."""
-    if settings.network_isolation and program.kind == "script" and program.requirements is not None:
+    """A script program's ``requirements.txt`` is pip installed by the framework container when
+    the job starts: impossible under ``network: isolated`` (the container has no network) and in
+    the VPC the stack creates (private subnets, no route to the internet, no package mirror)."""
+    if program.kind == "script" and program.requirements is not None and (
+            settings.network_isolation or (settings.in_vpc and settings.vpc_id is None)):
+        why = ("isolated: the container has no network access" if settings.network_isolation
+               else "vpc, in the VPC the stack creates: no route to the internet")
         raise SettingsError(
-            f"setting 'network' is isolated, but script program {program.name} has "
-            f"{program.requirements}, which the framework container would pip install at start "
-            f"without network access: build a BYOC image with them installed (kind = \"byoc\" "
-            f"in its program.toml; see `smtrain new-program --kind byoc`), or use network 'vpc'")
+            f"setting 'network' is {why}, but script program {program.name} has "
+            f"{program.requirements}, which the framework container would pip install at start: "
+            f"build a BYOC image with them installed (kind = \"byoc\" in its program.toml; see "
+            f"`smtrain new-program --kind byoc`), or drop the requirements, or (vpc only) give "
+            f"'vpcId' of a VPC that reaches a package index")
     if settings.network_isolation and program.kind == "script" and any(
             channel.name == contract.CODE_CHANNEL for channel in program.channels):
         raise SettingsError(
@@ -177,7 +182,3 @@ def _check_isolation(settings: Settings, program: Program) -> None:
             f"named '{contract.CODE_CHANNEL}', the channel its code arrives in under isolation: "
             f"rename that channel in {program.directory}/program.toml")
 
-
-def _vpc_config(storage: StorageStack) -> dict[str, list[str]] | None:
-    network = getattr(storage, "job_network", None)  # TODO(lead): storage.job_network
-    return network.vpc_config() if network is not None else None
