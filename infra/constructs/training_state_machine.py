@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
@@ -17,7 +17,6 @@ from constructs import Construct
 
 from infra.compliance import INLINE_POLICY_RULES, acknowledge, nag_arn
 from infra.constructs.create_job_retry import CreateJobRetry
-from infra.constructs.job_hours_budget import JobHoursBudget
 from infra.constructs.execution_input import (
     CONFIG_INTEGER_FIELDS,
     TUNING_INTEGER_FIELDS,
@@ -29,6 +28,7 @@ from infra.constructs.execution_input import (
     number_text,
     tuning_rules,
 )
+from infra.constructs.job_hours_budget import JobHoursBudget
 from infra.constructs.program_input import RESOLVED_PATH, ProgramInputCheck
 from infra.constructs.training_job_task import JobSecurity, TrainingJobTask
 from infra.constructs.tuning_job_task import DescribeTrainingJobTask, TuningJobTask
@@ -91,13 +91,14 @@ class TrainingStateMachineProps:
     #: An MLflow tracking URI (a tracking server ARN) passed to every job; none by default.
     tracking_uri: str | None = None
     #: VPC, network isolation and the stack's tags on every job; none of them by default.
-    security: JobSecurity = JobSecurity()
+    security: JobSecurity = field(default_factory=JobSecurity)
     #: ``EnableInterContainerTrafficEncryption`` on every job with more than one instance.
     inter_container_encryption: bool = True
     #: The most instance-hours one execution may use (see ``smtrain/budget.py``); none: no cap.
     max_job_hours: float | None = None
-    #: How long Step Functions reuses a data key of ``key`` for the execution data it encrypts.
-    kms_data_key_reuse: Duration = Duration.minutes(5)
+    #: Seconds Step Functions reuses a data key of ``key`` for the execution data it encrypts
+    #: (60-900; the CloudFormation default is 300).
+    kms_data_key_reuse_seconds: int = 300
 
 
 class TrainingStateMachine(Construct):
@@ -355,7 +356,7 @@ class TrainingStateMachine(Construct):
         assert isinstance(cfn, sfn.CfnStateMachine)
         cfn.encryption_configuration = sfn.CfnStateMachine.EncryptionConfigurationProperty(
             type="CUSTOMER_MANAGED_KMS_KEY", kms_key_id=props.key.key_arn,
-            kms_data_key_reuse_period_seconds=int(props.kms_data_key_reuse.to_seconds()))
+            kms_data_key_reuse_period_seconds=props.kms_data_key_reuse_seconds)
         # The ARN from the name (fixed), not the resource: a policy of the role that reads the
         # state machine's own ARN would make the state machine depend on its role's policy twice.
         state_machine_arn = stack.format_arn(service="states", resource="stateMachine",

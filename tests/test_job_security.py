@@ -1,0 +1,261 @@
+"""Issue 11's per-job controls, as SageMaker receives them: the real synthesized state machine
+runs on the offline interpreter and every request passes AWS's contract (botocore's model and the
+API reference's rules, judged by the engine before the scripted SageMaker answers).
+
+- ``VpcConfig`` and ``EnableNetworkIsolation`` on every training job and tuning trial;
+- ``EnableInterContainerTrafficEncryption`` on every job with more than one instance;
+- ``VolumeKmsKeyId`` with the stack key on instance types without local NVMe storage, never on
+  those with it;
+- the stack's tags beside the execution, program and kind on every job and tuning job;
+- script mode under isolation receives its code as the ``code`` channel;
+- the ``maxJobHours`` budget refuses an execution before any job is created.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.settings import Settings, SettingsError
+from smtrain import budget, contract
+from smtrain.instance_storage import NVME_BY_FAMILY, UnknownInstanceStorage, has_local_nvme
+from smtrain.local.engine import OfflineEngine
+from smtrain.local.sagemaker_rules import rule_violations
+from tests.conftest import shipped_training_code, synthesize
+from tests.scripted_sagemaker import ScriptedBackend
+
+VPC = "vpc-0123456789abcdef0"
+SUBNETS = ("subnet-0123456789abcdef0", "subnet-0fedcba987654321f")
+GROUP = "sg-0123456789abcdef0"
+COST_TAGS = {"cost-center": "ml-42", "team": "vision"}
+#: An EBS-only type and one with local NVMe storage (smtrain/instance_storage.py).
+EBS_TYPE, NVME_TYPE = "ml.m5.xlarge", "ml.g5.xlarge"
+#: Instance-hours per execution: one default job (1 x 3600 s) is 1.
+BUDGET_HOURS = 3
+
+
+def isolated_settings(settings: Settings, **changes: Any) -> Settings:
+    return dataclasses.replace(
+        settings, network="isolated", vpc_id=VPC, subnet_ids=SUBNETS, security_group_ids=(GROUP,),
+        max_job_hours=BUDGET_HOURS, extra_tags=COST_TAGS, mlflow_tracking_server=True,
+        allowed_instance_types=(EBS_TYPE, NVME_TYPE), default_instance_type=EBS_TYPE, **changes)
+
+
+def code_without_script_requirements(destination: Path) -> Path:
+    """The shipped programs, with digits_mlp's requirements (only MLflow's client, which an
+    isolated container could not reach anyway) taken out: isolation refuses them at synth."""
+    code = shipped_training_code(destination)
+    (code / "digits_mlp" / "requirements.txt").unlink()
+    return code
+
+
+class Runs:
+    def __init__(self, engine: OfflineEngine, backend: ScriptedBackend) -> None:
+        self.engine, self.backend, self.count = engine, backend, 0
+
+    def run(self, execution_input: dict[str, Any]) -> tuple[Any, list[tuple[str, dict[str, Any]]]]:
+        self.backend.requests.clear()
+        self.count += 1
+        result = self.engine.run(execution_input, name=f"run-{self.count}", timeout=120)
+        return result, list(self.backend.requests)
+
+
+@pytest.fixture(scope="module")
+def isolated(cdk_context: dict[str, Any], settings: Settings,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
+    code = code_without_script_requirements(tmp_path_factory.mktemp("isolated-code") / "code")
+    app = synthesize(cdk_context, isolated_settings(settings),
+                     tmp_path_factory.mktemp("cdk.out-isolated"), training_code_dir=code)
+    backend = ScriptedBackend()
+    with OfflineEngine(outdir=app.outdir, work_dir=tmp_path_factory.mktemp("isolated-work"),
+                       backend=backend, retry_interval_seconds=1) as engine:
+        yield Runs(engine, backend)
+
+
+def _tags(request: dict[str, Any]) -> dict[str, str]:
+    return {tag["Key"]: tag["Value"] for tag in request["Tags"]}
+
+
+def test_isolated_script_job_on_two_ebs_instances(isolated: Runs) -> None:
+    result, requests = isolated.run({"program": "digits_mlp", "instanceCount": 2,
+                                     "maxRuntimeInSeconds": 1800})
+    assert result.succeeded, result.cause
+    ((action, request),) = requests
+    assert action == "create_training_job"
+    assert request["VpcConfig"] == {"SecurityGroupIds": [GROUP], "Subnets": list(SUBNETS)}
+    assert request["EnableNetworkIsolation"] is True
+    assert request["EnableInterContainerTrafficEncryption"] is True
+    assert request["ResourceConfig"]["VolumeKmsKeyId"] == request["OutputDataConfig"]["KmsKeyId"], \
+        "the EBS volume is encrypted with the stack key, as the model is"
+    assert _tags(request) == {"project": "smtrain", **COST_TAGS, "smtrain:execution": result.name,
+                              "smtrain:program": "digits_mlp", "smtrain:kind": "script"}
+    # The code arrives as a channel: an isolated container cannot download it.
+    hyperparameters = request["HyperParameters"]
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
+                for c in request["InputDataConfig"]}
+    assert set(channels) == {"train", "validation", contract.CODE_CHANNEL}
+    code_uri = channels[contract.CODE_CHANNEL]
+    assert code_uri.startswith("s3://cdk-hnb659fds-assets-") and code_uri.endswith(".gz")
+    # A channel whose S3Prefix is one object holds that object under its file name.
+    assert hyperparameters["sagemaker_submit_directory"] == \
+        f"/opt/ml/input/data/code/{code_uri.rsplit('/', 1)[-1]}"
+    assert contract.ENV_TRACKING_URI not in request.get("Environment", {}), \
+        "an isolated container cannot reach MLflow: no tracking variables"
+
+
+def test_one_instance_with_local_nvme(isolated: Runs) -> None:
+    result, ((_, request),) = isolated.run({"program": "digits_lightgbm",
+                                            "instanceType": NVME_TYPE})
+    assert result.succeeded, result.cause
+    assert "VolumeKmsKeyId" not in request["ResourceConfig"], \
+        "SageMaker refuses a volume key on an instance type with local storage"
+    assert request["EnableInterContainerTrafficEncryption"] is False
+    assert request["EnableNetworkIsolation"] is True and request["VpcConfig"]["Subnets"] == list(SUBNETS)
+    assert "sagemaker_submit_directory" not in request["HyperParameters"]
+    assert [c["ChannelName"] for c in request["InputDataConfig"]] == ["train", "validation"]
+
+
+def test_isolated_tuning_trials_carry_every_control(isolated: Runs) -> None:
+    result, requests = isolated.run({"program": "digits_xgboost", "instanceCount": 2,
+                                     "maxRuntimeInSeconds": 1800,
+                                     "tuning": {"maxJobs": 2, "maxParallelJobs": 2}})
+    assert result.succeeded, result.cause
+    ((action, request), *_) = requests
+    assert action == "create_hyper_parameter_tuning_job"
+    definition = request["TrainingJobDefinition"]
+    assert definition["VpcConfig"] == {"SecurityGroupIds": [GROUP], "Subnets": list(SUBNETS)}
+    assert definition["EnableNetworkIsolation"] is True
+    assert definition["EnableInterContainerTrafficEncryption"] is True
+    assert "VolumeKmsKeyId" in definition["ResourceConfig"]
+    # SageMaker copies a tuning job's tags to the training jobs it launches (API reference,
+    # CreateHyperParameterTuningJob, Tags).
+    assert _tags(request) == {"project": "smtrain", **COST_TAGS, "smtrain:execution": result.name,
+                              "smtrain:program": "digits_xgboost", "smtrain:kind": "builtin"}
+
+
+def test_over_budget_tuning_is_refused_before_any_job(isolated: Runs) -> None:
+    # 1 instance x 3600 s x 4 jobs = 4 instance-hours, over 3; 3 jobs are exactly 3.
+    result, requests = isolated.run({"program": "digits_mlp",
+                                     "tuning": {"maxJobs": 4, "maxParallelJobs": 1}})
+    assert result.error == contract.BUDGET_EXCEEDED_ERROR
+    assert result.cause == (
+        "this execution may use up to 4 instance-hours (instanceCount 1 x maxRuntimeInSeconds "
+        "3600 s x 4 training jobs), over the budget of this deployment, maxJobHours 3: lower "
+        "instanceCount, maxRuntimeInSeconds or tuning.maxJobs")
+    assert requests == []
+    result, requests = isolated.run({"program": "digits_mlp",
+                                     "tuning": {"maxJobs": 3, "maxParallelJobs": 1}})
+    assert result.succeeded, result.cause
+    assert [action for action, _ in requests][:1] == ["create_hyper_parameter_tuning_job"]
+
+
+def test_over_budget_training_is_refused_before_any_job(isolated: Runs) -> None:
+    result, requests = isolated.run({"program": "digits_lightgbm", "instanceCount": 4})
+    assert result.error == contract.BUDGET_EXCEEDED_ERROR
+    assert result.cause == (
+        "this execution may use up to 4 instance-hours (instanceCount 4 x maxRuntimeInSeconds "
+        "3600 s), over the budget of this deployment, maxJobHours 3: lower instanceCount or "
+        "maxRuntimeInSeconds")
+    assert requests == []
+
+
+def test_budget_of_a_grid_is_the_grid_size() -> None:
+    state = {"config": {"instanceCount": 1, "maxRuntimeInSeconds": 3600},
+             "tuning": {"config": {"strategy": "Grid", "maxJobs": 1, "parameterRanges": {
+                 "CategoricalParameterRanges": [{"Name": "a", "Values": ["1", "2", "3"]},
+                                                {"Name": "b", "Values": ["x", "y"]}]}}}}
+    assert budget.check(state, 6, tuning=True)["exceeded"] is False
+    answer = budget.check(state, 5.5, tuning=True)
+    assert answer["exceeded"] is True
+    assert "x 6 training jobs" in answer["cause"]
+
+
+# -- Settings that must fail synth, naming the setting ---------------------------------------
+
+def _synth_error(cdk_context: dict[str, Any], settings: Settings, tmp: Path,
+                 code: Path | None = None) -> str:
+    with pytest.raises(SettingsError) as error:
+        synthesize(cdk_context, settings, tmp / "cdk.out", training_code_dir=code)
+    return str(error.value)
+
+
+def test_isolation_refuses_a_script_program_with_requirements(
+        cdk_context: dict[str, Any], settings: Settings, tmp_path: Path) -> None:
+    message = _synth_error(cdk_context, isolated_settings(settings), tmp_path)
+    assert message.startswith("setting 'network' is isolated: the container has no network access, "
+                              "but script program digits_mlp has ")
+    assert "requirements.txt" in message and "BYOC" in message
+
+
+def test_the_created_vpc_refuses_a_script_program_with_requirements(
+        cdk_context: dict[str, Any], settings: Settings, tmp_path: Path) -> None:
+    message = _synth_error(cdk_context, dataclasses.replace(settings, network="vpc"), tmp_path)
+    assert message.startswith("setting 'network' is vpc, in the VPC the stack creates: no route to "
+                              "the internet, but script program digits_mlp has ")
+
+
+def test_an_instance_type_missing_from_the_nvme_table_fails_synth(
+        cdk_context: dict[str, Any], settings: Settings, tmp_path: Path) -> None:
+    changed = dataclasses.replace(settings, allowed_instance_types=(
+        *settings.allowed_instance_types, "ml.x9z.large"))
+    message = _synth_error(cdk_context, changed, tmp_path)
+    assert message.startswith("setting 'allowedInstanceTypes' has ml.x9z.large, whose local "
+                              "storage is unknown")
+
+
+@pytest.mark.parametrize(("changes", "setting"), [
+    ({"subnet_ids": SUBNETS}, "subnetIds"),
+    ({"network": "vpc", "vpc_id": VPC, "subnet_ids": SUBNETS[:1]}, "subnetIds"),
+    ({"network": "vpc", "vpc_id": VPC}, "subnetIds"),
+    ({"vpc_id": VPC, "subnet_ids": SUBNETS}, "vpcId"),
+    ({"network": "vpc", "vpc_id": "vpc-1", "subnet_ids": SUBNETS}, "vpcId"),
+    ({"network": "vpc", "vpc_id": VPC, "subnet_ids": (SUBNETS[0], SUBNETS[0])}, "subnetIds"),
+    ({"network": "vpc", "vpc_id": VPC, "subnet_ids": SUBNETS,
+      "security_group_ids": tuple(f"sg-0123456789abcdef{i}" for i in range(6))}, "securityGroupIds"),
+    ({"security_group_ids": (GROUP,)}, "securityGroupIds"),
+    ({"network": "private"}, "network"),
+    ({"max_job_hours": 0.5}, "maxJobHours"),
+    ({"max_job_hours": 3, "default_instance_count": 4}, "maxJobHours"),
+    ({"training_log_retention_days": 2}, "trainingLogRetentionDays"),
+    ({"inter_container_traffic_encryption": "yes"}, "interContainerTrafficEncryption"),
+    ({"extra_tags": {"cost center (eu)": "x"}}, "tags"),
+    ({"extra_tags": {f"k{i}": "v" for i in range(47)}}, "tags"),
+])
+def test_bad_settings_name_the_setting(settings: Settings, changes: dict[str, Any],
+                                       setting: str) -> None:
+    with pytest.raises(SettingsError, match=f"^setting '{setting}' is invalid"):
+        dataclasses.replace(settings, **changes)
+
+
+def test_budget_of_exactly_one_default_job_is_allowed(settings: Settings) -> None:
+    one_job = settings.default_instance_count * settings.max_runtime_seconds / 3600
+    assert dataclasses.replace(settings, max_job_hours=one_job).max_job_hours == one_job
+
+
+# -- The instance storage table and the rule SageMaker applies ----------------------------------
+
+def test_nvme_table() -> None:
+    # The API reference names these (ResourceConfig.VolumeSizeInGB).
+    assert all(has_local_nvme(f"ml.{family}.xlarge") for family in ("p4d", "g4dn", "g5"))
+    assert not any(has_local_nvme(f"ml.{family}.xlarge") for family in ("c5", "p2"))
+    assert all(NVME_BY_FAMILY[f"{base}d"] and not NVME_BY_FAMILY[base] for base in ("m5", "c5", "r5"))
+    with pytest.raises(UnknownInstanceStorage, match=r"not in smtrain/instance_storage\.py"):
+        has_local_nvme("ml.x9z.large")
+
+
+def test_the_engine_refuses_a_volume_key_on_local_storage() -> None:
+    request = {"ResourceConfig": {"InstanceType": NVME_TYPE, "InstanceCount": 1,
+                                  "VolumeSizeInGB": 30, "VolumeKmsKeyId": "arn:aws:kms:k"}}
+    assert rule_violations("CreateTrainingJob", request) == [
+        f"VolumeKmsKeyId is not supported for instance type {NVME_TYPE}: its local NVMe storage "
+        "is encrypted by the instance"]
+    request["ResourceConfig"]["InstanceType"] = EBS_TYPE
+    assert rule_violations("CreateTrainingJob", request) == []
+    tuning = {"TrainingJobDefinition": {"ResourceConfig": {
+        "InstanceType": "ml.p4d.24xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30,
+        "VolumeKmsKeyId": "k"}}}
+    assert any("VolumeKmsKeyId" in v for v in rule_violations("CreateHyperParameterTuningJob", tuning))
