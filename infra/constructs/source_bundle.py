@@ -11,9 +11,9 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
+from aws_cdk import Token
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
-from aws_cdk import Token
 from constructs import Construct
 
 #: Never shipped: caches and editor litter change without the code changing.
