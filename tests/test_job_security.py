@@ -174,6 +174,42 @@ def test_budget_of_a_grid_is_the_grid_size() -> None:
     assert "x 6 training jobs" in answer["cause"]
 
 
+@pytest.fixture(scope="module")
+def created_vpc(cdk_context: dict[str, Any], settings: Settings,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
+    """``network: vpc`` in the VPC the stack creates, with the MLflow tracking server: the
+    workflow stack reads the subnets and group through Fn::GetStackOutput."""
+    code = code_without_script_requirements(tmp_path_factory.mktemp("vpc-code") / "code")
+    vpc_settings = dataclasses.replace(settings, network="vpc", mlflow_tracking_server=True)
+    app = synthesize(cdk_context, vpc_settings, tmp_path_factory.mktemp("cdk.out-vpc"),
+                     training_code_dir=code)
+    backend = ScriptedBackend()
+    with OfflineEngine(outdir=app.outdir, work_dir=tmp_path_factory.mktemp("vpc-work"),
+                       backend=backend, retry_interval_seconds=1) as engine:
+        yield Runs(engine, backend)
+
+
+def test_created_vpc_jobs_run_in_its_subnets_and_are_tracked(created_vpc: Runs) -> None:
+    outputs = created_vpc.engine.deployment.outputs
+    subnets = outputs["TrainingSubnetIds"].split(",")
+    groups = outputs["TrainingSecurityGroupIds"].split(",")
+    assert len(set(subnets)) == 2 and all(s.startswith("subnet-") for s in subnets)
+    assert len(groups) == 1 and groups[0].startswith("sg-")
+    result, ((_, training),) = created_vpc.run({"program": "digits_mlp"})
+    assert result.succeeded, result.cause
+    assert training["VpcConfig"] == {"SecurityGroupIds": groups, "Subnets": subnets}
+    assert "EnableNetworkIsolation" not in training
+    assert training["Environment"][contract.ENV_TRACKING_URI], "vpc mode reaches MLflow"
+    assert training["HyperParameters"]["sagemaker_submit_directory"].startswith("s3://"), \
+        "without isolation the toolkit downloads the code itself"
+    result, requests = created_vpc.run({"program": "digits_lightgbm",
+                                        "tuning": {"maxJobs": 2, "maxParallelJobs": 1}})
+    assert result.succeeded, result.cause
+    definition = requests[0][1]["TrainingJobDefinition"]
+    assert definition["VpcConfig"] == {"SecurityGroupIds": groups, "Subnets": subnets}
+    assert "EnableNetworkIsolation" not in definition
+
+
 # -- Settings that must fail synth, naming the setting ---------------------------------------
 
 def _synth_error(cdk_context: dict[str, Any], settings: Settings, tmp: Path,

@@ -8,6 +8,7 @@ script-mode tarball) are copied to where the CDK bootstrap bucket would hold the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -104,11 +105,13 @@ class _Resolver:
         return str(self.types[logical_id])
 
     def _ref(self, logical_id: str) -> str:
-        self._type(logical_id)  # fails for an unknown resource
-        return local_name(logical_id)
+        resource_type = self._type(logical_id)  # fails for an unknown resource
+        return _ec2_id(resource_type, logical_id) or local_name(logical_id)
 
     def _attribute(self, logical_id: str, attribute: str) -> str:
         resource_type, name = self._type(logical_id), local_name(logical_id)
+        if resource_type == "AWS::EC2::SecurityGroup" and attribute == "GroupId":
+            return _ec2_id(resource_type, logical_id) or name
         if attribute != "Arn":
             return f"{name}-{attribute.lower()}"
         service_arns = {
@@ -118,6 +121,20 @@ class _Resolver:
             "AWS::KMS::Key": f"arn:aws:kms:{self.region}:{ACCOUNT}:key/{name}",
         }
         return service_arns.get(resource_type, f"arn:aws:local:{self.region}:{ACCOUNT}:{name}")
+
+
+#: EC2 id prefixes by resource type: a job's VpcConfig must hold ids of EC2's shape (botocore's
+#: sagemaker model: SubnetId and SecurityGroupId are at most 32 of [-0-9a-zA-Z]).
+_EC2_ID_PREFIXES = {"AWS::EC2::VPC": "vpc", "AWS::EC2::Subnet": "subnet",
+                    "AWS::EC2::SecurityGroup": "sg", "AWS::EC2::VPCEndpoint": "vpce"}
+
+
+def _ec2_id(resource_type: str, logical_id: str) -> str | None:
+    """A stable EC2-shaped id (``subnet-`` and 17 hex digits) for an EC2 resource, else none."""
+    prefix = _EC2_ID_PREFIXES.get(resource_type)
+    if prefix is None:
+        return None
+    return f"{prefix}-{hashlib.sha256(logical_id.encode()).hexdigest()[:17]}"
 
 
 def load_deployment(outdir: Path, *, s3: LocalS3, region: str = "us-east-1") -> LocalDeployment:
