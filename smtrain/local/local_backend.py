@@ -11,6 +11,15 @@ S3 URIs live in a :class:`~smtrain.local.s3_stand_in.LocalS3`. A job's log is ke
 tree; metrics are read from it with the request's metric definitions (the built-in algorithm's
 own definitions for XGBoost); ``model.tar.gz`` is written where ``OutputDataConfig`` says.
 Hyperparameter tuning jobs are run by :mod:`smtrain.local.local_tuning`.
+
+``EnableNetworkIsolation: true`` (on a training job, or in a tuning job's training job
+definition, which its trials copy) is enforced, not only echoed: the job's process runs in a
+network namespace of its own with only a loopback interface (:mod:`smtrain.local.isolation`),
+its log says so, and a job this machine cannot isolate fails before anything of it runs. As the
+SageMaker Python SDK does under isolation, script mode may name its code by a path in the
+container (``sagemaker_submit_directory`` = ``/opt/ml/input/data/code/sourcedir.tar.gz``, the
+tarball delivered by an input channel named ``code``); such a path is mapped into the job's fake
+``/opt/ml``.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import posixpath
 import re
 import signal
 import subprocess
@@ -32,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from smtrain import contract
+from smtrain.local import isolation as network_isolation
 from smtrain.local.backend import TERMINAL_STATUSES, Description, Request, SageMakerError
 from smtrain.local.builtin_xgboost import BUILTIN_METRIC_DEFINITIONS
 from smtrain.local.deployment import ByocProgram
@@ -47,6 +58,9 @@ FAILURE_REASON_LIMIT = 1024
 LOG_TAIL_LIMIT = 800
 #: Lines the backend itself writes into a job's log start with this.
 NOTE_PREFIX = "smtrain local: "
+#: The container's SageMaker directory; a ``sagemaker_submit_directory`` under it is a path in the
+#: container (network isolation), mapped into the job's fake tree.
+CONTAINER_BASE_DIR = "/opt/ml"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -91,6 +105,13 @@ class TrainingJob:
     notes: list[str] = field(default_factory=list)
     #: The interpreter the job ran with (a program environment's, or the project's).
     python: Path | None = None
+    #: How the job's process was network-isolated (``EnableNetworkIsolation``); None: it was not.
+    isolation: network_isolation.Isolation | None = None
+
+    @property
+    def network_isolated(self) -> bool:
+        """Whether the request asks for ``EnableNetworkIsolation``."""
+        return self.request.get("EnableNetworkIsolation") is True
 
     def set_secondary(self, status: str, message: str) -> None:
         now = _now()
@@ -125,7 +146,8 @@ class TrainingJob:
                                     for name, value in self.metrics.items()],
         }
         for optional in ("EnableManagedSpotTraining", "CheckpointConfig", "Environment",
-                         "RetryStrategy"):
+                         "RetryStrategy", "EnableNetworkIsolation",
+                         "EnableInterContainerTrafficEncryption", "VpcConfig"):
             if optional in request:
                 description[optional] = request[optional]
         if self.failure_reason:
@@ -218,21 +240,31 @@ class LocalBackend:
 
     # -- running --------------------------------------------------------------------------
     def execute(self, job: TrainingJob) -> None:
-        """Run a registered job to its end in this thread; never raises."""
+        """Run a registered job to its end in this thread; never raises. A job with
+        ``EnableNetworkIsolation`` that this machine cannot isolate fails before its channels
+        are downloaded or any of its code runs."""
         job_dir = self.work_dir / "jobs" / job.name
         try:
+            if job.network_isolated:
+                job.isolation = self._isolation()
             job.set_secondary("Downloading", "Downloading input data")
             channels = self._download_channels(job, job_dir / "input-cache")
             hyperparameters = dict(job.request.get("HyperParameters", {}))
+            submit, in_container = "", None
             if job.kind == "script":
-                hyperparameters["sagemaker_submit_directory"] = self._local_submit_directory(
-                    hyperparameters.get("sagemaker_submit_directory", ""))
+                submit = _hyperparameter_text(hyperparameters.get("sagemaker_submit_directory", ""))
+                in_container = _container_path(submit, job_dir / "opt_ml")
+                hyperparameters["sagemaker_submit_directory"] = (
+                    str(in_container) if in_container is not None
+                    else self._local_submit_directory(submit))
             content_type = next((c.get("ContentType", "text/csv")
                                  for c in job.request.get("InputDataConfig", [])), "text/csv")
             tree = build_job_tree(job_dir / "opt_ml", hyperparameters=hyperparameters,
                                   channels=channels, content_type=content_type,
                                   instance_type=job.request.get("ResourceConfig", {}).get(
                                       "InstanceType", "local"), job_name=job.name)
+            if in_container is not None and not in_container.exists():
+                raise SageMakerError("ClientError", _missing_code_message(submit, sorted(channels)))
             job.set_secondary("Training", "Training image download completed. Training in progress.")
             job.log_path = job_dir / "log.txt"
             returncode = self._execute(job, tree, job.log_path)
@@ -267,6 +299,20 @@ class LocalBackend:
             channels[name] = target
         return channels
 
+    @staticmethod
+    def _isolation() -> network_isolation.Isolation:
+        """This machine's way to isolate a job (probed once per process); a ClientError when
+        there is none, so that an isolated job never runs with network access."""
+        found = network_isolation.probe()
+        if not found.available:
+            raise SageMakerError(
+                "ClientError", "EnableNetworkIsolation is set, but network isolation could not "
+                f"be enforced on this machine ({found.reason}); the job was not run, since an "
+                "isolated job must never run with network access. Run the offline engine as "
+                "root, or where unprivileged user namespaces are allowed "
+                "(`unshare --map-root-user --net true` must work).")
+        return found
+
     def _local_submit_directory(self, uri: str) -> str:
         try:
             path = self.s3.path(uri)
@@ -279,7 +325,9 @@ class LocalBackend:
 
     def _requirements(self, job: TrainingJob, tree: JobTree) -> Path | None:
         """The program's ``requirements.txt``: script mode's from its ``sourcedir.tar.gz`` (the
-        toolkit installs it), BYOC's from the staged program folder (what its image installs)."""
+        toolkit installs it; the tarball is the one the tree's ``hyperparameters.json`` names,
+        the S3 object's file or, under network isolation, the ``code`` channel's copy in the
+        tree), BYOC's from the staged program folder (what its image installs)."""
         if job.kind == "byoc":
             program = self.images.byoc[job.request["AlgorithmSpecification"]["TrainingImage"]]
             path = program.program_dir / "requirements.txt"
@@ -331,7 +379,16 @@ class LocalBackend:
         max_runtime = job.request.get("StoppingCondition", {}).get("MaxRuntimeInSeconds")
         deadline = time.monotonic() + max_runtime if max_runtime else None
         job.log_path = log_path
+        if job.isolation is not None:
+            command = job.isolation.command(command)
         with log_path.open("w") as log:
+            if job.isolation is not None:
+                message = ("network isolation (EnableNetworkIsolation): the job ran in a network "
+                           "namespace of its own with only a loopback interface "
+                           f"(`{job.isolation.describe()}`); it could reach nothing outside it")
+                job.notes.append(message)
+                log.write(f"{NOTE_PREFIX}{message}\n")
+                self._emit(job, f"{NOTE_PREFIX}{message}")
             if job.kind == "byoc":
                 note = (f"{NOTE_PREFIX}no Docker engine here; running the BYOC image's train "
                         "entry point on the host Python\n")
@@ -394,10 +451,15 @@ class LocalBackend:
             self._end(job, "Stopped", reason)
             return
         if returncode != 0:
-            reason = tree.failure_reason() or log_tail(log_text) or (
+            written = tree.failure_reason()
+            reason = written or log_tail(log_text) or (
                 f"the training program exited with code {returncode} and printed nothing")
+            output = "\n".join(line for line in log_text.splitlines()
+                                if not line.startswith(NOTE_PREFIX))
+            hint = (network_isolation.ISOLATION_HINT if job.isolation is not None
+                    and network_isolation.network_error_in(f"{written or ''}\n{output}") else None)
             self._track(job, log_text, definitions, "FAILED")
-            self._end(job, "Failed", f"AlgorithmError: {reason}"[:FAILURE_REASON_LIMIT])
+            self._end(job, "Failed", algorithm_error(reason, hint=hint))
             return
         if definitions and not any(re.search(d["Regex"], log_text) for d in definitions):
             regexes = ", ".join(f"{d['Name']}: {d['Regex']}" for d in definitions)
@@ -557,6 +619,51 @@ def _terminate_group(process: subprocess.Popen[str], grace_seconds: float = 10.0
     timer = threading.Timer(grace_seconds, kill_leftovers)
     timer.daemon = True
     timer.start()
+
+
+def algorithm_error(reason: str, *, hint: str | None = None) -> str:
+    """``AlgorithmError: <reason>``, at most :data:`FAILURE_REASON_LIMIT` characters; with
+    ``hint``, the hint is kept whole at the end and ``reason`` is cut to make room for it."""
+    prefix = "AlgorithmError: "
+    if hint is None:
+        return f"{prefix}{reason}"[:FAILURE_REASON_LIMIT]
+    room = FAILURE_REASON_LIMIT - len(prefix) - len(hint) - 1
+    if len(reason) > room:
+        reason = reason[:room - 3] + "..."
+    return f"{prefix}{reason} {hint}"
+
+
+def _hyperparameter_text(value: str) -> str:
+    """A hyperparameter as the toolkit reads it: JSON-decoded when it is a JSON string (the
+    SageMaker Python SDK JSON-encodes every value), else as it is."""
+    if value.startswith('"'):
+        with contextlib.suppress(ValueError):
+            decoded = json.loads(value)
+            if isinstance(decoded, str):
+                return decoded
+    return value
+
+
+def _container_path(value: str, base_dir: Path) -> Path | None:
+    """Where ``value``, a path under ``/opt/ml`` in the container, is in the job's tree
+    ``base_dir``; None when ``value`` is not such a path (an S3 URI, say). A path that climbs
+    out of ``/opt/ml`` is a ClientError."""
+    if not value.startswith(CONTAINER_BASE_DIR + "/"):
+        return None
+    normalized = posixpath.normpath(value)
+    if not normalized.startswith(CONTAINER_BASE_DIR + "/"):
+        raise SageMakerError("ClientError", f"sagemaker_submit_directory {value!r} climbs out of "
+                                            f"{CONTAINER_BASE_DIR}")
+    return base_dir / posixpath.relpath(normalized, CONTAINER_BASE_DIR)
+
+
+def _missing_code_message(value: str, channels: list[str]) -> str:
+    return (f"sagemaker_submit_directory {value} does not exist in the container after the input "
+            f"channels were downloaded (channels: {', '.join(channels) or 'none'}). With "
+            "EnableNetworkIsolation the SageMaker Python SDK delivers the code as an input "
+            "channel named 'code' whose S3 URI is the sourcedir.tar.gz object, and sets "
+            "sagemaker_submit_directory to /opt/ml/input/data/code/sourcedir.tar.gz; add that "
+            "channel, or give sagemaker_submit_directory as an S3 URI.")
 
 
 def log_tail(log: str, limit: int = LOG_TAIL_LIMIT) -> str:
