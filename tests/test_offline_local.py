@@ -147,13 +147,13 @@ def test_stopping_kills_the_training_process(engine: OfflineEngine) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(
             j.process is not None and j.status == "InProgress" for j in backend.jobs()
-            if j.request.get("Tags", [{}])[0].get("Value") == "e2e-stop"):
+            if {"Key": "smtrain:execution", "Value": "e2e-stop"} in j.request.get("Tags", [])):
         time.sleep(0.1)
     engine.stop(arn)
     result = engine.wait(arn, timeout=60)
     assert result.status == "ABORTED"
     assert backend.wait_idle(timeout=30)
-    job = next(j for j in backend.jobs() if j.request.get("Tags", [{}])[0].get("Value") == "e2e-stop")
+    job = next(j for j in backend.jobs() if {"Key": "smtrain:execution", "Value": "e2e-stop"} in j.request.get("Tags", []))
     assert job.status == "Stopped"
     deadline = time.monotonic() + 15  # SIGTERM first, SIGKILL after the grace period
     while not _no_training_processes_left(engine) and time.monotonic() < deadline:

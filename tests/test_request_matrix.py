@@ -403,8 +403,8 @@ def _assert_project_promises(engine: tuple[OfflineEngine, ScriptedBackend],
         if job.get("EnableManagedSpotTraining") and not (builtin and action != "create_training_job"):
             assert job["CheckpointConfig"]["S3Uri"].startswith("s3://"), "spot jobs checkpoint"
         assert {tag["Key"]: tag["Value"] for tag in request["Tags"]} == {
-            contract.TAG_EXECUTION: execution, contract.TAG_PROGRAM: program.name,
-            contract.TAG_KIND: program.kind}
+            "project": "smtrain", contract.TAG_EXECUTION: execution,
+            contract.TAG_PROGRAM: program.name, contract.TAG_KIND: program.kind}
         hyperparameters: dict[str, str] = dict(job.get("HyperParameters",
                                                        job.get("StaticHyperParameters", {})))
         # The user's values exactly as typed; the untunable defaults on every job; nothing

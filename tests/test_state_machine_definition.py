@@ -243,9 +243,11 @@ def test_training_request(definition: Definition) -> None:
         "States.Format('s3://import-exportsoutputrefbucketsartifactsb9ee640063e0f2d8/checkpoints/{}/', "
         "$.run.id)")
     assert p["RetryStrategy"] == {"MaximumRetryAttempts": 2}
-    assert {t["Key"]: t["Value.$"] for t in p["Tags"]} == {
-        "smtrain:execution": "$$.Execution.Name", "smtrain:program": "$.config.program",
-        "smtrain:kind": "$.method.kind"}
+    assert p["Tags"] == [
+        {"Key": "project", "Value": "smtrain"},  # the stack's tags, for cost attribution
+        {"Key": "smtrain:execution", "Value.$": "$$.Execution.Name"},
+        {"Key": "smtrain:program", "Value.$": "$.config.program"},
+        {"Key": "smtrain:kind", "Value.$": "$.method.kind"}]
     assert task["ResultSelector"] == {
         "TrainingJobName.$": "$.TrainingJobName",
         "ModelArtifacts.$": "$.ModelArtifacts.S3ModelArtifacts",
