@@ -38,6 +38,16 @@ INLINE_POLICY_RULES = (
 )
 
 
+#: Rules that report a Lambda function's concurrency limit, dead-letter queue and VPC placement;
+#: a deploy-time custom resource's function answers CloudFormation itself, so none applies.
+DEPLOY_TIME_FUNCTION_RULES = (
+    "HIPAA.Security-LambdaConcurrency", "NIST.800.53.R5-LambdaConcurrency",
+    "HIPAA.Security-LambdaDLQ", "NIST.800.53.R5-LambdaDLQ",
+    "HIPAA.Security-LambdaInsideVPC", "NIST.800.53.R5-LambdaInsideVPC",
+    "PCI.DSS.321-LambdaInsideVPC",
+)
+
+
 def apply_rule_packs(scope: IConstruct, *, verbose: bool = True) -> None:
     """Check everything under ``scope`` with the AwsSolutions, HIPAA Security, NIST 800-53 R5 and
     PCI DSS 3.2.1 packs; unacknowledged findings become synth errors and warnings."""
@@ -104,11 +114,7 @@ def acknowledge_aws_custom_resource_provider(stack: cdk.Stack) -> None:
         return
     provider._smtrain_acknowledged = True  # type: ignore[attr-defined]
     acknowledge(
-        function,
-        ["HIPAA.Security-LambdaConcurrency", "NIST.800.53.R5-LambdaConcurrency",
-         "HIPAA.Security-LambdaDLQ", "NIST.800.53.R5-LambdaDLQ",
-         "HIPAA.Security-LambdaInsideVPC", "NIST.800.53.R5-LambdaInsideVPC",
-         "PCI.DSS.321-LambdaInsideVPC"],
+        function, DEPLOY_TIME_FUNCTION_RULES,
         "CDK's AwsCustomResource function: CloudFormation invokes it only during a deploy, once "
         "per custom resource event, and it reports every outcome back to CloudFormation, so no "
         "concurrency limit or DLQ applies; it calls one AWS API per event and reaches no "

@@ -8,6 +8,7 @@ setting, the value and what is allowed, so ``cdk synth`` fails before anything i
 from __future__ import annotations
 
 import json
+import math
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -141,6 +142,8 @@ class Settings:
             _check(isinstance(value, str) and len(value) <= 256 and _sagemaker_tag_text(value),
                    "tags", value, "tag values of at most 256 letters, digits, spaces and _.:/=+-@ "
                    "(SageMaker's Tag.Value pattern)")
+            _check(key != "project" and not key.startswith("smtrain:"), "tags", key,
+                   "keys other than 'project' and 'smtrain:*', which the project sets itself")
         _check(len(self.extra_tags) <= MAX_SAGEMAKER_TAGS - JOB_TAGS_OF_OUR_OWN, "tags",
                len(self.extra_tags), f"at most {MAX_SAGEMAKER_TAGS - JOB_TAGS_OF_OUR_OWN} tags "
                f"(SageMaker allows {MAX_SAGEMAKER_TAGS} per job, {JOB_TAGS_OF_OUR_OWN} are the project's)")
@@ -154,7 +157,8 @@ class Settings:
                    f"null (leave the group as it is) or one of {list(LOG_RETENTION_DAYS)}")
         if self.max_job_hours is not None:
             one_job = self.default_instance_count * self.max_runtime_seconds / 3600
-            _check(not isinstance(self.max_job_hours, bool) and self.max_job_hours >= one_job,
+            _check(not isinstance(self.max_job_hours, bool) and math.isfinite(self.max_job_hours)
+                   and self.max_job_hours >= one_job,
                    "maxJobHours", self.max_job_hours,
                    f"null (no budget) or at least {one_job:g} instance-hours, what one job of the "
                    f"defaults may use (defaultInstanceCount {self.default_instance_count} x "

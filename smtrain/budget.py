@@ -7,11 +7,12 @@ limit bounds), times the number of training jobs: 1 for a training run, ``maxJob
 run, and for grid search the size of the grid (the product of the categorical ranges' value
 counts: a grid tuning job "runs a training job for every combination", developer guide,
 "Understand the hyperparameter tuning strategies"). SageMaker's own retries of a job that failed
-with an internal error (``RetryStrategy``) are not counted.
+with an internal error (``RetryStrategy``, up to 2 here) are not counted: the budget bounds what
+the execution asks for, not what SageMaker's retries may add.
 
 The state machine evaluates :func:`expression` in a JSONata Pass state just before the job is
-created, after every field it reads has been checked; the CLI evaluates the same expression with
-``jsonata-python`` (:func:`check`).
+created, after every field it reads has been checked; :func:`check` evaluates the same expression
+with ``jsonata-python`` (the tests compare it with the state machine's answers).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def check(state: dict[str, Any], max_job_hours: float, *, tuning: bool) -> dict[
     """What the state machine's budget check answers for ``state`` (``{"exceeded", "cause"}``).
 
     ``state`` holds ``config`` (and, with ``tuning``, ``tuning.config``) as the state machine has
-    them; the CLI uses this to refuse a run before it starts it."""
+    them."""
     import jsonata  # jsonata-python (pinned in requirements.txt)
 
     body = expression(max_job_hours, tuning=tuning).replace("$states.input", "$$")

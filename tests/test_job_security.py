@@ -174,42 +174,6 @@ def test_budget_of_a_grid_is_the_grid_size() -> None:
     assert "x 6 training jobs" in answer["cause"]
 
 
-@pytest.fixture(scope="module")
-def created_vpc(cdk_context: dict[str, Any], settings: Settings,
-                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
-    """``network: vpc`` in the VPC the stack creates, with the MLflow tracking server: the
-    workflow stack reads the subnets and group through Fn::GetStackOutput."""
-    code = code_without_script_requirements(tmp_path_factory.mktemp("vpc-code") / "code")
-    vpc_settings = dataclasses.replace(settings, network="vpc", mlflow_tracking_server=True)
-    app = synthesize(cdk_context, vpc_settings, tmp_path_factory.mktemp("cdk.out-vpc"),
-                     training_code_dir=code)
-    backend = ScriptedBackend()
-    with OfflineEngine(outdir=app.outdir, work_dir=tmp_path_factory.mktemp("vpc-work"),
-                       backend=backend, retry_interval_seconds=1) as engine:
-        yield Runs(engine, backend)
-
-
-def test_created_vpc_jobs_run_in_its_subnets_and_are_tracked(created_vpc: Runs) -> None:
-    outputs = created_vpc.engine.deployment.outputs
-    subnets = outputs["TrainingSubnetIds"].split(",")
-    groups = outputs["TrainingSecurityGroupIds"].split(",")
-    assert len(set(subnets)) == 2 and all(s.startswith("subnet-") for s in subnets)
-    assert len(groups) == 1 and groups[0].startswith("sg-")
-    result, ((_, training),) = created_vpc.run({"program": "digits_mlp"})
-    assert result.succeeded, result.cause
-    assert training["VpcConfig"] == {"SecurityGroupIds": groups, "Subnets": subnets}
-    assert "EnableNetworkIsolation" not in training
-    assert training["Environment"][contract.ENV_TRACKING_URI], "vpc mode reaches MLflow"
-    assert training["HyperParameters"]["sagemaker_submit_directory"].startswith("s3://"), \
-        "without isolation the toolkit downloads the code itself"
-    result, requests = created_vpc.run({"program": "digits_lightgbm",
-                                        "tuning": {"maxJobs": 2, "maxParallelJobs": 1}})
-    assert result.succeeded, result.cause
-    definition = requests[0][1]["TrainingJobDefinition"]
-    assert definition["VpcConfig"] == {"SecurityGroupIds": groups, "Subnets": subnets}
-    assert "EnableNetworkIsolation" not in definition
-
-
 # -- Settings that must fail synth, naming the setting ---------------------------------------
 
 def _synth_error(cdk_context: dict[str, Any], settings: Settings, tmp: Path,
@@ -260,6 +224,10 @@ def test_an_instance_type_missing_from_the_nvme_table_fails_synth(
     ({"inter_container_traffic_encryption": "yes"}, "interContainerTrafficEncryption"),
     ({"extra_tags": {"cost center (eu)": "x"}}, "tags"),
     ({"extra_tags": {f"k{i}": "v" for i in range(47)}}, "tags"),
+    ({"extra_tags": {"smtrain:execution": "x"}}, "tags"),
+    ({"extra_tags": {"project": "other"}}, "tags"),
+    ({"max_job_hours": float("inf")}, "maxJobHours"),
+    ({"max_job_hours": float("nan")}, "maxJobHours"),
 ])
 def test_bad_settings_name_the_setting(settings: Settings, changes: dict[str, Any],
                                        setting: str) -> None:
@@ -295,3 +263,39 @@ def test_the_engine_refuses_a_volume_key_on_local_storage() -> None:
         "InstanceType": "ml.p4d.24xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30,
         "VolumeKmsKeyId": "k"}}}
     assert any("VolumeKmsKeyId" in v for v in rule_violations("CreateHyperParameterTuningJob", tuning))
+
+
+# -- The IAM the controls need --------------------------------------------------------------------
+
+def _statements(template: dict[str, Any], logical_prefix: str) -> list[dict[str, Any]]:
+    return [statement for logical_id, resource in template["Resources"].items()
+            if logical_id.startswith(logical_prefix)
+            and resource["Type"] == "AWS::IAM::ManagedPolicy"
+            for statement in resource["Properties"]["PolicyDocument"]["Statement"]]
+
+
+def test_execution_role_may_give_the_volume_key_to_aws_resources_only(synthesized: Any) -> None:
+    """A job that names a VolumeKmsKeyId needs kms:CreateGrant (developer guide, "CreateTrainingJob
+    API: Execution Role Permissions"); only for AWS resources."""
+    (grant,) = [s for s in _statements(synthesized.storage, "SageMakerExecutionPolicy")
+                if s.get("Sid") == "EncryptTrainingVolumes"]
+    assert grant["Action"] == "kms:CreateGrant"
+    assert "DataKey" in str(grant["Resource"])
+    assert grant["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
+
+
+def test_isolated_code_channel_may_be_listed(cdk_context: dict[str, Any], settings: Settings,
+                                             tmp_path: Path) -> None:
+    """SageMaker lists an S3Prefix channel before downloading it: under isolation the role may
+    list the asset bucket at each script archive's own key, and nothing else there."""
+    code = code_without_script_requirements(tmp_path / "code")
+    app = synthesize(cdk_context, isolated_settings(settings), tmp_path / "cdk.out",
+                     training_code_dir=code)
+    statements = _statements(app.workflow, "ReadScriptModeSource")
+    (listing,) = [s for s in statements if s["Action"] == "s3:ListBucket"]
+    (key,) = listing["Condition"]["StringEquals"]["s3:prefix"] if isinstance(
+        listing["Condition"]["StringEquals"]["s3:prefix"], list) else [
+        listing["Condition"]["StringEquals"]["s3:prefix"]]
+    assert key.endswith(".gz") and "/" not in key
+    assert "cdk-hnb659fds-assets" in str(listing["Resource"])
+    assert [s["Action"] for s in statements] == ["s3:GetObject", "s3:ListBucket"]

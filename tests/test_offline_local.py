@@ -153,7 +153,8 @@ def test_stopping_kills_the_training_process(engine: OfflineEngine) -> None:
     result = engine.wait(arn, timeout=60)
     assert result.status == "ABORTED"
     assert backend.wait_idle(timeout=30)
-    job = next(j for j in backend.jobs() if {"Key": "smtrain:execution", "Value": "e2e-stop"} in j.request.get("Tags", []))
+    job = next(j for j in backend.jobs()
+               if {"Key": "smtrain:execution", "Value": "e2e-stop"} in j.request.get("Tags", []))
     assert job.status == "Stopped"
     deadline = time.monotonic() + 15  # SIGTERM first, SIGKILL after the grace period
     while not _no_training_processes_left(engine) and time.monotonic() < deadline:

@@ -27,7 +27,8 @@ class SageMakerExecutionRole(Construct):
     - S3: read (and list) only under ``input_prefix`` of ``data_bucket``; write models only under
       ``model_prefix`` and read/write checkpoints only under ``checkpoint_prefix`` of
       ``artifacts_bucket``; nothing else;
-    - KMS: decrypt and generate data keys with ``key`` only;
+    - KMS: decrypt and generate data keys with ``key`` only, and create grants on it for AWS
+      resources only (the training volume, ``VolumeKmsKeyId``);
     - ECR: pull from ``repository`` only (plus ``GetAuthorizationToken``, which has no resource);
     - CloudWatch: write to the SageMaker training log group and publish metrics in SageMaker's
       namespace only.
@@ -97,6 +98,16 @@ class SageMakerExecutionRole(Construct):
                 sid="UseDataKey",
                 actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"],
                 resources=[key.key_arn],
+            ),
+            # "If you specify a volume KMS key in the resource configuration of your training
+            # job, add ... kms:CreateGrant" (developer guide, "CreateTrainingJob API: Execution
+            # Role Permissions"): jobs on EBS-only instance types name the stack key as
+            # VolumeKmsKeyId. Only grants for AWS resources (the volume), none to a person.
+            iam.PolicyStatement(
+                sid="EncryptTrainingVolumes",
+                actions=["kms:CreateGrant"],
+                resources=[key.key_arn],
+                conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
             ),
             iam.PolicyStatement(
                 sid="PullTrainingImage",

@@ -13,7 +13,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from infra.compliance import acknowledge
+from infra.compliance import DEPLOY_TIME_FUNCTION_RULES, acknowledge
 
 #: The copy function's code: one standard-library + boto3 module, no bundling.
 COPY_HANDLER_DIR = Path(__file__).resolve().parent / "image_copy"
@@ -137,11 +137,7 @@ class TrainingImage(Construct):
     @staticmethod
     def _acknowledge(function: lambda_.Function, log_group: logs.LogGroup) -> None:
         acknowledge(
-            function,
-            ["HIPAA.Security-LambdaConcurrency", "NIST.800.53.R5-LambdaConcurrency",
-             "HIPAA.Security-LambdaDLQ", "NIST.800.53.R5-LambdaDLQ",
-             "HIPAA.Security-LambdaInsideVPC", "NIST.800.53.R5-LambdaInsideVPC",
-             "PCI.DSS.321-LambdaInsideVPC"],
+            function, DEPLOY_TIME_FUNCTION_RULES,
             "Deploy-time custom resource: CloudFormation invokes it once per image change and the "
             "handler reports every outcome (timeouts included) to CloudFormation, so no concurrency "
             "limit or DLQ applies; it only copies an image between two ECR repositories over the "

@@ -34,7 +34,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import custom_resources as cr
 from constructs import Construct, IConstruct
 
-from infra.compliance import acknowledge
+from infra.compliance import DEPLOY_TIME_FUNCTION_RULES, acknowledge
 
 HTTPS = ec2.Port.tcp(443)
 #: The created VPC's address range and the size of each subnet (/20: 4,091 addresses per AZ;
@@ -293,11 +293,7 @@ class TrainingNetwork(Construct):
             applies_to=["Resource::*"])
         function = _singleton_function(lookup)
         acknowledge(
-            function,
-            ["HIPAA.Security-LambdaConcurrency", "NIST.800.53.R5-LambdaConcurrency",
-             "HIPAA.Security-LambdaDLQ", "NIST.800.53.R5-LambdaDLQ",
-             "HIPAA.Security-LambdaInsideVPC", "NIST.800.53.R5-LambdaInsideVPC",
-             "PCI.DSS.321-LambdaInsideVPC"],
+            function, DEPLOY_TIME_FUNCTION_RULES,
             "Deploy-time lookup of aws-cdk-lib's AwsCustomResource: CloudFormation invokes it when "
             "the network is created or changed and the function answers every outcome itself, so "
             "no concurrency limit or DLQ applies; it calls the EC2 API, which the training VPC "

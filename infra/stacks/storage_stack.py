@@ -35,9 +35,6 @@ def network_log_group_prefix(settings: Settings) -> str:
     return f"/{settings.name_prefix}/network/"
 
 
-def _creates_vpc(settings: Settings) -> bool:
-    return settings.in_vpc and settings.vpc_id is None
-
 
 class StorageStack(Stack):
     """KMS key, buckets, ECR repository and the SageMaker execution role, all retained."""
@@ -45,9 +42,8 @@ class StorageStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, settings: Settings,
                  **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        log_group_prefixes = [workflow_log_group_prefix(settings)]
-        if _creates_vpc(settings):
-            log_group_prefixes.append(network_log_group_prefix(settings))
+        # The network prefix stays when the network goes: its retained flow logs stay readable.
+        log_group_prefixes = [workflow_log_group_prefix(settings), network_log_group_prefix(settings)]
         self.key = TrainingDataKey(
             self, "DataKey", log_group_name_prefixes=log_group_prefixes).key
         buckets = TrainingBuckets(self, "Buckets", key=self.key)

@@ -65,6 +65,8 @@ class WorkflowStack(Stack):
         deployed: list[DeployedProgram] = []
         images_copied: list[Construct] = []
         source_objects: list[str] = []
+        source_keys: list[str] = []
+        source_bucket_arn: str | None = None
         for program in programs.values():
             construct_id = contract.output_id(program.name)
             if program.kind == "script":
@@ -72,6 +74,8 @@ class WorkflowStack(Stack):
                     self, f"Source{construct_id}", source_dir=program.directory,
                     extra_packages={name: training_code_dir / name for name in program.shared})
                 source_objects.append(source.asset.bucket.arn_for_objects(source.asset.s3_object_key))
+                source_keys.append(source.object_key)
+                source_bucket_arn = source.asset.bucket.bucket_arn
                 deployed.append(DeployedProgram(program=program, source_uri=source.s3_uri,
                                                 source_file_name=source.object_key))
                 CfnOutput(self, f"{contract.OUTPUT_PROGRAM_SOURCE}{construct_id}",
@@ -96,9 +100,16 @@ class WorkflowStack(Stack):
         execution_role = iam.Role.from_role_arn(self, "ExecutionRole",
                                                 storage.execution_role.role_arn, mutable=True)
         if source_objects:
-            iam.ManagedPolicy(self, "ReadScriptModeSource", roles=[execution_role], statements=[
-                iam.PolicyStatement(actions=["s3:GetObject"], resources=source_objects)
-            ])
+            statements = [iam.PolicyStatement(actions=["s3:GetObject"], resources=source_objects)]
+            if settings.network_isolation and source_bucket_arn is not None:
+                # Under isolation the code is an S3Prefix input channel, which SageMaker lists
+                # before it downloads (the developer guide's execution role for CreateTrainingJob
+                # grants s3:ListBucket on every InputDataConfig bucket): each archive's own key.
+                statements.append(iam.PolicyStatement(
+                    actions=["s3:ListBucket"], resources=[source_bucket_arn],
+                    conditions={"StringEquals": {"s3:prefix": source_keys}}))
+            iam.ManagedPolicy(self, "ReadScriptModeSource", roles=[execution_role],
+                              statements=statements)
 
         workflow = TrainingStateMachine(self, "Training", props=TrainingStateMachineProps(
             name_prefix=settings.name_prefix,
