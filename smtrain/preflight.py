@@ -44,6 +44,8 @@ from smtrain.execution_request import UPLOAD_PREFIX, InputError
 #: Where SageMaker writes training logs and publishes training metrics.
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 TRAINING_METRICS_NAMESPACE = "/aws/sagemaker/TrainingJobs"
+#: Condition keys of type Bool (IAM's SimulateCustomPolicy needs each key's type).
+_BOOLEAN_KEYS = {"kms:GrantIsForAWSResource": "boolean"}
 #: Stand-ins for what a run decides at run time (a ``{}`` of ``States.Format``, an instance id).
 SAMPLE = "0a1b2c3d"
 
@@ -496,10 +498,46 @@ def _execution_role_checks(state: str, request: Mapping[str, Any], role: str, jo
                           f"{why} logs to {TRAINING_LOG_GROUP}"))
     d.add(role, Check("cloudwatch:PutMetricData", "*", f"{why} publishes its metrics",
                       (("cloudwatch:namespace", TRAINING_METRICS_NAMESPACE),)))
+    # A volume key (ResourceConfig.VolumeKmsKeyId, set by a Pass state of the definition) needs
+    # kms:CreateGrant for the volume (developer guide, "CreateTrainingJob API: Execution Role
+    # Permissions").
+    for key in sorted({value for path, value in _data(d.definition) if path[-1] == "VolumeKmsKeyId"}):
+        d.add(role, Check("kms:CreateGrant", key, f"{why}'s volume is encrypted with "
+                          "ResourceConfig.VolumeKmsKeyId (developer guide: kms:CreateGrant)",
+                          (("kms:GrantIsForAWSResource", "true"),)))
+    # Under network isolation a script program's code is an S3Prefix channel naming one object:
+    # SageMaker lists it before downloading it.
+    for uri in sorted({value for path, value in _data(d.definition)
+                       if "codeChannels" in path and value.startswith("s3://")}):
+        match = _S3_URI.fullmatch(uri)
+        if match is not None:
+            d.add(role, Check("s3:ListBucket", d.bucket_arn(match["bucket"]),
+                              f"{why} lists its code channel", (("s3:prefix", match["key"]),)))
+    _vpc_checks(request.get("VpcConfig"), role, why, d)
     environment = request.get("Environment", {})
     if isinstance(environment, dict) and contract.ENV_TRACKING_URI in environment:
         d.notes.append(f"{state}: the jobs log to MLflow ({environment[contract.ENV_TRACKING_URI]}): "
                        "its permissions were not simulated")
+
+
+def _vpc_checks(vpc_config: Any, role: str, why: str, d: _Derivation) -> None:
+    """A job with ``VpcConfig``: SageMaker attaches its network interfaces as the execution role
+    (developer guide, "CreateTrainingJob API: Execution Role Permissions")."""
+    if not isinstance(vpc_config, dict):
+        return
+    subnets = [s for s in vpc_config.get("Subnets", []) if isinstance(s, str)]
+    groups = [g for g in vpc_config.get("SecurityGroupIds", []) if isinstance(g, str)]
+    for action in ("ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs", "ec2:DescribeDhcpOptions",
+                   "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"):
+        d.add(role, Check(action, "*", f"{why} runs in the VPC (VpcConfig)"))
+    interface = d.arn("ec2", f"network-interface/eni-{SAMPLE}")
+    for resource in (interface, *(d.arn("ec2", f"subnet/{s}") for s in subnets),
+                     *(d.arn("ec2", f"security-group/{g}") for g in groups)):
+        d.add(role, Check("ec2:CreateNetworkInterface", resource, f"{why} runs in the VPC (VpcConfig)"))
+    d.add(role, Check("ec2:DeleteNetworkInterfacePermission", "*", f"{why} runs in the VPC (VpcConfig)"))
+    d.notes.append("VpcConfig: ec2:CreateNetworkInterfacePermission and ec2:DeleteNetworkInterface "
+                   "were not simulated (the policy conditions them on the VPC, which the job's "
+                   "request does not name)")
 
 
 def _read_checks(role: str, uri: str, sample_object: str | None, why: str, d: _Derivation) -> None:
@@ -676,7 +714,8 @@ def simulate(session: Any, role: _Role, checks: list[Check], *, principal: bool)
         request: dict[str, Any] = {"ActionNames": sorted({c.action for c in group}), "ResourceArns": [resource]}
         if context:
             request["ContextEntries"] = [{"ContextKeyName": key, "ContextKeyValues": [value],
-                                          "ContextKeyType": "string"} for key, value in context]
+                                          "ContextKeyType": _BOOLEAN_KEYS.get(key, "string")}
+                                         for key, value in context]
         if principal:
             pages = iam.get_paginator("simulate_principal_policy").paginate(PolicySourceArn=role.arn, **request)
         else:

@@ -16,7 +16,7 @@ What the answers *say* is this module's, not AWS's:
   against botocore's request shapes (SCHEMA_VALIDATION_FAILED, 'The field "X" is not supported by
   Step Functions', the wording design.md quotes); plus any diagnostics a test adds.
 - Simulate*: a small evaluator of the documented rules (Action/NotAction, Resource/NotResource with
-  ``*`` and ``?``, StringEquals/StringLike/ArnLike/ArnEquals, explicit deny wins); principals'
+  ``*`` and ``?``, StringEquals/StringLike/ArnLike/ArnEquals/Bool, explicit deny wins); principals'
   policies, SCP denials and boundary denials are set by the test.
 """
 
@@ -153,6 +153,7 @@ _OPERATORS: dict[str, Callable[[str, str], bool]] = {
     "StringLike": lambda expected, actual: _glob(expected, actual),
     "ArnEquals": lambda expected, actual: expected == actual,
     "ArnLike": lambda expected, actual: _glob(expected, actual),
+    "Bool": lambda expected, actual: expected.lower() == actual.lower(),
 }
 
 

@@ -10,6 +10,7 @@ validator and simulator (the stub's are its own; see tests/aws_stub.py).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -26,9 +27,10 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from infra.settings import Settings
 from smtrain.cli import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from tests.aws_stub import AwsStub, serve
-from tests.conftest import ROOT
+from tests.conftest import ROOT, shipped_training_code, synthesize
 from tests.helpers import Synthesized, as_list, policies_attached_to
 
 ACCOUNT = "123456789012"  # moto's STS answer
@@ -355,3 +357,32 @@ def test_entry_point_help_and_make_target(aws: Aws, synthesized: Synthesized, tm
     synth = next(i for i, line in enumerate(lines) if " synth " in line)
     run = next(i for i, line in enumerate(lines) if "smtrain.cli preflight" in line)
     assert synth < run, "make preflight synthesizes first"
+
+
+def test_an_isolated_vpc_app_passes_and_its_new_needs_are_asked(
+        cdk_context: dict[str, Any], settings: Settings, tmp_path_factory: pytest.TempPathFactory,
+        stub: AwsStub, preflight: Run) -> None:
+    """network: isolated in an existing VPC: the volume key's grant, the job's network interfaces
+    and the code channel's listing are derived from the definition and allowed by the policies."""
+    code = shipped_training_code(tmp_path_factory.mktemp("preflight-isolated") / "code")
+    (code / "digits_mlp" / "requirements.txt").unlink()
+    isolated = dataclasses.replace(
+        settings, network="isolated", vpc_id="vpc-0123456789abcdef0",
+        subnet_ids=("subnet-0123456789abcdef0", "subnet-0fedcba987654321f"),
+        security_group_ids=("sg-0123456789abcdef0",))
+    app = synthesize(cdk_context, isolated, tmp_path_factory.mktemp("cdk.out-preflight-isolated"),
+                     training_code_dir=code)
+    code_, out, err = preflight(app.outdir)
+    assert code_ == EXIT_OK, out + err
+    asked = {(action, tuple(call.get("ResourceArns", ["*"])), json.dumps(call.get("ContextEntries", [])))
+             for call in stub.calls("SimulateCustomPolicy") for action in call["ActionNames"]}
+    (grant,) = [a for a in asked if a[0] == "kms:CreateGrant"]
+    assert json.loads(grant[2]) == [{"ContextKeyName": "kms:GrantIsForAWSResource",
+                                     "ContextKeyValues": ["true"], "ContextKeyType": "boolean"}]
+    interfaces = {a[1][0] for a in asked if a[0] == "ec2:CreateNetworkInterface"}
+    assert f"arn:aws:ec2:{REGION}:{ACCOUNT}:subnet/subnet-0fedcba987654321f" in interfaces
+    assert f"arn:aws:ec2:{REGION}:{ACCOUNT}:security-group/sg-0123456789abcdef0" in interfaces
+    listings = [json.loads(a[2]) for a in asked if a[0] == "s3:ListBucket"
+                and "cdk-hnb659fds-assets" in a[1][0]]
+    assert listings and all(entry[0]["ContextKeyValues"][0].endswith(".gz") for entry in listings)
+    assert "Nothing that preflight checks would fail." in out
