@@ -231,8 +231,8 @@ def test_program_and_method_both_route(cloud: Cloud, program: str) -> None:
                                                          "hyperparameters": dict([hp.split("=")])}
     assert json.loads(cloud.describe(name)["output"])["program"] == program
     (request,) = cloud.jobs_of(name)
-    assert _tags(request) == {"smtrain:execution": name, "smtrain:program": program,
-                              "smtrain:kind": KIND_OF[program]}
+    assert _tags(request) == {"project": "smtrain", "smtrain:execution": name,
+                              "smtrain:program": program, "smtrain:kind": KIND_OF[program]}
 
     before = len(cloud.executions())
     by_method = cloud.smtrain("start", "--method", KIND_OF[program], "--hp", hp)

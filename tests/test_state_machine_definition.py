@@ -201,11 +201,30 @@ def test_channels_are_built_from_the_program_manifest(definition: Definition) ->
     # tuning integer checks read their text.
     assert set(describe) == {"Type", "QueryLanguage", "Assign", "Next"}
     assert states(definition)["ResolveJob"]["Next"] == "DescribeChannels"
-    assert describe["Next"] == "ChooseCapacity"
+    assert describe["Next"] == "ChooseVolumeEncryption"
     for key in ("'ChannelName': name", "'ContentType': contentType", "'S3DataType': 'S3Prefix'",
                 "'S3DataDistributionType': 'FullyReplicated'",
                 "'S3Uri': $lookup($states.input.inputs, name)"):
         assert key in describe["Assign"]["channels"]
+
+
+def test_volume_key_only_where_the_instance_has_no_local_storage(definition: Definition) -> None:
+    """cdk.json allows ml.g5 (local NVMe) beside EBS-only types: SageMaker refuses a
+    VolumeKmsKeyId on the former (API reference, ResourceConfig.VolumeKmsKeyId)."""
+    s = states(definition)
+    (rule,) = s["ChooseVolumeEncryption"]["Choices"]
+    assert rule == {"Or": [{"Variable": "$.config.instanceType", "StringEquals": t}
+                           for t in ("ml.g5.xlarge", "ml.g5.2xlarge")],
+                    "Next": "UseEncryptedInstanceStore"}
+    assert s["ChooseVolumeEncryption"]["Default"] == "EncryptVolumeWithStackKey"
+    resources = {"InstanceType.$": "$.config.instanceType", "InstanceCount.$": "$.config.instanceCount",
+                 "VolumeSizeInGB.$": "$.config.volumeSizeInGB"}
+    assert s["UseEncryptedInstanceStore"]["Parameters"] == resources
+    encrypted = s["EncryptVolumeWithStackKey"]["Parameters"]
+    assert {k: v for k, v in encrypted.items() if k != "VolumeKmsKeyId"} == resources
+    assert encrypted["VolumeKmsKeyId"].startswith("arn:aws:")
+    for state in ("UseEncryptedInstanceStore", "EncryptVolumeWithStackKey"):
+        assert s[state]["ResultPath"] == "$.resources" and s[state]["Next"] == "ChooseCapacity"
 
 
 def test_spot_adds_max_wait(definition: Definition) -> None:
@@ -239,6 +258,9 @@ def test_training_request(definition: Definition) -> None:
     assert p["OutputDataConfig"]["KmsKeyId"].startswith("arn:aws:")
     assert p["StoppingCondition.$"] == "$.stopping"
     assert p["EnableManagedSpotTraining.$"] == "$.config.spot"
+    assert p["ResourceConfig.$"] == "$.resources"
+    assert p["EnableInterContainerTrafficEncryption.$"] == "$.encryptInterContainerTraffic"
+    assert "VpcConfig" not in p and "EnableNetworkIsolation" not in p, "network: public"
     assert p["CheckpointConfig"]["S3Uri.$"] == (
         "States.Format('s3://import-exportsoutputrefbucketsartifactsb9ee640063e0f2d8/checkpoints/{}/', "
         "$.run.id)")

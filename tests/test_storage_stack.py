@@ -49,9 +49,15 @@ def test_key_rotates_and_scopes_service_use(synthesized: Synthesized) -> None:
     condition = json.dumps(logs["Condition"])
     assert "kms:EncryptionContext:aws:logs:arn" in condition
     assert "log-group:/aws/vendedlogs/states/smtrain-*" in condition
-    # No service but CloudWatch Logs may use the data key: the failure alerts have their own.
+    # The network's flow logs: admitted whether or not the network is on, so that flow logs
+    # retained from an earlier vpc mode stay readable.
+    assert "log-group:/smtrain/network/*" in condition
+    # No service but CloudWatch Logs (and its delivery of the state machine's encrypted
+    # execution data) may use the data key: the failure alerts have their own.
     services = [st["Principal"] for st in statements.values() if "Service" in st.get("Principal", {})]
-    assert services == [{"Service": "logs.us-east-1.amazonaws.com"}]
+    assert services == [{"Service": "logs.us-east-1.amazonaws.com"},
+                        {"Service": "delivery.logs.amazonaws.com"}]
+    assert statements["AllowLogDeliveryOfEncryptedExecutionData"]["Action"] == "kms:Decrypt"
 
 
 def _buckets(synthesized: Synthesized) -> dict[str, dict[str, Any]]:
@@ -149,6 +155,9 @@ def test_execution_role_may_do_exactly_this(synthesized: Synthesized) -> None:
         # names a KMS key for its output (API reference, OutputDataConfig.KmsKeyId).
         ("kms:Encrypt", resource_arn(key_id)),
         ("kms:GenerateDataKey", resource_arn(key_id)),
+        # A job on an EBS-only instance type names the key as its VolumeKmsKeyId (developer
+        # guide, "CreateTrainingJob API: Execution Role Permissions": kms:CreateGrant).
+        ("kms:CreateGrant", resource_arn(key_id)),
         *((action, resource_arn(repo_id)) for action in (
             "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability")),
         ("ecr:GetAuthorizationToken", star),
@@ -161,6 +170,8 @@ def test_execution_role_may_do_exactly_this(synthesized: Synthesized) -> None:
     assert not any("*" in action for action in all_actions(statements))
 
     by_sid = {s["Sid"]: s for s in statements}
+    assert by_sid["EncryptTrainingVolumes"]["Condition"] == {
+        "Bool": {"kms:GrantIsForAWSResource": "true"}}, "grants for the volume only, not people"
     assert by_sid["ListTrainingInputs"]["Condition"] == {"StringLike": {"s3:prefix": ["datasets/*"]}}
     assert by_sid["ListCheckpoints"]["Condition"] == {"StringLike": {"s3:prefix": ["checkpoints/*"]}}
     assert by_sid["PublishTrainingMetrics"]["Condition"] == {
