@@ -50,6 +50,14 @@ MAX_SAGEMAKER_TAGS = 50
 JOB_TAGS_OF_OUR_OWN = 4
 
 
+#: ``experimentTracking``: ``app`` a SageMaker MLflow App (AWS::SageMaker::MlflowApp), ``server``
+#: a SageMaker MLflow tracking server (AWS::SageMaker::MlflowTrackingServer), ``off`` none.
+EXPERIMENT_TRACKING = ("app", "server", "off")
+#: The deprecated ``mlflowTrackingServer`` (true: ``server``), still read so that existing
+#: configurations synthesize as before.
+DEPRECATED_TRACKING_KEY = "mlflowTrackingServer"
+
+
 class SettingsError(ValueError):
     """A configuration value is invalid; the message names the setting."""
 
@@ -81,7 +89,10 @@ class Settings:
     pytorch_py_version: str = "py311"
     xgboost_version: str = "1.7-1"
     extra_tags: Mapping[str, str] = field(default_factory=dict)
-    mlflow_tracking_server: bool = False
+    #: ``app`` (a SageMaker MLflow App), ``server`` (an MLflow tracking server, billed by the hour)
+    #: or ``off``; see :data:`EXPERIMENT_TRACKING` and the README's cost notes.
+    experiment_tracking: str = "off"
+    #: The tracking server's size (``server`` only).
     mlflow_tracking_server_size: str = "Small"
     network: str = "public"
     #: An existing VPC (with its subnets and, optionally, security groups) instead of a new one.
@@ -130,10 +141,7 @@ class Settings:
                self.pytorch_py_version, "a Python tag such as py311")
         _check(isinstance(self.xgboost_version, str) and self.xgboost_version != "", "xgboostVersion",
                self.xgboost_version, "a SageMaker XGBoost version such as 1.7-1")
-        _check(isinstance(self.mlflow_tracking_server, bool), "mlflowTrackingServer",
-               self.mlflow_tracking_server, "true or false")
-        _check(self.mlflow_tracking_server_size in ("Small", "Medium", "Large"), "mlflowTrackingServerSize",
-               self.mlflow_tracking_server_size, "Small, Medium or Large")
+        self._check_tracking()
         for key, value in self.extra_tags.items():
             _check(isinstance(key, str) and 0 < len(key) <= 128 and not key.startswith("aws:")
                    and _sagemaker_tag_text(key), "tags", key,
@@ -163,6 +171,21 @@ class Settings:
                    f"null (no budget) or at least {one_job:g} instance-hours, what one job of the "
                    f"defaults may use (defaultInstanceCount {self.default_instance_count} x "
                    f"maxRuntimeInSeconds {self.max_runtime_seconds} s)")
+
+    def _check_tracking(self) -> None:
+        _check(self.experiment_tracking in EXPERIMENT_TRACKING, "experimentTracking",
+               self.experiment_tracking, f"one of {list(EXPERIMENT_TRACKING)}")
+        _check(self.mlflow_tracking_server_size in ("Small", "Medium", "Large"), "mlflowTrackingServerSize",
+               self.mlflow_tracking_server_size, "Small, Medium or Large")
+        # The MLflow client reaches an app at https://mlflow.sagemaker.<region>.app.aws
+        # (sagemaker-mlflow 0.5.0); AWS documents an interface endpoint for the tracking server
+        # (aws.sagemaker.<region>.experiments) but none for apps, and the VPC the stack
+        # creates has no route to the internet.
+        _check(not (self.experiment_tracking == "app" and self.network == "vpc" and self.vpc_id is None),
+               "experimentTracking", self.experiment_tracking,
+               "server or off while 'network' is vpc in the VPC the stack creates (its jobs reach "
+               "no MLflow App: AWS documents no VPC endpoint for apps and the VPC has no internet "
+               "route), or give 'vpcId' of a VPC that reaches the internet")
 
     def _check_network(self) -> None:
         _check(self.network in NETWORK_MODES, "network", self.network,
@@ -230,7 +253,8 @@ _CONTEXT_FIELDS: dict[str, tuple[str, tuple[type, ...]]] = {
     "pytorchPyVersion": ("pytorch_py_version", (str,)),
     "xgboostVersion": ("xgboost_version", (str,)),
     "tags": ("extra_tags", (dict,)),
-    "mlflowTrackingServer": ("mlflow_tracking_server", (bool,)),
+    "experimentTracking": ("experiment_tracking", (str,)),
+    DEPRECATED_TRACKING_KEY: ("mlflow_tracking_server", (bool,)),
     "mlflowTrackingServerSize": ("mlflow_tracking_server_size", (str,)),
     "network": ("network", (str,)),
     "vpcId": ("vpc_id", (str, type(None))),
@@ -285,12 +309,32 @@ def settings_from_context(
         if isinstance(value, list):
             value = tuple(value)
         kwargs[field_name] = value
+    _translate_deprecated_tracking(kwargs, explicit="experimentTracking" in raw)
     if not region:
         raise SettingsError(
             "setting 'region' is missing: set CDK_DEFAULT_REGION (AWS_REGION for the CDK CLI) "
             "or context 'defaultRegion'"
         )
     return Settings(region=region, account=account, **kwargs)
+
+
+def _translate_deprecated_tracking(kwargs: dict[str, Any], *, explicit: bool) -> None:
+    """``mlflowTrackingServer`` true is ``experimentTracking: server`` and false is no server;
+    given together with ``experimentTracking``, the two must say the same."""
+    if "mlflow_tracking_server" not in kwargs:
+        return
+    server = kwargs.pop("mlflow_tracking_server")
+    if not explicit:
+        kwargs["experiment_tracking"] = "server" if server else "off"
+        return
+    mode = kwargs["experiment_tracking"]
+    if mode not in EXPERIMENT_TRACKING:
+        return  # Settings names 'experimentTracking' and what it allows
+    if server != (mode == "server"):
+        raise SettingsError(
+            f"settings '{DEPRECATED_TRACKING_KEY}' (deprecated) and 'experimentTracking' disagree: "
+            f"got {json.dumps(server)} and {mode!r}; drop '{DEPRECATED_TRACKING_KEY}' and keep "
+            f"'experimentTracking' ({' | '.join(EXPERIMENT_TRACKING)})")
 
 
 def _check(ok: bool, setting: str, value: object, allowed: str) -> None:

@@ -170,6 +170,8 @@ OUTPUT_REPOSITORY_URI: Final = "RepositoryUri"
 OUTPUT_ALLOWED_INSTANCE_TYPES: Final = "AllowedInstanceTypes"
 OUTPUT_MAX_INSTANCE_COUNT: Final = "MaxInstanceCount"
 OUTPUT_TRACKING_SERVER_ARN: Final = "TrackingServerArn"
+#: The MLflow App's ARN (``experimentTracking: app``); like the server's, an MLflow tracking URI.
+OUTPUT_MLFLOW_APP_ARN: Final = "MlflowAppArn"
 OUTPUT_MAX_JOB_HOURS: Final = "MaxJobHours"
 #: Per program: ``ProgramImage<Id>`` (BYOC image URI) and ``ProgramSource<Id>`` (script tarball).
 OUTPUT_PROGRAM_IMAGE: Final = "ProgramImage"

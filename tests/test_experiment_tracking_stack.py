@@ -45,7 +45,8 @@ TRACKING_RESOURCES = ("ExperimentTrackingServerRole", "ExperimentTrackingServerP
 
 @pytest.fixture(scope="module")
 def with_tracking(cdk_context: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    training = {**cdk_context["training"], "mlflowTrackingServer": True, "mlflowTrackingServerSize": "Medium"}
+    training = {**cdk_context["training"], "experimentTracking": "server",
+                "mlflowTrackingServerSize": "Medium"}
     settings = settings_from_context(training, region=REGION)
     return synthesize({**cdk_context, "training": training}, settings, tmp_path_factory.mktemp("cdk.out-mlflow"))
 

@@ -489,7 +489,7 @@ def findings_of(renderer: Renderer, variant: str) -> list[Finding]:
 
 @pytest.fixture(scope="module")
 def with_tracking(cdk_context: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    training = {**cdk_context["training"], "mlflowTrackingServer": True}
+    training = {**cdk_context["training"], "experimentTracking": "server"}
     settings = settings_from_context(training, region=REGION)
     return synthesize({**cdk_context, "training": training}, settings, tmp_path_factory.mktemp("cdk.out-iam"))
 
@@ -513,7 +513,7 @@ def variants(synthesized: Synthesized, with_tracking: Synthesized,
              with_brought_programs: Synthesized, cdk_context: dict[str, Any],
              tmp_path_factory: pytest.TempPathFactory) -> dict[str, Renderer]:
     vpc = _network_variant(cdk_context, tmp_path_factory, "vpc", network="vpc",
-                           mlflowTrackingServer=True)
+                           experimentTracking="server")
     isolated = _network_variant(
         cdk_context, tmp_path_factory, "isolated-existing-vpc", network="isolated",
         vpcId="vpc-0123456789abcdef0",

@@ -41,7 +41,7 @@ BUDGET_HOURS = 3
 def isolated_settings(settings: Settings, **changes: Any) -> Settings:
     return dataclasses.replace(
         settings, network="isolated", vpc_id=VPC, subnet_ids=SUBNETS, security_group_ids=(GROUP,),
-        max_job_hours=BUDGET_HOURS, extra_tags=COST_TAGS, mlflow_tracking_server=True,
+        max_job_hours=BUDGET_HOURS, extra_tags=COST_TAGS, experiment_tracking="server",
         allowed_instance_types=(EBS_TYPE, NVME_TYPE), default_instance_type=EBS_TYPE, **changes)
 
 

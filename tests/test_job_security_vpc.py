@@ -24,7 +24,7 @@ def created_vpc(cdk_context: dict[str, Any], settings: Settings,
     """``network: vpc`` in the VPC the stack creates, with the MLflow tracking server: the
     workflow stack reads the subnets and group through Fn::GetStackOutput."""
     code = code_without_script_requirements(tmp_path_factory.mktemp("vpc-code") / "code")
-    vpc_settings = dataclasses.replace(settings, network="vpc", mlflow_tracking_server=True)
+    vpc_settings = dataclasses.replace(settings, network="vpc", experiment_tracking="server")
     app = synthesize(cdk_context, vpc_settings, tmp_path_factory.mktemp("cdk.out-vpc"),
                      training_code_dir=code)
     backend = ScriptedBackend()

@@ -70,13 +70,13 @@ def created_vpc(settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="module")
 def created_vpc_tracking(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     return _synth(settings, tmp_path_factory, "vpc-tracking", without_script_requirements=True,
-                  network="vpc", mlflow_tracking_server=True)
+                  network="vpc", experiment_tracking="server")
 
 
 @pytest.fixture(scope="module")
 def isolated_tracking(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     return _synth(settings, tmp_path_factory, "isolated", without_script_requirements=True,
-                  network="isolated", mlflow_tracking_server=True)
+                  network="isolated", experiment_tracking="server")
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,10 @@
-"""A SageMaker managed MLflow tracking server, and what training jobs need to log to it."""
+"""A SageMaker managed MLflow tracking server, and what training jobs need to log to it; the
+artifact-store role and client policy it shares with the MLflow App (``mlflow_app.py``)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from aws_cdk import CrossStackReferences, Fn, ReferenceStrength, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
@@ -110,27 +112,10 @@ class ExperimentTracking(Construct):
         if tracking_server_size not in TRACKING_SERVER_SIZES:
             raise ValueError(f"tracking_server_size must be one of {TRACKING_SERVER_SIZES}, "
                              f"got {tracking_server_size!r}")
-        if not artifact_prefix.endswith("/") or artifact_prefix.startswith("/"):
-            raise ValueError(f"artifact_prefix must look like 'mlflow/', got {artifact_prefix!r}")
-        stack = Stack.of(self)
-        objects = artifacts_bucket.arn_for_objects(f"{artifact_prefix}*")
-        server_role = iam.Role(
-            self, "ServerRole",
-            description="Lets the MLflow tracking server keep artifacts in the artifacts bucket",
-            assumed_by=iam.ServicePrincipal(
-                "sagemaker.amazonaws.com",
-                conditions={"StringEquals": {"aws:SourceAccount": stack.account}}),
-        )
-        server_policy = iam.ManagedPolicy(self, "ServerPolicy", roles=[server_role], statements=[
-            iam.PolicyStatement(sid="ReadWriteArtifacts",
-                                actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-                                resources=[objects]),
-            iam.PolicyStatement(sid="ListArtifacts", actions=["s3:ListBucket"],
-                                resources=[artifacts_bucket.bucket_arn],
-                                conditions={"StringLike": {"s3:prefix": [f"{artifact_prefix}*"]}}),
-            iam.PolicyStatement(sid="UseDataKey", actions=["kms:Decrypt", "kms:GenerateDataKey"],
-                                resources=[key.key_arn]),
-        ])
+        check_artifact_prefix(artifact_prefix)
+        server_role, server_policy = artifact_store_role(
+            self, "Server", description="Lets the MLflow tracking server keep artifacts in the artifacts bucket",
+            artifacts_bucket=artifacts_bucket, artifact_prefix=artifact_prefix, key=key)
         #: Unique per creation of the role, and so of the server (see the class docstring).
         self.tracking_server_name = Fn.join("-", [name_prefix, server_role.role_id])
         self.server = sagemaker.CfnMlflowTrackingServer(
@@ -148,17 +133,66 @@ class ExperimentTracking(Construct):
         # while the workflow stack imports it, so the flag could not be switched off.
         CrossStackReferences.of(self.server).produce(ReferenceStrength.WEAK)
         self.tracking_server_arn = self.server.attr_tracking_server_arn
-        client_policy = iam.ManagedPolicy(self, "ClientPolicy", roles=[execution_role], statements=[
-            iam.PolicyStatement(sid="LogToTrackingServer", actions=list(MLFLOW_CLIENT_ACTIONS),
-                                resources=[self.tracking_server_arn]),
-            iam.PolicyStatement(sid="WriteRunArtifacts", actions=["s3:PutObject"], resources=[objects]),
-        ])
-        client_policy.apply_removal_policy(RemovalPolicy.DESTROY)
+        mlflow_client_policy(self, execution_role=execution_role, sid="LogToTrackingServer",
+                             actions=MLFLOW_CLIENT_ACTIONS, target_arn=self.tracking_server_arn,
+                             artifacts_bucket=artifacts_bucket, artifact_prefix=artifact_prefix)
         for resource in (server_role, server_policy, self.server):
             resource.apply_removal_policy(RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE)
-        reason = ("MLflow artifact keys are chosen by the MLflow client per run, so access is scoped "
-                  f"to the '{artifact_prefix}' prefix of the artifacts bucket.")
-        acknowledge(server_policy, "AwsSolutions-IAM5", reason,
-                    applies_to=[f"Resource::{nag_arn(stack, objects)}"])
-        acknowledge(client_policy, "AwsSolutions-IAM5", reason,
-                    applies_to=[f"Resource::{nag_arn(stack, objects)}"])
+
+
+def check_artifact_prefix(artifact_prefix: str) -> None:
+    if not artifact_prefix.endswith("/") or artifact_prefix.startswith("/"):
+        raise ValueError(f"artifact_prefix must look like 'mlflow/', got {artifact_prefix!r}")
+
+
+def _artifact_reason(artifact_prefix: str) -> str:
+    return ("MLflow artifact keys are chosen by the MLflow client per run, so access is scoped "
+            f"to the '{artifact_prefix}' prefix of the artifacts bucket.")
+
+
+def artifact_store_role(scope: Construct, id_prefix: str, *, description: str,
+                        artifacts_bucket: s3.IBucket, artifact_prefix: str,
+                        key: kms.IKey) -> tuple[iam.Role, iam.ManagedPolicy]:
+    """The role SageMaker assumes for an MLflow server or app (``<id_prefix>Role``), and its policy
+    (``<id_prefix>Policy``): read, write and list ``artifact_prefix`` of ``artifacts_bucket``, with
+    ``key``. Trusts ``sagemaker.amazonaws.com`` from this account only (``aws:SourceAccount``)."""
+    stack = Stack.of(scope)
+    objects = artifacts_bucket.arn_for_objects(f"{artifact_prefix}*")
+    role = iam.Role(
+        scope, f"{id_prefix}Role", description=description,
+        assumed_by=iam.ServicePrincipal(
+            "sagemaker.amazonaws.com",
+            conditions={"StringEquals": {"aws:SourceAccount": stack.account}}),
+    )
+    policy = iam.ManagedPolicy(scope, f"{id_prefix}Policy", roles=[role], statements=[
+        iam.PolicyStatement(sid="ReadWriteArtifacts",
+                            actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                            resources=[objects]),
+        iam.PolicyStatement(sid="ListArtifacts", actions=["s3:ListBucket"],
+                            resources=[artifacts_bucket.bucket_arn],
+                            conditions={"StringLike": {"s3:prefix": [f"{artifact_prefix}*"]}}),
+        iam.PolicyStatement(sid="UseDataKey", actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                            resources=[key.key_arn]),
+    ])
+    acknowledge(policy, "AwsSolutions-IAM5", _artifact_reason(artifact_prefix),
+                applies_to=[f"Resource::{nag_arn(stack, objects)}"])
+    return role, policy
+
+
+def mlflow_client_policy(scope: Construct, *, execution_role: iam.IRole, sid: str,
+                         actions: Sequence[str], target_arn: str, artifacts_bucket: s3.IBucket,
+                         artifact_prefix: str) -> iam.ManagedPolicy:
+    """``ClientPolicy`` on ``execution_role``: ``actions`` on ``target_arn`` only, and
+    ``s3:PutObject`` under ``artifact_prefix`` (the MLflow client uploads a run's artifacts to the
+    artifact store itself). It holds no data, so it goes with the tracking (``DeletionPolicy:
+    Delete``)."""
+    stack = Stack.of(scope)
+    objects = artifacts_bucket.arn_for_objects(f"{artifact_prefix}*")
+    policy = iam.ManagedPolicy(scope, "ClientPolicy", roles=[execution_role], statements=[
+        iam.PolicyStatement(sid=sid, actions=list(actions), resources=[target_arn]),
+        iam.PolicyStatement(sid="WriteRunArtifacts", actions=["s3:PutObject"], resources=[objects]),
+    ])
+    policy.apply_removal_policy(RemovalPolicy.DESTROY)
+    acknowledge(policy, "AwsSolutions-IAM5", _artifact_reason(artifact_prefix),
+                applies_to=[f"Resource::{nag_arn(stack, objects)}"])
+    return policy

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from aws_cdk import CfnOutput, Fn, Stack
@@ -11,6 +12,7 @@ from infra.constructs.encryption_key import TrainingDataKey
 from infra.constructs.endpoint_only_access import deny_outside_network
 from infra.constructs.execution_role import SageMakerExecutionRole
 from infra.constructs.experiment_tracking import ExperimentTracking
+from infra.constructs.mlflow_app import MlflowApp
 from infra.constructs.training_buckets import (
     CHECKPOINTS_PREFIX,
     DATASETS_PREFIX,
@@ -34,6 +36,15 @@ def network_log_group_prefix(settings: Settings) -> str:
     """The name prefix of the created VPC's log groups (flow logs; the prefix-list lookup)."""
     return f"/{settings.name_prefix}/network/"
 
+
+
+@dataclass(frozen=True)
+class TrackingTarget:
+    """Where jobs log MLflow runs: the ARN (their ``MLFLOW_TRACKING_URI``) and the storage stack's
+    output that holds it, which another stack reads with ``Fn::GetStackOutput``."""
+
+    arn: str
+    output_name: str
 
 
 class StorageStack(Stack):
@@ -66,18 +77,27 @@ class StorageStack(Stack):
             self.training_network = self._training_network(settings)
             self.job_network = self.training_network.job_network
 
-        # Optional: an MLflow tracking server (billed hourly). Switching it off keeps the server and
-        # its history; switching it on again creates a new one beside it (see ExperimentTracking).
-        # Nothing of it is exported: the workflow stack reads the ARN with Fn::GetStackOutput.
-        self.tracking_server_arn: str | None = None
-        if settings.mlflow_tracking_server:
+        # Optional: MLflow experiment tracking, an MLflow App or a tracking server (billed hourly).
+        # Switching it off keeps the app or server and its history; switching it on again creates
+        # a new one beside it (see MlflowApp and ExperimentTracking). Nothing of it is exported:
+        # the workflow stack reads the ARN with Fn::GetStackOutput.
+        self.tracking: TrackingTarget | None = None
+        if settings.experiment_tracking == "server":
             tracking = ExperimentTracking(
                 self, "ExperimentTracking", name_prefix=f"{settings.name_prefix}-mlflow",
                 artifacts_bucket=self.artifacts_bucket, key=self.key, execution_role=self.execution_role,
                 tracking_server_size=settings.mlflow_tracking_server_size)
-            self.tracking_server_arn = tracking.tracking_server_arn
+            self.tracking = TrackingTarget(arn=tracking.tracking_server_arn,
+                                           output_name=contract.OUTPUT_TRACKING_SERVER_ARN)
             CfnOutput(self, contract.OUTPUT_TRACKING_SERVER_ARN, value=tracking.tracking_server_arn)
             CfnOutput(self, "TrackingServerName", value=tracking.tracking_server_name)
+        elif settings.experiment_tracking == "app":
+            app = MlflowApp(
+                self, "MlflowApp", name_prefix=f"{settings.name_prefix}-mlflow",
+                artifacts_bucket=self.artifacts_bucket, key=self.key, execution_role=self.execution_role)
+            self.tracking = TrackingTarget(arn=app.app_arn, output_name=contract.OUTPUT_MLFLOW_APP_ARN)
+            CfnOutput(self, contract.OUTPUT_MLFLOW_APP_ARN, value=app.app_arn)
+            CfnOutput(self, "MlflowAppName", value=app.app_name)
 
         CfnOutput(self, contract.OUTPUT_DATA_BUCKET, value=self.data_bucket.bucket_name)
         CfnOutput(self, contract.OUTPUT_ARTIFACTS_BUCKET, value=self.artifacts_bucket.bucket_name)
@@ -93,7 +113,7 @@ class StorageStack(Stack):
             vpc_id=settings.vpc_id, subnet_ids=settings.subnet_ids,
             security_group_ids=settings.security_group_ids,
             # Under isolation the containers reach no network at all, so no MLflow endpoint.
-            mlflow_endpoint=(settings.mlflow_tracking_server and settings.network == "vpc"
+            mlflow_endpoint=(settings.experiment_tracking == "server" and settings.network == "vpc"
                              and settings.vpc_id is None),
         )
         # SageMaker attaches each job's network interfaces to these subnets as the execution role.

@@ -133,7 +133,8 @@ class WorkflowStack(Stack):
             log_retention=retention_for_days(settings.log_retention_days),
             # An isolated container reaches no network, MLflow included: its runs are not tracked
             # from inside (SageMaker keeps the metrics: FinalMetricDataList, CloudWatch).
-            tracking_uri=None if settings.network_isolation else storage.tracking_server_arn,
+            tracking_uri=None if settings.network_isolation or storage.tracking is None
+            else storage.tracking.arn,
             security=JobSecurity(
                 vpc_config=storage.job_network.vpc_config() if storage.job_network else None,
                 network_isolation=settings.network_isolation,
@@ -163,8 +164,9 @@ class WorkflowStack(Stack):
         CfnOutput(self, contract.OUTPUT_MAX_INSTANCE_COUNT, value=str(settings.max_instance_count))
         if settings.max_job_hours is not None:
             CfnOutput(self, contract.OUTPUT_MAX_JOB_HOURS, value=f"{settings.max_job_hours:g}")
-        if storage.tracking_server_arn is not None:
-            CfnOutput(self, contract.OUTPUT_TRACKING_SERVER_ARN, value=storage.tracking_server_arn)
+        if storage.tracking is not None:
+            # The storage stack's ARN, read with Fn::GetStackOutput (a weak reference).
+            CfnOutput(self, storage.tracking.output_name, value=storage.tracking.arn)
 
 
 def stack_tags(settings: Settings) -> dict[str, str]:
