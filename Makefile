@@ -31,6 +31,7 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 TRAINING_PROGRAMS := training_code/digits_mlp/train.py training_code/digits_mlp/digits_model.py \
+	training_code/digits_mlp/inference.py \
 	training_code/digits_lightgbm/byoc_training training_code/common
 
 ## Lint the project's own code and the shipped programs; a program a team adds to training_code/

@@ -55,8 +55,15 @@ def _no_training_processes_left(engine: OfflineEngine) -> bool:
     return True
 
 
+#: A digits_mlp model archive: the weights, and the inference code the PyTorch serving toolkit
+#: loads from code/ (tests/test_serving.py serves it).
+MLP_MODEL_FILES = ["code", "code/common", "code/common/__init__.py",
+                   "code/common/prediction_requests.py", "code/digits_model.py", "code/inference.py",
+                   "model.pth", "model_config.json"]
+
+
 @pytest.mark.parametrize(("program", "files", "min_accuracy"), [
-    ("digits_mlp", ["model.pth", "model_config.json"], 0.9),
+    ("digits_mlp", MLP_MODEL_FILES, 0.9),
     ("digits_lightgbm", ["model.txt"], 0.9),
 ])
 def test_program_trains_a_real_model(engine: OfflineEngine, program: str, files: list[str],
@@ -99,7 +106,7 @@ def test_tuning_picks_the_best_job(engine: OfflineEngine) -> None:
     assert output["trainingJobName"] == best.name
     assert output["objective"]["Value"] == pytest.approx(best.metrics["validation:accuracy"])
     assert set(output["tunedHyperparameters"]) == {"learning-rate", "batch-size"}
-    assert _model_files(engine, output["modelArtifacts"]) == ["model.pth", "model_config.json"]
+    assert _model_files(engine, output["modelArtifacts"]) == MLP_MODEL_FILES
 
 
 def test_missing_data_fails_with_the_reason(engine: OfflineEngine) -> None:

@@ -63,7 +63,8 @@ def test_script_run_is_tracked(tracked: tuple[OfflineEngine, MlflowClient]) -> N
     assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2, 3]
     assert {"train:loss", "validation:loss", "validation:accuracy"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
-    assert artifacts == {"model/model.pth", "model/model_config.json"}
+    # The model as logged can be served: its inference code is beside the weights.
+    assert artifacts == {"model/model.pth", "model/model_config.json", "model/code"}
 
 
 def test_tuning_trials_are_tracked_with_their_tuning_job(tracked: tuple[OfflineEngine, MlflowClient]) -> None:

@@ -75,6 +75,8 @@ def test_toolkit_trains_from_the_stack_bundle(synthesized: Synthesized, sample_d
     finally:
         sys.path.pop(0)
     model = load_model(tree.model_dir)
+    # The model directory is deployable as it is: the serving toolkit's handler sits in code/.
+    assert (tree.model_dir / "code" / "inference.py").is_file()
     rows = np.loadtxt(sample_data / PROGRAM / "validation" / "digits.csv", delimiter=",")
     with torch.no_grad():
         predictions = model(torch.tensor(rows[:, 1:], dtype=torch.float32)).argmax(dim=1).numpy()

@@ -19,6 +19,9 @@ Contract kept here:
   on every instance as one job (without it, each instance trains its own copy);
 - MLflow tracking (parameters, per-epoch metrics, the model) when ``MLFLOW_TRACKING_URI`` is
   set, by the main process (``common/tracking.py``);
+- deployable as it is: the model directory gets, besides ``model.pth`` and
+  ``model_config.json``, the serving handler under ``code/`` (``inference.py`` and the modules it
+  imports), where AWS's PyTorch inference image looks for it;
 - on a bad hyperparameter or channel: one clear line on stderr and exit status 1 (argparse: 2);
   the toolkit turns that into the job's failure reason.
 """
@@ -29,6 +32,7 @@ import argparse
 import contextlib
 import gc
 import os
+import shutil
 import socket
 import sys
 import time
@@ -43,11 +47,15 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+import common.prediction_requests
+import digits_model
 from common.channels import ChannelError, read_channel
 from common.tracking import Tracker
 from digits_model import DigitsClassifier, save_model
 
 CHECKPOINT_FILE = "checkpoint.pt"
+#: Where the PyTorch inference toolkit looks for the handler in the model archive (``code/``).
+INFERENCE_CODE_DIR = "code"
 
 
 def positive_int(text: str) -> int:
@@ -297,8 +305,25 @@ def _train(args: argparse.Namespace, cluster: Cluster, tracker: Tracker) -> dict
             tracker.log_metrics(metrics, step=epoch)
     if cluster.is_main:
         save_model(model.cpu(), args.model_dir)
+        package_inference_code(Path(args.model_dir))
         tracker.log_model(Path(args.model_dir))
     return metrics
+
+
+def package_inference_code(model_dir: Path) -> None:
+    """Copy the serving handler (``inference.py``, beside this script) and the modules it imports
+    to ``<model_dir>/code/``: SageMaker packs the model directory as ``model.tar.gz``, and the
+    PyTorch inference image serves that archive with no other code."""
+    sources = {
+        "inference.py": Path(__file__).resolve().parent / "inference.py",
+        "digits_model.py": Path(digits_model.__file__),
+        "common/__init__.py": Path(common.__file__),
+        "common/prediction_requests.py": Path(common.prediction_requests.__file__),
+    }
+    for name, source in sources.items():
+        target = model_dir / INFERENCE_CODE_DIR / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
 
 
 def evaluate(model: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
