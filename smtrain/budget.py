@@ -17,7 +17,6 @@ with ``jsonata-python`` (the tests compare it with the state machine's answers).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from smtrain import contract
@@ -25,6 +24,13 @@ from smtrain import contract
 #: Fields of the state the expression reads (after defaults were applied and checked).
 CONFIG_PATH = "config"
 TUNING_CONFIG_PATH = "tuning.config"
+
+
+def budget_text(max_job_hours: float) -> str:
+    """The budget as the expression and the stack output write it (``3``, ``2.5``): the same
+    text whether the setting was ``3`` or ``3.0``."""
+    value = float(max_job_hours)
+    return str(int(value)) if value.is_integer() else repr(value)
 
 
 def expression(max_job_hours: float, *, tuning: bool) -> str:
@@ -41,7 +47,7 @@ def expression(max_job_hours: float, *, tuning: bool) -> str:
         jobs = "1"
         jobs_text = "''"
         lower = "instanceCount or maxRuntimeInSeconds"
-    budget = json.dumps(max_job_hours)
+    budget = budget_text(max_job_hours)
     return (
         "($c := $states.input.config; $jobs := " + jobs + "; "
         "$hours := $c.instanceCount * $c.maxRuntimeInSeconds * $jobs / 3600; "

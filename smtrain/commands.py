@@ -17,6 +17,7 @@ from smtrain.deployment_lookup import ResourceNotFound, explicit_resources, find
 from smtrain.execution_request import (
     InputError,
     build_input,
+    check_budget,
     check_execution_name,
     check_instance,
     deterministic_name,
@@ -158,6 +159,18 @@ def _checked_request(args: argparse.Namespace, data_bucket: str | None) -> tuple
     return draft, channel_inputs, name
 
 
+def check_deployed_budget(draft: dict[str, Any], limits: Any) -> None:
+    """The deployment's ``maxJobHours``, checked before anything is started (or uploaded)."""
+    if limits.budget is None:
+        return
+    from smtrain.programs import discover
+
+    program = discover()[draft[contract.PROGRAM]]
+    check_budget(draft, program, max_job_hours=limits.budget.max_job_hours,
+                 default_instance_count=limits.budget.default_instance_count,
+                 default_max_runtime=limits.budget.default_max_runtime)
+
+
 def start(args: argparse.Namespace) -> int:
     _, explicit_bucket = explicit_resources(state_machine_arn=args.state_machine_arn,
                                             data_bucket=args.data_bucket)
@@ -175,6 +188,7 @@ def start(args: argparse.Namespace) -> int:
         check_instance(args.instance_type, args.instance_count,
                        allowed=resources.limits.allowed_instance_types,
                        max_count=resources.limits.max_instance_count)
+        check_deployed_budget(draft, resources.limits)
     parse_inputs(args.input, data_bucket=resources.data_bucket,  # now against the stack's bucket
                  channels=[c.channel for c in channel_inputs])
     channels = {c.channel: c.s3_uri or f"s3://{resources.data_bucket}/{upload_prefix(name, c.channel)}"

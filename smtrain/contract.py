@@ -173,6 +173,9 @@ OUTPUT_TRACKING_SERVER_ARN: Final = "TrackingServerArn"
 #: The MLflow App's ARN (``experimentTracking: app``); like the server's, an MLflow tracking URI.
 OUTPUT_MLFLOW_APP_ARN: Final = "MlflowAppArn"
 OUTPUT_MAX_JOB_HOURS: Final = "MaxJobHours"
+#: The defaults a run's budget is computed with when its input leaves them out.
+OUTPUT_DEFAULT_INSTANCE_COUNT: Final = "DefaultInstanceCount"
+OUTPUT_DEFAULT_MAX_RUNTIME: Final = "DefaultMaxRuntimeInSeconds"
 #: Per program: ``ProgramImage<Id>`` (BYOC image URI) and ``ProgramSource<Id>`` (script tarball).
 OUTPUT_PROGRAM_IMAGE: Final = "ProgramImage"
 OUTPUT_PROGRAM_SOURCE: Final = "ProgramSource"

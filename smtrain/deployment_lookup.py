@@ -35,11 +35,22 @@ def project_config(cdk_json: Path = ROOT / "cdk.json") -> ProjectConfig:
 
 
 @dataclass(frozen=True)
+class JobHoursBudget:
+    """The deployment's ``maxJobHours`` and the defaults a run's hours are computed with."""
+
+    max_job_hours: float
+    default_instance_count: int
+    default_max_runtime: int
+
+
+@dataclass(frozen=True)
 class Limits:
     """The deployed stack's limits on a run, from its outputs."""
 
     allowed_instance_types: tuple[str, ...]
     max_instance_count: int
+    #: None when the deployment sets no budget.
+    budget: JobHoursBudget | None = None
 
 
 def limits_from_outputs(outputs: Mapping[str, str]) -> Limits | None:
@@ -48,8 +59,15 @@ def limits_from_outputs(outputs: Mapping[str, str]) -> Limits | None:
     count = outputs.get(contract.OUTPUT_MAX_INSTANCE_COUNT)
     if allowed is None or count is None:
         return None
+    budget = None
+    hours = outputs.get(contract.OUTPUT_MAX_JOB_HOURS)
+    default_count = outputs.get(contract.OUTPUT_DEFAULT_INSTANCE_COUNT)
+    default_runtime = outputs.get(contract.OUTPUT_DEFAULT_MAX_RUNTIME)
+    if hours is not None and default_count is not None and default_runtime is not None:
+        budget = JobHoursBudget(max_job_hours=float(hours), default_instance_count=int(default_count),
+                                default_max_runtime=int(default_runtime))
     return Limits(allowed_instance_types=tuple(t for t in allowed.split(",") if t),
-                  max_instance_count=int(count))
+                  max_instance_count=int(count), budget=budget)
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,27 @@ def check_instance(instance_type: str | None, instance_count: int | None, *,
         raise InputError(f"instance count {instance_count} must be from 1 to {max_count}")
 
 
+def check_budget(execution_input: Mapping[str, Any], program: Program, *, max_job_hours: float,
+                 default_instance_count: int, default_max_runtime: int) -> None:
+    """Refuse a run that could use more than ``max_job_hours`` instance-hours, with the state
+    machine's own words (the same JSONata expression, :mod:`smtrain.budget`), before it starts:
+    the input's count and runtime over the deployment's defaults, its tuning over the program's
+    default tuning (merged as the state machine merges them)."""
+    from smtrain import budget
+
+    state: dict[str, Any] = {"config": {
+        "instanceCount": execution_input.get(contract.INSTANCE_COUNT, default_instance_count),
+        "maxRuntimeInSeconds": execution_input.get(contract.MAX_RUNTIME, default_max_runtime),
+    }}
+    tuning = execution_input.get(contract.TUNING)
+    if tuning is not None:
+        defaults = program.tuning.as_input() if program.tuning else {}
+        state["tuning"] = {"config": {**defaults, **tuning}}
+    answer = budget.check(state, max_job_hours, tuning=tuning is not None)
+    if answer["exceeded"]:
+        raise InputError(str(answer["cause"]))
+
+
 def check_execution_name(name: str) -> str:
     if not EXECUTION_NAME.fullmatch(name):
         raise InputError(f"execution name {name!r} must be 1-80 characters of letters, digits, '-' and '_'")

@@ -54,8 +54,11 @@ def code_without_script_requirements(destination: Path) -> Path:
 
 
 class Runs:
-    def __init__(self, engine: OfflineEngine, backend: ScriptedBackend) -> None:
+    def __init__(self, engine: OfflineEngine, backend: ScriptedBackend,
+                 code: Path | None = None) -> None:
         self.engine, self.backend, self.count = engine, backend, 0
+        #: The programs the app was synthesized from.
+        self.code = code
 
     def run(self, execution_input: dict[str, Any]) -> tuple[Any, list[tuple[str, dict[str, Any]]]]:
         self.backend.requests.clear()
@@ -73,7 +76,12 @@ def isolated(cdk_context: dict[str, Any], settings: Settings,
     backend = ScriptedBackend()
     with OfflineEngine(outdir=app.outdir, work_dir=tmp_path_factory.mktemp("isolated-work"),
                        backend=backend, retry_interval_seconds=1) as engine:
-        yield Runs(engine, backend)
+        yield Runs(engine, backend, code)
+
+
+def isolated_code(runs: Runs) -> Path:
+    assert runs.code is not None
+    return runs.code
 
 
 def _tags(request: dict[str, Any]) -> dict[str, str]:
@@ -299,3 +307,51 @@ def test_isolated_code_channel_may_be_listed(cdk_context: dict[str, Any], settin
     assert key.endswith(".gz") and "/" not in key
     assert "cdk-hnb659fds-assets" in str(listing["Resource"])
     assert [s["Action"] for s in statements] == ["s3:GetObject", "s3:ListBucket"]
+
+
+def test_the_cli_refuses_an_over_budget_run_with_the_state_machines_words(isolated: Runs) -> None:
+    """``smtrain start`` reads the budget and the defaults from the stack's outputs and refuses
+    the run before it creates an execution, with the very cause the state machine gives."""
+    from smtrain.deployment_lookup import limits_from_outputs
+    from smtrain.execution_request import InputError, check_budget
+    from smtrain.programs import discover
+
+    limits = limits_from_outputs(isolated.engine.deployment.outputs)
+    assert limits is not None and limits.budget is not None
+    assert (limits.budget.max_job_hours, limits.budget.default_instance_count,
+            limits.budget.default_max_runtime) == (BUDGET_HOURS, 1, 3600)
+    program = discover(isolated_code(isolated))["digits_mlp"]
+    over = {"program": "digits_mlp", "tuning": {"maxJobs": 4, "maxParallelJobs": 1}}
+    with pytest.raises(InputError) as refused:
+        check_budget(over, program, max_job_hours=limits.budget.max_job_hours,
+                     default_instance_count=limits.budget.default_instance_count,
+                     default_max_runtime=limits.budget.default_max_runtime)
+    result, requests = isolated.run(over)
+    assert requests == [] and result.error == contract.BUDGET_EXCEEDED_ERROR
+    assert str(refused.value) == result.cause
+    within = {"program": "digits_mlp", "instanceCount": 3}
+    check_budget(within, program, max_job_hours=limits.budget.max_job_hours,
+                 default_instance_count=limits.budget.default_instance_count,
+                 default_max_runtime=limits.budget.default_max_runtime)
+
+
+def test_no_budget_no_budget_outputs(synthesized: Any) -> None:
+    outputs = synthesized.workflow["Outputs"]
+    assert contract.OUTPUT_MAX_JOB_HOURS not in outputs
+    assert contract.OUTPUT_DEFAULT_INSTANCE_COUNT not in outputs
+
+
+def test_start_checks_the_deployed_budget_of_the_programs_it_knows() -> None:
+    """What ``smtrain start`` (and ``--local``) call once the stack's outputs are read."""
+    from smtrain.commands import check_deployed_budget
+    from smtrain.deployment_lookup import JobHoursBudget, Limits
+    from smtrain.execution_request import InputError
+
+    limits = Limits(allowed_instance_types=(EBS_TYPE,), max_instance_count=4,
+                    budget=JobHoursBudget(max_job_hours=2, default_instance_count=1,
+                                          default_max_runtime=3600))
+    check_deployed_budget({"program": "digits_lightgbm", "instanceCount": 2}, limits)
+    with pytest.raises(InputError, match=r"^this execution may use up to 3 instance-hours"):
+        check_deployed_budget({"program": "digits_lightgbm", "instanceCount": 3}, limits)
+    unlimited = dataclasses.replace(limits, budget=None)
+    check_deployed_budget({"program": "digits_lightgbm", "instanceCount": 4}, unlimited)

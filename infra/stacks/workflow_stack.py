@@ -25,6 +25,7 @@ from infra.log_retention import retention_for_days
 from infra.settings import Settings, SettingsError
 from infra.stacks.storage_stack import StorageStack
 from smtrain import contract
+from smtrain.budget import budget_text
 from smtrain.instance_storage import UnknownInstanceStorage, has_local_nvme
 from smtrain.programs import Program
 from smtrain.programs import discover as discover_programs
@@ -163,7 +164,12 @@ class WorkflowStack(Stack):
                   value=",".join(settings.allowed_instance_types))
         CfnOutput(self, contract.OUTPUT_MAX_INSTANCE_COUNT, value=str(settings.max_instance_count))
         if settings.max_job_hours is not None:
-            CfnOutput(self, contract.OUTPUT_MAX_JOB_HOURS, value=f"{settings.max_job_hours:g}")
+            # What the CLI needs to refuse an over-budget run before it starts one.
+            CfnOutput(self, contract.OUTPUT_MAX_JOB_HOURS, value=budget_text(settings.max_job_hours))
+            CfnOutput(self, contract.OUTPUT_DEFAULT_INSTANCE_COUNT,
+                      value=str(settings.default_instance_count))
+            CfnOutput(self, contract.OUTPUT_DEFAULT_MAX_RUNTIME,
+                      value=str(settings.max_runtime_seconds))
         if storage.tracking is not None:
             # The storage stack's ARN, read with Fn::GetStackOutput (a weak reference).
             CfnOutput(self, storage.tracking.output_name, value=storage.tracking.arn)
