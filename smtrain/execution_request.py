@@ -126,9 +126,16 @@ def check_budget(execution_input: Mapping[str, Any], program: Program, *, max_jo
     """Refuse a run that could use more than ``max_job_hours`` instance-hours, with the state
     machine's own words (the same JSONata expression, :mod:`smtrain.budget`), before it starts:
     the input's count and runtime over the deployment's defaults, its tuning over the program's
-    default tuning (merged as the state machine merges them)."""
+    default tuning (merged as the state machine merges them). The program is this checkout's: if
+    its ``[tuning]`` changed since the deploy, the state machine's answer (from the deployed
+    manifest) is the one that counts."""
     from smtrain import budget
 
+    runtime = execution_input.get(contract.MAX_RUNTIME, default_max_runtime)
+    if isinstance(runtime, (int, float)) and runtime > default_max_runtime:
+        # The deployment's maxRuntimeInSeconds is also the longest a run may ask for: the state
+        # machine refuses that first, as InvalidExecutionInput, before its budget check.
+        return
     state: dict[str, Any] = {"config": {
         "instanceCount": execution_input.get(contract.INSTANCE_COUNT, default_instance_count),
         "maxRuntimeInSeconds": execution_input.get(contract.MAX_RUNTIME, default_max_runtime),

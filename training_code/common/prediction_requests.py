@@ -43,7 +43,7 @@ def media_type(header: str | None) -> str:
     return (header or "").split(";", 1)[0].strip().lower()
 
 
-def decode_features(body: bytes | str, content_type: str | None, *,
+def decode_features(body: bytes | bytearray | memoryview | str, content_type: str | None, *,
                     num_features: int | None = None) -> np.ndarray:
     """The request's rows as a ``(rows, features)`` float32 array: every row as wide as the
     first, and ``num_features`` wide when given (else see :func:`check_width`)."""
@@ -51,9 +51,12 @@ def decode_features(body: bytes | str, content_type: str | None, *,
     if kind not in CONTENT_TYPES:
         shown = f"'{content_type}'" if content_type else "none"
         raise RequestError(415, f"Content-Type {shown} is not supported; send {' or '.join(CONTENT_TYPES)}")
-    if isinstance(body, bytes):
+    # TorchServe hands the PyTorch image's handler the body as a bytearray (its serving toolkit
+    # sets decode_input_request=false; sagemaker-inference decodes it to str only for exactly
+    # text/csv or application/json, so "text/csv; charset=utf-8" arrives undecoded).
+    if isinstance(body, (bytes, bytearray, memoryview)):
         try:
-            body = body.decode("utf-8")
+            body = bytes(body).decode("utf-8")
         except UnicodeDecodeError as error:
             raise RequestError(400, f"the body is not UTF-8 text: {error}") from None
     rows = _csv_rows(body) if kind == CSV else _json_rows(body)
