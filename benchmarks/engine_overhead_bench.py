@@ -4,7 +4,9 @@ job run directly through the SageMaker training toolkit, in the same run.
 The job is the script program ``digits_mlp`` for 1 epoch on the sample data. "Direct" builds
 the same fake /opt/ml and runs the toolkit's ``train``; "engine" starts an execution of the
 synthesized state machine (moto's interpreter, input checks, the SageMaker service, the job,
-model.tar.gz) and waits for it. Medians of --repeats; goal: overhead <= 2 s.
+model.tar.gz) and waits for it. Medians of --repeats; goal: overhead <= 2 s. By default the
+engine tracks the job in its MLflow store (as ``smtrain start --local`` does), which the direct
+run does not; ``--no-tracking`` leaves that out.
 
     .venv/bin/python benchmarks/engine_overhead_bench.py --repeats 3   (needs `make synth`)
 """
@@ -60,12 +62,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--outdir", type=Path, default=ROOT / "cdk.out")
+    parser.add_argument("--no-tracking", action="store_true",
+                        help="run the engine without its MLflow store (the direct run has none): "
+                             "the engine's own overhead, without what MLflow tracking costs a job")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         data = work / "data"
         write_datasets(data)
-        with OfflineEngine(outdir=args.outdir, work_dir=work / "engine") as engine:
+        with OfflineEngine(outdir=args.outdir, work_dir=work / "engine",
+                           tracking=not args.no_tracking) as engine:
             engine.s3.put_tree(data, f"s3://{engine.deployment.data_bucket}/datasets/")
             through_engine(engine, "warm-up")
             direct_times, engine_times = [], []
