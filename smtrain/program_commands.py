@@ -224,8 +224,10 @@ COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY train .
 
-# SageMaker runs `docker run <image> train`; nothing here holds secrets.
-ENTRYPOINT ["train"]
+# SageMaker runs `docker run <image> train` to train and `docker run <image> serve` to host the
+# model, so there is no ENTRYPOINT: each is an executable on PATH (add a `serve` beside `train`
+# that answers /ping and /invocations on port 8080 to make the model deployable; see
+# digits_lightgbm). Nothing here holds secrets.
 """
 
 
