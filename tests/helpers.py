@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,24 @@ def only_resource(template: Template, resource_type: str) -> tuple[str, dict[str
     found = resources_of_type(template, resource_type)
     assert len(found) == 1, f"expected one {resource_type}, found {sorted(found)}"
     return next(iter(found.items()))
+
+
+def one_logical_id(template: Template, prefix: str) -> str:
+    """The one resource whose logical id is ``prefix`` plus CDK's 8-character hash."""
+    found: list[str] = [i for i in template["Resources"] if re.fullmatch(prefix + "[0-9A-F]{8}", i)]
+    assert len(found) == 1, (prefix, found)
+    return found[0]
+
+
+def references(value: Any, kind: str) -> list[Any]:
+    """Every argument of the intrinsic ``kind`` (``Fn::GetStackOutput``, ``Fn::ImportValue``,
+    ...) anywhere in ``value``."""
+    if isinstance(value, dict):
+        found = [value[kind]] if kind in value else []
+        return found + [r for item in value.values() for r in references(item, kind)]
+    if isinstance(value, list):
+        return [r for item in value for r in references(item, kind)]
+    return []
 
 
 def as_list(value: Any) -> list[Any]:

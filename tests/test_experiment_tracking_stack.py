@@ -32,8 +32,10 @@ from tests.conftest import REGION, ROOT, synthesize
 from tests.helpers import (
     Synthesized,
     actions_by_resource,
+    one_logical_id,
     only_resource,
     policies_attached_to,
+    references,
     resource_arn,
     resources_of_type,
     statements_of,
@@ -51,12 +53,6 @@ def with_tracking(cdk_context: dict[str, Any], tmp_path_factory: pytest.TempPath
     return synthesize({**cdk_context, "training": training}, settings, tmp_path_factory.mktemp("cdk.out-mlflow"))
 
 
-def _logical_id(template: dict[str, Any], prefix: str) -> str:
-    found: list[str] = [i for i in template["Resources"] if re.fullmatch(prefix + "[0-9A-F]{8}", i)]
-    assert len(found) == 1, (prefix, found)
-    return found[0]
-
-
 def test_tracking_server(with_tracking: Synthesized) -> None:
     template = with_tracking.storage
     server_id, server = only_resource(template, "AWS::SageMaker::MlflowTrackingServer")
@@ -67,7 +63,7 @@ def test_tracking_server(with_tracking: Synthesized) -> None:
     assert template["Outputs"]["TrackingServerArn"]["Value"] == {"Fn::GetAtt": [server_id, "TrackingServerArn"]}
     assert template["Outputs"]["TrackingServerName"]["Value"] == props["TrackingServerName"]
     # The server waits for its role's policy (attached through the policy's Roles list).
-    assert server["DependsOn"] == [_logical_id(template, "ExperimentTrackingServerPolicy")]
+    assert server["DependsOn"] == [one_logical_id(template, "ExperimentTrackingServerPolicy")]
 
 
 def test_server_role_and_history_outlive_the_flag_but_not_a_rollback(with_tracking: Synthesized) -> None:
@@ -75,11 +71,11 @@ def test_server_role_and_history_outlive_the_flag_but_not_a_rollback(with_tracki
     rolls back: deleted, so that a retry starts clean (RetainExceptOnCreate)."""
     resources = with_tracking.storage["Resources"]
     for prefix in ("ExperimentTrackingServerRole", "ExperimentTrackingServerPolicy", "ExperimentTrackingServer"):
-        resource = resources[_logical_id(with_tracking.storage, prefix)]
+        resource = resources[one_logical_id(with_tracking.storage, prefix)]
         assert resource["DeletionPolicy"] == "RetainExceptOnCreate", prefix
         assert resource["UpdateReplacePolicy"] == "Retain", prefix
     # The execution role's permission to log holds no data and goes with the flag.
-    client = resources[_logical_id(with_tracking.storage, "ExperimentTrackingClientPolicy")]
+    client = resources[one_logical_id(with_tracking.storage, "ExperimentTrackingClientPolicy")]
     assert client["DeletionPolicy"] == "Delete"
 
 
@@ -90,7 +86,7 @@ def test_server_name_is_new_with_every_creation(with_tracking: Synthesized) -> N
     template = with_tracking.storage
     _, server = only_resource(template, "AWS::SageMaker::MlflowTrackingServer")
     role_id = server["Properties"]["RoleArn"]["Fn::GetAtt"][0]
-    assert role_id == _logical_id(template, "ExperimentTrackingServerRole")
+    assert role_id == one_logical_id(template, "ExperimentTrackingServerRole")
     assert "RoleName" not in template["Resources"][role_id]["Properties"]
     name = server["Properties"]["TrackingServerName"]
     assert name == {"Fn::Join": ["-", ["smtrain-mlflow", {"Fn::GetAtt": [role_id, "RoleId"]}]]}
@@ -126,15 +122,6 @@ def test_bad_name_prefix_fails_synth(prefix: str) -> None:
                            key=kms.Key(stack, "Key"), execution_role=role)
 
 
-def _references(value: Any, kind: str) -> list[Any]:
-    if isinstance(value, dict):
-        found = [value[kind]] if kind in value else []
-        return found + [r for item in value.values() for r in _references(item, kind)]
-    if isinstance(value, list):
-        return [r for item in value for r in _references(item, kind)]
-    return []
-
-
 def test_no_export_of_the_tracking_server(with_tracking: Synthesized) -> None:
     """The workflow stack reads the ARN with Fn::GetStackOutput from a plain output: no export
     that CloudFormation would refuse to remove while the workflow stack imports it."""
@@ -143,8 +130,8 @@ def test_no_export_of_the_tracking_server(with_tracking: Synthesized) -> None:
     for name, output in storage["Outputs"].items():
         if "Export" in output:
             assert server_id not in json.dumps(output["Value"]), name
-    assert not any("ExperimentTracking" in str(i) for i in _references(workflow, "Fn::ImportValue"))
-    reads = _references(workflow, "Fn::GetStackOutput")
+    assert not any("ExperimentTracking" in str(i) for i in references(workflow, "Fn::ImportValue"))
+    reads = references(workflow, "Fn::GetStackOutput")
     assert reads, "the workflow stack does not read the tracking server"
     for read in reads:
         assert read["StackName"] == "smtrain-storage"
@@ -241,7 +228,7 @@ def test_nothing_without_the_flag(synthesized: Synthesized) -> None:
         assert not resources_of_type(template, "AWS::SageMaker::MlflowTrackingServer")
         assert not [i for i in template["Resources"] if i.startswith("ExperimentTracking")]
         assert not [o for o in template.get("Outputs", {}) if "Tracking" in o]
-        assert not _references(template, "Fn::GetStackOutput")
+        assert not references(template, "Fn::GetStackOutput")
         assert "mlflow" not in json.dumps(template).lower()
     states = synthesized.definition()["States"]
     assert "Environment" not in states["TrainModel"]["Parameters"]

@@ -31,8 +31,10 @@ from tests.conftest import REGION, ROOT, synthesize
 from tests.helpers import (
     Synthesized,
     actions_by_resource,
+    one_logical_id,
     only_resource,
     policies_attached_to,
+    references,
     resource_arn,
     resources_of_type,
     statements_of,
@@ -48,38 +50,23 @@ def with_app(cdk_context: dict[str, Any], tmp_path_factory: pytest.TempPathFacto
     return synthesize({**cdk_context, "training": training}, settings, tmp_path_factory.mktemp("cdk.out-app"))
 
 
-def _logical_id(template: dict[str, Any], prefix: str) -> str:
-    found: list[str] = [i for i in template["Resources"] if re.fullmatch(prefix + "[0-9A-F]{8}", i)]
-    assert len(found) == 1, (prefix, found)
-    return found[0]
-
-
-def _references(value: Any, kind: str) -> list[Any]:
-    if isinstance(value, dict):
-        found = [value[kind]] if kind in value else []
-        return found + [r for item in value.values() for r in _references(item, kind)]
-    if isinstance(value, list):
-        return [r for item in value for r in _references(item, kind)]
-    return []
-
-
 # --- the app ----------------------------------------------------------------------------------
 
 
 def test_mlflow_app(with_app: Synthesized) -> None:
     template = with_app.storage
     app_id, app = only_resource(template, "AWS::SageMaker::MlflowApp")
-    assert app_id == _logical_id(template, "MlflowApp")
+    assert app_id == one_logical_id(template, "MlflowApp")
     props = app["Properties"]
     assert set(props) == {"Name", "ArtifactStoreUri", "RoleArn", "ModelRegistrationMode", "Tags"}
     assert {"Key": "project", "Value": "smtrain"} in props["Tags"]
     assert props["ModelRegistrationMode"] == MODEL_REGISTRATION_MODE == "AutoModelRegistrationDisabled"
     artifacts = next(i for i in resources_of_type(template, "AWS::S3::Bucket") if i.startswith("BucketsArtifacts"))
     assert props["ArtifactStoreUri"] == {"Fn::Join": ["", ["s3://", {"Ref": artifacts}, "/mlflow/"]]}
-    role_id = _logical_id(template, "MlflowAppRole")
+    role_id = one_logical_id(template, "MlflowAppRole")
     assert props["RoleArn"] == {"Fn::GetAtt": [role_id, "Arn"]}
     # The app waits for its role's policy (attached through the policy's Roles list).
-    assert app["DependsOn"] == [_logical_id(template, "MlflowAppPolicy")]
+    assert app["DependsOn"] == [one_logical_id(template, "MlflowAppPolicy")]
     outputs = template["Outputs"]
     assert outputs[contract.OUTPUT_MLFLOW_APP_ARN]["Value"] == {"Fn::GetAtt": [app_id, "Arn"]}
     assert outputs["MlflowAppName"]["Value"] == props["Name"]
@@ -93,7 +80,7 @@ def test_app_name_is_new_with_every_creation(with_app: Synthesized) -> None:
     """``<namePrefix>-mlflow-<RoleId of the app's own role>``, a role CloudFormation names."""
     template = with_app.storage
     _, app = only_resource(template, "AWS::SageMaker::MlflowApp")
-    role_id = _logical_id(template, "MlflowAppRole")
+    role_id = one_logical_id(template, "MlflowAppRole")
     assert "RoleName" not in template["Resources"][role_id]["Properties"]
     assert app["Properties"]["Name"] == {"Fn::Join": ["-", ["smtrain-mlflow", {"Fn::GetAtt": [role_id, "RoleId"]}]]}
 
@@ -117,10 +104,10 @@ def test_bad_name_prefix_fails_synth(prefix: str) -> None:
 def test_app_role_and_history_outlive_the_setting_but_not_a_rollback(with_app: Synthesized) -> None:
     resources = with_app.storage["Resources"]
     for prefix in ("MlflowAppRole", "MlflowAppPolicy", "MlflowApp"):
-        resource = resources[_logical_id(with_app.storage, prefix)]
+        resource = resources[one_logical_id(with_app.storage, prefix)]
         assert resource["DeletionPolicy"] == "RetainExceptOnCreate", prefix
         assert resource["UpdateReplacePolicy"] == "Retain", prefix
-    assert resources[_logical_id(with_app.storage, "MlflowAppClientPolicy")]["DeletionPolicy"] == "Delete"
+    assert resources[one_logical_id(with_app.storage, "MlflowAppClientPolicy")]["DeletionPolicy"] == "Delete"
 
 
 def test_exact_permissions(with_app: Synthesized) -> None:
@@ -128,7 +115,7 @@ def test_exact_permissions(with_app: Synthesized) -> None:
     app_id, _ = only_resource(template, "AWS::SageMaker::MlflowApp")
     artifacts = next(i for i in resources_of_type(template, "AWS::S3::Bucket") if i.startswith("BucketsArtifacts"))
     key_id, _ = only_resource(template, "AWS::KMS::Key")
-    app_role = _logical_id(template, "MlflowAppRole")
+    app_role = one_logical_id(template, "MlflowAppRole")
     (app_policy,) = policies_attached_to(template, app_role)
     prefix_objects = resource_arn(artifacts, "/mlflow/*")
     assert actions_by_resource(statements_of(template, app_policy)) == {
@@ -189,8 +176,8 @@ def test_no_export_of_the_app(with_app: Synthesized) -> None:
     for name, output in storage["Outputs"].items():
         if "Export" in output:
             assert app_id not in json.dumps(output["Value"]), name
-    assert not any("MlflowApp" in str(i) for i in _references(workflow, "Fn::ImportValue"))
-    reads = _references(workflow, "Fn::GetStackOutput")
+    assert not any("MlflowApp" in str(i) for i in references(workflow, "Fn::ImportValue"))
+    reads = references(workflow, "Fn::GetStackOutput")
     assert reads, "the workflow stack does not read the app"
     for read in reads:
         assert read["StackName"] == "smtrain-storage"

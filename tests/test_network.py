@@ -26,7 +26,7 @@ from infra.constructs.endpoint_only_access import (
 from infra.constructs.training_network import JobNetwork, TrainingNetwork
 from infra.settings import Settings
 from tests.conftest import ROOT, shipped_training_code, synthesize
-from tests.helpers import Synthesized, as_list, only_resource, resources_of_type
+from tests.helpers import Synthesized, as_list, only_resource, references, resources_of_type
 from tests.test_compliance import _acknowledgements, _report_rows
 
 VPC_ID = "vpc-0123456789abcdef0"
@@ -427,17 +427,8 @@ def test_network_reaches_other_stacks_only_weakly(request: pytest.FixtureRequest
     for name, output in storage["Outputs"].items():
         if "Export" in output:
             assert not any(i in json.dumps(output["Value"]) for i in network), name
-    for read in _references(workflow, "Fn::GetStackOutput"):
+    for read in references(workflow, "Fn::GetStackOutput"):
         assert "Export" not in storage["Outputs"][read["OutputName"]]
-
-
-def _references(value: Any, kind: str) -> list[Any]:
-    if isinstance(value, dict):
-        found = [value[kind]] if kind in value else []
-        return found + [r for item in value.values() for r in _references(item, kind)]
-    if isinstance(value, list):
-        return [r for item in value for r in _references(item, kind)]
-    return []
 
 
 # -- compliance -----------------------------------------------------------------------------------
