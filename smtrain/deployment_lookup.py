@@ -35,7 +35,7 @@ def project_config(cdk_json: Path = ROOT / "cdk.json") -> ProjectConfig:
 
 
 @dataclass(frozen=True)
-class JobHoursBudget:
+class BudgetLimits:
     """The deployment's ``maxJobHours`` and the defaults a run's hours are computed with."""
 
     max_job_hours: float
@@ -50,7 +50,7 @@ class Limits:
     allowed_instance_types: tuple[str, ...]
     max_instance_count: int
     #: None when the deployment sets no budget.
-    budget: JobHoursBudget | None = None
+    budget: BudgetLimits | None = None
 
 
 def limits_from_outputs(outputs: Mapping[str, str]) -> Limits | None:
@@ -64,7 +64,7 @@ def limits_from_outputs(outputs: Mapping[str, str]) -> Limits | None:
     default_count = outputs.get(contract.OUTPUT_DEFAULT_INSTANCE_COUNT)
     default_runtime = outputs.get(contract.OUTPUT_DEFAULT_MAX_RUNTIME)
     if hours is not None and default_count is not None and default_runtime is not None:
-        budget = JobHoursBudget(max_job_hours=float(hours), default_instance_count=int(default_count),
+        budget = BudgetLimits(max_job_hours=float(hours), default_instance_count=int(default_count),
                                 default_max_runtime=int(default_runtime))
     return Limits(allowed_instance_types=tuple(t for t in allowed.split(",") if t),
                   max_instance_count=int(count), budget=budget)

@@ -344,11 +344,11 @@ def test_no_budget_no_budget_outputs(synthesized: Any) -> None:
 def test_start_checks_the_deployed_budget_of_the_programs_it_knows() -> None:
     """What ``smtrain start`` (and ``--local``) call once the stack's outputs are read."""
     from smtrain.commands import check_deployed_budget
-    from smtrain.deployment_lookup import JobHoursBudget, Limits
+    from smtrain.deployment_lookup import BudgetLimits, Limits
     from smtrain.execution_request import InputError
 
     limits = Limits(allowed_instance_types=(EBS_TYPE,), max_instance_count=4,
-                    budget=JobHoursBudget(max_job_hours=2, default_instance_count=1,
+                    budget=BudgetLimits(max_job_hours=2, default_instance_count=1,
                                           default_max_runtime=3600))
     check_deployed_budget({"program": "digits_lightgbm", "instanceCount": 2}, limits)
     with pytest.raises(InputError, match=r"^this execution may use up to 3 instance-hours"):

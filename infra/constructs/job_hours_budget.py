@@ -5,9 +5,8 @@ from __future__ import annotations
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from infra.constructs.variable_check import VariableCheck
 from smtrain import budget, contract
-
-Cond = sfn.Condition
 
 #: The variable the check assigns (JSONPath states read it as ``$budgetCheck``).
 BUDGET_VARIABLE = "budgetCheck"
@@ -31,16 +30,13 @@ class JobHoursBudget(Construct):
         super().__init__(scope, construct_id)
         if not max_job_hours > 0:
             raise ValueError(f"max_job_hours must be positive, got {max_job_hours!r}")
-        self.check = sfn.Pass.jsonata(self, f"Check{construct_id}", assign={
-            BUDGET_VARIABLE: "{% " + budget.expression(max_job_hours, tuning=tuning) + " %}"})
-        self.choice = sfn.Choice(self, f"{construct_id}Kept")
-        explain = sfn.Pass(self, f"Reject{construct_id}", result_path="$.rejection", parameters={
-            "error": contract.BUDGET_EXCEEDED_ERROR,
-            "cause.$": f"${BUDGET_VARIABLE}.cause",
-        })
-        self.choice.when(Cond.boolean_equals(f"${BUDGET_VARIABLE}.exceeded", True),
-                         explain.next(reject))
+        self._check = VariableCheck(
+            self, check_id=f"Check{construct_id}", choice_id=f"{construct_id}Kept",
+            reject_id=f"Reject{construct_id}", variable=BUDGET_VARIABLE,
+            expression=budget.expression(max_job_hours, tuning=tuning), flag="exceeded",
+            rejection={"error": contract.BUDGET_EXCEEDED_ERROR,
+                       "cause.$": f"${BUDGET_VARIABLE}.cause"},
+            reject=reject)
 
     def then(self, next_state: sfn.IChainable) -> sfn.Chain:
-        self.choice.otherwise(next_state)
-        return sfn.Chain.start(self.check).next(self.choice)
+        return self._check.then(next_state)

@@ -7,11 +7,9 @@ from collections.abc import Mapping
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from infra.constructs.variable_check import VariableCheck
 from smtrain import input_rules
 from smtrain.programs import Program
-
-Cond = sfn.Condition
-
 
 #: The variable the check assigns (Step Functions variables: developer guide, "Passing data
 #: between states with variables"); JSONPath states read it as ``$inputCheck``.
@@ -41,22 +39,20 @@ class ProgramInputCheck(Construct):
                  reject: sfn.Fail) -> None:
         super().__init__(scope, construct_id)
         body = input_rules.expression(programs)
-        self.check = sfn.Pass.jsonata(self, "CheckProgramInput", assign={CHECK_VARIABLE: (
-            "{% ($in := $states.input.input; $result := " + body + "; "
-            "$rejected := $count($result.problems) > 0; "
-            "{'resolved': {'program': $result.program, 'instanceType': $result.instanceType}, "
-            "'rejected': $rejected, 'rejection': $rejected ? $result.problems[0] : {}}) %}")})
-        self.choice = sfn.Choice(self, "ProgramInputValid")
-        explain = sfn.Pass(self, "RejectProgramInput", result_path="$.rejection", parameters={
-            "error.$": f"${CHECK_VARIABLE}.rejection.error",
-            "cause.$": f"${CHECK_VARIABLE}.rejection.cause",
-        })
-        self.choice.when(Cond.boolean_equals(f"${CHECK_VARIABLE}.rejected", True),
-                         explain.next(reject))
+        self._check = VariableCheck(
+            self, check_id="CheckProgramInput", choice_id="ProgramInputValid",
+            reject_id="RejectProgramInput", variable=CHECK_VARIABLE,
+            expression=("($in := $states.input.input; $result := " + body + "; "
+                        "$rejected := $count($result.problems) > 0; "
+                        "{'resolved': {'program': $result.program, 'instanceType': $result.instanceType}, "
+                        "'rejected': $rejected, 'rejection': $rejected ? $result.problems[0] : {}})"),
+            flag="rejected",
+            rejection={"error.$": f"${CHECK_VARIABLE}.rejection.error",
+                       "cause.$": f"${CHECK_VARIABLE}.rejection.cause"},
+            reject=reject)
 
     def then(self, next_state: sfn.IChainable) -> sfn.Chain:
-        self.choice.otherwise(next_state)
-        return sfn.Chain.start(self.check).next(self.choice)
+        return self._check.then(next_state)
 
 
 #: Where the states after the check find what it resolved.
