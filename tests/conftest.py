@@ -52,6 +52,15 @@ def shipped_training_code(destination: Path) -> Path:
     return destination
 
 
+def code_without_script_requirements(destination: Path) -> Path:
+    """The shipped programs with digits_mlp's requirements (only MLflow's client) taken out: a
+    script program with requirements is refused under network isolation and in the VPC the stack
+    creates (the container cannot pip install them)."""
+    code = shipped_training_code(destination)
+    (code / "digits_mlp" / "requirements.txt").unlink()
+    return code
+
+
 def synthesize(context: dict[str, Any], settings: Settings, outdir: Path,
                training_code_dir: Path | None = None) -> Synthesized:
     app = cdk.App(context=context, outdir=str(outdir))

