@@ -528,3 +528,30 @@ def test_execution_role_may_attach_jobs_to_the_given_subnets_only(existing_vpc_g
 
 def test_public_mode_gives_the_role_no_ec2(synthesized: Synthesized) -> None:
     assert "ec2:" not in json.dumps(synthesized.storage)
+
+
+def test_deploy_time_calls_pass_the_services_models(created_vpc: Synthesized, cdk_context: dict[str, Any],
+                                                    settings: Settings, tmp_path: Path) -> None:
+    """What the stacks' AwsCustomResources send AWS at deploy time (the S3 prefix-list lookup, the
+    training log group's creation and retention) passes botocore's model of each operation."""
+    import botocore.session
+    from botocore.validate import ParamValidator
+
+    with_retention = synthesize(cdk_context, dataclasses.replace(settings, training_log_retention_days=30),
+                                tmp_path / "cdk.out")
+    calls = []
+    for template in (created_vpc.storage, with_retention.workflow):
+        for resource in template["Resources"].values():
+            if resource["Type"].startswith("Custom::") and "Create" in resource.get("Properties", {}):
+                create = resource["Properties"]["Create"]
+                calls.append(json.loads(create if isinstance(create, str) else
+                                        "".join(p if isinstance(p, str) else "x" for p in create["Fn::Join"][1])))
+    services = {"EC2": "ec2", "CloudWatchLogs": "logs"}
+    assert sorted(c["action"] for c in calls) == ["createLogGroup", "describeManagedPrefixLists",
+                                                  "putRetentionPolicy"]
+    session = botocore.session.get_session()
+    for call in calls:
+        model = session.get_service_model(services[call["service"]])
+        operation = model.operation_model(call["action"][0].upper() + call["action"][1:])
+        report = ParamValidator().validate(call["parameters"], operation.input_shape)
+        assert not report.has_errors(), (call, report.generate_report())
