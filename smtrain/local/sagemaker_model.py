@@ -53,7 +53,7 @@ def request_violations(operation: str, request: dict[str, Any]) -> list[str]:
     (``Value '…' at 'path' failed to satisfy constraint: …``); empty when it is valid."""
     shape = operation_model(operation).input_shape
     report = ParamValidator().validate(request, shape)
-    problems = [line.strip() for line in report.generate_report().splitlines()[1:]
+    problems = [line.strip() for line in report.generate_report().splitlines()
                 if line.strip()] if report.has_errors() else []
     problems.extend(_constraint_violations(request, shape, ""))
     return problems

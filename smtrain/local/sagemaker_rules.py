@@ -186,9 +186,25 @@ def tuning_job_rules(request: dict[str, Any]) -> Iterator[str]:
                            definition.get("StoppingCondition", {}))
 
 
+def model_package_rules(request: dict[str, Any]) -> Iterator[str]:
+    """``ModelPackageName`` "is required for unversioned models. It is not applicable to
+    versioned models"; ``ModelPackageGroupName`` "is required for versioned models, and does not
+    apply to unversioned models"; ``ModelApprovalStatus`` "does not apply to unversioned models"
+    (API reference, CreateModelPackage). A request is one or the other."""
+    versioned = "ModelPackageGroupName" in request
+    if versioned and "ModelPackageName" in request:
+        yield ("ModelPackageName is not applicable to versioned models: give ModelPackageGroupName "
+               "or ModelPackageName, not both")
+    if not versioned and "ModelPackageName" not in request:
+        yield "ModelPackageGroupName (a versioned model) or ModelPackageName is required"
+    if not versioned and "ModelApprovalStatus" in request:
+        yield "ModelApprovalStatus does not apply to unversioned models"
+
+
 RULES: dict[str, Rule] = {
     "CreateTrainingJob": training_job_rules,
     "CreateHyperParameterTuningJob": tuning_job_rules,
+    "CreateModelPackage": model_package_rules,
 }
 
 
