@@ -1,0 +1,340 @@
+"""``smtrain models``: list the registered model versions, approve or reject one.
+
+On AWS the model package groups are the deployed workflow stack's outputs
+(``ModelPackageGroup<Id>``, one per program); with ``--local``, the offline engine's registry
+under ``<work dir>/registry`` (:class:`~smtrain.local.model_registry.LocalModelRegistry`). What is
+guaranteed:
+
+- a version ARN and a ``--reason`` that SageMaker would refuse (botocore's model for
+  UpdateModelPackage: the ModelPackageArn pattern, ApprovalDescription's 1,024 characters on one
+  line) are refused before any call, exit 2, naming the argument;
+- approve and reject send exactly ``UpdateModelPackage(ModelPackageArn, ModelApprovalStatus,
+  ApprovalDescription)`` and print the status SageMaker reports afterwards;
+- an AWS error is one line on stderr and exit 4 (as every ``smtrain`` command), never a traceback;
+  so is an answer of the offline registry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from smtrain import commands, contract
+from smtrain.cli import EXIT_ABORTED, EXIT_ENVIRONMENT, EXIT_OK, EXIT_USAGE
+from smtrain.commands import fail, say
+from smtrain.deployment_lookup import ResourceNotFound, project_config, stack_outputs
+from smtrain.execution_request import InputError
+
+#: SageMaker's ApprovalDescription: at most 1,024 characters matching ``.*`` (botocore's model),
+#: a Java pattern, whose ``.`` matches no line terminator.
+MAX_REASON: Final = 1024
+_LINE_TERMINATORS: Final = ("\n", "\r", "\u0085", "\u2028", "\u2029")
+#: A model version's ARN ends ``model-package/<group>/<version>`` (the group an EntityName).
+_VERSION_ARN_TAIL: Final = r".*:model-package/[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}/[1-9][0-9]{0,8}"
+#: What ``--max`` may be.
+MAX_LISTED: Final = 1000
+
+
+def run(args: argparse.Namespace) -> int:
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "list": list_versions, "approve": approve, "reject": reject,
+    }
+    from smtrain.local.backend import SageMakerError
+
+    try:
+        return handlers[args.models_command](args)
+    except InputError as error:
+        fail(str(error))
+        return EXIT_USAGE
+    except ResourceNotFound as error:
+        fail(str(error))
+        return EXIT_ENVIRONMENT
+    except SageMakerError as error:
+        fail(f"the offline model registry answered: {error}")
+        return EXIT_ENVIRONMENT
+    except KeyboardInterrupt:
+        fail("interrupted")
+        return EXIT_ABORTED
+    except Exception as error:
+        if type(error).__module__.startswith(("botocore", "boto3")):
+            fail(commands._aws_message(error))
+            return EXIT_ENVIRONMENT
+        raise
+
+
+def aws_session() -> Any:
+    """The boto3 session every ``smtrain`` command uses (credentials and region checked)."""
+    return commands._session()
+
+
+# -- the two registries ---------------------------------------------------------------------
+class Registry(Protocol):
+    """What the commands need of a model registry, AWS's or the offline one."""
+
+    def versions(self, group: str, *, status: str | None, limit: int) -> list[dict[str, Any]]:
+        """The DescribeModelPackage answers of ``group``'s newest ``limit`` versions (with
+        ``status`` only, when given), newest first."""
+        ...
+
+    def describe(self, arn: str) -> dict[str, Any]: ...
+
+    def update(self, request: dict[str, Any]) -> None: ...
+
+
+class AwsRegistry:
+    """SageMaker's model registry through a boto3 ``sagemaker`` client."""
+
+    def __init__(self, client: Any, *, page_size: int = 100) -> None:
+        self.client = client
+        #: ListModelPackages' MaxResults (at most 100: botocore's model).
+        self.page_size = page_size
+
+    def versions(self, group: str, *, status: str | None, limit: int) -> list[dict[str, Any]]:
+        request: dict[str, Any] = {"ModelPackageGroupName": group, "SortBy": "CreationTime",
+                                   "SortOrder": "Descending"}
+        if status is not None:
+            request["ModelApprovalStatus"] = status
+        summaries: list[dict[str, Any]] = []
+        pages = self.client.get_paginator("list_model_packages").paginate(
+            **request, PaginationConfig={"PageSize": self.page_size})
+        for page in pages:
+            summaries.extend(page["ModelPackageSummaryList"])
+            if len(summaries) >= limit:
+                break
+        return [self.describe(s["ModelPackageArn"]) for s in summaries[:limit]]
+
+    def describe(self, arn: str) -> dict[str, Any]:
+        description: dict[str, Any] = self.client.describe_model_package(ModelPackageName=arn)
+        return description
+
+    def update(self, request: dict[str, Any]) -> None:
+        self.client.update_model_package(**request)
+
+
+class OfflineRegistry:
+    """The offline engine's registry (:class:`~smtrain.local.model_registry.LocalModelRegistry`)."""
+
+    def __init__(self, registry: Any) -> None:
+        self.registry = registry
+
+    def versions(self, group: str, *, status: str | None, limit: int) -> list[dict[str, Any]]:
+        summaries = self.registry.list_model_packages(group, approval_status=status)[:limit]
+        return [self.describe(s["ModelPackageArn"]) for s in summaries]
+
+    def describe(self, arn: str) -> dict[str, Any]:
+        description: dict[str, Any] = self.registry.describe_model_package(arn)
+        return description
+
+    def update(self, request: dict[str, Any]) -> None:
+        self.registry.update_model_package(request)
+
+
+def _local_registry(args: argparse.Namespace) -> OfflineRegistry:
+    from smtrain.local.model_registry import LocalModelRegistry
+
+    root = args.work_dir / contract.LOCAL_REGISTRY_DIR
+    if not root.is_dir():
+        raise InputError(f"no model registry under {args.work_dir} (a run of `smtrain start "
+                         "--local` that registers a model creates it)")
+    return OfflineRegistry(LocalModelRegistry(root))
+
+
+# -- list -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Version:
+    """One registered model version, as ``smtrain models list`` shows it."""
+
+    arn: str
+    program: str
+    group: str
+    version: int
+    status: str
+    created: dt.datetime
+    training_job: str | None
+    description: str | None
+    approval_description: str | None
+    metadata: dict[str, str]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"arn": self.arn, "program": self.program, "group": self.group,
+                "version": self.version, "status": self.status,
+                "created": self.created.isoformat(), "trainingJob": self.training_job,
+                "description": self.description, "approvalDescription": self.approval_description,
+                "metadata": self.metadata}
+
+
+def _timestamp(value: Any) -> dt.datetime:
+    """botocore's datetime or the offline registry's ISO 8601 text, in UTC."""
+    moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)
+
+
+def _version(description: dict[str, Any], program: str) -> Version:
+    metadata = dict(description.get("CustomerMetadataProperties") or {})
+    return Version(
+        arn=description["ModelPackageArn"],
+        program=metadata.get(contract.METADATA_PROGRAM, program),
+        group=description.get("ModelPackageGroupName", ""),
+        version=int(description.get("ModelPackageVersion", 0)),
+        status=description.get("ModelApprovalStatus", ""),
+        created=_timestamp(description["CreationTime"]),
+        training_job=metadata.get(contract.METADATA_TRAINING_JOB),
+        description=description.get("ModelPackageDescription"),
+        approval_description=description.get("ApprovalDescription"),
+        metadata=metadata,
+    )
+
+
+def _program_names() -> dict[str, str]:
+    """Output id -> program name, for the programs of training_code/ (empty if unreadable)."""
+    try:
+        from smtrain.programs import discover
+
+        return {contract.output_id(name): name for name in discover()}
+    except Exception:  # a broken program.toml must not stop a listing; ids are shown instead
+        return {}
+
+
+def _aws_groups(args: argparse.Namespace, session: Any) -> dict[str, str]:
+    """Program (or its output id, for a program not in training_code/) -> group name."""
+    stack = args.stack_name or project_config().stack_name
+    outputs = stack_outputs(session.client("cloudformation"), stack)
+    prefix = contract.OUTPUT_MODEL_PACKAGE_GROUP
+    by_id = {key[len(prefix):]: value for key, value in outputs.items()
+             if key.startswith(prefix) and len(key) > len(prefix)}
+    if not by_id:
+        raise ResourceNotFound(f"stack {stack} has no {prefix}<Program> outputs: deploy a version "
+                               "of the workflow stack with the model registry (`npx cdk deploy --all`)")
+    names = _program_names()
+    return {names.get(output_id, output_id): group for output_id, group in sorted(by_id.items())}
+
+
+def _local_groups(registry: OfflineRegistry) -> dict[str, str]:
+    """Program -> group of the offline registry, from each group's newest version's metadata
+    (the group's name where that does not say)."""
+    groups: dict[str, str] = {}
+    for group in registry.registry.list_groups():
+        newest = registry.registry.list_model_packages(group)[:1]
+        program = group
+        if newest:
+            metadata = registry.describe(newest[0]["ModelPackageArn"]).get(
+                "CustomerMetadataProperties") or {}
+            program = metadata.get(contract.METADATA_PROGRAM, group)
+        groups[program] = group
+    return groups
+
+
+def _chosen(groups: dict[str, str], program: str | None, where: str) -> dict[str, str]:
+    if program is None:
+        return groups
+    if program in groups:
+        return {program: groups[program]}
+    by_id = {contract.output_id(p): p for p in groups}
+    if contract.output_id(program) in by_id:  # e.g. a program named by its output id
+        known = by_id[contract.output_id(program)]
+        return {known: groups[known]}
+    known_programs = ", ".join(sorted(groups)) or "none"
+    raise InputError(f"--program {program}: no model package group for it in {where}; "
+                     f"programs with one: {known_programs}")
+
+
+def list_versions(args: argparse.Namespace) -> int:
+    if not 1 <= args.max <= MAX_LISTED:
+        raise InputError(f"--max {args.max} must be from 1 to {MAX_LISTED}")
+    registry: Registry
+    if args.local:
+        offline = _local_registry(args)
+        groups = _chosen(_local_groups(offline), args.program, f"the offline registry of {args.work_dir}")
+        registry = offline
+    else:
+        session = aws_session()
+        groups = _chosen(_aws_groups(args, session), args.program,
+                         f"stack {args.stack_name or project_config().stack_name}")
+        registry = AwsRegistry(session.client("sagemaker"))
+    versions = sorted((_version(d, program) for program, group in groups.items()
+                       for d in registry.versions(group, status=args.status, limit=args.max)),
+                      key=lambda v: (v.created, v.version), reverse=True)[:args.max]
+    if args.json:
+        say(json.dumps([v.as_json() for v in versions], indent=2))
+        return EXIT_OK
+    if not versions:
+        say("no model versions" + (f" with status {args.status}" if args.status else ""))
+        return EXIT_OK
+    for line in _table(versions):
+        say(line)
+    return EXIT_OK
+
+
+def _table(versions: list[Version]) -> Iterator[str]:
+    arn_width = max(len("VERSION"), *(len(v.arn) for v in versions))
+    program_width = max(len("PROGRAM"), *(len(v.program) for v in versions))
+    yield (f"{'VERSION':<{arn_width}}  {'PROGRAM':<{program_width}}  {'STATUS':<21}  "
+           f"{'CREATED (UTC)':<19}  TRAINING JOB")
+    for v in versions:
+        yield (f"{v.arn:<{arn_width}}  {v.program:<{program_width}}  {v.status:<21}  "
+               f"{v.created:%Y-%m-%d %H:%M:%S}  {v.training_job or '-'}")
+        if v.description:
+            yield f"    description: {v.description}"
+        if v.approval_description:
+            yield f"    reason: {v.approval_description}"
+
+
+# -- approve / reject ---------------------------------------------------------------------------
+def checked_update(arn: str, status: str, reason: str) -> dict[str, Any]:
+    """The UpdateModelPackage request, once SageMaker would accept it (else InputError naming
+    the argument)."""
+    import regex
+
+    from smtrain.local.sagemaker_model import operation_model, request_violations
+
+    shape = operation_model("UpdateModelPackage").input_shape.members["ModelPackageArn"].metadata
+    versioned = regex.fullmatch(_VERSION_ARN_TAIL, arn)
+    if len(arn) > shape["max"] or regex.fullmatch(shape["pattern"], arn) is None or not versioned:
+        raise InputError(f"VERSION_ARN {arn!r} is not a model version's ARN: expected "
+                         "arn:aws:sagemaker:<region>:<account>:model-package/<group>/<version> "
+                         "(see `smtrain models list`)")
+    if not reason.strip():
+        raise InputError("--reason must say why (it is the version's approval description)")
+    if any(terminator in reason for terminator in _LINE_TERMINATORS):
+        raise InputError("--reason must be one line (SageMaker's ApprovalDescription)")
+    if len(reason) > MAX_REASON:
+        raise InputError(f"--reason is {len(reason)} characters; SageMaker's ApprovalDescription "
+                         f"takes at most {MAX_REASON}")
+    request = {"ModelPackageArn": arn, "ModelApprovalStatus": status, "ApprovalDescription": reason}
+    problems = request_violations("UpdateModelPackage", request)
+    if problems:  # what the checks above missed, in SageMaker's words
+        raise InputError("; ".join(problems))
+    return request
+
+
+def approve(args: argparse.Namespace) -> int:
+    return _set_status(args, contract.APPROVED)
+
+
+def reject(args: argparse.Namespace) -> int:
+    return _set_status(args, contract.REJECTED)
+
+
+def _set_status(args: argparse.Namespace, status: str) -> int:
+    request = checked_update(args.arn, status, args.reason)
+    registry: Registry
+    if args.local:
+        registry = _local_registry(args)
+    else:
+        session = aws_session()
+        region = args.arn.split(":")[3]
+        if region != session.region_name:
+            raise InputError(f"{args.arn} is in {region} but the region configured is "
+                             f"{session.region_name}: set AWS_REGION={region}")
+        registry = AwsRegistry(session.client("sagemaker"))
+    before = registry.describe(args.arn).get("ModelApprovalStatus", "none")
+    registry.update(request)
+    after = registry.describe(args.arn).get("ModelApprovalStatus", "none")
+    say(f"{args.arn}: {after} (was {before})")
+    return EXIT_OK
