@@ -11,6 +11,7 @@ from infra.compliance import apply_rule_packs
 from infra.settings import Settings
 from infra.stacks.storage_stack import StorageStack
 from infra.stacks.workflow_stack import TRAINING_CODE_DIR, WorkflowStack, stack_tags
+from smtrain.programs import discover as discover_programs
 
 
 @dataclass(frozen=True)
@@ -28,11 +29,13 @@ def build_app(settings: Settings, *, app: cdk.App | None = None,
     program found in ``training_code_dir`` (default: the project's ``training_code/``)."""
     app = app or cdk.App()
     env = cdk.Environment(account=settings.account, region=settings.region)
+    programs = discover_programs(training_code_dir)
     storage = StorageStack(app, "Storage", stack_name=settings.storage_stack_name, env=env,
-                           settings=settings,
-                           description="SageMaker training: KMS key, buckets, ECR, execution role (retained)")
+                           settings=settings, programs=sorted(programs),
+                           description="SageMaker training: KMS key, buckets, ECR, execution "
+                                       "role, model registry (retained)")
     workflow = WorkflowStack(app, "Workflow", stack_name=settings.workflow_stack_name, env=env,
-                             settings=settings, storage=storage,
+                             settings=settings, storage=storage, programs=programs,
                              training_code_dir=training_code_dir,
                              description="SageMaker training: assets, state machine, logs, alerts")
     for stack in (storage, workflow):

@@ -7,6 +7,7 @@ cdk-nag prints it in a finding, so an acknowledgement matches only that resource
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -94,6 +95,9 @@ def nag_spelling(value: Any) -> str:
             return re.sub(r"\$\{([^}]+)\}", r"<\1>", argument)
         if key == "Fn::GetAtt":
             return f"<{argument[0]}.{argument[1]}>"
+        if key in ("Fn::Select", "Fn::Split", "Fn::GetStackOutput"):
+            # cdk-nag prints what it cannot spell as compact JSON.
+            return json.dumps(value, separators=(",", ":"))
     raise ValueError(f"cannot spell {value!r} as a cdk-nag finding")
 
 

@@ -22,11 +22,16 @@ CACHE_PATH = Path(__file__).with_name("image_uris.json")
 
 @dataclass(frozen=True, kw_only=True)
 class TrainingImages:
-    """The three AWS-owned images the state machine can choose from."""
+    """The AWS-owned images the state machine can choose from: PyTorch training (CPU and GPU),
+    built-in XGBoost (which also serves its models), and the PyTorch CPU inference image a
+    registered script-mode model version names (the framework's serving toolkit loads the
+    model archive's ``code/inference.py``, which serves on the CPU on any instance; a GPU image
+    would only run on GPU instances)."""
 
     pytorch_cpu: str
     pytorch_gpu: str
     xgboost: str
+    pytorch_inference_cpu: str
 
 
 def cache_key(*, pytorch_version: str, pytorch_py_version: str, xgboost_version: str) -> str:
@@ -58,16 +63,16 @@ def images_from_sdk(
     """Ask the SageMaker SDK (slow to import: about 3 s)."""
     from sagemaker.core import image_uris
 
-    def pytorch(instance_type: str) -> str:
+    def pytorch(instance_type: str, scope: str = "training") -> str:
         try:
             return str(image_uris.retrieve(
                 "pytorch", region, version=pytorch_version, py_version=pytorch_py_version,
-                instance_type=instance_type, image_scope="training",
+                instance_type=instance_type, image_scope=scope,
             ))
         except ValueError as error:
             raise SettingsError(
                 f"setting 'pytorchVersion'/'pytorchPyVersion' ({pytorch_version}, "
-                f"{pytorch_py_version}) has no SageMaker training image in {region}: {error}"
+                f"{pytorch_py_version}) has no SageMaker {scope} image in {region}: {error}"
             ) from error
 
     try:
@@ -77,7 +82,8 @@ def images_from_sdk(
             f"setting 'xgboostVersion' ({xgboost_version}) has no SageMaker image in {region}: {error}"
         ) from error
     return TrainingImages(pytorch_cpu=pytorch("ml.m5.xlarge"), pytorch_gpu=pytorch("ml.g5.xlarge"),
-                          xgboost=xgboost)
+                          xgboost=xgboost,
+                          pytorch_inference_cpu=pytorch("ml.m5.xlarge", "inference"))
 
 
 def sagemaker_regions() -> list[str]:

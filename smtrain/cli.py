@@ -10,6 +10,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from smtrain import contract
 
 #: Exit codes: 0 success; 1 the run failed; 2 bad usage or input (nothing started);
 #: 3 the run timed out or was aborted; 4 AWS or the deployment could not be reached.
@@ -20,6 +23,32 @@ def _resource_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack-name", help="workflow stack (default: <namePrefix>-workflow from cdk.json)")
     parser.add_argument("--state-machine-arn", help="overrides the stack output (env SMTRAIN_STATE_MACHINE_ARN)")
     parser.add_argument("--data-bucket", help="overrides the stack output (env SMTRAIN_DATA_BUCKET)")
+
+
+def _models_parser(commands: Any) -> None:
+    """``smtrain models list|approve|reject`` (the commands are in ``smtrain.model_commands``)."""
+    models = commands.add_parser("models", help="registered model versions: list, approve, reject")
+    actions = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+
+    def where(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--local", action="store_true",
+                            help="the offline engine's registry under --work-dir")
+        parser.add_argument("--work-dir", type=Path, default=Path(".work/local"), help="with --local")
+        parser.add_argument("--stack-name", help="workflow stack (default: <namePrefix>-workflow "
+                                                 "from cdk.json)")
+
+    listing = actions.add_parser("list", help="model versions, newest first")
+    listing.add_argument("--program", help="only this program's versions")
+    listing.add_argument("--status", choices=contract.APPROVAL_STATUSES)
+    listing.add_argument("--max", type=int, default=20, help="at most this many (default 20)")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of text")
+    where(listing)
+    for action, verb in (("approve", "approve"), ("reject", "reject")):
+        parser = actions.add_parser(action, help=f"{verb} a model version (UpdateModelPackage)")
+        parser.add_argument("arn", metavar="VERSION_ARN", help="the version's ARN (see `smtrain models list`)")
+        parser.add_argument("--reason", required=True,
+                            help="why (the version's approval description; one line, at most 1024 characters)")
+        where(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train/validation data: s3://<data bucket>/datasets/... or a local "
                             "directory (uploaded first)")
     start.add_argument("--tune", type=Path, metavar="TUNING.json", help="run a tuning job with these settings")
+    registering = start.add_mutually_exclusive_group()
+    registering.add_argument("--register", dest="register", action="store_true", default=None,
+                             help="register the model in the program's model package group "
+                                  "(default: the program's [register] setting)")
+    registering.add_argument("--no-register", dest="register", action="store_false",
+                             help="do not register the model")
+    start.add_argument("--min", dest="register_min", action="append", default=[],
+                       metavar="METRIC=VALUE", help="quality gate: register only if the final "
+                       "METRIC is at least VALUE (implies --register; repeatable)")
+    start.add_argument("--max", dest="register_max", action="append", default=[],
+                       metavar="METRIC=VALUE", help="quality gate: register only if the final "
+                       "METRIC is at most VALUE (implies --register; repeatable)")
     start.add_argument("--name", help="execution name (default: derived from the input, so a rerun "
                                       "of the same command starts nothing new)")
     start.add_argument("--wait", action="store_true", help="follow the run until it ends")
@@ -126,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     new_program.add_argument("--dir", type=Path, metavar="DIR",
                              help="the training code folder (default: the project's training_code/)")
 
+    _models_parser(commands)
+
     tuning_template = commands.add_parser(
         "tuning-template", help="print a program's default tuning object (for `start --tune FILE`)")
     tuning_template.add_argument("--program", required=True, help="a training program (see `smtrain programs`)")
@@ -138,6 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from smtrain import preflight
 
         return preflight.run(args)
+    if args.command == "models":
+        from smtrain import model_commands
+
+        return model_commands.run(args)
     if args.command in ("programs", "new-program", "tuning-template"):
         from smtrain import program_commands
 

@@ -23,6 +23,7 @@ from smtrain.execution_request import (
     deterministic_name,
     parse_hyperparameters,
     parse_inputs,
+    parse_register,
     resolve_program,
     upload_prefix,
 )
@@ -152,9 +153,12 @@ def _checked_request(args: argparse.Namespace, data_bucket: str | None) -> tuple
     # The name is derived from the input; a local folder counts by its contents.
     identity = {c.channel: f"local:{_directory_digest(c.local_dir)}" if c.local_dir is not None
                 else str(c.s3_uri) for c in channel_inputs}
+    register = parse_register(register=args.register, minimum=args.register_min,
+                              maximum=args.register_max)
     draft = build_input(program=program, programs=programs, hyperparameters=hyperparameters,
                         instance_type=args.instance_type, instance_count=args.instance_count,
-                        spot=args.spot, channels=identity, tuning=tuning, max_runtime=args.max_runtime)
+                        spot=args.spot, channels=identity, tuning=tuning, max_runtime=args.max_runtime,
+                        register=register)
     name = args.name or deterministic_name(program.name, draft)
     return draft, channel_inputs, name
 

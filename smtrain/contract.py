@@ -29,11 +29,14 @@ MAX_RUNTIME: Final = "maxRuntimeInSeconds"
 SPOT: Final = "spot"
 INPUTS: Final = "inputs"
 TUNING: Final = "tuning"
+#: Register the model the run ends with: ``true``, ``false``, or an object of
+#: :data:`REGISTER_FIELDS`; absent (or null), the program's ``[register]`` default applies.
+REGISTER: Final = "register"
 
 #: Every top-level field an execution input may hold; any other is refused by name.
 INPUT_FIELDS: Final[tuple[str, ...]] = (PROGRAM, METHOD, HYPERPARAMETERS, INSTANCE_TYPE,
                                         INSTANCE_COUNT, VOLUME_SIZE, MAX_RUNTIME, SPOT, INPUTS,
-                                        TUNING)
+                                        TUNING, REGISTER)
 #: The integer fields, whose JSON text the state machine checks for a fraction (``2.0``).
 INTEGER_FIELDS: Final[tuple[str, ...]] = (INSTANCE_COUNT, VOLUME_SIZE, MAX_RUNTIME)
 
@@ -62,6 +65,40 @@ MAX_TUNING_JOBS: Final = 500
 MAX_PARALLEL_TUNING_JOBS: Final = 100
 #: "The maximum value is 20,000 epochs." (API reference, HyperbandStrategyConfig.MaxResource)
 HYPERBAND_MAX_RESOURCE: Final = 20_000
+
+# --- The ``register`` object: the model registry and its quality gate -----------------------
+
+#: ``minimum``/``maximum``: ``{metric: number}``, each a final metric the model must reach (at
+#: least / at most) to be registered; ``description``: the model version's description.
+REGISTER_FIELDS: Final[tuple[str, ...]] = ("minimum", "maximum", "description")
+#: ModelPackageDescription: at most 1,024 characters (botocore's sagemaker model, EntityDescription).
+MAX_MODEL_DESCRIPTION: Final = 1024
+#: The approval status a registered version starts with, and those ``smtrain models`` sets
+#: (API reference, CreateModelPackage/UpdateModelPackage ``ModelApprovalStatus``).
+PENDING_APPROVAL: Final = "PendingManualApproval"
+APPROVED: Final = "Approved"
+REJECTED: Final = "Rejected"
+APPROVAL_STATUSES: Final[tuple[str, ...]] = (APPROVED, REJECTED, PENDING_APPROVAL)
+#: CustomerMetadataProperties (botocore's sagemaker model, CustomerMetadataMap and its key and
+#: value shapes): at most 50 entries, keys of 1-128 and values of 1-256 characters matching
+#: ``^([\p{L}\p{Z}\p{N}_.:/=+\-@]*)$``.
+MAX_CUSTOMER_METADATA: Final = 50
+MAX_CUSTOMER_METADATA_KEY: Final = 128
+MAX_CUSTOMER_METADATA_VALUE: Final = 256
+#: The customer metadata a registered version carries (hyperparameters as ``hp:<name>``).
+METADATA_EXECUTION: Final = "smtrain:execution"
+METADATA_PROGRAM: Final = "smtrain:program"
+METADATA_TRAINING_JOB: Final = "smtrain:trainingJob"
+#: The code the model was trained with: the script archive or image tag (each named by its
+#: content hash), or the built-in image.
+METADATA_CODE: Final = "smtrain:code"
+METADATA_HYPERPARAMETER_PREFIX: Final = "hp:"
+#: The MLflow tracking URI (server or app ARN) and the run's name: the run is tagged
+#: ``smtrain.training_job=<training job name>`` (:data:`RUN_TAG_TRAINING_JOB`).
+METADATA_MLFLOW_TRACKING_URI: Final = "mlflow:trackingUri"
+METADATA_MLFLOW_EXPERIMENT: Final = "mlflow:experiment"
+#: Where the offline engine keeps its model registry, under its work directory.
+LOCAL_REGISTRY_DIR: Final = "registry"
 
 # --- Limits ---------------------------------------------------------------------------------
 
@@ -102,6 +139,8 @@ TRAINING_FAILED_ERROR: Final = "TrainingJobFailed"
 TUNING_FAILED_ERROR: Final = "TuningJobFailed"
 #: An execution that could use more instance-hours than the deployment's ``maxJobHours``.
 BUDGET_EXCEEDED_ERROR: Final = "JobHoursBudgetExceeded"
+#: A model that trained (its artifact is named in the cause) but could not be registered.
+REGISTRATION_FAILED_ERROR: Final = "ModelRegistrationFailed"
 
 # --- S3 layout (both buckets) ---------------------------------------------------------------
 
@@ -110,6 +149,8 @@ DATASETS_PREFIX: Final = "datasets/"
 #: Local channel uploads land here, inside the prefix the execution role may read.
 UPLOAD_PREFIX: Final = "datasets/uploads"
 MODELS_PREFIX: Final = "models/"
+#: Model-quality reports of registered versions: ``model-quality/<execution name>.json``.
+QUALITY_REPORTS_PREFIX: Final = "model-quality/"
 CHECKPOINTS_PREFIX: Final = "checkpoints/"
 
 #: Script mode under network isolation: the container cannot fetch ``sourcedir.tar.gz`` from S3,
@@ -179,6 +220,8 @@ OUTPUT_DEFAULT_MAX_RUNTIME: Final = "DefaultMaxRuntimeInSeconds"
 #: Per program: ``ProgramImage<Id>`` (BYOC image URI) and ``ProgramSource<Id>`` (script tarball).
 OUTPUT_PROGRAM_IMAGE: Final = "ProgramImage"
 OUTPUT_PROGRAM_SOURCE: Final = "ProgramSource"
+#: Per program: ``ModelPackageGroup<Id>``, the name of its model package group.
+OUTPUT_MODEL_PACKAGE_GROUP: Final = "ModelPackageGroup"
 
 
 def output_id(program: str) -> str:
@@ -190,6 +233,10 @@ def output_id(program: str) -> str:
 
 OUTPUT_FIELDS: Final[tuple[str, ...]] = ("program", "trainingJobName", "modelArtifacts",
                                          "metrics")
+#: Beside those: ``registered`` (bool), ``registrationReason`` (why, or why not) and, when
+#: registered, ``modelPackageArn`` (the version) and ``modelPackageGroup``.
+REGISTRATION_OUTPUT_FIELDS: Final[tuple[str, ...]] = ("registered", "registrationReason",
+                                                      "modelPackageArn", "modelPackageGroup")
 TUNING_OUTPUT_FIELDS: Final[tuple[str, ...]] = (*OUTPUT_FIELDS, "tuningJobName",
                                                 "tuningJobStatus", "trainingJobCounters",
                                                 "objective", "tunedHyperparameters")

@@ -64,6 +64,37 @@ def parse_hyperparameters(pairs: Sequence[str]) -> dict[str, str]:
     return result
 
 
+def parse_register(*, register: bool | None, minimum: Sequence[str] = (),
+                   maximum: Sequence[str] = ()) -> bool | dict[str, Any] | None:
+    """The input's ``register`` from ``--register``/``--no-register`` (``register``: True/False,
+    None for neither) and ``--min``/``--max METRIC=VALUE`` (a quality gate, which implies
+    ``--register``); None when nothing was given (the program's default applies)."""
+    gate: dict[str, dict[str, float]] = {}
+    for flag, pairs in (("--min", minimum), ("--max", maximum)):
+        limits: dict[str, float] = {}
+        for pair in pairs:
+            metric, separator, text = pair.rpartition("=")
+            if not separator or not metric:
+                raise InputError(f"{flag} {pair!r} must be written METRIC=NUMBER")
+            try:
+                value = float(text)
+            except ValueError:
+                raise InputError(f"{flag} {pair!r}: {text!r} is not a number") from None
+            if value != value or value in (float("inf"), float("-inf")):
+                raise InputError(f"{flag} {pair!r}: the limit must be a finite number")
+            if metric in limits:
+                raise InputError(f"{flag} gives metric {metric!r} twice")
+            limits[metric] = value
+        if limits:
+            gate["minimum" if flag == "--min" else "maximum"] = limits
+    if gate and register is False:
+        raise InputError("--no-register with --min/--max: a quality gate applies only to a run "
+                         "that registers")
+    if gate:
+        return dict(gate)
+    return register
+
+
 @dataclass(frozen=True)
 class ChannelInput:
     channel: str
@@ -179,7 +210,8 @@ def resolve_program(programs: Mapping[str, Program], *, program: str | None,
 def build_input(*, program: Program, programs: Mapping[str, Program],
                 hyperparameters: Mapping[str, str], instance_type: str | None,
                 instance_count: int | None, spot: bool, channels: Mapping[str, str],
-                tuning: Mapping[str, Any] | None, max_runtime: int | None = None) -> dict[str, Any]:
+                tuning: Mapping[str, Any] | None, max_runtime: int | None = None,
+                register: bool | Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The execution input: only what the user set (the state machine fills the defaults),
     checked by the same rules the state machine applies (:mod:`smtrain.input_rules`)."""
     execution_input: dict[str, Any] = {contract.PROGRAM: program.name}
@@ -200,6 +232,8 @@ def build_input(*, program: Program, programs: Mapping[str, Program],
             for name, uri in channels.items()}
     if tuning is not None:
         execution_input[contract.TUNING] = dict(tuning)
+    if register is not None:
+        execution_input[contract.REGISTER] = register if isinstance(register, bool) else dict(register)
     checked = input_rules.check(programs, execution_input)
     if checked.problems:
         raise InputError(checked.problems[0]["cause"])

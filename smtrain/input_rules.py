@@ -12,11 +12,16 @@ CLI, which evaluates it with ``jsonata-python`` before it starts anything. So a 
   out of its bounds (values are never reformatted: ``2.10`` stays ``2.10``);
 - an input channel the program does not read, or a URI that is not ``s3://bucket/...``;
 - a tuning range on an undeclared or untunable name, of the wrong kind or outside the bounds; an
-  objective the program does not print; a hyperparameter both tuned and given.
+  objective the program does not print; a hyperparameter both tuned and given;
+- a ``register`` that is not true, false, null or an object of ``minimum``/``maximum`` (metrics
+  the program prints, to numbers) and ``description`` (SageMaker's description text).
 
 :func:`expression` gives the JSONata body: it reads the raw input as ``$in`` and yields
 ``{"program": <resolved name or undefined>, "instanceType": <the program's default instance
-type when the input gives none, or undefined>, "problems": [{"error", "cause"}, ...]}``.
+type when the input gives none, or undefined>, "register": <see below>, "problems": [{"error",
+"cause"}, ...]}``. ``register`` is the input's (or, when it has none, the program's default)
+normalised to ``{"enabled": false}`` or ``{"enabled": true, "minimum": {...}, "maximum": {...}}``
+with the input's ``description`` when it gives one; ``true`` takes the program's default gate.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ def expression(programs: Mapping[str, Program]) -> str:
     invalid = json.dumps(contract.INVALID_INPUT_ERROR)
     unknown_program = json.dumps(contract.UNKNOWN_PROGRAM_ERROR)
     program_field, method_field = contract.PROGRAM, contract.METHOD
+    register_fields = _list(contract.REGISTER_FIELDS)
+    max_description = contract.MAX_MODEL_DESCRIPTION
     # Each $problem is an array of {error, cause}; $append keeps them in order, and the first is
     # the one the execution fails with. One line: a JSONata string in a definition is "{% ... %}"
     # on one line (asl-validator's schema; JSONata itself ignores the line breaks).
@@ -204,11 +211,52 @@ def expression(programs: Mapping[str, Program]) -> str:
         : []
     )));
 
+  $reg := $in.register;
+  $regGiven := $exists($reg) and $type($reg) != "null";
+  $thresholdProblems := function($bound) {{(
+    $limits := $lookup($reg, $bound);
+    $not($exists($limits)) or $type($limits) = "null" ? [] :
+    $not($isObject($limits)) ? [$bad("field 'register." & $bound & "' must be an object of metric: number")] :
+    $reduce([$keys($limits)], function($acc, $m) {{
+      $append($acc,
+        $not($m in $spec.metrics)
+          ? [$bad("register." & $bound & " names '" & $m & "', not a metric of program " & $name & ": " & $join($spec.metrics, ", "))]
+        : $type($lookup($limits, $m)) != "number"
+          ? [$bad("field 'register." & $bound & "." & $m & "' must be a number")]
+          : [])
+    }}, [])
+  )}};
+  $registerProblems := $not($exists($spec)) or $not($regGiven) or $type($reg) = "boolean" ? [] :
+    $not($isObject($reg)) ? [$bad("field 'register' must be true, false or an object of " & $join({register_fields}, ", "))] :
+    $append($append($append(
+      (
+        $extra := [$filter($keys($reg), function($k) {{ $not($k in {register_fields}) }})];
+        $count($extra) > 0
+          ? [$bad("unknown register field(s) " & $join($extra, ", ") & "; allowed: " & $join({register_fields}, ", "))]
+          : []
+      ),
+      $thresholdProblems("minimum")), $thresholdProblems("maximum")),
+      $not($exists($reg.description)) ? [] :
+      $type($reg.description) != "string" or $length($reg.description) > {max_description} or $contains($reg.description, /[\\u0000-\\u001f\\u007f]/)
+        ? [$bad("field 'register.description' must be text of at most {max_description} characters without line breaks or control characters (SageMaker's ModelPackageDescription)")]
+        : []);
+  $asked := $regGiven ? $reg : $exists($spec) ? $spec.register : false;
+  $register := $asked = true
+    ? ($isObject($spec.register) ? $merge([{{"enabled": true}}, $spec.register]) : {{"enabled": true, "minimum": {{}}, "maximum": {{}}}})
+    : $isObject($asked)
+      ? $merge([{{"enabled": true,
+                  "minimum": $isObject($asked.minimum) ? $asked.minimum : {{}},
+                  "maximum": $isObject($asked.maximum) ? $asked.maximum : {{}}}},
+                $type($asked.description) = "string" ? {{"description": $asked.description}} : {{}}])
+      : {{"enabled": false}};
+
   {{
     "program": $name,
     "instanceType": $exists($spec.instanceType) and $not($exists($in.instanceType)) ? $spec.instanceType,
-    "problems": $append($append($append($append($append($inputProblems, $fieldProblems),
-                $resolution.problems), $hpProblems), $channelProblems), $tuningProblems)
+    "register": $exists($spec) ? $register,
+    "problems": $append($append($append($append($append($append($inputProblems, $fieldProblems),
+                $resolution.problems), $hpProblems), $channelProblems), $tuningProblems),
+                $registerProblems)
   }}
 )""")
 
@@ -223,6 +271,8 @@ class Checked:
 
     program: str | None
     problems: list[dict[str, str]]
+    #: What the run registers (see :func:`expression`); None when no program resolved.
+    register: dict[str, Any] | None = None
 
 
 @lru_cache(maxsize=8)
@@ -242,4 +292,5 @@ def check(programs: Mapping[str, Program], execution_input: Any) -> Checked:
         return Checked(program=None, problems=[{
             "error": contract.INVALID_INPUT_ERROR,
             "cause": f"the execution input could not be checked: {error}"}])
-    return Checked(program=result.get("program"), problems=list(result.get("problems") or []))
+    return Checked(program=result.get("program"), problems=list(result.get("problems") or []),
+                   register=result.get("register"))

@@ -125,6 +125,10 @@ def fresh_name(name: str) -> str:
 def print_result(output: Mapping[str, Any], model_path: Any) -> None:
     print(f"model: {output['modelArtifacts']}\n       = {model_path}")
     print("metrics: " + "  ".join(f"{m['MetricName']}={m['Value']}" for m in output["metrics"]))
+    from smtrain.watch import registration_lines
+
+    for line in registration_lines(dict(output)):
+        print(line.replace("smtrain models approve", "smtrain models approve --local", 1))
     print(json.dumps(output, indent=2))
 
 

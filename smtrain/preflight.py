@@ -200,6 +200,13 @@ class _References:
                 return str(resolve_intrinsics(value, self.resolver(exporter)))
             if kind == "Ref":
                 return self._ref(stack, str(argument))
+            if kind == "Fn::GetStackOutput":
+                # A weak reference: another stack's plain output, by stack name and output name.
+                for other in self.stacks.values():
+                    output = other.template.get("Outputs", {}).get(argument["OutputName"])
+                    if other.stack_name == argument["StackName"] and output is not None:
+                        return str(resolve_intrinsics(output["Value"], self.resolver(other.artifact_id)))
+                raise UnresolvedReference(f"no stack of the app has an output {argument['OutputName']!r}")
             logical_id, attribute = argument if isinstance(argument, list) else str(argument).split(".", 1)
             return self._attribute(stack, logical_id, attribute)
 
@@ -272,6 +279,7 @@ class _References:
                 "AWS::Logs::LogGroup": f"arn:{p}:logs:{r}:{a}:log-group:{name}:*",
                 "AWS::Lambda::Function": f"arn:{p}:lambda:{r}:{a}:function:{name}",
             }
+
             if resource_type in arns:
                 return arns[resource_type]
             if resource_type in ("AWS::IAM::ManagedPolicy", "AWS::StepFunctions::StateMachine", "AWS::SNS::Topic"):
@@ -376,8 +384,13 @@ def derive_checks(definition: Mapping[str, Any], machine: Mapping[str, Any], der
         if match and match["service"] == "sagemaker" and not match["sdk"] and match["api"] in _JOB_KINDS:
             job = _job_checks(name, match["api"], match["pattern"], parameters, machine_role, d)
             samples["tuning" if match["api"] == "createHyperParameterTuningJob" else "training"] = job
+        elif match and match["sdk"] and match["service"] == "sagemaker" and \
+                match["api"] == "createModelPackage":
+            _registration_checks(name, parameters, definition, machine_role, d)
         elif match and match["sdk"] and match["service"] == "sagemaker":
             _sdk_sagemaker_checks(name, match["api"], parameters, machine_role, samples, d)
+        elif match and match["sdk"] and match["service"] == "s3" and match["api"] == "putObject":
+            _put_object_checks(name, parameters, machine_role, d)
         else:
             d.not_derived.append(f"{name}: {resource}")
     if definition.get("QueryLanguage") == "JSONata":
@@ -444,6 +457,39 @@ def _sdk_sagemaker_checks(state: str, api: str, parameters: Mapping[str, Any], m
         d.not_derived.append(f"{state}: arn:aws:states:::aws-sdk:sagemaker:{api}")
         return
     d.add(machine_role, Check(action, resource, f"{state} (aws-sdk:sagemaker:{api})"))
+
+
+def _registration_checks(state: str, parameters: Mapping[str, Any], definition: Mapping[str, Any],
+                         machine_role: str, d: _Derivation) -> None:
+    """``aws-sdk:sagemaker:createModelPackage``: a version in each group a program's state
+    names (``registry.group`` of the Pass results), with the approval status it sends."""
+    why = f"{state} (aws-sdk:sagemaker:createModelPackage)"
+    groups = sorted({value.rsplit("model-package-group/", 1)[-1] for path, value in _data(definition)
+                     if path[-2:] == ("registry", "group")})
+    status = parameters.get("ModelApprovalStatus")
+    context = (("sagemaker:ModelApprovalStatus", str(status)),) if isinstance(status, str) else ()
+    if not groups:
+        d.not_derived.append(f"{state}: the model package groups (no registry.group in the definition)")
+    for group in groups:
+        d.add(machine_role, Check("sagemaker:CreateModelPackage",
+                                  d.arn("sagemaker", f"model-package/{group.lower()}/1"),
+                                  f"{why}: a version in {group}", context))
+
+
+def _put_object_checks(state: str, parameters: Mapping[str, Any], machine_role: str,
+                       d: _Derivation) -> None:
+    """``aws-sdk:s3:putObject`` by the state machine (the model-quality report)."""
+    why = f"{state} (aws-sdk:s3:putObject)"
+    bucket = parameters.get("Bucket")
+    key = parameters.get("Key") or _sample(parameters.get("Key.$"))
+    if not isinstance(bucket, str) or not isinstance(key, str):
+        d.not_derived.append(f"{why}: the bucket or key comes from a path at run time")
+        return
+    d.add(machine_role, Check("s3:PutObject", d.object_arn(bucket, key), why))
+    if bucket in d.bucket_keys:
+        d.add(machine_role, Check("kms:GenerateDataKey", d.bucket_keys[bucket],
+                                  f"{why} (the bucket's SSE-KMS key, through S3)",
+                                  (("kms:ViaService", f"s3.{d.region}.amazonaws.com"),)))
 
 
 def _execution_role_checks(state: str, request: Mapping[str, Any], role: str, job: str, d: _Derivation) -> None:

@@ -61,6 +61,9 @@ _RANGE_SCHEMA = {
         "values": {"type": "array", "minItems": 1, "items": {"type": "string"}},
     },
 }
+_THRESHOLDS_SCHEMA = {"type": "object", "additionalProperties": {"type": "number"}}
+_MIME_TYPES_SCHEMA = {"type": "array", "minItems": 1, "maxItems": 10,
+                      "items": {"type": "string", "pattern": r"^[-\w]+/.+$", "maxLength": 256}}
 #: The manifest's JSON schema (TOML parses into the same data model).
 MANIFEST_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -120,6 +123,20 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         },
         "hyperparameters": {"type": "object",
                             "additionalProperties": _HYPERPARAMETER_SCHEMA},
+        "register": {
+            "type": "object", "additionalProperties": False,
+            "properties": {
+                "default": {"type": "boolean"},
+                "minimum": _THRESHOLDS_SCHEMA,
+                "maximum": _THRESHOLDS_SCHEMA,
+            },
+        },
+        "serving": {
+            "type": "object", "additionalProperties": False,
+            "properties": {"content_types": _MIME_TYPES_SCHEMA,
+                           "response_types": _MIME_TYPES_SCHEMA,
+                           "entry_point": {"type": "string", "pattern": r"^[A-Za-z0-9_.-]+\.py$"}},
+        },
         "tuning": {
             "type": "object", "additionalProperties": False,
             "required": ["objective", "type", "ranges"],
@@ -230,6 +247,36 @@ class TuningDefaults:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Registration:
+    """The manifest's ``[register]`` table: whether a run registers its model when its input
+    says nothing (``default``, false unless given), and the quality gate it then applies:
+    ``minimum``/``maximum`` final metric values (``{metric: number}``)."""
+
+    default: bool = False
+    minimum: Mapping[str, float] = field(default_factory=dict)
+    maximum: Mapping[str, float] = field(default_factory=dict)
+
+    def as_input(self) -> dict[str, Any] | bool:
+        """The execution input's ``register`` value this default stands for."""
+        if not self.default:
+            return False
+        return {"minimum": dict(self.minimum), "maximum": dict(self.maximum)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Serving:
+    """The manifest's ``[serving]`` table: the request and response MIME types the model's
+    inference container accepts (a registered version's ``SupportedContentTypes`` and
+    ``SupportedResponseMIMETypes``). Default: CSV both ways."""
+
+    content_types: tuple[str, ...] = ("text/csv",)
+    response_types: tuple[str, ...] = ("text/csv",)
+    #: A script program's inference handler, shipped in the model archive's ``code/`` folder
+    #: (what the framework's serving toolkit imports; the SDK's ``SAGEMAKER_PROGRAM``).
+    entry_point: str = "inference.py"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Program:
     """One training program, read from ``<directory>/program.toml``."""
 
@@ -251,6 +298,8 @@ class Program:
     metric_definitions: tuple[Mapping[str, str], ...] = ()
     hyperparameters: Mapping[str, Hyperparameter] = field(default_factory=dict)
     tuning: TuningDefaults | None = None
+    registration: Registration = field(default_factory=Registration)
+    serving: Serving = field(default_factory=Serving)
 
     @property
     def requirements(self) -> Path | None:
@@ -283,6 +332,8 @@ class Program:
         # Which manifest the catalog was made from: an offline run compares it with the
         # synthesized one (smtrain.local.staleness), so a manifest edit is never run stale.
         entry["manifest"] = hashlib.sha256((self.directory / MANIFEST).read_bytes()).hexdigest()[:16]
+        # What a run registers when its input has no 'register' (smtrain.input_rules).
+        entry["register"] = self.registration.as_input()
         if self.tuning is not None:
             # What a tuning run tunes when its input gives no parameterRanges of its own.
             entry["tuned"] = [r["Name"] for ranges in self.tuning.parameter_ranges.values()
@@ -369,6 +420,22 @@ def load(directory: Path, *, staged: bool = False) -> Program:
             raise fail(f"hyperparameters.{key}", "names are 1-256 characters")
     metric_names = tuple(m["name"] for m in metrics)
     tuning = _tuning(fail, data.get("tuning"), hyperparameters, metric_names)
+    register = data.get("register", {})
+    for bound in ("minimum", "maximum"):
+        for metric, value in register.get(bound, {}).items():
+            if metric not in metric_names:
+                raise fail(f"register.{bound}.{metric}",
+                           f"not a metric of this program: {', '.join(metric_names) or 'none'}")
+            if value != value or value in (float("inf"), float("-inf")):
+                raise fail(f"register.{bound}.{metric}", "must be a finite number")
+    registration = Registration(default=register.get("default", False),
+                                minimum=dict(register.get("minimum", {})),
+                                maximum=dict(register.get("maximum", {})))
+    serving_data = data.get("serving", {})
+    serving = Serving(
+        content_types=tuple(serving_data.get("content_types", Serving.content_types)),
+        response_types=tuple(serving_data.get("response_types", Serving.response_types)),
+        entry_point=serving_data.get("entry_point", Serving.entry_point))
 
     script, byoc, builtin = data.get("script", {}), data.get("byoc", {}), data.get("builtin", {})
     program = Program(
@@ -380,7 +447,8 @@ def load(directory: Path, *, staged: bool = False) -> Program:
         build_context=byoc.get("context", "."),
         algorithm=builtin.get("algorithm"),
         channels=channels, metric_names=metric_names, metric_definitions=definitions,
-        hyperparameters=hyperparameters, tuning=tuning,
+        hyperparameters=hyperparameters, tuning=tuning, registration=registration,
+        serving=serving,
     )
     _check_files(fail, program)
     return program

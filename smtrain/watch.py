@@ -129,11 +129,23 @@ def summary(description: dict[str, Any]) -> list[str]:
         lines.append(f"model: {output.get('modelArtifacts')}")
         metrics = "  ".join(f"{m['MetricName']}={m['Value']}" for m in output.get("metrics", []))
         lines.append(f"metrics: {metrics or '(none reported)'}")
+        lines.extend(registration_lines(output))
     elif state in ("FAILED", "TIMED_OUT", "ABORTED"):
         lines.append(f"{state}: {description.get('error') or ''}")
         reason = failure_reason(description.get("cause"))
         lines.append(f"reason: {reason or description.get('cause') or '(none given)'}")
     return lines
+
+
+def registration_lines(output: dict[str, Any]) -> list[str]:
+    """What became of the model: its registered version (and how to approve it) or why not."""
+    if "registered" not in output:
+        return []
+    if output["registered"]:
+        return [f"registered: {output.get('modelPackageArn')} (PendingManualApproval)",
+                f"  {output.get('registrationReason')}",
+                f"  approve: smtrain models approve {output.get('modelPackageArn')} --reason '...'"]
+    return [f"registry: {output.get('registrationReason')}"]
 
 
 def exit_code(state: str) -> int:

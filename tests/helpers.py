@@ -109,3 +109,13 @@ def resource_arn(logical_id: str, suffix: str = "") -> str:
 
 def all_actions(statements: list[dict[str, Any]]) -> set[str]:
     return {action for statement in statements for action in as_list(statement["Action"])}
+
+
+#: The storage stack's model registry outputs, which the workflow stack always reads.
+REGISTRY_OUTPUT_PREFIXES = ("ModelPackageGroup", "ModelPackageVersions")
+
+
+def reads_besides_the_registry(template: Template) -> list[Any]:
+    """The template's ``Fn::GetStackOutput`` reads other than the model registry's."""
+    return [read for read in references(template, "Fn::GetStackOutput")
+            if not str(read["OutputName"]).startswith(REGISTRY_OUTPUT_PREFIXES)]

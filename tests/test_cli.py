@@ -26,6 +26,7 @@ import pytest
 from smtrain import input_rules
 from smtrain.execution_request import program_hyperparameters
 from smtrain.local.deployment import load_deployment
+from smtrain.local.model_registry import LocalModelRegistry
 from smtrain.local.s3_stand_in import LocalS3
 from smtrain.local.sfn_sagemaker import serve_sagemaker
 from smtrain.programs import Hyperparameter, Program, discover
@@ -135,10 +136,15 @@ def cloud(synthesized: Synthesized, tmp_path_factory: pytest.TempPathFactory) ->
     backend = ScriptedBackend(JobScript(statuses=("InProgress", "Completed")))
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    with serve_sagemaker(backend):
+    deployment = load_deployment(synthesized.outdir, s3=LocalS3(tmp_path_factory.mktemp("assets")))
+    # The state machine's registry calls go to an offline registry, and its quality report to an
+    # S3 stand-in, in this test process like the scripted SageMaker (moto's own aws-sdk tasks
+    # would call its default endpoint, not this server).
+    registry = LocalModelRegistry(tmp_path_factory.mktemp("registry"),
+                                  groups=deployment.model_groups.values())
+    with serve_sagemaker(backend, registry=registry, s3=LocalS3(tmp_path_factory.mktemp("reports"))):
         server.start()
         try:
-            deployment = load_deployment(synthesized.outdir, s3=LocalS3(tmp_path_factory.mktemp("assets")))
             endpoint = f"http://127.0.0.1:{port}"
             cloud = Cloud(endpoint, "", deployment.data_bucket, backend)
             # The CLI reads the programs the app was synthesized from (the shipped ones), even
@@ -201,6 +207,47 @@ def test_start_wait_succeeds_and_reports(cloud: Cloud) -> None:
     assert f"{request['TrainingJobName']}/output/model.tar.gz" in result.stdout
     assert request["HyperParameters"]["epochs"] == "3"
     assert request["HyperParameters"]["learning-rate"] == "1e-3", "sent exactly as typed, not reformatted"
+    # The program's default gate (validation:accuracy >= 0.9) passed: the version and how to
+    # approve it are printed.
+    output = json.loads(cloud.describe("cli-wait")["output"])
+    assert output["registered"] is True
+    assert f"registered: {output['modelPackageArn']} (PendingManualApproval)" in result.stdout
+    assert "meets the quality gate: validation:accuracy 0.97 >= 0.9" in result.stdout
+    assert f"smtrain models approve {output['modelPackageArn']} --reason" in result.stdout
+
+
+def test_a_quality_gate_from_the_command_line(cloud: Cloud) -> None:
+    """--min/--max become the input's register gate; a model that misses it is not registered,
+    and the run still succeeds, saying why."""
+    result = cloud.smtrain("start", "--program", "digits_mlp", "--min", "validation:accuracy=0.99",
+                           "--name", "cli-gate", "--wait", "--interval", "0.3")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(cloud.describe("cli-gate")["input"])["register"] == {
+        "minimum": {"validation:accuracy": 0.99}}
+    assert ("registry: not registered: validation:accuracy 0.97 is below the minimum 0.99"
+            in result.stdout)
+    skipped = cloud.smtrain("start", "--program", "digits_mlp", "--no-register", "--name", "cli-skip",
+                            "--wait", "--interval", "0.3")
+    assert skipped.returncode == 0, skipped.stdout + skipped.stderr
+    assert json.loads(cloud.describe("cli-skip")["input"])["register"] is False
+    assert "registry: not requested" in skipped.stdout
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--min", "validation:accuracy"], "--min 'validation:accuracy' must be written METRIC=NUMBER"),
+    (["--max", "validation:loss=low"], "--max 'validation:loss=low': 'low' is not a number"),
+    (["--min", "accuracy=0.9"], "register.minimum names 'accuracy', not a metric of program digits_mlp"),
+    (["--no-register", "--min", "validation:accuracy=0.9"], "--no-register with --min/--max"),
+])
+def test_a_bad_gate_is_refused_before_anything_starts(cloud: Cloud, arguments: list[str],
+                                                      message: str) -> None:
+    executions_before = cloud.client("stepfunctions").list_executions(
+        stateMachineArn=cloud.state_machine_arn)["executions"]
+    result = cloud.smtrain("start", "--program", "digits_mlp", *arguments)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stdout + result.stderr
+    assert cloud.client("stepfunctions").list_executions(
+        stateMachineArn=cloud.state_machine_arn)["executions"] == executions_before
 
 
 def test_hyperparameters_are_sent_exactly_as_typed(cloud: Cloud) -> None:
@@ -258,7 +305,7 @@ def test_an_unknown_input_field_never_reaches_sagemaker(cloud: Cloud, shipped: d
     evaluates the same rules and gets the same words."""
     document = {"program": "digits_mlp", "epochs": "3"}
     cause = ("unknown field(s) epochs; allowed: program, method, hyperparameters, instanceType, "
-             "instanceCount, volumeSizeInGB, maxRuntimeInSeconds, spot, inputs, tuning")
+             "instanceCount, volumeSizeInGB, maxRuntimeInSeconds, spot, inputs, tuning, register")
     assert input_rules.check(shipped, document).problems == [{"error": "InvalidExecutionInput", "cause": cause}]
     requests_before = len(cloud.backend.requests)
     cloud.client("stepfunctions").start_execution(stateMachineArn=cloud.state_machine_arn, name="unknown-field",

@@ -84,6 +84,13 @@ ACCEPTED: dict[Accepted, str] = {
         "its network-interface resource is optional in the reference (the request names a "
         "permission, not an interface), so a scoped grant could refuse SageMaker's clean-up of a "
         "VPC job; SageMaker's guide grants it on * (CreateTrainingJob execution role, VpcConfig)",
+    Accepted("resource-mismatch", "sagemaker:CreateModelPackage",
+             f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model-package/smtrain-*-0/*",
+             "AWS::IAM::Policy.PolicyDocument"):
+        "a versioned model package's ARN is model-package/<group>/<version> (the reference's "
+        "format names one ${ModelPackageName}); the SageMaker developer guide's own policy for "
+        "registering versions grants CreateModelPackage on model-package/<group name>/* "
+        "(\"Register a Model Version from a Different Account\")",
     Accepted("condition-key-not-for-action", "kms:DescribeKey", "kms:EncryptionContext:aws:logs:arn",
              "AWS::KMS::Key.KeyPolicy", principal='{"Service": "logs.*.amazonaws.com"}'):
         "the CloudWatch Logs user guide's key policy puts Describe* under the encryption-context "
@@ -397,6 +404,15 @@ class Renderer:
             return str(self.render(value, source))
         if kind == "Ref" and argument in _PSEUDO:
             return _PSEUDO[argument]
+        if kind == "Fn::GetStackOutput":
+            # A weak reference: the named output of another stack of the app.
+            found = [(source, template["Outputs"][argument["OutputName"]]["Value"])
+                     for source, template in self.templates.items()
+                     if argument["OutputName"] in template.get("Outputs", {})]
+            if not found:
+                raise UnresolvedReference(f"no stack has an output {argument['OutputName']!r}")
+            source, value = found[0]
+            return str(self.render(value, source))
         logical_id, attribute = (argument, None) if kind == "Ref" else (
             argument if isinstance(argument, list) else str(argument).split(".", 1))
         template = self.templates[stack]

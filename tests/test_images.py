@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import pytest
 
@@ -28,8 +29,7 @@ def test_table_matches_the_sdk_for_every_region() -> None:
             answer = images_from_sdk(region=region, pytorch_version=version,
                                      pytorch_py_version=py_version,
                                      xgboost_version=xgboost.removeprefix("xgboost-"))
-            assert images == {"pytorch_cpu": answer.pytorch_cpu, "pytorch_gpu": answer.pytorch_gpu,
-                              "xgboost": answer.xgboost}, (key, region)
+            assert images == asdict(answer), (key, region)
 
 
 @pytest.mark.parametrize(("region", "account"), [("us-east-1", "683313688378"),
@@ -39,3 +39,11 @@ def test_xgboost_lives_in_the_regions_account(region: str, account: str) -> None
                              xgboost_version="1.7-1")
     assert images.xgboost == f"{account}.dkr.ecr.{region}.amazonaws.com/sagemaker-xgboost:1.7-1"
     assert f".dkr.ecr.{region}.amazonaws.com/pytorch-training:2.5-cpu-py311" in images.pytorch_cpu
+
+
+def test_registered_script_models_name_the_regions_inference_image() -> None:
+    """The SDK's answer for image_scope="inference" (what PyTorchModel deploys), per region."""
+    images = training_images(region="eu-west-1", pytorch_version="2.5", pytorch_py_version="py311",
+                             xgboost_version="1.7-1")
+    assert images.pytorch_inference_cpu == \
+        "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-inference:2.5-cpu-py311"

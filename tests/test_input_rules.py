@@ -48,9 +48,25 @@ CASES: list[tuple[Any, tuple[str, str] | None]] = [
     ({"program": "digits_mlp", "hyperparameter": {"epochs": "3"}},
      ("InvalidExecutionInput", "unknown field(s) hyperparameter; allowed: "
       + ", ".join(contract.INPUT_FIELDS))),
-    ({"program": "digits_mlp", "register": {}},
-     ("InvalidExecutionInput", "unknown field(s) register; allowed: "
+    ({"program": "digits_mlp", "registry": {}},
+     ("InvalidExecutionInput", "unknown field(s) registry; allowed: "
       + ", ".join(contract.INPUT_FIELDS))),
+    ({"program": "digits_mlp", "register": "yes"},
+     ("InvalidExecutionInput", "field 'register' must be true, false or an object of minimum, "
+                               "maximum, description")),
+    ({"program": "digits_mlp", "register": {"minimum": {"validation:acc": 0.9}}},
+     ("InvalidExecutionInput", "register.minimum names 'validation:acc', not a metric of program "
+                               "digits_mlp: train:loss, validation:loss, validation:accuracy")),
+    ({"program": "digits_mlp", "register": {"maximum": {"validation:loss": "0.3"}}},
+     ("InvalidExecutionInput", "field 'register.maximum.validation:loss' must be a number")),
+    ({"program": "digits_mlp", "register": {"minimum": {}, "gate": 1}},
+     ("InvalidExecutionInput", "unknown register field(s) gate; allowed: minimum, maximum, "
+                               "description")),
+    ({"program": "digits_mlp", "register": {"description": "two\nlines"}},
+     ("InvalidExecutionInput", "field 'register.description' must be text of at most 1024 "
+      "characters without line breaks or control characters (SageMaker's ModelPackageDescription)")),
+    ({"program": "digits_mlp", "register": {"minimum": {"validation:accuracy": 0.95}}}, None),
+    ({"program": "digits_mlp", "register": False}, None),
     ({}, ("InvalidExecutionInput",
           "field 'program' is required: one of digits_lightgbm, digits_mlp, digits_xgboost")),
     ({"program": "sklearn"}, ("UnknownProgram",

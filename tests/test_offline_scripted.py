@@ -101,6 +101,9 @@ def padded(harness: Harness, cdk_context: dict[str, Any], settings: Settings,
         name=f"{deployment.state_machine_name}-padded", type="STANDARD",
         definition=json.dumps(deployment.definition),
         roleArn="arn:aws:iam::123456789012:role/local-state-machine")["stateMachineArn"]
+    # Its deployment has one more program, so one more model package group.
+    registry = harness.engine.registry
+    registry.groups = tuple({*(registry.groups or ()), *deployment.model_groups.values()})
     return Harness(harness.engine, harness.backend, state_machine_arn=arn)
 
 
@@ -264,8 +267,11 @@ BAD_INPUTS: list[tuple[dict[str, Any], str, str]] = [
     # feature it lacks.
     ({"program": "digits_mlp", "hyperparameter": {"epochs": "3"}}, "InvalidExecutionInput",
      f"unknown field(s) hyperparameter; allowed: {ALLOWED_FIELDS}"),
-    ({"program": "digits_mlp", "register": {}}, "InvalidExecutionInput",
-     f"unknown field(s) register; allowed: {ALLOWED_FIELDS}"),
+    ({"program": "digits_mlp", "registry": {}}, "InvalidExecutionInput",
+     f"unknown field(s) registry; allowed: {ALLOWED_FIELDS}"),
+    ({"program": "digits_mlp", "register": {"minimum": {"accuracy": 0.9}}}, "InvalidExecutionInput",
+     "register.minimum names 'accuracy', not a metric of program digits_mlp: train:loss, "
+     "validation:loss, validation:accuracy"),
     # Hyperparameters are the program's declared ones: the user cannot override the fixed
     # sagemaker_* values (the entry point, the code's location) nor send names it does not read.
     ({"program": "digits_mlp", "hyperparameters": {"epochs": "3", "sagemaker_program": "evil.py"}},

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -219,6 +220,15 @@ def test_the_synthesized_app_passes(synthesized: Synthesized, stub: AwsStub, pre
             "events:PutRule", "iam:PassRole", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "kms:Encrypt",
             "kms:GenerateDataKey", "kms:Decrypt", "ecr:BatchGetImage", "logs:CreateLogStream",
             "cloudwatch:PutMetricData", "xray:PutTraceSegments", "logs:CreateLogDelivery"} <= actions
+    # The registry's calls: a version in each program's group, pending approval only, and the
+    # quality report through S3 with the bucket's key.
+    versions = sorted(a[1][0] for a in asked if a[0] == "sagemaker:CreateModelPackage")
+    assert [re.sub(r"-[0-9a-f]{8}/1$", "", v.split(":model-package/")[1]) for v in versions] == [
+        "smtrain-digits-lightgbm", "smtrain-digits-mlp", "smtrain-digits-xgboost"]
+    assert {a[2] for a in asked if a[0] == "sagemaker:CreateModelPackage"} == {json.dumps([{
+        "ContextKeyName": "sagemaker:ModelApprovalStatus", "ContextKeyValues": ["PendingManualApproval"],
+        "ContextKeyType": "string"}])}
+    assert any(a[0] == "s3:PutObject" and "/model-quality/" in a[1][0] for a in asked)
     (pass_role,) = [a for a in asked if a[0] == "iam:PassRole"]
     assert json.loads(pass_role[2]) == [{"ContextKeyName": "iam:PassedToService",
                                          "ContextKeyValues": ["sagemaker.amazonaws.com"], "ContextKeyType": "string"}]

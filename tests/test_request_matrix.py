@@ -244,7 +244,7 @@ def any_input_for(route: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
         "tuning": _any_tuning(program),
     })
     # Now and then a field the input does not have (a typo of one it has, a feature it lacks).
-    unknown = st.sampled_from([*[{}] * 6, {"hyperparameter": {"epochs": "3"}}, {"register": {}}])
+    unknown = st.sampled_from([*[{}] * 6, {"hyperparameter": {"epochs": "3"}}, {"registry": {}}])
     return st.tuples(body, unknown).map(lambda parts: {**route, **parts[0], **parts[1]})
 
 

@@ -373,10 +373,20 @@ def test_outputs_are_small_and_named(definition: Definition) -> None:
     s = states(definition)
     assert set(s["ReportTraining"]["Parameters"]) == {
         "program.$", "trainingJobName.$", "modelArtifacts.$", "metrics.$"}
-    assert s["ReportTraining"]["End"] is True
     assert {"tuningJobName.$", "trainingJobName.$", "objective.$", "modelArtifacts.$",
             "metrics.$"} <= set(s["ReportTuning"]["Parameters"])
-    assert s["ReportTuning"]["End"] is True
+    # Both reports go through the registry's decision, and every way out of it ends in the one
+    # state that makes the output: the report plus what became of the model.
+    for report in ("ReportTraining", "ReportTuning"):
+        assert s[report]["ResultPath"] == "$.report"
+        assert s[report]["Next"] == "RegistrationRequested"
+    assert s["ReportResult"]["End"] is True
+    assert s["ReportResult"]["Parameters"] == {
+        "output.$": "States.JsonMerge($.report, $.registration, false)"}
+    assert s["ReportResult"]["OutputPath"] == "$.output"
+    for way_out in ("SkipRegistration", "KeepUnregistered", "RecordRegistration"):
+        assert s[way_out]["ResultPath"] == "$.registration"
+        assert s[way_out]["Next"] == "ReportResult"
 
 
 def test_every_state_is_reachable_and_jsonpath(definition: Definition) -> None:
@@ -385,7 +395,7 @@ def test_every_state_is_reachable_and_jsonpath(definition: Definition) -> None:
     # JSONPath throughout but for the two states that need JSONata (a state may choose its own
     # language inside a JSONPath state machine: developer guide, "Transforming data with JSONata").
     assert {name for name, state in s.items() if state.get("QueryLanguage") == "JSONata"} == {
-        "CheckProgramInput", "DescribeChannels"}
+        "CheckProgramInput", "DescribeChannels", "EvaluateQualityGate"}
     reachable, frontier = set(), [definition["StartAt"]]
     while frontier:
         name = frontier.pop()

@@ -55,6 +55,8 @@ def test_state_machine_role_may_do_exactly_this(synthesized: Synthesized) -> Non
     role_arn = json.dumps(pass_role[0]["Resource"], sort_keys=True)
     assert "SageMakerExecutionRole" in role_arn, "PassRole names the execution role only"
     key = json.dumps({"Fn::ImportValue": "smtrain-storage:ExportsOutputFnGetAttDataKey2A0DE9E6Arn11FE9379"})
+    repository = json.dumps({"Fn::ImportValue": (
+        "smtrain-storage:ExportsOutputFnGetAttTrainingImagesRepositoryC21C6A2AArn55BC9E47")})
 
     expected = {
         *((action, star) for action in (*LOG_DELIVERY_ACTIONS, *XRAY_ACTIONS, "sagemaker:ListTags")),
@@ -68,8 +70,28 @@ def test_state_machine_role_may_do_exactly_this(synthesized: Synthesized) -> Non
           for rule in rules),
         ("iam:PassRole", role_arn),
         *((action, key) for action in ("kms:Decrypt", "kms:GenerateDataKey")),
+        # The model registry (ModelRegistration): versions of the three groups, the quality
+        # report, and read access to what a version names.
+        *(("sagemaker:CreateModelPackage", versions) for versions in _version_arns(synthesized)),
+        ("s3:PutObject", _artifacts_objects("model-quality/*")),
+        ("s3:GetObject", _artifacts_objects("models/*")),
+        *((action, repository) for action in ("ecr:BatchGetImage", "ecr:DescribeImages")),
     }
     assert actions_by_resource(statements) == expected
+
+
+def _artifacts_objects(pattern: str) -> str:
+    return json.dumps({"Fn::Join": ["", [{"Fn::ImportValue": (
+        "smtrain-storage:ExportsOutputFnGetAttBucketsArtifactsB9EE6400Arn92A234F0")}, f"/{pattern}"]]},
+        sort_keys=True)
+
+
+def _version_arns(synthesized: Synthesized) -> list[str]:
+    """Each program's ``ModelPackageVersions<Id>`` output of the storage stack, read with
+    Fn::GetStackOutput (a weak reference)."""
+    return [json.dumps({"Fn::GetStackOutput": {"OutputName": name, "Region": "us-east-1",
+                                               "StackName": "smtrain-storage"}}, sort_keys=True)
+            for name in sorted(synthesized.storage["Outputs"]) if name.startswith("ModelPackageVersions")]
 
 
 def test_execution_data_is_encrypted_with_the_stack_key(synthesized: Synthesized) -> None:
@@ -94,6 +116,9 @@ def test_execution_data_is_encrypted_with_the_stack_key(synthesized: Synthesized
             "kms:EncryptionContext:aws:states:stateMachineArn": machine_arn}}, sort_keys=True)),
         (["kms:GenerateDataKey"], json.dumps({"StringEquals": {
             "kms:EncryptionContext:SourceArn": logs_arn}}, sort_keys=True)),
+        # The model registry's quality report and model reads, through S3 only.
+        (["kms:Decrypt", "kms:GenerateDataKey"], json.dumps({"StringEquals": {
+            "kms:ViaService": "s3.us-east-1.amazonaws.com"}}, sort_keys=True)),
     ])
     (key,) = [r for r in synthesized.storage["Resources"].values() if r["Type"] == "AWS::KMS::Key"]
     delivery = [s for s in key["Properties"]["KeyPolicy"]["Statement"]
@@ -149,7 +174,10 @@ def test_failure_alerts(synthesized: Synthesized) -> None:
                        "Principal": {"Service": "events.amazonaws.com"},
                        "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": "*",
                        "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}}]
-    _, rule = only_resource(template, "AWS::Events::Rule")
+    rules = resources_of_type(template, "AWS::Events::Rule")
+    (rule_id,) = [i for i in rules if i.startswith("FailureAlertsExecutionFailed")]
+    (approval_id,) = [i for i in rules if i.startswith("FailureAlertsModelApprovalChanged")]
+    rule = rules[rule_id]
     assert rule["Properties"]["EventPattern"] == {
         "source": ["aws.states"],
         "detail-type": ["Step Functions Execution Status Change"],
@@ -162,13 +190,14 @@ def test_failure_alerts(synthesized: Synthesized) -> None:
     _, topic_policy = only_resource(template, "AWS::SNS::TopicPolicy")
     statements = {s["Sid"]: s for s in topic_policy["Properties"]["PolicyDocument"]["Statement"]}
     assert statements["AllowPublishThroughSSLOnly"]["Effect"] == "Deny"
-    rule_arn = {"Fn::GetAtt": [next(iter(resources_of_type(template, "AWS::Events::Rule"))), "Arn"]}
+    rule_arns = [{"Fn::GetAtt": [rule_id, "Arn"]}, {"Fn::GetAtt": [approval_id, "Arn"]}]
     (allow,) = [st for st in statements.values() if st["Effect"] == "Allow"]
     assert allow["Action"] == "sns:Publish"
     assert allow["Principal"] == {"Service": "events.amazonaws.com"}
-    deny_others = statements["OnlyTheFailureRuleMayPublish"]
+    # Only the two alert rules (failures, model approvals: test_model_approval_alerts) may publish.
+    deny_others = statements["OnlyTheAlertRulesMayPublish"]
     assert deny_others["Effect"] == "Deny"
-    assert deny_others["Condition"] == {"ArnNotEquals": {"aws:SourceArn": rule_arn}}
+    assert deny_others["Condition"] == {"ArnNotEquals": {"aws:SourceArn": rule_arns}}
     assert not resources_of_type(template, "AWS::SNS::Subscription"), "no e-mail configured"
 
 

@@ -25,7 +25,8 @@ class ProgramInputCheck(Construct):
     the state (JSONata would rewrite its numbers: ``2.0`` would become ``2`` before the integer
     checks read the input's text); it assigns the variable ``$inputCheck`` instead:
     ``resolved`` (``{"program": name}``, also when the older ``method`` picked it, with the
-    program's ``instance_type`` as ``instanceType`` when the input gives none), ``rejected`` and
+    program's ``instance_type`` as ``instanceType`` when the input gives none, and what the run
+    registers as ``register``, see :func:`smtrain.input_rules.expression`), ``rejected`` and
     the first problem as ``rejection``. A rejected input ends in ``reject`` with that error
     (``InvalidExecutionInput`` or ``UnknownProgram``) and a cause naming the field. It costs two
     state transitions per execution (the check and its Choice; Step Functions bills standard
@@ -44,7 +45,8 @@ class ProgramInputCheck(Construct):
             reject_id="RejectProgramInput", variable=CHECK_VARIABLE,
             expression=("($in := $states.input.input; $result := " + body + "; "
                         "$rejected := $count($result.problems) > 0; "
-                        "{'resolved': {'program': $result.program, 'instanceType': $result.instanceType}, "
+                        "{'resolved': {'program': $result.program, 'instanceType': $result.instanceType, "
+                        "'register': $result.register}, "
                         "'rejected': $rejected, 'rejection': $rejected ? $result.problems[0] : {}})"),
             flag="rejected",
             rejection={"error.$": f"${CHECK_VARIABLE}.rejection.error",

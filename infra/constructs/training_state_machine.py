@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,8 @@ from infra.constructs.execution_input import (
     tuning_rules,
 )
 from infra.constructs.job_hours_budget import JobHoursBudget
+from infra.constructs.model_registration import ModelRegistration, registry_settings
+from infra.constructs.model_registry import ModelPackageGroup
 from infra.constructs.program_input import RESOLVED_PATH, ProgramInputCheck
 from infra.constructs.training_job_task import JobSecurity, TrainingJobTask
 from infra.constructs.tuning_job_task import DescribeTrainingJobTask, TuningJobTask
@@ -99,6 +101,11 @@ class TrainingStateMachineProps:
     #: Seconds Step Functions reuses a data key of ``key`` for the execution data it encrypts
     #: (60-900; the CloudFormation default is 300).
     kms_data_key_reuse_seconds: int = 300
+    #: Each program's model package group (every program needs one): where a run's model is
+    #: registered (see ``ModelRegistration``).
+    model_groups: Mapping[str, ModelPackageGroup] = field(default_factory=dict)
+    #: The project's ECR repository (BYOC images), which a registered version may name.
+    repository_arn: str | None = None
 
 
 class TrainingStateMachine(Construct):
@@ -113,7 +120,9 @@ class TrainingStateMachine(Construct):
     - a ``tuning`` object turns the run into a hyperparameter tuning job;
     - a job that fails ends the execution in ``TrainingFailed``/``TuningFailed`` with error
       ``TrainingJobFailed``/``TuningJobFailed`` and the job's failure in the cause;
-    - the output names the (best) training job, its model artifact and its final metrics;
+    - the output names the (best) training job, its model artifact and its final metrics, and
+      whether the model was registered (``ModelRegistration``: the quality gate, the version in
+      the program's model package group, or why not);
     - logs (level ALL, execution data included) go to a KMS-encrypted log group named
       ``/aws/vendedlogs/states/<prefix>-training`` and traces to X-Ray;
     - the role holds exactly what the tasks render (see ``sagemaker_task_policy``), plus what
@@ -127,6 +136,9 @@ class TrainingStateMachine(Construct):
             raise ValueError("the default instance type must be in allowed_instance_types")
         if not props.programs:
             raise ValueError("the state machine needs at least one training program")
+        missing = sorted({p.program.name for p in props.programs} - set(props.model_groups))
+        if missing:
+            raise ValueError(f"model_groups lacks a model package group for {missing}")
         self.props = props
         prefix = props.name_prefix
         artifacts = props.artifacts_bucket.bucket_name
@@ -255,13 +267,18 @@ class TrainingStateMachine(Construct):
                        failure=tuning_failed, label="BuiltinTuning")
         self.describe_best.add_catch(tuning_failed, errors=["States.ALL"], result_path="$.failure")
 
-        report_training = sfn.Pass(self, "ReportTraining", parameters={
+        self.registration = ModelRegistration(
+            self, "Registration", artifacts_bucket=props.artifacts_bucket, key=props.key,
+            version_arns=[props.model_groups[p.program.name].versions_arn() for p in props.programs],
+            tracking_uri=None if props.security.network_isolation else props.tracking_uri,
+            repository_arn=props.repository_arn)
+        report_training = sfn.Pass(self, "ReportTraining", result_path="$.report", parameters={
             "program.$": "$.config.program",
             "trainingJobName.$": "$.training.TrainingJobName",
             "modelArtifacts.$": "$.training.ModelArtifacts",
             "metrics.$": "$.training.FinalMetricDataList",
         })
-        report_tuning = sfn.Pass(self, "ReportTuning", parameters={
+        report_tuning = sfn.Pass(self, "ReportTuning", result_path="$.report", parameters={
             "program.$": "$.config.program",
             "tuningJobName.$": "$.tuningResult.HyperParameterTuningJobName",
             "tuningJobStatus.$": "$.tuningResult.HyperParameterTuningJobStatus",
@@ -282,13 +299,13 @@ class TrainingStateMachine(Construct):
         validate_tuning = InputValidation(self, "TuningChecks", choice_id="ValidateTuning",
                                           reject=reject, rules=tuning_rules())
         choose_strategy = self._tuning_job_configs(reject)
-        self.tuning_task.next(self.describe_best).next(report_tuning)
+        self.tuning_task.next(self.describe_best).next(report_tuning).next(self.registration.start)
         self.builtin_tuning_task.next(self.describe_best)
 
         # Two Choices, not And(IsPresent, IsNotNull): a rule on a missing path is a runtime
         # error, and nothing promises the And is evaluated lazily.
         tuning_given = sfn.Choice(self, "TuningGiven")
-        self.training_task.next(report_training)
+        self.training_task.next(report_training).next(self.registration.start)
         train: sfn.IChainable = self.training_task
         tune: sfn.IChainable = choose_strategy
         if props.max_job_hours is not None:
@@ -335,7 +352,7 @@ class TrainingStateMachine(Construct):
             Stack.of(self),
             [*self.training_task.policy_statements, *self.tuning_task.policy_statements,
              *self.builtin_tuning_task.policy_statements,
-             *self.describe_best.policy_statements],
+             *self.describe_best.policy_statements, *self.registration.policy_statements],
         ):
             self.state_machine.add_to_role_policy(statement)
 
@@ -385,12 +402,18 @@ class TrainingStateMachine(Construct):
             "'*' only where the services allow no resource: CloudWatch Logs delivery and X-Ray "
             "actions added by CDK for logging and tracing, and sagemaker:ListTags as the Step "
             "Functions guide grants it for .sync. Job ARNs end in <prefix>-* because every job "
-            "name is generated per execution under the project's prefix.",
+            "name is generated per execution under the project's prefix. Model package ARNs end "
+            "in <group>/* because SageMaker numbers a group's versions itself; quality reports "
+            "are one object per execution under model-quality/, and a version's model is one "
+            "object under models/ (read only).",
             applies_to=[
                 "Resource::*",
                 *(f"Resource::{nag_arn(stack, statement.resources[0])}"
                   for statement in (*self.training_task.policy_statements[:1],
                                     *self.tuning_task.policy_statements[:1])),
+                *(f"Resource::{nag_arn(stack, resource)}"
+                  for statement in self.registration.policy_statements
+                  for resource in statement.resources if "*" in json.dumps(stack.resolve(resource))),
             ],
         )
 
@@ -403,6 +426,9 @@ class TrainingStateMachine(Construct):
         distributed: dict[str, str] = {}
         images: dict[str, str]
         code_channels: list[dict[str, Any]] = []
+        inference_images: dict[str, str]
+        inference_environment: dict[str, str] = {}
+        code: str
         if program.kind == "script":
             assert deployed.source_uri is not None and program.entry_point is not None
             fixed = {
@@ -435,11 +461,32 @@ class TrainingStateMachine(Construct):
             # keeps the plain launcher (the SDK accepts torch_distributed on GPU and Trainium only).
             distributed = {"sagemaker_torch_distributed_enabled": "true"}
             images = {"cpu": props.images.pytorch_cpu, "gpu": props.images.pytorch_gpu}
+            # The model serves on the framework's inference image of the same build, which
+            # imports code/<entry point> from the model archive: what the SageMaker Python SDK's
+            # PyTorchModel sets for code repacked into the model (Model._script_mode_env_vars:
+            # SAGEMAKER_PROGRAM, SAGEMAKER_SUBMIT_DIRECTORY /opt/ml/model/code, log level, region).
+            # The CPU image for both variants: the handler serves on the CPU on any instance.
+            inference_images = {"cpu": props.images.pytorch_inference_cpu,
+                                "gpu": props.images.pytorch_inference_cpu}
+            inference_environment = {
+                "SAGEMAKER_PROGRAM": program.serving.entry_point,
+                "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+                "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+                "SAGEMAKER_REGION": props.region,
+            }
+            assert deployed.source_file_name is not None
+            code = deployed.source_file_name
         elif program.kind == "byoc":
             assert deployed.image_uri is not None
             images = {"default": deployed.image_uri}
+            # The same image serves: SageMaker runs it with the argument "serve".
+            inference_images = images
+            code = deployed.image_uri
         else:
             images = {"default": props.images.xgboost}
+            # A built-in algorithm's image also serves the models it trains.
+            inference_images = images
+            code = props.images.xgboost
         states = {}
         for variant, image in images.items():
             # A tuning job's HyperParameterAlgorithmSpecification takes only TrainingImage,
@@ -470,6 +517,11 @@ class TrainingStateMachine(Construct):
                         for c in program.channels if c.required
                     },
                     "tuningDefaults": program.tuning.as_input() if program.tuning else {},
+                    "registry": registry_settings(
+                        group_name=props.model_groups[program.name].name(),
+                        image=inference_images[variant], environment=inference_environment,
+                        content_types=program.serving.content_types,
+                        response_types=program.serving.response_types, code=code),
                 }),
             )
         return states

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ from infra.constructs.endpoint_only_access import deny_outside_network
 from infra.constructs.execution_role import SageMakerExecutionRole
 from infra.constructs.experiment_tracking import ExperimentTracking
 from infra.constructs.mlflow_app import MlflowApp
+from infra.constructs.model_registry import ModelRegistry
 from infra.constructs.training_buckets import (
     CHECKPOINTS_PREFIX,
     DATASETS_PREFIX,
@@ -48,10 +50,11 @@ class TrackingTarget:
 
 
 class StorageStack(Stack):
-    """KMS key, buckets, ECR repository and the SageMaker execution role, all retained."""
+    """KMS key, buckets, ECR repository, the SageMaker execution role and a model package group
+    per training program (``programs``: their names), all retained."""
 
     def __init__(self, scope: Construct, construct_id: str, *, settings: Settings,
-                 **kwargs: Any) -> None:
+                 programs: Sequence[str] = (), **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
         # The network prefix stays when the network goes: its retained flow logs stay readable.
         log_group_prefixes = [workflow_log_group_prefix(settings), network_log_group_prefix(settings)]
@@ -98,6 +101,11 @@ class StorageStack(Stack):
             self.tracking = TrackingTarget(arn=app.app_arn, output_name=contract.OUTPUT_MLFLOW_APP_ARN)
             CfnOutput(self, contract.OUTPUT_MLFLOW_APP_ARN, value=app.app_arn)
             CfnOutput(self, "MlflowAppName", value=app.app_name)
+
+        # The model registry: a group per program, retained with its versions. The workflow stack
+        # reads the groups' ARNs with Fn::GetStackOutput (weak references).
+        self.registry = ModelRegistry(self, "ModelRegistry", name_prefix=settings.name_prefix,
+                                      programs=programs)
 
         CfnOutput(self, contract.OUTPUT_DATA_BUCKET, value=self.data_bucket.bucket_name)
         CfnOutput(self, contract.OUTPUT_ARTIFACTS_BUCKET, value=self.artifacts_bucket.bucket_name)

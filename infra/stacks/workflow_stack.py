@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ class WorkflowStack(Stack):
 
     def __init__(self, scope: Construct, construct_id: str, *, settings: Settings,
                  storage: StorageStack, training_code_dir: Path = TRAINING_CODE_DIR,
-                 **kwargs: Any) -> None:
+                 programs: Mapping[str, Program] | None = None, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
         images = training_images(
             region=settings.region, pytorch_version=settings.pytorch_version,
@@ -47,7 +48,11 @@ class WorkflowStack(Stack):
         )
         # Every program of training_code/: a deterministic tarball per script program, an image
         # per BYOC program (copied into the project's repository), nothing for built-ins.
-        programs = discover_programs(training_code_dir)
+        if programs is None:
+            programs = discover_programs(training_code_dir)
+        unregistered = sorted(set(programs) - set(storage.registry.groups))
+        if unregistered:
+            raise ValueError(f"the storage stack has no model package group for {unregistered}")
         for program in programs.values():
             if program.instance_type is not None and \
                     program.instance_type not in settings.allowed_instance_types:
@@ -143,6 +148,9 @@ class WorkflowStack(Stack):
             ),
             inter_container_encryption=settings.inter_container_traffic_encryption,
             max_job_hours=settings.max_job_hours,
+            model_groups=storage.registry.groups,
+            repository_arn=storage.repository.repository_arn if any(
+                program.kind == "byoc" for program in programs.values()) else None,
         ))
         # The training jobs must run only after the images are in the project's repository.
         for copy in images_copied:
@@ -151,8 +159,11 @@ class WorkflowStack(Stack):
         if settings.training_log_retention_days is not None:
             TrainingLogRetention(self, "TrainingLogRetention",
                                  retention_days=settings.training_log_retention_days)
+        # Failed executions, and approval decisions on the registered model versions.
         FailureNotifications(self, "FailureAlerts", state_machine=workflow.state_machine,
-                             email=settings.notification_email)
+                             email=settings.notification_email,
+                             model_package_group_names=[
+                                 group.name() for group in storage.registry.groups.values()])
 
         CfnOutput(self, contract.OUTPUT_STATE_MACHINE_ARN,
                   value=workflow.state_machine.state_machine_arn)
@@ -170,6 +181,10 @@ class WorkflowStack(Stack):
                       value=str(settings.default_instance_count))
             CfnOutput(self, contract.OUTPUT_DEFAULT_MAX_RUNTIME,
                       value=str(settings.max_runtime_seconds))
+        for name, group in storage.registry.groups.items():
+            # Read with Fn::GetStackOutput (a weak reference): `smtrain models` lists them.
+            CfnOutput(self, f"{contract.OUTPUT_MODEL_PACKAGE_GROUP}{contract.output_id(name)}",
+                      value=group.name())
         if storage.tracking is not None:
             # The storage stack's ARN, read with Fn::GetStackOutput (a weak reference).
             CfnOutput(self, storage.tracking.output_name, value=storage.tracking.arn)

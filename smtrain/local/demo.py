@@ -77,6 +77,9 @@ def report(engine: OfflineEngine, result: ExecutionResult, seconds: float) -> bo
     print(f"               = {engine.local_path(output['modelArtifacts'])}")
     metrics = "  ".join(f"{m['MetricName']}={float(m['Value']):.4f}" for m in output["metrics"])
     print(f"  metrics:     {metrics}")
+    if output.get("registered"):
+        print(f"  registered:  {output['modelPackageArn']} (PendingManualApproval)")
+    print(f"  registry:    {output.get('registrationReason', 'not asked')}")
     return True
 
 
@@ -136,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     others = " | ".join(sorted(set(programs) - {program.name}))
     print(f"\nOther programs: python -m smtrain.local.demo --program {others}")
     print(f"Compare the tracked runs: .venv/bin/smtrain compare --local --work-dir {args.work_dir}")
+    print(f"Registered versions:      .venv/bin/smtrain models list --local --work-dir {args.work_dir}")
     return 0 if ok else 1
 
 

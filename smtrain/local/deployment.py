@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ from smtrain import contract
 from smtrain.local.s3_stand_in import LocalS3
 
 ACCOUNT = "123456789012"
+#: The offline stacks' id (``AWS::StackId``): names made unique per stack creation use it.
+LOCAL_STACK_UUID = "10ca1000-0000-4000-8000-000000000000"
 _HASH_SUFFIX = re.compile(r"[0-9A-F]{8}$")
 
 
@@ -60,6 +62,9 @@ class LocalDeployment:
     byoc_programs: dict[str, ByocProgram]
     region: str
     outputs: dict[str, str]
+    #: The model package groups' names by program id (``contract.output_id(program)``), from
+    #: the ``ModelPackageGroup<Id>`` outputs.
+    model_groups: dict[str, str] = field(default_factory=dict)
 
     @property
     def byoc_image(self) -> str:
@@ -94,7 +99,9 @@ class _Resolver:
             return str(resolve_intrinsics(values[0], self))
         if kind == "Ref":
             pseudo = {"AWS::Region": self.region, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws",
-                      "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": "local"}
+                      "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": "local",
+                      "AWS::StackId": f"arn:aws:cloudformation:{self.region}:{ACCOUNT}:stack/local/"
+                                      f"{LOCAL_STACK_UUID}"}
             return pseudo.get(str(argument)) or self._ref(str(argument))
         logical_id, attribute = argument if isinstance(argument, list) else argument.split(".", 1)
         return self._attribute(logical_id, attribute)
@@ -159,7 +166,15 @@ def load_deployment(outdir: Path, *, s3: LocalS3, region: str = "us-east-1") -> 
         byoc_programs=_byoc_programs(outdir, outputs),
         region=region,
         outputs=outputs,
+        model_groups=_model_groups(outputs),
     )
+
+
+def _model_groups(outputs: dict[str, str]) -> dict[str, str]:
+    """The model package groups by their output's program id (``contract.output_id``)."""
+    prefix = contract.OUTPUT_MODEL_PACKAGE_GROUP
+    return {key.removeprefix(prefix): value for key, value in outputs.items()
+            if key.startswith(prefix)}
 
 
 def _byoc_programs(outdir: Path, outputs: dict[str, str]) -> dict[str, ByocProgram]:

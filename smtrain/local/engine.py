@@ -25,6 +25,7 @@ from smtrain import contract
 from smtrain.local.backend import SageMakerBackend
 from smtrain.local.deployment import ACCOUNT, LocalDeployment, load_deployment
 from smtrain.local.local_backend import Images, LocalBackend
+from smtrain.local.model_registry import LocalModelRegistry
 from smtrain.local.s3_stand_in import LocalS3
 from smtrain.local.sfn_sagemaker import serve_sagemaker
 
@@ -93,7 +94,8 @@ class OfflineEngine:
     """Runs executions of the synthesized state machine; a context manager (moto's mock and the
     SageMaker service are active inside it).
 
-    ``work_dir`` holds the S3 stand-in (``s3/``) and the jobs (``jobs/``). ``backend`` defaults
+    ``work_dir`` holds the S3 stand-in (``s3/``), the jobs (``jobs/``) and the model registry
+    (``registry/``, :attr:`registry`). ``backend`` defaults
     to a :class:`LocalBackend` over them; ``on_log`` gets each training log line.
     ``retry_interval_seconds`` (default: as synthesized) caps every Retry's first interval and
     every Wait, so a test of the throttling retry need not wait the real 15-60 s backoff. With ``tracking`` (the
@@ -118,6 +120,9 @@ class OfflineEngine:
                                         contract.ENV_EXPERIMENT: TRACKING_EXPERIMENT}
             if self.tracking_uri else None)
         self.region = region
+        #: The offline model registry (``<work_dir>/registry``), with the deployment's groups.
+        self.registry = LocalModelRegistry(work_dir / contract.LOCAL_REGISTRY_DIR, region=region,
+                                           groups=set(self.deployment.model_groups.values()))
         self._contexts: list[Any] = []
         self._client: Any = None
         self.state_machine_arn = ""
@@ -134,7 +139,7 @@ class OfflineEngine:
         mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
         mock.start()
         self._contexts.append(mock)
-        serving = serve_sagemaker(self.backend)
+        serving = serve_sagemaker(self.backend, registry=self.registry, s3=self.s3)
         serving.__enter__()
         self._contexts.append(serving)
         import boto3

@@ -3,7 +3,10 @@
 :func:`serve_sagemaker` installs, for as long as its context lasts, a task service for
 ``arn:aws:states:::sagemaker:create*Job.sync`` (create, then poll describe until the job ends;
 stop the job if the execution stops) and for ``arn:aws:states:::aws-sdk:sagemaker:*`` calls,
-both answered by a :class:`~smtrain.local.backend.SageMakerBackend`. It patches the one factory
+both answered by a :class:`~smtrain.local.backend.SageMakerBackend`, except the model registry's
+calls (``*ModelPackage*``), answered by a :class:`~smtrain.local.model_registry.LocalModelRegistry`,
+and ``aws-sdk:s3:putObject``, which writes into the engine's :class:`~smtrain.local.s3_stand_in.LocalS3`
+(both checked against botocore's models first). It patches the one factory
 function moto's parser uses to pick a task service; moto is pinned exactly for this reason.
 """
 
@@ -41,6 +44,7 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resou
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 
 from smtrain.local.backend import TERMINAL_STATUSES, SageMakerBackend, SageMakerError
+from smtrain.local.s3_stand_in import LocalS3
 from smtrain.local.sagemaker_model import response_violations
 from smtrain.local.strict_sagemaker import check_request, step_functions_error
 
@@ -79,6 +83,12 @@ _OPERATIONS: Final[dict[str, str]] = {
 
 _lock = threading.Lock()
 _backend: SageMakerBackend | None = None
+_registry: Any = None
+_s3: LocalS3 | None = None
+
+#: The registry's operations (the model's names), answered by the registry, not the backend.
+REGISTRY_OPERATIONS: Final = frozenset({"CreateModelPackage", "DescribeModelPackage",
+                                        "ListModelPackages", "UpdateModelPackage"})
 
 
 def _current_backend() -> SageMakerBackend:
@@ -182,12 +192,29 @@ class SageMakerAwsSdkTask(state_task_service_aws_sdk.StateTaskServiceAwsSdk):  #
 
     def _eval_service_task(self, env: Any, resource_runtime_part: Any,
                            normalised_parameters: dict[str, Any], state_credentials: Any) -> None:
+        operation = self.resource.api_action[0].upper() + self.resource.api_action[1:]
+        if self.resource.api_name == "s3" and operation == "PutObject" and _s3 is not None:
+            env.stack.append(_put_object(json.loads(json.dumps(normalised_parameters))))
+            return
         if self.resource.api_name != "sagemaker":
             super()._eval_service_task(env, resource_runtime_part, normalised_parameters,
                                        state_credentials)
             return
-        operation = self.resource.api_action[0].upper() + self.resource.api_action[1:]
         action = _snake(operation)
+        if operation in REGISTRY_OPERATIONS:
+            if _registry is None:
+                raise SageMakerError("UnknownOperationException", f"{action}: no model registry is served")
+            request = json.loads(json.dumps(normalised_parameters))
+            check_request(operation, request)
+            if operation == "DescribeModelPackage":
+                answer = _registry.describe_model_package(request["ModelPackageName"])
+            elif operation == "ListModelPackages":
+                answer = {"ModelPackageSummaryList": _registry.list_model_packages(
+                    request.get("ModelPackageGroupName"))}
+            else:
+                answer = getattr(_registry, action)(request)
+            env.stack.append(answer_as_aws(operation, answer))
+            return
         handler = getattr(_current_backend(), action, None)
         if handler is None:
             raise SageMakerError("UnknownOperationException", f"{action} is not served offline")
@@ -203,14 +230,40 @@ class SageMakerAwsSdkTask(state_task_service_aws_sdk.StateTaskServiceAwsSdk):  #
         if isinstance(ex, SageMakerError):
             error, cause = step_functions_error(ex, sdk_integration=True)
             return _task_failed(env, self, error, cause).failure_event
+        if isinstance(ex, S3Error):
+            return _task_failed(env, self, "S3.S3Exception", str(ex)).failure_event
         return super()._from_error(env=env, ex=ex)
 
 
+class S3Error(Exception):
+    """An S3 refusal; Step Functions names it ``S3.<code>``."""
+
+
+def _put_object(request: dict[str, Any]) -> dict[str, Any]:
+    """``s3:PutObject`` into the engine's S3 stand-in, once botocore's model accepts the request."""
+    import botocore.session
+    from botocore.validate import ParamValidator
+
+    assert _s3 is not None
+    shape = botocore.session.get_session().get_service_model("s3").operation_model("PutObject").input_shape
+    report = ParamValidator().validate(request, shape)
+    if report.has_errors():
+        raise S3Error(report.generate_report())
+    body = request.get("Body", b"")
+    target = _s3.path(f"s3://{request['Bucket']}/{request['Key']}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(body.encode() if isinstance(body, str) else bytes(body))
+    return {"ETag": '"local"'}
+
+
 @contextlib.contextmanager
-def serve_sagemaker(backend: SageMakerBackend) -> Iterator[None]:
-    """Within the block, moto's interpreter sends SageMaker tasks to ``backend`` (and evaluates
-    JSONata states: :mod:`smtrain.local.jsonata_eval`)."""
-    global _backend
+def serve_sagemaker(backend: SageMakerBackend, *, registry: Any = None,
+                    s3: LocalS3 | None = None) -> Iterator[None]:
+    """Within the block, moto's interpreter sends SageMaker tasks to ``backend``, the model
+    registry's calls to ``registry`` (a ``LocalModelRegistry``; none: they fail), and
+    ``aws-sdk:s3:putObject`` into ``s3`` (none: moto's own S3), and evaluates JSONata states
+    (:mod:`smtrain.local.jsonata_eval`)."""
+    global _backend, _registry, _s3
     from smtrain.local import jsonata_eval
 
     jsonata_eval.enable()
@@ -226,11 +279,11 @@ def serve_sagemaker(backend: SageMakerBackend) -> Iterator[None]:
     with _lock:
         if _backend is not None:
             raise RuntimeError("a SageMaker backend is already being served")
-        _backend = backend
+        _backend, _registry, _s3 = backend, registry, s3
         state_task_factory.state_task_service_for = service_for
     try:
         yield
     finally:
         with _lock:
             state_task_factory.state_task_service_for = original
-            _backend = None
+            _backend, _registry, _s3 = None, None, None

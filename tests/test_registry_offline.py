@@ -1,0 +1,182 @@
+"""The model registry end to end offline: each shipped program trains for real, is registered
+through the synthesized state machine, listed and approved; the quality gate keeps a model out and
+says why; a tuning run registers its best job.
+
+Every CreateModelPackage the state machine sends is judged by the engine's strict front end
+(botocore's sagemaker model and the API reference's rules) before the local registry stores it;
+the tests re-check the stored request against the model as well.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.images import training_images
+from infra.settings import Settings
+from smtrain import contract
+from smtrain.local.demo import QUICK_HYPERPARAMETERS
+from smtrain.local.engine import ExecutionResult, OfflineEngine
+from smtrain.local.sagemaker_model import request_violations
+from tests.helpers import Synthesized
+
+REQUEST_FIELDS = ("ModelPackageGroupName", "ModelPackageDescription", "InferenceSpecification",
+                  "ModelApprovalStatus", "ModelMetrics", "CustomerMetadataProperties",
+                  "MetadataProperties")
+
+
+@pytest.fixture(scope="module")
+def engine(synthesized: Synthesized, sample_data: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[OfflineEngine]:
+    with OfflineEngine(outdir=synthesized.outdir, work_dir=tmp_path_factory.mktemp("registry"),
+                       tracking=False) as engine:
+        engine.s3.put_tree(sample_data, f"s3://{engine.deployment.data_bucket}/datasets/")
+        yield engine
+
+
+_runs = 0
+
+
+def run(engine: OfflineEngine, execution_input: dict[str, Any]) -> ExecutionResult:
+    global _runs
+    _runs += 1
+    result = engine.run(execution_input, name=f"registry-{_runs}", timeout=600)
+    assert result.succeeded, (result.error, result.cause)
+    assert result.output is not None
+    return result
+
+
+def quick(program: str, **fields: Any) -> dict[str, Any]:
+    return {contract.PROGRAM: program,
+            contract.HYPERPARAMETERS: dict(QUICK_HYPERPARAMETERS.get(program, {})), **fields}
+
+
+def stored_request(engine: OfflineEngine, arn: str) -> dict[str, Any]:
+    """The version as CreateModelPackage described it (the fields the request set)."""
+    description = engine.registry.describe_model_package(arn)
+    request = {key: description[key] for key in REQUEST_FIELDS if key in description}
+    request["ModelPackageGroupName"] = description["ModelPackageGroupName"]
+    return request
+
+
+@pytest.mark.parametrize("program", ["digits_mlp", "digits_lightgbm", "digits_xgboost"])
+def test_each_program_trains_registers_lists_and_is_approved(
+        engine: OfflineEngine, settings: Settings, program: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from smtrain.cli import main as cli_main
+
+    result = run(engine, quick(program))
+    output = result.output
+    assert output is not None
+    assert output["registered"] is True, output["registrationReason"]
+    assert output["registrationReason"].startswith("meets the quality gate: ")
+    group = engine.deployment.model_groups[contract.output_id(program)]
+    assert output["modelPackageGroup"] == group
+    arn = output["modelPackageArn"]
+    assert arn.startswith(f"arn:aws:sagemaker:us-east-1:123456789012:model-package/{group}/")
+
+    request = stored_request(engine, arn)
+    assert request_violations("CreateModelPackage", request) == []
+    (container,) = request["InferenceSpecification"]["Containers"]
+    assert container["ModelDataUrl"] == output["modelArtifacts"]
+    images = training_images(region="us-east-1", pytorch_version=settings.pytorch_version,
+                             pytorch_py_version=settings.pytorch_py_version,
+                             xgboost_version=settings.xgboost_version)
+    if program == "digits_mlp":
+        # The region's PyTorch inference image of the training's version, serving code/inference.py.
+        assert container["Image"] == images.pytorch_inference_cpu
+        assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+        assert container["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"] == "/opt/ml/model/code"
+    elif program == "digits_xgboost":
+        assert container["Image"] == images.xgboost
+        assert container["Environment"] == {}
+    else:  # BYOC: the project's image, which serves with `serve`
+        assert container["Image"] in engine.deployment.byoc_programs
+        assert container["Environment"] == {}
+    assert request["ModelApprovalStatus"] == contract.PENDING_APPROVAL
+    metadata = request["CustomerMetadataProperties"]
+    assert metadata[contract.METADATA_EXECUTION] == result.name
+    assert metadata[contract.METADATA_PROGRAM] == program
+    assert metadata[contract.METADATA_TRAINING_JOB] == output["trainingJobName"]
+    for name, value in QUICK_HYPERPARAMETERS.get(program, {}).items():
+        assert metadata[f"{contract.METADATA_HYPERPARAMETER_PREFIX}{name}"] == value
+    assert not any(key.startswith("hp:sagemaker_") for key in metadata)
+    assert request["MetadataProperties"] == {"GeneratedBy": result.arn}
+
+    # The model-quality report is in the artifacts bucket and holds the job's final metrics.
+    statistics = request["ModelMetrics"]["ModelQuality"]["Statistics"]
+    assert statistics["ContentType"] == "application/json"
+    assert statistics["S3Uri"] == (f"s3://{engine.deployment.artifacts_bucket}/"
+                                   f"{contract.QUALITY_REPORTS_PREFIX}{result.name}.json")
+    report = json.loads(engine.local_path(statistics["S3Uri"]).read_text())
+    assert report["training_job_final_metrics"] == {
+        m["MetricName"]: {"value": m["Value"]} for m in output["metrics"]}
+    assert report["smtrain"]["trainingJob"] == output["trainingJobName"]
+
+    # Listed by `smtrain models list --local`, then approved with a reason.
+    work_dir = str(engine.work_dir)
+    capsys.readouterr()
+    assert cli_main(["models", "list", "--local", "--work-dir", work_dir, "--program", program]) == 0
+    listing = capsys.readouterr().out
+    assert arn in listing and contract.PENDING_APPROVAL in listing
+    assert engine.registry.list_model_packages(group)[0]["ModelPackageArn"] == arn
+    assert cli_main(["models", "approve", arn, "--reason", "accuracy checked", "--local",
+                     "--work-dir", work_dir]) == 0
+    approved = engine.registry.describe_model_package(arn)
+    assert approved["ModelApprovalStatus"] == contract.APPROVED
+    assert approved["ApprovalDescription"] == "accuracy checked"
+    capsys.readouterr()
+    assert cli_main(["models", "list", "--local", "--work-dir", work_dir, "--program", program,
+                     "--status", contract.APPROVED]) == 0
+    assert arn in capsys.readouterr().out
+
+
+def test_a_model_below_the_gate_is_not_registered_and_the_output_says_why(
+        engine: OfflineEngine) -> None:
+    group = engine.deployment.model_groups[contract.output_id("digits_mlp")]
+    before = engine.registry.list_model_packages(group)
+    output = run(engine, quick("digits_mlp", register={"minimum": {"validation:accuracy": 0.9999},
+                                                       "maximum": {"validation:loss": 0.0001}})).output
+    assert output is not None
+    assert output["registered"] is False
+    accuracy = next(m["Value"] for m in output["metrics"] if m["MetricName"] == "validation:accuracy")
+    loss = next(m["Value"] for m in output["metrics"] if m["MetricName"] == "validation:loss")
+    assert output["registrationReason"] == (
+        f"not registered: validation:accuracy {accuracy:g} is below the minimum 0.9999; "
+        f"validation:loss {loss:g} is above the maximum 0.0001")
+    assert "modelPackageArn" not in output
+    assert engine.registry.list_model_packages(group) == before
+
+
+def test_register_false_skips_the_registry(engine: OfflineEngine) -> None:
+    group = engine.deployment.model_groups[contract.output_id("digits_lightgbm")]
+    before = engine.registry.list_model_packages(group)
+    output = run(engine, quick("digits_lightgbm", register=False)).output
+    assert output is not None
+    assert output["registered"] is False
+    assert output["registrationReason"].startswith("not requested")
+    assert engine.registry.list_model_packages(group) == before
+
+
+def test_a_tuning_run_registers_its_best_job(engine: OfflineEngine) -> None:
+    output = run(engine, quick("digits_lightgbm", register={"description": "best of a sweep"},
+                               tuning={"maxJobs": 2, "maxParallelJobs": 2})).output
+    assert output is not None
+    assert output["registered"] is True
+    assert output["registrationReason"] == \
+        "registered without a quality gate (register has no minimum or maximum)"
+    request = stored_request(engine, output["modelPackageArn"])
+    assert request["ModelPackageDescription"] == "best of a sweep"
+    best = engine.backend.describe_training_job(output["trainingJobName"])
+    (container,) = request["InferenceSpecification"]["Containers"]
+    assert container["ModelDataUrl"] == best["ModelArtifacts"]["S3ModelArtifacts"]
+    metadata = request["CustomerMetadataProperties"]
+    assert metadata[contract.METADATA_TRAINING_JOB] == output["trainingJobName"]
+    # The best job's tuned values, not the program's defaults.
+    for name, value in output["tunedHyperparameters"].items():
+        assert metadata[f"hp:{name}"] == value
+    assert request_violations("CreateModelPackage", request) == []
