@@ -73,6 +73,11 @@ HYPERBAND_MAX_RESOURCE: Final = 20_000
 REGISTER_FIELDS: Final[tuple[str, ...]] = ("minimum", "maximum", "description")
 #: ModelPackageDescription: at most 1,024 characters (botocore's sagemaker model, EntityDescription).
 MAX_MODEL_DESCRIPTION: Final = 1024
+#: Characters SageMaker's description pattern (``[\p{L}\p{M}\p{Z}\p{S}\p{N}\p{P}]*``) refuses
+#: that occur in text: control (C0, DEL, C1), format (soft hyphen, zero-width and direction marks,
+#: BOM) and private-use characters. A JSONata (JavaScript) regex class: it has no ``\p{...}``.
+DESCRIPTION_REFUSED: Final = (r"[\u0000-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f"
+                              r"\u2028-\u202e\u2060-\u206f\ufeff\ue000-\uf8ff]")
 #: The approval status a registered version starts with, and those ``smtrain models`` sets
 #: (API reference, CreateModelPackage/UpdateModelPackage ``ModelApprovalStatus``).
 PENDING_APPROVAL: Final = "PendingManualApproval"
@@ -149,7 +154,7 @@ DATASETS_PREFIX: Final = "datasets/"
 #: Local channel uploads land here, inside the prefix the execution role may read.
 UPLOAD_PREFIX: Final = "datasets/uploads"
 MODELS_PREFIX: Final = "models/"
-#: Model-quality reports of registered versions: ``model-quality/<execution name>.json``.
+#: Model-quality reports of registered versions: ``model-quality/<training job name>.json``.
 QUALITY_REPORTS_PREFIX: Final = "model-quality/"
 CHECKPOINTS_PREFIX: Final = "checkpoints/"
 

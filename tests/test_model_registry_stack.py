@@ -106,21 +106,29 @@ def test_registration_request(synthesized: Synthesized) -> None:
     assert register["Resource"] == "arn:aws:states:::aws-sdk:sagemaker:createModelPackage"
     parameters = register["Parameters"]
     assert parameters["ModelApprovalStatus"] == contract.PENDING_APPROVAL
-    assert parameters["ClientToken.$"] == "States.Hash($$.Execution.Id, 'MD5')"
+    # The run's UUID (never the execution ARN, which comes back: a token SageMaker has seen
+    # answers with the old version and creates none).
+    assert parameters["ClientToken.$"] == "$.run.id"
+    assert states["ApplyDefaults"]["Parameters"]["run"] == {"id.$": "States.UUID()"}
     assert parameters["InferenceSpecification"]["Containers"] == [{
         "Image.$": "$.method.registry.image", "ModelDataUrl.$": "$.report.modelArtifacts",
         "Environment.$": "$.method.registry.environment"}]
     assert parameters["ModelMetrics"]["ModelQuality"]["Statistics"]["ContentType"] == "application/json"
     assert parameters["MetadataProperties"] == {"GeneratedBy.$": "$$.Execution.Id"}
     assert "ModelPackageName" not in parameters and "Tags" not in parameters
-    assert {rule["ErrorEquals"][0] for rule in register["Retry"]} == {"SageMaker.ThrottlingException"}
+    assert [rule["ErrorEquals"] for rule in register["Retry"]] == [
+        ["SageMaker.ThrottlingException", "SageMaker.SageMakerException"]]
+    assert register["Retry"][0]["MaxAttempts"] == 3
     assert register["Catch"][0]["Next"] == "ExplainRegistrationFailure"
     assert states["RegistrationFailed"]["Error"] == contract.REGISTRATION_FAILED_ERROR
     # Both ends of a run go through the decision.
     assert states["ReportTraining"]["Next"] == states["ReportTuning"]["Next"] == "RegistrationRequested"
     write = states["WriteQualityReport"]
     assert write["Resource"] == "arn:aws:states:::aws-sdk:s3:putObject"
-    assert write["Parameters"]["Key.$"].startswith(f"States.Format('{contract.QUALITY_REPORTS_PREFIX}")
+    assert write["Parameters"]["Key.$"] == (
+        f"States.Format('{contract.QUALITY_REPORTS_PREFIX}{{}}.json', $.report.trainingJobName)")
+    assert [rule["ErrorEquals"] for rule in write["Retry"]] == [["States.TaskFailed"]]
+    assert write["Catch"][0]["Next"] == "ExplainRegistrationFailure"
 
 
 def test_each_program_prepares_its_inference_container(synthesized: Synthesized,

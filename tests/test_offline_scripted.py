@@ -746,3 +746,47 @@ def test_builtin_tuning_trials_share_no_checkpoint(harness: Harness) -> None:
     (request,) = harness.backend.created("create_hyper_parameter_tuning_job")
     assert "CheckpointConfig" not in request["TrainingJobDefinition"]
     assert "TuneBuiltinModel" in result.states_entered()
+
+
+# -- The model registry's failure paths ----------------------------------------------------------
+
+def test_a_refused_registration_fails_the_run_and_names_the_model(harness: Harness) -> None:
+    """SageMaker refusing CreateModelPackage (here: the group is gone) ends the execution in
+    ModelRegistrationFailed; the cause names the trained model, so nothing is lost."""
+    registry = harness.engine.registry
+    groups = registry.groups
+    registry.groups = ()
+    try:
+        result = harness.run({"program": "digits_mlp"})
+    finally:
+        registry.groups = groups
+    assert result.status == "FAILED"
+    assert result.error == "ModelRegistrationFailed"
+    (request,) = harness.training_requests()
+    model = f"{request['OutputDataConfig']['S3OutputPath']}{request['TrainingJobName']}/output/model.tar.gz"
+    assert (result.cause or "").startswith(
+        f"the model {model} of training job {request['TrainingJobName']} was not registered: ")
+    assert "does not exist" in (result.cause or "")
+    assert "RegistrationFailed" in result.states_entered()
+
+
+def test_a_gate_on_a_metric_the_job_never_reported_keeps_the_model_out(harness: Harness) -> None:
+    result = harness.run({"program": "digits_mlp"}, JobScript(metrics=()))
+    assert result.succeeded, result.cause
+    assert result.output is not None
+    assert result.output["metrics"] == []
+    (request,) = harness.training_requests()
+    assert result.output["registered"] is False
+    assert result.output["registrationReason"] == (
+        f"not registered: validation:accuracy was not reported by training job "
+        f"{request['TrainingJobName']}")
+    assert "WriteQualityReport" not in result.states_entered()
+
+
+def test_the_registration_is_idempotent_per_run(harness: Harness) -> None:
+    """Each run registers its own version (the ClientToken is the run's UUID), two runs two."""
+    first = harness.run({"program": "digits_lightgbm"})
+    second = harness.run({"program": "digits_lightgbm"})
+    assert first.output is not None and second.output is not None
+    assert first.output["modelPackageArn"] != second.output["modelPackageArn"]
+    assert first.output["modelPackageArn"].rsplit("/", 1)[-1].isdigit()

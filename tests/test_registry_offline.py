@@ -111,7 +111,7 @@ def test_each_program_trains_registers_lists_and_is_approved(
     statistics = request["ModelMetrics"]["ModelQuality"]["Statistics"]
     assert statistics["ContentType"] == "application/json"
     assert statistics["S3Uri"] == (f"s3://{engine.deployment.artifacts_bucket}/"
-                                   f"{contract.QUALITY_REPORTS_PREFIX}{result.name}.json")
+                                   f"{contract.QUALITY_REPORTS_PREFIX}{output['trainingJobName']}.json")
     report = json.loads(engine.local_path(statistics["S3Uri"]).read_text())
     assert report["training_job_final_metrics"] == {
         m["MetricName"]: {"value": m["Value"]} for m in output["metrics"]}
@@ -145,9 +145,10 @@ def test_a_model_below_the_gate_is_not_registered_and_the_output_says_why(
     assert output["registered"] is False
     accuracy = next(m["Value"] for m in output["metrics"] if m["MetricName"] == "validation:accuracy")
     loss = next(m["Value"] for m in output["metrics"] if m["MetricName"] == "validation:loss")
+    # JSONata's $string writes a number as JSON does.
     assert output["registrationReason"] == (
-        f"not registered: validation:accuracy {accuracy:g} is below the minimum 0.9999; "
-        f"validation:loss {loss:g} is above the maximum 0.0001")
+        f"not registered: validation:accuracy {json.dumps(accuracy)} is below the minimum 0.9999; "
+        f"validation:loss {json.dumps(loss)} is above the maximum 0.0001")
     assert "modelPackageArn" not in output
     assert engine.registry.list_model_packages(group) == before
 
@@ -163,7 +164,8 @@ def test_register_false_skips_the_registry(engine: OfflineEngine) -> None:
 
 
 def test_a_tuning_run_registers_its_best_job(engine: OfflineEngine) -> None:
-    output = run(engine, quick("digits_lightgbm", register={"description": "best of a sweep"},
+    output = run(engine, quick("digits_lightgbm", register={"description": "best of a sweep",
+                                                            "minimum": {}},
                                tuning={"maxJobs": 2, "maxParallelJobs": 2})).output
     assert output is not None
     assert output["registered"] is True

@@ -44,12 +44,13 @@ class ModelRegistration(Construct):
       and when registered ``modelPackageArn`` and ``modelPackageGroup``;
     - a registered version carries: the program's inference container (image, environment) with
       the job's ``ModelArtifacts`` as ``ModelDataUrl``; the job's final metrics as a model-quality
-      report (``s3://<artifacts>/model-quality/<execution>.json``, ``ModelMetrics.ModelQuality``);
+      report (``s3://<artifacts>/model-quality/<training job>.json``, ``ModelMetrics.ModelQuality``;
+      the project's own JSON, not Model Monitor's, so Studio's model-quality view shows nothing);
       customer metadata (execution, program, training job, code identity, hyperparameters
       ``hp:<name>`` without the framework's ``sagemaker_*``, MLflow tracking URI and experiment
       when tracked); ``MetadataProperties.GeneratedBy`` the execution ARN; approval status
-      ``PendingManualApproval``; a ``ClientToken`` made from the execution ARN, so a retried call
-      never makes a second version (API reference, CreateModelPackage ``ClientToken``);
+      ``PendingManualApproval``; the run's UUID as ``ClientToken``, so a retried call never makes a
+      second version (API reference, CreateModelPackage ``ClientToken``);
     - a refused registration ends the execution in ``ModelRegistrationFailed`` with a cause
       naming the model artifact (nothing is lost: the model stays where the job put it);
     - :attr:`policy_statements`: ``sagemaker:CreateModelPackage`` on the versions of these
@@ -73,7 +74,10 @@ class ModelRegistration(Construct):
                  repository_arn: str | None = None) -> None:
         super().__init__(scope, construct_id)
         bucket = artifacts_bucket.bucket_name
-        report_key = f"States.Format('{contract.QUALITY_REPORTS_PREFIX}{{}}.json', $$.Execution.Name)"
+        # Keyed by the training job's name, unique in the account and region for good (execution
+        # names come back: a redeployed state machine, a name reused after 90 days).
+        report_key = (f"States.Format('{contract.QUALITY_REPORTS_PREFIX}{{}}.json', "
+                      f"{REPORT_PATH}.trainingJobName)")
 
         self.start = sfn.Choice(self, "RegistrationRequested")
         self.end = sfn.Pass(self, "ReportResult", parameters={
@@ -114,7 +118,10 @@ class ModelRegistration(Construct):
                 "ModelPackageGroupName.$": f"{REGISTRY_PATH}.group",
                 "ModelPackageDescription.$": f"${GATE_VARIABLE}.description",
                 "ModelApprovalStatus": contract.PENDING_APPROVAL,
-                "ClientToken.$": "States.Hash($$.Execution.Id, 'MD5')",
+                # The run's UUID (ApplyDefaults: States.UUID(), 36 characters of [0-9a-f-]): new for
+                # every execution, kept by a redrive. Not the execution ARN: that comes back, and
+                # a token SageMaker has seen returns the old version and creates none.
+                "ClientToken.$": "$.run.id",
                 "InferenceSpecification": {
                     "Containers": [{
                         "Image.$": f"{REGISTRY_PATH}.image",
@@ -127,7 +134,7 @@ class ModelRegistration(Construct):
                 "ModelMetrics": {"ModelQuality": {"Statistics": {
                     "ContentType": "application/json",
                     "S3Uri.$": f"States.Format('s3://{bucket}/{contract.QUALITY_REPORTS_PREFIX}"
-                               "{}.json', $$.Execution.Name)",
+                               f"{{}}.json', {REPORT_PATH}.trainingJobName)",
                 }}},
                 "CustomerMetadataProperties.$": f"${GATE_VARIABLE}.metadata",
                 "MetadataProperties": {"GeneratedBy.$": "$$.Execution.Id"},

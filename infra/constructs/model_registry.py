@@ -63,9 +63,14 @@ class ModelRegistry(Construct):
     when the stack is created anew, hence: *update*: same groups; *a program added*: a new group;
     *a program removed*: its group is retained (with its versions); *destroy, then deploy*: new,
     empty groups beside the retained ones (the old versions stay readable and deployable in the
-    console and with the SageMaker API); *failed first deploy*: the rollback deletes the empty
-    groups. A group cannot be deleted while it holds versions (delete them first), which is one
-    more reason not to delete groups with the stack.
+    console and with the SageMaker API, but ``smtrain models`` and the approval alerts follow the
+    new groups); *failed first deploy*: the rollback deletes the empty groups. *A removed program
+    added back* while its group is retained: the new resource has the retained group's name, so
+    SageMaker refuses it and the update rolls back; delete the retained group (once its versions
+    are deleted or no longer needed) or rename the program. The group's description is
+    ``createOnlyProperties`` too (its CloudFormation schema), so it never changes. A group
+    cannot be deleted while it holds versions (delete them first), which is one more reason not
+    to delete groups with the stack.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str,
@@ -86,6 +91,8 @@ class ModelRegistry(Construct):
             group = sagemaker.CfnModelPackageGroup(
                 self, contract.output_id(program),
                 model_package_group_name=Fn.join("-", [base, creation_id]),
+                # createOnlyProperties, like the name: new text would replace the group, which
+                # fails (the new group has the old one's name). Keep it as it is.
                 model_package_group_description=f"Models of training program {program}, "
                                                 f"registered by the {name_prefix} workflow",
             )

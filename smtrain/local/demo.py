@@ -29,7 +29,9 @@ KIND_NOTES = {
 }
 TASK_NOTES = {"TrainModel": "starting the training job",
               "TuneModel": "starting the hyperparameter tuning job",
-              "DescribeBestTrainingJob": "reading the best training job"}
+              "DescribeBestTrainingJob": "reading the best training job",
+              "WriteQualityReport": "writing the model-quality report to S3",
+              "RegisterModelVersion": "registering the model version (PendingManualApproval)"}
 #: Shorter runs of the shipped programs (other programs train with their defaults).
 QUICK_HYPERPARAMETERS = {"digits_mlp": {"epochs": "5"}, "digits_lightgbm": {"num_boost_round": "50"},
                          "digits_xgboost": {"num_round": "30"}}
