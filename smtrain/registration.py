@@ -12,7 +12,7 @@ The state machine's ``EvaluateQualityGate`` state (a JSONata Pass, like the inpu
   metric at most, its limit in the job's final metrics (``FinalMetricDataList``: for a tuning run,
   the best training job's); a metric the job never reported fails the gate;
 - ``reason``: why it passed or which limits it missed, in words;
-- ``report``: the model-quality report (JSON text) written to ``model-quality/<execution>.json``;
+- ``report``: the model-quality report (JSON text) written to ``model-quality/<training job>.json``;
 - ``metadata``: the version's ``CustomerMetadataProperties``, within SageMaker's limits (at most
   50 entries; keys of 128 and values of 256 characters of letters, digits, spaces and
   ``_.:/=+-@``: other characters become ``_``; botocore's sagemaker model, CustomerMetadataMap);
