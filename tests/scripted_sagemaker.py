@@ -1,7 +1,7 @@
 """A SageMaker test double that answers from a script and records every request.
 
 It answers only what AWS answers: the engine checks every describe answer, of either backend,
-against botocore's output shape (``sfn_sagemaker.answer_as_aws``: required members present,
+against botocore's output shape (``sagemaker_model.answer_as_aws``: required members present,
 nothing the model does not define); its errors carry SageMaker's error codes
 (``ThrottlingException``, ``ResourceLimitExceeded``, ``ValidationException``, ...); a stop passes
 through ``Stopping`` to ``Stopped``; stopping or describing an unknown job is the

@@ -8,7 +8,7 @@ thing offline as on AWS. What it guarantees:
 
 - every request is judged first as SageMaker's front end would
   (:func:`smtrain.local.strict_sagemaker.check_request`), and every answer passes
-  :func:`smtrain.local.sagemaker_model.response_violations`;
+  :func:`smtrain.local.sagemaker_model.answer_as_aws`;
 - versions of a group are numbered 1, 2, 3... in the order they were created; a version's ARN is
   ``arn:aws:sagemaker:<region>:<account>:model-package/<group, lower case>/<version>`` (SageMaker
   spells resource names in ARNs in lower case, as moto does for model packages);
@@ -43,7 +43,7 @@ from typing import Any, Final
 from smtrain import contract
 from smtrain.local.backend import Description, Request, SageMakerError
 from smtrain.local.deployment import ACCOUNT
-from smtrain.local.sagemaker_model import operation_model, response_violations
+from smtrain.local.sagemaker_model import answer_as_aws, operation_model
 from smtrain.local.strict_sagemaker import check_request
 
 #: Members of a CreateModelPackage request that a DescribeModelPackage answer gives back as sent
@@ -97,16 +97,12 @@ class LocalModelRegistry:
     def create_model_package(self, request: Request) -> Description:
         """A new version in ``request["ModelPackageGroupName"]`` (or the one its
         ``ClientToken`` already made): ``{"ModelPackageArn": ...}``."""
+        # The front end's rules (sagemaker_rules.model_package_rules) allow one of the two names.
         check_request("CreateModelPackage", request)
-        name, group_name = request.get("ModelPackageName"), request.get("ModelPackageGroupName")
-        if name and group_name:
-            raise _validation("Both ModelPackageName and ModelPackageGroupName are provided in "
-                              "the input. Cannot determine which one to use.")
+        group_name = request.get("ModelPackageGroupName")
         if not group_name:
-            if name:
-                raise _validation(f"ModelPackageName {name}: unversioned model packages are not "
-                                  "supported offline; pass ModelPackageGroupName")
-            raise _validation("Missing ARN.")
+            raise _validation(f"ModelPackageName {request['ModelPackageName']}: unversioned model "
+                              "packages are not supported offline; pass ModelPackageGroupName")
         with self._locked():
             group = self._existing_group(self._group_of(group_name), creating=True)
             token = request.get("ClientToken")
@@ -171,10 +167,7 @@ class LocalModelRegistry:
                                              "ApprovalDescription"})
         if unsupported:
             raise _validation(f"{', '.join(unsupported)} cannot be updated offline")
-        status = request.get("ModelApprovalStatus")
-        if status is not None and status not in contract.APPROVAL_STATUSES:
-            raise _validation(f"ModelApprovalStatus {status!r} is not one of "
-                              f"{', '.join(contract.APPROVAL_STATUSES)}")
+        status = request.get("ModelApprovalStatus")  # its enum checked with the request
         with self._locked():
             record = self._record(request["ModelPackageArn"])
             if status is not None:
@@ -289,10 +282,4 @@ class LocalModelRegistry:
 
     @staticmethod
     def _answer(operation: str, answer: dict[str, Any]) -> dict[str, Any]:
-        """``answer`` once it is shown to be one SageMaker could give (as
-        :func:`smtrain.local.sfn_sagemaker.answer_as_aws`, without importing moto)."""
-        problems = response_violations(operation, answer)
-        if problems:
-            raise RuntimeError(f"the offline model registry answered {operation} as AWS never "
-                               "would: " + "; ".join(problems))
-        return answer
+        return answer_as_aws(operation, answer, answered_by="the offline model registry")

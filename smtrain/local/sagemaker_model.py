@@ -30,13 +30,13 @@ SERVICE = "sagemaker"
 
 
 @functools.cache
-def service_model() -> ServiceModel:
-    return botocore.session.get_session().get_service_model(SERVICE)
+def service_model(service: str = SERVICE) -> ServiceModel:
+    return botocore.session.get_session().get_service_model(service)
 
 
-def operation_model(operation: str) -> OperationModel:
+def operation_model(operation: str, service: str = SERVICE) -> OperationModel:
     """``operation`` in the model's spelling, e.g. ``CreateTrainingJob``."""
-    return service_model().operation_model(operation)
+    return service_model(service).operation_model(operation)
 
 
 @functools.cache
@@ -48,10 +48,12 @@ def _lower_first(name: str) -> str:
     return name[:1].lower() + name[1:]
 
 
-def request_violations(operation: str, request: dict[str, Any]) -> list[str]:
-    """Every way ``request`` breaks the input contract of ``operation``, in SageMaker's wording
-    (``Value '…' at 'path' failed to satisfy constraint: …``); empty when it is valid."""
-    shape = operation_model(operation).input_shape
+def request_violations(operation: str, request: dict[str, Any], *,
+                       service: str = SERVICE) -> list[str]:
+    """Every way ``request`` breaks the input contract of ``operation`` (of ``service``, SageMaker
+    by default), in SageMaker's wording (``Value '…' at 'path' failed to satisfy constraint:
+    …``); empty when it is valid."""
+    shape = operation_model(operation, service).input_shape
     report = ParamValidator().validate(request, shape)
     problems = [line.strip() for line in report.generate_report().splitlines()
                 if line.strip()] if report.has_errors() else []
@@ -97,6 +99,17 @@ def _constraint_violations(value: Any, shape: Shape, path: str) -> Iterator[str]
             and not isinstance(value, bool) and "max" in metadata and value > metadata["max"]:
         yield (f"Value '{value}' at '{where}' failed to satisfy constraint: Member must have value "
                f"less than or equal to {metadata['max']}")
+
+
+def answer_as_aws(operation: str, answer: dict[str, Any], *,
+                  answered_by: str = "the offline SageMaker") -> dict[str, Any]:
+    """``answer``, once it is shown to be one SageMaker could give (botocore's output shape):
+    a stand-in that answers otherwise is a bug of the stand-in, not an AWS error."""
+    problems = response_violations(operation, answer)
+    if problems:
+        raise RuntimeError(f"{answered_by} answered {operation} as AWS never would: "
+                           + "; ".join(problems))
+    return answer
 
 
 def response_violations(operation: str, response: dict[str, Any]) -> list[str]:

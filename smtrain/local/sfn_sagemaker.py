@@ -45,7 +45,7 @@ from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 
 from smtrain.local.backend import TERMINAL_STATUSES, SageMakerBackend, SageMakerError
 from smtrain.local.s3_stand_in import LocalS3
-from smtrain.local.sagemaker_model import response_violations
+from smtrain.local.sagemaker_model import answer_as_aws, request_violations
 from smtrain.local.strict_sagemaker import check_request, step_functions_error
 
 #: The .sync actions and how to follow each: (create, describe, stop, name field, status field).
@@ -65,16 +65,6 @@ _DESCRIBE_OPERATIONS: Final[dict[str, str]] = {
 }
 
 
-def answer_as_aws(operation: str, answer: dict[str, Any]) -> dict[str, Any]:
-    """``answer``, once it is shown to be one SageMaker could give (botocore's output shape):
-    a backend that answers otherwise is a bug of the stand-in, not an AWS error."""
-    problems = response_violations(operation, answer)
-    if problems:
-        raise RuntimeError(f"the offline SageMaker answered {operation} as AWS never would: "
-                           + "; ".join(problems))
-    return answer
-
-
 #: The model's operation name of each .sync action.
 _OPERATIONS: Final[dict[str, str]] = {
     "createtrainingjob": "CreateTrainingJob",
@@ -86,9 +76,9 @@ _backend: SageMakerBackend | None = None
 _registry: Any = None
 _s3: LocalS3 | None = None
 
-#: The registry's operations (the model's names), answered by the registry, not the backend.
-REGISTRY_OPERATIONS: Final = frozenset({"CreateModelPackage", "DescribeModelPackage",
-                                        "ListModelPackages", "UpdateModelPackage"})
+#: The registry's calls a state may make (the model's names), answered by the registry, which
+#: judges each request and answer against botocore's model itself.
+REGISTRY_OPERATIONS: Final = frozenset({"CreateModelPackage", "UpdateModelPackage"})
 
 
 def _current_backend() -> SageMakerBackend:
@@ -204,16 +194,7 @@ class SageMakerAwsSdkTask(state_task_service_aws_sdk.StateTaskServiceAwsSdk):  #
         if operation in REGISTRY_OPERATIONS:
             if _registry is None:
                 raise SageMakerError("UnknownOperationException", f"{action}: no model registry is served")
-            request = json.loads(json.dumps(normalised_parameters))
-            check_request(operation, request)
-            if operation == "DescribeModelPackage":
-                answer = _registry.describe_model_package(request["ModelPackageName"])
-            elif operation == "ListModelPackages":
-                answer = {"ModelPackageSummaryList": _registry.list_model_packages(
-                    request.get("ModelPackageGroupName"))}
-            else:
-                answer = getattr(_registry, action)(request)
-            env.stack.append(answer_as_aws(operation, answer))
+            env.stack.append(getattr(_registry, action)(json.loads(json.dumps(normalised_parameters))))
             return
         handler = getattr(_current_backend(), action, None)
         if handler is None:
@@ -241,14 +222,10 @@ class S3Error(Exception):
 
 def _put_object(request: dict[str, Any]) -> dict[str, Any]:
     """``s3:PutObject`` into the engine's S3 stand-in, once botocore's model accepts the request."""
-    import botocore.session
-    from botocore.validate import ParamValidator
-
     assert _s3 is not None
-    shape = botocore.session.get_session().get_service_model("s3").operation_model("PutObject").input_shape
-    report = ParamValidator().validate(request, shape)
-    if report.has_errors():
-        raise S3Error(report.generate_report())
+    problems = request_violations("PutObject", request, service="s3")
+    if problems:
+        raise S3Error("; ".join(problems))
     body = request.get("Body", b"")
     target = _s3.path(f"s3://{request['Bucket']}/{request['Key']}")
     target.parent.mkdir(parents=True, exist_ok=True)
