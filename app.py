@@ -15,8 +15,8 @@ import aws_cdk as cdk  # noqa: E402  (jsii starts Node on import)
 
 from infra.app_builder import build_app  # noqa: E402
 from infra.settings import CONTEXT_KEY, SettingsError, settings_from_context  # noqa: E402
-from smtrain.contract import ENV_TRAINING_CODE  # noqa: E402
-from smtrain.programs import ProgramError  # noqa: E402
+from smtrain.core.contract import ENV_TRAINING_CODE  # noqa: E402
+from smtrain.core.programs import ProgramError  # noqa: E402
 
 
 def main() -> None:

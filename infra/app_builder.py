@@ -11,7 +11,7 @@ from infra.compliance import apply_rule_packs
 from infra.settings import Settings
 from infra.stacks.storage_stack import StorageStack
 from infra.stacks.workflow_stack import TRAINING_CODE_DIR, WorkflowStack, stack_tags
-from smtrain.programs import discover as discover_programs
+from smtrain.core.programs import discover as discover_programs
 
 
 @dataclass(frozen=True)

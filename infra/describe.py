@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from infra.template_render import (
+from smtrain.core import contract
+from smtrain.core.assembly import (
     load_templates,
     placeholder_resolver,
     render_definition,
     state_machine_definitions,
 )
-from smtrain import contract
 
 
 def describe(outdir: Path) -> str:

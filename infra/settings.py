@@ -15,7 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-CONTEXT_KEY = "training"
+from smtrain.core import contract
+
+CONTEXT_KEY = contract.CONTEXT_KEY
 
 #: CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = (
@@ -45,7 +47,7 @@ NETWORK_MODES = ("public", "vpc", "isolated")
 MAX_SUBNETS = 16
 MAX_SECURITY_GROUPS = 5
 #: SageMaker allows 50 tags per resource (botocore's sagemaker model: ``TagList`` max 50); a job
-#: carries the project tag and the three ``smtrain:`` tags (smtrain/contract.py) beside ``tags``.
+#: carries the project tag and the three ``smtrain:`` tags (smtrain/core/contract.py) beside ``tags``.
 MAX_SAGEMAKER_TAGS = 50
 JOB_TAGS_OF_OUR_OWN = 4
 
@@ -71,7 +73,7 @@ class Settings:
 
     region: str
     account: str | None = None
-    name_prefix: str = "smtrain"
+    name_prefix: str = contract.DEFAULT_NAME_PREFIX
     default_instance_type: str = "ml.m5.xlarge"
     allowed_instance_types: tuple[str, ...] = (
         "ml.m5.large", "ml.m5.xlarge", "ml.m5.2xlarge", "ml.c5.xlarge", "ml.c5.2xlarge",
@@ -229,11 +231,11 @@ class Settings:
 
     @property
     def storage_stack_name(self) -> str:
-        return f"{self.name_prefix}-storage"
+        return contract.storage_stack_name(self.name_prefix)
 
     @property
     def workflow_stack_name(self) -> str:
-        return f"{self.name_prefix}-workflow"
+        return contract.workflow_stack_name(self.name_prefix)
 
 
 # context key -> (dataclass field, expected python type(s))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infra.template_render import (
+from smtrain.core.assembly import (
     placeholder_resolver,
     render_definition,
     state_machine_definitions,

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from smtrain import contract
+from smtrain.core import contract
 from smtrain.local.engine import TRACKING_EXPERIMENT, OfflineEngine
 from tests.conftest import BROUGHT_PROGRAMS, shipped_training_code
 from tests.helpers import (

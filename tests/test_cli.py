@@ -23,13 +23,13 @@ from typing import Any
 import boto3
 import pytest
 
-from smtrain import input_rules
-from smtrain.execution_request import program_hyperparameters
+from smtrain.cli.execution_request import program_hyperparameters
+from smtrain.core import input_rules
+from smtrain.core.programs import Hyperparameter, Program, discover
 from smtrain.local.deployment import load_deployment
 from smtrain.local.model_registry import LocalModelRegistry
 from smtrain.local.s3_stand_in import LocalS3
 from smtrain.local.sfn_sagemaker import serve_sagemaker
-from smtrain.programs import Hyperparameter, Program, discover
 from tests.conftest import ROOT, SHIPPED_PROGRAMS, shipped_training_code
 from tests.helpers import Synthesized
 from tests.scripted_sagemaker import JobScript, ScriptedBackend

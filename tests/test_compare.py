@@ -13,7 +13,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from smtrain.cli import EXIT_OK, EXIT_USAGE, main
-from smtrain.compare import MAX_DISTINCT_STYLES, figure, load_rows, run_styles
+from smtrain.cli.compare import MAX_DISTINCT_STYLES, figure, load_rows, run_styles
 
 EXPERIMENT = "smtrain"
 EXECUTION = "compare-learning-rate-sweep"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from smtrain import contract
+from smtrain.core import contract
 
 
 def test_the_containers_tracking_names_are_the_contracts() -> None:

@@ -27,7 +27,7 @@ from infra.constructs.experiment_tracking import (
     ExperimentTracking,
 )
 from infra.settings import settings_from_context
-from infra.template_render import mapping_resolver, resolve_intrinsics
+from smtrain.core.assembly import mapping_resolver, resolve_intrinsics
 from tests.conftest import REGION, ROOT, synthesize
 from tests.helpers import (
     Synthesized,

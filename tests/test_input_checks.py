@@ -1,4 +1,4 @@
-"""`smtrain/input_checks.py`: data mistakes in local --input folders are refused with the fix."""
+"""`smtrain/cli/input_checks.py`: data mistakes in local --input folders are refused with the fix."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from smtrain.execution_request import ChannelInput, InputError
-from smtrain.input_checks import check_local_channels
-from smtrain.programs import Program, discover
+from smtrain.cli.execution_request import ChannelInput
+from smtrain.cli.input_checks import check_local_channels
+from smtrain.core.errors import InputError
+from smtrain.core.programs import Program, discover
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def test_same_folder_twice_is_refused(tmp_path: Path, program: Program) -> None:
 
 def test_only_files_whose_sizes_collide_across_channels_are_hashed(
         tmp_path: Path, program: Program, monkeypatch: pytest.MonkeyPatch) -> None:
-    import smtrain.input_checks as input_checks
+    import smtrain.cli.input_checks as input_checks
 
     hashed: list[Path] = []
     real = input_checks._sha256

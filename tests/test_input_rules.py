@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from smtrain import contract, input_rules
-from smtrain.programs import Program, discover
+from smtrain.core import contract, input_rules
+from smtrain.core.programs import Program, discover
 from tests.conftest import ROOT
 
 PROGRAMS = discover(ROOT / "training_code")
@@ -228,7 +228,7 @@ def _node() -> str:
 @pytest.fixture(scope="module")
 def opt_in_programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The shipped programs, digits_lightgbm with its gate but no registering by default."""
-    from smtrain.programs import discover
+    from smtrain.core.programs import discover
     from tests.conftest import shipped_training_code
 
     code = shipped_training_code(tmp_path_factory.mktemp("opt-in"))

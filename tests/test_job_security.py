@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from infra.settings import Settings, SettingsError
-from smtrain import budget, contract
-from smtrain.instance_storage import NVME_BY_FAMILY, UnknownInstanceStorage, has_local_nvme
+from smtrain.core import budget, contract
+from smtrain.core.instance_storage import NVME_BY_FAMILY, UnknownInstanceStorage, has_local_nvme
 from smtrain.local.engine import OfflineEngine
 from smtrain.local.sagemaker_rules import rule_violations
 from tests.conftest import code_without_script_requirements, synthesize
@@ -32,7 +32,7 @@ VPC = "vpc-0123456789abcdef0"
 SUBNETS = ("subnet-0123456789abcdef0", "subnet-0fedcba987654321f")
 GROUP = "sg-0123456789abcdef0"
 COST_TAGS = {"cost-center": "ml-42", "team": "vision"}
-#: An EBS-only type and one with local NVMe storage (smtrain/instance_storage.py).
+#: An EBS-only type and one with local NVMe storage (smtrain/core/instance_storage.py).
 EBS_TYPE, NVME_TYPE = "ml.m5.xlarge", "ml.g5.xlarge"
 #: Instance-hours per execution: one default job (1 x 3600 s) is 1.
 BUDGET_HOURS = 3
@@ -304,9 +304,10 @@ def test_isolated_code_channel_may_be_listed(cdk_context: dict[str, Any], settin
 def test_the_cli_refuses_an_over_budget_run_with_the_state_machines_words(isolated: Runs) -> None:
     """``smtrain start`` reads the budget and the defaults from the stack's outputs and refuses
     the run before it creates an execution, with the very cause the state machine gives."""
-    from smtrain.deployment_lookup import limits_from_outputs
-    from smtrain.execution_request import InputError, check_budget
-    from smtrain.programs import discover
+    from smtrain.cli.deployment_lookup import limits_from_outputs
+    from smtrain.cli.execution_request import check_budget
+    from smtrain.core.errors import InputError
+    from smtrain.core.programs import discover
 
     limits = limits_from_outputs(isolated.engine.deployment.outputs)
     assert limits is not None and limits.budget is not None
@@ -335,9 +336,9 @@ def test_no_budget_no_budget_outputs(synthesized: Any) -> None:
 
 def test_start_checks_the_deployed_budget_of_the_programs_it_knows() -> None:
     """What ``smtrain start`` (and ``--local``) call once the stack's outputs are read."""
-    from smtrain.commands import check_deployed_budget
-    from smtrain.deployment_lookup import BudgetLimits, Limits
-    from smtrain.execution_request import InputError
+    from smtrain.cli.deployment_lookup import BudgetLimits, Limits
+    from smtrain.cli.execution_request import check_deployed_budget
+    from smtrain.core.errors import InputError
 
     limits = Limits(allowed_instance_types=(EBS_TYPE,), max_instance_count=4,
                     budget=BudgetLimits(max_job_hours=2, default_instance_count=1,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from infra.settings import Settings
-from smtrain import contract
+from smtrain.core import contract
 from smtrain.local.engine import OfflineEngine
 from tests.conftest import code_without_script_requirements, synthesize
 from tests.scripted_sagemaker import ScriptedBackend

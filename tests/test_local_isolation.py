@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from infra.settings import Settings
-from smtrain import contract
+from smtrain.core import contract
 from smtrain.local import isolation as network_isolation
 from smtrain.local.deployment import ByocProgram
 from smtrain.local.engine import OfflineEngine

@@ -19,11 +19,10 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from smtrain import local_runs, watch
-from smtrain.cli import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, main
+from smtrain.cli import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, local_runs, main, watch
+from smtrain.core.programs import discover
 from smtrain.local import engine as engine_module
 from smtrain.local.staleness import code_digest, stale_programs
-from smtrain.programs import discover
 from tests.conftest import ROOT, shipped_training_code
 from tests.scripted_sagemaker import JobScript, ScriptedBackend
 

@@ -26,7 +26,7 @@ from infra.constructs.mlflow_app import (
     MlflowApp,
 )
 from infra.settings import EXPERIMENT_TRACKING, Settings, SettingsError, settings_from_context
-from smtrain import contract
+from smtrain.core import contract
 from tests.conftest import REGION, ROOT, synthesize
 from tests.helpers import (
     Synthesized,

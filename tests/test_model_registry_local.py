@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from smtrain import contract
+from smtrain.core import contract
 from smtrain.local.backend import SageMakerError
 from smtrain.local.model_registry import LocalModelRegistry
 from smtrain.local.sagemaker_model import request_violations, response_violations

@@ -12,8 +12,8 @@ from aws_cdk import App
 
 from infra.constructs.model_registry import MAX_GROUP_NAME
 from infra.settings import Settings, SettingsError
-from smtrain import contract
-from smtrain.programs import discover
+from smtrain.core import contract
+from smtrain.core.programs import discover
 from tests.helpers import Synthesized, references, resources_of_type
 
 PROGRAMS = ("digits_lightgbm", "digits_mlp", "digits_xgboost")

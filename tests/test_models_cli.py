@@ -22,7 +22,7 @@ from typing import Any
 import boto3
 import pytest
 
-from smtrain import contract
+from smtrain.core import contract
 from smtrain.local.model_registry import LocalModelRegistry
 from tests.test_model_registry_local import registration
 
@@ -194,14 +194,15 @@ def test_approve_sends_exactly_one_update(cloud: Cloud, monkeypatch: pytest.Monk
                                           capsys: pytest.CaptureFixture[str]) -> None:
     """In process, with every SageMaker request recorded as botocore builds it (after which
     botocore validates it: a request that reaches AWS passed its parameter validation)."""
-    from smtrain import cli, model_commands
+    from smtrain import cli
+    from smtrain.cli import outcome
 
     arn = cloud.register("smtrain-digits-mlp", job="a", program="digits_mlp")
     for key, value in cloud.env().items():
         if key.startswith("AWS_"):
             monkeypatch.setenv(key, value)
     sent: list[tuple[str, dict[str, Any]]] = []
-    real_session = model_commands.aws_session
+    real_session = outcome.aws_session
 
     def recording_session() -> Any:
         session = real_session()
@@ -209,7 +210,7 @@ def test_approve_sends_exactly_one_update(cloud: Cloud, monkeypatch: pytest.Monk
                                 lambda params, model, **_: sent.append((model.name, dict(params))))
         return session
 
-    monkeypatch.setattr(model_commands, "aws_session", recording_session)
+    monkeypatch.setattr(outcome, "aws_session", recording_session)
     assert cli.main(["models", "reject", arn, "--reason", "drift on March data"]) == 0
     assert [name for name, _ in sent] == ["DescribeModelPackage", "UpdateModelPackage",
                                           "DescribeModelPackage"]
@@ -227,7 +228,7 @@ def test_approve_sends_exactly_one_update(cloud: Cloud, monkeypatch: pytest.Monk
 
 
 def test_listing_follows_pages(cloud: Cloud) -> None:
-    from smtrain.model_commands import AwsRegistry
+    from smtrain.cli.model_commands import AwsRegistry
 
     arns = [cloud.register("smtrain-digits-mlp", job=f"job-{i}", program="digits_mlp") for i in range(5)]
     calls: list[dict[str, Any]] = []

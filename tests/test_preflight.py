@@ -354,7 +354,7 @@ def test_entry_point_help_and_make_target(aws: Aws, synthesized: Synthesized, tm
     smtrain = str(Path(sys.executable).parent / "smtrain")
     helped = subprocess.run([smtrain, "preflight", "--help"], capture_output=True, text=True, timeout=60)
     assert helped.returncode == 0 and "--cdk-out" in helped.stdout
-    lazy = subprocess.run([sys.executable, "-c", "import sys, smtrain.cli, smtrain.preflight; "
+    lazy = subprocess.run([sys.executable, "-c", "import sys, smtrain.cli, smtrain.cli.preflight; "
                            "sys.exit('boto3' in sys.modules or 'botocore' in sys.modules)"],
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert lazy.returncode == 0, "boto3 must be imported only when AWS is called"

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from smtrain import programs
 from smtrain.cli import EXIT_OK, EXIT_USAGE, main
+from smtrain.core import programs
 from smtrain.local.job_tree import JobTree, build_job_tree
 
 TOOLKIT_TRAIN = Path(sys.executable).parent / "train"  # sagemaker-training's entry point

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from infra.settings import Settings, SettingsError
-from smtrain.programs import ProgramError, discover, load, metric_definition
+from smtrain.core.programs import ProgramError, discover, load, metric_definition
 from tests.conftest import ROOT, shipped_training_code, synthesize
 
 SHIPPED = ROOT / "training_code"

@@ -1,4 +1,4 @@
-"""The quality gate and the version's metadata (smtrain/registration.py): the JSONata the
+"""The quality gate and the version's metadata (smtrain/core/registration.py): the JSONata the
 state machine's EvaluateQualityGate state runs, evaluated here with jsonata-python."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import regex
 
-from smtrain import contract
+from smtrain.core import contract
+from smtrain.core.registration import evaluate
 from smtrain.local.sagemaker_model import service_model
-from smtrain.registration import evaluate
 
 EXECUTION = "nightly-1"
 EXECUTION_ARN = f"arn:aws:states:us-east-1:123456789012:execution:smtrain-training:{EXECUTION}"

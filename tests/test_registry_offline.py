@@ -18,7 +18,7 @@ import pytest
 
 from infra.images import training_images
 from infra.settings import Settings
-from smtrain import contract
+from smtrain.core import contract
 from smtrain.local.demo import QUICK_HYPERPARAMETERS
 from smtrain.local.engine import ExecutionResult, OfflineEngine
 from smtrain.local.sagemaker_model import request_violations

@@ -6,7 +6,7 @@ or by the older ``method`` (and an unknown routing value) x tuning strategies (w
 program's default ranges and with the user's, over its declared tunable hyperparameters) x spot x
 instance types and counts x user hyperparameters and channels, and run through the synthesized
 definition with the scripted SageMaker. Each program's names, types and bounds are read from its
-manifest (``smtrain.programs.discover()``). The engine's strict front end (botocore's model and
+manifest (``smtrain.core.programs.discover()``). The engine's strict front end (botocore's model and
 the API reference's rules) judges every create request; a request it refuses fails the execution
 with ``SageMaker.AmazonSageMakerException``, which this test treats as a bug of the state machine.
 """
@@ -21,9 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smtrain import contract, input_rules, programs
+from smtrain.core import contract, input_rules, programs
+from smtrain.core.programs import Hyperparameter, Program
 from smtrain.local.engine import OfflineEngine
-from smtrain.programs import Hyperparameter, Program
 from tests.conftest import SHIPPED_PROGRAMS
 from tests.helpers import Synthesized
 from tests.scripted_sagemaker import JobScript, ScriptedBackend
@@ -31,7 +31,7 @@ from tests.scripted_sagemaker import JobScript, ScriptedBackend
 #: The state machine's own refusals (its Fail state's error names).
 REFUSALS = {contract.INVALID_INPUT_ERROR, contract.UNKNOWN_PROGRAM_ERROR}
 #: How a refusal's cause begins: each names the field, hyperparameter, channel or range at fault
-#: (the JSONata rules of smtrain.input_rules, then the state machine's JSONPath checks).
+#: (the JSONata rules of smtrain.core.input_rules, then the state machine's JSONPath checks).
 REFUSAL_CAUSES = ("field '", "the execution name", "unknown field(s) ", "give field '",
                   "hyperparameter '", "hyperparameter(s) ", "input channel '", "tuning range ",
                   "tuning.parameterRanges.", "tuning objective '", "unknown tuning field(s) ")

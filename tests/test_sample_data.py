@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smtrain import contract, programs
+from smtrain.core import contract, programs
 from tests.conftest import ROOT
 from training_code.sample_data import CHANNELS, PROGRAMS, write_datasets
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.constructs.source_bundle import build_source_tarball
+from smtrain.core.source_archive import build_source_tarball
 from tests.conftest import ROOT
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra.template_render import (
+from smtrain.core.assembly import (
     UnresolvedReference,
     mapping_resolver,
     render_definition,
@@ -37,7 +37,7 @@ def test_non_json_definition_fails() -> None:
 def test_weak_cross_stack_references_are_resolved() -> None:
     """Fn::GetStackOutput (the MLflow server's ARN, read from the storage stack without an
     export) renders like an import: ARN-named outputs keep an ARN shape."""
-    from infra.template_render import placeholder_resolver, resolve_intrinsics
+    from smtrain.core.assembly import placeholder_resolver, resolve_intrinsics
 
     value = {"Fn::GetStackOutput": {"StackName": "smtrain-storage", "OutputName": "TrackingServerArn"}}
     rendered = resolve_intrinsics({"Fn::Join": ["", ["uri=", value]]}, placeholder_resolver())

@@ -16,7 +16,7 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from mlflow.tracking import MlflowClient
 
-from smtrain.compare import figure, load_rows
+from smtrain.cli.compare import figure, load_rows
 from smtrain.local.engine import OfflineEngine
 from tests.conftest import ROOT
 from tests.helpers import Synthesized

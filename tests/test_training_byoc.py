@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smtrain.programs import load as load_program
+from smtrain.core.programs import load as load_program
 from tests.helpers import Synthesized
 from tests.training_support import TRAINING_CODE, parse_metrics, prepared_program, run_byoc
 

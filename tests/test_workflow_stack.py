@@ -235,7 +235,7 @@ def test_workflow_outputs(synthesized: Synthesized, output: str) -> None:
 
 
 def test_deployed_limits_are_outputs_the_cli_reads(synthesized: Synthesized) -> None:
-    from smtrain.deployment_lookup import limits_from_outputs
+    from smtrain.cli.deployment_lookup import limits_from_outputs
 
     outputs = {key: value["Value"] for key, value in synthesized.workflow["Outputs"].items()
                if key in ("AllowedInstanceTypes", "MaxInstanceCount")}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from smtrain.contract import DATASETS_PREFIX
+from smtrain.core.contract import DATASETS_PREFIX
 
 #: The shipped programs that train on the digits sample (folders of training_code/).
 PROGRAMS = ("digits_mlp", "digits_lightgbm", "digits_xgboost")

@@ -9,7 +9,7 @@ from typing import Any
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from smtrain import contract
+from smtrain.core import contract
 
 Cond = sfn.Condition
 

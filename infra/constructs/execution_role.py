@@ -11,11 +11,11 @@ from constructs import Construct
 
 from infra.compliance import acknowledge, nag_arn
 from infra.iam_statements import ecr_authorization_token
+from smtrain.core import contract
 
-#: Where SageMaker writes training job logs.
-TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-#: The CloudWatch namespace SageMaker publishes training metrics under.
-TRAINING_METRICS_NAMESPACE = "/aws/sagemaker/TrainingJobs"
+#: Where SageMaker writes training job logs, and the namespace of its training metrics.
+TRAINING_LOG_GROUP = contract.TRAINING_LOG_GROUP
+TRAINING_METRICS_NAMESPACE = contract.TRAINING_METRICS_NAMESPACE
 
 
 class SageMakerExecutionRole(Construct):

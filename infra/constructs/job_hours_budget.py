@@ -6,7 +6,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra.constructs.variable_check import VariableCheck
-from smtrain import budget, contract
+from smtrain.core import budget, contract
 
 #: The variable the check assigns (JSONPath states read it as ``$budgetCheck``).
 BUDGET_VARIABLE = "budgetCheck"
@@ -15,7 +15,7 @@ BUDGET_VARIABLE = "budgetCheck"
 class JobHoursBudget(Construct):
     """Refuses an execution that could use more than ``max_job_hours`` instance-hours.
 
-    Guarantees: ``Check<id>`` (JSONata) evaluates :func:`smtrain.budget.expression` over the
+    Guarantees: ``Check<id>`` (JSONata) evaluates :func:`smtrain.core.budget.expression` over the
     state (instance count x maximum runtime x training jobs, ``tuning`` selecting the tuning
     run's job count) and only assigns ``$budgetCheck``: the state's numbers stay as they are. An
     execution over the budget ends in ``reject`` with error ``JobHoursBudgetExceeded`` and a

@@ -10,8 +10,8 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from smtrain import contract
-from smtrain.registration import GATE_VARIABLE, gate_expression
+from smtrain.core import contract
+from smtrain.core.registration import GATE_VARIABLE, gate_expression
 
 Cond = sfn.Condition
 

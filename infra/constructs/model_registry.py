@@ -9,7 +9,7 @@ from aws_cdk import CfnOutput, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from smtrain import contract
+from smtrain.core import contract
 
 #: ``ModelPackageGroupName`` (botocore's sagemaker model, CreateModelPackageGroup): 1-63
 #: characters of ``[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}``.

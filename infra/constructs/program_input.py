@@ -8,8 +8,8 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra.constructs.variable_check import VariableCheck
-from smtrain import input_rules
-from smtrain.programs import Program
+from smtrain.core import input_rules
+from smtrain.core.programs import Program
 
 #: The variable the check assigns (Step Functions variables: developer guide, "Passing data
 #: between states with variables"); JSONPath states read it as ``$inputCheck``.
@@ -21,12 +21,12 @@ class ProgramInputCheck(Construct):
 
     Guarantees: the ``CheckProgramInput`` state (JSONata, inside the JSONPath state machine:
     Step Functions lets each state choose its query language) evaluates
-    :func:`smtrain.input_rules.expression`, the very rules the CLI applies. It changes nothing in
+    :func:`smtrain.core.input_rules.expression`, the very rules the CLI applies. It changes nothing in
     the state (JSONata would rewrite its numbers: ``2.0`` would become ``2`` before the integer
     checks read the input's text); it assigns the variable ``$inputCheck`` instead:
     ``resolved`` (``{"program": name}``, also when the older ``method`` picked it, with the
     program's ``instance_type`` as ``instanceType`` when the input gives none, and what the run
-    registers as ``register``, see :func:`smtrain.input_rules.expression`), ``rejected`` and
+    registers as ``register``, see :func:`smtrain.core.input_rules.expression`), ``rejected`` and
     the first problem as ``rejection``. A rejected input ends in ``reject`` with that error
     (``InvalidExecutionInput`` or ``UnknownProgram``) and a cause naming the field. It costs two
     state transitions per execution (the check and its Choice; Step Functions bills standard

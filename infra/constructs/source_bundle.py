@@ -2,71 +2,17 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
-import os
-import tarfile
 import tempfile
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from aws_cdk import Token
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
-#: Never shipped: caches and editor litter change without the code changing.
-_EXCLUDED_NAMES = {"__pycache__", ".pytest_cache", ".mypy_cache", ".DS_Store"}
-_EXCLUDED_SUFFIXES = (".pyc", ".pyo")
-
-
-def _files(directory: Path) -> list[Path]:
-    return sorted(
-        path for path in directory.rglob("*")
-        if path.is_file()
-        and not any(part in _EXCLUDED_NAMES for part in path.relative_to(directory).parts)
-        and not path.name.endswith(_EXCLUDED_SUFFIXES)
-    )
-
-
-def build_source_tarball(source_dir: Path, *,
-                         extra_packages: Mapping[str, Path] | None = None) -> bytes:
-    """Pack ``source_dir`` (at the archive's root) and each ``extra_packages`` directory (under
-    its name) into gzip'd tar bytes that depend only on file names, contents and the executable
-    bit: entries sorted, mtime 0, uid/gid 0, no user names, gzip mtime 0.
-
-    The SageMaker training toolkit opens ``sagemaker_submit_directory`` with
-    ``tarfile.open(mode="r:gz")``, so the archive must be a gzip'd tar (CDK's own directory
-    assets are zip files).
-    """
-    entries: dict[str, Path] = {}
-    for prefix, directory in [("", source_dir), *sorted((extra_packages or {}).items())]:
-        if not directory.is_dir():
-            raise ValueError(f"source directory {directory} does not exist")
-        files = _files(directory)
-        if not files:
-            raise ValueError(f"source directory {directory} holds no files")
-        for path in files:
-            name = (PurePosixPath(prefix) / path.relative_to(directory).as_posix()).as_posix()
-            if name in entries:
-                raise ValueError(f"{name} would come from both {entries[name]} and {path}")
-            entries[name] = path
-    tar_bytes = io.BytesIO()
-    with tarfile.open(fileobj=tar_bytes, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, path in sorted(entries.items()):
-            data = path.read_bytes()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mtime = 0
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
-            tar.addfile(info, io.BytesIO(data))
-    out = io.BytesIO()
-    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, compresslevel=9, filename="") as gz:
-        gz.write(tar_bytes.getvalue())
-    return out.getvalue()
+from smtrain.core.source_archive import build_source_tarball
 
 
 class SourceBundle(Construct):

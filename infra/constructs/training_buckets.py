@@ -8,9 +8,9 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.compliance import REPLICATION_RULES, acknowledge
-from smtrain import contract
+from smtrain.core import contract
 
-#: The prefixes of the execution contract (smtrain/contract.py): data under ``datasets/``,
+#: The prefixes of the execution contract (smtrain/core/contract.py): data under ``datasets/``,
 #: models under ``models/``, spot checkpoints under ``checkpoints/``.
 DATASETS_PREFIX = contract.DATASETS_PREFIX
 MODELS_PREFIX = contract.MODELS_PREFIX

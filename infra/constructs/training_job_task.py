@@ -17,7 +17,7 @@ from infra.constructs.sagemaker_task_policy import (
     pass_role_statement,
     sync_job_statements,
 )
-from smtrain import contract
+from smtrain.core import contract
 
 #: Longest job name SageMaker accepts.
 TRAINING_JOB_NAME_LIMIT = 63

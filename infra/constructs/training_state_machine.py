@@ -35,9 +35,9 @@ from infra.constructs.program_input import RESOLVED_PATH, ProgramInputCheck
 from infra.constructs.training_job_task import JobSecurity, TrainingJobTask
 from infra.constructs.tuning_job_task import DescribeTrainingJobTask, TuningJobTask
 from infra.images import TrainingImages
-from smtrain import contract
-from smtrain.instance_storage import has_local_nvme
-from smtrain.programs import Program
+from smtrain.core import contract
+from smtrain.core.instance_storage import has_local_nvme
+from smtrain.core.programs import Program
 
 Cond = sfn.Condition
 
@@ -96,7 +96,7 @@ class TrainingStateMachineProps:
     security: JobSecurity = field(default_factory=JobSecurity)
     #: ``EnableInterContainerTrafficEncryption`` on every job with more than one instance.
     inter_container_encryption: bool = True
-    #: The most instance-hours one execution may use (see ``smtrain/budget.py``); none: no cap.
+    #: The most instance-hours one execution may use (see ``smtrain/core/budget.py``); none: no cap.
     max_job_hours: float | None = None
     #: Seconds Step Functions reuses a data key of ``key`` for the execution data it encrypts
     #: (60-900; the CloudFormation default is 300).
@@ -440,7 +440,7 @@ class TrainingStateMachine(Construct):
             if props.security.network_isolation:
                 # An isolated container cannot download its code: it arrives as the "code"
                 # channel and the toolkit extracts it from there (what the SageMaker Python SDK
-                # does; smtrain/contract.py, CODE_CHANNEL). An S3Prefix channel whose URI is one
+                # does; smtrain/core/contract.py, CODE_CHANNEL). An S3Prefix channel whose URI is one
                 # object's key holds that one object, under its file name.
                 assert deployed.source_file_name is not None
                 fixed["sagemaker_submit_directory"] = contract.code_channel_file(
@@ -470,7 +470,7 @@ class TrainingStateMachine(Construct):
                                 "gpu": props.images.pytorch_inference_cpu}
             inference_environment = {
                 "SAGEMAKER_PROGRAM": program.serving.entry_point,
-                "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+                "SAGEMAKER_SUBMIT_DIRECTORY": contract.MODEL_CODE_DIR,
                 "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
                 "SAGEMAKER_REGION": props.region,
             }
@@ -529,7 +529,7 @@ class TrainingStateMachine(Construct):
     def _volume_encryption(self) -> sfn.State:
         """``$.resources``: SageMaker's ``ResourceConfig``, with ``VolumeKmsKeyId`` (the stack key)
         on instance types without local storage and never on those with it, which SageMaker
-        refuses (smtrain/instance_storage.py). The states are kept in :attr:`_volume_states`."""
+        refuses (smtrain/core/instance_storage.py). The states are kept in :attr:`_volume_states`."""
         props = self.props
         resources = {
             "InstanceType.$": "$.config.instanceType",

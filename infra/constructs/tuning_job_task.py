@@ -21,7 +21,7 @@ from infra.constructs.training_job_task import (
     job_tags,
     tracking_environment,
 )
-from smtrain import contract
+from smtrain.core import contract
 
 #: Longest tuning job name SageMaker accepts.
 TUNING_JOB_NAME_LIMIT = 32

@@ -26,7 +26,7 @@ from infra.constructs.training_repository import TrainingRepository
 from infra.constructs.vpc_job_access import VpcJobAccess
 from infra.log_retention import retention_for_days
 from infra.settings import Settings
-from smtrain import contract
+from smtrain.core import contract
 
 
 def workflow_log_group_prefix(settings: Settings) -> str:

@@ -25,11 +25,11 @@ from infra.images import training_images
 from infra.log_retention import retention_for_days
 from infra.settings import Settings, SettingsError
 from infra.stacks.storage_stack import StorageStack
-from smtrain import contract
-from smtrain.budget import budget_text
-from smtrain.instance_storage import UnknownInstanceStorage, has_local_nvme
-from smtrain.programs import Program
-from smtrain.programs import discover as discover_programs
+from smtrain.core import contract
+from smtrain.core.budget import budget_text
+from smtrain.core.instance_storage import UnknownInstanceStorage, has_local_nvme
+from smtrain.core.programs import Program
+from smtrain.core.programs import discover as discover_programs
 
 TRAINING_CODE_DIR = Path(__file__).resolve().parents[2] / "training_code"
 

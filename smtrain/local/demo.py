@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from smtrain import contract
+from smtrain.core import contract
 from smtrain.local.engine import ExecutionResult, OfflineEngine
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--tuning-jobs must be >= 0 and --parallel >= 1")
     if not (args.outdir / "manifest.json").is_file():
         parser.error(f"{args.outdir} holds no synthesized app: run `make synth` first")
-    from smtrain.programs import discover
+    from smtrain.core.programs import discover
 
     programs = discover()
     name = args.program or METHOD_PROGRAMS[args.method or "script"]

@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.template_render import (
+from smtrain.core import contract
+from smtrain.core.assembly import (
     UnresolvedReference,
     load_templates,
     render_definition,
     resolve_intrinsics,
     state_machine_definitions,
 )
-from smtrain import contract
 from smtrain.local.s3_stand_in import LocalS3
 
 ACCOUNT = "123456789012"
@@ -180,7 +180,7 @@ def _model_groups(outputs: dict[str, str]) -> dict[str, str]:
 def _byoc_programs(outdir: Path, outputs: dict[str, str]) -> dict[str, ByocProgram]:
     """Each ``ProgramImage<Id>`` output's image, found by its tag (the asset hash) among the
     staged Docker contexts of ``*.assets.json``."""
-    from smtrain.programs import load as load_program
+    from smtrain.core.programs import load as load_program
 
     staged: dict[str, tuple[Path, str]] = {}
     for manifest_path in sorted(outdir.glob("*.assets.json")):

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from smtrain import contract
+from smtrain.core import contract
 from smtrain.local.backend import SageMakerBackend
 from smtrain.local.deployment import ACCOUNT, LocalDeployment, load_deployment
 from smtrain.local.local_backend import Images, LocalBackend

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from smtrain import contract
+from smtrain.core import contract
 from smtrain.local import isolation as network_isolation
 from smtrain.local.backend import TERMINAL_STATUSES, Description, Request, SageMakerError
 from smtrain.local.builtin_xgboost import BUILTIN_METRIC_DEFINITIONS
@@ -60,7 +60,7 @@ LOG_TAIL_LIMIT = 800
 NOTE_PREFIX = "smtrain local: "
 #: The container's SageMaker directory; a ``sagemaker_submit_directory`` under it is a path in the
 #: container (network isolation), mapped into the job's fake tree.
-CONTAINER_BASE_DIR = "/opt/ml"
+CONTAINER_BASE_DIR = contract.CONTAINER_BASE_DIR
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -15,14 +15,43 @@ import math
 import threading
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from smtrain.local.backend import Description, Request, SageMakerError
 
 if TYPE_CHECKING:
     import optuna
 
-    from smtrain.local.local_backend import LocalBackend, TrainingJob
+
+class TrialJob(Protocol):
+    """What a tuning run reads of one of its training jobs."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def metrics(self) -> dict[str, float]: ...
+    @property
+    def created(self) -> str: ...
+    def describe(self) -> Description: ...
+
+
+class TrialImages(Protocol):
+    def kind(self, image: str) -> str: ...
+
+
+TrialJobT = TypeVar("TrialJobT", bound=TrialJob)
+
+
+class TrialRunner(Protocol[TrialJobT]):
+    """What a tuning run needs of the backend that runs its training jobs (the local backend)."""
+
+    @property
+    def images(self) -> TrialImages: ...
+    def register(self, request: Request) -> TrialJobT: ...
+    def execute(self, job: TrialJobT) -> None: ...
+    def stop_training_job(self, name: str) -> None: ...
 
 _SAMPLER_SEED = 0
 
@@ -43,10 +72,10 @@ def _categorical(trial: optuna.trial.Trial, spec: dict[str, Any]) -> str:
     return str(trial.suggest_categorical(spec["Name"], list(spec["Values"])))
 
 
-class TuningRun:
+class TuningRun(Generic[TrialJobT]):
     """One tuning job: validated on creation, run in a background thread."""
 
-    def __init__(self, *, name: str, request: Request, backend: LocalBackend) -> None:
+    def __init__(self, *, name: str, request: Request, backend: TrialRunner[TrialJobT]) -> None:
         self.name = name
         self.request = request
         self.backend = backend
@@ -65,7 +94,7 @@ class TuningRun:
                          else int(limits["MaxNumberOfTrainingJobs"]))
         self.status = "InProgress"
         self.failure_reason: str | None = None
-        self.trials: list[tuple[dict[str, str], TrainingJob | None]] = []
+        self.trials: list[tuple[dict[str, str], TrialJobT | None]] = []
         self.done = False
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -138,7 +167,7 @@ class TuningRun:
                            {"Key": "sagemaker:tuning-job", "Value": self.name}]
         return request
 
-    def _objective(self, job: TrainingJob) -> float | None:
+    def _objective(self, job: TrialJobT) -> float | None:
         if job.status != "Completed":
             return None
         return job.metrics.get(self.metric)
@@ -150,7 +179,7 @@ class TuningRun:
         try:
             direction = "maximize" if self.direction == "Maximize" else "minimize"
             study = optuna.create_study(direction=direction, sampler=self._sampler())
-            running: dict[Future[TrainingJob], optuna.trial.Trial] = {}
+            running: dict[Future[TrialJobT], optuna.trial.Trial] = {}
             started = 0
             with ThreadPoolExecutor(max_workers=self.parallel) as pool:
                 while (started < self.max_jobs or running) and not self._stop.is_set():
@@ -175,7 +204,7 @@ class TuningRun:
         except Exception as error:
             self._end("Failed", f"InternalServerError: {type(error).__name__}: {error}")
 
-    def _tracked_trial(self, index: int, tuned: dict[str, str]) -> TrainingJob:
+    def _tracked_trial(self, index: int, tuned: dict[str, str]) -> TrialJobT:
         request = self._training_request(index, tuned)
         job = self.backend.register(request)
         with self._lock:
@@ -205,7 +234,7 @@ class TuningRun:
         with self._lock:
             self.status, self.failure_reason, self.done = status, reason, True
 
-    def _best(self) -> tuple[dict[str, str], TrainingJob, float] | None:
+    def _best(self) -> tuple[dict[str, str], TrialJobT, float] | None:
         scored = [(tuned, job, value) for tuned, job in self.trials if job is not None
                   for value in [self._objective(job)] if value is not None]
         if not scored:

@@ -40,7 +40,7 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any, Final
 
-from smtrain import contract
+from smtrain.core import contract
 from smtrain.local.backend import Description, Request, SageMakerError
 from smtrain.local.deployment import ACCOUNT
 from smtrain.local.sagemaker_model import answer_as_aws, operation_model

@@ -30,9 +30,9 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
-from smtrain import contract
+from smtrain.core import contract
 
-#: Overrides where the program environments are cached (not in :mod:`smtrain.contract`).
+#: Overrides where the program environments are cached (not in :mod:`smtrain.core.contract`).
 ENV_CACHE_VARIABLE = contract.ENV_PROGRAM_ENV_CACHE
 _COMPLETE = ".complete"
 _PTH_NAME = "_smtrain_project.pth"

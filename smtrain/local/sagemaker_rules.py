@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from smtrain.instance_storage import UnknownInstanceStorage, has_local_nvme
+from smtrain.core.instance_storage import UnknownInstanceStorage, has_local_nvme
 
 #: "HyperbandTraining attempts to infer MaxResource from the following keys (if present) in
 #: StaticHyperParameters: epochs, numepochs, n-epochs, n_epochs, num_epochs. If

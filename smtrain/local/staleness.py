@@ -18,9 +18,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.template_render import load_templates, placeholder_resolver, render_definition, state_machine_definitions
-from smtrain import contract
-from smtrain.programs import MANIFEST, Program
+from smtrain.core import contract
+from smtrain.core.assembly import load_templates, placeholder_resolver, render_definition, state_machine_definitions
+from smtrain.core.programs import MANIFEST, Program
+from smtrain.core.source_archive import build_source_tarball
 
 #: Never part of a build context's comparison: caches the interpreter writes.
 _IGNORED_DIRS = frozenset({"__pycache__"})
@@ -45,13 +46,7 @@ def training_code_dir(program: Program) -> Path:
 
 
 def _tarball(program: Program) -> bytes:
-    """What the workflow stack ships for a script program (its module imports aws_cdk, which
-    starts Node: on the pinned Node, as ``app.py`` does, so no banner about the machine's)."""
-    from infra.node_runtime import use_pinned_node
-
-    use_pinned_node()
-    from infra.constructs.source_bundle import build_source_tarball
-
+    """What the workflow stack ships for a script program (the same builder, without CDK)."""
     root = training_code_dir(program)
     return build_source_tarball(program.directory,
                                 extra_packages={name: root / name for name in program.shared})

@@ -23,8 +23,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from smtrain.execution_request import ChannelInput, InputError
-from smtrain.programs import Channel, Program
+from smtrain.cli.execution_request import ChannelInput
+from smtrain.core.errors import InputError
+from smtrain.core.programs import Channel, Program
 
 #: How many of the files found a "wrong content type" message lists.
 LISTED_FILES = 3

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smtrain import contract, input_rules
-from smtrain.programs import Program
+from smtrain.core import contract, input_rules
+from smtrain.core.errors import InputError
+from smtrain.core.programs import Program
 
 #: SageMaker's limits on hyperparameters.
 MAX_HYPERPARAMETERS = contract.MAX_HYPERPARAMETERS
@@ -30,10 +31,6 @@ _KEY = re.compile(r"[A-Za-z0-9_.:/=+\-@]+")
 _S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(?P<key>.*)$")
 _INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9-]+\.[a-z0-9]+$")
 UPLOAD_PREFIX = contract.UPLOAD_PREFIX
-
-
-class InputError(ValueError):
-    """Bad input for a run; the message is one line naming the problem."""
 
 
 def parse_hyperparameters(pairs: Sequence[str]) -> dict[str, str]:
@@ -155,12 +152,12 @@ def check_instance(instance_type: str | None, instance_count: int | None, *,
 def check_budget(execution_input: Mapping[str, Any], program: Program, *, max_job_hours: float,
                  default_instance_count: int, default_max_runtime: int) -> None:
     """Refuse a run that could use more than ``max_job_hours`` instance-hours, with the state
-    machine's own words (the same JSONata expression, :mod:`smtrain.budget`), before it starts:
+    machine's own words (the same JSONata expression, :mod:`smtrain.core.budget`), before it starts:
     the input's count and runtime over the deployment's defaults, its tuning over the program's
     default tuning (merged as the state machine merges them). The program is this checkout's: if
     its ``[tuning]`` changed since the deploy, the state machine's answer (from the deployed
     manifest) is the one that counts."""
-    from smtrain import budget
+    from smtrain.core import budget
 
     runtime = execution_input.get(contract.MAX_RUNTIME, default_max_runtime)
     if isinstance(runtime, (int, float)) and runtime > default_max_runtime:
@@ -178,6 +175,18 @@ def check_budget(execution_input: Mapping[str, Any], program: Program, *, max_jo
     answer = budget.check(state, max_job_hours, tuning=tuning is not None)
     if answer["exceeded"]:
         raise InputError(str(answer["cause"]))
+
+
+def check_deployed_budget(draft: dict[str, Any], limits: Any) -> None:
+    """The deployment's ``maxJobHours``, checked before anything is started (or uploaded)."""
+    if limits.budget is None:
+        return
+    from smtrain.core.programs import discover
+
+    program = discover()[draft[contract.PROGRAM]]
+    check_budget(draft, program, max_job_hours=limits.budget.max_job_hours,
+                 default_instance_count=limits.budget.default_instance_count,
+                 default_max_runtime=limits.budget.default_max_runtime)
 
 
 def check_execution_name(name: str) -> str:
@@ -213,7 +222,7 @@ def build_input(*, program: Program, programs: Mapping[str, Program],
                 tuning: Mapping[str, Any] | None, max_runtime: int | None = None,
                 register: bool | Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The execution input: only what the user set (the state machine fills the defaults),
-    checked by the same rules the state machine applies (:mod:`smtrain.input_rules`)."""
+    checked by the same rules the state machine applies (:mod:`smtrain.core.input_rules`)."""
     execution_input: dict[str, Any] = {contract.PROGRAM: program.name}
     if hyperparameters:
         execution_input[contract.HYPERPARAMETERS] = dict(hyperparameters)

@@ -1,7 +1,7 @@
 """``smtrain programs``, ``smtrain new-program`` and ``smtrain tuning-template``: the training
 programs of ``training_code/`` (their ``program.toml`` manifests), read and written offline.
 
-Nothing here touches AWS; ``smtrain.programs`` reads the manifests in milliseconds.
+Nothing here touches AWS; ``smtrain.core.programs`` reads the manifests in milliseconds.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from smtrain import contract, programs
 from smtrain.cli import EXIT_OK, EXIT_USAGE
+from smtrain.core import contract, programs
 
 
 def fail(text: str) -> None:

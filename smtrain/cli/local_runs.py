@@ -21,24 +21,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from smtrain import contract
-from smtrain.cli import EXIT_ABORTED, EXIT_FAILED, EXIT_OK
-from smtrain.deployment_lookup import ResourceNotFound, limits_from_outputs
-from smtrain.execution_request import check_instance, upload_prefix
-from smtrain.input_checks import data_files
+from smtrain.cli.deployment_lookup import limits_from_outputs
+from smtrain.cli.execution_request import check_instance, upload_prefix
+from smtrain.cli.input_checks import data_files
+from smtrain.cli.outcome import EXIT_ABORTED, EXIT_FAILED, EXIT_OK, ResourceNotFound
+from smtrain.core import contract
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: The project's pinned CDK CLI (``make synth`` runs it with the environment below).
 CDK = ROOT / "node_modules" / ".bin" / "cdk"
 SYNTH_ENVIRONMENT = {"CDK_DISABLE_CLI_TELEMETRY": "true", "CDK_DISABLE_VERSION_CHECK": "1"}
 #: How many of a failed job's last log lines are printed.
-LOG_TAIL_LINES = 20
+LOG_TAIL_LINES = contract.LOG_TAIL_LINES
 RECORD_VERSION = 1
 
 
 def _programs() -> Mapping[str, Any]:
     """Every training program (a seam for tests, which point it at a copy of training_code)."""
-    from smtrain.programs import discover
+    from smtrain.core.programs import discover
 
     return discover()
 
@@ -125,7 +125,7 @@ def fresh_name(name: str) -> str:
 def print_result(output: Mapping[str, Any], model_path: Any) -> None:
     print(f"model: {output['modelArtifacts']}\n       = {model_path}")
     print("metrics: " + "  ".join(f"{m['MetricName']}={m['Value']}" for m in output["metrics"]))
-    from smtrain.watch import registration_lines
+    from smtrain.cli.watch import registration_lines
 
     for line in registration_lines(dict(output)):
         print(line.replace("smtrain models approve", "smtrain models approve --local", 1))
@@ -135,7 +135,7 @@ def print_result(output: Mapping[str, Any], model_path: Any) -> None:
 # -- a failed job's log -----------------------------------------------------------------------
 def _failed_job_names(result: Any) -> list[str]:
     """Training jobs of the run, the failed one first (from the cause, else the history)."""
-    from smtrain.watch import failed_job_name, job_names
+    from smtrain.cli.watch import failed_job_name, job_names
 
     failed = failed_job_name(result.cause)
     names = [failed] if failed else []
@@ -207,7 +207,7 @@ def start_local(args: argparse.Namespace, draft: dict[str, Any], channel_inputs:
             check_instance(draft.get(contract.INSTANCE_TYPE), draft.get(contract.INSTANCE_COUNT),
                            allowed=limits.allowed_instance_types,
                            max_count=limits.max_instance_count)
-            from smtrain.commands import check_deployed_budget
+            from smtrain.cli.execution_request import check_deployed_budget
 
             check_deployed_budget(draft, limits)
         channels = {}
@@ -250,7 +250,7 @@ def start_local(args: argparse.Namespace, draft: dict[str, Any], channel_inputs:
             })
             print_result(output, model_path)
             return EXIT_OK
-        from smtrain.watch import failure_reason
+        from smtrain.cli.watch import failure_reason
 
         print(f"{result.status}: {result.error}\nreason: {failure_reason(result.cause) or result.cause}")
         names = _failed_job_names(result)

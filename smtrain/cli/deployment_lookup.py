@@ -9,13 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smtrain import contract
+from smtrain.cli.outcome import ResourceNotFound
+from smtrain.core import contract
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-class ResourceNotFound(RuntimeError):
-    """A resource the command needs cannot be found; the message says what to do."""
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -29,9 +26,9 @@ class ProjectConfig:
 def project_config(cdk_json: Path = ROOT / "cdk.json") -> ProjectConfig:
     training: Mapping[str, Any] = {}
     if cdk_json.is_file():
-        training = json.loads(cdk_json.read_text()).get("context", {}).get("training", {})
-    prefix = training.get("namePrefix", "smtrain")
-    return ProjectConfig(stack_name=f"{prefix}-workflow")
+        training = json.loads(cdk_json.read_text()).get("context", {}).get(contract.CONTEXT_KEY, {})
+    prefix = training.get("namePrefix", contract.DEFAULT_NAME_PREFIX)
+    return ProjectConfig(stack_name=contract.workflow_stack_name(prefix))
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from smtrain import contract
-from smtrain.programs import Program
+from smtrain.core import contract
+from smtrain.core.programs import Program
 
 
 def catalog(programs: Mapping[str, Program]) -> dict[str, Any]:

@@ -5,19 +5,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from smtrain import contract
-from smtrain.cli import EXIT_ABORTED, EXIT_ENVIRONMENT, EXIT_OK, EXIT_USAGE
-from smtrain.deployment_lookup import ResourceNotFound, explicit_resources, find_resources, project_config
-from smtrain.execution_request import (
-    InputError,
+from smtrain.cli.deployment_lookup import explicit_resources, find_resources, project_config
+from smtrain.cli.execution_request import (
     build_input,
-    check_budget,
+    check_deployed_budget,
     check_execution_name,
     check_instance,
     deterministic_name,
@@ -27,74 +22,18 @@ from smtrain.execution_request import (
     resolve_program,
     upload_prefix,
 )
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
-
-
-def fail(text: str) -> None:
-    print(f"smtrain: error: {text}", file=sys.stderr, flush=True)
+from smtrain.cli.outcome import EXIT_OK, EXIT_USAGE, Handler, ResourceNotFound, aws_session, run_handler, say
+from smtrain.core import contract
+from smtrain.core.errors import InputError
 
 
 def run(args: argparse.Namespace) -> int:
-    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+    handlers: dict[str, Handler] = {
         "start": start, "watch": watch, "status": status, "list": list_runs, "logs": logs,
         "stop": stop, "data": data_upload, "compare": compare_runs,
     }
-    try:
-        return handlers[args.command](args)
-    except InputError as error:
-        fail(str(error))
-        return EXIT_USAGE
-    except ResourceNotFound as error:
-        fail(str(error))
-        return EXIT_ENVIRONMENT
-    except KeyboardInterrupt:
-        fail("interrupted (the run, if started, goes on: `smtrain stop NAME` stops it)")
-        return EXIT_ABORTED
-    except Exception as error:
-        module = type(error).__module__
-        if module.startswith(("botocore", "boto3")):
-            fail(_aws_message(error))
-            return EXIT_ENVIRONMENT
-        raise
-
-
-def _aws_message(error: Exception) -> str:
-    name = type(error).__name__
-    if name in ("NoCredentialsError", "PartialCredentialsError"):
-        return ("no AWS credentials found: configure a profile (aws configure), set AWS_PROFILE, "
-                "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
-    if name == "NoRegionError":
-        return "no AWS region configured: set AWS_REGION (or AWS_DEFAULT_REGION) or a region in your profile"
-    if name == "EndpointConnectionError":
-        return f"cannot reach AWS: {error}"
-    return f"AWS answered: {error}"
-
-
-# -- AWS plumbing -----------------------------------------------------------------------
-def _session() -> Any:
-    import os
-
-    import boto3
-
-    # AWS_REGION (the CDK's and the newer SDKs' variable) as well as AWS_DEFAULT_REGION.
-    session = boto3.Session(region_name=os.environ.get("AWS_REGION") or None)
-    if session.get_credentials() is None:
-        raise _no_credentials()
-    if session.region_name is None:
-        from botocore.exceptions import NoRegionError
-
-        raise NoRegionError()
-    return session
-
-
-def _no_credentials() -> Exception:
-    from botocore.exceptions import NoCredentialsError
-
-    error: Exception = NoCredentialsError()
-    return error
+    return run_handler(handlers[args.command], args,
+                       interrupted="interrupted (the run, if started, goes on: `smtrain stop NAME` stops it)")
 
 
 def _resources(args: argparse.Namespace, session: Any, *, need_bucket: bool) -> Any:
@@ -127,7 +66,7 @@ def _directory_digest(directory: Path) -> str:
 def _checked_request(args: argparse.Namespace, data_bucket: str | None) -> tuple[dict[str, Any], Any, str]:
     """Everything checked and built before any AWS call: (input, channel inputs, name). The
     deployed limits (instance types and count) are checked once the stack is known."""
-    from smtrain.programs import discover
+    from smtrain.core.programs import discover
 
     programs = discover()
     program = resolve_program(programs, program=args.program, method=args.method)
@@ -140,12 +79,12 @@ def _checked_request(args: argparse.Namespace, data_bucket: str | None) -> tuple
         raise InputError("--logs needs --wait")
     tuning = None
     if args.tune is not None:
-        from smtrain.tuning_schema import load_tuning
+        from smtrain.core.tuning_schema import load_tuning
 
         tuning = load_tuning(args.tune, hyperparameters=hyperparameters)
     channel_inputs = parse_inputs(args.input, data_bucket=data_bucket,
                                   channels=[c.name for c in program.channels])
-    from smtrain.input_checks import check_local_channels
+    from smtrain.cli.input_checks import check_local_channels
 
     check_local_channels(channel_inputs, program)
     if args.name is not None:
@@ -163,27 +102,15 @@ def _checked_request(args: argparse.Namespace, data_bucket: str | None) -> tuple
     return draft, channel_inputs, name
 
 
-def check_deployed_budget(draft: dict[str, Any], limits: Any) -> None:
-    """The deployment's ``maxJobHours``, checked before anything is started (or uploaded)."""
-    if limits.budget is None:
-        return
-    from smtrain.programs import discover
-
-    program = discover()[draft[contract.PROGRAM]]
-    check_budget(draft, program, max_job_hours=limits.budget.max_job_hours,
-                 default_instance_count=limits.budget.default_instance_count,
-                 default_max_runtime=limits.budget.default_max_runtime)
-
-
 def start(args: argparse.Namespace) -> int:
     _, explicit_bucket = explicit_resources(state_machine_arn=args.state_machine_arn,
                                             data_bucket=args.data_bucket)
     draft, channel_inputs, name = _checked_request(args, explicit_bucket)
     if args.local:
-        from smtrain.local_runs import start_local
+        from smtrain.cli.local_runs import start_local
 
         return start_local(args, draft, channel_inputs, name)
-    session = _session()
+    session = aws_session()
     needs_bucket = any(c.local_dir is not None or c.s3_uri is not None for c in channel_inputs)
     resources = _resources(args, session, need_bucket=needs_bucket)
     if needs_bucket and resources.data_bucket is None:
@@ -224,7 +151,7 @@ def start(args: argparse.Namespace) -> int:
     if not args.wait:
         say(f"Follow it with: smtrain watch {name}")
         return EXIT_OK
-    from smtrain.watch import follow
+    from smtrain.cli.watch import follow
 
     return follow(session, arn, logs=args.logs, interval=args.interval)
 
@@ -242,7 +169,7 @@ def _existing_execution(sfn: Any, arn: str) -> dict[str, Any] | None:
 
 
 def _upload_tree(session: Any, directory: Path, bucket: str | None, prefix: str) -> int:
-    from smtrain.input_checks import data_files
+    from smtrain.cli.input_checks import data_files
 
     files = sorted(data_files(directory))
     total = sum(p.stat().st_size for p in files)
@@ -258,17 +185,17 @@ def _upload_tree(session: Any, directory: Path, bucket: str | None, prefix: str)
 
 # -- following and inspecting ---------------------------------------------------------------
 def watch(args: argparse.Namespace) -> int:
-    session = _session()
+    session = aws_session()
     arn = execution_arn(_resources(args, session, need_bucket=False).state_machine_arn, args.name)
-    from smtrain.watch import follow
+    from smtrain.cli.watch import follow
 
     return follow(session, arn, logs=args.logs, interval=args.interval)
 
 
 def status(args: argparse.Namespace) -> int:
-    session = _session()
+    session = aws_session()
     arn = execution_arn(_resources(args, session, need_bucket=False).state_machine_arn, args.name)
-    from smtrain.watch import describe_once
+    from smtrain.cli.watch import describe_once
 
     return describe_once(session, arn)
 
@@ -276,7 +203,7 @@ def status(args: argparse.Namespace) -> int:
 def list_runs(args: argparse.Namespace) -> int:
     if not 1 <= args.max <= 1000:
         raise InputError(f"--max {args.max} must be from 1 to 1000")
-    session = _session()
+    session = aws_session()
     machine = _resources(args, session, need_bucket=False).state_machine_arn
     kwargs: dict[str, Any] = {"stateMachineArn": machine, "maxResults": args.max}
     if args.status:
@@ -292,15 +219,15 @@ def list_runs(args: argparse.Namespace) -> int:
 
 
 def logs(args: argparse.Namespace) -> int:
-    session = _session()
+    session = aws_session()
     arn = execution_arn(_resources(args, session, need_bucket=False).state_machine_arn, args.name)
-    from smtrain.watch import print_job_logs
+    from smtrain.cli.watch import print_job_logs
 
     return print_job_logs(session, arn)
 
 
 def stop(args: argparse.Namespace) -> int:
-    session = _session()
+    session = aws_session()
     arn = execution_arn(_resources(args, session, need_bucket=False).state_machine_arn, args.name)
     sfn = session.client("stepfunctions")
     existing = _existing_execution(sfn, arn)
@@ -318,7 +245,7 @@ def data_upload(args: argparse.Namespace) -> int:
     source = args.source
     if source is not None and not source.is_dir():
         raise InputError(f"--from {source} is not a directory")
-    session = _session()
+    session = aws_session()
     bucket = _resources(args, session, need_bucket=True).data_bucket
     if bucket is None:
         raise ResourceNotFound("the data bucket is unknown: pass --data-bucket or set SMTRAIN_DATA_BUCKET")
@@ -352,7 +279,7 @@ def compare_runs(args: argparse.Namespace) -> int:
         if not uri:
             raise InputError("no tracking URI: pass --tracking-uri (the tracking server ARN on AWS), "
                              "set MLFLOW_TRACKING_URI, or use --local")
-    from smtrain.compare import compare
+    from smtrain.cli.compare import compare
 
     # An unknown --sort metric raises UnknownMetric, an InputError: one line, exit 2 (see run()).
     say(compare(tracking_uri=uri, experiment=args.experiment, metric=args.sort, limit=args.max,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from smtrain import contract
+from smtrain.core import contract
 
 #: Fields of the state the expression reads (after defaults were applied and checked).
 CONFIG_PATH = "config"

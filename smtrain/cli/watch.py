@@ -7,11 +7,12 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from smtrain.cli import EXIT_ABORTED, EXIT_FAILED, EXIT_OK
+from smtrain.cli.outcome import EXIT_ABORTED, EXIT_FAILED, EXIT_OK
+from smtrain.core import contract
 
-TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+TRAINING_LOG_GROUP = contract.TRAINING_LOG_GROUP
 #: How many of a failed job's last log lines are printed.
-LOG_TAIL_LINES = 20
+LOG_TAIL_LINES = contract.LOG_TAIL_LINES
 
 
 def _say(text: str) -> None:

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from smtrain import contract
-from smtrain.execution_request import InputError
+from smtrain.core import contract
+from smtrain.core.errors import InputError
 
 _NAME = {"type": "string", "minLength": 1, "maxLength": 256}
 _NUMBER_TEXT = {"type": "string", "pattern": r"^[-+]?[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$"}

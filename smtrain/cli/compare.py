@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from smtrain import contract
-from smtrain.execution_request import InputError
+from smtrain.core import contract
+from smtrain.core.errors import InputError
 
 #: Metrics where smaller is better (everything else is sorted largest first).
 _SMALLER_IS_BETTER = ("loss", "error", "merror", "rmse")

@@ -7,16 +7,14 @@ answer at once; AWS and the offline engine are imported by the command that need
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from smtrain import contract
+from smtrain.cli.outcome import EXIT_ABORTED, EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from smtrain.core import contract
 
-#: Exit codes: 0 success; 1 the run failed; 2 bad usage or input (nothing started);
-#: 3 the run timed out or was aborted; 4 AWS or the deployment could not be reached.
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABORTED, EXIT_ENVIRONMENT = 0, 1, 2, 3, 4
+__all__ = ["EXIT_ABORTED", "EXIT_ENVIRONMENT", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 
 def _resource_options(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +24,7 @@ def _resource_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _models_parser(commands: Any) -> None:
-    """``smtrain models list|approve|reject`` (the commands are in ``smtrain.model_commands``)."""
+    """``smtrain models list|approve|reject`` (the commands are in ``smtrain.cli.model_commands``)."""
     models = commands.add_parser("models", help="registered model versions: list, approve, reject")
     actions = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
 
@@ -178,21 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "preflight":
-        from smtrain import preflight
+        from smtrain.cli import preflight
 
         return preflight.run(args)
     if args.command == "models":
-        from smtrain import model_commands
+        from smtrain.cli import model_commands
 
         return model_commands.run(args)
     if args.command in ("programs", "new-program", "tuning-template"):
-        from smtrain import program_commands
+        from smtrain.cli import program_commands
 
         return program_commands.run(args)
-    from smtrain import commands
+    from smtrain.cli import commands
 
     return commands.run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,7 +6,7 @@ ones (``$.staticHyperparameters``) with the trial's tuned values over them
 (``BestTrainingJob.TunedHyperParameters``).
 
 The state machine's ``EvaluateQualityGate`` state (a JSONata Pass, like the input check: see
-:mod:`smtrain.input_rules`) assigns the variable ``$qualityGate`` from :func:`gate_expression`:
+:mod:`smtrain.core.input_rules`) assigns the variable ``$qualityGate`` from :func:`gate_expression`:
 
 - ``passed``: every ``register.minimum`` metric is at least, and every ``register.maximum``
   metric at most, its limit in the job's final metrics (``FinalMetricDataList``: for a tuning run,
@@ -28,7 +28,7 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from smtrain import contract
+from smtrain.core import contract
 
 #: The variable the gate assigns (JSONPath states read it as ``$qualityGate``).
 GATE_VARIABLE = "qualityGate"

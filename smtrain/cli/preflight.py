@@ -36,14 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.template_render import Resolver, UnresolvedReference, resolve_intrinsics
-from smtrain import contract
-from smtrain.cli import EXIT_ABORTED, EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from smtrain.execution_request import UPLOAD_PREFIX, InputError
+from smtrain.cli.outcome import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, aws_session, run_handler, say
+from smtrain.core import contract
+from smtrain.core.assembly import Resolver, UnresolvedReference, resolve_intrinsics
+from smtrain.core.errors import InputError
 
 #: Where SageMaker writes training logs and publishes training metrics.
-TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-TRAINING_METRICS_NAMESPACE = "/aws/sagemaker/TrainingJobs"
+TRAINING_LOG_GROUP = contract.TRAINING_LOG_GROUP
+TRAINING_METRICS_NAMESPACE = contract.TRAINING_METRICS_NAMESPACE
 #: Condition keys of type Bool (IAM's SimulateCustomPolicy needs each key's type).
 _BOOLEAN_KEYS = {"kms:GrantIsForAWSResource": "boolean"}
 #: Stand-ins for what a run decides at run time (a ``{}`` of ``States.Format``, an instance id).
@@ -144,10 +144,6 @@ class _Outcome:
     failures: list[str] = field(default_factory=list)
     unchecked: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
 
 
 # -- the synthesized app ----------------------------------------------------------------------
@@ -520,7 +516,7 @@ def _execution_role_checks(state: str, request: Mapping[str, Any], role: str, jo
     readable = {uri for path, uri in _data(d.definition) if uri.startswith("s3://") and "*" not in uri
                 and not {"OutputDataConfig", "CheckpointConfig"} & set(path)} - written
     if d.data_bucket is not None:
-        readable.add(f"s3://{d.data_bucket}/{UPLOAD_PREFIX}/run-{SAMPLE}/train/")
+        readable.add(f"s3://{d.data_bucket}/{contract.UPLOAD_PREFIX}/run-{SAMPLE}/train/")
     for uri in sorted(readable):
         if uri.endswith("/"):
             _read_checks(role, uri, "part-0.csv", f"{why} reads its input channel", d)
@@ -679,20 +675,6 @@ def _foreign_managed_policies(stacks: list[_Stack], refs: _References) -> list[s
 
 
 # -- asking AWS --------------------------------------------------------------------------------
-def _session(region: str | None) -> Any:
-    import os
-
-    import boto3
-    from botocore.exceptions import NoCredentialsError, NoRegionError
-
-    session = boto3.Session(region_name=os.environ.get("AWS_REGION") or None)
-    if session.get_credentials() is None:
-        raise NoCredentialsError()
-    if (region or session.region_name) is None:
-        raise NoRegionError()
-    return session
-
-
 def _deployed(session: Any, region: str, stack: _Stack, outcome: _Outcome) -> None:
     """Fill ``stack.physical`` if the stack is deployed (its resources that exist)."""
     from botocore.exceptions import ClientError
@@ -798,21 +780,7 @@ def _verdict(check: Check, result: Mapping[str, Any]) -> _Verdict:
 
 # -- the command ----------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
-    from smtrain.commands import _aws_message, fail
-
-    try:
-        return preflight(args.cdk_out)
-    except (InputError, UnresolvedReference) as error:
-        fail(f"{error}".strip("'\""))
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        fail("interrupted")
-        return EXIT_ABORTED
-    except Exception as error:
-        if type(error).__module__.startswith(("botocore", "boto3")):
-            fail(_aws_message(error))
-            return EXIT_ENVIRONMENT
-        raise
+    return run_handler(lambda parsed: preflight(parsed.cdk_out), args, usage_errors=(UnresolvedReference,))
 
 
 def preflight(outdir: Path) -> int:
@@ -822,7 +790,7 @@ def preflight(outdir: Path) -> int:
         raise InputError(f"the app targets several regions ({', '.join(sorted(app_regions))}); "
                          "preflight checks one")
     app_region = next(iter(app_regions), None)
-    session = _session(app_region)
+    session = aws_session(app_region)
     region = app_region or session.region_name
     identity = session.client("sts", region_name=region).get_caller_identity()
     account, partition = identity["Account"], identity["Arn"].split(":")[1]

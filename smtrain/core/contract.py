@@ -147,6 +147,39 @@ BUDGET_EXCEEDED_ERROR: Final = "JobHoursBudgetExceeded"
 #: A model that trained (its artifact is named in the cause) but could not be registered.
 REGISTRATION_FAILED_ERROR: Final = "ModelRegistrationFailed"
 
+# --- Stacks, the container's paths and log groups -------------------------------------------
+
+#: The cdk.json context key of the project's settings, and the name prefix they default to.
+CONTEXT_KEY: Final = "training"
+DEFAULT_NAME_PREFIX: Final = "smtrain"
+
+
+def storage_stack_name(name_prefix: str) -> str:
+    """The stateful stack's CloudFormation name (key, buckets, repository, execution role)."""
+    return f"{name_prefix}-storage"
+
+
+def workflow_stack_name(name_prefix: str) -> str:
+    """The workflow stack's CloudFormation name: its outputs are what the CLI reads."""
+    return f"{name_prefix}-workflow"
+
+
+#: Where SageMaker mounts a job's tree in the container (developer guide, "How Amazon SageMaker
+#: Provides Training Information"); the training toolkit reads ``SAGEMAKER_BASE_DIR`` instead
+#: when set (sagemaker_training/environment.py), as the offline engine and the tests use it.
+CONTAINER_BASE_DIR: Final = "/opt/ml"
+ENV_BASE_DIR: Final = "SAGEMAKER_BASE_DIR"
+#: Where the PyTorch inference image finds a model's own serving code (the SDK's
+#: ``Model._script_mode_env_vars``: ``SAGEMAKER_SUBMIT_DIRECTORY`` for repacked code).
+MODEL_CODE_DIR: Final = f"{CONTAINER_BASE_DIR}/model/code"
+#: The account-wide log group and metrics namespace SageMaker training writes to (developer
+#: guide, "Log Amazon SageMaker Events with Amazon CloudWatch").
+TRAINING_LOG_GROUP: Final = "/aws/sagemaker/TrainingJobs"
+TRAINING_METRICS_NAMESPACE: Final = "/aws/sagemaker/TrainingJobs"
+#: How many of a failed job's last log lines the CLI shows.
+LOG_TAIL_LINES: Final = 20
+
+
 # --- S3 layout (both buckets) ---------------------------------------------------------------
 
 #: Training data: ``datasets/<program>/<channel>/`` are each program's default channels.
@@ -164,7 +197,7 @@ CHECKPOINTS_PREFIX: Final = "checkpoints/"
 #: ``CONTAINER_CODE_CHANNEL_SOURCEDIR_PATH`` in ``sagemaker/estimator.py``; the training toolkit
 #: extracts a local tar.gz path: ``sagemaker_training.files.download_and_extract``).
 CODE_CHANNEL: Final = "code"
-CODE_CHANNEL_DIR: Final = "/opt/ml/input/data/code"
+CODE_CHANNEL_DIR: Final = f"{CONTAINER_BASE_DIR}/input/data/code"
 
 
 def code_channel_file(file_name: str) -> str:

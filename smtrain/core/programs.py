@@ -22,10 +22,10 @@ from typing import Any, Literal
 
 import jsonschema
 
-from smtrain import contract
+from smtrain.core import contract
 
 MANIFEST = "program.toml"
-TRAINING_CODE_DIR = Path(__file__).resolve().parents[1] / "training_code"
+TRAINING_CODE_DIR = Path(__file__).resolve().parents[2] / "training_code"
 
 
 def programs_folder() -> Path:
@@ -331,7 +331,7 @@ class Program:
         # Which manifest the catalog was made from: an offline run compares it with the
         # synthesized one (smtrain.local.staleness), so a manifest edit is never run stale.
         entry["manifest"] = hashlib.sha256((self.directory / MANIFEST).read_bytes()).hexdigest()[:16]
-        # What a run registers when its input has no 'register' (smtrain.input_rules).
+        # What a run registers when its input has no 'register' (smtrain.core.input_rules).
         entry["register"] = self.registration.as_data()
         if self.tuning is not None:
             # What a tuning run tunes when its input gives no parameterRanges of its own.

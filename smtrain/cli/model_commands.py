@@ -19,15 +19,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from smtrain import commands, contract
-from smtrain.cli import EXIT_ABORTED, EXIT_ENVIRONMENT, EXIT_OK, EXIT_USAGE
-from smtrain.commands import fail, say
-from smtrain.deployment_lookup import ResourceNotFound, project_config, stack_outputs
-from smtrain.execution_request import InputError
+from smtrain.cli import outcome
+from smtrain.cli.deployment_lookup import project_config, stack_outputs
+from smtrain.cli.outcome import EXIT_OK, Handler, ResourceNotFound, run_handler, say
+from smtrain.core import contract
+from smtrain.core.errors import InputError
 
 #: SageMaker's ApprovalDescription: at most 1,024 characters matching ``.*`` (botocore's model),
 #: a Java pattern, whose ``.`` matches no line terminator.
@@ -40,35 +40,11 @@ MAX_LISTED: Final = 1000
 
 
 def run(args: argparse.Namespace) -> int:
-    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
-        "list": list_versions, "approve": approve, "reject": reject,
-    }
+    handlers: dict[str, Handler] = {"list": list_versions, "approve": approve, "reject": reject}
     from smtrain.local.backend import SageMakerError
 
-    try:
-        return handlers[args.models_command](args)
-    except InputError as error:
-        fail(str(error))
-        return EXIT_USAGE
-    except ResourceNotFound as error:
-        fail(str(error))
-        return EXIT_ENVIRONMENT
-    except SageMakerError as error:
-        fail(f"the offline model registry answered: {error}")
-        return EXIT_ENVIRONMENT
-    except KeyboardInterrupt:
-        fail("interrupted")
-        return EXIT_ABORTED
-    except Exception as error:
-        if type(error).__module__.startswith(("botocore", "boto3")):
-            fail(commands._aws_message(error))
-            return EXIT_ENVIRONMENT
-        raise
-
-
-def aws_session() -> Any:
-    """The boto3 session every ``smtrain`` command uses (credentials and region checked)."""
-    return commands._session()
+    return run_handler(handlers[args.models_command], args,
+                       environment_errors={SageMakerError: "the offline model registry answered: "})
 
 
 # -- the two registries ---------------------------------------------------------------------
@@ -194,7 +170,7 @@ def _version(description: dict[str, Any], program: str) -> Version:
 def _program_names() -> dict[str, str]:
     """Output id -> program name, for the programs of training_code/ (empty if unreadable)."""
     try:
-        from smtrain.programs import discover
+        from smtrain.core.programs import discover
 
         return {contract.output_id(name): name for name in discover()}
     except Exception:  # a broken program.toml must not stop a listing; ids are shown instead
@@ -253,7 +229,7 @@ def list_versions(args: argparse.Namespace) -> int:
         groups = _chosen(_local_groups(offline), args.program, f"the offline registry of {args.work_dir}")
         registry = offline
     else:
-        session = aws_session()
+        session = outcome.aws_session()
         groups = _chosen(_aws_groups(args, session), args.program,
                          f"stack {args.stack_name or project_config().stack_name}")
         registry = AwsRegistry(session.client("sagemaker"))
@@ -327,7 +303,7 @@ def _set_status(args: argparse.Namespace, status: str) -> int:
     if args.local:
         registry = _local_registry(args)
     else:
-        session = aws_session()
+        session = outcome.aws_session()
         region = args.arn.split(":")[3]
         if region != session.region_name:
             raise InputError(f"{args.arn} is in {region} but the region configured is "

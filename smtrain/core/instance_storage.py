@@ -60,6 +60,6 @@ def has_local_nvme(instance_type: str) -> bool:
     name = family(instance_type)
     if name not in NVME_BY_FAMILY:
         raise UnknownInstanceStorage(
-            f"{instance_type}: family {name!r} is not in smtrain/instance_storage.py's NVMe table "
+            f"{instance_type}: family {name!r} is not in smtrain/core/instance_storage.py's NVMe table "
             f"(known: {', '.join(sorted(NVME_BY_FAMILY))}); add it there with its source")
     return NVME_BY_FAMILY[name]
