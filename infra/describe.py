@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from smtrain.core import contract
+from smtrain.core import contract, input_rules
 from smtrain.core.assembly import (
     load_templates,
     placeholder_resolver,
@@ -46,16 +46,29 @@ def describe(outdir: Path) -> str:
     lines += ["", f"Programs ({len(programs)}): {', '.join(programs)}",
               "", f"Execution input (every field but '{contract.PROGRAM}' has a default):",
               "  " + json.dumps({contract.PROGRAM: " | ".join(programs), **defaults})]
-    rejections = [s["Result"]["cause"] for s in states.values()
-                  if s["Type"] == "Pass" and s.get("ResultPath") == "$.rejection" and "Result" in s]
-    lines += ["", f"Input checks before any job starts ({len(rejections)}, after the program's "
-                  "own: undeclared names, types and bounds from its program.toml):"]
-    lines += [f"  - {cause}" for cause in rejections]
+    check = [name for name, state in states.items() if state.get("QueryLanguage") == "JSONata"
+             and "inputCheck" in state.get("Assign", {})]
+    lines += ["", f"Input checks before any job starts (state {', '.join(check)}: "
+                  "smtrain/core/input_rules.py, the rules the CLI applies too):"]
+    lines += [f"  - {rule.replace('``', '')}" for rule in _rules()]
     example = json.dumps({contract.PROGRAM: programs[0]})
     lines += ["", "Start a run once deployed:",
               "  aws stepfunctions start-execution --state-machine-arn <StateMachineArn output> \\",
               f"    --name my-first-run --input '{example}'"]
     return "\n".join(lines)
+
+
+def _rules() -> list[str]:
+    """The list of rules in :mod:`smtrain.core.input_rules`' docstring, one line each."""
+    rules: list[str] = []
+    for line in (input_rules.__doc__ or "").splitlines():
+        if line.startswith("- "):
+            rules.append(line[2:])
+        elif rules and line.startswith("  "):
+            rules[-1] += " " + line.strip()
+        elif rules:
+            break
+    return rules
 
 
 def main() -> None:

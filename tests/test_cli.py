@@ -498,15 +498,20 @@ CASES: list[tuple[list[str], str]] = [
     ([*MLP, "--name", "n" * 81], "must be 1-80 characters"),
     ([*MLP, "--tune", "/no/such.json"], "tuning file /no/such.json does not exist"),
     ([*MLP, "--tune", "{tuning:not json}"], "is not valid JSON"),
-    ([*MLP, "--tune", '{tuning:{"strategy": "Genetic"}}'], "strategy: 'Genetic' is not one of"),
-    ([*MLP, "--tune", '{tuning:{"maxJobs": 0}}'], "maxJobs: 0 is less than the minimum of 1"),
-    ([*MLP, "--tune", '{tuning:{"objective": {"metricName": "x"}}}'], "'type' is a required property"),
+    ([*MLP, "--tune", '{tuning:["Grid"]}'], "must hold a JSON object of tuning fields"),
+    ([*MLP, "--tune", '{tuning:{"strategy": "Genetic"}}'],
+     "field 'tuning.strategy' must be one of Bayesian, Random, Hyperband, Grid"),
+    ([*MLP, "--tune", '{tuning:{"maxJobs": 0}}'], "field 'tuning.maxJobs' must be from 1 to 500"),
+    ([*MLP, "--tune", '{tuning:{"objective": {"metricName": "x"}}}'],
+     "tuning objective 'x' is not a metric of program digits_mlp"),
+    ([*MLP, "--tune", '{tuning:{"objective": {"metricName": "validation:loss"}}}'],
+     "field 'tuning.objective.type' is required: one of Maximize, Minimize"),
     ([*MLP, "--tune", '{tuning:{"objective": {"metricName": "validation:f1", "type": "Maximize"}}}'],
      "tuning objective 'validation:f1' is not a metric of program digits_mlp: train:loss, validation:loss, "
      "validation:accuracy"),
     ([*MLP, "--tune", '{tuning:{"parameterRanges": {"ContinuousParameterRanges": '
       '[{"Name": "learning-rate", "MinValue": "1", "MaxValue": "0.1"}]}}}'],
-     "range 'learning-rate' has MinValue above MaxValue"),
+     "tuning range 'learning-rate' MinValue 1 is above its MaxValue 0.1"),
     ([*MLP, "--tune", '{tuning:{"parameterRanges": {"ContinuousParameterRanges": '
       '[{"Name": "lr", "MinValue": "0.01", "MaxValue": "0.1"}]}}}'],
      f"tuning range on 'lr', which program digits_mlp does not declare; {MLP_KNOWN}"),
@@ -521,22 +526,23 @@ CASES: list[tuple[list[str], str]] = [
      "tuning range 'epochs' MaxValue must be at most 1000, got 1001"),
     ([*MLP, "--tune", '{tuning:{"strategy": "Grid", "parameterRanges": {"ContinuousParameterRanges": '
       '[{"Name": "learning-rate", "MinValue": "0.1", "MaxValue": "1"}]}}}'],
-     "the Grid strategy takes only CategoricalParameterRanges"),
+     "may hold only CategoricalParameterRanges with the Grid strategy"),
     ([*MLP, "--tune", '{tuning:{"strategy": "Grid", "parameterRanges": {"IntegerParameterRanges": '
       '[{"Name": "epochs", "MinValue": "1", "MaxValue": "3"}]}}}'],
-     "the Grid strategy takes only CategoricalParameterRanges"),
+     "may hold only CategoricalParameterRanges with the Grid strategy"),
     ([*MLP, "--tune", '{tuning:{"strategy": "Grid"}}'],
-     "the Grid strategy takes only CategoricalParameterRanges"),
+     "may hold only CategoricalParameterRanges with the Grid strategy"),
     ([*MLP, "--tune", '{tuning:{"maxJobs": 2, "maxParallelJobs": 3}}'],
-     "maxParallelJobs must not exceed maxJobs"),
+     "field 'tuning.maxParallelJobs' must not exceed 'tuning.maxJobs'"),
     ([*MLP, "--tune", '{tuning:{"strategy": "Hyperband", "hyperband": '
-      '{"minResource": 1, "maxResource": 20001}}}'], "20001 is greater than the maximum of 20000"),
+      '{"minResource": 1, "maxResource": 20001}}}'], "field 'tuning.hyperband.maxResource' must be from 1 to 20000"),
     ([*MLP, "--tune", '{tuning:{"strategy": "Hyperband", "hyperband": '
-      '{"minResource": 5, "maxResource": 4}}}'], "hyperband.minResource must not exceed"),
+      '{"minResource": 5, "maxResource": 4}}}'],
+     "field 'tuning.hyperband.minResource' must not exceed 'tuning.hyperband.maxResource'"),
     ([*MLP, "--hp", "batch-size=16", "--tune",
       '{tuning:{"parameterRanges": {"CategoricalParameterRanges": [{"Name": "batch-size", "Values": ["8"]}]}}}'],
-     "batch-size is both tuned and given with --hp"),
-    ([*MLP, "--tune", '{tuning:{"sizes": 3}}'], "Additional properties are not allowed"),
+     "hyperparameter(s) batch-size both tuned and given"),
+    ([*MLP, "--tune", '{tuning:{"sizes": 3}}'], "unknown tuning field(s) sizes; allowed:"),
     ([*MLP, "--logs"], "--logs needs --wait"),
 ]
 

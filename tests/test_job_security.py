@@ -247,7 +247,7 @@ def test_nvme_table() -> None:
     assert all(has_local_nvme(f"ml.{family}.xlarge") for family in ("p4d", "g4dn", "g5"))
     assert not any(has_local_nvme(f"ml.{family}.xlarge") for family in ("c5", "p2"))
     assert all(NVME_BY_FAMILY[f"{base}d"] and not NVME_BY_FAMILY[base] for base in ("m5", "c5", "r5"))
-    with pytest.raises(UnknownInstanceStorage, match=r"not in smtrain/instance_storage\.py"):
+    with pytest.raises(UnknownInstanceStorage, match=r"not in smtrain/core/instance_storage\.py"):
         has_local_nvme("ml.x9z.large")
 
 
@@ -305,7 +305,7 @@ def test_the_cli_refuses_an_over_budget_run_with_the_state_machines_words(isolat
     """``smtrain start`` reads the budget and the defaults from the stack's outputs and refuses
     the run before it creates an execution, with the very cause the state machine gives."""
     from smtrain.cli.deployment_lookup import limits_from_outputs
-    from smtrain.cli.execution_request import check_budget
+    from smtrain.cli.execution_request import check_deployed
     from smtrain.core.errors import InputError
     from smtrain.core.programs import discover
 
@@ -313,19 +313,15 @@ def test_the_cli_refuses_an_over_budget_run_with_the_state_machines_words(isolat
     assert limits is not None and limits.budget is not None
     assert (limits.budget.max_job_hours, limits.budget.default_instance_count,
             limits.budget.default_max_runtime) == (BUDGET_HOURS, 1, 3600)
-    program = discover(isolated_code(isolated))["digits_mlp"]
+    programs = discover(isolated_code(isolated))
     over = {"program": "digits_mlp", "tuning": {"maxJobs": 4, "maxParallelJobs": 1}}
     with pytest.raises(InputError) as refused:
-        check_budget(over, program, max_job_hours=limits.budget.max_job_hours,
-                     default_instance_count=limits.budget.default_instance_count,
-                     default_max_runtime=limits.budget.default_max_runtime)
+        check_deployed(over, limits.deployment(), programs=programs)
     result, requests = isolated.run(over)
     assert requests == [] and result.error == contract.BUDGET_EXCEEDED_ERROR
     assert str(refused.value) == result.cause
     within = {"program": "digits_mlp", "instanceCount": 3}
-    check_budget(within, program, max_job_hours=limits.budget.max_job_hours,
-                 default_instance_count=limits.budget.default_instance_count,
-                 default_max_runtime=limits.budget.default_max_runtime)
+    check_deployed(within, limits.deployment(), programs=programs)
 
 
 def test_no_budget_no_budget_outputs(synthesized: Any) -> None:
@@ -337,14 +333,17 @@ def test_no_budget_no_budget_outputs(synthesized: Any) -> None:
 def test_start_checks_the_deployed_budget_of_the_programs_it_knows() -> None:
     """What ``smtrain start`` (and ``--local``) call once the stack's outputs are read."""
     from smtrain.cli.deployment_lookup import BudgetLimits, Limits
-    from smtrain.cli.execution_request import check_deployed_budget
+    from smtrain.cli.execution_request import check_deployed
     from smtrain.core.errors import InputError
 
     limits = Limits(allowed_instance_types=(EBS_TYPE,), max_instance_count=4,
                     budget=BudgetLimits(max_job_hours=2, default_instance_count=1,
                                           default_max_runtime=3600))
-    check_deployed_budget({"program": "digits_lightgbm", "instanceCount": 2}, limits)
+    check_deployed({"program": "digits_lightgbm", "instanceCount": 2}, limits.deployment())
     with pytest.raises(InputError, match=r"^this execution may use up to 3 instance-hours"):
-        check_deployed_budget({"program": "digits_lightgbm", "instanceCount": 3}, limits)
+        check_deployed({"program": "digits_lightgbm", "instanceCount": 3}, limits.deployment())
     unlimited = dataclasses.replace(limits, budget=None)
-    check_deployed_budget({"program": "digits_lightgbm", "instanceCount": 4}, unlimited)
+    check_deployed({"program": "digits_lightgbm", "instanceCount": 4}, unlimited.deployment())
+    # The rest of the rules too, with the deployment's limits: the state machine's words.
+    with pytest.raises(InputError, match=r"^field 'instanceCount' must be from 1 to 4$"):
+        check_deployed({"program": "digits_lightgbm", "instanceCount": 5}, unlimited.deployment())

@@ -790,3 +790,59 @@ def test_the_registration_is_idempotent_per_run(harness: Harness) -> None:
     assert first.output is not None and second.output is not None
     assert first.output["modelPackageArn"] != second.output["modelPackageArn"]
     assert first.output["modelPackageArn"].rsplit("/", 1)[-1].isdigit()
+
+
+#: Every tuning rule, broken once: (the input's tuning object, the cause the run is refused with).
+TUNING_RULES: list[tuple[dict[str, Any], str]] = [
+    ({"strategy": "Genetic"}, "field 'tuning.strategy' must be one of Bayesian, Random, Hyperband, Grid"),
+    ({"strategy": None}, "field 'tuning.strategy' must be one of Bayesian, Random, Hyperband, Grid"),
+    ({"maxJobs": 501}, "field 'tuning.maxJobs' must be from 1 to 500"),
+    ({"maxJobs": "4"}, "field 'tuning.maxJobs' must be a number from 1 to 500"),
+    ({"maxJobs": 2.5}, "field 'tuning.maxJobs' must be a whole number"),
+    ({"maxJobs": 4.0}, "field 'tuning.maxJobs' must be a whole number"),
+    ({"maxParallelJobs": 0}, "field 'tuning.maxParallelJobs' must be from 1 to 100"),
+    ({"maxJobs": 2, "maxParallelJobs": 3}, "field 'tuning.maxParallelJobs' must not exceed 'tuning.maxJobs'"),
+    ({"objective": {"type": "Maximize"}}, "field 'tuning.objective.metricName' must be a metric name"),
+    ({"objective": {"metricName": "validation:loss", "type": "Most"}},
+     "field 'tuning.objective.type' must be one of Maximize, Minimize"),
+    ({"earlyStopping": "Sometimes"}, "field 'tuning.earlyStopping' must be one of Off, Auto"),
+    ({"strategy": "Hyperband", "earlyStopping": "Auto"},
+     "field 'tuning.earlyStopping' must be Off with the Hyperband strategy"),
+    ({"parameterRanges": None}, "field 'tuning.parameterRanges' is required"),
+    ({"strategy": "Grid"}, "field 'tuning.parameterRanges' may hold only CategoricalParameterRanges"),
+    ({"strategy": "Grid", "parameterRanges": {"CategoricalParameterRanges": []}},
+     "field 'tuning.parameterRanges' needs at least one CategoricalParameterRanges entry"),
+    ({"strategy": "Hyperband", "hyperband": {"minResource": 1}},
+     "field 'tuning.hyperband.maxResource' is required with the Hyperband strategy"),
+    ({"strategy": "Hyperband", "hyperband": {"minResource": 1, "maxResource": 20001}},
+     "field 'tuning.hyperband.maxResource' must be from 1 to 20000"),
+    ({"strategy": "Hyperband", "hyperband": {"minResource": 6, "maxResource": 5}},
+     "field 'tuning.hyperband.minResource' must not exceed 'tuning.hyperband.maxResource'"),
+    ({"strategy": "Hyperband", "hyperband": {"minResource": 1.0, "maxResource": 5}},
+     "field 'tuning.hyperband.minResource' must be a whole number"),
+]
+
+
+@pytest.mark.parametrize(("tuning", "cause"), TUNING_RULES, ids=[json.dumps(t) for t, _ in TUNING_RULES])
+def test_each_tuning_rule_is_one_text_for_the_state_machine_and_the_cli(
+        harness: Harness, tmp_path: Path, capsys: pytest.CaptureFixture[str], tuning: dict[str, Any],
+        cause: str) -> None:
+    """The state machine's check and ``smtrain start --tune`` refuse the same tuning with the same
+    words, from one JSONata text (:func:`smtrain.core.input_rules.expression`), which the
+    definition's check state holds verbatim."""
+    from smtrain.cli import EXIT_USAGE, main
+    from smtrain.core import input_rules
+    from smtrain.core.programs import discover
+
+    check = harness.engine.deployment.definition["States"]["CheckProgramInput"]["Assign"]["inputCheck"]
+    programs = {name: program for name, program in discover().items()
+                if f'"{name}":' in check}  # the synthesized app's programs (the shipped ones)
+    assert input_rules.expression(programs) in check
+    result = harness.run({"program": "digits_mlp", "tuning": tuning})
+    assert (result.status, result.error) == ("FAILED", "InvalidExecutionInput")
+    assert result.cause.startswith(cause), result.cause
+    assert harness.backend.requests == []
+    path = tmp_path / "tuning.json"
+    path.write_text(json.dumps(tuning))
+    assert main(["start", "--local", "--program", "digits_mlp", "--tune", str(path)]) == EXIT_USAGE
+    assert capsys.readouterr().err.strip() == f"smtrain: error: {result.cause}"

@@ -44,9 +44,11 @@ def test_starts_by_merging_input_over_defaults(definition: Definition) -> None:
     assert defaults["instanceType"] in _sagemaker_training_instance_types()
     assert 1 <= defaults["volumeSizeInGB"] <= 16384
     assert 1 <= defaults["maxRuntimeInSeconds"] <= 28 * 24 * 3600
-    # The program's own rules first (JSONata: undeclared names, types, bounds), then the merge.
-    # The check assigns a variable and leaves the state as it is (JSONata would turn 2.0 into 2
-    # before the integer checks read the input's text).
+    # Every rule in one JSONata check, then the merge. The check reads the input's JSON text
+    # (JSONata reads 2.0 as 2; SageMaker's integer fields refuse it) and the execution's name.
+    assert read["Parameters"]["input.$"] == "$"
+    assert read["Parameters"]["text.$"] == "States.JsonToString($)"
+    assert read["Parameters"]["executionName.$"] == "$$.Execution.Name"
     assert read["Next"] == "CheckProgramInput"
     check = states(definition)["CheckProgramInput"]
     assert check["QueryLanguage"] == "JSONata" and check["Next"] == "ProgramInputValid"
@@ -63,39 +65,51 @@ def test_starts_by_merging_input_over_defaults(definition: Definition) -> None:
     assert merge["Parameters"]["config.$"] == ("States.JsonMerge(States.JsonMerge($.defaults, "
                                                "$.input, false), $inputCheck.resolved, false)")
     assert merge["Parameters"]["run"] == {"id.$": "States.UUID()"}
-    assert merge["Next"] == "DescribeNumbers"
-    # Integer fields are also read as JSON text: 2.0 or 1e3 is a number, but no integer.
-    numbers = states(definition)["DescribeNumbers"]
-    assert numbers["Parameters"]["instanceCount.$"] == "States.JsonToString($.config.instanceCount)"
-    assert numbers["Next"] == "ValidateInput"
+    assert merge["Next"] == "ChooseProgram"
 
 
-def _rejections(definition: Definition, choice: str) -> dict[str, dict[str, str]]:
-    result = {}
-    for rule in states(definition)[choice]["Choices"]:
-        target = states(definition)[rule["Next"]]
-        assert target["Type"] == "Pass" and target["Next"] == "RejectInput"
-        assert target["ResultPath"] == "$.rejection"
-        result[rule["Next"]] = target["Result"]
-    return result
+def _check_expression(definition: Definition) -> str:
+    assign = states(definition)["CheckProgramInput"]["Assign"]["inputCheck"]
+    assert assign.startswith("{% ($result := ") and assign.endswith(" %}")
+    return str(assign)
 
 
-def test_input_validation_names_each_field(definition: Definition) -> None:
-    rejections = _rejections(definition, "ValidateInput")
-    causes = " ".join(r["cause"] for r in rejections.values())
+def _deployment(definition: Definition) -> dict[str, Any]:
+    """The deployment's settings the check binds (``$deployment := {...};``)."""
+    match = re.search(r"\$deployment := (\{.*?\}); \(", _check_expression(definition))
+    assert match, "the check binds $deployment"
+    return json.loads(match.group(1))  # type: ignore[no-any-return]
+
+
+def test_input_validation_names_each_field(definition: Definition, synthesized: Synthesized) -> None:
+    """One check state evaluates the core's rules, the very text the CLI evaluates; no Choice
+    restates a rule of the input."""
+    from smtrain.core import input_rules
+    from smtrain.core.programs import discover
+
+    expression = _check_expression(definition)
+    programs = discover(synthesized.training_code)
+    rules = input_rules.expression(programs)
+    assert rules in expression
     for field in ("instanceType", "instanceCount", "volumeSizeInGB",
-                  "maxRuntimeInSeconds", "spot"):
-        assert f"field '{field}'" in causes
-    assert states(definition)["ValidateInput"]["Default"] == "ChooseProgram"
+                  "maxRuntimeInSeconds", "spot", "tuning.strategy", "tuning.maxParallelJobs",
+                  "tuning.earlyStopping", "tuning.hyperband.maxResource"):
+        assert f"field '{field}'" in rules or f'"{field}"' in rules, field
+    # Nothing after the check compares an input field: the Choices left route the run.
+    rule_states = [name for name, state in states(definition).items()
+                   if state["Type"] == "Pass" and state.get("ResultPath") == "$.rejection"]
+    assert rule_states == ["RejectProgramInput"]
+    assert not [name for name in states(definition) if name.startswith(("Validate", "Invalid"))]
     reject = states(definition)["RejectInput"]
     assert reject == {"Type": "Fail", "ErrorPath": "$.rejection.error",
                       "CausePath": "$.rejection.cause"}
 
 
 def test_instance_type_allow_list_is_enforced(definition: Definition) -> None:
-    (rule,) = [r for r in states(definition)["ValidateInput"]["Choices"]
-               if r["Next"] == "InvalidInstanceTypeValue"]
-    allowed = [c["StringEquals"] for c in rule["Or"][1]["Not"]["Or"]]
+    deployment = _deployment(definition)
+    allowed = deployment["allowedInstanceTypes"]
+    assert deployment["maxInstanceCount"] == 4 and deployment["maxRuntimeInSeconds"] == 3600
+    assert deployment["defaults"] == states(definition)["ReadInput"]["Parameters"]["defaults"]
     # cdk.json's allowedInstanceTypes, every one a SageMaker training instance type.
     assert allowed == ["ml.m5.large", "ml.m5.xlarge", "ml.m5.2xlarge", "ml.c5.xlarge",
                        "ml.c5.2xlarge", "ml.g5.xlarge", "ml.g5.2xlarge"]
@@ -237,9 +251,7 @@ def test_spot_adds_max_wait(definition: Definition) -> None:
         "MaxRuntimeInSeconds.$": "$.config.maxRuntimeInSeconds", "MaxWaitTimeInSeconds": 7200}
     assert s["UseOnDemandCapacity"]["Parameters"] == {
         "MaxRuntimeInSeconds.$": "$.config.maxRuntimeInSeconds"}
-    (runtime_range,) = [r for r in s["ValidateInput"]["Choices"]
-                        if r["Next"] == "InvalidMaxRuntimeInSecondsRange"]
-    longest_runtime = runtime_range["Or"][1]["NumericGreaterThan"]
+    longest_runtime = _deployment(definition)["maxRuntimeInSeconds"]
     assert longest_runtime == 3600
     assert longest_runtime <= 7200 <= 28 * 24 * 3600
 
@@ -332,9 +344,12 @@ def test_tuning_branch(definition: Definition) -> None:
     assert s["TuningGiven"]["Default"] == "ApplyTuningDefaults"
     assert s["ApplyTuningDefaults"]["Parameters"] == {
         "config.$": "States.JsonMerge($.method.tuningDefaults, $.config.tuning, false)"}
-    causes = {r["cause"] for r in _rejections(definition, "ValidateTuning").values()}
-    assert "field 'tuning.strategy' must be one of Bayesian, Random, Hyperband, Grid" in causes
-    assert "field 'tuning.earlyStopping' must be Off with the Hyperband strategy" in causes
+    rules = _check_expression(definition)
+    assert "must be one of \" & $join($allowed, \", \")" in rules
+    assert "field 'tuning.earlyStopping' must be Off with the Hyperband strategy" in rules
+    # Each strategy's request goes straight on: its rules were checked before anything ran.
+    assert s["ChooseTuningStrategy"]["Choices"][1] == {
+        "Variable": "$.tuning.config.strategy", "StringEquals": "Hyperband", "Next": "ConfigureHyperband"}
     assert s["ConfigureGridSearch"]["Parameters"]["ResourceLimits"] == {
         "MaxParallelTrainingJobs.$": "$.tuning.config.maxParallelJobs"}
     assert set(s["ConfigureSearch"]["Parameters"]["ResourceLimits"]) == {

@@ -17,25 +17,14 @@ from constructs import Construct
 
 from infra.compliance import INLINE_POLICY_RULES, acknowledge, nag_arn
 from infra.constructs.create_job_retry import CreateJobRetry
-from infra.constructs.execution_input import (
-    CONFIG_INTEGER_FIELDS,
-    TUNING_INTEGER_FIELDS,
-    InputDefaults,
-    InputValidation,
-    config_rules,
-    hyperband_rules,
-    integer_rules,
-    number_text,
-    tuning_rules,
-)
-from infra.constructs.job_hours_budget import JobHoursBudget
+from infra.constructs.input_check import RESOLVED_PATH, InputCheck
 from infra.constructs.model_registration import ModelRegistration, registry_settings
 from infra.constructs.model_registry import ModelPackageGroup
-from infra.constructs.program_input import RESOLVED_PATH, ProgramInputCheck
 from infra.constructs.training_job_task import JobSecurity, TrainingJobTask
 from infra.constructs.tuning_job_task import DescribeTrainingJobTask, TuningJobTask
 from infra.images import TrainingImages
 from smtrain.core import contract
+from smtrain.core.input_rules import Deployment, InputDefaults
 from smtrain.core.instance_storage import has_local_nvme
 from smtrain.core.programs import Program
 
@@ -146,25 +135,20 @@ class TrainingStateMachine(Construct):
         reject = sfn.Fail(self, "RejectInput", error_path="$.rejection.error",
                           cause_path="$.rejection.cause")
 
-        read_input = sfn.Pass(self, "ReadInput", parameters={
-            "defaults": props.input_defaults.as_input(), "input.$": "$",
-        })
-        check_program = ProgramInputCheck(
-            self, "ProgramChecks", programs={p.program.name: p.program for p in props.programs},
+        check_input = InputCheck(
+            self, "InputChecks", programs={p.program.name: p.program for p in props.programs},
+            deployment=Deployment(
+                defaults=props.input_defaults.as_input(),
+                allowed_instance_types=props.allowed_instance_types,
+                max_instance_count=props.max_instance_count,
+                max_runtime_seconds=props.input_defaults.max_runtime_seconds,
+                max_job_hours=props.max_job_hours),
             reject=reject)
         apply_defaults = sfn.Pass(self, "ApplyDefaults", parameters={
             "config.$": "States.JsonMerge(States.JsonMerge($.defaults, $.input, false), "
                         f"{RESOLVED_PATH}, false)",
             "run": {"id.$": "States.UUID()"},
         })
-        describe_numbers = sfn.Pass(self, "DescribeNumbers", result_path="$.numberText",
-                                    parameters=number_text("$.config", CONFIG_INTEGER_FIELDS))
-        validate_config = InputValidation(
-            self, "ConfigChecks", choice_id="ValidateInput", reject=reject,
-            rules=config_rules(allowed_instance_types=props.allowed_instance_types,
-                               max_instance_count=props.max_instance_count,
-                               max_runtime_seconds=props.input_defaults.max_runtime_seconds),
-        )
 
         resolve_job = sfn.Pass(self, "ResolveJob", parameters=_resolve_job_parameters())
         choose_distribution = sfn.Choice(self, "ChooseDistribution")
@@ -293,12 +277,7 @@ class TrainingStateMachine(Construct):
         apply_tuning_defaults = sfn.Pass(self, "ApplyTuningDefaults", result_path="$.tuning",
                                          parameters={"config.$": "States.JsonMerge("
                                                      "$.method.tuningDefaults, $.config.tuning, false)"})
-        describe_tuning_numbers = sfn.Pass(
-            self, "DescribeTuningNumbers", result_path="$.numberText",
-            parameters=number_text("$.tuning.config", TUNING_INTEGER_FIELDS))
-        validate_tuning = InputValidation(self, "TuningChecks", choice_id="ValidateTuning",
-                                          reject=reject, rules=tuning_rules())
-        choose_strategy = self._tuning_job_configs(reject)
+        choose_strategy = self._tuning_job_configs()
         self.tuning_task.next(self.describe_best).next(report_tuning).next(self.registration.start)
         self.builtin_tuning_task.next(self.describe_best)
 
@@ -306,25 +285,15 @@ class TrainingStateMachine(Construct):
         # error, and nothing promises the And is evaluated lazily.
         tuning_given = sfn.Choice(self, "TuningGiven")
         self.training_task.next(report_training).next(self.registration.start)
-        train: sfn.IChainable = self.training_task
-        tune: sfn.IChainable = choose_strategy
-        if props.max_job_hours is not None:
-            # Last check before a job is created: every field it reads has been checked.
-            train = JobHoursBudget(self, "TrainingBudget", max_job_hours=props.max_job_hours,
-                                   tuning=False, reject=reject).then(self.training_task)
-            tune = JobHoursBudget(self, "TuningBudget", max_job_hours=props.max_job_hours,
-                                  tuning=True, reject=reject).then(choose_strategy)
-        tuning_given.when(Cond.is_null("$.config.tuning"), train)
-        tuning_given.otherwise(apply_tuning_defaults.next(describe_tuning_numbers)
-                               .next(validate_tuning.then(tune)))
+        tuning_given.when(Cond.is_null("$.config.tuning"), self.training_task)
+        tuning_given.otherwise(apply_tuning_defaults.next(choose_strategy))
         train_or_tune.when(Cond.is_present("$.config.tuning"), tuning_given)
-        train_or_tune.otherwise(train)
+        train_or_tune.otherwise(self.training_task)
 
         resolve_job.next(describe_channels).next(choose_volume_key)
         for state in self._volume_states:
             state.next(choose_capacity)
-        definition = sfn.Chain.start(read_input).next(check_program.then(
-            apply_defaults.next(describe_numbers).next(validate_config.then(choose_program))))
+        definition = check_input.then(apply_defaults.next(choose_program))
 
         self.log_group = logs.LogGroup(
             self, "Logs",
@@ -555,13 +524,13 @@ class TrainingStateMachine(Construct):
         choose.otherwise(encrypt)
         return choose
 
-    def _tuning_job_configs(self, reject: sfn.Fail) -> sfn.Choice:
+    def _tuning_job_configs(self) -> sfn.Choice:
         """A Choice on the strategy that builds SageMaker's ``HyperParameterTuningJobConfig`` at
         ``$.tuning.job`` and goes on to the tuning task.
 
         Grid search sends no ``MaxNumberOfTrainingJobs`` (the grid decides it); Hyperband sends
         ``StrategyConfig.HyperbandStrategyConfig`` with the input's ``tuning.hyperband`` resources
-        (checked first), which SageMaker allows only with Hyperband (API reference,
+        (checked by the input rules), which SageMaker allows only with Hyperband (API reference,
         ``HyperParameterTuningJobConfig.StrategyConfig``).
         """
         config = "$.tuning.config"
@@ -588,23 +557,12 @@ class TrainingStateMachine(Construct):
                 "MaxResource.$": f"{config}.hyperband.maxResource",
             }},
         })
-        describe_resources = sfn.Pass(self, "DescribeHyperbandNumbers", result_path="$.numberText",
-                                      parameters=number_text(f"{config}.hyperband",
-                                                             ("minResource", "maxResource")))
-        validate_hyperband = InputValidation(self, "HyperbandChecks", choice_id="ValidateHyperband",
-                                             reject=reject, rules=hyperband_rules())
-        validate_resources = InputValidation(
-            self, "HyperbandIntegerChecks", choice_id="ValidateHyperbandIntegers", reject=reject,
-            rules=[*integer_rules("$.numberText.minResource", "tuning.hyperband.minResource"),
-                   *integer_rules("$.numberText.maxResource", "tuning.hyperband.maxResource")])
         choose_task = sfn.Choice(self, "ChooseTuningTask")
         choose_task.when(Cond.string_equals("$.method.kind", "builtin"), self.builtin_tuning_task)
         choose_task.otherwise(self.tuning_task)
         choose = sfn.Choice(self, "ChooseTuningStrategy")
         choose.when(Cond.string_equals(f"{config}.strategy", "Grid"), grid)
-        choose.when(Cond.string_equals(f"{config}.strategy", "Hyperband"),
-                    validate_hyperband.then(describe_resources.next(
-                        validate_resources.then(hyperband))))
+        choose.when(Cond.string_equals(f"{config}.strategy", "Hyperband"), hyperband)
         choose.otherwise(search)
         for state in (grid, search, hyperband):
             state.next(choose_task)

@@ -10,7 +10,6 @@ from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from infra.constructs.execution_input import InputDefaults
 from infra.constructs.failure_notifications import FailureNotifications
 from infra.constructs.source_bundle import SourceBundle
 from infra.constructs.training_image import TrainingImage
@@ -27,6 +26,7 @@ from infra.settings import Settings, SettingsError
 from infra.stacks.storage_stack import StorageStack
 from smtrain.core import contract
 from smtrain.core.budget import budget_text
+from smtrain.core.input_rules import InputDefaults
 from smtrain.core.instance_storage import UnknownInstanceStorage, has_local_nvme
 from smtrain.core.programs import Program
 from smtrain.core.programs import discover as discover_programs

@@ -12,10 +12,11 @@ from typing import Any
 from smtrain.cli.deployment_lookup import explicit_resources, find_resources, project_config
 from smtrain.cli.execution_request import (
     build_input,
-    check_deployed_budget,
+    check_deployed,
     check_execution_name,
     check_instance,
     deterministic_name,
+    load_tuning,
     parse_hyperparameters,
     parse_inputs,
     parse_register,
@@ -79,9 +80,7 @@ def _checked_request(args: argparse.Namespace, data_bucket: str | None) -> tuple
         raise InputError("--logs needs --wait")
     tuning = None
     if args.tune is not None:
-        from smtrain.core.tuning_schema import load_tuning
-
-        tuning = load_tuning(args.tune, hyperparameters=hyperparameters)
+        tuning = load_tuning(args.tune)
     channel_inputs = parse_inputs(args.input, data_bucket=data_bucket,
                                   channels=[c.name for c in program.channels])
     from smtrain.cli.input_checks import check_local_channels
@@ -119,7 +118,7 @@ def start(args: argparse.Namespace) -> int:
         check_instance(args.instance_type, args.instance_count,
                        allowed=resources.limits.allowed_instance_types,
                        max_count=resources.limits.max_instance_count)
-        check_deployed_budget(draft, resources.limits)
+        check_deployed(draft, resources.limits.deployment())
     parse_inputs(args.input, data_bucket=resources.data_bucket,  # now against the stack's bucket
                  channels=[c.channel for c in channel_inputs])
     channels = {c.channel: c.s3_uri or f"s3://{resources.data_bucket}/{upload_prefix(name, c.channel)}"

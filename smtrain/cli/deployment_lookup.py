@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from smtrain.cli.outcome import ResourceNotFound
-from smtrain.core import contract
+from smtrain.core import contract, input_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,6 +48,20 @@ class Limits:
     max_instance_count: int
     #: None when the deployment sets no budget.
     budget: BudgetLimits | None = None
+
+    def deployment(self) -> input_rules.Deployment:
+        """What the input rules may check of this deployment."""
+        if self.budget is None:
+            return input_rules.Deployment(allowed_instance_types=self.allowed_instance_types,
+                                          max_instance_count=self.max_instance_count)
+        return input_rules.Deployment(
+            defaults={contract.INSTANCE_COUNT: self.budget.default_instance_count,
+                      contract.MAX_RUNTIME: self.budget.default_max_runtime},
+            allowed_instance_types=self.allowed_instance_types,
+            max_instance_count=self.max_instance_count,
+            # maxRuntimeInSeconds is the deployment's default and its ceiling alike.
+            max_runtime_seconds=self.budget.default_max_runtime,
+            max_job_hours=self.budget.max_job_hours)
 
 
 def limits_from_outputs(outputs: Mapping[str, str]) -> Limits | None:

@@ -149,44 +149,34 @@ def check_instance(instance_type: str | None, instance_count: int | None, *,
         raise InputError(f"instance count {instance_count} must be from 1 to {max_count}")
 
 
-def check_budget(execution_input: Mapping[str, Any], program: Program, *, max_job_hours: float,
-                 default_instance_count: int, default_max_runtime: int) -> None:
-    """Refuse a run that could use more than ``max_job_hours`` instance-hours, with the state
-    machine's own words (the same JSONata expression, :mod:`smtrain.core.budget`), before it starts:
-    the input's count and runtime over the deployment's defaults, its tuning over the program's
-    default tuning (merged as the state machine merges them). The program is this checkout's: if
-    its ``[tuning]`` changed since the deploy, the state machine's answer (from the deployed
-    manifest) is the one that counts."""
-    from smtrain.core import budget
-
-    runtime = execution_input.get(contract.MAX_RUNTIME, default_max_runtime)
-    if isinstance(runtime, (int, float)) and runtime > default_max_runtime:
-        # The deployment's maxRuntimeInSeconds is also the longest a run may ask for: the state
-        # machine refuses that first, as InvalidExecutionInput, before its budget check.
-        return
-    state: dict[str, Any] = {"config": {
-        "instanceCount": execution_input.get(contract.INSTANCE_COUNT, default_instance_count),
-        "maxRuntimeInSeconds": execution_input.get(contract.MAX_RUNTIME, default_max_runtime),
-    }}
-    tuning = execution_input.get(contract.TUNING)
-    if tuning is not None:
-        defaults = program.tuning.as_input() if program.tuning else {}
-        state["tuning"] = {"config": {**defaults, **tuning}}
-    answer = budget.check(state, max_job_hours, tuning=tuning is not None)
-    if answer["exceeded"]:
-        raise InputError(str(answer["cause"]))
-
-
-def check_deployed_budget(draft: dict[str, Any], limits: Any) -> None:
-    """The deployment's ``maxJobHours``, checked before anything is started (or uploaded)."""
-    if limits.budget is None:
-        return
+def check_deployed(draft: Mapping[str, Any], deployment: input_rules.Deployment, *,
+                   programs: Mapping[str, Program] | None = None) -> None:
+    """The input rules again, now with what the deployment says (its allow-list, counts,
+    runtime, defaults and ``maxJobHours``): the state machine's own words, before anything is
+    started or uploaded. The programs are this checkout's: if a manifest changed since the
+    deploy, the state machine's answer (from the deployed manifest) is the one that counts."""
     from smtrain.core.programs import discover
 
-    program = discover()[draft[contract.PROGRAM]]
-    check_budget(draft, program, max_job_hours=limits.budget.max_job_hours,
-                 default_instance_count=limits.budget.default_instance_count,
-                 default_max_runtime=limits.budget.default_max_runtime)
+    # The channels were checked by build_input (local folders stand in for their upload there).
+    run = {k: v for k, v in draft.items() if k != contract.INPUTS}
+    checked = input_rules.check(programs if programs is not None else discover(), run, deployment=deployment)
+    if checked.problems:
+        raise InputError(checked.problems[0]["cause"])
+
+
+def load_tuning(path: Path) -> dict[str, Any]:
+    """A ``--tune`` file: a JSON object of the execution input's ``tuning`` fields. Its content
+    is checked with the rest of the input, by the input rules (build_input)."""
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"tuning file {path} does not exist") from None
+    except json.JSONDecodeError as error:
+        raise InputError(f"tuning file {path} is not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise InputError(f"tuning file {path} must hold a JSON object of tuning fields "
+                         "(see `smtrain tuning-template`)")
+    return document
 
 
 def check_execution_name(name: str) -> str:

@@ -207,9 +207,9 @@ def start_local(args: argparse.Namespace, draft: dict[str, Any], channel_inputs:
             check_instance(draft.get(contract.INSTANCE_TYPE), draft.get(contract.INSTANCE_COUNT),
                            allowed=limits.allowed_instance_types,
                            max_count=limits.max_instance_count)
-            from smtrain.cli.execution_request import check_deployed_budget
+            from smtrain.cli.execution_request import check_deployed
 
-            check_deployed_budget(draft, limits)
+            check_deployed(draft, limits.deployment())
         channels = {}
         for channel in channel_inputs:
             if channel.local_dir is not None:

@@ -10,9 +10,9 @@ counts: a grid tuning job "runs a training job for every combination", developer
 with an internal error (``RetryStrategy``, up to 2 here) are not counted: the budget bounds what
 the execution asks for, not what SageMaker's retries may add.
 
-The state machine evaluates :func:`expression` in a JSONata Pass state just before the job is
-created, after every field it reads has been checked; :func:`check` evaluates the same expression
-with ``jsonata-python`` (the tests compare it with the state machine's answers).
+:data:`FUNCTION` is one rule of the input rules (:mod:`smtrain.core.input_rules`), evaluated last,
+after every field it reads has been checked: by the state machine's input check and by the CLI
+alike. :func:`check` evaluates it alone with ``jsonata-python``.
 """
 
 from __future__ import annotations
@@ -21,56 +21,48 @@ from typing import Any
 
 from smtrain.core import contract
 
-#: Fields of the state the expression reads (after defaults were applied and checked).
-CONFIG_PATH = "config"
-TUNING_CONFIG_PATH = "tuning.config"
-
-
-def budget_text(max_job_hours: float) -> str:
-    """The budget as the expression and the stack output write it (``3``, ``2.5``): the same
-    text whether the setting was ``3`` or ``3.0``."""
-    value = float(max_job_hours)
-    return str(int(value)) if value.is_integer() else repr(value)
-
-
-def expression(max_job_hours: float, *, tuning: bool) -> str:
-    """A JSONata expression over ``$states.input`` that yields ``{"exceeded", "cause"}``.
-
-    With ``tuning`` the job count is the tuning run's (``$states.input.tuning.config``)."""
-    if tuning:
-        jobs = ("($t := $states.input.tuning.config; $t.strategy = 'Grid' ? "
-                "$reduce([$t.parameterRanges.CategoricalParameterRanges.$count(Values)], "
-                "function($a, $b) { $a * $b }, 1) : $t.maxJobs)")
-        jobs_text = "' x ' & $string($jobs) & ' training jobs'"
-        lower = "instanceCount, maxRuntimeInSeconds or tuning.maxJobs"
-    else:
-        jobs = "1"
-        jobs_text = "''"
-        lower = "instanceCount or maxRuntimeInSeconds"
-    budget = budget_text(max_job_hours)
-    return (
-        "($c := $states.input.config; $jobs := " + jobs + "; "
-        "$hours := $c.instanceCount * $c.maxRuntimeInSeconds * $jobs / 3600; "
-        "{'exceeded': $hours > " + budget + ", "
-        "'cause': 'this execution may use up to ' & $formatNumber($hours, '#0.##') & "
-        "' instance-hours (instanceCount ' & $string($c.instanceCount) & ' x "
-        "maxRuntimeInSeconds ' & $string($c.maxRuntimeInSeconds) & ' s' & " + jobs_text + " & "
-        "'), over the budget of this deployment, maxJobHours " + budget + ": lower "
-        + lower + "'})"
-    )
-
-
-def check(state: dict[str, Any], max_job_hours: float, *, tuning: bool) -> dict[str, Any]:
-    """What the state machine's budget check answers for ``state`` (``{"exceeded", "cause"}``).
-
-    ``state`` holds ``config`` (and, with ``tuning``, ``tuning.config``) as the state machine has
-    them."""
-    import jsonata  # jsonata-python (pinned in requirements.txt)
-
-    body = expression(max_job_hours, tuning=tuning).replace("$states.input", "$$")
-    result: dict[str, Any] = jsonata.Jsonata(body).evaluate(state)
-    return result
-
+#: ``function($c, $t, $max)``: ``$c`` the run's settings (``instanceCount``,
+#: ``maxRuntimeInSeconds``), ``$t`` its tuning settings (null for a training run), ``$max`` the
+#: budget; yields ``{"exceeded", "cause"}``.
+FUNCTION = (
+    "function($c, $t, $max) {( "
+    "$tuning := $type($t) = 'object'; "
+    "$jobs := $tuning ? ($t.strategy = 'Grid' ? "
+    "$reduce([$t.parameterRanges.CategoricalParameterRanges.$count(Values)], "
+    "function($a, $b) { $a * $b }, 1) : $t.maxJobs) : 1; "
+    "$hours := $c.instanceCount * $c.maxRuntimeInSeconds * $jobs / 3600; "
+    "{'exceeded': $hours > $max, "
+    "'cause': 'this execution may use up to ' & $formatNumber($hours, '#0.##') & "
+    "' instance-hours (instanceCount ' & $string($c.instanceCount) & ' x "
+    "maxRuntimeInSeconds ' & $string($c.maxRuntimeInSeconds) & ' s' & "
+    "($tuning ? ' x ' & $string($jobs) & ' training jobs' : '') & "
+    "'), over the budget of this deployment, maxJobHours ' & $string($max) & ': lower ' & "
+    "($tuning ? 'instanceCount, maxRuntimeInSeconds or tuning.maxJobs' "
+    ": 'instanceCount or maxRuntimeInSeconds')} )}"
+)
 
 #: The error an over-budget execution fails with.
 ERROR = contract.BUDGET_EXCEEDED_ERROR
+
+
+def budget_value(max_job_hours: float) -> int | float:
+    """The budget as the rules and the stack output write it: ``3`` whether the setting was ``3``
+    or ``3.0``, ``2.5`` as it is."""
+    value = float(max_job_hours)
+    return int(value) if value.is_integer() else value
+
+
+def budget_text(max_job_hours: float) -> str:
+    """The budget as text (``3``, ``2.5``): the stack output's ``MaxJobHours``."""
+    return str(budget_value(max_job_hours))
+
+
+def check(state: dict[str, Any], max_job_hours: float, *, tuning: bool) -> dict[str, Any]:
+    """What the budget rule answers for ``state`` (``{"exceeded", "cause"}``): ``config`` (and,
+    with ``tuning``, ``tuning.config``) as the state machine merges them."""
+    import jsonata  # jsonata-python (pinned in requirements.txt)
+
+    body = f"($budget := {FUNCTION}; $budget($$.config, {'$$.tuning.config' if tuning else 'null'}, $max))"
+    result: dict[str, Any] = jsonata.Jsonata(body).evaluate(state, {"max": budget_value(max_job_hours)})
+    return result
+

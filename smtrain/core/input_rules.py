@@ -1,10 +1,11 @@
-"""The program-aware checks of an execution input, written once in JSONata.
+"""Every rule an execution input must pass, written once in JSONata.
 
-The same expression runs in two places: the state machine's ``CheckProgramInput`` state (a
-JSONata Pass state inside the JSONPath state machine: Step Functions lets a state choose its own
+The same text runs in two places: the state machine's ``CheckProgramInput`` state (a JSONata Pass
+state inside the JSONPath state machine: Step Functions lets a state choose its own
 ``QueryLanguage``, developer guide "Transforming data with JSONata in Step Functions"), and the
-CLI, which evaluates it with ``jsonata-python`` before it starts anything. So a raw
-``StartExecution`` input and ``smtrain start`` are refused by the same rules with the same words:
+CLI, which evaluates it with ``jsonata-python`` before it starts anything (and, from it, checks a
+``--tune`` file and a manifest's default tuning). So a raw ``StartExecution`` input and ``smtrain
+start`` are refused by the same rules with the same words, and no other place restates them:
 
 - an unknown top-level field, or a ``tuning`` field SageMaker's request has no place for;
 - an unknown ``program`` (or a ``method`` that names no program, or more than one);
@@ -14,32 +15,101 @@ CLI, which evaluates it with ``jsonata-python`` before it starts anything. So a 
 - a tuning range on an undeclared or untunable name, of the wrong kind or outside the bounds; an
   objective the program does not print; a hyperparameter both tuned and given;
 - a ``register`` that is not true, false, null or an object of ``minimum``/``maximum`` (metrics
-  the program prints, to numbers) and ``description`` (SageMaker's description text).
+  the program prints, to numbers) and ``description`` (SageMaker's description text);
+- with the deployment's settings (``$deployment``, :class:`Deployment`): the run's settings merged
+  over the deployment's defaults (an instance type of the allow-list, counts, sizes and runtimes
+  within their limits and whole, ``spot`` a boolean, an execution name a tag value may hold);
+- for a tuning run, its settings merged over the program's default tuning: a strategy, job counts
+  within SageMaker's limits (``maxParallelJobs`` at most ``maxJobs``), an objective, early
+  stopping Off with Hyperband, Grid with categorical ranges only, Hyperband's resources;
+- last, the deployment's ``maxJobHours`` (:mod:`smtrain.core.budget`).
 
-:func:`expression` gives the JSONata body: it reads the raw input as ``$in`` and yields
-``{"program": <resolved name or undefined>, "instanceType": <the program's default instance
-type when the input gives none, or undefined>, "register": <see below>, "problems": [{"error",
-"cause"}, ...]}``. ``register`` is what the run registers: ``{"enabled": false}``, or
-``{"enabled": true, "minimum": {...}, "maximum": {...}}`` (with the input's ``description`` when
-it gives one). The input's ``register`` decides whether (absent or null: the program's
-``[register] default``); each bound is the input's when it gives that bound (``{}`` clears it),
-else the program's, so ``true``, a description alone or a ``minimum`` alone keep the program's
-other limits.
+What SageMaker itself refuses is judged again, independently, by the offline engine's strict
+front end (``smtrain/local/strict_sagemaker.py``: botocore's models and the API reference's
+rules): that is AWS's contract, kept apart on purpose from these rules, which are ours.
+
+:func:`expression` gives the JSONata body. It reads ``$in`` (the raw input), and where the caller
+has them ``$text`` (the input's JSON text: JSONata reads ``2.0`` as ``2``, and SageMaker's integer
+fields refuse it, so the number as written is read there), ``$deployment`` (see
+:class:`Deployment`; without it the rules that need the deployment are skipped) and
+``$executionName``. It yields ``{"program": <resolved name or undefined>, "instanceType": <the
+program's default instance type when the input gives none, or undefined>, "register": <see
+below>, "problems": [{"error", "cause"}, ...]}``; the first problem is the one reported.
+``register`` is what the run registers: ``{"enabled": false}``, or ``{"enabled": true,
+"minimum": {...}, "maximum": {...}}`` (with the input's ``description`` when it gives one). The
+input's ``register`` decides whether (absent or null: the program's ``[register] default``); each
+bound is the input's when it gives that bound (``{}`` clears it), else the program's, so
+``true``, a description alone or a ``minimum`` alone keep the program's other limits.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
-from smtrain.core import contract
-from smtrain.core.programs import Program
+from smtrain.core import budget, contract
 
 
-def catalog(programs: Mapping[str, Program]) -> dict[str, Any]:
+class CatalogSource(Protocol):
+    """What the rules read of a program (:class:`smtrain.core.programs.Program`)."""
+
+    def catalog_entry(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class InputDefaults:
+    """The deployment's defaults for every execution input field but ``program``."""
+
+    instance_type: str
+    instance_count: int
+    volume_size_gb: int
+    max_runtime_seconds: int
+    spot: bool
+
+    def as_input(self) -> dict[str, Any]:
+        return {
+            contract.HYPERPARAMETERS: {},
+            contract.INSTANCE_TYPE: self.instance_type,
+            contract.INSTANCE_COUNT: self.instance_count,
+            contract.VOLUME_SIZE: self.volume_size_gb,
+            contract.MAX_RUNTIME: self.max_runtime_seconds,
+            contract.SPOT: self.spot,
+            contract.INPUTS: {},
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Deployment:
+    """What the rules read of a deployment (``$deployment``). The state machine knows all of it
+    (its settings); the CLI knows what the stack's outputs say, and a rule whose setting is
+    unknown is left to the state machine."""
+
+    #: The input fields' defaults: all of :meth:`InputDefaults.as_input` in the state machine.
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    allowed_instance_types: Sequence[str] | None = None
+    max_instance_count: int | None = None
+    #: The longest run (``maxRuntimeInSeconds`` is the default and the ceiling).
+    max_runtime_seconds: int | None = None
+    max_job_hours: float | None = None
+
+    def as_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"defaults": dict(self.defaults)}
+        if self.allowed_instance_types is not None:
+            data["allowedInstanceTypes"] = list(self.allowed_instance_types)
+        if self.max_instance_count is not None:
+            data["maxInstanceCount"] = self.max_instance_count
+        if self.max_runtime_seconds is not None:
+            data["maxRuntimeInSeconds"] = self.max_runtime_seconds
+        if self.max_job_hours is not None:
+            data["maxJobHours"] = budget.budget_value(self.max_job_hours)
+        return data
+
+
+def catalog(programs: Mapping[str, CatalogSource]) -> dict[str, Any]:
     """The programs' checkable facts, as JSON data."""
     return {name: program.catalog_entry() for name, program in sorted(programs.items())}
 
@@ -48,8 +118,15 @@ def _list(values: Any) -> str:
     return json.dumps(list(values))
 
 
-def expression(programs: Mapping[str, Program]) -> str:
-    """The checks as one JSONata expression over ``$in`` (the raw execution input)."""
+def _written_with_fraction(key: str) -> str:
+    """A JSONata regex matching ``"<key>":<number written with a fraction or an exponent>`` in
+    compact JSON text (``States.JsonToString`` and ``json.dumps(separators=(",", ":"))``)."""
+    return f'"{key}"\\s*:\\s*-?[0-9]+[.eE]'
+
+
+def expression(programs: Mapping[str, CatalogSource]) -> str:
+    """The rules as one JSONata expression over ``$in`` (and ``$text``, ``$deployment``,
+    ``$executionName``; see the module's docstring)."""
     fields = _list(contract.INPUT_FIELDS)
     tuning_fields = _list(contract.TUNING_FIELDS)
     range_kinds = json.dumps(contract.RANGE_KINDS)
@@ -59,6 +136,25 @@ def expression(programs: Mapping[str, Program]) -> str:
     register_fields = _list(contract.REGISTER_FIELDS)
     description_refused = contract.DESCRIPTION_REFUSED
     max_description = contract.MAX_MODEL_DESCRIPTION
+    refused = contract.EXECUTION_NAME_CHARACTERS_REFUSED_BY_TAGS
+    name_refused = "[" + "".join(re.escape(c) for c in refused) + "]"
+    name_refused_text = " ".join(refused)
+    strategies = _list(contract.TUNING_STRATEGIES)
+    objective_types = _list(contract.OBJECTIVE_TYPES)
+    early_stopping_types = _list(contract.EARLY_STOPPING_TYPES)
+    max_volume = contract.MAX_VOLUME_SIZE_GB
+    max_tuning_jobs = contract.MAX_TUNING_JOBS
+    max_parallel_jobs = contract.MAX_PARALLEL_TUNING_JOBS
+    max_resource = contract.HYPERBAND_MAX_RESOURCE
+    budget_function = budget.FUNCTION
+    budget_error = json.dumps(contract.BUDGET_EXCEEDED_ERROR)
+    written_instanceCount = _written_with_fraction(contract.INSTANCE_COUNT)
+    written_volumeSizeInGB = _written_with_fraction(contract.VOLUME_SIZE)
+    written_maxRuntimeInSeconds = _written_with_fraction(contract.MAX_RUNTIME)
+    written_maxJobs = _written_with_fraction("maxJobs")
+    written_maxParallelJobs = _written_with_fraction("maxParallelJobs")
+    written_minResource = _written_with_fraction("minResource")
+    written_maxResource = _written_with_fraction("maxResource")
     # Each $problem is an array of {error, cause}; $append keeps them in order, and the first is
     # the one the execution fails with. One line: a JSONata string in a definition is "{% ... %}"
     # on one line (asl-validator's schema; JSONata itself ignores the line breaks).
@@ -142,7 +238,7 @@ def expression(programs: Mapping[str, Program]) -> str:
 
   $tuning := $in.tuning;
   $ranges := $tuning.parameterRanges;
-  $tuned := $isObject($ranges) ? [$ranges.*.Name] : $isObject($tuning) and $exists($spec.tuned) ? $spec.tuned : [];
+  $tuned := $isObject($ranges) ? [$ranges.*.Name] : $isObject($tuning) and $isObject($spec.tuning) ? [$spec.tuning.parameterRanges.*.Name] : [];
   $rangeNames := $isObject($ranges) ? [$ranges.*.Name] : [];
   $repeated := [$filter($distinct($rangeNames), function($n) {{ $count($filter($rangeNames, function($m) {{ $m = $n }})) > 1 }})];
   $tuningShape := $not($exists($spec)) or $not($exists($tuning)) or $type($tuning) = "null" ? [] :
@@ -255,18 +351,104 @@ def expression(programs: Mapping[str, Program]) -> str:
       : {{"enabled": false}})
     : ($spec.register.default = true ? $gateOf({{}}) : {{"enabled": false}});
 
+
+  /* The run's settings as the state machine merges them (ApplyDefaults): the deployment's
+     defaults, the input, then the program's instance type when the input gives none. */
+  $dep := $isObject($deployment) ? $deployment : {{}};
+  $programInstanceType := $exists($spec.instanceType) and $not($exists($in.instanceType)) ? $spec.instanceType;
+  $config := $merge([$isObject($dep.defaults) ? $dep.defaults : {{}}, $isObject($in) ? $in : {{}},
+                     $exists($programInstanceType) ? {{"instanceType": $programInstanceType}} : {{}}]);
+  $oneOf := function($v, $field, $allowed) {{
+    $type($v) = "string" and $v in $allowed ? [] : [$bad("field '" & $field & "' must be one of " & $join($allowed, ", "))]
+  }};
+  $required := function($v, $field, $allowed) {{
+    $exists($v) ? $oneOf($v, $field, $allowed) : [$bad("field '" & $field & "' is required: one of " & $join($allowed, ", "))]
+  }};
+  $between := function($v, $field, $low, $high) {{
+    $not($type($v) = "number") ? [$bad("field '" & $field & "' must be a number from " & $string($low) & " to " & $string($high))]
+    : $v < $low or $v > $high ? [$bad("field '" & $field & "' must be from " & $string($low) & " to " & $string($high))]
+    : []
+  }};
+  /* SageMaker's integer fields refuse 1.5 and 2.0 alike; JSONata reads 2.0 as 2, so the number
+     as written is read from the input's JSON text ($text) where the caller gives it. */
+  $whole := function($v, $field, $written) {{
+    $type($v) = "number" and ($v != $floor($v) or $written) ? [$bad("field '" & $field & "' must be a whole number")] : []
+  }};
+  $configProblems := $not($exists($spec)) or $not($isObject($deployment)) ? [] : $append($append($append($append($append($append($append($append(
+    $exists($executionName) and $contains($executionName, /{name_refused}/)
+      ? [$bad("the execution name must not contain {name_refused_text}: it becomes a SageMaker tag value, which allows only letters, digits, spaces and _ . : / = + - @")] : [],
+    $exists($config.instanceType) and $exists($dep.allowedInstanceTypes) ? $oneOf($config.instanceType, "instanceType", $dep.allowedInstanceTypes) : []),
+    $exists($config.instanceCount) and $exists($dep.maxInstanceCount) ? $between($config.instanceCount, "instanceCount", 1, $dep.maxInstanceCount) : []),
+    $exists($config.volumeSizeInGB) ? $between($config.volumeSizeInGB, "volumeSizeInGB", 1, {max_volume}) : []),
+    $exists($config.maxRuntimeInSeconds) and $exists($dep.maxRuntimeInSeconds) ? $between($config.maxRuntimeInSeconds, "maxRuntimeInSeconds", 1, $dep.maxRuntimeInSeconds) : []),
+    $exists($config.spot) and $type($config.spot) != "boolean" ? [$bad("field 'spot' must be true or false")] : []),
+    $whole($config.instanceCount, "instanceCount", $contains($text, /{written_instanceCount}/))),
+    $whole($config.volumeSizeInGB, "volumeSizeInGB", $contains($text, /{written_volumeSizeInGB}/))),
+    $whole($config.maxRuntimeInSeconds, "maxRuntimeInSeconds", $contains($text, /{written_maxRuntimeInSeconds}/)));
+
+  /* A tuning run's settings: the program's default tuning with the input's fields over it (a
+     shallow merge, as ApplyTuningDefaults merges them). */
+  $tc := $exists($spec) and $isObject($tuning) ? $merge([$isObject($spec.tuning) ? $spec.tuning : {{}}, $tuning]);
+  $grid := $tc.strategy = "Grid";
+  $configRanges := $tc.parameterRanges;
+  $tuningConfigProblems := $not($exists($tc)) ? [] : $append($append($append($append($append($append($append($append($append($append($append($append(
+    $required($tc.strategy, "tuning.strategy", {strategies}),
+    $between($tc.maxJobs, "tuning.maxJobs", 1, {max_tuning_jobs})),
+    $between($tc.maxParallelJobs, "tuning.maxParallelJobs", 1, {max_parallel_jobs})),
+    $not($type($tc.objective.metricName) = "string") ? [$bad("field 'tuning.objective.metricName' must be a metric name")] : []),
+    $required($tc.objective.type, "tuning.objective.type", {objective_types})),
+    $required($tc.earlyStopping, "tuning.earlyStopping", {early_stopping_types})),
+    $tc.strategy = "Hyperband" and $tc.earlyStopping = "Auto" ? [$bad("field 'tuning.earlyStopping' must be Off with the Hyperband strategy")] : []),
+    $not($exists($configRanges)) or $type($configRanges) = "null" ? [$bad("field 'tuning.parameterRanges' is required (SageMaker's ParameterRanges shape)")] : []),
+    /* Grid search "requires categorical hyperparameters" (developer guide, "Understand the
+       hyperparameter tuning strategies"). */
+    $grid and ($exists($configRanges.ContinuousParameterRanges[0]) or $exists($configRanges.IntegerParameterRanges[0]))
+      ? [$bad("field 'tuning.parameterRanges' may hold only CategoricalParameterRanges with the Grid strategy (SageMaker's rule): list the values to try as categorical ranges, or choose Bayesian, Random or Hyperband")] : []),
+    $grid and $not($exists($configRanges.CategoricalParameterRanges[0]))
+      ? [$bad("field 'tuning.parameterRanges' needs at least one CategoricalParameterRanges entry with the Grid strategy: the grid is made of their values")] : []),
+    $not($grid) and $type($tc.maxParallelJobs) = "number" and $type($tc.maxJobs) = "number" and $tc.maxParallelJobs > $tc.maxJobs
+      ? [$bad("field 'tuning.maxParallelJobs' must not exceed 'tuning.maxJobs'")] : []),
+    $whole($tc.maxJobs, "tuning.maxJobs", $contains($text, /{written_maxJobs}/))),
+    $whole($tc.maxParallelJobs, "tuning.maxParallelJobs", $contains($text, /{written_maxParallelJobs}/)));
+
+  /* Hyperband's resources, sent as StrategyConfig.HyperbandStrategyConfig ("The maximum value
+     is 20,000 epochs": API reference, HyperbandStrategyConfig.MaxResource). */
+  $hb := $tc.hyperband;
+  $resource := function($name) {{(
+    $field := "tuning.hyperband." & $name;
+    $v := $lookup($hb, $name);
+    $exists($v) ? $between($v, $field, 1, {max_resource}) : [$bad("field '" & $field & "' is required with the Hyperband strategy")]
+  )}};
+  $hyperbandProblems := $not($tc.strategy = "Hyperband") ? [] : $append($append($append($append(
+    $resource("maxResource"), $resource("minResource")),
+    $type($hb.minResource) = "number" and $type($hb.maxResource) = "number" and $hb.minResource > $hb.maxResource
+      ? [$bad("field 'tuning.hyperband.minResource' must not exceed 'tuning.hyperband.maxResource'")] : []),
+    $whole($hb.minResource, "tuning.hyperband.minResource", $contains($text, /{written_minResource}/))),
+    $whole($hb.maxResource, "tuning.hyperband.maxResource", $contains($text, /{written_maxResource}/)));
+
+  $problems := $append($append($append($append($append($append($append($append($inputProblems, $fieldProblems),
+               $resolution.problems), $hpProblems), $channelProblems), $tuningProblems), $registerProblems),
+               $configProblems), $append($tuningConfigProblems, $hyperbandProblems));
+  /* The deployment's maxJobHours, last: every field it reads has been checked. */
+  $budget := {budget_function};
+  $budgetAnswer := $count($problems) = 0 and $exists($dep.maxJobHours)
+    ? $budget($config, $exists($tc) ? $tc : null, $dep.maxJobHours);
+
   {{
     "program": $name,
-    "instanceType": $exists($spec.instanceType) and $not($exists($in.instanceType)) ? $spec.instanceType,
+    "instanceType": $programInstanceType,
     "register": $exists($spec) ? $register,
-    "problems": $append($append($append($append($append($append($inputProblems, $fieldProblems),
-                $resolution.problems), $hpProblems), $channelProblems), $tuningProblems),
-                $registerProblems)
+    "problems": $budgetAnswer.exceeded = true
+      ? [{{"error": {budget_error}, "cause": $budgetAnswer.cause}}]
+      : $problems
   }}
 )""")
 
 
 def _one_line(text: str) -> str:
+    # Comments go too: a /* */ inside the one line would still be valid JSONata, but they are
+    # for the reader of this file, not of the definition.
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
@@ -287,15 +469,35 @@ def _compiled(body: str) -> Any:
     return jsonata.Jsonata("($in := $; " + body + ")")
 
 
-def check(programs: Mapping[str, Program], execution_input: Any) -> Checked:
+def input_text(execution_input: Any) -> str:
+    """The input's JSON text as ``States.JsonToString`` writes it (compact)."""
+    return json.dumps(execution_input, separators=(",", ":"))
+
+
+def check(programs: Mapping[str, CatalogSource], execution_input: Any, *,
+          deployment: Deployment | None = None, execution_name: str | None = None) -> Checked:
     """Apply the rules to ``execution_input`` in this process (``jsonata-python``). The rules
     guard every operation that could fail; should one fail anyway, the input is refused with
     the evaluation error rather than a traceback."""
+    bindings: dict[str, Any] = {"text": input_text(execution_input)}
+    if deployment is not None:
+        bindings["deployment"] = deployment.as_data()
+    if execution_name is not None:
+        bindings["executionName"] = execution_name
     try:
-        result = _compiled(expression(programs)).evaluate(execution_input)
+        result = _compiled(expression(programs)).evaluate(execution_input, bindings)
     except Exception as error:  # jsonata-python raises its own JException
         return Checked(program=None, problems=[{
             "error": contract.INVALID_INPUT_ERROR,
             "cause": f"the execution input could not be checked: {error}"}])
     return Checked(program=result.get("program"), problems=list(result.get("problems") or []),
                    register=result.get("register"))
+
+
+def state_expression(programs: Mapping[str, CatalogSource], deployment: Deployment) -> str:
+    """What the state machine's check evaluates: :func:`expression` over the state's ``input``,
+    ``text`` and ``executionName`` (``ReadInput`` records them), with ``deployment`` bound."""
+    return ("($in := $states.input.input; $text := $states.input.text; "
+            "$executionName := $states.input.executionName; "
+            f"$deployment := {json.dumps(deployment.as_data(), sort_keys=True)}; "
+            + expression(programs) + ")")

@@ -334,9 +334,9 @@ class Program:
         # What a run registers when its input has no 'register' (smtrain.core.input_rules).
         entry["register"] = self.registration.as_data()
         if self.tuning is not None:
-            # What a tuning run tunes when its input gives no parameterRanges of its own.
-            entry["tuned"] = [r["Name"] for ranges in self.tuning.parameter_ranges.values()
-                              for r in ranges]
+            # A tuning run's defaults: what it tunes when its input gives no parameterRanges of
+            # its own, and every other tuning field the input leaves out.
+            entry["tuning"] = self.tuning.as_input()
         return entry
 
 
@@ -450,7 +450,24 @@ def load(directory: Path, *, staged: bool = False) -> Program:
         serving=serving,
     )
     _check_files(fail, program)
+    _check_default_tuning(fail, program)
     return program
+
+
+def _check_default_tuning(fail: Any, program: Program) -> None:
+    """The ``[tuning]`` defaults must make a tuning job the input rules take (and so SageMaker:
+    API reference, HyperParameterTuningJobConfig; developer guide, "Understand the hyperparameter
+    tuning strategies"), or every ``"tuning": {}`` run would be refused for the user's input. The
+    rules are the state machine's own (:mod:`smtrain.core.input_rules`), given every default as
+    if the input had written it."""
+    if program.tuning is None:
+        return
+    from smtrain.core import input_rules
+
+    checked = input_rules.check({program.name: program},
+                                {contract.PROGRAM: program.name, contract.TUNING: program.tuning.as_input()})
+    if checked.problems:
+        raise fail("tuning", f"the default tuning would be refused: {checked.problems[0]['cause']}")
 
 
 def _unique(fail: Any, setting: str, names: Sequence[str]) -> None:
@@ -554,22 +571,7 @@ def _tuning(fail: Any, data: Mapping[str, Any] | None, hyperparameters: Mapping[
         max_parallel_jobs=data.get("max_parallel_jobs", 2),
         early_stopping=data.get("early_stopping", "Off"),
     )
-    # The defaults must make a tuning job SageMaker takes (API reference,
-    # HyperParameterTuningJobConfig; developer guide, "Understand the hyperparameter tuning
-    # strategies"), or every `"tuning": {}` run would be refused for the user's input.
-    if defaults.strategy == "Grid" and set(ranges) != {"CategoricalParameterRanges"}:
-        raise fail("tuning.strategy", "Grid takes categorical ranges only (give 'values' for each)")
-    if defaults.strategy != "Grid" and defaults.max_parallel_jobs > defaults.max_jobs:
-        raise fail("tuning.max_parallel_jobs", "must not exceed 'max_jobs'")
-    if defaults.strategy == "Hyperband" and defaults.early_stopping != "Off":
-        raise fail("tuning.early_stopping", "must be Off with the Hyperband strategy")
-    for member in ("IntegerParameterRanges", "ContinuousParameterRanges"):
-        for entry in ranges.get(member, []):
-            if entry["ScalingType"] in ("Logarithmic", "ReverseLogarithmic") and \
-                    float(entry["MinValue"]) <= 0:
-                raise fail(f"tuning.ranges.{entry['Name']}.min",
-                           f"{entry['ScalingType']} scaling needs a min above 0")
-    return defaults
+    return defaults  # checked against the input rules once the program is built
 
 
 def _check_files(fail: Any, program: Program) -> None:
