@@ -68,7 +68,7 @@ class SettingsError(ValueError):
 class Settings:
     """Validated configuration for both stacks.
 
-    Defaults are those of a small CPU setup; see the README's configuration table.
+    Defaults are those of a small CPU setup; see docs/configuration.md.
     """
 
     region: str
@@ -92,7 +92,7 @@ class Settings:
     xgboost_version: str = "1.7-1"
     extra_tags: Mapping[str, str] = field(default_factory=dict)
     #: ``app`` (a SageMaker MLflow App), ``server`` (an MLflow tracking server, billed by the hour)
-    #: or ``off``; see :data:`EXPERIMENT_TRACKING` and the README's cost notes.
+    #: or ``off``; see :data:`EXPERIMENT_TRACKING` and docs/tracking.md ("On AWS").
     experiment_tracking: str = "off"
     #: The tracking server's size (``server`` only).
     mlflow_tracking_server_size: str = "Small"

@@ -119,3 +119,19 @@ def reads_besides_the_registry(template: Template) -> list[Any]:
     """The template's ``Fn::GetStackOutput`` reads other than the model registry's."""
     return [read for read in references(template, "Fn::GetStackOutput")
             if not str(read["OutputName"]).startswith(REGISTRY_OUTPUT_PREFIXES)]
+
+
+def wait_idle(backend: Any, timeout: float = 30.0) -> bool:
+    """True once the local backend runs no job (jobs stopped by an aborted execution included)
+    and no tuning run."""
+    import time
+
+    from smtrain.local.backend import TERMINAL_STATUSES
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(job.status in TERMINAL_STATUSES for job in backend.jobs()) and all(
+                run.done for run in list(backend._tuning.values())):
+            return True
+        time.sleep(0.1)
+    return False

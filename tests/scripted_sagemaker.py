@@ -15,9 +15,11 @@ import copy
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from smtrain.local.backend import TERMINAL_STATUSES, Description, Request, SageMakerError
+from smtrain.local.backend import TERMINAL_STATUSES, Description, Request, SageMakerBackend, SageMakerError
+from smtrain.local.engine import OfflineEngine
 
 ACCOUNT_PREFIX = "arn:aws:sagemaker:us-east-1:123456789012"
 CREATED = "2026-01-01T00:00:00Z"
@@ -208,3 +210,32 @@ class ScriptedBackend:
     def created(self, action: str) -> list[Request]:
         """The requests of successful and failed ``action`` calls, in order."""
         return [request for recorded, request in self.requests if recorded == action]
+
+
+def shorten_retries(definition: dict[str, Any], interval_seconds: int) -> None:
+    """Cap each ``Retry`` rule's ``IntervalSeconds``, each fixed ``Wait``, and each random wait a
+    Pass state draws (``States.MathRandom(low, high)``, the backoff before a create call is
+    retried, which a Wait then reads through its ``SecondsPath``); everything else, the
+    ``SecondsPath`` chain included, stays as synthesized."""
+    if interval_seconds < 1:
+        raise ValueError("IntervalSeconds must be at least 1")
+    for state in definition["States"].values():
+        for rule in state.get("Retry", []):
+            rule["IntervalSeconds"] = min(rule.get("IntervalSeconds", 1), interval_seconds)
+        if state["Type"] == "Wait" and "Seconds" in state:
+            state["Seconds"] = min(state["Seconds"], interval_seconds)
+        if state["Type"] == "Pass":
+            for key, value in state.get("Parameters", {}).items():
+                if isinstance(value, str) and value.startswith("States.MathRandom("):
+                    state["Parameters"][key] = f"States.MathRandom({interval_seconds}, {interval_seconds})"
+
+
+def scripted_engine(*, outdir: Path, work_dir: Path, backend: SageMakerBackend,
+                    retry_interval_seconds: int = 1, **kwargs: Any) -> OfflineEngine:
+    """An engine over ``backend`` whose retries and backoff waits are capped at
+    ``retry_interval_seconds`` (:func:`shorten_retries`, applied before the state machine is
+    created on entering the engine), so a test of the throttling retry need not wait the real
+    15-60 s backoff."""
+    engine = OfflineEngine(outdir=outdir, work_dir=work_dir, backend=backend, **kwargs)
+    shorten_retries(engine.deployment.definition, retry_interval_seconds)
+    return engine

@@ -26,7 +26,7 @@ from smtrain.core.instance_storage import NVME_BY_FAMILY, UnknownInstanceStorage
 from smtrain.local.engine import OfflineEngine
 from smtrain.local.sagemaker_rules import rule_violations
 from tests.conftest import code_without_script_requirements, synthesize
-from tests.scripted_sagemaker import ScriptedBackend
+from tests.scripted_sagemaker import ScriptedBackend, scripted_engine
 
 VPC = "vpc-0123456789abcdef0"
 SUBNETS = ("subnet-0123456789abcdef0", "subnet-0fedcba987654321f")
@@ -66,8 +66,8 @@ def isolated(cdk_context: dict[str, Any], settings: Settings,
     app = synthesize(cdk_context, isolated_settings(settings),
                      tmp_path_factory.mktemp("cdk.out-isolated"), training_code_dir=code)
     backend = ScriptedBackend()
-    with OfflineEngine(outdir=app.outdir, work_dir=tmp_path_factory.mktemp("isolated-work"),
-                       backend=backend, retry_interval_seconds=1) as engine:
+    with scripted_engine(outdir=app.outdir, work_dir=tmp_path_factory.mktemp("isolated-work"),
+                       backend=backend) as engine:
         yield Runs(engine, backend, code)
 
 

@@ -12,9 +12,8 @@ import pytest
 
 from infra.settings import Settings
 from smtrain.core import contract
-from smtrain.local.engine import OfflineEngine
 from tests.conftest import code_without_script_requirements, synthesize
-from tests.scripted_sagemaker import ScriptedBackend
+from tests.scripted_sagemaker import ScriptedBackend, scripted_engine
 from tests.test_job_security import Runs
 
 
@@ -28,8 +27,8 @@ def created_vpc(cdk_context: dict[str, Any], settings: Settings,
     app = synthesize(cdk_context, vpc_settings, tmp_path_factory.mktemp("cdk.out-vpc"),
                      training_code_dir=code)
     backend = ScriptedBackend()
-    with OfflineEngine(outdir=app.outdir, work_dir=tmp_path_factory.mktemp("vpc-work"),
-                       backend=backend, retry_interval_seconds=1) as engine:
+    with scripted_engine(outdir=app.outdir, work_dir=tmp_path_factory.mktemp("vpc-work"),
+                       backend=backend) as engine:
         yield Runs(engine, backend)
 
 

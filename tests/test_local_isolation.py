@@ -37,6 +37,7 @@ from smtrain.local.local_backend import (
 )
 from smtrain.local.s3_stand_in import LocalS3
 from tests.conftest import code_without_script_requirements, synthesize
+from tests.helpers import wait_idle
 
 FIXTURES = Path(__file__).parent / "fixtures" / "isolation"
 REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
@@ -73,7 +74,7 @@ def backend(tmp_path: Path) -> Iterator[LocalBackend]:
     yield backend
     for job in backend.jobs():
         backend.stop_training_job(job.name)
-    backend.wait_idle(10)
+    wait_idle(backend, 10)
 
 
 class Server:
@@ -338,7 +339,7 @@ def test_a_tuning_jobs_trials_run_isolated(backend: LocalBackend) -> None:
                                                             "MaxValue": "9"}]}},
         "TrainingJobDefinition": {**definition, "StaticHyperParameters": {}},
     })
-    assert backend.wait_idle(60)
+    assert wait_idle(backend, 60)
     description = backend.describe_hyper_parameter_tuning_job("isolated-tuning")
     assert description["HyperParameterTuningJobStatus"] == "Completed", description.get("FailureReason")
     trials = backend.jobs()

@@ -24,7 +24,7 @@ from smtrain.core.programs import discover
 from smtrain.local import engine as engine_module
 from smtrain.local.staleness import code_digest, stale_programs
 from tests.conftest import ROOT, shipped_training_code
-from tests.scripted_sagemaker import JobScript, ScriptedBackend
+from tests.scripted_sagemaker import JobScript, ScriptedBackend, shorten_retries
 
 
 @dataclass(frozen=True)
@@ -173,12 +173,12 @@ class Offline:
 
         def engine(**kwargs: Any) -> Any:
             self.started.append("engine")
-            return real(**kwargs, backend=LoggingBackend(self.script, kwargs["work_dir"]),
-                        retry_interval_seconds=1)
+            built = real(**kwargs, backend=LoggingBackend(self.script, kwargs["work_dir"]))
+            shorten_retries(built.deployment.definition, 1)
+            return built
 
         monkeypatch.setattr(engine_module, "OfflineEngine", engine)
-        monkeypatch.setattr(local_runs, "_programs", lambda: discover(project.code))
-        # The CLI's checks read the same programs (not training_code/, which may hold more).
+        # The CLI reads the copy's programs (not training_code/, which may hold more).
         monkeypatch.setenv("SMTRAIN_TRAINING_CODE", str(project.code))
 
     def start(self, *extra: str) -> tuple[int, str, str]:

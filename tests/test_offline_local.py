@@ -12,7 +12,7 @@ import pytest
 
 from smtrain.local.engine import OfflineEngine
 from smtrain.local.local_backend import LocalBackend
-from tests.helpers import Synthesized
+from tests.helpers import Synthesized, wait_idle
 
 #: Kept small so the suite stays fast; the accuracies below hold with them (measured ~0.95+).
 FAST = {"digits_mlp": {"epochs": "3"},
@@ -159,7 +159,7 @@ def test_stopping_kills_the_training_process(engine: OfflineEngine) -> None:
     engine.stop(arn)
     result = engine.wait(arn, timeout=60)
     assert result.status == "ABORTED"
-    assert backend.wait_idle(timeout=30)
+    assert wait_idle(backend, timeout=30)
     job = next(j for j in backend.jobs()
                if {"Key": "smtrain:execution", "Value": "e2e-stop"} in j.request.get("Tags", []))
     assert job.status == "Stopped"

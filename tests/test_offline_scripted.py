@@ -18,7 +18,7 @@ from smtrain.local.backend import SageMakerError
 from smtrain.local.engine import ExecutionResult, OfflineEngine
 from tests.conftest import shipped_training_code, synthesize
 from tests.helpers import Synthesized
-from tests.scripted_sagemaker import JobScript, ScriptedBackend, limit_exceeded, throttling
+from tests.scripted_sagemaker import JobScript, ScriptedBackend, limit_exceeded, scripted_engine, throttling
 
 #: botocore's sagemaker model (2017-07-24), shape TrainingJobName: this pattern, at most 63.
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -56,8 +56,8 @@ class Harness:
 @pytest.fixture(scope="module")
 def harness(synthesized: Synthesized, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     backend = ScriptedBackend()
-    with OfflineEngine(outdir=synthesized.outdir, work_dir=tmp_path_factory.mktemp("scripted"),
-                       backend=backend, retry_interval_seconds=1) as engine:
+    with scripted_engine(outdir=synthesized.outdir, work_dir=tmp_path_factory.mktemp("scripted"),
+                       backend=backend) as engine:
         yield Harness(engine, backend)
 
 
@@ -95,8 +95,8 @@ def padded(harness: Harness, cdk_context: dict[str, Any], settings: Settings,
     code = padded_training_code(tmp_path_factory.mktemp("padded-training-code"))
     app = synthesize(cdk_context, settings, tmp_path_factory.mktemp("cdk.out-padded"),
                      training_code_dir=code)
-    deployment = OfflineEngine(outdir=app.outdir, work_dir=tmp_path_factory.mktemp("padded"),
-                               backend=harness.backend, retry_interval_seconds=1).deployment
+    deployment = scripted_engine(outdir=app.outdir, work_dir=tmp_path_factory.mktemp("padded"),
+                               backend=harness.backend).deployment
     arn = harness.engine.client.create_state_machine(
         name=f"{deployment.state_machine_name}-padded", type="STANDARD",
         definition=json.dumps(deployment.definition),
@@ -162,7 +162,8 @@ def test_byoc_request(harness: Harness) -> None:
     assert harness.run({"method": "byoc", "inputs": {"train": "s3://elsewhere/train/"}}).succeeded
     (request,) = harness.training_requests()
     image = request["AlgorithmSpecification"]["TrainingImage"]
-    assert image == harness.engine.deployment.byoc_image
+    (byoc_image,) = harness.engine.deployment.byoc_programs  # the shipped app's only BYOC program
+    assert image == byoc_image
     assert re.fullmatch(r"123456789012\.dkr\.ecr\.us-east-1\.amazonaws\.com/"
                         r"local-training-images-repository:[0-9a-f]{64}", image)
     assert request["HyperParameters"] == {"num_boost_round": "100", "learning_rate": "0.1",

@@ -10,12 +10,24 @@ import pytest
 import regex
 
 from smtrain.core import contract
-from smtrain.core.registration import evaluate
+from smtrain.core.registration import gate_expression
 from smtrain.local.sagemaker_model import service_model
 
 EXECUTION = "nightly-1"
 EXECUTION_ARN = f"arn:aws:states:us-east-1:123456789012:execution:smtrain-training:{EXECUTION}"
 APP = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-app/app-ABC123"
+
+
+def evaluate(state_input: dict[str, Any], *, execution_name: str, execution_arn: str,
+             tracking_uri: str | None = None) -> dict[str, Any]:
+    """The gate's answer for ``state_input`` (what ``EvaluateQualityGate`` receives), evaluated
+    alone with jsonata-python, ``$states`` bound as Step Functions binds it."""
+    import jsonata
+
+    bindings = {"states": {"input": state_input,
+                           "context": {"Execution": {"Name": execution_name, "Id": execution_arn}}}}
+    result: dict[str, Any] = jsonata.Jsonata(gate_expression(tracking_uri=tracking_uri)).evaluate(None, bindings)
+    return result
 
 
 def state(register: dict[str, Any], metrics: dict[str, float], *,

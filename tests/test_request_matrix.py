@@ -26,7 +26,7 @@ from smtrain.core.programs import Hyperparameter, Program
 from smtrain.local.engine import OfflineEngine
 from tests.conftest import SHIPPED_PROGRAMS
 from tests.helpers import Synthesized
-from tests.scripted_sagemaker import JobScript, ScriptedBackend
+from tests.scripted_sagemaker import JobScript, ScriptedBackend, scripted_engine
 
 #: The state machine's own refusals (its Fail state's error names).
 REFUSALS = {contract.INVALID_INPUT_ERROR, contract.UNKNOWN_PROGRAM_ERROR}
@@ -271,7 +271,7 @@ def _valid_tuning(program: Program) -> st.SearchStrategy[dict[str, Any]]:
 
 def _valid_hyperparameters(program: Program, tuned: set[str]) -> st.SearchStrategy[dict[str, str]]:
     """Declared hyperparameters with values their declarations accept; none that is tuned (the
-    README: a tuned hyperparameter must not also be given)."""
+    docs/execution-input.md: a tuned hyperparameter must not also be given)."""
     names = sorted(set(program.hyperparameters) - tuned)
     return st.lists(st.sampled_from(names), max_size=3, unique=True).flatmap(
         lambda chosen: st.fixed_dictionaries(
@@ -311,8 +311,8 @@ valid_input = st.sampled_from(VALID_ROUTES).flatmap(valid_input_for)
 def engine(synthesized: Synthesized,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OfflineEngine, ScriptedBackend]]:
     backend = ScriptedBackend()
-    with OfflineEngine(outdir=synthesized.outdir, work_dir=tmp_path_factory.mktemp("matrix"),
-                       backend=backend, retry_interval_seconds=1) as offline:
+    with scripted_engine(outdir=synthesized.outdir, work_dir=tmp_path_factory.mktemp("matrix"),
+                       backend=backend) as offline:
         yield offline, backend
 
 
@@ -390,7 +390,7 @@ def test_every_program_tunes_with_every_strategy(engine: tuple[OfflineEngine, Sc
 def _assert_project_promises(engine: tuple[OfflineEngine, ScriptedBackend],
                              execution_input: dict[str, Any], program_name: str,
                              execution: str) -> None:
-    """What the README promises beyond AWS's contract (which the engine enforces)."""
+    """What docs/execution-input.md promises beyond AWS's contract (which the engine enforces)."""
     program = PROGRAMS[program_name]
     given_hyperparameters: dict[str, str] = execution_input.get("hyperparameters", {})
     inputs: dict[str, str] = execution_input.get("inputs", {})

@@ -50,8 +50,8 @@ class MlflowApp(Construct):
     - :attr:`app_arn` reaches other stacks as a weak reference (``Fn::GetStackOutput``), never as
       an export. Jobs use it as ``MLFLOW_TRACKING_URI``.
 
-    There is no instance to size, start or stop: what AWS bills for an app is in the README
-    ("Experiment tracking"), with its source and date. The app's metadata is encrypted by
+    There is no instance to size, start or stop: what AWS bills for an app is in
+    docs/tracking.md ("On AWS"), with its source and date. The app's metadata is encrypted by
     SageMaker, not with ``key``: ``CreateMlflowApp`` takes a ``KmsKeyId`` (botocore's sagemaker
     model), but the CloudFormation resource has no such property (its schema in cfn-lint and
     ``CfnMlflowAppProps`` in aws-cdk-lib 2.275), and it cannot be set later (``UpdateMlflowApp``

@@ -36,13 +36,6 @@ LOG_TAIL_LINES = contract.LOG_TAIL_LINES
 RECORD_VERSION = 1
 
 
-def _programs() -> Mapping[str, Any]:
-    """Every training program (a seam for tests, which point it at a copy of training_code)."""
-    from smtrain.core.programs import discover
-
-    return discover()
-
-
 # -- stale synthesized code -------------------------------------------------------------------
 def synth_command(outdir: Path) -> list[str]:
     return [str(CDK), "synth", "--no-notices", "--quiet", "--output", str(outdir.resolve())]
@@ -178,7 +171,9 @@ def start_local(args: argparse.Namespace, draft: dict[str, Any], channel_inputs:
     channels are empty."""
     if not (args.cdk_out / "manifest.json").is_file():
         raise ResourceNotFound(f"{args.cdk_out} holds no synthesized app: run `make synth` first")
-    programs = _programs()
+    from smtrain.core.programs import discover
+
+    programs = discover()
     ensure_current(args.cdk_out, programs, synth=not getattr(args, "no_synth", False))
     from smtrain.local.staleness import code_digest
 

@@ -241,8 +241,8 @@ def _manifest(name: str, kind: str) -> str:
         table = ('[byoc]\ndockerfile = "Dockerfile"\ncontext = "."\nentry_point = "train"\n')
         printer = "train"
     return f"""\
-# A training program: what it is, what it reads, prints and takes (see README, "Bring your own
-# training code"). `smtrain programs` lists it; `make synth` packages it.
+# A training program: what it is, what it reads, prints and takes (every field: docs/programs.md).
+# `smtrain programs` lists it; `make synth` packages it.
 name = "{name}"
 kind = "{kind}"
 description = "{what}: softmax regression on CSV (label in column 0)"

@@ -18,15 +18,13 @@ The state machine's ``EvaluateQualityGate`` state (a JSONata Pass, like the inpu
   ``_.:/=+-@``: other characters become ``_``; botocore's sagemaker model, CustomerMetadataMap);
 - ``description``: the input's ``register.description``, or one naming program, job and run.
 
-:func:`evaluate` runs the same expression in this process (``jsonata-python``), for tests and
-for the offline engine's checks.
+The offline engine evaluates the same expression, as moto's interpreter hands it over
+(``smtrain/local/jsonata_eval.py``); the tests also evaluate it alone (``tests/test_quality_gate.py``).
 """
 
 from __future__ import annotations
 
 import json
-from functools import lru_cache
-from typing import Any
 
 from smtrain.core import contract
 
@@ -117,20 +115,3 @@ def gate_expression(*, tracking_uri: str | None) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
-
-
-@lru_cache(maxsize=4)
-def _compiled(expression: str) -> Any:
-    import jsonata
-
-    return jsonata.Jsonata(expression)
-
-
-def evaluate(state_input: dict[str, Any], *, execution_name: str, execution_arn: str,
-             tracking_uri: str | None = None) -> dict[str, Any]:
-    """The gate's answer for ``state_input`` (what ``EvaluateQualityGate`` receives)."""
-    expression = gate_expression(tracking_uri=tracking_uri)
-    bindings = {"states": {"input": state_input,
-                           "context": {"Execution": {"Name": execution_name, "Id": execution_arn}}}}
-    result: dict[str, Any] = _compiled(expression).evaluate(None, bindings)
-    return result

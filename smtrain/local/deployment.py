@@ -66,12 +66,6 @@ class LocalDeployment:
     #: the ``ModelPackageGroup<Id>`` outputs.
     model_groups: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def byoc_image(self) -> str:
-        """The image of the only BYOC program (tests of the shipped app)."""
-        (image,) = self.byoc_programs
-        return image
-
 
 class _Resolver:
     def __init__(self, templates: dict[str, dict[str, Any]], region: str) -> None:

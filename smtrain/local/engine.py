@@ -72,24 +72,6 @@ def prepare_tracking_store(directory: Path) -> str:
     return uri
 
 
-def shorten_retries(definition: dict[str, Any], interval_seconds: int) -> None:
-    """Cap each ``Retry`` rule's ``IntervalSeconds``, each fixed ``Wait``, and each random wait a
-    Pass state draws (``States.MathRandom(low, high)``, the backoff before a create call is
-    retried, which a Wait then reads through its ``SecondsPath``); everything else, the
-    ``SecondsPath`` chain included, stays as synthesized."""
-    if interval_seconds < 1:
-        raise ValueError("IntervalSeconds must be at least 1")
-    for state in definition["States"].values():
-        for rule in state.get("Retry", []):
-            rule["IntervalSeconds"] = min(rule.get("IntervalSeconds", 1), interval_seconds)
-        if state["Type"] == "Wait" and "Seconds" in state:
-            state["Seconds"] = min(state["Seconds"], interval_seconds)
-        if state["Type"] == "Pass":
-            for key, value in state.get("Parameters", {}).items():
-                if isinstance(value, str) and value.startswith("States.MathRandom("):
-                    state["Parameters"][key] = f"States.MathRandom({interval_seconds}, {interval_seconds})"
-
-
 class OfflineEngine:
     """Runs executions of the synthesized state machine; a context manager (moto's mock and the
     SageMaker service are active inside it).
@@ -97,22 +79,18 @@ class OfflineEngine:
     ``work_dir`` holds the S3 stand-in (``s3/``), the jobs (``jobs/``) and the model registry
     (``registry/``, :attr:`registry`). ``backend`` defaults
     to a :class:`LocalBackend` over them; ``on_log`` gets each training log line.
-    ``retry_interval_seconds`` (default: as synthesized) caps every Retry's first interval and
-    every Wait, so a test of the throttling retry need not wait the real 15-60 s backoff. With ``tracking`` (the
-    default) the local backend's jobs log to an MLflow store in ``work_dir/mlflow``
+    With ``tracking`` (the default) the local backend's jobs log to an MLflow store in ``work_dir/mlflow``
     (:attr:`tracking_uri`), experiment ``smtrain``.
     """
 
     def __init__(self, *, outdir: Path, work_dir: Path, backend: SageMakerBackend | None = None,
                  on_log: Callable[[str, str], None] | None = None, region: str = "us-east-1",
-                 retry_interval_seconds: int | None = None, tracking: bool = True) -> None:
+                 tracking: bool = True) -> None:
         # Absolute: training programs run with the job tree as their working directory.
         work_dir = work_dir.resolve()
         self.work_dir = work_dir
         self.s3 = LocalS3(work_dir / "s3")
         self.deployment: LocalDeployment = load_deployment(outdir, s3=self.s3, region=region)
-        if retry_interval_seconds is not None:
-            shorten_retries(self.deployment.definition, retry_interval_seconds)
         self.tracking_uri = prepare_tracking_store(work_dir / "mlflow") if tracking and backend is None else None
         self.backend: SageMakerBackend = backend or LocalBackend(
             s3=self.s3, work_dir=work_dir, images=Images(byoc=self.deployment.byoc_programs),
@@ -187,9 +165,12 @@ class OfflineEngine:
 
     def wait(self, execution_arn: str, *, on_event: EventCallback | None = None,
              timeout: float = 1800.0, poll: float = 0.2) -> ExecutionResult:
-        """Follow the execution to its end, handing each new history event to ``on_event``."""
+        """Follow the execution to its end, handing each new history event to ``on_event``.
+        The execution runs in moto's thread; it is asked about every ``poll`` seconds, sooner
+        at first (an input refused by its check ends within milliseconds)."""
         deadline = time.monotonic() + timeout
         seen = 0
+        interval = min(0.01, poll)
         while True:
             description = self.client.describe_execution(executionArn=execution_arn)
             events = self.history(execution_arn)
@@ -206,7 +187,8 @@ class OfflineEngine:
             if time.monotonic() > deadline:
                 self.stop(execution_arn, error="LocalTimeout", cause=f"no end within {timeout:.0f} s")
                 deadline = time.monotonic() + 30
-            time.sleep(poll)
+            time.sleep(interval)
+            interval = min(interval * 2, poll)
 
     def run(self, execution_input: dict[str, Any], *, name: str, on_event: EventCallback | None = None,
             timeout: float = 1800.0) -> ExecutionResult:

@@ -538,16 +538,6 @@ class LocalBackend:
     def stop_hyper_parameter_tuning_job(self, name: str) -> None:
         self._tuning_run(name).stop()
 
-    def wait_idle(self, timeout: float = 30.0) -> bool:
-        """True once no job is running (jobs stopped by an aborted execution included)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if all(job.status in TERMINAL_STATUSES for job in self.jobs()) and all(
-                    run.done for run in list(self._tuning.values())):
-                return True
-            time.sleep(0.1)
-        return False
-
 
 #: Request tags -> the variables ``training_code/common/tracking.py`` tags MLflow runs with.
 _TAG_VARIABLES = {contract.TAG_EXECUTION: contract.ENV_EXECUTION,

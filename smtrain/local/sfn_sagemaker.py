@@ -72,6 +72,8 @@ _OPERATIONS: Final[dict[str, str]] = {
 }
 
 _lock = threading.Lock()
+#: How often a .sync task asks the local backend whether its job has ended (seconds).
+SYNC_POLL_SECONDS = 0.05
 _backend: SageMakerBackend | None = None
 _registry: Any = None
 _s3: LocalS3 | None = None
@@ -238,13 +240,16 @@ def serve_sagemaker(backend: SageMakerBackend, *, registry: Any = None,
                     s3: LocalS3 | None = None) -> Iterator[None]:
     """Within the block, moto's interpreter sends SageMaker tasks to ``backend``, the model
     registry's calls to ``registry`` (a ``LocalModelRegistry``; none: they fail), and
-    ``aws-sdk:s3:putObject`` into ``s3`` (none: moto's own S3), and evaluates JSONata states
-    (:mod:`smtrain.local.jsonata_eval`)."""
+    ``aws-sdk:s3:putObject`` into ``s3`` (none: moto's own S3), evaluates JSONata states
+    (:mod:`smtrain.local.jsonata_eval`) and parses each definition once
+    (:mod:`smtrain.local.asl_parse_cache`)."""
     global _backend, _registry, _s3
-    from smtrain.local import jsonata_eval
+    from smtrain.local import asl_parse_cache, jsonata_eval
 
     jsonata_eval.enable()
+    asl_parse_cache.enable()
     original = state_task_factory.state_task_service_for
+    original_poll = state_task_service_callback._DELAY_SECONDS_SYNC_CONDITION_CHECK
 
     def service_for(service_name: str) -> Any:
         if service_name == "sagemaker":
@@ -258,9 +263,13 @@ def serve_sagemaker(backend: SageMakerBackend, *, registry: Any = None,
             raise RuntimeError("a SageMaker backend is already being served")
         _backend, _registry, _s3 = backend, registry, s3
         state_task_factory.state_task_service_for = service_for
+        # moto asks a .sync task's describe call every 0.5 s; a local job's describe is a
+        # lookup in this process, so the engine asks every SYNC_POLL_SECONDS instead.
+        state_task_service_callback._DELAY_SECONDS_SYNC_CONDITION_CHECK = SYNC_POLL_SECONDS
     try:
         yield
     finally:
         with _lock:
             state_task_factory.state_task_service_for = original
+            state_task_service_callback._DELAY_SECONDS_SYNC_CONDITION_CHECK = original_poll
             _backend, _registry, _s3 = None, None, None
