@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,3 +137,34 @@ def wait_idle(backend: Any, timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def run_cli(args: Sequence[str], *, env: Mapping[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``smtrain ARGS`` as a process would run it (its whole environment ``env``, working
+    directory ``cwd``, stdout and stderr captured, the exit status), in this process: the CLI
+    builds its AWS session from the environment at each command, so nothing of one call reaches
+    the next. A few smoke tests still start the real ``smtrain`` process."""
+    import contextlib
+    import io
+    import os
+
+    from smtrain.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_cwd = dict(os.environ), Path.cwd()
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exit_:  # argparse: --help, usage errors
+                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
+                if isinstance(exit_.code, str):
+                    print(exit_.code, file=sys.stderr)
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(["smtrain", *args], code, out.getvalue(), err.getvalue())

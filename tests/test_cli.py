@@ -31,7 +31,7 @@ from smtrain.local.model_registry import LocalModelRegistry
 from smtrain.local.s3_stand_in import LocalS3
 from smtrain.local.sfn_sagemaker import serve_sagemaker
 from tests.conftest import ROOT, SHIPPED_PROGRAMS, shipped_training_code
-from tests.helpers import Synthesized
+from tests.helpers import Synthesized, run_cli
 from tests.scripted_sagemaker import JobScript, ScriptedBackend
 
 SMTRAIN = str(Path(sys.executable).parent / "smtrain")
@@ -76,10 +76,15 @@ class Cloud:
         del env["SMTRAIN_STATE_MACHINE_ARN"], env["SMTRAIN_DATA_BUCKET"]
         return env
 
-    def smtrain(self, *args: str, env: dict[str, str] | None = None,
-                timeout: int = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([SMTRAIN, *args], capture_output=True, text=True, timeout=timeout,
-                              env=env if env is not None else self.env(), cwd=ROOT)
+    def smtrain(self, *args: str, env: dict[str, str] | None = None, timeout: int = 120,
+                process: bool = False) -> subprocess.CompletedProcess[str]:
+        """The CLI in this process (:func:`tests.helpers.run_cli`), or with ``process`` (and for
+        ``--local``, whose engine cannot run beside this process's moto server) as a process."""
+        env = env if env is not None else self.env()
+        if process or "--local" in args:
+            return subprocess.run([SMTRAIN, *args], capture_output=True, text=True, timeout=timeout,
+                                  env=env, cwd=ROOT)
+        return run_cli(args, env=env, cwd=ROOT)
 
     def client(self, service: str) -> Any:
         return boto3.client(service, endpoint_url=self.endpoint, region_name="us-east-1",

@@ -24,6 +24,7 @@ import pytest
 
 from smtrain.core import contract
 from smtrain.local.model_registry import LocalModelRegistry
+from tests.helpers import run_cli
 from tests.test_model_registry_local import registration
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,9 +51,14 @@ def _env(endpoint: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def smtrain(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([SMTRAIN, *args], capture_output=True, text=True, timeout=120,
-                          env=env if env is not None else _env("http://127.0.0.1:9"), cwd=ROOT)
+def smtrain(*args: str, env: dict[str, str] | None = None,
+            process: bool = False) -> subprocess.CompletedProcess[str]:
+    """The CLI in this process (:func:`tests.helpers.run_cli`), or with ``process`` as a process."""
+    env = env if env is not None else _env("http://127.0.0.1:9")
+    if process:
+        return subprocess.run([SMTRAIN, *args], capture_output=True, text=True, timeout=120,
+                              env=env, cwd=ROOT)
+    return run_cli(args, env=env, cwd=ROOT)
 
 
 def _refused(result: subprocess.CompletedProcess[str], code: int, message: str) -> None:
