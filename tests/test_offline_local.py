@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,19 +11,15 @@ import pytest
 
 from smtrain.local.engine import OfflineEngine
 from smtrain.local.local_backend import LocalBackend
-from tests.helpers import Synthesized, wait_idle
-
-#: Kept small so the suite stays fast; the accuracies below hold with them (measured ~0.95+).
-FAST = {"digits_mlp": {"epochs": "3"},
-        "digits_lightgbm": {"num_boost_round": "30", "report_every": "10"}}
+from tests.conftest import TRAINED_INPUTS, TUNED_INPUTS, TrainedRuns
+from tests.helpers import wait_idle
 
 
 @pytest.fixture(scope="module")
-def engine(synthesized: Synthesized, sample_data: Path,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[OfflineEngine]:
-    with OfflineEngine(outdir=synthesized.outdir, work_dir=tmp_path_factory.mktemp("offline")) as engine:
-        engine.s3.put_tree(sample_data, f"s3://{engine.deployment.data_bucket}/datasets/")
-        yield engine
+def engine(trained: TrainedRuns) -> OfflineEngine:
+    """The session's engine of trained runs (tests/conftest.py), the sample data in its bucket."""
+    engine: OfflineEngine = trained.engine
+    return engine
 
 
 def _model_files(engine: OfflineEngine, uri: str) -> list[str]:
@@ -66,10 +61,9 @@ MLP_MODEL_FILES = ["code", "code/common", "code/common/__init__.py",
     ("digits_mlp", MLP_MODEL_FILES, 0.9),
     ("digits_lightgbm", ["model.txt"], 0.9),
 ])
-def test_program_trains_a_real_model(engine: OfflineEngine, program: str, files: list[str],
+def test_program_trains_a_real_model(trained: TrainedRuns, program: str, files: list[str],
                                      min_accuracy: float) -> None:
-    result = engine.run({"program": program, "hyperparameters": FAST[program]},
-                        name=f"e2e-{program.replace('_', '-')}", timeout=300)
+    engine, result = trained.engine, trained.training[program]
     assert result.succeeded, result.cause
     output = result.output
     assert output is not None and output["program"] == program
@@ -78,19 +72,20 @@ def test_program_trains_a_real_model(engine: OfflineEngine, program: str, files:
     assert _metric(output, "validation:accuracy") >= min_accuracy
 
 
-def test_builtin_xgboost_by_its_older_method_name(engine: OfflineEngine) -> None:
+def test_builtin_xgboost_by_its_older_method_name(trained: TrainedRuns) -> None:
     """The older ``method`` input names the one program of that kind: builtin is digits_xgboost."""
-    result = engine.run({"method": "builtin", "hyperparameters": {"num_round": "20"}}, name="e2e-builtin",
-                        timeout=300)
+    engine, result = trained.engine, trained.training["digits_xgboost"]
+    assert TRAINED_INPUTS["digits_xgboost"]["method"] == "builtin"
     assert result.succeeded, result.cause
     assert result.output is not None and result.output["program"] == "digits_xgboost"
     assert _model_files(engine, result.output["modelArtifacts"]) == ["xgboost-model"]
     assert _metric(result.output, "validation:merror") <= 0.1
 
 
-def test_tuning_picks_the_best_job(engine: OfflineEngine) -> None:
-    result = engine.run({"program": "digits_mlp", "hyperparameters": {"epochs": "2"},
-                         "tuning": {"maxJobs": 4, "maxParallelJobs": 2}}, name="e2e-tuning", timeout=600)
+def test_tuning_picks_the_best_job(trained: TrainedRuns) -> None:
+    engine, result = trained.engine, trained.tuning["digits_mlp"]
+    assert TUNED_INPUTS["digits_mlp"]["hyperparameters"] == {"epochs": "2"}
+    assert TUNED_INPUTS["digits_mlp"]["tuning"] == {"maxJobs": 4, "maxParallelJobs": 2}
     assert result.succeeded, result.cause
     output = result.output
     assert output is not None and output["program"] == "digits_mlp"

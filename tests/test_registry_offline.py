@@ -10,8 +10,6 @@ the tests re-check the stored request against the model as well.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +20,7 @@ from smtrain.core import contract
 from smtrain.local.demo import QUICK_HYPERPARAMETERS
 from smtrain.local.engine import ExecutionResult, OfflineEngine
 from smtrain.local.sagemaker_model import request_violations
-from tests.helpers import Synthesized
+from tests.conftest import TRAINED_INPUTS, TrainedRuns
 
 REQUEST_FIELDS = ("ModelPackageGroupName", "ModelPackageDescription", "InferenceSpecification",
                   "ModelApprovalStatus", "ModelMetrics", "CustomerMetadataProperties",
@@ -30,12 +28,10 @@ REQUEST_FIELDS = ("ModelPackageGroupName", "ModelPackageDescription", "Inference
 
 
 @pytest.fixture(scope="module")
-def engine(synthesized: Synthesized, sample_data: Path,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[OfflineEngine]:
-    with OfflineEngine(outdir=synthesized.outdir, work_dir=tmp_path_factory.mktemp("registry"),
-                       tracking=False) as engine:
-        engine.s3.put_tree(sample_data, f"s3://{engine.deployment.data_bucket}/datasets/")
-        yield engine
+def engine(trained: TrainedRuns) -> OfflineEngine:
+    """The session's engine of trained runs (tests/conftest.py), the sample data in its bucket."""
+    engine: OfflineEngine = trained.engine
+    return engine
 
 
 _runs = 0
@@ -65,11 +61,11 @@ def stored_request(engine: OfflineEngine, arn: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("program", ["digits_mlp", "digits_lightgbm", "digits_xgboost"])
 def test_each_program_trains_registers_lists_and_is_approved(
-        engine: OfflineEngine, settings: Settings, program: str,
+        trained: TrainedRuns, settings: Settings, program: str,
         capsys: pytest.CaptureFixture[str]) -> None:
     from smtrain.cli import main as cli_main
 
-    result = run(engine, quick(program))
+    engine, result = trained.engine, trained.training[program]
     output = result.output
     assert output is not None
     assert output["registered"] is True, output["registrationReason"]
@@ -102,7 +98,7 @@ def test_each_program_trains_registers_lists_and_is_approved(
     assert metadata[contract.METADATA_EXECUTION] == result.name
     assert metadata[contract.METADATA_PROGRAM] == program
     assert metadata[contract.METADATA_TRAINING_JOB] == output["trainingJobName"]
-    for name, value in QUICK_HYPERPARAMETERS.get(program, {}).items():
+    for name, value in TRAINED_INPUTS[program]["hyperparameters"].items():
         assert metadata[f"{contract.METADATA_HYPERPARAMETER_PREFIX}{name}"] == value
     assert not any(key.startswith("hp:sagemaker_") for key in metadata)
     assert request["MetadataProperties"] == {"GeneratedBy": result.arn}
