@@ -15,6 +15,10 @@ def test_the_containers_tracking_names_are_the_contracts() -> None:
         contract.RUN_TAG_TRAINING_JOB: "TRAINING_JOB_NAME",  # SageMaker sets it in every job
         contract.RUN_TAG_TUNING_JOB: contract.ENV_TUNING_JOB,
     }
+    # The run record the tracker writes offline is the one the local backend reads.
+    from smtrain.local import run_record
+    assert tracking.RECORD_VARIABLE == contract.ENV_TRACKING_RECORD == run_record.RECORD_VARIABLE
+    assert tracking.RECORD_VERSION == run_record.RECORD_VERSION
 
 
 def test_output_ids_are_cloudformation_logical_ids() -> None:

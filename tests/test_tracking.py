@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,7 +51,7 @@ def _runs(client: MlflowClient, execution: str) -> list[Any]:
 
 
 def test_script_run_is_tracked(tracked: tuple[OfflineEngine, MlflowClient]) -> None:
-    _, client = tracked
+    engine, client = tracked
     (run,) = _runs(client, "tracked-single")
     assert run.info.status == "FINISHED"
     assert run.data.tags["smtrain.program"] == "digits_mlp"
@@ -56,6 +59,8 @@ def test_script_run_is_tracked(tracked: tuple[OfflineEngine, MlflowClient]) -> N
     assert run.data.tags["smtrain.training_job"] == run.info.run_name
     # Logged by the program itself (its parameter names, its model), not for it by the local backend.
     assert "smtrain.logged_by" not in run.data.tags
+    # Recorded by the job (which never imported MLflow) and logged by the backend as it ended.
+    assert (engine.work_dir / "jobs" / run.info.run_name / "tracking.jsonl").is_file()
     assert "smtrain.tuning_job" not in run.data.tags
     assert run.data.params == {"epochs": "3", "batch_size": "64", "learning_rate": "0.01",
                                "hidden_units": "64", "seed": "42"}
@@ -212,3 +217,181 @@ def test_tracking_failure_mid_run_stops_tracking_only(tracker_class: Any, tmp_pa
     assert messages == ["tracking: logging metrics failed, continuing without MLflow: "
                         "ConnectionError: tracking server unreachable"]
 
+
+
+# -- Offline, a job records its run and the local backend logs it (smtrain.local.run_record) ------
+
+def _artifact_tree(client: MlflowClient, run_id: str, path: str | None = None) -> list[str]:
+    found = []
+    for artifact in client.list_artifacts(run_id, path):
+        found.append(artifact.path + ("/" if artifact.is_dir else ""))
+        if artifact.is_dir:
+            found += _artifact_tree(client, run_id, artifact.path)
+    return found
+
+
+def _run_as_logged(client: MlflowClient, run_id: str) -> dict[str, Any]:
+    run = client.get_run(run_id)
+    return {"name": run.info.run_name, "status": run.info.status, "tags": run.data.tags,
+            "params": run.data.params,
+            "metrics": {name: sorted((m.step, m.value) for m in client.get_metric_history(run_id, name))
+                        for name in run.data.metrics},
+            "artifacts": _artifact_tree(client, run_id)}
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["finished", "failed"])
+def test_a_recorded_run_is_logged_as_the_program_would_log_it(
+        tracker_class: Any, tmp_path: Path, fails: bool) -> None:
+    """The same training, tracked straight to MLflow and through a record the backend logs:
+    the same run name, tags (MLflow's own included), params, per-step metrics, model files and
+    status."""
+    from smtrain.local.engine import TRACKING_EXPERIMENT, prepare_tracking_store
+    from smtrain.local.run_record import RECORD_VARIABLE, log_run_record, read_run_record
+
+    model = tmp_path / "model"
+    (model / "code").mkdir(parents=True)
+    (model / "model.pth").write_bytes(b"weights")
+    (model / "code" / "inference.py").write_text("# handler\n")
+    job = {"MLFLOW_EXPERIMENT_NAME": TRACKING_EXPERIMENT, "TRAINING_JOB_NAME": "job-1",
+           "SMTRAIN_EXECUTION": "exec-1", "SMTRAIN_PROGRAM": "prog", "SMTRAIN_TUNING_JOB": "tune-1"}
+
+    def train(environ: dict[str, str]) -> None:
+        with contextlib.suppress(RuntimeError), \
+                tracker_class(params={"epochs": 3, "learning_rate": 0.1}, environ=environ) as tracker:
+            assert tracker.active
+            for step in (1, 2, 3):
+                tracker.log_metrics({"train:loss": 1.0 / step, "validation:accuracy": 0.5 + step / 10},
+                                    step=step)
+            tracker.log_model(model)
+            if fails:
+                raise RuntimeError("the training broke")
+
+    direct_uri = prepare_tracking_store(tmp_path / "direct")
+    train({**job, "MLFLOW_TRACKING_URI": direct_uri})
+    record_file = tmp_path / "tracking.jsonl"
+    train({**job, "MLFLOW_TRACKING_URI": "sqlite:///never-opened.db", RECORD_VARIABLE: str(record_file)})
+    assert not (Path.cwd() / "never-opened.db").exists()
+
+    direct = MlflowClient(tracking_uri=direct_uri)
+    experiment = direct.get_experiment_by_name(TRACKING_EXPERIMENT)
+    assert experiment is not None
+    (direct_run,) = direct.search_runs([experiment.experiment_id])
+    replayed = MlflowClient(tracking_uri=prepare_tracking_store(tmp_path / "replayed"))
+    record = read_run_record(record_file)
+    assert record is not None
+    run_id = log_run_record(replayed, record, status="KILLED", end_time=0)
+    expected = _run_as_logged(direct, direct_run.info.run_id)
+    assert _run_as_logged(replayed, run_id) == expected
+    assert expected["status"] == ("FAILED" if fails else "FINISHED")
+    assert expected["artifacts"] == ["model/", "model/code/", "model/code/inference.py", "model/model.pth"]
+    assert {"smtrain.execution", "smtrain.program", "smtrain.training_job", "smtrain.tuning_job",
+            "mlflow.user", "mlflow.source.name", "mlflow.runName"} <= set(expected["tags"])
+    logged = replayed.get_run(run_id).info
+    assert record.start_time == logged.start_time <= logged.end_time == record.end_time
+
+
+def test_recording_a_run_never_imports_mlflow(tmp_path: Path) -> None:
+    """What the record saves a job: MLflow is not even imported in its process."""
+    program = textwrap.dedent("""
+        import sys
+        from common.tracking import Tracker
+        with Tracker(params={"a": 1}) as tracker:
+            tracker.log_metrics({"x": 1.0}, step=1)
+            print(tracker.active)
+        print("mlflow" in sys.modules)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "training_code"), "MLFLOW_TRACKING_URI": "sqlite:///x.db",
+           "SMTRAIN_TRACKING_RECORD": str(tmp_path / "tracking.jsonl")}
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=env,
+                            timeout=60, cwd=tmp_path, check=True)
+    assert result.stdout.split() == ["True", "False"]  # tracking, and MLflow never loaded
+    assert [json.loads(line)["event"] for line in (tmp_path / "tracking.jsonl").read_text().splitlines()] == [
+        "start", "metrics", "end"]
+
+
+def test_a_record_that_cannot_be_written_never_fails_training(tracker_class: Any, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "not-a-directory").write_text("x")
+    environ = {"MLFLOW_TRACKING_URI": "sqlite:///x.db",
+               "SMTRAIN_TRACKING_RECORD": str(tmp_path / "not-a-directory" / "tracking.jsonl")}
+    with tracker_class(params={"a": 1}, environ=environ) as tracker:
+        tracker.log_metrics({"x": 1.0}, step=1)
+        tracker.log_model(tmp_path)
+    assert not tracker.active
+    messages = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tracking:")]
+    assert len(messages) == 1 and messages[0].startswith(
+        "tracking: starting the run failed, continuing without MLflow: NotADirectoryError"), messages
+
+
+TRACKS_WITH_THE_TRACKER = """
+    import os, sys
+    from pathlib import Path
+    from common.tracking import Tracker
+    model = Path(os.environ["SAGEMAKER_BASE_DIR"]) / "model"
+    with Tracker(params={"learning_rate": 0.1}) as tracker:
+        for epoch, accuracy in enumerate([0.5, 0.7, 0.8], start=1):
+            print(f"epoch={epoch} validation:accuracy={accuracy}", flush=True)
+            tracker.log_metrics({"validation:accuracy": accuracy}, step=epoch)
+        model.mkdir(parents=True, exist_ok=True)
+        (model / "model.txt").write_text("tree")
+        tracker.log_model(model)
+        print("mlflow imported:", "mlflow" in sys.modules, flush=True)
+        if os.environ.get("TINY_EXIT"):  # the job dies without ending its run
+            os._exit(int(os.environ["TINY_EXIT"]))
+"""
+
+
+def _tiny_tracked(tmp_path: Path, environment: dict[str, str], name: str) -> tuple[Any, Any]:
+    """A tiny BYOC program that tracks with ``common/tracking.py``, run by a real backend."""
+    from tests.test_local_failures import METRICS, run_job, tiny_backend
+
+    backend = tiny_backend(tmp_path, TRACKS_WITH_THE_TRACKER, environment=environment)
+    shutil.copytree(ROOT / "training_code" / "common", tmp_path / "context" / "common")
+    job = run_job(backend, name, metric_definitions=METRICS,
+                  tags=[{"Key": "smtrain:execution", "Value": "exec-1"},
+                        {"Key": "smtrain:program", "Value": "tiny"}])
+    return backend, job
+
+
+@pytest.mark.parametrize(("exit_code", "job_status", "run_status"),
+                         [(None, "Completed", "FINISHED"), (3, "Failed", "FAILED")])
+def test_the_backend_logs_the_run_the_job_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   exit_code: int | None, job_status: str,
+                                                   run_status: str) -> None:
+    from smtrain.local.engine import TRACKING_EXPERIMENT, prepare_tracking_store
+
+    if exit_code is not None:
+        monkeypatch.setenv("TINY_EXIT", str(exit_code))
+    uri = prepare_tracking_store(tmp_path / "mlflow")
+    backend, job = _tiny_tracked(tmp_path, {"MLFLOW_TRACKING_URI": uri,
+                                            "MLFLOW_EXPERIMENT_NAME": TRACKING_EXPERIMENT}, "recorded-job")
+    assert job.status == job_status, job.failure_reason
+    log = job.log_path.read_text()
+    assert "mlflow imported: False" in log
+    assert "logged no MLflow run" not in log and not job.notes
+    assert (backend.work_dir / "jobs" / "recorded-job" / "tracking.jsonl").is_file()
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(TRACKING_EXPERIMENT)
+    assert experiment is not None
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.run_name == "recorded-job" and run.info.status == run_status
+    assert {key: run.data.tags.get(key) for key in ("smtrain.execution", "smtrain.program",
+                                                    "smtrain.training_job", "smtrain.logged_by")} == {
+        "smtrain.execution": "exec-1", "smtrain.program": "tiny", "smtrain.training_job": "recorded-job",
+        "smtrain.logged_by": None}
+    assert run.data.params == {"learning_rate": "0.1"}
+    assert [(m.step, m.value) for m in sorted(client.get_metric_history(run.info.run_id, "validation:accuracy"),
+                                              key=lambda m: m.step)] == [(1, 0.5), (2, 0.7), (3, 0.8)]
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "model")] == ["model/model.txt"]
+
+
+def test_a_tracking_failure_after_the_job_never_fails_it(tmp_path: Path) -> None:
+    """The store cannot be opened when the backend logs the recorded run: one note, the job
+    completes."""
+    (tmp_path / "not-a-directory").write_text("x")
+    unreachable = f"sqlite:///{tmp_path / 'not-a-directory' / 'mlflow.db'}"
+    _, job = _tiny_tracked(tmp_path, {"MLFLOW_TRACKING_URI": unreachable,
+                                      "MLFLOW_EXPERIMENT_NAME": "smtrain"}, "unlogged-job")
+    assert job.status == "Completed", job.failure_reason
+    assert len(job.notes) == 1 and job.notes[0].startswith("could not log the job's MLflow run: "), job.notes
+    assert job.log_path.read_text().count("could not log the job's MLflow run") == 1

@@ -229,6 +229,9 @@ RUN_TAG_EXECUTION: Final = "smtrain.execution"
 RUN_TAG_PROGRAM: Final = "smtrain.program"
 RUN_TAG_TRAINING_JOB: Final = "smtrain.training_job"
 RUN_TAG_TUNING_JOB: Final = "smtrain.tuning_job"
+#: Offline only: the file a job's tracker records its MLflow run in, for the local backend to log
+#: when the job ends (``smtrain.local.run_record``); never set on AWS.
+ENV_TRACKING_RECORD: Final = "SMTRAIN_TRACKING_RECORD"
 #: Where offline runs keep each program's requirements environment (default
 #: ``~/.cache/smtrain/envs``).
 ENV_PROGRAM_ENV_CACHE: Final = "SMTRAIN_ENV_CACHE"

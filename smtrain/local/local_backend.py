@@ -48,6 +48,7 @@ from smtrain.local.builtin_xgboost import BUILTIN_METRIC_DEFINITIONS
 from smtrain.local.deployment import ByocProgram
 from smtrain.local.job_tree import JobTree, build_job_tree
 from smtrain.local.program_envs import ProgramEnvironmentError, default_cache_dir, environment_for
+from smtrain.local.run_record import RECORD_FILE, RECORD_VARIABLE, log_run_record, read_run_record
 from smtrain.local.s3_stand_in import LocalS3, S3UriError
 
 TRAINING_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -166,7 +167,10 @@ class LocalBackend:
     MLflow run, taken from the request's tags. A program's requirements are installed into an
     environment of its own (:mod:`smtrain.local.program_envs`) cached in ``env_cache`` (default:
     :func:`~smtrain.local.program_envs.default_cache_dir`). With an MLflow tracking URI in
-    ``environment``, a job whose program logged no run of its own gets one logged for it.
+    ``environment``, every job also gets ``SMTRAIN_TRACKING_RECORD``: a program that tracks with
+    ``training_code/common/tracking.py`` records its run in that file rather than importing
+    MLflow, and the backend logs the run when the job ends (:mod:`smtrain.local.run_record`); a
+    job whose program logged no run of its own gets one logged for it from its metric lines.
     """
 
     def __init__(self, *, s3: LocalS3, work_dir: Path, images: Images,
@@ -376,6 +380,11 @@ class LocalBackend:
         env = {**os.environ, **job.request.get("Environment", {}), **self.environment,
                **_tracking_tags(job.request), **tree.environment(), **extra_env,
                "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "TRAINING_JOB_NAME": job.name}
+        env.pop(RECORD_VARIABLE, None)
+        if self.environment.get(contract.ENV_TRACKING_URI):
+            record = self._record_path(job)
+            record.unlink(missing_ok=True)
+            env[RECORD_VARIABLE] = str(record)
         max_runtime = job.request.get("StoppingCondition", {}).get("MaxRuntimeInSeconds")
         deadline = time.monotonic() + max_runtime if max_runtime else None
         job.log_path = log_path
@@ -477,14 +486,26 @@ class LocalBackend:
         job.model_uri = model_uri
         self._end(job, "Completed", None)
 
+    def _record_path(self, job: TrainingJob) -> Path:
+        """Where the job's program records its MLflow run (:mod:`smtrain.local.run_record`)."""
+        return self.work_dir / "jobs" / job.name / RECORD_FILE
+
     def _track(self, job: TrainingJob, log_text: str, definitions: list[dict[str, str]],
                status: str) -> None:
-        """Log an MLflow run for the job unless its program logged one (see :func:`track_job`);
-        a tracking failure is a note, never the job's failure."""
+        """Log the run the job's program recorded, ended with ``status`` if the program did not
+        end it; else an MLflow run for the job unless its program logged one (see
+        :func:`track_job`). A tracking failure is a note, never the job's failure."""
         uri = self.environment.get(contract.ENV_TRACKING_URI)
         if not uri:
             return
         try:
+            record = read_run_record(self._record_path(job))
+            if record is not None:
+                from mlflow.tracking import MlflowClient
+
+                log_run_record(MlflowClient(tracking_uri=uri), record, status=status,
+                               end_time=int(time.time() * 1000))
+                return
             logged = track_job(uri, self.environment.get(contract.ENV_EXPERIMENT, contract.EXPERIMENT),
                                job=job, log_text=log_text, definitions=definitions, status=status)
         except Exception as error:
