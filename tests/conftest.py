@@ -35,6 +35,18 @@ def settings(cdk_context: dict[str, Any]) -> Settings:
     return settings_from_context(cdk_context[CONTEXT_KEY], region=REGION)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each module's tests run on one xdist worker (its module-scoped fixtures, a synthesized
+    configuration or a moto server, are built once); every module reading the session's trained
+    runs (:func:`trained`) shares one group, so the programs train once."""
+    readers = {item.module.__name__ for item in items
+               if isinstance(item, pytest.Function) and item.module is not None
+               and "trained" in item.fixturenames}
+    for item in items:
+        module = item.module.__name__ if isinstance(item, pytest.Function) and item.module else item.nodeid
+        item.add_marker(pytest.mark.xdist_group("trained" if module in readers else module))
+
+
 #: The programs the project ships: the stack tests synthesize these alone, so that a program a
 #: team adds to training_code/ changes no snapshot and no assertion about the shipped ones.
 SHIPPED_PROGRAMS = ("digits_mlp", "digits_lightgbm", "digits_xgboost")

@@ -21,26 +21,25 @@ from mlflow.tracking import MlflowClient
 
 from smtrain.cli.compare import figure, load_rows
 from smtrain.local.engine import OfflineEngine
-from tests.conftest import ROOT
-from tests.helpers import Synthesized
+from tests.conftest import ROOT, TRAINED_INPUTS, TUNED_INPUTS, TrainedRuns, trained_name
 
 SMTRAIN = str(Path(sys.executable).parent / "smtrain")
 
 
+#: The session's shared runs (tests/conftest.py) these tests read: digits_mlp trained for 3
+#: epochs, and digits_lightgbm tuned (3 trials, 4 metric reports each).
+SINGLE = trained_name("digits_mlp")
+TUNING = trained_name("digits_lightgbm", tuning=True)
+
+
 @pytest.fixture(scope="module")
-def tracked(synthesized: Synthesized, sample_data: Path,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OfflineEngine, MlflowClient]]:
-    with OfflineEngine(outdir=synthesized.outdir, work_dir=tmp_path_factory.mktemp("tracked")) as engine:
-        engine.s3.put_tree(sample_data, f"s3://{engine.deployment.data_bucket}/datasets/")
-        single = engine.run({"program": "digits_mlp", "hyperparameters": {"epochs": "3"}},
-                            name="tracked-single")
-        assert single.succeeded, single.cause
-        tuned = engine.run({"program": "digits_lightgbm",
-                            "hyperparameters": {"num_boost_round": "20", "report_every": "5"},
-                            "tuning": {"maxJobs": 3, "maxParallelJobs": 2}}, name="tracked-tuning")
-        assert tuned.succeeded, tuned.cause
-        assert engine.tracking_uri is not None
-        yield engine, MlflowClient(tracking_uri=engine.tracking_uri)
+def tracked(trained: TrainedRuns) -> tuple[OfflineEngine, MlflowClient]:
+    engine: OfflineEngine = trained.engine
+    assert TRAINED_INPUTS["digits_mlp"]["hyperparameters"] == {"epochs": "3"}
+    assert TUNED_INPUTS["digits_lightgbm"]["hyperparameters"] == {"num_boost_round": "20", "report_every": "5"}
+    assert TUNED_INPUTS["digits_lightgbm"]["tuning"]["maxJobs"] == 3
+    assert engine.tracking_uri is not None
+    return engine, MlflowClient(tracking_uri=engine.tracking_uri)
 
 
 def _runs(client: MlflowClient, execution: str) -> list[Any]:
@@ -52,7 +51,7 @@ def _runs(client: MlflowClient, execution: str) -> list[Any]:
 
 def test_script_run_is_tracked(tracked: tuple[OfflineEngine, MlflowClient]) -> None:
     engine, client = tracked
-    (run,) = _runs(client, "tracked-single")
+    (run,) = _runs(client, SINGLE)
     assert run.info.status == "FINISHED"
     assert run.data.tags["smtrain.program"] == "digits_mlp"
     assert "smtrain.method" not in run.data.tags
@@ -74,7 +73,7 @@ def test_script_run_is_tracked(tracked: tuple[OfflineEngine, MlflowClient]) -> N
 
 def test_tuning_trials_are_tracked_with_their_tuning_job(tracked: tuple[OfflineEngine, MlflowClient]) -> None:
     _, client = tracked
-    runs = _runs(client, "tracked-tuning")
+    runs = _runs(client, TUNING)
     assert len(runs) == 3
     tuning_jobs = {run.data.tags["smtrain.tuning_job"] for run in runs}
     assert len(tuning_jobs) == 1
@@ -84,6 +83,12 @@ def test_tuning_trials_are_tracked_with_their_tuning_job(tracked: tuple[OfflineE
     assert all("smtrain.logged_by" not in run.data.tags for run in runs), "logged by the program"
     assert len({run.data.params["learning_rate"] for run in runs}) == 3, "each trial its own value"
     assert all(len(client.get_metric_history(r.info.run_id, "validation:accuracy")) == 4 for r in runs)
+
+
+def _all_runs(client: MlflowClient) -> list[Any]:
+    experiment = client.get_experiment_by_name("smtrain")
+    assert experiment is not None
+    return list(client.search_runs([experiment.experiment_id], max_results=50))
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -103,12 +108,19 @@ def test_compare_table_and_plot(tracked: tuple[OfflineEngine, MlflowClient], tmp
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["execution", "program", "run"]
     assert "validation:accuracy" in lines[0] and lines[0].split()[-1] == "seconds"
-    rows = [line.split() for line in lines[1:5]]
-    assert sorted(row[:2] for row in rows) == [["tracked-single", "digits_mlp"]] + \
-        [["tracked-tuning", "digits_lightgbm"]] * 3
+    # Every run of the store (the session's shared runs, and what other tests ran on the same
+    # engine), those with the metric first, best first.
+    stored = _all_runs(client)
+    measured = [run for run in stored if "validation:accuracy" in run.data.metrics]
+    assert {(SINGLE, "digits_mlp"), (TUNING, "digits_lightgbm")} <= {
+        (run.data.tags["smtrain.execution"], run.data.tags["smtrain.program"]) for run in measured}
+    rows = [line.split() for line in lines[1:1 + len(measured)]]
+    assert sorted(row[:2] for row in rows) == sorted(
+        [run.data.tags["smtrain.execution"], run.data.tags["smtrain.program"]] for run in measured)
     accuracies = [float(row[-2]) for row in rows]
     assert accuracies == sorted(accuracies, reverse=True), "sorted best first"
-    assert lines[5:] == [f"plot: {plot}"]
+    assert all(line.split()[-2] == "-" for line in lines[1 + len(measured):-1]), "runs without it last"
+    assert len(lines) == 1 + len(stored) + 1 and lines[-1] == f"plot: {plot}"
 
     # The legend sits right of the 1000x600 px axes figure and the PNG is cropped to hold it
     # (bbox_inches="tight"): wider than 1000 px, as high as the axes give, nothing cut off.
@@ -118,9 +130,8 @@ def test_compare_table_and_plot(tracked: tuple[OfflineEngine, MlflowClient], tmp
                                        limit=50, ascending=False), "validation:accuracy")
     (axes,) = drawing.axes
     legend = axes.get_legend()
-    runs = _runs(client, "tracked-single") + _runs(client, "tracked-tuning")
     assert sorted(text.get_text() for text in legend.get_texts()) == sorted(
-        f"{run.data.tags['smtrain.execution']} / {run.info.run_name}" for run in runs), \
+        f"{run.data.tags['smtrain.execution']} / {run.info.run_name}" for run in measured), \
         "every run's full name: its execution and its training job"
     renderer = FigureCanvasAgg(drawing).get_renderer()
     assert legend.get_window_extent(renderer).x0 >= axes.get_window_extent(renderer).x1
@@ -129,8 +140,9 @@ def test_compare_table_and_plot(tracked: tuple[OfflineEngine, MlflowClient], tmp
     assert legend.get_window_extent(renderer).x1 <= saved.x1 * drawing.dpi, "the legend is in the image"
     ascending = subprocess.run([SMTRAIN, "compare", "--tracking-uri", str(engine.tracking_uri),
                                 "--sort", "validation:loss"], capture_output=True, text=True, timeout=120)
-    losses = [float(line.split()[-2]) for line in ascending.stdout.splitlines()[1:5]]
-    assert losses == sorted(losses), "losses smallest first"
+    with_loss = [run for run in stored if "validation:loss" in run.data.metrics]
+    losses = [float(line.split()[-2]) for line in ascending.stdout.splitlines()[1:1 + len(with_loss)]]
+    assert len(losses) == len(with_loss) >= 4 and losses == sorted(losses), "losses smallest first"
 
 
 @pytest.mark.parametrize(("args", "message"), [
