@@ -35,16 +35,31 @@ def settings(cdk_context: dict[str, Any]) -> Settings:
     return settings_from_context(cdk_context[CONTEXT_KEY], region=REGION)
 
 
+#: The test modules that read the session's trained runs (:func:`trained`): with xdist they
+#: run on one worker, so the programs train once per session.
+TRAINED_READERS = frozenset({"test_offline_local", "test_registry_offline", "test_tracking"})
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Each module's tests run on one xdist worker (its module-scoped fixtures, a synthesized
-    configuration or a moto server, are built once); every module reading the session's trained
-    runs (:func:`trained`) shares one group, so the programs train once."""
-    readers = {item.module.__name__ for item in items
-               if isinstance(item, pytest.Function) and item.module is not None
-               and "trained" in item.fixturenames}
+    """A module that reads the trained runs must be one of :data:`TRAINED_READERS`."""
     for item in items:
-        module = item.module.__name__ if isinstance(item, pytest.Function) and item.module else item.nodeid
-        item.add_marker(pytest.mark.xdist_group("trained" if module in readers else module))
+        if isinstance(item, pytest.Function) and "trained" in item.fixturenames:
+            assert item.path.stem in TRAINED_READERS, f"{item.path.name}: add it to TRAINED_READERS"
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Each module's tests run on one xdist worker (its module-scoped fixtures, a synthesized
+    configuration or a moto server, are built once), and :data:`TRAINED_READERS` together.
+    (xdist's own ``loadgroup`` marks do nothing under pytest 9, which no longer reads the node
+    ids xdist rewrites; its ``loadscope`` scheduler is meant to be extended like this.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "trained runs" if Path(module).stem in TRAINED_READERS else module
+
+    return ModuleScheduling(config, log)
 
 
 #: The programs the project ships: the stack tests synthesize these alone, so that a program a
@@ -136,7 +151,9 @@ class TrainedRuns:
     synthesized state machine (MLflow tracking on, registration as each program's manifest
     says), read by every test that needs a trained run."""
 
-    engine: Any  # smtrain.local.engine.OfflineEngine, imported lazily (moto)
+    #: The engine that ran them (a ``smtrain.local.engine.OfflineEngine``, imported lazily: moto),
+    #: not entered: ``with trained.engine:`` to run more on it.
+    engine: Any
     #: Per program: one training run (``digits_xgboost`` started by its older ``method`` name).
     training: dict[str, Any]
     #: ``digits_mlp`` (4 jobs, 2 at once) and ``digits_lightgbm`` (3 jobs) tuned.
@@ -170,7 +187,11 @@ def trained(synthesized: Synthesized, sample_data: Path,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainedRuns]:
     from smtrain.local.engine import OfflineEngine
 
-    with OfflineEngine(outdir=synthesized.outdir, work_dir=tmp_path_factory.mktemp("trained")) as engine:
+    engine = OfflineEngine(outdir=synthesized.outdir, work_dir=tmp_path_factory.mktemp("trained"))
+    # Entered only while the runs train: one engine serves SageMaker at a time in a process, so a
+    # module that runs more executions on it enters it again (its jobs, files, registry and
+    # MLflow store stay; moto's executions start afresh).
+    with engine:
         engine.s3.put_tree(sample_data, f"s3://{engine.deployment.data_bucket}/datasets/")
         # The tuning runs' trials run two at a time; the training runs start meanwhile.
         started = {("tuning", program): engine.start(execution_input, name=trained_name(program, tuning=True))
@@ -180,7 +201,7 @@ def trained(synthesized: Synthesized, sample_data: Path,
         results = {key: engine.wait(arn, timeout=900) for key, arn in started.items()}
         for (kind, program), result in results.items():
             assert result.succeeded, (kind, program, result.error, result.cause)
-        yield TrainedRuns(
-            engine=engine,
-            training={program: result for (kind, program), result in results.items() if kind == "training"},
-            tuning={program: result for (kind, program), result in results.items() if kind == "tuning"})
+    yield TrainedRuns(
+        engine=engine,
+        training={program: result for (kind, program), result in results.items() if kind == "training"},
+        tuning={program: result for (kind, program), result in results.items() if kind == "tuning"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,11 @@ from tests.helpers import wait_idle
 
 
 @pytest.fixture(scope="module")
-def engine(trained: TrainedRuns) -> OfflineEngine:
+def engine(trained: TrainedRuns) -> Iterator[OfflineEngine]:
     """The session's engine of trained runs (tests/conftest.py), the sample data in its bucket."""
     engine: OfflineEngine = trained.engine
-    return engine
+    with engine:
+        yield engine
 
 
 def _model_files(engine: OfflineEngine, uri: str) -> list[str]:

@@ -10,6 +10,7 @@ the tests re-check the stored request against the model as well.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,10 +29,11 @@ REQUEST_FIELDS = ("ModelPackageGroupName", "ModelPackageDescription", "Inference
 
 
 @pytest.fixture(scope="module")
-def engine(trained: TrainedRuns) -> OfflineEngine:
+def engine(trained: TrainedRuns) -> Iterator[OfflineEngine]:
     """The session's engine of trained runs (tests/conftest.py), the sample data in its bucket."""
     engine: OfflineEngine = trained.engine
-    return engine
+    with engine:
+        yield engine
 
 
 _runs = 0
@@ -119,7 +121,8 @@ def test_each_program_trains_registers_lists_and_is_approved(
     assert cli_main(["models", "list", "--local", "--work-dir", work_dir, "--program", program]) == 0
     listing = capsys.readouterr().out
     assert arn in listing and contract.PENDING_APPROVAL in listing
-    assert engine.registry.list_model_packages(group)[0]["ModelPackageArn"] == arn
+    # Beside the versions other runs of the session registered (newest first: tests/test_models_cli.py).
+    assert arn in [version["ModelPackageArn"] for version in engine.registry.list_model_packages(group)]
     assert cli_main(["models", "approve", arn, "--reason", "accuracy checked", "--local",
                      "--work-dir", work_dir]) == 0
     approved = engine.registry.describe_model_package(arn)

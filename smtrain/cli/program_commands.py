@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from smtrain.cli import EXIT_OK, EXIT_USAGE
+from smtrain.cli.outcome import EXIT_OK, EXIT_USAGE
 from smtrain.core import contract, programs
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from smtrain.core import contract
+
 #: Hyperparameters passed through to xgboost, with their types (a subset of the built-in's).
 _TYPED: dict[str, type] = {
     "num_round": int, "num_class": int, "max_depth": int, "eta": float, "gamma": float,
@@ -66,7 +68,7 @@ def _hyperparameters(raw: dict[str, str]) -> tuple[dict[str, Any], int]:
 
 
 def main() -> int:
-    base = Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))
+    base = Path(os.environ.get(contract.ENV_BASE_DIR, contract.CONTAINER_BASE_DIR))
     failure = base / "output" / "failure"
     try:
         import xgboost

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from smtrain.core import contract
+
 #: Our hostname inside the job: the toolkit resolves its hosts by DNS unless told it runs
 #: locally (``SM_STUDIO_LOCAL_MODE=true``), so the tree is paired with that variable.
 LOCAL_HOST = "algo-1"
@@ -39,7 +41,7 @@ class JobTree:
 
     def environment(self) -> dict[str, str]:
         """Variables that point a training program at this tree."""
-        return {"SAGEMAKER_BASE_DIR": str(self.base_dir), "SM_STUDIO_LOCAL_MODE": "true"}
+        return {contract.ENV_BASE_DIR: str(self.base_dir), "SM_STUDIO_LOCAL_MODE": "true"}
 
     def failure_reason(self) -> str | None:
         """What the program wrote to ``output/failure``; None when it wrote nothing there."""

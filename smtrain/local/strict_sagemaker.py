@@ -7,6 +7,12 @@ Both backends (the local one that trains for real and the scripted one the tests
 :func:`step_functions_error`, which names an API error the way Step Functions' optimized SageMaker
 integration does.
 
+Kept apart from the project's own input rules (``smtrain/core/input_rules.py``) on purpose: those
+are our contract, written once and run by the state machine and the CLI; this is AWS's, read from
+AWS's machine-readable models and its API reference, the independent judge of ours. A rule that
+both hold (Grid takes categorical ranges only, Hyperband's 20,000) is spelt in each for that
+reason: a mistake in ours must not be able to pass theirs.
+
 How Step Functions names SageMaker errors (design.md, "Error names of the optimized SageMaker
 integration"; the Step Functions SageMaker sample projects and the Data Science SDK retry on
 ``SageMaker.AmazonSageMakerException``): a modeled exception keeps its SDK class name
