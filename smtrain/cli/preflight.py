@@ -27,10 +27,8 @@ boto3 is imported only by the functions that call AWS (``smtrain --help`` stays 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +36,8 @@ from typing import Any
 
 from smtrain.cli.outcome import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, aws_session, run_handler, say
 from smtrain.core import contract
-from smtrain.core.assembly import Resolver, UnresolvedReference, resolve_intrinsics
+from smtrain.core.assembly import AppStack, References, UnresolvedReference
+from smtrain.core.assembly import load_app as load_assembly
 from smtrain.core.errors import InputError
 
 #: Where SageMaker writes training logs and publishes training metrics.
@@ -49,12 +48,6 @@ _BOOLEAN_KEYS = {"kms:GrantIsForAWSResource": "boolean"}
 #: Stand-ins for what a run decides at run time (a ``{}`` of ``States.Format``, an instance id).
 SAMPLE = "0a1b2c3d"
 
-_NAME_PROPERTY = {
-    "AWS::S3::Bucket": "BucketName", "AWS::IAM::Role": "RoleName", "AWS::ECR::Repository": "RepositoryName",
-    "AWS::Logs::LogGroup": "LogGroupName", "AWS::StepFunctions::StateMachine": "StateMachineName",
-    "AWS::SNS::Topic": "TopicName", "AWS::Lambda::Function": "FunctionName",
-    "AWS::IAM::ManagedPolicy": "ManagedPolicyName",
-}
 _INTEGRATION = re.compile(r"arn:[\w-]+:states:::(?P<sdk>aws-sdk:)?(?P<service>[\w-]+):(?P<api>\w+)"
                           r"(?:\.(?P<pattern>sync|waitForTaskToken))?(?::\d+)?")
 _FORMAT = re.compile(r"States\.Format\('((?:[^'\\]|\\.)*)'")
@@ -113,15 +106,6 @@ class Check:
         return f"{self.action} on {self.resource}{context}"
 
 
-@dataclass
-class _Stack:
-    artifact_id: str
-    stack_name: str
-    region: str | None
-    template: dict[str, Any]
-    physical: dict[str, str] = field(default_factory=dict)  # logical id -> physical id, when deployed
-
-
 @dataclass(frozen=True)
 class _Role:
     label: str
@@ -147,144 +131,19 @@ class _Outcome:
 
 
 # -- the synthesized app ----------------------------------------------------------------------
-def load_app(outdir: Path) -> list[_Stack]:
+def load_app(outdir: Path) -> list[AppStack]:
     """The stacks of a cloud assembly with their names and target regions."""
-    manifest_path = outdir / "manifest.json"
-    if not manifest_path.is_file():
-        raise InputError(f"{outdir} holds no synthesized app: run `make synth` first (or pass --cdk-out)")
-    manifest = json.loads(manifest_path.read_text())
-    stacks = []
-    for artifact_id, artifact in manifest.get("artifacts", {}).items():
-        if artifact.get("type") != "aws:cloudformation:stack":
-            continue
-        properties = artifact["properties"]
-        region: str | None = str(artifact.get("environment", "")).rsplit("/", 1)[-1]
-        if not region or region.startswith("unknown"):
-            region = None
-        stacks.append(_Stack(artifact_id, properties.get("stackName", artifact_id), region,
-                             json.loads((outdir / properties["templateFile"]).read_text())))
+    try:
+        stacks = load_assembly(outdir)
+    except FileNotFoundError:
+        raise InputError(f"{outdir} holds no synthesized app: run `make synth` first (or pass --cdk-out)") from None
     if not any(_state_machines(stack) for stack in stacks):
         raise InputError(f"{outdir} holds no state machine: run `make synth` in this project")
     return stacks
 
 
-def _state_machines(stack: _Stack) -> dict[str, dict[str, Any]]:
-    return {logical_id: resource for logical_id, resource in stack.template.get("Resources", {}).items()
-            if resource.get("Type") == "AWS::StepFunctions::StateMachine"}
-
-
-class _References:
-    """Values for the references in the templates: the caller's account, region and partition,
-    the physical ids of deployed resources, and for the rest placeholders shaped like the real
-    thing (the same placeholder in a policy and in the definition, so they can be compared)."""
-
-    def __init__(self, stacks: list[_Stack], *, account: str, region: str, partition: str) -> None:
-        self.stacks = {stack.artifact_id: stack for stack in stacks}
-        self.account, self.region, self.partition = account, region, partition
-        self.exports = {output["Export"]["Name"]: (stack.artifact_id, output["Value"])
-                        for stack in stacks for output in stack.template.get("Outputs", {}).values()
-                        if isinstance(output.get("Export", {}).get("Name"), str)}
-
-    def resolver(self, artifact_id: str) -> Resolver:
-        stack = self.stacks[artifact_id]
-
-        def resolve(kind: str, argument: Any) -> str:
-            if kind == "Fn::ImportValue":
-                if argument not in self.exports:
-                    raise UnresolvedReference(f"no stack of the app exports {argument!r}")
-                exporter, value = self.exports[argument]
-                return str(resolve_intrinsics(value, self.resolver(exporter)))
-            if kind == "Ref":
-                return self._ref(stack, str(argument))
-            if kind == "Fn::GetStackOutput":
-                # A weak reference: another stack's plain output, by stack name and output name.
-                for other in self.stacks.values():
-                    output = other.template.get("Outputs", {}).get(argument["OutputName"])
-                    if other.stack_name == argument["StackName"] and output is not None:
-                        return str(resolve_intrinsics(output["Value"], self.resolver(other.artifact_id)))
-                raise UnresolvedReference(f"no stack of the app has an output {argument['OutputName']!r}")
-            logical_id, attribute = argument if isinstance(argument, list) else str(argument).split(".", 1)
-            return self._attribute(stack, logical_id, attribute)
-
-        return resolve
-
-    def render(self, artifact_id: str, value: Any) -> Any:
-        return resolve_intrinsics(value, self.resolver(artifact_id))
-
-    def _pseudo(self, stack: _Stack, name: str) -> str | None:
-        return {
-            "AWS::AccountId": self.account, "AWS::Region": self.region, "AWS::Partition": self.partition,
-            "AWS::URLSuffix": "amazonaws.com.cn" if self.partition == "aws-cn" else "amazonaws.com",
-            "AWS::StackName": stack.stack_name,
-            "AWS::StackId": f"arn:{self.partition}:cloudformation:{self.region}:{self.account}:stack/"
-                            f"{stack.stack_name}/{uuid.uuid5(uuid.NAMESPACE_URL, stack.stack_name)}",
-        }.get(name)
-
-    def _resource(self, stack: _Stack, logical_id: str) -> dict[str, Any]:
-        resource = stack.template.get("Resources", {}).get(logical_id)
-        if resource is None:
-            raise UnresolvedReference(f"no resource {logical_id!r} in stack {stack.stack_name}")
-        return dict(resource)
-
-    def _name(self, stack: _Stack, logical_id: str) -> str:
-        """The physical name: deployed, declared, or a placeholder."""
-        if logical_id in stack.physical:
-            return stack.physical[logical_id]
-        resource = self._resource(stack, logical_id)
-        declared = resource.get("Properties", {}).get(_NAME_PROPERTY.get(resource["Type"], ""))
-        if declared is not None:
-            return str(self.render(stack.artifact_id, declared))
-        if resource["Type"] == "AWS::KMS::Key":
-            return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{stack.stack_name}/{logical_id}"))
-        digest = hashlib.sha256(f"{stack.stack_name}/{logical_id}".encode()).hexdigest()[:8]
-        return f"{stack.stack_name}-{logical_id[:30]}-{digest}".lower()
-
-    def _ref(self, stack: _Stack, name: str) -> str:
-        pseudo = self._pseudo(stack, name)
-        if pseudo is not None:
-            return pseudo
-        parameter = stack.template.get("Parameters", {}).get(name)
-        if parameter is not None and "Default" in parameter:
-            return str(parameter["Default"])
-        resource_type = self._resource(stack, name)["Type"]
-        value = self._name(stack, name)
-        if name in stack.physical:
-            return value
-        p, r, a = self.partition, self.region, self.account
-        if resource_type == "AWS::IAM::ManagedPolicy":
-            return f"arn:{p}:iam::{a}:policy{self._path(stack, name)}{value}"
-        if resource_type == "AWS::StepFunctions::StateMachine":
-            return f"arn:{p}:states:{r}:{a}:stateMachine:{value}"
-        if resource_type == "AWS::SNS::Topic":
-            return f"arn:{p}:sns:{r}:{a}:{value}"
-        return value
-
-    def _path(self, stack: _Stack, logical_id: str) -> str:
-        return str(self._resource(stack, logical_id).get("Properties", {}).get("Path", "/"))
-
-    def _attribute(self, stack: _Stack, logical_id: str, attribute: str) -> str:
-        resource_type = self._resource(stack, logical_id)["Type"]
-        name = self._name(stack, logical_id)
-        p, r, a = self.partition, self.region, self.account
-        if attribute == "Arn":
-            arns = {
-                "AWS::S3::Bucket": f"arn:{p}:s3:::{name}",
-                "AWS::IAM::Role": f"arn:{p}:iam::{a}:role{self._path(stack, logical_id)}{name}",
-                "AWS::KMS::Key": f"arn:{p}:kms:{r}:{a}:key/{name}",
-                "AWS::ECR::Repository": f"arn:{p}:ecr:{r}:{a}:repository/{name}",
-                "AWS::Logs::LogGroup": f"arn:{p}:logs:{r}:{a}:log-group:{name}:*",
-                "AWS::Lambda::Function": f"arn:{p}:lambda:{r}:{a}:function:{name}",
-            }
-
-            if resource_type in arns:
-                return arns[resource_type]
-            if resource_type in ("AWS::IAM::ManagedPolicy", "AWS::StepFunctions::StateMachine", "AWS::SNS::Topic"):
-                return self._ref(stack, logical_id)
-            service = resource_type.split("::")[1].lower()
-            return f"arn:{p}:{service}:{r}:{a}:{name}"
-        if resource_type == "AWS::ECR::Repository" and attribute == "RepositoryUri":
-            return f"{a}.dkr.ecr.{r}.{self._pseudo(stack, 'AWS::URLSuffix')}/{name}"
-        return f"{name}-{attribute.lower()}"
+def _state_machines(stack: AppStack) -> dict[str, dict[str, Any]]:
+    return stack.resources("AWS::StepFunctions::StateMachine")
 
 
 # -- what a run calls ---------------------------------------------------------------------------
@@ -608,7 +467,7 @@ def _write_checks(role: str, uri: str, object_name: str, why: str, d: _Derivatio
 
 
 # -- the roles and their policies -------------------------------------------------------------------
-def _bucket_keys(stacks: list[_Stack], refs: _References) -> dict[str, str]:
+def _bucket_keys(stacks: list[AppStack], refs: References) -> dict[str, str]:
     """``{bucket name: KMS key ARN}`` of the app's buckets with SSE-KMS by default."""
     keys = {}
     for stack in stacks:
@@ -625,10 +484,10 @@ def _bucket_keys(stacks: list[_Stack], refs: _References) -> dict[str, str]:
     return keys
 
 
-def _roles(stacks: list[_Stack], refs: _References) -> dict[str, _Role]:
+def _roles(stacks: list[AppStack], refs: References) -> dict[str, _Role]:
     """``{role ARN: role}`` for every IAM role of the app, with every policy document that the
     app attaches to it (inline, its own managed policies, and policies naming it in ``Roles``)."""
-    roles: dict[str, tuple[_Stack, str, str]] = {}
+    roles: dict[str, tuple[AppStack, str, str]] = {}
     documents: dict[str, list[Any]] = {}
     for stack in stacks:
         for logical_id, resource in stack.template.get("Resources", {}).items():
@@ -664,7 +523,7 @@ def _roles(stacks: list[_Stack], refs: _References) -> dict[str, _Role]:
     return result
 
 
-def _foreign_managed_policies(stacks: list[_Stack], refs: _References) -> list[str]:
+def _foreign_managed_policies(stacks: list[AppStack], refs: References) -> list[str]:
     own = {str(refs.render(stack.artifact_id, {"Ref": logical_id}))
            for stack in stacks for logical_id, resource in stack.template.get("Resources", {}).items()
            if resource.get("Type") == "AWS::IAM::ManagedPolicy"}
@@ -675,7 +534,7 @@ def _foreign_managed_policies(stacks: list[_Stack], refs: _References) -> list[s
 
 
 # -- asking AWS --------------------------------------------------------------------------------
-def _deployed(session: Any, region: str, stack: _Stack, outcome: _Outcome) -> None:
+def _deployed(session: Any, region: str, stack: AppStack, outcome: _Outcome) -> None:
     """Fill ``stack.physical`` if the stack is deployed (its resources that exist)."""
     from botocore.exceptions import ClientError
 
@@ -804,7 +663,7 @@ def preflight(outdir: Path) -> int:
     say("Stacks: " + ", ".join(f"{s.stack_name} ({'deployed' if s.physical else 'not deployed'})" for s in stacks)
         + ("" if all(s.physical for s in stacks) else "; undeployed resources get placeholder names"))
 
-    refs = _References(stacks, account=account, region=region, partition=partition)
+    refs = References(stacks, account=account, region=region, partition=partition)
     outputs = {key: str(refs.render(stack.artifact_id, output["Value"]))
                for stack in stacks for key, output in stack.template.get("Outputs", {}).items()}
     derivation = _Derivation(account=account, region=region, partition=partition,
@@ -906,7 +765,7 @@ def _report(session: Any, role: _Role, checks: list[Check], outcome: _Outcome,
         verdict_of.update({(role.arn, v.check): v for v in verdicts})
 
 
-def _dynamic_gaps(stacks: list[_Stack], refs: _References, derivation: _Derivation,
+def _dynamic_gaps(stacks: list[AppStack], refs: References, derivation: _Derivation,
                   roles: Mapping[str, _Role]) -> list[str]:
     gaps = []
     if not any(role.deployed for role in roles.values()):

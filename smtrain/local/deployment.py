@@ -16,13 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from smtrain.core import contract
-from smtrain.core.assembly import (
-    UnresolvedReference,
-    load_templates,
-    render_definition,
-    resolve_intrinsics,
-    state_machine_definitions,
-)
+from smtrain.core.assembly import AppStack, References, load_app, render_definition
 from smtrain.local.s3_stand_in import LocalS3
 
 ACCOUNT = "123456789012"
@@ -67,50 +61,28 @@ class LocalDeployment:
     model_groups: dict[str, str] = field(default_factory=dict)
 
 
-class _Resolver:
-    def __init__(self, templates: dict[str, dict[str, Any]], region: str) -> None:
-        self.region = region
-        self.types = {logical_id: resource["Type"] for template in templates.values()
-                      for logical_id, resource in template.get("Resources", {}).items()}
-        self.exports = {output["Export"]["Name"]: output["Value"]
-                        for template in templates.values()
-                        for output in template.get("Outputs", {}).values() if "Export" in output}
-        self.outputs = {(stack, name): output["Value"] for stack, template in templates.items()
-                        for name, output in template.get("Outputs", {}).items()}
+class LocalReferences(References):
+    """The app's references as the offline deployment names them (the core's resolution, with
+    these names): one fake account, every stack named ``local`` with a fixed id, a bucket or
+    repository ``local-<words of its logical id>`` (a directory of the S3 stand-in), an EC2
+    resource an EC2-shaped id, an ARN of the resource's service where the engine reads one."""
 
-    def __call__(self, kind: str, argument: Any) -> str:
-        if kind == "Fn::ImportValue":
-            if argument not in self.exports:
-                raise UnresolvedReference(f"no stack exports {argument!r}")
-            return str(resolve_intrinsics(self.exports[argument], self))
-        if kind == "Fn::GetStackOutput":
-            # A weak cross-stack reference: another stack's plain output, by stack and name.
-            values = [value for (_, name), value in self.outputs.items()
-                      if name == argument["OutputName"]
-                      and not (isinstance(value, dict) and "Fn::GetStackOutput" in value)]
-            if not values:
-                raise UnresolvedReference(f"no stack has an output {argument['OutputName']!r}")
-            return str(resolve_intrinsics(values[0], self))
-        if kind == "Ref":
-            pseudo = {"AWS::Region": self.region, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws",
-                      "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": "local",
-                      "AWS::StackId": f"arn:aws:cloudformation:{self.region}:{ACCOUNT}:stack/local/"
-                                      f"{LOCAL_STACK_UUID}"}
-            return pseudo.get(str(argument)) or self._ref(str(argument))
-        logical_id, attribute = argument if isinstance(argument, list) else argument.split(".", 1)
-        return self._attribute(logical_id, attribute)
+    def __init__(self, stacks: list[AppStack], *, region: str) -> None:
+        super().__init__(stacks, account=ACCOUNT, region=region)
 
-    def _type(self, logical_id: str) -> str:
-        if logical_id not in self.types:
-            raise UnresolvedReference(f"no resource {logical_id!r} in the synthesized stacks")
-        return str(self.types[logical_id])
+    def pseudo(self, stack: AppStack, name: str) -> str | None:
+        if name == "AWS::StackName":
+            return "local"
+        if name == "AWS::StackId":
+            return f"arn:aws:cloudformation:{self.region}:{ACCOUNT}:stack/local/{LOCAL_STACK_UUID}"
+        return super().pseudo(stack, name)
 
-    def _ref(self, logical_id: str) -> str:
-        resource_type = self._type(logical_id)  # fails for an unknown resource
+    def ref(self, stack: AppStack, logical_id: str) -> str:
+        resource_type = self.resource(stack, logical_id)["Type"]  # fails for an unknown resource
         return _ec2_id(resource_type, logical_id) or local_name(logical_id)
 
-    def _attribute(self, logical_id: str, attribute: str) -> str:
-        resource_type, name = self._type(logical_id), local_name(logical_id)
+    def attribute(self, stack: AppStack, logical_id: str, attribute: str) -> str:
+        resource_type, name = self.resource(stack, logical_id)["Type"], local_name(logical_id)
         if resource_type == "AWS::EC2::SecurityGroup" and attribute == "GroupId":
             return _ec2_id(resource_type, logical_id) or name
         if attribute != "Arn":
@@ -140,18 +112,17 @@ def _ec2_id(resource_type: str, logical_id: str) -> str | None:
 
 def load_deployment(outdir: Path, *, s3: LocalS3, region: str = "us-east-1") -> LocalDeployment:
     """Resolve the synthesized app in ``outdir`` and publish its file assets into ``s3``."""
-    templates = load_templates(outdir)
-    resolver = _Resolver(templates, region)
-    found = [(stack, logical_id, definition) for stack, template in templates.items()
-             for logical_id, definition in state_machine_definitions(template).items()]
+    stacks = load_app(outdir)
+    references = LocalReferences(stacks, region=region)
+    found = [(stack, resource) for stack in stacks
+             for resource in stack.resources("AWS::StepFunctions::StateMachine").values()]
     if len(found) != 1:
         raise ValueError(f"expected one state machine in {outdir}, found {len(found)}")
-    stack, logical_id, definition_string = found[0]
-    definition = render_definition(definition_string, resolver)
-    machine = templates[stack]["Resources"][logical_id]["Properties"]
+    stack, resource = found[0]
+    machine = resource["Properties"]
+    definition = render_definition(machine["DefinitionString"], references.resolver(stack.artifact_id))
     _publish_file_assets(outdir, s3, region)
-    outputs = {key: str(resolve_intrinsics(output["Value"], resolver))
-               for template in templates.values() for key, output in template.get("Outputs", {}).items()}
+    outputs = references.outputs()
     return LocalDeployment(
         definition=definition,
         state_machine_name=str(machine.get("StateMachineName", "local-training")),
