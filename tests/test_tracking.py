@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from smtrain.cli.compare import figure, load_rows
 from smtrain.local.engine import OfflineEngine
 from tests.conftest import ROOT, TRAINED_INPUTS, TUNED_INPUTS, TrainedRuns, trained_name
+from tests.helpers import run_cli
 
 SMTRAIN = str(Path(sys.executable).parent / "smtrain")
 
@@ -101,9 +102,8 @@ def _png_size(path: Path) -> tuple[int, int]:
 def test_compare_table_and_plot(tracked: tuple[OfflineEngine, MlflowClient], tmp_path: Path) -> None:
     engine, client = tracked
     plot = tmp_path / "curves.png"
-    result = subprocess.run([SMTRAIN, "compare", "--tracking-uri", str(engine.tracking_uri),
-                             "--sort", "validation:accuracy", "--plot", str(plot)],
-                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    result = run_cli(["compare", "--tracking-uri", str(engine.tracking_uri), "--sort", "validation:accuracy",
+                      "--plot", str(plot)], env=dict(os.environ), cwd=ROOT)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["execution", "program", "run"]
@@ -138,8 +138,8 @@ def test_compare_table_and_plot(tracked: tuple[OfflineEngine, MlflowClient], tmp
     saved = drawing.get_tightbbox(renderer).padded(0.1)  # savefig's default pad_inches
     assert abs(width - saved.width * drawing.dpi) <= 2 and abs(height - saved.height * drawing.dpi) <= 2
     assert legend.get_window_extent(renderer).x1 <= saved.x1 * drawing.dpi, "the legend is in the image"
-    ascending = subprocess.run([SMTRAIN, "compare", "--tracking-uri", str(engine.tracking_uri),
-                                "--sort", "validation:loss"], capture_output=True, text=True, timeout=120)
+    ascending = run_cli(["compare", "--tracking-uri", str(engine.tracking_uri), "--sort", "validation:loss"],
+                        env=dict(os.environ), cwd=ROOT)
     with_loss = [run for run in stored if "validation:loss" in run.data.metrics]
     losses = [float(line.split()[-2]) for line in ascending.stdout.splitlines()[1:1 + len(with_loss)]]
     assert len(losses) == len(with_loss) >= 4 and losses == sorted(losses), "losses smallest first"
