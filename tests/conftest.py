@@ -40,11 +40,21 @@ def settings(cdk_context: dict[str, Any]) -> Settings:
 TRAINED_READERS = frozenset({"test_offline_local", "test_registry_offline", "test_tracking"})
 
 
+#: The longest modules (measured with --durations), started first so that no worker is left
+#: with one of them at the end while the others idle; the rest keep their order.
+LONGEST_FIRST = ("test_offline_local", "test_registry_offline", "test_tracking", "test_notebook",
+                 "test_training_script_mode", "test_cli", "test_offline_scripted", "test_bring_your_own",
+                 "test_request_matrix", "test_serving", "test_local_isolation", "test_local_reruns")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A module that reads the trained runs must be one of :data:`TRAINED_READERS`."""
+    """A module that reads the trained runs must be one of :data:`TRAINED_READERS`; the
+    :data:`LONGEST_FIRST` modules run first."""
     for item in items:
         if isinstance(item, pytest.Function) and "trained" in item.fixturenames:
             assert item.path.stem in TRAINED_READERS, f"{item.path.name}: add it to TRAINED_READERS"
+    rank = {module: index for index, module in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: a module's order stays
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
