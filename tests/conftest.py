@@ -37,14 +37,14 @@ def settings(cdk_context: dict[str, Any]) -> Settings:
 
 #: The test modules that read the session's trained runs (:func:`trained`): with xdist they
 #: run on one worker, so the programs train once per session.
-TRAINED_READERS = frozenset({"test_offline_local", "test_registry_offline", "test_tracking"})
+TRAINED_READERS = frozenset({"test_offline_local", "test_registry_offline", "test_tracking", "test_serving"})
 
 
 #: The longest modules (measured with --durations), started first so that no worker is left
 #: with one of them at the end while the others idle; the rest keep their order.
-LONGEST_FIRST = ("test_offline_local", "test_registry_offline", "test_tracking", "test_notebook",
+LONGEST_FIRST = ("test_offline_local", "test_registry_offline", "test_tracking", "test_serving", "test_notebook",
                  "test_training_script_mode", "test_cli", "test_offline_scripted", "test_bring_your_own",
-                 "test_request_matrix", "test_serving", "test_local_isolation", "test_local_reruns")
+                 "test_request_matrix", "test_local_isolation", "test_local_reruns")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

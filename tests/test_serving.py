@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
-from tests.training_support import TRAINING_CODE, run_byoc, run_process
+from tests.conftest import ROOT, TrainedRuns
+from tests.training_support import TRAINING_CODE, run_byoc
 
 WORKER = ROOT / "tests" / "fixtures" / "serving" / "torchserve_worker.py"
 DOCKERFILE = TRAINING_CODE / "digits_lightgbm" / "Dockerfile"
@@ -98,15 +98,19 @@ def _json(features: np.ndarray) -> str:
 
 
 @pytest.fixture(scope="module")
-def mlp(sample_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    work = tmp_path_factory.mktemp("digits-mlp")
-    channels = sample_data / "digits_mlp"
-    result = run_process([sys.executable, str(TRAINING_CODE / "digits_mlp" / "train.py"), "--epochs", "3",
-                          "--train", str(channels / "train"), "--validation", str(channels / "validation"),
-                          "--model-dir", str(work / "model"), "--checkpoint-dir", str(work / "checkpoints")],
-                         extra_env={"PYTHONPATH": str(TRAINING_CODE)})
-    assert result.returncode == 0, result.stderr[-3000:]
-    return _trained(work / "model", work, result.stdout, channels / "validation")
+def mlp(trained: TrainedRuns, sample_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """The session's digits_mlp run (tests/conftest.py): its model.tar.gz as the offline engine
+    packed /opt/ml/model, unpacked as SageMaker unpacks it for an endpoint, and the final
+    validation accuracy the job reported."""
+    result = trained.training["digits_mlp"]
+    archive = trained.engine.local_path(result.output["modelArtifacts"])
+    served = tmp_path_factory.mktemp("digits-mlp") / "served-model"
+    served.mkdir()
+    with tarfile.open(archive, "r:gz") as packed:
+        packed.extractall(served, filter="data")
+    (accuracy,) = [m["Value"] for m in result.output["metrics"] if m["MetricName"] == "validation:accuracy"]
+    rows = np.loadtxt(sample_data / "digits_mlp" / "validation" / "digits.csv", delimiter=",", ndmin=2)
+    return Trained(archive, served, float(accuracy), rows[:, 1:], rows[:, 0].astype(int))
 
 
 def test_script_model_archive_carries_its_handler(mlp: Trained) -> None:
