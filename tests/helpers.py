@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from smtrain.core.assembly import (
+    Resolver,
+    UnresolvedReference,
     placeholder_resolver,
     render_definition,
     state_machine_definitions,
@@ -152,19 +154,41 @@ def run_cli(args: Sequence[str], *, env: Mapping[str, str], cwd: Path) -> subpro
 
     out, err = io.StringIO(), io.StringIO()
     saved_env, saved_cwd = dict(os.environ), Path.cwd()
-    os.environ.clear()
-    os.environ.update(env)
+    _set_environment(env)  # key by key: the process's other threads never see an empty one
     os.chdir(cwd)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 code = main(list(args))
             except SystemExit as exit_:  # argparse: --help, usage errors
-                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
+                # As the interpreter ends a process: an int is the status, a text is printed (1).
+                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
                 if isinstance(exit_.code, str):
                     print(exit_.code, file=sys.stderr)
     finally:
         os.chdir(saved_cwd)
-        os.environ.clear()
-        os.environ.update(saved_env)
+        _set_environment(saved_env)
     return subprocess.CompletedProcess(["smtrain", *args], code, out.getvalue(), err.getvalue())
+
+
+def _set_environment(env: Mapping[str, str]) -> None:
+    import os
+
+    for key in [key for key in os.environ if key not in env]:
+        del os.environ[key]
+    os.environ.update(env)
+
+
+def mapping_resolver(substitutes: Mapping[str, str]) -> Resolver:
+    """A resolver that looks a reference up in ``substitutes``, keyed by:
+    ``Ref``: the logical id or pseudo parameter (``AWS::Region``); ``Fn::GetAtt``:
+    ``"LogicalId.Attribute"``; ``Fn::ImportValue``: the export name."""
+
+    def resolve(kind: str, argument: Any) -> str:
+        key = ".".join(argument) if isinstance(argument, list) else str(argument)
+        try:
+            return substitutes[key]
+        except KeyError:
+            raise UnresolvedReference(f"no substitute for {kind} {key!r}") from None
+
+    return resolve

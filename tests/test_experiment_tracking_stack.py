@@ -27,11 +27,12 @@ from infra.constructs.experiment_tracking import (
     ExperimentTracking,
 )
 from infra.settings import settings_from_context
-from smtrain.core.assembly import mapping_resolver, resolve_intrinsics
+from smtrain.core.assembly import resolve_intrinsics
 from tests.conftest import REGION, ROOT, synthesize
 from tests.helpers import (
     Synthesized,
     actions_by_resource,
+    mapping_resolver,
     one_logical_id,
     only_resource,
     policies_attached_to,

@@ -267,3 +267,65 @@ def test_what_a_run_registers(opt_in_programs: dict[str, Any], register: Any,
     for nothing in ({"program": "digits_mlp"}, {"program": "digits_mlp", "register": None}):
         assert input_rules.check(opt_in_programs, nothing).register == {
             "enabled": True, "minimum": GATE, "maximum": {}}
+
+
+NODE_EVALUATE_STATES = """
+const jsonata = require(process.argv[1]);
+const fs = require("fs");
+const [body, states] = JSON.parse(fs.readFileSync(0, "utf8"));
+(async () => {
+  const expression = jsonata(body);
+  const answers = [];
+  for (const input of states) answers.push(await expression.evaluate(null, {states: {input}}));
+  process.stdout.write(JSON.stringify(answers));
+})().catch((error) => { console.error(error); process.exit(1); });
+"""
+#: The deployment's settings, the input's JSON text, the execution's name and the budget: what
+#: the state machine's check binds beside the input.
+DEPLOYMENT = input_rules.Deployment(
+    defaults=input_rules.InputDefaults(instance_type="ml.m5.xlarge", instance_count=1, volume_size_gb=30,
+                                       max_runtime_seconds=3600, spot=False).as_input(),
+    allowed_instance_types=("ml.m5.xlarge", "ml.g5.xlarge"), max_instance_count=4,
+    max_runtime_seconds=3600, max_job_hours=5)
+STATE_CASES: list[tuple[Any, str]] = [
+    ({"program": "digits_mlp"}, "run-1"),
+    ({"program": "digits_mlp", "instanceCount": 2.0}, "run-2"),
+    ({"program": "digits_mlp", "instanceCount": 9, "spot": "yes"}, "run-3"),
+    ({"program": "digits_mlp", "instanceType": "ml.p5.48xlarge"}, "run-4"),
+    ({"program": "digits_mlp", "maxRuntimeInSeconds": 1e3}, "run-5"),
+    ({"program": "digits_mlp"}, "it's"),
+    ({"program": "digits_mlp", "tuning": {}}, "run-6"),
+    ({"program": "digits_mlp", "tuning": {"strategy": "Grid"}}, "run-7"),
+    ({"program": "digits_mlp", "tuning": {"maxJobs": 2, "maxParallelJobs": 3}}, "run-8"),
+    ({"program": "digits_lightgbm", "tuning": {"strategy": "Hyperband", "earlyStopping": "Auto"}}, "run-9"),
+    ({"program": "digits_lightgbm", "tuning": {"strategy": "Hyperband", "hyperband": [{"maxResource": 5}]}},
+     "run-10"),
+    ({"program": "digits_lightgbm", "tuning": {"strategy": "Hyperband",
+                                               "hyperband": {"minResource": 1, "maxResource": 5.0}}}, "run-11"),
+    ({"program": "digits_mlp", "instanceCount": 4, "tuning": {"maxJobs": 20}}, "run-12"),
+    ({"program": "digits_xgboost", "tuning": {"objective": [{"metricName": "validation:merror"}]}}, "run-13"),
+]
+
+
+def test_reference_engine_gives_the_same_answers_as_the_state_machine_check(tmp_path: Path) -> None:
+    """What the state machine's check evaluates (the deployment, the input's text and the
+    execution's name bound), by JSONata's reference engine and by jsonata-python alike."""
+    import jsonata
+
+    body = input_rules.state_expression(SHIPPED, DEPLOYMENT)
+    states = [{"input": execution_input, "text": input_rules.input_text(execution_input), "executionName": name}
+              for execution_input, name in STATE_CASES]
+    result = subprocess.run([_node(), "-e", NODE_EVALUATE_STATES, str(ROOT / "node_modules" / "jsonata")],
+                            input=json.dumps([body, states]), capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    reference = json.loads(result.stdout)
+    python = [jsonata.Jsonata(body).evaluate(None, {"states": {"input": state}}) for state in states]
+    assert [answer["problems"][:1] for answer in python] == [answer["problems"][:1] for answer in reference]
+    assert [answer.get("program") for answer in python] == [answer.get("program") for answer in reference]
+    # The answers themselves, for the cases above (what the state machine refuses, and with what).
+    first = [(answer["problems"] or [{"error": None}])[0]["error"] for answer in python]
+    assert first == [None, "InvalidExecutionInput", "InvalidExecutionInput", "InvalidExecutionInput",
+                     "InvalidExecutionInput", "InvalidExecutionInput", None, "InvalidExecutionInput",
+                     "InvalidExecutionInput", "InvalidExecutionInput", "InvalidExecutionInput",
+                     "InvalidExecutionInput", "JobHoursBudgetExceeded", "InvalidExecutionInput"]

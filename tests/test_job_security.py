@@ -168,8 +168,8 @@ def test_budget_of_a_grid_is_the_grid_size() -> None:
              "tuning": {"config": {"strategy": "Grid", "maxJobs": 1, "parameterRanges": {
                  "CategoricalParameterRanges": [{"Name": "a", "Values": ["1", "2", "3"]},
                                                 {"Name": "b", "Values": ["x", "y"]}]}}}}
-    assert budget.check(state, 6, tuning=True)["exceeded"] is False
-    answer = budget.check(state, 5.5, tuning=True)
+    assert budget_check(state, 6, tuning=True)["exceeded"] is False
+    answer = budget_check(state, 5.5, tuning=True)
     assert answer["exceeded"] is True
     assert "x 6 training jobs" in answer["cause"]
 
@@ -238,6 +238,16 @@ def test_bad_settings_name_the_setting(settings: Settings, changes: dict[str, An
 def test_budget_of_exactly_one_default_job_is_allowed(settings: Settings) -> None:
     one_job = settings.default_instance_count * settings.max_runtime_seconds / 3600
     assert dataclasses.replace(settings, max_job_hours=one_job).max_job_hours == one_job
+
+
+def budget_check(state: dict[str, Any], max_job_hours: float, *, tuning: bool) -> dict[str, Any]:
+    """The budget rule alone (smtrain/core/budget.py), evaluated with jsonata-python on ``state``:
+    ``config`` (and, with ``tuning``, ``tuning.config``) as the state machine merges them."""
+    import jsonata
+
+    body = f"($budget := {budget.FUNCTION}; $budget($$.config, {'$$.tuning.config' if tuning else 'null'}, $max))"
+    answer: dict[str, Any] = jsonata.Jsonata(body).evaluate(state, {"max": budget.budget_value(max_job_hours)})
+    return answer
 
 
 # -- The instance storage table and the rule SageMaker applies ----------------------------------

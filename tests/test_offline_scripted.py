@@ -829,8 +829,8 @@ def test_each_tuning_rule_is_one_text_for_the_state_machine_and_the_cli(
         harness: Harness, tmp_path: Path, capsys: pytest.CaptureFixture[str], tuning: dict[str, Any],
         cause: str) -> None:
     """The state machine's check and ``smtrain start --tune`` refuse the same tuning with the same
-    words, from one JSONata text (:func:`smtrain.core.input_rules.expression`), which the
-    definition's check state holds verbatim."""
+    words, from one JSONata text (:func:`smtrain.core.input_rules.rules`), which the
+    definition's check state holds verbatim (with the programs' catalog bound)."""
     from smtrain.cli import EXIT_USAGE, main
     from smtrain.core import input_rules
     from smtrain.core.programs import discover
@@ -838,7 +838,8 @@ def test_each_tuning_rule_is_one_text_for_the_state_machine_and_the_cli(
     check = harness.engine.deployment.definition["States"]["CheckProgramInput"]["Assign"]["inputCheck"]
     programs = {name: program for name, program in discover().items()
                 if f'"{name}":' in check}  # the synthesized app's programs (the shipped ones)
-    assert input_rules.expression(programs) in check
+    assert input_rules.rules() in check
+    assert json.dumps(input_rules.catalog(programs), sort_keys=True) in check
     result = harness.run({"program": "digits_mlp", "tuning": tuning})
     assert (result.status, result.error) == ("FAILED", "InvalidExecutionInput")
     assert result.cause.startswith(cause), result.cause

@@ -89,8 +89,9 @@ def test_input_validation_names_each_field(definition: Definition, synthesized: 
 
     expression = _check_expression(definition)
     programs = discover(synthesized.training_code)
-    rules = input_rules.expression(programs)
+    rules = input_rules.rules()
     assert rules in expression
+    assert json.dumps(input_rules.catalog(programs), sort_keys=True) in expression
     for field in ("instanceType", "instanceCount", "volumeSizeInGB",
                   "maxRuntimeInSeconds", "spot", "tuning.strategy", "tuning.maxParallelJobs",
                   "tuning.earlyStopping", "tuning.hyperband.maxResource"):

@@ -6,10 +6,10 @@ import pytest
 
 from smtrain.core.assembly import (
     UnresolvedReference,
-    mapping_resolver,
     render_definition,
     resolve_intrinsics,
 )
+from tests.helpers import mapping_resolver
 
 
 def test_join_sub_select_split_and_references() -> None:

@@ -50,18 +50,18 @@ class InputCheck(Construct):
                  programs: Mapping[str, input_rules.CatalogSource],
                  deployment: input_rules.Deployment, reject: sfn.Fail) -> None:
         super().__init__(scope, construct_id)
-        self.read_input = sfn.Pass(scope, "ReadInput", parameters={
+        self.read_input = sfn.Pass(self, "ReadInput", parameters={
             "defaults": dict(deployment.defaults), "input.$": "$",
             "text.$": "States.JsonToString($)", "executionName.$": "$$.Execution.Name",
         })
         body = input_rules.state_expression(programs, deployment)
-        self.check = sfn.Pass.jsonata(scope, "CheckProgramInput", assign={CHECK_VARIABLE: (
+        self.check = sfn.Pass.jsonata(self, "CheckProgramInput", assign={CHECK_VARIABLE: (
             "{% ($result := " + body + "; $rejected := $count($result.problems) > 0; "
             "{'resolved': {'program': $result.program, 'instanceType': $result.instanceType, "
             "'register': $result.register}, "
             "'rejected': $rejected, 'rejection': $rejected ? $result.problems[0] : {}}) %}")})
-        self.choice = sfn.Choice(scope, "ProgramInputValid")
-        explain = sfn.Pass(scope, "RejectProgramInput", result_path="$.rejection", parameters={
+        self.choice = sfn.Choice(self, "ProgramInputValid")
+        explain = sfn.Pass(self, "RejectProgramInput", result_path="$.rejection", parameters={
             "error.$": f"${CHECK_VARIABLE}.rejection.error",
             "cause.$": f"${CHECK_VARIABLE}.rejection.cause"})
         self.choice.when(sfn.Condition.boolean_equals(f"${CHECK_VARIABLE}.rejected", True),

@@ -125,6 +125,8 @@ class TrainingStateMachine(Construct):
             raise ValueError("the default instance type must be in allowed_instance_types")
         if not props.programs:
             raise ValueError("the state machine needs at least one training program")
+        if props.max_job_hours is not None and not props.max_job_hours > 0:
+            raise ValueError(f"max_job_hours must be positive, got {props.max_job_hours!r}")
         missing = sorted({p.program.name for p in props.programs} - set(props.model_groups))
         if missing:
             raise ValueError(f"model_groups lacks a model package group for {missing}")

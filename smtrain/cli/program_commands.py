@@ -9,31 +9,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from smtrain.cli.outcome import EXIT_OK, EXIT_USAGE
+from smtrain.cli.outcome import EXIT_OK, EXIT_USAGE, Handler, fail, run_handler
 from smtrain.core import contract, programs
 
 
-def fail(text: str) -> None:
-    print(f"smtrain: error: {text}", file=sys.stderr, flush=True)
-
-
 def run(args: argparse.Namespace) -> int:
-    try:
-        if args.command == "programs":
-            return list_programs(args)
-        if args.command == "new-program":
-            return new_program(args)
-        if args.command == "tuning-template":
-            return tuning_template(args)
-    except programs.ProgramError as error:
-        fail(str(error))
-        return EXIT_USAGE
-    raise ValueError(f"not a program command: {args.command}")
+    handlers: dict[str, Handler] = {"programs": list_programs, "new-program": new_program,
+                                    "tuning-template": tuning_template}
+    return run_handler(handlers[args.command], args, usage_errors=(programs.ProgramError,))
 
 
 # --- smtrain programs -----------------------------------------------------------------------

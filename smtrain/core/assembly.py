@@ -84,21 +84,6 @@ def _substitute(argument: Any, resolver: Resolver) -> str:
     return _SUB_VARIABLE.sub(replace, argument).replace("${!", "${")
 
 
-def mapping_resolver(substitutes: Mapping[str, str]) -> Resolver:
-    """A resolver that looks a reference up in ``substitutes``, keyed by:
-    ``Ref``: the logical id or pseudo parameter (``AWS::Region``); ``Fn::GetAtt``:
-    ``"LogicalId.Attribute"``; ``Fn::ImportValue``: the export name."""
-
-    def resolve(kind: str, argument: Any) -> str:
-        key = ".".join(argument) if isinstance(argument, list) else str(argument)
-        try:
-            return substitutes[key]
-        except KeyError:
-            raise UnresolvedReference(f"no substitute for {kind} {key!r}") from None
-
-    return resolve
-
-
 def render_definition(definition_string: Any, resolver: Resolver) -> dict[str, Any]:
     """The definition as a parsed ASL document."""
     text = resolve_intrinsics(definition_string, resolver)

@@ -10,16 +10,12 @@ counts: a grid tuning job "runs a training job for every combination", developer
 with an internal error (``RetryStrategy``, up to 2 here) are not counted: the budget bounds what
 the execution asks for, not what SageMaker's retries may add.
 
-:data:`FUNCTION` is one rule of the input rules (:mod:`smtrain.core.input_rules`), evaluated last,
-after every field it reads has been checked: by the state machine's input check and by the CLI
-alike. :func:`check` evaluates it alone with ``jsonata-python``.
+:data:`FUNCTION` is one rule of the input rules (:mod:`smtrain.core.input_rules`), evaluated once
+every field it reads has been checked: by the state machine's input check and by the CLI alike
+(the tests also evaluate it alone: ``tests/test_job_security.py``).
 """
 
 from __future__ import annotations
-
-from typing import Any
-
-from smtrain.core import contract
 
 #: ``function($c, $t, $max)``: ``$c`` the run's settings (``instanceCount``,
 #: ``maxRuntimeInSeconds``), ``$t`` its tuning settings (null for a training run), ``$max`` the
@@ -41,10 +37,6 @@ FUNCTION = (
     ": 'instanceCount or maxRuntimeInSeconds')} )}"
 )
 
-#: The error an over-budget execution fails with.
-ERROR = contract.BUDGET_EXCEEDED_ERROR
-
-
 def budget_value(max_job_hours: float) -> int | float:
     """The budget as the rules and the stack output write it: ``3`` whether the setting was ``3``
     or ``3.0``, ``2.5`` as it is."""
@@ -55,14 +47,3 @@ def budget_value(max_job_hours: float) -> int | float:
 def budget_text(max_job_hours: float) -> str:
     """The budget as text (``3``, ``2.5``): the stack output's ``MaxJobHours``."""
     return str(budget_value(max_job_hours))
-
-
-def check(state: dict[str, Any], max_job_hours: float, *, tuning: bool) -> dict[str, Any]:
-    """What the budget rule answers for ``state`` (``{"exceeded", "cause"}``): ``config`` (and,
-    with ``tuning``, ``tuning.config``) as the state machine merges them."""
-    import jsonata  # jsonata-python (pinned in requirements.txt)
-
-    body = f"($budget := {FUNCTION}; $budget($$.config, {'$$.tuning.config' if tuning else 'null'}, $max))"
-    result: dict[str, Any] = jsonata.Jsonata(body).evaluate(state, {"max": budget_value(max_job_hours)})
-    return result
-

@@ -124,9 +124,11 @@ def _written_with_fraction(key: str) -> str:
     return f'"{key}"\\s*:\\s*-?[0-9]+[.eE]'
 
 
-def expression(programs: Mapping[str, CatalogSource]) -> str:
-    """The rules as one JSONata expression over ``$in`` (and ``$text``, ``$deployment``,
-    ``$executionName``; see the module's docstring)."""
+@lru_cache(maxsize=1)
+def rules() -> str:
+    """The rules as one JSONata expression over ``$in`` and ``$catalog`` (the programs' facts:
+    :func:`catalog`), and ``$text``, ``$deployment``, ``$executionName`` where the caller has them
+    (see the module's docstring). The same text for every set of programs: compiled once."""
     fields = _list(contract.INPUT_FIELDS)
     tuning_fields = _list(contract.TUNING_FIELDS)
     range_kinds = json.dumps(contract.RANGE_KINDS)
@@ -159,7 +161,6 @@ def expression(programs: Mapping[str, CatalogSource]) -> str:
     # the one the execution fails with. One line: a JSONata string in a definition is "{% ... %}"
     # on one line (asl-validator's schema; JSONata itself ignores the line breaks).
     return _one_line(f"""(
-  $catalog := {json.dumps(catalog(programs), sort_keys=True)};
   $names := $sort($keys($catalog));
   $bad := function($cause) {{ {{"error": {invalid}, "cause": $cause}} }};
   $isObject := function($v) {{ $type($v) = "object" }};
@@ -390,13 +391,14 @@ def expression(programs: Mapping[str, CatalogSource]) -> str:
      shallow merge, as ApplyTuningDefaults merges them). */
   $tc := $exists($spec) and $isObject($tuning) ? $merge([$isObject($spec.tuning) ? $spec.tuning : {{}}, $tuning]);
   $grid := $tc.strategy = "Grid";
+  $objective := $isObject($tc.objective) ? $tc.objective : {{}};
   $configRanges := $tc.parameterRanges;
   $tuningConfigProblems := $not($exists($tc)) ? [] : $append($append($append($append($append($append($append($append($append($append($append($append(
     $required($tc.strategy, "tuning.strategy", {strategies}),
     $between($tc.maxJobs, "tuning.maxJobs", 1, {max_tuning_jobs})),
     $between($tc.maxParallelJobs, "tuning.maxParallelJobs", 1, {max_parallel_jobs})),
-    $not($type($tc.objective.metricName) = "string") ? [$bad("field 'tuning.objective.metricName' must be a metric name")] : []),
-    $required($tc.objective.type, "tuning.objective.type", {objective_types})),
+    $not($type($objective.metricName) = "string") ? [$bad("field 'tuning.objective.metricName' must be a metric name")] : []),
+    $required($objective.type, "tuning.objective.type", {objective_types})),
     $required($tc.earlyStopping, "tuning.earlyStopping", {early_stopping_types})),
     $tc.strategy = "Hyperband" and $tc.earlyStopping = "Auto" ? [$bad("field 'tuning.earlyStopping' must be Off with the Hyperband strategy")] : []),
     $not($exists($configRanges)) or $type($configRanges) = "null" ? [$bad("field 'tuning.parameterRanges' is required (SageMaker's ParameterRanges shape)")] : []),
@@ -413,7 +415,7 @@ def expression(programs: Mapping[str, CatalogSource]) -> str:
 
   /* Hyperband's resources, sent as StrategyConfig.HyperbandStrategyConfig ("The maximum value
      is 20,000 epochs": API reference, HyperbandStrategyConfig.MaxResource). */
-  $hb := $tc.hyperband;
+  $hb := $isObject($tc.hyperband) ? $tc.hyperband : {{}};
   $resource := function($name) {{(
     $field := "tuning.hyperband." & $name;
     $v := $lookup($hb, $name);
@@ -428,8 +430,9 @@ def expression(programs: Mapping[str, CatalogSource]) -> str:
 
   $problems := $append($append($append($append($append($append($append($append($inputProblems, $fieldProblems),
                $resolution.problems), $hpProblems), $channelProblems), $tuningProblems), $registerProblems),
-               $configProblems), $append($tuningConfigProblems, $hyperbandProblems));
-  /* The deployment's maxJobHours, last: every field it reads has been checked. */
+               $configProblems), $tuningConfigProblems);
+  /* The deployment's maxJobHours once every field it reads has been checked (before Hyperband's
+     resources, which it does not read). */
   $budget := {budget_function};
   $budgetAnswer := $count($problems) = 0 and $exists($dep.maxJobHours)
     ? $budget($config, $exists($tc) ? $tc : null, $dep.maxJobHours);
@@ -440,15 +443,14 @@ def expression(programs: Mapping[str, CatalogSource]) -> str:
     "register": $exists($spec) ? $register,
     "problems": $budgetAnswer.exceeded = true
       ? [{{"error": {budget_error}, "cause": $budgetAnswer.cause}}]
-      : $problems
+      : $append($problems, $hyperbandProblems)
   }}
 )""")
 
 
 def _one_line(text: str) -> str:
-    # Comments go too: a /* */ inside the one line would still be valid JSONata, but they are
-    # for the reader of this file, not of the definition.
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    # JSONata's own /* */ comments stay: they are valid on one line, and the catalog is bound
+    # apart (a manifest's text may hold "/*").
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
@@ -462,11 +464,16 @@ class Checked:
     register: dict[str, Any] | None = None
 
 
-@lru_cache(maxsize=8)
-def _compiled(body: str) -> Any:
+def expression(programs: Mapping[str, CatalogSource]) -> str:
+    """:func:`rules` with ``programs``' catalog bound: a closed expression over ``$in``."""
+    return f"($catalog := {json.dumps(catalog(programs), sort_keys=True)}; {rules()})"
+
+
+@lru_cache(maxsize=1)
+def _compiled() -> Any:
     import jsonata
 
-    return jsonata.Jsonata("($in := $; " + body + ")")
+    return jsonata.Jsonata("($in := $; " + rules() + ")")
 
 
 def input_text(execution_input: Any) -> str:
@@ -479,13 +486,13 @@ def check(programs: Mapping[str, CatalogSource], execution_input: Any, *,
     """Apply the rules to ``execution_input`` in this process (``jsonata-python``). The rules
     guard every operation that could fail; should one fail anyway, the input is refused with
     the evaluation error rather than a traceback."""
-    bindings: dict[str, Any] = {"text": input_text(execution_input)}
+    bindings: dict[str, Any] = {"catalog": catalog(programs), "text": input_text(execution_input)}
     if deployment is not None:
         bindings["deployment"] = deployment.as_data()
     if execution_name is not None:
         bindings["executionName"] = execution_name
     try:
-        result = _compiled(expression(programs)).evaluate(execution_input, bindings)
+        result = _compiled().evaluate(execution_input, bindings)
     except Exception as error:  # jsonata-python raises its own JException
         return Checked(program=None, problems=[{
             "error": contract.INVALID_INPUT_ERROR,
@@ -495,9 +502,11 @@ def check(programs: Mapping[str, CatalogSource], execution_input: Any, *,
 
 
 def state_expression(programs: Mapping[str, CatalogSource], deployment: Deployment) -> str:
-    """What the state machine's check evaluates: :func:`expression` over the state's ``input``,
-    ``text`` and ``executionName`` (``ReadInput`` records them), with ``deployment`` bound."""
+    """What the state machine's check evaluates: :func:`rules` over the state's ``input``,
+    ``text`` and ``executionName`` (``ReadInput`` records them), with the programs' catalog and
+    ``deployment`` bound."""
     return ("($in := $states.input.input; $text := $states.input.text; "
             "$executionName := $states.input.executionName; "
+            f"$catalog := {json.dumps(catalog(programs), sort_keys=True)}; "
             f"$deployment := {json.dumps(deployment.as_data(), sort_keys=True)}; "
-            + expression(programs) + ")")
+            + rules() + ")")

@@ -21,21 +21,23 @@ from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
 #: Parse trees by definition text; a few definitions per process (tests load several apps).
 _MAX_TREES = 16
 _trees: dict[str, Any] = {}
-_lock = threading.Lock()
+_lock = threading.RLock()
 _original: Any = None
 
 
 def _parse(definition: str) -> tuple[Any, Any]:
+    # One parse or preprocessing at a time: moto's Preprocessor keeps the query language of the
+    # scope it visits in a class attribute (``_query_language_per_scope``), so two executions
+    # starting at once could build each other's states in the wrong language.
     with _lock:
         tree = _trees.get(definition)
-    if tree is None:
-        program, tree = _original(definition)
-        with _lock:
+        if tree is None:
+            program, tree = _original(definition)
             if len(_trees) >= _MAX_TREES:
                 _trees.pop(next(iter(_trees)))
             _trees[definition] = tree
-        return program, tree
-    return Preprocessor().visit(tree), tree
+            return program, tree
+        return Preprocessor().visit(tree), tree
 
 
 def enable() -> None:
