@@ -329,3 +329,20 @@ def test_reference_engine_gives_the_same_answers_as_the_state_machine_check(tmp_
                      "InvalidExecutionInput", "InvalidExecutionInput", None, "InvalidExecutionInput",
                      "InvalidExecutionInput", "InvalidExecutionInput", "InvalidExecutionInput",
                      "InvalidExecutionInput", "JobHoursBudgetExceeded", "InvalidExecutionInput"]
+
+
+def test_a_manifests_text_cannot_break_the_rules(tmp_path: Path) -> None:
+    """The catalog is data bound beside the rules, never spliced into their text: a manifest
+    whose values hold JSONata's comment marks, quotes or braces is read, checked and refused as
+    any other."""
+    from tests.conftest import shipped_training_code
+
+    code = shipped_training_code(tmp_path / "code")
+    manifest = code / "digits_mlp" / "program.toml"
+    manifest.write_text(manifest.read_text() + '\n[hyperparameters.files]\ntype = "str"\n'
+                        'default = "train/*.csv */ {\\"x\\": 1} /* ("\ntunable = false\n')
+    programs = discover(code)
+    assert input_rules.check(programs, {"program": "digits_mlp"}).problems == []
+    assert input_rules.check(programs, {"program": "digits_mlp", "hyperparameters": {"files": "a/*"}}).problems == []
+    assert input_rules.check(programs, {"program": "digits_mlp", "hyperparameters": {"nope": "1"}}).problems[0][
+        "cause"].startswith("hyperparameter 'nope' is not declared by program digits_mlp; known: ")
