@@ -22,7 +22,7 @@ CASES = {
     "unknown method": ["start", "--method", "sklearn"],
     "malformed hyperparameter": ["start", "--method", "script", "--hp", "epochs"],
     "instance type off the allow-list": ["start", "--method", "script", "--instance-type", "ml.p5.48xlarge"],
-    "invalid tuning JSON (jsonschema)": ["start", "--method", "script", "--tune", "{tuning}"],
+    "invalid tuning JSON (the input rules)": ["start", "--method", "script", "--tune", "{tuning}"],
 }
 
 
