@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_cdk import CfnOutput, Fn, Stack
 from constructs import Construct
 
 from infra.constructs.encryption_key import TrainingDataKey
-from infra.constructs.endpoint_only_access import deny_outside_network
 from infra.constructs.execution_role import SageMakerExecutionRole
-from infra.constructs.experiment_tracking import ExperimentTracking
-from infra.constructs.mlflow_app import MlflowApp
 from infra.constructs.model_registry import ModelRegistry
 from infra.constructs.training_buckets import (
     CHECKPOINTS_PREFIX,
@@ -21,12 +18,15 @@ from infra.constructs.training_buckets import (
     MODELS_PREFIX,
     TrainingBuckets,
 )
-from infra.constructs.training_network import JobNetwork, TrainingNetwork
 from infra.constructs.training_repository import TrainingRepository
-from infra.constructs.vpc_job_access import VpcJobAccess
-from infra.log_retention import retention_for_days
 from infra.settings import Settings
 from smtrain.core import contract
+
+if TYPE_CHECKING:
+    from infra.constructs.training_network import JobNetwork, TrainingNetwork
+
+# The constructs of optional settings (a VPC, MLflow tracking) are imported where those settings
+# are on: aws_ec2 and custom_resources are large modules, which a synth without them never loads.
 
 
 def workflow_log_group_prefix(settings: Settings) -> str:
@@ -86,6 +86,8 @@ class StorageStack(Stack):
         # the workflow stack reads the ARN with Fn::GetStackOutput.
         self.tracking: TrackingTarget | None = None
         if settings.experiment_tracking == "server":
+            from infra.constructs.experiment_tracking import ExperimentTracking
+
             tracking = ExperimentTracking(
                 self, "ExperimentTracking", name_prefix=f"{settings.name_prefix}-mlflow",
                 artifacts_bucket=self.artifacts_bucket, key=self.key, execution_role=self.execution_role,
@@ -95,6 +97,8 @@ class StorageStack(Stack):
             CfnOutput(self, contract.OUTPUT_TRACKING_SERVER_ARN, value=tracking.tracking_server_arn)
             CfnOutput(self, "TrackingServerName", value=tracking.tracking_server_name)
         elif settings.experiment_tracking == "app":
+            from infra.constructs.mlflow_app import MlflowApp
+
             app = MlflowApp(
                 self, "MlflowApp", name_prefix=f"{settings.name_prefix}-mlflow",
                 artifacts_bucket=self.artifacts_bucket, key=self.key, execution_role=self.execution_role)
@@ -114,6 +118,11 @@ class StorageStack(Stack):
         CfnOutput(self, "DataKeyArn", value=self.key.key_arn)
 
     def _training_network(self, settings: Settings) -> TrainingNetwork:
+        from infra.constructs.endpoint_only_access import deny_outside_network
+        from infra.constructs.training_network import TrainingNetwork
+        from infra.constructs.vpc_job_access import VpcJobAccess
+        from infra.log_retention import retention_for_days
+
         network = TrainingNetwork(
             self, "TrainingNetwork", key=self.key,
             log_group_prefix=network_log_group_prefix(settings),
