@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -11,12 +12,23 @@ from infra.node_runtime import use_pinned_node
 
 use_pinned_node()
 
+# A synth is one short process, and Python's cyclic garbage collector only costs it time
+# (docs/performance.md, "Synth"): nothing the imports create is garbage (the jsii modules' classes,
+# about 140,000 objects), so no collection runs while they load, and they are then frozen out of
+# every later collection. At exit the whole heap is frozen too: the interpreter's last collection
+# over it would only free memory that the OS takes back anyway (jsii stops Node in an atexit hook,
+# which runs before it).
+gc.disable()
+
 import aws_cdk as cdk  # noqa: E402  (jsii starts Node on import)
 
 from infra.app_builder import build_app  # noqa: E402
 from infra.settings import CONTEXT_KEY, SettingsError, settings_from_context  # noqa: E402
 from smtrain.core.contract import ENV_TRAINING_CODE  # noqa: E402
 from smtrain.core.programs import ProgramError  # noqa: E402
+
+gc.freeze()
+gc.enable()
 
 
 def main() -> None:
@@ -41,3 +53,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    gc.freeze()
