@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from infra.compliance import apply_rule_packs
 from infra.settings import Settings
 from infra.stacks.storage_stack import StorageStack
 from infra.stacks.workflow_stack import TRAINING_CODE_DIR, WorkflowStack, stack_tags
+from smtrain.core.programs import Program
 from smtrain.core.programs import discover as discover_programs
 
 
@@ -23,13 +25,16 @@ class TrainingApp:
 
 def build_app(settings: Settings, *, app: cdk.App | None = None,
               check_compliance: bool = True,
-              training_code_dir: Path = TRAINING_CODE_DIR) -> TrainingApp:
+              training_code_dir: Path = TRAINING_CODE_DIR,
+              programs: Mapping[str, Program] | None = None) -> TrainingApp:
     """Add both stacks to ``app`` (a new one by default), tagged and in the settings' region,
     checked by the cdk-nag rule packs unless ``check_compliance`` is false, with every training
-    program found in ``training_code_dir`` (default: the project's ``training_code/``)."""
+    program found in ``training_code_dir`` (default: the project's ``training_code/``), or
+    ``programs`` where the caller has read them from there already."""
     app = app or cdk.App()
     env = cdk.Environment(account=settings.account, region=settings.region)
-    programs = discover_programs(training_code_dir)
+    if programs is None:
+        programs = discover_programs(training_code_dir)
     storage = StorageStack(app, "Storage", stack_name=settings.storage_stack_name, env=env,
                            settings=settings, programs=sorted(programs),
                            description="SageMaker training: KMS key, buckets, ECR, execution "

@@ -1,0 +1,82 @@
+"""app.py's start: Node builds CDK's template validation engine (the synth of an empty app, in a
+thread of its own) while Python loads the project's modules and reads the programs.
+
+jsii is one pipe to one Node process, so the two threads must never call it at once. The probe
+runs app.py with every jsii call of the validation thread held back for a while, and records any
+call that another thread makes meanwhile: loading the modules, reading the programs and anything
+else before ``main()`` has waited for that thread must make none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PROBE = """
+import json, runpy, sys, threading, time
+
+import jsii._kernel.providers.process as process
+
+send = process._NodeProcess.send
+in_flight = []  # the thread whose call is on the pipe
+overlaps = []
+callers = set()
+pipe = threading.Lock()
+
+
+def probed(self, request, response_type):
+    name = threading.current_thread().name
+    callers.add(name)
+    if in_flight:
+        overlaps.append(f"{type(request).__name__} from {name} during a call from {in_flight[0]}")
+    with pipe:  # the probe itself keeps the pipe whole
+        in_flight.append(name)
+        try:
+            if name != "MainThread":
+                time.sleep(0.3)  # a slow engine: the other thread gets every chance to call
+            return send(self, request, response_type)
+        finally:
+            in_flight.pop()
+
+
+process._NodeProcess.send = probed
+sys.argv = ["app.py"]
+try:
+    runpy.run_path("app.py", run_name="__main__")
+finally:
+    print(json.dumps({"overlaps": overlaps, "callers": sorted(callers)}))
+"""
+
+
+def _run_probe(tmp_path: Path, cdk_context: dict[str, Any], **extra_env: str) -> dict[str, Any]:
+    env = {**os.environ, "CDK_DEFAULT_REGION": "us-east-1", "CDK_OUTDIR": str(tmp_path),
+           "CDK_CONTEXT_JSON": json.dumps(cdk_context), **extra_env}
+    result = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return report
+
+
+def test_no_jsii_call_while_the_validation_engine_is_built(tmp_path: Path,
+                                                           cdk_context: dict[str, Any]) -> None:
+    report = _run_probe(tmp_path, cdk_context)
+    assert report["overlaps"] == []
+    assert any(name.startswith("validation") for name in report["callers"]), report["callers"]
+    assert (tmp_path / "Workflow.template.json").is_file()
+    assert (tmp_path / "validation-report.json").is_file()
+
+
+def test_without_validation_there_is_no_second_thread(tmp_path: Path,
+                                                      cdk_context: dict[str, Any]) -> None:
+    """``cdk synth --no-validation`` sets CDK_VALIDATION=false: no engine, no empty app."""
+    report = _run_probe(tmp_path, cdk_context, CDK_VALIDATION="false")
+    assert report["callers"] == ["MainThread"]
+    assert (tmp_path / "Workflow.template.json").is_file()
+    assert not (tmp_path / "validation-report.json").exists()
