@@ -2,18 +2,18 @@
 """CDK entry point: reads configuration once (context + environment) and builds the stacks.
 
 On the way in, Node builds CDK's template validation engine (about a second of its time) while
-Python loads the project's modules and reads the training programs: the two sides of jsii work at
-once instead of in turn (docs/performance.md, "Synth").
+Python loads the CDK modules and reads the training programs: the two sides of jsii work at once
+instead of in turn (docs/performance.md, "Synth").
 """
 
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 import sys
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 
 from infra.node_runtime import use_pinned_node
 
@@ -30,16 +30,25 @@ gc.disable()
 import aws_cdk as cdk  # noqa: E402  (jsii starts Node on import)
 import cdk_nag  # noqa: E402, F401  (loads its jsii assembly now, before the two sides work at once)
 
+#: The CDK modules the default app's constructs use. jsii is one pipe to one Node process, so
+#: while Node builds the validation engine this thread runs only what cannot call jsii: these
+#: modules' Python classes (jsii's generated code makes no call on import) and the programs
+#: (smtrain.core has no CDK in it). The project's constructs load afterwards, as they may call
+#: jsii on import (a module-level ``ecr_assets.Platform.LINUX_AMD64``); a module missing here
+#: only loads later (tests/test_app_start.py checks both).
+CDK_MODULES = (
+    "aws_cdk.aws_iam", "aws_cdk.aws_kms", "aws_cdk.aws_s3", "aws_cdk.aws_s3_assets",
+    "aws_cdk.aws_ecr", "aws_cdk.aws_ecr_assets", "aws_cdk.aws_lambda", "aws_cdk.aws_logs",
+    "aws_cdk.aws_events", "aws_cdk.aws_events_targets", "aws_cdk.aws_sns",
+    "aws_cdk.aws_sns_subscriptions", "aws_cdk.aws_stepfunctions", "aws_cdk.aws_sagemaker",
+)
+
 
 def _start_template_validation() -> Future[None] | None:
     """Synthesize an empty app in a thread of its own, so that Node builds CDK's template
-    validation engine (CDK keeps one per process, and this app's synth reuses it) while this
-    thread loads the project's modules and reads the programs; None where validation is off
-    (``cdk synth --no-validation`` sets ``CDK_VALIDATION``). What the app synthesizes is the same
-    either way: its own synth validates it as before.
-
-    jsii is one pipe to one Node process: until that synth is over, this thread makes no jsii call
-    (tests/test_app_start.py checks that loading the modules and reading the programs make none)."""
+    validation engine (CDK keeps one per process, and this app's synth reuses it); None where
+    validation is off (``cdk synth --no-validation`` sets ``CDK_VALIDATION``). What the app
+    synthesizes is the same either way: its own synth validates it as before."""
     if os.environ.get("CDK_VALIDATION") == "false":
         return None
 
@@ -56,31 +65,32 @@ def _start_template_validation() -> Future[None] | None:
 
 
 _validation = _start_template_validation()
+for _module in CDK_MODULES:
+    importlib.import_module(_module)
+
+from smtrain.core.programs import Program, ProgramError, programs_folder  # noqa: E402
+from smtrain.core.programs import discover as discover_programs  # noqa: E402
+
+# The programs' folder: training_code/, or SMTRAIN_TRAINING_CODE (tests, other trees). A bad
+# program is reported after the settings, as before.
+_training_code_dir = programs_folder()
+_programs: dict[str, Program] | ProgramError
+try:
+    _programs = discover_programs(_training_code_dir)
+except ProgramError as _error:
+    _programs = _error
+
+if _validation is not None:
+    _validation.result()  # from here on, this thread alone calls jsii
 
 from infra.app_builder import build_app  # noqa: E402
 from infra.settings import CONTEXT_KEY, SettingsError, settings_from_context  # noqa: E402
-from infra.stacks.workflow_stack import TRAINING_CODE_DIR  # noqa: E402
-from smtrain.core.contract import ENV_TRAINING_CODE  # noqa: E402
-from smtrain.core.programs import Program, ProgramError  # noqa: E402
-from smtrain.core.programs import discover as discover_programs  # noqa: E402
 
 gc.freeze()
 gc.enable()
 
 
 def main() -> None:
-    # The programs' folder: training_code/, or SMTRAIN_TRAINING_CODE (tests, other trees). Read
-    # while the validation plugin is built; a bad program is reported after the settings, as
-    # before.
-    code = os.environ.get(ENV_TRAINING_CODE)
-    training_code_dir = Path(code) if code else TRAINING_CODE_DIR
-    programs: dict[str, Program] | ProgramError
-    try:
-        programs = discover_programs(training_code_dir)
-    except ProgramError as error:
-        programs = error
-    if _validation is not None:
-        _validation.result()  # before any other jsii call
     app = cdk.App()
     try:
         settings = settings_from_context(
@@ -88,9 +98,9 @@ def main() -> None:
             region=os.environ.get("CDK_DEFAULT_REGION") or app.node.try_get_context("defaultRegion"),
             account=os.environ.get("CDK_DEFAULT_ACCOUNT"),
         )
-        if isinstance(programs, ProgramError):
-            raise programs
-        build_app(settings, app=app, training_code_dir=training_code_dir, programs=programs)
+        if isinstance(_programs, ProgramError):
+            raise _programs
+        build_app(settings, app=app, training_code_dir=_training_code_dir, programs=_programs)
     except (SettingsError, ProgramError) as error:
         print(f"Configuration error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -1,14 +1,16 @@
 """app.py's start: Node builds CDK's template validation engine (the synth of an empty app, in a
-thread of its own) while Python loads the project's modules and reads the programs.
+thread of its own) while Python loads the CDK modules (``CDK_MODULES``) and reads the programs.
 
 jsii is one pipe to one Node process, so the two threads must never call it at once. The probe
 runs app.py with every jsii call of the validation thread held back for a while, and records any
-call that another thread makes meanwhile: loading the modules, reading the programs and anything
-else before ``main()`` has waited for that thread must make none.
+call that another thread makes meanwhile: loading those modules, reading the programs and anything
+else before app.py has waited for that thread must make none. And ``CDK_MODULES`` holds every CDK
+module that the project's constructs import, so that they all load while Node works.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -80,3 +82,31 @@ def test_without_validation_there_is_no_second_thread(tmp_path: Path,
     assert report["callers"] == ["MainThread"]
     assert (tmp_path / "Workflow.template.json").is_file()
     assert not (tmp_path / "validation-report.json").exists()
+
+
+def _cdk_modules() -> list[str]:
+    tree = ast.parse((ROOT / "app.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(target, ast.Name) and target.id == "CDK_MODULES" for target in node.targets):
+            return list(ast.literal_eval(node.value))
+    raise AssertionError("app.py defines no CDK_MODULES")
+
+
+def test_the_cdk_modules_of_the_constructs_load_while_node_works() -> None:
+    probe = f"""
+import importlib, sys
+from infra.node_runtime import use_pinned_node
+use_pinned_node()
+import aws_cdk, cdk_nag
+for module in {_cdk_modules()!r}:
+    importlib.import_module(module)
+before = set(sys.modules)
+import infra.app_builder
+print(sorted(m for m in set(sys.modules) - before if m.startswith("aws_cdk.")
+             and not m.startswith("aws_cdk.interfaces.") and not m.endswith("._private")))
+"""
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"

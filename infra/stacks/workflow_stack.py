@@ -11,6 +11,8 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from infra.constructs.failure_notifications import FailureNotifications
+from infra.constructs.source_bundle import SourceBundle
+from infra.constructs.training_image import TrainingImage
 from infra.constructs.training_job_task import JobSecurity
 from infra.constructs.training_state_machine import (
     DeployedProgram,
@@ -73,8 +75,6 @@ class WorkflowStack(Stack):
         for program in programs.values():
             construct_id = contract.output_id(program.name)
             if program.kind == "script":
-                from infra.constructs.source_bundle import SourceBundle
-
                 source = SourceBundle(
                     self, f"Source{construct_id}", source_dir=program.directory,
                     extra_packages={name: training_code_dir / name for name in program.shared})
@@ -86,10 +86,6 @@ class WorkflowStack(Stack):
                 CfnOutput(self, f"{contract.OUTPUT_PROGRAM_SOURCE}{construct_id}",
                           value=source.s3_uri)
             elif program.kind == "byoc":
-                # Imported with the first BYOC program: its copy function loads aws_lambda (and
-                # with it aws_ec2), large modules that a synth of script programs never needs.
-                from infra.constructs.training_image import TrainingImage
-
                 in_parent = program.build_context == ".."
                 image = TrainingImage(
                     self, f"Image{construct_id}",
