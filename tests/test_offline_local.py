@@ -74,6 +74,21 @@ def test_program_trains_a_real_model(trained: TrainedRuns, program: str, files: 
     assert _metric(output, "validation:accuracy") >= min_accuracy
 
 
+def test_a_job_in_its_program_environment_does_not_run_pip_again(trained: TrainedRuns) -> None:
+    """digits_mlp's requirements (MLflow's client) built its program environment; its job ran
+    the toolkit (smtrain.local.toolkit_train), which did not pip install the same file again."""
+    backend = trained.engine.backend
+    assert isinstance(backend, LocalBackend)
+    output = trained.training["digits_mlp"].output
+    assert output is not None
+    (job,) = [job for job in backend.jobs() if job.name == output["trainingJobName"]]
+    assert job.log_path is not None
+    log = job.log_path.read_text()
+    assert "the toolkit's pip install is not run again" in log
+    assert "Requirement already satisfied" not in log
+    assert "Reporting training SUCCESS" in log
+
+
 def test_builtin_xgboost_by_its_older_method_name(trained: TrainedRuns) -> None:
     """The older ``method`` input names the one program of that kind: builtin is digits_xgboost."""
     engine, result = trained.engine, trained.training["digits_xgboost"]

@@ -157,3 +157,37 @@ def test_a_byoc_job_whose_requirements_fail_says_so(tmp_path: Path) -> None:
     reason = job.failure_reason or ""
     assert reason.startswith("AlgorithmError: InstallRequirementsError: ")
     assert "smtrain-no-such-package-anywhere" in reason and len(reason) <= 1024
+
+
+# --- the toolkit's pip install in a program environment ---------------------------------------
+
+def _environment(directory: Path, built_from_text: str | None) -> Path:
+    directory.mkdir(parents=True)
+    if built_from_text is not None:
+        (directory / program_envs.COMPLETE_MARKER).write_text(built_from_text)
+    return directory
+
+
+@pytest.mark.parametrize(("environment_text", "code_text", "skipped"), [
+    ("a==1\nb==2\n", "# pins\nb == 2\na==1\n", True),  # the same requirements, written otherwise
+    ("a==1\n", "a==2\n", False),  # another pin: the toolkit installs it, as on SageMaker
+    (None, "a==1\n", False),  # no finished environment (the project's own interpreter)
+])
+def test_the_toolkit_installs_only_what_the_environment_was_not_built_from(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        environment_text: str | None, code_text: str, skipped: bool) -> None:
+    from smtrain.local import toolkit_train
+
+    environment = _environment(tmp_path / "env", environment_text)
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "requirements.txt").write_text(code_text)
+    installs: list[str] = []
+    monkeypatch.setattr(toolkit_train, "_install_requirements",
+                        lambda path, capture_error=False: installs.append(path))
+    monkeypatch.setattr(sys, "prefix", str(environment))
+    with caplog.at_level("INFO", logger="sagemaker-training-toolkit"):
+        toolkit_train.install_requirements(str(code))
+    assert installs == ([] if skipped else [str(code)])
+    assert ("the toolkit's pip install is not run again" in caplog.text) is skipped
+

@@ -30,6 +30,8 @@ from smtrain.local.s3_stand_in import LocalS3
 from smtrain.local.sfn_sagemaker import serve_sagemaker
 
 TERMINAL_EXECUTION_STATUSES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
+#: How often :meth:`OfflineEngine.wait` reads a followed execution's history (progress lines).
+FOLLOW_EVERY_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -164,21 +166,30 @@ class OfflineEngine:
             kwargs["nextToken"] = page["nextToken"]
 
     def wait(self, execution_arn: str, *, on_event: EventCallback | None = None,
-             timeout: float = 1800.0, poll: float = 0.2) -> ExecutionResult:
+             timeout: float = 1800.0, poll: float = 0.1,
+             follow_every: float = FOLLOW_EVERY_SECONDS) -> ExecutionResult:
         """Follow the execution to its end, handing each new history event to ``on_event``.
-        The execution runs in moto's thread; it is asked about every ``poll`` seconds, sooner
-        at first (an input refused by its check ends within milliseconds)."""
+
+        The execution runs in moto's thread; its status is asked about every ``poll`` seconds,
+        sooner at first (an input refused by its check ends within milliseconds). The history
+        comes whole with each read (moto serializes every event of it, and its paging options
+        are ignored), so it is read at most every ``follow_every`` seconds while ``on_event``
+        follows it, and once at the end."""
         deadline = time.monotonic() + timeout
         seen = 0
         interval = min(0.01, poll)
+        followed = time.monotonic()
         while True:
             description = self.client.describe_execution(executionArn=execution_arn)
-            events = self.history(execution_arn)
-            if on_event is not None:
-                for event in events[seen:]:
-                    on_event(event)
-            seen = len(events)
-            if description["status"] in TERMINAL_EXECUTION_STATUSES:
+            ended = description["status"] in TERMINAL_EXECUTION_STATUSES
+            if ended or (on_event is not None and time.monotonic() - followed >= follow_every):
+                followed = time.monotonic()
+                events = self.history(execution_arn)
+                if on_event is not None:
+                    for event in events[seen:]:
+                        on_event(event)
+                seen = len(events)
+            if ended:
                 output = description.get("output")
                 return ExecutionResult(
                     name=description["name"], arn=execution_arn, status=description["status"],

@@ -362,9 +362,10 @@ class LocalBackend:
 
     def _command(self, job: TrainingJob, python: Path) -> tuple[list[str], dict[str, str]]:
         if job.kind == "script":
-            # What the toolkit's ``train`` console script runs; its own ``pip install -r
-            # requirements.txt`` then goes into ``python``'s environment.
-            return [str(python), "-m", "sagemaker_training.cli.train"], {}
+            # The toolkit's ``train`` console script (smtrain.local.toolkit_train: its own
+            # ``pip install -r requirements.txt`` goes into ``python``'s environment, and is not
+            # run again where that environment was built from the same file).
+            return [str(python), "-m", "smtrain.local.toolkit_train"], {}
         if job.kind == "byoc":
             # The staged build context: the program's folder and what its Dockerfile copies.
             program = self.images.byoc[job.request["AlgorithmSpecification"]["TrainingImage"]]

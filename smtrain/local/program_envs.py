@@ -34,7 +34,7 @@ from smtrain.core import contract
 
 #: Overrides where the program environments are cached (not in :mod:`smtrain.core.contract`).
 ENV_CACHE_VARIABLE = contract.ENV_PROGRAM_ENV_CACHE
-_COMPLETE = ".complete"
+COMPLETE_MARKER = ".complete"
 _PTH_NAME = "_smtrain_project.pth"
 #: How many of pip's last output lines an install error carries.
 _PIP_TAIL_LINES = 15
@@ -139,10 +139,10 @@ def environment_for(requirements: Path | None, cache_dir: Path) -> Path:
     cache_dir = cache_dir.expanduser().resolve()
     env_dir = cache_dir / environment_key(text)
     python = _env_python(env_dir)
-    if (env_dir / _COMPLETE).is_file():
+    if (env_dir / COMPLETE_MARKER).is_file():
         return python
     with _locked(cache_dir / f"{env_dir.name}.lock"):
-        if (env_dir / _COMPLETE).is_file():  # built by another job meanwhile
+        if (env_dir / COMPLETE_MARKER).is_file():  # built by another job meanwhile
             return python
         if env_dir.exists():  # a build that was killed half-way
             shutil.rmtree(env_dir)
@@ -151,7 +151,7 @@ def environment_for(requirements: Path | None, cache_dir: Path) -> Path:
         except BaseException:
             shutil.rmtree(env_dir, ignore_errors=True)
             raise
-        (env_dir / _COMPLETE).write_text(text)
+        (env_dir / COMPLETE_MARKER).write_text(text)
     return python
 
 
