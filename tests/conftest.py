@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from filelock import FileLock
 
 from infra.node_runtime import use_pinned_node
 
@@ -115,10 +117,46 @@ def synthesize(context: dict[str, Any], settings: Settings, outdir: Path,
     )
 
 
+def synthesized_once(name: str, tmp_path_factory: pytest.TempPathFactory,
+                     build: Callable[[Path], Synthesized]) -> Synthesized:
+    """``build(outdir)`` once per test run: under xdist the first worker to get here synthesizes
+    into the run's shared temporary folder and records the templates beside it; the others wait
+    for it (a file lock) and read them. Tests read a shared assembly and never write to it."""
+    worker_tmp = tmp_path_factory.getbasetemp()
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build(tmp_path_factory.mktemp(name))
+    shared = worker_tmp.parent / "shared"
+    shared.mkdir(exist_ok=True)
+    record = shared / f"{name}.json"
+    with FileLock(str(shared / f"{name}.lock")):
+        if record.is_file():
+            return Synthesized.from_json(record.read_text())
+        built = build(shared / name)
+        record.write_text(built.to_json())
+        return built
+
+
 @pytest.fixture(scope="session")
 def synthesized(cdk_context: dict[str, Any], settings: Settings,
-                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesized]:
-    yield synthesize(cdk_context, settings, tmp_path_factory.mktemp("cdk.out"))
+                tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synthesized_once("cdk.out", tmp_path_factory,
+                            lambda outdir: synthesize(cdk_context, settings, outdir))
+
+
+@pytest.fixture(scope="session")
+def vpc_with_tracking_server(cdk_context: dict[str, Any], settings: Settings,
+                             tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """``network: vpc`` in the VPC the stack creates, with the MLflow tracking server: digits_mlp
+    without its requirements (the stack's VPC has no route to a package index)."""
+    import dataclasses
+
+    def build(outdir: Path) -> Synthesized:
+        code = code_without_script_requirements(outdir.parent / f"{outdir.name}-code")
+        return synthesize(cdk_context, dataclasses.replace(settings, network="vpc",
+                                                           experiment_tracking="server"),
+                          outdir, training_code_dir=code)
+
+    return synthesized_once("cdk.out-vpc-tracking", tmp_path_factory, build)
 
 
 #: Programs written the way public examples are (tests/fixtures/programs): with the shipped ones,
@@ -141,8 +179,8 @@ def brought_training_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def with_brought_programs(cdk_context: dict[str, Any], settings: Settings, brought_training_code: Path,
                           tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """The app synthesized with two script, two BYOC and one built-in program."""
-    return synthesize(cdk_context, settings, tmp_path_factory.mktemp("cdk.out-byo"),
-                      training_code_dir=brought_training_code)
+    return synthesized_once("cdk.out-byo", tmp_path_factory, lambda outdir: synthesize(
+        cdk_context, settings, outdir, training_code_dir=brought_training_code))
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -33,6 +34,18 @@ class Synthesized:
     @property
     def templates(self) -> dict[str, Template]:
         return {"storage": self.storage, "workflow": self.workflow}
+
+    def to_json(self) -> str:
+        return json.dumps({"outdir": str(self.outdir), "storage": self.storage,
+                           "workflow": self.workflow, "messages": self.messages,
+                           "training_code": str(self.training_code) if self.training_code else None})
+
+    @classmethod
+    def from_json(cls, text: str) -> Synthesized:
+        data = json.loads(text)
+        return cls(outdir=Path(data["outdir"]), storage=data["storage"], workflow=data["workflow"],
+                   messages=[tuple(message) for message in data["messages"]],
+                   training_code=Path(data["training_code"]) if data["training_code"] else None)
 
     def definition(self) -> dict[str, Any]:
         """The workflow's state machine definition, tokens replaced by placeholders."""

@@ -26,6 +26,7 @@ from smtrain.core.instance_storage import NVME_BY_FAMILY, UnknownInstanceStorage
 from smtrain.local.engine import OfflineEngine
 from smtrain.local.sagemaker_rules import rule_violations
 from tests.conftest import code_without_script_requirements, synthesize
+from tests.helpers import Synthesized
 from tests.scripted_sagemaker import ScriptedBackend, scripted_engine
 
 VPC = "vpc-0123456789abcdef0"
@@ -47,10 +48,12 @@ def isolated_settings(settings: Settings, **changes: Any) -> Settings:
 
 class Runs:
     def __init__(self, engine: OfflineEngine, backend: ScriptedBackend,
-                 code: Path | None = None) -> None:
+                 code: Path | None = None, app: Synthesized | None = None) -> None:
         self.engine, self.backend, self.count = engine, backend, 0
         #: The programs the app was synthesized from.
         self.code = code
+        #: The synthesized app the engine runs.
+        self.app = app
 
     def run(self, execution_input: dict[str, Any]) -> tuple[Any, list[tuple[str, dict[str, Any]]]]:
         self.backend.requests.clear()
@@ -68,7 +71,7 @@ def isolated(cdk_context: dict[str, Any], settings: Settings,
     backend = ScriptedBackend()
     with scripted_engine(outdir=app.outdir, work_dir=tmp_path_factory.mktemp("isolated-work"),
                        backend=backend) as engine:
-        yield Runs(engine, backend, code)
+        yield Runs(engine, backend, code, app)
 
 
 def isolated_code(runs: Runs) -> Path:
@@ -294,14 +297,11 @@ def test_execution_role_may_give_the_volume_key_to_aws_resources_only(synthesize
     assert grant["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
 
 
-def test_isolated_code_channel_may_be_listed(cdk_context: dict[str, Any], settings: Settings,
-                                             tmp_path: Path) -> None:
+def test_isolated_code_channel_may_be_listed(isolated: Runs) -> None:
     """SageMaker lists an S3Prefix channel before downloading it: under isolation the role may
     list the asset bucket at each script archive's own key, and nothing else there."""
-    code = code_without_script_requirements(tmp_path / "code")
-    app = synthesize(cdk_context, isolated_settings(settings), tmp_path / "cdk.out",
-                     training_code_dir=code)
-    statements = _statements(app.workflow, "ReadScriptModeSource")
+    assert isolated.app is not None
+    statements = _statements(isolated.app.workflow, "ReadScriptModeSource")
     (listing,) = [s for s in statements if s["Action"] == "s3:ListBucket"]
     (key,) = listing["Condition"]["StringEquals"]["s3:prefix"] if isinstance(
         listing["Condition"]["StringEquals"]["s3:prefix"], list) else [

@@ -4,28 +4,22 @@ engine serves SageMaker per process at a time)."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from infra.settings import Settings
 from smtrain.core import contract
-from tests.conftest import code_without_script_requirements, synthesize
+from tests.helpers import Synthesized
 from tests.scripted_sagemaker import ScriptedBackend, scripted_engine
 from tests.test_job_security import Runs
 
 
 @pytest.fixture(scope="module")
-def created_vpc(cdk_context: dict[str, Any], settings: Settings,
+def created_vpc(vpc_with_tracking_server: Synthesized,
                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
     """``network: vpc`` in the VPC the stack creates, with the MLflow tracking server: the
     workflow stack reads the subnets and group through Fn::GetStackOutput."""
-    code = code_without_script_requirements(tmp_path_factory.mktemp("vpc-code") / "code")
-    vpc_settings = dataclasses.replace(settings, network="vpc", experiment_tracking="server")
-    app = synthesize(cdk_context, vpc_settings, tmp_path_factory.mktemp("cdk.out-vpc"),
-                     training_code_dir=code)
+    app = vpc_with_tracking_server
     backend = ScriptedBackend()
     with scripted_engine(outdir=app.outdir, work_dir=tmp_path_factory.mktemp("vpc-work"),
                        backend=backend) as engine:

@@ -67,9 +67,8 @@ def created_vpc(settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
-def created_vpc_tracking(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return _synth(settings, tmp_path_factory, "vpc-tracking", without_script_requirements=True,
-                  network="vpc", experiment_tracking="server")
+def created_vpc_tracking(vpc_with_tracking_server: Synthesized) -> Synthesized:
+    return vpc_with_tracking_server
 
 
 @pytest.fixture(scope="module")
