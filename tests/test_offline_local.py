@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,19 +75,60 @@ def test_program_trains_a_real_model(trained: TrainedRuns, program: str, files: 
     assert _metric(output, "validation:accuracy") >= min_accuracy
 
 
+def _trained_job(trained: TrainedRuns, program: str) -> Any:
+    backend = trained.engine.backend
+    assert isinstance(backend, LocalBackend)
+    output = trained.training[program].output
+    assert output is not None
+    (job,) = [job for job in backend.jobs() if job.name == output["trainingJobName"]]
+    return job
+
+
 def test_a_job_in_its_program_environment_does_not_run_pip_again(trained: TrainedRuns) -> None:
     """digits_mlp's requirements (MLflow's client) built its program environment; its job ran
     the toolkit (smtrain.local.toolkit_train), which did not pip install the same file again."""
-    backend = trained.engine.backend
-    assert isinstance(backend, LocalBackend)
-    output = trained.training["digits_mlp"].output
-    assert output is not None
-    (job,) = [job for job in backend.jobs() if job.name == output["trainingJobName"]]
+    job = _trained_job(trained, "digits_mlp")
     assert job.log_path is not None
     log = job.log_path.read_text()
     assert "the toolkit's pip install is not run again" in log
     assert "Requirement already satisfied" not in log
     assert "Reporting training SUCCESS" in log
+
+
+def test_the_script_job_s_log_and_model_are_what_sagemaker_would_read(
+        trained: TrainedRuns, sample_data: Path, tmp_path: Path) -> None:
+    """digits_mlp through AWS's training toolkit with the stack's bundle and request: the
+    request's metric definitions turn the log into one value per epoch, the loss falls, and the
+    archived model loads without the training arguments and is as good as reported."""
+    import numpy as np
+    import torch
+
+    from tests.training_support import TRAINING_CODE, parse_metrics
+
+    job = _trained_job(trained, "digits_mlp")
+    epochs = int(TRAINED_INPUTS["digits_mlp"]["hyperparameters"]["epochs"])
+    definitions = job.request["AlgorithmSpecification"]["MetricDefinitions"]
+    metrics = parse_metrics(job.log_path.read_text(), definitions)
+    assert {name: len(values) for name, values in metrics.items()} == {
+        "train:loss": epochs, "validation:loss": epochs, "validation:accuracy": epochs}
+    assert metrics["train:loss"][-1] < metrics["train:loss"][0]
+    assert metrics["validation:accuracy"][-1] >= 0.9
+
+    output = trained.training["digits_mlp"].output
+    assert output is not None
+    with tarfile.open(trained.engine.local_path(output["modelArtifacts"]), "r:gz") as archive:
+        archive.extractall(tmp_path / "model", filter="data")
+    sys.path.insert(0, str(TRAINING_CODE / "digits_mlp"))
+    try:
+        from digits_model import load_model  # type: ignore[import-not-found]
+    finally:
+        sys.path.pop(0)
+    model = load_model(tmp_path / "model")
+    rows = np.loadtxt(sample_data / "digits_mlp" / "validation" / "digits.csv", delimiter=",")
+    with torch.no_grad():
+        predictions = model(torch.tensor(rows[:, 1:], dtype=torch.float32)).argmax(dim=1).numpy()
+    accuracy = float((predictions == rows[:, 0]).mean())
+    assert accuracy == pytest.approx(metrics["validation:accuracy"][-1], abs=1e-6)
 
 
 def test_builtin_xgboost_by_its_older_method_name(trained: TrainedRuns) -> None:
