@@ -26,6 +26,22 @@ ROOT = Path(__file__).resolve().parents[1]
 REGION = "us-east-1"
 
 
+def _share_botocore_data_loader() -> None:
+    """One botocore data loader per test process: every boto3 session (the CLI, run in-process
+    by ``tests/helpers.run_cli``, makes one per command) reads botocore's service models once, not
+    once per session (measured: 721 model files read in tests/test_cli.py, 8 s). The files are
+    botocore's own, read-only; a loader hands the same parsed model to every caller already."""
+    import functools
+
+    import botocore.loaders
+    import botocore.session
+
+    botocore.session.create_loader = functools.cache(botocore.loaders.create_loader)
+
+
+_share_botocore_data_loader()
+
+
 @pytest.fixture(scope="session")
 def cdk_context() -> dict[str, Any]:
     context: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["context"]

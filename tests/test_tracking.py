@@ -407,3 +407,30 @@ def test_a_tracking_failure_after_the_job_never_fails_it(tmp_path: Path) -> None
     assert job.status == "Completed", job.failure_reason
     assert len(job.notes) == 1 and job.notes[0].startswith("could not log the job's MLflow run: "), job.notes
     assert job.log_path.read_text().count("could not log the job's MLflow run") == 1
+
+
+def test_a_new_store_starts_from_the_empty_template(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each work directory's store is a copy of one empty store per MLflow version (its schema
+    made once): stores made from it hold the experiment and nothing of each other's."""
+    import mlflow
+
+    from smtrain.local.engine import TRACKING_EXPERIMENT, prepare_tracking_store
+
+    monkeypatch.setenv("SMTRAIN_ENV_CACHE", str(tmp_path / "cache" / "envs"))
+    first, second = (prepare_tracking_store(tmp_path / name) for name in ("first", "second"))
+    template = tmp_path / "cache" / "mlflow-stores" / f"empty-{mlflow.__version__}.db"
+    assert template.is_file()
+    assert [e.name for e in MlflowClient(f"sqlite:///{template}").search_experiments()] == ["Default"]
+    clients = [MlflowClient(uri) for uri in (first, second)]
+    ids = []
+    for client in clients:
+        experiment = client.get_experiment_by_name(TRACKING_EXPERIMENT)
+        assert experiment is not None
+        ids.append(experiment.experiment_id)
+    run = clients[0].create_run(ids[0])
+    assert clients[1].search_runs([ids[1]]) == []
+    assert [r.info.run_id for r in clients[0].search_runs([ids[0]])] == [run.info.run_id]
+    # Opened again, a store keeps what it holds (it is not copied over).
+    assert prepare_tracking_store(tmp_path / "first") == first
+    assert len(clients[0].search_runs([ids[0]])) == 1
