@@ -36,7 +36,9 @@ def _share_botocore_data_loader() -> None:
     import botocore.loaders
     import botocore.session
 
-    botocore.session.create_loader = functools.cache(botocore.loaders.create_loader)
+    shared = functools.cache(botocore.loaders.create_loader)
+    botocore.session.create_loader = shared
+    botocore.loaders.create_loader = shared  # the SageMaker SDK's endpoint lookups call it so
 
 
 _share_botocore_data_loader()

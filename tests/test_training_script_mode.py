@@ -1,4 +1,5 @@
-"""Script mode through AWS's own training toolkit, with the stack's real tarball and requests."""
+"""Script mode through AWS's own training toolkit (as the offline engine runs it, and the PyTorch
+image's own launcher across two instances), with the stack's real tarball and requests."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from types import ModuleType
 from typing import Any
 
 from smtrain.local.job_tree import JobTree, build_job_tree
+from smtrain.local.program_envs import default_cache_dir, environment_for
 from tests.conftest import ROOT
 from tests.helpers import Synthesized
 
@@ -67,9 +69,18 @@ def run_process(command: list[str], *, tree: JobTree | None = None, timeout: int
 
 def run_toolkit(base_dir: Path, *, hyperparameters: Mapping[str, str],
                 channels: Mapping[str, Path]) -> tuple[subprocess.CompletedProcess[str], JobTree]:
-    """The AWS training toolkit's ``train`` on a fresh tree (script mode)."""
+    """The AWS training toolkit on a fresh tree (script mode), as the offline engine runs it:
+    ``smtrain.local.toolkit_train`` in the program environment built from the bundle's
+    ``requirements.txt`` (``sagemaker_submit_directory``), where the toolkit's pip install of
+    that same file is left out."""
     tree = build_job_tree(base_dir, hyperparameters=hyperparameters, channels=channels)
-    return run_process([str(TOOLKIT_TRAIN)], tree=tree), tree
+    with tarfile.open(hyperparameters["sagemaker_submit_directory"], "r:gz") as bundle:
+        member = bundle.extractfile("requirements.txt")
+        assert member is not None, "the bundle has no requirements.txt"
+        requirements = base_dir.parent / "requirements.txt"
+        requirements.write_bytes(member.read())
+    python = environment_for(requirements, default_cache_dir())
+    return run_process([str(python), "-m", "smtrain.local.toolkit_train"], tree=tree), tree
 
 
 def run_byoc(base_dir: Path, *, hyperparameters: Mapping[str, str],
