@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from tests.helpers import Synthesized
 from tests.training_support import (
@@ -87,6 +86,8 @@ def _final_line(stdout: str) -> str:
 
 
 def _same_weights(left: Path, right: Path) -> bool:
+    import torch
+
     a = torch.load(left / "model.pth", weights_only=True)
     b = torch.load(right / "model.pth", weights_only=True)
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -137,6 +138,8 @@ def one_process(sample_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def _assert_same_training(line: str, model_dir: Path, one_process: tuple[str, Path]) -> None:
     """Float sums in another order: metrics equal to 1e-4, the same predictions, close weights."""
+    import torch
+
     one = dict(kv.split("=") for kv in one_process[0].split())
     other = dict(kv.split("=") for kv in line.split())
     assert other["epoch"] == one["epoch"] == str(DISTRIBUTED_EPOCHS)
@@ -247,6 +250,8 @@ def test_each_job_keeps_its_own_checkpoint() -> None:
 
 
 def _state(epoch: int) -> dict[str, Any]:
+    import torch
+
     return {"epoch": epoch, "model": {"weight": torch.full((64, 64), float(epoch))}}
 
 
@@ -254,6 +259,8 @@ def test_checkpoint_write_that_fails_midway_keeps_the_previous_checkpoint(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A crash while writing (here: torch.save writes half the bytes, then fails) must leave the
     last complete checkpoint in place and loadable: the file appears only by an atomic rename."""
+    import torch
+
     train = script_module()
     path = tmp_path / "checkpoints" / train.CHECKPOINT_FILE
     cluster = train.Cluster(rank=0, world_size=1, device=torch.device("cpu"))
@@ -292,6 +299,8 @@ def test_checkpoint_write_that_fails_midway_keeps_the_previous_checkpoint(
 def test_checkpoint_file_is_replaced_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Whoever watches the directory (SageMaker uploads it to S3 as files change) sees the
     checkpoint file only through one ``os.replace`` of a finished file, never being written."""
+    import torch
+
     train = script_module()
     path = tmp_path / train.CHECKPOINT_FILE
     seen: list[tuple[str, int]] = []
