@@ -222,7 +222,7 @@ class TrainedRuns:
     engine: Any
     #: Per program: one training run (``digits_xgboost`` started by its older ``method`` name).
     training: dict[str, Any]
-    #: ``digits_mlp`` (4 jobs, 2 at once) and ``digits_lightgbm`` (3 jobs) tuned.
+    #: ``digits_mlp`` and ``digits_lightgbm`` tuned, 3 jobs each, 2 at once (the third waits).
     tuning: dict[str, Any]
 
 
@@ -236,7 +236,7 @@ TRAINED_INPUTS: dict[str, dict[str, Any]] = {
 }
 TUNED_INPUTS: dict[str, dict[str, Any]] = {
     "digits_mlp": {"program": "digits_mlp", "hyperparameters": {"epochs": "2"},
-                   "tuning": {"maxJobs": 4, "maxParallelJobs": 2}},
+                   "tuning": {"maxJobs": 3, "maxParallelJobs": 2}},
     "digits_lightgbm": {"program": "digits_lightgbm",
                         "hyperparameters": {"num_boost_round": "20", "report_every": "5"},
                         "tuning": {"maxJobs": 3, "maxParallelJobs": 2}},

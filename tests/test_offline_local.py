@@ -144,15 +144,15 @@ def test_builtin_xgboost_by_its_older_method_name(trained: TrainedRuns) -> None:
 def test_tuning_picks_the_best_job(trained: TrainedRuns) -> None:
     engine, result = trained.engine, trained.tuning["digits_mlp"]
     assert TUNED_INPUTS["digits_mlp"]["hyperparameters"] == {"epochs": "2"}
-    assert TUNED_INPUTS["digits_mlp"]["tuning"] == {"maxJobs": 4, "maxParallelJobs": 2}
+    assert TUNED_INPUTS["digits_mlp"]["tuning"] == {"maxJobs": 3, "maxParallelJobs": 2}
     assert result.succeeded, result.cause
     output = result.output
     assert output is not None and output["program"] == "digits_mlp"
-    assert output["trainingJobCounters"]["Completed"] == 4
+    assert output["trainingJobCounters"]["Completed"] == 3
     backend = engine.backend
     assert isinstance(backend, LocalBackend)
     trials = [job for job in backend.jobs() if job.name.startswith(output["tuningJobName"] + "-")]
-    assert len(trials) == 4
+    assert len(trials) == 3
     # The user's static value and the program's `tunable = false` seed reach every trial.
     assert all(job.request["HyperParameters"]["epochs"] == "2" and
                job.request["HyperParameters"]["seed"] == "42" for job in trials)
