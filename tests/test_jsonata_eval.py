@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from jsonata.jexception import JException
 from moto.stepfunctions.parser.asl.jsonata.jsonata import (
+    JSONataException,
     compose_jsonata_expression,
     encode_jsonata_variable_declarations,
 )
@@ -39,6 +41,14 @@ def test_the_leading_json_declarations_become_bindings() -> None:
     # A string moto does not escape is no JSON: the text is parsed whole from there on.
     ('$s & "!"', {"s": 'say "hi"'}),
     ("$nested[0][1]", {"nested": [[1, 2], [3]]}),
+    # Values as JSONata's parser builds them: whole numbers as integers (a metric of 1.0 in the
+    # quality gate's report text), integers past 2**53 rounded as a double, null its null value.
+    ("$x", {"x": 3.0}),
+    ("$string($report)", {"report": {"accuracy": 1.0, "loss": [0.5, 2.0]}}),
+    ("$x + 1", {"x": 2**60}),
+    ("$x - 0.5", {"x": -2}),
+    ("[$exists($x), $type($x), {'k': $x}]", {"x": None}),
+    ("$each($o, function($v, $k) {$k & '=' & $string($v)})", {"o": {"a": None, "b": 1.0}}),
 ])
 def test_the_value_is_the_whole_parse_s(expression: str, bindings: dict[str, Any]) -> None:
     text = _composed(expression, **bindings)
@@ -49,7 +59,32 @@ def test_the_value_is_the_whole_parse_s(expression: str, bindings: dict[str, Any
             jsonata_eval.evaluate(text)
         assert type(raised.value).__name__ == "JSONataException", (error, raised.value)
         return
-    assert jsonata_eval.evaluate(text) == expected
+    got = jsonata_eval.evaluate(text)
+    assert got == expected and repr(got) == repr(expected)  # 3 is not 3.0 here
+
+
+@pytest.mark.parametrize("text", ["($x:=NaN;$exists($x))", "($x:=Infinity;$type($x))"])
+def test_a_literal_json_has_and_jsonata_has_not_is_parsed_whole(text: str) -> None:
+    assert jsonata_eval.split_bindings(text) == ({}, text)
+    assert jsonata_eval.evaluate(text) == jsonata_eval.evaluate_whole(text)
+
+
+def test_a_number_jsonata_cannot_hold_fails_as_the_whole_parse_does() -> None:
+    text = "($x:=1e999;$type($x))"
+    assert jsonata_eval.split_bindings(text) == ({}, text)
+    with pytest.raises(JException, match="out of range"):
+        jsonata_eval.evaluate_whole(text)
+    with pytest.raises(JSONataException, match="out of range"):
+        jsonata_eval.evaluate(text)
+
+
+def test_only_a_state_s_own_expression_is_kept_parsed() -> None:
+    """moto also asks ``$type(...)`` of every whole string result: such texts are not kept."""
+    jsonata_eval._parsed.clear()
+    jsonata_eval.evaluate('$type("' + "x" * 1000 + '")')
+    jsonata_eval.evaluate(_composed("$a + 1", a=1))
+    jsonata_eval.evaluate(_composed("$a + 1", a=2))
+    assert list(jsonata_eval._parsed) == ["($a + 1)"]
 
 
 def test_a_text_of_another_shape_is_parsed_whole() -> None:

@@ -14,24 +14,54 @@ expression is the same in every execution, the bindings are not, and parsing was
 cost (the input check's text, about 25,000 characters with its bindings, took 37 ms to parse
 and 5 ms to evaluate). So the leading declarations whose values are JSON are read as JSON and
 passed as bindings, and the rest is parsed once and kept. Binding a JSON value outside the block
-is what declaring it first inside the block does; a declaration that is not JSON (moto's text
-for an intrinsic function, or a string moto did not escape) ends the hoisting there, and the
-text from it on is parsed whole, as before.
+is what declaring it first inside the block does, once the value is the one JSONata's parser
+builds from the same literal (numbers as its tokenizer reads them, ``null`` as its null value);
+a declaration that is not JSON (moto's text for an intrinsic function, a string moto did not
+escape, ``NaN``) ends the hoisting there, and the text from it on is parsed whole, as before.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 from collections import OrderedDict
 from typing import Any
 
 import jsonata
+from jsonata.utils import Utils
 from moto.stepfunctions.parser.asl.jsonata import jsonata as moto_jsonata
 
 _DECLARATION = re.compile(r"\$([A-Za-z0-9_]+):=")
-_JSON = json.JSONDecoder()
+
+
+def _number(text: str) -> Any:
+    """A JSON number as JSONata's tokenizer reads one: a float, whole ones as int (``1.0`` is 1,
+    and integers past 2**53 are rounded as a float rounds them)."""
+    number = float(text)
+    if math.isinf(number):  # JSONata has no such number: parsed whole, it fails as it did
+        raise ValueError(text)
+    return Utils.convert_number(number)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is no JSONata literal")  # NaN, Infinity: JSONata reads names
+
+
+_JSON = json.JSONDecoder(parse_float=_number, parse_int=_number, parse_constant=_no_constant)
+
+
+def _as_jsonata(value: Any) -> Any:
+    """A decoded JSON value as JSONata's parser builds the same literal: ``null`` is JSONata's
+    null value (Python's None is JSONata's *undefined*)."""
+    if value is None:
+        return Utils.NULL_VALUE
+    if isinstance(value, dict):
+        return {key: _as_jsonata(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_jsonata(item) for item in value]
+    return value
 #: Parsed expressions kept (a definition has a few dozen JSONata texts).
 _CACHE_SIZE = 256
 
@@ -82,7 +112,7 @@ def split_bindings(expression: str) -> tuple[dict[str, Any], str]:
             break
         if not expression.startswith(";", end):
             break
-        bindings[declaration.group(1)] = value
+        bindings[declaration.group(1)] = _as_jsonata(value)
         position = end + 1
     body = expression[position:-1]
     if not bindings or not body.strip():
@@ -91,9 +121,13 @@ def split_bindings(expression: str) -> tuple[dict[str, Any], str]:
 
 
 def evaluate(expression: str) -> Any:
-    """What moto's JVM bridge would return: the value of a closed JSONata expression."""
+    """What moto's JVM bridge would return: the value of a closed JSONata expression. Only a
+    state's own expression is kept parsed; a text with no bindings to split off (moto also asks
+    ``$type(...)`` and ``$exists(...)`` of whole values) is parsed and dropped, as before."""
     try:
         bindings, body = split_bindings(expression)
+        if not bindings:
+            return evaluate_whole(expression)
         return _parse(body).evaluate(bindings)
     except Exception as error:  # moto turns JSONataException into States.QueryEvaluationError
         raise moto_jsonata.JSONataException("UNKNOWN", str(error)) from error
