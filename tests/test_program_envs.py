@@ -168,11 +168,17 @@ def _environment(directory: Path, built_from_text: str | None) -> Path:
     return directory
 
 
+#: Pins this interpreter meets (the tests' own packages), and one it does not.
+MET = f"pytest=={pytest.__version__}\npsutil=={importlib.metadata.version('psutil')}\n"
+UNMET = "pytest==0.0.1\n"
+
+
 @pytest.mark.parametrize(("environment_text", "code_text", "skipped"), [
-    ("a==1\nb==2\n", "# pins\nb == 2\na==1\n", True),  # the same requirements, written otherwise
-    ("a==1\n", "a==2\n", False),  # another pin: the toolkit installs it, as on SageMaker
-    (None, "a==1\n", False),  # no finished environment (the project's own interpreter)
-])
+    (MET, "# pins\n" + "\n".join(reversed(MET.split())) + "\n", True),  # the same, written otherwise
+    (MET, UNMET, False),  # another pin: the toolkit installs it, as on SageMaker
+    (UNMET, UNMET, False),  # built from this file, but no longer met (the project moved on)
+    (None, MET, False),  # no finished environment (the project's own interpreter)
+], ids=["same-and-met", "another-file", "same-but-unmet", "no-environment"])
 def test_the_toolkit_installs_only_what_the_environment_was_not_built_from(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
         environment_text: str | None, code_text: str, skipped: bool) -> None:

@@ -77,11 +77,17 @@ def _project_site_packages() -> Path:
 def satisfied_by_project(lines: list[str]) -> bool:
     """Whether the project's site-packages already holds a distribution satisfying every
     requirement line (plain ``name[ specifier]`` lines only: options, URLs and extras say no)."""
+    return satisfied_in(lines, [str(_project_site_packages())])
+
+
+def satisfied_in(lines: list[str], path: list[str]) -> bool:
+    """Whether the first distribution of each requirement's name on ``path`` (as the import
+    system finds it there) satisfies that requirement line (plain ``name[ specifier]`` lines
+    only: options, URLs and extras say no)."""
     from importlib.metadata import Distribution
 
     from packaging.requirements import InvalidRequirement, Requirement
 
-    site = str(_project_site_packages())
     for line in lines:
         if line.startswith("-"):
             return False
@@ -93,7 +99,7 @@ def satisfied_by_project(lines: list[str]) -> bool:
             continue
         if requirement.url or requirement.extras:
             return False
-        found = next(iter(Distribution.discover(name=requirement.name, path=[site])), None)
+        found = next(iter(Distribution.discover(name=requirement.name, path=path)), None)
         if found is None or not requirement.specifier.contains(found.version, prereleases=True):
             return False
     return True
