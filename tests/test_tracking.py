@@ -419,7 +419,7 @@ def test_a_new_store_starts_from_the_empty_template(tmp_path: Path,
 
     monkeypatch.setenv("SMTRAIN_ENV_CACHE", str(tmp_path / "cache" / "envs"))
     first, second = (prepare_tracking_store(tmp_path / name) for name in ("first", "second"))
-    template = tmp_path / "cache" / "mlflow-stores" / f"empty-{mlflow.__version__}.db"
+    template = tmp_path / "cache" / "envs" / "mlflow-stores" / f"empty-{mlflow.__version__}.db"
     assert template.is_file()
     assert [e.name for e in MlflowClient(f"sqlite:///{template}").search_experiments()] == ["Default"]
     clients = [MlflowClient(uri) for uri in (first, second)]
@@ -434,3 +434,15 @@ def test_a_new_store_starts_from_the_empty_template(tmp_path: Path,
     # Opened again, a store keeps what it holds (it is not copied over).
     assert prepare_tracking_store(tmp_path / "first") == first
     assert len(clients[0].search_runs([ids[0]])) == 1
+    assert sorted(p.name for p in (tmp_path / "first").iterdir()) == ["mlflow.db"]  # no partial left
+
+
+def test_a_store_is_made_in_place_where_the_cache_cannot_be_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from smtrain.local.engine import TRACKING_EXPERIMENT, prepare_tracking_store
+
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("SMTRAIN_ENV_CACHE", str(blocked / "envs"))
+    uri = prepare_tracking_store(tmp_path / "store")
+    assert MlflowClient(uri).get_experiment_by_name(TRACKING_EXPERIMENT) is not None

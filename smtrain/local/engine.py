@@ -62,13 +62,14 @@ TRACKING_EXPERIMENT = contract.EXPERIMENT
 
 def _empty_store_template() -> Path:
     """An MLflow SQLite store with the installed MLflow's schema and nothing else, made once per
-    MLflow version beside the program environments' cache (``<cache>/smtrain/mlflow-stores``).
-    Creating a store runs MLflow's schema migrations (about 0.7 s); a copy of this one has the
-    same tables at the same revision, which MLflow checks when it opens it."""
+    MLflow version in the program environments' cache (``<cache>/mlflow-stores``; the cache is
+    ``~/.cache/smtrain/envs`` or ``SMTRAIN_ENV_CACHE``). Creating a store runs MLflow's schema
+    migrations (about 0.7 s); a copy of this one has the same tables at the same revision, which
+    MLflow checks when it opens it."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    template = default_cache_dir().parent / "mlflow-stores" / f"empty-{mlflow.__version__}.db"
+    template = default_cache_dir() / "mlflow-stores" / f"empty-{mlflow.__version__}.db"
     if template.is_file():
         return template
     template.parent.mkdir(parents=True, exist_ok=True)
@@ -77,6 +78,24 @@ def _empty_store_template() -> Path:
         MlflowClient(tracking_uri=f"sqlite:///{database}").search_experiments()
         os.replace(database, template)  # whole or not at all, whoever else makes it meanwhile
     return template
+
+
+def _new_store(database: Path) -> None:
+    """``database`` as a copy of the empty template, appearing whole and only where none is yet
+    (a store another process made meanwhile is kept); where the cache cannot be written, MLflow
+    creates the store in place, as it did before."""
+    try:
+        template = _empty_store_template()
+    except OSError:
+        return
+    partial = database.with_name(f".{database.name}.{os.getpid()}.partial")
+    shutil.copyfile(template, partial)
+    try:
+        os.link(partial, database)  # fails where the store exists by now
+    except FileExistsError:
+        pass
+    finally:
+        partial.unlink()
 
 
 def prepare_tracking_store(directory: Path) -> str:
@@ -90,7 +109,7 @@ def prepare_tracking_store(directory: Path) -> str:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if not database.exists():
-        shutil.copyfile(_empty_store_template(), database)
+        _new_store(database)
     uri = f"sqlite:///{database}"
     client = MlflowClient(tracking_uri=uri)
     if client.get_experiment_by_name(TRACKING_EXPERIMENT) is None:
