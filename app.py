@@ -8,6 +8,7 @@ instead of in turn (docs/performance.md, "Synth").
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import os
@@ -98,7 +99,10 @@ except ProgramError as _error:
     _programs = _error
 
 if _validation is not None:
-    _validation.result()  # from here on, this thread alone calls jsii
+    # From here on, this thread alone calls jsii. The warm-up is only a head start: should it
+    # fail, the app's own synth builds the engine and validates as it always does.
+    with contextlib.suppress(Exception):
+        _validation.result()
 
 from infra.app_builder import build_app  # noqa: E402
 from infra.settings import CONTEXT_KEY, SettingsError, settings_from_context  # noqa: E402

@@ -25,11 +25,34 @@ import json, runpy, sys, threading, time
 
 import jsii._kernel.providers.process as process
 
+import concurrent.futures
+
 send = process._NodeProcess.send
 in_flight = []  # the thread whose call is on the pipe
 overlaps = []
 callers = set()
 pipe = threading.Lock()
+# From the validation thread's start until app.py's wait for it returns, no other thread may
+# call jsii at all: between two of its calls as much as during one.
+window = {"open": False}
+submit = concurrent.futures.ThreadPoolExecutor.submit
+result = concurrent.futures.Future.result
+
+
+def submitted(self, *args, **kwargs):
+    window["open"] = True
+    return submit(self, *args, **kwargs)
+
+
+def waited(self, *args, **kwargs):
+    try:
+        return result(self, *args, **kwargs)
+    finally:
+        window["open"] = False
+
+
+concurrent.futures.ThreadPoolExecutor.submit = submitted
+concurrent.futures.Future.result = waited
 
 
 def probed(self, request, response_type):
@@ -37,6 +60,8 @@ def probed(self, request, response_type):
     callers.add(name)
     if in_flight:
         overlaps.append(f"{type(request).__name__} from {name} during a call from {in_flight[0]}")
+    elif window["open"] and not name.startswith("validation"):
+        overlaps.append(f"{type(request).__name__} from {name} before app.py waited for validation")
     with pipe:  # the probe itself keeps the pipe whole
         in_flight.append(name)
         try:
