@@ -18,6 +18,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from smtrain.local.engine import OfflineEngine  # noqa: E402
 from smtrain.local.job_tree import build_job_tree  # noqa: E402
+from smtrain.local.program_envs import default_cache_dir, environment_for  # noqa: E402
 from training_code.sample_data import write_datasets  # noqa: E402
 
 PROGRAM = "digits_mlp"
@@ -34,7 +36,9 @@ HYPERPARAMETERS = {"epochs": "1"}
 
 
 def direct(engine: OfflineEngine, data: Path, work: Path) -> float:
-    """The toolkit alone, on the same tarball and channels the engine uses."""
+    """The toolkit alone, on the same tarball and channels the engine uses, run as the engine
+    runs it (``smtrain.local.toolkit_train`` in the program environment of the tarball's
+    ``requirements.txt``), so the difference is the engine's own work."""
     prepared = engine.deployment.definition["States"]["PrepareDigitsMlpCpu"]["Result"]
     # Merged as the state machine merges them: base < training defaults < user < fixed.
     hyperparameters = {**prepared["baseHyperparameters"], **prepared["trainingDefaults"], **HYPERPARAMETERS,
@@ -44,7 +48,12 @@ def direct(engine: OfflineEngine, data: Path, work: Path) -> float:
     start = time.perf_counter()
     tree = build_job_tree(work, hyperparameters=hyperparameters,
                           channels={c: data / PROGRAM / c for c in ("train", "validation")})
-    subprocess.run([str(Path(sys.executable).parent / "train")], check=True, capture_output=True,
+    with tarfile.open(hyperparameters["sagemaker_submit_directory"], "r:gz") as bundle:
+        member = bundle.extractfile("requirements.txt")
+        requirements = work.parent / "requirements.txt"
+        requirements.write_bytes(member.read() if member is not None else b"")
+    python = environment_for(requirements, default_cache_dir())
+    subprocess.run([str(python), "-m", "smtrain.local.toolkit_train"], check=True, capture_output=True,
                    env={**os.environ, **tree.environment(), "OMP_NUM_THREADS": "1"})
     return time.perf_counter() - start
 

@@ -36,7 +36,22 @@ def _share_botocore_data_loader() -> None:
     import botocore.loaders
     import botocore.session
 
-    shared = functools.cache(botocore.loaders.create_loader)
+    class UniquePaths(list[str]):
+        """Each boto3 session appends boto3's data folder to its loader's search paths: once
+        is enough for a shared loader (else every lookup walks one more folder per session)."""
+
+        def append(self, path: str) -> None:
+            if path not in self:
+                super().append(path)
+
+    create_loader = botocore.loaders.create_loader
+
+    @functools.cache
+    def shared(search_path_string: str | None = None) -> botocore.loaders.Loader:
+        loader = create_loader(search_path_string)
+        loader._search_paths = UniquePaths(loader.search_paths)
+        return loader
+
     botocore.session.create_loader = shared
     botocore.loaders.create_loader = shared  # the SageMaker SDK's endpoint lookups call it so
 
@@ -229,7 +244,8 @@ class TrainedRuns:
 #: Small enough for the suite's time, large enough that each model clears its gate (measured:
 #: validation accuracy ~0.95 and more, XGBoost's merror ~0.05).
 TRAINED_INPUTS: dict[str, dict[str, Any]] = {
-    "digits_mlp": {"program": "digits_mlp", "hyperparameters": {"epochs": "3"}},
+    # At its defaults: what a user's first run trains (tests/test_offline_local.py checks them).
+    "digits_mlp": {"program": "digits_mlp"},
     "digits_lightgbm": {"program": "digits_lightgbm",
                         "hyperparameters": {"num_boost_round": "30", "report_every": "10"}},
     "digits_xgboost": {"method": "builtin", "hyperparameters": {"num_round": "20"}},

@@ -27,8 +27,8 @@ from tests.helpers import run_cli
 SMTRAIN = str(Path(sys.executable).parent / "smtrain")
 
 
-#: The session's shared runs (tests/conftest.py) these tests read: digits_mlp trained for 3
-#: epochs, and digits_lightgbm tuned (3 trials, 4 metric reports each).
+#: The session's shared runs (tests/conftest.py) these tests read: digits_mlp trained at its
+#: defaults (10 epochs), and digits_lightgbm tuned (3 trials, 4 metric reports each).
 SINGLE = trained_name("digits_mlp")
 TUNING = trained_name("digits_lightgbm", tuning=True)
 
@@ -36,7 +36,7 @@ TUNING = trained_name("digits_lightgbm", tuning=True)
 @pytest.fixture(scope="module")
 def tracked(trained: TrainedRuns) -> tuple[OfflineEngine, MlflowClient]:
     engine: OfflineEngine = trained.engine
-    assert TRAINED_INPUTS["digits_mlp"]["hyperparameters"] == {"epochs": "3"}
+    assert "hyperparameters" not in TRAINED_INPUTS["digits_mlp"]
     assert TUNED_INPUTS["digits_lightgbm"]["hyperparameters"] == {"num_boost_round": "20", "report_every": "5"}
     assert TUNED_INPUTS["digits_lightgbm"]["tuning"]["maxJobs"] == 3
     assert engine.tracking_uri is not None
@@ -62,10 +62,10 @@ def test_script_run_is_tracked(tracked: tuple[OfflineEngine, MlflowClient]) -> N
     # Recorded by the job (which never imported MLflow) and logged by the backend as it ended.
     assert (engine.work_dir / "jobs" / run.info.run_name / "tracking.jsonl").is_file()
     assert "smtrain.tuning_job" not in run.data.tags
-    assert run.data.params == {"epochs": "3", "batch_size": "64", "learning_rate": "0.01",
+    assert run.data.params == {"epochs": "10", "batch_size": "64", "learning_rate": "0.01",
                                "hidden_units": "64", "seed": "42"}
     history = client.get_metric_history(run.info.run_id, "validation:accuracy")
-    assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2, 3]
+    assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, 11))
     assert {"train:loss", "validation:loss", "validation:accuracy"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
     # The model as logged can be served: its inference code is beside the weights.

@@ -94,19 +94,19 @@ def _same_weights(left: Path, right: Path) -> bool:
 
 
 def test_interrupted_run_resumes_to_the_same_result(sample_data: Path, tmp_path: Path) -> None:
-    epochs = 4
+    epochs = 6
     whole = run_process(_script_command(sample_data, tmp_path / "m1", tmp_path / "c1", epochs),
                         extra_env={"PYTHONPATH": str(TRAINING_CODE)})
     assert whole.returncode == 0, whole.stderr
 
-    # Kill the second run (SIGKILL, as a spot interruption would) once it reports epoch 2.
+    # Kill the second run (SIGKILL, as a spot interruption would) once it reports epoch 3.
     command = _script_command(sample_data, tmp_path / "m2", tmp_path / "c2", epochs)
     env_path = {"PYTHONPATH": str(TRAINING_CODE)}
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
                           env={**os.environ, **env_path}) as process:
         assert process.stdout is not None
         for line in process.stdout:
-            if line.startswith("epoch=2 "):
+            if line.startswith("epoch=3 "):
                 process.send_signal(signal.SIGKILL)
                 break
         process.wait(timeout=60)
