@@ -187,3 +187,21 @@ def test_image_hash_follows_only_the_program_and_its_shared_code(tmp_path: Path)
     assert after_program != before
     (code / "common" / "channels.py").write_text("# changed\n")
     assert asset_hash() not in (before, after_program)
+
+
+def test_a_relative_cdk_out_gives_entry_points_a_job_can_run(
+        synthesized: Synthesized, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`smtrain start --local` defaults to the relative `cdk.out`; jobs run in their own job
+    tree, so the deployment must name every BYOC entry point and build context absolutely (it
+    once looked for `<job>/opt_ml/cdk.out/asset.../train`)."""
+    from smtrain.local.deployment import load_deployment
+    from smtrain.local.s3_stand_in import LocalS3
+
+    monkeypatch.chdir(synthesized.outdir.parent)
+    deployment = load_deployment(Path(synthesized.outdir.name), s3=LocalS3(tmp_path / "s3"))
+    programs = list(deployment.byoc_programs.values())
+    assert programs, "the shipped app has a BYOC program"
+    monkeypatch.chdir(tmp_path)  # where a job runs: elsewhere
+    for program in programs:
+        assert program.entry_point.is_absolute() and program.entry_point.is_file(), program
+        assert program.context_dir.is_absolute() and program.context_dir.is_dir(), program

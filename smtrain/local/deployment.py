@@ -111,7 +111,10 @@ def _ec2_id(resource_type: str, logical_id: str) -> str | None:
 
 
 def load_deployment(outdir: Path, *, s3: LocalS3, region: str = "us-east-1") -> LocalDeployment:
-    """Resolve the synthesized app in ``outdir`` and publish its file assets into ``s3``."""
+    """Resolve the synthesized app in ``outdir`` and publish its file assets into ``s3``. Every
+    path the deployment holds is absolute: jobs run with their own job tree as the working
+    directory, so a BYOC entry point under a relative ``cdk.out`` would be looked for there."""
+    outdir = outdir.resolve()
     stacks = load_app(outdir)
     references = LocalReferences(stacks, region=region)
     found = [(stack, resource) for stack in stacks
