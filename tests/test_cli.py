@@ -862,3 +862,31 @@ def test_execution_names_that_would_break_the_job_tag_are_refused(cloud: Cloud, 
     _refused(cloud.smtrain("start", "--program", "digits_lightgbm", "--name", name),
              "must be 1-80 characters of letters, digits, '-' and '_'")
     assert len(cloud.executions()) == before
+
+
+def _with_a_broken_program(cloud: Cloud, tmp_path: Path) -> dict[str, str]:
+    """The shipped programs plus one whose manifest does not load (a team member's work)."""
+    code = shipped_training_code(tmp_path / "training_code")
+    broken = code / "half_done"
+    broken.mkdir()
+    (broken / "program.toml").write_text('name = "half_done"\nkind = "script"\n[script\n')
+    return cloud.env(SMTRAIN_TRAINING_CODE=str(code))
+
+
+def test_one_broken_manifest_does_not_stop_the_other_programs(cloud: Cloud, tmp_path: Path) -> None:
+    env = _with_a_broken_program(cloud, tmp_path)
+    result = cloud.smtrain("start", "--program", "digits_mlp", "--name", "beside-a-broken-one",
+                           "--wait", "--interval", "0.3", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (warning,) = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert warning.startswith("smtrain: warning: program 'half_done' left out: ")
+    assert "half_done/program.toml: not valid TOML" in warning and "cdk synth" in warning
+    assert "Traceback" not in result.stderr
+
+
+def test_the_broken_program_itself_is_refused_in_one_line(cloud: Cloud, tmp_path: Path) -> None:
+    env = _with_a_broken_program(cloud, tmp_path)
+    result = cloud.smtrain("start", "--program", "half_done", env=env)
+    assert result.returncode == 2
+    assert result.stderr.startswith("smtrain: error: ") and len(result.stderr.splitlines()) == 1
+    assert "half_done/program.toml: not valid TOML" in result.stderr

@@ -135,3 +135,23 @@ def test_a_bad_manifest_fails_cdk_synth_with_its_message(cdk_context: dict[str, 
                                               "CDK_CONTEXT_JSON": json.dumps(cdk_context)})
     assert result.returncode == 2
     assert "digits_mlp/program.toml: '(top level)': 'kind' is a required property" in result.stderr
+
+
+def test_a_broken_manifest_is_set_aside_only_when_asked(tmp_path: Path) -> None:
+    """``cdk synth`` refuses any broken manifest; the CLI, which runs one program, asks for the
+    others and the errors (smtrain/cli/execution_request.runnable_programs)."""
+    code = shipped_training_code(tmp_path / "code")
+    (code / "half_done").mkdir()
+    (code / "half_done" / "program.toml").write_text("name = [\n")
+    with pytest.raises(ProgramError, match=r"half_done/program\.toml: not valid TOML"):
+        discover(code)
+    broken: dict[str, ProgramError] = {}
+    assert sorted(discover(code, broken=broken)) == ["digits_lightgbm", "digits_mlp",
+                                                              "digits_xgboost"]
+    assert list(broken) == ["half_done"] and "not valid TOML" in str(broken["half_done"])
+    # Nothing left to run: the first error, not "no program found".
+    only = tmp_path / "only"
+    (only / "half_done").mkdir(parents=True)
+    (only / "half_done" / "program.toml").write_text("name = [\n")
+    with pytest.raises(ProgramError, match="not valid TOML"):
+        discover(only, broken={})

@@ -21,11 +21,13 @@ from smtrain.cli.execution_request import (
     parse_inputs,
     parse_register,
     resolve_program,
+    runnable_programs,
     upload_prefix,
 )
 from smtrain.cli.outcome import EXIT_OK, EXIT_USAGE, Handler, ResourceNotFound, aws_session, run_handler, say
 from smtrain.core import contract
 from smtrain.core.errors import InputError
+from smtrain.core.programs import ProgramError
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         "start": start, "watch": watch, "status": status, "list": list_runs, "logs": logs,
         "stop": stop, "data": data_upload, "compare": compare_runs,
     }
-    return run_handler(handlers[args.command], args,
+    return run_handler(handlers[args.command], args, usage_errors=(ProgramError,),
                        interrupted="interrupted (the run, if started, goes on: `smtrain stop NAME` stops it)")
 
 
@@ -67,9 +69,7 @@ def _directory_digest(directory: Path) -> str:
 def _checked_request(args: argparse.Namespace, data_bucket: str | None) -> tuple[dict[str, Any], Any, str]:
     """Everything checked and built before any AWS call: (input, channel inputs, name). The
     deployed limits (instance types and count) are checked once the stack is known."""
-    from smtrain.core.programs import discover
-
-    programs = discover()
+    programs = runnable_programs(args.program)
     program = resolve_program(programs, program=args.program, method=args.method)
     hyperparameters = parse_hyperparameters(args.hp)
     check_instance(args.instance_type, args.instance_count, allowed=(),

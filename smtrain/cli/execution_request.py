@@ -195,6 +195,22 @@ def upload_prefix(execution_name: str, channel: str) -> str:
     return f"{UPLOAD_PREFIX}/{execution_name}/{channel}/"
 
 
+def runnable_programs(program: str | None) -> dict[str, Program]:
+    """The programs under training_code/ that pass their checks. A broken manifest of another
+    program is named in one warning line and left out; the requested program's own is the
+    error (:class:`~smtrain.core.programs.ProgramError`, exit 2)."""
+    from smtrain.cli.outcome import warn
+    from smtrain.core.programs import ProgramError, discover
+
+    broken: dict[str, ProgramError] = {}
+    programs = discover(broken=broken)
+    if program is not None and program in broken:
+        raise broken[program]
+    for name, error in broken.items():
+        warn(f"program {name!r} left out: {error} (fix it before `cdk synth`)")
+    return programs
+
+
 def resolve_program(programs: Mapping[str, Program], *, program: str | None,
                     method: str | None) -> Program:
     """The program an execution runs: ``program``, or the one program of kind ``method``."""

@@ -171,9 +171,9 @@ def start_local(args: argparse.Namespace, draft: dict[str, Any], channel_inputs:
     channels are empty."""
     if not (args.cdk_out / "manifest.json").is_file():
         raise ResourceNotFound(f"{args.cdk_out} holds no synthesized app: run `make synth` first")
-    from smtrain.core.programs import discover
+    from smtrain.cli.execution_request import runnable_programs
 
-    programs = discover()
+    programs = runnable_programs(draft[contract.PROGRAM])
     ensure_current(args.cdk_out, programs, synth=not getattr(args, "no_synth", False))
     from smtrain.local.staleness import code_digest
 

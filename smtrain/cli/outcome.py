@@ -35,6 +35,10 @@ def fail(text: str) -> None:
     print(f"smtrain: error: {text}", file=sys.stderr, flush=True)
 
 
+def warn(text: str) -> None:
+    print(f"smtrain: warning: {text}", file=sys.stderr, flush=True)
+
+
 def aws_message(error: Exception) -> str:
     """One line for a boto3/botocore error: what to configure, or what AWS answered."""
     name = type(error).__name__

@@ -340,15 +340,25 @@ class Program:
         return entry
 
 
-def discover(training_code_dir: Path | None = None) -> dict[str, Program]:
+def discover(training_code_dir: Path | None = None, *,
+             broken: dict[str, ProgramError] | None = None) -> dict[str, Program]:
     """Every program under ``training_code_dir`` (folders with a ``program.toml``), by name;
-    default: :func:`programs_folder`."""
+    default: :func:`programs_folder`. A manifest that fails its checks raises
+    :class:`ProgramError` (``cdk synth`` must refuse it), unless ``broken`` is given: then its
+    error is put there under the folder's name and the other programs are returned (the CLI runs
+    one program, and one team member's bad manifest should not stop the others)."""
     if training_code_dir is None:
         training_code_dir = programs_folder()
     programs: dict[str, Program] = {}
     ids: dict[str, str] = {}
     for manifest in sorted(training_code_dir.glob(f"*/{MANIFEST}")):
-        program = load(manifest.parent)
+        try:
+            program = load(manifest.parent)
+        except ProgramError as error:
+            if broken is None:
+                raise
+            broken[manifest.parent.name] = error
+            continue
         # Construct ids, state names and stack outputs are made from the name without _ and -.
         clash = ids.setdefault(contract.output_id(program.name), program.name)
         if clash != program.name:
@@ -356,6 +366,8 @@ def discover(training_code_dir: Path | None = None) -> dict[str, Program]:
                                "'_' and '-', which the stack's resource names drop: rename one")
         programs[program.name] = program
     if not programs:
+        if broken:
+            raise next(iter(broken.values()))
         raise ProgramError(f"no training program found: no {training_code_dir}/*/{MANIFEST}")
     return programs
 
