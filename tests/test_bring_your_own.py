@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -189,3 +192,24 @@ def test_each_program_asset_gets_exactly_its_own_iam(app_with_brought_programs: 
     (machine_id, machine), = resources_of_type(template, "AWS::StepFunctions::StateMachine").items()
     copies = [i for i in resources_of_type(template, "Custom::EcrImageCopy")]
     assert len(copies) == 2 and set(copies) <= set(machine["DependsOn"]), machine_id
+
+
+def test_a_program_without_data_is_refused_before_it_starts(
+        app_with_brought_programs: Synthesized, tmp_path: Path) -> None:
+    """``smtrain start --local`` for a brought program (no sample data of its own) and no
+    ``--input``: refused, naming each empty channel and the option to pass, before any job."""
+    assert app_with_brought_programs.training_code is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SMTRAIN_"))}
+    env["SMTRAIN_TRAINING_CODE"] = str(app_with_brought_programs.training_code)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "smtrain"), "start", "--local", "--program", "pytorch_example",
+         "--cdk-out", str(app_with_brought_programs.outdir), "--work-dir", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("smtrain: error: program 'pytorch_example' has no data for channels "
+                           "'training' (nothing under s3://"), line
+    assert line.endswith(": pass --input training=<folder or s3:// URI> "
+                         "--input testing=<folder or s3:// URI>"), line
+    assert "Started" not in result.stdout and "put the sample datasets" not in result.stdout
+    assert not (tmp_path / "work" / "jobs").exists() or not any((tmp_path / "work" / "jobs").iterdir())

@@ -26,6 +26,7 @@ from smtrain.cli.execution_request import check_instance, upload_prefix
 from smtrain.cli.input_checks import data_files
 from smtrain.cli.outcome import EXIT_ABORTED, EXIT_FAILED, EXIT_OK, ResourceNotFound
 from smtrain.core import contract
+from smtrain.core.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The project's pinned CDK CLI (``make synth`` runs it with the environment below).
@@ -220,8 +221,14 @@ def start_local(args: argparse.Namespace, draft: dict[str, Any], channel_inputs:
                 uri = channel.s3_uri
             channels[channel.channel] = uri
         execution_input = {**draft, **({"inputs": channels} if channels else {})}
-        default_data = f"s3://{bucket}/{contract.DATASETS_PREFIX}{draft[contract.PROGRAM]}/"
-        if not engine.s3.objects_under(default_data):
+        # The channels left to their default place (datasets/<program>/<channel>/) must hold
+        # data before anything starts; the sample datasets fill it for the shipped programs.
+        defaults = {c.name: contract.default_channel_uri(bucket, program.name, c.name)
+                    for c in program.channels if c.name not in channels}
+        from training_code.sample_data import PROGRAMS as SAMPLE_PROGRAMS
+
+        if (defaults and program.name in SAMPLE_PROGRAMS
+                and not any(engine.s3.objects_under(uri) for uri in defaults.values())):
             from training_code.sample_data import write_datasets
 
             sample = args.work_dir / "sample-data"
@@ -229,6 +236,13 @@ def start_local(args: argparse.Namespace, draft: dict[str, Any], channel_inputs:
             engine.s3.put_tree(sample, f"s3://{bucket}/{contract.DATASETS_PREFIX}")
             print(f"put the sample datasets under s3://{bucket}/{contract.DATASETS_PREFIX} "
                   "(local stand-in)", flush=True)
+        empty = [name for name, uri in defaults.items() if not engine.s3.objects_under(uri)
+                 and next(c for c in program.channels if c.name == name).required]
+        if empty:
+            raise InputError(
+                f"program {program.name!r} has no data for channel{'s' if len(empty) > 1 else ''} "
+                + ", ".join(f"'{name}' (nothing under {defaults[name]})" for name in empty)
+                + ": pass " + " ".join(f"--input {name}=<folder or s3:// URI>" for name in empty))
         print(f"Started {execution} locally (state machine from {args.cdk_out}; S3 stand-in "
               f"{engine.s3.root})", flush=True)
         progress.started = time.monotonic()
