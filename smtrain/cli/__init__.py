@@ -62,8 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
                                           "(the first release's option)")
     start.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
                        help="hyperparameter (repeatable); sent as text, exactly as written")
-    start.add_argument("--instance-type")
-    start.add_argument("--instance-count", type=int)
+    start.add_argument("--instance-type", help="e.g. ml.m5.xlarge: one of the deployment's "
+                       "allowed instance types (default: the program's, else the deployment's)")
+    start.add_argument("--instance-count", type=int,
+                       help="instances per training job (default 1; at most the deployment's "
+                       "MaxInstanceCount)")
     start.add_argument("--max-runtime", type=int, metavar="SECONDS")
     start.add_argument("--spot", action="store_true", help="managed spot training")
     start.add_argument("--input", action="append", default=[], metavar="CHANNEL=URI|DIR",
@@ -118,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     stop = commands.add_parser("stop", help="stop a run (and its SageMaker job)")
     stop.add_argument("name", help="execution name or ARN")
-    stop.add_argument("--reason", default="stopped with smtrain")
+    stop.add_argument("--reason", default="stopped with smtrain",
+                      help="recorded as the execution's stop cause (default: %(default)s)")
     _resource_options(stop)
 
     compare = commands.add_parser("compare", help="compare tracked runs (MLflow), optionally plot them")
