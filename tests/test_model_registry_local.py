@@ -268,3 +268,46 @@ def test_concurrent_creates_across_processes(tmp_path: Path) -> None:
     assert stored == list(range(1, 10))
     for path in (tmp_path / "registry" / GROUP).glob("*.json"):
         json.loads(path.read_text())  # every file whole
+
+
+def test_an_approval_outlives_the_next_demo(synthesized: Any, tmp_path: Path) -> None:
+    """`make demo` twice keeps what the first left: the work dir is not emptied, and a version
+    approved between the two demos is still approved, beside the new one (issue: approvals made
+    in .work/demo were gone on the next demo)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SMTRAIN_"))}
+    assert synthesized.training_code is not None
+    env["SMTRAIN_TRAINING_CODE"] = str(synthesized.training_code)
+    work = tmp_path / "demo"
+    smtrain = str(Path(sys.executable).parent / "smtrain")
+
+    def demo() -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([sys.executable, "-m", "smtrain.local.demo", "--program", "digits_xgboost",
+                                 "--tuning-jobs", "0", "--outdir", str(synthesized.outdir),
+                                 "--work-dir", str(work)],
+                                capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        return result
+
+    def versions() -> list[dict[str, Any]]:
+        listed = subprocess.run([smtrain, "models", "list", "--local", "--work-dir", str(work), "--json"],
+                                capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+        assert listed.returncode == 0, listed.stderr
+        found: list[dict[str, Any]] = json.loads(listed.stdout)
+        return found
+
+    assert "kept from earlier demos" not in demo().stdout
+    (first,) = versions()
+    approved = subprocess.run([smtrain, "models", "approve", "--local", "--work-dir", str(work),
+                               "--reason", "good enough", first["arn"]],
+                              capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert approved.returncode == 0, approved.stderr
+    again = demo()
+    assert "kept from earlier demos (1 training jobs" in again.stdout
+    statuses = {v["arn"]: v["status"] for v in versions()}
+    assert len(statuses) == 2 and statuses[first["arn"]] == "Approved"

@@ -2,6 +2,8 @@
 
     python -m smtrain.local.demo [--method script|byoc|builtin] [--tuning-jobs 4] [--parallel 2]
 
+The work dir (default .work/demo) is kept from one demo to the next.
+
 1. loads the state machine from ``cdk.out`` and resolves it to local stand-ins;
 2. writes the sample datasets into the S3 stand-in under the data bucket's default prefixes;
 3. runs one training execution for ``--method``, then (unless ``--tuning-jobs 0``) a tuning
@@ -12,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -96,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, default=2, help="tuning jobs at a time (default 2)")
     parser.add_argument("--outdir", type=Path, default=ROOT / "cdk.out", help="synthesized app")
     parser.add_argument("--work-dir", type=Path, default=ROOT / ".work" / "demo",
-                        help="S3 stand-in and job trees (emptied first; default .work/demo)")
+                        help="S3 stand-in, job trees, tracked runs and registered model versions, "
+                        "kept from one demo to the next (delete it to start afresh; default "
+                        ".work/demo)")
     args = parser.parse_args(argv)
     if args.tuning_jobs < 0 or args.parallel < 1:
         parser.error("--tuning-jobs must be >= 0 and --parallel >= 1")
@@ -109,12 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     if name not in programs:
         parser.error(f"--program {name!r} is not one of {', '.join(sorted(programs))}")
     program = programs[name]
-    shutil.rmtree(args.work_dir, ignore_errors=True)
 
     from training_code.sample_data import write_datasets
 
     progress = Progress()
     print(f"Offline run of the synthesized workflow in {args.outdir}")
+    earlier = sorted(path.name for path in (args.work_dir / "jobs").glob("*")) \
+        if (args.work_dir / "jobs").is_dir() else []
+    if earlier:
+        # Kept, not emptied: a model version approved after the last demo is still there.
+        print(f"  work dir {args.work_dir}: kept from earlier demos ({len(earlier)} training jobs, "
+              "their tracked runs and registered versions); delete it to start afresh")
     with OfflineEngine(outdir=args.outdir, work_dir=args.work_dir, on_log=progress.log) as engine:
         data_uri = f"s3://{engine.deployment.data_bucket}/{contract.DATASETS_PREFIX}"
         sample_data = args.work_dir / "sample-data"
