@@ -18,7 +18,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from smtrain.local.engine import OfflineEngine  # noqa: E402
 from smtrain.local.job_tree import build_job_tree  # noqa: E402
-from smtrain.local.program_envs import default_cache_dir, environment_for  # noqa: E402
+from smtrain.local.program_envs import bundle_requirements, default_cache_dir, environment_for  # noqa: E402
 from training_code.sample_data import write_datasets  # noqa: E402
 
 PROGRAM = "digits_mlp"
@@ -48,10 +47,8 @@ def direct(engine: OfflineEngine, data: Path, work: Path) -> float:
     start = time.perf_counter()
     tree = build_job_tree(work, hyperparameters=hyperparameters,
                           channels={c: data / PROGRAM / c for c in ("train", "validation")})
-    with tarfile.open(hyperparameters["sagemaker_submit_directory"], "r:gz") as bundle:
-        member = bundle.extractfile("requirements.txt")
-        requirements = work.parent / "requirements.txt"
-        requirements.write_bytes(member.read() if member is not None else b"")
+    requirements = bundle_requirements(Path(hyperparameters["sagemaker_submit_directory"]),
+                                       work.parent / "requirements.txt")
     python = environment_for(requirements, default_cache_dir())
     subprocess.run([str(python), "-m", "smtrain.local.toolkit_train"], check=True, capture_output=True,
                    env={**os.environ, **tree.environment(), "OMP_NUM_THREADS": "1"})

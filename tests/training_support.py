@@ -11,7 +11,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tarfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from smtrain.local.job_tree import JobTree, build_job_tree
-from smtrain.local.program_envs import default_cache_dir, environment_for
+from smtrain.local.program_envs import bundle_requirements, default_cache_dir, environment_for
 from tests.conftest import ROOT
 from tests.helpers import Synthesized
 
@@ -74,11 +73,9 @@ def run_toolkit(base_dir: Path, *, hyperparameters: Mapping[str, str],
     ``requirements.txt`` (``sagemaker_submit_directory``), where the toolkit's pip install of
     that same file is left out."""
     tree = build_job_tree(base_dir, hyperparameters=hyperparameters, channels=channels)
-    with tarfile.open(hyperparameters["sagemaker_submit_directory"], "r:gz") as bundle:
-        member = bundle.extractfile("requirements.txt")
-        assert member is not None, "the bundle has no requirements.txt"
-        requirements = base_dir.parent / "requirements.txt"
-        requirements.write_bytes(member.read())
+    requirements = bundle_requirements(Path(hyperparameters["sagemaker_submit_directory"]),
+                                       base_dir.parent / "requirements.txt")
+    assert requirements is not None, "the bundle has no requirements.txt"
     python = environment_for(requirements, default_cache_dir())
     return run_process([str(python), "-m", "smtrain.local.toolkit_train"], tree=tree), tree
 

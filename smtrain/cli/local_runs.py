@@ -223,7 +223,7 @@ def start_local(args: argparse.Namespace, draft: dict[str, Any], channel_inputs:
         execution_input = {**draft, **({"inputs": channels} if channels else {})}
         # The channels left to their default place (datasets/<program>/<channel>/) must hold
         # data before anything starts; the sample datasets fill it for the shipped programs.
-        defaults = {c.name: contract.default_channel_uri(bucket, program.name, c.name)
+        defaults = {c: contract.default_channel_uri(bucket, program.name, c.name)
                     for c in program.channels if c.name not in channels}
         from training_code.sample_data import PROGRAMS as SAMPLE_PROGRAMS
 
@@ -236,12 +236,12 @@ def start_local(args: argparse.Namespace, draft: dict[str, Any], channel_inputs:
             engine.s3.put_tree(sample, f"s3://{bucket}/{contract.DATASETS_PREFIX}")
             print(f"put the sample datasets under s3://{bucket}/{contract.DATASETS_PREFIX} "
                   "(local stand-in)", flush=True)
-        empty = [name for name, uri in defaults.items() if not engine.s3.objects_under(uri)
-                 and next(c for c in program.channels if c.name == name).required]
+        empty = {c.name: uri for c, uri in defaults.items()
+                 if c.required and not engine.s3.objects_under(uri)}
         if empty:
             raise InputError(
                 f"program {program.name!r} has no data for channel{'s' if len(empty) > 1 else ''} "
-                + ", ".join(f"'{name}' (nothing under {defaults[name]})" for name in empty)
+                + ", ".join(f"'{name}' (nothing under {uri})" for name, uri in empty.items())
                 + ": pass " + " ".join(f"--input {name}=<folder or s3:// URI>" for name in empty))
         print(f"Started {execution} locally (state machine from {args.cdk_out}; S3 stand-in "
               f"{engine.s3.root})", flush=True)

@@ -117,11 +117,10 @@ def main(argv: list[str] | None = None) -> int:
 
     progress = Progress()
     print(f"Offline run of the synthesized workflow in {args.outdir}")
-    earlier = sorted(path.name for path in (args.work_dir / "jobs").glob("*")) \
-        if (args.work_dir / "jobs").is_dir() else []
+    earlier = sum(1 for _ in (args.work_dir / "jobs").glob("*"))  # none where it does not exist
     if earlier:
         # Kept, not emptied: a model version approved after the last demo is still there.
-        print(f"  work dir {args.work_dir}: kept from earlier demos ({len(earlier)} training jobs, "
+        print(f"  work dir {args.work_dir}: kept from earlier demos ({earlier} training jobs, "
               "their tracked runs and registered versions); delete it to start afresh")
     with OfflineEngine(outdir=args.outdir, work_dir=args.work_dir, on_log=progress.log) as engine:
         data_uri = f"s3://{engine.deployment.data_bucket}/{contract.DATASETS_PREFIX}"

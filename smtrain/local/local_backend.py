@@ -47,7 +47,12 @@ from smtrain.local.backend import TERMINAL_STATUSES, Description, Request, SageM
 from smtrain.local.builtin_xgboost import BUILTIN_METRIC_DEFINITIONS
 from smtrain.local.deployment import ByocProgram
 from smtrain.local.job_tree import JobTree, build_job_tree
-from smtrain.local.program_envs import ProgramEnvironmentError, default_cache_dir, environment_for
+from smtrain.local.program_envs import (
+    ProgramEnvironmentError,
+    bundle_requirements,
+    default_cache_dir,
+    environment_for,
+)
 from smtrain.local.run_record import RECORD_FILE, RECORD_VARIABLE, log_run_record, read_run_record
 from smtrain.local.s3_stand_in import LocalS3, S3UriError
 
@@ -340,15 +345,7 @@ class LocalBackend:
             return None
         bundle = Path(json.loads((tree.base_dir / "input" / "config" / "hyperparameters.json")
                                  .read_text())["sagemaker_submit_directory"])
-        with tarfile.open(bundle, "r:gz") as archive:
-            member = next((m for m in archive.getmembers() if m.isfile() and
-                           m.name.removeprefix("./") == "requirements.txt"), None)
-            extracted = archive.extractfile(member) if member is not None else None
-            if extracted is None:
-                return None
-            target = tree.base_dir.parent / "requirements.txt"
-            target.write_bytes(extracted.read())
-        return target
+        return bundle_requirements(bundle, tree.base_dir.parent / "requirements.txt")
 
     def _python(self, job: TrainingJob, tree: JobTree) -> Path:
         try:

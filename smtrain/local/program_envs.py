@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,6 +129,19 @@ def _locked(lock_path: Path) -> Iterator[None]:
 def _tail(output: str, lines: int = _PIP_TAIL_LINES) -> str:
     kept = [line for line in output.splitlines() if line.strip()]
     return "\n".join(kept[-lines:])
+
+
+def bundle_requirements(bundle: Path, destination: Path) -> Path | None:
+    """A script program's ``requirements.txt`` from its ``sourcedir.tar.gz``, written to
+    ``destination`` (which is returned), or None when the tarball has none."""
+    with tarfile.open(bundle, "r:gz") as archive:
+        member = next((m for m in archive.getmembers() if m.isfile() and
+                       m.name.removeprefix("./") == "requirements.txt"), None)
+        extracted = archive.extractfile(member) if member is not None else None
+        if extracted is None:
+            return None
+        destination.write_bytes(extracted.read())
+    return destination
 
 
 def environment_for(requirements: Path | None, cache_dir: Path) -> Path:
