@@ -270,10 +270,13 @@ def trained(synthesized: Synthesized, sample_data: Path,
     from smtrain.local.engine import OfflineEngine
 
     engine = OfflineEngine(outdir=synthesized.outdir, work_dir=tmp_path_factory.mktemp("trained"))
+    # As Python runs on most machines, writing bytecode next to what it imports (this machine's
+    # environment turns that off): the jobs must still leave the cloud assembly as synthesized.
     # Entered only while the runs train: one engine serves SageMaker at a time in a process, so a
     # module that runs more executions on it enters it again (its jobs, files, registry and
     # MLflow store stay; moto's executions start afresh).
-    with engine:
+    with engine, pytest.MonkeyPatch.context() as bytecode:
+        bytecode.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
         engine.s3.put_tree(sample_data, f"s3://{engine.deployment.data_bucket}/datasets/")
         # The tuning runs' trials run two at a time; the training runs start meanwhile.
         started = {("tuning", program): engine.start(execution_input, name=trained_name(program, tuning=True))

@@ -75,6 +75,17 @@ def test_program_trains_a_real_model(trained: TrainedRuns, program: str, files: 
     assert _metric(output, "validation:accuracy") >= min_accuracy
 
 
+def test_jobs_leave_the_cloud_assembly_as_synthesized(trained: TrainedRuns) -> None:
+    """The BYOC job ran its entry point from the staged image context in cdk.out (with Python
+    free to write bytecode, as on most machines) and wrote nothing there: `cdk deploy` builds
+    the image from that folder."""
+    assert [job for job in trained.engine.backend.jobs() if job.kind == "byoc"]
+    for program in trained.engine.deployment.byoc_programs.values():
+        written = [p for p in program.context_dir.rglob("*")
+                   if p.name == "__pycache__" or p.suffix == ".pyc"]
+        assert not written, written[:3]
+
+
 def _trained_job(trained: TrainedRuns, program: str) -> Any:
     backend = trained.engine.backend
     assert isinstance(backend, LocalBackend)

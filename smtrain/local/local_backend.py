@@ -364,10 +364,12 @@ class LocalBackend:
             # run again where that environment was built from the same file).
             return [str(python), "-m", "smtrain.local.toolkit_train"], {}
         if job.kind == "byoc":
-            # The staged build context: the program's folder and what its Dockerfile copies.
+            # The staged build context: the program's folder and what its Dockerfile copies. It
+            # stands for the image, so the job reads it and never writes there: no bytecode, or
+            # the next `cdk deploy` would build the image from a context the synth never saw.
             program = self.images.byoc[job.request["AlgorithmSpecification"]["TrainingImage"]]
             return ([str(python), str(program.entry_point)],
-                    {"PYTHONPATH": str(program.context_dir)})
+                    {"PYTHONPATH": str(program.context_dir), "PYTHONDONTWRITEBYTECODE": "1"})
         return [str(python), "-m", "smtrain.local.builtin_xgboost"], {"PYTHONPATH": str(ROOT)}
 
     def _execute(self, job: TrainingJob, tree: JobTree, log_path: Path) -> int:
