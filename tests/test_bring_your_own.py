@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 from smtrain.core import contract
+from smtrain.local import opt_ml
 from smtrain.local.engine import TRACKING_EXPERIMENT, OfflineEngine
 from tests.conftest import BROUGHT_PROGRAMS, shipped_training_code
 from tests.helpers import (
@@ -31,6 +33,11 @@ from tests.helpers import (
 )
 
 BROUGHT = BROUGHT_PROGRAMS
+AT_OPT_ML = opt_ml.probe()
+#: tree_byoc hard-codes /opt/ml, as public BYOC code does: offline, only a job in a mount
+#: namespace of its own finds its tree there.
+needs_opt_ml = pytest.mark.skipif(not AT_OPT_ML.available,
+                                  reason=f"no mount namespace here: {AT_OPT_ML.reason}")
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -100,12 +107,16 @@ def test_script_program_tunes_on_its_own_objective(engine: OfflineEngine) -> Non
     assert set(result.output["tunedHyperparameters"]) == {"lr"}
 
 
+@needs_opt_ml
 def test_byoc_program_trains_and_tunes(engine: OfflineEngine) -> None:
+    """tree_byoc reads and writes only literal /opt/ml paths, as AWS's sample does."""
     trained = engine.run({"program": "tree_byoc", "hyperparameters": {"max_leaf_nodes": "32"}},
                          name="byo-byoc")
     assert trained.succeeded, (trained.error, trained.cause)
     assert trained.output is not None
     assert _metric(trained.output, "cv:accuracy") > 0.6
+    with tarfile.open(engine.local_path(trained.output["modelArtifacts"]), "r:gz") as archive:
+        assert json.load(archive.extractfile("tree.json"))["max_leaf_nodes"] == 32  # type: ignore[arg-type]
     tuned = engine.run({"program": "tree_byoc", "tuning": {"maxJobs": 2, "maxParallelJobs": 1}},
                        name="byo-byoc-tuning")
     assert tuned.succeeded, (tuned.error, tuned.cause)
@@ -113,6 +124,7 @@ def test_byoc_program_trains_and_tunes(engine: OfflineEngine) -> None:
     assert tuned.output["objective"]["MetricName"] == "cv:accuracy"
 
 
+@needs_opt_ml
 def test_brought_programs_metrics_reach_mlflow(engine: OfflineEngine) -> None:
     from mlflow.tracking import MlflowClient
 

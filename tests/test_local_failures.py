@@ -65,7 +65,7 @@ def run_job(backend: LocalBackend, name: str, *, metric_definitions: list[dict[s
 
 FAILS_WITH_EMPTY_FAILURE_FILE = """
     import os, sys
-    base = os.environ["SAGEMAKER_BASE_DIR"]
+    base = os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml")
     open(os.path.join(base, "output", "failure"), "w").close()
     print("loading the data", flush=True)
     print("Traceback (most recent call last):", file=sys.stderr)

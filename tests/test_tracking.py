@@ -339,7 +339,7 @@ TRACKS_WITH_THE_TRACKER = """
     import os, sys
     from pathlib import Path
     from common.tracking import Tracker
-    model = Path(os.environ["SAGEMAKER_BASE_DIR"]) / "model"
+    model = Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml")) / "model"
     with Tracker(params={"learning_rate": 0.1}) as tracker:
         for epoch, accuracy in enumerate([0.5, 0.7, 0.8], start=1):
             print(f"epoch={epoch} validation:accuracy={accuracy}", flush=True)

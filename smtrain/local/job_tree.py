@@ -1,7 +1,8 @@
 """A fresh fake ``/opt/ml`` for one training job, laid out exactly as SageMaker lays it out.
 
-The AWS training toolkit and the BYOC entry point read their whole configuration from it
-(``SAGEMAKER_BASE_DIR`` points them here instead of ``/opt/ml``).
+The AWS training toolkit and the BYOC entry point read their whole configuration from it: the
+offline engine shows it to the job at ``/opt/ml`` (:mod:`smtrain.local.opt_ml`), or, where this
+machine cannot, ``SAGEMAKER_BASE_DIR`` points them here instead.
 """
 
 from __future__ import annotations
@@ -39,9 +40,12 @@ class JobTree:
     def checkpoint_dir(self) -> Path:
         return self.base_dir / "checkpoints"
 
-    def environment(self) -> dict[str, str]:
-        """Variables that point a training program at this tree."""
-        return {contract.ENV_BASE_DIR: str(self.base_dir), "SM_STUDIO_LOCAL_MODE": "true"}
+    def environment(self, *, at_opt_ml: bool = False) -> dict[str, str]:
+        """Variables that point a training program at this tree: ``SAGEMAKER_BASE_DIR`` names it,
+        unless the job sees it at ``/opt/ml`` (``at_opt_ml``: :mod:`smtrain.local.opt_ml`), where
+        the program finds it as on SageMaker, with no such variable."""
+        base = {} if at_opt_ml else {contract.ENV_BASE_DIR: str(self.base_dir)}
+        return {**base, "SM_STUDIO_LOCAL_MODE": "true"}
 
     def failure_reason(self) -> str | None:
         """What the program wrote to ``output/failure``; None when it wrote nothing there."""

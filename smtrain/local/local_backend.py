@@ -30,6 +30,7 @@ import json
 import os
 import posixpath
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -43,9 +44,11 @@ from typing import Any
 
 from smtrain.core import contract
 from smtrain.local import isolation as network_isolation
+from smtrain.local import opt_ml
 from smtrain.local.backend import TERMINAL_STATUSES, Description, Request, SageMakerError
 from smtrain.local.builtin_xgboost import BUILTIN_METRIC_DEFINITIONS
 from smtrain.local.deployment import ByocProgram
+from smtrain.local.entry_point import EntryPointError, command_for
 from smtrain.local.job_tree import JobTree, build_job_tree
 from smtrain.local.program_envs import (
     ProgramEnvironmentError,
@@ -357,28 +360,36 @@ class LocalBackend:
                 message = "..." + message[-(room - 3):]
             raise SageMakerError("AlgorithmError", f"InstallRequirementsError: {message}") from None
 
-    def _command(self, job: TrainingJob, python: Path) -> tuple[list[str], dict[str, str]]:
+    def _command(self, job: TrainingJob, python: Path) -> tuple[list[str], dict[str, str], str | None]:
+        """The job's command, what it adds to the environment, and a note on how it starts."""
         if job.kind == "script":
             # The toolkit's ``train`` console script (smtrain.local.toolkit_train: its own
             # ``pip install -r requirements.txt`` goes into ``python``'s environment, and is not
             # run again where that environment was built from the same file).
-            return [str(python), "-m", "smtrain.local.toolkit_train"], {}
+            return [str(python), "-m", "smtrain.local.toolkit_train"], {}, None
         if job.kind == "byoc":
             # The staged build context: the program's folder and what its Dockerfile copies. It
             # stands for the image, so the job reads it and never writes there: no bytecode, or
             # the next `cdk deploy` would build the image from a context the synth never saw.
             program = self.images.byoc[job.request["AlgorithmSpecification"]["TrainingImage"]]
-            return ([str(python), str(program.entry_point)],
-                    {"PYTHONPATH": str(program.context_dir), "PYTHONDONTWRITEBYTECODE": "1"})
-        return [str(python), "-m", "smtrain.local.builtin_xgboost"], {"PYTHONPATH": str(ROOT)}
+            try:
+                entry = command_for(program.entry_point, python)
+            except EntryPointError as error:
+                raise SageMakerError("AlgorithmError", str(error)) from None
+            return (entry.argv,
+                    {"PYTHONPATH": str(program.context_dir), "PYTHONDONTWRITEBYTECODE": "1"},
+                    entry.note)
+        return [str(python), "-m", "smtrain.local.builtin_xgboost"], {"PYTHONPATH": str(ROOT)}, None
 
     def _execute(self, job: TrainingJob, tree: JobTree, log_path: Path) -> int:
         job.python = self._python(job, tree)
-        command, extra_env = self._command(job, job.python)
+        command, extra_env, start_note = self._command(job, job.python)
         # The engine's own settings (the offline MLflow store) win over the request's, whose
         # tracking URI would name a server in AWS.
+        at_opt_ml = opt_ml.probe()
         env = {**os.environ, **job.request.get("Environment", {}), **self.environment,
-               **_tracking_tags(job.request), **tree.environment(), **extra_env,
+               **_tracking_tags(job.request), **tree.environment(at_opt_ml=at_opt_ml.available),
+               **extra_env,
                "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "TRAINING_JOB_NAME": job.name}
         env.pop(RECORD_VARIABLE, None)
         if self.environment.get(contract.ENV_TRACKING_URI):
@@ -388,9 +399,22 @@ class LocalBackend:
         max_runtime = job.request.get("StoppingCondition", {}).get("MaxRuntimeInSeconds")
         deadline = time.monotonic() + max_runtime if max_runtime else None
         job.log_path = log_path
+        program_command = shlex.join(command)
         if job.isolation is not None:
             command = job.isolation.command(command)
+        if at_opt_ml.available:
+            command = at_opt_ml.command(tree.base_dir, command)
+            tree_note = (f"{NOTE_PREFIX}/opt/ml is this job's tree {tree.base_dir}, mounted there in a "
+                         f"mount namespace of its own (`{at_opt_ml.describe()}`), as SageMaker "
+                         "mounts it\n")
+        else:
+            tree_note = (f"{NOTE_PREFIX}no mount namespace here ({at_opt_ml.reason}): the job's tree "
+                         f"is {tree.base_dir}, named by SAGEMAKER_BASE_DIR; code that hard-codes "
+                         "/opt/ml will not find it\n")
         with log_path.open("w") as log:
+            log.write(tree_note)
+            if not at_opt_ml.available:
+                self._emit(job, tree_note.rstrip())
             if job.isolation is not None:
                 message = ("network isolation (EnableNetworkIsolation): the job ran in a network "
                            "namespace of its own with only a loopback interface "
@@ -399,10 +423,13 @@ class LocalBackend:
                 log.write(f"{NOTE_PREFIX}{message}\n")
                 self._emit(job, f"{NOTE_PREFIX}{message}")
             if job.kind == "byoc":
-                note = (f"{NOTE_PREFIX}no Docker engine here; running the BYOC image's train "
-                        "entry point on the host Python\n")
+                note = (f"{NOTE_PREFIX}no Docker engine here; the BYOC image's entry point runs on "
+                        f"this machine: {program_command}\n")
                 log.write(note)
                 self._emit(job, note.rstrip())
+            if start_note:
+                log.write(f"{NOTE_PREFIX}{start_note}\n")
+                self._emit(job, f"{NOTE_PREFIX}{start_note}")
             if job.python != Path(sys.executable):
                 note = f"{NOTE_PREFIX}the program's requirements are installed in {job.python.parent.parent}\n"
                 log.write(note)
@@ -502,6 +529,11 @@ class LocalBackend:
             record = read_run_record(self._record_path(job))
             if record is not None:
                 from mlflow.tracking import MlflowClient
+
+                # Directories the job named at /opt/ml (its tree, mounted there) are read here.
+                tree = self.work_dir / "jobs" / job.name / "opt_ml"
+                record.artifacts = [(str(_container_path(directory, tree) or directory), path)
+                                    for directory, path in record.artifacts]
 
                 log_run_record(MlflowClient(tracking_uri=uri), record, status=status,
                                end_time=int(time.time() * 1000))
