@@ -27,7 +27,7 @@ from tests.helpers import wait_idle
 
 FIXTURES = Path(__file__).parent / "fixtures" / "containers"
 REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
-PROGRAMS = ("opt_ml_literal", "shell_entry", "r_entry")
+PROGRAMS = ("opt_ml_literal", "shell_entry", "r_entry", "dockerfile_env")
 DATA_URI = "s3://local-data/rows/"
 METRICS = [{"Name": "validation:accuracy", "Regex": r"validation:accuracy=([0-9.]+)"}]
 
@@ -43,7 +43,9 @@ def image(program: str) -> str:
 @pytest.fixture
 def backend(tmp_path: Path) -> Iterator[LocalBackend]:
     byoc = {image(name): ByocProgram(name=name, image_uri=image(name), context_dir=FIXTURES,
-                                     program_dir=FIXTURES / name, entry_point=FIXTURES / name / "train")
+                                     program_dir=FIXTURES / name, entry_point=FIXTURES / name / "train",
+                                     dockerfile=(FIXTURES / name / "Dockerfile"
+                                                 if (FIXTURES / name / "Dockerfile").is_file() else None))
             for name in PROGRAMS}
     s3 = LocalS3(tmp_path / "s3")
     rows = s3.path(DATA_URI + "rows.csv")
@@ -194,3 +196,40 @@ def test_an_empty_env_line_is_refused(tmp_path: Path) -> None:
     entry.write_text("#!/usr/bin/env\n")
     with pytest.raises(EntryPointError, match="names no program for env"):
         command_for(entry, Path("/usr/bin/python3"))
+
+
+# -- the image's Dockerfile: its pip installs and ENV are honoured, the rest is named -------------
+def test_the_dockerfile_pip_installs_and_env_are_the_jobs_and_apt_is_named_as_not_reproduced(
+        backend: LocalBackend) -> None:
+    job = run(backend, request("from-dockerfile", "dockerfile_env"))
+    assert job.status == "Completed", job.failure_reason
+    assert job.log_path is not None
+    installed = (job.log_path.parent / "image-requirements.txt").read_text().splitlines()
+    assert installed == ["scikit-learn==1.7.2", "lightgbm==4.7.0"]  # the pins, in the image's order
+    log = job.log_path.read_text()
+    assert "greeting=from-the-image" in log
+    assert "2 requirement(s) from its pip install lines go into the job's environment" in log
+    assert "not reproduced here (no Docker): line 6: apt-get install python3-pip nginx" in log
+    assert model_files(backend, job) == {"model.json": b'{"greeting": "from-the-image"}'}
+
+
+def test_the_requests_environment_wins_over_the_images_env(backend: LocalBackend) -> None:
+    body = request("env-over-image", "dockerfile_env")
+    body["Environment"] = {"GREETING": "from-the-request"}
+    job = run(backend, body)
+    assert job.status == "Completed", job.failure_reason
+    assert job.log_path is not None and "greeting=from-the-request" in job.log_path.read_text()
+
+
+def test_an_unreadable_dockerfile_fails_the_job_naming_it(backend: LocalBackend, tmp_path: Path) -> None:
+    context = tmp_path / "context"
+    shutil.copytree(FIXTURES / "dockerfile_env", context / "broken")
+    (context / "broken" / "Dockerfile").write_text("RUN pip install lightgbm\n")
+    uri = image("broken")
+    backend.images = Images(byoc={**backend.images.byoc, uri: ByocProgram(
+        name="broken", image_uri=uri, context_dir=context, program_dir=context / "broken",
+        entry_point=context / "broken" / "train", dockerfile=context / "broken" / "Dockerfile")})
+    job = run(backend, request("broken-dockerfile", "broken"))
+    assert job.status == "Failed"
+    assert job.failure_reason == (f"AlgorithmError: the image's Dockerfile: {context / 'broken' / 'Dockerfile'} "
+                                  "has no FROM instruction")

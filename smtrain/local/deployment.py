@@ -44,6 +44,9 @@ class ByocProgram:
     program_dir: Path
     #: What SageMaker's ``docker run <image> train`` runs.
     entry_point: Path
+    #: The staged Dockerfile (None: not known; the program folder's requirements.txt is then
+    #: taken as what the image installs).
+    dockerfile: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -167,7 +170,8 @@ def _byoc_programs(outdir: Path, outputs: dict[str, str]) -> dict[str, ByocProgr
         program = load_program(program_dir, staged=True)
         programs[image_uri] = ByocProgram(
             name=program.name, image_uri=image_uri, context_dir=context_dir,
-            program_dir=program_dir, entry_point=program_dir / (program.entry_point or "train"))
+            program_dir=program_dir, entry_point=program_dir / (program.entry_point or "train"),
+            dockerfile=context_dir / dockerfile)
     return programs
 
 

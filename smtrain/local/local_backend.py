@@ -49,6 +49,7 @@ from smtrain.local.backend import TERMINAL_STATUSES, Description, Request, SageM
 from smtrain.local.builtin_xgboost import BUILTIN_METRIC_DEFINITIONS
 from smtrain.local.deployment import ByocProgram
 from smtrain.local.entry_point import EntryPointError, command_for
+from smtrain.local.image_recipe import ImageRecipe, ImageRecipeError, read_recipe
 from smtrain.local.job_tree import JobTree, build_job_tree
 from smtrain.local.program_envs import (
     ProgramEnvironmentError,
@@ -194,6 +195,7 @@ class LocalBackend:
         self._jobs: dict[str, TrainingJob] = {}
         self._tuning: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._recipes: dict[Path, ImageRecipe] = {}
 
     # -- training jobs --------------------------------------------------------------------
     def create_training_job(self, request: Request) -> Description:
@@ -342,13 +344,37 @@ class LocalBackend:
         tree), BYOC's from the staged program folder (what its image installs)."""
         if job.kind == "byoc":
             program = self.images.byoc[job.request["AlgorithmSpecification"]["TrainingImage"]]
-            path = program.program_dir / "requirements.txt"
-            return path if path.is_file() else None
+            recipe = self._recipe(program)
+            if recipe is None:
+                path = program.program_dir / "requirements.txt"
+                return path if path.is_file() else None
+            if not recipe.requirements:
+                return None
+            # What the Dockerfile's pip install lines install, pins as written.
+            path = tree.base_dir.parent / "image-requirements.txt"
+            path.write_text("".join(f"{line}\n" for line in recipe.requirements))
+            return path
         if job.kind != "script":
             return None
         bundle = Path(json.loads((tree.base_dir / "input" / "config" / "hyperparameters.json")
                                  .read_text())["sagemaker_submit_directory"])
         return bundle_requirements(bundle, tree.base_dir.parent / "requirements.txt")
+
+    def _recipe(self, program: ByocProgram) -> ImageRecipe | None:
+        """What the program's Dockerfile installs (read once per Dockerfile), or None where the
+        Dockerfile is not known."""
+        if program.dockerfile is None:
+            return None
+        with self._lock:
+            recipe = self._recipes.get(program.dockerfile)
+        if recipe is None:
+            try:
+                recipe = read_recipe(program.dockerfile, program.context_dir)
+            except ImageRecipeError as error:
+                raise SageMakerError("AlgorithmError", f"the image's Dockerfile: {error}") from None
+            with self._lock:
+                self._recipes[program.dockerfile] = recipe
+        return recipe
 
     def _python(self, job: TrainingJob, tree: JobTree) -> Path:
         try:
@@ -359,6 +385,9 @@ class LocalBackend:
             if len(message) > room:  # pip's last lines matter most
                 message = "..." + message[-(room - 3):]
             raise SageMakerError("AlgorithmError", f"InstallRequirementsError: {message}") from None
+
+    def _byoc_program(self, job: TrainingJob) -> ByocProgram:
+        return self.images.byoc[job.request["AlgorithmSpecification"]["TrainingImage"]]
 
     def _command(self, job: TrainingJob, python: Path) -> tuple[list[str], dict[str, str], str | None]:
         """The job's command, what it adds to the environment, and a note on how it starts."""
@@ -371,7 +400,7 @@ class LocalBackend:
             # The staged build context: the program's folder and what its Dockerfile copies. It
             # stands for the image, so the job reads it and never writes there: no bytecode, or
             # the next `cdk deploy` would build the image from a context the synth never saw.
-            program = self.images.byoc[job.request["AlgorithmSpecification"]["TrainingImage"]]
+            program = self._byoc_program(job)
             try:
                 entry = command_for(program.entry_point, python)
             except EntryPointError as error:
@@ -387,7 +416,10 @@ class LocalBackend:
         # The engine's own settings (the offline MLflow store) win over the request's, whose
         # tracking URI would name a server in AWS.
         at_opt_ml = opt_ml.probe()
-        env = {**os.environ, **job.request.get("Environment", {}), **self.environment,
+        # The image's ENV, then the request's Environment over it, as `docker run -e` would.
+        recipe = self._recipe(self._byoc_program(job)) if job.kind == "byoc" else None
+        image_env = recipe.environment if recipe is not None else {}
+        env = {**os.environ, **image_env, **job.request.get("Environment", {}), **self.environment,
                **_tracking_tags(job.request), **tree.environment(at_opt_ml=at_opt_ml.available),
                **extra_env,
                "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "TRAINING_JOB_NAME": job.name}
@@ -427,6 +459,12 @@ class LocalBackend:
                         f"this machine: {program_command}\n")
                 log.write(note)
                 self._emit(job, note.rstrip())
+                if recipe is not None:
+                    log.write(f"{NOTE_PREFIX}{recipe.summary()}\n")
+                    warning = recipe.warning()
+                    if warning:
+                        log.write(f"{NOTE_PREFIX}{warning}\n")
+                        self._emit(job, f"{NOTE_PREFIX}{warning}")
             if start_note:
                 log.write(f"{NOTE_PREFIX}{start_note}\n")
                 self._emit(job, f"{NOTE_PREFIX}{start_note}")
