@@ -106,6 +106,9 @@ class Settings:
     max_job_hours: float | None = None
     #: Retention of SageMaker's shared training log group; none: leave it as it is.
     training_log_retention_days: int | None = None
+    #: SageMaker's ``RetryStrategy.MaximumRetryAttempts`` on every job; none: no ``RetryStrategy``
+    #: is sent (Step Functions may refuse the field: ``contract.SAGEMAKER_RETRY_SETTING``).
+    sagemaker_retry_attempts: int | None = None
 
     def __post_init__(self) -> None:
         _check(_REGION.match(self.region) is not None, "region", self.region,
@@ -165,6 +168,14 @@ class Settings:
             _check(self.training_log_retention_days in LOG_RETENTION_DAYS,
                    "trainingLogRetentionDays", self.training_log_retention_days,
                    f"null (leave the group as it is) or one of {list(LOG_RETENTION_DAYS)}")
+        if self.sagemaker_retry_attempts is not None:
+            low, high = contract.SAGEMAKER_RETRY_ATTEMPTS_MIN, contract.SAGEMAKER_RETRY_ATTEMPTS_MAX
+            _check(isinstance(self.sagemaker_retry_attempts, int)
+                   and not isinstance(self.sagemaker_retry_attempts, bool)
+                   and low <= self.sagemaker_retry_attempts <= high,
+                   contract.SAGEMAKER_RETRY_SETTING, self.sagemaker_retry_attempts,
+                   f"null (send no RetryStrategy) or an integer from {low} to {high} "
+                   "(SageMaker's RetryStrategy.MaximumRetryAttempts)")
         if self.max_job_hours is not None:
             one_job = self.default_instance_count * self.max_runtime_seconds / 3600
             _check(not isinstance(self.max_job_hours, bool) and math.isfinite(self.max_job_hours)
@@ -265,6 +276,7 @@ _CONTEXT_FIELDS: dict[str, tuple[str, tuple[type, ...]]] = {
     "interContainerTrafficEncryption": ("inter_container_traffic_encryption", (bool,)),
     "maxJobHours": ("max_job_hours", (int, float, type(None))),
     "trainingLogRetentionDays": ("training_log_retention_days", (int, type(None))),
+    contract.SAGEMAKER_RETRY_SETTING: ("sagemaker_retry_attempts", (int, type(None))),
 }
 
 

@@ -82,6 +82,7 @@ def stub(aws: Aws) -> Iterator[AwsStub]:
     aws.stub.scp_denied_actions.clear()
     aws.stub.boundary_denied_actions.clear()
     aws.stub.denied_operations.clear()
+    aws.stub.unsupported_fields.clear()
 
 
 Run = Callable[..., tuple[int, str, str]]
@@ -208,7 +209,7 @@ def test_the_synthesized_app_passes(synthesized: Synthesized, stub: AwsStub, pre
     assert "SCPs, permission boundaries" in out
     assert "Nothing that preflight checks would fail." in out
 
-    (validated,) = stub.calls("ValidateStateMachineDefinition")
+    validated = stub.calls("ValidateStateMachineDefinition")[0]
     assert validated["type"] == "STANDARD"
     definition = validated["definition"]
     assert f"arn:aws:iam::{ACCOUNT}:role/" in definition and "Fn::" not in definition and "${" not in definition
@@ -248,6 +249,69 @@ def test_a_definition_error_fails(synthesized: Synthesized, tmp_path: Path, pref
     assert ('ERROR   SCHEMA_VALIDATION_FAILED at /States/TrainModel/Parameters: The field "TrainingJobNamePrefix" '
             "is not supported by Step Functions") in out
     assert "Summary: definition FAIL;" in out and "Something would fail" in out
+
+
+# -- RetryStrategy (setting sagemakerRetryAttempts): what ValidateStateMachineDefinition answers ----
+RETRY_TASKS = ("TrainModel", "TuneBuiltinModel", "TuneModel")
+ACCEPTED_WITH_IT = ("  RetryStrategy: ValidateStateMachineDefinition accepts the definition with it (result OK); "
+                    "that API checks the definition's syntax, and AWS does not document whether it refuses a "
+                    "field the SageMaker integration does not support, so `cdk deploy` may still refuse it")
+
+
+def _job_fields(definition: dict[str, Any], task: str) -> dict[str, Any]:
+    parameters: dict[str, Any] = definition["States"][task]["Parameters"]
+    return parameters if task == "TrainModel" else parameters["TrainingJobDefinition"]
+
+
+def test_the_validators_answer_on_retry_strategy_is_reported(synthesized: Synthesized, stub: AwsStub,
+                                                              preflight: Run) -> None:
+    """Off by default: preflight asks again with RetryStrategy on every job and says what came back."""
+    code, out, err = preflight(synthesized.outdir)
+    assert code == EXIT_OK, out + err
+    deployed, probe = stub.calls("ValidateStateMachineDefinition")
+    assert "RetryStrategy" not in deployed["definition"]
+    assert probe["type"] == deployed["type"] == "STANDARD"
+    probed = json.loads(probe["definition"])
+    for task in RETRY_TASKS:
+        assert _job_fields(probed, task)["RetryStrategy"] == {"MaximumRetryAttempts": 2}, task
+    assert probe["definition"].replace(',"RetryStrategy":{"MaximumRetryAttempts":2}', "") \
+        == json.dumps(json.loads(deployed["definition"]), separators=(",", ":"))
+    assert ("  RetryStrategy: sent by no task (setting 'sagemakerRetryAttempts' is null); asking "
+            "ValidateStateMachineDefinition again with it in TrainModel, TuneBuiltinModel, TuneModel") in out
+    assert ACCEPTED_WITH_IT in out.splitlines()
+
+
+def test_retry_strategy_refused_while_off_is_reported_and_passes(synthesized: Synthesized, stub: AwsStub,
+                                                                  preflight: Run) -> None:
+    """Step Functions' own list of fields may lack one botocore's model has (design.md): the stub
+    stands in for a validator that refuses RetryStrategy. Off, nothing deploys it: exit 0."""
+    stub.unsupported_fields.add("RetryStrategy")
+    code, out, err = preflight(synthesized.outdir)
+    assert code == EXIT_OK, out + err
+    assert "  result FAIL: 3 errors, 0 warnings" in out
+    assert ('  ERROR   SCHEMA_VALIDATION_FAILED at /States/TuneModel/Parameters/TrainingJobDefinition: '
+            'The field "RetryStrategy" is not supported by Step Functions') in out
+    assert ("  RetryStrategy: ValidateStateMachineDefinition refuses the definition with it (result FAIL) and "
+            "accepts it without: keep setting 'sagemakerRetryAttempts' null") in out.splitlines()
+
+
+def test_retry_strategy_refused_while_on_fails_naming_the_setting(synthesized: Synthesized, tmp_path: Path,
+                                                                   stub: AwsStub, preflight: Run) -> None:
+    def send_it(templates: Templates) -> None:
+        edit_definition(templates, 'createTrainingJob.sync","Parameters":{',
+                        'createTrainingJob.sync","Parameters":{"RetryStrategy":{"MaximumRetryAttempts":3},')
+
+    stub.unsupported_fields.add("RetryStrategy")
+    code, out, _ = preflight(app_copy(synthesized, tmp_path, send_it))
+    assert code == EXIT_FAILED, out
+    deployed, probe = stub.calls("ValidateStateMachineDefinition")
+    assert "RetryStrategy" in deployed["definition"] and "RetryStrategy" not in probe["definition"]
+    assert ("  RetryStrategy: sent by TrainModel (setting 'sagemakerRetryAttempts'); asking "
+            "ValidateStateMachineDefinition again without it") in out
+    assert ("  RetryStrategy: ValidateStateMachineDefinition refuses the definition with it (result FAIL) and "
+            "accepts it without: set 'sagemakerRetryAttempts' to null in the training context of cdk.json"
+            ) in out.splitlines()
+    assert "Summary: definition FAIL;" in out
 
 
 def test_a_denied_action_fails(synthesized: Synthesized, tmp_path: Path, preflight: Run) -> None:
@@ -309,7 +373,7 @@ def test_deployed_roles_are_simulated_as_principals(aws: Aws, synthesized: Synth
     assert "DENIED sagemaker:CreateHyperParameterTuningJob on" in out and "denied by an SCP" in out
     assert ", 1 denied" in out, "the SCP denial fails; the policy the deploy brings does not"
     # The deployed role's real name is what the definition passes and the simulator is asked about.
-    (validated,) = stub.calls("ValidateStateMachineDefinition")
+    validated = stub.calls("ValidateStateMachineDefinition")[0]
     execution_arn = next(arn for lid, arn in deployed.items() if lid.startswith(EXECUTION_ROLE))
     assert execution_arn in validated["definition"]
 

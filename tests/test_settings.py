@@ -19,6 +19,9 @@ def test_cdk_json_defaults_are_valid(cdk_context: dict[str, Any]) -> None:
     assert settings.default_instance_type in settings.allowed_instance_types
     assert settings.storage_stack_name == "smtrain-storage"
     assert settings.workflow_stack_name == "smtrain-workflow"
+    # Off unless asked for: Step Functions may refuse the field (see docs/configuration.md).
+    assert cdk_context["training"]["sagemakerRetryAttempts"] is None
+    assert settings.sagemaker_retry_attempts is None
 
 
 def test_dataclass_is_frozen() -> None:
@@ -56,6 +59,11 @@ BAD_VALUES: list[tuple[str, Any, str]] = [
     ("tags", {"team": 5}, "tags"),
     ("mlflowTrackingServer", "yes", "mlflowTrackingServer"),
     ("mlflowTrackingServerSize", "Huge", "mlflowTrackingServerSize"),
+    # RetryStrategy.MaximumRetryAttempts: 1 to 30 (API reference; botocore's sagemaker model).
+    ("sagemakerRetryAttempts", 0, "sagemakerRetryAttempts"),
+    ("sagemakerRetryAttempts", 31, "sagemakerRetryAttempts"),
+    ("sagemakerRetryAttempts", True, "sagemakerRetryAttempts"),
+    ("sagemakerRetryAttempts", "2", "sagemakerRetryAttempts"),
 ]
 
 
@@ -66,6 +74,18 @@ def test_bad_value_names_the_setting(cdk_context: dict[str, Any], key: str, valu
     context = {**cdk_context["training"], key: value}
     with pytest.raises(SettingsError, match=f"'{named}'"):
         settings_from_context(context, region="us-east-1")
+
+
+def test_sagemaker_retry_attempts_is_off_unless_set(cdk_context: dict[str, Any]) -> None:
+    without = {k: v for k, v in cdk_context["training"].items() if k != "sagemakerRetryAttempts"}
+    assert settings_from_context(without, region="us-east-1").sagemaker_retry_attempts is None
+    chosen = settings_from_context({**without, "sagemakerRetryAttempts": 30}, region="us-east-1")
+    assert chosen.sagemaker_retry_attempts == 30
+    with pytest.raises(SettingsError) as refused:
+        settings_from_context({**without, "sagemakerRetryAttempts": 0}, region="us-east-1")
+    assert str(refused.value) == (
+        "setting 'sagemakerRetryAttempts' is invalid: got 0, expected null (send no RetryStrategy) "
+        "or an integer from 1 to 30 (SageMaker's RetryStrategy.MaximumRetryAttempts)")
 
 
 def test_unknown_setting_is_refused(cdk_context: dict[str, Any]) -> None:

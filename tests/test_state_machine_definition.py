@@ -277,7 +277,8 @@ def test_training_request(definition: Definition) -> None:
     assert p["CheckpointConfig"]["S3Uri.$"] == (
         "States.Format('s3://import-exportsoutputrefbucketsartifactsb9ee640063e0f2d8/checkpoints/{}/', "
         "$.run.id)")
-    assert p["RetryStrategy"] == {"MaximumRetryAttempts": 2}
+    # Off by default (setting sagemakerRetryAttempts): tests/test_sagemaker_retry_strategy.py.
+    assert "RetryStrategy" not in p
     assert p["Tags"] == [
         {"Key": "project", "Value": "smtrain"},  # the stack's tags, for cost attribution
         {"Key": "smtrain:execution", "Value.$": "$$.Execution.Name"},

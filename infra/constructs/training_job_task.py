@@ -75,6 +75,24 @@ class JobSecurity:
         return fields
 
 
+def retry_strategy(sagemaker_retries: int | None) -> dict[str, Any]:
+    """The request fields that have SageMaker retry a job that failed with an internal error:
+    ``{"RetryStrategy": {"MaximumRetryAttempts": n}}``, or none for ``None``.
+
+    ``CreateTrainingJob`` and a tuning job's ``TrainingJobDefinition`` both take the field
+    (botocore's sagemaker model); ``MaximumRetryAttempts`` is 1 to 30 (API reference,
+    RetryStrategy). Whether Step Functions' SageMaker integration accepts it is not documented
+    (see ``contract.SAGEMAKER_RETRY_SETTING``), so the stack sends it only when asked."""
+    if sagemaker_retries is None:
+        return {}
+    low, high = contract.SAGEMAKER_RETRY_ATTEMPTS_MIN, contract.SAGEMAKER_RETRY_ATTEMPTS_MAX
+    if not (isinstance(sagemaker_retries, int) and not isinstance(sagemaker_retries, bool)
+            and low <= sagemaker_retries <= high):
+        raise ValueError(f"sagemaker_retries must be None (no RetryStrategy) or an integer from {low} "
+                         f"to {high}, got {sagemaker_retries!r}")
+    return {"RetryStrategy": {"MaximumRetryAttempts": sagemaker_retries}}
+
+
 def tracking_environment(tracking_uri: str, paths: ChannelPaths) -> dict[str, str]:
     """The variables ``training_code/common/tracking.py`` reads: where to log, and the tags that
     trace a run back to its execution."""
@@ -100,14 +118,15 @@ def job_tags(paths: ChannelPaths, stack_tags: Mapping[str, str]) -> list[dict[st
 class TrainingJobTask(sfn.CustomState):
     """``arn:aws:states:::sagemaker:createTrainingJob.sync`` with the full request.
 
-    Unlike CDK's ``SageMakerCreateTrainingJob`` it sends managed spot, checkpoints,
-    ``RetryStrategy`` and ``MaxWaitTimeInSeconds``. Guarantees:
+    Unlike CDK's ``SageMakerCreateTrainingJob`` it sends managed spot, checkpoints and
+    ``MaxWaitTimeInSeconds``, and ``RetryStrategy`` when asked. Guarantees:
 
     - the job name is ``<name_prefix>-<execution run id>-<attempt>``: unique per execution and
       per attempt (``$.attempt.number``, see :class:`~infra.constructs.create_job_retry.
       CreateJobRetry`, which retries throttling and limits), at most 63 characters (checked
-      here); SageMaker itself retries internal errors up to
-      ``sagemaker_retries`` times (default 2);
+      here); with ``sagemaker_retries`` (1-30; default None: no ``RetryStrategy`` is sent, see
+      :func:`retry_strategy`) SageMaker itself retries a job that failed with an internal error
+      up to that many times;
     - the result is trimmed to the job name, model artifact URI and final metrics;
     - :attr:`policy_statements` holds exactly the IAM the task needs.
 
@@ -125,7 +144,7 @@ class TrainingJobTask(sfn.CustomState):
     def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str,
                  role_arn: str, output_uri: str, checkpoint_uri: str, kms_key_arn: str,
                  run_id_path: str = "$.run.id", paths: ChannelPaths | None = None,
-                 sagemaker_retries: int = 2,
+                 sagemaker_retries: int | None = None,
                  result_path: str = "$.training", tracking_uri: str | None = None,
                  security: JobSecurity | None = None) -> None:
         longest = len(name_prefix) + 1 + UUID_LENGTH + 1 + ATTEMPT_DIGITS
@@ -157,7 +176,7 @@ class TrainingJobTask(sfn.CustomState):
                 "CheckpointConfig": {
                     "S3Uri.$": f"States.Format('{checkpoint_uri}{{}}/', {run_id_path})",
                 },
-                "RetryStrategy": {"MaximumRetryAttempts": sagemaker_retries},
+                **retry_strategy(sagemaker_retries),
                 "Tags": job_tags(paths, security.tags),
             },
             "ResultSelector": {

@@ -87,6 +87,10 @@ class TrainingStateMachineProps:
     inter_container_encryption: bool = True
     #: The most instance-hours one execution may use (see ``smtrain/core/budget.py``); none: no cap.
     max_job_hours: float | None = None
+    #: SageMaker's ``RetryStrategy.MaximumRetryAttempts`` (1-30) on every training job and tuning
+    #: trial; none (the default): the tasks send no ``RetryStrategy`` (setting
+    #: ``sagemakerRetryAttempts``; why off: ``contract.SAGEMAKER_RETRY_SETTING``).
+    sagemaker_retry_attempts: int | None = None
     #: Seconds Step Functions reuses a data key of ``key`` for the execution data it encrypts
     #: (60-900; the CloudFormation default is 300).
     kms_data_key_reuse_seconds: int = 300
@@ -224,11 +228,13 @@ class TrainingStateMachine(Construct):
             self, "TrainModel", name_prefix=prefix, role_arn=role_arn, output_uri=output_uri,
             checkpoint_uri=checkpoint_uri, kms_key_arn=props.key.key_arn,
             tracking_uri=props.tracking_uri, security=props.security,
+            sagemaker_retries=props.sagemaker_retry_attempts,
         )
         self.tuning_task = TuningJobTask(
             self, "TuneModel", name_prefix=prefix, role_arn=role_arn, output_uri=output_uri,
             checkpoint_uri=checkpoint_uri, kms_key_arn=props.key.key_arn,
             tracking_uri=props.tracking_uri, security=props.security,
+            sagemaker_retries=props.sagemaker_retry_attempts,
         )
         # Built-in XGBoost resumes from whatever its checkpoint directory holds, and a tuning
         # job's trials share one checkpoint URI: its trials get none (a trial interrupted on spot
@@ -236,7 +242,7 @@ class TrainingStateMachine(Construct):
         self.builtin_tuning_task = TuningJobTask(
             self, "TuneBuiltinModel", name_prefix=prefix, role_arn=role_arn, output_uri=output_uri,
             checkpoint_uri=None, kms_key_arn=props.key.key_arn, tracking_uri=props.tracking_uri,
-            security=props.security,
+            security=props.security, sagemaker_retries=props.sagemaker_retry_attempts,
         )
         self.describe_best = DescribeTrainingJobTask(
             self, "DescribeBestTrainingJob", name_prefix=prefix,

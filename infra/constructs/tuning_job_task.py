@@ -19,6 +19,7 @@ from infra.constructs.training_job_task import (
     ChannelPaths,
     JobSecurity,
     job_tags,
+    retry_strategy,
     tracking_environment,
 )
 from smtrain.core import contract
@@ -44,6 +45,8 @@ class TuningJobTask(sfn.CustomState):
       ``<checkpoint_uri><short run id>/``: one prefix for all trials, which SageMaker restores into
       each trial that starts, so the training code must keep each job's checkpoint apart (the
       project's script does, by ``TRAINING_JOB_NAME``);
+    - with ``sagemaker_retries`` (1-30; default None: none) every trial carries SageMaker's
+      ``RetryStrategy`` (see :func:`~infra.constructs.training_job_task.retry_strategy`);
     - ``security`` (default none) puts the VPC, isolation and inter-container encryption on every
       trial, and the stack's tags on the tuning job, which SageMaker copies to its trials;
     - the result keeps only the job name, status, counters and the best training job, so the
@@ -55,7 +58,7 @@ class TuningJobTask(sfn.CustomState):
                  output_uri: str, checkpoint_uri: str | None, kms_key_arn: str,
                  short_run_id_path: str = "$.run.shortId",
                  paths: ChannelPaths | None = None,
-                 sagemaker_retries: int = 2, result_path: str = "$.tuningResult",
+                 sagemaker_retries: int | None = None, result_path: str = "$.tuningResult",
                  tracking_uri: str | None = None, security: JobSecurity | None = None) -> None:
         longest = len(name_prefix) + 1 + SHORT_RUN_ID_LENGTH + 1 + ATTEMPT_DIGITS
         if longest > TUNING_JOB_NAME_LIMIT:
@@ -83,7 +86,7 @@ class TuningJobTask(sfn.CustomState):
                     "StoppingCondition.$": paths.stopping_condition,
                     "EnableManagedSpotTraining.$": paths.spot,
                     **security.request_fields(paths),
-                    "RetryStrategy": {"MaximumRetryAttempts": sagemaker_retries},
+                    **retry_strategy(sagemaker_retries),
                 },
                 # "Tags that you specify for the tuning job are also added to all training jobs
                 # that the tuning job launches" (API reference, CreateHyperParameterTuningJob,

@@ -147,6 +147,7 @@ class WorkflowStack(Stack):
             ),
             inter_container_encryption=settings.inter_container_traffic_encryption,
             max_job_hours=settings.max_job_hours,
+            sagemaker_retry_attempts=settings.sagemaker_retry_attempts,
             model_groups=storage.registry.groups,
             repository_arn=storage.repository.repository_arn if any(
                 program.kind == "byoc" for program in programs.values()) else None,

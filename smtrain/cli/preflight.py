@@ -5,6 +5,9 @@ With the caller's credentials it
 1. renders every state machine definition of the synthesized app (``cdk.out``) with the caller's
    account, region and partition (and the real resources of stacks that are already deployed)
    and sends it to Step Functions' ``ValidateStateMachineDefinition``, printing each diagnostic;
+   then sends it again with SageMaker's ``RetryStrategy`` on every job (or without it, where the
+   ``sagemakerRetryAttempts`` setting sends it) and says what the two answers mean for that field
+   (:mod:`smtrain.cli.retry_strategy_check`);
 2. derives the calls a run makes from the definition (each Task state's integration, the job
    names, S3 locations, KMS key, images, logging and tracing) and asks IAM's policy simulator
    whether the state machine role and the SageMaker execution role may make them:
@@ -27,6 +30,7 @@ boto3 is imported only by the functions that call AWS (``smtrain --help`` stays 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -34,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smtrain.cli import retry_strategy_check
 from smtrain.cli.outcome import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, aws_session, run_handler, say
 from smtrain.core import contract
 from smtrain.core.assembly import AppStack, References, UnresolvedReference
@@ -562,21 +567,25 @@ _CANNOT_CALL = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"
 
 
 def validate_definition(session: Any, region: str, label: str, definition: str, machine_type: str,
-                        outcome: _Outcome) -> None:
+                        outcome: _Outcome, *, probe: bool = False) -> dict[str, Any] | None:
+    """Step Functions' answer on ``definition``, printed one line per diagnostic; none where it could
+    not be asked. A ``FAIL`` fails the preflight unless ``probe`` (a variant that is not deployed)."""
     from botocore.exceptions import ClientError
 
     sfn = session.client("stepfunctions", region_name=region)
     try:
-        response = sfn.validate_state_machine_definition(definition=definition, type=machine_type, maxResults=100)
+        response: dict[str, Any] = sfn.validate_state_machine_definition(
+            definition=definition, type=machine_type, maxResults=100)
     except ClientError as error:
         if _code(error) in _CANNOT_CALL:
             outcome.unchecked.append(f"ValidateStateMachineDefinition for {label}: {error}")
             say(f"  not checked: {error}")
-            return
+            return None
         if _code(error) == "ValidationException":  # e.g. larger than Step Functions accepts
-            outcome.failures.append(f"definition of {label}: {error}")
-            say(f"  FAIL: {error}")
-            return
+            if not probe:
+                outcome.failures.append(f"definition of {label}: {error}")
+            say(f"  {'answer' if probe else 'FAIL'}: {error}")
+            return None
         raise
     diagnostics = response.get("diagnostics", [])
     errors = sum(1 for diagnostic in diagnostics if diagnostic["severity"] == "ERROR")
@@ -585,8 +594,14 @@ def validate_definition(session: Any, region: str, label: str, definition: str, 
     for diagnostic in diagnostics:
         location = f" at {diagnostic['location']}" if diagnostic.get("location") else ""
         say(f"  {diagnostic['severity']:<7} {diagnostic['code']}{location}: {diagnostic['message']}")
-    if response["result"] != "OK":
+    if response["result"] != "OK" and not probe:
         outcome.failures.append(f"definition of {label}: {errors} errors")
+    return response
+
+
+def _validate_probe(session: Any, region: str, label: str, machine_type: str, outcome: _Outcome,
+                    definition: str) -> dict[str, Any] | None:
+    return validate_definition(session, region, label, definition, machine_type, outcome, probe=True)
 
 
 def simulate(session: Any, role: _Role, checks: list[Check], *, principal: bool) -> list[_Verdict]:
@@ -682,7 +697,9 @@ def preflight(outdir: Path) -> int:
             say("")
             say(f"1. State machine definition of {label} (Step Functions ValidateStateMachineDefinition, "
                 f"{machine_type})")
-            validate_definition(session, region, label, definition_text, machine_type, outcome)
+            answer = validate_definition(session, region, label, definition_text, machine_type, outcome)
+            retry_strategy_check.report(definition_text, answer, say=say, ask=functools.partial(
+                _validate_probe, session, region, label, machine_type, outcome))
             try:
                 definition = json.loads(definition_text)
             except json.JSONDecodeError:

@@ -7,8 +7,9 @@ limit bounds), times the number of training jobs: 1 for a training run, ``maxJob
 run, and for grid search the size of the grid (the product of the categorical ranges' value
 counts: a grid tuning job "runs a training job for every combination", developer guide,
 "Understand the hyperparameter tuning strategies"). SageMaker's own retries of a job that failed
-with an internal error (``RetryStrategy``, up to 2 here) are not counted: the budget bounds what
-the execution asks for, not what SageMaker's retries may add.
+with an internal error (``RetryStrategy``, sent only with the ``sagemakerRetryAttempts`` setting,
+up to that many) are not counted: the budget bounds what the execution asks for, not what
+SageMaker's retries may add.
 
 :data:`FUNCTION` is one rule of the input rules (:mod:`smtrain.core.input_rules`), evaluated once
 every field it reads has been checked: by the state machine's input check and by the CLI alike

@@ -153,6 +153,18 @@ REGISTRATION_FAILED_ERROR: Final = "ModelRegistrationFailed"
 CONTEXT_KEY: Final = "training"
 DEFAULT_NAME_PREFIX: Final = "smtrain"
 
+#: The setting that has every training job (and tuning trial) carry SageMaker's ``RetryStrategy``;
+#: null, the default, sends none. Off by default because Step Functions checks an optimized
+#: integration's static fields against its own list when the state machine is created
+#: (``SCHEMA_VALIDATION_FAILED: The field "X" is not supported by Step Functions``:
+#: aws/amazon-sagemaker-examples#4492, aws-step-functions-data-science-sdk-python#200) and no AWS
+#: document lists ``RetryStrategy`` among the fields ``createTrainingJob.sync`` takes.
+SAGEMAKER_RETRY_SETTING: Final = "sagemakerRetryAttempts"
+#: ``RetryStrategy.MaximumRetryAttempts``: "Valid Range: Minimum value of 1. Maximum value of 30."
+#: (API reference, RetryStrategy; botocore's sagemaker model, shape MaximumRetryAttempts).
+SAGEMAKER_RETRY_ATTEMPTS_MIN: Final = 1
+SAGEMAKER_RETRY_ATTEMPTS_MAX: Final = 30
+
 
 def storage_stack_name(name_prefix: str) -> str:
     """The stateful stack's CloudFormation name (key, buckets, repository, execution role)."""
