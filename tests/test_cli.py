@@ -637,6 +637,34 @@ def test_local_start_end_to_end(synthesized: Synthesized, tmp_path: Path) -> Non
     assert accuracy >= 0.9
 
 
+def _local_env(synthesized: Synthesized) -> dict[str, str]:
+    """A user's environment for ``--local``: no AWS settings; the programs the app was
+    synthesized from (else a program a team added would make the shared cdk.out stale)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SMTRAIN_"))}
+    env["SMTRAIN_TRAINING_CODE"] = str(synthesized.training_code)
+    return env
+
+
+def test_local_start_with_own_data_gets_no_sample_data(synthesized: Synthesized, tmp_path: Path) -> None:
+    """Issue 19, item 10: the user's own training data with a channel left to its default place
+    puts no sample datasets there (nor says so): the missing channel is refused in one line naming
+    the option to pass. Run from a folder other than the project root."""
+    mine = tmp_path / "my-data" / "train"
+    mine.mkdir(parents=True)
+    (mine / "part.csv").write_text("1,0.5,0.25\n0,0.1,0.75\n")
+    result = subprocess.run([SMTRAIN, "start", "--local", *MLP, "--hp", "epochs=1", "--input",
+                             "train=my-data/train", "--cdk-out", str(synthesized.outdir),
+                             "--work-dir", "work"], capture_output=True, text=True, timeout=300,
+                            env=_local_env(synthesized), cwd=tmp_path)
+    assert "put the sample datasets" not in result.stdout, result.stdout[-2000:]
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("smtrain: error: program 'digits_mlp' has no data for channel "
+                           "'validation' (nothing under s3://"), line
+    assert line.endswith(": pass --input validation=<folder or s3:// URI>"), line
+    assert not list((tmp_path / "work" / "s3").glob("*/datasets/digits_mlp"))
+
+
 # -- limits, at and one past the boundary ------------------------------------------------------
 # AWS's numbers, written out here on purpose (not read from the CLI's constants):
 # SageMaker API reference, CreateTrainingJob / HyperParameterTrainingJobDefinition: HyperParameters
