@@ -588,10 +588,57 @@ def test_missing_credentials(cloud: Cloud) -> None:
     before = len(cloud.executions())
     result = cloud.smtrain("start", *MLP, env=env)
     assert result.returncode == 4
-    assert result.stderr.strip() == ("smtrain: error: no AWS credentials found: configure a profile "
-                                     "(aws configure), set AWS_PROFILE, or set AWS_ACCESS_KEY_ID and "
-                                     "AWS_SECRET_ACCESS_KEY")
+    assert result.stderr.strip() == ("smtrain: error: no AWS credentials found: pass --profile, "
+                                     "configure a profile (aws configure), set AWS_PROFILE, or set "
+                                     "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
     assert len(cloud.executions()) == before
+
+
+def _with_profile_file(cloud: Cloud, tmp_path: Path, **env: str) -> dict[str, str]:
+    """A user's environment with one named profile ``team`` (credentials, no region) in their
+    AWS config file, and no credentials or region in the environment."""
+    config = tmp_path / "aws-config"
+    config.write_text("[profile team]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    base = cloud.env(AWS_CONFIG_FILE=str(config), **env)
+    del base["AWS_ACCESS_KEY_ID"], base["AWS_SECRET_ACCESS_KEY"], base["AWS_REGION"]
+    return base
+
+
+def test_profile_and_region_options(cloud: Cloud, tmp_path: Path) -> None:
+    """Issue 19, item 8: ``--profile`` and ``--region``, as the AWS CLI has them, before or after
+    the command, from the project root and from another folder; the option wins over the
+    environment (AWS CLI User Guide, "Configuration and credentials precedence": command line
+    options, then environment variables, then the files,
+    https://docs.aws.amazon.com/cli/latest/userguide/cli-chap-configure.html#configure-precedence)."""
+    env = _with_profile_file(cloud, tmp_path)
+    for args, cwd in ((["list", "--profile", "team", "--region", "us-east-1"], ROOT),
+                      (["--profile", "team", "--region", "us-east-1", "list"], tmp_path)):
+        result = run_cli(args, env=env, cwd=cwd)
+        assert result.returncode == 0, result.stderr
+    # --profile wins over AWS_PROFILE, --region over AWS_DEFAULT_REGION.
+    crossed = _with_profile_file(cloud, tmp_path, AWS_PROFILE="not-there", AWS_DEFAULT_REGION="mars-north-9")
+    result = run_cli(["list", "--profile", "team", "--region", "us-east-1"], env=crossed, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["status", "some-run", "--profile", "not-there"],
+     "smtrain: error: --profile not-there: no such profile in your AWS config and credentials files; "
+     "pass one they define (aws configure list-profiles)"),
+    (["list"],
+     "smtrain: error: AWS_PROFILE=not-there: no such profile in your AWS config and credentials files; "
+     "pass --profile with one they define, or unset AWS_PROFILE"),
+    (["logs", "some-run", "--profile", "team"],
+     "smtrain: error: no AWS region configured: pass --region, set AWS_REGION (or AWS_DEFAULT_REGION), "
+     "or set a region in your profile"),
+])
+def test_a_bad_profile_or_no_region_is_one_line(cloud: Cloud, tmp_path: Path, args: list[str],
+                                                message: str) -> None:
+    env = _with_profile_file(cloud, tmp_path, AWS_PROFILE="not-there")
+    if "--profile" in args:
+        del env["AWS_PROFILE"]
+    result = run_cli(args, env=env, cwd=tmp_path)
+    assert (result.returncode, result.stderr.strip()) == (4, message)
 
 
 def test_stack_not_deployed(cloud: Cloud) -> None:

@@ -17,7 +17,21 @@ from smtrain.core import contract
 __all__ = ["EXIT_ABORTED", "EXIT_ENVIRONMENT", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 
+def _aws_options(parser: argparse.ArgumentParser, *, top_level: bool = False) -> None:
+    """``--profile`` and ``--region``, as the AWS CLI has them: before the command or after it.
+    A command's own copies have no default (``SUPPRESS``), so they never hide the top level's."""
+    default = None if top_level else argparse.SUPPRESS
+    group = parser.add_argument_group("AWS") if not top_level else parser
+    group.add_argument("--profile", default=default,
+                       help="AWS profile of your config and credentials files (default: AWS_PROFILE, "
+                            "else the default profile)")
+    group.add_argument("--region", default=default,
+                       help="AWS Region, e.g. eu-west-1 (default: AWS_REGION or AWS_DEFAULT_REGION, "
+                            "else the profile's)")
+
+
 def _resource_options(parser: argparse.ArgumentParser) -> None:
+    _aws_options(parser)
     parser.add_argument("--stack-name", help="workflow stack (default: <namePrefix>-workflow from cdk.json)")
     parser.add_argument("--state-machine-arn", help="overrides the stack output (env SMTRAIN_STATE_MACHINE_ARN)")
     parser.add_argument("--data-bucket", help="overrides the stack output (env SMTRAIN_DATA_BUCKET)")
@@ -34,6 +48,7 @@ def _models_parser(commands: Any) -> None:
         parser.add_argument("--work-dir", type=Path, default=Path(".work/local"), help="with --local")
         parser.add_argument("--stack-name", help="workflow stack (default: <namePrefix>-workflow "
                                                  "from cdk.json)")
+        _aws_options(parser)
 
     listing = actions.add_parser("list", help="model versions, newest first")
     listing.add_argument("--program", help="only this program's versions")
@@ -52,7 +67,9 @@ def _models_parser(commands: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smtrain", description="Start, follow and explain SageMaker training runs of this project. "
-        "Region, profile and AWS_ENDPOINT_URL come from the usual AWS configuration.")
+        "--profile and --region (before or after the command) win over the usual AWS configuration "
+        "(AWS_PROFILE, AWS_REGION, ~/.aws/config), which also gives AWS_ENDPOINT_URL.")
+    _aws_options(parser, top_level=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     start = commands.add_parser("start", help="start a training (or tuning) run")
@@ -153,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "4 if AWS cannot be reached or a check could not run.")
     preflight.add_argument("--cdk-out", type=Path, default=Path("cdk.out"),
                            help="the synthesized app (default cdk.out; `make synth` writes it)")
+    _aws_options(preflight)
 
     programs = commands.add_parser(
         "programs", help="the training programs: channels, metrics, hyperparameters, tuning defaults",
@@ -179,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from smtrain.cli.outcome import AwsOptions, use_aws_options
+
+    use_aws_options(AwsOptions(profile=args.profile, region=args.region))
     if args.command == "preflight":
         from smtrain.cli import preflight
 
