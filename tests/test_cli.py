@@ -304,6 +304,27 @@ def test_program_and_method_both_route(cloud: Cloud, program: str) -> None:
     assert _tags(request)["smtrain:program"] == program
 
 
+def test_method_is_shown_apart_from_program_as_the_older_name(tmp_path: Path) -> None:
+    """Issue 19, item 8: ``start --help`` lists ``--program`` with the other options and
+    ``--method`` apart, as the first release's name; naming neither or both is one line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SMTRAIN_"))}
+    shown = run_cli(["start", "--help"], env=env, cwd=tmp_path)
+    assert shown.returncode == 0
+    sections = re.split(r"\n\n(?=\S)", shown.stdout)
+    (main,) = [s for s in sections if s.startswith("options:")]
+    (older,) = [s for s in sections if "--method" in s and not s.startswith("usage:")]
+    assert "--program" in main and "--method" not in main
+    assert older.splitlines()[0].startswith("older options"), older
+    assert "--program" not in older.split("\n", 2)[2]
+    for args, message in (([], "smtrain: error: name the program to train: --program NAME "
+                               "(`smtrain programs` lists them)"),
+                          (["--program", "digits_mlp", "--method", "script"],
+                           "smtrain: error: --program and --method both name the program: "
+                           "give --program only")):
+        refused = run_cli(["start", *args], env=env, cwd=tmp_path)
+        assert (refused.returncode, refused.stderr.strip()) == (2, message)
+
+
 def test_an_unknown_input_field_never_reaches_sagemaker(cloud: Cloud, shipped: dict[str, Program]) -> None:
     """A hand-written input with a name the contract does not know (a hyperparameter put at the
     top level) is refused by the state machine's first states: no job is created. The CLI

@@ -73,10 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     start = commands.add_parser("start", help="start a training (or tuning) run")
-    routing = start.add_mutually_exclusive_group(required=True)
-    routing.add_argument("--program", help="a training program (see `smtrain programs`)")
-    routing.add_argument("--method", help="script, byoc or builtin: the one program of that kind "
-                                          "(the first release's option)")
+    # One of --program and --method is required (checked by the command, in one line); --method
+    # is listed apart, as the older name it is, not beside --program as an equal.
+    start.add_argument("--program", help="the training program to run (required; see `smtrain programs`)")
+    older = start.add_argument_group(
+        "older options", "kept working for the first release's scripts; use --program instead")
+    older.add_argument("--method", metavar="KIND",
+                       help="script, byoc or builtin: the one program of that kind")
     start.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
                        help="hyperparameter (repeatable); sent as text, exactly as written")
     start.add_argument("--instance-type", help="e.g. ml.m5.xlarge: one of the deployment's "

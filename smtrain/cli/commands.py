@@ -69,6 +69,10 @@ def _directory_digest(directory: Path) -> str:
 def _checked_request(args: argparse.Namespace, data_bucket: str | None) -> tuple[dict[str, Any], Any, str]:
     """Everything checked and built before any AWS call: (input, channel inputs, name). The
     deployed limits (instance types and count) are checked once the stack is known."""
+    if args.program is None and args.method is None:
+        raise InputError("name the program to train: --program NAME (`smtrain programs` lists them)")
+    if args.program is not None and args.method is not None:
+        raise InputError("--program and --method both name the program: give --program only")
     programs = runnable_programs(args.program)
     program = resolve_program(programs, program=args.program, method=args.method)
     hyperparameters = parse_hyperparameters(args.hp)
