@@ -733,6 +733,157 @@ def test_local_start_with_own_data_gets_no_sample_data(synthesized: Synthesized,
     assert not list((tmp_path / "work" / "s3").glob("*/datasets/digits_mlp"))
 
 
+def test_offline_runs_are_inspected_like_cloud_ones(synthesized: Synthesized, tmp_path: Path) -> None:
+    """Issue 19, item 8: ``watch``, ``status``, ``list`` and ``logs`` take ``--local`` and read
+    the runs ``start --local`` made: from the folder they ran in with the defaults, and from the
+    project root with ``--work-dir``. One run succeeds, one fails in its job (train and validation
+    data of different widths)."""
+    env = _local_env(synthesized)
+    data = tmp_path / "data"
+    for channel, row in (("train", "1,0.5,0.25\n0,0.1,0.75\n"), ("validation", "1,0.5\n0,0.1\n")):
+        (data / channel).mkdir(parents=True)
+        (data / channel / "part.csv").write_text(row)
+    started = {}
+    for name, extra in (("offline-ok", []),
+                        ("offline-bad", ["--input", "train=data/train", "--input", "validation=data/validation"])):
+        result = subprocess.run([SMTRAIN, "start", "--local", *MLP, "--hp", "epochs=1", "--name", name,
+                                 "--cdk-out", str(synthesized.outdir), *extra], capture_output=True,
+                                text=True, timeout=300, env=env, cwd=tmp_path)
+        started[name] = result
+    assert started["offline-ok"].returncode == 0, started["offline-ok"].stdout[-2000:]
+    assert started["offline-bad"].returncode == 1, started["offline-bad"].stdout[-2000:]
+    work = ["--work-dir", str(tmp_path / ".work" / "local")]
+    for cwd, where in ((tmp_path, []), (ROOT, work)):
+        listing = run_cli(["list", "--local", *where], env=env, cwd=cwd)
+        assert listing.returncode == 0, listing.stderr
+        rows = {line.split()[0]: line.split()[1] for line in listing.stdout.splitlines()[1:]}
+        assert rows == {"offline-ok": "SUCCEEDED", "offline-bad": "FAILED"}, listing.stdout
+        failed_only = run_cli(["list", "--local", "--status", "FAILED", *where], env=env, cwd=cwd)
+        assert "offline-bad" in failed_only.stdout and "offline-ok" not in failed_only.stdout
+
+        status = run_cli(["status", "offline-ok", "--local", *where], env=env, cwd=cwd)
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.startswith("offline-ok: SUCCEEDED (started ")
+        job = next(line.split(": ", 1)[1] for line in status.stdout.splitlines() if line.startswith("job: "))
+        assert "model: s3://" in status.stdout and "validation:accuracy=" in status.stdout
+
+        logs = run_cli(["logs", "offline-ok", "--local", *where], env=env, cwd=cwd)
+        assert logs.returncode == 0 and f"== {job}" in logs.stdout
+        assert "    | epoch=" in logs.stdout, logs.stdout[-2000:]
+
+        failed = run_cli(["status", "offline-bad", "--local", *where], env=env, cwd=cwd)
+        assert failed.returncode == 0 and "offline-bad: FAILED" in failed.stdout
+        assert "reason: AlgorithmError: " in failed.stdout and "features" in failed.stdout
+
+        watched = run_cli(["watch", "offline-bad", "--local", *where], env=env, cwd=cwd)
+        assert watched.returncode == 1, watched.stdout + watched.stderr
+        assert "reason: AlgorithmError: " in watched.stdout and "whole log: " in watched.stdout
+        assert run_cli(["watch", "offline-ok", "--local", *where], env=env, cwd=cwd).returncode == 0
+
+    unknown = run_cli(["status", "never-ran", "--local"], env=env, cwd=tmp_path)
+    assert (unknown.returncode, unknown.stderr.strip()) == (
+        4, "smtrain: error: no offline run named never-ran under .work/local "
+           "(`smtrain list --local --work-dir DIR` lists them)")
+
+
+def _offline_record(work: Path, name: str, status: str, *, pid: int | None = None,
+                    job: str | None = None, **fields: Any) -> None:
+    """A run recorded as the offline engine records it (smtrain.local.execution_records)."""
+    import datetime as dt
+
+    from smtrain.local import execution_records
+
+    arn = f"arn:aws:states:us-east-1:123456789012:execution:smtrain-training:{name}"
+    events: list[dict[str, Any]] = [{"stateEnteredEventDetails": {"name": "CheckInput"}}]
+    if job is not None:
+        events += [{"stateEnteredEventDetails": {"name": "TrainModel"}},
+                   {"taskScheduledEventDetails": {"parameters": json.dumps({"TrainingJobName": job})}}]
+        (work / "jobs" / job).mkdir(parents=True, exist_ok=True)
+        (work / "jobs" / job / "log.txt").write_text("epoch=1 loss=0.5\nepoch=2 loss=0.25\n")
+    started = dt.datetime(2026, 12, 5, 10, len(list((work / "executions").glob("*.json")))
+                          if (work / "executions").is_dir() else 0, tzinfo=dt.UTC)
+    execution_records.write(work, {"executionArn": arn, "name": name, "status": status,
+                                   "startDate": started, **fields},
+                            events=events if status != "RUNNING" else None, pid=pid)
+
+
+def test_offline_inspection_reads_the_records(tmp_path: Path) -> None:
+    """Issue 19, item 8, without training: ``list``/``status``/``logs``/``watch --local`` read
+    the records under the work dir; a run whose process died reads ABORTED with why; a run still
+    running elsewhere is followed until its record ends; no records or a bad name is one line."""
+    import threading
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SMTRAIN_"))}
+    work = tmp_path / ".work" / "local"
+    for args in (["list", "--local"], ["status", "x", "--local"], ["logs", "x", "--local"],
+                 ["watch", "x", "--local"]):
+        empty = run_cli(args, env=env, cwd=tmp_path)
+        assert (empty.returncode, empty.stderr.strip()) == (
+            4, "smtrain: error: no offline runs recorded under .work/local (`smtrain start --local` "
+               "records them there; --work-dir names another folder)"), args
+    output = {"trainingJobName": "job-ok", "modelArtifacts": "s3://b/job-ok/output/model.tar.gz",
+              "metrics": [{"MetricName": "validation:accuracy", "Value": 0.9}]}
+    _offline_record(work, "ok", "SUCCEEDED", job="job-ok", output=json.dumps(output))
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    _offline_record(work, "orphan", "RUNNING", pid=int(ended.stdout))
+
+    listing = run_cli(["list", "--local"], env=env, cwd=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.splitlines() == [
+        f"{'NAME':<40} {'STATUS':<10} STARTED", f"{'orphan':<40} {'ABORTED':<10} 2026-12-05 10:01:00",
+        f"{'ok':<40} {'SUCCEEDED':<10} 2026-12-05 10:00:00"]
+    assert run_cli(["list", "--local", "--status", "FAILED"], env=env, cwd=tmp_path).stdout == "no runs\n"
+    assert run_cli(["list", "--local", "--max", "0"], env=env, cwd=tmp_path).stderr.strip() == (
+        "smtrain: error: --max 0 must be from 1 to 1000")
+
+    status = run_cli(["status", "arn:aws:states:us-east-1:123456789012:execution:smtrain-training:ok",
+                      "--local"], env=env, cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.splitlines()[:4] == ["ok: SUCCEEDED (started 2026-12-05 10:00:00)",
+                                              "current or last state: TrainModel", "job: job-ok",
+                                              "training job job-ok"]
+    assert "metrics: validation:accuracy=0.9" in status.stdout
+    orphan = run_cli(["status", "orphan", "--local"], env=env, cwd=tmp_path)
+    assert orphan.stdout.splitlines() == [
+        "orphan: ABORTED (started 2026-12-05 10:01:00)", "ABORTED: ProcessEnded",
+        f"reason: the process that ran it (pid {int(ended.stdout)}) ended before the run did "
+        "(interrupted or killed)"]
+    assert run_cli(["watch", "orphan", "--local"], env=env, cwd=tmp_path).returncode == 3
+
+    logs = run_cli(["logs", "ok", "--local"], env=env, cwd=tmp_path)
+    assert logs.stdout.splitlines() == ["== job-ok", "    | epoch=1 loss=0.5", "    | epoch=2 loss=0.25"]
+    assert run_cli(["logs", "orphan", "--local"], env=env, cwd=tmp_path).stdout == (
+        "this run has started no SageMaker job\n")
+
+    # Still running in a live process (this one): followed until its record says it ended.
+    _offline_record(work, "later", "RUNNING", pid=os.getpid())
+    finish = threading.Timer(0.3, _offline_record, (work, "later", "SUCCEEDED"),
+                             {"job": "job-later", "output": json.dumps({**output, "trainingJobName": "job-later"})})
+    finish.start()
+    try:
+        watched = run_cli(["watch", "later", "--local", "--logs", "--interval", "0.05"], env=env, cwd=tmp_path)
+    finally:
+        finish.join()
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    lines = watched.stdout.splitlines()
+    assert lines[0].startswith("Following arn:aws:states:us-east-1:123456789012:execution:smtrain-training:later "
+                               f"(running offline in process {os.getpid()}")
+    assert lines[1:6] == ["  state CheckInput", "  state TrainModel", "== job-later",
+                          "    | epoch=1 loss=0.5", "    | epoch=2 loss=0.25"]
+    assert "training job job-later" in lines
+
+    for args, code, message in (
+            (["status", "never-ran"], 4, "no offline run named never-ran under .work/local "
+                                         "(`smtrain list --local --work-dir DIR` lists them)"),
+            (["logs", "../ok"], 2, "execution name '../ok' must be 1-80 characters of letters, digits, "
+                                   "'-' and '_'"),
+            (["status", "ok", "--work-dir", "elsewhere"], 4, "no offline runs recorded under elsewhere "
+             "(`smtrain start --local` records them there; --work-dir names another folder)")):
+        refused = run_cli([*args, "--local"], env=env, cwd=tmp_path)
+        assert (refused.returncode, refused.stderr.strip()) == (code, f"smtrain: error: {message}"), args
+
+
 # -- limits, at and one past the boundary ------------------------------------------------------
 # AWS's numbers, written out here on purpose (not read from the CLI's constants):
 # SageMaker API reference, CreateTrainingJob / HyperParameterTrainingJobDefinition: HyperParameters

@@ -30,6 +30,15 @@ def _aws_options(parser: argparse.ArgumentParser, *, top_level: bool = False) ->
                             "else the profile's)")
 
 
+def _offline_options(parser: argparse.ArgumentParser) -> None:
+    """``--local``/``--work-dir`` of the commands that read runs: offline ones, as recorded by
+    ``smtrain start --local`` under the work dir."""
+    parser.add_argument("--local", action="store_true",
+                        help="offline runs (`smtrain start --local`) recorded under --work-dir")
+    parser.add_argument("--work-dir", type=Path, default=Path(".work/local"),
+                        help="with --local (default .work/local, as for start --local)")
+
+
 def _resource_options(parser: argparse.ArgumentParser) -> None:
     _aws_options(parser)
     parser.add_argument("--stack-name", help="workflow stack (default: <namePrefix>-workflow from cdk.json)")
@@ -124,19 +133,24 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("name", help="execution name or ARN")
     watch.add_argument("--logs", action="store_true", help="stream the training job's logs")
     watch.add_argument("--interval", type=float, default=5.0, help="seconds between polls (default 5)")
+    _offline_options(watch)
     _resource_options(watch)
 
     status = commands.add_parser("status", help="one run's state, job and result")
     status.add_argument("name", help="execution name or ARN")
+    _offline_options(status)
     _resource_options(status)
 
     listing = commands.add_parser("list", help="recent runs")
     listing.add_argument("--status", choices=["RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"])
     listing.add_argument("--max", type=int, default=20, help="at most this many (default 20)")
+    _offline_options(listing)
     _resource_options(listing)
 
-    logs = commands.add_parser("logs", help="a run's training job logs (CloudWatch)")
+    logs = commands.add_parser("logs", help="a run's training job logs (CloudWatch; with --local, the "
+                                            "job logs under --work-dir)")
     logs.add_argument("name", help="execution name or ARN")
+    _offline_options(logs)
     _resource_options(logs)
 
     stop = commands.add_parser("stop", help="stop a run (and its SageMaker job)")
