@@ -884,6 +884,26 @@ def test_offline_inspection_reads_the_records(tmp_path: Path) -> None:
         assert (refused.returncode, refused.stderr.strip()) == (code, f"smtrain: error: {message}"), args
 
 
+def test_every_option_has_help() -> None:
+    """Issue 19, item 8: ``--help`` explains every option of every command (``--instance-type``,
+    ``--instance-count`` and ``stop --reason`` had none)."""
+    import argparse
+
+    from smtrain.cli import build_parser
+
+    def parsers(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+        yield path, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    yield from parsers(child, f"{path} {name}")
+
+    missing = [f"{path} {action.option_strings[0]}" for path, parser in parsers(build_parser(), "smtrain")
+               for action in parser._actions
+               if action.option_strings and not action.help and action.help is not argparse.SUPPRESS]
+    assert missing == []
+
+
 # -- limits, at and one past the boundary ------------------------------------------------------
 # AWS's numbers, written out here on purpose (not read from the CLI's constants):
 # SageMaker API reference, CreateTrainingJob / HyperParameterTrainingJobDefinition: HyperParameters

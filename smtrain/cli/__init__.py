@@ -61,7 +61,8 @@ def _models_parser(commands: Any) -> None:
 
     listing = actions.add_parser("list", help="model versions, newest first")
     listing.add_argument("--program", help="only this program's versions")
-    listing.add_argument("--status", choices=contract.APPROVAL_STATUSES)
+    listing.add_argument("--status", choices=contract.APPROVAL_STATUSES,
+                         help="only versions of this approval status")
     listing.add_argument("--max", type=int, default=20, help="at most this many (default 20)")
     listing.add_argument("--json", action="store_true", help="print JSON instead of text")
     where(listing)
@@ -96,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--instance-count", type=int,
                        help="instances per training job (default 1; at most the deployment's "
                        "MaxInstanceCount)")
-    start.add_argument("--max-runtime", type=int, metavar="SECONDS")
+    start.add_argument("--max-runtime", type=int, metavar="SECONDS",
+                       help="each training job's time limit in seconds (default: the program's, else the deployment's)")
     start.add_argument("--spot", action="store_true", help="managed spot training")
     start.add_argument("--input", action="append", default=[], metavar="CHANNEL=URI|DIR",
                        help="train/validation data: s3://<data bucket>/datasets/... or a local "
@@ -142,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     _resource_options(status)
 
     listing = commands.add_parser("list", help="recent runs")
-    listing.add_argument("--status", choices=["RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"])
+    listing.add_argument("--status", choices=["RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"],
+                         help="only runs in this state")
     listing.add_argument("--max", type=int, default=20, help="at most this many (default 20)")
     _offline_options(listing)
     _resource_options(listing)
@@ -164,12 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "--local, the offline store)")
     compare.add_argument("--local", action="store_true", help="the offline engine's store under --work-dir")
     compare.add_argument("--work-dir", type=Path, default=Path(".work/local"), help="with --local")
-    compare.add_argument("--experiment", default="smtrain")
+    compare.add_argument("--experiment", default="smtrain", help="MLflow experiment (default smtrain)")
     compare.add_argument("--sort", default="validation:accuracy", metavar="METRIC",
                          help="metric to sort by and to plot (default validation:accuracy)")
     order = compare.add_mutually_exclusive_group()
-    order.add_argument("--ascending", action="store_true", default=None)
-    order.add_argument("--descending", dest="ascending", action="store_false")
+    order.add_argument("--ascending", action="store_true", default=None,
+                       help="lowest --sort value first (the default for a metric named *loss*, *error* or *rmse*)")
+    order.add_argument("--descending", dest="ascending", action="store_false",
+                       help="highest --sort value first (default otherwise)")
     compare.add_argument("--max", type=int, default=50, help="at most this many runs (default 50)")
     compare.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the metric's curve per run")
 
