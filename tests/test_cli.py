@@ -304,6 +304,27 @@ def test_program_and_method_both_route(cloud: Cloud, program: str) -> None:
     assert _tags(request)["smtrain:program"] == program
 
 
+def test_method_is_shown_apart_from_program_as_the_older_name(tmp_path: Path) -> None:
+    """Issue 19, item 8: ``start --help`` lists ``--program`` with the other options and
+    ``--method`` apart, as the first release's name; naming neither or both is one line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SMTRAIN_"))}
+    shown = run_cli(["start", "--help"], env=env, cwd=tmp_path)
+    assert shown.returncode == 0
+    sections = re.split(r"\n\n(?=\S)", shown.stdout)
+    (main,) = [s for s in sections if s.startswith("options:")]
+    (older,) = [s for s in sections if "--method" in s and not s.startswith("usage:")]
+    assert "--program" in main and "--method" not in main
+    assert older.splitlines()[0].startswith("older options"), older
+    assert "--program" not in older.split("\n", 2)[2]
+    for args, message in (([], "smtrain: error: name the program to train: --program NAME "
+                               "(`smtrain programs` lists them)"),
+                          (["--program", "digits_mlp", "--method", "script"],
+                           "smtrain: error: --program and --method both name the program: "
+                           "give --program only")):
+        refused = run_cli(["start", *args], env=env, cwd=tmp_path)
+        assert (refused.returncode, refused.stderr.strip()) == (2, message)
+
+
 def test_an_unknown_input_field_never_reaches_sagemaker(cloud: Cloud, shipped: dict[str, Program]) -> None:
     """A hand-written input with a name the contract does not know (a hyperparameter put at the
     top level) is refused by the state machine's first states: no job is created. The CLI
@@ -588,10 +609,57 @@ def test_missing_credentials(cloud: Cloud) -> None:
     before = len(cloud.executions())
     result = cloud.smtrain("start", *MLP, env=env)
     assert result.returncode == 4
-    assert result.stderr.strip() == ("smtrain: error: no AWS credentials found: configure a profile "
-                                     "(aws configure), set AWS_PROFILE, or set AWS_ACCESS_KEY_ID and "
-                                     "AWS_SECRET_ACCESS_KEY")
+    assert result.stderr.strip() == ("smtrain: error: no AWS credentials found: pass --profile, "
+                                     "configure a profile (aws configure), set AWS_PROFILE, or set "
+                                     "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
     assert len(cloud.executions()) == before
+
+
+def _with_profile_file(cloud: Cloud, tmp_path: Path, **env: str) -> dict[str, str]:
+    """A user's environment with one named profile ``team`` (credentials, no region) in their
+    AWS config file, and no credentials or region in the environment."""
+    config = tmp_path / "aws-config"
+    config.write_text("[profile team]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    base = cloud.env(AWS_CONFIG_FILE=str(config), **env)
+    del base["AWS_ACCESS_KEY_ID"], base["AWS_SECRET_ACCESS_KEY"], base["AWS_REGION"]
+    return base
+
+
+def test_profile_and_region_options(cloud: Cloud, tmp_path: Path) -> None:
+    """Issue 19, item 8: ``--profile`` and ``--region``, as the AWS CLI has them, before or after
+    the command, from the project root and from another folder; the option wins over the
+    environment (AWS CLI User Guide, "Configuration and credentials precedence": command line
+    options, then environment variables, then the files,
+    https://docs.aws.amazon.com/cli/latest/userguide/cli-chap-configure.html#configure-precedence)."""
+    env = _with_profile_file(cloud, tmp_path)
+    for args, cwd in ((["list", "--profile", "team", "--region", "us-east-1"], ROOT),
+                      (["--profile", "team", "--region", "us-east-1", "list"], tmp_path)):
+        result = run_cli(args, env=env, cwd=cwd)
+        assert result.returncode == 0, result.stderr
+    # --profile wins over AWS_PROFILE, --region over AWS_DEFAULT_REGION.
+    crossed = _with_profile_file(cloud, tmp_path, AWS_PROFILE="not-there", AWS_DEFAULT_REGION="mars-north-9")
+    result = run_cli(["list", "--profile", "team", "--region", "us-east-1"], env=crossed, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["status", "some-run", "--profile", "not-there"],
+     "smtrain: error: --profile not-there: no such profile in your AWS config and credentials files; "
+     "pass one they define (aws configure list-profiles)"),
+    (["list"],
+     "smtrain: error: AWS_PROFILE=not-there: no such profile in your AWS config and credentials files; "
+     "pass --profile with one they define, or unset AWS_PROFILE"),
+    (["logs", "some-run", "--profile", "team"],
+     "smtrain: error: no AWS region configured: pass --region, set AWS_REGION (or AWS_DEFAULT_REGION), "
+     "or set a region in your profile"),
+])
+def test_a_bad_profile_or_no_region_is_one_line(cloud: Cloud, tmp_path: Path, args: list[str],
+                                                message: str) -> None:
+    env = _with_profile_file(cloud, tmp_path, AWS_PROFILE="not-there")
+    if "--profile" in args:
+        del env["AWS_PROFILE"]
+    result = run_cli(args, env=env, cwd=tmp_path)
+    assert (result.returncode, result.stderr.strip()) == (4, message)
 
 
 def test_stack_not_deployed(cloud: Cloud) -> None:
@@ -635,6 +703,205 @@ def test_local_start_end_to_end(synthesized: Synthesized, tmp_path: Path) -> Non
     assert model.is_file()
     accuracy = next(m["Value"] for m in output["metrics"] if m["MetricName"] == "validation:accuracy")
     assert accuracy >= 0.9
+
+
+def _local_env(synthesized: Synthesized) -> dict[str, str]:
+    """A user's environment for ``--local``: no AWS settings; the programs the app was
+    synthesized from (else a program a team added would make the shared cdk.out stale)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SMTRAIN_"))}
+    env["SMTRAIN_TRAINING_CODE"] = str(synthesized.training_code)
+    return env
+
+
+def test_local_start_with_own_data_gets_no_sample_data(synthesized: Synthesized, tmp_path: Path) -> None:
+    """Issue 19, item 10: the user's own training data with a channel left to its default place
+    puts no sample datasets there (nor says so): the missing channel is refused in one line naming
+    the option to pass. Run from a folder other than the project root."""
+    mine = tmp_path / "my-data" / "train"
+    mine.mkdir(parents=True)
+    (mine / "part.csv").write_text("1,0.5,0.25\n0,0.1,0.75\n")
+    result = subprocess.run([SMTRAIN, "start", "--local", *MLP, "--hp", "epochs=1", "--input",
+                             "train=my-data/train", "--cdk-out", str(synthesized.outdir),
+                             "--work-dir", "work"], capture_output=True, text=True, timeout=300,
+                            env=_local_env(synthesized), cwd=tmp_path)
+    assert "put the sample datasets" not in result.stdout, result.stdout[-2000:]
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("smtrain: error: program 'digits_mlp' has no data for channel "
+                           "'validation' (nothing under s3://"), line
+    assert line.endswith(": pass --input validation=<folder or s3:// URI>"), line
+    assert not list((tmp_path / "work" / "s3").glob("*/datasets/digits_mlp"))
+
+
+def test_offline_runs_are_inspected_like_cloud_ones(synthesized: Synthesized, tmp_path: Path) -> None:
+    """Issue 19, item 8: ``watch``, ``status``, ``list`` and ``logs`` take ``--local`` and read
+    the runs ``start --local`` made: from the folder they ran in with the defaults, and from the
+    project root with ``--work-dir``. One run succeeds, one fails in its job (train and validation
+    data of different widths)."""
+    env = _local_env(synthesized)
+    data = tmp_path / "data"
+    for channel, row in (("train", "1,0.5,0.25\n0,0.1,0.75\n"), ("validation", "1,0.5\n0,0.1\n")):
+        (data / channel).mkdir(parents=True)
+        (data / channel / "part.csv").write_text(row)
+    started = {}
+    for name, extra in (("offline-ok", []),
+                        ("offline-bad", ["--input", "train=data/train", "--input", "validation=data/validation"])):
+        result = subprocess.run([SMTRAIN, "start", "--local", *MLP, "--hp", "epochs=1", "--name", name,
+                                 "--cdk-out", str(synthesized.outdir), *extra], capture_output=True,
+                                text=True, timeout=300, env=env, cwd=tmp_path)
+        started[name] = result
+    assert started["offline-ok"].returncode == 0, started["offline-ok"].stdout[-2000:]
+    assert started["offline-bad"].returncode == 1, started["offline-bad"].stdout[-2000:]
+    work = ["--work-dir", str(tmp_path / ".work" / "local")]
+    for cwd, where in ((tmp_path, []), (ROOT, work)):
+        listing = run_cli(["list", "--local", *where], env=env, cwd=cwd)
+        assert listing.returncode == 0, listing.stderr
+        rows = {line.split()[0]: line.split()[1] for line in listing.stdout.splitlines()[1:]}
+        assert rows == {"offline-ok": "SUCCEEDED", "offline-bad": "FAILED"}, listing.stdout
+        failed_only = run_cli(["list", "--local", "--status", "FAILED", *where], env=env, cwd=cwd)
+        assert "offline-bad" in failed_only.stdout and "offline-ok" not in failed_only.stdout
+
+        status = run_cli(["status", "offline-ok", "--local", *where], env=env, cwd=cwd)
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.startswith("offline-ok: SUCCEEDED (started ")
+        job = next(line.split(": ", 1)[1] for line in status.stdout.splitlines() if line.startswith("job: "))
+        assert "model: s3://" in status.stdout and "validation:accuracy=" in status.stdout
+
+        logs = run_cli(["logs", "offline-ok", "--local", *where], env=env, cwd=cwd)
+        assert logs.returncode == 0 and f"== {job}" in logs.stdout
+        assert "    | epoch=" in logs.stdout, logs.stdout[-2000:]
+
+        failed = run_cli(["status", "offline-bad", "--local", *where], env=env, cwd=cwd)
+        assert failed.returncode == 0 and "offline-bad: FAILED" in failed.stdout
+        assert "reason: AlgorithmError: " in failed.stdout and "features" in failed.stdout
+
+        watched = run_cli(["watch", "offline-bad", "--local", *where], env=env, cwd=cwd)
+        assert watched.returncode == 1, watched.stdout + watched.stderr
+        assert "reason: AlgorithmError: " in watched.stdout and "whole log: " in watched.stdout
+        assert run_cli(["watch", "offline-ok", "--local", *where], env=env, cwd=cwd).returncode == 0
+
+    unknown = run_cli(["status", "never-ran", "--local"], env=env, cwd=tmp_path)
+    assert (unknown.returncode, unknown.stderr.strip()) == (
+        4, "smtrain: error: no offline run named never-ran under .work/local "
+           "(`smtrain list --local --work-dir DIR` lists them)")
+
+
+def _offline_record(work: Path, name: str, status: str, *, pid: int | None = None,
+                    job: str | None = None, **fields: Any) -> None:
+    """A run recorded as the offline engine records it (smtrain.local.execution_records)."""
+    import datetime as dt
+
+    from smtrain.local import execution_records
+
+    arn = f"arn:aws:states:us-east-1:123456789012:execution:smtrain-training:{name}"
+    events: list[dict[str, Any]] = [{"stateEnteredEventDetails": {"name": "CheckInput"}}]
+    if job is not None:
+        events += [{"stateEnteredEventDetails": {"name": "TrainModel"}},
+                   {"taskScheduledEventDetails": {"parameters": json.dumps({"TrainingJobName": job})}}]
+        (work / "jobs" / job).mkdir(parents=True, exist_ok=True)
+        (work / "jobs" / job / "log.txt").write_text("epoch=1 loss=0.5\nepoch=2 loss=0.25\n")
+    started = dt.datetime(2026, 12, 5, 10, len(list((work / "executions").glob("*.json")))
+                          if (work / "executions").is_dir() else 0, tzinfo=dt.UTC)
+    execution_records.write(work, {"executionArn": arn, "name": name, "status": status,
+                                   "startDate": started, **fields},
+                            events=events if status != "RUNNING" else None, pid=pid)
+
+
+def test_offline_inspection_reads_the_records(tmp_path: Path) -> None:
+    """Issue 19, item 8, without training: ``list``/``status``/``logs``/``watch --local`` read
+    the records under the work dir; a run whose process died reads ABORTED with why; a run still
+    running elsewhere is followed until its record ends; no records or a bad name is one line."""
+    import threading
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SMTRAIN_"))}
+    work = tmp_path / ".work" / "local"
+    for args in (["list", "--local"], ["status", "x", "--local"], ["logs", "x", "--local"],
+                 ["watch", "x", "--local"]):
+        empty = run_cli(args, env=env, cwd=tmp_path)
+        assert (empty.returncode, empty.stderr.strip()) == (
+            4, "smtrain: error: no offline runs recorded under .work/local (`smtrain start --local` "
+               "records them there; --work-dir names another folder)"), args
+    output = {"trainingJobName": "job-ok", "modelArtifacts": "s3://b/job-ok/output/model.tar.gz",
+              "metrics": [{"MetricName": "validation:accuracy", "Value": 0.9}]}
+    _offline_record(work, "ok", "SUCCEEDED", job="job-ok", output=json.dumps(output))
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    _offline_record(work, "orphan", "RUNNING", pid=int(ended.stdout))
+
+    listing = run_cli(["list", "--local"], env=env, cwd=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.splitlines() == [
+        f"{'NAME':<40} {'STATUS':<10} STARTED", f"{'orphan':<40} {'ABORTED':<10} 2026-12-05 10:01:00",
+        f"{'ok':<40} {'SUCCEEDED':<10} 2026-12-05 10:00:00"]
+    assert run_cli(["list", "--local", "--status", "FAILED"], env=env, cwd=tmp_path).stdout == "no runs\n"
+    assert run_cli(["list", "--local", "--max", "0"], env=env, cwd=tmp_path).stderr.strip() == (
+        "smtrain: error: --max 0 must be from 1 to 1000")
+
+    status = run_cli(["status", "arn:aws:states:us-east-1:123456789012:execution:smtrain-training:ok",
+                      "--local"], env=env, cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.splitlines()[:4] == ["ok: SUCCEEDED (started 2026-12-05 10:00:00)",
+                                              "current or last state: TrainModel", "job: job-ok",
+                                              "training job job-ok"]
+    assert "metrics: validation:accuracy=0.9" in status.stdout
+    orphan = run_cli(["status", "orphan", "--local"], env=env, cwd=tmp_path)
+    assert orphan.stdout.splitlines() == [
+        "orphan: ABORTED (started 2026-12-05 10:01:00)", "ABORTED: ProcessEnded",
+        f"reason: the process that ran it (pid {int(ended.stdout)}) ended before the run did "
+        "(interrupted or killed)"]
+    assert run_cli(["watch", "orphan", "--local"], env=env, cwd=tmp_path).returncode == 3
+
+    logs = run_cli(["logs", "ok", "--local"], env=env, cwd=tmp_path)
+    assert logs.stdout.splitlines() == ["== job-ok", "    | epoch=1 loss=0.5", "    | epoch=2 loss=0.25"]
+    assert run_cli(["logs", "orphan", "--local"], env=env, cwd=tmp_path).stdout == (
+        "this run has started no SageMaker job\n")
+
+    # Still running in a live process (this one): followed until its record says it ended.
+    _offline_record(work, "later", "RUNNING", pid=os.getpid())
+    finish = threading.Timer(0.3, _offline_record, (work, "later", "SUCCEEDED"),
+                             {"job": "job-later", "output": json.dumps({**output, "trainingJobName": "job-later"})})
+    finish.start()
+    try:
+        watched = run_cli(["watch", "later", "--local", "--logs", "--interval", "0.05"], env=env, cwd=tmp_path)
+    finally:
+        finish.join()
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    lines = watched.stdout.splitlines()
+    assert lines[0].startswith("Following arn:aws:states:us-east-1:123456789012:execution:smtrain-training:later "
+                               f"(running offline in process {os.getpid()}")
+    assert lines[1:6] == ["  state CheckInput", "  state TrainModel", "== job-later",
+                          "    | epoch=1 loss=0.5", "    | epoch=2 loss=0.25"]
+    assert "training job job-later" in lines
+
+    for args, code, message in (
+            (["status", "never-ran"], 4, "no offline run named never-ran under .work/local "
+                                         "(`smtrain list --local --work-dir DIR` lists them)"),
+            (["logs", "../ok"], 2, "execution name '../ok' must be 1-80 characters of letters, digits, "
+                                   "'-' and '_'"),
+            (["status", "ok", "--work-dir", "elsewhere"], 4, "no offline runs recorded under elsewhere "
+             "(`smtrain start --local` records them there; --work-dir names another folder)")):
+        refused = run_cli([*args, "--local"], env=env, cwd=tmp_path)
+        assert (refused.returncode, refused.stderr.strip()) == (code, f"smtrain: error: {message}"), args
+
+
+def test_every_option_has_help() -> None:
+    """Issue 19, item 8: ``--help`` explains every option of every command (``--instance-type``,
+    ``--instance-count`` and ``stop --reason`` had none)."""
+    import argparse
+
+    from smtrain.cli import build_parser
+
+    def parsers(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+        yield path, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    yield from parsers(child, f"{path} {name}")
+
+    missing = [f"{path} {action.option_strings[0]}" for path, parser in parsers(build_parser(), "smtrain")
+               for action in parser._actions
+               if action.option_strings and not action.help and action.help is not argparse.SUPPRESS]
+    assert missing == []
 
 
 # -- limits, at and one past the boundary ------------------------------------------------------

@@ -238,3 +238,28 @@ def test_a_tuning_objective_no_trial_reported_is_called_out(tmp_path: Path) -> N
         "No training job succeeded with a value for the objective metric validation:accuracy; "
         "the 2 completed trial(s) reported train:loss: check the objective's metric definition "
         "(Regex) against the program's log lines")
+
+
+def test_a_job_that_failed_before_training_gets_no_mlflow_note(tmp_path: Path) -> None:
+    """Issue 19, item 10: the note that the backend logged a run "from its metric lines" is not
+    printed for a job that failed before printing any metric line (there were none)."""
+    environment = _tracking(tmp_path)
+    lines: list[tuple[str, str]] = []
+    backend = tiny_backend(tmp_path, FAILS_WITH_EMPTY_FAILURE_FILE, environment=environment, lines=lines)
+    job = run_job(backend, "failed-early", metric_definitions=METRICS)
+    assert job.status == "Failed"
+    assert job.log_path is not None and "MLflow" not in job.log_path.read_text()
+    assert not any("MLflow" in line for _, line in lines)
+
+
+def test_a_job_that_failed_while_training_says_what_was_logged(tmp_path: Path) -> None:
+    environment = _tracking(tmp_path)
+    program = SILENT_ABOUT_MLFLOW + "    import sys\n    sys.exit('diverged')\n"
+    job = run_job(tiny_backend(tmp_path, program, environment=environment), "failed-late",
+                  metric_definitions=METRICS)
+    assert job.status == "Failed"
+    assert job.log_path is not None
+    assert ("the program logged no MLflow run; logged one (FAILED) from the 6 metric values in its log"
+            in job.log_path.read_text())
+    (run,) = _runs(environment)
+    assert run.info.status == "FAILED" and run.data.metrics == {"validation:accuracy": 0.8, "train:loss": 0.2}

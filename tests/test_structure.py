@@ -26,7 +26,7 @@ CORE_LIBRARIES = {"jsonata", "jsonschema"}
 #: strict front end's model checks (AWS's contract, which the CLI applies to a request too).
 EMULATOR_ENTRIES = {"smtrain.local.engine", "smtrain.local.demo", "smtrain.local.staleness",
                     "smtrain.local.model_registry", "smtrain.local.backend",
-                    "smtrain.local.sagemaker_model"}
+                    "smtrain.local.sagemaker_model", "smtrain.local.execution_records"}
 
 
 def _modules() -> dict[str, Path]:

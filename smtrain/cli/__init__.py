@@ -17,7 +17,30 @@ from smtrain.core import contract
 __all__ = ["EXIT_ABORTED", "EXIT_ENVIRONMENT", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 
+def _aws_options(parser: argparse.ArgumentParser, *, top_level: bool = False) -> None:
+    """``--profile`` and ``--region``, as the AWS CLI has them: before the command or after it.
+    A command's own copies have no default (``SUPPRESS``), so they never hide the top level's."""
+    default = None if top_level else argparse.SUPPRESS
+    group = parser.add_argument_group("AWS") if not top_level else parser
+    group.add_argument("--profile", default=default,
+                       help="AWS profile of your config and credentials files (default: AWS_PROFILE, "
+                            "else the default profile)")
+    group.add_argument("--region", default=default,
+                       help="AWS Region, e.g. eu-west-1 (default: AWS_REGION or AWS_DEFAULT_REGION, "
+                            "else the profile's)")
+
+
+def _offline_options(parser: argparse.ArgumentParser) -> None:
+    """``--local``/``--work-dir`` of the commands that read runs: offline ones, as recorded by
+    ``smtrain start --local`` under the work dir."""
+    parser.add_argument("--local", action="store_true",
+                        help="offline runs (`smtrain start --local`) recorded under --work-dir")
+    parser.add_argument("--work-dir", type=Path, default=Path(".work/local"),
+                        help="with --local (default .work/local, as for start --local)")
+
+
 def _resource_options(parser: argparse.ArgumentParser) -> None:
+    _aws_options(parser)
     parser.add_argument("--stack-name", help="workflow stack (default: <namePrefix>-workflow from cdk.json)")
     parser.add_argument("--state-machine-arn", help="overrides the stack output (env SMTRAIN_STATE_MACHINE_ARN)")
     parser.add_argument("--data-bucket", help="overrides the stack output (env SMTRAIN_DATA_BUCKET)")
@@ -34,10 +57,12 @@ def _models_parser(commands: Any) -> None:
         parser.add_argument("--work-dir", type=Path, default=Path(".work/local"), help="with --local")
         parser.add_argument("--stack-name", help="workflow stack (default: <namePrefix>-workflow "
                                                  "from cdk.json)")
+        _aws_options(parser)
 
     listing = actions.add_parser("list", help="model versions, newest first")
     listing.add_argument("--program", help="only this program's versions")
-    listing.add_argument("--status", choices=contract.APPROVAL_STATUSES)
+    listing.add_argument("--status", choices=contract.APPROVAL_STATUSES,
+                         help="only versions of this approval status")
     listing.add_argument("--max", type=int, default=20, help="at most this many (default 20)")
     listing.add_argument("--json", action="store_true", help="print JSON instead of text")
     where(listing)
@@ -52,14 +77,19 @@ def _models_parser(commands: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smtrain", description="Start, follow and explain SageMaker training runs of this project. "
-        "Region, profile and AWS_ENDPOINT_URL come from the usual AWS configuration.")
+        "--profile and --region (before or after the command) win over the usual AWS configuration "
+        "(AWS_PROFILE, AWS_REGION, ~/.aws/config), which also gives AWS_ENDPOINT_URL.")
+    _aws_options(parser, top_level=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     start = commands.add_parser("start", help="start a training (or tuning) run")
-    routing = start.add_mutually_exclusive_group(required=True)
-    routing.add_argument("--program", help="a training program (see `smtrain programs`)")
-    routing.add_argument("--method", help="script, byoc or builtin: the one program of that kind "
-                                          "(the first release's option)")
+    # One of --program and --method is required (checked by the command, in one line); --method
+    # is listed apart, as the older name it is, not beside --program as an equal.
+    start.add_argument("--program", help="the training program to run (required; see `smtrain programs`)")
+    older = start.add_argument_group(
+        "older options", "kept working for the first release's scripts; use --program instead")
+    older.add_argument("--method", metavar="KIND",
+                       help="script, byoc or builtin: the one program of that kind")
     start.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
                        help="hyperparameter (repeatable); sent as text, exactly as written")
     start.add_argument("--instance-type", help="e.g. ml.m5.xlarge: one of the deployment's "
@@ -67,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--instance-count", type=int,
                        help="instances per training job (default 1; at most the deployment's "
                        "MaxInstanceCount)")
-    start.add_argument("--max-runtime", type=int, metavar="SECONDS")
+    start.add_argument("--max-runtime", type=int, metavar="SECONDS",
+                       help="each training job's time limit in seconds (default: the program's, else the deployment's)")
     start.add_argument("--spot", action="store_true", help="managed spot training")
     start.add_argument("--input", action="append", default=[], metavar="CHANNEL=URI|DIR",
                        help="train/validation data: s3://<data bucket>/datasets/... or a local "
@@ -104,19 +135,25 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("name", help="execution name or ARN")
     watch.add_argument("--logs", action="store_true", help="stream the training job's logs")
     watch.add_argument("--interval", type=float, default=5.0, help="seconds between polls (default 5)")
+    _offline_options(watch)
     _resource_options(watch)
 
     status = commands.add_parser("status", help="one run's state, job and result")
     status.add_argument("name", help="execution name or ARN")
+    _offline_options(status)
     _resource_options(status)
 
     listing = commands.add_parser("list", help="recent runs")
-    listing.add_argument("--status", choices=["RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"])
+    listing.add_argument("--status", choices=["RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"],
+                         help="only runs in this state")
     listing.add_argument("--max", type=int, default=20, help="at most this many (default 20)")
+    _offline_options(listing)
     _resource_options(listing)
 
-    logs = commands.add_parser("logs", help="a run's training job logs (CloudWatch)")
+    logs = commands.add_parser("logs", help="a run's training job logs (CloudWatch; with --local, the "
+                                            "job logs under --work-dir)")
     logs.add_argument("name", help="execution name or ARN")
+    _offline_options(logs)
     _resource_options(logs)
 
     stop = commands.add_parser("stop", help="stop a run (and its SageMaker job)")
@@ -130,12 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "--local, the offline store)")
     compare.add_argument("--local", action="store_true", help="the offline engine's store under --work-dir")
     compare.add_argument("--work-dir", type=Path, default=Path(".work/local"), help="with --local")
-    compare.add_argument("--experiment", default="smtrain")
+    compare.add_argument("--experiment", default="smtrain", help="MLflow experiment (default smtrain)")
     compare.add_argument("--sort", default="validation:accuracy", metavar="METRIC",
                          help="metric to sort by and to plot (default validation:accuracy)")
     order = compare.add_mutually_exclusive_group()
-    order.add_argument("--ascending", action="store_true", default=None)
-    order.add_argument("--descending", dest="ascending", action="store_false")
+    order.add_argument("--ascending", action="store_true", default=None,
+                       help="lowest --sort value first (the default for a metric named *loss*, *error* or *rmse*)")
+    order.add_argument("--descending", dest="ascending", action="store_false",
+                       help="highest --sort value first (default otherwise)")
     compare.add_argument("--max", type=int, default=50, help="at most this many runs (default 50)")
     compare.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the metric's curve per run")
 
@@ -153,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "4 if AWS cannot be reached or a check could not run.")
     preflight.add_argument("--cdk-out", type=Path, default=Path("cdk.out"),
                            help="the synthesized app (default cdk.out; `make synth` writes it)")
+    _aws_options(preflight)
 
     programs = commands.add_parser(
         "programs", help="the training programs: channels, metrics, hyperparameters, tuning defaults",
@@ -179,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from smtrain.cli.outcome import AwsOptions, use_aws_options
+
+    use_aws_options(AwsOptions(profile=args.profile, region=args.region))
     if args.command == "preflight":
         from smtrain.cli import preflight
 

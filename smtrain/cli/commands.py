@@ -69,6 +69,10 @@ def _directory_digest(directory: Path) -> str:
 def _checked_request(args: argparse.Namespace, data_bucket: str | None) -> tuple[dict[str, Any], Any, str]:
     """Everything checked and built before any AWS call: (input, channel inputs, name). The
     deployed limits (instance types and count) are checked once the stack is known."""
+    if args.program is None and args.method is None:
+        raise InputError("name the program to train: --program NAME (`smtrain programs` lists them)")
+    if args.program is not None and args.method is not None:
+        raise InputError("--program and --method both name the program: give --program only")
     programs = runnable_programs(args.program)
     program = resolve_program(programs, program=args.program, method=args.method)
     hyperparameters = parse_hyperparameters(args.hp)
@@ -184,6 +188,10 @@ def _upload_tree(session: Any, directory: Path, bucket: str | None, prefix: str)
 
 # -- following and inspecting ---------------------------------------------------------------
 def watch(args: argparse.Namespace) -> int:
+    if args.local:
+        from smtrain.cli import local_inspect
+
+        return local_inspect.watch(args)
     session = aws_session()
     arn = execution_arn(_resources(args, session, need_bucket=False).state_machine_arn, args.name)
     from smtrain.cli.watch import follow
@@ -192,6 +200,10 @@ def watch(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
+    if args.local:
+        from smtrain.cli import local_inspect
+
+        return local_inspect.status(args)
     session = aws_session()
     arn = execution_arn(_resources(args, session, need_bucket=False).state_machine_arn, args.name)
     from smtrain.cli.watch import describe_once
@@ -200,6 +212,10 @@ def status(args: argparse.Namespace) -> int:
 
 
 def list_runs(args: argparse.Namespace) -> int:
+    if args.local:
+        from smtrain.cli import local_inspect
+
+        return local_inspect.list_runs(args)
     if not 1 <= args.max <= 1000:
         raise InputError(f"--max {args.max} must be from 1 to 1000")
     session = aws_session()
@@ -218,6 +234,10 @@ def list_runs(args: argparse.Namespace) -> int:
 
 
 def logs(args: argparse.Namespace) -> int:
+    if args.local:
+        from smtrain.cli import local_inspect
+
+        return local_inspect.logs(args)
     session = aws_session()
     arn = execution_arn(_resources(args, session, need_bucket=False).state_machine_arn, args.name)
     from smtrain.cli.watch import print_job_logs

@@ -222,12 +222,13 @@ def start_local(args: argparse.Namespace, draft: dict[str, Any], channel_inputs:
             channels[channel.channel] = uri
         execution_input = {**draft, **({"inputs": channels} if channels else {})}
         # The channels left to their default place (datasets/<program>/<channel>/) must hold
-        # data before anything starts; the sample datasets fill it for the shipped programs.
+        # data before anything starts; the sample datasets fill it for the shipped programs when
+        # no --input was given (never beside the user's own data, which they would not match).
         defaults = {c: contract.default_channel_uri(bucket, program.name, c.name)
                     for c in program.channels if c.name not in channels}
         from training_code.sample_data import PROGRAMS as SAMPLE_PROGRAMS
 
-        if (defaults and program.name in SAMPLE_PROGRAMS
+        if (defaults and not channels and program.name in SAMPLE_PROGRAMS
                 and not any(engine.s3.objects_under(uri) for uri in defaults.values())):
             from training_code.sample_data import write_datasets
 
@@ -243,6 +244,11 @@ def start_local(args: argparse.Namespace, draft: dict[str, Any], channel_inputs:
                 f"program {program.name!r} has no data for channel{'s' if len(empty) > 1 else ''} "
                 + ", ".join(f"'{name}' (nothing under {uri})" for name, uri in empty.items())
                 + ": pass " + " ".join(f"--input {name}=<folder or s3:// URI>" for name in empty))
+        if channels:  # beside the user's own data, say where the other channels come from
+            for channel, uri in defaults.items():
+                if engine.s3.objects_under(uri):
+                    print(f"channel {channel.name}: {uri} (its default place; --input "
+                          f"{channel.name}=<folder or s3:// URI> for another)", flush=True)
         print(f"Started {execution} locally (state machine from {args.cdk_out}; S3 stand-in "
               f"{engine.s3.root})", flush=True)
         progress.started = time.monotonic()

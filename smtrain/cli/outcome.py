@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from smtrain.core.errors import InputError
@@ -39,14 +40,33 @@ def warn(text: str) -> None:
     print(f"smtrain: warning: {text}", file=sys.stderr, flush=True)
 
 
+@dataclass(frozen=True)
+class AwsOptions:
+    """``--profile`` and ``--region`` of the command being run (None: not given)."""
+
+    profile: str | None = None
+    region: str | None = None
+
+
+_aws_options = AwsOptions()
+
+
+def use_aws_options(options: AwsOptions) -> None:
+    """Set the ``--profile``/``--region`` that :func:`aws_session` applies, once per command
+    (``smtrain.cli.main``), so that every command's session honours them."""
+    global _aws_options
+    _aws_options = options
+
+
 def aws_message(error: Exception) -> str:
     """One line for a boto3/botocore error: what to configure, or what AWS answered."""
     name = type(error).__name__
     if name in ("NoCredentialsError", "PartialCredentialsError"):
-        return ("no AWS credentials found: configure a profile (aws configure), set AWS_PROFILE, "
-                "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+        return ("no AWS credentials found: pass --profile, configure a profile (aws configure), set "
+                "AWS_PROFILE, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
     if name == "NoRegionError":
-        return "no AWS region configured: set AWS_REGION (or AWS_DEFAULT_REGION) or a region in your profile"
+        return ("no AWS region configured: pass --region, set AWS_REGION (or AWS_DEFAULT_REGION), "
+                "or set a region in your profile")
     if name == "EndpointConnectionError":
         return f"cannot reach AWS: {error}"
     return f"AWS answered: {error}"
@@ -57,13 +77,32 @@ def is_aws_error(error: BaseException) -> bool:
 
 
 def aws_session(region: str | None = None) -> Any:
-    """The boto3 session of every command: credentials and a region are checked up front (the
-    region from ``region``, ``AWS_REGION`` (the CDK's and the newer SDKs' variable),
-    ``AWS_DEFAULT_REGION`` or the profile)."""
-    import boto3
-    from botocore.exceptions import NoCredentialsError, NoRegionError
+    """The boto3 session of every command: credentials and a region are checked up front.
 
-    session = boto3.Session(region_name=os.environ.get("AWS_REGION") or None)
+    As the AWS CLI does, an option wins over the environment, which wins over the files (AWS CLI
+    User Guide, "Configuration and credentials precedence",
+    https://docs.aws.amazon.com/cli/latest/userguide/cli-chap-configure.html#configure-precedence):
+    the profile is ``--profile``, else ``AWS_PROFILE`` (boto3 reads it), else ``default``; an
+    explicit profile also wins over credentials in the environment (botocore drops its
+    environment provider when a profile is given: ``botocore/credentials.py``,
+    ``create_credential_resolver``). The region is ``--region``, else ``AWS_REGION`` (the CDK's
+    and the newer SDKs' variable), ``AWS_DEFAULT_REGION`` or the profile's. ``region`` (a
+    command's own, e.g. the app's) only spares the check that some region is configured.
+    An unknown profile is one line naming the option or variable to change."""
+    import boto3
+    from botocore.exceptions import NoCredentialsError, NoRegionError, ProfileNotFound
+
+    options = _aws_options
+    try:
+        session = boto3.Session(profile_name=options.profile,
+                                region_name=options.region or os.environ.get("AWS_REGION") or None)
+    except ProfileNotFound:
+        files = "no such profile in your AWS config and credentials files"
+        if options.profile is not None:
+            raise ResourceNotFound(f"--profile {options.profile}: {files}; pass one they define "
+                                   "(aws configure list-profiles)") from None
+        raise ResourceNotFound(f"AWS_PROFILE={os.environ.get('AWS_PROFILE', '')}: {files}; pass "
+                               "--profile with one they define, or unset AWS_PROFILE") from None
     if session.get_credentials() is None:
         raise NoCredentialsError()
     if (region or session.region_name) is None:

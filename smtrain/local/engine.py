@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from smtrain.core import contract
+from smtrain.local import execution_records
 from smtrain.local.backend import SageMakerBackend
 from smtrain.local.deployment import ACCOUNT, LocalDeployment, load_deployment
 from smtrain.local.local_backend import Images, LocalBackend
@@ -122,8 +123,9 @@ class OfflineEngine:
     """Runs executions of the synthesized state machine; a context manager (moto's mock and the
     SageMaker service are active inside it).
 
-    ``work_dir`` holds the S3 stand-in (``s3/``), the jobs (``jobs/``) and the model registry
-    (``registry/``, :attr:`registry`). ``backend`` defaults
+    ``work_dir`` holds the S3 stand-in (``s3/``), the jobs (``jobs/``), the model registry
+    (``registry/``, :attr:`registry`) and a record of each execution (``executions/``,
+    :mod:`smtrain.local.execution_records`). ``backend`` defaults
     to a :class:`LocalBackend` over them; ``on_log`` gets each training log line.
     With ``tracking`` (the default) the local backend's jobs log to an MLflow store in ``work_dir/mlflow``
     (:attr:`tracking_uri`), experiment ``smtrain``.
@@ -194,7 +196,11 @@ class OfflineEngine:
     def start(self, execution_input: dict[str, Any], *, name: str) -> str:
         response = self.client.start_execution(stateMachineArn=self.state_machine_arn, name=name,
                                                input=json.dumps(execution_input))
-        return str(response["executionArn"])
+        arn = str(response["executionArn"])
+        # Recorded under the work dir, so that `smtrain status --local` and the other commands
+        # can read it after this process (moto forgets it): see execution_records.
+        execution_records.write(self.work_dir, self.client.describe_execution(executionArn=arn))
+        return arn
 
     def stop(self, execution_arn: str, *, error: str = "Stopped", cause: str = "stopped offline") -> None:
         self.client.stop_execution(executionArn=execution_arn, error=error, cause=cause)
@@ -234,6 +240,7 @@ class OfflineEngine:
                         on_event(event)
                 seen = len(events)
             if ended:
+                execution_records.write(self.work_dir, description, events=events)
                 output = description.get("output")
                 return ExecutionResult(
                     name=description["name"], arn=execution_arn, status=description["status"],

@@ -581,9 +581,17 @@ class LocalBackend:
         except Exception as error:
             self._note(job, f"could not log the job's MLflow run: {type(error).__name__}: {error}")
             return
+        if logged is None:
+            return
+        ended = "" if status == "FINISHED" else f" ({status})"
         if logged:
-            self._note(job, "the program logged no MLflow run; logged one from its metric lines",
-                       keep=False)
+            self._note(job, f"the program logged no MLflow run; logged one{ended} from the {logged} "
+                            "metric values in its log", keep=False)
+        elif status == "FINISHED":
+            self._note(job, "the program logged no MLflow run; logged one with its hyperparameters "
+                            "(its log held no metric value)", keep=False)
+        # A job that failed or was stopped before it printed a metric value: its run holds only
+        # the hyperparameters, and the CLI reports the failure itself; a note would be noise.
 
     def _metric_definitions(self, job: TrainingJob) -> list[dict[str, str]]:
         if job.kind == "builtin":
@@ -642,12 +650,12 @@ JOB_RUN_TAG = contract.RUN_TAG_TRAINING_JOB
 
 
 def track_job(uri: str, experiment: str, *, job: TrainingJob, log_text: str,
-              definitions: list[dict[str, str]], status: str = "FINISHED") -> bool:
+              definitions: list[dict[str, str]], status: str = "FINISHED") -> int | None:
     """Log an MLflow run for ``job`` unless one exists (tag ``smtrain.training_job`` or run
     name = the job's name): run name = job name, the request's tracking tags, its
     hyperparameters (``sagemaker_*`` ones left out) as params, every metric line the
-    definitions parse (step = the n-th report of that metric) and the final metrics. True when
-    it logged one."""
+    definitions parse (step = the n-th report of that metric) and the final metrics. None when
+    a run existed; else how many metric values it logged from the log."""
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
@@ -657,7 +665,7 @@ def track_job(uri: str, experiment: str, *, job: TrainingJob, log_text: str,
     quoted = job.name.replace("'", "\\'")
     for query in (f"tags.`{JOB_RUN_TAG}` = '{quoted}'", f"attributes.run_name = '{quoted}'"):
         if client.search_runs([experiment_id], filter_string=query, max_results=1):
-            return False
+            return None
     tags = {_RUN_TAGS[tag["Key"]]: str(tag["Value"]) for tag in job.request.get("Tags", [])
             if tag.get("Key") in _RUN_TAGS}
     tags[JOB_RUN_TAG] = job.name
@@ -667,6 +675,7 @@ def track_job(uri: str, experiment: str, *, job: TrainingJob, log_text: str,
     metrics = [Metric(name, value, now, step)
                for name, values in parse_metric_series(log_text, definitions).items()
                for step, value in enumerate(values)]
+    from_log = len(metrics)
     for name, value in job.metrics.items():
         if name not in {d["Name"] for d in definitions}:  # final metrics not from the log
             metrics.append(Metric(name, value, now, 0))
@@ -677,7 +686,7 @@ def track_job(uri: str, experiment: str, *, job: TrainingJob, log_text: str,
     for start in range(0, len(metrics), 1000):
         client.log_batch(run.info.run_id, metrics=metrics[start:start + 1000])
     client.set_terminated(run.info.run_id, status=status)
-    return True
+    return from_log
 
 
 def _tracking_tags(request: Request) -> dict[str, str]:
