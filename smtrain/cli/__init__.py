@@ -44,8 +44,10 @@ def _models_parser(commands: Any) -> None:
     for action, verb in (("approve", "approve"), ("reject", "reject")):
         parser = actions.add_parser(action, help=f"{verb} a model version (UpdateModelPackage)")
         parser.add_argument("arn", metavar="VERSION_ARN", help="the version's ARN (see `smtrain models list`)")
-        parser.add_argument("--reason", required=True,
-                            help="why (the version's approval description; one line, at most 1024 characters)")
+        parser.add_argument("--reason",
+                            help="why (the version's approval description; one line, at most 1024 "
+                                 "characters); without it, the version's metrics are shown and the "
+                                 "reason asked for on the terminal")
         where(parser)
 
 
