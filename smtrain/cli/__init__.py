@@ -133,8 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--local", action="store_true", help="the offline engine's store under --work-dir")
     compare.add_argument("--work-dir", type=Path, default=Path(".work/local"), help="with --local")
     compare.add_argument("--experiment", default="smtrain")
-    compare.add_argument("--sort", default="validation:accuracy", metavar="METRIC",
-                         help="metric to sort by and to plot (default validation:accuracy)")
+    compare.add_argument("--program", help="only this program's runs (default: every program's, "
+                                           "one table each)")
+    compare.add_argument("--sort", metavar="METRIC",
+                         help="metric to sort by and to plot (default: each program's objective "
+                              "in its program.toml)")
     order = compare.add_mutually_exclusive_group()
     order.add_argument("--ascending", action="store_true", default=None)
     order.add_argument("--descending", dest="ascending", action="store_false")

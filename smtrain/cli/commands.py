@@ -285,5 +285,5 @@ def compare_runs(args: argparse.Namespace) -> int:
 
     # An unknown --sort metric raises UnknownMetric, an InputError: one line, exit 2 (see run()).
     say(compare(tracking_uri=uri, experiment=args.experiment, metric=args.sort, limit=args.max,
-                ascending=args.ascending, plot_path=args.plot))
+                ascending=args.ascending, plot_path=args.plot, program=args.program))
     return EXIT_OK
