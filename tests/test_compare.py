@@ -74,8 +74,9 @@ def test_known_sort_metric_tabulates_and_plots(tracked: tuple[Path, MlflowClient
                  "--plot", str(plot)])
     out, err = capsys.readouterr()
     assert (code, err) == (EXIT_OK, "")
-    lines = out.splitlines()
-    assert lines[0].split()[:3] == ["execution", "program", "run"]
+    sorted_by, *lines = out.splitlines()
+    assert sorted_by == "sorted by validation:accuracy, largest first (--sort)"
+    assert lines[0].split()[:4] == ["execution", "program", "run", "status"]
     assert [line.split()[2] for line in lines[1:-1]] == [_run_name(i) for i in reversed(range(RUNS))]
     assert lines[-1] == f"plot: {plot}"
     width, height = struct.unpack(">II", plot.read_bytes()[16:24])
@@ -121,3 +122,61 @@ def test_plot_legend_keeps_long_labels_whole_and_outside(tracked: tuple[Path, Ml
     renderer = FigureCanvasAgg(drawing).get_renderer()
     assert legend.get_window_extent(renderer).x0 >= axes.get_window_extent(renderer).x1, \
         "the legend lies beside the axes, not over the curves"
+
+
+def test_a_failed_run_says_so_and_comes_last(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """At the defaults (digits_mlp's objective, validation:accuracy, largest first), a run that
+    failed before reporting a metric is listed FAILED, not as a run without metrics."""
+    client = _store(tmp_path, 2)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None
+    failed = client.create_run(experiment.experiment_id, run_name="failed-job",
+                               tags={"smtrain.execution": "broken", "smtrain.program": "digits_mlp"})
+    client.log_batch(failed.info.run_id, params=[Param("learning_rate", "9"), Param("epochs", "3")])
+    client.set_terminated(failed.info.run_id, status="FAILED")
+    capsys.readouterr()
+    code = main(["compare", "--local", "--work-dir", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert (code, err) == (EXIT_OK, "")
+    sorted_by, header, *rows = out.splitlines()
+    assert sorted_by == ("digits_mlp: sorted by validation:accuracy, largest first "
+                         "(its tuning objective in program.toml)")
+    assert header.split() == ["execution", "program", "run", "status", "learning_rate", "epochs",
+                              "validation:accuracy", "run_seconds"]
+    assert [row.split()[2:4] for row in rows] == [[_run_name(1), "FINISHED"], [_run_name(0), "FINISHED"],
+                                                  ["failed-job", "FAILED"]]
+    assert rows[-1].split()[-2] == "-"
+
+
+def test_a_failed_run_comes_last_even_with_the_best_value(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A run that failed after reporting its metric is still listed after every finished run,
+    with --sort as at the defaults."""
+    client = _store(tmp_path, 2)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None
+    failed = client.create_run(experiment.experiment_id, run_name="failed-late",
+                               tags={"smtrain.execution": "broken", "smtrain.program": "digits_mlp"})
+    client.log_batch(failed.info.run_id, metrics=[Metric("validation:accuracy", 0.99, 0, 1)])
+    client.set_terminated(failed.info.run_id, status="FAILED")
+    for args in ([], ["--sort", "validation:accuracy"]):
+        capsys.readouterr()
+        assert main(["compare", "--local", "--work-dir", str(tmp_path), *args]) == EXIT_OK
+        _, _, *rows = capsys.readouterr().out.splitlines()
+        assert [row.split()[2:4] for row in rows] == [[_run_name(1), "FINISHED"], [_run_name(0), "FINISHED"],
+                                                      ["failed-late", "FAILED"]], args
+        assert rows[-1].split()[-2] == "0.9900", "its value is shown all the same"
+
+
+def test_at_its_default_work_dir_the_error_names_the_demos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`make demo` tracks its runs under .work/demo; `--local` alone reads .work/local."""
+    _store(tmp_path / ".work" / "demo", 1)
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["compare", "--local"]) == EXIT_USAGE
+    assert capsys.readouterr().err.strip() == (
+        "smtrain: error: no offline runs tracked under .work/local (run smtrain start --local first); "
+        "`make demo` keeps its under .work/demo: pass --work-dir .work/demo")
+    assert main(["compare", "--local", "--work-dir", ".work/demo"]) == EXIT_OK
+    assert _run_name(0) in capsys.readouterr().out

@@ -191,7 +191,11 @@ def test_approve_and_reject(cloud: Cloud, action: str, status: str) -> None:
     result = smtrain("models", action, arn, "--reason", "validation accuracy 0.97 on holdout",
                      env=cloud.env())
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"{arn}: {status} (was PendingManualApproval)"
+    first, *shown = result.stdout.splitlines()
+    assert first == f"{arn}: {status} (was PendingManualApproval)"
+    # What was approved or rejected: its job, and its metrics (here no report was written).
+    assert shown[0] == "    program digits_mlp, training job a"
+    assert shown[1].startswith("    metrics: not read from s3://smtrain-artifacts/model-quality/run-1.json: ")
     assert cloud.status(arn) == (status, "validation accuracy 0.97 on holdout")
     assert cloud.status(other) == (contract.PENDING_APPROVAL, None)
 
@@ -222,7 +226,7 @@ def test_approve_sends_exactly_one_update(cloud: Cloud, monkeypatch: pytest.Monk
                                           "DescribeModelPackage"]
     assert sent[1][1] == {"ModelPackageArn": arn, "ModelApprovalStatus": "Rejected",
                           "ApprovalDescription": "drift on March data"}
-    assert capsys.readouterr().out.strip() == f"{arn}: Rejected (was PendingManualApproval)"
+    assert capsys.readouterr().out.splitlines()[0] == f"{arn}: Rejected (was PendingManualApproval)"
 
     sent.clear()
     assert cli.main(["models", "list", "--stack-name", STACK, "--program", "digits_mlp",
@@ -271,9 +275,10 @@ def test_a_reason_of_1024_characters_is_sent(cloud: Cloud) -> None:
     assert cloud.status(arn) == ("Approved", "r" * 1024)
 
 
-def test_reason_is_required() -> None:
-    result = smtrain("models", "approve", f"{ARN_PREFIX}smtrain-digits-mlp/1")
-    assert result.returncode == 2 and "--reason" in result.stderr
+def test_reason_is_required_without_a_terminal() -> None:
+    """Nobody to ask (stdin is not a terminal, as in a script or CI): refused before AWS is called."""
+    _refused(smtrain("models", "approve", f"{ARN_PREFIX}smtrain-digits-mlp/1"), 2,
+             "--reason is required when stdin is not a terminal: pass --reason TEXT")
 
 
 def test_aws_errors_are_one_line(cloud: Cloud) -> None:
@@ -324,9 +329,11 @@ def test_local_approve_then_reject(work_dir: Path) -> None:
     local = ["--local", "--work-dir", str(work_dir)]
     approved = smtrain("models", "approve", arn, "--reason", "looks good", *local)
     assert approved.returncode == 0, approved.stderr
-    assert approved.stdout.strip() == f"{arn}: Approved (was PendingManualApproval)"
+    assert approved.stdout.splitlines()[0] == f"{arn}: Approved (was PendingManualApproval)"
+    assert "    metrics: not read from s3://smtrain-artifacts/model-quality/run-1.json: no such object" \
+        in approved.stdout.splitlines()
     rejected = smtrain("models", "reject", arn, "--reason", "regressed on new data", *local)
-    assert rejected.stdout.strip() == f"{arn}: Rejected (was Approved)"
+    assert rejected.stdout.splitlines()[0] == f"{arn}: Rejected (was Approved)"
     listed = json.loads(smtrain("models", "list", *local, "--status", "Rejected", "--json").stdout)
     assert [(v["arn"], v["approvalDescription"]) for v in listed] == [(arn, "regressed on new data")]
     stored = json.loads((work_dir / "registry" / "smtrain-digits-mlp" / "1.json").read_text())
@@ -350,3 +357,58 @@ def test_help_of_every_models_command() -> None:
     for command in (["models"], ["models", "list"], ["models", "approve"], ["models", "reject"]):
         result = smtrain(*command, "--help")
         assert result.returncode == 0 and "usage: smtrain models" in result.stdout, command
+
+
+def test_list_reads_each_versions_metrics_from_its_report_in_s3(cloud: Cloud) -> None:
+    """The report the state machine wrote (s3://<artifacts>/model-quality/<job>.json), read with
+    GetObject; a version whose report cannot be read is listed all the same, saying why."""
+    report = {"version": 0, "smtrain": {"qualityGate": {"minimum": {"validation:accuracy": 0.9},
+                                                        "maximum": {}, "passed": True}},
+              "training_job_final_metrics": {"validation:accuracy": {"value": 0.9694},
+                                             "train:loss": {"value": 0.0312}}}
+    s3 = cloud.client("s3")
+    s3.create_bucket(Bucket="smtrain-artifacts")
+    s3.put_object(Bucket="smtrain-artifacts", Key="model-quality/run-1.json", Body=json.dumps(report))
+    readable = cloud.register("smtrain-digits-mlp", job="mlp-job-0", program="digits_mlp")
+    request = registration("smtrain-digits-mlp", job="mlp-job-1")
+    missing_uri = "s3://smtrain-artifacts/model-quality/mlp-job-1.json"
+    request["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"] = missing_uri
+    missing = cloud.client("sagemaker").create_model_package(**request)["ModelPackageArn"]
+
+    result = smtrain("models", "list", "--stack-name", STACK, "--program", "digits_mlp", env=cloud.env())
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+
+    def details(arn: str) -> list[str]:
+        row = next(i for i, line in enumerate(lines) if line.startswith(arn + " "))
+        return [line for line in lines[row + 1:row + 5] if line.startswith("    ")]
+
+    assert "    metrics: validation:accuracy 0.9694, train:loss 0.0312" in details(readable)
+    assert "    quality gate: passed (validation:accuracy 0.9694 >= 0.9)" in details(readable)
+    assert [line for line in details(missing) if line.startswith("    metrics:")] == [
+        f"    metrics: not read from {missing_uri}: NoSuchKey: An error occurred (NoSuchKey) when "
+        "calling the GetObject operation: The specified key does not exist."]
+    listed = json.loads(smtrain("models", "list", "--stack-name", STACK, "--json", env=cloud.env()).stdout)
+    by_arn = {v["arn"]: v for v in listed}
+    assert by_arn[readable]["metrics"] == {"validation:accuracy": 0.9694, "train:loss": 0.0312}
+    assert by_arn[readable]["qualityReport"] == "s3://smtrain-artifacts/model-quality/run-1.json"
+    assert by_arn[missing]["metrics"] is None and "NoSuchKey" in by_arn[missing]["qualityReportError"]
+
+
+def test_local_commands_at_their_default_point_to_the_demos_work_dir(work_dir: Path, tmp_path: Path) -> None:
+    """`make demo` keeps its registry and runs in .work/demo; `--local` reads .work/local by
+    default: run from where the demo left its, the error names the option that finds them."""
+    checkout = tmp_path / "checkout"
+    (checkout / ".work" / "demo").mkdir(parents=True)
+    (work_dir / contract.LOCAL_REGISTRY_DIR).rename(checkout / ".work" / "demo" / contract.LOCAL_REGISTRY_DIR)
+    listed = run_cli(["models", "list", "--local"], env=dict(os.environ), cwd=checkout)
+    _refused(listed, 2, "no model registry under .work/local (a run of `smtrain start --local` that "
+                        "registers a model creates it); `make demo` keeps its under .work/demo: "
+                        "pass --work-dir .work/demo")
+    found = run_cli(["models", "list", "--local", "--work-dir", ".work/demo"], env=dict(os.environ), cwd=checkout)
+    assert found.returncode == 0, found.stderr
+    assert f"{ARN_PREFIX}smtrain-digits-mlp/2" in found.stdout
+    # Where no demo ran, the error is the plain one.
+    alone = run_cli(["models", "list", "--local"], env=dict(os.environ), cwd=tmp_path)
+    _refused(alone, 2, "no model registry under .work/local")
+    assert "make demo" not in alone.stderr

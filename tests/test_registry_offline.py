@@ -9,7 +9,11 @@ the tests re-check the stored request against the model as well.
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
+import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +25,8 @@ from smtrain.core import contract
 from smtrain.local.demo import QUICK_HYPERPARAMETERS
 from smtrain.local.engine import ExecutionResult, OfflineEngine
 from smtrain.local.sagemaker_model import request_violations
-from tests.conftest import TRAINED_INPUTS, TrainedRuns
+from tests.conftest import ROOT, TRAINED_INPUTS, TrainedRuns
+from tests.helpers import run_cli
 
 REQUEST_FIELDS = ("ModelPackageGroupName", "ModelPackageDescription", "InferenceSpecification",
                   "ModelApprovalStatus", "ModelMetrics", "CustomerMetadataProperties",
@@ -183,3 +188,56 @@ def test_a_tuning_run_registers_its_best_job(engine: OfflineEngine) -> None:
     for name, value in output["tunedHyperparameters"].items():
         assert metadata[f"hp:{name}"] == value
     assert request_violations("CreateModelPackage", request) == []
+
+
+# -- what a reviewer sees before approving (issue 19, item 9) ----------------------------------
+class _Terminal(io.StringIO):
+    """A person at a terminal, who types ``text``."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_models_list_shows_each_versions_metrics_and_its_gate(trained: TrainedRuns) -> None:
+    output = trained.training["digits_xgboost"].output
+    assert output is not None
+    arn, work_dir = output["modelPackageArn"], str(trained.engine.work_dir)
+    final = {m["MetricName"]: m["Value"] for m in output["metrics"]}
+    assert set(final) == {"train:merror", "validation:merror"}
+
+    result = run_cli(["models", "list", "--local", "--work-dir", work_dir, "--program", "digits_xgboost"],
+                     env=dict(os.environ), cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    (row,) = [i for i, line in enumerate(lines) if line.startswith(arn + " ")]
+    details = list(itertools.takewhile(lambda line: line.startswith("    "), lines[row + 1:]))
+    assert (f"    metrics: validation:merror {final['validation:merror']:.6g}, "
+            f"train:merror {final['train:merror']:.6g}") in details, details
+    assert (f"    quality gate: passed (validation:merror {final['validation:merror']:.6g} <= 0.1)"
+            in details), details
+
+    listed = run_cli(["models", "list", "--local", "--work-dir", work_dir, "--program", "digits_xgboost",
+                      "--json"], env=dict(os.environ), cwd=ROOT)
+    (version,) = [v for v in json.loads(listed.stdout) if v["arn"] == arn]
+    assert version["metrics"] == final
+    assert version["qualityGate"] == {"passed": True, "minimum": {}, "maximum": {"validation:merror": 0.1}}
+
+
+def test_approving_without_a_reason_shows_the_metrics_then_asks(
+        trained: TrainedRuns, monkeypatch: pytest.MonkeyPatch) -> None:
+    output = trained.training["digits_xgboost"].output
+    assert output is not None
+    arn, work_dir = output["modelPackageArn"], str(trained.engine.work_dir)
+    monkeypatch.setattr(sys, "stdin", _Terminal("merror checked on the holdout\n"))
+    result = run_cli(["models", "approve", arn, "--local", "--work-dir", work_dir],
+                     env=dict(os.environ), cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "validation:merror" in out, out
+    assert (out.index("validation:merror") < out.index("quality gate: passed")
+            < out.index("reason to approve it (one line; empty to cancel): "))
+    assert out.rstrip().endswith(f"{arn}: Approved (was {contract.PENDING_APPROVAL})") or \
+        out.rstrip().endswith(f"{arn}: Approved (was Approved)")
+    approved = trained.engine.registry.describe_model_package(arn)
+    assert (approved["ModelApprovalStatus"], approved["ApprovalDescription"]) == (
+        contract.APPROVED, "merror checked on the holdout")

@@ -105,9 +105,10 @@ def test_compare_table_and_plot(tracked: tuple[OfflineEngine, MlflowClient], tmp
     result = run_cli(["compare", "--tracking-uri", str(engine.tracking_uri), "--sort", "validation:accuracy",
                       "--plot", str(plot)], env=dict(os.environ), cwd=ROOT)
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[0].split()[:3] == ["execution", "program", "run"]
-    assert "validation:accuracy" in lines[0] and lines[0].split()[-1] == "seconds"
+    sorted_by, *lines = result.stdout.splitlines()
+    assert sorted_by == "sorted by validation:accuracy, largest first (--sort)"
+    assert lines[0].split()[:4] == ["execution", "program", "run", "status"]
+    assert "validation:accuracy" in lines[0] and lines[0].split()[-1] == "run_seconds"
     # Every run of the store (the session's shared runs, and what other tests ran on the same
     # engine), those with the metric first, best first.
     stored = _all_runs(client)
@@ -141,7 +142,7 @@ def test_compare_table_and_plot(tracked: tuple[OfflineEngine, MlflowClient], tmp
     ascending = run_cli(["compare", "--tracking-uri", str(engine.tracking_uri), "--sort", "validation:loss"],
                         env=dict(os.environ), cwd=ROOT)
     with_loss = [run for run in stored if "validation:loss" in run.data.metrics]
-    losses = [float(line.split()[-2]) for line in ascending.stdout.splitlines()[1:1 + len(with_loss)]]
+    losses = [float(line.split()[-2]) for line in ascending.stdout.splitlines()[2:2 + len(with_loss)]]
     assert len(losses) == len(with_loss) >= 4 and losses == sorted(losses), "losses smallest first"
 
 
@@ -446,3 +447,83 @@ def test_a_store_is_made_in_place_where_the_cache_cannot_be_written(
     monkeypatch.setenv("SMTRAIN_ENV_CACHE", str(blocked / "envs"))
     uri = prepare_tracking_store(tmp_path / "store")
     assert MlflowClient(uri).get_experiment_by_name(TRACKING_EXPERIMENT) is not None
+
+
+# -- `smtrain compare` at its defaults, as a user runs it (issue 19, item 7) --------------------
+def _compare(engine: OfflineEngine, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(["compare", "--local", "--work-dir", str(engine.work_dir), *args],
+                   env=dict(os.environ), cwd=ROOT)
+
+
+def _sections(stdout: str) -> dict[str, list[dict[str, str]]]:
+    """Per program: the table under its "PROGRAM: sorted by ..." line, a dict per row."""
+    sections: dict[str, list[dict[str, str]]] = {}
+    lines = iter(stdout.splitlines())
+    for line in lines:
+        if ": sorted by " not in line:
+            continue
+        program = line.split(":", 1)[0]
+        header = next(lines).split()
+        rows = sections.setdefault(program, [])
+        for row in lines:
+            if not row.strip():
+                break
+            rows.append(dict(zip(header, row.split(), strict=True)))
+    return sections
+
+
+def test_compare_at_its_defaults_sorts_each_program_by_its_objective(
+        tracked: tuple[OfflineEngine, MlflowClient]) -> None:
+    engine, _ = tracked
+    result = _compare(engine)
+    assert result.returncode == 0, result.stderr
+    assert "digits_xgboost: sorted by validation:merror, smallest first" in result.stdout
+    assert "digits_mlp: sorted by validation:accuracy, largest first" in result.stdout
+    sections = _sections(result.stdout)
+    merrors = [float(row["validation:merror"]) for row in sections["digits_xgboost"]]
+    assert merrors and merrors == sorted(merrors), "XGBoost's error rate, smallest first"
+    accuracies = [float(row["validation:accuracy"]) for row in sections["digits_mlp"]
+                  if row["validation:accuracy"] != "-"]
+    assert len(accuracies) >= 4 and accuracies == sorted(accuracies, reverse=True)
+
+    # One program: its objective, and nothing of the others.
+    alone = _compare(engine, "--program", "digits_xgboost")
+    assert alone.returncode == 0, alone.stderr
+    assert alone.stdout.splitlines()[0].startswith(
+        "digits_xgboost: sorted by validation:merror, smallest first (its tuning objective")
+    assert set(_sections(alone.stdout)) == {"digits_xgboost"}
+    unknown = _compare(engine, "--program", "digits_cnn")
+    assert unknown.returncode == 2
+    assert unknown.stderr.startswith("smtrain: error: --program digits_cnn: no runs of it in experiment "
+                                     "'smtrain'; programs with runs: digits_lightgbm, digits_mlp, "
+                                     "digits_xgboost"), unknown.stderr
+
+
+def test_compare_shows_every_varying_hyperparameter_the_status_and_the_run_time(
+        tracked: tuple[OfflineEngine, MlflowClient]) -> None:
+    engine, client = tracked
+    result = _compare(engine, "--program", "digits_lightgbm")
+    assert result.returncode == 0, result.stderr
+    rows = _sections(result.stdout)["digits_lightgbm"]
+    assert len(rows) >= 4
+    # Trained once (30 rounds, a report every 10) and tuned (20 rounds, every 5; the tuned ranges).
+    for name in ("learning_rate", "num_leaves", "num_boost_round", "report_every"):
+        assert all(name in row for row in rows), name
+    assert {row["status"] for row in rows} == {"FINISHED"}
+    assert all(float(row["run_seconds"]) > 0 for row in rows)
+
+    # A run the engine logs for a job whose program logs none (the built-in XGBoost) spans the
+    # job's training: from its Training status to its process's end, as the job's own times say;
+    # not the moment it was logged (0.0 s before).
+    (xgboost,) = [row for row in _sections(_compare(engine, "--program", "digits_xgboost").stdout)[
+        "digits_xgboost"] if row["execution"] == trained_name("digits_xgboost")]
+    job = engine.backend.describe_training_job(xgboost["run"])
+    training = next(t for t in job["SecondaryStatusTransitions"] if t["Status"] == "Training")
+    import datetime as dt
+
+    started, ended = (int(dt.datetime.fromisoformat(training[key]).timestamp() * 1000)
+                      for key in ("StartTime", "EndTime"))
+    (run,) = _runs(client, trained_name("digits_xgboost"))
+    assert run.info.start_time == started
+    assert started < run.info.end_time <= ended
+    assert float(xgboost["run_seconds"]) == round((run.info.end_time - started) / 1000, 1) >= 1.0

@@ -69,8 +69,10 @@ def _models_parser(commands: Any) -> None:
     for action, verb in (("approve", "approve"), ("reject", "reject")):
         parser = actions.add_parser(action, help=f"{verb} a model version (UpdateModelPackage)")
         parser.add_argument("arn", metavar="VERSION_ARN", help="the version's ARN (see `smtrain models list`)")
-        parser.add_argument("--reason", required=True,
-                            help="why (the version's approval description; one line, at most 1024 characters)")
+        parser.add_argument("--reason",
+                            help="why (the version's approval description; one line, at most 1024 "
+                                 "characters); without it, the version's metrics are shown and the "
+                                 "reason asked for on the terminal")
         where(parser)
 
 
@@ -168,8 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--local", action="store_true", help="the offline engine's store under --work-dir")
     compare.add_argument("--work-dir", type=Path, default=Path(".work/local"), help="with --local")
     compare.add_argument("--experiment", default="smtrain", help="MLflow experiment (default smtrain)")
-    compare.add_argument("--sort", default="validation:accuracy", metavar="METRIC",
-                         help="metric to sort by and to plot (default validation:accuracy)")
+    compare.add_argument("--program", help="only this program's runs (default: every program's, "
+                                           "one table each)")
+    compare.add_argument("--sort", metavar="METRIC",
+                         help="metric to sort by and to plot (default: each program's objective "
+                              "in its program.toml)")
     order = compare.add_mutually_exclusive_group()
     order.add_argument("--ascending", action="store_true", default=None,
                        help="lowest --sort value first (the default for a metric named *loss*, *error* or *rmse*)")

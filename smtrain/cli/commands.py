@@ -291,7 +291,10 @@ def compare_runs(args: argparse.Namespace) -> int:
     if args.local:
         database = (args.work_dir / "mlflow" / "mlflow.db").resolve()
         if not database.is_file():
-            raise InputError(f"no offline runs tracked under {args.work_dir} (run smtrain start --local first)")
+            from smtrain.cli.model_commands import demo_hint
+
+            raise InputError(f"no offline runs tracked under {args.work_dir} (run smtrain start --local first)"
+                             + demo_hint(args.work_dir, "mlflow/mlflow.db"))
         uri = f"sqlite:///{database}"
     else:
         uri = args.tracking_uri or os.environ.get(contract.ENV_TRACKING_URI)
@@ -302,5 +305,5 @@ def compare_runs(args: argparse.Namespace) -> int:
 
     # An unknown --sort metric raises UnknownMetric, an InputError: one line, exit 2 (see run()).
     say(compare(tracking_uri=uri, experiment=args.experiment, metric=args.sort, limit=args.max,
-                ascending=args.ascending, plot_path=args.plot))
+                ascending=args.ascending, plot_path=args.plot, program=args.program))
     return EXIT_OK

@@ -104,6 +104,9 @@ METADATA_MLFLOW_TRACKING_URI: Final = "mlflow:trackingUri"
 METADATA_MLFLOW_EXPERIMENT: Final = "mlflow:experiment"
 #: Where the offline engine keeps its model registry, under its work directory.
 LOCAL_REGISTRY_DIR: Final = "registry"
+#: The offline engine's stand-in for S3 under its work directory (``s3://<bucket>/<key>`` is
+#: ``<work dir>/s3/<bucket>/<key>``).
+LOCAL_S3_DIR: Final = "s3"
 
 # --- Limits ---------------------------------------------------------------------------------
 

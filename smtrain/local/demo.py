@@ -82,6 +82,8 @@ def report(engine: OfflineEngine, result: ExecutionResult, seconds: float) -> bo
     print(f"  metrics:     {metrics}")
     if output.get("registered"):
         print(f"  registered:  {output['modelPackageArn']} (PendingManualApproval)")
+        print(f"  approve:     .venv/bin/smtrain models approve {output['modelPackageArn']} --local "
+              f"--work-dir {engine.work_dir}  (shows its metrics, then asks why)")
     print(f"  registry:    {output.get('registrationReason', 'not asked')}")
     return True
 
@@ -149,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nOther programs: python -m smtrain.local.demo --program {others}")
     print(f"Compare the tracked runs: .venv/bin/smtrain compare --local --work-dir {args.work_dir}")
     print(f"Registered versions:      .venv/bin/smtrain models list --local --work-dir {args.work_dir}")
+    print(f"(`smtrain ... --local` reads .work/local by default: pass --work-dir {args.work_dir} "
+          "for the demo's runs and versions)")
     return 0 if ok else 1
 
 

@@ -137,7 +137,7 @@ class OfflineEngine:
         # Absolute: training programs run with the job tree as their working directory.
         work_dir = work_dir.resolve()
         self.work_dir = work_dir
-        self.s3 = LocalS3(work_dir / "s3")
+        self.s3 = LocalS3(work_dir / contract.LOCAL_S3_DIR)
         self.deployment: LocalDeployment = load_deployment(outdir, s3=self.s3, region=region)
         self.tracking_uri = prepare_tracking_store(work_dir / "mlflow") if tracking and backend is None else None
         self.backend: SageMakerBackend = backend or LocalBackend(

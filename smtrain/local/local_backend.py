@@ -577,7 +577,8 @@ class LocalBackend:
                                end_time=int(time.time() * 1000))
                 return
             logged = track_job(uri, self.environment.get(contract.ENV_EXPERIMENT, contract.EXPERIMENT),
-                               job=job, log_text=log_text, definitions=definitions, status=status)
+                               job=job, log_text=log_text, definitions=definitions, status=status,
+                               start_time=_training_started(job), end_time=int(time.time() * 1000))
         except Exception as error:
             self._note(job, f"could not log the job's MLflow run: {type(error).__name__}: {error}")
             return
@@ -649,13 +650,22 @@ _RUN_TAGS = {contract.TAG_EXECUTION: contract.RUN_TAG_EXECUTION,
 JOB_RUN_TAG = contract.RUN_TAG_TRAINING_JOB
 
 
+def _training_started(job: TrainingJob) -> int | None:
+    """When ``job`` entered its ``Training`` status (ms since the epoch), None if it did not."""
+    started = next((t["StartTime"] for t in job.transitions if t["Status"] == "Training"), None)
+    return None if started is None else int(dt.datetime.fromisoformat(started).timestamp() * 1000)
+
+
 def track_job(uri: str, experiment: str, *, job: TrainingJob, log_text: str,
-              definitions: list[dict[str, str]], status: str = "FINISHED") -> int | None:
+              definitions: list[dict[str, str]], status: str = "FINISHED",
+              start_time: int | None = None, end_time: int | None = None) -> int | None:
     """Log an MLflow run for ``job`` unless one exists (tag ``smtrain.training_job`` or run
     name = the job's name): run name = job name, the request's tracking tags, its
     hyperparameters (``sagemaker_*`` ones left out) as params, every metric line the
-    definitions parse (step = the n-th report of that metric) and the final metrics. None when
-    a run existed; else how many metric values it logged from the log."""
+    definitions parse (step = the n-th report of that metric) and the final metrics; from
+    ``start_time`` to ``end_time`` (ms; the backend passes the job's ``Training`` status and its
+    process's end, so that the run's wall time is the job's training; None: now). None when a
+    run existed; else how many metric values it logged from the log."""
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
@@ -670,7 +680,7 @@ def track_job(uri: str, experiment: str, *, job: TrainingJob, log_text: str,
             if tag.get("Key") in _RUN_TAGS}
     tags[JOB_RUN_TAG] = job.name
     tags["smtrain.logged_by"] = "smtrain local backend"
-    run = client.create_run(experiment_id, run_name=job.name, tags=tags)
+    run = client.create_run(experiment_id, run_name=job.name, tags=tags, start_time=start_time)
     now = int(time.time() * 1000)
     metrics = [Metric(name, value, now, step)
                for name, values in parse_metric_series(log_text, definitions).items()
@@ -685,7 +695,7 @@ def track_job(uri: str, experiment: str, *, job: TrainingJob, log_text: str,
         client.log_batch(run.info.run_id, params=params[start:start + 100])
     for start in range(0, len(metrics), 1000):
         client.log_batch(run.info.run_id, metrics=metrics[start:start + 1000])
-    client.set_terminated(run.info.run_id, status=status)
+    client.set_terminated(run.info.run_id, status=status, end_time=end_time)
     return from_log
 
 
