@@ -462,8 +462,29 @@ def load(directory: Path, *, staged: bool = False) -> Program:
         serving=serving,
     )
     _check_files(fail, program)
+    _check_script_options(fail, program)
     _check_default_tuning(fail, program)
     return program
+
+
+def _check_script_options(fail: Any, program: Program) -> None:
+    """A script program's declared hyperparameters must be options its entry point defines,
+    by exactly the name the toolkit passes (:mod:`smtrain.core.script_options`; skipped where
+    the script reads them another way). The first one missing fails, naming the field."""
+    if program.kind != "script" or not program.hyperparameters:
+        return
+    from smtrain.core import script_options
+
+    assert program.entry_point is not None  # the schema requires it
+    packages = {name: program.directory.parent / name for name in program.shared}
+    options = script_options.read_options(program.directory / program.entry_point,
+                                          packages=packages)
+    if options is None:
+        return
+    problems = script_options.hyperparameter_problems(program.hyperparameters, options,
+                                                      program.entry_point)
+    for name, problem in problems.items():
+        raise fail(f"hyperparameters.{name}", problem)
 
 
 def _check_default_tuning(fail: Any, program: Program) -> None:
