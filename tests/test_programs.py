@@ -264,3 +264,39 @@ def test_a_hyperparameter_the_script_lacks_fails_synth_and_smtrain_start(
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.startswith("smtrain: error: ") and len(result.stderr.splitlines()) == 1
     assert expected in result.stderr
+
+
+# -- the inference handler a registered script model serves with (issue 19, item 6) -------------
+def test_a_serving_handler_the_folder_lacks_is_refused(tmp_path: Path) -> None:
+    named = GOOD + '[serving]\nentry_point = "serve_me.py"\n'
+    with pytest.raises(ProgramError) as raised:
+        load(_program(tmp_path, named))
+    folder = tmp_path / "mine"
+    assert str(raised.value) == (
+        f"{folder / 'program.toml'}: 'serving.entry_point': {folder / 'serve_me.py'} does not "
+        "exist: the manifest names it, and the model's inference image imports code/serve_me.py "
+        "from model.tar.gz (its SAGEMAKER_PROGRAM), so a registered model could never serve")
+    files = {"train.py": "print('loss=1')\n", "serve_me.py": "def model_fn(d): ...\n"}
+    assert load(_program(tmp_path / "with", named, files=files)).serving.entry_point == "serve_me.py"
+
+
+def test_registering_by_default_needs_the_default_handler(tmp_path: Path) -> None:
+    registering = GOOD + "[register]\ndefault = true\n"
+    with pytest.raises(ProgramError, match=re.escape(
+            "'serving.entry_point': ") + ".*inference.py does not exist: the manifest registers "
+            r"every run's model \(\[register\] default = true\)"):
+        load(_program(tmp_path, registering))
+    files = {"train.py": "print('loss=1')\n", "inference.py": "def model_fn(d): ...\n"}
+    assert load(_program(tmp_path / "with", registering, files=files)).registration.default
+    # A program that registers only when a run asks is not held to it (the fixtures' pytorch_example).
+    assert load(_program(tmp_path / "asked", GOOD)).serving.entry_point == "inference.py"
+
+
+def test_a_serving_handler_the_folder_lacks_fails_synth(
+        cdk_context: dict[str, Any], settings: Settings, tmp_path: Path) -> None:
+    code = shipped_training_code(tmp_path / "training_code")
+    (code / "digits_mlp" / "inference.py").rename(code / "digits_mlp" / "handler.py")
+    with pytest.raises(ProgramError, match=re.escape(
+            f"{code / 'digits_mlp' / 'program.toml'}: 'serving.entry_point': "
+            f"{code / 'digits_mlp' / 'inference.py'} does not exist")):
+        synthesize(cdk_context, settings, tmp_path / "cdk.out", training_code_dir=code)
