@@ -11,7 +11,10 @@ guaranteed:
 - approve and reject send exactly ``UpdateModelPackage(ModelPackageArn, ModelApprovalStatus,
   ApprovalDescription)`` and print the status SageMaker reports afterwards;
 - an AWS error is one line on stderr and exit 4 (as every ``smtrain`` command), never a traceback;
-  so is an answer of the offline registry.
+  so is an answer of the offline registry;
+- offline, a version whose ``model.tar.gz`` lacks the handler its ``SAGEMAKER_PROGRAM`` names
+  (``code/<handler>``) is not approved: exit 2, one line saying what is missing
+  (:mod:`smtrain.local.model_archive`). On AWS the archive is not inspected.
 """
 
 from __future__ import annotations
@@ -111,12 +114,14 @@ class OfflineRegistry:
 
 def _local_registry(args: argparse.Namespace) -> OfflineRegistry:
     from smtrain.local.model_registry import LocalModelRegistry
+    from smtrain.local.s3_stand_in import LocalS3
 
     root = args.work_dir / contract.LOCAL_REGISTRY_DIR
     if not root.is_dir():
         raise InputError(f"no model registry under {args.work_dir} (a run of `smtrain start "
                          "--local` that registers a model creates it)")
-    return OfflineRegistry(LocalModelRegistry(root))
+    # The engine's S3 stand-in (OfflineEngine: <work dir>/s3), where the model archives are.
+    return OfflineRegistry(LocalModelRegistry(root, s3=LocalS3(args.work_dir / "s3")))
 
 
 # -- list -----------------------------------------------------------------------------------
@@ -301,7 +306,15 @@ def _set_status(args: argparse.Namespace, status: str) -> int:
     request = checked_update(args.arn, status, args.reason)
     registry: Registry
     if args.local:
-        registry = _local_registry(args)
+        offline = _local_registry(args)
+        if status == contract.APPROVED:
+            # A version that would never serve is not approved (SageMaker would approve it).
+            # On AWS the archive is not read: it may be large, and reading it needs s3:GetObject
+            # and kms:Decrypt that an approver need not have.
+            problems = offline.registry.serving_problems(args.arn)
+            if problems:
+                raise InputError(f"{args.arn} not approved: {problems[0]}")
+        registry = offline
     else:
         session = outcome.aws_session()
         region = args.arn.split(":")[3]
