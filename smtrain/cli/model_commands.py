@@ -114,14 +114,12 @@ class OfflineRegistry:
 
 def _local_registry(args: argparse.Namespace) -> OfflineRegistry:
     from smtrain.local.model_registry import LocalModelRegistry
-    from smtrain.local.s3_stand_in import LocalS3
-
     root = args.work_dir / contract.LOCAL_REGISTRY_DIR
     if not root.is_dir():
         raise InputError(f"no model registry under {args.work_dir} (a run of `smtrain start "
                          "--local` that registers a model creates it)")
-    # The engine's S3 stand-in (OfflineEngine: <work dir>/s3), where the model archives are.
-    return OfflineRegistry(LocalModelRegistry(root, s3=LocalS3(args.work_dir / "s3")))
+    # With the engine's S3 stand-in, where the model archives are.
+    return OfflineRegistry(LocalModelRegistry.of_work_dir(args.work_dir))
 
 
 # -- list -----------------------------------------------------------------------------------

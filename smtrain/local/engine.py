@@ -29,7 +29,7 @@ from smtrain.local.deployment import ACCOUNT, LocalDeployment, load_deployment
 from smtrain.local.local_backend import Images, LocalBackend
 from smtrain.local.model_registry import LocalModelRegistry
 from smtrain.local.program_envs import default_cache_dir
-from smtrain.local.s3_stand_in import LocalS3
+from smtrain.local.s3_stand_in import WORK_DIR_FOLDER, LocalS3
 from smtrain.local.sfn_sagemaker import serve_sagemaker
 
 TERMINAL_EXECUTION_STATUSES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
@@ -135,7 +135,7 @@ class OfflineEngine:
         # Absolute: training programs run with the job tree as their working directory.
         work_dir = work_dir.resolve()
         self.work_dir = work_dir
-        self.s3 = LocalS3(work_dir / "s3")
+        self.s3 = LocalS3(work_dir / WORK_DIR_FOLDER)
         self.deployment: LocalDeployment = load_deployment(outdir, s3=self.s3, region=region)
         self.tracking_uri = prepare_tracking_store(work_dir / "mlflow") if tracking and backend is None else None
         self.backend: SageMakerBackend = backend or LocalBackend(

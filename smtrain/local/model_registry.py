@@ -48,7 +48,7 @@ from smtrain.core import contract
 from smtrain.local.backend import Description, Request, SageMakerError
 from smtrain.local.deployment import ACCOUNT
 from smtrain.local.model_archive import serving_problems
-from smtrain.local.s3_stand_in import LocalS3
+from smtrain.local.s3_stand_in import WORK_DIR_FOLDER, LocalS3
 from smtrain.local.sagemaker_model import answer_as_aws, operation_model
 from smtrain.local.strict_sagemaker import check_request
 
@@ -102,6 +102,12 @@ class LocalModelRegistry:
         self.account = account
         self.groups: tuple[str, ...] | None = tuple(groups) if groups is not None else None
         self._lock = threading.Lock()
+
+    @classmethod
+    def of_work_dir(cls, work_dir: Path) -> LocalModelRegistry:
+        """The registry an :class:`~smtrain.local.engine.OfflineEngine` of ``work_dir`` keeps,
+        reading the model archives of its S3 stand-in."""
+        return cls(work_dir / contract.LOCAL_REGISTRY_DIR, s3=LocalS3(work_dir / WORK_DIR_FOLDER))
 
     # -- the API ---------------------------------------------------------------------------
     def create_model_package(self, request: Request) -> Description:

@@ -7,6 +7,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+#: The S3 stand-in's folder in an offline work directory (OfflineEngine, smtrain models --local).
+WORK_DIR_FOLDER = "s3"
 _S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/?(?P<key>.*)$")
 
 
