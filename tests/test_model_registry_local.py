@@ -311,3 +311,64 @@ def test_an_approval_outlives_the_next_demo(synthesized: Any, tmp_path: Path) ->
     assert "kept from earlier demos (1 training jobs" in again.stdout
     statuses = {v["arn"]: v["status"] for v in versions()}
     assert len(statuses) == 2 and statuses[first["arn"]] == "Approved"
+
+
+# -- will the version serve? (issue 19, item 6) -------------------------------------------------
+def _model_archive(path: Path, members: dict[str, str]) -> None:
+    import io
+    import tarfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in members.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def _serving(job: str, program: str = "inference.py") -> dict[str, Any]:
+    request = registration(job=job)
+    request["InferenceSpecification"]["Containers"][0]["Environment"] = {
+        "SAGEMAKER_PROGRAM": program, "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}
+    return request
+
+
+def test_a_version_whose_archive_lacks_its_handler_is_flagged(tmp_path: Path) -> None:
+    from smtrain.local.s3_stand_in import LocalS3
+
+    s3 = LocalS3(tmp_path / "s3")
+    registry = LocalModelRegistry(tmp_path / "registry", groups=[GROUP], s3=s3)
+    uri = "s3://smtrain-artifacts/models/{}/output/model.tar.gz"
+    _model_archive(s3.path(uri.format("bad")), {"model.pth": "weights", "code/train.py": ""})
+    _model_archive(s3.path(uri.format("good")), {"model.pth": "weights", "./code/inference.py": ""})
+    _model_archive(s3.path(uri.format("module")), {"code/serve_me.py": ""})
+    s3.path(uri.format("garbage")).parent.mkdir(parents=True)
+    s3.path(uri.format("garbage")).write_text("not a tarball")
+
+    # Registered all the same, as SageMaker registers it: flagged with one line.
+    bad = registry.create_model_package(_serving("bad"))["ModelPackageArn"]
+    assert registry.serving_problems(bad) == [
+        f"the model archive {uri.format('bad')} has no code/inference.py: its inference image "
+        "imports the handler SAGEMAKER_PROGRAM=inference.py from the archive's code/ folder, so "
+        "this model version would never serve (the training script must copy it into "
+        "SM_MODEL_DIR/code)"]
+    stored = json.loads((registry.root / GROUP / "1.json").read_text())
+    assert stored["ServingProblems"] == registry.serving_problems(bad)
+    assert "ServingProblems" not in registry.describe_model_package(bad)  # not SageMaker's answer
+    # Without the S3 stand-in (another reader of the registry): what was found at registration.
+    assert LocalModelRegistry(registry.root).serving_problems(bad) == stored["ServingProblems"]
+
+    good = registry.create_model_package(_serving("good"))["ModelPackageArn"]
+    module = registry.create_model_package(_serving("module", "serve_me"))["ModelPackageArn"]
+    assert registry.serving_problems(good) == registry.serving_problems(module) == []
+    garbage = registry.create_model_package(_serving("garbage"))["ModelPackageArn"]
+    (problem,) = registry.serving_problems(garbage)
+    assert problem.startswith(f"the model archive {uri.format('garbage')} is not a gzip tar file")
+    # Not judged: no archive here (a scripted backend writes none), no SAGEMAKER_PROGRAM (BYOC,
+    # built-in images), a registry without the S3 stand-in.
+    absent = registry.create_model_package(_serving("absent"))["ModelPackageArn"]
+    byoc = registry.create_model_package(registration(job="bad"))["ModelPackageArn"]
+    assert registry.serving_problems(absent) == registry.serving_problems(byoc) == []
+    unseen = LocalModelRegistry(tmp_path / "other").create_model_package(_serving("bad"))
+    assert LocalModelRegistry(tmp_path / "other").serving_problems(unseen["ModelPackageArn"]) == []

@@ -412,3 +412,29 @@ def test_local_commands_at_their_default_point_to_the_demos_work_dir(work_dir: P
     alone = run_cli(["models", "list", "--local"], env=dict(os.environ), cwd=tmp_path)
     _refused(alone, 2, "no model registry under .work/local")
     assert "make demo" not in alone.stderr
+
+
+def test_local_approve_refuses_a_version_that_would_not_serve(tmp_path: Path) -> None:
+    """Its model.tar.gz lacks the handler SAGEMAKER_PROGRAM names (issue 19, item 6)."""
+    from smtrain.local.s3_stand_in import LocalS3
+    from tests.test_model_registry_local import _model_archive, _serving
+
+    s3 = LocalS3(tmp_path / "s3")  # where OfflineEngine(work_dir=tmp_path) keeps its S3 stand-in
+    registry = LocalModelRegistry(tmp_path / contract.LOCAL_REGISTRY_DIR, s3=s3)
+    uri = "s3://smtrain-artifacts/models/{}/output/model.tar.gz"
+    _model_archive(s3.path(uri.format("bad")), {"model.pth": "weights"})
+    _model_archive(s3.path(uri.format("good")), {"model.pth": "weights", "code/inference.py": ""})
+    bad = registry.create_model_package(_serving("bad"))["ModelPackageArn"]
+    good = registry.create_model_package(_serving("good"))["ModelPackageArn"]
+    local = ["--local", "--work-dir", str(tmp_path)]
+
+    _refused(smtrain("models", "approve", bad, "--reason", "looks good", *local), 2,
+             f"smtrain: error: {bad} not approved: the model archive {uri.format('bad')} has no "
+             "code/inference.py: its inference image imports the handler "
+             "SAGEMAKER_PROGRAM=inference.py from the archive's code/ folder")
+    assert registry.describe_model_package(bad)["ModelApprovalStatus"] == contract.PENDING_APPROVAL
+    rejected = smtrain("models", "reject", bad, "--reason", "no handler", *local)
+    assert rejected.returncode == 0, rejected.stderr
+    approved = smtrain("models", "approve", good, "--reason", "looks good", *local)
+    assert approved.returncode == 0, approved.stderr
+    assert registry.describe_model_package(good)["ModelApprovalStatus"] == contract.APPROVED

@@ -155,3 +155,148 @@ def test_a_broken_manifest_is_set_aside_only_when_asked(tmp_path: Path) -> None:
     (only / "half_done" / "program.toml").write_text("name = [\n")
     with pytest.raises(ProgramError, match="not valid TOML"):
         discover(only, broken={})
+
+
+# -- the manifest against the script's options (issue 19, item 6) -------------------------------
+#: A script that reads its hyperparameters with argparse, spelt with '_' where GOOD says 'lr'.
+ARGPARSE_SCRIPT = """\
+import argparse
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--learning_rate", type=float, default=0.1)
+parser.add_argument("--epochs", type=int, default=3)
+args, _unknown = parser.parse_known_args()
+print(f"loss={1 / args.epochs}")
+"""
+MISTYPED = GOOD.replace("[hyperparameters.lr]", "[hyperparameters.learning-rate]").replace(
+    "[tuning.ranges.lr]", "[tuning.ranges.learning-rate]")
+
+
+def test_a_hyperparameter_the_script_has_no_option_for_is_refused(tmp_path: Path) -> None:
+    folder = _program(tmp_path, MISTYPED, files={"train.py": ARGPARSE_SCRIPT})
+    with pytest.raises(ProgramError) as raised:
+        load(folder)
+    assert str(raised.value) == (
+        f"{folder / 'program.toml'}: 'hyperparameters.learning-rate': the script train.py has no "
+        "option --learning-rate (did you mean --learning_rate? it reads --epochs, --learning_rate); "
+        "SageMaker's training toolkit passes each hyperparameter as --<name>, exactly as "
+        "declared, so the script would never get this one")
+    assert "\n" not in str(raised.value)
+    # Spelt as the script spells it, the manifest loads.
+    fixed = MISTYPED.replace("learning-rate", "learning_rate")
+    assert list(load(_program(tmp_path / "fixed", fixed, files={"train.py": ARGPARSE_SCRIPT}))
+                .hyperparameters) == ["learning_rate"]
+
+
+def test_options_are_read_from_the_modules_the_script_imports(tmp_path: Path) -> None:
+    """The options may be defined in a module of the program's folder or a shared folder; a
+    one-letter hyperparameter arrives as -x (sagemaker_training.mapping.to_cmd_args)."""
+    manifest = (MISTYPED
+                .replace("[script]\n", '[script]\nshared = ["helpers"]\n')
+                + '[hyperparameters.C]\ntype = "float"\ntunable = false\n')
+    files = {"train.py": "import options\nfrom helpers.cli import more\nprint(options, more)\n",
+             "options.py": ('import argparse\np = argparse.ArgumentParser()\n'
+                            'p.add_argument("--learning-rate")\n')}
+    (tmp_path / "helpers").mkdir()
+    (tmp_path / "helpers" / "__init__.py").write_text("")
+    (tmp_path / "helpers" / "cli.py").write_text('def more(p):\n    p.add_argument("-C", type=float)\n')
+    assert sorted(load(_program(tmp_path, manifest, files=files)).hyperparameters) == [
+        "C", "learning-rate"]
+    (tmp_path / "helpers" / "cli.py").write_text('def more(p):\n    p.add_argument("--C", type=float)\n')
+    with pytest.raises(ProgramError, match=re.escape("'hyperparameters.C': the script train.py has "
+                                                     "no option -C (did you mean --C?")):
+        load(tmp_path / "mine")
+
+
+@pytest.mark.parametrize("script", [
+    # Parses sys.argv itself (smtrain new-program's skeleton does): no argparse options.
+    "import sys\nprint(sys.argv[1:])\n",
+    # Reads the toolkit's SM_HPS, or SageMaker's hyperparameters.json, beside argparse.
+    'import argparse, json, os\nhps = json.loads(os.environ["SM_HPS"])\n'
+    'argparse.ArgumentParser().add_argument("--epochs")\n',
+    'import argparse, json\nhps = json.load(open("/opt/ml/input/config/hyperparameters.json"))\n'
+    'argparse.ArgumentParser().add_argument("--epochs")\n',
+    # Option names the text does not spell out.
+    'import argparse\nNAMES = ["--learning_rate"]\nargparse.ArgumentParser().add_argument(*NAMES)\n',
+    # Not Python this interpreter parses: nothing to judge.
+    "def broken(:\n",
+])
+def test_a_script_that_reads_its_hyperparameters_another_way_is_not_judged(
+        tmp_path: Path, script: str) -> None:
+    assert "learning-rate" in load(_program(tmp_path, MISTYPED, files={"train.py": script})).hyperparameters
+
+
+def test_a_docstring_naming_sm_hps_does_not_skip_the_check(tmp_path: Path) -> None:
+    script = '"""Reads SM_HPS? No: argparse."""\n' + ARGPARSE_SCRIPT
+    with pytest.raises(ProgramError, match=re.escape("'hyperparameters.learning-rate': the script train.py")):
+        load(_program(tmp_path, MISTYPED, files={"train.py": script}))
+
+
+def test_the_shipped_and_fixture_script_programs_define_every_hyperparameter() -> None:
+    from smtrain.core import script_options
+
+    fixtures = discover(ROOT / "tests" / "fixtures" / "programs")
+    for program in (discover(SHIPPED)["digits_mlp"], fixtures["pytorch_example"]):
+        assert program.entry_point is not None
+        options = script_options.read_options(
+            program.directory / program.entry_point,
+            packages={name: program.directory.parent / name for name in program.shared})
+        assert options is not None, program.name  # checked, not skipped
+        assert {script_options.toolkit_flag(name) for name in program.hyperparameters} <= options.options
+
+
+def test_a_hyperparameter_the_script_lacks_fails_synth_and_smtrain_start(
+        cdk_context: dict[str, Any], settings: Settings, tmp_path: Path) -> None:
+    from tests.helpers import run_cli
+
+    code = shipped_training_code(tmp_path / "training_code")
+    manifest = code / "digits_mlp" / "program.toml"
+    manifest.write_text(manifest.read_text().replace("[hyperparameters.hidden-units]",
+                                                     "[hyperparameters.hidden_units]"))
+    expected = (f"{manifest}: 'hyperparameters.hidden_units': the script train.py has no option "
+                "--hidden_units (did you mean --hidden-units? it reads ")
+    with pytest.raises(ProgramError, match=re.escape(expected)):
+        synthesize(cdk_context, settings, tmp_path / "cdk.out", training_code_dir=code)
+    # smtrain start refuses that program in one line, exit 2, before AWS is asked anything.
+    env = {"PATH": "/usr/bin:/bin", "SMTRAIN_TRAINING_CODE": str(code), "AWS_REGION": "us-east-1",
+           "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+    result = run_cli(["start", "--program", "digits_mlp"], env=env, cwd=ROOT)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("smtrain: error: ") and len(result.stderr.splitlines()) == 1
+    assert expected in result.stderr
+
+
+# -- the inference handler a registered script model serves with (issue 19, item 6) -------------
+def test_a_serving_handler_the_folder_lacks_is_refused(tmp_path: Path) -> None:
+    named = GOOD + '[serving]\nentry_point = "serve_me.py"\n'
+    with pytest.raises(ProgramError) as raised:
+        load(_program(tmp_path, named))
+    folder = tmp_path / "mine"
+    assert str(raised.value) == (
+        f"{folder / 'program.toml'}: 'serving.entry_point': {folder / 'serve_me.py'} does not "
+        "exist: the manifest names it, and the model's inference image imports code/serve_me.py "
+        "from model.tar.gz (its SAGEMAKER_PROGRAM), so a registered model could never serve")
+    files = {"train.py": "print('loss=1')\n", "serve_me.py": "def model_fn(d): ...\n"}
+    assert load(_program(tmp_path / "with", named, files=files)).serving.entry_point == "serve_me.py"
+
+
+def test_registering_by_default_needs_the_default_handler(tmp_path: Path) -> None:
+    registering = GOOD + "[register]\ndefault = true\n"
+    with pytest.raises(ProgramError, match=re.escape(
+            "'serving.entry_point': ") + ".*inference.py does not exist: the manifest registers "
+            r"every run's model \(\[register\] default = true\)"):
+        load(_program(tmp_path, registering))
+    files = {"train.py": "print('loss=1')\n", "inference.py": "def model_fn(d): ...\n"}
+    assert load(_program(tmp_path / "with", registering, files=files)).registration.default
+    # A program that registers only when a run asks is not held to it (the fixtures' pytorch_example).
+    assert load(_program(tmp_path / "asked", GOOD)).serving.entry_point == "inference.py"
+
+
+def test_a_serving_handler_the_folder_lacks_fails_synth(
+        cdk_context: dict[str, Any], settings: Settings, tmp_path: Path) -> None:
+    code = shipped_training_code(tmp_path / "training_code")
+    (code / "digits_mlp" / "inference.py").rename(code / "digits_mlp" / "handler.py")
+    with pytest.raises(ProgramError, match=re.escape(
+            f"{code / 'digits_mlp' / 'program.toml'}: 'serving.entry_point': "
+            f"{code / 'digits_mlp' / 'inference.py'} does not exist")):
+        synthesize(cdk_context, settings, tmp_path / "cdk.out", training_code_dir=code)

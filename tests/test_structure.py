@@ -22,13 +22,13 @@ CDK_APP = "infra"  # the CDK app (app.py too)
 #: libraries (the rules' JSONata evaluator, the manifests' JSON Schema validator).
 CORE_LIBRARIES = {"jsonata", "jsonschema"}
 #: The emulator's public entries, which the CLI's --local commands use: the engine and its
-#: progress printer, the staleness check of cdk.out, the offline registry and its error, the S3
-#: stand-in (where `smtrain models --local` reads a version's model-quality report), and the
-#: strict front end's model checks (AWS's contract, which the CLI applies to a request too).
+#: progress printer, the staleness check of cdk.out, the offline registry and its error (with the
+#: S3 stand-in it reads reports and archives from), the executions' records (`smtrain status
+#: --local`), and the strict front end's model checks (AWS's contract, which the CLI applies to a
+#: request too).
 EMULATOR_ENTRIES = {"smtrain.local.engine", "smtrain.local.demo", "smtrain.local.staleness",
                     "smtrain.local.model_registry", "smtrain.local.backend",
-                    "smtrain.local.sagemaker_model", "smtrain.local.execution_records",
-                    "smtrain.local.s3_stand_in"}
+                    "smtrain.local.sagemaker_model", "smtrain.local.execution_records"}
 
 
 def _modules() -> dict[str, Path]:

@@ -24,7 +24,7 @@ from typing import Any
 from smtrain.cli.deployment_lookup import limits_from_outputs
 from smtrain.cli.execution_request import check_instance, upload_prefix
 from smtrain.cli.input_checks import data_files
-from smtrain.cli.outcome import EXIT_ABORTED, EXIT_FAILED, EXIT_OK, ResourceNotFound
+from smtrain.cli.outcome import EXIT_ABORTED, EXIT_FAILED, EXIT_OK, ResourceNotFound, warn
 from smtrain.core import contract
 from smtrain.core.errors import InputError
 
@@ -264,6 +264,9 @@ def start_local(args: argparse.Namespace, draft: dict[str, Any], channel_inputs:
                 "modelPath": str(model_path), "finished": dt.datetime.now(dt.UTC).isoformat(),
             })
             print_result(output, model_path)
+            if output.get("registered"):
+                for problem in engine.registry.serving_problems(output["modelPackageArn"]):
+                    warn(problem)
             return EXIT_OK
         from smtrain.cli.watch import failure_reason
 

@@ -23,6 +23,9 @@ guaranteed:
 - approve and reject print, under the new status, the version's program, training job, metrics
   and gate; without ``--reason`` they show those first, then ask for the reason on the terminal
   (refused, exit 2, when stdin is not one; an empty answer changes nothing).
+- offline, a version whose ``model.tar.gz`` lacks the handler its ``SAGEMAKER_PROGRAM`` names
+  (``code/<handler>``) is not approved: exit 2, one line saying what is missing
+  (:mod:`smtrain.local.model_archive`). On AWS the archive is not inspected.
 """
 
 from __future__ import annotations
@@ -141,15 +144,14 @@ class OfflineRegistry:
 
 def _local_registry(args: argparse.Namespace) -> OfflineRegistry:
     from smtrain.local.model_registry import LocalModelRegistry
-
     root = args.work_dir / contract.LOCAL_REGISTRY_DIR
     if not root.is_dir():
         raise InputError(f"no model registry under {args.work_dir} (a run of `smtrain start "
                          "--local` that registers a model creates it)"
                          + demo_hint(args.work_dir, contract.LOCAL_REGISTRY_DIR))
-    from smtrain.local.s3_stand_in import LocalS3
-
-    return OfflineRegistry(LocalModelRegistry(root), LocalS3(args.work_dir / contract.LOCAL_S3_DIR))
+    # With the engine's S3 stand-in, where the model archives and quality reports are.
+    registry = LocalModelRegistry.of_work_dir(args.work_dir)
+    return OfflineRegistry(registry, registry.s3)
 
 
 #: Where ``make demo`` keeps its runs and registry, from the repository's root (the ``--local``
@@ -443,7 +445,15 @@ def _set_status(args: argparse.Namespace, status: str) -> int:
                          "(one line, the version's approval description)")
     registry: Registry
     if args.local:
-        registry = _local_registry(args)
+        offline = _local_registry(args)
+        if status == contract.APPROVED:
+            # A version that would never serve is not approved (SageMaker would approve it).
+            # On AWS the archive is not read: it may be large, and reading it needs s3:GetObject
+            # and kms:Decrypt that an approver need not have.
+            problems = offline.registry.serving_problems(args.arn)
+            if problems:
+                raise InputError(f"{args.arn} not approved: {problems[0]}")
+        registry = offline
     else:
         session = outcome.aws_session()
         region = args.arn.split(":")[3]

@@ -461,9 +461,30 @@ def load(directory: Path, *, staged: bool = False) -> Program:
         hyperparameters=hyperparameters, tuning=tuning, registration=registration,
         serving=serving,
     )
-    _check_files(fail, program)
+    _check_files(fail, program, serving_given="entry_point" in serving_data)
+    _check_script_options(fail, program)
     _check_default_tuning(fail, program)
     return program
+
+
+def _check_script_options(fail: Any, program: Program) -> None:
+    """A script program's declared hyperparameters must be options its entry point defines,
+    by exactly the name the toolkit passes (:mod:`smtrain.core.script_options`; skipped where
+    the script reads them another way). The first one missing fails, naming the field."""
+    if program.kind != "script" or not program.hyperparameters:
+        return
+    from smtrain.core import script_options
+
+    assert program.entry_point is not None  # the schema requires it
+    packages = {name: program.directory.parent / name for name in program.shared}
+    options = script_options.read_options(program.directory / program.entry_point,
+                                          packages=packages)
+    if options is None:
+        return
+    problems = script_options.hyperparameter_problems(program.hyperparameters, options,
+                                                      program.entry_point)
+    for name, problem in problems.items():
+        raise fail(f"hyperparameters.{name}", problem)
 
 
 def _check_default_tuning(fail: Any, program: Program) -> None:
@@ -586,12 +607,13 @@ def _tuning(fail: Any, data: Mapping[str, Any] | None, hyperparameters: Mapping[
     return defaults  # checked against the input rules once the program is built
 
 
-def _check_files(fail: Any, program: Program) -> None:
+def _check_files(fail: Any, program: Program, *, serving_given: bool) -> None:
     directory = program.directory
     if program.kind == "script":
         assert program.entry_point is not None  # the schema requires it
         if not (directory / program.entry_point).is_file():
             raise fail("script.entry_point", f"{directory / program.entry_point} does not exist")
+        _check_inference_handler(fail, program, given=serving_given)
     for shared in program.shared:
         if not (directory.parent / shared).is_dir():
             raise fail(f"{program.kind}.shared", f"{directory.parent / shared} is not a folder")
@@ -608,3 +630,22 @@ def _check_files(fail: Any, program: Program) -> None:
         if not entry.is_file():
             raise fail("byoc.entry_point", f"{entry} does not exist: SageMaker runs `train` "
                                            "(the offline engine runs this file)")
+
+
+def _check_inference_handler(fail: Any, program: Program, *, given: bool) -> None:
+    """A script program's model serves on the framework's inference image, whose serving toolkit
+    imports ``SAGEMAKER_PROGRAM`` (``serving.entry_point``) from the model archive's ``code/``
+    (sagemaker-inference-toolkit, ``environment.py``: ``code_dir = model_dir/code``, module
+    ``SAGEMAKER_PROGRAM`` or ``inference.py``); the training script copies it there from the
+    program's folder. Checked where the manifest names the handler, or registers every run's
+    model (``[register] default = true``): a registered version without it can never serve."""
+    if not (given or program.registration.default):
+        return
+    handler = program.directory / program.serving.entry_point
+    if not handler.is_file():
+        why = ("names it" if given else
+               "registers every run's model ([register] default = true) and this is the default")
+        raise fail("serving.entry_point",
+                   f"{handler} does not exist: the manifest {why}, and the model's inference image "
+                   f"imports code/{program.serving.entry_point} from model.tar.gz (its "
+                   "SAGEMAKER_PROGRAM), so a registered model could never serve")

@@ -146,9 +146,11 @@ class OfflineEngine:
                                         contract.ENV_EXPERIMENT: TRACKING_EXPERIMENT}
             if self.tracking_uri else None)
         self.region = region
-        #: The offline model registry (``<work_dir>/registry``), with the deployment's groups.
+        #: The offline model registry (``<work_dir>/registry``), with the deployment's groups;
+        #: it inspects the model archives in the S3 stand-in (a missing handler is flagged).
         self.registry = LocalModelRegistry(work_dir / contract.LOCAL_REGISTRY_DIR, region=region,
-                                           groups=set(self.deployment.model_groups.values()))
+                                           groups=set(self.deployment.model_groups.values()),
+                                           s3=self.s3)
         self._contexts: list[Any] = []
         self._client: Any = None
         self.state_machine_arn = ""

@@ -17,7 +17,11 @@ thing offline as on AWS. What it guarantees:
 - each version is one JSON file, ``<root>/<group>/<version>.json``, replaced atomically
   (temporary file + ``os.replace``); creating and updating hold a thread lock and an exclusive
   ``fcntl`` lock on ``<root>/.lock``, so an engine and a CLI can share one registry;
-- times are ISO 8601 text in UTC, as :class:`~smtrain.local.local_backend.LocalBackend` answers.
+- times are ISO 8601 text in UTC, as :class:`~smtrain.local.local_backend.LocalBackend` answers;
+- given the S3 stand-in (``s3``), a version whose ``model.tar.gz`` lacks the handler its
+  ``SAGEMAKER_PROGRAM`` names is registered all the same (SageMaker does not look inside), but
+  flagged: :meth:`LocalModelRegistry.serving_problems` says what is missing
+  (:mod:`smtrain.local.model_archive`), and ``smtrain models approve --local`` refuses it.
 
 Error wording: a CreateModelPackage naming both or neither of ``ModelPackageName`` and
 ``ModelPackageGroupName`` is answered as moto answers it (the author of moto's versioned-model
@@ -43,6 +47,8 @@ from typing import Any, Final
 from smtrain.core import contract
 from smtrain.local.backend import Description, Request, SageMakerError
 from smtrain.local.deployment import ACCOUNT
+from smtrain.local.model_archive import serving_problems
+from smtrain.local.s3_stand_in import LocalS3
 from smtrain.local.sagemaker_model import answer_as_aws, operation_model
 from smtrain.local.strict_sagemaker import check_request
 
@@ -62,6 +68,8 @@ _ARN: Final = re.compile(r"arn:aws[a-z\-]*:sagemaker:[a-z0-9\-]*:[0-9]{12}:model
 _GROUP_ARN: Final = re.compile(r"arn:aws[a-z\-]*:sagemaker:[a-z0-9\-]*:[0-9]{12}:[a-z\-]*/(.+)")
 _VERSIONED: Final = re.compile(r"([a-zA-Z0-9](?:-*[a-zA-Z0-9]){0,62})/([1-9][0-9]{0,8})")
 _LOCK_FILE: Final = ".lock"
+#: A version record's list of reasons it would not serve (smtrain.local.model_archive).
+_SERVING_PROBLEMS: Final = "ServingProblems"
 
 
 def _now() -> str:
@@ -82,16 +90,24 @@ class LocalModelRegistry:
     ``groups``: the model package groups that exist (the deployment's); a version for any other
     group is refused as SageMaker refuses it. None (the default): every group name is accepted,
     and a group exists once it holds a version. ``region`` and ``account`` name the ARNs
-    (defaults: ``us-east-1`` and the offline deployment's account).
+    (defaults: ``us-east-1`` and the offline deployment's account). ``s3``: the S3 stand-in
+    holding the versions' model archives (none: archives are not inspected).
     """
 
     def __init__(self, root: Path, *, region: str = "us-east-1", account: str = ACCOUNT,
-                 groups: Collection[str] | None = None) -> None:
+                 groups: Collection[str] | None = None, s3: LocalS3 | None = None) -> None:
         self.root = Path(root)
+        self.s3 = s3
         self.region = region
         self.account = account
         self.groups: tuple[str, ...] | None = tuple(groups) if groups is not None else None
         self._lock = threading.Lock()
+
+    @classmethod
+    def of_work_dir(cls, work_dir: Path) -> LocalModelRegistry:
+        """The registry an :class:`~smtrain.local.engine.OfflineEngine` of ``work_dir`` keeps,
+        reading the model archives of its S3 stand-in."""
+        return cls(work_dir / contract.LOCAL_REGISTRY_DIR, s3=LocalS3(work_dir / contract.LOCAL_S3_DIR))
 
     # -- the API ---------------------------------------------------------------------------
     def create_model_package(self, request: Request) -> Description:
@@ -125,6 +141,11 @@ class LocalModelRegistry:
                 "ModelPackageStatus": "Completed",
                 "ModelApprovalStatus": request.get("ModelApprovalStatus", contract.PENDING_APPROVAL),
             }
+            if self.s3 is not None:
+                # Not SageMaker's: the project's flag, kept beside what the API answers.
+                problems = serving_problems(request, self.s3)
+                if problems:
+                    record[_SERVING_PROBLEMS] = problems
             self._write(group, version, record)
         return self._answer("CreateModelPackage", {"ModelPackageArn": arn})
 
@@ -158,6 +179,15 @@ class LocalModelRegistry:
     def list_groups(self) -> list[str]:
         """The groups: those given, else those holding a version (not a SageMaker call)."""
         return list(self.groups) if self.groups is not None else self._stored_groups()
+
+    def serving_problems(self, name_or_arn: str) -> list[str]:
+        """Why the version would not serve, one line each (none: nothing found): its archives
+        checked now where the S3 stand-in is known, else what was found when it was registered.
+        Not a SageMaker call."""
+        record = self._record(name_or_arn)
+        if self.s3 is not None:
+            return serving_problems(record["Request"], self.s3)
+        return list(record.get(_SERVING_PROBLEMS, []))
 
     def update_model_package(self, request: Request) -> Description:
         """Sets ``ModelApprovalStatus`` and ``ApprovalDescription`` (the members offline
