@@ -177,3 +177,38 @@ def test_longest_name_prefix_keeps_job_names_within_sagemaker_limits(
                               region="us-east-1")
     # The same length in a realistic shape (letters, digits and dashes) is accepted too.
     assert _accepted(cdk_context, ("team-" + "x1" * 20)[:longest - 1] + "z")
+
+
+def _documented_name_prefix_lengths() -> tuple[int, int]:
+    """The lengths docs/configuration.md gives ``namePrefix`` (its row: "2–16 of ``a-z0-9-``")."""
+    import re
+
+    row = next(line for line in (ROOT / "docs" / "configuration.md").read_text().splitlines()
+               if line.startswith("| `namePrefix` |"))
+    match = re.search(r"(\d+)–(\d+) of", row)
+    assert match is not None, row
+    return int(match[1]), int(match[2])
+
+
+@pytest.mark.parametrize("realistic", [False, True])
+def test_name_prefix_lengths_are_the_documented_ones(cdk_context: dict[str, Any], realistic: bool) -> None:
+    """Exactly the documented 2 to 16 characters pass (issue 19, item 11: a 17-character prefix
+    went through): the shortest and longest pass, one fewer or one more fails synth with a
+    message naming ``namePrefix`` and the allowed lengths."""
+    shortest, longest = _documented_name_prefix_lengths()
+    assert (shortest, longest) == (2, 16)
+
+    def prefix(length: int) -> str:
+        return ("team-a1-" * 4)[:length - 1] + "z" if realistic else "a" * length
+
+    for length in (shortest, longest):
+        settings = settings_from_context({**cdk_context["training"], "namePrefix": prefix(length)},
+                                         region="us-east-1")
+        assert settings.storage_stack_name == f"{prefix(length)}-storage"
+    for length in (shortest - 1, longest + 1):
+        with pytest.raises(SettingsError) as refused:
+            settings_from_context({**cdk_context["training"], "namePrefix": prefix(length)},
+                                  region="us-east-1")
+        message = str(refused.value)
+        assert message.startswith(f"setting 'namePrefix' is invalid: got {prefix(length)!r}"), message
+        assert "2-16 characters" in message, message
