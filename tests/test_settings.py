@@ -180,12 +180,13 @@ def test_longest_name_prefix_keeps_job_names_within_sagemaker_limits(
 
 
 def _documented_name_prefix_lengths() -> tuple[int, int]:
-    """The lengths docs/configuration.md gives ``namePrefix`` (its row: "2–16 of ``a-z0-9-``")."""
+    """The lengths docs/configuration.md gives ``namePrefix`` (its row: "2 to 16 of ``a-z0-9-``",
+    written with an en dash)."""
     import re
 
     row = next(line for line in (ROOT / "docs" / "configuration.md").read_text().splitlines()
                if line.startswith("| `namePrefix` |"))
-    match = re.search(r"(\d+)–(\d+) of", row)
+    match = re.search("(\\d+)\u2013(\\d+) of", row)  # an en dash
     assert match is not None, row
     return int(match[1]), int(match[2])
 
