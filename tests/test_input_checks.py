@@ -143,3 +143,24 @@ def test_channel_folders_nested_deeper_are_refused(tmp_path: Path, program: Prog
     assert str(raised.value).startswith(
         f"input train: folder {tmp_path / 'sd'} holds folders named like other channels "
         "(digits_mlp/validation, digits_xgboost/validation)")
+
+
+def test_empty_files_in_two_channels_are_not_the_same_data(tmp_path: Path, program: Program) -> None:
+    """Zero-byte files (an empty partition a Spark or pandas export leaves, a marker file) in both
+    channels hash alike but hold no rows to leak from training into validation: they pass (issue
+    19, item 11). SageMaker delivers them as they are: in File mode it "downloads the training
+    data from S3 to the provisioned ML storage volume" (API reference, ``TrainingInputMode``),
+    object by object under the channel's prefix; a zero-byte object is an object like any other."""
+    _write(tmp_path / "train" / "part-0.csv", "1,0.5\n2,0.6\n")
+    _write(tmp_path / "train" / "part-1.csv", "")
+    _write(tmp_path / "validation" / "part-0.csv", "3,0.7\n")
+    _write(tmp_path / "validation" / "part-1.csv", "")
+    check_local_channels(_inputs(train=tmp_path / "train", validation=tmp_path / "validation"), program)
+
+
+def test_a_channel_of_empty_files_only_is_not_the_same_data_either(tmp_path: Path, program: Program) -> None:
+    """Two channels whose only files are empty are not refused as the same data: whether an
+    empty channel can train is the program's to say (it reads the files)."""
+    _write(tmp_path / "train" / "empty.csv", "")
+    _write(tmp_path / "validation" / "empty.csv", "")
+    check_local_channels(_inputs(train=tmp_path / "train", validation=tmp_path / "validation"), program)

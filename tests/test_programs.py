@@ -300,3 +300,43 @@ def test_a_serving_handler_the_folder_lacks_fails_synth(
             f"{code / 'digits_mlp' / 'program.toml'}: 'serving.entry_point': "
             f"{code / 'digits_mlp' / 'inference.py'} does not exist")):
         synthesize(cdk_context, settings, tmp_path / "cdk.out", training_code_dir=code)
+
+
+def _channel_name_limits() -> tuple[int, str]:
+    """botocore's sagemaker model, shape ChannelName: at most 64 characters of this pattern (API
+    reference, ``Channel``: "Maximum length of 64. Pattern: [A-Za-z0-9\\.\\-_]+")."""
+    from smtrain.local.sagemaker_model import service_model
+
+    shape = service_model().shape_for("ChannelName")
+    return int(shape.metadata["max"]), str(shape.metadata["pattern"])
+
+
+def test_a_channel_name_longer_than_sagemaker_takes_is_refused(tmp_path: Path) -> None:
+    """A 64-character channel name loads; 65 characters fail the manifest, naming the field
+    (issue 19, item 11)."""
+    longest, pattern = _channel_name_limits()
+    assert (longest, pattern) == (64, r"[A-Za-z0-9\.\-_]+")
+    at_limit = "c" * longest
+    program = load(_program(tmp_path / "ok", GOOD.replace('name = "training"', f'name = "{at_limit}"', 1)))
+    assert [c.name for c in program.channels] == [at_limit]
+    folder = _program(tmp_path / "long", GOOD.replace('name = "training"', f'name = "{at_limit}d"', 1))
+    with pytest.raises(ProgramError) as raised:
+        load(folder)
+    assert str(raised.value).startswith(f"{folder / 'program.toml'}: 'channels.0.name': '{at_limit}d'")
+
+
+def test_an_input_channel_of_65_characters_is_refused_by_the_input_rules(tmp_path: Path) -> None:
+    """The state machine's input check (and ``smtrain start``, which runs the same rules) refuses
+    an ``inputs`` channel the program does not read: one character more than a 64-character
+    channel's name is such a channel, never sent to SageMaker."""
+    from smtrain.core import input_rules
+
+    at_limit = "c" * 64
+    program = load(_program(tmp_path, GOOD.replace('name = "training"', f'name = "{at_limit}"', 1)))
+    programs = {"mine": program}
+    accepted = input_rules.check(programs, {"program": "mine", "inputs": {at_limit: "s3://data-bucket/d/"}})
+    assert accepted.problems == []
+    refused = input_rules.check(programs, {"program": "mine", "inputs": {at_limit + "d": "s3://data-bucket/d/"}})
+    assert [(p["error"], p["cause"]) for p in refused.problems] == [
+        ("InvalidExecutionInput",
+         f"input channel '{at_limit}d' is not read by program mine; its channels: {at_limit}")]

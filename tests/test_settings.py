@@ -191,3 +191,39 @@ def test_cdk_synth_prints_no_unconfigured_feature_flags(tmp_path: Any) -> None:
                           capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "feature flags are not configured" not in done.stdout + done.stderr, done.stderr[-2000:]
+
+
+def _documented_name_prefix_lengths() -> tuple[int, int]:
+    """The lengths docs/configuration.md gives ``namePrefix`` (its row: "2 to 16 of ``a-z0-9-``",
+    written with an en dash)."""
+    import re
+
+    row = next(line for line in (ROOT / "docs" / "configuration.md").read_text().splitlines()
+               if line.startswith("| `namePrefix` |"))
+    match = re.search("(\\d+)\u2013(\\d+) of", row)  # an en dash
+    assert match is not None, row
+    return int(match[1]), int(match[2])
+
+
+@pytest.mark.parametrize("realistic", [False, True])
+def test_name_prefix_lengths_are_the_documented_ones(cdk_context: dict[str, Any], realistic: bool) -> None:
+    """Exactly the documented 2 to 16 characters pass (issue 19, item 11: a 17-character prefix
+    went through): the shortest and longest pass, one fewer or one more fails synth with a
+    message naming ``namePrefix`` and the allowed lengths."""
+    shortest, longest = _documented_name_prefix_lengths()
+    assert (shortest, longest) == (2, 16)
+
+    def prefix(length: int) -> str:
+        return ("team-a1-" * 4)[:length - 1] + "z" if realistic else "a" * length
+
+    for length in (shortest, longest):
+        settings = settings_from_context({**cdk_context["training"], "namePrefix": prefix(length)},
+                                         region="us-east-1")
+        assert settings.storage_stack_name == f"{prefix(length)}-storage"
+    for length in (shortest - 1, longest + 1):
+        with pytest.raises(SettingsError) as refused:
+            settings_from_context({**cdk_context["training"], "namePrefix": prefix(length)},
+                                  region="us-east-1")
+        message = str(refused.value)
+        assert message.startswith(f"setting 'namePrefix' is invalid: got {prefix(length)!r}"), message
+        assert "2-16 characters" in message, message

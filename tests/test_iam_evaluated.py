@@ -1,0 +1,180 @@
+"""What the synthesized policies allow, evaluated (tests/iam_policy_eval.py), not only compared
+as JSON: the guarantees of docs/security.md ("The rest of the security design") asked as
+requests of the session's synthesized app (issue 19, item 11)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.helpers import Synthesized
+from tests.iam_policy_eval import ACCOUNT, REGION, Account, Request, decide
+
+PASSED_TO = "iam:PassedToService"
+
+
+@pytest.fixture(scope="module")
+def account(synthesized: Synthesized) -> Account:
+    return Account(storage=synthesized.storage, workflow=synthesized.workflow)
+
+
+def _logical_id(template: dict[str, Any], prefix: str, kind: str) -> str:
+    found: list[str] = [lid for lid, r in template["Resources"].items()
+                        if lid.startswith(prefix) and r["Type"] == kind]
+    (only,) = found
+    return only
+
+
+@pytest.fixture(scope="module")
+def names(synthesized: Synthesized, account: Account) -> dict[str, str]:
+    storage, workflow = synthesized.storage, synthesized.workflow
+    return {
+        "data": account.bucket_arn(_logical_id(storage, "BucketsData", "AWS::S3::Bucket")),
+        "artifacts": account.bucket_arn(_logical_id(storage, "BucketsArtifacts", "AWS::S3::Bucket")),
+        "execution_role": account.role_arn(_logical_id(storage, "SageMakerExecutionRole", "AWS::IAM::Role")),
+        "state_machine_role": account.role_arn(_logical_id(workflow, "TrainingStateMachineRole", "AWS::IAM::Role")),
+    }
+
+
+TLS = {"aws:SecureTransport": "true"}
+NO_TLS = {"aws:SecureTransport": "false"}
+
+
+# -- the evaluator itself ---------------------------------------------------------------------
+def test_the_evaluator_follows_aws_evaluation_logic() -> None:
+    """Explicit Deny wins over Allow; NotAction/NotResource; wildcards; a missing key fails a
+    condition but satisfies a negated one; Null."""
+    allow_all = {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}
+    deny_put = {"Effect": "Deny", "Action": "s3:Put*", "Resource": "arn:aws:s3:::b/*"}
+    who = f"arn:aws:iam::{ACCOUNT}:role/r"
+    put = Request(who, "s3:PutObject", "arn:aws:s3:::b/k")
+    assert decide(put, identity=[allow_all, deny_put]) == "Deny"
+    assert decide(Request(who, "s3:GetObject", "arn:aws:s3:::b/k"), identity=[allow_all, deny_put]) == "Allow"
+    assert decide(put, identity=[]) == "ImplicitDeny"
+    not_action = {"Effect": "Allow", "NotAction": "iam:*", "NotResource": "arn:aws:s3:::secret/*"}
+    assert decide(put, identity=[not_action]) == "Allow"
+    assert decide(Request(who, "IAM:PassRole", "x"), identity=[not_action]) == "ImplicitDeny"
+    assert decide(Request(who, "s3:GetObject", "arn:aws:s3:::secret/k"), identity=[not_action]) == "ImplicitDeny"
+    conditional = {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*",
+                   "Condition": {"StringEquals": {"aws:SourceVpce": "vpce-1"}}}
+    negated = {**conditional, "Condition": {"StringNotEquals": {"aws:SourceVpce": "vpce-1"}}}
+    get = Request(who, "s3:GetObject", "arn:aws:s3:::b/k")
+    assert decide(get, identity=[conditional]) == "ImplicitDeny"
+    assert decide(get, identity=[negated]) == "Allow"
+    null = {**conditional, "Condition": {"Null": {"aws:SourceVpce": "true"}}}
+    assert decide(get, identity=[null]) == "Allow"
+    assert decide(Request(who, "s3:GetObject", "x", {"aws:SourceVpce": "vpce-2"}), identity=[null]) == "ImplicitDeny"
+    arn_like = {**conditional, "Condition": {"ArnLike": {"aws:SourceArn": "arn:aws:states:*:1:stateMachine:*"}}}
+    assert decide(Request(who, "s3:GetObject", "x", {"aws:SourceArn": "arn:aws:states:eu-west-1:1:stateMachine:m"}),
+                  identity=[arn_like]) == "Allow"
+    assert decide(Request(who, "s3:GetObject", "x", {"aws:SourceArn": "arn:aws:states:eu-west-1:2:stateMachine:m"}),
+                  identity=[arn_like]) == "ImplicitDeny"
+    with pytest.raises(NotImplementedError):
+        decide(get, identity=[{**conditional, "Condition": {"NumericLessThan": {"k": "1"}}}])
+
+
+# -- the buckets ------------------------------------------------------------------------------
+@pytest.mark.parametrize("bucket", ["data", "artifacts"])
+def test_a_request_without_tls_is_refused_even_to_a_role_that_may_read(
+        account: Account, names: dict[str, str], bucket: str) -> None:
+    """docs/security.md: the buckets deny any request not made over TLS (aws:SecureTransport)."""
+    key = f"{names[bucket]}/{'datasets' if bucket == 'data' else 'checkpoints'}/x.csv"
+    role = names["execution_role"]
+    assert account.decide(Request(role, "s3:GetObject", key, TLS)) == "Allow"
+    assert account.decide(Request(role, "s3:GetObject", key, NO_TLS)) == "Deny"
+    assert account.decide(Request(role, "s3:ListBucket", names[bucket],
+                                  {**NO_TLS, "s3:prefix": "datasets/"})) == "Deny"
+
+
+def test_no_role_may_delete_a_bucket(account: Account) -> None:
+    """The buckets are retained: no role of either stack may delete one (nor change its policy)."""
+    for role in account.roles():
+        for bucket in account.buckets():
+            for action in ("s3:DeleteBucket", "s3:PutBucketPolicy", "s3:DeleteBucketPolicy"):
+                assert account.decide(Request(role, action, bucket, TLS)) != "Allow", (role, action, bucket)
+
+
+# -- the SageMaker execution role -------------------------------------------------------------
+def test_the_execution_role_reads_the_datasets_and_nothing_else_of_the_data_bucket(
+        account: Account, names: dict[str, str]) -> None:
+    role, data = names["execution_role"], names["data"]
+    assert account.decide(Request(role, "s3:GetObject", f"{data}/datasets/digits_mlp/train/a.csv", TLS)) == "Allow"
+    assert account.decide(Request(role, "s3:ListBucket", data, {**TLS, "s3:prefix": "datasets/digits_mlp/"})) == "Allow"
+    assert account.decide(Request(role, "s3:ListBucket", data, {**TLS, "s3:prefix": "private/"})) != "Allow"
+    assert account.decide(Request(role, "s3:ListBucket", data, TLS)) != "Allow"  # the whole bucket
+    assert account.decide(Request(role, "s3:GetObject", f"{data}/private/a.csv", TLS)) != "Allow"
+    for action in ("s3:PutObject", "s3:DeleteObject"):
+        assert account.decide(Request(role, action, f"{data}/datasets/digits_mlp/train/a.csv", TLS)) != "Allow"
+
+
+def test_the_execution_role_writes_only_models_and_checkpoints(account: Account, names: dict[str, str]) -> None:
+    role, artifacts = names["execution_role"], names["artifacts"]
+    allowed = {f"{artifacts}/models/smtrain-1-0/output/model.tar.gz", f"{artifacts}/checkpoints/smtrain-1/c.pt"}
+    for key in allowed:
+        assert account.decide(Request(role, "s3:PutObject", key, TLS)) == "Allow", key
+    for key in (f"{artifacts}/model-quality/smtrain-1-0.json", f"{artifacts}/other/x", f"{artifacts}/models",
+                f"{names['data']}/datasets/digits_mlp/train/a.csv"):
+        assert account.decide(Request(role, "s3:PutObject", key, TLS)) != "Allow", key
+    # A model once written is not the job's to delete or read back; checkpoints are.
+    model = f"{artifacts}/models/smtrain-1-0/output/model.tar.gz"
+    assert account.decide(Request(role, "s3:DeleteObject", model, TLS)) != "Allow"
+    assert account.decide(Request(role, "s3:GetObject", model, TLS)) != "Allow"
+    checkpoint = f"{artifacts}/checkpoints/smtrain-1/c.pt"
+    assert account.decide(Request(role, "s3:GetObject", checkpoint, TLS)) == "Allow"
+
+
+def test_only_sagemaker_of_this_account_and_region_assumes_the_execution_role(
+        account: Account, names: dict[str, str]) -> None:
+    """Its trust policy: sagemaker.amazonaws.com with aws:SourceAccount and a SageMaker
+    aws:SourceArn of the stack's region (docs/security.md; the confused deputy problem)."""
+    trust = account.trust_statements(names["execution_role"])
+    job = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/smtrain-1-0"
+
+    def assume(principal: str, context: dict[str, str]) -> str:
+        return decide(Request(principal, "sts:AssumeRole", names["execution_role"], context), resource=trust)
+
+    sagemaker = "service:sagemaker.amazonaws.com"
+    assert assume(sagemaker, {"aws:SourceAccount": ACCOUNT, "aws:SourceArn": job}) == "Allow"
+    assert assume(sagemaker, {"aws:SourceAccount": "210987654321",
+                              "aws:SourceArn": job.replace(ACCOUNT, "210987654321")}) != "Allow"
+    elsewhere = job.replace(REGION, "eu-west-1")
+    assert assume(sagemaker, {"aws:SourceAccount": ACCOUNT, "aws:SourceArn": elsewhere}) != "Allow"
+    assert assume(sagemaker, {"aws:SourceAccount": ACCOUNT}) != "Allow"
+    assert assume("service:lambda.amazonaws.com", {"aws:SourceAccount": ACCOUNT, "aws:SourceArn": job}) != "Allow"
+
+
+# -- the state machine's role -----------------------------------------------------------------
+def test_the_state_machine_passes_only_the_execution_role_and_only_to_sagemaker(
+        account: Account, names: dict[str, str]) -> None:
+    machine = names["state_machine_role"]
+    execution_role = names["execution_role"]
+    assert account.decide(Request(machine, "iam:PassRole", execution_role,
+                                  {PASSED_TO: "sagemaker.amazonaws.com"})) == "Allow"
+    assert account.decide(Request(machine, "iam:PassRole", execution_role,
+                                  {PASSED_TO: "ec2.amazonaws.com"})) != "Allow"
+    assert account.decide(Request(machine, "iam:PassRole", execution_role)) != "Allow"
+    for other in account.roles():
+        if other != execution_role:
+            assert account.decide(Request(machine, "iam:PassRole", other,
+                                          {PASSED_TO: "sagemaker.amazonaws.com"})) != "Allow", other
+
+
+def test_the_state_machine_creates_only_its_own_jobs_and_pending_versions(
+        account: Account, names: dict[str, str]) -> None:
+    machine = names["state_machine_role"]
+    sagemaker = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}"
+    ours, theirs = f"{sagemaker}:training-job/smtrain-1-0", f"{sagemaker}:training-job/other-1-0"
+    assert account.decide(Request(machine, "sagemaker:CreateTrainingJob", ours)) == "Allow"
+    assert account.decide(Request(machine, "sagemaker:CreateTrainingJob", theirs)) != "Allow"
+    assert account.decide(Request(machine, "sagemaker:StopTrainingJob", theirs)) != "Allow"
+    assert account.decide(Request(machine, "sagemaker:CreateHyperParameterTuningJob",
+                                  f"{sagemaker}:hyper-parameter-tuning-job/smtrain-1")) == "Allow"
+    version = next(r for s in account.identity_statements(machine)
+                   if "sagemaker:CreateModelPackage" in s["Action"] for r in s["Resource"])
+    assert account.decide(Request(machine, "sagemaker:CreateModelPackage", version,
+                                  {"sagemaker:ModelApprovalStatus": "PendingManualApproval"})) == "Allow"
+    for status in ("Approved", None):
+        context = {} if status is None else {"sagemaker:ModelApprovalStatus": status}
+        assert account.decide(Request(machine, "sagemaker:CreateModelPackage", version, context)) != "Allow"
+    assert account.decide(Request(machine, "sagemaker:UpdateModelPackage", version)) != "Allow"
