@@ -341,6 +341,9 @@ def test_a_manifests_text_cannot_break_the_rules(tmp_path: Path) -> None:
     manifest = code / "digits_mlp" / "program.toml"
     manifest.write_text(manifest.read_text() + '\n[hyperparameters.files]\ntype = "str"\n'
                         'default = "train/*.csv */ {\\"x\\": 1} /* ("\ntunable = false\n')
+    script = code / "digits_mlp" / "train.py"  # which must define the option (programs.load)
+    script.write_text(script.read_text() + '\n\nimport argparse as _files\n'
+                      '_files.ArgumentParser().add_argument("--files")\n')
     programs = discover(code)
     assert input_rules.check(programs, {"program": "digits_mlp"}).problems == []
     assert input_rules.check(programs, {"program": "digits_mlp", "hyperparameters": {"files": "a/*"}}).problems == []

@@ -83,6 +83,11 @@ def padded_training_code(destination: Path) -> Path:
     assert text.count('name = "digits_mlp"') == 1
     manifest.write_text(text.replace('name = "digits_mlp"', f'name = "{PADDED_PROGRAM}"') + "".join(
         f'\n[hyperparameters.{note}]\ntype = "str"\ntunable = false\n' for note in NOTES))
+    # The script must define every declared hyperparameter as an option (programs.load checks
+    # it); nothing here trains, so the options are only declared.
+    script = code / PADDED_PROGRAM / "train.py"
+    script.write_text(script.read_text() + "\n\nimport argparse as _notes\n_NOTES = _notes.ArgumentParser()\n"
+                      + "".join(f'_NOTES.add_argument("--{note}")\n' for note in NOTES))
     return code
 
 
