@@ -733,59 +733,6 @@ def test_local_start_with_own_data_gets_no_sample_data(synthesized: Synthesized,
     assert not list((tmp_path / "work" / "s3").glob("*/datasets/digits_mlp"))
 
 
-def test_offline_runs_are_inspected_like_cloud_ones(synthesized: Synthesized, tmp_path: Path) -> None:
-    """Issue 19, item 8: ``watch``, ``status``, ``list`` and ``logs`` take ``--local`` and read
-    the runs ``start --local`` made: from the folder they ran in with the defaults, and from the
-    project root with ``--work-dir``. One run succeeds, one fails in its job (train and validation
-    data of different widths)."""
-    env = _local_env(synthesized)
-    data = tmp_path / "data"
-    for channel, row in (("train", "1,0.5,0.25\n0,0.1,0.75\n"), ("validation", "1,0.5\n0,0.1\n")):
-        (data / channel).mkdir(parents=True)
-        (data / channel / "part.csv").write_text(row)
-    started = {}
-    for name, extra in (("offline-ok", []),
-                        ("offline-bad", ["--input", "train=data/train", "--input", "validation=data/validation"])):
-        result = subprocess.run([SMTRAIN, "start", "--local", *MLP, "--hp", "epochs=1", "--name", name,
-                                 "--cdk-out", str(synthesized.outdir), *extra], capture_output=True,
-                                text=True, timeout=300, env=env, cwd=tmp_path)
-        started[name] = result
-    assert started["offline-ok"].returncode == 0, started["offline-ok"].stdout[-2000:]
-    assert started["offline-bad"].returncode == 1, started["offline-bad"].stdout[-2000:]
-    work = ["--work-dir", str(tmp_path / ".work" / "local")]
-    for cwd, where in ((tmp_path, []), (ROOT, work)):
-        listing = run_cli(["list", "--local", *where], env=env, cwd=cwd)
-        assert listing.returncode == 0, listing.stderr
-        rows = {line.split()[0]: line.split()[1] for line in listing.stdout.splitlines()[1:]}
-        assert rows == {"offline-ok": "SUCCEEDED", "offline-bad": "FAILED"}, listing.stdout
-        failed_only = run_cli(["list", "--local", "--status", "FAILED", *where], env=env, cwd=cwd)
-        assert "offline-bad" in failed_only.stdout and "offline-ok" not in failed_only.stdout
-
-        status = run_cli(["status", "offline-ok", "--local", *where], env=env, cwd=cwd)
-        assert status.returncode == 0, status.stderr
-        assert status.stdout.startswith("offline-ok: SUCCEEDED (started ")
-        job = next(line.split(": ", 1)[1] for line in status.stdout.splitlines() if line.startswith("job: "))
-        assert "model: s3://" in status.stdout and "validation:accuracy=" in status.stdout
-
-        logs = run_cli(["logs", "offline-ok", "--local", *where], env=env, cwd=cwd)
-        assert logs.returncode == 0 and f"== {job}" in logs.stdout
-        assert "    | epoch=" in logs.stdout, logs.stdout[-2000:]
-
-        failed = run_cli(["status", "offline-bad", "--local", *where], env=env, cwd=cwd)
-        assert failed.returncode == 0 and "offline-bad: FAILED" in failed.stdout
-        assert "reason: AlgorithmError: " in failed.stdout and "features" in failed.stdout
-
-        watched = run_cli(["watch", "offline-bad", "--local", *where], env=env, cwd=cwd)
-        assert watched.returncode == 1, watched.stdout + watched.stderr
-        assert "reason: AlgorithmError: " in watched.stdout and "whole log: " in watched.stdout
-        assert run_cli(["watch", "offline-ok", "--local", *where], env=env, cwd=cwd).returncode == 0
-
-    unknown = run_cli(["status", "never-ran", "--local"], env=env, cwd=tmp_path)
-    assert (unknown.returncode, unknown.stderr.strip()) == (
-        4, "smtrain: error: no offline run named never-ran under .work/local "
-           "(`smtrain list --local --work-dir DIR` lists them)")
-
-
 def _offline_record(work: Path, name: str, status: str, *, pid: int | None = None,
                     job: str | None = None, **fields: Any) -> None:
     """A run recorded as the offline engine records it (smtrain.local.execution_records)."""

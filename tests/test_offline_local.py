@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import tarfile
 from collections.abc import Iterator
@@ -13,8 +14,8 @@ import pytest
 
 from smtrain.local.engine import OfflineEngine
 from smtrain.local.local_backend import LocalBackend
-from tests.conftest import TRAINED_INPUTS, TUNED_INPUTS, TrainedRuns
-from tests.helpers import wait_idle
+from tests.conftest import ROOT, TRAINED_INPUTS, TUNED_INPUTS, TrainedRuns, trained_name
+from tests.helpers import run_cli, wait_idle
 
 
 @pytest.fixture(scope="module")
@@ -235,3 +236,48 @@ def test_stopping_kills_the_training_process(engine: OfflineEngine) -> None:
     while not _no_training_processes_left(engine) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _no_training_processes_left(engine)
+
+
+def test_offline_runs_are_inspected_like_cloud_ones(engine: OfflineEngine, tmp_path: Path) -> None:
+    """Issue 19, item 8: ``watch``, ``status``, ``list`` and ``logs`` take ``--local`` and read
+    the runs the offline engine recorded, in a later process: from a folder whose ``.work/local``
+    holds them (the default ``--work-dir``), and from the project root with ``--work-dir``. The
+    session's trained digits_mlp run succeeded; one more run here fails (its data is missing)."""
+    failed = engine.run({"program": "digits_lightgbm", "inputs": {"train": "s3://nowhere-bucket/none/"}},
+                        name="inspected-failure", timeout=120)
+    assert failed.status == "FAILED"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SMTRAIN_"))}
+    (tmp_path / ".work").mkdir()
+    (tmp_path / ".work" / "local").symlink_to(engine.work_dir)  # where `start --local` keeps runs
+    succeeded = trained_name("digits_mlp")
+    for cwd, where in ((tmp_path, []), (ROOT, ["--work-dir", str(engine.work_dir)])):
+        listing = run_cli(["list", "--local", "--max", "1000", *where], env=env, cwd=cwd)
+        assert listing.returncode == 0, listing.stderr
+        rows = {line.split()[0]: line.split()[1] for line in listing.stdout.splitlines()[1:]}
+        assert rows[succeeded] == "SUCCEEDED" and rows["inspected-failure"] == "FAILED", listing.stdout
+        failed_only = run_cli(["list", "--local", "--status", "FAILED", *where], env=env, cwd=cwd)
+        assert "inspected-failure" in failed_only.stdout and succeeded not in failed_only.stdout
+
+        status = run_cli(["status", succeeded, "--local", *where], env=env, cwd=cwd)
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.startswith(f"{succeeded}: SUCCEEDED (started ")
+        job = next(line.split(": ", 1)[1] for line in status.stdout.splitlines() if line.startswith("job: "))
+        assert "model: s3://" in status.stdout and "validation:accuracy=" in status.stdout
+
+        logs = run_cli(["logs", succeeded, "--local", *where], env=env, cwd=cwd)
+        assert logs.returncode == 0 and f"== {job}" in logs.stdout
+        assert "    | epoch=" in logs.stdout, logs.stdout[-2000:]
+
+        status = run_cli(["status", "inspected-failure", "--local", *where], env=env, cwd=cwd)
+        assert status.returncode == 0 and "inspected-failure: FAILED" in status.stdout
+        assert "No S3 objects found under S3 URL" in status.stdout, status.stdout
+
+        watched = run_cli(["watch", "inspected-failure", "--local", *where], env=env, cwd=cwd)
+        assert watched.returncode == 1, watched.stdout + watched.stderr
+        assert "No S3 objects found under S3 URL" in watched.stdout, watched.stdout
+        assert run_cli(["watch", succeeded, "--local", *where], env=env, cwd=cwd).returncode == 0
+
+    unknown = run_cli(["status", "never-ran", "--local"], env=env, cwd=tmp_path)
+    assert (unknown.returncode, unknown.stderr.strip()) == (
+        4, "smtrain: error: no offline run named never-ran under .work/local "
+           "(`smtrain list --local --work-dir DIR` lists them)")
