@@ -279,12 +279,12 @@ def test_an_approval_outlives_the_next_demo(synthesized: Any, tmp_path: Path) ->
     import sys
 
     from tests.conftest import ROOT
+    from tests.helpers import run_cli
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SMTRAIN_"))}
     assert synthesized.training_code is not None
     env["SMTRAIN_TRAINING_CODE"] = str(synthesized.training_code)
     work = tmp_path / "demo"
-    smtrain = str(Path(sys.executable).parent / "smtrain")
 
     def demo() -> subprocess.CompletedProcess[str]:
         result = subprocess.run([sys.executable, "-m", "smtrain.local.demo", "--program", "digits_xgboost",
@@ -295,17 +295,15 @@ def test_an_approval_outlives_the_next_demo(synthesized: Any, tmp_path: Path) ->
         return result
 
     def versions() -> list[dict[str, Any]]:
-        listed = subprocess.run([smtrain, "models", "list", "--local", "--work-dir", str(work), "--json"],
-                                capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+        listed = run_cli(["models", "list", "--local", "--work-dir", str(work), "--json"], env=env, cwd=ROOT)
         assert listed.returncode == 0, listed.stderr
         found: list[dict[str, Any]] = json.loads(listed.stdout)
         return found
 
     assert "kept from earlier demos" not in demo().stdout
     (first,) = versions()
-    approved = subprocess.run([smtrain, "models", "approve", "--local", "--work-dir", str(work),
-                               "--reason", "good enough", first["arn"]],
-                              capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    approved = run_cli(["models", "approve", "--local", "--work-dir", str(work), "--reason", "good enough",
+                        first["arn"]], env=env, cwd=ROOT)
     assert approved.returncode == 0, approved.stderr
     again = demo()
     assert "kept from earlier demos (1 training jobs" in again.stdout
