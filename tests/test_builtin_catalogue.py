@@ -28,6 +28,7 @@ from smtrain.core.programs import ProgramError
 from smtrain.local.local_backend import Images, LocalBackend
 from smtrain.local.s3_stand_in import LocalS3
 from smtrain.local.sagemaker_model import request_violations
+from smtrain.local.sagemaker_rules import rule_violations
 from tests.conftest import shipped_training_code, synthesize
 from tests.scripted_sagemaker import JobScript, ScriptedBackend, scripted_engine
 
@@ -236,6 +237,13 @@ def test_a_linear_learner_run_names_the_regions_image_and_passes_botocore(
     assert [(c["ChannelName"], c["ContentType"]) for c in request["InputDataConfig"]] == [
         ("train", "application/x-recordio-protobuf"), ("validation", "text/csv")]
     assert request_violations("CreateTrainingJob", request) == []
+    assert rule_violations("CreateTrainingJob", request) == []
+    # The API reference's prose rule, for every built-in: no MetricDefinitions.
+    defined = {**request, "AlgorithmSpecification": {
+        **algorithm, "MetricDefinitions": [{"Name": "loss", "Regex": "loss=([0-9.]+)"}]}}
+    assert rule_violations("CreateTrainingJob", defined) == [
+        f"MetricDefinitions are not allowed for built-in algorithm image {LINEAR_LEARNER_US_EAST_1}: "
+        "it publishes its own metrics"]
 
 
 def test_a_linear_learner_tuning_job_passes_botocore(scripted: Any) -> None:
@@ -251,6 +259,7 @@ def test_a_linear_learner_tuning_job_passes_botocore(scripted: Any) -> None:
     assert request["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"] == {
         "MetricName": "validation:multiclass_accuracy", "Type": "Maximize"}
     assert request_violations("CreateHyperParameterTuningJob", request) == []
+    assert rule_violations("CreateHyperParameterTuningJob", request) == []
 
 
 def test_an_algorithm_the_region_lacks_fails_synth_naming_the_file_and_field(
@@ -300,3 +309,22 @@ def test_offline_a_built_in_other_than_xgboost_fails_with_one_line(tmp_path: Pat
                       "offline with a script-mode program")
     assert not (tmp_path / "work" / "jobs" / "linear-offline" / "input-cache").exists(), \
         "refused before its channels are downloaded"
+
+
+def test_smtrain_start_local_refuses_it_before_anything_starts(linear_app: Any, tmp_path: Path) -> None:
+    """One line, exit 2; no work folder is made (nothing ran, nothing was copied)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SMTRAIN_"))}
+    env["SMTRAIN_TRAINING_CODE"] = str(linear_app.training_code)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "smtrain"), "start", "--local", "--program", PROGRAM,
+         "--cdk-out", str(linear_app.outdir), "--work-dir", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    (line,) = result.stderr.splitlines()
+    assert line == (f"smtrain: error: program {PROGRAM}: "
+                    f"{builtin_algorithms.offline_refusal('linear-learner')}")
+    assert not (tmp_path / "work").exists()
