@@ -168,6 +168,12 @@ def test_a_linear_learner_manifest_loads(tmp_path: Path) -> None:
     assert [c.content_type for c in program.channels] == ["application/x-recordio-protobuf",
                                                            "text/csv"]
     assert program.metric_definitions == (), "SageMaker refuses them for built-in algorithms"
+    from smtrain.cli.program_commands import describe, program_data
+
+    assert describe(program).splitlines()[0] == \
+        f"{PROGRAM} (builtin: linear-learner, runs only on SageMaker)"
+    assert (program_data(program)["algorithm"], program_data(program)["algorithmVersion"]) == (
+        "linear-learner", None)
 
 
 def test_an_unknown_algorithm_is_one_line_naming_the_file_the_field_and_the_catalogue(
