@@ -154,6 +154,9 @@ def test_an_algorithm_missing_in_a_region_or_a_version_names_why() -> None:
     with pytest.raises(NoBuiltinImage, match=r"no lda image \(version 1\) in af-south-1") as error:
         builtin_image(region="af-south-1", algorithm="lda", version="1")
     assert error.value.field == "algorithm"
+    # Another XGBoost version than the setting's is asked of the SDK (not in the table).
+    assert builtin_image(region="eu-west-1", algorithm="xgboost", version="1.5-1") == \
+        "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-xgboost:1.5-1"
     with pytest.raises(NoBuiltinImage, match="knows no version '2' of kmeans: 1") as error:
         builtin_image(region="us-east-1", algorithm="kmeans", version="2")
     assert error.value.field == "version"
