@@ -74,7 +74,8 @@ bench: install
 snapshot-update: install
 	$(VENV)/bin/pytest -q tests/test_snapshots.py --snapshot-update
 
-## Refresh infra/image_uris.json for the versions in cdk.json (after changing them).
+## Refresh infra/image_uris.json for the versions in cdk.json (after changing them) and every
+## built-in algorithm (a few seconds).
 image-uris: install
 	$(PY) -c "import json; c = json.load(open('cdk.json'))['context']['training']; \
 	import subprocess, sys; sys.exit(subprocess.call([sys.executable, '-m', 'infra.images', \

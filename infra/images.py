@@ -3,17 +3,21 @@
 The AWS-owned framework and built-in algorithm images live in per-region accounts. The SDK
 (``sagemaker-core``) ships those tables, so no hand-kept map is needed; but importing it costs
 about 3 s, so the answers for the configured versions are kept in ``image_uris.json`` (written by
-``python -m infra.images``, and checked against the SDK by the tests). A version or region
-missing there is looked up in the SDK at synth time.
+``python -m infra.images``, and checked against the SDK by the tests), with every built-in
+algorithm's image at its default version (:func:`builtin_image`). A version or region missing
+there is looked up in the SDK at synth time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from infra.settings import SettingsError
 
@@ -86,11 +90,88 @@ def images_from_sdk(
                           pytorch_inference_cpu=pytorch("ml.m5.xlarge", "inference"))
 
 
+#: The table's key for the built-in algorithms' images: ``{"<algorithm>:<version>": {region: uri}}``
+#: for every algorithm of the catalogue at its default version but XGBoost (whose image is
+#: :attr:`TrainingImages.xgboost`, at the ``xgboostVersion`` setting).
+BUILTIN_KEY = "builtin-algorithms"
+
+
+class NoBuiltinImage(SettingsError):
+    """The SDK has no image of a built-in algorithm (at that version) in the region; the message
+    says which versions it has, or why. ``field``: ``version`` (no such version) or
+    ``algorithm`` (none in the region)."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def builtin_algorithms_in(region: str) -> list[str]:
+    """The built-in algorithms with an image in ``region`` at their default version (from
+    ``image_uris.json``; XGBoost's is the ``xgboostVersion`` setting's, checked at synth)."""
+    table = json.loads(CACHE_PATH.read_text()).get(BUILTIN_KEY, {}) if CACHE_PATH.is_file() else {}
+    return sorted({"xgboost", *(key.split(":", 1)[0] for key, regions in table.items()
+                                if region in regions)})
+
+
+def builtin_image(*, region: str, algorithm: str, version: str) -> str:
+    """The training image of the built-in ``algorithm`` at ``version`` in ``region`` (which
+    also serves the models it trains): from ``image_uris.json``, else from the SDK.
+
+    Raises :class:`NoBuiltinImage` when the SDK has none there."""
+    if CACHE_PATH.is_file():
+        cached = json.loads(CACHE_PATH.read_text()).get(BUILTIN_KEY, {}) \
+            .get(f"{algorithm}:{version}", {}).get(region)
+        if cached is not None:
+            return str(cached)
+    return builtin_image_from_sdk(region=region, algorithm=algorithm, version=version)
+
+
+def _builtin_versions(algorithm: str) -> list[str]:
+    """The versions the SDK's ``image_uri_config/<algorithm>.json`` lists for training (its
+    single-version files ignore the version asked for, so it is checked here)."""
+    from sagemaker.core import image_uris
+
+    config = image_uris.config_for_framework(algorithm)
+    config = config.get("training", config)
+    return sorted({*config.get("versions", {}), *config.get("version_aliases", {})})
+
+
+@lru_cache(maxsize=256)
+def builtin_image_from_sdk(*, region: str, algorithm: str, version: str) -> str:
+    """Ask the SageMaker SDK (``image_uris.retrieve``, the look-up its estimators use)."""
+    from sagemaker.core import image_uris
+
+    versions = _builtin_versions(algorithm)
+    if version not in versions:
+        raise NoBuiltinImage(f"the SageMaker SDK knows no version {version!r} of {algorithm}: "
+                             f"{', '.join(versions)}", field="version")
+    try:
+        return str(image_uris.retrieve(algorithm, region, version=version))
+    except ValueError as error:
+        raise NoBuiltinImage(f"SageMaker has no {algorithm} image (version {version}) in "
+                             f"{region} (the SageMaker SDK: {error})", field="algorithm") from None
+
+
 def sagemaker_regions() -> list[str]:
     """Regions where SageMaker has an endpoint, from botocore's endpoint data (offline)."""
     import boto3
 
     return sorted(boto3.session.Session().get_available_regions("sagemaker"))
+
+
+@contextmanager
+def endpoints_read_once() -> Iterator[None]:
+    """Within it, the SDK reads botocore's endpoint data once, not on every look-up: its
+    ``common_utils._botocore_resolver`` builds a new loader per call (about 70 ms, nearly all of
+    a look-up). The data is botocore's static file, so the answers are the same."""
+    from unittest import mock
+
+    from sagemaker.core import common_utils
+
+    cached = lru_cache(maxsize=1)(common_utils._botocore_resolver)
+    with mock.patch.object(common_utils, "_botocore_resolver", cached):
+        yield
 
 
 def refresh_cache(*, pytorch_version: str, pytorch_py_version: str, xgboost_version: str) -> int:
@@ -99,6 +180,14 @@ def refresh_cache(*, pytorch_version: str, pytorch_py_version: str, xgboost_vers
     key = cache_key(pytorch_version=pytorch_version, pytorch_py_version=pytorch_py_version,
                     xgboost_version=xgboost_version)
     table = json.loads(CACHE_PATH.read_text()) if CACHE_PATH.is_file() else {}
+    with endpoints_read_once():
+        return _refresh_cache(key=key, table=table, pytorch_version=pytorch_version,
+                              pytorch_py_version=pytorch_py_version,
+                              xgboost_version=xgboost_version)
+
+
+def _refresh_cache(*, key: str, table: dict[str, Any], pytorch_version: str,
+                   pytorch_py_version: str, xgboost_version: str) -> int:
     by_region = {}
     for region in sagemaker_regions():
         try:
@@ -109,8 +198,28 @@ def refresh_cache(*, pytorch_version: str, pytorch_py_version: str, xgboost_vers
             continue
         by_region[region] = asdict(images)
     table[key] = by_region
+    table[BUILTIN_KEY] = builtin_table()
     CACHE_PATH.write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
     return len(by_region)
+
+
+def builtin_table() -> dict[str, dict[str, str]]:
+    """Every built-in algorithm but XGBoost at its default version, in every SageMaker region
+    where the SDK has its image (reading the SDK's files: about a second for all)."""
+    from smtrain.core import builtin_algorithms
+
+    table: dict[str, dict[str, str]] = {}
+    regions = sagemaker_regions()
+    for algorithm, version in builtin_algorithms.DEFAULT_VERSIONS.items():
+        by_region = {}
+        for region in regions:
+            try:
+                by_region[region] = builtin_image_from_sdk(region=region, algorithm=algorithm,
+                                                           version=version)
+            except NoBuiltinImage:
+                continue
+        table[f"{algorithm}:{version}"] = by_region
+    return table
 
 
 def main() -> None:

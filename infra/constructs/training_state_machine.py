@@ -53,6 +53,10 @@ class DeployedProgram:
     #: The file name of that object (the last part of its key): its name in the ``code``
     #: channel under network isolation.
     source_file_name: str | None = None
+    #: A built-in program's training image (which also serves its models): the algorithm's,
+    #: for the region and version (``infra.images.builtin_image``). None: SageMaker XGBoost of
+    #: the ``xgboostVersion`` setting (``TrainingImages.xgboost``), for an ``xgboost`` program only.
+    builtin_image_uri: str | None = None
 
     def __post_init__(self) -> None:
         kind = self.program.kind
@@ -60,6 +64,10 @@ class DeployedProgram:
             raise ValueError(f"program {self.program.name}: an image URI goes with a byoc program")
         if (kind == "script") != (self.source_uri is not None):
             raise ValueError(f"program {self.program.name}: a source URI goes with a script program")
+        if self.builtin_image_uri is not None and kind != "builtin":
+            raise ValueError(f"program {self.program.name}: a built-in image goes with a builtin program")
+        if kind == "builtin" and self.builtin_image_uri is None and self.program.algorithm != "xgboost":
+            raise ValueError(f"program {self.program.name}: the {self.program.algorithm} image is needed")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,7 +117,7 @@ class TrainingStateMachine(Construct):
       field ends the execution in the ``RejectInput`` Fail state with an error
       (``InvalidExecutionInput`` or ``UnknownMethod``) and a cause naming the field;
     - ``method`` picks the image (script: the PyTorch image, GPU build on ``ml.p*``/``ml.g*``;
-      byoc: the project's image; builtin: SageMaker XGBoost) and hyperparameter defaults;
+      byoc: the project's image; builtin: the algorithm's image) and hyperparameter defaults;
     - a ``tuning`` object turns the run into a hyperparameter tuning job;
     - a job that fails ends the execution in ``TrainingFailed``/``TuningFailed`` with error
       ``TrainingJobFailed``/``TuningJobFailed`` and the job's failure in the cause;
@@ -460,10 +468,11 @@ class TrainingStateMachine(Construct):
             inference_images = images
             code = deployed.image_uri
         else:
-            images = {"default": props.images.xgboost}
+            image = deployed.builtin_image_uri or props.images.xgboost
+            images = {"default": image}
             # A built-in algorithm's image also serves the models it trains.
             inference_images = images
-            code = props.images.xgboost
+            code = image
         states = {}
         for variant, image in images.items():
             # A tuning job's HyperParameterAlgorithmSpecification takes only TrainingImage,

@@ -19,15 +19,21 @@ from infra.constructs.training_state_machine import (
     TrainingStateMachine,
     TrainingStateMachineProps,
 )
-from infra.images import training_images
+from infra.images import (
+    NoBuiltinImage,
+    TrainingImages,
+    builtin_algorithms_in,
+    builtin_image,
+    training_images,
+)
 from infra.log_retention import retention_for_days
 from infra.settings import Settings, SettingsError
 from infra.stacks.storage_stack import StorageStack
-from smtrain.core import contract
+from smtrain.core import builtin_algorithms, contract
 from smtrain.core.budget import budget_text
 from smtrain.core.input_rules import InputDefaults
 from smtrain.core.instance_storage import UnknownInstanceStorage, has_local_nvme
-from smtrain.core.programs import Program
+from smtrain.core.programs import MANIFEST, Program, ProgramError
 from smtrain.core.programs import discover as discover_programs
 
 TRAINING_CODE_DIR = Path(__file__).resolve().parents[2] / "training_code"
@@ -99,7 +105,8 @@ class WorkflowStack(Stack):
                 CfnOutput(self, f"{contract.OUTPUT_PROGRAM_IMAGE}{construct_id}",
                           value=image.image_uri)
             else:
-                deployed.append(DeployedProgram(program=program))
+                deployed.append(DeployedProgram(
+                    program=program, builtin_image_uri=_builtin_image(settings, images, program)))
 
         # A policy in this stack, so that a code change never touches the storage stack.
         execution_role = iam.Role.from_role_arn(self, "ExecutionRole",
@@ -218,3 +225,24 @@ def _check_isolation(settings: Settings, program: Program) -> None:
             f"named '{contract.CODE_CHANNEL}', the channel its code arrives in under isolation: "
             f"rename that channel in {program.directory}/program.toml")
 
+
+def _builtin_image(settings: Settings, images: TrainingImages, program: Program) -> str:
+    """A built-in program's training image for the region: the configured XGBoost image for an
+    ``xgboost`` program at the ``xgboostVersion`` setting, else the SDK's answer for the
+    algorithm and its version (default: ``xgboostVersion``, or the algorithm's only one).
+
+    Raises :class:`ProgramError` naming the manifest, the field and the algorithms the region
+    has, where there is no such image."""
+    algorithm = program.algorithm
+    assert algorithm is not None  # the manifest's schema requires it
+    version = program.algorithm_version or builtin_algorithms.DEFAULT_VERSIONS.get(
+        algorithm, settings.xgboost_version)
+    if algorithm == "xgboost" and version == settings.xgboost_version:
+        return images.xgboost
+    try:
+        return builtin_image(region=settings.region, algorithm=algorithm, version=version)
+    except NoBuiltinImage as error:
+        raise ProgramError(
+            f"{program.directory / MANIFEST}: 'builtin.{error.field}': {error}; built-in "
+            f"algorithms with an image in {settings.region}: "
+            f"{', '.join(builtin_algorithms_in(settings.region))}") from None

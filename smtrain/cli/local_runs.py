@@ -25,7 +25,7 @@ from smtrain.cli.deployment_lookup import limits_from_outputs
 from smtrain.cli.execution_request import check_instance, upload_prefix
 from smtrain.cli.input_checks import data_files
 from smtrain.cli.outcome import EXIT_ABORTED, EXIT_FAILED, EXIT_OK, ResourceNotFound, warn
-from smtrain.core import contract
+from smtrain.core import builtin_algorithms, contract
 from smtrain.core.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -175,6 +175,11 @@ def start_local(args: argparse.Namespace, draft: dict[str, Any], channel_inputs:
     from smtrain.cli.execution_request import runnable_programs
 
     programs = runnable_programs(draft[contract.PROGRAM])
+    chosen = programs[draft[contract.PROGRAM]]
+    if chosen.kind == "builtin" and chosen.algorithm not in builtin_algorithms.RUNS_OFFLINE:
+        # Refused before anything starts; the engine would fail the job with the same line.
+        raise InputError(f"program {chosen.name}: "
+                         f"{builtin_algorithms.offline_refusal(str(chosen.algorithm))}")
     ensure_current(args.cdk_out, programs, synth=not getattr(args, "no_synth", False))
     from smtrain.local.staleness import code_digest
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from smtrain.cli.outcome import EXIT_OK, EXIT_USAGE, Handler, fail, run_handler
-from smtrain.core import contract, programs
+from smtrain.core import builtin_algorithms, contract, programs
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,6 +35,7 @@ def program_data(program: programs.Program) -> dict[str, Any]:
         "directory": str(program.directory),
         "entryPoint": program.entry_point,
         "algorithm": program.algorithm,
+        "algorithmVersion": program.algorithm_version,
         "instanceType": program.instance_type,
         "channels": [{"name": c.name, "contentType": c.content_type, "required": c.required}
                      for c in program.channels],
@@ -80,6 +81,11 @@ def _range_text(kind: str, spec: Mapping[str, Any]) -> str:
 def describe(program: programs.Program) -> str:
     """One program as readable text."""
     where = program.entry_point or program.algorithm or ""
+    if program.algorithm is not None:
+        if program.algorithm_version is not None:
+            where += f" {program.algorithm_version}"
+        if program.algorithm not in builtin_algorithms.RUNS_OFFLINE:
+            where += ", runs only on SageMaker"
     lines = [f"{program.name} ({program.kind}{': ' + where if where else ''})"]
     if program.description:
         lines.append(f"  {program.description}")

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import jsonschema
 
-from smtrain.core import contract
+from smtrain.core import builtin_algorithms, contract
 
 MANIFEST = "program.toml"
 TRAINING_CODE_DIR = Path(__file__).resolve().parents[2] / "training_code"
@@ -95,7 +95,10 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         },
         "builtin": {
             "type": "object", "additionalProperties": False, "required": ["algorithm"],
-            "properties": {"algorithm": {"enum": ["xgboost"]}},
+            # Which algorithms exist is checked after the schema, naming them all
+            # (smtrain.core.builtin_algorithms).
+            "properties": {"algorithm": {"type": "string", "minLength": 1},
+                           "version": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9.-]*$"}},
         },
         "channels": {
             "type": "array", "minItems": 1, "maxItems": 20,
@@ -291,7 +294,10 @@ class Program:
     dockerfile: str = "Dockerfile"
     #: BYOC: the image's build context, ``.`` (the program folder) or ``..`` (``training_code``).
     build_context: str = "."
+    #: A built-in program's algorithm (``smtrain.core.builtin_algorithms.ALGORITHMS``) and its
+    #: version; None: the default (the ``xgboostVersion`` setting for XGBoost, else ``"1"``).
     algorithm: str | None = None
+    algorithm_version: str | None = None
     channels: tuple[Channel, ...] = ()
     metric_names: tuple[str, ...] = ()
     metric_definitions: tuple[Mapping[str, str], ...] = ()
@@ -399,8 +405,10 @@ def load(directory: Path, *, staged: bool = False) -> Program:
     for other in set(contract.KINDS) - {kind}:
         if other in data:
             raise fail(other, f"a {kind} program has no [{other}] table")
-    if kind != "builtin" and kind not in data:
+    if kind not in data:
         raise fail(kind, f"a {kind} program needs a [{kind}] table")
+    if kind == "builtin" and data["builtin"]["algorithm"] not in builtin_algorithms.ALGORITHMS:
+        raise fail("builtin.algorithm", builtin_algorithms.unknown_algorithm(data["builtin"]["algorithm"]))
 
     channels = tuple(Channel(name=c["name"], content_type=c["content_type"],
                              required=c.get("required", True),
@@ -431,6 +439,12 @@ def load(directory: Path, *, staged: bool = False) -> Program:
             raise fail(f"hyperparameters.{key}", "names are 1-256 characters")
     metric_names = tuple(m["name"] for m in metrics)
     tuning = _tuning(fail, data.get("tuning"), hyperparameters, metric_names)
+    if kind == "builtin" and tuning is not None:
+        # The algorithm's own metric names, where the developer guide lists them.
+        problem = builtin_algorithms.objective_problem(data["builtin"]["algorithm"],
+                                                       tuning.objective_metric)
+        if problem:
+            raise fail("tuning.objective", problem)
     register = data.get("register", {})
     for bound in ("minimum", "maximum"):
         for metric, value in register.get(bound, {}).items():
@@ -456,7 +470,7 @@ def load(directory: Path, *, staged: bool = False) -> Program:
         shared=tuple(script.get("shared", ()) or byoc.get("shared", ())),
         dockerfile=byoc.get("dockerfile", "Dockerfile"),
         build_context=byoc.get("context", "."),
-        algorithm=builtin.get("algorithm"),
+        algorithm=builtin.get("algorithm"), algorithm_version=builtin.get("version"),
         channels=channels, metric_names=metric_names, metric_definitions=definitions,
         hyperparameters=hyperparameters, tuning=tuning, registration=registration,
         serving=serving,

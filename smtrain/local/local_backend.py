@@ -5,7 +5,9 @@ Which program runs is decided by the job's image, as SageMaker decides it by the
 - the AWS PyTorch image (script mode): AWS's training toolkit (``sagemaker-training``'s
   ``train``) with the ``sourcedir.tar.gz`` named by ``sagemaker_submit_directory``;
 - the project's BYOC image: its ``train`` entry point on the host Python (no Docker here);
-- the SageMaker XGBoost image: :mod:`smtrain.local.builtin_xgboost`.
+- the SageMaker XGBoost image: :mod:`smtrain.local.builtin_xgboost`; any other built-in
+  algorithm's image fails the job with one line saying it runs only on SageMaker
+  (:func:`smtrain.core.builtin_algorithms.offline_refusal`), never faked.
 
 S3 URIs live in a :class:`~smtrain.local.s3_stand_in.LocalS3`. A job's log is kept beside its
 tree; metrics are read from it with the request's metric definitions (the built-in algorithm's
@@ -42,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from smtrain.core import contract
+from smtrain.core import builtin_algorithms, contract
 from smtrain.local import isolation as network_isolation
 from smtrain.local import opt_ml
 from smtrain.local.backend import TERMINAL_STATUSES, Description, Request, SageMakerError
@@ -89,7 +91,8 @@ class Images:
             return "byoc"
         if "/pytorch-training:" in image:
             return "script"
-        if "/sagemaker-xgboost:" in image:
+        if builtin_algorithms.algorithm_of_image(image) is not None:
+            # XGBoost runs here (its stand-in); any other built-in fails when it starts.
             return "builtin"
         raise SageMakerError("ValidationException", f"no local runner for image {image}")
 
@@ -259,6 +262,12 @@ class LocalBackend:
         are downloaded or any of its code runs."""
         job_dir = self.work_dir / "jobs" / job.name
         try:
+            algorithm = (builtin_algorithms.algorithm_of_image(
+                job.request["AlgorithmSpecification"]["TrainingImage"])
+                if job.kind == "builtin" else None)
+            if algorithm is not None and algorithm not in builtin_algorithms.RUNS_OFFLINE:
+                # Never faked: only SageMaker runs it (smtrain.core.builtin_algorithms).
+                raise SageMakerError("ClientError", builtin_algorithms.offline_refusal(algorithm))
             if job.network_isolated:
                 job.isolation = self._isolation()
             job.set_secondary("Downloading", "Downloading input data")

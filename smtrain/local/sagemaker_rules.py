@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from smtrain.core import builtin_algorithms
 from smtrain.core.instance_storage import UnknownInstanceStorage, has_local_nvme
 
 #: "HyperbandTraining attempts to infer MaxResource from the following keys (if present) in
@@ -21,10 +22,11 @@ from smtrain.core.instance_storage import UnknownInstanceStorage, has_local_nvme
 HYPERBAND_EPOCH_KEYS = ("epochs", "numepochs", "n-epochs", "n_epochs", "num_epochs")
 HYPERBAND_MAX_RESOURCE = 20_000
 
-#: Repositories of SageMaker's built-in algorithms that this project uses. "Built-in algorithms
-#: publish their own metrics; you can't define metrics for them" (developer guide, "Define
-#: metrics and environment variables": metric definitions are for custom algorithms only).
-BUILTIN_ALGORITHM_REPOSITORIES = ("sagemaker-xgboost",)
+#: Repositories of SageMaker's built-in algorithms (the catalogue's, plus XGBoost's first-party
+#: ``xgboost``). "Built-in algorithms publish their own metrics; you can't define metrics for
+#: them" (developer guide, "Define metrics and environment variables": metric definitions are for
+#: custom algorithms only).
+BUILTIN_ALGORITHM_REPOSITORIES = tuple(sorted({*builtin_algorithms.REPOSITORIES.values(), "xgboost"}))
 
 Rule = Callable[[dict[str, Any]], Iterator[str]]
 
