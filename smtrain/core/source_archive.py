@@ -29,10 +29,15 @@ def _files(directory: Path) -> list[Path]:
 
 
 def build_source_tarball(source_dir: Path, *,
-                         extra_packages: Mapping[str, Path] | None = None) -> bytes:
+                         extra_packages: Mapping[str, Path] | None = None,
+                         replacements: Mapping[str, Path | bytes] | None = None) -> bytes:
     """Pack ``source_dir`` (at the archive's root) and each ``extra_packages`` directory (under
     its name) into gzip'd tar bytes that depend only on file names, contents and the executable
     bit: entries sorted, mtime 0, uid/gid 0, no user names, gzip mtime 0.
+
+    ``replacements`` (archive name -> a file or its bytes) add entries or replace those of the
+    same name (vendored requirements: :mod:`smtrain.core.vendored_requirements`); bytes are
+    packed as non-executable files.
 
     The SageMaker training toolkit opens ``sagemaker_submit_directory`` with
     ``tarfile.open(mode="r:gz")``, so the archive must be a gzip'd tar (CDK's own directory
@@ -50,16 +55,18 @@ def build_source_tarball(source_dir: Path, *,
             if name in entries:
                 raise ValueError(f"{name} would come from both {entries[name]} and {path}")
             entries[name] = path
+    packed: dict[str, Path | bytes] = {**entries, **(replacements or {})}
     tar_bytes = io.BytesIO()
     with tarfile.open(fileobj=tar_bytes, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, path in sorted(entries.items()):
-            data = path.read_bytes()
+        for name, source in sorted(packed.items()):
+            data = source if isinstance(source, bytes) else source.read_bytes()
             info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mtime = 0
             info.uid = info.gid = 0
             info.uname = info.gname = ""
-            info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
+            executable = not isinstance(source, bytes) and os.access(source, os.X_OK)
+            info.mode = 0o755 if executable else 0o644
             tar.addfile(info, io.BytesIO(data))
     out = io.BytesIO()
     with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, compresslevel=9, filename="") as gz:
