@@ -36,7 +36,7 @@ from smtrain.local.local_backend import (
     algorithm_error,
 )
 from smtrain.local.s3_stand_in import LocalS3
-from tests.conftest import code_without_script_requirements, synthesize
+from tests.conftest import shipped_training_code, synthesize
 from tests.helpers import wait_idle
 
 FIXTURES = Path(__file__).parent / "fixtures" / "isolation"
@@ -356,8 +356,9 @@ def test_a_tuning_jobs_trials_run_isolated(backend: LocalBackend) -> None:
 def isolated_engine(cdk_context: dict[str, Any], settings: Settings, sample_data: Path,
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[OfflineEngine]:
     """``network: isolated`` (an existing VPC), synthesized and run by the offline engine with the
-    local backend: digits_mlp without its requirements (isolation refuses them at synth)."""
-    code = code_without_script_requirements(tmp_path_factory.mktemp("isolated-e2e-code") / "code")
+    local backend: the shipped programs as they are, digits_mlp's requirements.txt vendored into
+    its bundle as wheels at synth."""
+    code = shipped_training_code(tmp_path_factory.mktemp("isolated-e2e-code") / "code")
     isolated = dataclasses.replace(
         settings, network="isolated", vpc_id="vpc-0123456789abcdef0",
         subnet_ids=("subnet-0123456789abcdef0", "subnet-0fedcba987654321f"))
@@ -376,7 +377,11 @@ def isolated_engine(cdk_context: dict[str, Any], settings: Settings, sample_data
 def test_isolated_deployment_trains_without_network(isolated_engine: OfflineEngine, program: str,
                                                     hyperparameters: dict[str, str]) -> None:
     """The job runs isolated (its log says so), script mode reads its code from the ``code``
-    channel the state machine adds, and the model is trained all the same."""
+    channel the state machine adds, and the model is trained all the same. digits_mlp's
+    requirements come from its bundle's wheels: its environment was installed from them alone (no
+    index, none of this machine's pip configuration, none of the project's packages), and the
+    toolkit's own ``pip install -r requirements.txt`` ran in the job, with no network, and
+    succeeded."""
     name = f"isolated-{program.replace('_', '-')}"
     result = isolated_engine.run({"program": program, "hyperparameters": hyperparameters},
                                  name=name, timeout=300)
@@ -390,6 +395,18 @@ def test_isolated_deployment_trains_without_network(isolated_engine: OfflineEngi
     if program == "digits_mlp":
         assert job.request["HyperParameters"]["sagemaker_submit_directory"].startswith(
             "/opt/ml/input/data/code/")
+        assert job.log_path is not None and job.python is not None
+        job_dir = job.log_path.parent  # the bundle's requirements.txt and wheels/ are copied here
+        assert "--no-index" in (job_dir / "requirements.txt").read_text()
+        assert list((job_dir / "wheels").glob("mlflow_skinny-3.17.2-*.whl"))
+        environment = job.python.parent.parent
+        assert "--no-index" in (environment / "requirements.txt").read_text()
+        installed = (environment / "pip.log").read_text()
+        assert "Successfully installed" in installed and "mlflow-skinny-3.17.2" in installed
+        assert list(environment.glob("lib/python3.*/site-packages/mlflow_skinny-3.17.2.dist-info"))
+        log = log_of(job)
+        assert "Installing dependencies from requirements.txt" in log
+        assert "InstallRequirementsError" not in log
     assert result.output is not None
     accuracy = next(float(m["Value"]) for m in result.output["metrics"]
                     if m["MetricName"] == "validation:accuracy")

@@ -178,8 +178,10 @@ def environment_for(requirements: Path | None, cache_dir: Path) -> Path:
         return Path(sys.executable)
     cache_dir = cache_dir.expanduser().resolve()
     original = vendored_original(requirements)
-    # A vendored file names the program's own by path: the key holds that file's text too.
-    env_dir = cache_dir / environment_key(text + (original.read_text() if original else ""))
+    # A vendored file names the program's own by path: the key holds that file's text too (and
+    # says the env is installed from the wheels alone).
+    vendored_key = f"\n--vendored-wheels\n{original.read_text()}" if original else ""
+    env_dir = cache_dir / environment_key(text + vendored_key)
     python = _env_python(env_dir)
     if (env_dir / COMPLETE_MARKER).is_file():
         return python
@@ -198,10 +200,14 @@ def environment_for(requirements: Path | None, cache_dir: Path) -> Path:
 
 
 def _build(env_dir: Path, requirements_text: str, vendored: Path | None = None) -> None:
-    """Create the env and install ``requirements_text`` into it; ``vendored``: the bundle's
-    rewritten requirements file, installed where it lies (its wheels beside it) with no index
-    and none of this machine's pip configuration (its extra indexes and wheel folders), so a
-    wheel missing from the bundle fails here as it would in an isolated job."""
+    """Create the env and install ``requirements_text`` into it.
+
+    ``vendored``: the bundle's rewritten requirements file, installed where it lies (its wheels
+    beside it) with no index, none of this machine's pip configuration (its extra indexes and
+    wheel folders) and ``--ignore-installed``: every package the requirements need, dependencies
+    included, comes from the bundle's wheels into the env (the project's own versions of them
+    are not used), as in an image that has none of them. A wheel missing from the bundle, or one
+    that does not install here, fails the job as it would on SageMaker."""
     created = subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)],
                              capture_output=True, text=True)
     if created.returncode != 0:
@@ -230,7 +236,9 @@ def _build(env_dir: Path, requirements_text: str, vendored: Path | None = None) 
         env["PIP_CONFIG_FILE"] = os.devnull  # pip: "will not load any configuration files"
     installed = subprocess.run(
         [str(_env_python(env_dir)), "-m", "pip", "install", "--disable-pip-version-check",
-         "--no-input", "--no-warn-script-location", "-r", str(vendored or requirements_copy)],
+         "--no-input", "--no-warn-script-location",
+         *(["--ignore-installed"] if vendored is not None else []),
+         "-r", str(vendored or requirements_copy)],
         capture_output=True, text=True, env=env, cwd=vendored.parent if vendored else env_dir)
     (env_dir / "pip.log").write_text(installed.stdout + installed.stderr)
     if installed.returncode != 0:
