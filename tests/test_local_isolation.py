@@ -25,6 +25,7 @@ import pytest
 
 from infra.settings import Settings
 from smtrain.core import contract
+from smtrain.core.programs import discover
 from smtrain.local import isolation as network_isolation
 from smtrain.local.deployment import ByocProgram
 from smtrain.local.engine import OfflineEngine
@@ -36,8 +37,9 @@ from smtrain.local.local_backend import (
     algorithm_error,
 )
 from smtrain.local.s3_stand_in import LocalS3
+from smtrain.local.staleness import stale_programs
 from tests.conftest import shipped_training_code, synthesize
-from tests.helpers import wait_idle
+from tests.helpers import Synthesized, wait_idle
 
 FIXTURES = Path(__file__).parent / "fixtures" / "isolation"
 REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
@@ -353,21 +355,33 @@ def test_a_tuning_jobs_trials_run_isolated(backend: LocalBackend) -> None:
 # -- End to end: an isolated deployment's state machine, every job run locally, isolated ----------
 
 @pytest.fixture(scope="module")
-def isolated_engine(cdk_context: dict[str, Any], settings: Settings, sample_data: Path,
-                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[OfflineEngine]:
-    """``network: isolated`` (an existing VPC), synthesized and run by the offline engine with the
-    local backend: the shipped programs as they are, digits_mlp's requirements.txt vendored into
-    its bundle as wheels at synth."""
+def isolated_app(cdk_context: dict[str, Any], settings: Settings,
+                 tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """``network: isolated`` (an existing VPC), synthesized: the shipped programs as they are,
+    digits_mlp's requirements.txt vendored into its bundle as wheels at synth."""
     code = shipped_training_code(tmp_path_factory.mktemp("isolated-e2e-code") / "code")
     isolated = dataclasses.replace(
         settings, network="isolated", vpc_id="vpc-0123456789abcdef0",
         subnet_ids=("subnet-0123456789abcdef0", "subnet-0fedcba987654321f"))
-    app = synthesize(cdk_context, isolated, tmp_path_factory.mktemp("cdk.out-isolated-e2e"),
-                     training_code_dir=code)
-    with OfflineEngine(outdir=app.outdir,
+    return synthesize(cdk_context, isolated, tmp_path_factory.mktemp("cdk.out-isolated-e2e"),
+                      training_code_dir=code)
+
+
+@pytest.fixture(scope="module")
+def isolated_engine(isolated_app: Synthesized, sample_data: Path,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[OfflineEngine]:
+    """The isolated deployment run by the offline engine with the local backend."""
+    with OfflineEngine(outdir=isolated_app.outdir,
                        work_dir=tmp_path_factory.mktemp("isolated-e2e")) as engine:
         engine.s3.put_tree(sample_data, f"s3://{engine.deployment.data_bucket}/datasets/")
         yield engine
+
+
+def test_a_vendored_bundle_is_the_programs_code_for_the_staleness_check(
+        isolated_app: Synthesized) -> None:
+    """``smtrain start --local`` finds the synthesized app current: the bundle's wheels and its
+    rewritten requirements.txt are not a change of the program's code."""
+    assert stale_programs(isolated_app.outdir, discover(isolated_app.training_code)) == []
 
 
 @pytest.mark.parametrize(("program", "hyperparameters"), [

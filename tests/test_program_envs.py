@@ -108,9 +108,9 @@ def test_concurrent_jobs_build_one_env(tmp_path: Path, monkeypatch: pytest.Monke
     builds: list[Path] = []
     real_build = program_envs._build
 
-    def counting_build(env_dir: Path, text: str) -> None:
+    def counting_build(env_dir: Path, text: str, vendored: Path | None = None) -> None:
         builds.append(env_dir)
-        real_build(env_dir, text)
+        real_build(env_dir, text, vendored)
 
     monkeypatch.setattr(program_envs, "_build", counting_build)
     results: list[Path] = []
