@@ -62,6 +62,17 @@ def test_code_change_changes_bytes(tmp_path: Path) -> None:
     assert build_source_tarball(root) != before, "the executable bit is part of the code"
 
 
+def test_a_kept_archive_is_the_same_bytes(tmp_path: Path) -> None:
+    """``gzip_cache`` skips compressing the same files again and changes no byte."""
+    root = _tree(tmp_path / "src")
+    fresh = build_source_tarball(root)
+    assert build_source_tarball(root, gzip_cache=tmp_path / "kept") == fresh
+    assert len(list((tmp_path / "kept").iterdir())) == 1
+    assert build_source_tarball(root, gzip_cache=tmp_path / "kept") == fresh
+    (root / "train.py").write_text("print('changed')\n")
+    assert build_source_tarball(root, gzip_cache=tmp_path / "kept") == build_source_tarball(root)
+
+
 @pytest.mark.parametrize("problem", ["missing", "empty"])
 def test_bad_directories_fail(tmp_path: Path, problem: str) -> None:
     root = tmp_path / "src"

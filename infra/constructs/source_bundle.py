@@ -45,10 +45,12 @@ class SourceBundle(Construct):
         #: The wheels the archive holds (file names; empty when nothing is vendored).
         self.wheels = tuple(sorted(name.split("/", 1)[1] for name in vendored
                                    if name.endswith(".whl")))
-        archive = build_source_tarball(source_dir, extra_packages=extra_packages,
-                                       replacements=vendored)
-        digest = hashlib.sha256(archive).hexdigest()
         out_dir = build_dir or Path(tempfile.gettempdir()) / "smtrain-source-bundles"
+        # A vendored archive is kept compressed by content, so a repeated synth skips the gzip.
+        archive = build_source_tarball(source_dir, extra_packages=extra_packages,
+                                       replacements=vendored,
+                                       gzip_cache=out_dir / "by-tar" if vendored else None)
+        digest = hashlib.sha256(archive).hexdigest()
         out_dir.mkdir(parents=True, exist_ok=True)
         archive_path = out_dir / f"sourcedir-{digest}.tar.gz"
         if not archive_path.exists():

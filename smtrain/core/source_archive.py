@@ -8,6 +8,7 @@ without starting Node.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import tarfile
@@ -30,14 +31,18 @@ def _files(directory: Path) -> list[Path]:
 
 def build_source_tarball(source_dir: Path, *,
                          extra_packages: Mapping[str, Path] | None = None,
-                         replacements: Mapping[str, Path | bytes] | None = None) -> bytes:
+                         replacements: Mapping[str, Path | bytes] | None = None,
+                         gzip_cache: Path | None = None) -> bytes:
     """Pack ``source_dir`` (at the archive's root) and each ``extra_packages`` directory (under
     its name) into gzip'd tar bytes that depend only on file names, contents and the executable
     bit: entries sorted, mtime 0, uid/gid 0, no user names, gzip mtime 0.
 
     ``replacements`` (archive name -> a file or its bytes) add entries or replace those of the
     same name (vendored requirements: :mod:`smtrain.core.vendored_requirements`); bytes are
-    packed as non-executable files.
+    packed as non-executable files. ``gzip_cache`` (default none): a folder where the
+    compressed archive is kept under the uncompressed tar's sha256, so the same files are not
+    compressed again (gzip takes about 3 s for the 35 MB of a vendored bundle's wheels; the
+    output for a given tar is always the same bytes).
 
     The SageMaker training toolkit opens ``sagemaker_submit_directory`` with
     ``tarfile.open(mode="r:gz")``, so the archive must be a gzip'd tar (CDK's own directory
@@ -68,7 +73,17 @@ def build_source_tarball(source_dir: Path, *,
             executable = not isinstance(source, bytes) and os.access(source, os.X_OK)
             info.mode = 0o755 if executable else 0o644
             tar.addfile(info, io.BytesIO(data))
+    cached = None
+    if gzip_cache is not None:
+        cached = gzip_cache / f"tar-{hashlib.sha256(tar_bytes.getvalue()).hexdigest()}.tar.gz"
+        if cached.is_file():
+            return cached.read_bytes()
     out = io.BytesIO()
     with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, compresslevel=9, filename="") as gz:
         gz.write(tar_bytes.getvalue())
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")
+        partial.write_bytes(out.getvalue())
+        partial.replace(cached)
     return out.getvalue()
