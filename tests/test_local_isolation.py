@@ -377,6 +377,23 @@ def isolated_engine(isolated_app: Synthesized, sample_data: Path,
         yield engine
 
 
+def test_the_shipped_app_synthesizes_isolated_with_digits_mlps_requirements_vendored(
+        isolated_app: Synthesized) -> None:
+    """Synth no longer refuses a script program's requirements under isolation: digits_mlp's
+    bundle in ``cdk.out`` holds its wheels and the rewritten requirements.txt."""
+    bundles = sorted(isolated_app.outdir.glob("asset.*.tar.gz"))
+    vendored = []
+    for bundle in bundles:
+        with tarfile.open(bundle, "r:gz") as archive:
+            names = archive.getnames()
+            if "wheels/requirements.txt" in names:
+                vendored.append(names)
+                requirements = archive.extractfile("requirements.txt")
+                assert requirements is not None and b"--no-index\n" in requirements.read()
+    (names,) = vendored
+    assert "train.py" in names and any(n.startswith("wheels/mlflow_skinny-") for n in names)
+
+
 def test_a_vendored_bundle_is_the_programs_code_for_the_staleness_check(
         isolated_app: Synthesized) -> None:
     """``smtrain start --local`` finds the synthesized app current: the bundle's wheels and its

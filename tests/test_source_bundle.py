@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import os
@@ -13,6 +14,7 @@ import pytest
 
 from infra.constructs.source_bundle import SourceBundle
 from infra.settings import Settings
+from infra.stacks.workflow_stack import _wheels_for
 from smtrain.core.source_archive import build_source_tarball
 from smtrain.core.vendored_requirements import VendoringError, WheelTarget, python_version_of, source_view
 from tests.conftest import ROOT
@@ -151,6 +153,15 @@ def test_a_requirement_without_a_binary_wheel_fails_synth_naming_it(
     assert message.startswith(f"script program sdist-only: {requirements}: onlysdist==1.0 has no "
                               "binary wheel for the framework image (CPython 3.11, manylinux x86_64")
     assert not list((tmp_path / "wheels").glob("*/.complete")), "a failure caches nothing"
+
+
+def test_requirements_are_vendored_where_jobs_run_in_a_vpc(settings: Settings) -> None:
+    """``public`` jobs pip install from PyPI at start; ``vpc`` and ``isolated`` ones get wheels
+    for the PyTorch image's Python (py311: 3.11)."""
+    assert _wheels_for(settings) is None
+    for network in ("vpc", "isolated"):
+        target = _wheels_for(dataclasses.replace(settings, network=network))
+        assert target is not None and target.python_version == "3.11" and target.abi == "cp311"
 
 
 def test_staleness_reads_a_vendored_bundle_as_the_programs_folder() -> None:
