@@ -16,7 +16,13 @@ from infra.constructs.source_bundle import SourceBundle
 from infra.settings import Settings
 from infra.stacks.workflow_stack import _wheels_for
 from smtrain.core.source_archive import build_source_tarball
-from smtrain.core.vendored_requirements import VendoringError, WheelTarget, python_version_of, source_view
+from smtrain.core.vendored_requirements import (
+    VendoringError,
+    WheelTarget,
+    python_version_of,
+    source_view,
+    vendored_files,
+)
 from tests.conftest import ROOT
 
 
@@ -153,6 +159,13 @@ def test_a_requirement_without_a_binary_wheel_fails_synth_naming_it(
     assert message.startswith(f"script program sdist-only: {requirements}: onlysdist==1.0 has no "
                               "binary wheel for the framework image (CPython 3.11, manylinux x86_64")
     assert not list((tmp_path / "wheels").glob("*/.complete")), "a failure caches nothing"
+
+
+def test_a_requirements_file_of_comments_only_vendors_nothing(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text("# nothing yet\n\n")
+    assert vendored_files(tmp_path / "requirements.txt", program="p",
+                          target=WheelTarget("3.11", tmp_path / "wheels")) == {}
+    assert not (tmp_path / "wheels").exists()
 
 
 def test_requirements_are_vendored_where_jobs_run_in_a_vpc(settings: Settings) -> None:

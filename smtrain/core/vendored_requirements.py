@@ -174,7 +174,11 @@ def rewritten_requirements(wheels: list[Path], target: WheelTarget) -> bytes:
 def vendored_files(requirements: Path, *, program: str,
                    target: WheelTarget) -> dict[str, Path | bytes]:
     """The bundle entries that vendor ``requirements``: the rewritten ``requirements.txt``, the
-    original under ``wheels/`` and every wheel (archive name -> file or content)."""
+    original under ``wheels/`` and every wheel (archive name -> file or content). None for a
+    file of comments and blank lines only (there is nothing to install)."""
+    if not any(line.strip() and not line.lstrip().startswith("#")
+               for line in requirements.read_text().splitlines()):
+        return {}
     wheels = download_wheels(requirements, program=program, target=target)
     files: dict[str, Path | bytes] = {f"{WHEELS_DIR}/{wheel.name}": wheel for wheel in wheels}
     files[ORIGINAL_REQUIREMENTS] = requirements.read_bytes()
