@@ -42,11 +42,12 @@ WHEELS_DIR = "wheels"
 ORIGINAL_REQUIREMENTS = f"{WHEELS_DIR}/requirements.txt"
 REQUIREMENTS = "requirements.txt"
 
-#: glibc of the framework images: AWS's PyTorch training images of the versions this project
-#: configures are built on Ubuntu 22.04 (aws/deep-learning-containers ``available_images.md``: the
-#: tags end ``-py311-ubuntu22.04-sagemaker``, e.g. ``pytorch-training:2.5.1-gpu-py311-cu124-
-#: ubuntu22.04-sagemaker``), whose glibc is 2.35; the instance types are x86_64 (ml.m5/c5/g5).
-#: A wheel for an older glibc runs there; one for a newer does not.
+#: glibc of the framework images: AWS's PyTorch 2.5 training images are built on Ubuntu 22.04
+#: with CPython 3.11 and pip >= 25.1.1 (aws/deep-learning-containers,
+#: ``pytorch/training/docker/2.5/py3/Dockerfile.cpu``: ``FROM ubuntu:22.04``, Python 3.11.9;
+#: ``cu124/Dockerfile.gpu``: ``FROM nvidia/cuda:12.4.1-base-ubuntu22.04``, Python 3.11.10), and
+#: Ubuntu 22.04's glibc is 2.35; the instance types are x86_64 (ml.m5/c5/g5). A wheel for an
+#: older glibc runs there; one for a newer does not.
 IMAGE_GLIBC_MINOR = 35
 PLATFORMS: tuple[str, ...] = (
     *(f"manylinux_2_{minor}_x86_64" for minor in range(IMAGE_GLIBC_MINOR, 16, -1)),
