@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -155,6 +156,21 @@ def bundle_requirements(bundle: Path, destination: Path) -> Path | None:
     return destination
 
 
+def wheels_install_here(wheels: Path) -> bool:
+    """Whether this interpreter can install the compiled wheels among ``wheels`` (their ABI
+    tag names this CPython, and this is Linux on x86_64); pure-Python wheels install anywhere."""
+    here = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    for wheel in wheels.glob("*.whl"):
+        abi = wheel.name.removesuffix(".whl").split("-")[-2]
+        if abi == "none":
+            continue
+        if not (sys.platform == "linux" and platform.machine() == "x86_64"):
+            return False
+        if abi.startswith("cp") and here not in abi.split("."):
+            return False
+    return True
+
+
 def vendored_original(requirements: Path) -> Path | None:
     """The program's own requirements file where ``requirements`` is a vendored bundle's
     rewritten one (``--no-index`` with ``wheels/`` beside it), else None."""
@@ -178,6 +194,11 @@ def environment_for(requirements: Path | None, cache_dir: Path) -> Path:
         return Path(sys.executable)
     cache_dir = cache_dir.expanduser().resolve()
     original = vendored_original(requirements)
+    if original is not None and not wheels_install_here(requirements.parent / WHEELS_DIR):
+        # Wheels built for the image's CPython and Linux, not this interpreter: the program's
+        # own file is installed from the index, as without vendoring (the toolkit's install in
+        # the job then finds it all there).
+        requirements, text, original = original, original.read_text(), None
     # A vendored file names the program's own by path: the key holds that file's text too (and
     # says the env is installed from the wheels alone).
     vendored_key = f"\n--vendored-wheels\n{original.read_text()}" if original else ""
