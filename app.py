@@ -106,6 +106,7 @@ if _validation is not None:
 
 from infra.app_builder import build_app  # noqa: E402
 from infra.settings import CONTEXT_KEY, SettingsError, settings_from_context  # noqa: E402
+from smtrain.core.vendored_requirements import VendoringError  # noqa: E402
 
 gc.freeze()
 gc.enable()
@@ -124,6 +125,9 @@ def main() -> None:
         build_app(settings, app=app, training_code_dir=_training_code_dir, programs=_programs)
     except (SettingsError, ProgramError) as error:
         print(f"Configuration error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except VendoringError as error:  # a requirement with no wheel for the framework image
+        print(f"Requirements error: {error}", file=sys.stderr)
         sys.exit(2)
     app.synth()
 

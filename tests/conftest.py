@@ -126,9 +126,10 @@ def shipped_training_code(destination: Path) -> Path:
 
 
 def code_without_script_requirements(destination: Path) -> Path:
-    """The shipped programs with digits_mlp's requirements (only MLflow's client) taken out: a
-    script program with requirements is refused under network isolation and in the VPC the stack
-    creates (the container cannot pip install them)."""
+    """The shipped programs with digits_mlp's requirements (only MLflow's client) taken out. With
+    ``network`` vpc or isolated they would be vendored into its bundle as wheels (48 of them,
+    about 34 MB); tests about the network's resources, not the bundle, go without them and keep
+    their synth light. ``tests/test_local_isolation.py`` synthesizes them vendored."""
     code = shipped_training_code(destination)
     (code / "digits_mlp" / "requirements.txt").unlink()
     return code
@@ -180,7 +181,7 @@ def synthesized(cdk_context: dict[str, Any], settings: Settings,
 def vpc_with_tracking_server(cdk_context: dict[str, Any], settings: Settings,
                              tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """``network: vpc`` in the VPC the stack creates, with the MLflow tracking server: digits_mlp
-    without its requirements (the stack's VPC has no route to a package index)."""
+    without its requirements (no vendored wheels to pack: :func:`code_without_script_requirements`)."""
     import dataclasses
 
     def build(outdir: Path) -> Synthesized:

@@ -186,21 +186,6 @@ def _synth_error(cdk_context: dict[str, Any], settings: Settings, tmp: Path,
     return str(error.value)
 
 
-def test_isolation_refuses_a_script_program_with_requirements(
-        cdk_context: dict[str, Any], settings: Settings, tmp_path: Path) -> None:
-    message = _synth_error(cdk_context, isolated_settings(settings), tmp_path)
-    assert message.startswith("setting 'network' is isolated: the container has no network access, "
-                              "but script program digits_mlp has ")
-    assert "requirements.txt" in message and "BYOC" in message
-
-
-def test_the_created_vpc_refuses_a_script_program_with_requirements(
-        cdk_context: dict[str, Any], settings: Settings, tmp_path: Path) -> None:
-    message = _synth_error(cdk_context, dataclasses.replace(settings, network="vpc"), tmp_path)
-    assert message.startswith("setting 'network' is vpc, in the VPC the stack creates: no route to "
-                              "the internet, but script program digits_mlp has ")
-
-
 def test_an_instance_type_missing_from_the_nvme_table_fails_synth(
         cdk_context: dict[str, Any], settings: Settings, tmp_path: Path) -> None:
     changed = dataclasses.replace(settings, allowed_instance_types=(

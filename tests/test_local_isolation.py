@@ -25,6 +25,7 @@ import pytest
 
 from infra.settings import Settings
 from smtrain.core import contract
+from smtrain.core.programs import discover
 from smtrain.local import isolation as network_isolation
 from smtrain.local.deployment import ByocProgram
 from smtrain.local.engine import OfflineEngine
@@ -36,8 +37,9 @@ from smtrain.local.local_backend import (
     algorithm_error,
 )
 from smtrain.local.s3_stand_in import LocalS3
-from tests.conftest import code_without_script_requirements, synthesize
-from tests.helpers import wait_idle
+from smtrain.local.staleness import stale_programs
+from tests.conftest import shipped_training_code, synthesize
+from tests.helpers import Synthesized, wait_idle
 
 FIXTURES = Path(__file__).parent / "fixtures" / "isolation"
 REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
@@ -353,20 +355,50 @@ def test_a_tuning_jobs_trials_run_isolated(backend: LocalBackend) -> None:
 # -- End to end: an isolated deployment's state machine, every job run locally, isolated ----------
 
 @pytest.fixture(scope="module")
-def isolated_engine(cdk_context: dict[str, Any], settings: Settings, sample_data: Path,
-                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[OfflineEngine]:
-    """``network: isolated`` (an existing VPC), synthesized and run by the offline engine with the
-    local backend: digits_mlp without its requirements (isolation refuses them at synth)."""
-    code = code_without_script_requirements(tmp_path_factory.mktemp("isolated-e2e-code") / "code")
+def isolated_app(cdk_context: dict[str, Any], settings: Settings,
+                 tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """``network: isolated`` (an existing VPC), synthesized: the shipped programs as they are,
+    digits_mlp's requirements.txt vendored into its bundle as wheels at synth."""
+    code = shipped_training_code(tmp_path_factory.mktemp("isolated-e2e-code") / "code")
     isolated = dataclasses.replace(
         settings, network="isolated", vpc_id="vpc-0123456789abcdef0",
         subnet_ids=("subnet-0123456789abcdef0", "subnet-0fedcba987654321f"))
-    app = synthesize(cdk_context, isolated, tmp_path_factory.mktemp("cdk.out-isolated-e2e"),
-                     training_code_dir=code)
-    with OfflineEngine(outdir=app.outdir,
+    return synthesize(cdk_context, isolated, tmp_path_factory.mktemp("cdk.out-isolated-e2e"),
+                      training_code_dir=code)
+
+
+@pytest.fixture(scope="module")
+def isolated_engine(isolated_app: Synthesized, sample_data: Path,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[OfflineEngine]:
+    """The isolated deployment run by the offline engine with the local backend."""
+    with OfflineEngine(outdir=isolated_app.outdir,
                        work_dir=tmp_path_factory.mktemp("isolated-e2e")) as engine:
         engine.s3.put_tree(sample_data, f"s3://{engine.deployment.data_bucket}/datasets/")
         yield engine
+
+
+def test_the_shipped_app_synthesizes_isolated_with_digits_mlps_requirements_vendored(
+        isolated_app: Synthesized) -> None:
+    """Synth no longer refuses a script program's requirements under isolation: digits_mlp's
+    bundle in ``cdk.out`` holds its wheels and the rewritten requirements.txt."""
+    bundles = sorted(isolated_app.outdir.glob("asset.*.tar.gz"))
+    vendored = []
+    for bundle in bundles:
+        with tarfile.open(bundle, "r:gz") as archive:
+            names = archive.getnames()
+            if "wheels/requirements.txt" in names:
+                vendored.append(names)
+                requirements = archive.extractfile("requirements.txt")
+                assert requirements is not None and b"--no-index\n" in requirements.read()
+    (names,) = vendored
+    assert "train.py" in names and any(n.startswith("wheels/mlflow_skinny-") for n in names)
+
+
+def test_a_vendored_bundle_is_the_programs_code_for_the_staleness_check(
+        isolated_app: Synthesized) -> None:
+    """``smtrain start --local`` finds the synthesized app current: the bundle's wheels and its
+    rewritten requirements.txt are not a change of the program's code."""
+    assert stale_programs(isolated_app.outdir, discover(isolated_app.training_code)) == []
 
 
 @pytest.mark.parametrize(("program", "hyperparameters"), [
@@ -376,7 +408,11 @@ def isolated_engine(cdk_context: dict[str, Any], settings: Settings, sample_data
 def test_isolated_deployment_trains_without_network(isolated_engine: OfflineEngine, program: str,
                                                     hyperparameters: dict[str, str]) -> None:
     """The job runs isolated (its log says so), script mode reads its code from the ``code``
-    channel the state machine adds, and the model is trained all the same."""
+    channel the state machine adds, and the model is trained all the same. digits_mlp's
+    requirements come from its bundle's wheels: its environment was installed from them alone (no
+    index, none of this machine's pip configuration, none of the project's packages), and the
+    toolkit's own ``pip install -r requirements.txt`` ran in the job, with no network, and
+    succeeded."""
     name = f"isolated-{program.replace('_', '-')}"
     result = isolated_engine.run({"program": program, "hyperparameters": hyperparameters},
                                  name=name, timeout=300)
@@ -390,6 +426,18 @@ def test_isolated_deployment_trains_without_network(isolated_engine: OfflineEngi
     if program == "digits_mlp":
         assert job.request["HyperParameters"]["sagemaker_submit_directory"].startswith(
             "/opt/ml/input/data/code/")
+        assert job.log_path is not None and job.python is not None
+        job_dir = job.log_path.parent  # the bundle's requirements.txt and wheels/ are copied here
+        assert "--no-index" in (job_dir / "requirements.txt").read_text()
+        assert list((job_dir / "wheels").glob("mlflow_skinny-3.17.2-*.whl"))
+        environment = job.python.parent.parent
+        assert "--no-index" in (environment / "requirements.txt").read_text()
+        installed = (environment / "pip.log").read_text()
+        assert "Successfully installed" in installed and "mlflow-skinny-3.17.2" in installed
+        assert list(environment.glob("lib/python3.*/site-packages/mlflow_skinny-3.17.2.dist-info"))
+        log = log_of(job)
+        assert "Installing dependencies from requirements.txt" in log
+        assert "InstallRequirementsError" not in log
     assert result.output is not None
     accuracy = next(float(m["Value"]) for m in result.output["metrics"]
                     if m["MetricName"] == "validation:accuracy")

@@ -53,8 +53,8 @@ def _synth(settings: Settings, tmp: pytest.TempPathFactory, name: str, *,
     mode = dataclasses.replace(settings, **changes)
     code = None
     if without_script_requirements:
-        # Under isolation, and in the VPC the stack creates, a script program with requirements
-        # is refused (the container cannot pip install): digits_mlp goes without them.
+        # digits_mlp without its requirements: their vendored wheels (vpc, isolated) are the
+        # bundle's business (tests/test_source_bundle.py, tests/test_local_isolation.py).
         code = code_without_script_requirements(tmp.mktemp(f"{name}-code"))
     context = json.loads((ROOT / "cdk.json").read_text())["context"]
     return synthesize(context, mode, tmp.mktemp(f"cdk.out-{name}"), training_code_dir=code)

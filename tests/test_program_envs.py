@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import platform
 import subprocess
 import sys
 import sysconfig
@@ -108,9 +109,9 @@ def test_concurrent_jobs_build_one_env(tmp_path: Path, monkeypatch: pytest.Monke
     builds: list[Path] = []
     real_build = program_envs._build
 
-    def counting_build(env_dir: Path, text: str) -> None:
+    def counting_build(env_dir: Path, text: str, vendored: Path | None = None) -> None:
         builds.append(env_dir)
-        real_build(env_dir, text)
+        real_build(env_dir, text, vendored)
 
     monkeypatch.setattr(program_envs, "_build", counting_build)
     results: list[Path] = []
@@ -197,3 +198,15 @@ def test_the_toolkit_installs_only_what_the_environment_was_not_built_from(
     assert installs == ([] if skipped else [str(code)])
     assert ("the toolkit's pip install is not run again" in caplog.text) is skipped
 
+
+
+def test_wheels_for_another_python_are_not_installed_here(tmp_path: Path) -> None:
+    """A vendored bundle's wheels are for the image's CPython; where this interpreter differs,
+    the offline env installs the program's own requirements.txt as before."""
+    here = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    (tmp_path / "pure-1.0-py3-none-any.whl").write_bytes(b"")
+    (tmp_path / f"fast-1.0-{here}-abi3-manylinux2014_x86_64.whl").write_bytes(b"")
+    assert program_envs.wheels_install_here(tmp_path) == (platform.system() == "Linux"
+                                                          and platform.machine() == "x86_64")
+    (tmp_path / "old-1.0-cp27-cp27mu-manylinux1_x86_64.whl").write_bytes(b"")
+    assert not program_envs.wheels_install_here(tmp_path)

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import os
 import tarfile
 from pathlib import Path
 
+import aws_cdk as cdk
 import pytest
 
+from infra.constructs.source_bundle import SourceBundle
+from infra.settings import Settings
+from infra.stacks.workflow_stack import _wheels_for
 from smtrain.core.source_archive import build_source_tarball
+from smtrain.core.vendored_requirements import (
+    VendoringError,
+    WheelTarget,
+    python_version_of,
+    source_view,
+    vendored_files,
+)
 from tests.conftest import ROOT
 
 
@@ -58,6 +70,17 @@ def test_code_change_changes_bytes(tmp_path: Path) -> None:
     assert build_source_tarball(root) != before, "the executable bit is part of the code"
 
 
+def test_a_kept_archive_is_the_same_bytes(tmp_path: Path) -> None:
+    """``gzip_cache`` skips compressing the same files again and changes no byte."""
+    root = _tree(tmp_path / "src")
+    fresh = build_source_tarball(root)
+    assert build_source_tarball(root, gzip_cache=tmp_path / "kept") == fresh
+    assert len(list((tmp_path / "kept").iterdir())) == 1
+    assert build_source_tarball(root, gzip_cache=tmp_path / "kept") == fresh
+    (root / "train.py").write_text("print('changed')\n")
+    assert build_source_tarball(root, gzip_cache=tmp_path / "kept") == build_source_tarball(root)
+
+
 @pytest.mark.parametrize("problem", ["missing", "empty"])
 def test_bad_directories_fail(tmp_path: Path, problem: str) -> None:
     root = tmp_path / "src"
@@ -73,3 +96,91 @@ def test_project_script_mode_bundle_holds_the_entry_point() -> None:
         names = tar.getnames()
     assert "train.py" in names and "requirements.txt" in names
     assert not any("__pycache__" in name for name in names)
+
+
+# -- Vendored requirements (network vpc/isolated): the wheels travel in the bundle ------------------
+
+def _bundle(tmp: Path, source_dir: Path, settings: Settings, *, program: str = "digits_mlp",
+            cache_dir: Path | None = None) -> SourceBundle:
+    """A SourceBundle with vendored requirements in a stack of its own, as a synth makes it."""
+    target = WheelTarget(python_version=python_version_of(settings.pytorch_py_version),
+                         **({"cache_dir": cache_dir} if cache_dir else {}))
+    stack = cdk.Stack(cdk.App(outdir=str(tmp / "cdk.out")), "Bundle")
+    return SourceBundle(stack, "Source", source_dir=source_dir, build_dir=tmp / "bundles",
+                        extra_packages={"common": ROOT / "training_code" / "common"},
+                        wheels_for=target, program=program)
+
+
+def test_a_vendored_bundle_holds_the_wheels_and_is_byte_identical_across_synths(
+        tmp_path: Path, settings: Settings) -> None:
+    """digits_mlp's requirements.txt, vendored for the PyTorch image's Python (the wheel cache,
+    ~/.cache/smtrain/wheels, makes the second synth download nothing): the archive holds every
+    wheel, the program's own file under wheels/, a requirements.txt the toolkit installs with no
+    index, and two synths give the same bytes."""
+    first = _bundle(tmp_path / "one", ROOT / "training_code" / "digits_mlp", settings)
+    second = _bundle(tmp_path / "two", ROOT / "training_code" / "digits_mlp", settings)
+    assert first.archive_sha256 == second.archive_sha256
+    data = (tmp_path / "one" / "bundles" / f"sourcedir-{first.archive_sha256}.tar.gz").read_bytes()
+    assert data == (tmp_path / "two" / "bundles" / f"sourcedir-{second.archive_sha256}.tar.gz").read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        wheels = sorted(name.removeprefix("wheels/") for name in members if name.endswith(".whl"))
+        original = tar.extractfile("wheels/requirements.txt")
+        rewritten = tar.extractfile("requirements.txt")
+        assert original is not None and rewritten is not None
+        assert original.read() == (ROOT / "training_code" / "digits_mlp" / "requirements.txt").read_bytes()
+        lines = [line for line in rewritten.read().decode().splitlines() if not line.startswith("#")]
+    assert all(m.mtime == 0 and m.uid == 0 for m in members.values())
+    assert wheels == list(first.wheels) and len(wheels) > 2
+    assert any(name.startswith("mlflow_skinny-3.17.2-") for name in wheels)
+    assert any(name.startswith("sagemaker_mlflow-0.5.0-") for name in wheels)
+    # Compiled dependencies come as CPython 3.11 (or abi3) manylinux x86_64 wheels.
+    compiled = [name for name in wheels if not name.endswith("-none-any.whl")]
+    assert compiled and all(("cp311" in name or "abi3" in name) and "manylinux" in name
+                            and name.endswith("x86_64.whl") for name in compiled)
+    assert lines == ["--no-index", "--find-links wheels", "-r wheels/requirements.txt"]
+    assert "train.py" in members and "common/tracking.py" in members
+
+
+def test_a_requirement_without_a_binary_wheel_fails_synth_naming_it(
+        tmp_path: Path, settings: Settings) -> None:
+    """Only an sdist of the package: synth fails with one line naming program, file, package
+    (pip is pointed at a local folder holding just the sdist, so no index is asked)."""
+    program = tmp_path / "sdist_only"
+    (program / "dists").mkdir(parents=True)
+    (program / "dists" / "onlysdist-1.0.tar.gz").write_bytes(b"not a wheel")
+    (program / "train.py").write_text("print('hi')\n")
+    requirements = program / "requirements.txt"
+    requirements.write_text("--no-index\n--find-links ./dists\nonlysdist==1.0\n")
+    with pytest.raises(VendoringError) as error:
+        _bundle(tmp_path, program, settings, program="sdist-only", cache_dir=tmp_path / "wheels")
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"script program sdist-only: {requirements}: onlysdist==1.0 has no "
+                              "binary wheel for the framework image (CPython 3.11, manylinux x86_64")
+    assert not list((tmp_path / "wheels").glob("*/.complete")), "a failure caches nothing"
+
+
+def test_a_requirements_file_of_comments_only_vendors_nothing(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text("# nothing yet\n\n")
+    assert vendored_files(tmp_path / "requirements.txt", program="p",
+                          target=WheelTarget("3.11", tmp_path / "wheels")) == {}
+    assert not (tmp_path / "wheels").exists()
+
+
+def test_requirements_are_vendored_where_jobs_run_in_a_vpc(settings: Settings) -> None:
+    """``public`` jobs pip install from PyPI at start; ``vpc`` and ``isolated`` ones get wheels
+    for the PyTorch image's Python (py311: 3.11)."""
+    assert _wheels_for(settings) is None
+    for network in ("vpc", "isolated"):
+        target = _wheels_for(dataclasses.replace(settings, network=network))
+        assert target is not None and target.python_version == "3.11" and target.abi == "cp311"
+
+
+def test_staleness_reads_a_vendored_bundle_as_the_programs_folder() -> None:
+    """``smtrain start --local`` compares the synthesized bundle with the folder: the wheels and
+    the rewritten requirements.txt are not a change."""
+    files = {"train.py": b"x", "requirements.txt": b"--no-index\n", "wheels/a-1-py3-none-any.whl": b"w",
+             "wheels/requirements.txt": b"a==1\n"}
+    assert source_view(files) == {"train.py": b"x", "requirements.txt": b"a==1\n"}
+    assert source_view({"train.py": b"x"}) == {"train.py": b"x"}

@@ -13,6 +13,7 @@ from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
 from smtrain.core.source_archive import build_source_tarball
+from smtrain.core.vendored_requirements import WheelTarget, vendored_files
 
 
 class SourceBundle(Construct):
@@ -23,15 +24,33 @@ class SourceBundle(Construct):
     built in-process without Docker. ``extra_packages`` (default none) ship directories shared
     with other training code under their own names. ``s3_uri`` is what
     ``sagemaker_submit_directory`` takes.
+
+    ``wheels_for`` (default None: the toolkit pip installs ``requirements.txt`` from an index at
+    job start, as on SageMaker by default) vendors the directory's ``requirements.txt``: its
+    wheels for that image go into the archive under ``wheels/`` and the toolkit installs them
+    with no index (:mod:`smtrain.core.vendored_requirements`); ``program`` names the program in
+    the error when a requirement has no such wheel. Nothing is added to IAM either way.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, source_dir: Path,
                  extra_packages: Mapping[str, Path] | None = None,
-                 build_dir: Path | None = None) -> None:
+                 build_dir: Path | None = None, wheels_for: WheelTarget | None = None,
+                 program: str | None = None) -> None:
         super().__init__(scope, construct_id)
-        archive = build_source_tarball(source_dir, extra_packages=extra_packages)
-        digest = hashlib.sha256(archive).hexdigest()
+        requirements = source_dir / "requirements.txt"
+        vendored: dict[str, Path | bytes] = {}
+        if wheels_for is not None and requirements.is_file():
+            vendored = vendored_files(requirements, program=program or source_dir.name,
+                                      target=wheels_for)
+        #: The wheels the archive holds (file names; empty when nothing is vendored).
+        self.wheels = tuple(sorted(name.split("/", 1)[1] for name in vendored
+                                   if name.endswith(".whl")))
         out_dir = build_dir or Path(tempfile.gettempdir()) / "smtrain-source-bundles"
+        # A vendored archive is kept compressed by content, so a repeated synth skips the gzip.
+        archive = build_source_tarball(source_dir, extra_packages=extra_packages,
+                                       replacements=vendored,
+                                       gzip_cache=out_dir / "by-tar" if vendored else None)
+        digest = hashlib.sha256(archive).hexdigest()
         out_dir.mkdir(parents=True, exist_ok=True)
         archive_path = out_dir / f"sourcedir-{digest}.tar.gz"
         if not archive_path.exists():

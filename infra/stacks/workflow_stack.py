@@ -35,6 +35,7 @@ from smtrain.core.input_rules import InputDefaults
 from smtrain.core.instance_storage import UnknownInstanceStorage, has_local_nvme
 from smtrain.core.programs import MANIFEST, Program, ProgramError
 from smtrain.core.programs import discover as discover_programs
+from smtrain.core.vendored_requirements import WheelTarget, python_version_of
 
 TRAINING_CODE_DIR = Path(__file__).resolve().parents[2] / "training_code"
 
@@ -83,7 +84,8 @@ class WorkflowStack(Stack):
             if program.kind == "script":
                 source = SourceBundle(
                     self, f"Source{construct_id}", source_dir=program.directory,
-                    extra_packages={name: training_code_dir / name for name in program.shared})
+                    extra_packages={name: training_code_dir / name for name in program.shared},
+                    wheels_for=_wheels_for(settings), program=program.name)
                 source_objects.append(source.asset.bucket.arn_for_objects(source.asset.s3_object_key))
                 source_keys.append(source.object_key)
                 source_bucket_arn = source.asset.bucket.bucket_arn
@@ -204,20 +206,20 @@ def stack_tags(settings: Settings) -> dict[str, str]:
     return {"project": settings.name_prefix, **settings.extra_tags}
 
 
+def _wheels_for(settings: Settings) -> WheelTarget | None:
+    """Where jobs run in a VPC (``vpc``, ``isolated``), a script program's ``requirements.txt``
+    is vendored into its bundle as wheels for the PyTorch image's Python, since the stack's VPC
+    has no route to a package index and an isolated container no network at all; ``public``
+    jobs pip install from PyPI at start, as SageMaker does by default."""
+    if settings.network == "public":
+        return None
+    return WheelTarget(python_version=python_version_of(settings.pytorch_py_version))
+
+
 def _check_isolation(settings: Settings, program: Program) -> None:
-    """A script program's ``requirements.txt`` is pip installed by the framework container when
-    the job starts: impossible under ``network: isolated`` (the container has no network) and in
-    the VPC the stack creates (private subnets, no route to the internet, no package mirror)."""
-    if program.kind == "script" and program.requirements is not None and (
-            settings.network_isolation or (settings.in_vpc and settings.vpc_id is None)):
-        why = ("isolated: the container has no network access" if settings.network_isolation
-               else "vpc, in the VPC the stack creates: no route to the internet")
-        raise SettingsError(
-            f"setting 'network' is {why}, but script program {program.name} has "
-            f"{program.requirements}, which the framework container would pip install at start: "
-            f"build a BYOC image with them installed (kind = \"byoc\" in its program.toml; see "
-            f"`smtrain new-program --kind byoc`), or drop the requirements, or (vpc only) give "
-            f"'vpcId' of a VPC that reaches a package index")
+    """Under ``network: isolated`` a script program's code arrives as the ``code`` channel, so
+    the program may not read a channel of that name. (Its ``requirements.txt`` travels in its
+    source bundle as wheels: :func:`_wheels_for`.)"""
     if settings.network_isolation and program.kind == "script" and any(
             channel.name == contract.CODE_CHANNEL for channel in program.channels):
         raise SettingsError(

@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from smtrain.core import contract
+from smtrain.core.vendored_requirements import ORIGINAL_REQUIREMENTS, WHEELS_DIR
 
 #: Overrides where the program environments are cached (not in :mod:`smtrain.core.contract`).
 ENV_CACHE_VARIABLE = contract.ENV_PROGRAM_ENV_CACHE
@@ -133,15 +135,49 @@ def _tail(output: str, lines: int = _PIP_TAIL_LINES) -> str:
 
 def bundle_requirements(bundle: Path, destination: Path) -> Path | None:
     """A script program's ``requirements.txt`` from its ``sourcedir.tar.gz``, written to
-    ``destination`` (which is returned), or None when the tarball has none."""
+    ``destination`` (which is returned), or None when the tarball has none. A bundle with
+    vendored requirements (:mod:`smtrain.core.vendored_requirements`) has its ``wheels/`` folder
+    written beside it too, where the file's ``--find-links`` and ``-r`` lines look."""
     with tarfile.open(bundle, "r:gz") as archive:
-        member = next((m for m in archive.getmembers() if m.isfile() and
-                       m.name.removeprefix("./") == "requirements.txt"), None)
+        members = {m.name.removeprefix("./"): m for m in archive.getmembers() if m.isfile()}
+        member = members.get("requirements.txt")
         extracted = archive.extractfile(member) if member is not None else None
         if extracted is None:
             return None
         destination.write_bytes(extracted.read())
+        wheels = destination.parent / WHEELS_DIR
+        shutil.rmtree(wheels, ignore_errors=True)
+        for name, wheel in sorted(members.items()):
+            if name.startswith(f"{WHEELS_DIR}/") and "/" not in name[len(WHEELS_DIR) + 1:]:
+                data = archive.extractfile(wheel)
+                if data is not None:
+                    wheels.mkdir(exist_ok=True)
+                    (wheels / name[len(WHEELS_DIR) + 1:]).write_bytes(data.read())
     return destination
+
+
+def wheels_install_here(wheels: Path) -> bool:
+    """Whether this interpreter can install the compiled wheels among ``wheels`` (their ABI
+    tag names this CPython, and this is Linux on x86_64); pure-Python wheels install anywhere."""
+    here = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    for wheel in wheels.glob("*.whl"):
+        abi = wheel.name.removesuffix(".whl").split("-")[-2]
+        if abi == "none":
+            continue
+        if not (sys.platform == "linux" and platform.machine() == "x86_64"):
+            return False
+        if abi.startswith("cp") and here not in abi.split("."):
+            return False
+    return True
+
+
+def vendored_original(requirements: Path) -> Path | None:
+    """The program's own requirements file where ``requirements`` is a vendored bundle's
+    rewritten one (``--no-index`` with ``wheels/`` beside it), else None."""
+    original = requirements.parent / ORIGINAL_REQUIREMENTS
+    if original.is_file() and "--no-index" in package_lines(requirements.read_text()):
+        return original
+    return None
 
 
 def environment_for(requirements: Path | None, cache_dir: Path) -> Path:
@@ -157,7 +193,16 @@ def environment_for(requirements: Path | None, cache_dir: Path) -> Path:
     if not package_lines(text):
         return Path(sys.executable)
     cache_dir = cache_dir.expanduser().resolve()
-    env_dir = cache_dir / environment_key(text)
+    original = vendored_original(requirements)
+    if original is not None and not wheels_install_here(requirements.parent / WHEELS_DIR):
+        # Wheels built for the image's CPython and Linux, not this interpreter: the program's
+        # own file is installed from the index, as without vendoring (the toolkit's install in
+        # the job then finds it all there).
+        requirements, text, original = original, original.read_text(), None
+    # A vendored file names the program's own by path: the key holds that file's text too (and
+    # says the env is installed from the wheels alone).
+    vendored_key = f"\n--vendored-wheels\n{original.read_text()}" if original else ""
+    env_dir = cache_dir / environment_key(text + vendored_key)
     python = _env_python(env_dir)
     if (env_dir / COMPLETE_MARKER).is_file():
         return python
@@ -167,7 +212,7 @@ def environment_for(requirements: Path | None, cache_dir: Path) -> Path:
         if env_dir.exists():  # a build that was killed half-way
             shutil.rmtree(env_dir)
         try:
-            _build(env_dir, text)
+            _build(env_dir, text, requirements if original is not None else None)
         except BaseException:
             shutil.rmtree(env_dir, ignore_errors=True)
             raise
@@ -175,7 +220,15 @@ def environment_for(requirements: Path | None, cache_dir: Path) -> Path:
     return python
 
 
-def _build(env_dir: Path, requirements_text: str) -> None:
+def _build(env_dir: Path, requirements_text: str, vendored: Path | None = None) -> None:
+    """Create the env and install ``requirements_text`` into it.
+
+    ``vendored``: the bundle's rewritten requirements file, installed where it lies (its wheels
+    beside it) with no index, none of this machine's pip configuration (its extra indexes and
+    wheel folders) and ``--ignore-installed``: every package the requirements need, dependencies
+    included, comes from the bundle's wheels into the env (the project's own versions of them
+    are not used), as in an image that has none of them. A wheel missing from the bundle, or one
+    that does not install here, fails the job as it would on SageMaker."""
     created = subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)],
                              capture_output=True, text=True)
     if created.returncode != 0:
@@ -199,10 +252,15 @@ def _build(env_dir: Path, requirements_text: str) -> None:
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("PIP_TARGET", "PIP_PREFIX", "PIP_USER", "PYTHONPATH",
                                   "VIRTUAL_ENV", "PYTHONHOME"))}
+    if vendored is not None:
+        env = {key: value for key, value in env.items() if not key.startswith("PIP_")}
+        env["PIP_CONFIG_FILE"] = os.devnull  # pip: "will not load any configuration files"
     installed = subprocess.run(
         [str(_env_python(env_dir)), "-m", "pip", "install", "--disable-pip-version-check",
-         "--no-input", "--no-warn-script-location", "-r", str(requirements_copy)],
-        capture_output=True, text=True, env=env, cwd=env_dir)
+         "--no-input", "--no-warn-script-location",
+         *(["--ignore-installed"] if vendored is not None else []),
+         "-r", str(vendored or requirements_copy)],
+        capture_output=True, text=True, env=env, cwd=vendored.parent if vendored else env_dir)
     (env_dir / "pip.log").write_text(installed.stdout + installed.stderr)
     if installed.returncode != 0:
         raise ProgramEnvironmentError(

@@ -22,6 +22,7 @@ from smtrain.core import contract
 from smtrain.core.assembly import load_templates, placeholder_resolver, render_definition, state_machine_definitions
 from smtrain.core.programs import MANIFEST, Program
 from smtrain.core.source_archive import build_source_tarball
+from smtrain.core.vendored_requirements import source_view
 
 #: Never part of a build context's comparison: caches the interpreter writes.
 _IGNORED_DIRS = frozenset({"__pycache__"})
@@ -175,7 +176,12 @@ def _script_problem(program: Program, synthesized: Path | None) -> str | None:
     if fresh == old:
         return None
     try:
-        detail = _changed_files(_tar_files(old), _tar_files(fresh))
+        # A bundle synthesized with vendored requirements (network vpc/isolated) is compared as
+        # the program's folder has it: wheels/ aside, its own requirements.txt back in place.
+        old_files, fresh_files = source_view(_tar_files(old)), _tar_files(fresh)
+        if old_files == fresh_files:
+            return None
+        detail = _changed_files(old_files, fresh_files)
     except (OSError, tarfile.TarError, EOFError):
         detail = "the archive differs"
     return f"{program.name}: the code changed since the last synth ({where}: {detail})"

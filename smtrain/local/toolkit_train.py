@@ -9,7 +9,10 @@ satisfied and change nothing, after about 1.7 s of resolving (measured: ``mlflow
 dependencies). The job's log says so in its place. Everything else (downloading and unpacking the
 bundle into ``/opt/ml/code``, the ``SM_*`` environment, running the entry point, reporting the
 failure reason) is the toolkit's own, unchanged; a requirements file that differs from the
-environment's, or one it no longer meets, is installed by the toolkit as on SageMaker.
+environment's, or one it no longer meets, is installed by the toolkit as on SageMaker. So is a
+bundle's vendored ``requirements.txt`` (``--no-index`` and the bundle's ``wheels/``:
+:mod:`smtrain.core.vendored_requirements`), always: that install, the toolkit's own command with
+no index (and, under network isolation, no network), is the check that the job needs none.
 
     python -m smtrain.local.toolkit_train
 """
@@ -40,6 +43,8 @@ def built_from(environment: Path, requirements: Path) -> bool:
     if not marker.is_file() or not requirements.is_file():
         return False
     lines = package_lines(requirements.read_text())
+    if "--no-index" in lines:  # vendored: the toolkit's own install from wheels/ is the check
+        return False
     if sorted(package_lines(marker.read_text())) != sorted(lines):
         return False
     return satisfied_in(lines, sys.path)
