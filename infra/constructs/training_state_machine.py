@@ -22,7 +22,7 @@ from infra.constructs.model_registration import ModelRegistration, registry_sett
 from infra.constructs.model_registry import ModelPackageGroup
 from infra.constructs.training_job_task import JobSecurity, TrainingJobTask
 from infra.constructs.tuning_job_task import DescribeTrainingJobTask, TuningJobTask
-from infra.images import TrainingImages
+from infra.images import FrameworkImages, TrainingImages
 from smtrain.core import contract
 from smtrain.core.input_rules import Deployment, InputDefaults
 from smtrain.core.instance_storage import has_local_nvme
@@ -53,6 +53,9 @@ class DeployedProgram:
     #: The file name of that object (the last part of its key): its name in the ``code``
     #: channel under network isolation.
     source_file_name: str | None = None
+    #: A script program's framework images for the stack's region (its manifest's build, else
+    #: the framework's settings); None: the stack's PyTorch images (``props.images``).
+    framework_images: FrameworkImages | None = None
 
     def __post_init__(self) -> None:
         kind = self.program.kind
@@ -180,7 +183,7 @@ class TrainingStateMachine(Construct):
             for prepare in prepares.values():
                 prepare.next(choose_distribution)
             condition = Cond.string_equals("$.config.program", program.name)
-            if program.kind == "script":
+            if program.kind == "script" and "default" not in prepares:
                 gpu_types = [t for t in props.allowed_instance_types
                              if t.startswith(GPU_INSTANCE_FAMILIES)]
                 choose_image = sfn.Choice(self, f"Choose{_state_id(program.name)}Image")
@@ -189,7 +192,20 @@ class TrainingStateMachine(Construct):
                                                  for t in gpu_types]) if len(gpu_types) > 1
                                       else Cond.string_equals("$.config.instanceType", gpu_types[0]),
                                       prepares["gpu"])
-                choose_image.otherwise(prepares["cpu"])
+                if "cpu" in prepares:
+                    choose_image.otherwise(prepares["cpu"])
+                else:
+                    # A framework with GPU training images only (Hugging Face): a CPU instance
+                    # type has no image to run, as the SDK's estimator refuses it
+                    # (image_uris.retrieve: "Unsupported processor: cpu").
+                    choose_image.otherwise(sfn.Pass(
+                        self, f"Refuse{_state_id(program.name)}OnCpu", result_path="$.rejection",
+                        result=sfn.Result.from_object({
+                            "error": contract.INVALID_INPUT_ERROR,
+                            "cause": f"instanceType: program {program.name} runs on "
+                                     f"{program.framework}, whose training images are GPU builds "
+                                     f"only: choose one of {', '.join(gpu_types)}"}))
+                        .next(reject))
                 choose_program.when(condition, choose_image)
             else:
                 choose_program.when(condition, prepares["default"])
@@ -408,12 +424,31 @@ class TrainingStateMachine(Construct):
         code: str
         if program.kind == "script":
             assert deployed.source_uri is not None and program.entry_point is not None
+            framework = program.framework or "pytorch"
+            # What every SDK framework estimator sends (sagemaker-python-sdk v2,
+            # src/sagemaker/estimator.py, Framework._prepare_for_training and
+            # Framework.hyperparameters: sagemaker_program, sagemaker_submit_directory,
+            # sagemaker_container_log_level, sagemaker_region), read by the training toolkit every
+            # framework image runs (sagemaker-training-toolkit, params.py). The SKLearn, XGBoost
+            # and HuggingFace estimators add nothing to them (sklearn/estimator.py,
+            # xgboost/estimator.py, huggingface/estimator.py: only distribution settings, which
+            # the stack sends for PyTorch alone). The XGBoost image runs the script instead of
+            # the built-in algorithm because sagemaker_program is set (sagemaker-xgboost-container,
+            # training.py: user_entry_point).
             fixed = {
                 "sagemaker_program": program.entry_point,
                 "sagemaker_submit_directory": deployed.source_uri,
                 "sagemaker_region": props.region,
                 "sagemaker_container_log_level": "20",
             }
+            if framework == "tensorflow":
+                # TensorFlow.hyperparameters (tensorflow/estimator.py) always adds model_dir,
+                # which the TensorFlow toolkit passes to the script as --model_dir: by default
+                # s3://<output path>/<job name>/model (_default_s3_path), "/opt/ml/model" under
+                # MPI. The stack sends the local directory, whose contents SageMaker uploads as
+                # model.tar.gz (SM_MODEL_DIR): a job name is not known at synth, and a tuning
+                # job would share one S3 prefix across all its trials.
+                fixed["model_dir"] = f"{contract.CONTAINER_BASE_DIR}/model"
             if props.security.network_isolation:
                 # An isolated container cannot download its code: it arrives as the "code"
                 # channel and the toolkit extracts it from there (what the SageMaker Python SDK
@@ -436,15 +471,27 @@ class TrainingStateMachine(Construct):
             # PyTorch.LAUNCH_TORCH_DISTRIBUTED_ENV_NAME; sagemaker_training/torch_distributed.py).
             # Without it N instances run N independent copies, billed N times. A single instance
             # keeps the plain launcher (the SDK accepts torch_distributed on GPU and Trainium only).
-            distributed = {"sagemaker_torch_distributed_enabled": "true"}
-            images = {"cpu": props.images.pytorch_cpu, "gpu": props.images.pytorch_gpu}
+            # Other frameworks run one copy per instance, as their estimators do without a
+            # distribution.
+            distributed = ({"sagemaker_torch_distributed_enabled": "true"}
+                           if framework == "pytorch" else {})
+            built = deployed.framework_images or FrameworkImages(
+                training_cpu=props.images.pytorch_cpu, training_gpu=props.images.pytorch_gpu,
+                inference=props.images.pytorch_inference_cpu)
+            if built.training_gpu is None or built.training_gpu == built.training_cpu:
+                # One image for every instance type (scikit-learn: CPU only; XGBoost: one image).
+                assert built.training_cpu is not None
+                images = {"default": built.training_cpu}
+            elif built.training_cpu is None:
+                images = {"gpu": built.training_gpu}
+            else:
+                images = {"cpu": built.training_cpu, "gpu": built.training_gpu}
             # The model serves on the framework's inference image of the same build, which
             # imports code/<entry point> from the model archive: what the SageMaker Python SDK's
             # PyTorchModel sets for code repacked into the model (Model._script_mode_env_vars:
             # SAGEMAKER_PROGRAM, SAGEMAKER_SUBMIT_DIRECTORY /opt/ml/model/code, log level, region).
             # The CPU image for both variants: the handler serves on the CPU on any instance.
-            inference_images = {"cpu": props.images.pytorch_inference_cpu,
-                                "gpu": props.images.pytorch_inference_cpu}
+            inference_images = {variant: built.inference for variant in images}
             inference_environment = {
                 "SAGEMAKER_PROGRAM": program.serving.entry_point,
                 "SAGEMAKER_SUBMIT_DIRECTORY": contract.MODEL_CODE_DIR,
