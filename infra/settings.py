@@ -37,15 +37,8 @@ _PY_VERSION = re.compile(r"^py3\d{1,2}$")
 _SKLEARN_VERSION = re.compile(r"^\d+\.\d+(\.\d+)?(-\d+)?(-py3\d{1,2})?$")
 _BASE_VERSION = re.compile(r"^(pytorch|tensorflow)\d+\.\d+(\.\d+)?$")
 
-#: Per script-mode framework, the settings that give its default build: version, Python version
-#: and (Hugging Face) base framework; None where the image takes none.
-FRAMEWORK_SETTINGS: dict[str, tuple[str, str | None, str | None]] = {
-    "pytorch": ("pytorchVersion", "pytorchPyVersion", None),
-    "tensorflow": ("tensorflowVersion", "tensorflowPyVersion", None),
-    "sklearn": ("sklearnVersion", None, None),
-    "xgboost": ("xgboostVersion", None, None),
-    "huggingface": ("huggingfaceVersion", "huggingfacePyVersion", "huggingfaceBaseVersion"),
-}
+#: Per script-mode framework, the settings that give its default build (one owner: the contract).
+FRAMEWORK_SETTINGS = contract.FRAMEWORK_SETTINGS
 #: EC2 resource ids (EC2 API reference: vpc-, subnet- and sg- followed by 8 or 17 hex digits).
 _VPC_ID = re.compile(r"^vpc-[0-9a-f]{8}([0-9a-f]{9})?$")
 _SUBNET_ID = re.compile(r"^subnet-[0-9a-f]{8}([0-9a-f]{9})?$")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from typing import Any
 
 import pytest
 
@@ -117,7 +118,7 @@ def test_each_framework_has_its_builds(settings: Settings, framework: str, cpu: 
      "pytorch2.3.0"),
 ])
 def test_an_unknown_build_names_the_field_and_what_exists(
-        framework: str, kwargs: dict[str, str | None], field: str, listed: str) -> None:
+        framework: str, kwargs: dict[str, Any], field: str, listed: str) -> None:
     with pytest.raises(ImageVersionError) as raised:
         framework_images_from_sdk(region="us-east-1", framework=framework, **kwargs)
     assert raised.value.field == field

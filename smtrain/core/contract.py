@@ -50,6 +50,16 @@ FRAMEWORKS: Final[tuple[str, ...]] = ("pytorch", "tensorflow", "sklearn", "xgboo
 #: Frameworks whose script jobs the offline engine runs (through the generic sagemaker-training
 #: toolkit, as those images do); the others' toolkit environments are not built offline.
 OFFLINE_FRAMEWORKS: Final[tuple[str, ...]] = ("pytorch", "sklearn", "xgboost")
+#: Per framework, the ``training`` settings (cdk.json) that give its default build: version,
+#: Python version and (Hugging Face) base framework; None where the image takes none. XGBoost
+#: script mode runs on the built-in algorithm's image, so it shares ``xgboostVersion``.
+FRAMEWORK_SETTINGS: Final[dict[str, tuple[str, str | None, str | None]]] = {
+    "pytorch": ("pytorchVersion", "pytorchPyVersion", None),
+    "tensorflow": ("tensorflowVersion", "tensorflowPyVersion", None),
+    "sklearn": ("sklearnVersion", None, None),
+    "xgboost": ("xgboostVersion", None, None),
+    "huggingface": ("huggingfaceVersion", "huggingfacePyVersion", "huggingfaceBaseVersion"),
+}
 
 # --- The ``tuning`` object ------------------------------------------------------------------
 
