@@ -268,6 +268,12 @@ def test_xgboost_script_program_trains_offline(engine: OfflineEngine) -> None:
     assert _metric(result.output, "validation:merror") < 0.4
     with tarfile.open(engine.local_path(result.output["modelArtifacts"]), "r:gz") as archive:
         assert "xgboost-model.json" in archive.getnames()
+    # Tuned on its own metric definitions, which a script on the XGBoost image has.
+    tuned = engine.run({"program": "xgboost_script_example",
+                        "tuning": {"maxJobs": 2, "maxParallelJobs": 2}}, name="byo-xgboost-tuning")
+    assert tuned.succeeded, (tuned.error, tuned.cause)
+    assert tuned.output is not None
+    assert tuned.output["objective"]["MetricName"] == "validation:merror"
 
 
 @pytest.mark.parametrize(("program", "framework"), [("tensorflow_example", "tensorflow"),

@@ -30,7 +30,7 @@ from smtrain.core.programs import Program
 
 Cond = sfn.Condition
 
-#: Instance families with NVIDIA GPUs: script mode picks the GPU PyTorch image for them.
+#: Instance families with NVIDIA GPUs: script mode picks the framework's GPU image for them.
 GPU_INSTANCE_FAMILIES = ("ml.p", "ml.g")
 
 #: The variable that holds a job's InputDataConfig (see ``DescribeChannels``).
@@ -111,8 +111,10 @@ class TrainingStateMachine(Construct):
     - the execution input is merged over defaults and checked before any job is created; a bad
       field ends the execution in the ``RejectInput`` Fail state with an error
       (``InvalidExecutionInput`` or ``UnknownMethod``) and a cause naming the field;
-    - ``method`` picks the image (script: the PyTorch image, GPU build on ``ml.p*``/``ml.g*``;
-      byoc: the project's image; builtin: SageMaker XGBoost) and hyperparameter defaults;
+    - ``method`` picks the image (script: the program's framework image, GPU build on
+      ``ml.p*``/``ml.g*`` where the framework has one, and a CPU instance type refused by name
+      where it has only GPU builds; byoc: the project's image; builtin: SageMaker XGBoost) and
+      hyperparameter defaults;
     - a ``tuning`` object turns the run into a hyperparameter tuning job;
     - a job that fails ends the execution in ``TrainingFailed``/``TuningFailed`` with error
       ``TrainingJobFailed``/``TuningJobFailed`` and the job's failure in the cause;
