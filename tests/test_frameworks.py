@@ -98,11 +98,33 @@ def test_gpu_builds_follow_the_instance_type(
     (request,) = _requests(scripted, {"program": "tensorflow_example", "instanceType": "ml.g5.xlarge"},
                            "fw-tensorflow-gpu", "create_training_job")
     assert request["AlgorithmSpecification"]["TrainingImage"] == gpu
-    # scikit-learn has CPU images only: the one image on every instance type.
-    cpu, _, _ = _expected_images(settings, "sklearn_example")
-    (request,) = _requests(scripted, {"program": "sklearn_example", "instanceType": "ml.g5.xlarge"},
-                           "fw-sklearn-gpu", "create_training_job")
+    # XGBoost has one image for both.
+    cpu, _, _ = _expected_images(settings, "xgboost_script_example")
+    (request,) = _requests(scripted, {"program": "xgboost_script_example",
+                                      "instanceType": "ml.g5.xlarge"},
+                           "fw-xgboost-gpu", "create_training_job")
     assert request["AlgorithmSpecification"]["TrainingImage"] == cpu
+
+
+@pytest.mark.parametrize(("execution_input", "cause"), [
+    ({"instanceType": "ml.g5.xlarge"},
+     "instanceType: program sklearn_example runs on sklearn, which trains on CPU instances only: "
+     "choose one of ml.m5.large, ml.m5.xlarge, ml.m5.2xlarge, ml.c5.xlarge, ml.c5.2xlarge"),
+    ({"instanceCount": 2},
+     "instanceCount: program sklearn_example runs on sklearn, which does not train across "
+     "instances: give 1"),
+])
+def test_sklearn_is_refused_where_its_estimator_refuses(
+        scripted: tuple[OfflineEngine, ScriptedBackend], execution_input: dict[str, Any],
+        cause: str) -> None:
+    """The SDK's SKLearn refuses GPU instance types and more than one instance."""
+    engine, backend = scripted
+    backend.requests.clear()
+    result = engine.run({"program": "sklearn_example", **execution_input},
+                        name=f"fw-sklearn-refused-{len(cause)}", timeout=120)
+    assert (result.status, result.error, result.cause) == (
+        "FAILED", contract.INVALID_INPUT_ERROR, cause)
+    assert not backend.requests
 
 
 def test_a_gpu_only_framework_on_a_cpu_instance_is_refused_by_name(
@@ -120,7 +142,7 @@ def test_a_gpu_only_framework_on_a_cpu_instance_is_refused_by_name(
 
 def test_only_pytorch_sends_the_torch_distribution(
         scripted: tuple[OfflineEngine, ScriptedBackend]) -> None:
-    for framework in ("pytorch", "sklearn"):
+    for framework in ("pytorch", "xgboost", "tensorflow"):
         (request,) = _requests(scripted, {"program": BROUGHT_FRAMEWORKS[framework],
                                           "instanceCount": 2}, f"fw-dist-{framework}",
                                "create_training_job")

@@ -185,29 +185,50 @@ class TrainingStateMachine(Construct):
             for prepare in prepares.values():
                 prepare.next(choose_distribution)
             condition = Cond.string_equals("$.config.program", program.name)
-            if program.kind == "script" and "default" not in prepares:
-                gpu_types = [t for t in props.allowed_instance_types
-                             if t.startswith(GPU_INSTANCE_FAMILIES)]
+            gpu_types = [t for t in props.allowed_instance_types
+                         if t.startswith(GPU_INSTANCE_FAMILIES)]
+            on_gpu = (Cond.or_(*[Cond.string_equals("$.config.instanceType", t) for t in gpu_types])
+                      if len(gpu_types) > 1 else
+                      Cond.string_equals("$.config.instanceType", gpu_types[0]) if gpu_types
+                      else None)
+
+            def refuse(suffix: str, cause: str, program: Program = program) -> sfn.Pass:
+                return sfn.Pass(self, f"Refuse{_state_id(program.name)}{suffix}",
+                                result_path="$.rejection", result=sfn.Result.from_object({
+                                    "error": contract.INVALID_INPUT_ERROR, "cause": cause}))
+
+            if program.kind == "script" and program.framework == "sklearn":
+                # The SDK's SKLearn estimator refuses GPU instance types and more than one
+                # instance (sklearn/estimator.py, SKLearn.__init__: _validate_not_gpu_instance_type;
+                # "Scikit-Learn does not support distributed training"): AWS builds its image
+                # for the CPU only, and its toolkit starts no distributed training.
                 choose_image = sfn.Choice(self, f"Choose{_state_id(program.name)}Image")
-                if gpu_types:
-                    choose_image.when(Cond.or_(*[Cond.string_equals("$.config.instanceType", t)
-                                                 for t in gpu_types]) if len(gpu_types) > 1
-                                      else Cond.string_equals("$.config.instanceType", gpu_types[0]),
-                                      prepares["gpu"])
+                if on_gpu is not None:
+                    cpu_types = [t for t in props.allowed_instance_types if t not in gpu_types]
+                    choose_image.when(on_gpu, refuse("OnGpu", (
+                        f"instanceType: program {program.name} runs on sklearn, which trains on "
+                        f"CPU instances only: choose one of {', '.join(cpu_types)}")).next(reject))
+                choose_image.when(
+                    Cond.number_greater_than("$.config.instanceCount", 1),
+                    refuse("Distributed", (f"instanceCount: program {program.name} runs on "
+                                           "sklearn, which does not train across instances: "
+                                           "give 1")).next(reject))
+                choose_image.otherwise(prepares["default"])
+                choose_program.when(condition, choose_image)
+            elif program.kind == "script" and "default" not in prepares:
+                choose_image = sfn.Choice(self, f"Choose{_state_id(program.name)}Image")
+                if on_gpu is not None:
+                    choose_image.when(on_gpu, prepares["gpu"])
                 if "cpu" in prepares:
                     choose_image.otherwise(prepares["cpu"])
                 else:
                     # A framework with GPU training images only (Hugging Face): a CPU instance
                     # type has no image to run, as the SDK's estimator refuses it
                     # (image_uris.retrieve: "Unsupported processor: cpu").
-                    choose_image.otherwise(sfn.Pass(
-                        self, f"Refuse{_state_id(program.name)}OnCpu", result_path="$.rejection",
-                        result=sfn.Result.from_object({
-                            "error": contract.INVALID_INPUT_ERROR,
-                            "cause": f"instanceType: program {program.name} runs on "
-                                     f"{program.framework}, whose training images are GPU builds "
-                                     f"only: choose one of {', '.join(gpu_types)}"}))
-                        .next(reject))
+                    choose_image.otherwise(refuse("OnCpu", (
+                        f"instanceType: program {program.name} runs on {program.framework}, "
+                        f"whose training images are GPU builds only: choose one of "
+                        f"{', '.join(gpu_types)}")).next(reject))
                 choose_program.when(condition, choose_image)
             else:
                 choose_program.when(condition, prepares["default"])

@@ -63,6 +63,17 @@ def script_images(settings: Settings, program: Program) -> FrameworkImages:
                          FRAMEWORK_SETTINGS[framework], strict=True))
         raise SettingsError(f"setting '{names[error.field]}' ({framework}, for {where}) has no "
                             f"SageMaker image: {error.message}") from None
+    gpu_types = [t for t in settings.allowed_instance_types if t.startswith(GPU_INSTANCE_FAMILIES)]
+    if framework == "sklearn" and (len(gpu_types) == len(settings.allowed_instance_types) or
+                                   program.instance_type in gpu_types):
+        # The SDK's SKLearn refuses GPU instance types (sklearn/estimator.py), as the state
+        # machine does for this program.
+        raise (ProgramError(f"{where_of(program)}: 'instance_type': {program.instance_type} has a "
+                            "GPU, and sklearn trains on CPU instances only")
+               if program.instance_type in gpu_types else
+               SettingsError(f"setting 'allowedInstanceTypes' has no CPU instance type, and "
+                             f"program {program.name} ({where_of(program)}) runs on sklearn, "
+                             "which trains on CPU instances only"))
     if images.training_cpu is None:
         gpu_types = [t for t in settings.allowed_instance_types if t.startswith(GPU_INSTANCE_FAMILIES)]
         if not gpu_types:
