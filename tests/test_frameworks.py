@@ -242,3 +242,21 @@ def test_a_missing_inference_image_fails_too(settings: Settings, tmp_path: Path)
     with pytest.raises(ProgramError, match=r"'script\.framework_version': sklearn 1\.4-2 has no "
                                            r"SageMaker image: inference: .*1\.4-2-py312"):
         script_images(settings, programs.load(folder))
+
+
+@pytest.mark.parametrize(("name", "instance_type", "message"), [
+    ("sklearn_example", "ml.g5.xlarge", "'instance_type': ml.g5.xlarge has a GPU, and sklearn "
+                                        "trains on CPU instances only"),
+    ("huggingface_example", "ml.m5.xlarge", "'instance_type': ml.m5.xlarge has no GPU, and "
+                                            "huggingface's training images are GPU builds only"),
+])
+def test_a_manifest_instance_type_the_framework_cannot_run_fails_synth(
+        tmp_path: Path, settings: Settings, name: str, instance_type: str, message: str) -> None:
+    program = programs.load(FIXTURES / name)
+    edit = ((f'instance_type = "{program.instance_type}"\n', f'instance_type = "{instance_type}"\n')
+            if program.instance_type else
+            ('kind = "script"\n', f'kind = "script"\ninstance_type = "{instance_type}"\n'))
+    folder = _copy(tmp_path, name, edit)
+    with pytest.raises(ProgramError) as raised:
+        script_images(settings, programs.load(folder))
+    assert str(raised.value) == f"{folder}/program.toml: {message}"

@@ -51,7 +51,7 @@ def script_images(settings: Settings, program: Program) -> FrameworkImages:
         images = framework_images(region=settings.region, framework=framework, version=version,
                                   py_version=py_version, base_framework_version=base)
     except ImageVersionError as error:
-        where = f"{program.directory}/{MANIFEST}"
+        where = where_of(program)
         if error.field == "region":
             raise SettingsError(f"region {settings.region}: {framework} ({where}) has no SageMaker "
                                 f"image there: {error.message}") from None
@@ -75,7 +75,6 @@ def script_images(settings: Settings, program: Program) -> FrameworkImages:
                              f"program {program.name} ({where_of(program)}) runs on sklearn, "
                              "which trains on CPU instances only"))
     if images.training_cpu is None:
-        gpu_types = [t for t in settings.allowed_instance_types if t.startswith(GPU_INSTANCE_FAMILIES)]
         if not gpu_types:
             raise SettingsError(f"setting 'allowedInstanceTypes' has no GPU instance type, and "
                                 f"program {program.name} ({where_of(program)}) runs on "
