@@ -80,7 +80,11 @@ image-uris: install
 	$(PY) -c "import json; c = json.load(open('cdk.json'))['context']['training']; \
 	import subprocess, sys; sys.exit(subprocess.call([sys.executable, '-m', 'infra.images', \
 	'--pytorch-version', c['pytorchVersion'], '--pytorch-py-version', c['pytorchPyVersion'], \
-	'--xgboost-version', c['xgboostVersion']]))"
+	'--xgboost-version', c['xgboostVersion'], \
+	'--framework', 'pytorch:' + c['pytorchVersion'] + ':' + c['pytorchPyVersion'], \
+	'--framework', 'tensorflow:' + c['tensorflowVersion'] + ':' + c['tensorflowPyVersion'], \
+	'--framework', 'sklearn:' + c['sklearnVersion'], '--framework', 'xgboost:' + c['xgboostVersion'], \
+	'--framework', 'huggingface:' + c['huggingfaceVersion'] + ':' + c['huggingfacePyVersion'] + ':' + c['huggingfaceBaseVersion']]))"
 
 clean:
 	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -153,6 +154,110 @@ def builtin_image_from_sdk(*, region: str, algorithm: str, version: str) -> str:
                              f"{region} (the SageMaker SDK: {error})", field="algorithm") from None
 
 
+#: The table's section for the script-mode framework images (:func:`framework_images`).
+FRAMEWORKS_KEY = "frameworks"
+#: An instance type of each processor, to ask the SDK for that build (it picks the build from the
+#: instance type: ``image_uris._processor``).
+_CPU_INSTANCE, _GPU_INSTANCE = "ml.m5.xlarge", "ml.g5.xlarge"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FrameworkImages:
+    """One script-mode framework build in one region: its training images (None where AWS builds
+    none for that processor: scikit-learn is CPU only, Hugging Face training GPU only; XGBoost's
+    one image serves both) and the CPU inference image a registered model version names (as for
+    PyTorch: the program's handler serves on the CPU on any instance)."""
+
+    training_cpu: str | None
+    training_gpu: str | None
+    inference: str
+
+
+class ImageVersionError(SettingsError):
+    """The SDK knows no image for a framework version, Python version, base framework or region.
+
+    ``field`` is which of ``framework_version``, ``py_version``, ``base_framework_version`` or
+    ``region`` it refused; ``message`` is the SDK's own, which lists the values that exist."""
+
+    def __init__(self, *, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def framework_key(*, framework: str, version: str, py_version: str | None,
+                  base_framework_version: str | None) -> str:
+    return "-".join(part for part in (framework, version, py_version, base_framework_version) if part)
+
+
+@lru_cache(maxsize=64)
+def framework_images(*, region: str, framework: str, version: str, py_version: str | None,
+                     base_framework_version: str | None = None) -> FrameworkImages:
+    """The images of one framework build in ``region``, from the table or else the SDK.
+
+    Raises :class:`ImageVersionError` when the SDK has no such build."""
+    key = framework_key(framework=framework, version=version, py_version=py_version,
+                        base_framework_version=base_framework_version)
+    if CACHE_PATH.is_file():
+        cached = json.loads(CACHE_PATH.read_text()).get(FRAMEWORKS_KEY, {}).get(key, {}).get(region)
+        if cached is not None:
+            return FrameworkImages(**cached)
+    return framework_images_from_sdk(region=region, framework=framework, version=version,
+                                     py_version=py_version,
+                                     base_framework_version=base_framework_version)
+
+
+def _refused_field(message: str) -> str:
+    """Which argument the SDK's ``ValueError`` refused (``image_uris._validate_arg`` writes
+    ``Unsupported <argument name>: ...``)."""
+    match = re.match(r"Unsupported ([A-Za-z ]+?):", message)
+    name = match.group(1) if match else ""
+    if name == "Python version":
+        return "py_version"
+    if name == "base framework":
+        return "base_framework_version"
+    if name == "region":
+        return "region"
+    return "framework_version"
+
+
+def _supported(message: str) -> str:
+    """The SDK's message without its advice to upgrade the SDK."""
+    return re.sub(r" You may need to upgrade your SDK version \(pip install -U sagemaker\) for "
+                  r"newer [a-zA-Z ]+s\.", "", message)
+
+
+def framework_images_from_sdk(*, region: str, framework: str, version: str,
+                              py_version: str | None,
+                              base_framework_version: str | None = None) -> FrameworkImages:
+    """Ask the SageMaker SDK (``image_uris.retrieve``, as its estimators do: e.g.
+    ``HuggingFace.training_image_uri`` passes ``base_framework_version`` =
+    ``pytorch<version>``/``tensorflow<version>``). Slow to import: about 3 s."""
+    from sagemaker.core import image_uris
+
+    def retrieve(instance_type: str, scope: str) -> str | None:
+        extra = ({"base_framework_version": base_framework_version}
+                 if base_framework_version is not None else {})
+        try:
+            return str(image_uris.retrieve(framework, region, version=version,
+                                           py_version=py_version, instance_type=instance_type,
+                                           image_scope=scope, **extra))
+        except ValueError as error:
+            message = str(error)
+            if message.startswith("Unsupported processor"):
+                return None  # no build for this processor (checked below: one must exist)
+            raise ImageVersionError(field=_refused_field(message),
+                                    message=f"{scope}: {_supported(message)}") from None
+
+    cpu, gpu = retrieve(_CPU_INSTANCE, "training"), retrieve(_GPU_INSTANCE, "training")
+    if cpu is None and gpu is None:
+        raise ImageVersionError(field="framework_version",
+                                message=f"training: no CPU or GPU image of {framework} {version}")
+    inference = retrieve(_CPU_INSTANCE, "inference") or retrieve(_GPU_INSTANCE, "inference")
+    assert inference is not None
+    return FrameworkImages(training_cpu=cpu, training_gpu=gpu, inference=inference)
+
+
 def sagemaker_regions() -> list[str]:
     """Regions where SageMaker has an endpoint, from botocore's endpoint data (offline)."""
     import boto3
@@ -222,16 +327,45 @@ def builtin_table() -> dict[str, dict[str, str]]:
     return table
 
 
+def refresh_framework_cache(builds: list[tuple[str, str, str | None, str | None]]) -> int:
+    """Write the SDK's answers for each ``(framework, version, py_version, base)`` build and
+    every SageMaker region into the table's ``frameworks`` section; returns how many builds."""
+    table = json.loads(CACHE_PATH.read_text()) if CACHE_PATH.is_file() else {}
+    section = table.setdefault(FRAMEWORKS_KEY, {})
+    for framework, version, py_version, base in builds:
+        by_region = {}
+        for region in sagemaker_regions():
+            try:
+                images = framework_images_from_sdk(region=region, framework=framework,
+                                                   version=version, py_version=py_version,
+                                                   base_framework_version=base)
+            except ImageVersionError:
+                continue
+            by_region[region] = asdict(images)
+        section[framework_key(framework=framework, version=version, py_version=py_version,
+                              base_framework_version=base)] = by_region
+    CACHE_PATH.write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
+    return len(builds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Refresh infra/image_uris.json from the SageMaker SDK")
     parser.add_argument("--pytorch-version", required=True)
     parser.add_argument("--pytorch-py-version", required=True)
     parser.add_argument("--xgboost-version", required=True)
+    parser.add_argument("--framework", action="append", default=[], metavar="NAME:VERSION[:PY[:BASE]]",
+                        help="a script-mode framework build to table too (repeatable)")
     args = parser.parse_args()
     count = refresh_cache(pytorch_version=args.pytorch_version,
                           pytorch_py_version=args.pytorch_py_version,
                           xgboost_version=args.xgboost_version)
     print(f"{CACHE_PATH}: {count} regions")
+    builds = []
+    for text in args.framework:
+        parts = [*text.split(":"), None, None, None]
+        builds.append((parts[0], parts[1], parts[2] or None, parts[3] or None))
+    if builds:
+        print(f"{CACHE_PATH}: {refresh_framework_cache(builds)} framework builds")
 
 
 if __name__ == "__main__":

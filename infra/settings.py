@@ -34,6 +34,11 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 _PYTORCH_VERSION = re.compile(r"^\d+\.\d+(\.\d+)?$")
 _PY_VERSION = re.compile(r"^py3\d{1,2}$")
+_SKLEARN_VERSION = re.compile(r"^\d+\.\d+(\.\d+)?(-\d+)?(-py3\d{1,2})?$")
+_BASE_VERSION = re.compile(r"^(pytorch|tensorflow)\d+\.\d+(\.\d+)?$")
+
+#: Per script-mode framework, the settings that give its default build (one owner: the contract).
+FRAMEWORK_SETTINGS = contract.FRAMEWORK_SETTINGS
 #: EC2 resource ids (EC2 API reference: vpc-, subnet- and sg- followed by 8 or 17 hex digits).
 _VPC_ID = re.compile(r"^vpc-[0-9a-f]{8}([0-9a-f]{9})?$")
 _SUBNET_ID = re.compile(r"^subnet-[0-9a-f]{8}([0-9a-f]{9})?$")
@@ -90,6 +95,15 @@ class Settings:
     pytorch_version: str = "2.5"
     pytorch_py_version: str = "py311"
     xgboost_version: str = "1.7-1"
+    #: Default image builds of the other script-mode frameworks (a manifest's ``[script]
+    #: framework_version``/``py_version``/``base_framework_version`` override them). XGBoost
+    #: script mode runs on the built-in algorithm's own image, so it takes ``xgboostVersion``.
+    tensorflow_version: str = "2.19"
+    tensorflow_py_version: str = "py312"
+    sklearn_version: str = "1.2-1"
+    huggingface_version: str = "4.48.0"
+    huggingface_base_version: str = "pytorch2.3.0"
+    huggingface_py_version: str = "py311"
     extra_tags: Mapping[str, str] = field(default_factory=dict)
     #: ``app`` (a SageMaker MLflow App), ``server`` (an MLflow tracking server, billed by the hour)
     #: or ``off``; see :data:`EXPERIMENT_TRACKING` and docs/tracking.md ("On AWS").
@@ -146,6 +160,19 @@ class Settings:
                self.pytorch_py_version, "a Python tag such as py311")
         _check(isinstance(self.xgboost_version, str) and self.xgboost_version != "", "xgboostVersion",
                self.xgboost_version, "a SageMaker XGBoost version such as 1.7-1")
+        _check(_PYTORCH_VERSION.match(self.tensorflow_version) is not None, "tensorflowVersion",
+               self.tensorflow_version, "a framework version such as 2.19")
+        _check(_PY_VERSION.match(self.tensorflow_py_version) is not None, "tensorflowPyVersion",
+               self.tensorflow_py_version, "a Python tag such as py312")
+        _check(_SKLEARN_VERSION.match(self.sklearn_version) is not None, "sklearnVersion",
+               self.sklearn_version, "a SageMaker scikit-learn version such as 1.2-1")
+        _check(_PYTORCH_VERSION.match(self.huggingface_version) is not None, "huggingfaceVersion",
+               self.huggingface_version, "a transformers version such as 4.48.0")
+        _check(_BASE_VERSION.match(self.huggingface_base_version) is not None,
+               "huggingfaceBaseVersion", self.huggingface_base_version,
+               "pytorch<version> or tensorflow<version>, such as pytorch2.3.0")
+        _check(_PY_VERSION.match(self.huggingface_py_version) is not None, "huggingfacePyVersion",
+               self.huggingface_py_version, "a Python tag such as py311")
         self._check_tracking()
         for key, value in self.extra_tags.items():
             _check(isinstance(key, str) and 0 < len(key) <= 128 and not key.startswith("aws:")
@@ -240,6 +267,16 @@ class Settings:
         """Jobs run with ``EnableNetworkIsolation``."""
         return self.network == "isolated"
 
+    def framework_build(self, framework: str) -> tuple[str, str | None, str | None]:
+        """The default ``(version, py_version, base_framework_version)`` of a script-mode
+        framework (see :data:`FRAMEWORK_SETTINGS`)."""
+        names = FRAMEWORK_SETTINGS[framework]
+        fields = {key: name for key, (name, _) in _CONTEXT_FIELDS.items()}
+        version, py_version, base = (None if name is None else getattr(self, fields[name])
+                                     for name in names)
+        assert version is not None
+        return version, py_version, base
+
     @property
     def storage_stack_name(self) -> str:
         return contract.storage_stack_name(self.name_prefix)
@@ -265,6 +302,12 @@ _CONTEXT_FIELDS: dict[str, tuple[str, tuple[type, ...]]] = {
     "pytorchVersion": ("pytorch_version", (str,)),
     "pytorchPyVersion": ("pytorch_py_version", (str,)),
     "xgboostVersion": ("xgboost_version", (str,)),
+    "tensorflowVersion": ("tensorflow_version", (str,)),
+    "tensorflowPyVersion": ("tensorflow_py_version", (str,)),
+    "sklearnVersion": ("sklearn_version", (str,)),
+    "huggingfaceVersion": ("huggingface_version", (str,)),
+    "huggingfaceBaseVersion": ("huggingface_base_version", (str,)),
+    "huggingfacePyVersion": ("huggingface_py_version", (str,)),
     "tags": ("extra_tags", (dict,)),
     "experimentTracking": ("experiment_tracking", (str,)),
     DEPRECATED_TRACKING_KEY: ("mlflow_tracking_server", (bool,)),

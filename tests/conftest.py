@@ -194,8 +194,13 @@ def vpc_with_tracking_server(cdk_context: dict[str, Any], settings: Settings,
 
 
 #: Programs written the way public examples are (tests/fixtures/programs): with the shipped ones,
-#: two script and two BYOC programs.
-BROUGHT_PROGRAMS = ("pytorch_example", "tree_byoc")
+#: two BYOC programs and script programs on each framework (PyTorch twice).
+BROUGHT_PROGRAMS = ("pytorch_example", "tree_byoc", "sklearn_example", "xgboost_script_example",
+                    "tensorflow_example", "huggingface_example")
+#: The brought script programs by framework.
+BROUGHT_FRAMEWORKS = {"pytorch": "pytorch_example", "sklearn": "sklearn_example",
+                      "xgboost": "xgboost_script_example", "tensorflow": "tensorflow_example",
+                      "huggingface": "huggingface_example"}
 
 
 @pytest.fixture(scope="session")
@@ -212,7 +217,8 @@ def brought_training_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def with_brought_programs(cdk_context: dict[str, Any], settings: Settings, brought_training_code: Path,
                           tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    """The app synthesized with two script, two BYOC and one built-in program."""
+    """The app synthesized with the shipped programs and the brought ones (a script program on
+    each framework, another BYOC program)."""
     return synthesized_once("cdk.out-byo", tmp_path_factory, lambda outdir: synthesize(
         cdk_context, settings, outdir, training_code_dir=brought_training_code))
 

@@ -23,7 +23,7 @@ import pytest
 from smtrain.core import contract
 from smtrain.local import opt_ml
 from smtrain.local.engine import TRACKING_EXPERIMENT, OfflineEngine
-from tests.conftest import BROUGHT_PROGRAMS, shipped_training_code
+from tests.conftest import BROUGHT_FRAMEWORKS, BROUGHT_PROGRAMS, shipped_training_code
 from tests.helpers import (
     Synthesized,
     actions_by_resource,
@@ -65,9 +65,19 @@ def engine(app_with_brought_programs: Synthesized, sample_data: Path,
         # The programs' own channel names: the data goes where their manifests say.
         for program, channel, source in (("pytorch_example", "training", "train"),
                                          ("pytorch_example", "testing", "validation"),
-                                         ("tree_byoc", "training", "train")):
+                                         ("tree_byoc", "training", "train"),
+                                         ("sklearn_example", "train", "train"),
+                                         ("sklearn_example", "test", "validation"),
+                                         ("xgboost_script_example", "train", "train"),
+                                         ("xgboost_script_example", "validation", "validation"),
+                                         ("tensorflow_example", "training", "train")):
             engine.s3.put_tree(digits / source,
                                contract.default_channel_uri(bucket, program, channel))
+        lines = work / "jsonlines"
+        lines.mkdir()
+        (lines / "train.jsonl").write_text('{"text": "a digit", "label": 1}\n')
+        engine.s3.put_tree(lines, contract.default_channel_uri(bucket, "huggingface_example",
+                                                               "train"))
         yield engine
 
 
@@ -161,8 +171,9 @@ def test_brought_programs_metrics_reach_mlflow(engine: OfflineEngine) -> None:
      "InvalidExecutionInput",
      "tuning range on 'max_depth', which program tree_byoc does not declare; known: max_leaf_nodes"),
     ({"method": "script"}, "UnknownProgram",
-     "field 'method' 'script' is ambiguous: programs digits_mlp, pytorch_example are of that kind; "
-     "give field 'program'"),
+     "field 'method' 'script' is ambiguous: programs digits_mlp, huggingface_example, "
+     "pytorch_example, sklearn_example, tensorflow_example, xgboost_script_example are of that "
+     "kind; give field 'program'"),
 ])
 def test_state_machine_refuses_names_the_program_does_not_declare(
         engine: OfflineEngine, execution_input: dict[str, Any], error: str, cause: str) -> None:
@@ -175,7 +186,7 @@ def test_state_machine_refuses_names_the_program_does_not_declare(
 
 def test_each_program_asset_gets_exactly_its_own_iam(app_with_brought_programs: Synthesized) -> None:
     template = app_with_brought_programs.workflow
-    # The execution role reads exactly the two script programs' tarballs, nothing else.
+    # The execution role reads exactly the script programs' tarballs, nothing else.
     (source_policy_id,) = [i for i in resources_of_type(template, "AWS::IAM::ManagedPolicy")
                            if i.startswith("ReadScriptModeSource")]
     (statement,) = statements_of(template, source_policy_id)
@@ -183,7 +194,7 @@ def test_each_program_asset_gets_exactly_its_own_iam(app_with_brought_programs: 
     sources = {json.dumps(value["Value"], sort_keys=True)
                for key, value in template["Outputs"].items()
                if key.startswith(contract.OUTPUT_PROGRAM_SOURCE)}
-    assert len(sources) == 2 and len(statement["Resource"]) == 2
+    assert len(sources) == 1 + len(BROUGHT_FRAMEWORKS) and len(statement["Resource"]) == len(sources)
     for resource in statement["Resource"]:
         key = resource["Fn::Join"][1][-1]
         assert key.startswith("/") and key.endswith(".gz")
@@ -225,3 +236,50 @@ def test_a_program_without_data_is_refused_before_it_starts(
                          "--input testing=<folder or s3:// URI>"), line
     assert "Started" not in result.stdout and "put the sample datasets" not in result.stdout
     assert not (tmp_path / "work" / "jobs").exists() or not any((tmp_path / "work" / "jobs").iterdir())
+
+
+def _framework_failure(engine: OfflineEngine, program: str) -> str:
+    result = engine.run({"program": program}, name=f"byo-{program.replace('_', '-')}")
+    assert (result.status, result.error) == ("FAILED", contract.TRAINING_FAILED_ERROR), result.cause
+    assert result.cause is not None
+    return result.cause
+
+
+def test_sklearn_program_trains_offline_through_the_toolkit(engine: OfflineEngine) -> None:
+    """Written as AWS's scikit-learn examples are (argparse, SM_CHANNEL_TRAIN, joblib): the
+    scikit-learn image runs it through the sagemaker-training toolkit, and so does the engine."""
+    result = engine.run({"program": "sklearn_example",
+                         "hyperparameters": {"max_leaf_nodes": "128"}}, name="byo-sklearn")
+    assert result.succeeded, (result.error, result.cause)
+    assert result.output is not None
+    assert _metric(result.output, "test:accuracy") > 0.6
+    with tarfile.open(engine.local_path(result.output["modelArtifacts"]), "r:gz") as archive:
+        assert "model.joblib" in archive.getnames()
+    tuned = engine.run({"program": "sklearn_example", "tuning": {"maxJobs": 2, "maxParallelJobs": 2}},
+                       name="byo-sklearn-tuning")
+    assert tuned.succeeded, (tuned.error, tuned.cause)
+
+
+def test_xgboost_script_program_trains_offline(engine: OfflineEngine) -> None:
+    """The XGBoost image runs a script when sagemaker_program names one (framework mode)."""
+    result = engine.run({"program": "xgboost_script_example"}, name="byo-xgboost-script")
+    assert result.succeeded, (result.error, result.cause)
+    assert result.output is not None
+    assert _metric(result.output, "validation:merror") < 0.4
+    with tarfile.open(engine.local_path(result.output["modelArtifacts"]), "r:gz") as archive:
+        assert "xgboost-model.json" in archive.getnames()
+    # Tuned on its own metric definitions, which a script on the XGBoost image has.
+    tuned = engine.run({"program": "xgboost_script_example",
+                        "tuning": {"maxJobs": 2, "maxParallelJobs": 2}}, name="byo-xgboost-tuning")
+    assert tuned.succeeded, (tuned.error, tuned.cause)
+    assert tuned.output is not None
+    assert tuned.output["objective"]["MetricName"] == "validation:merror"
+
+
+@pytest.mark.parametrize(("program", "framework"), [("tensorflow_example", "tensorflow"),
+                                                    ("huggingface_example", "huggingface")])
+def test_frameworks_without_an_offline_environment_are_refused_by_name(
+        engine: OfflineEngine, program: str, framework: str) -> None:
+    cause = _framework_failure(engine, program)
+    assert f"a {framework} script-mode job does not run offline yet" in cause
+    assert "toolkit environment" in cause

@@ -89,7 +89,14 @@ def test_programs_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert mlp["hyperparameters"]["batch-size"]["description"] == "global batch size"
     assert programs.metric_definition("validation:accuracy") in mlp["metrics"]
     assert mlp["tuning"] == found["digits_mlp"].tuning.as_input()  # type: ignore[union-attr]
+    context = json.loads((Path(__file__).parents[1] / "cdk.json").read_text())["context"]["training"]
+    assert mlp["framework"] == {
+        "name": "pytorch", "version": context["pytorchVersion"],
+        "pyVersion": context["pytorchPyVersion"],
+        "from": {"version": "cdk.json pytorchVersion", "pyVersion": "cdk.json pytorchPyVersion"}}
+    assert data["digits_lightgbm"]["framework"] is None
     xgboost = data["digits_xgboost"]
+    assert xgboost["framework"] is None
     assert {"Name": "validation:merror"} in xgboost["metrics"]
     assert xgboost["hyperparameters"]["num_class"] == {"type": "int", "tunable": False,
                                                        "default": "10", "min": 2}
@@ -251,3 +258,27 @@ def test_new_program_refuses_an_existing_folder(capsys: pytest.CaptureFixture[st
     assert len(err.splitlines()) == 1 and "taken already exists" in err
     assert not any((tmp_path / "training_code" / "taken").iterdir())
     assert not (tmp_path / "tests").exists()
+
+
+def test_programs_show_each_framework_and_its_version(tmp_path: Path) -> None:
+    """The manifest's version where it names one, else the framework's cdk.json setting."""
+    from smtrain.cli.program_commands import describe, framework_data
+
+    fixtures = Path(__file__).parent / "fixtures" / "programs"
+    defaults = {"sklearnVersion": "1.2-1", "huggingfaceVersion": "4.48.0",
+                "huggingfacePyVersion": "py311", "huggingfaceBaseVersion": "pytorch2.3.0"}
+    sklearn = programs.load(fixtures / "sklearn_example")
+    assert framework_data(sklearn, defaults) == {
+        "name": "sklearn", "version": "1.2-1", "from": {"version": "cdk.json sklearnVersion"}}
+    hugging = framework_data(programs.load(fixtures / "huggingface_example"), defaults)
+    assert hugging is not None and hugging["baseFrameworkVersion"] == "pytorch2.3.0"
+    own = tmp_path / "sklearn_example"
+    own.mkdir()
+    for source in (fixtures / "sklearn_example").iterdir():
+        (own / source.name).write_bytes(source.read_bytes())
+    manifest = own / programs.MANIFEST
+    manifest.write_text(manifest.read_text().replace(
+        'framework = "sklearn"\n', 'framework = "sklearn"\nframework_version = "1.0-1"\n'))
+    assert framework_data(programs.load(own), defaults) == {
+        "name": "sklearn", "version": "1.0-1", "from": {"version": "program.toml"}}
+    assert "  framework: sklearn 1.2-1 from cdk.json" in describe(sklearn).splitlines()

@@ -34,7 +34,7 @@ def test_stack_snapshot(synthesized: Synthesized, snapshot_json: SnapshotAsserti
     assert stabilised(synthesized.templates[stack]) == snapshot_json
 
 
-def test_workflow_snapshot_with_two_script_and_two_byoc_programs(
+def test_workflow_snapshot_with_brought_programs_on_every_framework(
         with_brought_programs: Synthesized, snapshot_json: SnapshotAssertion) -> None:
     assert stabilised(with_brought_programs.workflow) == snapshot_json
 

@@ -22,7 +22,7 @@ from infra.constructs.model_registration import ModelRegistration, registry_sett
 from infra.constructs.model_registry import ModelPackageGroup
 from infra.constructs.training_job_task import JobSecurity, TrainingJobTask
 from infra.constructs.tuning_job_task import DescribeTrainingJobTask, TuningJobTask
-from infra.images import TrainingImages
+from infra.images import FrameworkImages, TrainingImages
 from smtrain.core import contract
 from smtrain.core.input_rules import Deployment, InputDefaults
 from smtrain.core.instance_storage import has_local_nvme
@@ -30,7 +30,7 @@ from smtrain.core.programs import Program
 
 Cond = sfn.Condition
 
-#: Instance families with NVIDIA GPUs: script mode picks the GPU PyTorch image for them.
+#: Instance families with NVIDIA GPUs: script mode picks the framework's GPU image for them.
 GPU_INSTANCE_FAMILIES = ("ml.p", "ml.g")
 
 #: The variable that holds a job's InputDataConfig (see ``DescribeChannels``).
@@ -57,6 +57,9 @@ class DeployedProgram:
     #: for the region and version (``infra.images.builtin_image``). None: SageMaker XGBoost of
     #: the ``xgboostVersion`` setting (``TrainingImages.xgboost``), for an ``xgboost`` program only.
     builtin_image_uri: str | None = None
+    #: A script program's framework images for the stack's region (its manifest's build, else
+    #: the framework's settings); None: the stack's PyTorch images (``props.images``).
+    framework_images: FrameworkImages | None = None
 
     def __post_init__(self) -> None:
         kind = self.program.kind
@@ -116,8 +119,10 @@ class TrainingStateMachine(Construct):
     - the execution input is merged over defaults and checked before any job is created; a bad
       field ends the execution in the ``RejectInput`` Fail state with an error
       (``InvalidExecutionInput`` or ``UnknownMethod``) and a cause naming the field;
-    - ``method`` picks the image (script: the PyTorch image, GPU build on ``ml.p*``/``ml.g*``;
-      byoc: the project's image; builtin: the algorithm's image) and hyperparameter defaults;
+    - ``method`` picks the image (script: the program's framework image, GPU build on
+      ``ml.p*``/``ml.g*`` where the framework has one, and a CPU instance type refused by name
+      where it has only GPU builds; byoc: the project's image; builtin: the algorithm's image) and
+      hyperparameter defaults;
     - a ``tuning`` object turns the run into a hyperparameter tuning job;
     - a job that fails ends the execution in ``TrainingFailed``/``TuningFailed`` with error
       ``TrainingJobFailed``/``TuningJobFailed`` and the job's failure in the cause;
@@ -188,16 +193,50 @@ class TrainingStateMachine(Construct):
             for prepare in prepares.values():
                 prepare.next(choose_distribution)
             condition = Cond.string_equals("$.config.program", program.name)
-            if program.kind == "script":
-                gpu_types = [t for t in props.allowed_instance_types
-                             if t.startswith(GPU_INSTANCE_FAMILIES)]
+            gpu_types = [t for t in props.allowed_instance_types
+                         if t.startswith(GPU_INSTANCE_FAMILIES)]
+            on_gpu = (Cond.or_(*[Cond.string_equals("$.config.instanceType", t) for t in gpu_types])
+                      if len(gpu_types) > 1 else
+                      Cond.string_equals("$.config.instanceType", gpu_types[0]) if gpu_types
+                      else None)
+
+            def refuse(suffix: str, cause: str, program: Program = program) -> sfn.Pass:
+                return sfn.Pass(self, f"Refuse{_state_id(program.name)}{suffix}",
+                                result_path="$.rejection", result=sfn.Result.from_object({
+                                    "error": contract.INVALID_INPUT_ERROR, "cause": cause}))
+
+            if program.kind == "script" and program.framework == "sklearn":
+                # The SDK's SKLearn estimator refuses GPU instance types and more than one
+                # instance (sklearn/estimator.py, SKLearn.__init__: _validate_not_gpu_instance_type;
+                # "Scikit-Learn does not support distributed training"): AWS builds its image
+                # for the CPU only, and its toolkit starts no distributed training.
                 choose_image = sfn.Choice(self, f"Choose{_state_id(program.name)}Image")
-                if gpu_types:
-                    choose_image.when(Cond.or_(*[Cond.string_equals("$.config.instanceType", t)
-                                                 for t in gpu_types]) if len(gpu_types) > 1
-                                      else Cond.string_equals("$.config.instanceType", gpu_types[0]),
-                                      prepares["gpu"])
-                choose_image.otherwise(prepares["cpu"])
+                if on_gpu is not None:
+                    cpu_types = [t for t in props.allowed_instance_types if t not in gpu_types]
+                    choose_image.when(on_gpu, refuse("OnGpu", (
+                        f"instanceType: program {program.name} runs on sklearn, which trains on "
+                        f"CPU instances only: choose one of {', '.join(cpu_types)}")).next(reject))
+                choose_image.when(
+                    Cond.number_greater_than("$.config.instanceCount", 1),
+                    refuse("Distributed", (f"instanceCount: program {program.name} runs on "
+                                           "sklearn, which does not train across instances: "
+                                           "give 1")).next(reject))
+                choose_image.otherwise(prepares["default"])
+                choose_program.when(condition, choose_image)
+            elif program.kind == "script" and "default" not in prepares:
+                choose_image = sfn.Choice(self, f"Choose{_state_id(program.name)}Image")
+                if on_gpu is not None:
+                    choose_image.when(on_gpu, prepares["gpu"])
+                if "cpu" in prepares:
+                    choose_image.otherwise(prepares["cpu"])
+                else:
+                    # A framework with GPU training images only (Hugging Face): a CPU instance
+                    # type has no image to run, as the SDK's estimator refuses it
+                    # (image_uris.retrieve: "Unsupported processor: cpu").
+                    choose_image.otherwise(refuse("OnCpu", (
+                        f"instanceType: program {program.name} runs on {program.framework}, "
+                        f"whose training images are GPU builds only: choose one of "
+                        f"{', '.join(gpu_types)}")).next(reject))
                 choose_program.when(condition, choose_image)
             else:
                 choose_program.when(condition, prepares["default"])
@@ -416,12 +455,31 @@ class TrainingStateMachine(Construct):
         code: str
         if program.kind == "script":
             assert deployed.source_uri is not None and program.entry_point is not None
+            framework = program.framework or "pytorch"
+            # What every SDK framework estimator sends (sagemaker-python-sdk v2,
+            # src/sagemaker/estimator.py, Framework._prepare_for_training and
+            # Framework.hyperparameters: sagemaker_program, sagemaker_submit_directory,
+            # sagemaker_container_log_level, sagemaker_region), read by the training toolkit every
+            # framework image runs (sagemaker-training-toolkit, params.py). The SKLearn, XGBoost
+            # and HuggingFace estimators add nothing to them (sklearn/estimator.py,
+            # xgboost/estimator.py, huggingface/estimator.py: only distribution settings, which
+            # the stack sends for PyTorch alone). The XGBoost image runs the script instead of
+            # the built-in algorithm because sagemaker_program is set (sagemaker-xgboost-container,
+            # training.py: user_entry_point).
             fixed = {
                 "sagemaker_program": program.entry_point,
                 "sagemaker_submit_directory": deployed.source_uri,
                 "sagemaker_region": props.region,
                 "sagemaker_container_log_level": "20",
             }
+            if framework == "tensorflow":
+                # TensorFlow.hyperparameters (tensorflow/estimator.py) always adds model_dir,
+                # which the TensorFlow toolkit passes to the script as --model_dir: by default
+                # s3://<output path>/<job name>/model (_default_s3_path), "/opt/ml/model" under
+                # MPI. The stack sends the local directory, whose contents SageMaker uploads as
+                # model.tar.gz (SM_MODEL_DIR): a job name is not known at synth, and a tuning
+                # job would share one S3 prefix across all its trials.
+                fixed["model_dir"] = f"{contract.CONTAINER_BASE_DIR}/model"
             if props.security.network_isolation:
                 # An isolated container cannot download its code: it arrives as the "code"
                 # channel and the toolkit extracts it from there (what the SageMaker Python SDK
@@ -444,15 +502,27 @@ class TrainingStateMachine(Construct):
             # PyTorch.LAUNCH_TORCH_DISTRIBUTED_ENV_NAME; sagemaker_training/torch_distributed.py).
             # Without it N instances run N independent copies, billed N times. A single instance
             # keeps the plain launcher (the SDK accepts torch_distributed on GPU and Trainium only).
-            distributed = {"sagemaker_torch_distributed_enabled": "true"}
-            images = {"cpu": props.images.pytorch_cpu, "gpu": props.images.pytorch_gpu}
+            # Other frameworks run one copy per instance, as their estimators do without a
+            # distribution.
+            distributed = ({"sagemaker_torch_distributed_enabled": "true"}
+                           if framework == "pytorch" else {})
+            built = deployed.framework_images or FrameworkImages(
+                training_cpu=props.images.pytorch_cpu, training_gpu=props.images.pytorch_gpu,
+                inference=props.images.pytorch_inference_cpu)
+            if built.training_gpu is None or built.training_gpu == built.training_cpu:
+                # One image for every instance type (scikit-learn: CPU only; XGBoost: one image).
+                assert built.training_cpu is not None
+                images = {"default": built.training_cpu}
+            elif built.training_cpu is None:
+                images = {"gpu": built.training_gpu}
+            else:
+                images = {"cpu": built.training_cpu, "gpu": built.training_gpu}
             # The model serves on the framework's inference image of the same build, which
             # imports code/<entry point> from the model archive: what the SageMaker Python SDK's
             # PyTorchModel sets for code repacked into the model (Model._script_mode_env_vars:
             # SAGEMAKER_PROGRAM, SAGEMAKER_SUBMIT_DIRECTORY /opt/ml/model/code, log level, region).
             # The CPU image for both variants: the handler serves on the CPU on any instance.
-            inference_images = {"cpu": props.images.pytorch_inference_cpu,
-                                "gpu": props.images.pytorch_inference_cpu}
+            inference_images = {variant: built.inference for variant in images}
             inference_environment = {
                 "SAGEMAKER_PROGRAM": program.serving.entry_point,
                 "SAGEMAKER_SUBMIT_DIRECTORY": contract.MODEL_CODE_DIR,

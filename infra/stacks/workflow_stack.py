@@ -15,19 +15,23 @@ from infra.constructs.source_bundle import SourceBundle
 from infra.constructs.training_image import TrainingImage
 from infra.constructs.training_job_task import JobSecurity
 from infra.constructs.training_state_machine import (
+    GPU_INSTANCE_FAMILIES,
     DeployedProgram,
     TrainingStateMachine,
     TrainingStateMachineProps,
 )
 from infra.images import (
+    FrameworkImages,
+    ImageVersionError,
     NoBuiltinImage,
     TrainingImages,
     builtin_algorithms_in,
     builtin_image,
+    framework_images,
     training_images,
 )
 from infra.log_retention import retention_for_days
-from infra.settings import Settings, SettingsError
+from infra.settings import FRAMEWORK_SETTINGS, Settings, SettingsError
 from infra.stacks.storage_stack import StorageStack
 from smtrain.core import builtin_algorithms, contract
 from smtrain.core.budget import budget_text
@@ -38,6 +42,61 @@ from smtrain.core.programs import discover as discover_programs
 from smtrain.core.vendored_requirements import WheelTarget, python_version_of
 
 TRAINING_CODE_DIR = Path(__file__).resolve().parents[2] / "training_code"
+
+
+def script_images(settings: Settings, program: Program) -> FrameworkImages:
+    """A script program's framework images in the stack's region: the build its manifest names
+    (``[script] framework_version``, ``py_version``, ``base_framework_version``), each part it
+    leaves out from the framework's settings. A build AWS has no image for fails synth with one
+    line naming the manifest's field (or the setting) and the versions that exist; so does a
+    GPU-only framework (Hugging Face) where no GPU instance type may run it."""
+    framework = program.framework or "pytorch"
+    version, py_version, base = settings.framework_build(framework)
+    given = {"framework_version": program.framework_version, "py_version": program.py_version,
+             "base_framework_version": program.base_framework_version}
+    version = given["framework_version"] or version
+    py_version = given["py_version"] or py_version
+    base = given["base_framework_version"] or base
+    try:
+        images = framework_images(region=settings.region, framework=framework, version=version,
+                                  py_version=py_version, base_framework_version=base)
+    except ImageVersionError as error:
+        where = where_of(program)
+        if error.field == "region":
+            raise SettingsError(f"region {settings.region}: {framework} ({where}) has no SageMaker "
+                                f"image there: {error.message}") from None
+        if given.get(error.field) is not None:
+            raise ProgramError(f"{where}: 'script.{error.field}': {framework} "
+                               f"{given[error.field]} has no SageMaker image: {error.message}"
+                               ) from None
+        names = dict(zip(("framework_version", "py_version", "base_framework_version"),
+                         FRAMEWORK_SETTINGS[framework], strict=True))
+        raise SettingsError(f"setting '{names[error.field]}' ({framework}, for {where}) has no "
+                            f"SageMaker image: {error.message}") from None
+    gpu_types = [t for t in settings.allowed_instance_types if t.startswith(GPU_INSTANCE_FAMILIES)]
+    if framework == "sklearn" and (len(gpu_types) == len(settings.allowed_instance_types) or
+                                   program.instance_type in gpu_types):
+        # The SDK's SKLearn refuses GPU instance types (sklearn/estimator.py), as the state
+        # machine does for this program.
+        raise (ProgramError(f"{where_of(program)}: 'instance_type': {program.instance_type} has a "
+                            "GPU, and sklearn trains on CPU instances only")
+               if program.instance_type in gpu_types else
+               SettingsError(f"setting 'allowedInstanceTypes' has no CPU instance type, and "
+                             f"program {program.name} ({where_of(program)}) runs on sklearn, "
+                             "which trains on CPU instances only"))
+    if images.training_cpu is None:
+        if not gpu_types:
+            raise SettingsError(f"setting 'allowedInstanceTypes' has no GPU instance type, and "
+                                f"program {program.name} ({where_of(program)}) runs on "
+                                f"{framework}, whose training images are GPU builds only")
+        if program.instance_type is not None and program.instance_type not in gpu_types:
+            raise ProgramError(f"{where_of(program)}: 'instance_type': {program.instance_type} has "
+                               f"no GPU, and {framework}'s training images are GPU builds only")
+    return images
+
+
+def where_of(program: Program) -> str:
+    return f"{program.directory}/{MANIFEST}"
 
 
 class WorkflowStack(Stack):
@@ -89,8 +148,9 @@ class WorkflowStack(Stack):
                 source_objects.append(source.asset.bucket.arn_for_objects(source.asset.s3_object_key))
                 source_keys.append(source.object_key)
                 source_bucket_arn = source.asset.bucket.bucket_arn
-                deployed.append(DeployedProgram(program=program, source_uri=source.s3_uri,
-                                                source_file_name=source.object_key))
+                deployed.append(DeployedProgram(
+                    program=program, source_uri=source.s3_uri, source_file_name=source.object_key,
+                    framework_images=script_images(settings, program)))
                 CfnOutput(self, f"{contract.OUTPUT_PROGRAM_SOURCE}{construct_id}",
                           value=source.s3_uri)
             elif program.kind == "byoc":

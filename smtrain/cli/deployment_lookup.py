@@ -31,6 +31,18 @@ def project_config(cdk_json: Path = ROOT / "cdk.json") -> ProjectConfig:
     return ProjectConfig(stack_name=contract.workflow_stack_name(prefix))
 
 
+def framework_defaults(cdk_json: Path = ROOT / "cdk.json") -> dict[str, str]:
+    """The framework settings of the project's cdk.json (``pytorchVersion`` ...), for showing
+    which build a program without its own ``framework_version`` gets; empty where unreadable."""
+    try:
+        training = json.loads(cdk_json.read_text()).get("context", {}).get(contract.CONTEXT_KEY, {})
+    except (OSError, ValueError):
+        return {}
+    names = {name for names in contract.FRAMEWORK_SETTINGS.values() for name in names if name}
+    return {name: str(training[name]) for name in sorted(names)
+            if isinstance(training, Mapping) and isinstance(training.get(name), str)}
+
+
 @dataclass(frozen=True)
 class BudgetLimits:
     """The deployment's ``maxJobHours`` and the defaults a run's hours are computed with."""

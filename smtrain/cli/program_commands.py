@@ -45,7 +45,41 @@ def program_data(program: programs.Program) -> dict[str, Any]:
                                                      if h.description else {})}
                             for name, h in program.hyperparameters.items()},
         "tuning": program.tuning.as_input() if program.tuning else None,
+        "framework": framework_data(program),
     }
+
+
+def framework_data(program: programs.Program,
+                   defaults: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """A script program's framework build: what its manifest names, each part it leaves out
+    from the framework's setting in cdk.json (``from`` names where each came from)."""
+    if program.framework is None:
+        return None
+    if defaults is None:
+        from smtrain.cli.deployment_lookup import framework_defaults
+
+        defaults = framework_defaults()
+    data: dict[str, Any] = {"name": program.framework}
+    sources: dict[str, str] = {}
+    settings = contract.FRAMEWORK_SETTINGS[program.framework]
+    for key, given, setting in (("version", program.framework_version, settings[0]),
+                                ("pyVersion", program.py_version, settings[1]),
+                                ("baseFrameworkVersion", program.base_framework_version,
+                                 settings[2])):
+        if given is not None:
+            data[key], sources[key] = given, "program.toml"
+        elif setting is not None and setting in defaults:
+            data[key], sources[key] = defaults[setting], f"cdk.json {setting}"
+    data["from"] = sources
+    return data
+
+
+def _framework_text(data: Mapping[str, Any]) -> str:
+    parts = [data["name"], data.get("version", "(version from cdk.json)")]
+    extras = [data[key] for key in ("pyVersion", "baseFrameworkVersion") if key in data]
+    text = " ".join(parts) + (f" ({', '.join(extras)})" if extras else "")
+    where = sorted({source.split()[0] for source in data["from"].values()}, reverse=True)
+    return text + (f" from {' and '.join(where)}" if where else "")
 
 
 def list_programs(args: argparse.Namespace) -> int:
@@ -89,6 +123,9 @@ def describe(program: programs.Program) -> str:
     lines = [f"{program.name} ({program.kind}{': ' + where if where else ''})"]
     if program.description:
         lines.append(f"  {program.description}")
+    framework = framework_data(program)
+    if framework is not None:
+        lines.append(f"  framework: {_framework_text(framework)}")
     lines.append("  channels:")
     width = max(len(c.name) for c in program.channels)
     lines += [f"    {c.name:<{width}}  {c.content_type}  {'required' if c.required else 'optional'}"

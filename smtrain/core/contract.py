@@ -43,6 +43,23 @@ INTEGER_FIELDS: Final[tuple[str, ...]] = (INSTANCE_COUNT, VOLUME_SIZE, MAX_RUNTI
 #: Program kinds: a script on an AWS framework image, an image of the project's, a SageMaker
 #: built-in algorithm.
 KINDS: Final[tuple[str, ...]] = ("script", "byoc", "builtin")
+#: The AWS framework images a script program runs on (the SageMaker Python SDK's estimators
+#: ``PyTorch``, ``TensorFlow``, ``SKLearn``, ``XGBoost``, ``HuggingFace``; their names in its
+#: ``image_uris.retrieve``).
+FRAMEWORKS: Final[tuple[str, ...]] = ("pytorch", "tensorflow", "sklearn", "xgboost", "huggingface")
+#: Frameworks whose script jobs the offline engine runs (through the generic sagemaker-training
+#: toolkit, as those images do); the others' toolkit environments are not built offline.
+OFFLINE_FRAMEWORKS: Final[tuple[str, ...]] = ("pytorch", "sklearn", "xgboost")
+#: Per framework, the ``training`` settings (cdk.json) that give its default build: version,
+#: Python version and (Hugging Face) base framework; None where the image takes none. XGBoost
+#: script mode runs on the built-in algorithm's image, so it shares ``xgboostVersion``.
+FRAMEWORK_SETTINGS: Final[dict[str, tuple[str, str | None, str | None]]] = {
+    "pytorch": ("pytorchVersion", "pytorchPyVersion", None),
+    "tensorflow": ("tensorflowVersion", "tensorflowPyVersion", None),
+    "sklearn": ("sklearnVersion", None, None),
+    "xgboost": ("xgboostVersion", None, None),
+    "huggingface": ("huggingfaceVersion", "huggingfacePyVersion", "huggingfaceBaseVersion"),
+}
 
 # --- The ``tuning`` object ------------------------------------------------------------------
 

@@ -78,7 +78,14 @@ MANIFEST_SCHEMA: dict[str, Any] = {
             "type": "object", "additionalProperties": False, "required": ["entry_point"],
             "properties": {
                 "entry_point": {"type": "string", "pattern": r"^[A-Za-z0-9_.-]+\.py$"},
-                "framework": {"enum": ["pytorch"]},
+                "framework": {"enum": list(contract.FRAMEWORKS)},
+                # The image's version, as the SDK's image_uris names it (2.5, 2.19, 1.2-1, 4.48);
+                # default: the framework's setting in cdk.json. Checked against the SDK at synth.
+                "framework_version": {"type": "string", "pattern": r"^[0-9][0-9A-Za-z.\-]*$"},
+                "py_version": {"type": "string", "pattern": r"^py[0-9]{1,3}$"},
+                # Hugging Face only: the PyTorch or TensorFlow build under transformers.
+                "base_framework_version": {"type": "string",
+                                           "pattern": r"^(pytorch|tensorflow)[0-9][0-9.]*$"},
                 "shared": {"type": "array", "items": {"type": "string",
                                                       "pattern": "^[a-z][a-z0-9_]*$"}},
             },
@@ -298,6 +305,12 @@ class Program:
     #: version; None: the default (the ``xgboostVersion`` setting for XGBoost, else ``"1"``).
     algorithm: str | None = None
     algorithm_version: str | None = None
+    #: A script program's framework (one of ``contract.FRAMEWORKS``; default ``pytorch``), and
+    #: the image versions its manifest names (None: the framework's setting in cdk.json).
+    framework: str | None = None
+    framework_version: str | None = None
+    py_version: str | None = None
+    base_framework_version: str | None = None
     channels: tuple[Channel, ...] = ()
     metric_names: tuple[str, ...] = ()
     metric_definitions: tuple[Mapping[str, str], ...] = ()
@@ -463,6 +476,10 @@ def load(directory: Path, *, staged: bool = False) -> Program:
         entry_point=serving_data.get("entry_point", Serving.entry_point))
 
     script, byoc, builtin = data.get("script", {}), data.get("byoc", {}), data.get("builtin", {})
+    if "base_framework_version" in script and script.get("framework") != "huggingface":
+        raise fail("script.base_framework_version",
+                   "only a huggingface program names a base framework (its PyTorch or "
+                   "TensorFlow build)")
     program = Program(
         name=name, kind=kind, directory=directory, description=data.get("description", ""),
         instance_type=data.get("instance_type"),
@@ -471,6 +488,10 @@ def load(directory: Path, *, staged: bool = False) -> Program:
         dockerfile=byoc.get("dockerfile", "Dockerfile"),
         build_context=byoc.get("context", "."),
         algorithm=builtin.get("algorithm"), algorithm_version=builtin.get("version"),
+        framework=script.get("framework", "pytorch") if kind == "script" else None,
+        framework_version=script.get("framework_version"),
+        py_version=script.get("py_version"),
+        base_framework_version=script.get("base_framework_version"),
         channels=channels, metric_names=metric_names, metric_definitions=definitions,
         hyperparameters=hyperparameters, tuning=tuning, registration=registration,
         serving=serving,

@@ -86,15 +86,56 @@ class Images:
 
     byoc: Mapping[str, ByocProgram]
 
-    def kind(self, image: str) -> str:
+    def kind(self, image: str, hyperparameters: Mapping[str, str] | None = None) -> str:
+        """``script``, ``byoc`` or ``builtin``. The XGBoost image is both the built-in algorithm
+        and a script-mode framework: it runs a script when the request names one
+        (``sagemaker_program``: sagemaker-xgboost-container, training.py)."""
         if image in self.byoc:
             return "byoc"
-        if "/pytorch-training:" in image:
+        if script_framework(image) is not None:
             return "script"
+        if "/sagemaker-xgboost:" in image:
+            return "script" if "sagemaker_program" in (hyperparameters or {}) else "builtin"
         if builtin_algorithms.algorithm_of_image(image) is not None:
             # XGBoost runs here (its stand-in); any other built-in fails when it starts.
             return "builtin"
         raise SageMakerError("ValidationException", f"no local runner for image {image}")
+
+
+#: The repository name of each framework's training image (the SDK's image_uri_config), as the
+#: AWS framework images are named; XGBoost's is the built-in algorithm's (see Images.kind).
+FRAMEWORK_REPOSITORIES: Mapping[str, str] = {
+    "/pytorch-training:": "pytorch",
+    "/tensorflow-training:": "tensorflow",
+    "/sagemaker-scikit-learn:": "sklearn",
+    "/huggingface-pytorch-training:": "huggingface",
+    "/huggingface-tensorflow-training:": "huggingface",
+}
+
+
+def script_framework(image: str, hyperparameters: Mapping[str, str] | None = None) -> str | None:
+    """The script-mode framework whose image ``image`` is, or None."""
+    for repository, framework in FRAMEWORK_REPOSITORIES.items():
+        if repository in image:
+            return framework
+    if "/sagemaker-xgboost:" in image and "sagemaker_program" in (hyperparameters or {}):
+        return "xgboost"
+    return None
+
+
+def _check_offline_framework(request: Request) -> None:
+    """Refuse a script job whose framework the engine cannot run faithfully: its image's own
+    toolkit (sagemaker-tensorflow-training, the Hugging Face image's transformers stack) has no
+    environment here, and running it in the generic one would prove nothing."""
+    framework = script_framework(request["AlgorithmSpecification"]["TrainingImage"],
+                                 request.get("HyperParameters", {}))
+    if framework is not None and framework not in contract.OFFLINE_FRAMEWORKS:
+        raise SageMakerError(
+            "ClientError",
+            f"a {framework} script-mode job does not run offline yet: its image's toolkit "
+            f"environment ({framework} and its SageMaker training toolkit) is not built here, and "
+            f"the generic one would be the wrong environment; offline runs take "
+            f"{', '.join(contract.OFFLINE_FRAMEWORKS)} script programs (run it on AWS)")
 
 
 @dataclass
@@ -218,7 +259,8 @@ class LocalBackend:
             if not isinstance(value, str):
                 raise SageMakerError("ValidationException",
                                      f"Hyperparameter '{key}' must be a string, got {value!r}")
-        kind = self.images.kind(request["AlgorithmSpecification"]["TrainingImage"])
+        kind = self.images.kind(request["AlgorithmSpecification"]["TrainingImage"],
+                                request.get("HyperParameters", {}))
         with self._lock:
             if name in self._jobs:
                 raise SageMakerError("ResourceInUse", f"Training job names must be unique within an "
@@ -262,6 +304,8 @@ class LocalBackend:
         are downloaded or any of its code runs."""
         job_dir = self.work_dir / "jobs" / job.name
         try:
+            if job.kind == "script":
+                _check_offline_framework(job.request)
             algorithm = (builtin_algorithms.algorithm_of_image(
                 job.request["AlgorithmSpecification"]["TrainingImage"])
                 if job.kind == "builtin" else None)

@@ -14,6 +14,7 @@ import datetime
 import math
 import threading
 import uuid
+from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -38,7 +39,7 @@ class TrialJob(Protocol):
 
 
 class TrialImages(Protocol):
-    def kind(self, image: str) -> str: ...
+    def kind(self, image: str, hyperparameters: Mapping[str, str] | None = None) -> str: ...
 
 
 TrialJobT = TypeVar("TrialJobT", bound=TrialJob)
@@ -113,7 +114,9 @@ class TuningRun(Generic[TrialJobT]):
             raise invalid("MaxNumberOfTrainingJobs is required")
         algorithm = self.request["TrainingJobDefinition"]["AlgorithmSpecification"]
         names = {d["Name"] for d in algorithm.get("MetricDefinitions", [])}
-        kind = self.backend.images.kind(algorithm["TrainingImage"])
+        kind = self.backend.images.kind(
+            algorithm["TrainingImage"],
+            self.request["TrainingJobDefinition"].get("StaticHyperParameters", {}))
         if kind != "builtin" and self.metric not in names:
             raise invalid(f"The objective metric {self.metric!r} is not among the metric "
                           f"definitions {sorted(names)}")

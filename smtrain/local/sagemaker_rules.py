@@ -44,9 +44,14 @@ def _is_builtin(image: str) -> bool:
     return repository in BUILTIN_ALGORITHM_REPOSITORIES
 
 
-def _algorithm_rules(algorithm: dict[str, Any]) -> Iterator[str]:
+def _algorithm_rules(algorithm: dict[str, Any], hyperparameters: dict[str, Any]) -> Iterator[str]:
     image = algorithm.get("TrainingImage", "")
-    if image and _is_builtin(image) and algorithm.get("MetricDefinitions"):
+    # The XGBoost image runs a script instead of the algorithm when sagemaker_program names one
+    # (the SDK's XGBoost framework estimator; sagemaker-xgboost-container, training.py): then it
+    # is a custom algorithm, whose metrics the job's definitions read from its log. (Not
+    # confirmed against AWS: whether SageMaker tells the two modes apart here.)
+    script_mode = "sagemaker_program" in hyperparameters
+    if image and _is_builtin(image) and not script_mode and algorithm.get("MetricDefinitions"):
         yield ("MetricDefinitions are not allowed for built-in algorithm image "
                f"{image}: it publishes its own metrics")
 
@@ -87,7 +92,8 @@ def _volume_key_rules(resources: dict[str, Any]) -> Iterator[str]:
 
 
 def training_job_rules(request: dict[str, Any]) -> Iterator[str]:
-    yield from _algorithm_rules(request.get("AlgorithmSpecification", {}))
+    yield from _algorithm_rules(request.get("AlgorithmSpecification", {}),
+                                request.get("HyperParameters", {}))
     yield from _volume_key_rules(request.get("ResourceConfig", {}))
     yield from _spot_rules(bool(request.get("EnableManagedSpotTraining")),
                            request.get("StoppingCondition", {}))
@@ -182,7 +188,8 @@ def tuning_job_rules(request: dict[str, Any]) -> Iterator[str]:
     if limits.get("MaxParallelTrainingJobs", 0) > limits.get("MaxNumberOfTrainingJobs", math.inf):
         yield "MaxParallelTrainingJobs must not exceed MaxNumberOfTrainingJobs"
 
-    yield from _algorithm_rules(definition.get("AlgorithmSpecification", {}))
+    yield from _algorithm_rules(definition.get("AlgorithmSpecification", {}),
+                                definition.get("StaticHyperParameters", {}))
     yield from _volume_key_rules(definition.get("ResourceConfig", {}))
     yield from _spot_rules(bool(definition.get("EnableManagedSpotTraining")),
                            definition.get("StoppingCondition", {}))
