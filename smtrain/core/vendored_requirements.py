@@ -26,16 +26,16 @@ Standard library only (pip runs as a subprocess of this interpreter).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from smtrain.core.file_lock import locked
 
 #: The folder of the bundle that holds the wheels, and the program's own requirements in it.
 WHEELS_DIR = "wheels"
@@ -100,17 +100,6 @@ def _key(requirements_text: str, target: WheelTarget) -> str:
     return hashlib.sha256(identity.encode()).hexdigest()[:20]
 
 
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 def download_wheels(requirements: Path, *, program: str, target: WheelTarget) -> list[Path]:
     """The wheels of ``requirements`` and their dependencies for ``target``, sorted by name:
     from the cache, else downloaded by pip into it. Raises :class:`VendoringError` naming the
@@ -120,7 +109,7 @@ def download_wheels(requirements: Path, *, program: str, target: WheelTarget) ->
     entry = cache_dir / _key(text, target)
     complete = entry / _COMPLETE
     if not complete.is_file():
-        with _locked(cache_dir / f"{entry.name}.lock"):
+        with locked(cache_dir / f"{entry.name}.lock"):
             if not complete.is_file():
                 _download(requirements, entry, program=program, target=target)
     return [entry / name for name in complete.read_text().split()]

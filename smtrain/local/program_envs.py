@@ -19,8 +19,6 @@ left by a killed build, is rebuilt).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import os
 import platform
@@ -29,10 +27,10 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from smtrain.core import contract
+from smtrain.core.file_lock import locked
 from smtrain.core.vendored_requirements import ORIGINAL_REQUIREMENTS, WHEELS_DIR
 
 #: Overrides where the program environments are cached (not in :mod:`smtrain.core.contract`).
@@ -117,17 +115,6 @@ def _env_site_packages(env_dir: Path) -> Path:
     return env_dir / "lib" / version / "site-packages"
 
 
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 def _tail(output: str, lines: int = _PIP_TAIL_LINES) -> str:
     kept = [line for line in output.splitlines() if line.strip()]
     return "\n".join(kept[-lines:])
@@ -206,7 +193,7 @@ def environment_for(requirements: Path | None, cache_dir: Path) -> Path:
     python = _env_python(env_dir)
     if (env_dir / COMPLETE_MARKER).is_file():
         return python
-    with _locked(cache_dir / f"{env_dir.name}.lock"):
+    with locked(cache_dir / f"{env_dir.name}.lock"):
         if (env_dir / COMPLETE_MARKER).is_file():  # built by another job meanwhile
             return python
         if env_dir.exists():  # a build that was killed half-way
