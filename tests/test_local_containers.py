@@ -233,3 +233,15 @@ def test_an_unreadable_dockerfile_fails_the_job_naming_it(backend: LocalBackend,
     assert job.status == "Failed"
     assert job.failure_reason == (f"AlgorithmError: the image's Dockerfile: {context / 'broken' / 'Dockerfile'} "
                                   "has no FROM instruction")
+
+
+def test_what_is_not_reproduced_is_said_once_on_the_console_and_in_every_log(backend: LocalBackend) -> None:
+    """A tuning run's trials share one image: its warning is one console line, not one a trial."""
+    shown: list[str] = []
+    backend.on_log = lambda job, line: shown.append(line)
+    jobs = [run(backend, request(f"said-once-{n}", "dockerfile_env")) for n in range(2)]
+    warnings = [line for line in shown if "not reproduced here (no Docker)" in line]
+    assert len(warnings) == 1, shown
+    for job in jobs:
+        assert job.status == "Completed", job.failure_reason
+        assert job.log_path is not None and warnings[0] in job.log_path.read_text()

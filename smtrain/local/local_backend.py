@@ -240,6 +240,8 @@ class LocalBackend:
         self._tuning: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._recipes: dict[Path, ImageRecipe] = {}
+        #: The Dockerfiles whose "not reproduced here" line the console has shown.
+        self._warned_images: set[Path] = set()
 
     # -- training jobs --------------------------------------------------------------------
     def create_training_job(self, request: Request) -> Description:
@@ -517,7 +519,11 @@ class LocalBackend:
                     warning = recipe.warning()
                     if warning:
                         log.write(f"{NOTE_PREFIX}{warning}\n")
-                        self._emit(job, f"{NOTE_PREFIX}{warning}")
+                        with self._lock:  # on the console once per image, in every job's log
+                            first = recipe.dockerfile not in self._warned_images
+                            self._warned_images.add(recipe.dockerfile)
+                        if first:
+                            self._emit(job, f"{NOTE_PREFIX}{warning}")
             if start_note:
                 log.write(f"{NOTE_PREFIX}{start_note}\n")
                 self._emit(job, f"{NOTE_PREFIX}{start_note}")
