@@ -84,9 +84,10 @@ RUN ["pip3", "install", "six==1.17.0"]
 """, files={"base.txt": "# base\nnumpy==2.4.6\n", "reqs/extra.txt": "scipy==1.17.1  # pinned\n"},
         python=(3, 10))
     assert recipe.base_image == "python:3.10-slim"
-    assert recipe.requirements == ("numpy==2.4.6", "scipy==1.17.1", "pandas>=2", "six==1.17.0")
-    assert recipe.not_run == ()
-    assert recipe.warning() is None
+    assert recipe.requirements == ("numpy==2.4.6", "scipy==1.17.1", "six==1.17.0")
+    # An install naming an index (even PyPI's) is left out and said, never guessed.
+    assert recipe.not_run == ("line 6: pip install pandas>=2 from another index or place (-i): "
+                              "not installed here",)
 
 
 def test_what_the_context_does_not_give_is_named(tmp_path: Path) -> None:
@@ -118,3 +119,41 @@ def test_a_dockerfile_without_from_is_refused(tmp_path: Path) -> None:
 def test_a_missing_dockerfile_is_refused_naming_it(tmp_path: Path) -> None:
     with pytest.raises(ImageRecipeError, match=f"cannot read {tmp_path / 'Dockerfile'}"):
         read_recipe(tmp_path / "Dockerfile", tmp_path)
+
+
+def test_an_install_from_another_index_is_left_out_and_named(tmp_path: Path) -> None:
+    """Installing those names from the default index could install someone else's package of
+    that name (dependency confusion)."""
+    recipe = recipe_of(tmp_path, """\
+FROM python:3.12
+RUN pip install --index-url https://corp.example/simple corp-internal-lib \\
+ && pip install --extra-index-url=https://download.pytorch.org/whl/cpu torch==2.5.1 \\
+ && pip install numpy==2.4.6
+""")
+    assert recipe.requirements == ("numpy==2.4.6",)
+    assert recipe.not_run == (
+        "line 2: pip install corp-internal-lib from another index or place (--index-url): not installed here",
+        "line 2: pip install torch==2.5.1 from another index or place (--extra-index-url): not installed here")
+
+
+def test_buildkit_run_flags_and_hashed_requirement_files(tmp_path: Path) -> None:
+    recipe = recipe_of(tmp_path, """\
+FROM python:3.12
+COPY ./.reqs.txt /app/
+RUN --mount=type=cache,target=/root/.cache/pip --network=default pip install -r /app/.reqs.txt
+""", files={".reqs.txt": "numpy==2.4.6 \\\n    --hash=sha256:abc  # pinned\nscipy>=1.13\n-r more.txt\n"})
+    assert recipe.requirements == ("numpy==2.4.6", "scipy>=1.13")
+    assert recipe.not_run == ("line 3: pip install -r /app/.reqs.txt: its -r (another file, index or "
+                              "place; not reproduced here)",)
+
+
+def test_nothing_outside_the_build_context_is_read(tmp_path: Path) -> None:
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "reqs.txt").write_text("secretpkg==9\n")
+    context = tmp_path / "context"
+    (context / "sub").mkdir(parents=True)
+    (context / "Dockerfile").write_text("FROM python:3.12\nCOPY sub/../../outside/ /app/\n"
+                                        "RUN pip install -r /app/reqs.txt\n")
+    recipe = read_recipe(context / "Dockerfile", context, python_version=(3, 12))
+    assert recipe.requirements == ()
+    assert recipe.not_run[0].startswith("line 3: pip install -r /app/reqs.txt (/app/reqs.txt is not copied")

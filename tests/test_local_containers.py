@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -245,3 +246,11 @@ def test_what_is_not_reproduced_is_said_once_on_the_console_and_in_every_log(bac
     for job in jobs:
         assert job.status == "Completed", job.failure_reason
         assert job.log_path is not None and warnings[0] in job.log_path.read_text()
+
+
+def test_an_unbalanced_quote_in_the_shebang_is_read_as_words(tmp_path: Path) -> None:
+    train = tmp_path / "train"
+    train.write_text("#!/bin/sh -c 'echo\necho hi\n")
+    train.chmod(0o755)
+    command = command_for(train, Path(sys.executable))
+    assert command.argv[:2] == ["/bin/sh", "-c"]

@@ -216,6 +216,11 @@ def test_options_are_read_from_the_modules_the_script_imports(tmp_path: Path) ->
     'argparse.ArgumentParser().add_argument("--epochs")\n',
     'import argparse, json\nhps = json.load(open("/opt/ml/input/config/hyperparameters.json"))\n'
     'argparse.ArgumentParser().add_argument("--epochs")\n',
+    # The toolkit's SM_HP_<NAME> variables, or its whole SM_TRAINING_ENV.
+    'import argparse, os\nlr = os.environ["SM_HP_LEARNING-RATE"]\n'
+    'argparse.ArgumentParser().add_argument("--epochs")\n',
+    'import argparse, json, os\nenv = json.loads(os.environ["SM_TRAINING_ENV"])\n'
+    'argparse.ArgumentParser().add_argument("--epochs")\n',
     # Option names the text does not spell out.
     'import argparse\nNAMES = ["--learning_rate"]\nargparse.ArgumentParser().add_argument(*NAMES)\n',
     # Not Python this interpreter parses: nothing to judge.

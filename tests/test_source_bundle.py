@@ -143,15 +143,17 @@ def test_a_vendored_bundle_holds_the_wheels_and_is_byte_identical_across_synths(
 
 
 def test_a_requirement_without_a_binary_wheel_fails_synth_naming_it(
-        tmp_path: Path, settings: Settings) -> None:
+        tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """Only an sdist of the package: synth fails with one line naming program, file, package
     (pip is pointed at a local folder holding just the sdist, so no index is asked)."""
     program = tmp_path / "sdist_only"
     (program / "dists").mkdir(parents=True)
     (program / "dists" / "onlysdist-1.0.tar.gz").write_bytes(b"not a wheel")
     (program / "train.py").write_text("print('hi')\n")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(program / "dists"))
     requirements = program / "requirements.txt"
-    requirements.write_text("--no-index\n--find-links ./dists\nonlysdist==1.0\n")
+    requirements.write_text("onlysdist==1.0\n")
     with pytest.raises(VendoringError) as error:
         _bundle(tmp_path, program, settings, program="sdist-only", cache_dir=tmp_path / "wheels")
     message = str(error.value)
@@ -159,6 +161,22 @@ def test_a_requirement_without_a_binary_wheel_fails_synth_naming_it(
     assert message.startswith(f"script program sdist-only: {requirements}: onlysdist==1.0 has no "
                               "binary wheel for the framework image (CPython 3.11, manylinux x86_64")
     assert not list((tmp_path / "wheels").glob("*/.complete")), "a failure caches nothing"
+
+
+@pytest.mark.parametrize("line", ["-r base.txt", "--constraint=pins.txt", "--find-links ./dists",
+                                  "-e ./mylib", "./wheels/mine.whl"])
+def test_a_requirements_file_naming_another_file_or_place_is_refused(tmp_path: Path, line: str) -> None:
+    """pip resolves them against the vendored copy's folder (wheels/), not the program's: the job
+    would fail on SageMaker after a synth that passed."""
+    (tmp_path / "requirements.txt").write_text(f"numpy==2.4.6\n{line}\n")
+    with pytest.raises(VendoringError) as error:
+        vendored_files(tmp_path / "requirements.txt", program="p",
+                       target=WheelTarget("3.11", tmp_path / "wheels"))
+    assert str(error.value) == (
+        f"script program p: {tmp_path / 'requirements.txt'} line 2: {line!r} names another file "
+        "or a local place, which a vendored bundle cannot carry: list the packages themselves in "
+        "requirements.txt")
+    assert not (tmp_path / "wheels").exists()
 
 
 def test_a_requirements_file_of_comments_only_vendors_nothing(tmp_path: Path) -> None:

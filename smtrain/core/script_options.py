@@ -36,7 +36,7 @@ from typing import Final
 
 #: Text whose presence in a scanned module means the script reads its hyperparameters (also)
 #: from the toolkit's environment variable or SageMaker's file: the check is skipped.
-OTHER_SOURCES: Final = ("SM_HPS", "hyperparameters.json")
+OTHER_SOURCES: Final = ("SM_HPS", "SM_HP_", "SM_TRAINING_ENV", "hyperparameters.json")
 #: How many of a script's options an error message lists.
 LISTED_OPTIONS: Final = 12
 

@@ -34,6 +34,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from smtrain.core.file_lock import locked
 
@@ -146,6 +147,12 @@ def _download(requirements: Path, entry: Path, *, program: str, target: WheelTar
     partial.replace(entry)
 
 
+#: requirements.txt options that name another file or a local place (pip's "Requirements File
+#: Format"), refused in a file that is vendored (an index is fine: it is used at synth only).
+NESTED_OPTIONS: Final = ("-r", "--requirement", "-c", "--constraint", "-e", "--editable", "-f",
+                         "--find-links")
+
+
 def rewritten_requirements(wheels: list[Path], target: WheelTarget) -> bytes:
     """The ``requirements.txt`` the toolkit sees: install the program's own file from ``wheels/``
     with no index."""
@@ -169,6 +176,16 @@ def vendored_files(requirements: Path, *, program: str,
     if not any(line.strip() and not line.lstrip().startswith("#")
                for line in requirements.read_text().splitlines()):
         return {}
+    for number, line in enumerate(requirements.read_text().splitlines(), start=1):
+        # The original is installed from wheels/: pip would resolve a nested file or a local path
+        # against that folder, not the program's (pip's requirements-file format), so the job
+        # would fail on SageMaker after a synth that passed.
+        stripped = line.split(" #", 1)[0].strip()
+        if stripped.startswith(NESTED_OPTIONS) or stripped.startswith((".", "/")):
+            raise VendoringError(
+                f"script program {program}: {requirements} line {number}: {stripped!r} names "
+                "another file or a local place, which a vendored bundle cannot carry: list the "
+                "packages themselves in requirements.txt")
     wheels = download_wheels(requirements, program=program, target=target)
     files: dict[str, Path | bytes] = {f"{WHEELS_DIR}/{wheel.name}": wheel for wheel in wheels}
     files[ORIGINAL_REQUIREMENTS] = requirements.read_bytes()

@@ -52,7 +52,10 @@ def command_for(entry_point: Path, python: Path) -> EntryCommand:
                             note=f"{entry_point.name} has no #! line; run with Python (a container "
                                  "would refuse to start it: exec format error)")
     line = head[2:].split(b"\n", 1)[0].decode(errors="replace").strip()
-    words = shlex.split(line)
+    try:
+        words = line.split() if line.count('"') % 2 or line.count("'") % 2 else shlex.split(line)
+    except ValueError:
+        words = line.split()
     if not words:
         raise EntryPointError(f"{entry_point.name}: its #! line names no interpreter")
     interpreter, arguments = words[0], words[1:]

@@ -52,6 +52,8 @@ _PIP_OPTIONS_WITH_VALUE = frozenset({
     "--keyring-provider", "--use-feature", "--use-deprecated", "--resume-retries",
     "--group",
 })
+#: pip install options that say where packages come from: another index, links or none.
+_INDEX_OPTIONS = frozenset({"-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--no-index"})
 _PIP = re.compile(r"^pip(\d+(\.\d+)?)?$")
 _PYTHON = re.compile(r"^python(\d+(\.\d+)?)?$")
 _PYTHON_IMAGE = re.compile(r"^(?:[\w.-]+(?::\d+)?/)?(?:library/)?python:(\d+)\.(\d+)")
@@ -139,6 +141,8 @@ def read_recipe(dockerfile: Path, context: Path, *, python_version: Sequence[int
             else:
                 copies.append(copy)
         elif instruction == "RUN":
+            # BuildKit's RUN flags (--mount=..., --network=..., --security=...) come first.
+            value = re.sub(r"^(\s*--(?:mount|network|security)=\S+)+\s*", "", value)
             for command in _commands(value):
                 installer = _system_install(command)
                 if installer:
@@ -181,6 +185,8 @@ class _Copy:
         destination = posixpath.normpath(self.destination)
         for source in self.sources:
             origin = context / source
+            if not origin.resolve().is_relative_to(context.resolve()):
+                continue  # outside the build context: docker build refuses it
             if origin.is_dir() or directory_destination:
                 if image_path == destination and not origin.is_dir():
                     continue
@@ -214,7 +220,7 @@ def _parse_copy(value: str, workdir: str) -> _Copy | None:
     absolute = posixpath.join(workdir, destination)
     if destination.endswith("/") and not absolute.endswith("/"):
         absolute += "/"
-    return _Copy(tuple(source.lstrip("./") or "." for source in sources),
+    return _Copy(tuple(source.removeprefix("./") or "." for source in sources),
                  absolute if destination not in {".", "./"} else workdir.rstrip("/") + "/",
                  from_stage)
 
@@ -296,6 +302,21 @@ def _pip_requirements(args: list[str], *, copies: list[_Copy], workdir: str, con
     """The requirement lines a ``pip install`` installs, and what of it cannot be reproduced."""
     found: list[str] = []
     missing: list[str] = []
+    other_index = next((arg for arg in args if arg.partition("=")[0] in _INDEX_OPTIONS
+                        or (arg[:2] in {"-i", "-f"} and arg[1:2] != "-")), None)
+    if other_index is not None:
+        # Installing these names from the default index instead could install someone else's
+        # package of that name (dependency confusion): left out, and said.
+        packages, skip = [], False
+        for arg in args:
+            if skip:
+                skip = False
+            elif arg.startswith("-"):
+                skip = arg in _PIP_OPTIONS_WITH_VALUE  # its value is the next word
+            else:
+                packages.append(arg)
+        return [], [f"pip install {' '.join(packages) or '...'} from another index or place "
+                    f"({other_index.partition('=')[0]}): not installed here"]
     index = 0
     while index < len(args):
         arg = args[index]
@@ -336,9 +357,27 @@ def _requirements_file(path: str, *, copies: list[_Copy], workdir: str, context:
     image_path = posixpath.normpath(posixpath.join(workdir, path))
     for copy in reversed(copies):
         origin = copy.context_path(image_path, context)
-        if origin is not None:
-            from smtrain.local.program_envs import package_lines
-
-            return package_lines(origin.read_text()), None
+        if origin is not None and origin.resolve().is_relative_to(context.resolve()):
+            lines, options = _file_requirements(origin.read_text())
+            problem = (f"pip install -r {path}: its {', '.join(options)} (another file, index or "
+                       "place; not reproduced here)") if options else None
+            return lines, problem
     return [], (f"pip install -r {path} ({image_path} is not copied into the image from the build "
                 "context before this line)")
+
+
+def _file_requirements(text: str) -> tuple[list[str], list[str]]:
+    """A requirements file's requirement lines as written (comments and ``--hash`` options left
+    out, ``\\`` continuations joined), and the options it names that are not requirements."""
+    requirements: list[str] = []
+    options: list[str] = []
+    for line in re.sub(r"\\\n", " ", text).splitlines():
+        line = re.sub(r"(^|\s)#.*$", "", line).strip()
+        line = re.sub(r"\s--hash[= ]\S+", "", line).strip()
+        if not line:
+            continue
+        if line.startswith("-"):
+            options.append(line.split()[0].split("=")[0])
+        else:
+            requirements.append(line)
+    return requirements, options

@@ -460,8 +460,13 @@ class LocalBackend:
                 entry = command_for(program.entry_point, python)
             except EntryPointError as error:
                 raise SageMakerError("AlgorithmError", str(error)) from None
+            # The program environment's python first on PATH: a shell entry point that runs
+            # `python3 ...` gets the packages the image's Dockerfile installs.
+            inherited = job.request.get("Environment", {}).get("PATH") or os.environ.get("PATH", os.defpath)
+            path = os.pathsep.join([str(python.parent), inherited])
             return (entry.argv,
-                    {"PYTHONPATH": str(program.context_dir), "PYTHONDONTWRITEBYTECODE": "1"},
+                    {"PYTHONPATH": str(program.context_dir), "PYTHONDONTWRITEBYTECODE": "1",
+                     "PATH": path},
                     entry.note)
         return [str(python), "-m", "smtrain.local.builtin_xgboost"], {"PYTHONPATH": str(ROOT)}, None
 

@@ -96,7 +96,10 @@ def _probe() -> OptMl:
     if not os.path.isdir("/opt"):
         return OptMl(prefix=None, reason="this machine has no /opt to mount /opt/ml under")
     failures = []
-    with tempfile.TemporaryDirectory(prefix="smtrain-opt-ml-probe-") as tree:
+    with tempfile.TemporaryDirectory(prefix="smtrain-opt-ml-probe-") as scratch:
+        # The tree one level down: the host-/opt stash made beside it stays in the scratch dir.
+        tree = str(Path(scratch) / "tree")
+        os.mkdir(tree)
         (Path(tree) / _PROBE_FILE).write_text(tree)
         host_had_opt_ml = os.path.lexists(CONTAINER_BASE_DIR)
         for variant in UNSHARE_VARIANTS:
