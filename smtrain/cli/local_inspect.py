@@ -18,7 +18,7 @@ from typing import Any
 
 from smtrain.cli.execution_request import check_execution_name
 from smtrain.cli.outcome import EXIT_ABORTED, EXIT_OK, ResourceNotFound, fail, say
-from smtrain.cli.watch import exit_code, failed_job_name, job_names, summary
+from smtrain.cli.watch import exit_code, failed_job, job_names, summary
 from smtrain.core.errors import InputError
 from smtrain.local import execution_records
 
@@ -148,9 +148,7 @@ def watch(args: argparse.Namespace) -> int:
     if record["status"] == "FAILED":
         from smtrain.cli.local_runs import print_log_tail
 
-        failed = failed_job_name(record.get("cause"))
-        training = job_names(events, kinds=("TrainingJobName",))
-        job = failed or (training[-1] if training else None)
+        job = failed_job(record.get("cause"), events)
         found = _job_logs(args.work_dir, job) if job else []
         if found:
             print_log_tail(found[-1])

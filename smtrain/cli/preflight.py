@@ -41,7 +41,7 @@ from typing import Any
 from smtrain.cli import retry_strategy_check
 from smtrain.cli.outcome import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, aws_session, run_handler, say
 from smtrain.core import contract
-from smtrain.core.assembly import AppStack, References, UnresolvedReference
+from smtrain.core.assembly import AppStack, References, UnresolvedReference, every_state
 from smtrain.core.assembly import load_app as load_assembly
 from smtrain.core.errors import InputError
 
@@ -152,17 +152,6 @@ def _state_machines(stack: AppStack) -> dict[str, dict[str, Any]]:
 
 
 # -- what a run calls ---------------------------------------------------------------------------
-def _states(definition: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every state, those inside Parallel branches and Map processors included."""
-    for name, state in definition.get("States", {}).items():
-        yield name, state
-        for branch in state.get("Branches", []):
-            yield from _states(branch)
-        for key in ("ItemProcessor", "Iterator"):
-            if key in state:
-                yield from _states(state[key])
-
-
 def _strings(value: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str]]:
     if isinstance(value, dict):
         for key, item in value.items():
@@ -176,7 +165,7 @@ def _strings(value: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str
 
 def _data(definition: Mapping[str, Any]) -> Iterator[tuple[tuple[str, ...], str]]:
     """The strings a run sends or carries: Pass results and state parameters (not Choice rules)."""
-    for name, state in _states(definition):
+    for name, state in every_state(definition):
         for key in ("Result", "Parameters", "Arguments"):
             if key in state:
                 yield from _strings(state[key], (name, key))
@@ -234,7 +223,7 @@ def derive_checks(definition: Mapping[str, Any], machine: Mapping[str, Any], der
         for action in _XRAY_ACTIONS:
             d.add(machine_role, Check(action, "*", "state machine tracing (X-Ray)"))
     samples: dict[str, str | None] = {"tuning": None, "training": None}
-    tasks = [(name, state) for name, state in _states(definition) if state.get("Type") == "Task"]
+    tasks = [(name, state) for name, state in every_state(definition) if state.get("Type") == "Task"]
     # Creates first, so that a describe of "the best training job" knows the tuning job's name.
     tasks.sort(key=lambda task: 0 if "create" in str(task[1].get("Resource", "")) else 1)
     for name, state in tasks:

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from smtrain.core import contract
+from smtrain.core.assembly import every_state
 
 SETTING = contract.SAGEMAKER_RETRY_SETTING
 #: What the probe sends: the count the stack sent before the setting existed (any of 1-30 would do).
@@ -38,21 +39,11 @@ _JOB_FIELDS = {"createTrainingJob": (), "createHyperParameterTuningJob": ("Train
 Answer = Mapping[str, Any]
 
 
-def _states(definition: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    for name, state in definition.get("States", {}).items():
-        yield name, state
-        for branch in state.get("Branches", []):
-            yield from _states(branch)
-        for key in ("ItemProcessor", "Iterator"):
-            if key in state:
-                yield from _states(state[key])
-
-
 def job_fields(definition: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Per SageMaker create task: the dict its job's request fields are written in (static
     ``Parameters`` only; fields that arrive through a ``.$`` path are not the validator's)."""
     found = {}
-    for name, state in _states(definition):
+    for name, state in every_state(definition):
         match = _SAGEMAKER_CREATE.fullmatch(str(state.get("Resource", "")))
         fields = state.get("Parameters")
         if match is None or not isinstance(fields, dict):

@@ -61,6 +61,13 @@ def failure_reason(cause: str | None) -> str | None:
     return described.get("FailureReason") if described is not None else None
 
 
+def failed_job(cause: str | None, events: list[dict[str, Any]]) -> str | None:
+    """The job whose log explains a failed run: the one its cause names, else its last
+    training job (a failure outside any job's description)."""
+    training = job_names(events, kinds=("TrainingJobName",))
+    return failed_job_name(cause) or (training[-1] if training else None)
+
+
 def failed_job_name(cause: str | None) -> str | None:
     """The training job named in a failure's cause (the job description SageMaker answered)."""
     described = _described(cause)
@@ -242,9 +249,7 @@ def follow(session: Any, arn: str, *, logs: bool, interval: float) -> int:
             for line in summary(description):
                 _say(line)
             if description["status"] == "FAILED":
-                job = failed_job_name(description.get("cause"))
-                training = job_names(events, kinds=("TrainingJobName",))
-                job = job or (training[-1] if training else None)
+                job = failed_job(description.get("cause"), events)
                 if job is not None:
                     print_failure_log(session.client("logs"), job, arn.split(":")[3])
             return exit_code(description["status"])

@@ -16,7 +16,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -289,3 +289,15 @@ class References:
         if resource_type == "AWS::ECR::Repository" and attribute == "RepositoryUri":
             return f"{a}.dkr.ecr.{r}.{self.pseudo(stack, 'AWS::URLSuffix')}/{name}"
         return f"{name}-{attribute.lower()}"
+
+
+def every_state(definition: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every state of an ASL definition with its name, those inside Parallel branches and Map
+    processors (``ItemProcessor``, or the older ``Iterator``) included."""
+    for name, state in definition.get("States", {}).items():
+        yield name, state
+        for branch in state.get("Branches", []):
+            yield from every_state(branch)
+        for key in ("ItemProcessor", "Iterator"):
+            if key in state:
+                yield from every_state(state[key])
