@@ -3,7 +3,6 @@ tells more than ten runs apart (against a local MLflow store these tests fill th
 
 from __future__ import annotations
 
-import logging
 import struct
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from smtrain.cli import EXIT_OK, EXIT_USAGE, main
 from smtrain.cli.compare import MAX_DISTINCT_STYLES, figure, load_rows, run_styles
+from smtrain.local.engine import prepare_tracking_store
 
 EXPERIMENT = "smtrain"
 EXECUTION = "compare-learning-rate-sweep"
@@ -28,11 +28,9 @@ def _run_name(index: int) -> str:
 def _store(work_dir: Path, runs: int) -> MlflowClient:
     """The offline store's layout, ``<work-dir>/mlflow/mlflow.db``, with ``runs`` finished runs of
     three epochs each (an empty ``smtrain`` experiment when ``runs`` is 0)."""
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     directory = work_dir / "mlflow"
-    directory.mkdir(parents=True)
-    client = MlflowClient(tracking_uri=f"sqlite:///{directory / 'mlflow.db'}")
-    experiment = client.create_experiment(EXPERIMENT, artifact_location=(directory / "artifacts").as_uri())
+    client = MlflowClient(tracking_uri=prepare_tracking_store(directory))  # the engine's own store
+    experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
     for index in range(runs):
         run = client.create_run(experiment, run_name=_run_name(index),
                                 tags={"smtrain.execution": EXECUTION, "smtrain.program": "digits_mlp"})

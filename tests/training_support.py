@@ -23,7 +23,6 @@ from tests.conftest import ROOT
 from tests.helpers import Synthesized
 
 TRAINING_CODE = ROOT / "training_code"
-TOOLKIT_TRAIN = Path(sys.executable).parent / "train"  # sagemaker-training's entry point
 
 #: What the SageMaker Python SDK sends for ``PyTorch(distribution={"torch_distributed":
 #: {"enabled": True}})``: ``sagemaker_torch_distributed_enabled`` = ``json.dumps(True)``
@@ -158,6 +157,12 @@ def run_toolkit_cluster(base_dir: Path, *, hosts: Sequence[str], hyperparameters
     names = ("localhost", socket.gethostname(), *hosts)
     (base_dir / "hosts").write_text("".join(f"127.0.0.1 {name}\n" for name in names))
     base_env = {key: value for key, value in os.environ.items() if key != "SM_STUDIO_LOCAL_MODE"}
+    # The toolkit as the offline engine runs it (``run_toolkit``): in the program environment
+    # built from the bundle's requirements.txt, where its pip install of that file is left out.
+    requirements = bundle_requirements(Path(hyperparameters["sagemaker_submit_directory"]),
+                                       base_dir / "requirements.txt")
+    assert requirements is not None, "the bundle has no requirements.txt"
+    python = environment_for(requirements, default_cache_dir())
     jobs, trees = [], []
     for host in hosts:
         tree = build_job_tree(base_dir / host, hyperparameters=hyperparameters, channels=channels,
@@ -168,12 +173,14 @@ def run_toolkit_cluster(base_dir: Path, *, hosts: Sequence[str], hyperparameters
         config["instance_groups"][0]["hosts"] = list(hosts)
         config_file.write_text(json.dumps(config, indent=2))
         trees.append(tree)
-        jobs.append({"command": [str(TOOLKIT_TRAIN)], "log": str(base_dir / f"{host}.log"), "env": {
+        jobs.append({"command": [str(python), "-m", "smtrain.local.toolkit_train"],
+                     "log": str(base_dir / f"{host}.log"), "env": {
             **base_env, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1",
             "SAGEMAKER_BASE_DIR": str(tree.base_dir),
             "SAGEMAKER_TRAINING_MODULE": PYTORCH_TOOLKIT_MODULE,
             # torchrun, which the toolkit starts by name, from this environment.
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{base_env.get('PATH', '')}",
+            "PATH": os.pathsep.join((str(python.parent), str(Path(sys.executable).parent),
+                                     base_env.get("PATH", ""))),
         }})
     (base_dir / "jobs.json").write_text(json.dumps(jobs))
     in_namespaces = 'ip link set lo up && mount --bind "$0" /etc/hosts && exec "$@"'

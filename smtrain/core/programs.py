@@ -13,6 +13,8 @@ A bad manifest raises :class:`ProgramError` naming the file and the field, which
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -397,17 +399,13 @@ def load(directory: Path, *, staged: bool = False) -> Program:
     path = directory / MANIFEST
     where = f"{path}"
     try:
-        data = tomllib.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise ProgramError(f"{directory} has no {MANIFEST}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ProgramError(f"{where}: not valid TOML: {error}") from None
-    errors = sorted(jsonschema.Draft202012Validator(MANIFEST_SCHEMA).iter_errors(data),
-                    key=lambda e: list(e.absolute_path))
-    if errors:
-        first = errors[0]
-        location = ".".join(str(p) for p in first.absolute_path) or "(top level)"
-        raise ProgramError(f"{where}: '{location}': {first.message}")
+    data, problem = _read_manifest(text)
+    if problem is not None:
+        raise ProgramError(f"{where}: {problem}")
+    data = copy.deepcopy(data)
 
     def fail(setting: str, message: str) -> ProgramError:
         return ProgramError(f"{where}: '{setting}': {message}")
@@ -522,6 +520,24 @@ def _check_script_options(fail: Any, program: Program) -> None:
         raise fail(f"hyperparameters.{name}", problem)
 
 
+@functools.lru_cache(maxsize=256)
+def _read_manifest(text: str) -> tuple[dict[str, Any], str | None]:
+    """A manifest's text parsed and checked against :data:`MANIFEST_SCHEMA`: the data, and the
+    first problem (None if none). By text, once per process: the CLI run in-process, or a
+    notebook, reads the same manifests again and again (callers copy the data)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        return {}, f"not valid TOML: {error}"
+    errors = sorted(jsonschema.Draft202012Validator(MANIFEST_SCHEMA).iter_errors(data),
+                    key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        location = ".".join(str(p) for p in first.absolute_path) or "(top level)"
+        return data, f"'{location}': {first.message}"
+    return data, None
+
+
 def _check_default_tuning(fail: Any, program: Program) -> None:
     """The ``[tuning]`` defaults must make a tuning job the input rules take (and so SageMaker:
     API reference, HyperParameterTuningJobConfig; developer guide, "Understand the hyperparameter
@@ -530,12 +546,29 @@ def _check_default_tuning(fail: Any, program: Program) -> None:
     if the input had written it."""
     if program.tuning is None:
         return
-    from smtrain.core import input_rules
+    cause = _default_tuning_refusal(repr(program), program)
+    if cause is not None:
+        raise fail("tuning", f"the default tuning would be refused: {cause}")
 
-    checked = input_rules.check({program.name: program},
-                                {contract.PROGRAM: program.name, contract.TUNING: program.tuning.as_input()})
-    if checked.problems:
-        raise fail("tuning", f"the default tuning would be refused: {checked.problems[0]['cause']}")
+
+#: The rules' answer for a program's default tuning, by the program's ``repr`` (every field the
+#: rules read, and more): a process that reads the same manifest again (the CLI run in-process,
+#: a notebook) evaluates the rules once. A few hundred programs at most.
+_DEFAULT_TUNING_ANSWERS: dict[str, str | None] = {}
+
+
+def _default_tuning_refusal(key: str, program: Program) -> str | None:
+    if key not in _DEFAULT_TUNING_ANSWERS:
+        from smtrain.core import input_rules
+
+        assert program.tuning is not None
+        checked = input_rules.check({program.name: program},
+                                    {contract.PROGRAM: program.name,
+                                     contract.TUNING: program.tuning.as_input()})
+        if len(_DEFAULT_TUNING_ANSWERS) >= 512:
+            _DEFAULT_TUNING_ANSWERS.clear()
+        _DEFAULT_TUNING_ANSWERS[key] = checked.problems[0]["cause"] if checked.problems else None
+    return _DEFAULT_TUNING_ANSWERS[key]
 
 
 def _unique(fail: Any, setting: str, names: Sequence[str]) -> None:

@@ -69,15 +69,14 @@ def read_options(entry_point: Path, *,
         if path in seen:
             continue
         seen.append(path)
-        try:
-            tree = ast.parse(path.read_bytes(), filename=str(path))
-        except (OSError, SyntaxError, ValueError):
+        facts = _module_facts(path)
+        if facts is None:
             return None
-        found = _options_of(tree)
+        found, modules = facts
         if found is None:
             return None
         options |= found
-        pending.extend(_local_imports(tree, folder, packages or {}))
+        pending.extend(_local_files(modules, folder, packages or {}))
     if not options:
         return None
     return ScriptOptions(options=frozenset(options), modules=tuple(seen))
@@ -102,6 +101,31 @@ def hyperparameter_problems(names: Iterable[str], options: ScriptOptions,
     return problems
 
 
+#: What :func:`_module_facts` read of a file, by its path and text: a process that checks the
+#: same manifest again (the CLI run in-process, a notebook) parses each file once.
+_FACTS: dict[tuple[Path, bytes], tuple[frozenset[str] | None, tuple[str, ...]] | None] = {}
+
+
+def _module_facts(path: Path) -> tuple[frozenset[str] | None, tuple[str, ...]] | None:
+    """The option strings of ``path`` (None: judge nothing) and the module names its imports
+    name; None where the file cannot be read or parsed."""
+    try:
+        text = path.read_bytes()
+    except OSError:
+        return None
+    key = (path, text)
+    if key not in _FACTS:
+        try:
+            tree = ast.parse(text, filename=str(path))
+        except (SyntaxError, ValueError):
+            return None
+        found = _options_of(tree)
+        if len(_FACTS) >= 1024:
+            _FACTS.clear()
+        _FACTS[key] = (None if found is None else frozenset(found), tuple(_imported_modules(tree)))
+    return _FACTS[key]
+
+
 def _options_of(tree: ast.AST) -> set[str] | None:
     """Option strings of the ``add_argument`` calls in ``tree``; None: judge nothing."""
     options: set[str] = set()
@@ -122,9 +146,9 @@ def _options_of(tree: ast.AST) -> set[str] | None:
     return options
 
 
-def _local_imports(tree: ast.AST, folder: Path, packages: Mapping[str, Path]) -> list[Path]:
-    """The files of ``folder`` and ``packages`` that ``tree``'s imports name (absolute imports
-    only: the entry point runs as a script, with its folder on ``sys.path``)."""
+def _imported_modules(tree: ast.AST) -> list[str]:
+    """The module names ``tree``'s absolute imports name (the entry point runs as a script,
+    with its folder on ``sys.path``)."""
     modules: list[str] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -133,6 +157,11 @@ def _local_imports(tree: ast.AST, folder: Path, packages: Mapping[str, Path]) ->
             modules.append(node.module)
             # `from package import module` may name a module as well as an attribute.
             modules.extend(f"{node.module}.{alias.name}" for alias in node.names)
+    return modules
+
+
+def _local_files(modules: Iterable[str], folder: Path, packages: Mapping[str, Path]) -> list[Path]:
+    """The files of ``folder`` and ``packages`` that the imported ``modules`` are."""
     found: list[Path] = []
     for module in modules:
         parts = module.split(".")

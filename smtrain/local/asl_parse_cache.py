@@ -8,21 +8,71 @@ parse tree (it is only read afterwards) and builds the evaluation components fro
 every execution (``Preprocessor().visit``, as ``parse`` does), so no execution shares a component
 with another, and the SageMaker task service installed by :mod:`smtrain.local.sfn_sagemaker` is
 looked up as before. moto is pinned exactly for this hook as for the others.
+
+Building the components reads the text of whole subtrees (moto's ``Preprocessor`` formats the
+error message of ``visitProgram_decl`` with ``ctx.getText()`` whether or not it raises, and ANTLR's
+``RuleContext.getText`` concatenates its children's texts afresh on every call): about half of
+each execution's start. The texts of a kept tree never change (the tree is only read), so each
+of its contexts' texts is worked out once, when the tree is kept, and ``getText`` answers from
+that table for those contexts only; any other context (another parser's, one being parsed) is
+answered by ANTLR's own method.
+
+Likewise each JSONPath (``InputPath``, ``$.field`` in ``Parameters``) is parsed once per process:
+moto's ``extract_json`` calls ``jsonpath_ng.ext.parse`` for every evaluation, and each call builds
+a new PLY parser (about 20 ms). A parsed path is only read (``find``), so one is shared.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Any
 
+from antlr4.RuleContext import RuleContext
+from antlr4.tree.Tree import TerminalNode
 from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
 from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
+from moto.stepfunctions.parser.asl.utils import json_path
 
 #: Parse trees by definition text; a few definitions per process (tests load several apps).
 _MAX_TREES = 16
 _trees: dict[str, Any] = {}
 _lock = threading.RLock()
 _original: Any = None
+_original_get_text: Any = None
+#: ``id(context) -> text`` for every rule context of the trees in ``_trees`` (they are kept
+#: alive there, so an id names one context until its tree is dropped, and its ids with it).
+_texts: dict[int, str] = {}
+_ids_of_tree: dict[str, list[int]] = {}
+
+
+def _get_text(context: Any) -> str:
+    text = _texts.get(id(context))
+    return _original_get_text(context) if text is None else text
+
+
+def _remember_texts(definition: str, tree: Any) -> None:
+    """Work out each rule context's text once, children first (each parent joins its children's
+    texts, read back from the table)."""
+    ids: list[int] = []
+    pending: list[tuple[Any, bool]] = [(tree, False)]
+    while pending:
+        node, children_done = pending.pop()
+        if isinstance(node, TerminalNode):
+            continue
+        children = node.children or ()
+        if children_done:
+            _texts[id(node)] = "".join(child.getText() for child in children)
+            ids.append(id(node))
+        else:
+            pending.append((node, True))
+            pending.extend((child, False) for child in children)
+    _ids_of_tree[definition] = ids
+
+
+def _forget(definition: str) -> None:
+    for context_id in _ids_of_tree.pop(definition, ()):
+        _texts.pop(context_id, None)
 
 
 def _parse(definition: str) -> tuple[Any, Any]:
@@ -34,17 +84,22 @@ def _parse(definition: str) -> tuple[Any, Any]:
         if tree is None:
             program, tree = _original(definition)
             if len(_trees) >= _MAX_TREES:
+                _forget(next(iter(_trees)))
                 _trees.pop(next(iter(_trees)))
             _trees[definition] = tree
+            _remember_texts(definition, tree)
             return program, tree
         return Preprocessor().visit(tree), tree
 
 
 def enable() -> None:
     """Parse each definition once per process (idempotent)."""
-    global _original
+    global _original, _original_get_text
     with _lock:
         if _original is not None:
             return
         _original = AmazonStateLanguageParser.parse
+        _original_get_text = RuleContext.getText
         AmazonStateLanguageParser.parse = staticmethod(_parse)
+        RuleContext.getText = _get_text
+        json_path.parse = functools.lru_cache(maxsize=1024)(json_path.parse)

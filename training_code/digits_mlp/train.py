@@ -172,7 +172,10 @@ def stop_cluster(cluster: Cluster, *, succeeded: bool) -> None:
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # Deterministic kernels, warning where an operation has none: what
+    # torch.use_deterministic_algorithms(True, warn_only=True) sets, without its import of
+    # torch._inductor (about 2 s of CPU at every start) for a setting only torch.compile reads.
+    torch.set_deterministic_debug_mode("warn")
 
 
 def global_batches(num_rows: int, *, batch_size: int, seed: int, epoch: int,
