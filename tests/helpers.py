@@ -6,7 +6,7 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,11 +159,17 @@ def run_cli(args: Sequence[str], *, env: Mapping[str, str], cwd: Path) -> subpro
     directory ``cwd``, stdout and stderr captured, the exit status), in this process: the CLI
     builds its AWS session from the environment at each command, so nothing of one call reaches
     the next. A few smoke tests still start the real ``smtrain`` process."""
+    from smtrain.cli import main
+
+    return run_main(main, ["smtrain"], args, env=env, cwd=cwd)
+
+
+def run_main(main: Callable[[list[str]], int], program: Sequence[str], args: Sequence[str], *,
+             env: Mapping[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``main(args)`` run as the process ``program ARGS`` would run it (see :func:`run_cli`)."""
     import contextlib
     import io
     import os
-
-    from smtrain.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     saved_env, saved_cwd = dict(os.environ), Path.cwd()
@@ -181,7 +187,7 @@ def run_cli(args: Sequence[str], *, env: Mapping[str, str], cwd: Path) -> subpro
     finally:
         os.chdir(saved_cwd)
         _set_environment(saved_env)
-    return subprocess.CompletedProcess(["smtrain", *args], code, out.getvalue(), err.getvalue())
+    return subprocess.CompletedProcess([*program, *args], code, out.getvalue(), err.getvalue())
 
 
 def _set_environment(env: Mapping[str, str]) -> None:

@@ -720,10 +720,9 @@ def test_local_start_with_own_data_gets_no_sample_data(synthesized: Synthesized,
     mine = tmp_path / "my-data" / "train"
     mine.mkdir(parents=True)
     (mine / "part.csv").write_text("1,0.5,0.25\n0,0.1,0.75\n")
-    result = subprocess.run([SMTRAIN, "start", "--local", *MLP, "--hp", "epochs=1", "--input",
-                             "train=my-data/train", "--cdk-out", str(synthesized.outdir),
-                             "--work-dir", "work"], capture_output=True, text=True, timeout=300,
-                            env=_local_env(synthesized), cwd=tmp_path)
+    result = run_cli(["start", "--local", *MLP, "--hp", "epochs=1", "--input", "train=my-data/train",
+                      "--cdk-out", str(synthesized.outdir), "--work-dir", "work"],
+                     env=_local_env(synthesized), cwd=tmp_path)
     assert "put the sample datasets" not in result.stdout, result.stdout[-2000:]
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     (line,) = result.stderr.splitlines()

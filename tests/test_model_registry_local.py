@@ -278,19 +278,25 @@ def test_an_approval_outlives_the_next_demo(synthesized: Any, tmp_path: Path) ->
     import subprocess
     import sys
 
+    from smtrain.local import demo as make_demo
     from tests.conftest import ROOT
-    from tests.helpers import run_cli
+    from tests.helpers import run_cli, run_main
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SMTRAIN_"))}
     assert synthesized.training_code is not None
     env["SMTRAIN_TRAINING_CODE"] = str(synthesized.training_code)
     work = tmp_path / "demo"
 
-    def demo() -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([sys.executable, "-m", "smtrain.local.demo", "--program", "digits_xgboost",
-                                 "--tuning-jobs", "0", "--outdir", str(synthesized.outdir),
-                                 "--work-dir", str(work)],
-                                capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    def demo(*, in_process: bool) -> subprocess.CompletedProcess[str]:
+        """`make demo`'s program: as its own process (the first, a smoke test of `python -m
+        smtrain.local.demo`), or its ``main`` in this process (the second: the same code)."""
+        args = ["--program", "digits_xgboost", "--tuning-jobs", "0", "--outdir", str(synthesized.outdir),
+                "--work-dir", str(work)]
+        if in_process:
+            result = run_main(make_demo.main, ["python", "-m", "smtrain.local.demo"], args, env=env, cwd=ROOT)
+        else:
+            result = subprocess.run([sys.executable, "-m", "smtrain.local.demo", *args],
+                                    capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         return result
 
@@ -300,12 +306,12 @@ def test_an_approval_outlives_the_next_demo(synthesized: Any, tmp_path: Path) ->
         found: list[dict[str, Any]] = json.loads(listed.stdout)
         return found
 
-    assert "kept from earlier demos" not in demo().stdout
+    assert "kept from earlier demos" not in demo(in_process=False).stdout
     (first,) = versions()
     approved = run_cli(["models", "approve", "--local", "--work-dir", str(work), "--reason", "good enough",
                         first["arn"]], env=env, cwd=ROOT)
     assert approved.returncode == 0, approved.stderr
-    again = demo()
+    again = demo(in_process=True)
     assert "kept from earlier demos (1 training jobs" in again.stdout
     statuses = {v["arn"]: v["status"] for v in versions()}
     assert len(statuses) == 2 and statuses[first["arn"]] == "Approved"

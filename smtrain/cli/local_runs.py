@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smtrain.cli.deployment_lookup import limits_from_outputs
 from smtrain.cli.execution_request import check_instance, upload_prefix
@@ -27,6 +27,10 @@ from smtrain.cli.input_checks import data_files
 from smtrain.cli.outcome import EXIT_ABORTED, EXIT_FAILED, EXIT_OK, ResourceNotFound, warn
 from smtrain.core import builtin_algorithms, contract
 from smtrain.core.errors import InputError
+
+if TYPE_CHECKING:
+    from smtrain.core.programs import Program
+    from smtrain.local.engine import OfflineEngine
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The project's pinned CDK CLI (``make synth`` runs it with the environment below).
@@ -201,59 +205,11 @@ def start_local(args: argparse.Namespace, draft: dict[str, Any], channel_inputs:
 
     progress = Progress()
     on_log = progress.log if not args.logs else (lambda job, line: progress.say(f"[{job[-14:]}] {line}"))
-    with OfflineEngine(outdir=args.cdk_out, work_dir=args.work_dir, on_log=on_log) as engine:
-        bucket = engine.deployment.data_bucket
-        limits = limits_from_outputs(engine.deployment.outputs)
-        if limits is not None:
-            check_instance(draft.get(contract.INSTANCE_TYPE), draft.get(contract.INSTANCE_COUNT),
-                           allowed=limits.allowed_instance_types,
-                           max_count=limits.max_instance_count)
-            from smtrain.cli.execution_request import check_deployed
-
-            check_deployed(draft, limits.deployment())
-        channels = {}
-        for channel in channel_inputs:
-            if channel.local_dir is not None:
-                uri = f"s3://{bucket}/{upload_prefix(name, channel.channel)}"
-                # A rerun under the same --name with another folder must not train on both.
-                shutil.rmtree(engine.s3.path(uri), ignore_errors=True)
-                files = data_files(channel.local_dir)
-                for path in files:
-                    engine.s3.put_file(path, uri + path.relative_to(channel.local_dir).as_posix())
-                count = len(files)
-                print(f"copied {count} files from {channel.local_dir} to {uri}", flush=True)
-            else:
-                uri = channel.s3_uri
-            channels[channel.channel] = uri
-        execution_input = {**draft, **({"inputs": channels} if channels else {})}
-        # The channels left to their default place (datasets/<program>/<channel>/) must hold
-        # data before anything starts; the sample datasets fill it for the shipped programs when
-        # no --input was given (never beside the user's own data, which they would not match).
-        defaults = {c: contract.default_channel_uri(bucket, program.name, c.name)
-                    for c in program.channels if c.name not in channels}
-        from training_code.sample_data import PROGRAMS as SAMPLE_PROGRAMS
-
-        if (defaults and not channels and program.name in SAMPLE_PROGRAMS
-                and not any(engine.s3.objects_under(uri) for uri in defaults.values())):
-            from training_code.sample_data import write_datasets
-
-            sample = args.work_dir / "sample-data"
-            write_datasets(sample)
-            engine.s3.put_tree(sample, f"s3://{bucket}/{contract.DATASETS_PREFIX}")
-            print(f"put the sample datasets under s3://{bucket}/{contract.DATASETS_PREFIX} "
-                  "(local stand-in)", flush=True)
-        empty = {c.name: uri for c, uri in defaults.items()
-                 if c.required and not engine.s3.objects_under(uri)}
-        if empty:
-            raise InputError(
-                f"program {program.name!r} has no data for channel{'s' if len(empty) > 1 else ''} "
-                + ", ".join(f"'{name}' (nothing under {uri})" for name, uri in empty.items())
-                + ": pass " + " ".join(f"--input {name}=<folder or s3:// URI>" for name in empty))
-        if channels:  # beside the user's own data, say where the other channels come from
-            for channel, uri in defaults.items():
-                if engine.s3.objects_under(uri):
-                    print(f"channel {channel.name}: {uri} (its default place; --input "
-                          f"{channel.name}=<folder or s3:// URI> for another)", flush=True)
+    # The engine's deployment and S3 stand-in first, its moto and MLflow store only on entering
+    # it: a refused input (a limit, a channel with no data) is refused before anything starts.
+    engine = OfflineEngine(outdir=args.cdk_out, work_dir=args.work_dir, on_log=on_log)
+    execution_input = _local_input(args, draft, channel_inputs, name, program=program, engine=engine)
+    with engine:
         print(f"Started {execution} locally (state machine from {args.cdk_out}; S3 stand-in "
               f"{engine.s3.root})", flush=True)
         progress.started = time.monotonic()
@@ -283,3 +239,63 @@ def start_local(args: argparse.Namespace, draft: dict[str, Any], channel_inputs:
         elif names:
             print(f"no local log of {names[0]} under {engine.work_dir / 'jobs'}")
         return EXIT_FAILED if result.status == "FAILED" else EXIT_ABORTED
+
+
+def _local_input(args: argparse.Namespace, draft: dict[str, Any], channel_inputs: Any, name: str, *,
+                 program: Program, engine: OfflineEngine) -> dict[str, Any]:
+    """The execution input of a local run, its folders copied into the engine's S3 stand-in; a
+    default channel with no data is refused (:class:`InputError`), naming ``--input``."""
+    deployment, s3 = engine.deployment, engine.s3
+    bucket = deployment.data_bucket
+    limits = limits_from_outputs(deployment.outputs)
+    if limits is not None:
+        check_instance(draft.get(contract.INSTANCE_TYPE), draft.get(contract.INSTANCE_COUNT),
+                       allowed=limits.allowed_instance_types,
+                       max_count=limits.max_instance_count)
+        from smtrain.cli.execution_request import check_deployed
+
+        check_deployed(draft, limits.deployment())
+    channels = {}
+    for channel in channel_inputs:
+        if channel.local_dir is not None:
+            uri = f"s3://{bucket}/{upload_prefix(name, channel.channel)}"
+            # A rerun under the same --name with another folder must not train on both.
+            shutil.rmtree(s3.path(uri), ignore_errors=True)
+            files = data_files(channel.local_dir)
+            for path in files:
+                s3.put_file(path, uri + path.relative_to(channel.local_dir).as_posix())
+            count = len(files)
+            print(f"copied {count} files from {channel.local_dir} to {uri}", flush=True)
+        else:
+            uri = channel.s3_uri
+        channels[channel.channel] = uri
+    execution_input = {**draft, **({"inputs": channels} if channels else {})}
+    # The channels left to their default place (datasets/<program>/<channel>/) must hold
+    # data before anything starts; the sample datasets fill it for the shipped programs when
+    # no --input was given (never beside the user's own data, which they would not match).
+    defaults = {c: contract.default_channel_uri(bucket, program.name, c.name)
+                for c in program.channels if c.name not in channels}
+    from training_code.sample_data import PROGRAMS as SAMPLE_PROGRAMS
+
+    if (defaults and not channels and program.name in SAMPLE_PROGRAMS
+            and not any(s3.objects_under(uri) for uri in defaults.values())):
+        from training_code.sample_data import write_datasets
+
+        sample = args.work_dir / "sample-data"
+        write_datasets(sample)
+        s3.put_tree(sample, f"s3://{bucket}/{contract.DATASETS_PREFIX}")
+        print(f"put the sample datasets under s3://{bucket}/{contract.DATASETS_PREFIX} "
+              "(local stand-in)", flush=True)
+    empty = {c.name: uri for c, uri in defaults.items()
+             if c.required and not s3.objects_under(uri)}
+    if empty:
+        raise InputError(
+            f"program {program.name!r} has no data for channel{'s' if len(empty) > 1 else ''} "
+            + ", ".join(f"'{name}' (nothing under {uri})" for name, uri in empty.items())
+            + ": pass " + " ".join(f"--input {name}=<folder or s3:// URI>" for name in empty))
+    if channels:  # beside the user's own data, say where the other channels come from
+        for channel, uri in defaults.items():
+            if s3.objects_under(uri):
+                print(f"channel {channel.name}: {uri} (its default place; --input "
+                      f"{channel.name}=<folder or s3:// URI> for another)", flush=True)
+    return execution_input

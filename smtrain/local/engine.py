@@ -99,6 +99,11 @@ def _new_store(database: Path) -> None:
         partial.unlink()
 
 
+def tracking_store_uri(directory: Path) -> str:
+    """The tracking URI of the store :func:`prepare_tracking_store` makes in ``directory``."""
+    return f"sqlite:///{directory.resolve() / 'mlflow.db'}"
+
+
 def prepare_tracking_store(directory: Path) -> str:
     """A local MLflow store (SQLite, artifacts beside it) with the ``smtrain`` experiment; its
     tracking URI. Creating the experiment here fixes where every job's artifacts go, whatever
@@ -111,7 +116,7 @@ def prepare_tracking_store(directory: Path) -> str:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if not database.exists():
         _new_store(database)
-    uri = f"sqlite:///{database}"
+    uri = tracking_store_uri(directory)
     client = MlflowClient(tracking_uri=uri)
     if client.get_experiment_by_name(TRACKING_EXPERIMENT) is None:
         client.create_experiment(TRACKING_EXPERIMENT,
@@ -128,7 +133,7 @@ class OfflineEngine:
     :mod:`smtrain.local.execution_records`). ``backend`` defaults
     to a :class:`LocalBackend` over them; ``on_log`` gets each training log line.
     With ``tracking`` (the default) the local backend's jobs log to an MLflow store in ``work_dir/mlflow``
-    (:attr:`tracking_uri`), experiment ``smtrain``.
+    (:attr:`tracking_uri`), experiment ``smtrain``, made on entering the engine.
     """
 
     def __init__(self, *, outdir: Path, work_dir: Path, backend: SageMakerBackend | None = None,
@@ -139,7 +144,9 @@ class OfflineEngine:
         self.work_dir = work_dir
         self.s3 = LocalS3(work_dir / contract.LOCAL_S3_DIR)
         self.deployment: LocalDeployment = load_deployment(outdir, s3=self.s3, region=region)
-        self.tracking_uri = prepare_tracking_store(work_dir / "mlflow") if tracking and backend is None else None
+        # The store itself is made on entering (MLflow is imported then): an engine built only to
+        # read its deployment and S3 stand-in (the CLI checking a run's input) needs none.
+        self.tracking_uri = tracking_store_uri(work_dir / "mlflow") if tracking and backend is None else None
         self.backend: SageMakerBackend = backend or LocalBackend(
             s3=self.s3, work_dir=work_dir, images=Images(byoc=self.deployment.byoc_programs),
             on_log=on_log, environment={contract.ENV_TRACKING_URI: self.tracking_uri,
@@ -157,6 +164,9 @@ class OfflineEngine:
 
     def __enter__(self) -> OfflineEngine:
         from moto import mock_aws
+
+        if self.tracking_uri is not None:
+            prepare_tracking_store(self.work_dir / "mlflow")
 
         # moto logs every failed Choice lookup and caught task error at ERROR level; the
         # execution's history already carries what matters.
