@@ -159,14 +159,16 @@ class OfflineEngine:
                                            groups=set(self.deployment.model_groups.values()),
                                            s3=self.s3)
         self._contexts: list[Any] = []
+        self._store_ready = False
         self._client: Any = None
         self.state_machine_arn = ""
 
     def __enter__(self) -> OfflineEngine:
         from moto import mock_aws
 
-        if self.tracking_uri is not None:
+        if self.tracking_uri is not None and not self._store_ready:
             prepare_tracking_store(self.work_dir / "mlflow")
+            self._store_ready = True  # entered again (a module's runs on a shared engine): kept
 
         # moto logs every failed Choice lookup and caught task error at ERROR level; the
         # execution's history already carries what matters.
