@@ -730,6 +730,7 @@ def test_local_start_with_own_data_gets_no_sample_data(synthesized: Synthesized,
                            "'validation' (nothing under s3://"), line
     assert line.endswith(": pass --input validation=<folder or s3:// URI>"), line
     assert not list((tmp_path / "work" / "s3").glob("*/datasets/digits_mlp"))
+    assert not (tmp_path / "work" / "mlflow").exists(), "refused before the engine started"
 
 
 def _offline_record(work: Path, name: str, status: str, *, pid: int | None = None,

@@ -558,17 +558,19 @@ _DEFAULT_TUNING_ANSWERS: dict[str, str | None] = {}
 
 
 def _default_tuning_refusal(key: str, program: Program) -> str | None:
-    if key not in _DEFAULT_TUNING_ANSWERS:
-        from smtrain.core import input_rules
+    if key in _DEFAULT_TUNING_ANSWERS:
+        return _DEFAULT_TUNING_ANSWERS[key]
+    from smtrain.core import input_rules
 
-        assert program.tuning is not None
-        checked = input_rules.check({program.name: program},
-                                    {contract.PROGRAM: program.name,
-                                     contract.TUNING: program.tuning.as_input()})
-        if len(_DEFAULT_TUNING_ANSWERS) >= 512:
-            _DEFAULT_TUNING_ANSWERS.clear()
-        _DEFAULT_TUNING_ANSWERS[key] = checked.problems[0]["cause"] if checked.problems else None
-    return _DEFAULT_TUNING_ANSWERS[key]
+    assert program.tuning is not None
+    checked = input_rules.check({program.name: program},
+                                {contract.PROGRAM: program.name,
+                                 contract.TUNING: program.tuning.as_input()})
+    cause: str | None = checked.problems[0]["cause"] if checked.problems else None
+    if len(_DEFAULT_TUNING_ANSWERS) >= 512:
+        _DEFAULT_TUNING_ANSWERS.clear()
+    _DEFAULT_TUNING_ANSWERS[key] = cause
+    return cause
 
 
 def _unique(fail: Any, setting: str, names: Sequence[str]) -> None:

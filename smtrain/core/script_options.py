@@ -103,7 +103,7 @@ def hyperparameter_problems(names: Iterable[str], options: ScriptOptions,
 
 #: What :func:`_module_facts` read of a file, by its path and text: a process that checks the
 #: same manifest again (the CLI run in-process, a notebook) parses each file once.
-_FACTS: dict[tuple[Path, bytes], tuple[frozenset[str] | None, tuple[str, ...]] | None] = {}
+_FACTS: dict[tuple[Path, bytes], tuple[frozenset[str] | None, tuple[str, ...]]] = {}
 
 
 def _module_facts(path: Path) -> tuple[frozenset[str] | None, tuple[str, ...]] | None:
@@ -114,16 +114,18 @@ def _module_facts(path: Path) -> tuple[frozenset[str] | None, tuple[str, ...]] |
     except OSError:
         return None
     key = (path, text)
-    if key not in _FACTS:
+    facts = _FACTS.get(key)
+    if facts is None:
         try:
             tree = ast.parse(text, filename=str(path))
         except (SyntaxError, ValueError):
             return None
         found = _options_of(tree)
+        facts = (None if found is None else frozenset(found), tuple(_imported_modules(tree)))
         if len(_FACTS) >= 1024:
             _FACTS.clear()
-        _FACTS[key] = (None if found is None else frozenset(found), tuple(_imported_modules(tree)))
-    return _FACTS[key]
+        _FACTS[key] = facts
+    return facts
 
 
 def _options_of(tree: ast.AST) -> set[str] | None:

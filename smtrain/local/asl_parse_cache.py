@@ -55,6 +55,7 @@ def _remember_texts(definition: str, tree: Any) -> None:
     """Work out each rule context's text once, children first (each parent joins its children's
     texts, read back from the table)."""
     ids: list[int] = []
+    _ids_of_tree[definition] = ids  # filled as it goes: a walk cut short is still forgotten whole
     pending: list[tuple[Any, bool]] = [(tree, False)]
     while pending:
         node, children_done = pending.pop()
@@ -67,7 +68,6 @@ def _remember_texts(definition: str, tree: Any) -> None:
         else:
             pending.append((node, True))
             pending.extend((child, False) for child in children)
-    _ids_of_tree[definition] = ids
 
 
 def _forget(definition: str) -> None:

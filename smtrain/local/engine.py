@@ -146,7 +146,8 @@ class OfflineEngine:
         self.deployment: LocalDeployment = load_deployment(outdir, s3=self.s3, region=region)
         # The store itself is made on entering (MLflow is imported then): an engine built only to
         # read its deployment and S3 stand-in (the CLI checking a run's input) needs none.
-        self.tracking_uri = tracking_store_uri(work_dir / "mlflow") if tracking and backend is None else None
+        self._tracking_dir = work_dir / "mlflow"  # work_dir is resolved: the URI and store agree
+        self.tracking_uri = tracking_store_uri(self._tracking_dir) if tracking and backend is None else None
         self.backend: SageMakerBackend = backend or LocalBackend(
             s3=self.s3, work_dir=work_dir, images=Images(byoc=self.deployment.byoc_programs),
             on_log=on_log, environment={contract.ENV_TRACKING_URI: self.tracking_uri,
@@ -167,7 +168,7 @@ class OfflineEngine:
         from moto import mock_aws
 
         if self.tracking_uri is not None and not self._store_ready:
-            prepare_tracking_store(self.work_dir / "mlflow")
+            prepare_tracking_store(self._tracking_dir)
             self._store_ready = True  # entered again (a module's runs on a shared engine): kept
 
         # moto logs every failed Choice lookup and caught task error at ERROR level; the

@@ -1,0 +1,51 @@
+"""smtrain.local.asl_parse_cache: a kept parse tree answers its contexts' texts from a table, the
+same texts ANTLR works out; a tree dropped from the cache takes its entries with it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from antlr4.tree.Tree import TerminalNode
+
+from smtrain.local import asl_parse_cache
+
+DEFINITION = {
+    "StartAt": "Check",
+    "States": {
+        "Check": {"Type": "Choice", "Choices": [{"Variable": "$.n", "NumericGreaterThan": 1, "Next": "Big"}],
+                  "Default": "Small"},
+        "Big": {"Type": "Pass", "Parameters": {"size.$": "$.n", "label": "big"}, "End": True},
+        "Small": {"Type": "Map", "ItemsPath": "$.items", "ItemProcessor": {
+            "StartAt": "Each", "States": {"Each": {"Type": "Pass", "End": True}}}, "End": True},
+    },
+}
+
+
+def _contexts(tree: Any) -> Iterator[Any]:
+    pending = [tree]
+    while pending:
+        node = pending.pop()
+        if not isinstance(node, TerminalNode):
+            yield node
+            pending.extend(node.children or ())
+
+
+def test_a_kept_trees_texts_are_antlrs_and_go_with_the_tree() -> None:
+    asl_parse_cache.enable()
+    definition = json.dumps(DEFINITION)
+    _, tree = asl_parse_cache._parse(definition)
+    contexts = list(_contexts(tree))
+    assert len(contexts) > 20
+    for context in contexts:
+        assert id(context) in asl_parse_cache._texts
+        assert context.getText() == asl_parse_cache._original_get_text(context)
+    # Parsed again: the kept tree, its components built afresh.
+    program, again = asl_parse_cache._parse(definition)
+    assert again is tree and program is not None
+
+    asl_parse_cache._forget(definition)
+    asl_parse_cache._trees.pop(definition)
+    assert not any(id(context) in asl_parse_cache._texts for context in contexts)
+    assert definition not in asl_parse_cache._ids_of_tree
