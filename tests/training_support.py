@@ -72,11 +72,18 @@ def run_toolkit(base_dir: Path, *, hyperparameters: Mapping[str, str],
     ``requirements.txt`` (``sagemaker_submit_directory``), where the toolkit's pip install of
     that same file is left out."""
     tree = build_job_tree(base_dir, hyperparameters=hyperparameters, channels=channels)
-    requirements = bundle_requirements(Path(hyperparameters["sagemaker_submit_directory"]),
-                                       base_dir.parent / "requirements.txt")
-    assert requirements is not None, "the bundle has no requirements.txt"
-    python = environment_for(requirements, default_cache_dir())
+    python = program_python(hyperparameters, base_dir.parent / "requirements.txt")
     return run_process([str(python), "-m", "smtrain.local.toolkit_train"], tree=tree), tree
+
+
+def program_python(hyperparameters: Mapping[str, str], requirements_copy: Path) -> Path:
+    """The python of the program environment built from the ``requirements.txt`` of the bundle
+    that ``sagemaker_submit_directory`` names (copied to ``requirements_copy``), as the offline
+    engine picks it for a script job."""
+    requirements = bundle_requirements(Path(hyperparameters["sagemaker_submit_directory"]),
+                                       requirements_copy)
+    assert requirements is not None, "the bundle has no requirements.txt"
+    return environment_for(requirements, default_cache_dir())
 
 
 def run_byoc(base_dir: Path, *, hyperparameters: Mapping[str, str],
@@ -159,10 +166,7 @@ def run_toolkit_cluster(base_dir: Path, *, hosts: Sequence[str], hyperparameters
     base_env = {key: value for key, value in os.environ.items() if key != "SM_STUDIO_LOCAL_MODE"}
     # The toolkit as the offline engine runs it (``run_toolkit``): in the program environment
     # built from the bundle's requirements.txt, where its pip install of that file is left out.
-    requirements = bundle_requirements(Path(hyperparameters["sagemaker_submit_directory"]),
-                                       base_dir / "requirements.txt")
-    assert requirements is not None, "the bundle has no requirements.txt"
-    python = environment_for(requirements, default_cache_dir())
+    python = program_python(hyperparameters, base_dir / "requirements.txt")
     jobs, trees = [], []
     for host in hosts:
         tree = build_job_tree(base_dir / host, hyperparameters=hyperparameters, channels=channels,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,11 +102,6 @@ def hyperparameter_problems(names: Iterable[str], options: ScriptOptions,
     return problems
 
 
-#: What :func:`_module_facts` read of a file, by its path and text: a process that checks the
-#: same manifest again (the CLI run in-process, a notebook) parses each file once.
-_FACTS: dict[tuple[Path, bytes], tuple[frozenset[str] | None, tuple[str, ...]]] = {}
-
-
 def _module_facts(path: Path) -> tuple[frozenset[str] | None, tuple[str, ...]] | None:
     """The option strings of ``path`` (None: judge nothing) and the module names its imports
     name; None where the file cannot be read or parsed."""
@@ -113,19 +109,19 @@ def _module_facts(path: Path) -> tuple[frozenset[str] | None, tuple[str, ...]] |
         text = path.read_bytes()
     except OSError:
         return None
-    key = (path, text)
-    facts = _FACTS.get(key)
-    if facts is None:
-        try:
-            tree = ast.parse(text, filename=str(path))
-        except (SyntaxError, ValueError):
-            return None
-        found = _options_of(tree)
-        facts = (None if found is None else frozenset(found), tuple(_imported_modules(tree)))
-        if len(_FACTS) >= 1024:
-            _FACTS.clear()
-        _FACTS[key] = facts
-    return facts
+    return _facts_of_text(path, text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _facts_of_text(path: Path, text: bytes) -> tuple[frozenset[str] | None, tuple[str, ...]] | None:
+    """:func:`_module_facts` of a file's text, once per process and text: the CLI run in-process,
+    or a notebook, checks the same manifests' scripts again and again."""
+    try:
+        tree = ast.parse(text, filename=str(path))
+    except (SyntaxError, ValueError):
+        return None
+    found = _options_of(tree)
+    return None if found is None else frozenset(found), tuple(_imported_modules(tree))
 
 
 def _options_of(tree: ast.AST) -> set[str] | None:

@@ -84,8 +84,9 @@ def _parse(definition: str) -> tuple[Any, Any]:
         if tree is None:
             program, tree = _original(definition)
             if len(_trees) >= _MAX_TREES:
-                _forget(next(iter(_trees)))
-                _trees.pop(next(iter(_trees)))
+                oldest = next(iter(_trees))
+                _forget(oldest)
+                del _trees[oldest]
             _trees[definition] = tree
             _remember_texts(definition, tree)
             return program, tree

@@ -172,9 +172,10 @@ def stop_cluster(cluster: Cluster, *, succeeded: bool) -> None:
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
-    # Deterministic kernels, warning where an operation has none: what
-    # torch.use_deterministic_algorithms(True, warn_only=True) sets, without its import of
-    # torch._inductor (about 2 s of CPU at every start) for a setting only torch.compile reads.
+    # Deterministic kernels, warning where an operation has none: the switch that
+    # torch.use_deterministic_algorithms(True, warn_only=True) turns, without that function's
+    # import of torch._inductor (about 2 s of CPU at every start) to set the inductor's own flag,
+    # which only torch.compile reads (set torch._inductor.config.deterministic too if you add it).
     torch.set_deterministic_debug_mode("warn")
 
 
