@@ -111,8 +111,9 @@ def test_gpu_builds_follow_the_instance_type(
      "instanceType: program sklearn_example runs on sklearn, which trains on CPU instances only: "
      "choose one of ml.m5.large, ml.m5.xlarge, ml.m5.2xlarge, ml.c5.xlarge, ml.c5.2xlarge"),
     ({"instanceCount": 2},
-     "instanceCount: program sklearn_example runs on sklearn, which does not train across "
-     "instances: give 1"),
+     "field 'instanceCount' must be 1 for program sklearn_example: sklearn runs the script once "
+     "on each instance, and its program.toml declares no [script] distribution (for sklearn: "
+     "sm_hosts)"),
 ])
 def test_sklearn_is_refused_where_its_estimator_refuses(
         scripted: tuple[OfflineEngine, ScriptedBackend], execution_input: dict[str, Any],
@@ -140,14 +141,40 @@ def test_a_gpu_only_framework_on_a_cpu_instance_is_refused_by_name(
     assert not backend.requests
 
 
-def test_only_pytorch_sends_the_torch_distribution(
-        scripted: tuple[OfflineEngine, ScriptedBackend]) -> None:
-    for framework in ("pytorch", "xgboost", "tensorflow"):
+@pytest.mark.parametrize(("framework", "instance_type", "sent"), [
+    ("pytorch", "ml.m5.xlarge", {"sagemaker_torch_distributed_enabled": "true"}),
+    ("huggingface", "ml.g5.xlarge", {"sagemaker_torch_distributed_enabled": "true"}),
+    ("tensorflow", "ml.m5.xlarge", {"sagemaker_multi_worker_mirrored_strategy_enabled": "true"}),
+])
+def test_more_than_one_instance_sends_the_programs_distribution(
+        scripted: tuple[OfflineEngine, ScriptedBackend], framework: str, instance_type: str,
+        sent: dict[str, str]) -> None:
+    """PyTorch and Hugging Face distribute with torchrun by default; the TensorFlow example
+    declares multi_worker_mirrored. One instance gets no distribution option."""
+    options = {name for names in contract.DISTRIBUTION_HYPERPARAMETERS.values() for name in names}
+    for count in (2, 1):
         (request,) = _requests(scripted, {"program": BROUGHT_FRAMEWORKS[framework],
-                                          "instanceCount": 2}, f"fw-dist-{framework}",
-                               "create_training_job")
-        sent = request["HyperParameters"].get("sagemaker_torch_distributed_enabled")
-        assert sent == ("true" if framework == "pytorch" else None)
+                                          "instanceType": instance_type, "instanceCount": count},
+                               f"fw-dist-{framework}-{count}", "create_training_job")
+        given = {k: v for k, v in request["HyperParameters"].items() if k in options}
+        assert given == (sent if count > 1 else {})
+        assert request["ResourceConfig"]["InstanceCount"] == count
+
+
+def test_a_framework_that_runs_one_copy_per_instance_needs_a_declared_distribution(
+        scripted: tuple[OfflineEngine, ScriptedBackend]) -> None:
+    """The XGBoost example coordinates no hosts (no [script] distribution): on two instances the
+    run is refused before any request, naming the field and what to declare."""
+    engine, backend = scripted
+    backend.requests.clear()
+    result = engine.run({"program": "xgboost_script_example", "instanceCount": 2},
+                        name="fw-dist-xgboost", timeout=120)
+    assert (result.status, result.error, result.cause) == (
+        "FAILED", contract.INVALID_INPUT_ERROR,
+        "field 'instanceCount' must be 1 for program xgboost_script_example: xgboost runs the "
+        "script once on each instance, and its program.toml declares no [script] distribution "
+        "(for xgboost: sm_hosts)")
+    assert not backend.requests
 
 
 def test_registered_models_name_the_frameworks_inference_image(
@@ -260,3 +287,61 @@ def test_a_manifest_instance_type_the_framework_cannot_run_fails_synth(
     with pytest.raises(ProgramError) as raised:
         script_images(settings, programs.load(folder))
     assert str(raised.value) == f"{folder}/program.toml: {message}"
+
+
+@pytest.mark.parametrize(("name", "distribution", "allowed"), [
+    ("sklearn_example", "torch_distributed", "sm_hosts"),
+    ("xgboost_script_example", "parameter_server", "sm_hosts"),
+    ("pytorch_example", "multi_worker_mirrored", "torch_distributed, sm_hosts"),
+])
+def test_a_distribution_the_framework_has_not_fails_naming_the_field(
+        tmp_path: Path, name: str, distribution: str, allowed: str) -> None:
+    framework = programs.load(FIXTURES / name).framework
+    folder = _copy(tmp_path, name, ("[script]\n", f'[script]\ndistribution = "{distribution}"\n'))
+    with pytest.raises(ProgramError) as raised:
+        programs.load(folder)
+    assert str(raised.value) == (f"{folder}/program.toml: 'script.distribution': "
+                                 f"'{distribution}' is not a distribution of {framework}: one of "
+                                 f"{allowed}")
+
+
+def test_a_declared_distribution_lets_more_than_one_instance_run(tmp_path: Path) -> None:
+    """The same rule the state machine runs (smtrain.core.input_rules), evaluated as the CLI
+    does: undeclared, two instances are refused; with ``sm_hosts`` they pass, and one instance
+    always does."""
+    from smtrain.core import input_rules
+
+    plain = programs.load(FIXTURES / "sklearn_example")
+    folder = _copy(tmp_path, "sklearn_example", ('framework = "sklearn"\n',
+                                                 'framework = "sklearn"\ndistribution = "sm_hosts"\n'))
+    declared = programs.load(folder)
+    assert (plain.distribution, declared.distribution) == (None, "sm_hosts")
+    for program, count, refused in ((plain, 2, True), (plain, 1, False), (declared, 2, False)):
+        checked = input_rules.check({program.name: program},
+                                    {"program": program.name, "instanceCount": count})
+        causes = [problem["cause"] for problem in checked.problems]
+        assert any(cause.startswith("field 'instanceCount' must be 1") for cause in causes) == refused
+    # PyTorch and Hugging Face distribute by default.
+    assert programs.load(FIXTURES / "pytorch_example").distribution == "torch_distributed"
+    assert programs.load(FIXTURES / "huggingface_example").distribution == "torch_distributed"
+
+
+def test_multi_worker_mirrored_before_tensorflow_2_9_fails_synth(
+        tmp_path: Path, settings: Settings) -> None:
+    """The SDK refuses MultiWorkerMirroredStrategy below TensorFlow 2.9 (_validate_mwms_config):
+    from the manifest's version, the field; from cdk.json's, the setting."""
+    from dataclasses import replace
+
+    folder = _copy(tmp_path, "tensorflow_example", ('framework = "tensorflow"\n',
+                                                    'framework = "tensorflow"\n'
+                                                    'framework_version = "2.8"\n'))
+    with pytest.raises(ProgramError) as raised:
+        script_images(settings, programs.load(folder))
+    assert str(raised.value) == (f"{folder}/program.toml: 'script.distribution': "
+                                 "multi_worker_mirrored needs TensorFlow 2.9 or later, and "
+                                 "'script.framework_version' is 2.8")
+    with pytest.raises(SettingsError, match=r"^setting 'tensorflowVersion' is 2\.8, and program "
+                                            r"tensorflow_example .* declares distribution "
+                                            r"multi_worker_mirrored, which needs TensorFlow 2\.9"):
+        script_images(replace(settings, tensorflow_version="2.8"),
+                      programs.load(FIXTURES / "tensorflow_example"))

@@ -262,7 +262,7 @@ def test_new_program_refuses_an_existing_folder(capsys: pytest.CaptureFixture[st
 
 def test_programs_show_each_framework_and_its_version(tmp_path: Path) -> None:
     """The manifest's version where it names one, else the framework's cdk.json setting."""
-    from smtrain.cli.program_commands import describe, framework_data
+    from smtrain.cli.program_commands import describe, framework_data, program_data
 
     fixtures = Path(__file__).parent / "fixtures" / "programs"
     defaults = {"sklearnVersion": "1.2-1", "huggingfaceVersion": "4.48.0",
@@ -282,3 +282,9 @@ def test_programs_show_each_framework_and_its_version(tmp_path: Path) -> None:
     assert framework_data(programs.load(own), defaults) == {
         "name": "sklearn", "version": "1.0-1", "from": {"version": "program.toml"}}
     assert "  framework: sklearn 1.2-1 from cdk.json" in describe(sklearn).splitlines()
+    # How a run on more than one instance goes: refused without a declared distribution.
+    assert ("  on more than one instance: refused (no [script] distribution declared)"
+            in describe(sklearn).splitlines())
+    assert ("  on more than one instance: multi_worker_mirrored" in
+            describe(programs.load(fixtures / "tensorflow_example")).splitlines())
+    assert program_data(sklearn)["distribution"] is None

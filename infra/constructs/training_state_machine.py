@@ -205,22 +205,16 @@ class TrainingStateMachine(Construct):
                                 result_path="$.rejection", result=sfn.Result.from_object({
                                     "error": contract.INVALID_INPUT_ERROR, "cause": cause}))
 
-            if program.kind == "script" and program.framework == "sklearn":
-                # The SDK's SKLearn estimator refuses GPU instance types and more than one
-                # instance (sklearn/estimator.py, SKLearn.__init__: _validate_not_gpu_instance_type;
-                # "Scikit-Learn does not support distributed training"): AWS builds its image
-                # for the CPU only, and its toolkit starts no distributed training.
+            if program.kind == "script" and program.framework == "sklearn" and on_gpu is not None:
+                # The SDK's SKLearn estimator refuses GPU instance types
+                # (sklearn/estimator.py, SKLearn.__init__: _validate_not_gpu_instance_type): AWS
+                # builds its image for the CPU only. (More than one instance is the input rules'
+                # to refuse: smtrain.core.input_rules, a script's distribution.)
                 choose_image = sfn.Choice(self, f"Choose{_state_id(program.name)}Image")
-                if on_gpu is not None:
-                    cpu_types = [t for t in props.allowed_instance_types if t not in gpu_types]
-                    choose_image.when(on_gpu, refuse("OnGpu", (
-                        f"instanceType: program {program.name} runs on sklearn, which trains on "
-                        f"CPU instances only: choose one of {', '.join(cpu_types)}")).next(reject))
-                choose_image.when(
-                    Cond.number_greater_than("$.config.instanceCount", 1),
-                    refuse("Distributed", (f"instanceCount: program {program.name} runs on "
-                                           "sklearn, which does not train across instances: "
-                                           "give 1")).next(reject))
+                cpu_types = [t for t in props.allowed_instance_types if t not in gpu_types]
+                choose_image.when(on_gpu, refuse("OnGpu", (
+                    f"instanceType: program {program.name} runs on sklearn, which trains on "
+                    f"CPU instances only: choose one of {', '.join(cpu_types)}")).next(reject))
                 choose_image.otherwise(prepares["default"])
                 choose_program.when(condition, choose_image)
             elif program.kind == "script" and "default" not in prepares:
@@ -494,18 +488,18 @@ class TrainingStateMachine(Construct):
                         "S3DataType": "S3Prefix", "S3Uri": deployed.source_uri,
                         "S3DataDistributionType": "FullyReplicated"}},
                 }]
-            # With more than one instance, one distributed job over all instances (and all GPUs
-            # of each): the PyTorch image's toolkit reads this (an additional framework
-            # parameter, JSON-decoded) and starts torchrun --nnodes <instances> --nproc_per_node
-            # <GPUs, 1 on CPU> on every host, master algo-1 (the SDK sends it for
-            # distribution={"torch_distributed": {"enabled": True}}:
-            # PyTorch.LAUNCH_TORCH_DISTRIBUTED_ENV_NAME; sagemaker_training/torch_distributed.py).
-            # Without it N instances run N independent copies, billed N times. A single instance
-            # keeps the plain launcher (the SDK accepts torch_distributed on GPU and Trainium only).
-            # Other frameworks run one copy per instance, as their estimators do without a
-            # distribution.
-            distributed = ({"sagemaker_torch_distributed_enabled": "true"}
-                           if framework == "pytorch" else {})
+            # With more than one instance, the program's distribution (the manifest's, else
+            # its framework's default; smtrain.core.contract.DISTRIBUTIONS, with the SDK
+            # sources). PyTorch's and Hugging Face's default, torch_distributed: one distributed
+            # job over all instances (and all GPUs of each); the PyTorch toolkit reads the
+            # additional framework parameter (JSON-decoded) and starts torchrun --nnodes
+            # <instances> --nproc_per_node <GPUs, 1 on CPU> on every host, master algo-1
+            # (PyTorch.LAUNCH_TORCH_DISTRIBUTED_ENV_NAME; sagemaker_training/torch_distributed.py).
+            # A single instance keeps the plain launcher (the SDK accepts torch_distributed on
+            # GPU and Trainium only). A program with no distribution never gets here with more
+            # than one instance: the input rules refuse the run.
+            distributed = dict(contract.DISTRIBUTION_HYPERPARAMETERS[program.distribution]
+                               if program.distribution else {})
             built = deployed.framework_images or FrameworkImages(
                 training_cpu=props.images.pytorch_cpu, training_gpu=props.images.pytorch_gpu,
                 inference=props.images.pytorch_inference_cpu)

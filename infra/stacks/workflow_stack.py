@@ -57,6 +57,17 @@ def script_images(settings: Settings, program: Program) -> FrameworkImages:
     version = given["framework_version"] or version
     py_version = given["py_version"] or py_version
     base = given["base_framework_version"] or base
+    if program.distribution == "multi_worker_mirrored" and version is not None \
+            and _release(version) < contract.MULTI_WORKER_MIRRORED_SINCE:
+        # The SDK refuses it below TensorFlow 2.9 (estimator.py, _validate_mwms_config).
+        since = ".".join(map(str, contract.MULTI_WORKER_MIRRORED_SINCE))
+        if given["framework_version"] is not None:
+            raise ProgramError(f"{where_of(program)}: 'script.distribution': multi_worker_mirrored "
+                               f"needs TensorFlow {since} or later, and 'script.framework_version' "
+                               f"is {version}")
+        raise SettingsError(f"setting '{FRAMEWORK_SETTINGS[framework][0]}' is {version}, and program "
+                            f"{program.name} ({where_of(program)}) declares distribution "
+                            f"multi_worker_mirrored, which needs TensorFlow {since} or later")
     try:
         images = framework_images(region=settings.region, framework=framework, version=version,
                                   py_version=py_version, base_framework_version=base)
@@ -93,6 +104,16 @@ def script_images(settings: Settings, program: Program) -> FrameworkImages:
             raise ProgramError(f"{where_of(program)}: 'instance_type': {program.instance_type} has "
                                f"no GPU, and {framework}'s training images are GPU builds only")
     return images
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """``2.19`` as (2, 19): the leading numbers of an image version."""
+    numbers = []
+    for part in version.replace("-", ".").split("."):
+        if not part.isdigit():
+            break
+        numbers.append(int(part))
+    return tuple(numbers)
 
 
 def where_of(program: Program) -> str:

@@ -46,6 +46,8 @@ def program_data(program: programs.Program) -> dict[str, Any]:
                             for name, h in program.hyperparameters.items()},
         "tuning": program.tuning.as_input() if program.tuning else None,
         "framework": framework_data(program),
+        # How a script job on more than one instance uses them (None: such a run is refused).
+        "distribution": program.distribution,
     }
 
 
@@ -126,6 +128,8 @@ def describe(program: programs.Program) -> str:
     framework = framework_data(program)
     if framework is not None:
         lines.append(f"  framework: {_framework_text(framework)}")
+        lines.append("  on more than one instance: " + (
+            program.distribution or "refused (no [script] distribution declared)"))
     lines.append("  channels:")
     width = max(len(c.name) for c in program.channels)
     lines += [f"    {c.name:<{width}}  {c.content_type}  {'required' if c.required else 'optional'}"

@@ -61,6 +61,49 @@ FRAMEWORK_SETTINGS: Final[dict[str, tuple[str, str | None, str | None]]] = {
     "huggingface": ("huggingfaceVersion", "huggingfacePyVersion", "huggingfaceBaseVersion"),
 }
 
+#: How a script program's job uses more than one instance (``[script] distribution``), per
+#: framework. With none declared and none by default (:data:`DEFAULT_DISTRIBUTIONS`), a run on
+#: more than one instance is refused: the image would run one independent copy of the script
+#: per instance, billed each time.
+#:
+#: - ``torch_distributed``: torchrun over every instance and GPU (the PyTorch toolkit, which the
+#:   Hugging Face images run too; the SDK's ``distribution={"torch_distributed": ...}``).
+#: - ``multi_worker_mirrored``: TensorFlow's MultiWorkerMirroredStrategy; the toolkit writes
+#:   ``TF_CONFIG`` with every host a worker (TensorFlow 2.9 and later, as the SDK requires).
+#: - ``parameter_server``: TensorFlow's parameter servers; the toolkit starts one on every host
+#:   and writes ``TF_CONFIG`` (host 1 the master, the others workers).
+#: - ``sm_hosts``: the script coordinates its instances itself, from ``SM_HOSTS`` and
+#:   ``SM_CURRENT_HOST`` (as XGBoost's distributed example does with rabit); every instance
+#:   runs it once, and the image starts nothing more.
+#:
+#: Sources: sagemaker-python-sdk v2.257.6, pytorch/estimator.py (torch_distributed),
+#: huggingface/estimator.py (_huggingface_distribution_configuration), estimator.py
+#: (Framework._distribution_configuration, _validate_mwms_config: TensorFlow 2.9);
+#: sagemaker-tensorflow-training-toolkit, training.py (_build_tf_config_for_ps,
+#: _build_tf_config_for_mwms); sklearn/estimator.py refuses ``instance_count`` other than 1
+#: (this project lets a program that declares ``sm_hosts`` use more); xgboost/estimator.py
+#: sends no distribution option, and its container runs a script once per host.
+DISTRIBUTIONS: Final[dict[str, tuple[str, ...]]] = {
+    "pytorch": ("torch_distributed", "sm_hosts"),
+    "huggingface": ("torch_distributed", "sm_hosts"),
+    "tensorflow": ("multi_worker_mirrored", "parameter_server", "sm_hosts"),
+    "sklearn": ("sm_hosts",),
+    "xgboost": ("sm_hosts",),
+}
+#: The frameworks whose runs on more than one instance distribute without a declaration.
+DEFAULT_DISTRIBUTIONS: Final[dict[str, str]] = {"pytorch": "torch_distributed",
+                                                "huggingface": "torch_distributed"}
+#: The hyperparameters each distribution adds to a job on more than one instance, as the SDK
+#: encodes them (JSON: ``true``); the toolkits read them as additional framework parameters.
+DISTRIBUTION_HYPERPARAMETERS: Final[dict[str, dict[str, str]]] = {
+    "torch_distributed": {"sagemaker_torch_distributed_enabled": "true"},
+    "multi_worker_mirrored": {"sagemaker_multi_worker_mirrored_strategy_enabled": "true"},
+    "parameter_server": {"sagemaker_parameter_server_enabled": "true"},
+    "sm_hosts": {},
+}
+#: The first TensorFlow with ``multi_worker_mirrored`` (the SDK's _validate_mwms_config).
+MULTI_WORKER_MIRRORED_SINCE: Final[tuple[int, int]] = (2, 9)
+
 # --- The ``tuning`` object ------------------------------------------------------------------
 
 TUNING_FIELDS: Final[tuple[str, ...]] = ("strategy", "maxJobs", "maxParallelJobs", "objective",

@@ -19,6 +19,8 @@ start`` are refused by the same rules with the same words, and no other place re
 - with the deployment's settings (``$deployment``, :class:`Deployment`): the run's settings merged
   over the deployment's defaults (an instance type of the allow-list, counts, sizes and runtimes
   within their limits and whole, ``spot`` a boolean, an execution name a tag value may hold);
+- a script on more than one instance whose program declares no ``[script] distribution`` and whose
+  framework has none by default (``contract.DISTRIBUTIONS``);
 - for a tuning run, its settings merged over the program's default tuning: a strategy, job counts
   within SageMaker's limits (``maxParallelJobs`` at most ``maxJobs``), an objective, early
   stopping Off with Hyperband, Grid with categorical ranges only, Hyperband's resources;
@@ -148,6 +150,8 @@ def rules() -> str:
     max_tuning_jobs = contract.MAX_TUNING_JOBS
     max_parallel_jobs = contract.MAX_PARALLEL_TUNING_JOBS
     max_resource = contract.HYPERBAND_MAX_RESOURCE
+    distributions = json.dumps({framework: list(options)
+                                for framework, options in contract.DISTRIBUTIONS.items()})
     budget_function = budget.FUNCTION
     budget_error = json.dumps(contract.BUDGET_EXCEEDED_ERROR)
     written_instanceCount = _written_with_fraction(contract.INSTANCE_COUNT)
@@ -387,6 +391,15 @@ def rules() -> str:
     $whole($config.volumeSizeInGB, "volumeSizeInGB", $contains($text, /{written_volumeSizeInGB}/))),
     $whole($config.maxRuntimeInSeconds, "maxRuntimeInSeconds", $contains($text, /{written_maxRuntimeInSeconds}/)));
 
+  /* A script on more than one instance: its framework's image runs one copy of the script on
+     each unless the program says how it uses them (smtrain.core.contract.DISTRIBUTIONS). */
+  $distributions := {distributions};
+  $distributionProblems := $exists($spec.framework) and $type($spec.distribution) != "string"
+      and $type($config.instanceCount) = "number" and $config.instanceCount > 1
+    ? [$bad("field 'instanceCount' must be 1 for program " & $name & ": " & $spec.framework
+            & " runs the script once on each instance, and its program.toml declares no [script] distribution (for "
+            & $spec.framework & ": " & $join($lookup($distributions, $spec.framework), ", ") & ")")] : [];
+
   /* A tuning run's settings: the program's default tuning with the input's fields over it (a
      shallow merge, as ApplyTuningDefaults merges them). */
   $tc := $exists($spec) and $isObject($tuning) ? $merge([$isObject($spec.tuning) ? $spec.tuning : {{}}, $tuning]);
@@ -428,9 +441,9 @@ def rules() -> str:
     $whole($hb.minResource, "tuning.hyperband.minResource", $contains($text, /{written_minResource}/))),
     $whole($hb.maxResource, "tuning.hyperband.maxResource", $contains($text, /{written_maxResource}/)));
 
-  $problems := $append($append($append($append($append($append($append($append($inputProblems, $fieldProblems),
+  $problems := $append($append($append($append($append($append($append($append($append($inputProblems, $fieldProblems),
                $resolution.problems), $hpProblems), $channelProblems), $tuningProblems), $registerProblems),
-               $configProblems), $tuningConfigProblems);
+               $configProblems), $distributionProblems), $tuningConfigProblems);
   /* The deployment's maxJobHours once every field it reads has been checked (before Hyperband's
      resources, which it does not read). */
   $budget := {budget_function};

@@ -90,6 +90,10 @@ MANIFEST_SCHEMA: dict[str, Any] = {
                                            "pattern": r"^(pytorch|tensorflow)[0-9][0-9.]*$"},
                 "shared": {"type": "array", "items": {"type": "string",
                                                       "pattern": "^[a-z][a-z0-9_]*$"}},
+                # How a job on more than one instance uses them (contract.DISTRIBUTIONS; each
+                # framework's own are checked after the schema).
+                "distribution": {"enum": sorted({d for options in contract.DISTRIBUTIONS.values()
+                                                 for d in options})},
             },
         },
         "byoc": {
@@ -313,6 +317,10 @@ class Program:
     framework_version: str | None = None
     py_version: str | None = None
     base_framework_version: str | None = None
+    #: How a script job on more than one instance uses them (one of
+    #: ``contract.DISTRIBUTIONS[framework]``): the manifest's ``distribution``, else the
+    #: framework's default (``contract.DEFAULT_DISTRIBUTIONS``); None: such a run is refused.
+    distribution: str | None = None
     channels: tuple[Channel, ...] = ()
     metric_names: tuple[str, ...] = ()
     metric_definitions: tuple[Mapping[str, str], ...] = ()
@@ -349,6 +357,10 @@ class Program:
         }
         if self.instance_type is not None:
             entry["instanceType"] = self.instance_type
+        if self.framework is not None:
+            # A run on more than one instance needs a distribution (smtrain.core.input_rules).
+            entry["framework"] = self.framework
+            entry["distribution"] = self.distribution
         # Which manifest the catalog was made from: an offline run compares it with the
         # synthesized one (smtrain.local.staleness), so a manifest edit is never run stale.
         entry["manifest"] = hashlib.sha256((self.directory / MANIFEST).read_bytes()).hexdigest()[:16]
@@ -478,6 +490,13 @@ def load(directory: Path, *, staged: bool = False) -> Program:
         raise fail("script.base_framework_version",
                    "only a huggingface program names a base framework (its PyTorch or "
                    "TensorFlow build)")
+    framework = script.get("framework", "pytorch") if kind == "script" else None
+    distribution = script.get("distribution")
+    if framework is not None and distribution is not None \
+            and distribution not in contract.DISTRIBUTIONS[framework]:
+        raise fail("script.distribution",
+                   f"{distribution!r} is not a distribution of {framework}: one of "
+                   f"{', '.join(contract.DISTRIBUTIONS[framework])}")
     program = Program(
         name=name, kind=kind, directory=directory, description=data.get("description", ""),
         instance_type=data.get("instance_type"),
@@ -486,10 +505,12 @@ def load(directory: Path, *, staged: bool = False) -> Program:
         dockerfile=byoc.get("dockerfile", "Dockerfile"),
         build_context=byoc.get("context", "."),
         algorithm=builtin.get("algorithm"), algorithm_version=builtin.get("version"),
-        framework=script.get("framework", "pytorch") if kind == "script" else None,
+        framework=framework,
         framework_version=script.get("framework_version"),
         py_version=script.get("py_version"),
         base_framework_version=script.get("base_framework_version"),
+        distribution=(distribution or contract.DEFAULT_DISTRIBUTIONS.get(framework))
+        if framework is not None else None,
         channels=channels, metric_names=metric_names, metric_definitions=definitions,
         hyperparameters=hyperparameters, tuning=tuning, registration=registration,
         serving=serving,
