@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from smtrain.cli import EXIT_OK, EXIT_USAGE, main
-from smtrain.core import programs
+from smtrain.core import contract, programs
 from smtrain.local.job_tree import JobTree, build_job_tree
 
 TOOLKIT_TRAIN = Path(sys.executable).parent / "train"  # sagemaker-training's entry point
@@ -138,10 +138,15 @@ def test_tuning_template_without_tuning(capsys: pytest.CaptureFixture[str], tmp_
 # --- new-program ----------------------------------------------------------------------------
 
 
-def _new(capsys: pytest.CaptureFixture[str], root: Path, name: str, kind: str) -> programs.Program:
-    code, out, err = _run(capsys, "new-program", name, "--kind", kind, "--dir", str(root / "training_code"))
+def _new(capsys: pytest.CaptureFixture[str], root: Path, name: str, kind: str,
+         framework: str | None = None) -> programs.Program:
+    code, out, err = _run(capsys, "new-program", name, "--kind", kind, "--dir", str(root / "training_code"),
+                          *(("--framework", framework) if framework else ()))
     assert code == EXIT_OK, err
-    assert "make synth" in out and f"smtrain start --local --program {name}" in out
+    assert "make synth" in out
+    offline = f"smtrain start --local --program {name}" in out
+    assert offline == (framework != "tensorflow")
+    assert offline or "tensorflow jobs do not run offline here" in out
     return programs.load(root / "training_code" / name)
 
 
@@ -188,13 +193,34 @@ def _assert_trained(program: programs.Program, result: subprocess.CompletedProce
     metrics = _metrics(program, result.stdout)
     assert len(metrics["train:loss"]) == len(metrics["validation:accuracy"]) == epochs
     assert metrics["validation:accuracy"][-1] >= 0.9
-    model = json.loads((tree.model_dir / "model.json").read_text())
-    assert model["classes"] == [0, 1]
+    if program.framework in ("sklearn", "xgboost"):
+        # The saved model loads as the framework loads it and predicts the validation channel.
+        import numpy as np
+
+        data = np.vstack([np.loadtxt(path, delimiter=",", ndmin=2)
+                          for path in sorted((tree.base_dir / "input" / "data" / "validation").rglob("*.csv"))])
+        if program.framework == "sklearn":
+            import joblib
+
+            predicted = joblib.load(tree.model_dir / "model.joblib").predict(data[:, 1:])
+        else:
+            import xgboost
+
+            booster = xgboost.Booster(model_file=str(tree.model_dir / "xgboost-model.json"))
+            predicted = booster.predict(xgboost.DMatrix(data[:, 1:])).argmax(axis=1)
+        assert (predicted == data[:, 0]).mean() >= 0.9
+    else:
+        model = json.loads((tree.model_dir / "model.json").read_text())
+        assert model["classes"] == [0, 1]
 
 
+@pytest.mark.parametrize("framework", ["pytorch", "sklearn", "xgboost"])
 def test_script_skeleton_trains_through_the_toolkit(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                                                    channels: dict[str, Path]) -> None:
-    program = _new(capsys, tmp_path, "my_script", "script")
+                                                    channels: dict[str, Path], framework: str) -> None:
+    """Each framework's skeleton (PyTorch's is the standard-library one), as its image's
+    toolkit runs it, saving its model as the framework does."""
+    program = _new(capsys, tmp_path, "my_script", "script", framework)
+    assert program.framework == framework
     bundle = tmp_path / "sourcedir.tar.gz"  # what the stack packs: the folder's files at the root
     with tarfile.open(bundle, "w:gz") as tar:
         for path in sorted(program.directory.iterdir()):
@@ -235,11 +261,51 @@ def test_byoc_skeleton_reports_a_bad_channel(capsys: pytest.CaptureFixture[str],
 def test_generated_tests_pass(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     _new(capsys, tmp_path, "gen_script", "script")
     _new(capsys, tmp_path, "gen-byoc", "byoc")
+    _new(capsys, tmp_path, "gen_sklearn", "script", "sklearn")
+    # TensorFlow is not in the project's environment: its skeleton's test says so and skips.
+    _new(capsys, tmp_path, "gen_tensorflow", "script", "tensorflow")
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
          "tests/programs"], cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "4 passed" in result.stdout
+    assert "6 passed, 1 skipped" in result.stdout
+    assert "could not import 'tensorflow'" in result.stdout
+
+
+def test_framework_skeletons_refuse_a_bad_hyperparameter_with_a_reason(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, channels: dict[str, Path]) -> None:
+    program = _new(capsys, tmp_path, "my_sklearn", "script", "sklearn")
+    tree = build_job_tree(tmp_path / "ml", channels=channels, hyperparameters={})
+    env = {**os.environ, "SAGEMAKER_BASE_DIR": str(tree.base_dir), **{
+        f"SM_CHANNEL_{name.upper()}": str(path) for name, path in channels.items()}}
+    result = subprocess.run([sys.executable, str(program.directory / "train.py"), "--learning-rate", "0"],
+                            capture_output=True, text=True, timeout=300, check=False, env=env)
+    assert result.returncode == 1
+    assert tree.failure_reason() == "TrainingError: hyperparameter 'learning-rate' must be in (0, 10], got 0.0"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (("--kind", "script", "--framework", "huggingface"), "--framework huggingface has no skeleton"),
+    (("--kind", "byoc", "--framework", "sklearn"), "--framework is for --kind script"),
+])
+def test_new_program_refuses_a_framework_it_cannot_scaffold(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: tuple[str, ...], message: str) -> None:
+    code, out, err = _run(capsys, "new-program", "mine", *argv, "--dir", str(tmp_path / "tc"))
+    assert code == EXIT_USAGE and out == ""
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "tc").exists()
+
+
+@pytest.mark.parametrize("framework", ["sklearn", "xgboost", "tensorflow"])
+def test_a_framework_skeleton_names_its_framework_and_how_to_distribute(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, framework: str) -> None:
+    program = _new(capsys, tmp_path, f"my_{framework}", "script", framework)
+    assert (program.framework, program.distribution) == (framework, None)
+    manifest = (program.directory / programs.MANIFEST).read_text()
+    assert f'# distribution = "{contract.DISTRIBUTIONS[framework][0]}"' in manifest
+    # The same hyperparameters, metrics and tuning as every skeleton, read from argparse options.
+    assert program.training_defaults == {"epochs": "10", "learning-rate": "0.1"}
+    assert program.metric_names == ("train:loss", "validation:accuracy")
 
 
 @pytest.mark.parametrize("name", ["Bad", "1st", "has space", "a" * 33, "x/y"])

@@ -211,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     new_program.add_argument("name", metavar="NAME", help="the program's name: [a-z][a-z0-9_-]{0,31}")
     new_program.add_argument("--kind", required=True, choices=["script", "byoc"],
                              help="script: train.py on AWS's PyTorch image; byoc: an image of its own")
+    new_program.add_argument(
+        "--framework", choices=list(contract.FRAMEWORKS),
+        help="a script's framework image (default pytorch: a standard-library skeleton); sklearn, "
+             "xgboost and tensorflow get a script that trains with the framework and saves its model "
+             "as AWS's examples do")
     new_program.add_argument("--dir", type=Path, metavar="DIR",
                              help="the training code folder (default: the project's training_code/)")
 
@@ -223,6 +228,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # Its reader went away (`smtrain programs | head`): no traceback, and none at exit when
+        # Python flushes stdout again (the Python documentation's "Note on SIGPIPE").
+        import os
+        import sys
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from smtrain.cli.outcome import AwsOptions, use_aws_options
 

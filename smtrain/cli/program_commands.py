@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from smtrain.cli.framework_skeletons import FRAMEWORK_SKELETONS
+from smtrain.cli.framework_skeletons import entry_point as skeleton_entry_point
 from smtrain.cli.outcome import EXIT_OK, EXIT_USAGE, Handler, fail, run_handler
 from smtrain.core import builtin_algorithms, contract, programs
 
@@ -178,20 +180,24 @@ def test_file_name(name: str) -> str:
     return f"test_{name.replace('-', '_')}.py"
 
 
-def skeleton_files(name: str, kind: str, training_code_dir: Path) -> dict[Path, str]:
+def skeleton_files(name: str, kind: str, training_code_dir: Path,
+                   framework: str = "pytorch") -> dict[Path, str]:
     """Every file ``new-program`` writes, by path (the test lies in the project's
-    ``tests/programs/``, beside ``training_code_dir``)."""
+    ``tests/programs/``, beside ``training_code_dir``). ``framework``: a script's (one of
+    ``contract.FRAMEWORKS`` but huggingface); scikit-learn, XGBoost and TensorFlow get an entry
+    point of their own (:mod:`smtrain.cli.framework_skeletons`), PyTorch the plain one."""
     folder = training_code_dir / name
     entry = "train.py" if kind == "script" else "train"
+    own = framework in FRAMEWORK_SKELETONS
     files = {
-        folder / programs.MANIFEST: _manifest(name, kind),
-        folder / "requirements.txt": _REQUIREMENTS,
-        folder / entry: _entry_point(kind),
+        folder / programs.MANIFEST: _manifest(name, kind, framework),
+        folder / "requirements.txt": _requirements(framework if own else None),
+        folder / entry: skeleton_entry_point(framework) if own else _entry_point(kind),
     }
     if kind == "byoc":
         files[folder / "Dockerfile"] = _DOCKERFILE
     test = training_code_dir.parent / "tests" / "programs" / test_file_name(name)
-    files[test] = _test_file(name, kind, training_code_dir.name)
+    files[test] = _test_file(name, kind, training_code_dir.name, framework if own else None)
     return files
 
 
@@ -213,7 +219,17 @@ def new_program(args: argparse.Namespace) -> int:
     if folder.exists():
         fail(f"{_shown(folder)} already exists: pick another name or remove it")
         return EXIT_USAGE
-    files = skeleton_files(name, args.kind, training_code_dir)
+    framework: str | None = args.framework
+    if framework is not None and args.kind != "script":
+        fail(f"--framework is for --kind script (a {args.kind} program brings its own image)")
+        return EXIT_USAGE
+    if framework == "huggingface":
+        fail("--framework huggingface has no skeleton: write one with --framework pytorch and set "
+             "framework = \"huggingface\" and a GPU instance_type in its program.toml "
+             "(docs/programs.md, Frameworks)")
+        return EXIT_USAGE
+    framework = framework or "pytorch"
+    files = skeleton_files(name, args.kind, training_code_dir, framework)
     taken = [path for path in files if path.exists()]
     if taken:
         fail(f"{_shown(taken[0])} already exists: pick another name or remove it")
@@ -225,25 +241,43 @@ def new_program(args: argparse.Namespace) -> int:
             path.chmod(0o755)
     program = programs.load(folder)  # what `cdk synth` and every command will read
     test = next(path for path in files if path.name.startswith("test_"))
-    print(f"Wrote training program {program.name} ({program.kind}):")
+    what = ("a softmax regression on CSV (label in column 0, no header)" if framework == "pytorch"
+            else f"{_SKELETON_MODELS[framework]} on CSV (label in column 0, no header)")
+    on = f", {framework}" if program.kind == "script" else ""
+    print(f"Wrote training program {program.name} ({program.kind}{on}):")
     for path in files:
         print(f"  {_shown(path)}")
     print("\nNext steps:")
-    print(f"  edit {_shown(folder / (program.entry_point or 'train'))}: it trains a softmax "
-          "regression on CSV (label in column 0, no header)")
+    print(f"  edit {_shown(folder / (program.entry_point or 'train'))}: it trains {what}")
     print(f"  .venv/bin/pytest -q {_shown(test)}   (trains it offline on generated data)")
     print("  make synth   (packages it with the other programs)")
+    if program.kind == "script" and framework not in contract.OFFLINE_FRAMEWORKS:
+        print(f"  ({framework} jobs do not run offline here: its test above runs the script where "
+              f"{FRAMEWORK_SKELETONS[framework][1]} is installed; `smtrain start` runs it on AWS)")
+        return EXIT_OK
     print(f"  smtrain start --local --program {name} --input train=DIR --input validation=DIR")
     print(f"  smtrain start --local --program {name} --tune <(smtrain tuning-template --program {name})")
     return EXIT_OK
+
+
+#: What each framework skeleton trains (``new-program``'s next steps).
+_SKELETON_MODELS = {"sklearn": "a logistic regression (scikit-learn's SGDClassifier)",
+                    "xgboost": "gradient-boosted trees (one round an epoch)",
+                    "tensorflow": "a Keras softmax regression"}
 
 
 _REQUIREMENTS = """\
 # This program's Python packages, one pinned requirement a line (e.g. `numpy==2.4.6`).
 # Installed before the program runs: by the SageMaker training toolkit for a script program
 # (`pip install -r requirements.txt` in the job), by the Dockerfile for a BYOC image.
-# The skeleton uses the standard library only, so nothing is listed yet.
+# __USES__, so nothing is listed yet.
 """
+
+
+def _requirements(framework: str | None) -> str:
+    uses = (f"The skeleton uses what the {framework} image has ({FRAMEWORK_SKELETONS[framework][2]})"
+            if framework else "The skeleton uses the standard library only")
+    return _REQUIREMENTS.replace("__USES__", uses)
 
 _DOCKERFILE = """\
 # BYOC training image on a pinned slim Python. Build context: this folder.
@@ -265,21 +299,32 @@ COPY train .
 """
 
 
-def _manifest(name: str, kind: str) -> str:
+_FRAMEWORK_NAMES = {"pytorch": "PyTorch", "sklearn": "scikit-learn", "xgboost": "XGBoost",
+                    "tensorflow": "TensorFlow"}
+
+
+def _manifest(name: str, kind: str, framework: str = "pytorch") -> str:
     if kind == "script":
-        what = "A script on AWS's PyTorch image, run by the SageMaker training toolkit"
-        table = ('[script]\nentry_point = "train.py"\nframework = "pytorch"\n')
+        what = (f"A script on AWS's {_FRAMEWORK_NAMES[framework]} image, run by the SageMaker "
+                "training toolkit")
+        table = f'[script]\nentry_point = "train.py"\nframework = "{framework}"\n'
+        if framework not in contract.DEFAULT_DISTRIBUTIONS:
+            # Without it a run on more than one instance is refused (docs/programs.md).
+            table += (f'# distribution = "{contract.DISTRIBUTIONS[framework][0]}"  # how a job on more '
+                      f"than one instance uses them: {', '.join(contract.DISTRIBUTIONS[framework])}\n")
         printer = "train.py"
     else:
         what = "An image of its own (BYOC): Dockerfile and `train` in this folder"
         table = ('[byoc]\ndockerfile = "Dockerfile"\ncontext = "."\nentry_point = "train"\n')
         printer = "train"
+    model = ("softmax regression" if framework == "pytorch" or kind != "script"
+             else _SKELETON_MODELS[framework])
     return f"""\
 # A training program: what it is, what it reads, prints and takes (every field: docs/programs.md).
 # `smtrain programs` lists it; `make synth` packages it.
 name = "{name}"
 kind = "{kind}"
-description = "{what}: softmax regression on CSV (label in column 0)"
+description = "{what}: {model} on CSV (label in column 0)"
 
 {table}
 [[channels]]
@@ -624,22 +669,38 @@ def test_trains_and_prints_metrics(tmp_path: Path, channels: dict[str, Path]) ->
     accuracies = [float(value) for value in METRIC.findall(result.stdout)]
     assert len(accuracies) == 3
     assert accuracies[-1] >= 0.9
-    model = json.loads((tmp_path / "ml" / "model" / "model.json").read_text())
-    assert model["classes"] == [0, 1]
-
+__MODEL_CHECK__
 
 def test_bad_hyperparameter_fails_with_a_reason(tmp_path: Path, channels: dict[str, Path]) -> None:
     result = run_program(tmp_path / "ml", channels, {"epochs": "many"})
     assert result.returncode == 1
     reason = (tmp_path / "ml" / "output" / "failure").read_text()
-    assert reason == "TrainingError: hyperparameter 'epochs' must be an integer, got 'many'"
-    assert not (tmp_path / "ml" / "model" / "model.json").exists()
+    assert reason == __BAD_REASON__
+    assert not (tmp_path / "ml" / "model" / "__MODEL_FILE__").exists()
 '''
 
+_STDLIB_MODEL_CHECK = """\
+    model = json.loads((tmp_path / "ml" / "model" / "model.json").read_text())
+    assert model["classes"] == [0, 1]
+"""
 
-def _test_file(name: str, kind: str, directory: str) -> str:
+
+def _test_file(name: str, kind: str, directory: str, framework: str | None = None) -> str:
+    """The skeleton's test; ``framework``: a framework skeleton's (it skips where the framework
+    is not installed: the image has it, the project's environment may not)."""
     run_program = _TEST_SCRIPT_RUN if kind == "script" else _TEST_BYOC_RUN
-    imports = {"json", "os", "random", "re", "subprocess", "sys" if kind == "script" else "shutil"}
+    imports = {"os", "random", "re", "subprocess", "sys" if kind == "script" else "shutil"}
+    if framework is None:
+        imports.add("json")
+        model_file, model_check = "model.json", _STDLIB_MODEL_CHECK
+        bad_reason = '"TrainingError: hyperparameter \'epochs\' must be an integer, got \'many\'"'
+    else:
+        model_file, module, _ = FRAMEWORK_SKELETONS[framework]
+        model_check = f'    assert (tmp_path / "ml" / "model" / "{model_file}").is_file()\n'
+        bad_reason = '"TrainingError: argument --epochs: invalid int value: \'many\'"'
+        run_program = (f'#: The {framework} image has it; here the tests need it installed.\n'
+                       f'pytest.importorskip("{module}")\n\n\n{run_program}')
     return (_TEST_FILE.replace("__RUN_PROGRAM__", run_program).replace("__NAME__", name)
-            .replace("__DIR__", directory).replace("__IMPORTS__", "\n".join(
-                f"import {module}" for module in sorted(imports))))
+            .replace("__DIR__", directory).replace("__MODEL_CHECK__", model_check)
+            .replace("__BAD_REASON__", bad_reason).replace("__MODEL_FILE__", model_file)
+            .replace("__IMPORTS__", "\n".join(f"import {module}" for module in sorted(imports))))

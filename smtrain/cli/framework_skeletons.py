@@ -1,0 +1,59 @@
+"""The entry points ``smtrain new-program --kind script --framework F`` writes where the
+framework has an idiom of its own: scikit-learn, XGBoost and TensorFlow scripts train with their
+framework and save the model as AWS's examples of it do. PyTorch keeps the plain skeleton
+(standard library only, :mod:`smtrain.cli.program_commands`).
+
+Each is composed from ``skeletons/``: the framework's file (``#%% doc``, ``#%% imports``, ``#%%
+code``: its ``train``) inside the contract every skeleton keeps (``_contract.py.txt``: argparse
+hyperparameters as the toolkit passes them, the ``SM_*`` paths, CSV channels, the failure file).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Final
+
+SKELETONS_DIR: Final = Path(__file__).with_name("skeletons")
+
+#: Per framework with a skeleton of its own: the model file it writes under ``SM_MODEL_DIR``,
+#: the module its generated test needs to run it here, and what the image provides.
+FRAMEWORK_SKELETONS: Final[dict[str, tuple[str, str, str]]] = {
+    "sklearn": ("model.joblib", "sklearn", "scikit-learn, joblib and numpy"),
+    "xgboost": ("xgboost-model.json", "xgboost", "xgboost and numpy"),
+    "tensorflow": ("1/saved_model.pb", "tensorflow", "TensorFlow (Keras) and numpy"),
+}
+
+#: The TensorFlow toolkit passes ``--model_dir`` (the stack sends it, as the SDK's TensorFlow
+#: estimator does): the script accepts it and saves to ``SM_MODEL_DIR``.
+_EXTRA_ARGUMENTS: Final[dict[str, str]] = {
+    "tensorflow": "    # Sent as the TensorFlow estimator sends it; the model goes to --model-dir (SM_MODEL_DIR).\n"
+                  '    parser.add_argument("--model_dir", dest="estimator_model_dir")\n',
+}
+
+
+@cache
+def _sections(file_name: str) -> dict[str, str]:
+    sections: dict[str, str] = {}
+    current = None
+    for line in (SKELETONS_DIR / file_name).read_text().splitlines(keepends=True):
+        if line.startswith("#%% "):
+            current = line[4:].strip()
+            sections[current] = ""
+        elif current is not None:
+            sections[current] += line
+    return sections
+
+
+def entry_point(framework: str) -> str:
+    """The ``train.py`` of a ``framework`` skeleton (one of :data:`FRAMEWORK_SKELETONS`)."""
+    own = _sections(f"{framework}.py.txt")
+    contract = _sections("_contract.py.txt")
+    body = contract["body"].replace("__EXTRA_ARGUMENTS__", _EXTRA_ARGUMENTS.get(framework, ""))
+    third_party = (contract["third-party"] + own["imports"]).splitlines()
+    # In isort's order, as the project's linter keeps it: plain imports, then from-imports.
+    imports = sorted(line for line in third_party if line.startswith("import ")) + sorted(
+        line for line in third_party if line.startswith("from "))
+    return "\n\n".join(part.strip("\n") for part in (
+        own["doc"], "from __future__ import annotations", contract["imports"], "\n".join(imports),
+        "\n" + body, "\n" + own["code"], "\n" + contract["main"])) + "\n"
