@@ -9,6 +9,7 @@ botocore's model and the engine's rules and nothing trains.
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,8 +113,8 @@ def test_gpu_builds_follow_the_instance_type(
      "choose one of ml.m5.large, ml.m5.xlarge, ml.m5.2xlarge, ml.c5.xlarge, ml.c5.2xlarge"),
     ({"instanceCount": 2},
      "field 'instanceCount' must be 1 for program sklearn_example: sklearn runs the script once "
-     "on each instance, and its program.toml declares no [script] distribution (for sklearn: "
-     "sm_hosts)"),
+     "on each instance, and its program.toml declares no [script] distribution (once the script "
+     "coordinates its instances, declare one of: sm_hosts)"),
 ])
 def test_sklearn_is_refused_where_its_estimator_refuses(
         scripted: tuple[OfflineEngine, ScriptedBackend], execution_input: dict[str, Any],
@@ -173,7 +174,7 @@ def test_a_framework_that_runs_one_copy_per_instance_needs_a_declared_distributi
         "FAILED", contract.INVALID_INPUT_ERROR,
         "field 'instanceCount' must be 1 for program xgboost_script_example: xgboost runs the "
         "script once on each instance, and its program.toml declares no [script] distribution "
-        "(for xgboost: sm_hosts)")
+        "(once the script coordinates its instances, declare one of: sm_hosts)")
     assert not backend.requests
 
 
@@ -345,3 +346,60 @@ def test_multi_worker_mirrored_before_tensorflow_2_9_fails_synth(
                                             r"multi_worker_mirrored, which needs TensorFlow 2\.9"):
         script_images(replace(settings, tensorflow_version="2.8"),
                       programs.load(FIXTURES / "tensorflow_example"))
+
+
+@pytest.mark.parametrize(("name", "line", "distribution"), [
+    ("pytorch_example", 'distribution = "sm_hosts"', "sm_hosts"),  # over PyTorch's default
+    ("tensorflow_example", 'distribution = "parameter_server"', "parameter_server"),
+    ("huggingface_example", 'base_framework_version = "tensorflow2.6.3"', None),
+])
+def test_a_declared_distribution_or_none(tmp_path: Path, name: str, line: str,
+                                         distribution: str | None) -> None:
+    """A declaration replaces the framework's default; a Hugging Face image on a TensorFlow base
+    runs no PyTorch toolkit, so it has no default (and may declare sm_hosts only)."""
+    text = (FIXTURES / name / programs.MANIFEST).read_text()
+    text = re.sub(r'^distribution = .*\n', "", text, flags=re.MULTILINE)
+    folder = tmp_path / name
+    shutil.copytree(FIXTURES / name, folder)
+    (folder / programs.MANIFEST).write_text(text.replace("[script]\n", f"[script]\n{line}\n"))
+    program = programs.load(folder)
+    assert program.distribution == distribution
+    assert program.catalog_entry()["distribution"] == distribution
+    if name == "huggingface_example":
+        assert program.catalog_entry()["distributions"] == ["sm_hosts"]
+        (folder / programs.MANIFEST).write_text(text.replace(
+            "[script]\n", f'[script]\n{line}\ndistribution = "torch_distributed"\n'))
+        with pytest.raises(ProgramError, match=r"'script\.distribution': 'torch_distributed' is not a "
+                                               r"distribution of huggingface on tensorflow2\.6\.3: "
+                                               r"one of sm_hosts$"):
+            programs.load(folder)
+
+
+def test_an_unknown_distribution_fails_the_schema(tmp_path: Path) -> None:
+    folder = _copy(tmp_path, "sklearn_example", ("[script]\n", '[script]\ndistribution = "ring"\n'))
+    with pytest.raises(ProgramError, match=r"'script\.distribution': 'ring' is not one of"):
+        programs.load(folder)
+
+
+def test_the_deployments_default_count_is_named_when_the_input_gives_none() -> None:
+    from smtrain.core import input_rules
+
+    program = programs.load(FIXTURES / "xgboost_script_example")
+    checked = input_rules.check({program.name: program}, {"program": program.name},
+                                deployment=input_rules.Deployment(defaults={"instanceCount": 3}))
+    assert checked.problems[0]["cause"] == (
+        "field 'instanceCount' must be 1 for program xgboost_script_example (the deployment's "
+        "default is 3): xgboost runs the script once on each instance, and its program.toml "
+        "declares no [script] distribution (once the script coordinates its instances, declare "
+        "one of: sm_hosts)")
+
+
+def test_a_tensorflow_based_hugging_face_setting_refuses_the_pytorch_default(settings: Settings) -> None:
+    from dataclasses import replace
+
+    program = programs.load(FIXTURES / "huggingface_example")
+    assert program.distribution == "torch_distributed"  # the base comes from cdk.json
+    with pytest.raises(SettingsError, match=r"^setting 'huggingfaceBaseVersion' is tensorflow2\.6\.3, "
+                                            r"and program huggingface_example .* distributes with "
+                                            r"torch_distributed, which a TensorFlow-based"):
+        script_images(replace(settings, huggingface_base_version="tensorflow2.6.3"), program)

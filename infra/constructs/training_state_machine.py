@@ -457,7 +457,7 @@ class TrainingStateMachine(Construct):
             # framework image runs (sagemaker-training-toolkit, params.py). The SKLearn, XGBoost
             # and HuggingFace estimators add nothing to them (sklearn/estimator.py,
             # xgboost/estimator.py, huggingface/estimator.py: only distribution settings, which
-            # the stack sends for PyTorch alone). The XGBoost image runs the script instead of
+            # the stack sends from the program's distribution, below). The XGBoost image runs the script instead of
             # the built-in algorithm because sagemaker_program is set (sagemaker-xgboost-container,
             # training.py: user_entry_point).
             fixed = {

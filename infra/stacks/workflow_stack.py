@@ -68,6 +68,14 @@ def script_images(settings: Settings, program: Program) -> FrameworkImages:
         raise SettingsError(f"setting '{FRAMEWORK_SETTINGS[framework][0]}' is {version}, and program "
                             f"{program.name} ({where_of(program)}) declares distribution "
                             f"multi_worker_mirrored, which needs TensorFlow {since} or later")
+    if framework == "huggingface" and base is not None and base.startswith("tensorflow") \
+            and program.distribution not in contract.distributions(framework, base):
+        # Its default, torch_distributed, is the PyTorch toolkit's: a TensorFlow base has none.
+        raise SettingsError(f"setting '{FRAMEWORK_SETTINGS[framework][2]}' is {base}, and program "
+                            f"{program.name} ({where_of(program)}) distributes with "
+                            f"{program.distribution}, which a TensorFlow-based Hugging Face image "
+                            "does not run: declare [script] distribution = \"sm_hosts\" or a "
+                            "pytorch base_framework_version")
     try:
         images = framework_images(region=settings.region, framework=framework, version=version,
                                   py_version=py_version, base_framework_version=base)

@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Dockerfile for byoc) and tests/programs/test_NAME.py beside <dir>.")
     new_program.add_argument("name", metavar="NAME", help="the program's name: [a-z][a-z0-9_-]{0,31}")
     new_program.add_argument("--kind", required=True, choices=["script", "byoc"],
-                             help="script: train.py on AWS's PyTorch image; byoc: an image of its own")
+                             help="script: train.py on an AWS framework image (--framework); byoc: an image of its own")
     new_program.add_argument(
         "--framework", choices=list(contract.FRAMEWORKS),
         help="a script's framework image (default pytorch: a standard-library skeleton); sklearn, "

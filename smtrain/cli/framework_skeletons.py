@@ -34,6 +34,7 @@ _EXTRA_ARGUMENTS: Final[dict[str, str]] = {
 
 @cache
 def _sections(file_name: str) -> dict[str, str]:
+    """A skeleton file's sections by name (the text after each ``#%% <name>`` line)."""
     sections: dict[str, str] = {}
     current = None
     for line in (SKELETONS_DIR / file_name).read_text().splitlines(keepends=True):
@@ -54,6 +55,9 @@ def entry_point(framework: str) -> str:
     # In isort's order, as the project's linter keeps it: plain imports, then from-imports.
     imports = sorted(line for line in third_party if line.startswith("import ")) + sorted(
         line for line in third_party if line.startswith("from "))
-    return "\n\n".join(part.strip("\n") for part in (
-        own["doc"], "from __future__ import annotations", contract["imports"], "\n".join(imports),
-        "\n" + body, "\n" + own["code"], "\n" + contract["main"])) + "\n"
+    head = "\n\n".join(part.strip("\n") for part in (
+        own["doc"], "from __future__ import annotations", contract["imports"], "\n".join(imports)))
+    # One blank line after the imports (the body starts with constants), two between top-level
+    # definitions (PEP 8).
+    definitions = "\n\n\n".join(part.strip("\n") for part in (body, own["code"], contract["main"]))
+    return f"{head}\n\n{definitions}\n"

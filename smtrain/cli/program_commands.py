@@ -310,8 +310,10 @@ def _manifest(name: str, kind: str, framework: str = "pytorch") -> str:
         table = f'[script]\nentry_point = "train.py"\nframework = "{framework}"\n'
         if framework not in contract.DEFAULT_DISTRIBUTIONS:
             # Without it a run on more than one instance is refused (docs/programs.md).
-            table += (f'# distribution = "{contract.DISTRIBUTIONS[framework][0]}"  # how a job on more '
-                      f"than one instance uses them: {', '.join(contract.DISTRIBUTIONS[framework])}\n")
+            table += ("# On more than one instance: once train.py coordinates them (SM_HOSTS, or a "
+                      "tf.distribute strategy for TensorFlow),\n"
+                      f"# declare how: {', '.join(contract.DISTRIBUTIONS[framework])}.\n"
+                      f'# distribution = "{contract.DISTRIBUTIONS[framework][0]}"\n')
         printer = "train.py"
     else:
         what = "An image of its own (BYOC): Dockerfile and `train` in this folder"
@@ -635,7 +637,7 @@ __IMPORTS__
 from pathlib import Path
 
 import pytest
-
+__SKIP__
 PROGRAM = Path(__file__).resolve().parents[2] / "__DIR__" / "__NAME__"
 #: The metric definitions SageMaker gets from program.toml (``<name>=<number>``).
 METRIC = re.compile(r"\\bvalidation:accuracy=([-+]?[0-9]*\\.?[0-9]+(?:[eE][-+]?[0-9]+)?)")
@@ -690,6 +692,7 @@ def _test_file(name: str, kind: str, directory: str, framework: str | None = Non
     is not installed: the image has it, the project's environment may not)."""
     run_program = _TEST_SCRIPT_RUN if kind == "script" else _TEST_BYOC_RUN
     imports = {"os", "random", "re", "subprocess", "sys" if kind == "script" else "shutil"}
+    skip = ""
     if framework is None:
         imports.add("json")
         model_file, model_check = "model.json", _STDLIB_MODEL_CHECK
@@ -698,9 +701,8 @@ def _test_file(name: str, kind: str, directory: str, framework: str | None = Non
         model_file, module, _ = FRAMEWORK_SKELETONS[framework]
         model_check = f'    assert (tmp_path / "ml" / "model" / "{model_file}").is_file()\n'
         bad_reason = '"TrainingError: argument --epochs: invalid int value: \'many\'"'
-        run_program = (f'#: The {framework} image has it; here the tests need it installed.\n'
-                       f'pytest.importorskip("{module}")\n\n\n{run_program}')
-    return (_TEST_FILE.replace("__RUN_PROGRAM__", run_program).replace("__NAME__", name)
+        skip = f'\n# The {framework} image has it; here the tests need it installed.\npytest.importorskip("{module}")\n'
+    return (_TEST_FILE.replace("__SKIP__\n", skip).replace("__RUN_PROGRAM__", run_program).replace("__NAME__", name)
             .replace("__DIR__", directory).replace("__MODEL_CHECK__", model_check)
             .replace("__BAD_REASON__", bad_reason).replace("__MODEL_FILE__", model_file)
             .replace("__IMPORTS__", "\n".join(f"import {module}" for module in sorted(imports))))

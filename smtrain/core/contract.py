@@ -101,6 +101,23 @@ DISTRIBUTION_HYPERPARAMETERS: Final[dict[str, dict[str, str]]] = {
     "parameter_server": {"sagemaker_parameter_server_enabled": "true"},
     "sm_hosts": {},
 }
+
+
+def distributions(framework: str, base_framework_version: str | None = None) -> tuple[str, ...]:
+    """The distributions a ``framework`` program may declare. A Hugging Face image on a
+    TensorFlow base runs no PyTorch toolkit: ``sm_hosts`` only, and no default."""
+    if framework == "huggingface" and (base_framework_version or "").startswith("tensorflow"):
+        return ("sm_hosts",)
+    return DISTRIBUTIONS[framework]
+
+
+def default_distribution(framework: str, base_framework_version: str | None = None) -> str | None:
+    """The distribution a ``framework`` program gets without declaring one (None: refused on
+    more than one instance)."""
+    default = DEFAULT_DISTRIBUTIONS.get(framework)
+    return default if default in distributions(framework, base_framework_version) else None
+
+
 #: The first TensorFlow with ``multi_worker_mirrored`` (the SDK's _validate_mwms_config).
 MULTI_WORKER_MIRRORED_SINCE: Final[tuple[int, int]] = (2, 9)
 

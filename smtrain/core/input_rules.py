@@ -150,8 +150,6 @@ def rules() -> str:
     max_tuning_jobs = contract.MAX_TUNING_JOBS
     max_parallel_jobs = contract.MAX_PARALLEL_TUNING_JOBS
     max_resource = contract.HYPERBAND_MAX_RESOURCE
-    distributions = json.dumps({framework: list(options)
-                                for framework, options in contract.DISTRIBUTIONS.items()})
     budget_function = budget.FUNCTION
     budget_error = json.dumps(contract.BUDGET_EXCEEDED_ERROR)
     written_instanceCount = _written_with_fraction(contract.INSTANCE_COUNT)
@@ -393,12 +391,12 @@ def rules() -> str:
 
   /* A script on more than one instance: its framework's image runs one copy of the script on
      each unless the program says how it uses them (smtrain.core.contract.DISTRIBUTIONS). */
-  $distributions := {distributions};
   $distributionProblems := $exists($spec.framework) and $type($spec.distribution) != "string"
       and $type($config.instanceCount) = "number" and $config.instanceCount > 1
-    ? [$bad("field 'instanceCount' must be 1 for program " & $name & ": " & $spec.framework
-            & " runs the script once on each instance, and its program.toml declares no [script] distribution (for "
-            & $spec.framework & ": " & $join($lookup($distributions, $spec.framework), ", ") & ")")] : [];
+    ? [$bad("field 'instanceCount' must be 1 for program " & $name
+            & ($exists($in.instanceCount) ? "" : " (the deployment's default is " & $string($config.instanceCount) & ")")
+            & ": " & $spec.framework & " runs the script once on each instance, and its program.toml declares no [script] distribution"
+            & " (once the script coordinates its instances, declare one of: " & $join($spec.distributions, ", ") & ")")] : [];
 
   /* A tuning run's settings: the program's default tuning with the input's fields over it (a
      shallow merge, as ApplyTuningDefaults merges them). */

@@ -361,6 +361,8 @@ class Program:
             # A run on more than one instance needs a distribution (smtrain.core.input_rules).
             entry["framework"] = self.framework
             entry["distribution"] = self.distribution
+            entry["distributions"] = list(contract.distributions(self.framework,
+                                                                 self.base_framework_version))
         # Which manifest the catalog was made from: an offline run compares it with the
         # synthesized one (smtrain.local.staleness), so a manifest edit is never run stale.
         entry["manifest"] = hashlib.sha256((self.directory / MANIFEST).read_bytes()).hexdigest()[:16]
@@ -492,11 +494,14 @@ def load(directory: Path, *, staged: bool = False) -> Program:
                    "TensorFlow build)")
     framework = script.get("framework", "pytorch") if kind == "script" else None
     distribution = script.get("distribution")
-    if framework is not None and distribution is not None \
-            and distribution not in contract.DISTRIBUTIONS[framework]:
-        raise fail("script.distribution",
-                   f"{distribution!r} is not a distribution of {framework}: one of "
-                   f"{', '.join(contract.DISTRIBUTIONS[framework])}")
+    if framework is not None:
+        base = script.get("base_framework_version")
+        allowed = contract.distributions(framework, base)
+        if distribution is not None and distribution not in allowed:
+            on = f" on {base}" if framework == "huggingface" and base else ""
+            raise fail("script.distribution", f"{distribution!r} is not a distribution of "
+                                              f"{framework}{on}: one of {', '.join(allowed)}")
+        distribution = distribution or contract.default_distribution(framework, base)
     program = Program(
         name=name, kind=kind, directory=directory, description=data.get("description", ""),
         instance_type=data.get("instance_type"),
@@ -509,8 +514,7 @@ def load(directory: Path, *, staged: bool = False) -> Program:
         framework_version=script.get("framework_version"),
         py_version=script.get("py_version"),
         base_framework_version=script.get("base_framework_version"),
-        distribution=(distribution or contract.DEFAULT_DISTRIBUTIONS.get(framework))
-        if framework is not None else None,
+        distribution=distribution,
         channels=channels, metric_names=metric_names, metric_definitions=definitions,
         hyperparameters=hyperparameters, tuning=tuning, registration=registration,
         serving=serving,
