@@ -79,7 +79,7 @@ TRAINED_READERS = frozenset({"test_offline_local", "test_registry_offline", "tes
 #: with one of them at the end while the others idle; the rest keep their order.
 LONGEST_FIRST = ("test_offline_local", "test_registry_offline", "test_tracking", "test_serving", "test_notebook",
                  "test_training_script_mode", "test_cli", "test_offline_scripted", "test_bring_your_own",
-                 "test_request_matrix", "test_local_isolation", "test_local_reruns")
+                 "test_request_matrix", "test_framework_matrix", "test_local_isolation", "test_local_reruns")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
