@@ -276,10 +276,54 @@ def test_xgboost_script_program_trains_offline(engine: OfflineEngine) -> None:
     assert tuned.output["objective"]["MetricName"] == "validation:merror"
 
 
-@pytest.mark.parametrize(("program", "framework"), [("tensorflow_example", "tensorflow"),
-                                                    ("huggingface_example", "huggingface")])
-def test_frameworks_without_an_offline_environment_are_refused_by_name(
-        engine: OfflineEngine, program: str, framework: str) -> None:
-    cause = _framework_failure(engine, program)
-    assert f"a {framework} script-mode job does not run offline yet" in cause
+def test_tensorflow_program_trains_offline_through_its_own_toolkit(engine: OfflineEngine) -> None:
+    """Written as AWS's TensorFlow examples are (Keras, --model_dir, SM_CHANNEL_TRAINING, a
+    SavedModel under SM_MODEL_DIR, MultiWorkerMirroredStrategy): it trains in the TensorFlow 2.19
+    image's environment (smtrain.local.framework_envs: tensorflow-cpu, keras and AWS's
+    sagemaker-tensorflow-training toolkit at the image's versions, none of the project's packages),
+    started as the image starts it."""
+    result = engine.run({"program": "tensorflow_example", "hyperparameters": {"epochs": "2"}},
+                        name="byo-tensorflow")
+    assert result.succeeded, (result.error, result.cause)
+    assert result.output is not None
+    assert _metric(result.output, "val:accuracy") > 0.3  # 2 epochs on 1,437 digits (10: chance)
+    with tarfile.open(engine.local_path(result.output["modelArtifacts"]), "r:gz") as archive:
+        assert "1/saved_model.pb" in archive.getnames()
+    (job,) = [job for job in engine.backend.jobs()  # type: ignore[attr-defined]
+              if "/tensorflow-training:" in job.request["AlgorithmSpecification"]["TrainingImage"]
+              and job.status == "Completed"][-1:]
+    log = job.log_path.read_text()
+    # The image's toolkit ran it, as the image does: its own training module, its --model_dir.
+    assert "Imported framework sagemaker_tensorflow_container.training" in log
+    invoked = log.split("Invoking script with the following command:")[1].strip().splitlines()[0]
+    assert invoked == f"{job.python} train.py --epochs 2 --model_dir /opt/ml/model"
+    # In the image's environment: its versions, and none of the project's packages.
+    assert job.image_environment is not None and job.python.parent.parent == job.image_environment
+    probe = subprocess.run([str(job.python), "-c", (
+        "import importlib.metadata as m, importlib.util as u; "
+        "print(m.version('tensorflow-cpu'), m.version('keras'), "
+        "m.version('sagemaker-tensorflow-training'), u.find_spec('torch') is None, "
+        "u.find_spec('smtrain') is None)")], capture_output=True, text=True, check=True,
+        env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"},
+        cwd=job.image_environment)
+    assert probe.stdout.split() == ["2.19.0", "3.10.0", "20.4.1", "True", "True"]
+
+
+def test_frameworks_without_an_offline_environment_are_refused_by_name(engine: OfflineEngine) -> None:
+    cause = _framework_failure(engine, "huggingface_example")
+    assert "a huggingface script-mode job does not run offline yet" in cause
     assert "toolkit environment" in cause
+
+
+def test_a_tensorflow_version_without_an_environment_is_refused_naming_the_built_ones() -> None:
+    from smtrain.local.backend import SageMakerError
+    from smtrain.local.local_backend import _check_offline_framework
+
+    image = "763104351884.dkr.ecr.us-east-1.amazonaws.com/tensorflow-training:2.16-cpu-py310"
+    with pytest.raises(SageMakerError) as raised:
+        _check_offline_framework({"AlgorithmSpecification": {"TrainingImage": image},
+                                  "HyperParameters": {}})
+    assert raised.value.message == (
+        "a tensorflow 2.16 script-mode job does not run offline: its image's environment is built "
+        "here for tensorflow 2.19 only (set the program's framework_version to one of them to run "
+        "it offline; run this one on AWS)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import os
 import platform
 import subprocess
 import sys
@@ -109,9 +110,10 @@ def test_concurrent_jobs_build_one_env(tmp_path: Path, monkeypatch: pytest.Monke
     builds: list[Path] = []
     real_build = program_envs._build
 
-    def counting_build(env_dir: Path, text: str, vendored: Path | None = None) -> None:
+    def counting_build(env_dir: Path, text: str, vendored: Path | None = None, *,
+                       base_site: Path | None = None) -> None:
         builds.append(env_dir)
-        real_build(env_dir, text, vendored)
+        real_build(env_dir, text, vendored, base_site=base_site)
 
     monkeypatch.setattr(program_envs, "_build", counting_build)
     results: list[Path] = []
@@ -210,3 +212,26 @@ def test_wheels_for_another_python_are_not_installed_here(tmp_path: Path) -> Non
                                                           and platform.machine() == "x86_64")
     (tmp_path / "old-1.0-cp27-cp27mu-manylinux1_x86_64.whl").write_bytes(b"")
     assert not program_envs.wheels_install_here(tmp_path)
+
+
+def test_a_program_environment_over_an_image_environment_sees_it_and_not_the_project(tmp_path: Path) -> None:
+    """A framework image's environment (smtrain.local.framework_envs) is the base a program's
+    requirements go over: the program sees the image's packages and its own, never the
+    project's; with no requirements it runs with the image's Python itself."""
+    base = tmp_path / "image-env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(base)], check=True)
+    assert environment_for(None, tmp_path / "cache", base=base) == base / "bin" / "python"
+    requirements = tmp_path / "requirements.txt"
+    version = importlib.metadata.version("packaging")
+    requirements.write_text(f"packaging=={version}\n")
+    python = environment_for(requirements, tmp_path / "cache", base=base)
+    assert python.parent.parent.parent == (tmp_path / "cache").resolve()
+    # Installed (the image has no packaging), where the project's would have satisfied it.
+    assert "pip not run" not in (python.parent.parent / "pip.log").read_text()
+    probe = subprocess.run([str(python), "-c", "import importlib.util as u, packaging; "
+                            "print(packaging.__version__, u.find_spec('torch') is None)"],
+                           capture_output=True, text=True, check=True, cwd=tmp_path,
+                           env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"})
+    assert probe.stdout.split() == [version, "True"]
+    # Its cache key is not the one over the project's environment.
+    assert python != environment_for(requirements, tmp_path / "cache")

@@ -47,8 +47,9 @@ KINDS: Final[tuple[str, ...]] = ("script", "byoc", "builtin")
 #: ``PyTorch``, ``TensorFlow``, ``SKLearn``, ``XGBoost``, ``HuggingFace``; their names in its
 #: ``image_uris.retrieve``).
 FRAMEWORKS: Final[tuple[str, ...]] = ("pytorch", "tensorflow", "sklearn", "xgboost", "huggingface")
-#: Frameworks whose script jobs the offline engine runs (through the generic sagemaker-training
-#: toolkit, as those images do); the others' toolkit environments are not built offline.
+#: Frameworks whose script jobs the offline engine runs in the project's environment (through the
+#: generic sagemaker-training toolkit, as those images do). TensorFlow runs in its image's own
+#: environment where one is built offline (smtrain.local.framework_envs); the others not.
 OFFLINE_FRAMEWORKS: Final[tuple[str, ...]] = ("pytorch", "sklearn", "xgboost")
 #: Per framework, the ``training`` settings (cdk.json) that give its default build: version,
 #: Python version and (Hugging Face) base framework; None where the image takes none. XGBoost

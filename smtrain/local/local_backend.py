@@ -45,8 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from smtrain.core import builtin_algorithms, contract
+from smtrain.local import framework_envs, opt_ml
 from smtrain.local import isolation as network_isolation
-from smtrain.local import opt_ml
 from smtrain.local.backend import TERMINAL_STATUSES, Description, Request, SageMakerError
 from smtrain.local.builtin_xgboost import BUILTIN_METRIC_DEFINITIONS
 from smtrain.local.deployment import ByocProgram
@@ -125,17 +125,30 @@ def script_framework(image: str, hyperparameters: Mapping[str, str] | None = Non
 
 def _check_offline_framework(request: Request) -> None:
     """Refuse a script job whose framework the engine cannot run faithfully: its image's own
-    toolkit (sagemaker-tensorflow-training, the Hugging Face image's transformers stack) has no
-    environment here, and running it in the generic one would prove nothing."""
-    framework = script_framework(request["AlgorithmSpecification"]["TrainingImage"],
-                                 request.get("HyperParameters", {}))
-    if framework is not None and framework not in contract.OFFLINE_FRAMEWORKS:
+    toolkit (the Hugging Face image's transformers stack, a TensorFlow version whose environment
+    is not known here) has no environment here, and running it in the generic one would prove
+    nothing."""
+    image = request["AlgorithmSpecification"]["TrainingImage"]
+    framework = script_framework(image, request.get("HyperParameters", {}))
+    if framework is None or framework in contract.OFFLINE_FRAMEWORKS:
+        return
+    built = framework_envs.built_versions(framework)
+    if framework_envs.build_for(framework, image) is not None:
+        return
+    if built:
         raise SageMakerError(
             "ClientError",
-            f"a {framework} script-mode job does not run offline yet: its image's toolkit "
-            f"environment ({framework} and its SageMaker training toolkit) is not built here, and "
-            f"the generic one would be the wrong environment; offline runs take "
-            f"{', '.join(contract.OFFLINE_FRAMEWORKS)} script programs (run it on AWS)")
+            f"a {framework} {framework_envs.image_version(image)} script-mode job does not run "
+            f"offline: its image's environment is built here for {framework} "
+            f"{', '.join(built)} only (set the program's framework_version to one of them to run "
+            "it offline; run this one on AWS)")
+    raise SageMakerError(
+        "ClientError",
+        f"a {framework} script-mode job does not run offline yet: its image's toolkit "
+        f"environment ({framework} and its SageMaker training toolkit) is not built here, and "
+        f"the generic one would be the wrong environment; offline runs take "
+        f"{', '.join(contract.OFFLINE_FRAMEWORKS)} script programs, and tensorflow "
+        f"{', '.join(framework_envs.built_versions('tensorflow'))} (run it on AWS)")
 
 
 @dataclass
@@ -159,6 +172,10 @@ class TrainingJob:
     notes: list[str] = field(default_factory=list)
     #: The interpreter the job ran with (a program environment's, or the project's).
     python: Path | None = None
+    #: The framework image's environment the job ran over (smtrain.local.framework_envs), and
+    #: the lines its first build logged; None: the project's environment.
+    image_environment: Path | None = None
+    image_notes: list[str] = field(default_factory=list)
     #: How the job's process was network-isolated (``EnableNetworkIsolation``); None: it was not.
     isolation: network_isolation.Isolation | None = None
 
@@ -431,9 +448,39 @@ class LocalBackend:
                 self._recipes[program.dockerfile] = recipe
         return recipe
 
+    def _framework_build(self, job: TrainingJob) -> tuple[str, framework_envs.FrameworkBuild] | None:
+        """A script job's framework and its image's build where the image's own environment
+        runs it (:mod:`smtrain.local.framework_envs`), else None (the project's environment)."""
+        if job.kind != "script":
+            return None
+        image = job.request["AlgorithmSpecification"]["TrainingImage"]
+        framework = script_framework(image, job.request.get("HyperParameters", {}))
+        if framework is None or framework in contract.OFFLINE_FRAMEWORKS:
+            return None
+        build = framework_envs.build_for(framework, image)
+        return (framework, build) if build is not None else None
+
     def _python(self, job: TrainingJob, tree: JobTree) -> Path:
         try:
-            return environment_for(self._requirements(job, tree), self.env_cache)
+            base = None
+            framework_build = self._framework_build(job)
+            if framework_build is not None:
+                framework = framework_build[0]
+                version = framework_envs.image_version(
+                    job.request["AlgorithmSpecification"]["TrainingImage"])
+                # SageMaker's secondary status while it pulls the image (botocore's enum).
+                job.set_secondary("DownloadingTrainingImage",
+                                  f"Preparing the {framework} {version} image's environment "
+                                  "(built on first use)")
+
+                def log(line: str) -> None:
+                    self._emit(job, line)
+                    job.image_notes.append(line)
+
+                base = framework_envs.framework_environment(framework, version, self.env_cache,
+                                                            log=log)
+                job.image_environment = base
+            return environment_for(self._requirements(job, tree), self.env_cache, base=base)
         except ProgramEnvironmentError as error:
             message = str(error)
             room = FAILURE_REASON_LIMIT - len("AlgorithmError: InstallRequirementsError: ")
@@ -446,6 +493,16 @@ class LocalBackend:
 
     def _command(self, job: TrainingJob, python: Path) -> tuple[list[str], dict[str, str], str | None]:
         """The job's command, what it adds to the environment, and a note on how it starts."""
+        framework_build = self._framework_build(job)
+        if framework_build is not None:
+            # The image's own start: the toolkit's ``train`` running the framework's training
+            # module; nothing of the project's on the path.
+            return ([str(python), "-c", "from sagemaker_training.cli.train import main; main()"],
+                    {"SAGEMAKER_TRAINING_MODULE": framework_build[1].training_module,
+                     "PYTHONPATH": ""},
+                    f"the {framework_build[0]} image's toolkit ({', '.join(framework_build[1].toolkit)}) "
+                    f"in its environment ({python.parent.parent}), on this machine's Python "
+                    f"{sys.version_info.major}.{sys.version_info.minor}")
         if job.kind == "script":
             # The toolkit's ``train`` console script (smtrain.local.toolkit_train: its own
             # ``pip install -r requirements.txt`` goes into ``python``'s environment, and is not
@@ -532,8 +589,13 @@ class LocalBackend:
             if start_note:
                 log.write(f"{NOTE_PREFIX}{start_note}\n")
                 self._emit(job, f"{NOTE_PREFIX}{start_note}")
-            if job.python != Path(sys.executable):
-                note = f"{NOTE_PREFIX}the program's requirements are installed in {job.python.parent.parent}\n"
+            for line in job.image_notes:  # the image's environment, built for this job
+                log.write(f"{line}\n")
+            if job.python != Path(sys.executable) and job.python.parent.parent != job.image_environment:
+                over = (f" (over the image's environment {job.image_environment})"
+                        if job.image_environment is not None else "")
+                note = (f"{NOTE_PREFIX}the program's requirements are installed in "
+                        f"{job.python.parent.parent}{over}\n")
                 log.write(note)
                 self._emit(job, note.rstrip())
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -75,12 +75,6 @@ def _project_site_packages() -> Path:
     return Path(sysconfig.get_paths()["purelib"])
 
 
-def satisfied_by_project(lines: list[str]) -> bool:
-    """Whether the project's site-packages already holds a distribution satisfying every
-    requirement line (plain ``name[ specifier]`` lines only: options, URLs and extras say no)."""
-    return satisfied_in(lines, [str(_project_site_packages())])
-
-
 def satisfied_in(lines: list[str], path: list[str]) -> bool:
     """Whether the first distribution of each requirement's name on ``path`` (as the import
     system finds it there) satisfies that requirement line (plain ``name[ specifier]`` lines
@@ -167,18 +161,21 @@ def vendored_original(requirements: Path) -> Path | None:
     return None
 
 
-def environment_for(requirements: Path | None, cache_dir: Path) -> Path:
+def environment_for(requirements: Path | None, cache_dir: Path, *, base: Path | None = None) -> Path:
     """The Python executable to run a program with ``requirements`` (a ``requirements.txt``).
 
-    No requirements (or none but comments): the project's own interpreter, nothing created.
-    Otherwise the cached env's ``bin/python``, built on first use (see the module docstring).
+    No requirements (or none but comments): the project's own interpreter (``base``'s, where
+    given), nothing created. Otherwise the cached env's ``bin/python``, built on first use (see
+    the module docstring), layered over the project's environment or, with ``base``, over that
+    environment instead (a framework image's: :mod:`smtrain.local.framework_envs`).
     Raises :class:`ProgramEnvironmentError` when pip fails.
     """
+    base_python = _env_python(base) if base is not None else Path(sys.executable)
     if requirements is None or not requirements.is_file():
-        return Path(sys.executable)
+        return base_python
     text = requirements.read_text()
     if not package_lines(text):
-        return Path(sys.executable)
+        return base_python
     cache_dir = cache_dir.expanduser().resolve()
     original = vendored_original(requirements)
     if original is not None and not wheels_install_here(requirements.parent / WHEELS_DIR):
@@ -189,7 +186,8 @@ def environment_for(requirements: Path | None, cache_dir: Path) -> Path:
     # A vendored file names the program's own by path: the key holds that file's text too (and
     # says the env is installed from the wheels alone).
     vendored_key = f"\n--vendored-wheels\n{original.read_text()}" if original else ""
-    env_dir = cache_dir / environment_key(text + vendored_key)
+    base_key = f"\n--over\n{base}" if base is not None else ""
+    env_dir = cache_dir / environment_key(text + vendored_key + base_key)
     python = _env_python(env_dir)
     if (env_dir / COMPLETE_MARKER).is_file():
         return python
@@ -199,7 +197,8 @@ def environment_for(requirements: Path | None, cache_dir: Path) -> Path:
         if env_dir.exists():  # a build that was killed half-way
             shutil.rmtree(env_dir)
         try:
-            _build(env_dir, text, requirements if original is not None else None)
+            _build(env_dir, text, requirements if original is not None else None,
+                   base_site=_env_site_packages(base) if base is not None else None)
         except BaseException:
             shutil.rmtree(env_dir, ignore_errors=True)
             raise
@@ -207,8 +206,10 @@ def environment_for(requirements: Path | None, cache_dir: Path) -> Path:
     return python
 
 
-def _build(env_dir: Path, requirements_text: str, vendored: Path | None = None) -> None:
-    """Create the env and install ``requirements_text`` into it.
+def _build(env_dir: Path, requirements_text: str, vendored: Path | None = None, *,
+           base_site: Path | None = None) -> None:
+    """Create the env and install ``requirements_text`` into it, over the project's
+    site-packages or ``base_site``.
 
     ``vendored``: the bundle's rewritten requirements file, installed where it lies (its wheels
     beside it) with no index, none of this machine's pip configuration (its extra indexes and
@@ -226,15 +227,16 @@ def _build(env_dir: Path, requirements_text: str, vendored: Path | None = None) 
         raise ProgramEnvironmentError(f"the new environment has no {site_packages}")
     # ``import`` lines of a .pth run at startup; addsitedir appends the project's site-packages
     # (after the env's own) and processes its .pth files (editable installs).
-    (site_packages / _PTH_NAME).write_text(
-        f"import site; site.addsitedir({str(_project_site_packages())!r})\n")
+    under = base_site or _project_site_packages()
+    (site_packages / _PTH_NAME).write_text(f"import site; site.addsitedir({str(under)!r})\n")
     # Kept beside the env: the exact text the env was built from, and pip's output.
     requirements_copy = env_dir / "requirements.txt"
     requirements_copy.write_text(requirements_text)
-    if satisfied_by_project(package_lines(requirements_text)):
+    if satisfied_in(package_lines(requirements_text), [str(under)]):
         # pip would find every pin satisfied through the .pth and install nothing (in ~10 s).
-        (env_dir / "pip.log").write_text("smtrain: every requirement is satisfied by the "
-                                         "project's environment; pip not run\n")
+        below = "the project's environment" if base_site is None else str(base_site)
+        (env_dir / "pip.log").write_text(f"smtrain: every requirement is satisfied by {below}; "
+                                         "pip not run\n")
         return
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("PIP_TARGET", "PIP_PREFIX", "PIP_USER", "PYTHONPATH",
@@ -242,8 +244,12 @@ def _build(env_dir: Path, requirements_text: str, vendored: Path | None = None) 
     if vendored is not None:
         env = {key: value for key, value in env.items() if not key.startswith("PIP_")}
         env["PIP_CONFIG_FILE"] = os.devnull  # pip: "will not load any configuration files"
+    # The env's own ``python -m pip`` (pip from the project, through the .pth); over another
+    # environment, which may have no pip, the project's pip installing into the env (--python).
+    pip = ([str(_env_python(env_dir)), "-m", "pip"] if base_site is None
+           else [sys.executable, "-m", "pip", "--python", str(_env_python(env_dir))])
     installed = subprocess.run(
-        [str(_env_python(env_dir)), "-m", "pip", "install", "--disable-pip-version-check",
+        [*pip, "install", "--disable-pip-version-check",
          "--no-input", "--no-warn-script-location",
          *(["--ignore-installed"] if vendored is not None else []),
          "-r", str(vendored or requirements_copy)],

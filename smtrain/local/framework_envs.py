@@ -1,0 +1,142 @@
+"""The environment a framework image gives its scripts, built offline: the framework and AWS's
+training toolkit for it at the versions the image ships, never the project's own packages.
+
+A script job on such an image (TensorFlow here) runs in a venv of its own built from
+:data:`BUILDS`: the image's framework packages, then its toolkit without dependencies (the
+toolkit's own pins, e.g. sagemaker-tensorflow-training's ``numpy<1.24``, conflict with the
+framework's, and the image installs it over the framework in the same way). It is built on first
+use with a line in the job's log (minutes: TensorFlow's wheels are hundreds of MB), cached by the
+hash of what it holds beside the program environments (:mod:`smtrain.local.program_envs`, whose
+program environments layer a program's own ``requirements.txt`` over it), and shared by every
+job and test on the machine. The job starts as the image starts it: the toolkit's ``train`` with
+``SAGEMAKER_TRAINING_MODULE`` naming the framework's training module.
+
+What differs from the image, and is said in the job's log: this machine's Python (the image's
+``py_version`` may be newer), the CPU build of the framework, and Linux packages the image adds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from smtrain.core.file_lock import locked
+from smtrain.local.program_envs import COMPLETE_MARKER, ProgramEnvironmentError
+
+
+@dataclass(frozen=True, kw_only=True)
+class FrameworkBuild:
+    """What one framework image version installs for its scripts."""
+
+    #: Installed together, with their dependencies (pins as the image has them).
+    packages: tuple[str, ...]
+    #: Installed after, without dependencies: AWS's toolkit for the framework.
+    toolkit: tuple[str, ...]
+    #: ``SAGEMAKER_TRAINING_MODULE``, as the image sets it: the toolkit's ``train`` runs it.
+    training_module: str
+    #: Where the versions come from.
+    source: str
+
+
+#: Per (framework, the image's version as the SDK names it): what its training image holds.
+#: TensorFlow 2.19 (aws/deep-learning-containers, master f06ada0e, tensorflow/training/docker/
+#: 2.19/py3/Dockerfile.cpu @ d9590225 and its os_scan_allowlist @ 9ce8911c): the tensorflow_cpu
+#: 2.19.0 wheel, keras 3.10.0 (TensorFlow's dependency, as the scan allowlist records it),
+#: ``SAGEMAKER_TRAINING_MODULE sagemaker_tensorflow_container.training:main``, on Python
+#: 3.12.11. The Dockerfile leaves the toolkit, sagemaker-training and numpy unpinned: the toolkit
+#: is 20.4.1 (the 2.18 image's pin; 20.5.0 requires numpy<1.24, which TensorFlow 2.19 refuses),
+#: sagemaker-training 4.8.4 (the 2.18 image's pin), numpy 1.26.4 (the 2.19 GPU image's pin;
+#: TensorFlow 2.19 takes 1.26 to 2.1). pip, which the image has, installs a program's
+#: requirements at job start.
+BUILDS: dict[tuple[str, str], FrameworkBuild] = {
+    ("tensorflow", "2.19"): FrameworkBuild(
+        packages=("tensorflow-cpu==2.19.0", "keras==3.10.0", "numpy==1.26.4",
+                  "sagemaker-training==4.8.4", "pip==23.2.1"),
+        toolkit=("sagemaker-tensorflow-training==20.4.1",),
+        training_module="sagemaker_tensorflow_container.training:main",
+        source="aws/deep-learning-containers, tensorflow/training/docker/2.19/py3/Dockerfile.cpu",
+    ),
+}
+
+
+def image_version(image: str) -> str:
+    """The framework version an AWS framework image's tag names (``2.19-cpu-py312``: 2.19)."""
+    return image.rsplit(":", 1)[-1].split("-", 1)[0]
+
+
+def build_for(framework: str, image: str) -> FrameworkBuild | None:
+    """The build of ``framework``'s ``image``, or None where none is known here."""
+    return BUILDS.get((framework, image_version(image)))
+
+
+def built_versions(framework: str) -> list[str]:
+    """The versions of ``framework`` whose environments are built here."""
+    return sorted(version for name, version in BUILDS if name == framework)
+
+
+def _key(framework: str, version: str, build: FrameworkBuild) -> str:
+    identity = "\n".join([framework, version, *build.packages, "--no-deps", *build.toolkit,
+                          sys.executable, sys.version])
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+def framework_environment(framework: str, version: str, cache_dir: Path,
+                          log: Callable[[str], None]) -> Path:
+    """The directory of ``framework`` ``version``'s environment (its ``bin/python``), built on
+    first use under ``cache_dir``; ``log`` gets a line before a build starts and when it ends.
+    Raises :class:`ProgramEnvironmentError` where pip fails or no build is known."""
+    build = BUILDS.get((framework, version))
+    if build is None:
+        raise ProgramEnvironmentError(f"no {framework} {version} environment is known here: "
+                                      f"{', '.join(built_versions(framework)) or 'none'}")
+    cache_dir = cache_dir.expanduser().resolve()
+    env_dir = cache_dir / f"{framework}-{version}-{_key(framework, version, build)}"
+    if (env_dir / COMPLETE_MARKER).is_file():
+        return env_dir
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with locked(cache_dir / f"{env_dir.name}.lock"):
+        if (env_dir / COMPLETE_MARKER).is_file():  # built by another job meanwhile
+            return env_dir
+        if env_dir.exists():  # a build that was killed half-way
+            shutil.rmtree(env_dir)
+        log(f"smtrain local: building the {framework} {version} image's environment in {env_dir} "
+            f"(first use only: {', '.join(build.packages + build.toolkit)}; from {build.source})")
+        try:
+            _build(env_dir, build)
+        except BaseException:
+            shutil.rmtree(env_dir, ignore_errors=True)
+            raise
+        (env_dir / COMPLETE_MARKER).write_text("\n".join(build.packages + build.toolkit) + "\n")
+        log(f"smtrain local: the {framework} {version} environment is built (pip's output: "
+            f"{env_dir / 'pip.log'})")
+    return env_dir
+
+
+def _build(env_dir: Path, build: FrameworkBuild) -> None:
+    created = subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)],
+                             capture_output=True, text=True)
+    if created.returncode != 0:
+        raise ProgramEnvironmentError(f"could not create {env_dir}: {created.stderr.strip()}")
+    python = env_dir / "bin" / "python"
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("PIP_TARGET", "PIP_PREFIX", "PIP_USER", "PYTHONPATH",
+                                  "VIRTUAL_ENV", "PYTHONHOME"))}
+    output = []
+    for options, requirements in (((), build.packages), (("--no-deps",), build.toolkit)):
+        # The project's pip installs into the new environment (pip's --python).
+        installed = subprocess.run(
+            [sys.executable, "-m", "pip", "--python", str(python), "install",
+             "--disable-pip-version-check", "--no-input", "--no-warn-script-location",
+             *options, *requirements], capture_output=True, text=True, env=env)
+        output.append(installed.stdout + installed.stderr)
+        (env_dir / "pip.log").write_text("".join(output))
+        if installed.returncode != 0:
+            tail = "\n".join([line for line in output[-1].splitlines() if line.strip()][-15:])
+            raise ProgramEnvironmentError(f"pip could not build the {build.source} environment "
+                                          f"(exit code {installed.returncode}):\n{tail}")
