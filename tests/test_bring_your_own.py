@@ -292,6 +292,10 @@ def test_tensorflow_program_trains_offline_through_its_own_toolkit(engine: Offli
     (job,) = [job for job in engine.backend.jobs()  # type: ignore[attr-defined]
               if "/tensorflow-training:" in job.request["AlgorithmSpecification"]["TrainingImage"]
               and job.status == "Completed"][-1:]
+    # SageMaker's order (botocore's SecondaryStatus): the data, the image, then training.
+    statuses = [transition["Status"] for transition in job.transitions]
+    assert statuses[statuses.index("Downloading"):statuses.index("Training") + 1] == [
+        "Downloading", "DownloadingTrainingImage", "Training"]
     log = job.log_path.read_text()
     # The image's toolkit ran it, as the image does: its own training module, its --model_dir.
     assert "Imported framework sagemaker_tensorflow_container.training" in log
@@ -303,10 +307,12 @@ def test_tensorflow_program_trains_offline_through_its_own_toolkit(engine: Offli
         "import importlib.metadata as m, importlib.util as u; "
         "print(m.version('tensorflow-cpu'), m.version('keras'), "
         "m.version('sagemaker-tensorflow-training'), u.find_spec('torch') is None, "
-        "u.find_spec('smtrain') is None)")], capture_output=True, text=True, check=True,
+        "u.find_spec('smtrain') is None, u.find_spec('pandas') is not None)")],
+        capture_output=True, text=True, check=True,
         env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"},
         cwd=job.image_environment)
-    assert probe.stdout.split() == ["2.19.0", "3.10.0", "20.4.1", "True", "True"]
+    # The toolkit's own dependencies too (pandas, as the image has them); not the project's.
+    assert probe.stdout.split() == ["2.19.0", "3.10.0", "20.4.1", "True", "True", "True"]
 
 
 def test_frameworks_without_an_offline_environment_are_refused_by_name(engine: OfflineEngine) -> None:
@@ -324,6 +330,9 @@ def test_a_tensorflow_version_without_an_environment_is_refused_naming_the_built
         _check_offline_framework({"AlgorithmSpecification": {"TrainingImage": image},
                                   "HyperParameters": {}})
     assert raised.value.message == (
-        "a tensorflow 2.16 script-mode job does not run offline: its image's environment is built "
-        "here for tensorflow 2.19 only (set the program's framework_version to one of them to run "
-        "it offline; run this one on AWS)")
+        "a tensorflow 2.16 script-mode job does not run offline: the offline engine knows the "
+        "tensorflow image's environment for 2.19 only (give the program's framework_version, or "
+        "the cdk.json setting, a version it knows to run it offline; run this one on AWS)")
+    # 2.19.0, as the SDK also names it, is 2.19.
+    _check_offline_framework({"AlgorithmSpecification": {"TrainingImage": image.replace(
+        "2.16-cpu-py310", "2.19.0-cpu-py312")}, "HyperParameters": {}})

@@ -85,9 +85,13 @@ def test_an_empty_failure_file_gives_the_tail_of_stderr(tmp_path: Path) -> None:
     assert job.log_path is not None and job.log_path.is_file()
 
 
-def test_a_failure_file_with_text_wins(tmp_path: Path) -> None:
+def test_a_failure_file_with_text_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     program = FAILS_WITH_EMPTY_FAILURE_FILE.replace(
         '"w").close()', '"w").write("the data is bad")')
+    # What importing the training toolkit in the engine's process leaves in os.environ
+    # (sagemaker_training.environment): the job must not inherit it.
+    monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "elsewhere" / "model"))
     job = run_job(tiny_backend(tmp_path, program), "written-failure")
     assert job.failure_reason == "AlgorithmError: the data is bad"
 

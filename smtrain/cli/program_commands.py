@@ -252,9 +252,10 @@ def new_program(args: argparse.Namespace) -> int:
     print(f"  .venv/bin/pytest -q {_shown(test)}   (trains it offline on generated data)")
     print("  make synth   (packages it with the other programs)")
     if program.kind == "script" and framework not in contract.OFFLINE_FRAMEWORKS:
+        versions = ", ".join(contract.OFFLINE_IMAGE_ENVIRONMENTS.get(framework, ())) or "none"
         print(f"  (its test skips where {FRAMEWORK_SKELETONS[framework][1]} is not installed; "
               f"`smtrain start --local` runs it in the {framework} image's environment, built on "
-              "first use: minutes, docs/programs.md)")
+              f"first use, for {framework} {versions}: docs/programs.md)")
     print(f"  smtrain start --local --program {name} --input train=DIR --input validation=DIR")
     print(f"  smtrain start --local --program {name} --tune <(smtrain tuning-template --program {name})")
     return EXIT_OK

@@ -2,17 +2,20 @@
 training toolkit for it at the versions the image ships, never the project's own packages.
 
 A script job on such an image (TensorFlow here) runs in a venv of its own built from
-:data:`BUILDS`: the image's framework packages, then its toolkit without dependencies (the
-toolkit's own pins, e.g. sagemaker-tensorflow-training's ``numpy<1.24``, conflict with the
-framework's, and the image installs it over the framework in the same way). It is built on first
-use with a line in the job's log (minutes: TensorFlow's wheels are hundreds of MB), cached by the
-hash of what it holds beside the program environments (:mod:`smtrain.local.program_envs`, whose
-program environments layer a program's own ``requirements.txt`` over it), and shared by every
-job and test on the machine. The job starts as the image starts it: the toolkit's ``train`` with
-``SAGEMAKER_TRAINING_MODULE`` naming the framework's training module.
+:data:`BUILDS`: the image's framework packages and AWS's toolkit for it, with their dependencies,
+as the image's Dockerfile installs them. It is built on first use with a line in the job's log
+(minutes: TensorFlow's wheels are hundreds of MB), cached by the hash of what it pins beside the
+program environments (:mod:`smtrain.local.program_envs`, which layer a program's own
+``requirements.txt`` over it), and shared by every job and test on the machine. The job starts
+as the image starts it: the toolkit's ``train`` with ``SAGEMAKER_TRAINING_MODULE`` naming the
+framework's training module.
 
-What differs from the image, and is said in the job's log: this machine's Python (the image's
-``py_version`` may be newer), the CPU build of the framework, and Linux packages the image adds.
+It is a subset of the image, and says so: this machine's Python (the image's ``py_version`` may
+be newer), the CPU build of the framework, the packages named here and their dependencies at
+whatever versions pip resolves on the day (the image also has the SageMaker SDK,
+tensorflow-datasets, OpenCV and more), no Linux packages of the image's. A job with no
+requirements runs on the environment's own Python, so a job that installs packages itself
+changes the cache for later jobs (delete the folder to rebuild it).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from smtrain.core import contract
 from smtrain.core.file_lock import locked
 from smtrain.local.program_envs import COMPLETE_MARKER, ProgramEnvironmentError
 
@@ -36,7 +40,7 @@ class FrameworkBuild:
 
     #: Installed together, with their dependencies (pins as the image has them).
     packages: tuple[str, ...]
-    #: Installed after, without dependencies: AWS's toolkit for the framework.
+    #: AWS's toolkit for the framework, installed with them.
     toolkit: tuple[str, ...]
     #: ``SAGEMAKER_TRAINING_MODULE``, as the image sets it: the toolkit's ``train`` runs it.
     training_module: str
@@ -49,11 +53,11 @@ class FrameworkBuild:
 #: 2.19/py3/Dockerfile.cpu @ d9590225 and its os_scan_allowlist @ 9ce8911c): the tensorflow_cpu
 #: 2.19.0 wheel, keras 3.10.0 (TensorFlow's dependency, as the scan allowlist records it),
 #: ``SAGEMAKER_TRAINING_MODULE sagemaker_tensorflow_container.training:main``, on Python
-#: 3.12.11. The Dockerfile leaves the toolkit, sagemaker-training and numpy unpinned: the toolkit
-#: is 20.4.1 (the 2.18 image's pin; 20.5.0 requires numpy<1.24, which TensorFlow 2.19 refuses),
-#: sagemaker-training 4.8.4 (the 2.18 image's pin), numpy 1.26.4 (the 2.19 GPU image's pin;
-#: TensorFlow 2.19 takes 1.26 to 2.1). pip, which the image has, installs a program's
-#: requirements at job start.
+#: 3.12.11. The Dockerfile installs the toolkit and sagemaker-training unpinned, with their
+#: dependencies, and leaves numpy unpinned: here the toolkit is 20.4.1 (the 2.18 image's pin;
+#: 20.5.0 requires numpy<1.24, which TensorFlow 2.19 refuses), sagemaker-training 4.8.4 (the 2.18
+#: image's pin), numpy 1.26.4 (the 2.19 GPU image's pin; TensorFlow 2.19 takes 1.26 to 2.1).
+#: pip, which the image has (a newer one), installs a program's requirements at job start.
 BUILDS: dict[tuple[str, str], FrameworkBuild] = {
     ("tensorflow", "2.19"): FrameworkBuild(
         packages=("tensorflow-cpu==2.19.0", "keras==3.10.0", "numpy==1.26.4",
@@ -66,8 +70,9 @@ BUILDS: dict[tuple[str, str], FrameworkBuild] = {
 
 
 def image_version(image: str) -> str:
-    """The framework version an AWS framework image's tag names (``2.19-cpu-py312``: 2.19)."""
-    return image.rsplit(":", 1)[-1].split("-", 1)[0]
+    """The framework version (major.minor) an AWS framework image's tag names
+    (``2.19-cpu-py312`` and ``2.19.0-cpu-py312``: 2.19)."""
+    return ".".join(image.rsplit(":", 1)[-1].split("-", 1)[0].split(".")[:2])
 
 
 def build_for(framework: str, image: str) -> FrameworkBuild | None:
@@ -76,13 +81,18 @@ def build_for(framework: str, image: str) -> FrameworkBuild | None:
 
 
 def built_versions(framework: str) -> list[str]:
-    """The versions of ``framework`` whose environments are built here."""
+    """The versions of ``framework`` whose environments are known here (built on first use)."""
     return sorted(version for name, version in BUILDS if name == framework)
 
 
+# The core's table says which versions run offline (the CLI reads it); this one says how.
+assert {(framework, version) for framework, versions in contract.OFFLINE_IMAGE_ENVIRONMENTS.items()
+        for version in versions} == set(BUILDS), "smtrain.core.contract.OFFLINE_IMAGE_ENVIRONMENTS"
+
+
 def _key(framework: str, version: str, build: FrameworkBuild) -> str:
-    identity = "\n".join([framework, version, *build.packages, "--no-deps", *build.toolkit,
-                          sys.executable, sys.version])
+    identity = "\n".join([framework, version, *build.packages, *build.toolkit, sys.executable,
+                          sys.version])
     return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
@@ -128,15 +138,13 @@ def _build(env_dir: Path, build: FrameworkBuild) -> None:
            if not key.startswith(("PIP_TARGET", "PIP_PREFIX", "PIP_USER", "PYTHONPATH",
                                   "VIRTUAL_ENV", "PYTHONHOME"))}
     output = []
-    for options, requirements in (((), build.packages), (("--no-deps",), build.toolkit)):
-        # The project's pip installs into the new environment (pip's --python).
-        installed = subprocess.run(
-            [sys.executable, "-m", "pip", "--python", str(python), "install",
-             "--disable-pip-version-check", "--no-input", "--no-warn-script-location",
-             *options, *requirements], capture_output=True, text=True, env=env)
-        output.append(installed.stdout + installed.stderr)
-        (env_dir / "pip.log").write_text("".join(output))
-        if installed.returncode != 0:
-            tail = "\n".join([line for line in output[-1].splitlines() if line.strip()][-15:])
-            raise ProgramEnvironmentError(f"pip could not build the {build.source} environment "
-                                          f"(exit code {installed.returncode}):\n{tail}")
+    # The project's pip installs into the new environment (pip's --python).
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install",
+         "--disable-pip-version-check", "--no-input", "--no-warn-script-location",
+         *build.packages, *build.toolkit], capture_output=True, text=True, env=env)
+    output.append(installed.stdout + installed.stderr)
+    (env_dir / "pip.log").write_text("".join(output))
+    if installed.returncode != 0:
+        tail = "\n".join([line for line in output[-1].splitlines() if line.strip()][-15:])
+        raise ProgramEnvironmentError(f"pip failed (exit code {installed.returncode}):\n{tail}")

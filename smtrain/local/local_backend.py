@@ -139,9 +139,9 @@ def _check_offline_framework(request: Request) -> None:
         raise SageMakerError(
             "ClientError",
             f"a {framework} {framework_envs.image_version(image)} script-mode job does not run "
-            f"offline: its image's environment is built here for {framework} "
-            f"{', '.join(built)} only (set the program's framework_version to one of them to run "
-            "it offline; run this one on AWS)")
+            f"offline: the offline engine knows the {framework} image's environment for "
+            f"{', '.join(built)} only (give the program's framework_version, or the cdk.json "
+            "setting, a version it knows to run it offline; run this one on AWS)")
     raise SageMakerError(
         "ClientError",
         f"a {framework} script-mode job does not run offline yet: its image's toolkit "
@@ -351,6 +351,7 @@ class LocalBackend:
                                       "InstanceType", "local"), job_name=job.name)
             if in_container is not None and not in_container.exists():
                 raise SageMakerError("ClientError", _missing_code_message(submit, sorted(channels)))
+            self._prepare_image(job)
             job.set_secondary("Training", "Training image download completed. Training in progress.")
             job.log_path = job_dir / "log.txt"
             returncode = self._execute(job, tree, job.log_path)
@@ -460,27 +461,48 @@ class LocalBackend:
         build = framework_envs.build_for(framework, image)
         return (framework, build) if build is not None else None
 
+    def _prepare_image(self, job: TrainingJob) -> None:
+        """A job on a framework image with an environment of its own
+        (:mod:`smtrain.local.framework_envs`): that environment, built on first use, in
+        SageMaker's ``DownloadingTrainingImage`` step (after the input data, before training:
+        botocore's SecondaryStatus order), at :attr:`TrainingJob.image_environment`."""
+        framework_build = self._framework_build(job)
+        if framework_build is None:
+            return
+        framework = framework_build[0]
+        version = framework_envs.image_version(job.request["AlgorithmSpecification"]["TrainingImage"])
+        job.set_secondary("DownloadingTrainingImage",
+                          f"Preparing the {framework} {version} image's environment")
+
+        def log(line: str) -> None:
+            self._emit(job, line)
+            job.image_notes.append(line)
+
+        try:
+            job.image_environment = framework_envs.framework_environment(
+                framework, version, self.env_cache, log=log)
+        except ProgramEnvironmentError as error:
+            message = (f"the {framework} {version} image's environment could not be built here "
+                       f"(its first use needs a package index): {error}")
+            if len(message) > FAILURE_REASON_LIMIT - len("ClientError: "):
+                message = message[:FAILURE_REASON_LIMIT - len("ClientError: ") - 3] + "..."
+            raise SageMakerError("ClientError", message) from None
+
+    def _image_environment(self, job: TrainingJob) -> dict[str, str]:
+        """What a framework image's ENV sets, where the job runs in that image's environment:
+        the training module, its Python first on PATH, and no PYTHONPATH of this machine's
+        (empty: CPython ignores it). The request's Environment still wins, as on SageMaker."""
+        framework_build = self._framework_build(job)
+        if framework_build is None or job.python is None:
+            return {}
+        inherited = os.environ.get("PATH", os.defpath)
+        return {"SAGEMAKER_TRAINING_MODULE": framework_build[1].training_module, "PYTHONPATH": "",
+                "PATH": os.pathsep.join([str(job.python.parent), inherited])}
+
     def _python(self, job: TrainingJob, tree: JobTree) -> Path:
         try:
-            base = None
-            framework_build = self._framework_build(job)
-            if framework_build is not None:
-                framework = framework_build[0]
-                version = framework_envs.image_version(
-                    job.request["AlgorithmSpecification"]["TrainingImage"])
-                # SageMaker's secondary status while it pulls the image (botocore's enum).
-                job.set_secondary("DownloadingTrainingImage",
-                                  f"Preparing the {framework} {version} image's environment "
-                                  "(built on first use)")
-
-                def log(line: str) -> None:
-                    self._emit(job, line)
-                    job.image_notes.append(line)
-
-                base = framework_envs.framework_environment(framework, version, self.env_cache,
-                                                            log=log)
-                job.image_environment = base
-            return environment_for(self._requirements(job, tree), self.env_cache, base=base)
+            return environment_for(self._requirements(job, tree), self.env_cache,
+                                   base=job.image_environment)
         except ProgramEnvironmentError as error:
             message = str(error)
             room = FAILURE_REASON_LIMIT - len("AlgorithmError: InstallRequirementsError: ")
@@ -496,10 +518,10 @@ class LocalBackend:
         framework_build = self._framework_build(job)
         if framework_build is not None:
             # The image's own start: the toolkit's ``train`` running the framework's training
-            # module; nothing of the project's on the path.
+            # module (its SAGEMAKER_TRAINING_MODULE, the environment's python first on PATH: the
+            # image's ENV, under the request's Environment: _image_environment).
             return ([str(python), "-c", "from sagemaker_training.cli.train import main; main()"],
-                    {"SAGEMAKER_TRAINING_MODULE": framework_build[1].training_module,
-                     "PYTHONPATH": ""},
+                    {},
                     f"the {framework_build[0]} image's toolkit ({', '.join(framework_build[1].toolkit)}) "
                     f"in its environment ({python.parent.parent}), on this machine's Python "
                     f"{sys.version_info.major}.{sys.version_info.minor}")
@@ -535,8 +557,13 @@ class LocalBackend:
         at_opt_ml = opt_ml.probe()
         # The image's ENV, then the request's Environment over it, as `docker run -e` would.
         recipe = self._recipe(self._byoc_program(job)) if job.kind == "byoc" else None
-        image_env = recipe.environment if recipe is not None else {}
-        env = {**os.environ, **image_env, **job.request.get("Environment", {}), **self.environment,
+        image_env = recipe.environment if recipe is not None else self._image_environment(job)
+        # Nothing of this process's own SageMaker settings: importing the training toolkit here
+        # sets SAGEMAKER_BASE_DIR in os.environ (sagemaker_training.environment), which would send
+        # a job at /opt/ml to write its model and failure file elsewhere.
+        inherited = {key: value for key, value in os.environ.items()
+                     if not key.startswith(("SM_", "SAGEMAKER_"))}
+        env = {**inherited, **image_env, **job.request.get("Environment", {}), **self.environment,
                **_tracking_tags(job.request), **tree.environment(at_opt_ml=at_opt_ml.available),
                **extra_env,
                "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "TRAINING_JOB_NAME": job.name}

@@ -251,7 +251,9 @@ def _build(env_dir: Path, requirements_text: str, vendored: Path | None = None, 
     installed = subprocess.run(
         [*pip, "install", "--disable-pip-version-check",
          "--no-input", "--no-warn-script-location",
-         *(["--ignore-installed"] if vendored is not None else []),
+         # Over the project, every package from the bundle's wheels; over an image's
+         # environment, pip keeps what the image has where it satisfies them, as on SageMaker.
+         *(["--ignore-installed"] if vendored is not None and base_site is None else []),
          "-r", str(vendored or requirements_copy)],
         capture_output=True, text=True, env=env, cwd=vendored.parent if vendored else env_dir)
     (env_dir / "pip.log").write_text(installed.stdout + installed.stderr)
