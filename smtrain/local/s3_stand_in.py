@@ -19,14 +19,23 @@ class LocalS3:
     root: Path
 
     def path(self, uri: str) -> Path:
-        """Where ``uri`` lives on disk (a prefix maps to a directory)."""
+        """Where ``uri`` lives on disk (a prefix maps to a directory), always inside its
+        bucket's folder: a key that would lead out of it (``..``, a leading or doubled ``/``,
+        which S3 allows but a path would read as the machine's root, or a link inside the
+        folder) is refused, so no input or output names a file of the machine."""
         match = _S3_URI.match(uri)
         if match is None:
             raise S3UriError(f"not an S3 URI: {uri!r}")
         key = match["key"]
         if ".." in key.split("/"):
             raise S3UriError(f"S3 key may not climb out of its bucket: {uri!r}")
-        return self.root / match["bucket"] / key
+        if key.startswith("/") or "//" in key:
+            raise S3UriError(f"an S3 key with an empty part ('//') is not supported offline: {uri!r}")
+        bucket = self.root / match["bucket"]
+        path = bucket / key
+        if not path.resolve().is_relative_to(bucket.resolve()):
+            raise S3UriError(f"S3 key leads out of its bucket's folder here (a link): {uri!r}")
+        return path
 
     def uri(self, path: Path) -> str:
         relative = path.resolve().relative_to(self.root.resolve()).as_posix()
