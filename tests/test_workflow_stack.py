@@ -190,11 +190,11 @@ def test_failure_alerts(synthesized: Synthesized) -> None:
     # The execution, its status and the error's name: never the cause, which holds a failed
     # job's description (hyperparameters, S3 URIs, a reason that can echo data).
     assert "$.detail.cause" not in transformer["InputPathsMap"].values()
-    event = {"detail": {"name": "nightly-1", "status": "FAILED", "error": "TrainingJobFailed",
+    event: dict[str, Any] = {"detail": {"name": "nightly-1", "status": "FAILED", "error": "TrainingJobFailed",
                         "cause": "secret data", "executionArn": "arn:aws:states:x:1:execution:m:nightly-1"}}
     message = transformer["InputTemplate"]
     for variable, path in transformer["InputPathsMap"].items():
-        value = event
+        value: Any = event
         for part in path.removeprefix("$.").split("."):
             value = value[part]
         message = message.replace(f"<{variable}>", str(value))
