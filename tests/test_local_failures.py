@@ -96,6 +96,24 @@ def test_a_failure_file_with_text_wins(tmp_path: Path, monkeypatch: pytest.Monke
     assert job.failure_reason == "AlgorithmError: the data is bad"
 
 
+def test_a_job_gets_none_of_the_callers_aws_credentials(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SageMaker container gets the execution role's credentials from the instance, never the
+    caller's: an offline job gets no AWS_* variable of the engine's (and calls no AWS service)."""
+    for name, value in (("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE"), ("AWS_SECRET_ACCESS_KEY", "secret"),
+                        ("AWS_SESSION_TOKEN", "token"), ("AWS_PROFILE", "admin")):
+        monkeypatch.setenv(name, value)
+    program = """
+        import os, sys
+        leaked = sorted(k for k in os.environ if k.startswith("AWS_"))
+        base = os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml")
+        open(os.path.join(base, "output", "failure"), "w").write(f"leaked: {leaked}")
+        sys.exit(1)
+    """
+    job = run_job(tiny_backend(tmp_path, program), "no-credentials")
+    assert job.failure_reason == "AlgorithmError: leaked: []"
+
+
 def test_a_silent_crash_still_has_a_reason(tmp_path: Path) -> None:
     job = run_job(tiny_backend(tmp_path, "import sys; sys.exit(5)\n"), "silent-crash")
     assert job.failure_reason == ("AlgorithmError: the training program exited with code 5 "

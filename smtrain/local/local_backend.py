@@ -123,6 +123,10 @@ def script_framework(image: str, hyperparameters: Mapping[str, str] | None = Non
     return None
 
 
+#: Prefixes of the engine's environment variables a job does not get (see _execute).
+_NOT_INHERITED = ("SM_", "SAGEMAKER_", "AWS_")
+
+
 def _check_offline_framework(request: Request) -> None:
     """Refuse a script job whose framework the engine cannot run faithfully: its image's own
     toolkit (the Hugging Face image's transformers stack, a TensorFlow version whose environment
@@ -558,11 +562,13 @@ class LocalBackend:
         # The image's ENV, then the request's Environment over it, as `docker run -e` would.
         recipe = self._recipe(self._byoc_program(job)) if job.kind == "byoc" else None
         image_env = recipe.environment if recipe is not None else self._image_environment(job)
-        # Nothing of this process's own SageMaker settings: importing the training toolkit here
-        # sets SAGEMAKER_BASE_DIR in os.environ (sagemaker_training.environment), which would send
-        # a job at /opt/ml to write its model and failure file elsewhere.
+        # Nothing of this process's own SageMaker settings (importing the training toolkit here
+        # sets SAGEMAKER_BASE_DIR in os.environ, sagemaker_training.environment, which would send
+        # a job at /opt/ml to write its model and failure file elsewhere), and none of its AWS
+        # credentials or settings: a SageMaker container gets the execution role's credentials
+        # from the instance, never the caller's, and an offline job calls no AWS service.
         inherited = {key: value for key, value in os.environ.items()
-                     if not key.startswith(("SM_", "SAGEMAKER_"))}
+                     if not key.startswith(_NOT_INHERITED)}
         env = {**inherited, **image_env, **job.request.get("Environment", {}), **self.environment,
                **_tracking_tags(job.request), **tree.environment(at_opt_ml=at_opt_ml.available),
                **extra_env,
