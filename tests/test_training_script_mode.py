@@ -95,13 +95,17 @@ def _same_weights(left: Path, right: Path) -> bool:
 
 def test_interrupted_run_resumes_to_the_same_result(sample_data: Path, tmp_path: Path) -> None:
     epochs = 6
+    # One thread, as the offline engine runs every job: the bitwise comparison below needs every
+    # sum reduced in the same order, which a multi-threaded kernel does not promise (seen once
+    # under a full suite's load: the same metrics line, weights not bitwise equal; the cause
+    # was not pinned down further).
+    env_path = {"PYTHONPATH": str(TRAINING_CODE), "OMP_NUM_THREADS": "1"}
     whole = run_process(_script_command(sample_data, tmp_path / "m1", tmp_path / "c1", epochs),
-                        extra_env={"PYTHONPATH": str(TRAINING_CODE)})
+                        extra_env=env_path)
     assert whole.returncode == 0, whole.stderr
 
     # Kill the second run (SIGKILL, as a spot interruption would) once it reports epoch 3.
     command = _script_command(sample_data, tmp_path / "m2", tmp_path / "c2", epochs)
-    env_path = {"PYTHONPATH": str(TRAINING_CODE)}
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
                           env={**os.environ, **env_path}) as process:
         assert process.stdout is not None
