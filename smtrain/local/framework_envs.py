@@ -20,9 +20,6 @@ changes the cache for later jobs (delete the folder to rebuild it).
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -30,8 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smtrain.core import contract
-from smtrain.core.file_lock import locked
-from smtrain.local.program_envs import COMPLETE_MARKER, ProgramEnvironmentError
+from smtrain.local.program_envs import (
+    ProgramEnvironmentError,
+    build_once,
+    create_venv,
+    environment_key,
+    pip_environment,
+    tail,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,12 +93,6 @@ assert {(framework, version) for framework, versions in contract.OFFLINE_IMAGE_E
         for version in versions} == set(BUILDS), "smtrain.core.contract.OFFLINE_IMAGE_ENVIRONMENTS"
 
 
-def _key(framework: str, version: str, build: FrameworkBuild) -> str:
-    identity = "\n".join([framework, version, *build.packages, *build.toolkit, sys.executable,
-                          sys.version])
-    return hashlib.sha256(identity.encode()).hexdigest()[:16]
-
-
 def framework_environment(framework: str, version: str, cache_dir: Path,
                           log: Callable[[str], None]) -> Path:
     """The directory of ``framework`` ``version``'s environment (its ``bin/python``), built on
@@ -105,46 +102,30 @@ def framework_environment(framework: str, version: str, cache_dir: Path,
     if build is None:
         raise ProgramEnvironmentError(f"no {framework} {version} environment is known here: "
                                       f"{', '.join(built_versions(framework)) or 'none'}")
-    cache_dir = cache_dir.expanduser().resolve()
-    env_dir = cache_dir / f"{framework}-{version}-{_key(framework, version, build)}"
-    if (env_dir / COMPLETE_MARKER).is_file():
-        return env_dir
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with locked(cache_dir / f"{env_dir.name}.lock"):
-        if (env_dir / COMPLETE_MARKER).is_file():  # built by another job meanwhile
-            return env_dir
-        if env_dir.exists():  # a build that was killed half-way
-            shutil.rmtree(env_dir)
-        log(f"smtrain local: building the {framework} {version} image's environment in {env_dir} "
-            f"(first use only: {', '.join(build.packages + build.toolkit)}; from {build.source})")
-        try:
-            _build(env_dir, build)
-        except BaseException:
-            shutil.rmtree(env_dir, ignore_errors=True)
-            raise
-        (env_dir / COMPLETE_MARKER).write_text("\n".join(build.packages + build.toolkit) + "\n")
+    pins = build.packages + build.toolkit
+    # Keyed as a program environment is (the pins and this interpreter), named for the image.
+    key = environment_key("\n".join(pins))
+    env_dir = cache_dir.expanduser().resolve() / f"{framework}-{version}-{key}"
+
+    def build_it(path: Path) -> None:
+        log(f"smtrain local: building the {framework} {version} image's environment in {path} "
+            f"(first use only: {', '.join(pins)}; from {build.source})")
+        _build(path, build)
+
+    if build_once(env_dir, build_it, marker="\n".join(pins) + "\n"):
         log(f"smtrain local: the {framework} {version} environment is built (pip's output: "
             f"{env_dir / 'pip.log'})")
     return env_dir
 
 
 def _build(env_dir: Path, build: FrameworkBuild) -> None:
-    created = subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)],
-                             capture_output=True, text=True)
-    if created.returncode != 0:
-        raise ProgramEnvironmentError(f"could not create {env_dir}: {created.stderr.strip()}")
-    python = env_dir / "bin" / "python"
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("PIP_TARGET", "PIP_PREFIX", "PIP_USER", "PYTHONPATH",
-                                  "VIRTUAL_ENV", "PYTHONHOME"))}
-    output = []
+    create_venv(env_dir)
     # The project's pip installs into the new environment (pip's --python).
     installed = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install",
+        [sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install",
          "--disable-pip-version-check", "--no-input", "--no-warn-script-location",
-         *build.packages, *build.toolkit], capture_output=True, text=True, env=env)
-    output.append(installed.stdout + installed.stderr)
-    (env_dir / "pip.log").write_text("".join(output))
+         *build.packages, *build.toolkit], capture_output=True, text=True, env=pip_environment())
+    (env_dir / "pip.log").write_text(installed.stdout + installed.stderr)
     if installed.returncode != 0:
-        tail = "\n".join([line for line in output[-1].splitlines() if line.strip()][-15:])
-        raise ProgramEnvironmentError(f"pip failed (exit code {installed.returncode}):\n{tail}")
+        raise ProgramEnvironmentError(f"pip failed (exit code {installed.returncode}):\n"
+                                      f"{tail(installed.stdout + installed.stderr)}")

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 from smtrain.core import contract
@@ -109,7 +110,7 @@ def _env_site_packages(env_dir: Path) -> Path:
     return env_dir / "lib" / version / "site-packages"
 
 
-def _tail(output: str, lines: int = _PIP_TAIL_LINES) -> str:
+def tail(output: str, lines: int = _PIP_TAIL_LINES) -> str:
     kept = [line for line in output.splitlines() if line.strip()]
     return "\n".join(kept[-lines:])
 
@@ -188,22 +189,50 @@ def environment_for(requirements: Path | None, cache_dir: Path, *, base: Path | 
     vendored_key = f"\n--vendored-wheels\n{original.read_text()}" if original else ""
     base_key = f"\n--over\n{base}" if base is not None else ""
     env_dir = cache_dir / environment_key(text + vendored_key + base_key)
-    python = _env_python(env_dir)
+    build_once(env_dir, lambda path: _build(
+        path, text, requirements if original is not None else None,
+        base_site=_env_site_packages(base) if base is not None else None), marker=text)
+    return _env_python(env_dir)
+
+
+def build_once(env_dir: Path, build: Callable[[Path], None], *, marker: str) -> bool:
+    """``build(env_dir)`` unless a finished environment is there (its :data:`COMPLETE_MARKER`,
+    which holds ``marker``), under a lock beside it, so concurrent jobs build it once: the others
+    wait and reuse it. A half-built one (a killed build) is removed first; a failed build leaves
+    nothing. True where this call built it."""
     if (env_dir / COMPLETE_MARKER).is_file():
-        return python
-    with locked(cache_dir / f"{env_dir.name}.lock"):
+        return False
+    with locked(env_dir.parent / f"{env_dir.name}.lock"):
         if (env_dir / COMPLETE_MARKER).is_file():  # built by another job meanwhile
-            return python
+            return False
         if env_dir.exists():  # a build that was killed half-way
             shutil.rmtree(env_dir)
         try:
-            _build(env_dir, text, requirements if original is not None else None,
-                   base_site=_env_site_packages(base) if base is not None else None)
+            build(env_dir)
         except BaseException:
             shutil.rmtree(env_dir, ignore_errors=True)
             raise
-        (env_dir / COMPLETE_MARKER).write_text(text)
-    return python
+        (env_dir / COMPLETE_MARKER).write_text(marker)
+    return True
+
+
+def create_venv(env_dir: Path) -> None:
+    """An empty venv of this interpreter at ``env_dir`` (no pip: the project's installs into it)."""
+    created = subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)],
+                             capture_output=True, text=True)
+    if created.returncode != 0:
+        raise ProgramEnvironmentError(f"could not create the environment {env_dir}:\n"
+                                      f"{tail(created.stdout + created.stderr)}")
+    if not _env_site_packages(env_dir).is_dir():
+        raise ProgramEnvironmentError(f"the new environment has no {_env_site_packages(env_dir)}")
+
+
+def pip_environment() -> dict[str, str]:
+    """This process's environment for a pip that installs into another environment: none of the
+    variables that would send it elsewhere (a target, prefix, user site, another venv or path)."""
+    return {key: value for key, value in os.environ.items()
+            if not key.startswith(("PIP_TARGET", "PIP_PREFIX", "PIP_USER", "PYTHONPATH",
+                                   "VIRTUAL_ENV", "PYTHONHOME"))}
 
 
 def _build(env_dir: Path, requirements_text: str, vendored: Path | None = None, *,
@@ -217,14 +246,8 @@ def _build(env_dir: Path, requirements_text: str, vendored: Path | None = None, 
     included, comes from the bundle's wheels into the env (the project's own versions of them
     are not used), as in an image that has none of them. A wheel missing from the bundle, or one
     that does not install here, fails the job as it would on SageMaker."""
-    created = subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)],
-                             capture_output=True, text=True)
-    if created.returncode != 0:
-        raise ProgramEnvironmentError(f"could not create the program environment {env_dir}:\n"
-                                      f"{_tail(created.stdout + created.stderr)}")
+    create_venv(env_dir)
     site_packages = _env_site_packages(env_dir)
-    if not site_packages.is_dir():
-        raise ProgramEnvironmentError(f"the new environment has no {site_packages}")
     # ``import`` lines of a .pth run at startup; addsitedir appends the project's site-packages
     # (after the env's own) and processes its .pth files (editable installs).
     under = base_site or _project_site_packages()
@@ -238,9 +261,7 @@ def _build(env_dir: Path, requirements_text: str, vendored: Path | None = None, 
         (env_dir / "pip.log").write_text(f"smtrain: every requirement is satisfied by {below}; "
                                          "pip not run\n")
         return
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("PIP_TARGET", "PIP_PREFIX", "PIP_USER", "PYTHONPATH",
-                                  "VIRTUAL_ENV", "PYTHONHOME"))}
+    env = pip_environment()
     if vendored is not None:
         env = {key: value for key, value in env.items() if not key.startswith("PIP_")}
         env["PIP_CONFIG_FILE"] = os.devnull  # pip: "will not load any configuration files"
@@ -260,4 +281,4 @@ def _build(env_dir: Path, requirements_text: str, vendored: Path | None = None, 
     if installed.returncode != 0:
         raise ProgramEnvironmentError(
             f"pip could not install the program's requirements (exit code {installed.returncode}):"
-            f"\n{_tail(installed.stdout + installed.stderr)}")
+            f"\n{tail(installed.stdout + installed.stderr)}")
