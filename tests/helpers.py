@@ -154,6 +154,21 @@ def wait_idle(backend: Any, timeout: float = 30.0) -> bool:
     return False
 
 
+def cfn_lint(*templates: Path) -> list[str]:
+    """cfn-lint's findings on ``templates`` with the project's settings (``.cfnlintrc.yaml``),
+    run in this process as ``cfn-lint --config-file .cfnlintrc.yaml -- TEMPLATE...`` runs them:
+    the command exits 0 exactly when this is empty. In-process, its rules and CloudFormation's
+    resource schemas load once per test process instead of once per template
+    (tests/test_lint.py runs the command itself on a broken template)."""
+    from cfnlint.config import ConfigMixIn
+    from cfnlint.runner.cli import Runner
+
+    root = Path(__file__).resolve().parents[1]
+    config = ConfigMixIn(["--config-file", str(root / ".cfnlintrc.yaml"), "--", *map(str, templates)])
+    return [f"{match.rule.id} {match.filename}:{match.linenumber}: {match.message}"
+            for match in Runner(config).run()]
+
+
 def run_cli(args: Sequence[str], *, env: Mapping[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     """``smtrain ARGS`` as a process would run it (its whole environment ``env``, working
     directory ``cwd``, stdout and stderr captured, the exit status), in this process: the CLI

@@ -103,8 +103,10 @@ def framework_environment(framework: str, version: str, cache_dir: Path,
         raise ProgramEnvironmentError(f"no {framework} {version} environment is known here: "
                                       f"{', '.join(built_versions(framework)) or 'none'}")
     pins = build.packages + build.toolkit
-    # Keyed as a program environment is (the pins and this interpreter), named for the image.
-    key = environment_key("\n".join(pins))
+    # Keyed by the pins and the base interpreter, named for the image. A venv made from the
+    # project's venv runs the base interpreter (its pyvenv.cfg's home) and holds none of the
+    # project's packages, so another clone of the project (a CI run) shares it.
+    key = environment_key("\n".join(pins), interpreter=sys.base_prefix)
     env_dir = cache_dir.expanduser().resolve() / f"{framework}-{version}-{key}"
 
     def build_it(path: Path) -> None:

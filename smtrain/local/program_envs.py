@@ -65,10 +65,11 @@ def package_lines(text: str) -> list[str]:
     return lines
 
 
-def environment_key(requirements_text: str) -> str:
-    """The cache key of an env: the normalised requirements and the project interpreter."""
+def environment_key(requirements_text: str, *, interpreter: str = sys.executable) -> str:
+    """The cache key of an env: the normalised requirements and the interpreter it is built on
+    (by default the project's: a program environment layers over the project's packages)."""
     normalised = "\n".join(sorted(package_lines(requirements_text)))
-    identity = f"{sys.executable}\n{sys.version}\n{normalised}\n"
+    identity = f"{interpreter}\n{sys.version}\n{normalised}\n"
     return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
