@@ -331,7 +331,7 @@ def test_an_unknown_input_field_never_reaches_sagemaker(cloud: Cloud, shipped: d
     evaluates the same rules and gets the same words."""
     document = {"program": "digits_mlp", "epochs": "3"}
     cause = ("unknown field(s) epochs; allowed: program, method, hyperparameters, instanceType, "
-             "instanceCount, volumeSizeInGB, maxRuntimeInSeconds, spot, inputs, tuning, register")
+             "instanceCount, volumeSizeInGB, maxRuntimeInSeconds, spot, keepAliveSeconds, inputs, tuning, register")
     assert input_rules.check(shipped, document).problems == [{"error": "InvalidExecutionInput", "cause": cause}]
     requests_before = len(cloud.backend.requests)
     cloud.client("stepfunctions").start_execution(stateMachineArn=cloud.state_machine_arn, name="unknown-field",

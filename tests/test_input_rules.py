@@ -304,6 +304,8 @@ STATE_CASES: list[tuple[Any, str]] = [
                                                "hyperband": {"minResource": 1, "maxResource": 5.0}}}, "run-11"),
     ({"program": "digits_mlp", "instanceCount": 4, "tuning": {"maxJobs": 20}}, "run-12"),
     ({"program": "digits_xgboost", "tuning": {"objective": [{"metricName": "validation:merror"}]}}, "run-13"),
+    ({"program": "digits_mlp", "keepAliveSeconds": 1800}, "run-14"),
+    ({"program": "digits_mlp", "keepAliveSeconds": 1800, "spot": True}, "run-15"),
 ]
 
 
@@ -328,7 +330,8 @@ def test_reference_engine_gives_the_same_answers_as_the_state_machine_check(tmp_
     assert first == [None, "InvalidExecutionInput", "InvalidExecutionInput", "InvalidExecutionInput",
                      "InvalidExecutionInput", "InvalidExecutionInput", None, "InvalidExecutionInput",
                      "InvalidExecutionInput", "InvalidExecutionInput", "InvalidExecutionInput",
-                     "InvalidExecutionInput", "JobHoursBudgetExceeded", "InvalidExecutionInput"]
+                     "InvalidExecutionInput", "JobHoursBudgetExceeded", "InvalidExecutionInput",
+                     None, "InvalidExecutionInput"]
 
 
 def test_a_manifests_text_cannot_break_the_rules(tmp_path: Path) -> None:

@@ -256,7 +256,7 @@ def test_a_validation_error_is_not_retried_and_its_message_reaches_the_cause(
 
 SHIPPED = "digits_lightgbm, digits_mlp, digits_xgboost"
 ALLOWED_FIELDS = ("program, method, hyperparameters, instanceType, instanceCount, volumeSizeInGB, "
-                  "maxRuntimeInSeconds, spot, inputs, tuning")
+                  "maxRuntimeInSeconds, spot, keepAliveSeconds, inputs, tuning")
 MLP_HYPERPARAMETERS = "batch-size, epochs, hidden-units, learning-rate, seed"
 
 BAD_INPUTS: list[tuple[dict[str, Any], str, str]] = [
@@ -358,6 +358,21 @@ BAD_INPUTS: list[tuple[dict[str, Any], str, str]] = [
     # guide, "Resource Limits for Automatic Model Tuning"; botocore: MaxParallelTrainingJobs min 1).
     ({"method": "script", "tuning": {"maxJobs": 200, "maxParallelJobs": 101}}, "InvalidExecutionInput",
      "field 'tuning.maxParallelJobs' must be from 1 to 100"),
+    # Warm pools: ResourceConfig.KeepAlivePeriodInSeconds "Valid Range: Minimum value of 0.
+    # Maximum value of 21600" (API reference, ResourceConfig); "SageMaker AI managed warm pools
+    # cannot be used with spot instances" (developer guide, Managed Warm Pools, Considerations).
+    ({"method": "script", "keepAliveSeconds": 21601}, "InvalidExecutionInput",
+     "field 'keepAliveSeconds' must be from 0 to 21600"),
+    ({"method": "script", "keepAliveSeconds": -1}, "InvalidExecutionInput",
+     "field 'keepAliveSeconds' must be from 0 to 21600"),
+    ({"method": "script", "keepAliveSeconds": 600.0}, "InvalidExecutionInput",
+     "field 'keepAliveSeconds' must be a whole number"),
+    ({"method": "script", "keepAliveSeconds": "600"}, "InvalidExecutionInput",
+     "field 'keepAliveSeconds' must be a number from 0 to 21600"),
+    ({"method": "script", "keepAliveSeconds": 600, "spot": True}, "InvalidExecutionInput",
+     "field 'keepAliveSeconds' must be 0 with spot: SageMaker managed warm pools cannot be used with spot"),
+    ({"method": "script", "keepAliveSeconds": 600, "tuning": {"maxJobs": 2, "maxParallelJobs": 1}},
+     "InvalidExecutionInput", "field 'keepAliveSeconds' applies to training runs only"),
     # A channel is an s3:// URI with a bucket and a key prefix (the state machine's contract).
     ({"method": "script", "inputs": {"train": "s3://bucket"}}, "InvalidExecutionInput",
      "field 'inputs.train' must be an S3 URI"),
@@ -376,6 +391,21 @@ def test_bad_input_fails_fast_without_a_job(harness: Harness, execution_input: d
     assert result.cause.startswith(cause), result.cause
     assert harness.backend.requests == []
     assert not any(s.startswith(("TrainModel", "TuneModel")) for s in result.states_entered())
+
+
+@pytest.mark.parametrize("keep_alive", [1, 21600])
+def test_keep_alive_reaches_the_training_request(harness: Harness, keep_alive: int) -> None:
+    """keepAliveSeconds becomes ResourceConfig.KeepAlivePeriodInSeconds (AWS's limit accepted);
+    without it the request asks for no warm pool (0 is the deployment's default)."""
+    result = harness.run({"method": "script", "keepAliveSeconds": keep_alive})
+    assert result.succeeded, result.cause
+    (request,) = harness.training_requests()
+    assert request["ResourceConfig"]["KeepAlivePeriodInSeconds"] == keep_alive
+    assert request["EnableManagedSpotTraining"] is False
+    harness.backend.requests.clear()
+    for without in ({"method": "script"}, {"method": "script", "keepAliveSeconds": 0}):
+        assert harness.run(without).succeeded
+    assert all("KeepAlivePeriodInSeconds" not in r["ResourceConfig"] for r in harness.training_requests())
 
 
 def test_a_hyperparameter_the_default_ranges_tune_cannot_also_be_given(harness: Harness) -> None:

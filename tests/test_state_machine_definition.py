@@ -37,7 +37,8 @@ def test_starts_by_merging_input_over_defaults(definition: Definition) -> None:
     defaults = read["Parameters"]["defaults"]
     assert defaults == {
         "hyperparameters": {}, "instanceType": "ml.m5.xlarge", "instanceCount": 1,
-        "volumeSizeInGB": 30, "maxRuntimeInSeconds": 3600, "spot": False, "inputs": {},
+        "volumeSizeInGB": 30, "maxRuntimeInSeconds": 3600, "spot": False, "keepAliveSeconds": 0,
+        "inputs": {},
     }
     # ... each a value SageMaker takes: an instance type of its model, a volume of 1-16384 GiB
     # (gp2), a run time of at most 28 days (API reference, StoppingCondition.MaxRuntimeInSeconds).
@@ -239,7 +240,20 @@ def test_volume_key_only_where_the_instance_has_no_local_storage(definition: Def
     assert {k: v for k, v in encrypted.items() if k != "VolumeKmsKeyId"} == resources
     assert encrypted["VolumeKmsKeyId"].startswith("arn:aws:")
     for state in ("UseEncryptedInstanceStore", "EncryptVolumeWithStackKey"):
-        assert s[state]["ResultPath"] == "$.resources" and s[state]["Next"] == "ChooseCapacity"
+        assert s[state]["ResultPath"] == "$.resources" and s[state]["Next"] == "ChooseWarmPool"
+
+
+def test_a_warm_pool_is_asked_for_only_above_zero(definition: Definition) -> None:
+    """keepAliveSeconds > 0 (0 by default) adds ResourceConfig.KeepAlivePeriodInSeconds; the
+    capacity is chosen next either way."""
+    s = states(definition)
+    (rule,) = s["ChooseWarmPool"]["Choices"]
+    assert rule == {"Variable": "$.config.keepAliveSeconds", "NumericGreaterThan": 0,
+                    "Next": "KeepInstancesWarm"}
+    assert s["ChooseWarmPool"]["Default"] == "ChooseCapacity"
+    keep = s["KeepInstancesWarm"]
+    assert (keep["Type"], keep["InputPath"], keep["ResultPath"], keep["Next"]) == (
+        "Pass", "$.config.keepAliveSeconds", "$.resources.KeepAlivePeriodInSeconds", "ChooseCapacity")
 
 
 def test_spot_adds_max_wait(definition: Definition) -> None:

@@ -340,8 +340,17 @@ class TrainingStateMachine(Construct):
         train_or_tune.otherwise(self.training_task)
 
         resolve_job.next(describe_channels).next(choose_volume_key)
+        # A warm pool (input keepAliveSeconds > 0; the deployment's default is 0): SageMaker
+        # keeps the job's instances for a matching next job (ResourceConfig.KeepAlivePeriodInSeconds;
+        # the input rules refuse it with spot and with tuning).
+        keep_warm = sfn.Pass(self, "KeepInstancesWarm", input_path=f"$.config.{contract.KEEP_ALIVE}",
+                             result_path="$.resources.KeepAlivePeriodInSeconds")
+        choose_warm_pool = sfn.Choice(self, "ChooseWarmPool")
+        choose_warm_pool.when(Cond.number_greater_than(f"$.config.{contract.KEEP_ALIVE}", 0),
+                              keep_warm.next(choose_capacity))
+        choose_warm_pool.otherwise(choose_capacity)
         for state in self._volume_states:
-            state.next(choose_capacity)
+            state.next(choose_warm_pool)
         definition = check_input.then(apply_defaults.next(choose_program))
 
         self.log_group = logs.LogGroup(

@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--max-runtime", type=int, metavar="SECONDS",
                        help="each training job's time limit in seconds (default: the program's, else the deployment's)")
     start.add_argument("--spot", action="store_true", help="managed spot training")
+    start.add_argument("--keep-alive", type=int, metavar="SECONDS", dest="keep_alive",
+                       help="keep the job's instances in a SageMaker managed warm pool this long after "
+                            "it ends, for a matching next run to start on (billed while kept; not "
+                            "with --spot or --tune; default: none)")
     start.add_argument("--input", action="append", default=[], metavar="CHANNEL=URI|DIR",
                        help="train/validation data: s3://<data bucket>/datasets/... or a local "
                             "directory (uploaded first)")

@@ -100,7 +100,7 @@ def _checked_request(args: argparse.Namespace, data_bucket: str | None) -> tuple
     draft = build_input(program=program, programs=programs, hyperparameters=hyperparameters,
                         instance_type=args.instance_type, instance_count=args.instance_count,
                         spot=args.spot, channels=identity, tuning=tuning, max_runtime=args.max_runtime,
-                        register=register)
+                        register=register, keep_alive=getattr(args, "keep_alive", None))
     name = args.name or deterministic_name(program.name, draft)
     return draft, channel_inputs, name
 

@@ -226,7 +226,8 @@ def build_input(*, program: Program, programs: Mapping[str, Program],
                 hyperparameters: Mapping[str, str], instance_type: str | None,
                 instance_count: int | None, spot: bool, channels: Mapping[str, str],
                 tuning: Mapping[str, Any] | None, max_runtime: int | None = None,
-                register: bool | Mapping[str, Any] | None = None) -> dict[str, Any]:
+                register: bool | Mapping[str, Any] | None = None,
+                keep_alive: int | None = None) -> dict[str, Any]:
     """The execution input: only what the user set (the state machine fills the defaults),
     checked by the same rules the state machine applies (:mod:`smtrain.core.input_rules`)."""
     execution_input: dict[str, Any] = {contract.PROGRAM: program.name}
@@ -240,6 +241,8 @@ def build_input(*, program: Program, programs: Mapping[str, Program],
         execution_input[contract.MAX_RUNTIME] = max_runtime
     if spot:
         execution_input[contract.SPOT] = True
+    if keep_alive is not None:
+        execution_input[contract.KEEP_ALIVE] = keep_alive
     if channels:
         # The rules see URIs; a local folder is uploaded under the data bucket later.
         execution_input[contract.INPUTS] = {

@@ -130,6 +130,19 @@ def print_result(output: Mapping[str, Any], model_path: Any) -> None:
     print(json.dumps(output, indent=2))
 
 
+def _print_warm_pool(engine: Any, output: Mapping[str, Any]) -> None:
+    """The run's training job's warm pool, as its DescribeTrainingJob says (nothing without one)."""
+    from smtrain.cli.watch import warm_pool_line
+
+    try:
+        description = engine.backend.describe_training_job(output["trainingJobName"])
+    except Exception:  # a backend that does not keep the job: nothing to say
+        return
+    line = warm_pool_line(description)
+    if line is not None:
+        print(f"{line}; offline, the next run with this --work-dir starts on it")
+
+
 # -- a failed job's log -----------------------------------------------------------------------
 def _failed_job_names(result: Any) -> list[str]:
     """Training jobs of the run, the failed one first (from the cause, else the history)."""
@@ -225,6 +238,7 @@ def start_local(args: argparse.Namespace, draft: dict[str, Any], channel_inputs:
                 "modelPath": str(model_path), "finished": dt.datetime.now(dt.UTC).isoformat(),
             })
             print_result(output, model_path)
+            _print_warm_pool(engine, output)
             if output.get("registered"):
                 for problem in engine.registry.serving_problems(output["modelPackageArn"]):
                     warn(problem)

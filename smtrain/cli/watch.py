@@ -156,6 +156,27 @@ def registration_lines(output: dict[str, Any]) -> list[str]:
     return [f"registry: {output.get('registrationReason')}"]
 
 
+def warm_pool_line(description: dict[str, Any]) -> str | None:
+    """What a training job's ``WarmPoolStatus`` says (None: it asked for no warm pool). The
+    retained time is wall-clock seconds, billed once per instance (API reference, WarmPoolStatus)."""
+    pool = description.get("WarmPoolStatus")
+    if not pool:
+        return None
+    status = pool["Status"]
+    retained = pool.get("ResourceRetainedBillableTimeInSeconds")
+    count = description.get("ResourceConfig", {}).get("InstanceCount", 1)
+    billed = f"{retained} s retained x {count} instance(s) billed" if retained is not None else ""
+    keep = description.get("ResourceConfig", {}).get("KeepAlivePeriodInSeconds")
+    if status == "InUse":
+        return "warm pool: in use by this job"
+    if status == "Available":
+        return (f"warm pool: waiting for a matching run (up to {keep} s after the job; {billed} so "
+                "far; same role, instance type and count, volume, VPC and isolation to match)")
+    if status == "Reused":
+        return f"warm pool: reused by {pool.get('ReusedByJob')} ({billed})"
+    return f"warm pool: {status} ({billed})" if billed else f"warm pool: {status}"
+
+
 def exit_code(state: str) -> int:
     return {"SUCCEEDED": EXIT_OK, "FAILED": EXIT_FAILED}.get(state, EXIT_ABORTED)
 
@@ -192,6 +213,11 @@ class JobView:
             if line not in self.seen:
                 self.seen.add(line)
                 _say(f"  {_elapsed(started)}  {line}")
+        pool = warm_pool_line(description)
+        pool_seen = f"{name} warm pool {description.get('WarmPoolStatus', {}).get('Status')}"
+        if pool is not None and pool_seen not in self.seen:  # once per status
+            self.seen.add(pool_seen)
+            _say(f"  {_elapsed(started)}  job {name}: {pool}")
         metrics = "  ".join(f"{m['MetricName']}={m['Value']:.4g}"
                             for m in description.get("FinalMetricDataList", []))
         if metrics and f"metrics {metrics}" not in self.seen:

@@ -27,6 +27,9 @@ INSTANCE_COUNT: Final = "instanceCount"
 VOLUME_SIZE: Final = "volumeSizeInGB"
 MAX_RUNTIME: Final = "maxRuntimeInSeconds"
 SPOT: Final = "spot"
+#: Seconds to keep a training job's instances in a SageMaker managed warm pool after it ends
+#: (``ResourceConfig.KeepAlivePeriodInSeconds``); absent or 0: no warm pool.
+KEEP_ALIVE: Final = "keepAliveSeconds"
 INPUTS: Final = "inputs"
 TUNING: Final = "tuning"
 #: Register the model the run ends with: ``true``, ``false``, or an object of
@@ -35,10 +38,10 @@ REGISTER: Final = "register"
 
 #: Every top-level field an execution input may hold; any other is refused by name.
 INPUT_FIELDS: Final[tuple[str, ...]] = (PROGRAM, METHOD, HYPERPARAMETERS, INSTANCE_TYPE,
-                                        INSTANCE_COUNT, VOLUME_SIZE, MAX_RUNTIME, SPOT, INPUTS,
-                                        TUNING, REGISTER)
+                                        INSTANCE_COUNT, VOLUME_SIZE, MAX_RUNTIME, SPOT, KEEP_ALIVE,
+                                        INPUTS, TUNING, REGISTER)
 #: The integer fields, whose JSON text the state machine checks for a fraction (``2.0``).
-INTEGER_FIELDS: Final[tuple[str, ...]] = (INSTANCE_COUNT, VOLUME_SIZE, MAX_RUNTIME)
+INTEGER_FIELDS: Final[tuple[str, ...]] = (INSTANCE_COUNT, VOLUME_SIZE, MAX_RUNTIME, KEEP_ALIVE)
 
 #: Program kinds: a script on an AWS framework image, an image of the project's, a SageMaker
 #: built-in algorithm.
@@ -201,6 +204,11 @@ MAX_HYPERPARAMETER_VALUE: Final = 2500
 MAX_INSTANCE_COUNT: Final = 100
 #: SageMaker's volume size range in GB (botocore's sagemaker model, VolumeSizeInGB).
 MAX_VOLUME_SIZE_GB: Final = 16384
+#: The longest warm pool: ``ResourceConfig.KeepAlivePeriodInSeconds`` "Valid Range: Minimum value
+#: of 0. Maximum value of 21600." (API reference, ResourceConfig; botocore 1.44's sagemaker model,
+#: shape KeepAlivePeriodInSeconds, max 21600). The developer guide's "Considerations" still says
+#: 3600; a value above that which SageMaker refuses fails CreateTrainingJob with its reason.
+MAX_KEEP_ALIVE_SECONDS: Final = 21600
 #: Step Functions' execution names (StartExecution ``name``); used with ``fullmatch``.
 EXECUTION_NAME: Final = re.compile(r"[0-9A-Za-z_-]{1,80}")
 #: Characters Step Functions allows in an execution name that a SageMaker tag value refuses

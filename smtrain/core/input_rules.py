@@ -71,6 +71,8 @@ class InputDefaults:
     volume_size_gb: int
     max_runtime_seconds: int
     spot: bool
+    #: No warm pool unless a run asks for one (a warm pool is billed while it waits).
+    keep_alive_seconds: int = 0
 
     def as_input(self) -> dict[str, Any]:
         return {
@@ -80,6 +82,7 @@ class InputDefaults:
             contract.VOLUME_SIZE: self.volume_size_gb,
             contract.MAX_RUNTIME: self.max_runtime_seconds,
             contract.SPOT: self.spot,
+            contract.KEEP_ALIVE: self.keep_alive_seconds,
             contract.INPUTS: {},
         }
 
@@ -155,6 +158,8 @@ def rules() -> str:
     written_instanceCount = _written_with_fraction(contract.INSTANCE_COUNT)
     written_volumeSizeInGB = _written_with_fraction(contract.VOLUME_SIZE)
     written_maxRuntimeInSeconds = _written_with_fraction(contract.MAX_RUNTIME)
+    written_keepAliveSeconds = _written_with_fraction(contract.KEEP_ALIVE)
+    max_keep_alive = contract.MAX_KEEP_ALIVE_SECONDS
     written_maxJobs = _written_with_fraction("maxJobs")
     written_maxParallelJobs = _written_with_fraction("maxParallelJobs")
     written_minResource = _written_with_fraction("minResource")
@@ -377,7 +382,9 @@ def rules() -> str:
   $whole := function($v, $field, $written) {{
     $type($v) = "number" and ($v != $floor($v) or $written) ? [$bad("field '" & $field & "' must be a whole number")] : []
   }};
-  $configProblems := $not($exists($spec)) or $not($isObject($deployment)) ? [] : $append($append($append($append($append($append($append($append(
+  $keepAlive := $config.keepAliveSeconds;
+  $warm := $type($keepAlive) = "number" and $keepAlive > 0;
+  $configProblems := $not($exists($spec)) or $not($isObject($deployment)) ? [] : $append($append($append($append($append($append($append($append($append($append($append($append(
     $exists($executionName) and $contains($executionName, /{name_refused}/)
       ? [$bad("the execution name must not contain {name_refused_text}: it becomes a SageMaker tag value, which allows only letters, digits, spaces and _ . : / = + - @")] : [],
     $exists($config.instanceType) and $exists($dep.allowedInstanceTypes) ? $oneOf($config.instanceType, "instanceType", $dep.allowedInstanceTypes) : []),
@@ -387,7 +394,16 @@ def rules() -> str:
     $exists($config.spot) and $type($config.spot) != "boolean" ? [$bad("field 'spot' must be true or false")] : []),
     $whole($config.instanceCount, "instanceCount", $contains($text, /{written_instanceCount}/))),
     $whole($config.volumeSizeInGB, "volumeSizeInGB", $contains($text, /{written_volumeSizeInGB}/))),
-    $whole($config.maxRuntimeInSeconds, "maxRuntimeInSeconds", $contains($text, /{written_maxRuntimeInSeconds}/)));
+    $whole($config.maxRuntimeInSeconds, "maxRuntimeInSeconds", $contains($text, /{written_maxRuntimeInSeconds}/))),
+    $exists($keepAlive) ? $between($keepAlive, "keepAliveSeconds", 0, {max_keep_alive}) : []),
+    $whole($keepAlive, "keepAliveSeconds", $contains($text, /{written_keepAliveSeconds}/))),
+    /* "SageMaker AI managed warm pools cannot be used with spot instances" (developer guide,
+       "SageMaker AI Managed Warm Pools", Considerations). */
+    $warm and $config.spot = true
+      ? [$bad("field 'keepAliveSeconds' must be 0 with spot" & ($exists($in.spot) ? "" : " (the deployment's default)") & ": SageMaker managed warm pools cannot be used with spot instances")] : []),
+    /* The warm-pool guide documents training jobs only; a tuning job's trials get none here. */
+    $warm and $exists($tuning) and $type($tuning) != "null"
+      ? [$bad("field 'keepAliveSeconds' applies to training runs only: leave it out of a tuning run")] : []);
 
   /* A script on more than one instance: its framework's image runs one copy of the script on
      each unless the program says how it uses them (smtrain.core.contract.DISTRIBUTIONS). */

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from smtrain.core import builtin_algorithms, contract
-from smtrain.local import framework_envs, opt_ml
+from smtrain.local import framework_envs, opt_ml, warm_pools
 from smtrain.local import isolation as network_isolation
 from smtrain.local.backend import TERMINAL_STATUSES, Description, Request, SageMakerError
 from smtrain.local.builtin_xgboost import BUILTIN_METRIC_DEFINITIONS
@@ -182,6 +182,8 @@ class TrainingJob:
     image_notes: list[str] = field(default_factory=list)
     #: How the job's process was network-isolated (``EnableNetworkIsolation``); None: it was not.
     isolation: network_isolation.Isolation | None = None
+    #: Its SageMaker managed warm pool (``KeepAlivePeriodInSeconds`` above 0); None: none.
+    warm_pool: warm_pools.WarmPool | None = None
 
     @property
     def network_isolated(self) -> bool:
@@ -225,6 +227,8 @@ class TrainingJob:
                          "EnableInterContainerTrafficEncryption", "VpcConfig"):
             if optional in request:
                 description[optional] = request[optional]
+        if self.warm_pool is not None:
+            description["WarmPoolStatus"] = self.warm_pool.status()
         if self.failure_reason:
             description["FailureReason"] = self.failure_reason
         if self.ended:
@@ -261,6 +265,7 @@ class LocalBackend:
         self._tuning: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._recipes: dict[Path, ImageRecipe] = {}
+        self._warm_pools = warm_pools.WarmPools(self.work_dir / "warm-pools.json")
         #: The Dockerfiles whose "not reproduced here" line the console has shown.
         self._warned_images: set[Path] = set()
 
@@ -290,6 +295,7 @@ class LocalBackend:
                                      f"AWS account and region, and a training job with this name "
                                      f"already exists ({name})")
             job = TrainingJob(name=name, request=request, kind=kind)
+            job.warm_pool = self._warm_pools.start(name, request)
             job.set_secondary("Starting", "Preparing the instances for training")
             self._jobs[name] = job
         return job
@@ -604,6 +610,12 @@ class LocalBackend:
                 job.notes.append(message)
                 log.write(f"{NOTE_PREFIX}{message}\n")
                 self._emit(job, f"{NOTE_PREFIX}{message}")
+            if job.warm_pool is not None and job.warm_pool.started_on is not None:
+                message = (f"started on the warm pool of {job.warm_pool.started_on} (its "
+                           "DescribeTrainingJob says Reused, ReusedByJob this job)")
+                job.notes.append(message)
+                log.write(f"{NOTE_PREFIX}{message}\n")
+                self._emit(job, f"{NOTE_PREFIX}{message}")
             if job.kind == "byoc":
                 note = (f"{NOTE_PREFIX}no Docker engine here; the BYOC image's entry point runs on "
                         f"this machine: {program_command}\n")
@@ -765,6 +777,7 @@ class LocalBackend:
             secondary = status if job.secondary_status != "MaxRuntimeExceeded" else "MaxRuntimeExceeded"
             job.set_secondary(secondary, reason or "Training job completed")
             job.status = status
+        self._warm_pools.finish(job.name, completed=status == "Completed")
 
     # -- tuning jobs ----------------------------------------------------------------------
     def create_hyper_parameter_tuning_job(self, request: Request) -> Description:

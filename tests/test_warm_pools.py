@@ -1,0 +1,121 @@
+"""Warm pools offline (smtrain/local/warm_pools.py): which job a new one starts on, and the
+WarmPoolStatus its DescribeTrainingJob gives, by AWS's documented matching criteria and states."""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smtrain.cli.watch import warm_pool_line
+from smtrain.local.sagemaker_model import response_violations
+from smtrain.local.warm_pools import WarmPools
+
+ROLE = "arn:aws:iam::123456789012:role/execution"
+REQUEST: dict[str, Any] = {
+    "RoleArn": ROLE,
+    "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 2, "VolumeSizeInGB": 30,
+                       "VolumeKmsKeyId": "arn:aws:kms:us-east-1:123456789012:key/k",
+                       "KeepAlivePeriodInSeconds": 600},
+    "VpcConfig": {"SecurityGroupIds": ["sg-1"], "Subnets": ["subnet-1", "subnet-2"]},
+    "EnableNetworkIsolation": True,
+    "EnableInterContainerTrafficEncryption": True,
+}
+
+
+def _request(**changes: Any) -> dict[str, Any]:
+    request = copy.deepcopy(REQUEST)
+    for path, value in changes.items():
+        *parents, leaf = path.split("__")
+        target = request
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    return request
+
+
+def test_a_completed_jobs_pool_waits_and_the_next_matching_job_starts_on_it(tmp_path: Path) -> None:
+    pools = WarmPools(tmp_path / "warm-pools.json")
+    first = pools.start("job-a", REQUEST)
+    assert first is not None and first.status() == {"Status": "InUse"}
+    pools.finish("job-a", completed=True)
+    assert first.status()["Status"] == "Available"
+    # The subnets in another order are the same VpcConfig.
+    second = pools.start("job-b", _request(VpcConfig__Subnets=["subnet-2", "subnet-1"]))
+    assert second is not None and second.started_on == "job-a"
+    status = first.status()
+    assert status["Status"] == "Reused" and status["ReusedByJob"] == "job-b"
+    assert status["ResourceRetainedBillableTimeInSeconds"] >= 0
+    third = pools.start("job-c", REQUEST)  # job-a's pool is taken; job-b's still runs
+    assert third is not None and third.started_on is None
+
+
+@pytest.mark.parametrize("change", [
+    {"RoleArn": "arn:aws:iam::123456789012:role/other"},
+    {"ResourceConfig__InstanceType": "ml.m5.2xlarge"},
+    {"ResourceConfig__InstanceCount": 1},
+    {"ResourceConfig__VolumeSizeInGB": 31},
+    {"ResourceConfig__VolumeKmsKeyId": "arn:aws:kms:us-east-1:123456789012:key/other"},
+    {"VpcConfig__SecurityGroupIds": ["sg-2"]},
+    {"VpcConfig__Subnets": ["subnet-1"]},
+    {"EnableNetworkIsolation": False},
+    {"EnableInterContainerTrafficEncryption": False},
+])
+def test_a_job_that_differs_in_a_matching_criterion_starts_cold(tmp_path: Path, change: dict[str, Any]) -> None:
+    pools = WarmPools(tmp_path / "warm-pools.json")
+    pools.start("job-a", REQUEST)
+    pools.finish("job-a", completed=True)
+    other = pools.start("job-b", _request(**change))
+    assert other is not None and other.started_on is None
+
+
+def test_no_pool_without_keep_alive_after_a_failure_or_past_its_period(tmp_path: Path) -> None:
+    pools = WarmPools(tmp_path / "warm-pools.json")
+    assert pools.start("job-0", _request(ResourceConfig__KeepAlivePeriodInSeconds=0)) is None
+    failed = pools.start("job-a", REQUEST)
+    assert failed is not None
+    pools.finish("job-a", completed=False)
+    assert failed.status() == {"Status": "Terminated", "ResourceRetainedBillableTimeInSeconds": 0}
+    expired = pools.start("job-b", REQUEST)
+    assert expired is not None and expired.started_on is None
+    pools.finish("job-b", completed=True)
+    assert expired.ended_at is not None
+    expired.ended_at -= 601
+    assert expired.status() == {"Status": "Terminated", "ResourceRetainedBillableTimeInSeconds": 600}
+    late = pools.start("job-c", REQUEST)
+    assert late is not None and late.started_on is None
+
+
+def test_the_next_engine_on_the_work_dir_starts_on_the_pool(tmp_path: Path) -> None:
+    """``smtrain start --local`` runs each execution in a process of its own: the pool a run left
+    is recorded under the work directory, and the next run with it starts there (once)."""
+    record = tmp_path / "warm-pools.json"
+    earlier = WarmPools(record)
+    earlier.start("job-a", REQUEST)
+    earlier.finish("job-a", completed=True)
+    later = WarmPools(record)
+    reused = later.start("job-b", REQUEST)
+    assert reused is not None and reused.started_on == "job-a"
+    assert WarmPools(record).start("job-c", REQUEST).started_on is None  # type: ignore[union-attr]
+
+
+def test_the_status_is_one_aws_gives_and_the_cli_says_what_it_means(tmp_path: Path) -> None:
+    pools = WarmPools(tmp_path / "warm-pools.json")
+    pool = pools.start("job-a", REQUEST)
+    assert pool is not None
+    pools.finish("job-a", completed=True)
+    pools.start("job-b", REQUEST)
+    now = time.time()
+    def pool_problems(status: dict[str, Any]) -> list[str]:  # botocore's output shape
+        return [p for p in response_violations("DescribeTrainingJob", {"WarmPoolStatus": status})
+                if "WarmPoolStatus" in p]
+
+    assert pool_problems({"Status": "Warm"}), "the check can fail"
+    for status in (pool.status(now), {"Status": "InUse"}, pools.start("job-c", REQUEST).status(now)):  # type: ignore[union-attr]
+        assert pool_problems(status) == []
+    line = warm_pool_line({"WarmPoolStatus": pool.status(now), "ResourceConfig": REQUEST["ResourceConfig"]})
+    assert line is not None and line.startswith("warm pool: reused by job-b (") and "x 2 instance(s) billed" in line
+    assert warm_pool_line({"ResourceConfig": REQUEST["ResourceConfig"]}) is None
