@@ -405,7 +405,8 @@ def test_keep_alive_reaches_the_training_request(harness: Harness, keep_alive: i
     harness.backend.requests.clear()
     for without in ({"method": "script"}, {"method": "script", "keepAliveSeconds": 0}):
         assert harness.run(without).succeeded
-    assert all("KeepAlivePeriodInSeconds" not in r["ResourceConfig"] for r in harness.training_requests())
+    requests = harness.training_requests()
+    assert len(requests) == 2 and all("KeepAlivePeriodInSeconds" not in r["ResourceConfig"] for r in requests)
 
 
 def test_a_hyperparameter_the_default_ranges_tune_cannot_also_be_given(harness: Harness) -> None:

@@ -46,9 +46,10 @@ def test_a_completed_jobs_pool_waits_and_the_next_matching_job_starts_on_it(tmp_
     # The subnets in another order are the same VpcConfig.
     second = pools.start("job-b", _request(VpcConfig__Subnets=["subnet-2", "subnet-1"]))
     assert second is not None and second.started_on == "job-a"
-    status = first.status()
-    assert status["Status"] == "Reused" and status["ReusedByJob"] == "job-b"
-    assert status["ResourceRetainedBillableTimeInSeconds"] >= 0
+    assert first.ended_at is not None and first.reused_at is not None
+    assert first.status() == {"Status": "Reused", "ReusedByJob": "job-b",
+                              "ResourceRetainedBillableTimeInSeconds": round(first.reused_at - first.ended_at)}
+    assert first.status(now=first.ended_at + 5000) == first.status(), "a reused pool's bill stops there"
     third = pools.start("job-c", REQUEST)  # job-a's pool is taken; job-b's still runs
     assert third is not None and third.started_on is None
 
@@ -100,6 +101,24 @@ def test_the_next_engine_on_the_work_dir_starts_on_the_pool(tmp_path: Path) -> N
     reused = later.start("job-b", REQUEST)
     assert reused is not None and reused.started_on == "job-a"
     assert WarmPools(record).start("job-c", REQUEST).started_on is None  # type: ignore[union-attr]
+
+
+def test_two_engines_on_one_work_dir_never_take_the_same_pool(tmp_path: Path) -> None:
+    """An engine that saw a pool in the record and did not take it, then records its own job's
+    end, must not bring back the pool another engine took meanwhile; and the engine whose job
+    left the pool learns who took it."""
+    record = tmp_path / "warm-pools.json"
+    first = WarmPools(record)
+    first.start("job-x", REQUEST)
+    first.finish("job-x", completed=True)
+    bystander = WarmPools(record)
+    assert bystander.start("job-other", _request(ResourceConfig__InstanceType="ml.c5.xlarge")) is not None
+    taker = WarmPools(record)
+    assert taker.start("job-b", REQUEST).started_on == "job-x"  # type: ignore[union-attr]
+    bystander.finish("job-other", completed=True)
+    assert WarmPools(record).start("job-c", REQUEST).started_on is None  # type: ignore[union-attr]
+    first.start("job-y", _request(ResourceConfig__InstanceType="ml.c5.2xlarge"))  # reads the record
+    assert first._pools["job-x"].status()["ReusedByJob"] == "job-b"
 
 
 def test_the_status_is_one_aws_gives_and_the_cli_says_what_it_means(tmp_path: Path) -> None:

@@ -139,8 +139,12 @@ def _print_warm_pool(engine: Any, output: Mapping[str, Any]) -> None:
     except Exception:  # a backend that does not keep the job: nothing to say
         return
     line = warm_pool_line(description)
-    if line is not None:
-        print(f"{line}; offline, the next run with this --work-dir starts on it")
+    if line is None:
+        return
+    if description["WarmPoolStatus"]["Status"] == "Available":
+        line += ("; offline, the next matching run that trains with this --work-dir (a new input, "
+                 "or --again) starts on it")
+    print(line)
 
 
 # -- a failed job's log -----------------------------------------------------------------------

@@ -165,16 +165,18 @@ def warm_pool_line(description: dict[str, Any]) -> str | None:
     status = pool["Status"]
     retained = pool.get("ResourceRetainedBillableTimeInSeconds")
     count = description.get("ResourceConfig", {}).get("InstanceCount", 1)
-    billed = f"{retained} s retained x {count} instance(s) billed" if retained is not None else ""
+    billed = f"{retained} s retained x {count} instance(s) billed" if retained is not None else None
     keep = description.get("ResourceConfig", {}).get("KeepAlivePeriodInSeconds")
     if status == "InUse":
         return "warm pool: in use by this job"
     if status == "Available":
-        return (f"warm pool: waiting for a matching run (up to {keep} s after the job; {billed} so "
-                "far; same role, instance type and count, volume, VPC and isolation to match)")
+        details = [f"up to {keep} s after the job" if keep is not None else None,
+                   f"{billed} so far" if billed else None,
+                   "a run with the same role, instance type and count, volume, VPC and isolation matches"]
+        return "warm pool: waiting for a matching run (" + "; ".join(d for d in details if d) + ")"
     if status == "Reused":
-        return f"warm pool: reused by {pool.get('ReusedByJob')} ({billed})"
-    return f"warm pool: {status} ({billed})" if billed else f"warm pool: {status}"
+        return f"warm pool: reused by {pool.get('ReusedByJob')}" + (f" ({billed})" if billed else "")
+    return f"warm pool: {status}" + (f" ({billed})" if billed else "")
 
 
 def exit_code(state: str) -> int:

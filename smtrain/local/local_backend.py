@@ -775,9 +775,10 @@ class LocalBackend:
             job.failure_reason = reason
             job.ended = _now()
             secondary = status if job.secondary_status != "MaxRuntimeExceeded" else "MaxRuntimeExceeded"
+            # Its warm pool first: whoever sees the status also sees the pool it left.
+            self._warm_pools.finish(job.name, completed=status == "Completed")
             job.set_secondary(secondary, reason or "Training job completed")
             job.status = status
-        self._warm_pools.finish(job.name, completed=status == "Completed")
 
     # -- tuning jobs ----------------------------------------------------------------------
     def create_hyper_parameter_tuning_job(self, request: Request) -> Description:

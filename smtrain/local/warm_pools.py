@@ -20,13 +20,15 @@ What it does not know, and how it chooses: whether a job that failed or was stop
 (here it does not: its status becomes ``Terminated`` with no retained time); the account's warm
 pool quota, which is 0 by default ("then a warm pool is not retained after the completion of the
 training job": request an increase first); the 28-day cap on a pool that keeps matching jobs.
-Pools are recorded under the engine's work directory (``warm-pools.json``), so the next
-``smtrain start --local`` with the same work directory starts on a pool the last one left; the
-``WarmPoolStatus`` of a job is known to the engine that ran it.
+Pools are recorded under the engine's work directory (``warm-pools.json``, changed under a file
+lock), so the next ``smtrain start --local`` with the same work directory starts on a pool the
+last one left, and no two take the same pool; the ``WarmPoolStatus`` of a job is known to the
+engine that ran it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -36,6 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from smtrain.core import contract
+from smtrain.core.file_lock import locked
+
+#: How long an ended pool stays in the record: the longest keep-alive.
+RECORD_SECONDS = contract.MAX_KEEP_ALIVE_SECONDS
 #: ``WarmPoolResourceStatus`` (botocore's sagemaker model).
 IN_USE, AVAILABLE, REUSED, TERMINATED = "InUse", "Available", "Reused", "Terminated"
 
@@ -96,36 +103,46 @@ class WarmPool:
 
 
 class WarmPools:
-    """The pools of one backend's jobs (thread-safe), and the waiting pools recorded in ``record``
-    by earlier engines on the same work directory."""
+    """The pools of one backend's jobs (thread-safe), shared through ``record`` with the other
+    engines on the same work directory (one process per ``smtrain start --local``): every change
+    reads the record, merges it and writes it back under a file lock, so a pool is taken once."""
 
     def __init__(self, record: Path | None = None) -> None:
         self._pools: dict[str, WarmPool] = {}
         self._lock = threading.Lock()
         self._record = record
 
-    def _load(self, now: float) -> None:
-        """Add the recorded pools still waiting that this engine does not know (lock held)."""
+    def _changing(self) -> contextlib.AbstractContextManager[None]:
+        if self._record is None:
+            return contextlib.nullcontext()
+        self._record.parent.mkdir(parents=True, exist_ok=True)
+        return locked(self._record.with_name(f"{self._record.name}.lock"))
+
+    def _merge_record(self) -> None:
+        """Take in what the record says of ended pools (file lock held): another engine's pools,
+        and which pool another engine took."""
         if self._record is None or not self._record.is_file():
             return
         try:
-            recorded = json.loads(self._record.read_text())
-            pools = [WarmPool(**fields) for fields in recorded]
+            recorded = [WarmPool(**fields) for fields in json.loads(self._record.read_text())]
         except (ValueError, TypeError):
-            return  # a record of another version, or half-written: no pool from it
-        for pool in pools:
-            if pool.job not in self._pools and pool.waiting(now):
-                self._pools[pool.job] = pool
+            return  # a record of another version: no pool from it
+        for pool in recorded:
+            known = self._pools.get(pool.job)
+            if known is None or known.ended_at is None:
+                if known is None:
+                    self._pools[pool.job] = pool
+            elif pool.reused_by is not None and known.reused_by is None:
+                known.reused_by, known.reused_at = pool.reused_by, pool.reused_at
 
-    def _save(self, now: float) -> None:
-        """Record the pools still waiting (lock held); a reused one is recorded as such."""
+    def _write_record(self, now: float) -> None:
+        """Record every ended pool of the last :data:`RECORD_SECONDS` (file lock held)."""
         if self._record is None:
             return
-        self._load(now)
-        waiting = [dataclasses.asdict(p) for p in self._pools.values() if p.waiting(now)]
+        recent = [dataclasses.asdict(p) for p in self._pools.values()
+                  if p.ended_at is not None and now - p.ended_at <= RECORD_SECONDS]
         partial = self._record.with_name(f"{self._record.name}.{os.getpid()}.tmp")
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_text(json.dumps(waiting, indent=1))
+        partial.write_text(json.dumps(recent, indent=1))
         partial.replace(self._record)
 
     def start(self, job: str, request: dict[str, Any]) -> WarmPool | None:
@@ -135,16 +152,16 @@ class WarmPools:
         if keep_alive <= 0:
             return None
         key = match_key(request)
-        now = time.time()
-        with self._lock:
-            self._load(now)
+        with self._lock, self._changing():
+            self._merge_record()
+            now = time.time()
             waiting = sorted((p for p in self._pools.values() if p.key == key and p.waiting(now)),
                              key=lambda p: p.ended_at or 0.0)
             pool = WarmPool(job=job, key=key, keep_alive=keep_alive)
             if waiting:
                 waiting[0].reused_by, waiting[0].reused_at = job, now
                 pool.started_on = waiting[0].job
-                self._save(now)
+                self._write_record(now)
             self._pools[job] = pool
             return pool
 
@@ -152,6 +169,10 @@ class WarmPools:
         """The job ended: a completed job's pool waits for its period, any other's ends now."""
         with self._lock:
             pool = self._pools.get(job)
-            if pool is not None:
-                pool.ended_at, pool.kept = time.time(), completed
-                self._save(pool.ended_at)
+            if pool is None:
+                return
+            with self._changing():
+                self._merge_record()
+                pool.kept = completed
+                pool.ended_at = time.time()
+                self._write_record(pool.ended_at)
