@@ -164,9 +164,10 @@ def warm_pool_line(description: dict[str, Any]) -> str | None:
         return None
     status = pool["Status"]
     retained = pool.get("ResourceRetainedBillableTimeInSeconds")
-    count = description.get("ResourceConfig", {}).get("InstanceCount", 1)
-    billed = f"{retained} s retained x {count} instance(s) billed" if retained is not None else None
-    keep = description.get("ResourceConfig", {}).get("KeepAlivePeriodInSeconds")
+    resources = description.get("ResourceConfig", {})
+    billed = (f"{retained} s retained x {resources.get('InstanceCount', 1)} instance(s) billed"
+              if retained is not None else None)
+    keep = resources.get("KeepAlivePeriodInSeconds")
     if status == "InUse":
         return "warm pool: in use by this job"
     if status == "Available":

@@ -151,8 +151,10 @@ def _check_offline_framework(request: Request) -> None:
         f"a {framework} script-mode job does not run offline yet: its image's toolkit "
         f"environment ({framework} and its SageMaker training toolkit) is not built here, and "
         f"the generic one would be the wrong environment; offline runs take "
-        f"{', '.join(contract.OFFLINE_FRAMEWORKS)} script programs, and tensorflow "
-        f"{', '.join(framework_envs.built_versions('tensorflow'))} (run it on AWS)")
+        f"{', '.join(contract.OFFLINE_FRAMEWORKS)} script programs, and "
+        + ", ".join(f"{name} {', '.join(versions)}"
+                    for name, versions in contract.OFFLINE_IMAGE_ENVIRONMENTS.items())
+        + " (run it on AWS)")
 
 
 @dataclass
@@ -494,9 +496,8 @@ class LocalBackend:
         except ProgramEnvironmentError as error:
             message = (f"the {framework} {version} image's environment could not be built here "
                        f"(its first use needs a package index): {error}")
-            if len(message) > FAILURE_REASON_LIMIT - len("ClientError: "):
-                message = message[:FAILURE_REASON_LIMIT - len("ClientError: ") - 3] + "..."
-            raise SageMakerError("ClientError", message) from None
+            raise SageMakerError("ClientError", fit_reason(
+                message, FAILURE_REASON_LIMIT - len("ClientError: "))) from None
 
     def _image_environment(self, job: TrainingJob) -> dict[str, str]:
         """What a framework image's ENV sets, where the job runs in that image's environment:
@@ -514,11 +515,10 @@ class LocalBackend:
             return environment_for(self._requirements(job, tree), self.env_cache,
                                    base=job.image_environment)
         except ProgramEnvironmentError as error:
-            message = str(error)
             room = FAILURE_REASON_LIMIT - len("AlgorithmError: InstallRequirementsError: ")
-            if len(message) > room:  # pip's last lines matter most
-                message = "..." + message[-(room - 3):]
-            raise SageMakerError("AlgorithmError", f"InstallRequirementsError: {message}") from None
+            # pip's last lines matter most
+            raise SageMakerError("AlgorithmError", "InstallRequirementsError: "
+                                 + fit_reason(str(error), room, keep_end=True)) from None
 
     def _byoc_program(self, job: TrainingJob) -> ByocProgram:
         return self.images.byoc[job.request["AlgorithmSpecification"]["TrainingImage"]]
@@ -600,22 +600,21 @@ class LocalBackend:
                          f"is {tree.base_dir}, named by SAGEMAKER_BASE_DIR; code that hard-codes "
                          "/opt/ml will not find it\n")
         with log_path.open("w") as log:
+            def keep_note(message: str) -> None:  # as _note does, into the log being written
+                job.notes.append(message)
+                log.write(f"{NOTE_PREFIX}{message}\n")
+                self._emit(job, f"{NOTE_PREFIX}{message}")
+
             log.write(tree_note)
             if not at_opt_ml.available:
                 self._emit(job, tree_note.rstrip())
             if job.isolation is not None:
-                message = ("network isolation (EnableNetworkIsolation): the job ran in a network "
-                           "namespace of its own with only a loopback interface "
-                           f"(`{job.isolation.describe()}`); it could reach nothing outside it")
-                job.notes.append(message)
-                log.write(f"{NOTE_PREFIX}{message}\n")
-                self._emit(job, f"{NOTE_PREFIX}{message}")
+                keep_note("network isolation (EnableNetworkIsolation): the job ran in a network "
+                          "namespace of its own with only a loopback interface "
+                          f"(`{job.isolation.describe()}`); it could reach nothing outside it")
             if job.warm_pool is not None and job.warm_pool.started_on is not None:
-                message = (f"started on the warm pool of {job.warm_pool.started_on} (its "
-                           "DescribeTrainingJob says Reused, ReusedByJob this job)")
-                job.notes.append(message)
-                log.write(f"{NOTE_PREFIX}{message}\n")
-                self._emit(job, f"{NOTE_PREFIX}{message}")
+                keep_note(f"started on the warm pool of {job.warm_pool.started_on} (its "
+                          "DescribeTrainingJob says Reused, ReusedByJob this job)")
             if job.kind == "byoc":
                 note = (f"{NOTE_PREFIX}no Docker engine here; the BYOC image's entry point runs on "
                         f"this machine: {program_command}\n")
@@ -894,16 +893,21 @@ def _terminate_group(process: subprocess.Popen[str], grace_seconds: float = 10.0
     timer.start()
 
 
+def fit_reason(message: str, room: int, *, keep_end: bool = False) -> str:
+    """``message`` in at most ``room`` characters: its start kept (with ``keep_end``, its end),
+    ``...`` where it was cut."""
+    if len(message) <= room:
+        return message
+    return "..." + message[-(room - 3):] if keep_end else message[:room - 3] + "..."
+
+
 def algorithm_error(reason: str, *, hint: str | None = None) -> str:
     """``AlgorithmError: <reason>``, at most :data:`FAILURE_REASON_LIMIT` characters; with
     ``hint``, the hint is kept whole at the end and ``reason`` is cut to make room for it."""
     prefix = "AlgorithmError: "
     if hint is None:
         return f"{prefix}{reason}"[:FAILURE_REASON_LIMIT]
-    room = FAILURE_REASON_LIMIT - len(prefix) - len(hint) - 1
-    if len(reason) > room:
-        reason = reason[:room - 3] + "..."
-    return f"{prefix}{reason} {hint}"
+    return f"{prefix}{fit_reason(reason, FAILURE_REASON_LIMIT - len(prefix) - len(hint) - 1)} {hint}"
 
 
 def _hyperparameter_text(value: str) -> str:
