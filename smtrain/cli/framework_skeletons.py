@@ -10,18 +10,38 @@ hyperparameters as the toolkit passes them, the ``SM_*`` paths, CSV channels, th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Final
 
 SKELETONS_DIR: Final = Path(__file__).with_name("skeletons")
 
-#: Per framework with a skeleton of its own: the model file it writes under ``SM_MODEL_DIR``,
-#: the module its generated test needs to run it here, and what the image provides.
-FRAMEWORK_SKELETONS: Final[dict[str, tuple[str, str, str]]] = {
-    "sklearn": ("model.joblib", "sklearn", "scikit-learn, joblib and numpy"),
-    "xgboost": ("xgboost-model.json", "xgboost", "xgboost and numpy"),
-    "tensorflow": ("1/saved_model.pb", "tensorflow", "TensorFlow (Keras) and numpy"),
+@dataclass(frozen=True, kw_only=True)
+class FrameworkSkeleton:
+    """What a framework's skeleton trains and needs."""
+
+    #: The model file it writes under ``SM_MODEL_DIR``.
+    model_file: str
+    #: The module its generated test needs to run it here.
+    module: str
+    #: What the framework's image provides that it uses.
+    uses: str
+    #: What it trains (``new-program``'s next steps and the manifest's description).
+    model: str
+
+
+#: Per framework with a skeleton of its own.
+FRAMEWORK_SKELETONS: Final[dict[str, FrameworkSkeleton]] = {
+    "sklearn": FrameworkSkeleton(model_file="model.joblib", module="sklearn",
+                                 uses="scikit-learn, joblib and numpy",
+                                 model="a logistic regression (scikit-learn's SGDClassifier)"),
+    "xgboost": FrameworkSkeleton(model_file="xgboost-model.json", module="xgboost",
+                                 uses="xgboost and numpy",
+                                 model="gradient-boosted trees (one round an epoch)"),
+    "tensorflow": FrameworkSkeleton(model_file="1/saved_model.pb", module="tensorflow",
+                                    uses="TensorFlow (Keras) and numpy",
+                                    model="a Keras softmax regression"),
 }
 
 #: The TensorFlow toolkit passes ``--model_dir`` (the stack sends it, as the SDK's TensorFlow

@@ -242,7 +242,7 @@ def new_program(args: argparse.Namespace) -> int:
     program = programs.load(folder)  # what `cdk synth` and every command will read
     test = next(path for path in files if path.name.startswith("test_"))
     what = ("a softmax regression on CSV (label in column 0, no header)" if framework == "pytorch"
-            else f"{_SKELETON_MODELS[framework]} on CSV (label in column 0, no header)")
+            else f"{FRAMEWORK_SKELETONS[framework].model} on CSV (label in column 0, no header)")
     on = f", {framework}" if program.kind == "script" else ""
     print(f"Wrote training program {program.name} ({program.kind}{on}):")
     for path in files:
@@ -253,18 +253,12 @@ def new_program(args: argparse.Namespace) -> int:
     print("  make synth   (packages it with the other programs)")
     if program.kind == "script" and framework not in contract.OFFLINE_FRAMEWORKS:
         versions = ", ".join(contract.OFFLINE_IMAGE_ENVIRONMENTS.get(framework, ())) or "none"
-        print(f"  (its test skips where {FRAMEWORK_SKELETONS[framework][1]} is not installed; "
+        print(f"  (its test skips where {FRAMEWORK_SKELETONS[framework].module} is not installed; "
               f"`smtrain start --local` runs it in the {framework} image's environment, built on "
               f"first use, for {framework} {versions}: docs/programs.md)")
     print(f"  smtrain start --local --program {name} --input train=DIR --input validation=DIR")
     print(f"  smtrain start --local --program {name} --tune <(smtrain tuning-template --program {name})")
     return EXIT_OK
-
-
-#: What each framework skeleton trains (``new-program``'s next steps).
-_SKELETON_MODELS = {"sklearn": "a logistic regression (scikit-learn's SGDClassifier)",
-                    "xgboost": "gradient-boosted trees (one round an epoch)",
-                    "tensorflow": "a Keras softmax regression"}
 
 
 _REQUIREMENTS = """\
@@ -276,7 +270,7 @@ _REQUIREMENTS = """\
 
 
 def _requirements(framework: str | None) -> str:
-    uses = (f"The skeleton uses what the {framework} image has ({FRAMEWORK_SKELETONS[framework][2]})"
+    uses = (f"The skeleton uses what the {framework} image has ({FRAMEWORK_SKELETONS[framework].uses})"
             if framework else "The skeleton uses the standard library only")
     return _REQUIREMENTS.replace("__USES__", uses)
 
@@ -321,7 +315,7 @@ def _manifest(name: str, kind: str, framework: str = "pytorch") -> str:
         table = ('[byoc]\ndockerfile = "Dockerfile"\ncontext = "."\nentry_point = "train"\n')
         printer = "train"
     model = ("softmax regression" if framework == "pytorch" or kind != "script"
-             else _SKELETON_MODELS[framework])
+             else FRAMEWORK_SKELETONS[framework].model)
     return f"""\
 # A training program: what it is, what it reads, prints and takes (every field: docs/programs.md).
 # `smtrain programs` lists it; `make synth` packages it.
@@ -699,7 +693,7 @@ def _test_file(name: str, kind: str, directory: str, framework: str | None = Non
         model_file, model_check = "model.json", _STDLIB_MODEL_CHECK
         bad_reason = '"TrainingError: hyperparameter \'epochs\' must be an integer, got \'many\'"'
     else:
-        model_file, module, _ = FRAMEWORK_SKELETONS[framework]
+        model_file, module = FRAMEWORK_SKELETONS[framework].model_file, FRAMEWORK_SKELETONS[framework].module
         model_check = f'    assert (tmp_path / "ml" / "model" / "{model_file}").is_file()\n'
         bad_reason = '"TrainingError: argument --epochs: invalid int value: \'many\'"'
         skip = f'\n# The {framework} image has it; here the tests need it installed.\npytest.importorskip("{module}")\n'
