@@ -255,6 +255,24 @@ def test_a_bad_gate_is_refused_before_anything_starts(cloud: Cloud, arguments: l
         stateMachineArn=cloud.state_machine_arn)["executions"] == executions_before
 
 
+def test_channel_options_from_the_command_line(cloud: Cloud) -> None:
+    """--input-mode, --s3-distribution and --compression become the input's channelOptions and
+    the request's channels."""
+    result = cloud.smtrain("start", "--program", "digits_lightgbm", "--input-mode", "train=Pipe",
+                           "--compression", "train=Gzip", "--s3-distribution", "validation=ShardedByS3Key",
+                           "--input-mode", "validation=FastFile", "--name", "cli-modes", "--wait",
+                           "--interval", "0.3")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(cloud.describe("cli-modes")["input"])["channelOptions"] == {
+        "train": {"inputMode": "Pipe", "compressionType": "Gzip"},
+        "validation": {"s3DataDistributionType": "ShardedByS3Key", "inputMode": "FastFile"}}
+    (request,) = cloud.jobs_of("cli-modes")
+    train, validation = request["InputDataConfig"]
+    assert (train["InputMode"], train["CompressionType"]) == ("Pipe", "Gzip")
+    assert validation["InputMode"] == "FastFile" and "CompressionType" not in validation
+    assert validation["DataSource"]["S3DataSource"]["S3DataDistributionType"] == "ShardedByS3Key"
+
+
 def test_hyperparameters_are_sent_exactly_as_typed(cloud: Cloud) -> None:
     """No JSON round trip: ``2.10`` is not ``2.1``, in the execution input and in the request."""
     result = cloud.smtrain("start", "--program", "digits_mlp", "--hp", "learning-rate=2.10",
@@ -331,7 +349,8 @@ def test_an_unknown_input_field_never_reaches_sagemaker(cloud: Cloud, shipped: d
     evaluates the same rules and gets the same words."""
     document = {"program": "digits_mlp", "epochs": "3"}
     cause = ("unknown field(s) epochs; allowed: program, method, hyperparameters, instanceType, "
-             "instanceCount, volumeSizeInGB, maxRuntimeInSeconds, spot, keepAliveSeconds, inputs, tuning, register")
+             "instanceCount, volumeSizeInGB, maxRuntimeInSeconds, spot, keepAliveSeconds, inputs, channelOptions, "
+             "tuning, register")
     assert input_rules.check(shipped, document).problems == [{"error": "InvalidExecutionInput", "cause": cause}]
     requests_before = len(cloud.backend.requests)
     cloud.client("stepfunctions").start_execution(stateMachineArn=cloud.state_machine_arn, name="unknown-field",
@@ -570,6 +589,15 @@ CASES: list[tuple[list[str], str]] = [
      "hyperparameter(s) batch-size both tuned and given"),
     ([*MLP, "--tune", '{tuning:{"sizes": 3}}'], "unknown tuning field(s) sizes; allowed:"),
     ([*MLP, "--logs"], "--logs needs --wait"),
+    ([*MLP, "--input-mode", "train"], "--input-mode 'train' must be written CHANNEL=VALUE"),
+    ([*MLP, "--input-mode", "train=Pipe", "--input-mode", "train=File"],
+     "--input-mode is given twice for channel 'train'"),
+    ([*MLP, "--input-mode", "test=Pipe"], "channel 'test' in field 'channelOptions' is not read by program digits_mlp"),
+    ([*MLP, "--input-mode", "train=Stream"],
+     "field 'channelOptions.train.inputMode' must be one of File, FastFile, Pipe"),
+    ([*MLP, "--compression", "train=Gzip"], "channel 'train': compressionType Gzip is read in Pipe mode only"),
+    ([*MLP, "--s3-distribution", "train=Shard"],
+     "field 'channelOptions.train.s3DataDistributionType' must be one of FullyReplicated, ShardedByS3Key"),
 ]
 
 

@@ -306,6 +306,10 @@ STATE_CASES: list[tuple[Any, str]] = [
     ({"program": "digits_xgboost", "tuning": {"objective": [{"metricName": "validation:merror"}]}}, "run-13"),
     ({"program": "digits_mlp", "keepAliveSeconds": 1800}, "run-14"),
     ({"program": "digits_mlp", "keepAliveSeconds": 1800, "spot": True}, "run-15"),
+    ({"program": "digits_mlp", "channelOptions": {"train": {"inputMode": "Pipe", "compressionType": "Gzip"}}},
+     "run-16"),
+    ({"program": "digits_mlp", "channelOptions": {"validation": {"compressionType": "Gzip"}}}, "run-17"),
+    ({"program": "digits_mlp", "channelOptions": {"train": {"s3DataDistributionType": 3}}}, "run-18"),
 ]
 
 
@@ -331,7 +335,13 @@ def test_reference_engine_gives_the_same_answers_as_the_state_machine_check(tmp_
                      "InvalidExecutionInput", "InvalidExecutionInput", None, "InvalidExecutionInput",
                      "InvalidExecutionInput", "InvalidExecutionInput", "InvalidExecutionInput",
                      "InvalidExecutionInput", "JobHoursBudgetExceeded", "InvalidExecutionInput",
-                     None, "InvalidExecutionInput"]
+                     None, "InvalidExecutionInput", None, "InvalidExecutionInput", "InvalidExecutionInput"]
+    # Pipe with Gzip passes; Gzip on the program's File channel and a number for a distribution
+    # are refused with the same words by both engines.
+    assert python[-2]["problems"][0]["cause"].startswith("channel 'validation': compressionType Gzip is read in "
+                                                         "Pipe mode only")
+    assert python[-1]["problems"][0]["cause"] == ("field 'channelOptions.train.s3DataDistributionType' must be "
+                                                  "one of FullyReplicated, ShardedByS3Key")
 
 
 def test_a_manifests_text_cannot_break_the_rules(tmp_path: Path) -> None:

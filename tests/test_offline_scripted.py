@@ -256,7 +256,7 @@ def test_a_validation_error_is_not_retried_and_its_message_reaches_the_cause(
 
 SHIPPED = "digits_lightgbm, digits_mlp, digits_xgboost"
 ALLOWED_FIELDS = ("program, method, hyperparameters, instanceType, instanceCount, volumeSizeInGB, "
-                  "maxRuntimeInSeconds, spot, keepAliveSeconds, inputs, tuning")
+                  "maxRuntimeInSeconds, spot, keepAliveSeconds, inputs, channelOptions, tuning")
 MLP_HYPERPARAMETERS = "batch-size, epochs, hidden-units, learning-rate, seed"
 
 BAD_INPUTS: list[tuple[dict[str, Any], str, str]] = [
@@ -378,6 +378,26 @@ BAD_INPUTS: list[tuple[dict[str, Any], str, str]] = [
      "field 'inputs.train' must be an S3 URI"),
     ({"method": "script", "inputs": {"validation": "https://bucket/prefix/"}}, "InvalidExecutionInput",
      "field 'inputs.validation' must be an S3 URI"),
+    # channelOptions: SageMaker's values on the program's channels; Gzip in Pipe mode only
+    # (API reference, Channel.CompressionType).
+    ({"method": "script", "channelOptions": {"test": {"inputMode": "Pipe"}}}, "InvalidExecutionInput",
+     "channel 'test' in field 'channelOptions' is not read by program digits_mlp; its channels: "
+     "train, validation"),
+    ({"method": "script", "channelOptions": {"train": {"inputMode": "Stream"}}}, "InvalidExecutionInput",
+     "field 'channelOptions.train.inputMode' must be one of File, FastFile, Pipe"),
+    ({"method": "script", "channelOptions": {"train": {"s3DataDistributionType": "Sharded"}}},
+     "InvalidExecutionInput",
+     "field 'channelOptions.train.s3DataDistributionType' must be one of FullyReplicated, ShardedByS3Key"),
+    ({"method": "script", "channelOptions": {"train": {"compressionType": "Gzip"}}}, "InvalidExecutionInput",
+     "channel 'train': compressionType Gzip is read in Pipe mode only (SageMaker's "
+     "Channel.CompressionType), and its inputMode is File (the program's)"),
+    ({"method": "script", "channelOptions": {"train": {"compressionType": "Gzip", "inputMode": "FastFile"}}},
+     "InvalidExecutionInput", "channel 'train': compressionType Gzip is read in Pipe mode only"),
+    ({"method": "script", "channelOptions": {"train": {"mode": "Pipe"}}}, "InvalidExecutionInput",
+     "unknown field(s) mode in 'channelOptions.train'; allowed: inputMode, s3DataDistributionType, "
+     "compressionType"),
+    ({"method": "script", "channelOptions": {"train": "Pipe"}}, "InvalidExecutionInput",
+     "field 'channelOptions.train' must be an object of inputMode, s3DataDistributionType, compressionType"),
 ]
 
 
@@ -407,6 +427,41 @@ def test_keep_alive_reaches_the_training_request(harness: Harness, keep_alive: i
         assert harness.run(without).succeeded
     requests = harness.training_requests()
     assert len(requests) == 2 and all("KeepAlivePeriodInSeconds" not in r["ResourceConfig"] for r in requests)
+
+
+def test_channel_options_reach_the_training_and_tuning_requests(harness: Harness) -> None:
+    """channelOptions set each channel's InputMode, S3DataDistributionType and CompressionType in
+    the request (botocore's model and the API reference's rules judge it); a File channel sends
+    no InputMode and an uncompressed one no CompressionType, so the other channel's entry is the
+    one every run sent before."""
+    options = {"train": {"inputMode": "Pipe", "compressionType": "Gzip",
+                         "s3DataDistributionType": "ShardedByS3Key"},
+               "validation": {"inputMode": "FastFile"}}
+    plain = {"ChannelName": "validation", "ContentType": "text/csv", "DataSource": {"S3DataSource": {
+        "S3DataType": "S3Prefix", "S3DataDistributionType": "FullyReplicated"}}}
+    result = harness.run({"program": "digits_lightgbm", "channelOptions": options, "instanceCount": 2})
+    assert result.succeeded, result.cause
+    (request,) = harness.training_requests()
+    train, validation = request["InputDataConfig"]
+    assert request["AlgorithmSpecification"]["TrainingInputMode"] == "File"
+    assert (train["InputMode"], train["CompressionType"]) == ("Pipe", "Gzip")
+    assert train["DataSource"]["S3DataSource"]["S3DataDistributionType"] == "ShardedByS3Key"
+    assert validation["InputMode"] == "FastFile" and "CompressionType" not in validation
+    harness.backend.requests.clear()
+    tuned = harness.run({"program": "digits_lightgbm", "channelOptions": {"train": {"inputMode": "FastFile"}},
+                         "tuning": {"maxJobs": 2, "maxParallelJobs": 1}})
+    assert tuned.succeeded, tuned.cause
+    (tuning,) = harness.backend.created("create_hyper_parameter_tuning_job")
+    train, validation = tuning["TrainingJobDefinition"]["InputDataConfig"]
+    assert train["InputMode"] == "FastFile"
+    validation["DataSource"]["S3DataSource"].pop("S3Uri")
+    assert validation == plain
+    harness.backend.requests.clear()
+    assert harness.run({"program": "digits_lightgbm"}).succeeded
+    (request,) = harness.training_requests()
+    for channel in request["InputDataConfig"]:
+        assert "InputMode" not in channel and "CompressionType" not in channel
+        assert channel["DataSource"]["S3DataSource"]["S3DataDistributionType"] == "FullyReplicated"
 
 
 def test_a_hyperparameter_the_default_ranges_tune_cannot_also_be_given(harness: Harness) -> None:

@@ -64,7 +64,7 @@ def test_programs_lists_the_shipped_programs(capsys: pytest.CaptureFixture[str])
     assert "num_leaves int default 31 [2, 131072] tunable" in lines
     assert ("objective categorical default multi:softmax one of multi:softmax | multi:softprob | "
             "binary:logistic | reg:squarederror fixed (sent on every job)") in lines
-    assert "train text/csv required" in lines
+    assert "train text/csv required File" in lines  # how SageMaker delivers it (input mode)
     assert "metrics: train:loss, validation:loss, validation:accuracy" in lines
     assert ("tuning: Minimize validation:merror; Bayesian, 4 jobs, 2 in parallel, "
             "early stopping Off") in lines
@@ -82,8 +82,9 @@ def test_programs_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert {"digits_lightgbm", "digits_mlp", "digits_xgboost"} <= set(data)
     mlp = data["digits_mlp"]
     assert mlp["kind"] == "script" and mlp["entryPoint"] == "train.py"
-    assert mlp["channels"] == [{"name": "train", "contentType": "text/csv", "required": True},
-                               {"name": "validation", "contentType": "text/csv", "required": True}]
+    delivery = {"inputMode": "File", "s3DataDistributionType": "FullyReplicated", "compressionType": "None"}
+    assert mlp["channels"] == [{"name": "train", "contentType": "text/csv", "required": True, **delivery},
+                               {"name": "validation", "contentType": "text/csv", "required": True, **delivery}]
     assert mlp["hyperparameters"]["learning-rate"] == {
         "type": "float", "tunable": True, "default": "0.01", "min": 0.000001, "max": 10}
     assert mlp["hyperparameters"]["batch-size"]["description"] == "global batch size"

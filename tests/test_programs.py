@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from infra.settings import Settings, SettingsError
+from smtrain.core import input_rules
 from smtrain.core.programs import ProgramError, discover, load, metric_definition
 from tests.conftest import ROOT, shipped_training_code, synthesize
 
@@ -74,6 +75,15 @@ def test_a_good_manifest(tmp_path: Path) -> None:
      "'tuning.ranges.momentum': 'momentum' is not a declared hyperparameter"),
     (('max = 0.5', 'max = 2'), "'tuning.ranges.lr.max': must be at most 1, got 2"),
     (('name = "training"', 'name = "train ing"'), "'channels.0.name': 'train ing' does not match"),
+    (('name = "training"', 'name = "training"\ninput_mode = "Stream"'),
+     "'channels.0.input_mode': 'Stream' is not one of ['File', 'FastFile', 'Pipe']"),
+    (('name = "training"', 'name = "training"\ns3_data_distribution_type = "Sharded"'),
+     "'channels.0.s3_data_distribution_type': 'Sharded' is not one of ['FullyReplicated', 'ShardedByS3Key']"),
+    (('name = "training"', 'name = "training"\ncompression_type = "Gzip"'),
+     "'channels[0].compression_type': channel 'training': compression_type Gzip is read in Pipe mode "
+     "only (SageMaker's Channel.CompressionType): set input_mode = \"Pipe\""),
+    (('name = "training"', 'name = "training"\ncompression_type = "Gzip"\ninput_mode = "FastFile"'),
+     "'channels[0].compression_type': channel 'training': compression_type Gzip is read in Pipe mode only"),
 ])
 def test_a_bad_manifest_names_the_file_and_the_field(tmp_path: Path, change: tuple[str, str],
                                                      message: str) -> None:
@@ -82,6 +92,30 @@ def test_a_bad_manifest_names_the_file_and_the_field(tmp_path: Path, change: tup
         load(folder)
     assert str(raised.value).startswith(f"{folder / 'program.toml'}: ")
     assert message in str(raised.value)
+
+
+def test_a_channel_s_delivery_is_each_run_s_default(tmp_path: Path) -> None:
+    """A channel's input_mode, s3_data_distribution_type and compression_type (SageMaker's values)
+    are what the input rules merge a run's channelOptions over; unset, File, FullyReplicated,
+    None."""
+    plain = load(_program(tmp_path / "plain", GOOD))
+    assert plain.catalog_entry()["channelOptions"] == {"training": {
+        "inputMode": "File", "s3DataDistributionType": "FullyReplicated", "compressionType": "None"}}
+    piped = load(_program(tmp_path / "piped", GOOD.replace(
+        'name = "training"', 'name = "training"\ninput_mode = "Pipe"\ncompression_type = "Gzip"\n'
+        's3_data_distribution_type = "ShardedByS3Key"', 1)))
+    (channel,) = piped.channels
+    assert channel.options() == {"inputMode": "Pipe", "s3DataDistributionType": "ShardedByS3Key",
+                                 "compressionType": "Gzip"}
+    programs = {"mine": piped}
+    assert input_rules.check(programs, {"program": "mine"}).problems == []
+    # The run turns Pipe off: the program's Gzip no longer fits, and the cause says whose it is.
+    (problem,) = input_rules.check(programs, {"program": "mine", "channelOptions": {
+        "training": {"inputMode": "FastFile"}}}).problems
+    assert problem["cause"] == ("channel 'training': compressionType Gzip is read in Pipe mode only "
+                                "(SageMaker's Channel.CompressionType), and its inputMode is FastFile")
+    assert input_rules.check(programs, {"program": "mine", "channelOptions": {
+        "training": {"inputMode": "FastFile", "compressionType": "None"}}}).problems == []
 
 
 def test_builtin_metrics_take_no_regex(tmp_path: Path) -> None:

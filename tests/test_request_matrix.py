@@ -4,7 +4,8 @@ AWS's contract accepts, or refuses the input by name before any job exists.
 Inputs are generated (Hypothesis, fixed seed) over the shipped programs, reached by ``program``
 or by the older ``method`` (and an unknown routing value) x tuning strategies (with each
 program's default ranges and with the user's, over its declared tunable hyperparameters) x spot x
-instance types and counts x user hyperparameters and channels, and run through the synthesized
+instance types and counts x user hyperparameters and channels x each channel's input mode,
+S3 distribution and compression (``channelOptions``), and run through the synthesized
 definition with the scripted SageMaker. Each program's names, types and bounds are read from its
 manifest (``smtrain.core.programs.discover()``). The engine's strict front end (botocore's model and
 the API reference's rules) judges every create request; a request it refuses fails the execution
@@ -34,7 +35,7 @@ REFUSALS = {contract.INVALID_INPUT_ERROR, contract.UNKNOWN_PROGRAM_ERROR}
 #: (the JSONata rules of smtrain.core.input_rules, then the state machine's JSONPath checks).
 REFUSAL_CAUSES = ("field '", "the execution name", "unknown field(s) ", "give field '",
                   "hyperparameter '", "hyperparameter(s) ", "input channel '", "tuning range ",
-                  "tuning.parameterRanges.", "tuning objective '", "unknown tuning field(s) ")
+                  "tuning.parameterRanges.", "tuning objective '", "unknown tuning field(s) ", "channel '")
 
 #: The programs the synthesized app deploys, as their manifests declare them.
 PROGRAMS: dict[str, Program] = {name: program for name, program in programs.discover().items()
@@ -231,6 +232,27 @@ def _any_inputs(program: Program) -> st.SearchStrategy[dict[str, Any]]:
         max_size=2)
 
 
+def _channel_options(channels: Sequence[str], *, valid: bool) -> st.SearchStrategy[dict[str, Any]]:
+    """channelOptions over the program's channels: every input mode, distribution and compression
+    SageMaker names (valid: Gzip only with Pipe), or anything near them."""
+    if valid:
+        option = st.one_of(
+            st.fixed_dictionaries({}, optional={
+                "inputMode": st.sampled_from(contract.INPUT_MODES),
+                "s3DataDistributionType": st.sampled_from(contract.S3_DATA_DISTRIBUTIONS),
+                "compressionType": st.just("None")}),
+            st.fixed_dictionaries({"inputMode": st.just("Pipe"), "compressionType": st.just("Gzip")},
+                                  optional={"s3DataDistributionType": st.sampled_from(
+                                      contract.S3_DATA_DISTRIBUTIONS)}))
+        return st.dictionaries(st.sampled_from(list(channels)), option, max_size=2)
+    option = st.fixed_dictionaries({}, optional={
+        "inputMode": st.sampled_from([*contract.INPUT_MODES, "Stream", 1]),
+        "s3DataDistributionType": st.sampled_from([*contract.S3_DATA_DISTRIBUTIONS, "Sharded"]),
+        "compressionType": st.sampled_from([*contract.COMPRESSION_TYPES, "Zip"]),
+        "mode": st.just("Pipe")})
+    return st.dictionaries(st.sampled_from([*channels, "test"]), option, max_size=2)
+
+
 def any_input_for(route: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
     program = _program_of(route)
     body = st.fixed_dictionaries({}, optional={
@@ -241,6 +263,7 @@ def any_input_for(route: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
         "volumeSizeInGB": st.integers(0, 20_000),
         "hyperparameters": _any_hyperparameters(program),
         "inputs": _any_inputs(program),
+        "channelOptions": _channel_options([c.name for c in program.channels], valid=False),
         "tuning": _any_tuning(program),
     })
     # Now and then a field the input does not have (a typo of one it has, a feature it lacks).
@@ -289,6 +312,7 @@ def valid_input_for(route: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
         "volumeSizeInGB": st.integers(1, 16384),
         "inputs": st.dictionaries(st.sampled_from(channels),
                                   st.sampled_from(["s3://elsewhere/train/", "s3://b/k"]), max_size=2),
+        "channelOptions": _channel_options(channels, valid=True),
         "tuning": st.one_of(st.none(), _valid_tuning(program)),
     })
 

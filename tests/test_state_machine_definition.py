@@ -38,7 +38,7 @@ def test_starts_by_merging_input_over_defaults(definition: Definition) -> None:
     assert defaults == {
         "hyperparameters": {}, "instanceType": "ml.m5.xlarge", "instanceCount": 1,
         "volumeSizeInGB": 30, "maxRuntimeInSeconds": 3600, "spot": False, "keepAliveSeconds": 0,
-        "inputs": {},
+        "inputs": {}, "channelOptions": {},
     }
     # ... each a value SageMaker takes: an instance type of its model, a volume of 1-16384 GiB
     # (gp2), a run time of at most 28 days (API reference, StoppingCondition.MaxRuntimeInSeconds).
@@ -184,8 +184,11 @@ def test_method_defaults(definition: Definition, method: str) -> None:
         "train": f"s3://import-exportsoutputrefbucketsdata941f65f0dc630599/datasets/{method}/train/",
         "validation": f"s3://import-exportsoutputrefbucketsdata941f65f0dc630599/datasets/{method}/validation/",
     }
-    assert result["channels"] == [{"name": "train", "contentType": "text/csv"},
-                                  {"name": "validation", "contentType": "text/csv"}]
+    # The shipped programs' channels in File mode, every object on every instance, uncompressed:
+    # what a run sends unless its channelOptions (or the manifest) say otherwise.
+    file_mode = {"inputMode": "File", "s3DataDistributionType": "FullyReplicated", "compressionType": "None"}
+    assert result["channels"] == [{"name": "train", "contentType": "text/csv", "options": file_mode},
+                                  {"name": "validation", "contentType": "text/csv", "options": file_mode}]
     assert result["tuningDefaults"]["objective"]["metricName"] == expected["objective"]
     metric_names = [m["Name"] for m in result["algorithm"].get("MetricDefinitions", [])]
     if method == "digits_xgboost":
@@ -218,10 +221,16 @@ def test_channels_are_built_from_the_program_manifest(definition: Definition) ->
     assert set(describe) == {"Type", "QueryLanguage", "Assign", "Next"}
     assert states(definition)["ResolveJob"]["Next"] == "DescribeChannels"
     assert describe["Next"] == "ChooseVolumeEncryption"
+    text = describe["Assign"]["channels"]
     for key in ("'ChannelName': name", "'ContentType': contentType", "'S3DataType': 'S3Prefix'",
-                "'S3DataDistributionType': 'FullyReplicated'",
-                "'S3Uri': $lookup($states.input.inputs, name)"):
-        assert key in describe["Assign"]["channels"]
+                "'S3Uri': $lookup($states.input.inputs, name)",
+                # The run's channelOptions over the program's, per channel; File and None are
+                # left out of the request (the job's TrainingInputMode, File, applies).
+                "$o := $merge([options, $lookup($states.input.config.channelOptions, name)])",
+                "'InputMode': $o.inputMode != 'File' ? $o.inputMode",
+                "'CompressionType': $o.compressionType != 'None' ? $o.compressionType",
+                "'S3DataDistributionType': $o.s3DataDistributionType"):
+        assert key in text, key
 
 
 def test_volume_key_only_where_the_instance_has_no_local_storage(definition: Definition) -> None:

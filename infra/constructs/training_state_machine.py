@@ -242,11 +242,24 @@ class TrainingStateMachine(Construct):
         # to a variable (the tasks read $channels), so JSONata never rewrites the state's numbers.
         # Under network isolation a script program's code is one more channel (method.codeChannels;
         # see _prepare_states).
+        # Each channel's delivery is the program's (options) with the run's channelOptions over
+        # it; a File channel sends no InputMode (the job's TrainingInputMode, File, applies:
+        # API reference, Channel.InputMode) and an uncompressed one no CompressionType ("In
+        # File mode, leave this field unset": Channel.CompressionType), so that a run that
+        # changes nothing sends the request it always sent. JSONata leaves out a key whose
+        # value is undefined.
         describe_channels = sfn.Pass.jsonata(self, "DescribeChannels", assign={CHANNELS_VARIABLE: (
-            "{% $append([$states.input.method.channels[$exists($lookup($states.input.inputs, name))].{"
-            "'ChannelName': name, 'ContentType': contentType, 'DataSource': {'S3DataSource': {"
+            "{% $append([$states.input.method.channels[$exists($lookup($states.input.inputs, name))].("
+            f"$o := $merge([options, $lookup($states.input.config.{contract.CHANNEL_OPTIONS}, name)]); "
+            "{'ChannelName': name, 'ContentType': contentType, "
+            f"'InputMode': $o.{contract.INPUT_MODE} != '{contract.DEFAULT_INPUT_MODE}' "
+            f"? $o.{contract.INPUT_MODE}, "
+            f"'CompressionType': $o.{contract.COMPRESSION} != '{contract.DEFAULT_COMPRESSION}' "
+            f"? $o.{contract.COMPRESSION}, "
+            "'DataSource': {'S3DataSource': {"
             "'S3DataType': 'S3Prefix', 'S3Uri': $lookup($states.input.inputs, name), "
-            "'S3DataDistributionType': 'FullyReplicated'}}}], $states.input.method.codeChannels) %}")})
+            f"'S3DataDistributionType': $o.{contract.S3_DATA_DISTRIBUTION}}}}}}})], "
+            "$states.input.method.codeChannels) %}")})
         choose_volume_key = self._volume_encryption()
         choose_capacity = sfn.Choice(self, "ChooseCapacity")
         use_spot = sfn.Pass(self, "UseSpotCapacity", result_path="$.stopping", parameters={
@@ -564,8 +577,8 @@ class TrainingStateMachine(Construct):
                     "kind": program.kind,
                     "algorithm": algorithm,
                     "tuningAlgorithm": tuning_algorithm,
-                    "channels": [{"name": c.name, "contentType": c.content_type}
-                                 for c in program.channels],
+                    "channels": [{"name": c.name, "contentType": c.content_type,
+                                  "options": c.options()} for c in program.channels],
                     "codeChannels": code_channels,
                     "baseHyperparameters": program.always_sent,
                     "trainingDefaults": program.training_defaults,

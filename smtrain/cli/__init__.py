@@ -109,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--input", action="append", default=[], metavar="CHANNEL=URI|DIR",
                        help="train/validation data: s3://<data bucket>/datasets/... or a local "
                             "directory (uploaded first)")
+    start.add_argument("--input-mode", action="append", default=[], metavar="CHANNEL=MODE",
+                       help="how the channel reaches the job: File (copied before it starts), FastFile "
+                            "(streamed from S3 on read) or Pipe (a FIFO per pass); default: the "
+                            "program's channel setting, else File")
+    start.add_argument("--s3-distribution", action="append", default=[], metavar="CHANNEL=TYPE",
+                       help="FullyReplicated (every instance gets every object) or ShardedByS3Key "
+                            "(each of N instances gets about 1/N of the objects)")
+    start.add_argument("--compression", action="append", default=[], metavar="CHANNEL=TYPE",
+                       help="Gzip: the channel's objects are gzipped and decompressed on their way "
+                            "into the Pipe (Pipe mode only); default None")
     start.add_argument("--tune", type=Path, metavar="TUNING.json", help="run a tuning job with these settings")
     registering = start.add_mutually_exclusive_group()
     registering.add_argument("--register", dest="register", action="store_true", default=None,

@@ -17,6 +17,7 @@ from smtrain.cli.execution_request import (
     check_instance,
     deterministic_name,
     load_tuning,
+    parse_channel_options,
     parse_hyperparameters,
     parse_inputs,
     parse_register,
@@ -100,7 +101,11 @@ def _checked_request(args: argparse.Namespace, data_bucket: str | None) -> tuple
     draft = build_input(program=program, programs=programs, hyperparameters=hyperparameters,
                         instance_type=args.instance_type, instance_count=args.instance_count,
                         spot=args.spot, channels=identity, tuning=tuning, max_runtime=args.max_runtime,
-                        register=register, keep_alive=getattr(args, "keep_alive", None))
+                        register=register, keep_alive=getattr(args, "keep_alive", None),
+                        channel_options=parse_channel_options(
+                            input_modes=getattr(args, "input_mode", ()),
+                            distributions=getattr(args, "s3_distribution", ()),
+                            compressions=getattr(args, "compression", ())))
     name = args.name or deterministic_name(program.name, draft)
     return draft, channel_inputs, name
 

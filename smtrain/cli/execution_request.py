@@ -99,6 +99,25 @@ class ChannelInput:
     local_dir: Path | None
 
 
+def parse_channel_options(*, input_modes: Sequence[str] = (), distributions: Sequence[str] = (),
+                          compressions: Sequence[str] = ()) -> dict[str, dict[str, str]]:
+    """``--input-mode train=Pipe``, ``--s3-distribution train=ShardedByS3Key`` and ``--compression
+    train=Gzip`` as the execution input's ``channelOptions``. Only the shape is checked here;
+    the channel names and values are judged by the input rules (:mod:`smtrain.core.input_rules`)."""
+    options: dict[str, dict[str, str]] = {}
+    for flag, field, pairs in (("--input-mode", contract.INPUT_MODE, input_modes),
+                               ("--s3-distribution", contract.S3_DATA_DISTRIBUTION, distributions),
+                               ("--compression", contract.COMPRESSION, compressions)):
+        for pair in pairs:
+            channel, separator, value = pair.partition("=")
+            if not separator or not channel or not value:
+                raise InputError(f"{flag} {pair!r} must be written CHANNEL=VALUE")
+            if field in options.get(channel, {}):
+                raise InputError(f"{flag} is given twice for channel {channel!r}")
+            options.setdefault(channel, {})[field] = value
+    return options
+
+
 def parse_inputs(pairs: Sequence[str], *, data_bucket: str | None,
                  channels: Sequence[str] = ("train", "validation")) -> list[ChannelInput]:
     """``train=s3://bucket/prefix/`` or ``train=./local/dir`` for each of the program's
@@ -227,7 +246,8 @@ def build_input(*, program: Program, programs: Mapping[str, Program],
                 instance_count: int | None, spot: bool, channels: Mapping[str, str],
                 tuning: Mapping[str, Any] | None, max_runtime: int | None = None,
                 register: bool | Mapping[str, Any] | None = None,
-                keep_alive: int | None = None) -> dict[str, Any]:
+                keep_alive: int | None = None,
+                channel_options: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Any]:
     """The execution input: only what the user set (the state machine fills the defaults),
     checked by the same rules the state machine applies (:mod:`smtrain.core.input_rules`)."""
     execution_input: dict[str, Any] = {contract.PROGRAM: program.name}
@@ -248,6 +268,9 @@ def build_input(*, program: Program, programs: Mapping[str, Program],
         execution_input[contract.INPUTS] = {
             name: uri if uri.startswith("s3://") else f"s3://local-upload/{name}/"
             for name, uri in channels.items()}
+    if channel_options:
+        execution_input[contract.CHANNEL_OPTIONS] = {name: dict(options)
+                                                     for name, options in channel_options.items()}
     if tuning is not None:
         execution_input[contract.TUNING] = dict(tuning)
     if register is not None:

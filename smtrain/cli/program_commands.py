@@ -39,8 +39,8 @@ def program_data(program: programs.Program) -> dict[str, Any]:
         "algorithm": program.algorithm,
         "algorithmVersion": program.algorithm_version,
         "instanceType": program.instance_type,
-        "channels": [{"name": c.name, "contentType": c.content_type, "required": c.required}
-                     for c in program.channels],
+        "channels": [{"name": c.name, "contentType": c.content_type, "required": c.required,
+                      **c.options()} for c in program.channels],
         "metrics": [dict(d) for d in program.metric_definitions]
         or [{"Name": name} for name in program.metric_names],
         "hyperparameters": {name: {**h.as_data(), **({"description": h.description}
@@ -84,6 +84,16 @@ def _framework_text(data: Mapping[str, Any]) -> str:
     text = " ".join(parts) + (f" ({', '.join(extras)})" if extras else "")
     where = sorted({source.split()[0] for source in data["from"].values()}, reverse=True)
     return text + (f" from {' and '.join(where)}" if where else "")
+
+
+def _delivery_text(channel: programs.Channel) -> str:
+    """``File``, or e.g. ``Pipe, ShardedByS3Key, Gzip``: what differs from SageMaker's defaults."""
+    parts = [channel.input_mode]
+    if channel.s3_data_distribution_type != contract.DEFAULT_S3_DATA_DISTRIBUTION:
+        parts.append(channel.s3_data_distribution_type)
+    if channel.compression_type != contract.DEFAULT_COMPRESSION:
+        parts.append(channel.compression_type)
+    return ", ".join(parts)
 
 
 def list_programs(args: argparse.Namespace) -> int:
@@ -134,8 +144,8 @@ def describe(program: programs.Program) -> str:
             program.distribution or "refused (no [script] distribution declared)"))
     lines.append("  channels:")
     width = max(len(c.name) for c in program.channels)
-    lines += [f"    {c.name:<{width}}  {c.content_type}  {'required' if c.required else 'optional'}"
-              for c in program.channels]
+    lines += [f"    {c.name:<{width}}  {c.content_type}  {'required' if c.required else 'optional'}  "
+              f"{_delivery_text(c)}" for c in program.channels]
     lines.append("  metrics: " + (", ".join(program.metric_names) or "none"))
     if program.hyperparameters:
         lines.append("  hyperparameters:")

@@ -31,6 +31,9 @@ SPOT: Final = "spot"
 #: (``ResourceConfig.KeepAlivePeriodInSeconds``); absent or 0: no warm pool.
 KEEP_ALIVE: Final = "keepAliveSeconds"
 INPUTS: Final = "inputs"
+#: Per channel, how SageMaker delivers its data (an object of channel: :data:`CHANNEL_OPTION_FIELDS`),
+#: over the program's ``[[channels]]`` settings.
+CHANNEL_OPTIONS: Final = "channelOptions"
 TUNING: Final = "tuning"
 #: Register the model the run ends with: ``true``, ``false``, or an object of
 #: :data:`REGISTER_FIELDS`; absent (or null), the program's ``[register]`` default applies.
@@ -39,7 +42,7 @@ REGISTER: Final = "register"
 #: Every top-level field an execution input may hold; any other is refused by name.
 INPUT_FIELDS: Final[tuple[str, ...]] = (PROGRAM, METHOD, HYPERPARAMETERS, INSTANCE_TYPE,
                                         INSTANCE_COUNT, VOLUME_SIZE, MAX_RUNTIME, SPOT, KEEP_ALIVE,
-                                        INPUTS, TUNING, REGISTER)
+                                        INPUTS, CHANNEL_OPTIONS, TUNING, REGISTER)
 #: The integer fields, whose JSON text the state machine checks for a fraction (``2.0``).
 INTEGER_FIELDS: Final[tuple[str, ...]] = (INSTANCE_COUNT, VOLUME_SIZE, MAX_RUNTIME, KEEP_ALIVE)
 
@@ -209,6 +212,42 @@ MAX_VOLUME_SIZE_GB: Final = 16384
 #: shape KeepAlivePeriodInSeconds, max 21600). The developer guide's "Considerations" still says
 #: 3600; a value above that which SageMaker refuses fails CreateTrainingJob with its reason.
 MAX_KEEP_ALIVE_SECONDS: Final = 21600
+
+# -- how a channel's data reaches the container -------------------------------------------------
+#: A channel's options in an execution input (``channelOptions.<channel>``), each named after the
+#: SageMaker field it sets: ``Channel.InputMode``, ``S3DataSource.S3DataDistributionType``,
+#: ``Channel.CompressionType`` (API reference, Channel and S3DataSource). A program.toml channel
+#: sets the same as ``input_mode``, ``s3_data_distribution_type`` and ``compression_type``.
+INPUT_MODE: Final = "inputMode"
+S3_DATA_DISTRIBUTION: Final = "s3DataDistributionType"
+COMPRESSION: Final = "compressionType"
+CHANNEL_OPTION_FIELDS: Final[tuple[str, ...]] = (INPUT_MODE, S3_DATA_DISTRIBUTION, COMPRESSION)
+#: botocore's ``TrainingInputMode`` enum (sagemaker 2017-07-24 service-2.json), the type of
+#: ``Channel.InputMode``: File copies the channel to the instance's volume before the program
+#: starts; FastFile streams the objects from S3 on read, at the same path; Pipe streams them
+#: through a FIFO per pass (``/opt/ml/input/data/<channel>_<epoch>``). A channel without
+#: InputMode takes the job's ``AlgorithmSpecification.TrainingInputMode``, which the project
+#: sends as File (API reference, Channel.InputMode), so a File channel sends none.
+INPUT_MODES: Final[tuple[str, ...]] = ("File", "FastFile", "Pipe")
+DEFAULT_INPUT_MODE: Final = "File"
+#: botocore's ``S3DataDistribution`` enum. ShardedByS3Key: "If there are n ML compute instances
+#: launched for a training job, each instance gets approximately 1/n of the number of S3
+#: objects" (API reference, S3DataSource.S3DataDistributionType).
+S3_DATA_DISTRIBUTIONS: Final[tuple[str, ...]] = ("FullyReplicated", "ShardedByS3Key")
+DEFAULT_S3_DATA_DISTRIBUTION: Final = "FullyReplicated"
+#: botocore's ``CompressionType`` enum. "CompressionType is used only in Pipe input mode. In
+#: File mode, leave this field unset or set it to None" (API reference, Channel.CompressionType):
+#: the rules refuse Gzip on a channel not in Pipe mode, and a channel without it sends none.
+COMPRESSION_TYPES: Final[tuple[str, ...]] = ("None", "Gzip")
+DEFAULT_COMPRESSION: Final = "None"
+#: The input mode that reads a compressed channel.
+COMPRESSED_INPUT_MODE: Final = "Pipe"
+
+
+def pipe_path(channel_dir: str, epoch: int) -> str:
+    """The FIFO a Pipe-mode channel's pass ``epoch`` (from 0) is read from: the channel's
+    directory name with ``_<epoch>`` (``/opt/ml/input/data/train_0``)."""
+    return f"{channel_dir.rstrip('/')}_{epoch}"
 #: Step Functions' execution names (StartExecution ``name``); used with ``fullmatch``.
 EXECUTION_NAME: Final = re.compile(r"[0-9A-Za-z_-]{1,80}")
 #: Characters Step Functions allows in an execution name that a SageMaker tag value refuses

@@ -12,6 +12,8 @@ start`` are refused by the same rules with the same words, and no other place re
 - a hyperparameter the program does not declare, a value that is not text, of the wrong type or
   out of its bounds (values are never reformatted: ``2.10`` stays ``2.10``);
 - an input channel the program does not read, or a URI that is not ``s3://bucket/...``;
+- ``channelOptions`` on a channel the program does not read, a value that is not SageMaker's
+  (InputMode, S3DataDistributionType, CompressionType), or Gzip on a channel not in Pipe mode;
 - a tuning range on an undeclared or untunable name, of the wrong kind or outside the bounds; an
   objective the program does not print; a hyperparameter both tuned and given;
 - a ``register`` that is not true, false, null or an object of ``minimum``/``maximum`` (metrics
@@ -84,6 +86,7 @@ class InputDefaults:
             contract.SPOT: self.spot,
             contract.KEEP_ALIVE: self.keep_alive_seconds,
             contract.INPUTS: {},
+            contract.CHANNEL_OPTIONS: {},
         }
 
 
@@ -160,6 +163,15 @@ def rules() -> str:
     written_maxRuntimeInSeconds = _written_with_fraction(contract.MAX_RUNTIME)
     written_keepAliveSeconds = _written_with_fraction(contract.KEEP_ALIVE)
     max_keep_alive = contract.MAX_KEEP_ALIVE_SECONDS
+    channel_options = contract.CHANNEL_OPTIONS
+    option_fields = _list(contract.CHANNEL_OPTION_FIELDS)
+    input_mode, distribution, compression = contract.CHANNEL_OPTION_FIELDS
+    input_modes = _list(contract.INPUT_MODES)
+    distributions = _list(contract.S3_DATA_DISTRIBUTIONS)
+    compressions = _list(contract.COMPRESSION_TYPES)
+    default_compression = json.dumps(contract.DEFAULT_COMPRESSION)
+    compressed_mode = json.dumps(contract.COMPRESSED_INPUT_MODE)
+    compressed_mode_text = contract.COMPRESSED_INPUT_MODE
     written_maxJobs = _written_with_fraction("maxJobs")
     written_maxParallelJobs = _written_with_fraction("maxParallelJobs")
     written_minResource = _written_with_fraction("minResource")
@@ -242,6 +254,36 @@ def rules() -> str:
         : $type($lookup($inputs, $k)) != "string" or $not($contains($lookup($inputs, $k), /^s3:\\/\\/[^\\/\\s]+\\/.*(?![\\s\\S])/))
           ? [$bad("field 'inputs." & $k & "' must be an S3 URI like s3://bucket/prefix/")]
           : [])
+    }}, []);
+
+  /* channelOptions: per channel the program reads, SageMaker's InputMode, S3DataDistributionType
+     and CompressionType over the program's; Gzip is read in Pipe mode only (API reference,
+     Channel.CompressionType). */
+  $options := $in.{channel_options};
+  $optionProblems := $not($exists($spec)) or $not($exists($options)) ? [] :
+    $isObject($options) = false ? [$bad("field '{channel_options}' must be an object of channel: {{" & $join({option_fields}, ", ") & "}}")] :
+    $reduce([$keys($options)], function($acc, $k) {{
+      $append($acc, (
+        $given := $lookup($options, $k);
+        $where := "{channel_options}." & $k;
+        $extra := $isObject($given) ? [$filter($keys($given), function($f) {{ $not($f in {option_fields}) }})] : [];
+        $merged := $isObject($given) ? $merge([$lookup($spec.channelOptions, $k), $given]);
+        $not($k in $channels)
+          ? [$bad("channel '" & $k & "' in field '{channel_options}' is not read by program " & $name & "; its channels: " & $join($channels, ", "))]
+        : $not($isObject($given))
+          ? [$bad("field '" & $where & "' must be an object of " & $join({option_fields}, ", "))]
+        : $count($extra) > 0
+          ? [$bad("unknown field(s) " & $join($extra, ", ") & " in '" & $where & "'; allowed: " & $join({option_fields}, ", "))]
+        : $exists($given.{input_mode}) and $not($type($given.{input_mode}) = "string" and $given.{input_mode} in {input_modes})
+          ? [$bad("field '" & $where & ".{input_mode}' must be one of " & $join({input_modes}, ", "))]
+        : $exists($given.{distribution}) and $not($type($given.{distribution}) = "string" and $given.{distribution} in {distributions})
+          ? [$bad("field '" & $where & ".{distribution}' must be one of " & $join({distributions}, ", "))]
+        : $exists($given.{compression}) and $not($type($given.{compression}) = "string" and $given.{compression} in {compressions})
+          ? [$bad("field '" & $where & ".{compression}' must be one of " & $join({compressions}, ", "))]
+        : $merged.{compression} != {default_compression} and $merged.{input_mode} != {compressed_mode}
+          ? [$bad("channel '" & $k & "': {compression} " & $merged.{compression} & " is read in {compressed_mode_text} mode only (SageMaker's Channel.CompressionType), and its {input_mode} is " & $merged.{input_mode} & ($exists($given.{input_mode}) ? "" : " (the program's)"))]
+        : []
+      ))
     }}, []);
 
   $tuning := $in.tuning;
@@ -455,8 +497,8 @@ def rules() -> str:
     $whole($hb.minResource, "tuning.hyperband.minResource", $contains($text, /{written_minResource}/))),
     $whole($hb.maxResource, "tuning.hyperband.maxResource", $contains($text, /{written_maxResource}/)));
 
-  $problems := $append($append($append($append($append($append($append($append($append($inputProblems, $fieldProblems),
-               $resolution.problems), $hpProblems), $channelProblems), $tuningProblems), $registerProblems),
+  $problems := $append($append($append($append($append($append($append($append($append($append($inputProblems, $fieldProblems),
+               $resolution.problems), $hpProblems), $channelProblems), $optionProblems), $tuningProblems), $registerProblems),
                $configProblems), $distributionProblems), $tuningConfigProblems);
   /* The deployment's maxJobHours once every field it reads has been checked (before Hyperband's
      resources, which it does not read). */

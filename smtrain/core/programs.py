@@ -124,6 +124,9 @@ MANIFEST_SCHEMA: dict[str, Any] = {
                     "required": {"type": "boolean"},
                     "extensions": {"type": "array", "items": {"type": "string",
                                                               "pattern": r"^\.[A-Za-z0-9.]+$"}},
+                    "input_mode": {"enum": list(contract.INPUT_MODES)},
+                    "s3_data_distribution_type": {"enum": list(contract.S3_DATA_DISTRIBUTIONS)},
+                    "compression_type": {"enum": list(contract.COMPRESSION_TYPES)},
                 },
             },
         },
@@ -222,10 +225,23 @@ class Hyperparameter:
 
 @dataclass(frozen=True, kw_only=True)
 class Channel:
+    """A channel the program reads. How SageMaker delivers it (``input_mode``,
+    ``s3_data_distribution_type``, ``compression_type``: SageMaker's values, smtrain.core.contract)
+    is the default of each run, which ``channelOptions`` may change."""
+
     name: str
     content_type: str
     required: bool = True
     extensions: tuple[str, ...] = ()
+    input_mode: str = contract.DEFAULT_INPUT_MODE
+    s3_data_distribution_type: str = contract.DEFAULT_S3_DATA_DISTRIBUTION
+    compression_type: str = contract.DEFAULT_COMPRESSION
+
+    def options(self) -> dict[str, str]:
+        """The channel's delivery as an execution input's ``channelOptions`` entry."""
+        return {contract.INPUT_MODE: self.input_mode,
+                contract.S3_DATA_DISTRIBUTION: self.s3_data_distribution_type,
+                contract.COMPRESSION: self.compression_type}
 
     @property
     def file_extensions(self) -> tuple[str, ...]:
@@ -353,6 +369,7 @@ class Program:
             "kind": self.kind,
             "hyperparameters": {name: h.as_data() for name, h in self.hyperparameters.items()},
             "channels": [c.name for c in self.channels],  # in the manifest's order
+            "channelOptions": {c.name: c.options() for c in self.channels},
             "metrics": list(self.metric_names),
         }
         if self.instance_type is not None:
@@ -435,10 +452,22 @@ def load(directory: Path, *, staged: bool = False) -> Program:
     if kind == "builtin" and data["builtin"]["algorithm"] not in builtin_algorithms.ALGORITHMS:
         raise fail("builtin.algorithm", builtin_algorithms.unknown_algorithm(data["builtin"]["algorithm"]))
 
-    channels = tuple(Channel(name=c["name"], content_type=c["content_type"],
-                             required=c.get("required", True),
-                             extensions=tuple(c.get("extensions", ())))
-                     for c in data["channels"])
+    channels = tuple(Channel(
+        name=c["name"], content_type=c["content_type"], required=c.get("required", True),
+        extensions=tuple(c.get("extensions", ())),
+        input_mode=c.get("input_mode", contract.DEFAULT_INPUT_MODE),
+        s3_data_distribution_type=c.get("s3_data_distribution_type",
+                                        contract.DEFAULT_S3_DATA_DISTRIBUTION),
+        compression_type=c.get("compression_type", contract.DEFAULT_COMPRESSION))
+        for c in data["channels"])
+    for index, channel in enumerate(channels):
+        if channel.compression_type != contract.DEFAULT_COMPRESSION and \
+                channel.input_mode != contract.COMPRESSED_INPUT_MODE:
+            raise fail(f"channels[{index}].compression_type",
+                       f"channel '{channel.name}': compression_type {channel.compression_type} is "
+                       f"read in {contract.COMPRESSED_INPUT_MODE} mode only (SageMaker's "
+                       f"Channel.CompressionType): set input_mode = \"{contract.COMPRESSED_INPUT_MODE}\" "
+                       f"or leave the data uncompressed")
     _unique(fail, "channels", [c.name for c in channels])
     if not any(c.required for c in channels):
         # A run that gives no input must still send one channel (botocore's model:

@@ -56,10 +56,14 @@ class JobTree:
 
 
 def build_job_tree(base_dir: Path, *, hyperparameters: Mapping[str, str],
-                   channels: Mapping[str, Path], content_type: str = "text/csv",
-                   instance_type: str = "local", job_name: str = "local-job") -> JobTree:
+                   channels: Mapping[str, Path | None], content_type: str = "text/csv",
+                   instance_type: str = "local", job_name: str = "local-job",
+                   channel_configs: Mapping[str, Mapping[str, str]] | None = None) -> JobTree:
     """Lay out ``base_dir`` (which must not exist yet: a reused tree makes the toolkit keep old
-    code) with the config files and a copy of each channel's files."""
+    code) with the config files and a copy of each channel's files. A channel given None has no
+    directory (Pipe mode: :mod:`smtrain.local.channel_data` feeds its FIFOs). Each channel's
+    ``inputdataconfig.json`` entry is ``channel_configs``' (default: File, FullyReplicated,
+    ``content_type``)."""
     if base_dir.exists():
         raise FileExistsError(f"{base_dir} exists; every job needs a fresh tree")
     bad = {name: value for name, value in hyperparameters.items() if not isinstance(value, str)}
@@ -68,9 +72,11 @@ def build_job_tree(base_dir: Path, *, hyperparameters: Mapping[str, str],
     config = base_dir / "input" / "config"
     config.mkdir(parents=True)
     (config / "hyperparameters.json").write_text(json.dumps(dict(hyperparameters), indent=2))
+    configs = channel_configs or {}
     (config / "inputdataconfig.json").write_text(json.dumps({
-        name: {"ContentType": content_type, "TrainingInputMode": "File",
-               "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+        name: dict(configs[name]) if name in configs else {
+            "ContentType": content_type, "TrainingInputMode": "File",
+            "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
         for name in channels
     }, indent=2))
     (config / "resourceconfig.json").write_text(json.dumps({
@@ -82,6 +88,8 @@ def build_job_tree(base_dir: Path, *, hyperparameters: Mapping[str, str],
     }, indent=2))
     (config / "trainingjobconfig.json").write_text(json.dumps({"TrainingJobName": job_name}))
     for name, source in channels.items():
+        if source is None:
+            continue
         if not source.is_dir():
             raise FileNotFoundError(f"channel '{name}': {source} is not a directory")
         shutil.copytree(source, base_dir / "input" / "data" / name)

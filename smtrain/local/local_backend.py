@@ -45,14 +45,14 @@ from pathlib import Path
 from typing import Any
 
 from smtrain.core import builtin_algorithms, contract
-from smtrain.local import framework_envs, opt_ml, warm_pools
+from smtrain.local import channel_data, framework_envs, opt_ml, warm_pools
 from smtrain.local import isolation as network_isolation
 from smtrain.local.backend import TERMINAL_STATUSES, Description, Request, SageMakerError
 from smtrain.local.builtin_xgboost import BUILTIN_METRIC_DEFINITIONS
 from smtrain.local.deployment import ByocProgram
 from smtrain.local.entry_point import EntryPointError, command_for
 from smtrain.local.image_recipe import ImageRecipe, ImageRecipeError, read_recipe
-from smtrain.local.job_tree import JobTree, build_job_tree
+from smtrain.local.job_tree import LOCAL_HOST, JobTree, build_job_tree
 from smtrain.local.program_envs import (
     ProgramEnvironmentError,
     bundle_requirements,
@@ -182,6 +182,8 @@ class TrainingJob:
     #: the lines its first build logged; None: the project's environment.
     image_environment: Path | None = None
     image_notes: list[str] = field(default_factory=list)
+    #: How the job's channels were delivered (input mode, shard), for its log.
+    channel_notes: list[str] = field(default_factory=list)
     #: How the job's process was network-isolated (``EnableNetworkIsolation``); None: it was not.
     isolation: network_isolation.Isolation | None = None
     #: Its SageMaker managed warm pool (``KeepAlivePeriodInSeconds`` above 0); None: none.
@@ -346,7 +348,16 @@ class LocalBackend:
             if job.network_isolated:
                 job.isolation = self._isolation()
             job.set_secondary("Downloading", "Downloading input data")
-            channels = self._download_channels(job, job_dir / "input-cache")
+            deliveries = self._deliveries(job)
+            piped = [d.name for d in deliveries if d.is_pipe]
+            if job.kind == "builtin" and piped:
+                # sagemaker-xgboost-container (data_utils.py, since May 2026): "Pipe mode for ...
+                # is no longer supported. Please use Fast File mode (default) instead."
+                raise SageMakerError("ClientError", (
+                    f"channel(s) {', '.join(piped)} in Pipe mode: the offline engine runs built-in "
+                    "algorithms on File and FastFile channels only (SageMaker's current XGBoost "
+                    "container refuses Pipe mode too); use FastFile"))
+            channels = self._download_channels(deliveries, job_dir / "input-cache")
             hyperparameters = dict(job.request.get("HyperParameters", {}))
             submit, in_container = "", None
             if job.kind == "script":
@@ -355,26 +366,40 @@ class LocalBackend:
                 hyperparameters["sagemaker_submit_directory"] = (
                     str(in_container) if in_container is not None
                     else self._local_submit_directory(submit))
-            content_type = next((c.get("ContentType", "text/csv")
-                                 for c in job.request.get("InputDataConfig", [])), "text/csv")
             tree = build_job_tree(job_dir / "opt_ml", hyperparameters=hyperparameters,
-                                  channels=channels, content_type=content_type,
+                                  channels=channels,
+                                  channel_configs={d.name: d.config_entry() for d in deliveries},
                                   instance_type=job.request.get("ResourceConfig", {}).get(
                                       "InstanceType", "local"), job_name=job.name)
+            for delivered in deliveries:
+                job.channel_notes += delivered.notes(
+                    host=LOCAL_HOST, host_count=job.request.get("ResourceConfig", {}).get("InstanceCount", 1))
             if in_container is not None and not in_container.exists():
                 raise SageMakerError("ClientError", _missing_code_message(submit, sorted(channels)))
             self._prepare_image(job)
             job.set_secondary("Training", "Training image download completed. Training in progress.")
             job.log_path = job_dir / "log.txt"
-            returncode = self._execute(job, tree, job.log_path)
+            feeders = [channel_data.PipeFeeder(tree.base_dir / "input" / "data" / d.name, d.objects,
+                                               gzip_compressed=d.compression == "Gzip")
+                       for d in deliveries if d.is_pipe]
+            try:
+                for feeder in feeders:
+                    feeder.start()
+                returncode = self._execute(job, tree, job.log_path)
+            finally:
+                for feeder in feeders:
+                    feeder.stop()
             self._finish(job, tree, returncode)
         except SageMakerError as error:
             self._end(job, "Failed", f"{error.code}: {error.message}")
         except Exception as error:  # the engine must never leave a job InProgress
             self._end(job, "Failed", f"InternalServerError: {type(error).__name__}: {error}")
 
-    def _download_channels(self, job: TrainingJob, cache: Path) -> dict[str, Path]:
-        channels = {}
+    def _deliveries(self, job: TrainingJob) -> list[channel_data.ChannelDelivery]:
+        """Each channel as the job's first instance receives it (its objects, its shard)."""
+        deliveries = []
+        mode = job.request["AlgorithmSpecification"].get("TrainingInputMode", contract.DEFAULT_INPUT_MODE)
+        host_count = job.request.get("ResourceConfig", {}).get("InstanceCount", 1)
         for channel in job.request.get("InputDataConfig", []):
             name = channel["ChannelName"]
             uri = channel["DataSource"]["S3DataSource"]["S3Uri"]
@@ -388,14 +413,24 @@ class LocalBackend:
                                      f"data source (channel '{name}'). Please ensure that the "
                                      f"bucket exists in the selected region, that objects exist "
                                      f"under that S3 prefix, and that the role has access.")
-            target = cache / name
-            target.mkdir(parents=True, exist_ok=True)
             prefix_dir = self.s3.path(uri) if self.s3.path(uri).is_dir() else self.s3.path(uri).parent
-            for path in objects:
-                destination = target / path.relative_to(prefix_dir)
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                destination.write_bytes(path.read_bytes())
-            channels[name] = target
+            deliveries.append(channel_data.delivery(
+                channel, objects=objects, prefix_dir=prefix_dir, training_input_mode=mode,
+                host_index=0, host_count=host_count))
+        return deliveries
+
+    @staticmethod
+    def _download_channels(deliveries: list[channel_data.ChannelDelivery],
+                           cache: Path) -> dict[str, Path | None]:
+        """File and FastFile channels copied under ``cache`` (the job tree copies them in);
+        Pipe channels get no directory."""
+        channels: dict[str, Path | None] = {}
+        for delivered in deliveries:
+            if delivered.is_pipe:
+                channels[delivered.name] = None
+                continue
+            delivered.copy_to(cache / delivered.name)
+            channels[delivered.name] = cache / delivered.name
         return channels
 
     @staticmethod
@@ -612,6 +647,8 @@ class LocalBackend:
                 keep_note("network isolation (EnableNetworkIsolation): the job ran in a network "
                           "namespace of its own with only a loopback interface "
                           f"(`{job.isolation.describe()}`); it could reach nothing outside it")
+            for message in job.channel_notes:
+                keep_note(message)
             if job.warm_pool is not None and job.warm_pool.started_on is not None:
                 keep_note(f"started on the warm pool of {job.warm_pool.started_on} (its "
                           "DescribeTrainingJob says Reused, ReusedByJob this job)")

@@ -91,7 +91,21 @@ def _volume_key_rules(resources: dict[str, Any]) -> Iterator[str]:
                "NVMe storage is encrypted by the instance")
 
 
+def _channel_rules(channels: list[dict[str, Any]], training_input_mode: str | None) -> Iterator[str]:
+    # "CompressionType is used only in Pipe input mode. In File mode, leave this field unset or
+    # set it to None" (API reference, Channel.CompressionType); a channel without InputMode takes
+    # the job's TrainingInputMode (Channel.InputMode). FastFile is not Pipe: refused too
+    # (CONSERVATIVE: the reference names File only; the project never sends it).
+    for channel in channels:
+        mode = channel.get("InputMode", training_input_mode)
+        if channel.get("CompressionType", "None") != "None" and mode != "Pipe":
+            yield (f"Channel {channel.get('ChannelName')}: CompressionType "
+                   f"{channel['CompressionType']} is used only in Pipe input mode, not {mode}")
+
+
 def training_job_rules(request: dict[str, Any]) -> Iterator[str]:
+    algorithm = request.get("AlgorithmSpecification", {})
+    yield from _channel_rules(request.get("InputDataConfig", []), algorithm.get("TrainingInputMode"))
     yield from _algorithm_rules(request.get("AlgorithmSpecification", {}),
                                 request.get("HyperParameters", {}))
     yield from _volume_key_rules(request.get("ResourceConfig", {}))
@@ -140,6 +154,8 @@ def tuning_job_rules(request: dict[str, Any]) -> Iterator[str]:
     limits = config.get("ResourceLimits", {})
     static = definition.get("StaticHyperParameters", {})
     yield from _range_rules(ranges)
+    yield from _channel_rules(definition.get("InputDataConfig", []),
+                              definition.get("AlgorithmSpecification", {}).get("TrainingInputMode"))
 
     if strategy == "Grid":
         # Developer guide, "Understand the hyperparameter tuning strategies": grid search
