@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +105,7 @@ def test_pipe_mode_streams_each_pass_through_its_own_fifo(backend: LocalBackend)
     assert any("channel 'train': Pipe: each pass reads the FIFO /opt/ml/input/data/train_0" in n
                for n in job.notes)
     assert any("channel 'packed': Pipe" in n and "gunzipped" in n for n in job.notes)
+    assert _feeders_alive() == []
 
 
 def test_sharded_channel_gives_the_instance_its_share(backend: LocalBackend) -> None:
@@ -126,28 +129,78 @@ def test_fast_file_is_a_directory_that_inputdataconfig_calls_file(backend: Local
     assert any("channel 'train': FastFile: offline its objects were copied" in n for n in job.notes)
 
 
-def test_a_pipe_job_that_reads_nothing_still_ends(tmp_path: Path) -> None:
-    """A program that never opens its FIFO: the job ends when the program does, and the feeder
-    waiting for a reader is released."""
+def _feeders_alive() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("pipe-")]
+
+
+def test_a_pipe_job_that_reads_nothing_ends_with_it(tmp_path: Path) -> None:
+    """A program that never opens its FIFO: the job ends when the program does (the feeder
+    waiting for a reader is released at once, not after its 10 s limit), and a File channel
+    whose name begins with the Pipe channel's (train_aug beside train) is left alone."""
     backend = tiny_backend(tmp_path, """
         import os
         base = os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml")
+        assert sorted(os.listdir(os.path.join(base, "input", "data", "train_aug"))) == ["a.csv"]
         open(os.path.join(base, "model", "seen.json"), "w").write("{}")
     """)
     _put(backend, "rows/a.csv", b"1\n")
-    _, seen = _run(backend, "unread", [_channel("train", "rows", InputMode="Pipe")])
-    assert seen == {}
-    assert not list((backend.work_dir / "jobs" / "unread" / "opt_ml" / "input" / "data").glob("train_*"))
+    started = time.monotonic()
+    _, seen = _run(backend, "unread", [_channel("train", "rows", InputMode="Pipe"), _channel("train_aug", "rows")])
+    assert time.monotonic() - started < 8, "the feeder held the job up"
+    assert seen == {} and _feeders_alive() == []
+    data = backend.work_dir / "jobs" / "unread" / "opt_ml" / "input" / "data"
+    assert sorted(p.name for p in data.iterdir()) == ["train_aug"]
 
 
-def test_shard_deals_sorted_keys_round_robin(tmp_path: Path) -> None:
-    keys = [tmp_path / name for name in ("d", "a", "c", "b", "e")]
-    assert [p.name for p in channel_data.shard(keys, host_index=0, host_count=2)] == ["a", "c", "e"]
-    assert [p.name for p in channel_data.shard(keys, host_index=1, host_count=2)] == ["b", "d"]
+def test_a_pipe_that_cannot_be_fed_fails_the_job_naming_it(tmp_path: Path) -> None:
+    """Gzip declared on plain data: the pass ends early, the next pass never hangs its reader,
+    and the job fails naming the channel and the object, though the program itself succeeded."""
+    backend = tiny_backend(tmp_path, """
+        import os
+        base = os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml")
+        channel = os.path.join(base, "input", "data", "train")
+        read = open(channel + "_0", "rb").read()
+        try:
+            open(channel + "_1", "rb").close()
+        except FileNotFoundError:
+            pass
+        open(os.path.join(base, "model", "seen.json"), "w").write(repr(read))
+    """)
+    _put(backend, "rows/a.csv", b"not gzip\n")
+    request: dict[str, Any] = {
+        "TrainingJobName": "badgzip", "RoleArn": "arn:aws:iam::123456789012:role/local",
+        "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+        "InputDataConfig": [_channel("train", "rows", InputMode="Pipe", CompressionType="Gzip")],
+        "OutputDataConfig": {"S3OutputPath": "s3://local-artifacts/models/"},
+        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 60}}
+    started = time.monotonic()
+    job = backend.register(request)
+    backend.execute(job)
+    assert time.monotonic() - started < 30, "a reader waited for a pass that never came"
+    assert job.status == "Failed"
+    assert job.failure_reason is not None and job.failure_reason.startswith(
+        "ClientError: channel 'train' could not be fed through its pipe: PipeFeedError: a.csv: ")
+    assert "gzip" in job.failure_reason.lower()
+    assert _feeders_alive() == []
+
+
+def test_objects_are_in_s3_key_order_and_dealt_round_robin(tmp_path: Path) -> None:
+    """S3 lists keys in UTF-8 binary order ("c.csv" before "c/d.csv", "a-1" before "a/b"), not a
+    path-wise order; the shards deal that order."""
+    names = ["c/d.csv", "a/b", "c.csv", "a-1", "e"]
+    channel = _channel("train", "rows", distribution="ShardedByS3Key")
+    delivered = [channel_data.delivery(channel, objects=[tmp_path / n for n in names], prefix_dir=tmp_path,
+                                       training_input_mode="File", host_index=index, host_count=2)
+                 for index in (0, 1)]
+    shares = [[p.relative_to(tmp_path).as_posix() for p in d.objects] for d in delivered]
+    assert shares == [["a-1", "c.csv", "e"], ["a/b", "c/d.csv"]]
+    assert all(d.total_objects == 5 for d in delivered)
+    paths = [tmp_path / name for name in ("a", "b", "c", "d", "e")]
     # More instances than objects: "some nodes won't get any data" (API reference, S3DataSource).
-    assert channel_data.shard(keys[:1], host_index=1, host_count=2) == ()
+    assert channel_data.shard(paths[:1], host_index=1, host_count=2) == ()
     with pytest.raises(ValueError, match="host 2 is not one of 2"):
-        channel_data.shard(keys, host_index=2, host_count=2)
+        channel_data.shard(paths, host_index=2, host_count=2)
 
 
 @pytest.mark.parametrize(("channel", "training_mode", "refused"), [

@@ -396,6 +396,8 @@ BAD_INPUTS: list[tuple[dict[str, Any], str, str]] = [
     ({"method": "script", "channelOptions": {"train": {"mode": "Pipe"}}}, "InvalidExecutionInput",
      "unknown field(s) mode in 'channelOptions.train'; allowed: inputMode, s3DataDistributionType, "
      "compressionType"),
+    ({"method": "builtin", "channelOptions": {"train": {"inputMode": "Pipe"}}}, "InvalidExecutionInput",
+     "channel 'train': program digits_xgboost's built-in algorithm refuses Pipe mode"),
     ({"method": "script", "channelOptions": {"train": "Pipe"}}, "InvalidExecutionInput",
      "field 'channelOptions.train' must be an object of inputMode, s3DataDistributionType, compressionType"),
 ]

@@ -80,10 +80,10 @@ def test_a_good_manifest(tmp_path: Path) -> None:
     (('name = "training"', 'name = "training"\ns3_data_distribution_type = "Sharded"'),
      "'channels.0.s3_data_distribution_type': 'Sharded' is not one of ['FullyReplicated', 'ShardedByS3Key']"),
     (('name = "training"', 'name = "training"\ncompression_type = "Gzip"'),
-     "'channels[0].compression_type': channel 'training': compression_type Gzip is read in Pipe mode "
+     "'channels.0.compression_type': channel 'training': compression_type Gzip is read in Pipe mode "
      "only (SageMaker's Channel.CompressionType): set input_mode = \"Pipe\""),
     (('name = "training"', 'name = "training"\ncompression_type = "Gzip"\ninput_mode = "FastFile"'),
-     "'channels[0].compression_type': channel 'training': compression_type Gzip is read in Pipe mode only"),
+     "'channels.0.compression_type': channel 'training': compression_type Gzip is read in Pipe mode only"),
 ])
 def test_a_bad_manifest_names_the_file_and_the_field(tmp_path: Path, change: tuple[str, str],
                                                      message: str) -> None:
@@ -116,6 +116,22 @@ def test_a_channel_s_delivery_is_each_run_s_default(tmp_path: Path) -> None:
                                 "(SageMaker's Channel.CompressionType), and its inputMode is FastFile")
     assert input_rules.check(programs, {"program": "mine", "channelOptions": {
         "training": {"inputMode": "FastFile", "compressionType": "None"}}}).problems == []
+
+
+def test_builtin_xgboost_is_refused_pipe_mode(tmp_path: Path) -> None:
+    """SageMaker's current XGBoost container refuses Pipe mode (contract.PIPE_REFUSING_ALGORITHMS):
+    in program.toml, naming the field, and per run, by the input rules."""
+    manifest = ('name = "mine"\nkind = "builtin"\n[builtin]\nalgorithm = "xgboost"\n'
+                '[[channels]]\nname = "train"\ncontent_type = "text/csv"\n')
+    with pytest.raises(ProgramError, match=re.escape(
+            "'channels.0.input_mode': channel 'train': SageMaker's xgboost container refuses Pipe mode")):
+        load(_program(tmp_path / "piped", manifest + 'input_mode = "Pipe"\n', files={}))
+    programs = {"mine": load(_program(tmp_path / "plain", manifest, files={}))}
+    (problem,) = input_rules.check(programs, {"program": "mine", "channelOptions": {
+        "train": {"inputMode": "Pipe"}}}).problems
+    assert problem["cause"].startswith("channel 'train': program mine's built-in algorithm refuses Pipe mode")
+    assert input_rules.check(programs, {"program": "mine", "channelOptions": {
+        "train": {"inputMode": "FastFile"}}}).problems == []
 
 
 def test_builtin_metrics_take_no_regex(tmp_path: Path) -> None:

@@ -563,7 +563,8 @@ class TrainingStateMachine(Construct):
         for variant, image in images.items():
             # A tuning job's HyperParameterAlgorithmSpecification takes only TrainingImage,
             # TrainingInputMode, AlgorithmName and MetricDefinitions (botocore's model).
-            tuning_algorithm: dict[str, Any] = {"TrainingImage": image, "TrainingInputMode": "File"}
+            tuning_algorithm: dict[str, Any] = {"TrainingImage": image,
+                                                "TrainingInputMode": contract.DEFAULT_INPUT_MODE}
             if program.metric_definitions:
                 tuning_algorithm["MetricDefinitions"] = [dict(m) for m in program.metric_definitions]
             algorithm = dict(tuning_algorithm)

@@ -117,8 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="FullyReplicated (every instance gets every object) or ShardedByS3Key "
                             "(each of N instances gets about 1/N of the objects)")
     start.add_argument("--compression", action="append", default=[], metavar="CHANNEL=TYPE",
-                       help="Gzip: the channel's objects are gzipped and decompressed on their way "
-                            "into the Pipe (Pipe mode only); default None")
+                       help="Gzip: the channel's objects are gzipped (Pipe mode only; whether SageMaker "
+                            "gunzips them for the program is not documented for training, the "
+                            "offline engine does); default None")
     start.add_argument("--tune", type=Path, metavar="TUNING.json", help="run a tuning job with these settings")
     registering = start.add_mutually_exclusive_group()
     registering.add_argument("--register", dest="register", action="store_true", default=None,

@@ -228,20 +228,30 @@ CHANNEL_OPTION_FIELDS: Final[tuple[str, ...]] = (INPUT_MODE, S3_DATA_DISTRIBUTIO
 #: through a FIFO per pass (``/opt/ml/input/data/<channel>_<epoch>``). A channel without
 #: InputMode takes the job's ``AlgorithmSpecification.TrainingInputMode``, which the project
 #: sends as File (API reference, Channel.InputMode), so a File channel sends none.
-INPUT_MODES: Final[tuple[str, ...]] = ("File", "FastFile", "Pipe")
 DEFAULT_INPUT_MODE: Final = "File"
+FAST_FILE_INPUT_MODE: Final = "FastFile"
+PIPE_INPUT_MODE: Final = "Pipe"
+INPUT_MODES: Final[tuple[str, ...]] = (DEFAULT_INPUT_MODE, FAST_FILE_INPUT_MODE, PIPE_INPUT_MODE)
 #: botocore's ``S3DataDistribution`` enum. ShardedByS3Key: "If there are n ML compute instances
 #: launched for a training job, each instance gets approximately 1/n of the number of S3
 #: objects" (API reference, S3DataSource.S3DataDistributionType).
-S3_DATA_DISTRIBUTIONS: Final[tuple[str, ...]] = ("FullyReplicated", "ShardedByS3Key")
 DEFAULT_S3_DATA_DISTRIBUTION: Final = "FullyReplicated"
+SHARDED_BY_S3_KEY: Final = "ShardedByS3Key"
+S3_DATA_DISTRIBUTIONS: Final[tuple[str, ...]] = (DEFAULT_S3_DATA_DISTRIBUTION, SHARDED_BY_S3_KEY)
 #: botocore's ``CompressionType`` enum. "CompressionType is used only in Pipe input mode. In
 #: File mode, leave this field unset or set it to None" (API reference, Channel.CompressionType):
 #: the rules refuse Gzip on a channel not in Pipe mode, and a channel without it sends none.
-COMPRESSION_TYPES: Final[tuple[str, ...]] = ("None", "Gzip")
 DEFAULT_COMPRESSION: Final = "None"
+GZIP_COMPRESSION: Final = "Gzip"
+COMPRESSION_TYPES: Final[tuple[str, ...]] = (DEFAULT_COMPRESSION, GZIP_COMPRESSION)
 #: The input mode that reads a compressed channel.
-COMPRESSED_INPUT_MODE: Final = "Pipe"
+COMPRESSED_INPUT_MODE: Final = PIPE_INPUT_MODE
+#: Built-in algorithms whose current container refuses Pipe mode: sagemaker-xgboost-container's
+#: data_utils.py (since May 2026) raises "Pipe mode for ... is no longer supported. Please use
+#: Fast File mode (default) instead" for every content type (LibSVM never had it). The developer
+#: guide's algorithm table still says "File or Pipe"; the container is what runs, so the rules
+#: refuse Pipe for these before any job starts.
+PIPE_REFUSING_ALGORITHMS: Final[tuple[str, ...]] = ("xgboost",)
 
 
 def pipe_path(channel_dir: str, epoch: int) -> str:

@@ -13,7 +13,8 @@ start`` are refused by the same rules with the same words, and no other place re
   out of its bounds (values are never reformatted: ``2.10`` stays ``2.10``);
 - an input channel the program does not read, or a URI that is not ``s3://bucket/...``;
 - ``channelOptions`` on a channel the program does not read, a value that is not SageMaker's
-  (InputMode, S3DataDistributionType, CompressionType), or Gzip on a channel not in Pipe mode;
+  (InputMode, S3DataDistributionType, CompressionType), Gzip on a channel not in Pipe mode, or
+  Pipe for a built-in algorithm whose container refuses it (``contract.PIPE_REFUSING_ALGORITHMS``);
 - a tuning range on an undeclared or untunable name, of the wrong kind or outside the bounds; an
   objective the program does not print; a hyperparameter both tuned and given;
 - a ``register`` that is not true, false, null or an object of ``minimum``/``maximum`` (metrics
@@ -172,6 +173,9 @@ def rules() -> str:
     default_compression = json.dumps(contract.DEFAULT_COMPRESSION)
     compressed_mode = json.dumps(contract.COMPRESSED_INPUT_MODE)
     compressed_mode_text = contract.COMPRESSED_INPUT_MODE
+    pipe_mode = json.dumps(contract.PIPE_INPUT_MODE)
+    pipe_mode_text = contract.PIPE_INPUT_MODE
+    fast_file_text = contract.FAST_FILE_INPUT_MODE
     written_maxJobs = _written_with_fraction("maxJobs")
     written_maxParallelJobs = _written_with_fraction("maxParallelJobs")
     written_minResource = _written_with_fraction("minResource")
@@ -264,24 +268,26 @@ def rules() -> str:
     $isObject($options) = false ? [$bad("field '{channel_options}' must be an object of channel: {{" & $join({option_fields}, ", ") & "}}")] :
     $reduce([$keys($options)], function($acc, $k) {{
       $append($acc, (
-        $given := $lookup($options, $k);
+        $entry := $lookup($options, $k);
         $where := "{channel_options}." & $k;
-        $extra := $isObject($given) ? [$filter($keys($given), function($f) {{ $not($f in {option_fields}) }})] : [];
-        $merged := $isObject($given) ? $merge([$lookup($spec.channelOptions, $k), $given]);
+        $extra := $isObject($entry) ? [$filter($keys($entry), function($f) {{ $not($f in {option_fields}) }})] : [];
+        $merged := $isObject($entry) ? $merge([$lookup($spec.{channel_options}, $k), $entry]);
         $not($k in $channels)
           ? [$bad("channel '" & $k & "' in field '{channel_options}' is not read by program " & $name & "; its channels: " & $join($channels, ", "))]
-        : $not($isObject($given))
+        : $not($isObject($entry))
           ? [$bad("field '" & $where & "' must be an object of " & $join({option_fields}, ", "))]
         : $count($extra) > 0
           ? [$bad("unknown field(s) " & $join($extra, ", ") & " in '" & $where & "'; allowed: " & $join({option_fields}, ", "))]
-        : $exists($given.{input_mode}) and $not($type($given.{input_mode}) = "string" and $given.{input_mode} in {input_modes})
+        : $exists($entry.{input_mode}) and $not($type($entry.{input_mode}) = "string" and $entry.{input_mode} in {input_modes})
           ? [$bad("field '" & $where & ".{input_mode}' must be one of " & $join({input_modes}, ", "))]
-        : $exists($given.{distribution}) and $not($type($given.{distribution}) = "string" and $given.{distribution} in {distributions})
+        : $exists($entry.{distribution}) and $not($type($entry.{distribution}) = "string" and $entry.{distribution} in {distributions})
           ? [$bad("field '" & $where & ".{distribution}' must be one of " & $join({distributions}, ", "))]
-        : $exists($given.{compression}) and $not($type($given.{compression}) = "string" and $given.{compression} in {compressions})
+        : $exists($entry.{compression}) and $not($type($entry.{compression}) = "string" and $entry.{compression} in {compressions})
           ? [$bad("field '" & $where & ".{compression}' must be one of " & $join({compressions}, ", "))]
+        : $spec.pipeRefused = true and $merged.{input_mode} = {pipe_mode}
+          ? [$bad("channel '" & $k & "': program " & $name & "'s built-in algorithm refuses {pipe_mode_text} mode (its current container: \\"Pipe mode ... is no longer supported. Please use Fast File mode\\"): use {fast_file_text}")]
         : $merged.{compression} != {default_compression} and $merged.{input_mode} != {compressed_mode}
-          ? [$bad("channel '" & $k & "': {compression} " & $merged.{compression} & " is read in {compressed_mode_text} mode only (SageMaker's Channel.CompressionType), and its {input_mode} is " & $merged.{input_mode} & ($exists($given.{input_mode}) ? "" : " (the program's)"))]
+          ? [$bad("channel '" & $k & "': {compression} " & $merged.{compression} & " is read in {compressed_mode_text} mode only (SageMaker's Channel.CompressionType), and its {input_mode} is " & $merged.{input_mode} & ($exists($entry.{input_mode}) ? "" : " (the program's)"))]
         : []
       ))
     }}, []);

@@ -369,11 +369,13 @@ class Program:
             "kind": self.kind,
             "hyperparameters": {name: h.as_data() for name, h in self.hyperparameters.items()},
             "channels": [c.name for c in self.channels],  # in the manifest's order
-            "channelOptions": {c.name: c.options() for c in self.channels},
+            contract.CHANNEL_OPTIONS: {c.name: c.options() for c in self.channels},
             "metrics": list(self.metric_names),
         }
         if self.instance_type is not None:
             entry["instanceType"] = self.instance_type
+        if self.algorithm in contract.PIPE_REFUSING_ALGORITHMS:
+            entry["pipeRefused"] = True  # its container refuses Pipe mode (smtrain.core.contract)
         if self.framework is not None:
             # A run on more than one instance needs a distribution (smtrain.core.input_rules).
             entry["framework"] = self.framework
@@ -461,9 +463,15 @@ def load(directory: Path, *, staged: bool = False) -> Program:
         compression_type=c.get("compression_type", contract.DEFAULT_COMPRESSION))
         for c in data["channels"])
     for index, channel in enumerate(channels):
+        if kind == "builtin" and data["builtin"]["algorithm"] in contract.PIPE_REFUSING_ALGORITHMS \
+                and channel.input_mode == contract.PIPE_INPUT_MODE:
+            raise fail(f"channels.{index}.input_mode",
+                       f"channel '{channel.name}': SageMaker's {data['builtin']['algorithm']} "
+                       "container refuses Pipe mode (\"Pipe mode ... is no longer supported. Please "
+                       "use Fast File mode\"): use FastFile")
         if channel.compression_type != contract.DEFAULT_COMPRESSION and \
                 channel.input_mode != contract.COMPRESSED_INPUT_MODE:
-            raise fail(f"channels[{index}].compression_type",
+            raise fail(f"channels.{index}.compression_type",
                        f"channel '{channel.name}': compression_type {channel.compression_type} is "
                        f"read in {contract.COMPRESSED_INPUT_MODE} mode only (SageMaker's "
                        f"Channel.CompressionType): set input_mode = \"{contract.COMPRESSED_INPUT_MODE}\" "

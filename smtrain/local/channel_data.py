@@ -66,8 +66,12 @@ class ChannelDelivery:
     prefix_dir: Path
 
     @property
+    def gzipped(self) -> bool:
+        return self.compression == contract.GZIP_COMPRESSION
+
+    @property
     def is_pipe(self) -> bool:
-        return self.input_mode == "Pipe"
+        return self.input_mode == contract.PIPE_INPUT_MODE
 
     def config_entry(self) -> dict[str, str]:
         """The channel's entry in ``inputdataconfig.json``, as SageMaker writes it (developer
@@ -75,7 +79,8 @@ class ChannelDelivery:
         written as File: "in FastFile mode, your TrainingInputMode parameter is written to
         inputdataconfig.json as "File"" (the same guide, "Running your training image"; its
         2023 text said "FastFile": programs written for File read it unchanged either way)."""
-        mode = "File" if self.input_mode == "FastFile" else self.input_mode
+        mode = (contract.DEFAULT_INPUT_MODE if self.input_mode == contract.FAST_FILE_INPUT_MODE
+                else self.input_mode)
         entry = {"TrainingInputMode": mode, "S3DistributionType": self.distribution,
                  "RecordWrapperType": "None"}
         if self.content_type is not None:
@@ -94,19 +99,19 @@ class ChannelDelivery:
         """What the job's log says about how this channel was delivered (nothing for a plain
         File channel)."""
         notes = []
-        if self.distribution == "ShardedByS3Key":
+        if self.distribution == contract.SHARDED_BY_S3_KEY:
             notes.append(f"channel '{self.name}': ShardedByS3Key: this instance ({host}, 1 of "
                          f"{host_count}) got {len(self.objects)} of its "
                          f"{_objects(self.total_objects)} (offline: the keys sorted and dealt "
                          "round robin; AWS does not say which objects go to which instance)")
-        if self.input_mode == "FastFile":
+        if self.input_mode == contract.FAST_FILE_INPUT_MODE:
             notes.append(f"channel '{self.name}': FastFile: offline its objects were copied to "
                          f"{contract.CONTAINER_BASE_DIR}/input/data/{self.name} before the job "
                          "started, as File mode copies them; on SageMaker the same files are "
                          "streamed from S3 as the program reads them")
         if self.is_pipe:
             unpacked = (", each gunzipped (as Processing's S3CompressionType documents; no AWS "
-                        "document found says it for training)") if self.compression == "Gzip" else ""
+                        "document found says it for training)") if self.gzipped else ""
             notes.append(f"channel '{self.name}': Pipe: each pass reads the FIFO "
                          f"{contract.pipe_path(f'{contract.CONTAINER_BASE_DIR}/input/data/{self.name}', 0)}"
                          f", then _1, ...: {_objects(len(self.objects))} in key order{unpacked}")
@@ -118,19 +123,21 @@ def _objects(count: int) -> str:
 
 
 def shard(objects: Sequence[Path], *, host_index: int, host_count: int) -> tuple[Path, ...]:
-    """Instance ``host_index`` (from 0) of ``host_count``'s share of ``objects`` under
-    ShardedByS3Key: the sorted keys dealt round robin."""
+    """Instance ``host_index`` (from 0) of ``host_count``'s share of ``objects`` (in key order)
+    under ShardedByS3Key: dealt round robin."""
     if not 0 <= host_index < host_count:
         raise ValueError(f"host {host_index} is not one of {host_count}")
-    return tuple(sorted(objects)[host_index::host_count])
+    return tuple(objects[host_index::host_count])
 
 
 def delivery(channel: Mapping[str, Any], *, objects: Sequence[Path], prefix_dir: Path,
              training_input_mode: str, host_index: int, host_count: int) -> ChannelDelivery:
-    """How ``channel`` (a request's Channel) reaches instance ``host_index`` of ``host_count``."""
+    """How ``channel`` (a request's Channel) reaches instance ``host_index`` of ``host_count``.
+    ``objects`` are the files of the channel's S3 prefix, which maps to ``prefix_dir``."""
     source = channel["DataSource"]["S3DataSource"]
     distribution = source.get("S3DataDistributionType", contract.DEFAULT_S3_DATA_DISTRIBUTION)
-    ordered = tuple(sorted(objects))
+    # S3 lists keys in UTF-8 binary order: "c.csv" before "c/d.csv" (a path-wise sort differs).
+    ordered = tuple(sorted(objects, key=lambda path: path.relative_to(prefix_dir).as_posix().encode()))
     return ChannelDelivery(
         name=channel["ChannelName"],
         input_mode=channel.get("InputMode", training_input_mode),
@@ -138,77 +145,105 @@ def delivery(channel: Mapping[str, Any], *, objects: Sequence[Path], prefix_dir:
         compression=channel.get("CompressionType", contract.DEFAULT_COMPRESSION),
         content_type=channel.get("ContentType"),
         objects=(shard(ordered, host_index=host_index, host_count=host_count)
-                 if distribution == "ShardedByS3Key" else ordered),
+                 if distribution == contract.SHARDED_BY_S3_KEY else ordered),
         total_objects=len(ordered),
         prefix_dir=prefix_dir)
+
+
+class PipeFeedError(Exception):
+    """A Pipe channel could not be fed (an object that is not gzip data, an unreadable object):
+    the message names the channel and the object."""
 
 
 class PipeFeeder:
     """Writes a Pipe-mode channel into its FIFOs while a job runs: ``<channel dir>_0`` for the
     first pass, then ``_1`` and so on, each the channel's objects in order (gunzipped with
-    ``gzip``). Each FIFO is made once the previous one is opened by a reader; a reader that closes
-    a pass early ends it. :meth:`stop` ends the feeding once the job's process has ended."""
+    ``gzip_compressed``). Each FIFO is made once the previous one is opened by a reader; a reader
+    that closes a pass early ends it. :meth:`stop` ends the feeding once the job's process has
+    ended, removes every FIFO this feeder made (and nothing else), and raises
+    :class:`PipeFeedError` when feeding failed (the pass being read then ended early)."""
 
     def __init__(self, channel_dir: Path, objects: Sequence[Path], *, gzip_compressed: bool) -> None:
         self.channel_dir = channel_dir
         self.objects = tuple(objects)
         self.gzip_compressed = gzip_compressed
-        self.passes_read = 0
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._feed, name=f"pipe-{channel_dir.name}",
                                         daemon=True)
+        self._made: list[Path] = []
         self._current: Path | None = None
+        self._error: str | None = None
 
     def fifo(self, epoch: int) -> Path:
         return Path(contract.pipe_path(str(self.channel_dir), epoch))
 
+    def _make(self, epoch: int) -> Path:
+        path = self.fifo(epoch)
+        os.mkfifo(path)
+        self._made.append(path)
+        self._current = path
+        return path
+
     def start(self) -> None:
         self.channel_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._current = self.fifo(0)
-        os.mkfifo(self._current)
+        self._make(0)
         self._thread.start()
 
     def _open(self, path: Path) -> IO[bytes] | None:
         """The FIFO's write end, once a reader opens it; None when stopping."""
-        handle = open(path, "wb", buffering=0)  # noqa: SIM115 - closed by _feed
+        handle = open(path, "wb")  # noqa: SIM115 - closed by _feed
         if self._stopping.is_set():
-            handle.close()
+            with contextlib.suppress(OSError):
+                handle.close()
             return None
         return handle
 
     def _feed(self) -> None:
         epoch = 0
-        while not self._stopping.is_set():
-            current = self.fifo(epoch)
-            handle = self._open(current)
-            if handle is None:
-                return
-            # The next pass's FIFO exists as soon as a reader has this one: one that closes
-            # this pass early (or reads it to its end) finds the next at once.
-            following = self.fifo(epoch + 1)
-            os.mkfifo(following)
-            self._current = following
-            try:
-                self._write_pass(handle)
-            finally:
-                with contextlib.suppress(BrokenPipeError):
-                    handle.close()
-                self.passes_read += 1
-                current.unlink(missing_ok=True)
-            epoch += 1
+        try:
+            while not self._stopping.is_set():
+                current = self.fifo(epoch)
+                handle = self._open(current)
+                if handle is None:
+                    return
+                # The next pass's FIFO exists as soon as a reader has this one: one that closes
+                # this pass early (or reads it to its end) finds the next at once.
+                self._make(epoch + 1)
+                try:
+                    self._write_pass(handle)
+                finally:
+                    with contextlib.suppress(BrokenPipeError):
+                        handle.close()
+                    current.unlink(missing_ok=True)
+                epoch += 1
+        except Exception as error:  # reported by stop(): the job fails naming it
+            self._error = f"{type(error).__name__}: {error}"
+            self._abandon()
+
+    def _abandon(self) -> None:
+        """After a failure: a reader waiting on the next FIFO gets its end at once (a writer
+        opened and closed), and the FIFO goes, so no reader waits for a pass that never comes."""
+        pending = self._current
+        if pending is None:
+            return
+        with contextlib.suppress(OSError):  # ENXIO: no reader has it open
+            os.close(os.open(pending, os.O_WRONLY | os.O_NONBLOCK))
+        pending.unlink(missing_ok=True)
 
     def _write_pass(self, handle: IO[bytes]) -> None:
-        try:
-            for path in self.objects:
-                with (gzip.open(path, "rb") if self.gzip_compressed else path.open("rb")) as source:
+        for path in self.objects:
+            try:
+                with gzip.open(path, "rb") if self.gzip_compressed else path.open("rb") as source:
                     while chunk := source.read(_CHUNK):
-                        handle.write(chunk)
-        except BrokenPipeError:
-            pass  # the reader closed this pass before its end
+                        handle.write(chunk)  # a buffered writer: the whole chunk, or an error
+            except BrokenPipeError:
+                return  # the reader closed this pass before its end
+            except (OSError, EOFError) as error:
+                raise PipeFeedError(f"{path.name}: {error}") from error
 
     def stop(self) -> None:
         """End the feeding: a writer waiting for a reader is released (a reader opened and
-        closed at once lets its ``open`` return), and no FIFO is left."""
+        closed at once lets its ``open`` return), and no FIFO of this feeder's is left."""
         self._stopping.set()
         deadline = time.monotonic() + 10
         while self._thread.is_alive() and time.monotonic() < deadline:
@@ -217,5 +252,8 @@ class PipeFeeder:
                 with contextlib.suppress(OSError):
                     os.close(os.open(current, os.O_RDONLY | os.O_NONBLOCK))
             self._thread.join(timeout=0.05)
-        for leftover in self.channel_dir.parent.glob(f"{self.channel_dir.name}_*"):
-            leftover.unlink(missing_ok=True)
+        for made in self._made:
+            made.unlink(missing_ok=True)
+        if self._error is not None:
+            raise PipeFeedError(f"channel '{self.channel_dir.name}' could not be fed through its "
+                                f"pipe: {self._error}")

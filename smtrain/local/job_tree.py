@@ -75,7 +75,7 @@ def build_job_tree(base_dir: Path, *, hyperparameters: Mapping[str, str],
     configs = channel_configs or {}
     (config / "inputdataconfig.json").write_text(json.dumps({
         name: dict(configs[name]) if name in configs else {
-            "ContentType": content_type, "TrainingInputMode": "File",
+            "ContentType": content_type, "TrainingInputMode": contract.DEFAULT_INPUT_MODE,
             "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
         for name in channels
     }, indent=2))

@@ -351,12 +351,12 @@ class LocalBackend:
             deliveries = self._deliveries(job)
             piped = [d.name for d in deliveries if d.is_pipe]
             if job.kind == "builtin" and piped:
-                # sagemaker-xgboost-container (data_utils.py, since May 2026): "Pipe mode for ...
-                # is no longer supported. Please use Fast File mode (default) instead."
+                # The input rules refuse it first (contract.PIPE_REFUSING_ALGORITHMS): a request
+                # sent by other means gets the container's own answer.
                 raise SageMakerError("ClientError", (
                     f"channel(s) {', '.join(piped)} in Pipe mode: the offline engine runs built-in "
                     "algorithms on File and FastFile channels only (SageMaker's current XGBoost "
-                    "container refuses Pipe mode too); use FastFile"))
+                    "container refuses Pipe mode too: \"Please use Fast File mode\"); use FastFile"))
             channels = self._download_channels(deliveries, job_dir / "input-cache")
             hyperparameters = dict(job.request.get("HyperParameters", {}))
             submit, in_container = "", None
@@ -379,21 +379,36 @@ class LocalBackend:
             self._prepare_image(job)
             job.set_secondary("Training", "Training image download completed. Training in progress.")
             job.log_path = job_dir / "log.txt"
-            feeders = [channel_data.PipeFeeder(tree.base_dir / "input" / "data" / d.name, d.objects,
-                                               gzip_compressed=d.compression == "Gzip")
-                       for d in deliveries if d.is_pipe]
-            try:
-                for feeder in feeders:
-                    feeder.start()
-                returncode = self._execute(job, tree, job.log_path)
-            finally:
-                for feeder in feeders:
-                    feeder.stop()
+            returncode = self._execute_fed(job, tree, [d for d in deliveries if d.is_pipe])
             self._finish(job, tree, returncode)
         except SageMakerError as error:
             self._end(job, "Failed", f"{error.code}: {error.message}")
         except Exception as error:  # the engine must never leave a job InProgress
             self._end(job, "Failed", f"InternalServerError: {type(error).__name__}: {error}")
+
+    def _execute_fed(self, job: TrainingJob, tree: JobTree,
+                     piped: list[channel_data.ChannelDelivery]) -> int:
+        """:meth:`_execute`, with a feeder writing each Pipe channel's FIFOs while it runs; a
+        channel that could not be fed fails the job (its passes ended early), naming it."""
+        assert job.log_path is not None
+        started: list[channel_data.PipeFeeder] = []
+        problems: list[str] = []
+        try:
+            for delivered in piped:
+                feeder = channel_data.PipeFeeder(tree.base_dir / "input" / "data" / delivered.name,
+                                                 delivered.objects, gzip_compressed=delivered.gzipped)
+                feeder.start()
+                started.append(feeder)
+            returncode = self._execute(job, tree, job.log_path)
+        finally:
+            for feeder in started:  # every one, whatever another raises
+                try:
+                    feeder.stop()
+                except channel_data.PipeFeedError as error:
+                    problems.append(str(error))
+        if problems:
+            raise SageMakerError("ClientError", "; ".join(problems))
+        return returncode
 
     def _deliveries(self, job: TrainingJob) -> list[channel_data.ChannelDelivery]:
         """Each channel as the job's first instance receives it (its objects, its shard)."""
