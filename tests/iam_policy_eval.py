@@ -11,7 +11,8 @@ are ANDed, keys within an operator are ANDed, values of one key are ORed).
 Wildcards: ``*`` matches any run of characters and ``?`` one (action names are matched without
 regard to case, resources and ARN conditions with it). Condition operators: those the templates
 use (``StringEquals``, ``StringNotEquals``, ``StringLike``, ``ArnEquals``, ``ArnLike``,
-``ArnNotEquals``, ``ArnNotLike``, ``Bool``, ``Null``); any other fails loudly, so a new operator in
+``ArnNotEquals``, ``ArnNotLike``, ``Bool``, ``Null``, each with ``IfExists``, and ``ForAllValues:``
+before them); any other fails loudly, so a new operator in
 a template cannot be silently ignored. A key the request lacks makes a condition false, except for
 the negated operators, where it is true ("IAM JSON policy elements: Condition operators": "If the
 policy condition requires that the key is not matched, such as StringNotLike or ArnNotLike, and
@@ -145,6 +146,17 @@ _NEGATED = {"StringNotEquals": "StringEquals", "StringNotLike": "StringLike",
 
 def _condition_holds(operator: str, key: str, wanted: Any, context: Context) -> bool:
     present = key in context
+    if operator.endswith("IfExists"):
+        # "If the policy key is present in the context of the request, process the key as
+        # specified in the policy. If the key is not present, evaluate the condition element as
+        # true" ("IAM JSON policy elements: Condition operators", ...IfExists).
+        return not present or _condition_holds(operator[:-len("IfExists")], key, wanted, context)
+    if operator.startswith("ForAllValues:"):
+        # "Tests whether the value of every member of the request set is a subset of the
+        # condition key set": true for a key the request lacks ("Multivalued context keys").
+        single = operator.split(":", 1)[1]
+        return not present or all(_condition_holds(single, key, wanted, {key: value})
+                                  for value in _listed(context[key]))
     if operator == "Null":
         return all((str(want).lower() == "true") != present for want in _listed(wanted))
     negated = operator in _NEGATED

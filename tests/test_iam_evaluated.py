@@ -70,6 +70,15 @@ def test_the_evaluator_follows_aws_evaluation_logic() -> None:
                   identity=[arn_like]) == "Allow"
     assert decide(Request(who, "s3:GetObject", "x", {"aws:SourceArn": "arn:aws:states:eu-west-1:2:stateMachine:m"}),
                   identity=[arn_like]) == "ImplicitDeny"
+    # ...IfExists: true without the key; ForAllValues: every value in the set, true without it.
+    if_exists = {**conditional, "Condition": {"ArnEqualsIfExists": {"aws:SourceArn": "arn:aws:s3:::a"}}}
+    assert decide(get, identity=[if_exists]) == "Allow"
+    assert decide(Request(who, "s3:GetObject", "x", {"aws:SourceArn": "arn:aws:s3:::b"}),
+                  identity=[if_exists]) == "ImplicitDeny"
+    for_all = {**conditional, "Condition": {"ForAllValues:StringEquals": {"k": ["a", "b"]}}}
+    assert decide(Request(who, "s3:GetObject", "x", {"k": ["a", "b"]}), identity=[for_all]) == "Allow"
+    assert decide(Request(who, "s3:GetObject", "x", {"k": ["a", "c"]}), identity=[for_all]) == "ImplicitDeny"
+    assert decide(get, identity=[for_all]) == "Allow"
     with pytest.raises(NotImplementedError):
         decide(get, identity=[{**conditional, "Condition": {"NumericLessThan": {"k": "1"}}}])
 
@@ -165,11 +174,18 @@ def test_the_state_machine_creates_only_its_own_jobs_and_pending_versions(
     machine = names["state_machine_role"]
     sagemaker = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}"
     ours, theirs = f"{sagemaker}:training-job/smtrain-1-0", f"{sagemaker}:training-job/other-1-0"
-    assert account.decide(Request(machine, "sagemaker:CreateTrainingJob", ours)) == "Allow"
-    assert account.decide(Request(machine, "sagemaker:CreateTrainingJob", theirs)) != "Allow"
+    # What every create request carries: the stack key for the model, an allowed instance type
+    # (tests/test_job_security.py evaluates the real requests and their tampered copies).
+    key = next(s["Condition"]["ArnEquals"]["sagemaker:OutputKmsKeyArn"]
+               for s in account.identity_statements(machine) if "ArnEquals" in s.get("Condition", {}))
+    create = {"sagemaker:OutputKmsKeyArn": key, "sagemaker:InstanceTypes": ["ml.m5.xlarge"]}
+    assert account.decide(Request(machine, "sagemaker:CreateTrainingJob", ours, create)) == "Allow"
+    assert account.decide(Request(machine, "sagemaker:CreateTrainingJob", ours)) != "Allow"
+    assert account.decide(Request(machine, "sagemaker:CreateTrainingJob", theirs, create)) != "Allow"
     assert account.decide(Request(machine, "sagemaker:StopTrainingJob", theirs)) != "Allow"
+    assert account.decide(Request(machine, "sagemaker:StopTrainingJob", ours)) == "Allow"
     assert account.decide(Request(machine, "sagemaker:CreateHyperParameterTuningJob",
-                                  f"{sagemaker}:hyper-parameter-tuning-job/smtrain-1")) == "Allow"
+                                  f"{sagemaker}:hyper-parameter-tuning-job/smtrain-1", create)) == "Allow"
     version = next(r for s in account.identity_statements(machine)
                    if "sagemaker:CreateModelPackage" in s["Action"] for r in s["Resource"])
     assert account.decide(Request(machine, "sagemaker:CreateModelPackage", version,

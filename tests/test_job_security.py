@@ -342,3 +342,77 @@ def test_start_checks_the_deployed_budget_of_the_programs_it_knows() -> None:
     # The rest of the rules too, with the deployment's limits: the state machine's words.
     with pytest.raises(InputError, match=r"^field 'instanceCount' must be from 1 to 4$"):
         check_deployed({"program": "digits_lightgbm", "instanceCount": 5}, unlimited.deployment())
+
+
+# -- the role holds itself to the settings (IAM conditions, evaluated) ---------------------------
+def _create_context(request: dict[str, Any]) -> dict[str, Any]:
+    """A create request's SageMaker condition keys, as the Service Authorization Reference names
+    them ("the ... associated with the resource in the request"); a tuning job's come from its
+    TrainingJobDefinition."""
+    body = request.get("TrainingJobDefinition", request)
+    resources = body["ResourceConfig"]
+    context: dict[str, Any] = {"sagemaker:OutputKmsKeyArn": body["OutputDataConfig"]["KmsKeyId"],
+                               "sagemaker:InstanceTypes": [resources["InstanceType"]]}
+    if "VolumeKmsKeyId" in resources:
+        context["sagemaker:VolumeKmsKeyArn"] = resources["VolumeKmsKeyId"]
+    if "EnableNetworkIsolation" in body:
+        context["sagemaker:NetworkIsolation"] = str(body["EnableNetworkIsolation"]).lower()
+    if "VpcConfig" in body:
+        context["sagemaker:VpcSubnets"] = list(body["VpcConfig"]["Subnets"])
+        context["sagemaker:VpcSecurityGroupIds"] = list(body["VpcConfig"]["SecurityGroupIds"])
+    return context
+
+
+def test_the_role_allows_only_jobs_that_keep_the_settings(isolated: Runs) -> None:
+    """The state machine role's own IAM enforces what its definition sends: the requests the
+    state machine really made (training on EBS and on NVMe instances, tuning) are allowed; the
+    same requests with another key, without isolation, in another subnet or security group,
+    without the VPC, or on an instance type outside the allow-list are denied. Describe and stop
+    carry none of these keys and stay allowed. (Policies evaluated, not their text.)"""
+    from tests.iam_policy_eval import Account, Request
+
+    assert isolated.app is not None
+    account = Account(storage=isolated.app.storage, workflow=isolated.app.workflow)
+    (machine,) = [arn for arn, lid in account.roles().items() if lid.startswith("TrainingStateMachineRole")]
+    (key,) = {statement["Condition"]["ArnEquals"]["sagemaker:OutputKmsKeyArn"]
+              for statement in account.identity_statements(machine)
+              if "ArnEquals" in statement.get("Condition", {})}
+    made = []
+    for execution_input in ({"program": "digits_mlp", "instanceType": EBS_TYPE},
+                            {"program": "digits_mlp", "instanceType": NVME_TYPE},
+                            {"program": "digits_lightgbm", "tuning": {"maxJobs": 2, "maxParallelJobs": 1}}):
+        result, requests = isolated.run(execution_input)
+        assert result.succeeded, result.cause
+        made += requests
+    assert {action for action, _ in made} == {"create_training_job", "create_hyper_parameter_tuning_job"}
+    for action, request in made:
+        operation = {"create_training_job": ("CreateTrainingJob", "training-job", "TrainingJobName"),
+                     "create_hyper_parameter_tuning_job": ("CreateHyperParameterTuningJob",
+                                                           "hyper-parameter-tuning-job",
+                                                           "HyperParameterTuningJobName")}[action]
+        arn = f"arn:aws:sagemaker:us-east-1:123456789012:{operation[1]}/{request[operation[2]]}"
+        context = _create_context(request)
+        # The engine's key ARN is the deployment's; the evaluator names the key by its logical id.
+        context["sagemaker:OutputKmsKeyArn"] = key
+        if "sagemaker:VolumeKmsKeyArn" in context:
+            context["sagemaker:VolumeKmsKeyArn"] = key
+
+        def decision(changes: dict[str, Any], drop: tuple[str, ...] = (), *, context: dict[str, Any] = context,
+                     action_name: str = f"sagemaker:{operation[0]}", arn: str = arn) -> str:
+            changed = {k: v for k, v in {**context, **changes}.items() if k not in drop}
+            return account.decide(Request(machine, action_name, arn, changed))
+
+        assert decision({}) == "Allow", (action, context)
+        other_key = "arn:aws:kms:us-east-1:123456789012:key/another"
+        assert decision({"sagemaker:OutputKmsKeyArn": other_key}) != "Allow"
+        assert decision({"sagemaker:VolumeKmsKeyArn": other_key}) != "Allow"
+        assert decision({"sagemaker:NetworkIsolation": "false"}) != "Allow"
+        assert decision({}, drop=("sagemaker:NetworkIsolation",)) != "Allow"
+        assert decision({"sagemaker:VpcSubnets": [*SUBNETS, "subnet-elsewhere"]}) != "Allow"
+        assert decision({"sagemaker:VpcSecurityGroupIds": ["sg-elsewhere"]}) != "Allow"
+        assert decision({}, drop=("sagemaker:VpcSubnets", "sagemaker:VpcSecurityGroupIds")) != "Allow"
+        assert decision({"sagemaker:InstanceTypes": ["ml.p4d.24xlarge"]}) != "Allow"
+        describe = "DescribeTrainingJob" if action == "create_training_job" else "DescribeHyperParameterTuningJob"
+        assert account.decide(Request(machine, f"sagemaker:{describe}", arn)) == "Allow"
+    # The NVMe instance's job has no volume key, and is allowed without one.
+    assert any("VolumeKmsKeyId" not in r["ResourceConfig"] for a, r in made if a == "create_training_job")

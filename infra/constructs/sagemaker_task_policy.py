@@ -7,8 +7,9 @@ the EventBridge rule named below).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_iam as iam
@@ -40,14 +41,20 @@ _ACTIONS: dict[JobKind, _JobKindActions] = {
 }
 
 
-def sync_job_statements(stack: Stack, *, kind: JobKind, name_prefix: str) -> list[iam.PolicyStatement]:
+def sync_job_statements(stack: Stack, *, kind: JobKind, name_prefix: str,
+                        create_conditions: Mapping[str, Any] | None = None) -> list[iam.PolicyStatement]:
     """Create/describe/stop/tag jobs of ``kind`` whose names start with ``name_prefix``, plus the
-    managed EventBridge rule that ``.sync`` uses to learn when such a job ends."""
+    managed EventBridge rule that ``.sync`` uses to learn when such a job ends. The create action
+    has a statement of its own, under ``create_conditions`` (keys of the create request, which
+    describe, stop and tag requests do not carry: under the same conditions they would be
+    denied)."""
     actions = _ACTIONS[kind]
     job_arn = stack.format_arn(service="sagemaker", resource=kind, resource_name=f"{name_prefix}*")
     return [
+        iam.PolicyStatement(actions=[actions.create], resources=[job_arn],
+                            conditions=dict(create_conditions) if create_conditions else None),
         iam.PolicyStatement(
-            actions=[actions.create, actions.describe, actions.stop, "sagemaker:AddTags"],
+            actions=[actions.describe, actions.stop, "sagemaker:AddTags"],
             resources=[job_arn],
         ),
         iam.PolicyStatement(

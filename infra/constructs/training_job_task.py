@@ -60,6 +60,9 @@ class JobSecurity:
     network_isolation: bool = False
     #: The stack's tags (the project tag and the ``tags`` setting), for cost attribution.
     tags: Mapping[str, str] = field(default_factory=dict)
+    #: The instance types a job may use (``allowedInstanceTypes``); empty: any. The role's IAM
+    #: enforces it too (:meth:`create_conditions`).
+    instance_types: tuple[str, ...] = ()
 
     def request_fields(self, paths: ChannelPaths) -> dict[str, Any]:
         """The request fields these settings add to a ``CreateTrainingJob`` request or a
@@ -73,6 +76,37 @@ class JobSecurity:
         if self.network_isolation:
             fields["EnableNetworkIsolation"] = True
         return fields
+
+
+    def create_conditions(self, *, kms_key_arn: str) -> dict[str, Any]:
+        """IAM conditions on ``CreateTrainingJob`` and ``CreateHyperParameterTuningJob`` that
+        hold the role itself to these settings, whatever the state machine's definition sends
+        (defence in depth; condition keys of the Service Authorization Reference, "Actions,
+        resources, and condition keys for Amazon SageMaker", listed for both actions):
+
+        - ``sagemaker:OutputKmsKeyArn`` is the stack key (every request sends it);
+        - ``sagemaker:VolumeKmsKeyArn``, where the request has one, is the stack key (it has
+          none on instance types with local NVMe storage, which SageMaker refuses a key for);
+        - with network isolation, ``sagemaker:NetworkIsolation`` is true;
+        - in a VPC, ``sagemaker:VpcSubnets`` and ``sagemaker:VpcSecurityGroupIds`` are present
+          and hold only the stack's (``ForAllValues`` alone would pass a request without them);
+        - ``sagemaker:InstanceTypes`` are all in :attr:`instance_types`, when it is set."""
+        conditions: dict[str, Any] = {
+            "ArnEquals": {"sagemaker:OutputKmsKeyArn": kms_key_arn},
+            "ArnEqualsIfExists": {"sagemaker:VolumeKmsKeyArn": kms_key_arn},
+        }
+        if self.network_isolation:
+            conditions["Bool"] = {"sagemaker:NetworkIsolation": "true"}
+        only: dict[str, list[str]] = {}
+        if self.vpc_config is not None:
+            only["sagemaker:VpcSubnets"] = list(self.vpc_config["Subnets"])
+            only["sagemaker:VpcSecurityGroupIds"] = list(self.vpc_config["SecurityGroupIds"])
+            conditions["Null"] = {"sagemaker:VpcSubnets": "false", "sagemaker:VpcSecurityGroupIds": "false"}
+        if self.instance_types:
+            only["sagemaker:InstanceTypes"] = list(self.instance_types)
+        if only:
+            conditions["ForAllValues:StringEquals"] = only
+        return conditions
 
 
 def retry_strategy(sagemaker_retries: int | None) -> dict[str, Any]:
@@ -191,7 +225,8 @@ class TrainingJobTask(sfn.CustomState):
         super().__init__(scope, construct_id, state_json=state_json)
         stack = Stack.of(self)
         self.policy_statements: list[iam.PolicyStatement] = [
-            *sync_job_statements(stack, kind="training-job", name_prefix=f"{name_prefix}-"),
+            *sync_job_statements(stack, kind="training-job", name_prefix=f"{name_prefix}-",
+                                 create_conditions=security.create_conditions(kms_key_arn=kms_key_arn)),
             list_tags_statement(),
             pass_role_statement(role_arn),
         ]

@@ -111,7 +111,8 @@ class TuningJobTask(sfn.CustomState):
         stack = Stack.of(self)
         self.policy_statements: list[iam.PolicyStatement] = [
             *sync_job_statements(stack, kind="hyper-parameter-tuning-job",
-                                 name_prefix=f"{name_prefix}-"),
+                                 name_prefix=f"{name_prefix}-",
+                                 create_conditions=security.create_conditions(kms_key_arn=kms_key_arn)),
             list_tags_statement(),
             pass_role_statement(role_arn),
         ]

@@ -242,6 +242,7 @@ class WorkflowStack(Stack):
                 vpc_config=storage.job_network.vpc_config() if storage.job_network else None,
                 network_isolation=settings.network_isolation,
                 tags=stack_tags(settings),
+                instance_types=settings.allowed_instance_types,
             ),
             inter_container_encryption=settings.inter_container_traffic_encryption,
             max_job_hours=settings.max_job_hours,
