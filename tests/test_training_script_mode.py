@@ -328,3 +328,34 @@ def test_checkpoint_file_is_replaced_whole(tmp_path: Path, monkeypatch: pytest.M
     train.save_checkpoint(path, _state(1))
     train.save_checkpoint(path, _state(2))
     assert seen == [(tmp_path.name, 1), (tmp_path.name, 2)], "same directory, one rename per save"
+
+
+class _Planted:
+    """Unpickled, it would touch a file: what a checkpoint planted by another job could run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[Path]]:
+        return (Path.touch, (self.marker,))
+
+
+def test_a_planted_checkpoint_fails_to_load_and_runs_nothing(tmp_path: Path) -> None:
+    """Every job of a deployment may write the checkpoint prefix: the program loads checkpoints
+    with ``weights_only=True``, so a pickled callable in one is refused, never run."""
+    import pickle
+
+    import torch
+
+    train = script_module()
+    marker = tmp_path / "ran"
+    path = tmp_path / train.CHECKPOINT_FILE
+    torch.save({"epoch": 1, "model": _Planted(marker)}, path)
+    cluster = train.Cluster(rank=0, world_size=1, device=torch.device("cpu"))
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        train.load_checkpoint(path, cluster)
+    assert not marker.exists(), "the planted checkpoint ran code"
+    # What the program itself saves loads as before.
+    train.save_checkpoint(path, _state(3))
+    state = train.load_checkpoint(path, cluster)
+    assert state is not None and state["epoch"] == 3

@@ -192,10 +192,15 @@ def global_batches(num_rows: int, *, batch_size: int, seed: int, epoch: int,
 
 
 def load_checkpoint(path: Path, cluster: Cluster) -> dict[str, Any] | None:
-    """Rank 0 reads the checkpoint (if any) and shares it, so all processes resume alike."""
+    """Rank 0 reads the checkpoint (if any) and shares it, so all processes resume alike.
+
+    ``weights_only=True``: the checkpoint holds only tensors, numbers and containers (the epoch,
+    the model's, optimizer's and scaler's state dicts), so nothing in it is unpickled as code. The
+    checkpoint prefix is writable by every job of the deployment: a planted file must fail to
+    load, not run (PyTorch's "torch.load ... weights_only" documentation)."""
     state = [None]
     if cluster.is_main and path.is_file():
-        state[0] = torch.load(path, map_location="cpu", weights_only=False)
+        state[0] = torch.load(path, map_location="cpu", weights_only=True)
     if cluster.world_size > 1:
         dist.broadcast_object_list(state, src=0)
     return state[0]
