@@ -18,7 +18,7 @@ What the answers *say* is this module's, not AWS's:
   Functions' own list of supported fields can lag botocore's model; whether the real
   validator checks that list at all is not documented); plus any diagnostics a test adds.
 - Simulate*: a small evaluator of the documented rules (Action/NotAction, Resource/NotResource with
-  ``*`` and ``?``, StringEquals/StringLike/ArnLike/ArnEquals/Bool, explicit deny wins); principals'
+  ``*`` and ``?``, the condition operators of tests/iam_policy_eval.py, explicit deny wins); principals'
   policies, SCP denials and boundary denials are set by the test.
 """
 
@@ -28,7 +28,7 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,6 +39,8 @@ from xml.sax.saxutils import escape
 import botocore.session
 from botocore.model import OperationModel, Shape
 from botocore.validate import ParamValidator
+
+from tests.iam_policy_eval import condition_holds
 
 Diagnostic = dict[str, str]
 
@@ -150,25 +152,24 @@ def _listed(value: Any) -> list[str]:
     return [str(v) for v in (value if isinstance(value, list) else [value])]
 
 
-_OPERATORS: dict[str, Callable[[str, str], bool]] = {
-    "StringEquals": lambda expected, actual: expected == actual,
-    "StringLike": lambda expected, actual: _glob(expected, actual),
-    "ArnEquals": lambda expected, actual: expected == actual,
-    "ArnLike": lambda expected, actual: _glob(expected, actual),
-    "Bool": lambda expected, actual: expected.lower() == actual.lower(),
-}
-
-
 def _conditions_hold(conditions: Mapping[str, Any], context: Mapping[str, list[str]], missing: set[str]) -> bool:
+    """Each condition as tests/iam_policy_eval.py evaluates it (one evaluator of the documented
+    operators); a key an operator needs and the request lacks is reported missing, as the
+    simulator's MissingContextValues."""
     for operator, keys in conditions.items():
-        if operator not in _OPERATORS:
-            raise StubError(500, "StubLimitation", f"the stub does not evaluate condition operator {operator}")
         for key, expected in keys.items():
             actual = context.get(key.lower())
-            if actual is None:
+            needs_key = not (operator.endswith("IfExists") or operator.startswith("ForAllValues:")
+                             or operator == "Null" or "Not" in operator)
+            if actual is None and needs_key:
                 missing.add(key)
                 return False
-            if not any(_OPERATORS[operator](e, a) for e in _listed(expected) for a in actual):
+            try:
+                holds = condition_holds(operator, key, expected, {} if actual is None else {key: actual})
+            except NotImplementedError:
+                raise StubError(500, "StubLimitation",
+                                f"the stub does not evaluate condition operator {operator}") from None
+            if not holds:
                 return False
     return True
 

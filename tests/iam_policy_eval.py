@@ -144,18 +144,19 @@ _NEGATED = {"StringNotEquals": "StringEquals", "StringNotLike": "StringLike",
             "ArnNotEquals": "ArnEquals", "ArnNotLike": "ArnLike"}
 
 
-def _condition_holds(operator: str, key: str, wanted: Any, context: Context) -> bool:
+def condition_holds(operator: str, key: str, wanted: Any, context: Context) -> bool:
+    """Whether one condition (``operator``: {``key``: ``wanted``}) holds for ``context``."""
     present = key in context
     if operator.endswith("IfExists"):
         # "If the policy key is present in the context of the request, process the key as
         # specified in the policy. If the key is not present, evaluate the condition element as
         # true" ("IAM JSON policy elements: Condition operators", ...IfExists).
-        return not present or _condition_holds(operator[:-len("IfExists")], key, wanted, context)
+        return not present or condition_holds(operator[:-len("IfExists")], key, wanted, context)
     if operator.startswith("ForAllValues:"):
         # "Tests whether the value of every member of the request set is a subset of the
         # condition key set": true for a key the request lacks ("Multivalued context keys").
         single = operator.split(":", 1)[1]
-        return not present or all(_condition_holds(single, key, wanted, {key: value})
+        return not present or all(condition_holds(single, key, wanted, {key: value})
                                   for value in _listed(context[key]))
     if operator == "Null":
         return all((str(want).lower() == "true") != present for want in _listed(wanted))
@@ -209,7 +210,7 @@ def statement_applies(statement: Mapping[str, Any], request: Request, *, resourc
     elif "NotResource" in statement and any(_wildcard(r, request.resource)
                                             for r in _listed(statement["NotResource"])):
         return False
-    return all(_condition_holds(operator, key, wanted, request.context)
+    return all(condition_holds(operator, key, wanted, request.context)
                for operator, keys in statement.get("Condition", {}).items()
                for key, wanted in keys.items())
 

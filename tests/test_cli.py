@@ -255,6 +255,16 @@ def test_a_bad_gate_is_refused_before_anything_starts(cloud: Cloud, arguments: l
         stateMachineArn=cloud.state_machine_arn)["executions"] == executions_before
 
 
+def test_no_spot_sends_spot_false_and_spot_with_no_spot_is_refused(cloud: Cloud) -> None:
+    result = cloud.smtrain("start", "--program", "digits_mlp", "--no-spot", "--keep-alive", "60",
+                           "--name", "cli-on-demand")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(cloud.describe("cli-on-demand")["input"]) == {
+        "program": "digits_mlp", "spot": False, "keepAliveSeconds": 60}
+    both = cloud.smtrain("start", "--program", "digits_mlp", "--spot", "--no-spot")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
 def test_channel_options_from_the_command_line(cloud: Cloud) -> None:
     """--input-mode, --s3-distribution and --compression become the input's channelOptions and
     the request's channels."""

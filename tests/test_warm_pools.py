@@ -138,3 +138,53 @@ def test_the_status_is_one_aws_gives_and_the_cli_says_what_it_means(tmp_path: Pa
     line = warm_pool_line({"WarmPoolStatus": pool.status(now), "ResourceConfig": REQUEST["ResourceConfig"]})
     assert line is not None and line.startswith("warm pool: reused by job-b (") and "x 2 instance(s) billed" in line
     assert warm_pool_line({"ResourceConfig": REQUEST["ResourceConfig"]}) is None
+
+
+# -- the rules a warm pool's run passes -----------------------------------------------------------
+def _deployment(*, spot: bool, max_job_hours: float | None = None) -> Any:
+    from smtrain.core.input_rules import Deployment, InputDefaults
+
+    defaults = InputDefaults(instance_type="ml.m5.xlarge", instance_count=1, volume_size_gb=30,
+                             max_runtime_seconds=3600, spot=spot)
+    return Deployment(defaults=defaults.as_input(), allowed_instance_types=["ml.m5.xlarge"],
+                      max_instance_count=4, max_runtime_seconds=3600, max_job_hours=max_job_hours)
+
+
+def test_a_spot_deployment_takes_a_warm_pool_on_demand() -> None:
+    """With spotByDefault, a pool needs "spot": false (smtrain start --no-spot), which the rules
+    accept; without it the refusal names the deployment's default."""
+    from smtrain.cli.execution_request import build_input
+    from smtrain.core import input_rules, programs
+
+    shipped = programs.discover()
+    spot_default = _deployment(spot=True)
+    (problem,) = input_rules.check(shipped, {"program": "digits_mlp", "keepAliveSeconds": 600},
+                                   deployment=spot_default).problems
+    assert problem["cause"].startswith("field 'keepAliveSeconds' must be 0 with spot (the deployment's default)")
+    on_demand = build_input(program=shipped["digits_mlp"], programs=shipped, hyperparameters={},
+                            instance_type=None, instance_count=None, spot=False, channels={}, tuning=None,
+                            keep_alive=600, on_demand=True)
+    assert on_demand == {"program": "digits_mlp", "spot": False, "keepAliveSeconds": 600}
+    assert input_rules.check(shipped, on_demand, deployment=spot_default).problems == []
+
+
+def test_the_hour_budget_counts_the_pool_s_wait() -> None:
+    """A waiting pool's instances are billed: maxJobHours counts instanceCount x
+    (maxRuntimeInSeconds + keepAliveSeconds), and the cause says so."""
+    from smtrain.core import input_rules, programs
+
+    shipped = programs.discover()
+    budget = _deployment(spot=False, max_job_hours=2)
+    fits = {"program": "digits_mlp", "instanceCount": 1, "keepAliveSeconds": 3600}
+    assert input_rules.check(shipped, fits, deployment=budget).problems == []
+    (problem,) = input_rules.check(shipped, {**fits, "instanceCount": 2, "keepAliveSeconds": 600},
+                                   deployment=budget).problems
+    assert problem == {"error": "JobHoursBudgetExceeded", "cause": (
+        "this execution may use up to 2.33 instance-hours (instanceCount 2 x (maxRuntimeInSeconds 3600 s "
+        "+ keepAliveSeconds 600 s of warm pool)), over the budget of this deployment, maxJobHours 2: "
+        "lower instanceCount, maxRuntimeInSeconds or keepAliveSeconds")}
+    # Without a pool, the same run's cause is the one it always was.
+    (plain,) = input_rules.check(shipped, {"program": "digits_mlp", "instanceCount": 3},
+                                 deployment=budget).problems
+    assert plain["cause"].endswith("(instanceCount 3 x maxRuntimeInSeconds 3600 s), over the budget of "
+                                   "this deployment, maxJobHours 2: lower instanceCount or maxRuntimeInSeconds")

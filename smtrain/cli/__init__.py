@@ -101,7 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "MaxInstanceCount)")
     start.add_argument("--max-runtime", type=int, metavar="SECONDS",
                        help="each training job's time limit in seconds (default: the program's, else the deployment's)")
-    start.add_argument("--spot", action="store_true", help="managed spot training")
+    capacity = start.add_mutually_exclusive_group()
+    capacity.add_argument("--spot", action="store_true", help="managed spot training (default: the "
+                          "deployment's spotByDefault)")
+    capacity.add_argument("--no-spot", dest="on_demand", action="store_true",
+                          help="on-demand instances, where the deployment's default is spot "
+                               "(spotByDefault); needed for --keep-alive there")
     start.add_argument("--keep-alive", type=int, metavar="SECONDS", dest="keep_alive",
                        help="keep the job's instances in a SageMaker managed warm pool this long after "
                             "it ends, for a matching next run to start on (billed while kept; not "

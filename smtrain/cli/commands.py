@@ -102,6 +102,7 @@ def _checked_request(args: argparse.Namespace, data_bucket: str | None) -> tuple
                         instance_type=args.instance_type, instance_count=args.instance_count,
                         spot=args.spot, channels=identity, tuning=tuning, max_runtime=args.max_runtime,
                         register=register, keep_alive=getattr(args, "keep_alive", None),
+                        on_demand=getattr(args, "on_demand", False),
                         channel_options=parse_channel_options(
                             input_modes=getattr(args, "input_mode", ()),
                             distributions=getattr(args, "s3_distribution", ()),

@@ -247,9 +247,12 @@ def build_input(*, program: Program, programs: Mapping[str, Program],
                 tuning: Mapping[str, Any] | None, max_runtime: int | None = None,
                 register: bool | Mapping[str, Any] | None = None,
                 keep_alive: int | None = None,
-                channel_options: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Any]:
+                channel_options: Mapping[str, Mapping[str, str]] | None = None,
+                on_demand: bool = False) -> dict[str, Any]:
     """The execution input: only what the user set (the state machine fills the defaults),
-    checked by the same rules the state machine applies (:mod:`smtrain.core.input_rules`)."""
+    checked by the same rules the state machine applies (:mod:`smtrain.core.input_rules`).
+    ``spot`` sends ``"spot": true``; ``on_demand`` sends ``"spot": false`` (over a deployment whose
+    default is spot); neither sends nothing (the deployment's default)."""
     execution_input: dict[str, Any] = {contract.PROGRAM: program.name}
     if hyperparameters:
         execution_input[contract.HYPERPARAMETERS] = dict(hyperparameters)
@@ -259,8 +262,10 @@ def build_input(*, program: Program, programs: Mapping[str, Program],
         execution_input[contract.INSTANCE_COUNT] = instance_count
     if max_runtime is not None:
         execution_input[contract.MAX_RUNTIME] = max_runtime
-    if spot:
-        execution_input[contract.SPOT] = True
+    if spot and on_demand:
+        raise InputError("spot and on-demand both asked: give one")
+    if spot or on_demand:
+        execution_input[contract.SPOT] = spot  # on demand: false over a spotByDefault deployment
     if keep_alive is not None:
         execution_input[contract.KEEP_ALIVE] = keep_alive
     if channels:

@@ -49,7 +49,7 @@ from smtrain.core.errors import InputError
 TRAINING_LOG_GROUP = contract.TRAINING_LOG_GROUP
 TRAINING_METRICS_NAMESPACE = contract.TRAINING_METRICS_NAMESPACE
 #: Condition keys of type Bool (IAM's SimulateCustomPolicy needs each key's type).
-_BOOLEAN_KEYS = {"kms:GrantIsForAWSResource": "boolean"}
+_BOOLEAN_KEYS = {"kms:GrantIsForAWSResource": "boolean", "sagemaker:NetworkIsolation": "boolean"}
 #: Stand-ins for what a run decides at run time (a ``{}`` of ``States.Format``, an instance id).
 SAMPLE = "0a1b2c3d"
 
@@ -104,10 +104,12 @@ class Check:
     action: str
     resource: str
     why: str
-    context: tuple[tuple[str, str], ...] = ()
+    #: Condition keys and their values: a text, or a tuple for a multivalued key.
+    context: tuple[tuple[str, str | tuple[str, ...]], ...] = ()
 
     def describe(self) -> str:
-        context = "".join(f" [{key}={value}]" for key, value in self.context)
+        context = "".join(f" [{key}={value if isinstance(value, str) else ','.join(value)}]"
+                          for key, value in self.context)
         return f"{self.action} on {self.resource}{context}"
 
 
@@ -263,7 +265,8 @@ def _job_checks(state: str, api: str, pattern: str | None, parameters: Mapping[s
     job = _job_name(state, parameters, kind.name_field, d)
     job_arn = d.arn("sagemaker", f"{kind.arn_type}/{job.lower()}")
     why = f"{state} ({api}{'.' + pattern if pattern else ''})"
-    d.add(machine_role, Check(f"sagemaker:Create{kind.noun}", job_arn, why))
+    d.add(machine_role, Check(f"sagemaker:Create{kind.noun}", job_arn, why,
+                              _create_context(parameters.get("TrainingJobDefinition", parameters))))
     if "Tags" in parameters or "Tags.$" in parameters:
         d.add(machine_role, Check("sagemaker:AddTags", job_arn, f"{why}: tags on create"))
     if pattern == "sync":
@@ -286,6 +289,29 @@ def _job_checks(state: str, api: str, pattern: str | None, parameters: Mapping[s
         training_job = job if api == "createTrainingJob" else f"{job}-001-{SAMPLE}"
         _execution_role_checks(state, job_request, role, training_job, d)
     return job
+
+
+def _create_context(job_request: Any) -> tuple[tuple[str, str | tuple[str, ...]], ...]:
+    """The SageMaker condition keys of a create request that the definition fixes (Service
+    Authorization Reference: "associated with the resource in the request"): the output key, the
+    VPC's subnets and security groups, network isolation. What comes through a path at run time
+    (the instance type, the volume key) is left out, as a request without it."""
+    if not isinstance(job_request, Mapping):
+        return ()
+    context: list[tuple[str, str | tuple[str, ...]]] = []
+    key = job_request.get("OutputDataConfig", {}).get("KmsKeyId")
+    if isinstance(key, str):
+        context.append(("sagemaker:OutputKmsKeyArn", key))
+    vpc = job_request.get("VpcConfig")
+    if isinstance(vpc, Mapping):
+        for field_name, condition_key in (("Subnets", "sagemaker:VpcSubnets"),
+                                          ("SecurityGroupIds", "sagemaker:VpcSecurityGroupIds")):
+            values = vpc.get(field_name)
+            if isinstance(values, list) and all(isinstance(v, str) for v in values):
+                context.append((condition_key, tuple(values)))
+    if job_request.get("EnableNetworkIsolation") is True:
+        context.append(("sagemaker:NetworkIsolation", "true"))
+    return tuple(context)
 
 
 def _sdk_sagemaker_checks(state: str, api: str, parameters: Mapping[str, Any], machine_role: str,
@@ -597,16 +623,17 @@ def simulate(session: Any, role: _Role, checks: list[Check], *, principal: bool)
     """The simulator's verdict on each check: ``SimulateCustomPolicy`` with the app's policy
     documents, or ``SimulatePrincipalPolicy`` on the deployed role."""
     iam = session.client("iam")
-    groups: dict[tuple[str, tuple[tuple[str, str], ...]], list[Check]] = {}
+    groups: dict[tuple[str, tuple[tuple[str, str | tuple[str, ...]], ...]], list[Check]] = {}
     for check in checks:
         groups.setdefault((check.resource, check.context), []).append(check)
     verdicts = []
     for (resource, context), group in groups.items():
         request: dict[str, Any] = {"ActionNames": sorted({c.action for c in group}), "ResourceArns": [resource]}
         if context:
-            request["ContextEntries"] = [{"ContextKeyName": key, "ContextKeyValues": [value],
-                                          "ContextKeyType": _BOOLEAN_KEYS.get(key, "string")}
-                                         for key, value in context]
+            request["ContextEntries"] = [
+                {"ContextKeyName": key, "ContextKeyValues": [value] if isinstance(value, str) else list(value),
+                 "ContextKeyType": _BOOLEAN_KEYS.get(key, "string") if isinstance(value, str) else "stringList"}
+                for key, value in context]
         if principal:
             pages = iam.get_paginator("simulate_principal_policy").paginate(PolicySourceArn=role.arn, **request)
         else:

@@ -9,7 +9,10 @@ counts: a grid tuning job "runs a training job for every combination", developer
 "Understand the hyperparameter tuning strategies"). SageMaker's own retries of a job that failed
 with an internal error (``RetryStrategy``, sent only with the ``sagemakerRetryAttempts`` setting,
 up to that many) are not counted: the budget bounds what the execution asks for, not what
-SageMaker's retries may add.
+SageMaker's retries may add. A training run's warm pool (``keepAliveSeconds``) counts too: its
+instances are billed while they wait ("You are billed for the instances in a warm pool", developer
+guide, "SageMaker AI Managed Warm Pools"), so a run may use ``instanceCount x (maxRuntimeInSeconds
++ keepAliveSeconds) / 3600``.
 
 :data:`FUNCTION` is one rule of the input rules (:mod:`smtrain.core.input_rules`), evaluated once
 every field it reads has been checked: by the state machine's input check and by the CLI alike
@@ -19,7 +22,7 @@ every field it reads has been checked: by the state machine's input check and by
 from __future__ import annotations
 
 #: ``function($c, $t, $max)``: ``$c`` the run's settings (``instanceCount``,
-#: ``maxRuntimeInSeconds``), ``$t`` its tuning settings (null for a training run), ``$max`` the
+#: ``maxRuntimeInSeconds``, ``keepAliveSeconds``), ``$t`` its tuning settings (null for a training run), ``$max`` the
 #: budget; yields ``{"exceeded", "cause"}``.
 FUNCTION = (
     "function($c, $t, $max) {( "
@@ -27,14 +30,17 @@ FUNCTION = (
     "$jobs := $tuning ? ($t.strategy = 'Grid' ? "
     "$reduce([$t.parameterRanges.CategoricalParameterRanges.$count(Values)], "
     "function($a, $b) { $a * $b }, 1) : $t.maxJobs) : 1; "
-    "$hours := $c.instanceCount * $c.maxRuntimeInSeconds * $jobs / 3600; "
+    "$pool := $not($tuning) and $type($c.keepAliveSeconds) = 'number' ? $c.keepAliveSeconds : 0; "
+    "$hours := $c.instanceCount * ($c.maxRuntimeInSeconds * $jobs + $pool) / 3600; "
     "{'exceeded': $hours > $max, "
     "'cause': 'this execution may use up to ' & $formatNumber($hours, '#0.##') & "
-    "' instance-hours (instanceCount ' & $string($c.instanceCount) & ' x "
-    "maxRuntimeInSeconds ' & $string($c.maxRuntimeInSeconds) & ' s' & "
+    "' instance-hours (instanceCount ' & $string($c.instanceCount) & ' x ' & "
+    "($pool > 0 ? '(' : '') & 'maxRuntimeInSeconds ' & $string($c.maxRuntimeInSeconds) & ' s' & "
     "($tuning ? ' x ' & $string($jobs) & ' training jobs' : '') & "
+    "($pool > 0 ? ' + keepAliveSeconds ' & $string($pool) & ' s of warm pool)' : '') & "
     "'), over the budget of this deployment, maxJobHours ' & $string($max) & ': lower ' & "
     "($tuning ? 'instanceCount, maxRuntimeInSeconds or tuning.maxJobs' "
+    ": $pool > 0 ? 'instanceCount, maxRuntimeInSeconds or keepAliveSeconds' "
     ": 'instanceCount or maxRuntimeInSeconds')} )}"
 )
 
