@@ -135,8 +135,9 @@ def test_the_execution_role_writes_only_models_and_checkpoints(account: Account,
 
 def test_only_sagemaker_of_this_account_and_region_assumes_the_execution_role(
         account: Account, names: dict[str, str]) -> None:
-    """Its trust policy: sagemaker.amazonaws.com with aws:SourceAccount and a SageMaker
-    aws:SourceArn of the stack's region (docs/security.md; the confused deputy problem)."""
+    """Its trust policy: sagemaker.amazonaws.com with aws:SourceAccount and, as aws:SourceArn, a
+    training or tuning job of the project (named smtrain-*) in the stack's region (docs/security.md;
+    the confused deputy problem): not another SageMaker resource, not another project's job."""
     trust = account.trust_statements(names["execution_role"])
     job = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/smtrain-1-0"
 
@@ -151,6 +152,14 @@ def test_only_sagemaker_of_this_account_and_region_assumes_the_execution_role(
     assert assume(sagemaker, {"aws:SourceAccount": ACCOUNT, "aws:SourceArn": elsewhere}) != "Allow"
     assert assume(sagemaker, {"aws:SourceAccount": ACCOUNT}) != "Allow"
     assert assume("service:lambda.amazonaws.com", {"aws:SourceAccount": ACCOUNT, "aws:SourceArn": job}) != "Allow"
+    tuning = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:hyper-parameter-tuning-job/smtrain-0a1b2c3d4e5f-0"
+    trial = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/smtrain-0a1b2c3d4e5f-0-001-9f8e7d6c"
+    for ours in (tuning, trial):
+        assert assume(sagemaker, {"aws:SourceAccount": ACCOUNT, "aws:SourceArn": ours}) == "Allow", ours
+    for theirs in (job.replace("smtrain-", "other-"), f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/smtrain-1",
+                   f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:notebook-instance/smtrain-1",
+                   f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:processing-job/smtrain-1"):
+        assert assume(sagemaker, {"aws:SourceAccount": ACCOUNT, "aws:SourceArn": theirs}) != "Allow", theirs
 
 
 # -- the state machine's role -----------------------------------------------------------------

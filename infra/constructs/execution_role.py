@@ -22,8 +22,13 @@ class SageMakerExecutionRole(Construct):
     """The least-privilege role that training and tuning jobs assume.
 
     Guarantees:
-    - only ``sagemaker.amazonaws.com`` can assume it, and only on behalf of this account and region
-      (``aws:SourceAccount`` and ``aws:SourceArn`` conditions against the confused deputy);
+    - only ``sagemaker.amazonaws.com`` can assume it, on behalf of this account and only for the
+      project's own jobs: ``aws:SourceAccount``, and ``aws:SourceArn`` a training job or a tuning
+      job named ``<job_name_prefix>*`` in the stack's region (against the confused deputy: the
+      SageMaker developer guide's "Cross-service confused deputy prevention" gives
+      ``training-job/*`` for training jobs; for a tuning job's trials it does not say whether the
+      source is the trial or the tuning job, so both are admitted, and a trial is named after its
+      tuning job);
     - S3: read (and list) only under ``input_prefix`` of ``data_bucket``; write models only under
       ``model_prefix`` and read/write checkpoints only under ``checkpoint_prefix`` of
       ``artifacts_bucket``; nothing else;
@@ -39,8 +44,11 @@ class SageMakerExecutionRole(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, data_bucket: s3.IBucket,
                  artifacts_bucket: s3.IBucket, key: kms.IKey, repository: ecr.IRepository,
-                 input_prefix: str, model_prefix: str, checkpoint_prefix: str) -> None:
+                 input_prefix: str, model_prefix: str, checkpoint_prefix: str,
+                 job_name_prefix: str) -> None:
         super().__init__(scope, construct_id)
+        if not job_name_prefix or "*" in job_name_prefix:
+            raise ValueError(f"job_name_prefix must be a job name's start like 'smtrain-', got {job_name_prefix!r}")
         for name, prefix in (("input_prefix", input_prefix), ("model_prefix", model_prefix),
                              ("checkpoint_prefix", checkpoint_prefix)):
             if not prefix.endswith("/") or prefix.startswith("/") or "*" in prefix:
@@ -55,7 +63,10 @@ class SageMakerExecutionRole(Construct):
                 conditions={
                     "StringEquals": {"aws:SourceAccount": stack.account},
                     "ArnLike": {
-                        "aws:SourceArn": stack.format_arn(service="sagemaker", resource="*")
+                        "aws:SourceArn": [
+                            stack.format_arn(service="sagemaker", resource=kind,
+                                             resource_name=f"{job_name_prefix}*")
+                            for kind in ("training-job", "hyper-parameter-tuning-job")],
                     },
                 },
             ),

@@ -69,7 +69,7 @@ class StorageStack(Stack):
             self, "SageMakerExecution", data_bucket=self.data_bucket,
             artifacts_bucket=self.artifacts_bucket, key=self.key, repository=self.repository,
             input_prefix=DATASETS_PREFIX, model_prefix=MODELS_PREFIX,
-            checkpoint_prefix=CHECKPOINTS_PREFIX,
+            checkpoint_prefix=CHECKPOINTS_PREFIX, job_name_prefix=f"{settings.name_prefix}-",
         ).role
 
         # Optional: the VPC jobs run in (network vpc or isolated). Everything the workflow stack
