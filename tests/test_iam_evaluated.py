@@ -163,6 +163,22 @@ def test_only_sagemaker_of_this_account_and_region_assumes_the_execution_role(
 
 
 # -- the state machine's role -----------------------------------------------------------------
+def test_only_this_state_machine_assumes_its_role(account: Account, names: dict[str, str]) -> None:
+    """states.amazonaws.com, for this account and this state machine (smtrain-training) only: no
+    other state machine of the account can run as its role."""
+    trust = account.trust_statements(names["state_machine_role"])
+    machine = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:smtrain-training"
+
+    def assume(source_arn: str) -> str:
+        context = {"aws:SourceAccount": ACCOUNT, "aws:SourceArn": source_arn}
+        return decide(Request("service:states.amazonaws.com", "sts:AssumeRole", names["state_machine_role"],
+                              context), resource=trust)
+
+    assert assume(machine) == "Allow"
+    assert assume(machine.replace("smtrain-training", "someone-elses")) != "Allow"
+    assert assume(machine.replace(REGION, "eu-west-1")) != "Allow"
+
+
 def test_the_state_machine_passes_only_the_execution_role_and_only_to_sagemaker(
         account: Account, names: dict[str, str]) -> None:
     machine = names["state_machine_role"]

@@ -387,6 +387,7 @@ class TrainingStateMachine(Construct):
             comment="Creates SageMaker training and tuning jobs from an execution input",
         )
         self._encrypt_execution_data()
+        self._trust_only_this_state_machine()
         self._acknowledge_role_findings()
         for statement in _unique_statements(
             Stack.of(self),
@@ -414,11 +415,7 @@ class TrainingStateMachine(Construct):
         cfn.encryption_configuration = sfn.CfnStateMachine.EncryptionConfigurationProperty(
             type="CUSTOMER_MANAGED_KMS_KEY", kms_key_id=props.key.key_arn,
             kms_data_key_reuse_period_seconds=props.kms_data_key_reuse_seconds)
-        # The ARN from the name (fixed), not the resource: a policy of the role that reads the
-        # state machine's own ARN would make the state machine depend on its role's policy twice.
-        state_machine_arn = stack.format_arn(service="states", resource="stateMachine",
-                                             resource_name=self.state_machine_name,
-                                             arn_format=ArnFormat.COLON_RESOURCE_NAME)
+        state_machine_arn = self._own_arn()
         self.state_machine.add_to_role_policy(iam.PolicyStatement(
             actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[props.key.key_arn],
             conditions={"StringEquals": {
@@ -427,6 +424,27 @@ class TrainingStateMachine(Construct):
             actions=["kms:GenerateDataKey"], resources=[props.key.key_arn],
             conditions={"StringEquals": {"kms:EncryptionContext:SourceArn": stack.format_arn(
                 service="logs", resource="*", arn_format=ArnFormat.NO_RESOURCE_NAME)}}))
+
+    def _own_arn(self) -> str:
+        """The state machine's ARN from its name (fixed), not the resource: a policy of the role
+        that read the state machine's own ARN would make the state machine depend on its role's
+        policy twice."""
+        return Stack.of(self).format_arn(service="states", resource="stateMachine",
+                                         resource_name=self.state_machine_name,
+                                         arn_format=ArnFormat.COLON_RESOURCE_NAME)
+
+    def _trust_only_this_state_machine(self) -> None:
+        """The role CDK makes trusts ``states.amazonaws.com`` for any state machine of the
+        account and region (``aws:SourceArn`` ``stateMachine:*``); this one is assumed for this
+        state machine only (the confused deputy: IAM User Guide, "The confused deputy problem";
+        Step Functions names its state machine as ``aws:SourceArn``)."""
+        cfn_role = self.state_machine.role.node.default_child
+        assert isinstance(cfn_role, iam.CfnRole)
+        trust = Stack.of(self).resolve(cfn_role.assume_role_policy_document)
+        (statement,) = trust["Statement"]
+        assert "aws:SourceArn" in statement.get("Condition", {}).get("ArnLike", {}), statement
+        cfn_role.add_property_override(
+            "AssumeRolePolicyDocument.Statement.0.Condition.ArnLike.aws:SourceArn", self._own_arn())
 
     def _acknowledge_role_findings(self) -> None:
         stack = Stack.of(self)
