@@ -126,8 +126,12 @@ def acknowledge_aws_custom_resource_provider(stack: cdk.Stack) -> None:
     )
     acknowledge(
         role, "AwsSolutions-IAM4",
-        "AWSLambdaBasicExecutionRole only lets CDK's AwsCustomResource function write its own "
-        "logs; the calls it makes are granted by a separate policy naming exact resources.",
+        "AWSLambdaBasicExecutionRole lets the role create log groups and streams and put log "
+        "events in any log group of the account (Resource *), not only the function's own: CDK's "
+        "AwsCustomResource attaches it to the one provider function it shares per stack. The role "
+        "can write log events but not read, delete or change a log group's retention or key; the "
+        "function runs only during deploys; the calls it makes are granted by a separate policy "
+        "naming exact resources. Trade-off accepted and listed in docs/security.md.",
         applies_to=["Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
                     "AWSLambdaBasicExecutionRole"],
     )
