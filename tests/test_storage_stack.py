@@ -126,8 +126,10 @@ def test_execution_role_trust_is_guarded_against_confused_deputy(synthesized: Sy
     assert statement["Principal"] == {"Service": "sagemaker.amazonaws.com"}
     assert statement["Action"] == "sts:AssumeRole"
     assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
-    assert statement["Condition"]["ArnLike"] == {"aws:SourceArn": {"Fn::Join": [
-        "", ["arn:aws:sagemaker:us-east-1:", {"Ref": "AWS::AccountId"}, ":*"]]}}
+    # The project's own training and tuning jobs only (tests/test_iam_evaluated.py evaluates it).
+    assert statement["Condition"]["ArnLike"] == {"aws:SourceArn": [{"Fn::Join": [
+        "", ["arn:aws:sagemaker:us-east-1:", {"Ref": "AWS::AccountId"}, f":{kind}/smtrain-*"]]}
+        for kind in ("training-job", "hyper-parameter-tuning-job")]}
     assert "ManagedPolicyArns" not in role["Properties"], "no AWS managed (FullAccess) policies"
 
 

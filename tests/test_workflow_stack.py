@@ -149,7 +149,13 @@ def test_state_machine_is_standard_logged_and_traced(synthesized: Synthesized) -
     assert props["LoggingConfiguration"] == {
         "Destinations": [{"CloudWatchLogsLogGroup": {"LogGroupArn": {"Fn::GetAtt": [log_id, "Arn"]}}}],
         "IncludeExecutionData": True, "Level": "ALL"}
-    assert log_group["Properties"]["LogGroupName"] == "/aws/vendedlogs/states/smtrain-training"
+    # Retained on delete (the execution history is an audit trail), and named after the stack's
+    # own id (AWS::StackId's last part), so a deploy after a destroy makes a new group instead of
+    # colliding with the retained one; under the key policy's prefix /aws/vendedlogs/states/smtrain-.
+    assert log_group["DeletionPolicy"] == log_group["UpdateReplacePolicy"] == "Retain"
+    assert log_group["Properties"]["LogGroupName"] == {"Fn::Join": ["", [
+        "/aws/vendedlogs/states/smtrain-training-",
+        {"Fn::Select": [2, {"Fn::Split": ["/", {"Ref": "AWS::StackId"}]}]}]]}
     # cdk.json's logRetentionDays, one of the periods CloudWatch Logs accepts (API reference,
     # PutRetentionPolicy retentionInDays).
     retention = log_group["Properties"]["RetentionInDays"]

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aws_cdk import ArnFormat, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
@@ -366,14 +366,18 @@ class TrainingStateMachine(Construct):
             state.next(choose_warm_pool)
         definition = check_input.then(apply_defaults.next(choose_program))
 
+        # The execution history outlives the stack (an audit trail of every run's input and
+        # output): the group is retained on delete. Its name ends in the stack's own id, so a
+        # stack deployed again after a destroy makes a new group instead of colliding with the
+        # retained one (a fixed name would block that deploy), and it stays under the key policy's
+        # log group prefix (/aws/vendedlogs/states/<prefix>-).
+        stack_uuid = Fn.select(2, Fn.split("/", Stack.of(self).stack_id))
         self.log_group = logs.LogGroup(
             self, "Logs",
-            log_group_name=f"/aws/vendedlogs/states/{prefix}-training",
+            log_group_name=Fn.join("", [f"/aws/vendedlogs/states/{prefix}-training-", stack_uuid]),
             encryption_key=props.key,
             retention=props.log_retention,
-            # Execution history is operational data; the stateful stack keeps the training data
-            # and models. A retained log group with a fixed name would block a redeploy.
-            removal_policy=RemovalPolicy.DESTROY,
+            removal_policy=RemovalPolicy.RETAIN,
         )
         self.state_machine_name = f"{prefix}-training"
         self.state_machine = sfn.StateMachine(
