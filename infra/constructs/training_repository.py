@@ -12,17 +12,17 @@ class TrainingRepository(Construct):
     """A private ECR repository for training images.
 
     Guarantees: scan on push, immutable tags (an image tag always names the same image, so a job
-    can be reproduced), KMS encryption with ``key``, a lifecycle rule that keeps the newest
-    ``max_images`` images (default 20) and drops untagged ones after one day, and retention on
-    stack deletion (images are not emptied). The name is generated, so that a new deployment
-    after ``cdk destroy`` never collides with the retained repository.
+    can be reproduced), KMS encryption with ``key``, a lifecycle rule that drops untagged images
+    after one day and never a tagged one, and retention on stack deletion (images are not
+    emptied). A tagged image is one a training job or a registered model version may name (a
+    BYOC model package's inference image is the image it trained with): expiring the oldest by
+    count would leave an approved version with an image that no longer exists. The name is
+    generated, so that a new deployment after ``cdk destroy`` never collides with the retained
+    repository.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey,
-                 max_images: int = 20) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey) -> None:
         super().__init__(scope, construct_id)
-        if max_images < 1:
-            raise ValueError(f"max_images must be >= 1, got {max_images}")
         self.repository = ecr.Repository(
             self,
             "Repository",
@@ -38,12 +38,6 @@ class TrainingRepository(Construct):
                     description="Drop untagged images after a day",
                     tag_status=ecr.TagStatus.UNTAGGED,
                     max_image_age=Duration.days(1),
-                ),
-                ecr.LifecycleRule(
-                    rule_priority=2,
-                    description=f"Keep the newest {max_images} images",
-                    tag_status=ecr.TagStatus.ANY,
-                    max_image_count=max_images,
                 ),
             ],
         )
