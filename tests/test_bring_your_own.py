@@ -81,6 +81,21 @@ def engine(app_with_brought_programs: Synthesized, sample_data: Path,
         yield engine
 
 
+@pytest.fixture(scope="module")
+def script_run(engine: OfflineEngine) -> Any:
+    """pytorch_example trained once (3 epochs), read by the tests of its outputs and tracking."""
+    return engine.run({"program": "pytorch_example", "hyperparameters": {"lr": "0.05", "epochs": "3"}},
+                      name="byo-script")
+
+
+@pytest.fixture(scope="module")
+def byoc_run(engine: OfflineEngine) -> Any:
+    """tree_byoc trained once (max_leaf_nodes 32); it needs /opt/ml (see needs_opt_ml)."""
+    if not AT_OPT_ML.available:
+        pytest.skip(f"no mount namespace here: {AT_OPT_ML.reason}")
+    return engine.run({"program": "tree_byoc", "hyperparameters": {"max_leaf_nodes": "32"}}, name="byo-byoc")
+
+
 def _metric(output: dict[str, Any], name: str) -> float:
     return next(float(m["Value"]) for m in output["metrics"] if m["MetricName"] == name)
 
@@ -97,10 +112,8 @@ def test_brought_programs_are_packaged_without_other_edits(
     assert current == shipped
 
 
-def test_script_program_trains_with_its_own_channels_metrics_and_hyperparameters(
-        engine: OfflineEngine) -> None:
-    result = engine.run({"program": "pytorch_example",
-                         "hyperparameters": {"lr": "0.05", "epochs": "3"}}, name="byo-script")
+def test_script_program_trains_with_its_own_channels_metrics_and_hyperparameters(script_run: Any) -> None:
+    result = script_run
     assert result.succeeded, (result.error, result.cause)
     assert result.output is not None
     assert result.output["program"] == "pytorch_example"
@@ -118,10 +131,9 @@ def test_script_program_tunes_on_its_own_objective(engine: OfflineEngine) -> Non
 
 
 @needs_opt_ml
-def test_byoc_program_trains_and_tunes(engine: OfflineEngine) -> None:
+def test_byoc_program_trains_and_tunes(engine: OfflineEngine, byoc_run: Any) -> None:
     """tree_byoc reads and writes only literal /opt/ml paths, as AWS's sample does."""
-    trained = engine.run({"program": "tree_byoc", "hyperparameters": {"max_leaf_nodes": "32"}},
-                         name="byo-byoc")
+    trained = byoc_run
     assert trained.succeeded, (trained.error, trained.cause)
     assert trained.output is not None
     assert _metric(trained.output, "cv:accuracy") > 0.6
@@ -135,13 +147,11 @@ def test_byoc_program_trains_and_tunes(engine: OfflineEngine) -> None:
 
 
 @needs_opt_ml
-def test_brought_programs_metrics_reach_mlflow(engine: OfflineEngine) -> None:
+def test_brought_programs_metrics_reach_mlflow(engine: OfflineEngine, script_run: Any, byoc_run: Any) -> None:
     from mlflow.tracking import MlflowClient
 
     # Neither program logs to MLflow itself: the local backend logs each job's run for it.
-    engine.run({"program": "tree_byoc"}, name="byo-byoc-tracked")
-    engine.run({"program": "pytorch_example", "hyperparameters": {"epochs": "2"}},
-               name="byo-script-tracked")
+    assert script_run.succeeded and byoc_run.succeeded
     client = MlflowClient(tracking_uri=engine.tracking_uri)
     experiment = client.get_experiment_by_name(TRACKING_EXPERIMENT)
     assert experiment is not None
@@ -150,12 +160,12 @@ def test_brought_programs_metrics_reach_mlflow(engine: OfflineEngine) -> None:
                                   filter_string=f"tags.`smtrain.program` = '{program}'")
         assert runs, f"the {program} jobs left no MLflow run"
         assert all(metric in run.data.metrics for run in runs), program
-    (script_run,) = client.search_runs(
-        [experiment.experiment_id], filter_string="tags.`smtrain.execution` = 'byo-script-tracked'")
+    (tracked,) = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`smtrain.execution` = 'byo-script'")
     # One value per epoch, in order: the program's own log lines, read with its regex.
-    history = client.get_metric_history(script_run.info.run_id, "test:acc")
-    assert [m.step for m in history] == [0, 1]
-    assert script_run.data.params["epochs"] == "2"
+    history = client.get_metric_history(tracked.info.run_id, "test:acc")
+    assert [m.step for m in history] == [0, 1, 2]
+    assert tracked.data.params["epochs"] == "3"
 
 
 @pytest.mark.parametrize(("execution_input", "error", "cause"), [
