@@ -93,38 +93,6 @@ def _same_weights(left: Path, right: Path) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_interrupted_run_resumes_to_the_same_result(sample_data: Path, tmp_path: Path) -> None:
-    epochs = 6
-    # One thread, as the offline engine runs every job: the bitwise comparison below needs every
-    # sum reduced in the same order, which a multi-threaded kernel does not promise (seen once
-    # under a full suite's load: the same metrics line, weights not bitwise equal; the cause
-    # was not pinned down further).
-    env_path = {"PYTHONPATH": str(TRAINING_CODE), "OMP_NUM_THREADS": "1"}
-    whole = run_process(_script_command(sample_data, tmp_path / "m1", tmp_path / "c1", epochs),
-                        extra_env=env_path)
-    assert whole.returncode == 0, whole.stderr
-
-    # Kill the second run (SIGKILL, as a spot interruption would) once it reports epoch 3.
-    command = _script_command(sample_data, tmp_path / "m2", tmp_path / "c2", epochs)
-    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
-                          env={**os.environ, **env_path}) as process:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if line.startswith("epoch=3 "):
-                process.send_signal(signal.SIGKILL)
-                break
-        process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL
-    assert not (tmp_path / "m2" / "model.pth").exists()
-
-    resumed = run_process(command, extra_env=env_path)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resuming from" in resumed.stdout
-    assert "epoch=1 " not in resumed.stdout, "resumed runs skip finished epochs"
-    assert _final_line(resumed.stdout) == _final_line(whole.stdout)
-    assert _same_weights(tmp_path / "m1", tmp_path / "m2")
-
-
 #: One process's run that the distributed runs must reproduce: epochs and seed of every run below.
 DISTRIBUTED_EPOCHS, DISTRIBUTED_SEED = 3, 7
 DISTRIBUTED_ENV = {"PYTHONPATH": str(TRAINING_CODE), "OMP_NUM_THREADS": "1"}
@@ -138,6 +106,36 @@ def one_process(sample_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     result = run_process(command, extra_env=DISTRIBUTED_ENV)
     assert result.returncode == 0, result.stderr
     return _final_line(result.stdout), out / "model"
+
+
+def test_interrupted_run_resumes_to_the_same_result(sample_data: Path, tmp_path: Path,
+                                                    one_process: tuple[str, Path]) -> None:
+    """Killed (SIGKILL, as a spot interruption would) once it reports epoch 2 of 3, the same run
+    started again resumes from its checkpoint and ends bitwise where the uninterrupted run (the
+    module's one-process run: the same command, seed and data) ended."""
+    # One thread, as the offline engine runs every job: the bitwise comparison below needs every
+    # sum reduced in the same order, which a multi-threaded kernel does not promise (seen once
+    # under a full suite's load: the same metrics line, weights not bitwise equal; the cause
+    # was not pinned down further).
+    whole_line, whole_model = one_process
+    command = _script_command(sample_data, tmp_path / "m2", tmp_path / "c2", DISTRIBUTED_EPOCHS)
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
+                          env={**os.environ, **DISTRIBUTED_ENV}) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("epoch=2 "):
+                process.send_signal(signal.SIGKILL)
+                break
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    assert not (tmp_path / "m2" / "model.pth").exists()
+
+    resumed = run_process(command, extra_env=DISTRIBUTED_ENV)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stdout
+    assert "epoch=1 " not in resumed.stdout, "resumed runs skip finished epochs"
+    assert _final_line(resumed.stdout) == whole_line
+    assert _same_weights(whole_model, tmp_path / "m2")
 
 
 def _assert_same_training(line: str, model_dir: Path, one_process: tuple[str, Path]) -> None:
