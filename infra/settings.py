@@ -46,8 +46,17 @@ _SECURITY_GROUP_ID = re.compile(r"^sg-[0-9a-f]{8}([0-9a-f]{9})?$")
 
 #: ``network``: where training jobs run. ``public``: SageMaker's network, internet access;
 #: ``vpc``: private subnets with VPC endpoints only (``VpcConfig``); ``isolated``: ``vpc`` plus
-#: ``EnableNetworkIsolation`` (the containers make no network call at all).
-NETWORK_MODES = ("public", "vpc", "isolated")
+#: ``EnableNetworkIsolation`` (the containers make no network call at all); ``sealed``:
+#: ``EnableNetworkIsolation`` without a VPC, so nothing to pay for: "the containers can't make
+#: any outbound network calls, even to other AWS services such as Amazon S3. Additionally, no
+#: AWS credentials are made available to the container runtime environment ... SageMaker still
+#: performs download and upload operations against Amazon S3 using your SageMaker execution role
+#: in isolation from the training or inference container" (developer guide, "Training and
+#: Inference Containers Run in Internet-Free Mode").
+NETWORK_MODES = ("public", "vpc", "isolated", "sealed")
+#: The modes whose jobs run in a VPC, and those whose jobs run with network isolation.
+VPC_NETWORK_MODES = ("vpc", "isolated")
+ISOLATED_NETWORK_MODES = ("isolated", "sealed")
 #: botocore's sagemaker model, shape ``VpcConfig``: 1-16 ``Subnets``, 1-5 ``SecurityGroupIds``.
 MAX_SUBNETS = 16
 MAX_SECURITY_GROUPS = 5
@@ -237,8 +246,9 @@ class Settings:
             _check(not self.security_group_ids, "securityGroupIds", list(self.security_group_ids),
                    "no security groups without 'vpcId' (the stack creates its own)")
             return
-        _check(self.network != "public", "vpcId", self.vpc_id,
-               "null while 'network' is public (set 'network' to vpc or isolated to run in a VPC)")
+        _check(self.in_vpc, "vpcId", self.vpc_id,
+               f"null while 'network' is {self.network} (set 'network' to vpc or isolated to run "
+               "in a VPC)")
         _check(isinstance(self.vpc_id, str) and _VPC_ID.match(self.vpc_id) is not None, "vpcId",
                self.vpc_id, "a VPC id such as vpc-0123456789abcdef0")
         _check(2 <= len(self.subnet_ids) <= MAX_SUBNETS, "subnetIds", list(self.subnet_ids),
@@ -260,12 +270,12 @@ class Settings:
     @property
     def in_vpc(self) -> bool:
         """Jobs run in a VPC (``network`` vpc or isolated)."""
-        return self.network != "public"
+        return self.network in VPC_NETWORK_MODES
 
     @property
     def network_isolation(self) -> bool:
-        """Jobs run with ``EnableNetworkIsolation``."""
-        return self.network == "isolated"
+        """Jobs run with ``EnableNetworkIsolation`` (``network`` isolated or sealed)."""
+        return self.network in ISOLATED_NETWORK_MODES
 
     def framework_build(self, framework: str) -> tuple[str, str | None, str | None]:
         """The default ``(version, py_version, base_framework_version)`` of a script-mode

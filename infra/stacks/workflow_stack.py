@@ -297,23 +297,23 @@ def stack_tags(settings: Settings) -> dict[str, str]:
 
 
 def _wheels_for(settings: Settings) -> WheelTarget | None:
-    """Where jobs run in a VPC (``vpc``, ``isolated``), a script program's ``requirements.txt``
-    is vendored into its bundle as wheels for the PyTorch image's Python, since the stack's VPC
-    has no route to a package index and an isolated container no network at all; ``public``
-    jobs pip install from PyPI at start, as SageMaker does by default."""
+    """Where jobs run in a VPC or isolated (``vpc``, ``isolated``, ``sealed``), a script
+    program's ``requirements.txt`` is vendored into its bundle as wheels for the PyTorch image's
+    Python, since the stack's VPC has no route to a package index and an isolated container no
+    network at all; ``public`` jobs pip install from PyPI at start, as SageMaker does by default."""
     if settings.network == "public":
         return None
     return WheelTarget(python_version=python_version_of(settings.pytorch_py_version))
 
 
 def _check_isolation(settings: Settings, program: Program) -> None:
-    """Under ``network: isolated`` a script program's code arrives as the ``code`` channel, so
+    """Under ``network: isolated`` or ``sealed`` a script program's code arrives as the ``code`` channel, so
     the program may not read a channel of that name. (Its ``requirements.txt`` travels in its
     source bundle as wheels: :func:`_wheels_for`.)"""
     if settings.network_isolation and program.kind == "script" and any(
             channel.name == contract.CODE_CHANNEL for channel in program.channels):
         raise SettingsError(
-            f"setting 'network' is isolated, and script program {program.name} reads a channel "
+            f"setting 'network' is {settings.network}, and script program {program.name} reads a channel "
             f"named '{contract.CODE_CHANNEL}', the channel its code arrives in under isolation: "
             f"rename that channel in {program.directory}/program.toml")
 
