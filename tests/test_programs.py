@@ -118,6 +118,20 @@ def test_a_channel_s_delivery_is_each_run_s_default(tmp_path: Path) -> None:
         "training": {"inputMode": "FastFile", "compressionType": "None"}}}).problems == []
 
 
+def test_options_of_an_optional_channel_need_its_data(tmp_path: Path) -> None:
+    """An optional channel (no default URI) gets data only when the input gives it: options for it
+    alone would be silently dropped, so they are refused, naming the field to give."""
+    manifest = GOOD.replace('[[metrics]]', '[[channels]]\nname = "extra"\ncontent_type = "text/csv"\n'
+                                           'required = false\n[[metrics]]', 1)
+    programs = {"mine": load(_program(tmp_path, manifest))}
+    options = {"extra": {"inputMode": "Pipe"}}
+    (problem,) = input_rules.check(programs, {"program": "mine", "channelOptions": options}).problems
+    assert problem["cause"] == ("channel 'extra' in field 'channelOptions' gets no data in this run (program "
+                                "mine reads it only when given): give inputs.extra or leave its options out")
+    assert input_rules.check(programs, {"program": "mine", "channelOptions": options,
+                                        "inputs": {"extra": "s3://bucket/extra/"}}).problems == []
+
+
 def test_builtin_xgboost_is_refused_pipe_mode(tmp_path: Path) -> None:
     """SageMaker's current XGBoost container refuses Pipe mode (contract.PIPE_REFUSING_ALGORITHMS):
     in program.toml, naming the field, and per run, by the input rules."""

@@ -278,6 +278,8 @@ def rules() -> str:
           ? [$bad("field '" & $where & "' must be an object of " & $join({option_fields}, ", "))]
         : $count($extra) > 0
           ? [$bad("unknown field(s) " & $join($extra, ", ") & " in '" & $where & "'; allowed: " & $join({option_fields}, ", "))]
+        : $k in $spec.optionalChannels and $not($isObject($inputs) and $exists($lookup($inputs, $k)))
+          ? [$bad("channel '" & $k & "' in field '{channel_options}' gets no data in this run (program " & $name & " reads it only when given): give inputs." & $k & " or leave its options out")]
         : $exists($entry.{input_mode}) and $not($type($entry.{input_mode}) = "string" and $entry.{input_mode} in {input_modes})
           ? [$bad("field '" & $where & ".{input_mode}' must be one of " & $join({input_modes}, ", "))]
         : $exists($entry.{distribution}) and $not($type($entry.{distribution}) = "string" and $entry.{distribution} in {distributions})

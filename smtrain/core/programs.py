@@ -369,6 +369,8 @@ class Program:
             "kind": self.kind,
             "hyperparameters": {name: h.as_data() for name, h in self.hyperparameters.items()},
             "channels": [c.name for c in self.channels],  # in the manifest's order
+            # Channels without a default URI: they get data only when the input gives one.
+            "optionalChannels": [c.name for c in self.channels if not c.required],
             contract.CHANNEL_OPTIONS: {c.name: c.options() for c in self.channels},
             "metrics": list(self.metric_names),
         }
