@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -108,26 +107,41 @@ def one_process(sample_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return _final_line(result.stdout), out / "model"
 
 
+#: Loaded by the killed run's interpreter (``sitecustomize`` on its PYTHONPATH): the process
+#: SIGKILLs itself right after its N-th checkpoint file is in place (``os.replace``, as
+#: ``save_checkpoint`` writes it), so the interruption lands at the same point on every run, not
+#: whenever a test reading its output catches up with it.
+KILL_AFTER_CHECKPOINTS = """
+import os, signal
+_replace, _saved = os.replace, []
+def replace(source, target, *args, **kwargs):
+    _replace(source, target, *args, **kwargs)
+    if str(target).endswith("checkpoint.pt"):
+        _saved.append(target)
+        if len(_saved) == int(os.environ["KILL_AFTER_CHECKPOINTS"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace
+"""
+
+
 def test_interrupted_run_resumes_to_the_same_result(sample_data: Path, tmp_path: Path,
                                                     one_process: tuple[str, Path]) -> None:
-    """Killed (SIGKILL, as a spot interruption would) once it reports epoch 2 of 3, the same run
-    started again resumes from its checkpoint and ends bitwise where the uninterrupted run (the
-    module's one-process run: the same command, seed and data) ended."""
+    """Killed (SIGKILL, as a spot interruption would) right after its epoch-2 checkpoint of 3,
+    the same run started again resumes from that checkpoint and ends bitwise where the
+    uninterrupted run (the module's one-process run: the same command, seed and data) ended."""
     # One thread, as the offline engine runs every job: the bitwise comparison below needs every
     # sum reduced in the same order, which a multi-threaded kernel does not promise (seen once
     # under a full suite's load: the same metrics line, weights not bitwise equal; the cause
     # was not pinned down further).
     whole_line, whole_model = one_process
     command = _script_command(sample_data, tmp_path / "m2", tmp_path / "c2", DISTRIBUTED_EPOCHS)
-    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
-                          env={**os.environ, **DISTRIBUTED_ENV}) as process:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if line.startswith("epoch=2 "):
-                process.send_signal(signal.SIGKILL)
-                break
-        process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(KILL_AFTER_CHECKPOINTS)
+    killed = run_process(command, extra_env={**DISTRIBUTED_ENV, "KILL_AFTER_CHECKPOINTS": "2",
+                                             "PYTHONPATH": f"{hook}{os.pathsep}{DISTRIBUTED_ENV['PYTHONPATH']}"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert "epoch=1 " in killed.stdout and "epoch=3 " not in killed.stdout
     assert not (tmp_path / "m2" / "model.pth").exists()
 
     resumed = run_process(command, extra_env=DISTRIBUTED_ENV)
