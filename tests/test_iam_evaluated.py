@@ -203,7 +203,8 @@ def test_the_state_machine_creates_only_its_own_jobs_and_pending_versions(
     # (tests/test_job_security.py evaluates the real requests and their tampered copies).
     key = next(s["Condition"]["ArnEquals"]["sagemaker:OutputKmsKeyArn"]
                for s in account.identity_statements(machine) if "ArnEquals" in s.get("Condition", {}))
-    create = {"sagemaker:OutputKmsKeyArn": key, "sagemaker:InstanceTypes": ["ml.m5.xlarge"]}
+    create = {"sagemaker:OutputKmsKeyArn": key, "sagemaker:VolumeKmsKeyArn": key,
+              "sagemaker:InstanceTypes": ["ml.m5.xlarge"]}
     assert account.decide(Request(machine, "sagemaker:CreateTrainingJob", ours, create)) == "Allow"
     assert account.decide(Request(machine, "sagemaker:CreateTrainingJob", ours)) != "Allow"
     assert account.decide(Request(machine, "sagemaker:CreateTrainingJob", theirs, create)) != "Allow"

@@ -412,6 +412,10 @@ def test_the_role_allows_only_jobs_that_keep_the_settings(isolated: Runs) -> Non
         assert decision({"sagemaker:VpcSecurityGroupIds": ["sg-elsewhere"]}) != "Allow"
         assert decision({}, drop=("sagemaker:VpcSubnets", "sagemaker:VpcSecurityGroupIds")) != "Allow"
         assert decision({"sagemaker:InstanceTypes": ["ml.p4d.24xlarge"]}) != "Allow"
+        if "sagemaker:VolumeKmsKeyArn" in context:  # an EBS volume: the stack key, not AWS's default key
+            assert decision({}, drop=("sagemaker:VolumeKmsKeyArn",)) != "Allow"
+        else:  # local NVMe storage: no volume key (SageMaker refuses one there)
+            assert decision({"sagemaker:VolumeKmsKeyArn": key}) != "Allow"
         describe = "DescribeTrainingJob" if action == "create_training_job" else "DescribeHyperParameterTuningJob"
         assert account.decide(Request(machine, f"sagemaker:{describe}", arn)) == "Allow"
     # The NVMe instance's job has no volume key, and is allowed without one.

@@ -458,4 +458,13 @@ def test_an_isolated_vpc_app_passes_and_its_new_needs_are_asked(
     listings = [json.loads(a[2]) for a in asked if a[0] == "s3:ListBucket"
                 and "cdk-hnb659fds-assets" in a[1][0]]
     assert listings and all(entry[0]["ContextKeyValues"][0].endswith(".gz") for entry in listings)
+    # Each create call is simulated with the condition keys the run sends, which the state machine
+    # role's IAM requires (infra/constructs/training_job_task.py, JobSecurity.create_conditions).
+    (create,) = [json.loads(a[2]) for a in asked if a[0] == "sagemaker:CreateTrainingJob"]
+    entries = {entry["ContextKeyName"]: (entry["ContextKeyType"], entry["ContextKeyValues"]) for entry in create}
+    assert entries["sagemaker:NetworkIsolation"] == ("boolean", ["true"])
+    assert entries["sagemaker:VpcSubnets"] == ("stringList", ["subnet-0123456789abcdef0", "subnet-0fedcba987654321f"])
+    assert entries["sagemaker:VpcSecurityGroupIds"] == ("stringList", ["sg-0123456789abcdef0"])
+    assert entries["sagemaker:InstanceTypes"] == ("stringList", ["ml.m5.xlarge"])  # cdk.json's default
+    assert entries["sagemaker:VolumeKmsKeyArn"][1] == entries["sagemaker:OutputKmsKeyArn"][1], "an EBS volume"
     assert "Nothing that preflight checks would fail." in out

@@ -71,6 +71,12 @@ def test_nothing_that_costs_by_the_month(sealed: Sealed) -> None:
         for kind in ("AWS::EC2::VPC", "AWS::EC2::Subnet", "AWS::EC2::VPCEndpoint", "AWS::EC2::NatGateway",
                      "AWS::EC2::SecurityGroup"):
             assert not resources_of_type(template, kind), kind
+    policies = resources_of_type(sealed.app.storage, "AWS::S3::BucketPolicy")
+    assert len(policies) == 3  # data, artifacts, access logs
+    tls_only = {"Bool": {"aws:SecureTransport": "false"}}
+    for policy in policies.values():
+        statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        assert any(s["Effect"] == "Deny" and s.get("Condition") == tls_only for s in statements)
 
 
 def test_the_role_refuses_a_job_without_isolation(sealed: Sealed) -> None:
@@ -79,14 +85,17 @@ def test_the_role_refuses_a_job_without_isolation(sealed: Sealed) -> None:
     isolation is not."""
     account = Account(storage=sealed.app.storage, workflow=sealed.app.workflow)
     (machine,) = [arn for arn, lid in account.roles().items() if lid.startswith("TrainingStateMachineRole")]
-    (create,) = [s for s in account.identity_statements(machine) if s["Action"] == "sagemaker:CreateTrainingJob"]
-    conditions = create["Condition"]
-    assert conditions["Bool"] == {"sagemaker:NetworkIsolation": "true"}
-    assert "Null" not in conditions and "sagemaker:VpcSubnets" not in conditions.get("ForAllValues:StringEquals", {})
-    key = conditions["ArnEquals"]["sagemaker:OutputKmsKeyArn"]
+    creates = [s for s in account.identity_statements(machine) if s["Action"] == "sagemaker:CreateTrainingJob"]
+    assert creates, "no create statement"
+    for create in creates:
+        conditions = create["Condition"]
+        assert conditions["Bool"] == {"sagemaker:NetworkIsolation": "true"}
+        assert "sagemaker:VpcSubnets" not in conditions.get("ForAllValues:StringEquals", {})
+        assert "sagemaker:VpcSubnets" not in conditions.get("Null", {})
+    key = creates[0]["Condition"]["ArnEquals"]["sagemaker:OutputKmsKeyArn"]
     job = "arn:aws:sagemaker:us-east-1:123456789012:training-job/smtrain-1-0"
-    context = {"sagemaker:OutputKmsKeyArn": key, "sagemaker:InstanceTypes": ["ml.m5.xlarge"],
-               "sagemaker:NetworkIsolation": "true"}
+    context = {"sagemaker:OutputKmsKeyArn": key, "sagemaker:VolumeKmsKeyArn": key,
+               "sagemaker:InstanceTypes": ["ml.m5.xlarge"], "sagemaker:NetworkIsolation": "true"}
     assert account.decide(Request(machine, "sagemaker:CreateTrainingJob", job, context)) == "Allow"
     assert account.decide(Request(machine, "sagemaker:CreateTrainingJob", job,
                                   {**context, "sagemaker:NetworkIsolation": "false"})) != "Allow"

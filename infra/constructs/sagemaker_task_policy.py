@@ -7,7 +7,7 @@ the EventBridge rule named below).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,17 +42,18 @@ _ACTIONS: dict[JobKind, _JobKindActions] = {
 
 
 def sync_job_statements(stack: Stack, *, kind: JobKind, name_prefix: str,
-                        create_conditions: Mapping[str, Any] | None = None) -> list[iam.PolicyStatement]:
+                        create_conditions: Sequence[Mapping[str, Any]] = ()) -> list[iam.PolicyStatement]:
     """Create/describe/stop/tag jobs of ``kind`` whose names start with ``name_prefix``, plus the
     managed EventBridge rule that ``.sync`` uses to learn when such a job ends. The create action
-    has a statement of its own, under ``create_conditions`` (keys of the create request, which
-    describe, stop and tag requests do not carry: under the same conditions they would be
-    denied)."""
+    has a statement per set of ``create_conditions`` (keys of the create request, which describe,
+    stop and tag requests do not carry: under the same conditions they would be denied); none:
+    one statement without conditions."""
     actions = _ACTIONS[kind]
     job_arn = stack.format_arn(service="sagemaker", resource=kind, resource_name=f"{name_prefix}*")
     return [
-        iam.PolicyStatement(actions=[actions.create], resources=[job_arn],
-                            conditions=dict(create_conditions) if create_conditions else None),
+        *(iam.PolicyStatement(actions=[actions.create], resources=[job_arn],
+                              conditions=dict(conditions) if conditions else None)
+          for conditions in (create_conditions or [{}])),
         iam.PolicyStatement(
             actions=[actions.describe, actions.stop, "sagemaker:AddTags"],
             resources=[job_arn],

@@ -78,35 +78,48 @@ class JobSecurity:
         return fields
 
 
-    def create_conditions(self, *, kms_key_arn: str) -> dict[str, Any]:
+    def create_conditions(self, *, kms_key_arn: str) -> list[dict[str, Any]]:
         """IAM conditions on ``CreateTrainingJob`` and ``CreateHyperParameterTuningJob`` that
         hold the role itself to these settings, whatever the state machine's definition sends
         (defence in depth; condition keys of the Service Authorization Reference, "Actions,
-        resources, and condition keys for Amazon SageMaker", listed for both actions):
+        resources, and condition keys for Amazon SageMaker", listed for both actions). One
+        statement per set (a request allowed by any set is allowed):
 
         - ``sagemaker:OutputKmsKeyArn`` is the stack key (every request sends it);
-        - ``sagemaker:VolumeKmsKeyArn``, where the request has one, is the stack key (it has
-          none on instance types with local NVMe storage, which SageMaker refuses a key for);
+        - on instance types without local NVMe storage, ``sagemaker:VolumeKmsKeyArn`` is the
+          stack key and must be there; on those with it, there is none (SageMaker refuses a
+          volume key there: smtrain/core/instance_storage.py); ``sagemaker:InstanceTypes`` are
+          all of that class and of :attr:`instance_types` (without :attr:`instance_types`, one
+          set where a volume key, if any, is the stack key);
         - with network isolation, ``sagemaker:NetworkIsolation`` is true;
         - in a VPC, ``sagemaker:VpcSubnets`` and ``sagemaker:VpcSecurityGroupIds`` are present
-          and hold only the stack's (``ForAllValues`` alone would pass a request without them);
-        - ``sagemaker:InstanceTypes`` are all in :attr:`instance_types`, when it is set."""
-        conditions: dict[str, Any] = {
-            "ArnEquals": {"sagemaker:OutputKmsKeyArn": kms_key_arn},
-            "ArnEqualsIfExists": {"sagemaker:VolumeKmsKeyArn": kms_key_arn},
-        }
+          and hold only the stack's (``ForAllValues`` alone would pass a request without them:
+          the developer guide's "Restrict training to a specific VPC" example)."""
+        common: dict[str, Any] = {"ArnEquals": {"sagemaker:OutputKmsKeyArn": kms_key_arn}}
         if self.network_isolation:
-            conditions["Bool"] = {"sagemaker:NetworkIsolation": "true"}
+            common["Bool"] = {"sagemaker:NetworkIsolation": "true"}
         only: dict[str, list[str]] = {}
+        null: dict[str, str] = {}
         if self.vpc_config is not None:
             only["sagemaker:VpcSubnets"] = list(self.vpc_config["Subnets"])
             only["sagemaker:VpcSecurityGroupIds"] = list(self.vpc_config["SecurityGroupIds"])
-            conditions["Null"] = {"sagemaker:VpcSubnets": "false", "sagemaker:VpcSecurityGroupIds": "false"}
-        if self.instance_types:
-            only["sagemaker:InstanceTypes"] = list(self.instance_types)
-        if only:
-            conditions["ForAllValues:StringEquals"] = only
-        return conditions
+            null = {"sagemaker:VpcSubnets": "false", "sagemaker:VpcSecurityGroupIds": "false"}
+        if not self.instance_types:
+            return [{**common, "ArnEqualsIfExists": {"sagemaker:VolumeKmsKeyArn": kms_key_arn},
+                     **({"ForAllValues:StringEquals": only} if only else {}), **({"Null": null} if null else {})}]
+        from smtrain.core.instance_storage import has_local_nvme
+
+        sets = []
+        ebs = [t for t in self.instance_types if not has_local_nvme(t)]
+        nvme = [t for t in self.instance_types if has_local_nvme(t)]
+        if ebs:
+            sets.append({**common, "ArnEquals": {**common["ArnEquals"], "sagemaker:VolumeKmsKeyArn": kms_key_arn},
+                         "ForAllValues:StringEquals": {**only, "sagemaker:InstanceTypes": ebs},
+                         **({"Null": null} if null else {})})
+        if nvme:
+            sets.append({**common, "ForAllValues:StringEquals": {**only, "sagemaker:InstanceTypes": nvme},
+                         "Null": {**null, "sagemaker:VolumeKmsKeyArn": "true"}})
+        return sets
 
 
 def retry_strategy(sagemaker_retries: int | None) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from smtrain.core import contract
 from smtrain.core.assembly import AppStack, References, UnresolvedReference, every_state
 from smtrain.core.assembly import load_app as load_assembly
 from smtrain.core.errors import InputError
+from smtrain.core.instance_storage import UnknownInstanceStorage, has_local_nvme
 
 #: Where SageMaker writes training logs and publishes training metrics.
 TRAINING_LOG_GROUP = contract.TRAINING_LOG_GROUP
@@ -266,7 +267,8 @@ def _job_checks(state: str, api: str, pattern: str | None, parameters: Mapping[s
     job_arn = d.arn("sagemaker", f"{kind.arn_type}/{job.lower()}")
     why = f"{state} ({api}{'.' + pattern if pattern else ''})"
     d.add(machine_role, Check(f"sagemaker:Create{kind.noun}", job_arn, why,
-                              _create_context(parameters.get("TrainingJobDefinition", parameters))))
+                              _create_context(parameters.get("TrainingJobDefinition", parameters),
+                                              d.definition)))
     if "Tags" in parameters or "Tags.$" in parameters:
         d.add(machine_role, Check("sagemaker:AddTags", job_arn, f"{why}: tags on create"))
     if pattern == "sync":
@@ -291,17 +293,44 @@ def _job_checks(state: str, api: str, pattern: str | None, parameters: Mapping[s
     return job
 
 
-def _create_context(job_request: Any) -> tuple[tuple[str, str | tuple[str, ...]], ...]:
-    """The SageMaker condition keys of a create request that the definition fixes (Service
-    Authorization Reference: "associated with the resource in the request"): the output key, the
-    VPC's subnets and security groups, network isolation. What comes through a path at run time
-    (the instance type, the volume key) is left out, as a request without it."""
+def _instance_sample(definition: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """What a run sends through paths at run time, from the definition: the default instance type
+    (a Pass state's ``defaults.instanceType``) and a volume key it sets (``VolumeKmsKeyId``)."""
+    instance_type = volume_key = None
+    for _, state in every_state(definition):
+        parameters = state.get("Parameters")
+        if not isinstance(parameters, Mapping):
+            continue
+        defaults = parameters.get("defaults")
+        if isinstance(defaults, Mapping) and isinstance(defaults.get("instanceType"), str):
+            instance_type = defaults["instanceType"]
+        if isinstance(parameters.get("VolumeKmsKeyId"), str):
+            volume_key = parameters["VolumeKmsKeyId"]
+    return instance_type, volume_key
+
+
+def _create_context(job_request: Any,
+                    definition: Mapping[str, Any]) -> tuple[tuple[str, str | tuple[str, ...]], ...]:
+    """The SageMaker condition keys of a create request (Service Authorization Reference: "the
+    ... associated with the resource in the request"): the output key, the VPC's subnets and
+    security groups and network isolation as the definition fixes them; the instance type a run
+    gets by default and, where that type has no local NVMe storage, the volume key the definition
+    sets for it (smtrain.core.instance_storage), as the run would send them."""
     if not isinstance(job_request, Mapping):
         return ()
     context: list[tuple[str, str | tuple[str, ...]]] = []
     key = job_request.get("OutputDataConfig", {}).get("KmsKeyId")
     if isinstance(key, str):
         context.append(("sagemaker:OutputKmsKeyArn", key))
+    instance_type, volume_key = _instance_sample(definition)
+    if instance_type is not None:
+        context.append(("sagemaker:InstanceTypes", (instance_type,)))
+        try:
+            nvme = has_local_nvme(instance_type)
+        except UnknownInstanceStorage:
+            nvme = False
+        if volume_key is not None and not nvme:
+            context.append(("sagemaker:VolumeKmsKeyArn", volume_key))
     vpc = job_request.get("VpcConfig")
     if isinstance(vpc, Mapping):
         for field_name, condition_key in (("Subnets", "sagemaker:VpcSubnets"),
