@@ -15,12 +15,15 @@ install: $(VENV)/.installed node_modules/.installed
 
 ## uv (pinned below, installed into the venv by its own pip) installs the pinned files: the same
 ## packages pip would install (same `pip freeze`), bytecode compiled as pip compiles it, in about a
-## minute where pip took three and a half (a fresh clone, 2 cores; docs/performance.md). uv does
-## not read pip's configuration: PIP_INDEX_URL and PIP_FIND_LINKS, where set, are passed on.
+## minute where pip took three and a half (a fresh clone, 2 cores; docs/install.md). uv does not
+## read pip's configuration: PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS and PIP_NO_INDEX,
+## where set in the environment, are passed on (pip.conf files are not).
 UV_VERSION := 0.13.9
 UV_PIP_INSTALL = $(VENV)/bin/uv pip install --quiet --python $(PY) --compile-bytecode
 UV_INSTALL = $(UV_PIP_INSTALL) $(if $(PIP_INDEX_URL),--index-url $(PIP_INDEX_URL)) \
-	$(foreach links,$(PIP_FIND_LINKS),--find-links $(links))
+	$(foreach url,$(PIP_EXTRA_INDEX_URL),--extra-index-url $(url)) \
+	$(foreach links,$(PIP_FIND_LINKS),--find-links $(links)) \
+	$(if $(filter 1 true yes on,$(PIP_NO_INDEX)),--no-index)
 
 ## torch comes from PyPI as pinned in requirements-lock.txt: a CUDA build on Linux x86_64 (~2.7 GB of
 ## wheels). For the CPU build instead, on a fresh .venv (rm -rf .venv first):

@@ -18,7 +18,8 @@ class TrainingRepository(Construct):
     BYOC model package's inference image is the image it trained with): expiring the oldest by
     count would leave an approved version with an image that no longer exists. The name is
     generated, so that a new deployment after ``cdk destroy`` never collides with the retained
-    repository.
+    repository. Tagged images are never expired, so the repository grows by each new BYOC image
+    (layers it already holds are shared): delete the images of versions you no longer need.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey) -> None:

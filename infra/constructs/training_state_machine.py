@@ -130,7 +130,7 @@ class TrainingStateMachine(Construct):
       whether the model was registered (``ModelRegistration``: the quality gate, the version in
       the program's model package group, or why not);
     - logs (level ALL, execution data included) go to a KMS-encrypted log group named
-      ``/aws/vendedlogs/states/<prefix>-training`` and traces to X-Ray;
+      ``/aws/vendedlogs/states/<prefix>-training-<stack uuid>`` (retained) and traces to X-Ray;
     - the role holds exactly what the tasks render (see ``sagemaker_task_policy``), plus what
       CDK adds for logging and tracing.
     """

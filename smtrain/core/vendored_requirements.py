@@ -135,7 +135,7 @@ def _download(requirements: Path, entry: Path, *, program: str, target: WheelTar
                 f"{where}: {missing.group(1)} has no binary wheel for the framework image "
                 f"(CPython {target.python_version}, manylinux x86_64, glibc <= 2."
                 f"{IMAGE_GLIBC_MINOR}); requirements are vendored into the source bundle as wheels "
-                f"when 'network' is vpc or isolated: pin a version that has one, or build a BYOC "
+                f"when 'network' is sealed, vpc or isolated: pin a version that has one, or build a BYOC "
                 f"image")
         last = next((line for line in reversed(output.splitlines()) if line.strip()), "")
         raise VendoringError(f"{where}: pip download failed (exit code {done.returncode}): "
