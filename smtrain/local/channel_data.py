@@ -64,6 +64,9 @@ class ChannelDelivery:
     #: The directory the S3 prefix maps to: an object's path under the channel's directory is
     #: its path relative to this.
     prefix_dir: Path
+    #: Which instance (from 0) of how many receives it: SageMaker names them algo-1 ... algo-N.
+    host_index: int = 0
+    host_count: int = 1
 
     @property
     def gzipped(self) -> bool:
@@ -95,13 +98,14 @@ class ChannelDelivery:
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, destination)
 
-    def notes(self, *, host: str, host_count: int) -> list[str]:
+    def notes(self) -> list[str]:
         """What the job's log says about how this channel was delivered (nothing for a plain
         File channel)."""
         notes = []
         if self.distribution == contract.SHARDED_BY_S3_KEY:
-            notes.append(f"channel '{self.name}': ShardedByS3Key: this instance ({host}, 1 of "
-                         f"{host_count}) got {len(self.objects)} of its "
+            number = self.host_index + 1
+            notes.append(f"channel '{self.name}': ShardedByS3Key: this instance (algo-{number}, {number} of "
+                         f"{self.host_count}) got {len(self.objects)} of its "
                          f"{_objects(self.total_objects)} (offline: the keys sorted and dealt "
                          "round robin; AWS does not say which objects go to which instance)")
         if self.input_mode == contract.FAST_FILE_INPUT_MODE:
@@ -147,7 +151,7 @@ def delivery(channel: Mapping[str, Any], *, objects: Sequence[Path], prefix_dir:
         objects=(shard(ordered, host_index=host_index, host_count=host_count)
                  if distribution == contract.SHARDED_BY_S3_KEY else ordered),
         total_objects=len(ordered),
-        prefix_dir=prefix_dir)
+        prefix_dir=prefix_dir, host_index=host_index, host_count=host_count)
 
 
 class PipeFeedError(Exception):

@@ -52,7 +52,7 @@ from smtrain.local.builtin_xgboost import BUILTIN_METRIC_DEFINITIONS
 from smtrain.local.deployment import ByocProgram
 from smtrain.local.entry_point import EntryPointError, command_for
 from smtrain.local.image_recipe import ImageRecipe, ImageRecipeError, read_recipe
-from smtrain.local.job_tree import LOCAL_HOST, JobTree, build_job_tree
+from smtrain.local.job_tree import JobTree, build_job_tree
 from smtrain.local.program_envs import (
     ProgramEnvironmentError,
     bundle_requirements,
@@ -371,9 +371,7 @@ class LocalBackend:
                                   channel_configs={d.name: d.config_entry() for d in deliveries},
                                   instance_type=job.request.get("ResourceConfig", {}).get(
                                       "InstanceType", "local"), job_name=job.name)
-            for delivered in deliveries:
-                job.channel_notes += delivered.notes(
-                    host=LOCAL_HOST, host_count=job.request.get("ResourceConfig", {}).get("InstanceCount", 1))
+            job.channel_notes += [note for delivered in deliveries for note in delivered.notes()]
             if in_container is not None and not in_container.exists():
                 raise SageMakerError("ClientError", _missing_code_message(submit, sorted(channels)))
             self._prepare_image(job)
@@ -428,7 +426,8 @@ class LocalBackend:
                                      f"data source (channel '{name}'). Please ensure that the "
                                      f"bucket exists in the selected region, that objects exist "
                                      f"under that S3 prefix, and that the role has access.")
-            prefix_dir = self.s3.path(uri) if self.s3.path(uri).is_dir() else self.s3.path(uri).parent
+            location = self.s3.path(uri)
+            prefix_dir = location if location.is_dir() else location.parent
             deliveries.append(channel_data.delivery(
                 channel, objects=objects, prefix_dir=prefix_dir, training_input_mode=mode,
                 host_index=0, host_count=host_count))
