@@ -17,35 +17,27 @@ from tests.conftest import code_without_script_requirements, synthesize
 from tests.helpers import Synthesized, resources_of_type
 from tests.iam_policy_eval import Account, Request
 from tests.scripted_sagemaker import ScriptedBackend, scripted_engine
-
-
-@dataclasses.dataclass
-class Sealed:
-    app: Synthesized
-    engine: Any
-    backend: ScriptedBackend
-    count: int = 0
-
-    def run(self, execution_input: dict[str, Any]) -> tuple[Any, list[tuple[str, dict[str, Any]]]]:
-        self.backend.requests.clear()
-        self.count += 1
-        result = self.engine.run(execution_input, name=f"sealed-{self.count}", timeout=120)
-        return result, list(self.backend.requests)
+from tests.test_job_security import Runs
 
 
 @pytest.fixture(scope="module")
 def sealed(cdk_context: dict[str, Any], settings: Settings,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sealed]:
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
     code = code_without_script_requirements(tmp_path_factory.mktemp("sealed-code") / "code")
     app = synthesize(cdk_context, dataclasses.replace(settings, network="sealed"),
                      tmp_path_factory.mktemp("cdk.out-sealed"), training_code_dir=code)
     backend = ScriptedBackend()
     with scripted_engine(outdir=app.outdir, work_dir=tmp_path_factory.mktemp("sealed-work"),
                          backend=backend) as engine:
-        yield Sealed(app, engine, backend)
+        yield Runs(engine, backend, code, app)
 
 
-def test_every_job_is_isolated_outside_any_vpc(sealed: Sealed) -> None:
+def app(runs: Runs) -> Synthesized:
+    assert runs.app is not None
+    return runs.app
+
+
+def test_every_job_is_isolated_outside_any_vpc(sealed: Runs) -> None:
     """Training (script, BYOC, built-in) and tuning trials: EnableNetworkIsolation, no VpcConfig;
     a script's code arrives as the code channel (an isolated container downloads nothing)."""
     for execution_input in ({"program": "digits_mlp"}, {"program": "digits_lightgbm"},
@@ -64,14 +56,14 @@ def test_every_job_is_isolated_outside_any_vpc(sealed: Sealed) -> None:
     assert contract.ENV_TRACKING_URI not in request.get("Environment", {})
 
 
-def test_nothing_that_costs_by_the_month(sealed: Sealed) -> None:
+def test_nothing_that_costs_by_the_month(sealed: Runs) -> None:
     """No VPC, subnets, endpoints or NAT in either stack (the isolated and vpc modes' endpoints
     are billed by the hour); the buckets keep their TLS-only policies."""
-    for template in (sealed.app.storage, sealed.app.workflow):
+    for template in (app(sealed).storage, app(sealed).workflow):
         for kind in ("AWS::EC2::VPC", "AWS::EC2::Subnet", "AWS::EC2::VPCEndpoint", "AWS::EC2::NatGateway",
                      "AWS::EC2::SecurityGroup"):
             assert not resources_of_type(template, kind), kind
-    policies = resources_of_type(sealed.app.storage, "AWS::S3::BucketPolicy")
+    policies = resources_of_type(app(sealed).storage, "AWS::S3::BucketPolicy")
     assert len(policies) == 3  # data, artifacts, access logs
     tls_only = {"Bool": {"aws:SecureTransport": "false"}}
     for policy in policies.values():
@@ -79,11 +71,11 @@ def test_nothing_that_costs_by_the_month(sealed: Sealed) -> None:
         assert any(s["Effect"] == "Deny" and s.get("Condition") == tls_only for s in statements)
 
 
-def test_the_role_refuses_a_job_without_isolation(sealed: Sealed) -> None:
+def test_the_role_refuses_a_job_without_isolation(sealed: Runs) -> None:
     """The state machine role's own IAM allows a create only with sagemaker:NetworkIsolation true
     (and asks no VPC): the request the state machine sends is allowed, the same without
     isolation is not."""
-    account = Account(storage=sealed.app.storage, workflow=sealed.app.workflow)
+    account = Account(storage=app(sealed).storage, workflow=app(sealed).workflow)
     (machine,) = [arn for arn, lid in account.roles().items() if lid.startswith("TrainingStateMachineRole")]
     creates = [s for s in account.identity_statements(machine) if s["Action"] == "sagemaker:CreateTrainingJob"]
     assert creates, "no create statement"
