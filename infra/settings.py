@@ -59,6 +59,9 @@ VPC_NETWORK_MODES = ("vpc", "isolated")
 ISOLATED_NETWORK_MODES = ("isolated", "sealed")
 #: botocore's sagemaker model, shape ``VpcConfig``: 1-16 ``Subnets``, 1-5 ``SecurityGroupIds``.
 MAX_SUBNETS = 16
+#: Our bound on ``queueMaxInstances`` (no AWS document found gives a service environment's
+#: largest capacity; the account's SageMaker quotas cap what actually runs).
+QUEUE_MAX_INSTANCES = 10_000
 MAX_SECURITY_GROUPS = 5
 #: SageMaker allows 50 tags per resource (botocore's sagemaker model: ``TagList`` max 50); a job
 #: carries the project tag and the three ``smtrain:`` tags (smtrain/core/contract.py) beside ``tags``.
@@ -132,6 +135,16 @@ class Settings:
     #: SageMaker's ``RetryStrategy.MaximumRetryAttempts`` on every job; none: no ``RetryStrategy``
     #: is sent (Step Functions may refuse the field: ``contract.SAGEMAKER_RETRY_SETTING``).
     sagemaker_retry_attempts: int | None = None
+    #: The team queue: ``off`` (each run creates its training job at once) or ``batch`` (AWS
+    #: Batch for SageMaker Training: runs wait in a job queue for the service environment's
+    #: capacity); see docs/queue.md.
+    queue: str = "off"
+    #: The service environment's capacity in instances (``queue: batch``): Batch starts a queued
+    #: job only while the instances of running jobs leave room for it.
+    queue_max_instances: int = 4
+    #: A fair-share scheduling policy on the job queues: waiting jobs of the share (the input's
+    #: ``team``, default the program) that used the least recently go first.
+    queue_fair_share: bool = False
 
     def __post_init__(self) -> None:
         _check(_REGION.match(self.region) is not None, "region", self.region,
@@ -212,6 +225,7 @@ class Settings:
                    contract.SAGEMAKER_RETRY_SETTING, self.sagemaker_retry_attempts,
                    f"null (send no RetryStrategy) or an integer from {low} to {high} "
                    "(SageMaker's RetryStrategy.MaximumRetryAttempts)")
+        self._check_queue()
         if self.max_job_hours is not None:
             one_job = self.default_instance_count * self.max_runtime_seconds / 3600
             _check(not isinstance(self.max_job_hours, bool) and math.isfinite(self.max_job_hours)
@@ -220,6 +234,20 @@ class Settings:
                    f"null (no budget) or at least {one_job:g} instance-hours, what one job of the "
                    f"defaults may use (defaultInstanceCount {self.default_instance_count} x "
                    f"maxRuntimeInSeconds {self.max_runtime_seconds} s)")
+
+    def _check_queue(self) -> None:
+        _check(self.queue in contract.QUEUE_MODES, contract.QUEUE_SETTING, self.queue,
+               f"one of {list(contract.QUEUE_MODES)}")
+        # CapacityLimit.maxCapacity is an integer (botocore's batch model); a queued job larger
+        # than the whole environment would wait forever, so the capacity holds the largest job.
+        if self.queue == "batch":
+            _check_int_range("queueMaxInstances", self.queue_max_instances, self.max_instance_count,
+                             QUEUE_MAX_INSTANCES)
+        _check(isinstance(self.queue_fair_share, bool), "queueFairShare", self.queue_fair_share,
+               "true or false")
+        _check(self.queue == "batch" or not self.queue_fair_share, "queueFairShare",
+               self.queue_fair_share, f"false while '{contract.QUEUE_SETTING}' is off (fair share "
+               "schedules the team queue's jobs)")
 
     def _check_tracking(self) -> None:
         _check(self.experiment_tracking in EXPERIMENT_TRACKING, "experimentTracking",
@@ -330,6 +358,9 @@ _CONTEXT_FIELDS: dict[str, tuple[str, tuple[type, ...]]] = {
     "maxJobHours": ("max_job_hours", (int, float, type(None))),
     "trainingLogRetentionDays": ("training_log_retention_days", (int, type(None))),
     contract.SAGEMAKER_RETRY_SETTING: ("sagemaker_retry_attempts", (int, type(None))),
+    contract.QUEUE_SETTING: ("queue", (str,)),
+    "queueMaxInstances": ("queue_max_instances", (int,)),
+    "queueFairShare": ("queue_fair_share", (bool,)),
 }
 
 

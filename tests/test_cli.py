@@ -360,7 +360,7 @@ def test_an_unknown_input_field_never_reaches_sagemaker(cloud: Cloud, shipped: d
     document = {"program": "digits_mlp", "epochs": "3"}
     cause = ("unknown field(s) epochs; allowed: program, method, hyperparameters, instanceType, "
              "instanceCount, volumeSizeInGB, maxRuntimeInSeconds, spot, keepAliveSeconds, inputs, channelOptions, "
-             "tuning, register")
+             "tuning, register, priority, team")
     assert input_rules.check(shipped, document).problems == [{"error": "InvalidExecutionInput", "cause": cause}]
     requests_before = len(cloud.backend.requests)
     cloud.client("stepfunctions").start_execution(stateMachineArn=cloud.state_machine_arn, name="unknown-field",

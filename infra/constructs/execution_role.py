@@ -45,7 +45,7 @@ class SageMakerExecutionRole(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, data_bucket: s3.IBucket,
                  artifacts_bucket: s3.IBucket, key: kms.IKey, repository: ecr.IRepository,
                  input_prefix: str, model_prefix: str, checkpoint_prefix: str,
-                 job_name_prefix: str) -> None:
+                 job_name_prefix: str, queued_job_name_prefix: str | None = None) -> None:
         super().__init__(scope, construct_id)
         if not job_name_prefix or "*" in job_name_prefix:
             raise ValueError(f"job_name_prefix must be a job name's start like 'smtrain-', got {job_name_prefix!r}")
@@ -66,7 +66,10 @@ class SageMakerExecutionRole(Construct):
                         "aws:SourceArn": [
                             stack.format_arn(service="sagemaker", resource=kind,
                                              resource_name=f"{job_name_prefix}*")
-                            for kind in ("training-job", "hyper-parameter-tuning-job")],
+                            for kind in ("training-job", "hyper-parameter-tuning-job")]
+                        + ([stack.format_arn(service="sagemaker", resource="training-job",
+                                             resource_name=f"{queued_job_name_prefix}*")]
+                           if queued_job_name_prefix else []),
                     },
                 },
             ),

@@ -235,6 +235,8 @@ class TrainingJobTask(sfn.CustomState):
         }
         if tracking_uri is not None:
             state_json["Parameters"]["Environment"] = tracking_environment(tracking_uri, paths)
+        #: The ``CreateTrainingJob`` request (JSONPath parameters), as the team queue sends it too.
+        self.request: dict[str, Any] = dict(state_json["Parameters"])
         super().__init__(scope, construct_id, state_json=state_json)
         stack = Stack.of(self)
         self.policy_statements: list[iam.PolicyStatement] = [

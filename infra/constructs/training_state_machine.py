@@ -20,6 +20,8 @@ from infra.constructs.create_job_retry import CreateJobRetry
 from infra.constructs.input_check import RESOLVED_PATH, InputCheck
 from infra.constructs.model_registration import ModelRegistration, registry_settings
 from infra.constructs.model_registry import ModelPackageGroup
+from infra.constructs.queued_training_job import QueuedTrainingJob, QueueTarget
+from infra.constructs.sagemaker_task_policy import pass_role_statement
 from infra.constructs.training_job_task import JobSecurity, TrainingJobTask
 from infra.constructs.tuning_job_task import DescribeTrainingJobTask, TuningJobTask
 from infra.images import FrameworkImages, TrainingImages
@@ -110,6 +112,9 @@ class TrainingStateMachineProps:
     model_groups: Mapping[str, ModelPackageGroup] = field(default_factory=dict)
     #: The project's ECR repository (BYOC images), which a registered version may name.
     repository_arn: str | None = None
+    #: The team queue training jobs wait in (setting ``queue: batch``); none (the default): each
+    #: training run creates its job at once. Tuning jobs are never queued.
+    queue: QueueTarget | None = None
 
 
 class TrainingStateMachine(Construct):
@@ -161,7 +166,8 @@ class TrainingStateMachine(Construct):
                 allowed_instance_types=props.allowed_instance_types,
                 max_instance_count=props.max_instance_count,
                 max_runtime_seconds=props.input_defaults.max_runtime_seconds,
-                max_job_hours=props.max_job_hours),
+                max_job_hours=props.max_job_hours,
+                queue="off" if props.queue is None else props.queue.kind),
             reject=reject)
         apply_defaults = sfn.Pass(self, "ApplyDefaults", parameters={
             "config.$": "States.JsonMerge(States.JsonMerge($.defaults, $.input, false), "
@@ -305,8 +311,17 @@ class TrainingStateMachine(Construct):
 
         training_failed = self._failure("Training", TRAINING_FAILED_ERROR)
         tuning_failed = self._failure("Tuning", TUNING_FAILED_ERROR)
-        CreateJobRetry(self, "TrainingRetry", task=self.training_task, failure=training_failed,
-                       label="Training")
+        # With the team queue a training run's job waits in AWS Batch instead (the request is
+        # the same); the TrainModel task stays the request's one owner but is not in the graph.
+        self.queued_training: QueuedTrainingJob | None = None
+        if props.queue is not None:
+            self.queued_training = QueuedTrainingJob(
+                self, "TeamQueue", name_prefix=prefix, request=self.training_task.request,
+                queue_arns=props.queue.queue_arns, fair_share=props.queue.fair_share,
+                failure=training_failed, tags=props.security.tags)
+        else:
+            CreateJobRetry(self, "TrainingRetry", task=self.training_task, failure=training_failed,
+                           label="Training")
         CreateJobRetry(self, "TuningRetry", task=self.tuning_task, failure=tuning_failed,
                        label="Tuning")
         CreateJobRetry(self, "BuiltinTuningRetry", task=self.builtin_tuning_task,
@@ -346,11 +361,17 @@ class TrainingStateMachine(Construct):
         # Two Choices, not And(IsPresent, IsNotNull): a rule on a missing path is a runtime
         # error, and nothing promises the And is evaluated lazily.
         tuning_given = sfn.Choice(self, "TuningGiven")
-        self.training_task.next(report_training).next(self.registration.start)
-        tuning_given.when(Cond.is_null("$.config.tuning"), self.training_task)
+        train: sfn.State = self.training_task
+        if self.queued_training is not None:
+            train = self.queued_training.start
+            self.queued_training.next(report_training)
+        else:
+            self.training_task.next(report_training)
+        report_training.next(self.registration.start)
+        tuning_given.when(Cond.is_null("$.config.tuning"), train)
         tuning_given.otherwise(apply_tuning_defaults.next(choose_strategy))
         train_or_tune.when(Cond.is_present("$.config.tuning"), tuning_given)
-        train_or_tune.otherwise(self.training_task)
+        train_or_tune.otherwise(train)
 
         resolve_job.next(describe_channels).next(choose_volume_key)
         # A warm pool (input keepAliveSeconds > 0; the deployment's default is 0): SageMaker
@@ -395,7 +416,9 @@ class TrainingStateMachine(Construct):
         self._acknowledge_role_findings()
         for statement in _unique_statements(
             Stack.of(self),
-            [*self.training_task.policy_statements, *self.tuning_task.policy_statements,
+            [*(self.queued_training.policy_statements if self.queued_training is not None
+               else self.training_task.policy_statements),
+             pass_role_statement(role_arn), *self.tuning_task.policy_statements,
              *self.builtin_tuning_task.policy_statements,
              *self.describe_best.policy_statements, *self.registration.policy_statements],
         ):
@@ -467,12 +490,19 @@ class TrainingStateMachine(Construct):
             "name is generated per execution under the project's prefix. Model package ARNs end "
             "in <group>/* because SageMaker numbers a group's versions itself; quality reports "
             "are one object per execution under model-quality/, and a version's model is one "
-            "object under models/ (read only).",
+            "object under models/ (read only)." + (
+                " With the team queue: batch:DescribeServiceJob takes no resource, a service "
+                "job's ARN ends in the id Batch gives it (service-job/*), and Batch names the "
+                "SageMaker job it starts AWSBatch<prefix><attempt id> (describe only)."
+                if self.queued_training is not None else ""),
             applies_to=[
                 "Resource::*",
-                *(f"Resource::{nag_arn(stack, statement.resources[0])}"
+                *(f"Resource::{nag_arn(stack, resource)}"
                   for statement in (*self.training_task.policy_statements[:1],
-                                    *self.tuning_task.policy_statements[:1])),
+                                    *self.tuning_task.policy_statements[:1],
+                                    *(self.queued_training.policy_statements
+                                      if self.queued_training is not None else []))
+                  for resource in statement.resources if "*" in json.dumps(stack.resolve(resource))),
                 *(f"Resource::{nag_arn(stack, resource)}"
                   for statement in self.registration.policy_statements
                   for resource in statement.resources if "*" in json.dumps(stack.resolve(resource))),

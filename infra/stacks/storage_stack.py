@@ -24,6 +24,7 @@ from smtrain.core import contract
 
 if TYPE_CHECKING:
     from infra.constructs.training_network import JobNetwork, TrainingNetwork
+    from infra.constructs.training_queue import TrainingQueue
 
 # The constructs of optional settings (a VPC, MLflow tracking) are imported where those settings
 # are on: aws_ec2 and custom_resources are large modules, which a synth without them never loads.
@@ -70,7 +71,20 @@ class StorageStack(Stack):
             artifacts_bucket=self.artifacts_bucket, key=self.key, repository=self.repository,
             input_prefix=DATASETS_PREFIX, model_prefix=MODELS_PREFIX,
             checkpoint_prefix=CHECKPOINTS_PREFIX, job_name_prefix=f"{settings.name_prefix}-",
+            queued_job_name_prefix=(contract.batch_training_job_prefix(settings.name_prefix)
+                                    if settings.queue == "batch" else None),
         ).role
+
+        # Optional: the team queue (AWS Batch for SageMaker Training). The workflow stack names
+        # its job queues by ARN (TrainingQueue.queue_arns); switching it off deletes the queues
+        # and the environment (they hold no data; jobs still queued are lost: docs/queue.md).
+        self.queue: TrainingQueue | None = None
+        if settings.queue == "batch":
+            from infra.constructs.training_queue import TrainingQueue
+
+            self.queue = TrainingQueue(
+                self, "TeamQueue", name_prefix=settings.name_prefix,
+                max_instances=settings.queue_max_instances, fair_share=settings.queue_fair_share)
 
         # Optional: the VPC jobs run in (network vpc or isolated). Everything the workflow stack
         # reads of it is a weak reference (Fn::GetStackOutput), so the network can be switched off.

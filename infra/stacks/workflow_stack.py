@@ -11,6 +11,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from infra.constructs.failure_notifications import FailureNotifications
+from infra.constructs.queued_training_job import QueueTarget
 from infra.constructs.source_bundle import SourceBundle
 from infra.constructs.training_image import TrainingImage
 from infra.constructs.training_job_task import JobSecurity
@@ -229,6 +230,7 @@ class WorkflowStack(Stack):
                 volume_size_gb=settings.default_volume_size_gb,
                 max_runtime_seconds=settings.max_runtime_seconds,
                 spot=settings.spot_by_default,
+                priority=contract.DEFAULT_PRIORITY if storage.queue is not None else None,
             ),
             allowed_instance_types=settings.allowed_instance_types,
             max_instance_count=settings.max_instance_count,
@@ -250,6 +252,8 @@ class WorkflowStack(Stack):
             model_groups=storage.registry.groups,
             repository_arn=storage.repository.repository_arn if any(
                 program.kind == "byoc" for program in programs.values()) else None,
+            queue=None if storage.queue is None else QueueTarget(
+                queue_arns=storage.queue.queue_arns, fair_share=settings.queue_fair_share),
         ))
         # The training jobs must run only after the images are in the project's repository.
         for copy in images_copied:
@@ -266,6 +270,19 @@ class WorkflowStack(Stack):
                              model_package_group_names=[
                                  group.name() for group in storage.registry.groups.values()])
 
+        if storage.queue is not None:
+            from infra.constructs.queue_cleanup import QueueCleanup
+
+            QueueCleanup(self, "QueueCleanup", training_state_machine=workflow.state_machine,
+                         name_prefix=settings.name_prefix, queue_arns=storage.queue.queue_arns,
+                         key=storage.key, log_retention=retention_for_days(settings.log_retention_days))
+            CfnOutput(self, contract.OUTPUT_TEAM_QUEUES, value=",".join(
+                f"{priority}="
+                f"{contract.job_queue_name(settings.name_prefix, priority, fair_share=settings.queue_fair_share)}"
+                for priority in contract.QUEUE_PRIORITIES))
+        CfnOutput(self, contract.OUTPUT_TEAM_QUEUE, value="off" if storage.queue is None else
+                  QueueTarget(queue_arns=storage.queue.queue_arns,
+                              fair_share=settings.queue_fair_share).kind)
         CfnOutput(self, contract.OUTPUT_STATE_MACHINE_ARN,
                   value=workflow.state_machine.state_machine_arn)
         CfnOutput(self, contract.OUTPUT_DATA_BUCKET, value=storage.data_bucket.bucket_name)

@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep the job's instances in a SageMaker managed warm pool this long after "
                             "it ends, for a matching next run to start on (billed while kept; not "
                             "with --spot or --tune; default: none)")
+    start.add_argument("--priority", choices=list(contract.QUEUE_PRIORITIES),
+                       help="with the team queue (deployed with queue: batch): the job queue the "
+                            "training job waits in (default: normal)")
+    start.add_argument("--team", help="with the team queue's fair share (queueFairShare): the "
+                                      "share the job is scheduled under, letters and digits "
+                                      "(default: the program's name)")
     start.add_argument("--input", action="append", default=[], metavar="CHANNEL=URI|DIR",
                        help="train/validation data: s3://<data bucket>/datasets/... or a local "
                             "directory (uploaded first)")

@@ -103,6 +103,7 @@ def _checked_request(args: argparse.Namespace, data_bucket: str | None) -> tuple
                         spot=args.spot, channels=identity, tuning=tuning, max_runtime=args.max_runtime,
                         register=register, keep_alive=getattr(args, "keep_alive", None),
                         on_demand=getattr(args, "on_demand", False),
+                        priority=getattr(args, "priority", None), team=getattr(args, "team", None),
                         channel_options=parse_channel_options(
                             input_modes=getattr(args, "input_mode", ()),
                             distributions=getattr(args, "s3_distribution", ()),

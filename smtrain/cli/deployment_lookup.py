@@ -60,13 +60,17 @@ class Limits:
     max_instance_count: int
     #: None when the deployment sets no budget.
     budget: BudgetLimits | None = None
+    #: The team queue (``input_rules.QUEUE_KINDS``); None where the stack predates the output.
+    queue: str | None = None
 
     def deployment(self) -> input_rules.Deployment:
         """What the input rules may check of this deployment."""
         if self.budget is None:
             return input_rules.Deployment(allowed_instance_types=self.allowed_instance_types,
-                                          max_instance_count=self.max_instance_count)
+                                          max_instance_count=self.max_instance_count,
+                                          queue=self.queue)
         return input_rules.Deployment(
+            queue=self.queue,
             defaults={contract.INSTANCE_COUNT: self.budget.default_instance_count,
                       contract.MAX_RUNTIME: self.budget.default_max_runtime},
             allowed_instance_types=self.allowed_instance_types,
@@ -89,8 +93,10 @@ def limits_from_outputs(outputs: Mapping[str, str]) -> Limits | None:
     if hours is not None and default_count is not None and default_runtime is not None:
         budget = BudgetLimits(max_job_hours=float(hours), default_instance_count=int(default_count),
                                 default_max_runtime=int(default_runtime))
+    queue = outputs.get(contract.OUTPUT_TEAM_QUEUE)
     return Limits(allowed_instance_types=tuple(t for t in allowed.split(",") if t),
-                  max_instance_count=int(count), budget=budget)
+                  max_instance_count=int(count), budget=budget,
+                  queue=queue if queue in input_rules.QUEUE_KINDS else None)
 
 
 @dataclass(frozen=True)

@@ -248,7 +248,8 @@ def build_input(*, program: Program, programs: Mapping[str, Program],
                 register: bool | Mapping[str, Any] | None = None,
                 keep_alive: int | None = None,
                 channel_options: Mapping[str, Mapping[str, str]] | None = None,
-                on_demand: bool = False) -> dict[str, Any]:
+                on_demand: bool = False, priority: str | None = None,
+                team: str | None = None) -> dict[str, Any]:
     """The execution input: only what the user set (the state machine fills the defaults),
     checked by the same rules the state machine applies (:mod:`smtrain.core.input_rules`).
     ``spot`` sends ``"spot": true``; ``on_demand`` sends ``"spot": false`` (over a deployment whose
@@ -278,6 +279,10 @@ def build_input(*, program: Program, programs: Mapping[str, Program],
                                                      for name, options in channel_options.items()}
     if tuning is not None:
         execution_input[contract.TUNING] = dict(tuning)
+    if priority is not None:
+        execution_input[contract.PRIORITY] = priority
+    if team is not None:
+        execution_input[contract.TEAM] = team
     if register is not None:
         execution_input[contract.REGISTER] = register if isinstance(register, bool) else dict(register)
     checked = input_rules.check(programs, execution_input)

@@ -38,11 +38,16 @@ TUNING: Final = "tuning"
 #: Register the model the run ends with: ``true``, ``false``, or an object of
 #: :data:`REGISTER_FIELDS`; absent (or null), the program's ``[register]`` default applies.
 REGISTER: Final = "register"
+#: With the team queue (setting ``queue: batch``): which of the deployment's job queues a
+#: training run waits in (:data:`QUEUE_PRIORITIES`), and the fair-share identifier it is
+#: scheduled under (default: the program's name).
+PRIORITY: Final = "priority"
+TEAM: Final = "team"
 
 #: Every top-level field an execution input may hold; any other is refused by name.
 INPUT_FIELDS: Final[tuple[str, ...]] = (PROGRAM, METHOD, HYPERPARAMETERS, INSTANCE_TYPE,
                                         INSTANCE_COUNT, VOLUME_SIZE, MAX_RUNTIME, SPOT, KEEP_ALIVE,
-                                        INPUTS, CHANNEL_OPTIONS, TUNING, REGISTER)
+                                        INPUTS, CHANNEL_OPTIONS, TUNING, REGISTER, PRIORITY, TEAM)
 #: The integer fields, whose JSON text the state machine checks for a fraction (``2.0``).
 INTEGER_FIELDS: Final[tuple[str, ...]] = (INSTANCE_COUNT, VOLUME_SIZE, MAX_RUNTIME, KEEP_ALIVE)
 
@@ -308,6 +313,78 @@ SAGEMAKER_RETRY_ATTEMPTS_MIN: Final = 1
 SAGEMAKER_RETRY_ATTEMPTS_MAX: Final = 30
 
 
+#: The team queue (AWS Batch for SageMaker Training, setting ``queue``): ``off`` creates each
+#: training job at once; ``batch`` submits it as a Batch service job to a queue of the stack's
+#: service environment (Batch user guide, "Service jobs in AWS Batch").
+QUEUE_SETTING: Final = "queue"
+QUEUE_MODES: Final[tuple[str, ...]] = ("off", "batch")
+#: The job queues, by the input's ``priority``, with each queue's Batch ``Priority`` (0-1000;
+#: "Job queues with a higher priority ... are evaluated first": CreateJobQueue, priority).
+QUEUE_PRIORITIES: Final[dict[str, int]] = {"high": 900, "normal": 100}
+DEFAULT_PRIORITY: Final = "normal"
+#: ``ServiceJobType`` and ``JobQueueType`` (botocore's batch model: the only value).
+SERVICE_JOB_TYPE: Final = "SAGEMAKER_TRAINING"
+#: A service job's states until it ends (ServiceJobStatus, botocore's batch model).
+SERVICE_JOB_WAITING: Final[tuple[str, ...]] = ("SUBMITTED", "PENDING", "RUNNABLE")
+SERVICE_JOB_ACTIVE: Final[tuple[str, ...]] = (*SERVICE_JOB_WAITING, "SCHEDULED", "STARTING", "RUNNING")
+SERVICE_JOB_SUCCEEDED: Final = "SUCCEEDED"
+SERVICE_JOB_FAILED: Final = "FAILED"
+#: What a run's state is while its service job is in each state ("Mapping AWS Batch service
+#: job status to SageMaker AI status": SCHEDULED is SageMaker's Pending, STARTING Downloading).
+SERVICE_JOB_STAGES: Final[dict[str, str]] = {
+    "SUBMITTED": "queued", "PENDING": "queued", "RUNNABLE": "queued", "SCHEDULED": "scheduled",
+    "STARTING": "running", "RUNNING": "running", "SUCCEEDED": "done", "FAILED": "done"}
+#: Batch names the SageMaker job ``AWSBatch<TrainingJobName of the payload><attempt id>`` (user
+#: guide, "Getting started with AWS Batch on SageMaker AI": ``training-job/AWSBatch<my-simple-
+#: training-job><your-attempt-id>``), so the payload's name is the stack's prefix alone (at most
+#: 16 characters, the ``namePrefix`` setting's limit), which with the 8 of ``AWSBatch`` and the
+#: 32 of the attempt id seen in the user guide's event example stays within SageMaker's 63).
+BATCH_TRAINING_JOB_PREFIX: Final = "AWSBatch"
+BATCH_ATTEMPT_ID_LENGTH: Final = 32
+#: A fair-share identifier: "limited to 255 alphanumeric characters" (ShareAttributes and
+#: SubmitJob shareIdentifier, botocore's batch model; SubmitServiceJob gives no format). Whether
+#: AWS counts ``-`` and ``_`` as alphanumeric is not said, so neither is used: a run's ``team``
+#: is letters and digits, and a program's share is its name without them (:func:`program_share`).
+SHARE_IDENTIFIER: Final = re.compile(r"[A-Za-z0-9]{1,255}")
+#: The state machine's wait between two looks at a queued job: doubling from the first to the
+#: longest (``DescribeServiceJob`` has no documented rate beyond the account's API limits).
+QUEUE_POLL_FIRST_SECONDS: Final = 15
+QUEUE_POLL_MAX_SECONDS: Final = 300
+
+
+#: The state machine that terminates a stopped execution's queued job: ``<prefix>-queue-cleanup``.
+QUEUE_CLEANUP_SUFFIX: Final = "-queue-cleanup"
+#: Execution ends that may leave a queued job behind, which the cleanup looks for (an execution
+#: that failed after its job ended finds nothing to stop).
+QUEUE_CLEANUP_STATUSES: Final[tuple[str, ...]] = ("ABORTED", "TIMED_OUT", "FAILED")
+
+
+def job_queue_name(name_prefix: str, priority: str, *, fair_share: bool = False) -> str:
+    """The Batch job queue of one priority. A fair-share queue has a name of its own: a FIFO
+    queue "can't have a fair-share scheduling policy added" and a fair-share one's policy "can be
+    replaced but can't be removed" (CreateJobQueue and UpdateJobQueue, schedulingPolicyArn), so
+    switching ``queueFairShare`` replaces the queues (a new name lets CloudFormation create the
+    new one before it deletes the old)."""
+    return f"{name_prefix}-{'fair-' if fair_share else ''}{priority}"
+
+
+def service_environment_name(name_prefix: str) -> str:
+    """The Batch service environment every job queue of the stack feeds."""
+    return f"{name_prefix}-training"
+
+
+def program_share(program: str) -> str:
+    """The fair-share identifier of a run that names no ``team``: its program's name in letters
+    and digits (the state machine's rule says the same in JSONata)."""
+    return re.sub(r"[^A-Za-z0-9]", "", program)
+
+
+def batch_training_job_prefix(name_prefix: str) -> str:
+    """What every SageMaker job a queued run starts is named with (see
+    :data:`BATCH_TRAINING_JOB_PREFIX`)."""
+    return f"{BATCH_TRAINING_JOB_PREFIX}{name_prefix}"
+
+
 def storage_stack_name(name_prefix: str) -> str:
     """The stateful stack's CloudFormation name (key, buckets, repository, execution role)."""
     return f"{name_prefix}-storage"
@@ -412,6 +489,10 @@ OUTPUT_MAX_JOB_HOURS: Final = "MaxJobHours"
 #: The defaults a run's budget is computed with when its input leaves them out.
 OUTPUT_DEFAULT_INSTANCE_COUNT: Final = "DefaultInstanceCount"
 OUTPUT_DEFAULT_MAX_RUNTIME: Final = "DefaultMaxRuntimeInSeconds"
+#: The team queue: ``off``, ``fifo`` or ``fair-share`` (``input_rules.QUEUE_KINDS``), and with
+#: one, ``high=<queue name>,normal=<queue name>``.
+OUTPUT_TEAM_QUEUE: Final = "TeamQueue"
+OUTPUT_TEAM_QUEUES: Final = "TeamQueues"
 #: Per program: ``ProgramImage<Id>`` (BYOC image URI) and ``ProgramSource<Id>`` (script tarball).
 OUTPUT_PROGRAM_IMAGE: Final = "ProgramImage"
 OUTPUT_PROGRAM_SOURCE: Final = "ProgramSource"

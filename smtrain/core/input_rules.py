@@ -76,9 +76,12 @@ class InputDefaults:
     spot: bool
     #: No warm pool unless a run asks for one (a warm pool is billed while it waits).
     keep_alive_seconds: int = 0
+    #: The job queue a run waits in when it names none (the team queue only; None: no queue).
+    priority: str | None = None
 
     def as_input(self) -> dict[str, Any]:
         return {
+            **({contract.PRIORITY: self.priority} if self.priority is not None else {}),
             contract.HYPERPARAMETERS: {},
             contract.INSTANCE_TYPE: self.instance_type,
             contract.INSTANCE_COUNT: self.instance_count,
@@ -104,9 +107,14 @@ class Deployment:
     #: The longest run (``maxRuntimeInSeconds`` is the default and the ceiling).
     max_runtime_seconds: int | None = None
     max_job_hours: float | None = None
+    #: The team queue (:data:`QUEUE_KINDS`): ``off``, ``fifo`` (setting ``queue: batch``) or
+    #: ``fair-share`` (with ``queueFairShare``); None: unknown.
+    queue: str | None = None
 
     def as_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {"defaults": dict(self.defaults)}
+        if self.queue is not None:
+            data["queue"] = self.queue
         if self.allowed_instance_types is not None:
             data["allowedInstanceTypes"] = list(self.allowed_instance_types)
         if self.max_instance_count is not None:
@@ -116,6 +124,10 @@ class Deployment:
         if self.max_job_hours is not None:
             data["maxJobHours"] = budget.budget_value(self.max_job_hours)
         return data
+
+
+#: What :attr:`Deployment.queue` may be.
+QUEUE_KINDS: tuple[str, ...] = ("off", "fifo", "fair-share")
 
 
 def catalog(programs: Mapping[str, CatalogSource]) -> dict[str, Any]:
@@ -173,6 +185,8 @@ def rules() -> str:
     default_compression = json.dumps(contract.DEFAULT_COMPRESSION)
     compressed_mode = json.dumps(contract.COMPRESSED_INPUT_MODE)
     compressed_mode_text = contract.COMPRESSED_INPUT_MODE
+    priorities = _list(list(contract.QUEUE_PRIORITIES))
+    share_pattern = contract.SHARE_IDENTIFIER.pattern
     pipe_mode = json.dumps(contract.PIPE_INPUT_MODE)
     pipe_mode_text = contract.PIPE_INPUT_MODE
     fast_file_text = contract.FAST_FILE_INPUT_MODE
@@ -505,9 +519,32 @@ def rules() -> str:
     $whole($hb.minResource, "tuning.hyperband.minResource", $contains($text, /{written_minResource}/))),
     $whole($hb.maxResource, "tuning.hyperband.maxResource", $contains($text, /{written_maxResource}/)));
 
-  $problems := $append($append($append($append($append($append($append($append($append($append($inputProblems, $fieldProblems),
+  /* The team queue (setting queue: batch): a run names the job queue it waits in and, under
+     fair share, its share. Batch service jobs are training jobs only ("ServiceJobType":
+     SAGEMAKER_TRAINING, botocore's batch model), and a share identifier is refused by a queue
+     without a fair-share policy ("Don't specify this parameter if the job queue doesn't have a
+     fair-share scheduling policy": SubmitServiceJob, shareIdentifier). */
+  $queue := $dep.queue;
+  $queueField := function($field) {{
+    $exists($lookup($in, $field)) and $exists($tuning) and $type($tuning) != "null"
+      ? [$bad("field '" & $field & "' applies to training runs only: tuning jobs are not queued (AWS Batch service jobs are training jobs only)")]
+      : $exists($lookup($in, $field)) and $queue = "off"
+      ? [$bad("field '" & $field & "' needs the team queue, and this deployment has none (setting queue: off): leave it out, or deploy with queue: batch")]
+      : []
+  }};
+  $queueProblems := $not($isObject($in)) ? [] : $append($append($append(
+    $queueField("priority"), $queueField("team")),
+    $exists($in.priority) ? $oneOf($in.priority, "priority", {priorities}) : []),
+    $not($exists($in.team)) ? []
+      : $not($type($in.team) = "string" and $contains($in.team, /^{share_pattern}$/))
+      ? [$bad("field 'team' must be 1 to 255 letters and digits (an AWS Batch fair-share identifier)")]
+      : $queue = "fifo"
+      ? [$bad("field 'team' needs fair share, and this deployment's queue has none (setting queueFairShare: false): leave it out")]
+      : []);
+
+  $problems := $append($append($append($append($append($append($append($append($append($append($append($inputProblems, $fieldProblems),
                $resolution.problems), $hpProblems), $channelProblems), $optionProblems), $tuningProblems), $registerProblems),
-               $configProblems), $distributionProblems), $tuningConfigProblems);
+               $configProblems), $distributionProblems), $tuningConfigProblems), $queueProblems);
   /* The deployment's maxJobHours once every field it reads has been checked (before Hyperband's
      resources, which it does not read). */
   $budget := {budget_function};

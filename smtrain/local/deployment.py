@@ -62,6 +62,33 @@ class LocalDeployment:
     #: The model package groups' names by program id (``contract.output_id(program)``), from
     #: the ``ModelPackageGroup<Id>`` outputs.
     model_groups: dict[str, str] = field(default_factory=dict)
+    #: The team queue (setting ``queue: batch``): its job queues by name and the service
+    #: environment's capacity in instances; none without it.
+    queue: TeamQueue | None = None
+    #: The state machine that terminates a stopped execution's queued job (with the queue).
+    cleanup_definition: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class TeamQueue:
+    """What the templates declare of the team queue: each ``AWS::Batch::JobQueue`` (name,
+    ``Priority``, whether it has a ``SchedulingPolicyArn``) and the service environment's
+    ``CapacityLimits`` (``NUM_INSTANCES``)."""
+
+    queues: dict[str, tuple[int, bool]]
+    capacity: int
+
+
+def _team_queue(stacks: list[AppStack]) -> TeamQueue | None:
+    queues = {str(r["Properties"]["JobQueueName"]): (int(r["Properties"]["Priority"]),
+                                                     "SchedulingPolicyArn" in r["Properties"])
+              for stack in stacks for r in stack.resources("AWS::Batch::JobQueue").values()}
+    limits = [limit for stack in stacks
+              for r in stack.resources("AWS::Batch::ServiceEnvironment").values()
+              for limit in r["Properties"]["CapacityLimits"]]
+    if not queues or not limits:
+        return None
+    return TeamQueue(queues=queues, capacity=sum(int(limit["MaxCapacity"]) for limit in limits))
 
 
 class LocalReferences(References):
@@ -120,13 +147,17 @@ def load_deployment(outdir: Path, *, s3: LocalS3, region: str = "us-east-1") -> 
     outdir = outdir.resolve()
     stacks = load_app(outdir)
     references = LocalReferences(stacks, region=region)
-    found = [(stack, resource) for stack in stacks
-             for resource in stack.resources("AWS::StepFunctions::StateMachine").values()]
+    machines = [(stack, resource["Properties"]) for stack in stacks
+                for resource in stack.resources("AWS::StepFunctions::StateMachine").values()]
+    # The training state machine, and with the team queue its cleanup (QueueCleanup).
+    found = [(stack, m) for stack, m in machines
+             if not str(m.get("StateMachineName", "")).endswith(contract.QUEUE_CLEANUP_SUFFIX)]
     if len(found) != 1:
-        raise ValueError(f"expected one state machine in {outdir}, found {len(found)}")
-    stack, resource = found[0]
-    machine = resource["Properties"]
+        raise ValueError(f"expected one training state machine in {outdir}, found {len(found)}")
+    stack, machine = found[0]
     definition = render_definition(machine["DefinitionString"], references.resolver(stack.artifact_id))
+    cleanup = [render_definition(m["DefinitionString"], references.resolver(s.artifact_id))
+               for s, m in machines if str(m.get("StateMachineName", "")).endswith(contract.QUEUE_CLEANUP_SUFFIX)]
     _publish_file_assets(outdir, s3, region)
     outputs = references.outputs()
     return LocalDeployment(
@@ -138,6 +169,8 @@ def load_deployment(outdir: Path, *, s3: LocalS3, region: str = "us-east-1") -> 
         region=region,
         outputs=outputs,
         model_groups=_model_groups(outputs),
+        queue=_team_queue(stacks),
+        cleanup_definition=cleanup[0] if cleanup else None,
     )
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from smtrain.core import contract
 from smtrain.local import execution_records
 from smtrain.local.backend import SageMakerBackend
+from smtrain.local.batch_queue import JobQueue, LocalBatchQueue
 from smtrain.local.deployment import ACCOUNT, LocalDeployment, load_deployment
 from smtrain.local.local_backend import Images, LocalBackend
 from smtrain.local.model_registry import LocalModelRegistry
@@ -159,6 +160,15 @@ class OfflineEngine:
         self.registry = LocalModelRegistry(work_dir / contract.LOCAL_REGISTRY_DIR, region=region,
                                            groups=set(self.deployment.model_groups.values()),
                                            s3=self.s3)
+        #: The team queue (AWS Batch for SageMaker Training) where the deployment has one.
+        self.batch: LocalBatchQueue | None = None
+        if self.deployment.queue is not None:
+            self.batch = LocalBatchQueue(
+                self.backend, capacity=self.deployment.queue.capacity, region=region,
+                queues={name: JobQueue(name=name, priority=priority, fair_share=fair)
+                        for name, (priority, fair) in self.deployment.queue.queues.items()})
+        self._cleanup_arn: str | None = None
+        self._cleaned: set[str] = set()
         self._contexts: list[Any] = []
         self._store_ready = False
         self._client: Any = None
@@ -180,7 +190,8 @@ class OfflineEngine:
         mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
         mock.start()
         self._contexts.append(mock)
-        serving = serve_sagemaker(self.backend, registry=self.registry, s3=self.s3)
+        serving = serve_sagemaker(self.backend, registry=self.registry, s3=self.s3,
+                                  batch=self.batch)
         serving.__enter__()
         self._contexts.append(serving)
         import boto3
@@ -191,6 +202,11 @@ class OfflineEngine:
             definition=json.dumps(self.deployment.definition),
             roleArn=f"arn:aws:iam::{ACCOUNT}:role/local-state-machine")
         self.state_machine_arn = created["stateMachineArn"]
+        if self.deployment.cleanup_definition is not None:
+            self._cleanup_arn = self._client.create_state_machine(
+                name=f"{self.deployment.state_machine_name}{contract.QUEUE_CLEANUP_SUFFIX}",
+                type="STANDARD", definition=json.dumps(self.deployment.cleanup_definition),
+                roleArn=f"arn:aws:iam::{ACCOUNT}:role/local-queue-cleanup")["stateMachineArn"]
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -219,6 +235,39 @@ class OfflineEngine:
 
     def stop(self, execution_arn: str, *, error: str = "Stopped", cause: str = "stopped offline") -> None:
         self.client.stop_execution(executionArn=execution_arn, error=error, cause=cause)
+        self.clean_up_queue(execution_arn)
+
+    def clean_up_queue(self, execution_arn: str) -> None:
+        """What the team queue's EventBridge rule does when an execution ends ABORTED, TIMED_OUT
+        or FAILED: run the cleanup state machine on the "Step Functions Execution Status Change"
+        event, to its end (nothing without the queue, or for an execution that succeeded)."""
+        if self._cleanup_arn is None:
+            return
+        deadline = time.monotonic() + 10  # a stopped execution turns ABORTED in moto's thread
+        description = self.client.describe_execution(executionArn=execution_arn)
+        while description["status"] == "RUNNING" and time.monotonic() < deadline:
+            time.sleep(0.01)
+            description = self.client.describe_execution(executionArn=execution_arn)
+        if description["status"] not in contract.QUEUE_CLEANUP_STATUSES:
+            return
+        event = {"source": "aws.states", "detail-type": "Step Functions Execution Status Change",
+                 "detail": {"executionArn": execution_arn, "name": description["name"],
+                            "status": description["status"],
+                            "stateMachineArn": description["stateMachineArn"]}}
+        if execution_arn in self._cleaned:
+            return
+        self._cleaned.add(execution_arn)
+        started = self.client.start_execution(stateMachineArn=self._cleanup_arn, input=json.dumps(event),
+                                              name=f"cleanup-{description['name']}"[:80])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = self.client.describe_execution(executionArn=started["executionArn"])["status"]
+            if status != "RUNNING":
+                if status != "SUCCEEDED":
+                    raise RuntimeError(f"the queue cleanup of {execution_arn} ended {status}")
+                return
+            time.sleep(0.02)
+        raise RuntimeError(f"the queue cleanup of {execution_arn} did not end within 60 s")
 
     def history(self, execution_arn: str) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
@@ -256,6 +305,7 @@ class OfflineEngine:
                 seen = len(events)
             if ended:
                 execution_records.write(self.work_dir, description, events=events)
+                self.clean_up_queue(execution_arn)
                 output = description.get("output")
                 return ExecutionResult(
                     name=description["name"], arn=execution_arn, status=description["status"],

@@ -41,11 +41,15 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service impor
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resource import (
     ResourceCondition,
 )
+from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import (
+    WaitFunction,
+)
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 
 from smtrain.local.backend import TERMINAL_STATUSES, SageMakerBackend, SageMakerError
+from smtrain.local.batch_queue import BatchError, LocalBatchQueue
 from smtrain.local.s3_stand_in import LocalS3
-from smtrain.local.sagemaker_model import answer_as_aws, request_violations
+from smtrain.local.sagemaker_model import answer_as_aws, operation_model, request_violations
 from smtrain.local.strict_sagemaker import check_request, step_functions_error
 
 #: The .sync actions and how to follow each: (create, describe, stop, name field, status field).
@@ -77,6 +81,11 @@ SYNC_POLL_SECONDS = 0.05
 _backend: SageMakerBackend | None = None
 _registry: Any = None
 _s3: LocalS3 | None = None
+_batch: LocalBatchQueue | None = None
+#: How long a Wait state lasts offline, as a share of its time: the team queue's polls (15 s
+#: doubling to 300 s) and the create retries' backoffs pass fifty times faster, as a queued job
+#: starts and ends in seconds here.
+WAIT_SCALE = 1 / 50
 
 #: The registry's calls a state may make (the model's names), answered by the registry, which
 #: judges each request and answer against botocore's model itself.
@@ -188,6 +197,19 @@ class SageMakerAwsSdkTask(state_task_service_aws_sdk.StateTaskServiceAwsSdk):  #
         if self.resource.api_name == "s3" and operation == "PutObject" and _s3 is not None:
             env.stack.append(_put_object(json.loads(json.dumps(normalised_parameters))))
             return
+        if self.resource.api_name == "batch" and _batch is not None:
+            handler = getattr(_batch, _snake(operation), None)
+            if handler is None:
+                raise BatchError("ClientException", f"{operation} is not served offline")
+            # The SDK integration takes PascalCase parameters and answers PascalCase fields
+            # (see infra/constructs/queued_training_job.py); Batch's API is camelCase.
+            model = operation_model(operation, "batch")
+            request = json.loads(json.dumps(normalised_parameters))
+            self._to_boto_request(request, model.input_shape)
+            response = handler(request)
+            self._from_boto_response(response, model.output_shape)
+            env.stack.append(response)
+            return
         if self.resource.api_name != "sagemaker":
             super()._eval_service_task(env, resource_runtime_part, normalised_parameters,
                                        state_credentials)
@@ -215,7 +237,15 @@ class SageMakerAwsSdkTask(state_task_service_aws_sdk.StateTaskServiceAwsSdk):  #
             return _task_failed(env, self, error, cause).failure_event
         if isinstance(ex, S3Error):
             return _task_failed(env, self, "S3.S3Exception", str(ex)).failure_event
+        if isinstance(ex, BatchError):
+            return _task_failed(env, self, f"Batch.{ex.code}", ex.message).failure_event
         return super()._from_error(env=env, ex=ex)
+
+
+def _scaled_wait(self: Any, env: Any, wait_seconds: float) -> None:
+    """A Wait state's wait, :data:`WAIT_SCALE` of it; a stopped execution ends it early."""
+    if wait_seconds > 0:
+        env.program_state_event.wait(wait_seconds * WAIT_SCALE)
 
 
 class S3Error(Exception):
@@ -237,13 +267,15 @@ def _put_object(request: dict[str, Any]) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def serve_sagemaker(backend: SageMakerBackend, *, registry: Any = None,
-                    s3: LocalS3 | None = None) -> Iterator[None]:
+                    s3: LocalS3 | None = None, batch: LocalBatchQueue | None = None) -> Iterator[None]:
     """Within the block, moto's interpreter sends SageMaker tasks to ``backend``, the model
     registry's calls to ``registry`` (a ``LocalModelRegistry``; none: they fail), and
-    ``aws-sdk:s3:putObject`` into ``s3`` (none: moto's own S3), evaluates JSONata states
+    ``aws-sdk:s3:putObject`` into ``s3`` (none: moto's own S3), ``aws-sdk:batch:*`` to
+    ``batch`` (the team queue, :mod:`smtrain.local.batch_queue`), runs Wait states at
+    :data:`WAIT_SCALE` of their time, evaluates JSONata states
     (:mod:`smtrain.local.jsonata_eval`) and parses each definition once
     (:mod:`smtrain.local.asl_parse_cache`)."""
-    global _backend, _registry, _s3
+    global _backend, _registry, _s3, _batch
     from smtrain.local import asl_parse_cache, jsonata_eval
 
     jsonata_eval.enable()
@@ -261,7 +293,9 @@ def serve_sagemaker(backend: SageMakerBackend, *, registry: Any = None,
     with _lock:
         if _backend is not None:
             raise RuntimeError("a SageMaker backend is already being served")
-        _backend, _registry, _s3 = backend, registry, s3
+        _backend, _registry, _s3, _batch = backend, registry, s3, batch
+        original_wait = WaitFunction._wait_interval
+        WaitFunction._wait_interval = _scaled_wait
         state_task_factory.state_task_service_for = service_for
         # moto asks a .sync task's describe call every 0.5 s; a local job's describe is a
         # lookup in this process, so the engine asks every SYNC_POLL_SECONDS instead.
@@ -272,4 +306,5 @@ def serve_sagemaker(backend: SageMakerBackend, *, registry: Any = None,
         with _lock:
             state_task_factory.state_task_service_for = original
             state_task_service_callback._DELAY_SECONDS_SYNC_CONDITION_CHECK = original_poll
-            _backend, _registry, _s3 = None, None, None
+            WaitFunction._wait_interval = original_wait
+            _backend, _registry, _s3, _batch = None, None, None, None

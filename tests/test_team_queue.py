@@ -1,0 +1,295 @@
+"""The team queue (setting ``queue: batch``): AWS Batch for SageMaker Training.
+
+One synthesized app (fair share on) serves every test: its templates are asserted, and its state
+machine runs offline against the engine's Batch queue over a gated SageMaker double, so the order
+in which queued jobs start is decided by the queue, not by timing."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.settings import Settings, SettingsError
+from smtrain.core import contract, input_rules, programs
+from tests.conftest import synthesize, synthesized_once
+from tests.helpers import Synthesized
+from tests.scripted_sagemaker import JobScript, ScriptedBackend, scripted_engine
+
+PREFIX = "smtrain"
+CAPACITY = 4
+
+
+@pytest.fixture(scope="module")
+def queued_app(cdk_context: dict[str, Any], settings: Settings,
+               tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synthesized_once("cdk.out-team-queue", tmp_path_factory, lambda outdir: synthesize(
+        cdk_context, dataclasses.replace(settings, queue="batch", queue_max_instances=CAPACITY,
+                                         queue_fair_share=True), outdir))
+
+
+def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
+
+
+def statements_of(template: dict[str, Any], role_fragment: str) -> list[dict[str, Any]]:
+    return [statement for logical_id, policy in resources(template, "AWS::IAM::Policy").items()
+            if role_fragment in logical_id
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]]
+
+
+def actions(statement: dict[str, Any]) -> list[str]:
+    value = statement["Action"]
+    return [value] if isinstance(value, str) else list(value)
+
+
+# -- the stacks ---------------------------------------------------------------------------
+
+def test_the_storage_stack_holds_the_service_environment_and_a_queue_per_priority(queued_app: Synthesized) -> None:
+    (environment,) = resources(queued_app.storage, "AWS::Batch::ServiceEnvironment").values()
+    assert environment["Properties"]["ServiceEnvironmentType"] == "SAGEMAKER_TRAINING"
+    assert environment["Properties"]["CapacityLimits"] == [{"CapacityUnit": "NUM_INSTANCES",
+                                                            "MaxCapacity": CAPACITY}]
+    (policy_id,) = resources(queued_app.storage, "AWS::Batch::SchedulingPolicy")
+    queues = {q["Properties"]["JobQueueName"]: q["Properties"]
+              for q in resources(queued_app.storage, "AWS::Batch::JobQueue").values()}
+    assert {name: q["Priority"] for name, q in queues.items()} == {"smtrain-fair-high": 900, "smtrain-fair-normal": 100}
+    for queue in queues.values():
+        assert queue["JobQueueType"] == "SAGEMAKER_TRAINING"
+        assert queue["SchedulingPolicyArn"] == {"Fn::GetAtt": [policy_id, "Arn"]}
+        (order,) = queue["ServiceEnvironmentOrder"]
+        assert order["ServiceEnvironment"]["Fn::GetAtt"][1] == "ServiceEnvironmentArn"
+    assert not [m for m in queued_app.messages if "Error" in m[0] or "Warning" in m[0]]
+
+
+def test_the_execution_role_trusts_the_jobs_batch_starts(queued_app: Synthesized) -> None:
+    (role,) = [r for r in resources(queued_app.storage, "AWS::IAM::Role").values()
+               if "sagemaker.amazonaws.com" in json.dumps(r["Properties"]["AssumeRolePolicyDocument"])]
+    trust = json.dumps(role["Properties"]["AssumeRolePolicyDocument"])
+    assert ":training-job/AWSBatchsmtrain*" in trust
+    assert ":training-job/smtrain-*" in trust
+
+
+def test_the_state_machine_submits_training_to_the_queue_and_creates_no_training_job(queued_app: Synthesized) -> None:
+    statements = statements_of(queued_app.workflow, "TrainingStateMachineRole")
+    granted = {action for statement in statements for action in actions(statement)}
+    assert "sagemaker:CreateTrainingJob" not in granted  # Batch's service-linked role creates it
+    assert "sagemaker:CreateHyperParameterTuningJob" in granted  # tuning is never queued
+    (submit,) = [s for s in statements if actions(s) == ["batch:SubmitServiceJob"]]
+    rendered = json.dumps(submit["Resource"])
+    assert "job-queue/smtrain-fair-high" in rendered and "job-queue/smtrain-fair-normal" in rendered
+    assert "service-job/*" in rendered
+    (describe,) = [s for s in statements if "batch:DescribeServiceJob" in actions(s)]
+    assert describe["Resource"] == "*"  # the action takes no resource
+    (read_job,) = [s for s in statements if "sagemaker:DescribeTrainingJob" in actions(s)
+                   and "AWSBatch" in json.dumps(s["Resource"])]
+    assert "training-job/AWSBatchsmtrain*" in json.dumps(read_job["Resource"])
+    assert any(actions(s) == ["iam:PassRole"] for s in statements)
+
+
+def test_a_stopped_execution_is_cleaned_up_by_a_rule_and_a_narrow_role(queued_app: Synthesized) -> None:
+    (rule,) = [r for r in resources(queued_app.workflow, "AWS::Events::Rule").values()
+               if r["Properties"].get("Description", "").startswith("Stops the queued training job")]
+    assert rule["Properties"]["EventPattern"]["detail"]["status"] == ["ABORTED", "TIMED_OUT", "FAILED"]
+    statements = statements_of(queued_app.workflow, "QueueCleanup")
+    (listing,) = [s for s in statements if "batch:ListServiceJobs" in actions(s)]
+    assert listing["Resource"] == "*"
+    (terminate,) = [s for s in statements if "batch:TerminateServiceJob" in actions(s)]
+    assert actions(terminate) == ["batch:TerminateServiceJob"]
+    assert terminate["Condition"] == {"StringEquals": {"aws:ResourceTag/project": PREFIX}}
+    assert "service-job/*" in json.dumps(terminate["Resource"])
+    started = [s for s in statements if actions(s) == ["states:StartExecution"]]
+    assert len(started) == 1  # the rule's role starts the cleanup state machine only
+
+
+def test_queue_settings_fail_synth_with_the_setting_named(settings: Settings) -> None:
+    with pytest.raises(SettingsError, match="'queue'"):
+        dataclasses.replace(settings, queue="sqs")
+    with pytest.raises(SettingsError, match="'queueMaxInstances'"):
+        dataclasses.replace(settings, queue="batch", queue_max_instances=settings.max_instance_count - 1)
+    with pytest.raises(SettingsError, match="'queueFairShare'"):
+        dataclasses.replace(settings, queue_fair_share=True)
+
+
+# -- the rules ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shipped() -> dict[str, programs.Program]:
+    return programs.discover()
+
+
+@pytest.mark.parametrize(("queue", "fields", "cause"), [
+    ("off", {"priority": "high"}, "field 'priority' needs the team queue"),
+    ("off", {"team": "vision"}, "field 'team' needs the team queue"),
+    ("fifo", {"team": "vision"}, "field 'team' needs fair share"),
+    ("fair-share", {"team": "vision-team"}, "field 'team' must be 1 to 255 letters and digits"),
+    ("fair-share", {"priority": "urgent"}, "field 'priority' must be one of high, normal"),
+    ("fair-share", {"priority": "high", "tuning": {"maxJobs": 2}},
+     "field 'priority' applies to training runs only"),
+])
+def test_queue_fields_are_refused_by_name(shipped: dict[str, programs.Program], queue: str,
+                                          fields: dict[str, Any], cause: str) -> None:
+    checked = input_rules.check(shipped, {"program": "digits_mlp", **fields},
+                                deployment=input_rules.Deployment(queue=queue))
+    assert checked.problems and cause in checked.problems[0]["cause"], checked.problems
+
+
+def test_queue_fields_pass_where_the_deployment_has_them(shipped: dict[str, programs.Program]) -> None:
+    checked = input_rules.check(shipped, {"program": "digits_mlp", "priority": "high", "team": "vision"},
+                                deployment=input_rules.Deployment(queue="fair-share"))
+    assert checked.problems == []
+
+
+# -- offline, through the state machine ----------------------------------------------------
+
+class GatedBackend(ScriptedBackend):
+    """Jobs stay InProgress until :meth:`release` (Completed) or :attr:`fail` names them."""
+
+    def __init__(self) -> None:
+        super().__init__(JobScript())
+        self.released: set[str] = set()
+        self.failing: dict[str, str] = {}
+
+    def started_jobs(self) -> list[str]:
+        return [request["TrainingJobName"] for request in self.created("create_training_job")]
+
+    def release(self, name: str) -> None:
+        self.released.add(name)
+
+    def _status(self, name: str) -> str:
+        with self._lock:
+            job = self._job(name)
+            if job["stop"] is not None:
+                job["stop"] += 1
+                return "Stopping" if job["stop"] == 1 else "Stopped"
+        return "Completed" if name in self.released else "InProgress"
+
+
+@pytest.fixture
+def queued_engine(queued_app: Synthesized, tmp_path: Path) -> Iterator[tuple[Any, GatedBackend]]:
+    backend = GatedBackend()
+    engine = scripted_engine(outdir=queued_app.outdir, work_dir=tmp_path / "work", backend=backend,
+                             tracking=False)
+    with engine:
+        yield engine, backend
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def run(program: str, instances: int, **fields: Any) -> dict[str, Any]:
+    return {"program": program, "instanceCount": instances,
+            "inputs": {"train": "s3://local-data/datasets/x/", "validation": "s3://local-data/datasets/y/"},
+            **fields}
+
+
+def by_execution(engine: Any) -> dict[str, Any]:
+    return {job.name: job for job in engine.batch.jobs()}
+
+
+def test_a_burst_beyond_capacity_drains_in_priority_then_fair_share_order(
+        queued_engine: tuple[Any, GatedBackend]) -> None:
+    engine, backend = queued_engine
+    arns = {}
+    for name, program, priority in [("a", "digits_mlp", "normal"), ("b", "digits_mlp", "normal")]:
+        arns[name] = engine.start(run(program, 2, priority=priority), name=name)
+    wait_for(lambda: len(backend.started_jobs()) == 2, "the first two jobs to fill the capacity")
+    # Queued behind them: a normal job of digits_mlp, then one of digits_lightgbm, then a high one.
+    for name, program, priority in [("c", "digits_mlp", "normal"), ("d", "digits_lightgbm", "normal"),
+                                    ("e", "digits_mlp", "high")]:
+        arns[name] = engine.start(run(program, 2, priority=priority), name=name)
+    wait_for(lambda: len(by_execution(engine)) == 5, "every run to be submitted")
+    time.sleep(0.3)
+    assert len(backend.started_jobs()) == 2  # the capacity (4 instances) is used up
+    jobs = by_execution(engine)
+    assert {jobs[f"smtrain-{n}"].status for n in "cde"} == {"RUNNABLE"}
+    assert jobs["smtrain-e"].queue.name == "smtrain-fair-high" and jobs["smtrain-c"].share == "digitsmlp"
+    order = []
+    for finished in ("smtrain-a", "smtrain-e", "smtrain-b"):
+        backend.release(by_execution(engine)[finished].training_job_name)
+        count = len(backend.started_jobs())
+
+        def one_more(count: int = count) -> bool:
+            return len(backend.started_jobs()) == count + 1
+
+        wait_for(one_more, "the next job to start")
+        started = backend.started_jobs()[-1]
+        order.append(next(n for n, j in by_execution(engine).items() if j.training_job_name == started))
+    # The high queue first; then, within the normal queue (fair share is per queue),
+    # digits_lightgbm's share (no instances in use) before digits_mlp's (b still runs), though
+    # digits_mlp's job waited longer; then digits_mlp's.
+    assert order == ["smtrain-e", "smtrain-d", "smtrain-c"]
+    for job in by_execution(engine).values():
+        backend.release(job.training_job_name)
+    for name, arn in arns.items():
+        result = engine.wait(arn, timeout=60)
+        assert result.succeeded, (name, result.cause)
+        assert result.output["trainingJobName"].startswith("AWSBatchsmtrain")
+    for _, request in backend.requests:
+        assert request["TrainingJobName"].startswith("AWSBatchsmtrain") and len(request["TrainingJobName"]) <= 63
+
+
+def test_stopping_an_execution_terminates_its_service_job(queued_engine: tuple[Any, GatedBackend]) -> None:
+    engine, backend = queued_engine
+    running = engine.start(run("digits_mlp", 4), name="running")
+    wait_for(lambda: len(backend.started_jobs()) == 1, "the first job to start")
+    waiting = engine.start(run("digits_mlp", 4), name="waiting")
+    wait_for(lambda: "smtrain-waiting" in by_execution(engine), "the second run to be queued")
+    engine.stop(waiting)
+    queued = by_execution(engine)["smtrain-waiting"]
+    assert queued.status == "FAILED" and queued.terminated and queued.training_job_name is None
+    assert "execution waiting ended ABORTED" in (queued.status_reason or "")
+    engine.stop(running)
+    started = by_execution(engine)["smtrain-running"]
+    assert started.terminated and backend.stopped == [started.training_job_name]
+    wait_for(lambda: by_execution(engine)["smtrain-running"].status == "FAILED", "the stopped job to end")
+    assert len(backend.started_jobs()) == 1  # the terminated job never started
+
+
+def test_a_failed_job_s_reason_reaches_the_execution(queued_app: Synthesized, tmp_path: Path) -> None:
+    backend = ScriptedBackend(JobScript(statuses=("InProgress", "Failed"),
+                                        failure_reason="AlgorithmError: loss is NaN"))
+    with scripted_engine(outdir=queued_app.outdir, work_dir=tmp_path / "work", backend=backend,
+                         tracking=False) as engine:
+        result = engine.wait(engine.start(run("digits_mlp", 1), name="nan"), timeout=60)
+    assert result.status == "FAILED" and result.error == contract.TRAINING_FAILED_ERROR
+    assert "Received status from SageMaker: AlgorithmError: loss is NaN" in (result.cause or "")
+
+
+def test_a_refused_submission_ends_the_run_in_training_failed(
+        queued_engine: tuple[Any, GatedBackend], monkeypatch: pytest.MonkeyPatch) -> None:
+    from smtrain.local.batch_queue import BatchError
+
+    engine, backend = queued_engine
+
+    def refuse(request: dict[str, Any]) -> dict[str, Any]:
+        raise BatchError("ClientException", "serviceRequestPayload is larger than 10 KiB")
+
+    monkeypatch.setattr(engine.batch, "submit_service_job", refuse)
+    result = engine.wait(engine.start(run("digits_mlp", 1), name="too-big"), timeout=60)
+    assert result.error == contract.TRAINING_FAILED_ERROR
+    assert result.cause == "Batch.ClientException: serviceRequestPayload is larger than 10 KiB"
+    assert backend.requests == []
+
+
+def test_a_queued_run_is_refused_before_anything_is_submitted(queued_engine: tuple[Any, GatedBackend]) -> None:
+    engine, backend = queued_engine
+    result = engine.wait(engine.start(run("digits_mlp", 1, team="vision_team"), name="bad-team"))
+    assert result.error == contract.INVALID_INPUT_ERROR and "field 'team'" in (result.cause or "")
+    assert engine.batch.jobs() == [] and backend.requests == []
+
+
+def test_the_queue_is_not_threaded_through_runs_of_other_deployments(synthesized: Synthesized) -> None:
+    assert not resources(synthesized.storage, "AWS::Batch::JobQueue")
+    assert "batch:" not in json.dumps(synthesized.workflow)
+
