@@ -193,6 +193,17 @@ def vpc_with_tracking_server(cdk_context: dict[str, Any], settings: Settings,
     return synthesized_once("cdk.out-vpc-tracking", tmp_path_factory, build)
 
 
+@pytest.fixture(scope="session")
+def team_queue_app(cdk_context: dict[str, Any], settings: Settings,
+                   tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """``queue: batch`` with fair share and 4 instances of capacity (tests/test_team_queue.py)."""
+    import dataclasses
+
+    return synthesized_once("cdk.out-team-queue", tmp_path_factory, lambda outdir: synthesize(
+        cdk_context, dataclasses.replace(settings, queue="batch", queue_max_instances=4,
+                                         queue_fair_share=True), outdir))
+
+
 #: Programs written the way public examples are (tests/fixtures/programs): with the shipped ones,
 #: two BYOC programs and script programs on each framework (PyTorch twice).
 BROUGHT_PROGRAMS = ("pytorch_example", "tree_byoc", "sklearn_example", "xgboost_script_example",

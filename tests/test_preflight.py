@@ -238,6 +238,27 @@ def test_the_synthesized_app_passes(synthesized: Synthesized, stub: AwsStub, pre
                         for a in jobs)
 
 
+def test_the_team_queue_s_calls_are_derived_and_allowed(team_queue_app: Synthesized, stub: AwsStub,
+                                                        preflight: Run) -> None:
+    code, out, err = preflight(team_queue_app.outdir)
+    assert code == EXIT_OK, out + err
+    assert out.count("all allowed") == 3, "the state machine, execution and queue cleanup roles"
+    assert "(not derived)" not in out, out  # every Task state's calls were derived
+    asked = {(action, tuple(call.get("ResourceArns", ["*"])), json.dumps(call.get("ContextEntries", [])))
+             for call in stub.calls("SimulateCustomPolicy") for action in call["ActionNames"]}
+    submitted = {a[1][0] for a in asked if a[0] == "batch:SubmitServiceJob"}
+    assert submitted == {f"arn:aws:batch:{REGION}:{ACCOUNT}:job-queue/smtrain-fair-high",
+                         f"arn:aws:batch:{REGION}:{ACCOUNT}:job-queue/smtrain-fair-normal",
+                         f"arn:aws:batch:{REGION}:{ACCOUNT}:service-job/0a1b2c3d"}
+    (terminate,) = [a for a in asked if a[0] == "batch:TerminateServiceJob"]
+    assert json.loads(terminate[2])[0]["ContextKeyName"] == "aws:ResourceTag/project"
+    assert not [a for a in asked if a[0] == "sagemaker:CreateTrainingJob"]  # Batch creates it
+    described = [a[1][0] for a in asked if a[0] == "sagemaker:DescribeTrainingJob"]
+    assert any(":training-job/awsbatchsmtrain" in arn for arn in described)
+    # The job Batch starts runs as the execution role: its reads and writes are simulated too.
+    assert {"s3:GetObject", "s3:PutObject", "iam:PassRole"} <= {a[0] for a in asked}
+
+
 def test_a_definition_error_fails(synthesized: Synthesized, tmp_path: Path, preflight: Run) -> None:
     def unsupported_field(templates: Templates) -> None:
         edit_definition(templates, 'createTrainingJob.sync","Parameters":{',

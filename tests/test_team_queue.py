@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from infra.settings import Settings, SettingsError
+from smtrain.cli import main
 from smtrain.core import contract, input_rules, programs
-from tests.conftest import synthesize, synthesized_once
+from smtrain.core.errors import InputError
 from tests.helpers import Synthesized
 from tests.scripted_sagemaker import JobScript, ScriptedBackend, scripted_engine
 
@@ -26,11 +27,9 @@ CAPACITY = 4
 
 
 @pytest.fixture(scope="module")
-def queued_app(cdk_context: dict[str, Any], settings: Settings,
-               tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesized_once("cdk.out-team-queue", tmp_path_factory, lambda outdir: synthesize(
-        cdk_context, dataclasses.replace(settings, queue="batch", queue_max_instances=CAPACITY,
-                                         queue_fair_share=True), outdir))
+def queued_app(team_queue_app: Synthesized) -> Synthesized:
+    """The session's queued app (conftest): fair share on, CAPACITY instances."""
+    return team_queue_app
 
 
 def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
@@ -198,7 +197,7 @@ def by_execution(engine: Any) -> dict[str, Any]:
 
 
 def test_a_burst_beyond_capacity_drains_in_priority_then_fair_share_order(
-        queued_engine: tuple[Any, GatedBackend]) -> None:
+        queued_engine: tuple[Any, GatedBackend], capsys: pytest.CaptureFixture[str]) -> None:
     engine, backend = queued_engine
     arns = {}
     for name, program, priority in [("a", "digits_mlp", "normal"), ("b", "digits_mlp", "normal")]:
@@ -214,6 +213,17 @@ def test_a_burst_beyond_capacity_drains_in_priority_then_fair_share_order(
     jobs = by_execution(engine)
     assert {jobs[f"smtrain-{n}"].status for n in "cde"} == {"RUNNABLE"}
     assert jobs["smtrain-e"].queue.name == "smtrain-fair-high" and jobs["smtrain-c"].share == "digitsmlp"
+    # What `smtrain queue --local` shows meanwhile: the high job first, then the running ones and
+    # the waiting ones by age, each with its share.
+    assert main(["queue", "--local", "--work-dir", str(engine.work_dir)]) == 0
+    shown = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [(row[0], row[1], row[2], row[3], row[6]) for row in shown] == [
+        ("high", "queued", "RUNNABLE", "digitsmlp", "smtrain-e"),
+        ("normal", "running", "RUNNING", "digitsmlp", "smtrain-a"),
+        ("normal", "running", "RUNNING", "digitsmlp", "smtrain-b"),
+        ("normal", "queued", "RUNNABLE", "digitsmlp", "smtrain-c"),
+        ("normal", "queued", "RUNNABLE", "digitslightgbm", "smtrain-d")]
+    assert shown[1][7].startswith("AWSBatchsmtrain") and shown[0][7] == "-"
     order = []
     for finished in ("smtrain-a", "smtrain-e", "smtrain-b"):
         backend.release(by_execution(engine)[finished].training_job_name)
@@ -237,6 +247,43 @@ def test_a_burst_beyond_capacity_drains_in_priority_then_fair_share_order(
         assert result.output["trainingJobName"].startswith("AWSBatchsmtrain")
     for _, request in backend.requests:
         assert request["TrainingJobName"].startswith("AWSBatchsmtrain") and len(request["TrainingJobName"]) <= 63
+    # `smtrain status --local` of a queued run: where it stood last in the queue, and its job.
+    capsys.readouterr()
+    assert main(["status", "--local", "--work-dir", str(engine.work_dir), "d"]) == 0
+    status = capsys.readouterr().out
+    assert "queue: done (SUCCEEDED: Received status from SageMaker: Training job completed)" in status
+    assert f"job: {by_execution(engine)['smtrain-d'].training_job_name}" in status
+    assert main(["queue", "--local", "--work-dir", str(engine.work_dir)]) == 0
+    assert "the team queue is empty" in capsys.readouterr().out
+
+
+def test_smtrain_queue_asks_batch_for_every_waiting_and_running_status() -> None:
+    import boto3
+    from botocore.stub import Stubber
+
+    from smtrain.cli.queue_view import list_jobs, table, team_queues
+
+    batch = boto3.client("batch", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    queues = team_queues({contract.OUTPUT_TEAM_QUEUES: "high=smtrain-high,normal=smtrain-normal"}, "smtrain-workflow")
+    running = {"jobArn": "arn:aws:batch:us-east-1:123456789012:service-job/1", "jobId": "1",
+               "jobName": "smtrain-run-1", "status": "RUNNING", "createdAt": 1_700_000_000_000,
+               "serviceJobType": "SAGEMAKER_TRAINING",
+               "latestAttempt": {"serviceResourceId": {
+                   "name": "TrainingJobArn",
+                   "value": "arn:aws:sagemaker:us-east-1:123456789012:training-job/awsbatchsmtrain0123"}}}
+    with Stubber(batch) as stub:  # each call checked against botocore's batch model
+        for queue in ("smtrain-high", "smtrain-normal"):
+            for status in contract.SERVICE_JOB_ACTIVE:
+                page = [running] if (queue, status) == ("smtrain-normal", "RUNNING") else []
+                stub.add_response("list_service_jobs", {"jobSummaryList": page},
+                                  {"jobQueue": queue, "jobStatus": status})
+        jobs = list_jobs(batch, queues)
+        stub.assert_no_pending_responses()
+    (line,) = table(jobs)[1:]
+    assert line.split()[:3] == ["normal", "running", "RUNNING"]
+    assert line.split()[-2:] == ["smtrain-run-1", "AWSBatchsmtrain0123"]  # the name as Batch writes it
+    with pytest.raises(InputError, match="has no team queue"):
+        team_queues({contract.OUTPUT_TEAM_QUEUE: "off"}, "smtrain-workflow")
 
 
 def test_stopping_an_execution_terminates_its_service_job(queued_engine: tuple[Any, GatedBackend]) -> None:

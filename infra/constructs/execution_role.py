@@ -67,9 +67,12 @@ class SageMakerExecutionRole(Construct):
                             stack.format_arn(service="sagemaker", resource=kind,
                                              resource_name=f"{job_name_prefix}*")
                             for kind in ("training-job", "hyper-parameter-tuning-job")]
-                        + ([stack.format_arn(service="sagemaker", resource="training-job",
-                                             resource_name=f"{queued_job_name_prefix}*")]
-                           if queued_job_name_prefix else []),
+                        # As Batch writes the name, and lowercased (as some ARNs spell it).
+                        + [stack.format_arn(service="sagemaker", resource="training-job",
+                                            resource_name=f"{spelling}*")
+                           for spelling in dict.fromkeys(
+                               [queued_job_name_prefix, queued_job_name_prefix.lower()]
+                               if queued_job_name_prefix else [])],
                     },
                 },
             ),

@@ -68,7 +68,8 @@ class QueuedTrainingJob(Construct):
       finds the job by it) and the SageMaker job Batch starts is named
       ``AWSBatch<name_prefix><attempt id>`` (``contract.BATCH_TRAINING_JOB_PREFIX``);
     - ``$.queue`` holds the service job's id, its latest status and reason, and the training
-      job's ARN once Batch has started one; looks come every 15 s at first, doubling to 300 s;
+      job's ARN once Batch has started one; looks come every 15 s at first, doubling to 20
+      minutes (``contract.QUEUE_POLL_MAX_SECONDS``);
     - on success ``result_path`` holds what :class:`TrainingJobTask` leaves there
       (``TrainingJobName``, ``ModelArtifacts``, ``FinalMetricDataList``); on failure ``failure``
       runs with ``$.failure`` (``Error``: ``Batch.ServiceJobFailed`` or the call's error,
@@ -100,10 +101,14 @@ class QueuedTrainingJob(Construct):
             "ServiceJobType": contract.SERVICE_JOB_TYPE,
             "ServiceRequestPayload": "{% $string($states.input.queue.request) %}",
             "Tags": {**(tags or {}), contract.TAG_EXECUTION: "{% $states.context.Execution.Name %}"},
+            # Two submits with the same token and payload: "the second request is rejected"
+            # (SubmitServiceJob, clientToken), so a retried submit whose first try did create a
+            # job cannot queue a second one (the run fails, and the cleanup stops the first).
+            "ClientToken": "{% $states.input.run.id %}",
         }
         if fair_share:
             arguments["ShareIdentifier"] = f"{{% {share} %}}"
-        submit = sfn.CustomState(self, "SubmitQueuedTrainingJob", state_json={
+        submit = sfn.CustomState(self, contract.QUEUE_SUBMIT_STATE, state_json={
             "Type": "Task", "QueryLanguage": "JSONata",
             "Resource": "arn:aws:states:::aws-sdk:batch:submitServiceJob",
             "Arguments": arguments,
@@ -114,8 +119,8 @@ class QueuedTrainingJob(Construct):
             "Output": ("{% $merge([$states.input, {'queue': {'jobId': $states.result.JobId, "
                        f"'status': 'SUBMITTED', 'wait': {contract.QUEUE_POLL_FIRST_SECONDS}}}}}]) %}}"),
         })
-        wait = sfn.Wait(self, "WaitInQueue", time=sfn.WaitTime.seconds_path("$.queue.wait"))
-        describe = sfn.CustomState(self, "DescribeQueuedJob", state_json={
+        wait = sfn.Wait(self, contract.QUEUE_WAIT_STATE, time=sfn.WaitTime.seconds_path("$.queue.wait"))
+        describe = sfn.CustomState(self, contract.QUEUE_DESCRIBE_STATE, state_json={
             "Type": "Task", "QueryLanguage": "JSONata",
             "Resource": "arn:aws:states:::aws-sdk:batch:describeServiceJob",
             "Arguments": {"JobId": "{% $states.input.queue.jobId %}"},
@@ -126,15 +131,17 @@ class QueuedTrainingJob(Construct):
             "Output": ("{% $merge([$states.input, {'queue': $merge([$sift($states.input.queue, "
                        "function($v, $k) { $k != 'statusReason' }), {"
                        "'status': $states.result.Status, 'statusReason': $states.result.StatusReason, "
-                       "'trainingJobArn': $states.result.LatestAttempt.ServiceResourceId.Value}])}]) %}"),
+                       "'trainingJobArn': $states.result.LatestAttempt.ServiceResourceId.Value, "
+                       "'wait': $min([$states.input.queue.wait * 2, "
+                       f"{contract.QUEUE_POLL_MAX_SECONDS}])}}])}}]) %}}"),
         })
-        for task in (submit, describe):
-            task.add_retry(errors=[SERVER_ERROR], interval=Duration.seconds(5), backoff_rate=2,
-                           max_attempts=4, jitter_strategy=sfn.JitterType.FULL)
-        back_off = sfn.Pass(self, "BackOffQueuePolling", query_language=sfn.QueryLanguage.JSONATA,
-                            outputs=("{% $merge([$states.input, {'queue': $merge([$states.input.queue, "
-                                     "{'wait': $min([$states.input.queue.wait * 2, "
-                                     f"{contract.QUEUE_POLL_MAX_SECONDS}])}}])}}]) %}}"))
+        submit.add_retry(errors=[SERVER_ERROR], interval=Duration.seconds(5), backoff_rate=2,
+                         max_attempts=4, jitter_strategy=sfn.JitterType.FULL)
+        # A describe is a read, safe to repeat on any error: throttling included, whose name
+        # under the SDK integration no AWS document gives (States.TaskFailed matches every
+        # error but States.Timeout: developer guide, "Error names").
+        describe.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), backoff_rate=2,
+                           max_attempts=6, jitter_strategy=sfn.JitterType.FULL)
         # The job's name from its ARN. Whether SageMaker lowercases a name in its ARN is shown
         # both ways in AWS's documents (the Batch user guide's event example keeps
         # "AWSBatch..."), so the name is rebuilt: Batch's prefix as Batch writes it, then the
@@ -169,14 +176,14 @@ class QueuedTrainingJob(Construct):
                              parameters={"Error": SERVICE_JOB_FAILED,
                                          "Cause.$": "States.Format('service job {} ended FAILED', "
                                                     "$.queue.jobId)"})
-        decide = sfn.Choice(self, "ChooseQueuedJobState")
+        decide = sfn.Choice(self, contract.QUEUE_CHOICE_STATE)
         decide.when(Cond.string_equals("$.queue.status", contract.SERVICE_JOB_SUCCEEDED),
                     name_job.next(describe_job))
         decide.when(Cond.and_(Cond.string_equals("$.queue.status", contract.SERVICE_JOB_FAILED),
                               Cond.is_present("$.queue.statusReason")), explain.next(failure))
         decide.when(Cond.string_equals("$.queue.status", contract.SERVICE_JOB_FAILED),
                     no_reason.next(failure))
-        decide.otherwise(back_off.next(wait))
+        decide.otherwise(wait)
         build.next(submit).next(wait).next(describe).next(decide)
         self.start: sfn.State = build
         self.end: sfn.CustomState = describe_job
@@ -191,10 +198,14 @@ class QueuedTrainingJob(Construct):
             iam.PolicyStatement(actions=["batch:TagResource"], resources=[service_jobs]),
             # DescribeServiceJob has no resource type: "*" is the only resource it takes.
             iam.PolicyStatement(actions=["batch:DescribeServiceJob"], resources=["*"]),
+            # Batch's own managed policy (AWSBatchServiceRolePolicyForSageMaker) names these jobs
+            # training-job/AWSBatch*; whether an ARN keeps that case is not documented for every
+            # caller (SageMaker lowercases names in some ARNs), so both spellings.
             iam.PolicyStatement(
                 actions=["sagemaker:DescribeTrainingJob"],
                 resources=[stack.format_arn(service="sagemaker", resource="training-job",
-                                            resource_name=f"{queued_prefix}*")]),
+                                            resource_name=f"{spelling}*")
+                           for spelling in (queued_prefix, queued_prefix.lower())]),
         ]
 
     def next(self, state: sfn.IChainable) -> sfn.Chain:

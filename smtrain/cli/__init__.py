@@ -190,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="recorded as the execution's stop cause (default: %(default)s)")
     _resource_options(stop)
 
+    queue = commands.add_parser("queue", help="the team queue: what waits and runs, under whose share, "
+                                              "and where each run stands (deployed with queue: batch)")
+    _offline_options(queue)
+    _aws_options(queue)
+    queue.add_argument("--stack-name", help="workflow stack (default: <namePrefix>-workflow from cdk.json)")
+
     compare = commands.add_parser("compare", help="compare tracked runs (MLflow), optionally plot them")
     compare.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI; with "
                                                  "--local, the offline store)")
@@ -275,6 +281,10 @@ def _main(argv: Sequence[str] | None) -> int:
         from smtrain.cli import preflight
 
         return preflight.run(args)
+    if args.command == "queue":
+        from smtrain.cli import queue_view
+
+        return queue_view.run(args)
     if args.command == "models":
         from smtrain.cli import model_commands
 

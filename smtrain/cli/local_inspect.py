@@ -18,7 +18,7 @@ from typing import Any
 
 from smtrain.cli.execution_request import check_execution_name
 from smtrain.cli.outcome import EXIT_ABORTED, EXIT_OK, ResourceNotFound, fail, say
-from smtrain.cli.watch import exit_code, failed_job, job_names, summary
+from smtrain.cli.watch import exit_code, failed_job, job_names, status_lines, summary
 from smtrain.core.errors import InputError
 from smtrain.local import execution_records
 
@@ -59,14 +59,7 @@ def _header(record: dict[str, Any]) -> str:
 def status(args: argparse.Namespace) -> int:
     """As ``smtrain status``: state, current or last state, jobs, result."""
     record = _record(args.work_dir, args.name)
-    say(_header(record))
-    events = record.get("events") or []
-    entered = [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
-    if entered:
-        say(f"current or last state: {entered[-1]}")
-    for name in job_names(events):
-        say(f"job: {name}")
-    for line in summary(record):
+    for line in status_lines(record, record.get("events") or []):
         say(line)
     return EXIT_OK
 

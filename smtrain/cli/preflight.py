@@ -228,7 +228,7 @@ def derive_checks(definition: Mapping[str, Any], machine: Mapping[str, Any], der
     samples: dict[str, str | None] = {"tuning": None, "training": None}
     tasks = [(name, state) for name, state in every_state(definition) if state.get("Type") == "Task"]
     # Creates first, so that a describe of "the best training job" knows the tuning job's name.
-    tasks.sort(key=lambda task: 0 if "create" in str(task[1].get("Resource", "")) else 1)
+    tasks.sort(key=lambda task: 0 if re.search(r"create|submitServiceJob", str(task[1].get("Resource", ""))) else 1)
     for name, state in tasks:
         resource = str(state.get("Resource", ""))
         match = _INTEGRATION.fullmatch(resource)
@@ -243,6 +243,9 @@ def derive_checks(definition: Mapping[str, Any], machine: Mapping[str, Any], der
             _sdk_sagemaker_checks(name, match["api"], parameters, machine_role, samples, d)
         elif match and match["sdk"] and match["service"] == "s3" and match["api"] == "putObject":
             _put_object_checks(name, parameters, machine_role, d)
+        elif match and match["sdk"] and match["service"] == "batch" and match["api"] in _BATCH_APIS:
+            queued = _batch_checks(name, match["api"], state, machine, machine_role, d)
+            samples["training"] = queued or samples["training"]
         else:
             d.not_derived.append(f"{name}: {resource}")
     if definition.get("QueryLanguage") == "JSONata":
@@ -361,6 +364,53 @@ def _sdk_sagemaker_checks(state: str, api: str, parameters: Mapping[str, Any], m
         d.not_derived.append(f"{state}: arn:aws:states:::aws-sdk:sagemaker:{api}")
         return
     d.add(machine_role, Check(action, resource, f"{state} (aws-sdk:sagemaker:{api})"))
+
+
+#: The team queue's Batch calls (infra/constructs/queued_training_job.py, queue_cleanup.py).
+_BATCH_APIS = ("submitServiceJob", "describeServiceJob", "listServiceJobs", "terminateServiceJob")
+_JOB_QUEUE_ARN = re.compile(r"arn:[\w-]+:batch:[\w-]+:\d{12}:job-queue/[A-Za-z0-9_-]+")
+
+
+def _batch_checks(state: str, api: str, task: Mapping[str, Any], machine: Mapping[str, Any],
+                  machine_role: str, d: _Derivation) -> str | None:
+    """The team queue's calls (Service Authorization Reference, AWS Batch): a submit on the job
+    queues and the new service job, its tags, and the execution role passed to SageMaker with the
+    payload (the request a Pass state builds: ``request`` with ``RoleArn``), whose job runs as
+    that role under Batch's name ``AWSBatch<name><attempt id>`` (returned); a describe and a list
+    take no resource; a terminate acts on a service job carrying the project's tag."""
+    why = f"{state} (aws-sdk:batch:{api})"
+    service_job = d.arn("batch", f"service-job/{SAMPLE}")
+    if api in ("describeServiceJob", "listServiceJobs"):
+        d.add(machine_role, Check("batch:" + api[0].upper() + api[1:], "*", why))
+        return None
+    if api == "terminateServiceJob":
+        name = str(machine.get("StateMachineName", ""))
+        prefix = name[: -len(contract.QUEUE_CLEANUP_SUFFIX)] if name.endswith(contract.QUEUE_CLEANUP_SUFFIX) else None
+        context = (("aws:ResourceTag/project", prefix),) if prefix else ()
+        d.add(machine_role, Check("batch:TerminateServiceJob", service_job, why, context))
+        return None
+    arguments = task.get("Arguments", {})
+    queues = sorted(set(_JOB_QUEUE_ARN.findall(json.dumps(arguments.get("JobQueue", "")))))
+    if not queues:
+        d.not_derived.append(f"{why}: the job queues (no job-queue ARN in JobQueue)")
+    for queue in queues:
+        d.add(machine_role, Check("batch:SubmitServiceJob", queue, f"{why}: the job queue"))
+    d.add(machine_role, Check("batch:SubmitServiceJob", service_job, f"{why}: the new service job"))
+    if "Tags" in arguments:
+        d.add(machine_role, Check("batch:TagResource", service_job, f"{why}: tags on submit"))
+    requests = [value["request"] for _, st in every_state(d.definition)
+                if isinstance(value := st.get("Parameters"), Mapping)
+                and isinstance(value.get("request"), Mapping) and "RoleArn" in value["request"]]
+    if not requests:
+        d.not_derived.append(f"{why}: the payload (no Pass state builds a request with RoleArn)")
+        return None
+    request = requests[0]
+    role = str(request["RoleArn"])
+    d.add(machine_role, Check("iam:PassRole", role, f"{why}: passes the execution role",
+                              (("iam:PassedToService", "sagemaker.amazonaws.com"),)))
+    job = f"{contract.BATCH_TRAINING_JOB_PREFIX}{request.get('TrainingJobName', 'preflight')}{SAMPLE * 4}"
+    _execution_role_checks(state, request, role, job, d)
+    return job
 
 
 def _registration_checks(state: str, parameters: Mapping[str, Any], definition: Mapping[str, Any],

@@ -15,6 +15,12 @@ TRAINING_LOG_GROUP = contract.TRAINING_LOG_GROUP
 LOG_TAIL_LINES = contract.LOG_TAIL_LINES
 
 
+#: The states a queued run goes round while it waits: followed as one line per change of the
+#: queue's state rather than one per state.
+QUEUE_LOOP_STATES = frozenset({contract.QUEUE_WAIT_STATE, contract.QUEUE_DESCRIBE_STATE,
+                               contract.QUEUE_CHOICE_STATE})
+
+
 def _say(text: str) -> None:
     print(text, flush=True)
 
@@ -24,11 +30,40 @@ def _elapsed(started: float) -> str:
     return f"{seconds // 60:02d}:{seconds % 60:02d}"
 
 
+def queue_state(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Where a run of the team queue stands: the ``queue`` object the last submit or look at its
+    service job left (``jobId``, Batch's ``status`` and ``statusReason``, ``trainingJobArn``),
+    with ``stage`` (queued, scheduled, running, done: ``contract.SERVICE_JOB_STAGES``); None for
+    a run that was never queued."""
+    for event in reversed(events):
+        exited = event.get("stateExitedEventDetails")
+        if not exited or exited.get("name") not in (contract.QUEUE_SUBMIT_STATE, contract.QUEUE_DESCRIBE_STATE):
+            continue
+        try:
+            queue = json.loads(exited.get("output") or "{}").get("queue")
+        except (json.JSONDecodeError, AttributeError):
+            return None
+        if not isinstance(queue, dict):
+            return None
+        return {**queue, "stage": contract.SERVICE_JOB_STAGES.get(str(queue.get("status")), "queued")}
+    return None
+
+
+def queue_line(queue: dict[str, Any]) -> str:
+    """One line for a queued run: its stage, Batch's state and reason."""
+    reason = f": {queue['statusReason']}" if queue.get("statusReason") else ""
+    return f"queue: {queue['stage']} ({queue.get('status')}{reason}), service job {queue.get('jobId')}"
+
+
 def job_names(events: list[dict[str, Any]],
               kinds: tuple[str, ...] = ("TrainingJobName", "HyperParameterTuningJobName")) -> list[str]:
-    """SageMaker job names the execution scheduled, in order (from TaskScheduled parameters);
-    ``kinds`` picks the name fields read (default: training and tuning jobs)."""
+    """SageMaker job names the execution scheduled, in order (from TaskScheduled parameters, and
+    the job Batch started for a queued run); ``kinds`` picks the name fields read (default:
+    training and tuning jobs)."""
     names = []
+    queue = queue_state(events)
+    if queue is not None and queue.get("trainingJobArn") and "TrainingJobName" in kinds:
+        names.append(contract.batch_training_job_name(str(queue["trainingJobArn"])))
     for event in events:
         details = event.get("taskScheduledEventDetails")
         if not details:
@@ -260,15 +295,20 @@ def follow(session: Any, arn: str, *, logs: bool, interval: float) -> int:
     tail = LogTail(session.client("logs")) if logs else None
     started = time.monotonic()
     seen_events = 0
+    last_queue_line = ""
     _say(f"Following {arn}")
     while True:
         description = sfn.describe_execution(executionArn=arn)
         events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
         for event in events[seen_events:]:
             entered = event.get("stateEnteredEventDetails")
-            if entered:
+            if entered and entered["name"] not in QUEUE_LOOP_STATES:
                 _say(f"  {_elapsed(started)}  state {entered['name']}")
         seen_events = len(events)
+        queue = queue_state(events)
+        if queue is not None and queue_line(queue) != last_queue_line:
+            last_queue_line = queue_line(queue)
+            _say(f"  {_elapsed(started)}  {last_queue_line}")
         for name in job_names(events):
             jobs.update(name, started)
             if tail is not None:
@@ -285,17 +325,26 @@ def follow(session: Any, arn: str, *, logs: bool, interval: float) -> int:
         time.sleep(interval)
 
 
+def status_lines(description: dict[str, Any], events: list[dict[str, Any]]) -> list[str]:
+    """What ``smtrain status`` says of a run (on AWS and offline alike): its state, the current
+    or last state of the state machine, where it stands in the team queue, its jobs, its result."""
+    lines = [f"{description['name']}: {description['status']} "
+             f"(started {description['startDate']:%Y-%m-%d %H:%M:%S})"]
+    entered = [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
+    if entered:
+        lines.append(f"current or last state: {entered[-1]}")
+    queue = queue_state(events)
+    if queue is not None:
+        lines.append(queue_line(queue))
+    lines += [f"job: {name}" for name in job_names(events)]
+    return lines + summary(description)
+
+
 def describe_once(session: Any, arn: str) -> int:
     sfn = session.client("stepfunctions")
     description = sfn.describe_execution(executionArn=arn)
     events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
-    _say(f"{description['name']}: {description['status']} (started {description['startDate']:%Y-%m-%d %H:%M:%S})")
-    entered = [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
-    if entered:
-        _say(f"current or last state: {entered[-1]}")
-    for name in job_names(events):
-        _say(f"job: {name}")
-    for line in summary(description):
+    for line in status_lines(description, events):
         _say(line)
     return EXIT_OK
 

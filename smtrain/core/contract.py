@@ -197,6 +197,9 @@ METADATA_MLFLOW_TRACKING_URI: Final = "mlflow:trackingUri"
 METADATA_MLFLOW_EXPERIMENT: Final = "mlflow:experiment"
 #: Where the offline engine keeps its model registry, under its work directory.
 LOCAL_REGISTRY_DIR: Final = "registry"
+#: Where the offline engine records its team queue's jobs under the work dir (``smtrain queue
+#: --local`` reads it).
+LOCAL_QUEUE_FILE: Final = "batch-queue.json"
 #: The offline engine's stand-in for S3 under its work directory (``s3://<bucket>/<key>`` is
 #: ``<work dir>/s3/<bucket>/<key>``).
 LOCAL_S3_DIR: Final = "s3"
@@ -347,9 +350,19 @@ BATCH_ATTEMPT_ID_LENGTH: Final = 32
 #: is letters and digits, and a program's share is its name without them (:func:`program_share`).
 SHARE_IDENTIFIER: Final = re.compile(r"[A-Za-z0-9]{1,255}")
 #: The state machine's wait between two looks at a queued job: doubling from the first to the
-#: longest (``DescribeServiceJob`` has no documented rate beyond the account's API limits).
+#: longest. Each look adds 9 events to the execution's history, which holds at most 25,000
+#: ("Step Functions service quotas": maximum execution history size), so at 20 minutes a run
+#: may wait and train for about 38 days, beyond SageMaker's 28-day longest job; a job that ends
+#: after a long run is seen at most 20 minutes late.
 QUEUE_POLL_FIRST_SECONDS: Final = 15
-QUEUE_POLL_MAX_SECONDS: Final = 300
+QUEUE_POLL_MAX_SECONDS: Final = 1200
+#: The queued chain's states the CLI reads a run's place in the queue from (their output's
+#: ``queue``: ``jobId``, ``status``, ``statusReason``, ``trainingJobArn``).
+QUEUE_SUBMIT_STATE: Final = "SubmitQueuedTrainingJob"
+QUEUE_DESCRIBE_STATE: Final = "DescribeQueuedJob"
+#: The states a queued run goes round while it waits (the CLI follows them as one line).
+QUEUE_WAIT_STATE: Final = "WaitInQueue"
+QUEUE_CHOICE_STATE: Final = "ChooseQueuedJobState"
 
 
 #: The state machine that terminates a stopped execution's queued job: ``<prefix>-queue-cleanup``.
@@ -377,6 +390,15 @@ def program_share(program: str) -> str:
     """The fair-share identifier of a run that names no ``team``: its program's name in letters
     and digits (the state machine's rule says the same in JSONata)."""
     return re.sub(r"[^A-Za-z0-9]", "", program)
+
+
+def batch_training_job_name(training_job_arn: str) -> str:
+    """The SageMaker job a queued run trains in, from the ARN Batch reports: its name rebuilt
+    with Batch's prefix as Batch writes it (whether SageMaker lowercases a name in its ARN is
+    shown both ways in AWS's documents; the rest is the stack's lowercase prefix and the attempt
+    id). The state machine's ``NameQueuedTrainingJob`` says the same in JSONata."""
+    name = training_job_arn.rsplit("/", 1)[-1]
+    return BATCH_TRAINING_JOB_PREFIX + name[len(BATCH_TRAINING_JOB_PREFIX):]
 
 
 def batch_training_job_prefix(name_prefix: str) -> str:

@@ -32,6 +32,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from smtrain.core import contract
@@ -92,9 +93,12 @@ class LocalBatchQueue:
     on ``backend``. Thread-safe; it schedules whenever it is asked anything."""
 
     def __init__(self, backend: SageMakerBackend, *, queues: Mapping[str, JobQueue], capacity: int,
-                 region: str = "us-east-1") -> None:
+                 region: str = "us-east-1", record: Path | None = None) -> None:
         self.backend, self.capacity, self.region = backend, capacity, region
         self.queues = dict(queues)
+        #: Where every job's summary is written after each change (``smtrain queue --local``
+        #: reads it: the CLI and the engine run in different processes).
+        self.record = record
         self._jobs: dict[str, ServiceJob] = {}
         self._lock = threading.Lock()
 
@@ -192,6 +196,19 @@ class LocalBatchQueue:
                     break  # the front of the queue waits for capacity
                 self._start(front)
                 in_use += front.instances if front.status != contract.SERVICE_JOB_FAILED else 0
+
+        self._write_record()
+
+    def _write_record(self) -> None:
+        if self.record is None:
+            return
+        # A queue's name ends in its priority (contract.job_queue_name).
+        jobs = [{**self._summary(job), "priority": job.queue.name.rsplit("-", 1)[-1]}
+                for job in sorted(self._jobs.values(), key=lambda job: job.created_at)
+                if job.status in contract.SERVICE_JOB_ACTIVE]
+        scratch = self.record.with_suffix(".tmp")
+        scratch.write_text(json.dumps(jobs, indent=1))
+        scratch.replace(self.record)  # whole, so a reader never sees half a file
 
     def _share_use(self, job: ServiceJob) -> int:
         return sum(other.instances for other in self._jobs.values() if other.share == job.share

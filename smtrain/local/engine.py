@@ -165,6 +165,7 @@ class OfflineEngine:
         if self.deployment.queue is not None:
             self.batch = LocalBatchQueue(
                 self.backend, capacity=self.deployment.queue.capacity, region=region,
+                record=work_dir / contract.LOCAL_QUEUE_FILE,
                 queues={name: JobQueue(name=name, priority=priority, fair_share=fair)
                         for name, (priority, fair) in self.deployment.queue.queues.items()})
         self._cleanup_arn: str | None = None
