@@ -9,7 +9,7 @@ CDK := node_modules/.bin/cdk
 export CDK_DISABLE_CLI_TELEMETRY := true
 export CDK_DISABLE_VERSION_CHECK := 1
 
-.PHONY: install test lint unit synth demo describe preflight bench snapshot-update image-uris clean
+.PHONY: install test lint unit synth demo describe preflight bench snapshot-update image-uris prices clean
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -86,6 +86,12 @@ bench: install
 
 snapshot-update: install
 	$(VENV)/bin/pytest -q tests/test_snapshots.py --snapshot-update
+
+## With AWS credentials (pricing:GetProducts): refresh smtrain/core/prices.json, the on-demand
+## price of each training instance type, for the region in cdk.json (more: PRICE_REGIONS="a b").
+PRICE_REGIONS ?= $(shell $(PYTHON) -c "import json; print(json.load(open('cdk.json'))['context']['defaultRegion'])")
+prices: install
+	$(PY) -m smtrain.cli.price_table $(foreach region,$(PRICE_REGIONS),--region $(region))
 
 ## Refresh infra/image_uris.json for the versions in cdk.json (after changing them) and every
 ## built-in algorithm (a few seconds).

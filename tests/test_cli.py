@@ -734,6 +734,9 @@ def test_local_start_end_to_end(synthesized: Synthesized, tmp_path: Path) -> Non
                             env=env, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "SUCCEEDED" in result.stdout
+    # The cost, honestly unknown: the shipped price table is empty until `make prices`.
+    assert re.search(r"cost: unknown \(\d+ s billable x 1 ml\.m5\.xlarge; no price for ml\.m5\.xlarge "
+                     r"in us-east-1: run `make prices`\)", result.stdout), result.stdout[-2000:]
     output = json.loads(result.stdout[result.stdout.index("{"):])
     assert output["program"] == "digits_mlp"
     assert output["trainingJobName"].startswith("smtrain-")

@@ -130,14 +130,18 @@ def print_result(output: Mapping[str, Any], model_path: Any) -> None:
     print(json.dumps(output, indent=2))
 
 
-def _print_warm_pool(engine: Any, output: Mapping[str, Any]) -> None:
-    """The run's training job's warm pool, as its DescribeTrainingJob says (nothing without one)."""
+def _print_job_notes(engine: Any, output: Mapping[str, Any]) -> None:
+    """The run's training job's cost (smtrain.core.prices) and warm pool (nothing without one),
+    as its DescribeTrainingJob says."""
     from smtrain.cli.watch import warm_pool_line
 
     try:
         description = engine.backend.describe_training_job(output["trainingJobName"])
     except Exception:  # a backend that does not keep the job: nothing to say
         return
+    from smtrain.core import prices
+
+    print(prices.job_cost(description, engine.region).line())
     line = warm_pool_line(description)
     if line is None:
         return
@@ -241,8 +245,8 @@ def start_local(args: argparse.Namespace, draft: dict[str, Any], channel_inputs:
                 "executionInput": execution_input, "codeDigest": digest, "output": output,
                 "modelPath": str(model_path), "finished": dt.datetime.now(dt.UTC).isoformat(),
             })
+            _print_job_notes(engine, output)  # before the output's JSON, which ends the report
             print_result(output, model_path)
-            _print_warm_pool(engine, output)
             if output.get("registered"):
                 for problem in engine.registry.serving_problems(output["modelPackageArn"]):
                     warn(problem)

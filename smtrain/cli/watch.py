@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 from smtrain.cli.outcome import EXIT_ABORTED, EXIT_FAILED, EXIT_OK
-from smtrain.core import contract
+from smtrain.core import contract, prices
 
 TRAINING_LOG_GROUP = contract.TRAINING_LOG_GROUP
 #: How many of a failed job's last log lines are printed.
@@ -215,6 +216,39 @@ def warm_pool_line(description: dict[str, Any]) -> str | None:
     return f"warm pool: {status}" + (f" ({billed})" if billed else "")
 
 
+def cost_lines(sagemaker: Any, names: list[str], region: str,
+               table: Mapping[str, Any] | None = None) -> list[str]:
+    """What each job of a run cost (``smtrain.core.prices``): a training job's line, or for a
+    tuning job the total over its training jobs (those of unknown cost counted apart)."""
+    lines = []
+    for name in names:
+        try:
+            described = sagemaker.describe_training_job(TrainingJobName=name)
+            lines.append(f"job {name} {prices.job_cost(described, region, table).line()}")
+            continue
+        except Exception:  # a tuning job's name, or a job that cannot be read
+            pass
+        try:
+            trials = []
+            kwargs: dict[str, Any] = {"HyperParameterTuningJobName": name}
+            while True:
+                page = sagemaker.list_training_jobs_for_hyper_parameter_tuning_job(**kwargs)
+                trials += [t["TrainingJobName"] for t in page.get("TrainingJobSummaries", [])]
+                if not page.get("NextToken"):
+                    break
+                kwargs["NextToken"] = page["NextToken"]
+            costs = [prices.job_cost(sagemaker.describe_training_job(TrainingJobName=t), region, table)
+                     for t in trials]
+        except Exception as error:
+            lines.append(f"job {name} cost: unknown ({type(error).__name__})")
+            continue
+        known = [c.usd for c in costs if c.usd is not None]
+        unknown = len(costs) - len(known)
+        lines.append(f"tuning job {name} cost: ${sum(known):.4f} over {len(known)} training jobs"
+                     + (f" ({unknown} of unknown cost: no price or no billable time yet)" if unknown else ""))
+    return lines
+
+
 def exit_code(state: str) -> int:
     return {"SUCCEEDED": EXIT_OK, "FAILED": EXIT_FAILED}.get(state, EXIT_ABORTED)
 
@@ -317,6 +351,8 @@ def follow(session: Any, arn: str, *, logs: bool, interval: float) -> int:
             _say(f"  {_elapsed(started)}  {description['status']}")
             for line in summary(description):
                 _say(line)
+            for line in cost_lines(session.client("sagemaker"), job_names(events), arn.split(":")[3]):
+                _say(line)
             if description["status"] == "FAILED":
                 job = failed_job(description.get("cause"), events)
                 if job is not None:
@@ -345,6 +381,8 @@ def describe_once(session: Any, arn: str) -> int:
     description = sfn.describe_execution(executionArn=arn)
     events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
     for line in status_lines(description, events):
+        _say(line)
+    for line in cost_lines(session.client("sagemaker"), job_names(events), arn.split(":")[3]):
         _say(line)
     return EXIT_OK
 

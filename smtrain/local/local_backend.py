@@ -237,6 +237,13 @@ class TrainingJob:
             description["FailureReason"] = self.failure_reason
         if self.ended:
             description["TrainingEndTime"] = self.ended
+            # Offline every second of the job is billable (no spot interruption to discount):
+            # from its launch (the first status) to its end, as whole seconds.
+            if self.transitions:
+                launched = dt.datetime.fromisoformat(self.transitions[0]["StartTime"])
+                seconds = max(1, round((dt.datetime.fromisoformat(self.ended) - launched).total_seconds()))
+                description["TrainingTimeInSeconds"] = seconds
+                description["BillableTimeInSeconds"] = seconds
         return description
 
 

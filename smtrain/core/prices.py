@@ -1,0 +1,92 @@
+"""What a training job cost: SageMaker's billable time times the instance's hourly price.
+
+The price table (``prices.json`` beside this module) holds, per region, the on-demand USD price
+per hour of each ``ml.*`` training instance type, with where it came from and when. It is
+refreshed from AWS's Price List (``make prices``: ``smtrain/cli/price_table.py``) and ships
+empty: no price is entered by hand, and none could be fetched where the project is built. A job
+whose price is not in the table has an unknown cost, said as such.
+
+The arithmetic is SageMaker's own (API reference, DescribeTrainingJob): "Multiply
+``BillableTimeInSeconds`` by the number of instances (``InstanceCount``) ... to get the total
+compute time SageMaker bills you", and the savings of managed spot training are
+``(1 - BillableTimeInSeconds / TrainingTimeInSeconds) * 100``. Storage, data transfer and a warm
+pool's wait are billed apart and not counted here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+TABLE = Path(__file__).with_name("prices.json")
+
+
+@lru_cache(maxsize=4)
+def load(path: Path = TABLE) -> dict[str, Any]:
+    """The price table: ``{"source", "fetched", "regions": {region: {instance type: USD/hour}}}``."""
+    table: dict[str, Any] = json.loads(path.read_text())
+    return table
+
+
+def hourly(region: str, instance_type: str, table: Mapping[str, Any] | None = None) -> float | None:
+    """The on-demand USD price per instance-hour, or None when the table has none."""
+    price = (table if table is not None else load()).get("regions", {}).get(region, {}).get(instance_type)
+    return float(price) if isinstance(price, (int, float)) else None
+
+
+@dataclass(frozen=True)
+class JobCost:
+    """A finished (or running) training job's billed compute."""
+
+    instance_type: str
+    instance_count: int
+    billable_seconds: int | None
+    training_seconds: int | None
+    usd_per_hour: float | None
+    region: str
+    spot: bool = False
+
+    @property
+    def usd(self) -> float | None:
+        """The compute cost, or None when the billable time or the price is unknown."""
+        if self.billable_seconds is None or self.usd_per_hour is None:
+            return None
+        return self.billable_seconds * self.instance_count * self.usd_per_hour / 3600
+
+    @property
+    def spot_savings(self) -> float | None:
+        """Managed spot's saving as a fraction (0.7 for 70 %); None on demand or unknown."""
+        if not self.spot or not self.billable_seconds or not self.training_seconds:
+            return None
+        return 1 - self.billable_seconds / self.training_seconds
+
+    def line(self) -> str:
+        """One line for the CLI: the cost and how it was reckoned, or why it is unknown."""
+        billed = (f"{self.billable_seconds} s billable x {self.instance_count} {self.instance_type}"
+                  if self.billable_seconds is not None else "no billable time reported yet")
+        savings = (f"; managed spot saved {self.spot_savings:.0%}" if self.spot_savings is not None else "")
+        if self.usd_per_hour is None:
+            return (f"cost: unknown ({billed}; no price for {self.instance_type} in {self.region}: "
+                    f"run `make prices`){savings}")
+        if self.usd is None:
+            return f"cost: unknown ({billed} at ${self.usd_per_hour:g}/h){savings}"
+        return f"cost: ${self.usd:.4f} ({billed} at ${self.usd_per_hour:g}/h on-demand{savings})"
+
+
+def job_cost(description: Mapping[str, Any], region: str, table: Mapping[str, Any] | None = None) -> JobCost:
+    """The cost of the training job SageMaker ``description`` (DescribeTrainingJob) describes.
+    Under managed spot the billable time is already the discounted one (that is what the spot
+    saving formula compares), so the on-demand price applies to it."""
+    resources = description.get("ResourceConfig", {})
+    instance_type = str(resources.get("InstanceType", "?"))
+    billable = description.get("BillableTimeInSeconds")
+    training = description.get("TrainingTimeInSeconds")
+    return JobCost(instance_type=instance_type, instance_count=int(resources.get("InstanceCount", 1)),
+                   billable_seconds=int(billable) if isinstance(billable, int) else None,
+                   training_seconds=int(training) if isinstance(training, int) else None,
+                   usd_per_hour=hourly(region, instance_type, table), region=region,
+                   spot=bool(description.get("EnableManagedSpotTraining")))

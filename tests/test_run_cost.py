@@ -1,0 +1,132 @@
+"""What a run cost: SageMaker's billable time x the instance's price (smtrain/core/prices.py), the
+price table's refresh from AWS's Price List (smtrain/cli/price_table.py), and the CLI's lines.
+
+The AWS calls go through botocore's Stubber, which checks each request and response against the
+service's model; the Price List entries follow the documented GetProducts format."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from smtrain.cli.price_table import refresh, training_prices
+from smtrain.cli.watch import cost_lines
+from smtrain.core import prices
+
+TABLE = {"regions": {"us-east-1": {"ml.m5.xlarge": 0.5, "ml.g5.xlarge": 1.5}}}
+
+
+def entry(attributes: dict[str, str], usd: str, unit: str = "Hrs") -> str:
+    """One GetProducts PriceList entry (AWS Billing user guide, "Using the AWS Price List Query API")."""
+    return json.dumps({
+        "product": {"productFamily": "ML Instance", "attributes": attributes, "sku": "SKU"},
+        "serviceCode": "AmazonSageMaker",
+        "terms": {"OnDemand": {"SKU.JRTCKXETXF": {"priceDimensions": {"SKU.JRTCKXETXF.6YS6EN2CT7": {
+            "unit": unit, "pricePerUnit": {"USD": usd}, "description": "per hour"}}}}},
+    })
+
+
+def test_the_price_list_is_read_for_training_instances_only() -> None:
+    found = training_prices([
+        entry({"instanceType": "ml.m5.xlarge-Training", "regionCode": "us-east-1"}, "0.5000000000"),
+        entry({"instanceName": "ml.g5.xlarge", "component": "Training"}, "1.5"),
+        entry({"instanceType": "ml.c5.xlarge", "usagetype": "USE1-Train:ml.c5.xlarge"}, "0.25"),
+        entry({"instanceType": "ml.m5.xlarge-Hosting"}, "0.6"),  # serving, not training
+        entry({"instanceType": "ml.t3.medium-Notebook"}, "0.05"),
+        entry({"instanceType": "ml.m5.large-Training"}, "0.1", unit="GB-Mo"),  # storage
+        entry({"instanceType": "ml.m5.2xlarge-Training"}, "0.0000000000"),  # free tier line
+    ])
+    assert found == {"ml.m5.xlarge": 0.5, "ml.g5.xlarge": 1.5, "ml.c5.xlarge": 0.25}
+    with pytest.raises(ValueError, match=r"two on-demand prices for ml\.m5\.xlarge"):
+        training_prices([entry({"instanceType": "ml.m5.xlarge-Training"}, "0.5"),
+                         entry({"component": "Training", "instanceName": "ml.m5.xlarge"}, "0.9")])
+
+
+def test_make_prices_pages_through_get_products_and_keeps_other_regions(tmp_path: Path) -> None:
+    table_path = tmp_path / "prices.json"
+    table_path.write_text(json.dumps({"source": "s", "fetched": None, "regions": {"eu-west-1": {"ml.m5.xlarge": 0.6}}}))
+    pricing = boto3.client("pricing", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    request = {"ServiceCode": "AmazonSageMaker", "FormatVersion": "aws_v1",
+               "Filters": [{"Type": "TERM_MATCH", "Field": "regionCode", "Value": "us-east-1"}]}
+    with Stubber(pricing) as stub:
+        stub.add_response("get_products", {"PriceList": [entry({"instanceType": "ml.m5.xlarge-Training"}, "0.5")],
+                                           "NextToken": "page-2", "FormatVersion": "aws_v1"}, request)
+        stub.add_response("get_products", {"PriceList": [entry({"component": "Training",
+                                                                "instanceName": "ml.g5.xlarge"}, "1.5")],
+                                           "FormatVersion": "aws_v1"}, {**request, "NextToken": "page-2"})
+        table = refresh(pricing, ["us-east-1"], table_path, now=datetime.datetime(2026, 12, 6))
+        stub.assert_no_pending_responses()
+    assert json.loads(table_path.read_text()) == table
+    assert table["regions"] == {"eu-west-1": {"ml.m5.xlarge": 0.6},
+                                "us-east-1": {"ml.g5.xlarge": 1.5, "ml.m5.xlarge": 0.5}}
+    assert table["fetched"] == "2026-12-06"
+
+
+def describe(name: str, *, billable: int | None, training: int | None, count: int = 1,
+             instance_type: str = "ml.m5.xlarge", spot: bool = False) -> dict[str, Any]:
+    """A DescribeTrainingJob answer with what the cost reads (and what the model requires)."""
+    described: dict[str, Any] = {
+        "TrainingJobName": name, "TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{name}",
+        "ModelArtifacts": {"S3ModelArtifacts": "s3://b/m.tar.gz"}, "TrainingJobStatus": "Completed",
+        "SecondaryStatus": "Completed", "AlgorithmSpecification": {"TrainingInputMode": "File"},
+        "ResourceConfig": {"InstanceType": instance_type, "InstanceCount": count, "VolumeSizeInGB": 30},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 3600}, "CreationTime": datetime.datetime(2026, 12, 6),
+        "EnableManagedSpotTraining": spot}
+    if billable is not None:
+        described["BillableTimeInSeconds"] = billable
+    if training is not None:
+        described["TrainingTimeInSeconds"] = training
+    return described
+
+
+def test_a_job_costs_its_billable_time_on_every_instance_at_the_hourly_price() -> None:
+    cost = prices.job_cost(describe("a", billable=360, training=360, count=2), "us-east-1", TABLE)
+    assert cost.usd == pytest.approx(360 * 2 * 0.5 / 3600)
+    assert cost.line() == "cost: $0.1000 (360 s billable x 2 ml.m5.xlarge at $0.5/h on-demand)"
+    spot = prices.job_cost(describe("b", billable=300, training=1000, spot=True), "us-east-1", TABLE)
+    assert spot.spot_savings == pytest.approx(0.7)  # (1 - Billable / Training), the API reference's formula
+    assert spot.line().endswith("; managed spot saved 70%)")
+    unknown = prices.job_cost(describe("c", billable=60, training=60, instance_type="ml.c5.xlarge"),
+                              "us-east-1", TABLE)
+    assert unknown.usd is None
+    assert unknown.line() == ("cost: unknown (60 s billable x 1 ml.c5.xlarge; no price for ml.c5.xlarge in "
+                              "us-east-1: run `make prices`)")
+    running = prices.job_cost(describe("d", billable=None, training=None), "us-east-1", TABLE)
+    assert running.line() == "cost: unknown (no billable time reported yet at $0.5/h)"
+
+
+def test_the_cli_totals_a_tuning_job_over_its_training_jobs() -> None:
+    sagemaker = boto3.client("sagemaker", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    with Stubber(sagemaker) as stub:
+        stub.add_response("describe_training_job", describe("smtrain-run-0", billable=720, training=720),
+                          {"TrainingJobName": "smtrain-run-0"})
+        stub.add_client_error("describe_training_job", "ValidationException", "Requested resource not found.",
+                              expected_params={"TrainingJobName": "smtrain-tune"})
+        stub.add_response("list_training_jobs_for_hyper_parameter_tuning_job", {"TrainingJobSummaries": [
+            {"TrainingJobName": name, "TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{name}",
+             "CreationTime": datetime.datetime(2026, 12, 6), "TrainingJobStatus": "Completed",
+             "TunedHyperParameters": {}}
+            for name in ("smtrain-tune-001-a", "smtrain-tune-002-b")]},
+            {"HyperParameterTuningJobName": "smtrain-tune"})
+        stub.add_response("describe_training_job", describe("smtrain-tune-001-a", billable=3600, training=3600),
+                          {"TrainingJobName": "smtrain-tune-001-a"})
+        stub.add_response("describe_training_job", describe("smtrain-tune-002-b", billable=1800, training=1800,
+                                                            instance_type="ml.g5.xlarge"),
+                          {"TrainingJobName": "smtrain-tune-002-b"})
+        lines = cost_lines(sagemaker, ["smtrain-run-0", "smtrain-tune"], "us-east-1", TABLE)
+        stub.assert_no_pending_responses()
+    assert lines == ["job smtrain-run-0 cost: $0.1000 (720 s billable x 1 ml.m5.xlarge at $0.5/h on-demand)",
+                     "tuning job smtrain-tune cost: $1.2500 over 2 training jobs"]
+
+
+def test_the_shipped_table_says_where_prices_come_from_and_holds_none_entered_by_hand() -> None:
+    table = prices.load()
+    assert "pricing:GetProducts" in table["source"] and "make prices" in table["source"]
+    # Filled only by `make prices` (which sets "fetched"): never a hand-entered number.
+    assert (table["fetched"] is None) == (table["regions"] == {})
