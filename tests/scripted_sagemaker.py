@@ -12,6 +12,8 @@ the engine's strict front end before they get here.
 from __future__ import annotations
 
 import copy
+import io
+import tarfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from typing import Any
 
 from smtrain.local.backend import TERMINAL_STATUSES, Description, Request, SageMakerBackend, SageMakerError
 from smtrain.local.engine import OfflineEngine
+from smtrain.local.s3_stand_in import LocalS3
 
 ACCOUNT_PREFIX = "arn:aws:sagemaker:us-east-1:123456789012"
 CREATED = "2026-01-01T00:00:00Z"
@@ -66,6 +69,8 @@ class ScriptedBackend:
         self.stopped: list[str] = []
         self._jobs: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
+        #: Where completed jobs' models are written (the engine's S3 stand-in); none: nowhere.
+        self.s3: LocalS3 | None = None
 
     # -- creation -------------------------------------------------------------------------
     def _create(self, action: str, name_field: str, request: Request) -> Description:
@@ -135,12 +140,33 @@ class ScriptedBackend:
         if trial_of is not None:
             description["TuningJobArn"] = self._arn("create_hyper_parameter_tuning_job", trial_of)
         if status == "Completed":
+            self._write_model(description["ModelArtifacts"]["S3ModelArtifacts"])
             description["FinalMetricDataList"] = [
                 {"MetricName": metric, "Value": value, "Timestamp": CREATED}
                 for metric, value in self.script.metrics]
         if status == "Failed":
             description["FailureReason"] = self.script.failure_reason
         return description
+
+    def _write_model(self, uri: str) -> None:
+        """As SageMaker uploads a completed job's ``model.tar.gz``: a small archive (a weights file
+        and ``code/inference.py``, as a script program's model holds) into :attr:`s3`, once."""
+        from smtrain.local import sfn_sagemaker
+
+        s3 = self.s3 or sfn_sagemaker._s3  # else the stand-in the engine serving this backend uses
+        if s3 is None:
+            return
+        target = s3.path(uri)
+        if target.is_file():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+            for member, data in (("model.pth", b"scripted weights"), ("code/inference.py", b"# scripted\n")):
+                info = tarfile.TarInfo(member)
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+        target.write_bytes(buffer.getvalue())
 
     def _tuning_job_of(self, name: str) -> str | None:
         """SageMaker names a tuning job's training jobs ``<tuning job>-<NNN>-<8 hex>``."""
@@ -238,4 +264,8 @@ def scripted_engine(*, outdir: Path, work_dir: Path, backend: SageMakerBackend,
     15-60 s backoff."""
     engine = OfflineEngine(outdir=outdir, work_dir=work_dir, backend=backend, **kwargs)
     shorten_retries(engine.deployment.definition, retry_interval_seconds)
+    if isinstance(backend, ScriptedBackend) and backend.s3 is None:
+        # Its completed jobs' models land in the S3 stand-in of the first engine built over it
+        # (the one that serves it: a second one is built only to read its deployment).
+        backend.s3 = engine.s3
     return engine

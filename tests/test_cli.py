@@ -147,7 +147,8 @@ def cloud(synthesized: Synthesized, tmp_path_factory: pytest.TempPathFactory) ->
     # would call its default endpoint, not this server).
     registry = LocalModelRegistry(tmp_path_factory.mktemp("registry"),
                                   groups=deployment.model_groups.values())
-    with serve_sagemaker(backend, registry=registry, s3=LocalS3(tmp_path_factory.mktemp("reports"))):
+    backend.s3 = LocalS3(tmp_path_factory.mktemp("reports"))  # the jobs' models, where the copy reads
+    with serve_sagemaker(backend, registry=registry, s3=backend.s3):
         server.start()
         try:
             endpoint = f"http://127.0.0.1:{port}"

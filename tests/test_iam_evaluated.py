@@ -122,8 +122,10 @@ def test_the_execution_role_writes_only_models_and_checkpoints(account: Account,
     allowed = {f"{artifacts}/models/smtrain-1-0/output/model.tar.gz", f"{artifacts}/checkpoints/smtrain-1/c.pt"}
     for key in allowed:
         assert account.decide(Request(role, "s3:PutObject", key, TLS)) == "Allow", key
+    # Nor a registered model's frozen copy (registry/): an approved version cannot be swapped.
     for key in (f"{artifacts}/model-quality/smtrain-1-0.json", f"{artifacts}/other/x", f"{artifacts}/models",
-                f"{names['data']}/datasets/digits_mlp/train/a.csv"):
+                f"{names['data']}/datasets/digits_mlp/train/a.csv",
+                f"{artifacts}/registry/smtrain-digits-mlp-1/smtrain-1-0/model.tar.gz"):
         assert account.decide(Request(role, "s3:PutObject", key, TLS)) != "Allow", key
     # A model once written is not the job's to delete or read back; checkpoints are.
     model = f"{artifacts}/models/smtrain-1-0/output/model.tar.gz"
@@ -220,3 +222,12 @@ def test_the_state_machine_creates_only_its_own_jobs_and_pending_versions(
         context = {} if status is None else {"sagemaker:ModelApprovalStatus": status}
         assert account.decide(Request(machine, "sagemaker:CreateModelPackage", version, context)) != "Allow"
     assert account.decide(Request(machine, "sagemaker:UpdateModelPackage", version)) != "Allow"
+    # It freezes a registered model under registry/ (and reads the job's model to copy it), but
+    # writes no job's model.
+    artifacts = names["artifacts"]
+    assert account.decide(Request(machine, "s3:PutObject", f"{artifacts}/registry/g/smtrain-1-0/model.tar.gz",
+                                  TLS)) == "Allow"
+    assert account.decide(Request(machine, "s3:GetObject", f"{artifacts}/models/smtrain-1-0/output/model.tar.gz",
+                                  TLS)) == "Allow"
+    assert account.decide(Request(machine, "s3:PutObject", f"{artifacts}/models/smtrain-1-0/output/model.tar.gz",
+                                  TLS)) != "Allow"

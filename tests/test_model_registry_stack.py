@@ -93,7 +93,9 @@ def test_state_machine_may_create_versions_pending_approval_in_its_groups_only(
     actions = {a for s in statements for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])}
     assert {a for a in actions if "ModelPackage" in a} == {"sagemaker:CreateModelPackage"}
     (put,) = [s for s in statements if s["Action"] == "s3:PutObject"]
-    assert put["Resource"]["Fn::Join"][1][1] == f"/{contract.QUALITY_REPORTS_PREFIX}*"
+    # The quality reports, and the frozen copies of registered models (nothing else: not models/).
+    assert [r["Fn::Join"][1][1] for r in put["Resource"]] == [
+        f"/{contract.QUALITY_REPORTS_PREFIX}*", f"/{contract.REGISTERED_MODELS_PREFIX}*"]
     via_s3 = [s for s in statements if "kms:ViaService" in json.dumps(s.get("Condition", {}))]
     assert [s["Condition"] for s in via_s3] == [
         {"StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}}]
@@ -110,9 +112,17 @@ def test_registration_request(synthesized: Synthesized) -> None:
     # answers with the old version and creates none).
     assert parameters["ClientToken.$"] == "$.run.id"
     assert states["ApplyDefaults"]["Parameters"]["run"] == {"id.$": "States.UUID()"}
+    # The version names the model's frozen copy (FreezeRegisteredModel), not the job's output.
     assert parameters["InferenceSpecification"]["Containers"] == [{
-        "Image.$": "$.method.registry.image", "ModelDataUrl.$": "$.report.modelArtifacts",
+        "Image.$": "$.method.registry.image", "ModelDataUrl.$": "$.frozen.uri",
         "Environment.$": "$.method.registry.environment"}]
+    assert parameters["CustomerMetadataProperties.$"] == "$.frozen.metadata"
+    freeze = states["FreezeRegisteredModel"]
+    assert freeze["Resource"] == "arn:aws:states:::aws-sdk:s3:copyObject"
+    assert freeze["Arguments"]["ChecksumAlgorithm"] == "SHA256"
+    assert f"'{contract.REGISTERED_MODELS_PREFIX}'" in freeze["Arguments"]["Key"]
+    assert freeze["Next"] == "RegisterModelVersion" and states["WriteQualityReport"]["Next"] == "FreezeRegisteredModel"
+    assert freeze["Catch"][0]["Next"] == "ExplainRegistrationFailure" and "Output" in freeze["Catch"][0]
     assert parameters["ModelMetrics"]["ModelQuality"]["Statistics"]["ContentType"] == "application/json"
     assert parameters["MetadataProperties"] == {"GeneratedBy.$": "$$.Execution.Id"}
     assert "ModelPackageName" not in parameters and "Tags" not in parameters

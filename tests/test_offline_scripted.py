@@ -946,16 +946,20 @@ def test_each_tuning_rule_is_one_text_for_the_state_machine_and_the_cli(
 def test_the_engines_registry_flags_a_model_archive_without_its_handler(harness: Harness) -> None:
     """The engine's registry reads the archives of its S3 stand-in: a script model whose
     model.tar.gz lacks code/inference.py (the SAGEMAKER_PROGRAM the state machine registers it
-    with) would never serve (issue 19, item 6). The scripted jobs write no archive: one is put."""
+    with) would never serve (issue 19, item 6). The version names the model's frozen copy: a later
+    write to the job's output changes nothing; only the copy is judged."""
     from tests.test_model_registry_local import _model_archive
 
     result = harness.run({"program": "digits_mlp"})
     assert result.succeeded and result.output is not None, result.cause
     arn, model = result.output["modelPackageArn"], result.output["modelArtifacts"]
+    frozen = result.output["registeredModelData"]
     registry = harness.engine.registry
-    assert registry.serving_problems(arn) == []  # no archive: not judged
+    assert registry.serving_problems(arn) == []  # the scripted job's archive has its handler
     _model_archive(harness.engine.local_path(model), {"model.pth": "weights"})
+    assert registry.serving_problems(arn) == []  # the job's output is not what was registered
+    _model_archive(harness.engine.local_path(frozen), {"model.pth": "weights"})
     (problem,) = registry.serving_problems(arn)
-    assert problem.startswith(f"the model archive {model} has no code/inference.py: ")
-    _model_archive(harness.engine.local_path(model), {"model.pth": "", "code/inference.py": ""})
+    assert problem.startswith(f"the model archive {frozen} has no code/inference.py: ")
+    _model_archive(harness.engine.local_path(frozen), {"model.pth": "", "code/inference.py": ""})
     assert registry.serving_problems(arn) == []

@@ -96,17 +96,18 @@ def _satisfies(shape_name: str, text: str) -> bool:
 
 def test_metadata_fits_what_sagemaker_accepts() -> None:
     """Characters SageMaker refuses become _, values are cut to 256, an empty value is '-', the
-    framework's sagemaker_* values are left out, and 50 entries at most are sent (the first
-    hyperparameters by name: z00..z42 of the 60 here)."""
+    framework's sagemaker_* values are left out, and 48 entries at most leave the gate (the
+    first hyperparameters by name: z00..z40 of the 60 here), so the two the frozen copy adds
+    (its SHA-256 and S3 version) make the 50 SageMaker accepts."""
     hyperparameters = {"layers": "[64, 32]", "note": "x" * 300, "empty": "", "sagemaker_program": "train.py",
                        "_tuning_objective_metric": "validation:accuracy",
                        **{f"z{i:02d}": str(i) for i in range(60)}}
     metadata = gate(state({}, {}, hyperparameters=hyperparameters))["metadata"]
-    assert len(metadata) == contract.MAX_CUSTOMER_METADATA
+    assert len(metadata) == contract.MAX_CUSTOMER_METADATA - contract.METADATA_ADDED_AT_REGISTRATION
     assert metadata["hp:layers"] == "_64_ 32_"
     assert metadata["hp:note"] == "x" * 256
     assert metadata["hp:empty"] == "-"
-    assert "hp:z42" in metadata and "hp:z43" not in metadata
+    assert "hp:z40" in metadata and "hp:z41" not in metadata
     assert not [k for k in metadata if "sagemaker_" in k or "tuning_objective" in k]
     assert {k: metadata[k] for k in (contract.METADATA_EXECUTION, contract.METADATA_PROGRAM,
                                      contract.METADATA_TRAINING_JOB, contract.METADATA_CODE)} == {

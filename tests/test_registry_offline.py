@@ -9,6 +9,8 @@ the tests re-check the stored request against the model as well.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import itertools
 import json
@@ -85,7 +87,16 @@ def test_each_program_trains_registers_lists_and_is_approved(
     request = stored_request(engine, arn)
     assert request_violations("CreateModelPackage", request) == []
     (container,) = request["InferenceSpecification"]["Containers"]
-    assert container["ModelDataUrl"] == output["modelArtifacts"]
+    # The version names a frozen copy under registry/ (no job's role may write there), byte for
+    # byte the job's model, with S3's SHA-256 of it and its version in the metadata.
+    assert container["ModelDataUrl"] == output["registeredModelData"] == (
+        f"s3://{engine.deployment.artifacts_bucket}/{contract.REGISTERED_MODELS_PREFIX}{group}/"
+        f"{output['trainingJobName']}/model.tar.gz")
+    frozen = engine.s3.path(container["ModelDataUrl"]).read_bytes()
+    assert frozen == engine.s3.path(output["modelArtifacts"]).read_bytes()
+    metadata = request["CustomerMetadataProperties"]
+    assert metadata[contract.METADATA_MODEL_SHA256] == base64.b64encode(hashlib.sha256(frozen).digest()).decode()
+    assert metadata[contract.METADATA_MODEL_VERSION]
     images = training_images(region="us-east-1", pytorch_version=settings.pytorch_version,
                              pytorch_py_version=settings.pytorch_py_version,
                              xgboost_version=settings.xgboost_version)
@@ -181,7 +192,9 @@ def test_a_tuning_run_registers_its_best_job(engine: OfflineEngine) -> None:
     assert request["ModelPackageDescription"] == "best of a sweep"
     best = engine.backend.describe_training_job(output["trainingJobName"])
     (container,) = request["InferenceSpecification"]["Containers"]
-    assert container["ModelDataUrl"] == best["ModelArtifacts"]["S3ModelArtifacts"]
+    assert engine.s3.path(container["ModelDataUrl"]).read_bytes() == \
+        engine.s3.path(best["ModelArtifacts"]["S3ModelArtifacts"]).read_bytes()
+    assert f"/{output['trainingJobName']}/model.tar.gz" in container["ModelDataUrl"]
     metadata = request["CustomerMetadataProperties"]
     assert metadata[contract.METADATA_TRAINING_JOB] == output["trainingJobName"]
     # The best job's tuned values, not the program's defaults.

@@ -432,10 +432,11 @@ def test_outputs_are_small_and_named(definition: Definition) -> None:
 def test_every_state_is_reachable_and_jsonpath(definition: Definition) -> None:
     s = states(definition)
     assert "QueryLanguage" not in definition or definition["QueryLanguage"] == "JSONPath"
-    # JSONPath throughout but for the two states that need JSONata (a state may choose its own
-    # language inside a JSONPath state machine: developer guide, "Transforming data with JSONata").
+    # JSONPath throughout but for the states that need JSONata (a state may choose its own
+    # language inside a JSONPath state machine: developer guide, "Transforming data with JSONata"):
+    # the rules, the channels, the gate, and the model's frozen copy (its key and metadata).
     assert {name for name, state in s.items() if state.get("QueryLanguage") == "JSONata"} == {
-        "CheckProgramInput", "DescribeChannels", "EvaluateQualityGate"}
+        "CheckProgramInput", "DescribeChannels", "EvaluateQualityGate", "FreezeRegisteredModel"}
     reachable, frontier = set(), [definition["StartAt"]]
     while frontier:
         name = frontier.pop()

@@ -71,10 +71,13 @@ def test_state_machine_role_may_do_exactly_this(synthesized: Synthesized) -> Non
         ("iam:PassRole", role_arn),
         *((action, key) for action in ("kms:Decrypt", "kms:GenerateDataKey")),
         # The model registry (ModelRegistration): versions of the three groups, the quality
-        # report, and read access to what a version names.
+        # report, the model's frozen copy under registry/ (read from models/), and read access to
+        # what a version names.
         *(("sagemaker:CreateModelPackage", versions) for versions in _version_arns(synthesized)),
         ("s3:PutObject", _artifacts_objects("model-quality/*")),
+        ("s3:PutObject", _artifacts_objects("registry/*")),
         ("s3:GetObject", _artifacts_objects("models/*")),
+        ("s3:GetObject", _artifacts_objects("registry/*")),
         *((action, repository) for action in ("ecr:BatchGetImage", "ecr:DescribeImages")),
     }
     assert actions_by_resource(statements) == expected

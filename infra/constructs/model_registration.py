@@ -111,6 +111,32 @@ class ModelRegistration(Construct):
         write_report.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(2),
                                backoff_rate=2, max_attempts=2, jitter_strategy=sfn.JitterType.FULL)
 
+        # The model is frozen before it is registered: copied under registry/ (which no job's
+        # role may write) with S3's SHA-256 of the copy (CopyObject ChecksumAlgorithm: the result
+        # carries ChecksumSHA256) and its version id (the bucket is versioned), and the version
+        # names the copy. A job that later writes models/ cannot change what was approved.
+        frozen_key = (f"'{contract.REGISTERED_MODELS_PREFIX}' & $states.input.method.registry.group "
+                      "& '/' & $states.input.report.trainingJobName & '/model.tar.gz'")
+        added = (f"{{'{contract.METADATA_MODEL_SHA256}': $states.result.CopyObjectResult.ChecksumSHA256, "
+                 f"'{contract.METADATA_MODEL_VERSION}': $states.result.VersionId}}")
+        freeze = sfn.CustomState(self, "FreezeRegisteredModel", state_json={
+            "Type": "Task", "QueryLanguage": "JSONata",
+            "Resource": "arn:aws:states:::aws-sdk:s3:copyObject",
+            "Arguments": {
+                "Bucket": bucket,
+                "Key": f"{{% {frozen_key} %}}",
+                # "bucket/key" of the job's model (its keys are [A-Za-z0-9./-]: nothing to encode).
+                "CopySource": "{% $substringAfter($states.input.report.modelArtifacts, 's3://') %}",
+                "ChecksumAlgorithm": "SHA256",
+            },
+            # A JSONata catcher has no ResultPath: the error joins the input as Output (CDK's
+            # add_catch renders a CustomState's catcher as JSONPath, without it).
+            "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "ExplainRegistrationFailure",
+                       "Output": "{% $merge([$states.input, {'failure': $states.errorOutput}]) %}"}],
+            "Output": ("{% $merge([$states.input, {'frozen': {"
+                       f"'uri': 's3://{bucket}/' & {frozen_key}, "
+                       f"'metadata': $merge([${GATE_VARIABLE}.metadata, {added}])}}}}]) %}}"),
+        })
         register = sfn.CustomState(self, "RegisterModelVersion", state_json={
             "Type": "Task",
             "Resource": "arn:aws:states:::aws-sdk:sagemaker:createModelPackage",
@@ -125,7 +151,7 @@ class ModelRegistration(Construct):
                 "InferenceSpecification": {
                     "Containers": [{
                         "Image.$": f"{REGISTRY_PATH}.image",
-                        "ModelDataUrl.$": f"{REPORT_PATH}.modelArtifacts",
+                        "ModelDataUrl.$": "$.frozen.uri",
                         "Environment.$": f"{REGISTRY_PATH}.environment",
                     }],
                     "SupportedContentTypes.$": f"{REGISTRY_PATH}.contentTypes",
@@ -136,7 +162,7 @@ class ModelRegistration(Construct):
                     "S3Uri.$": f"States.Format('s3://{bucket}/{contract.QUALITY_REPORTS_PREFIX}"
                                f"{{}}.json', {REPORT_PATH}.trainingJobName)",
                 }}},
-                "CustomerMetadataProperties.$": f"${GATE_VARIABLE}.metadata",
+                "CustomerMetadataProperties.$": "$.frozen.metadata",
                 "MetadataProperties": {"GeneratedBy.$": "$$.Execution.Id"},
             },
             "ResultSelector": {"ModelPackageArn.$": "$.ModelPackageArn"},
@@ -153,6 +179,7 @@ class ModelRegistration(Construct):
             "registrationReason.$": f"${GATE_VARIABLE}.reason",
             "modelPackageArn.$": "$.created.ModelPackageArn",
             "modelPackageGroup.$": f"{REGISTRY_PATH}.group",
+            "registeredModelData.$": "$.frozen.uri",
         })
 
         explain = sfn.Pass(self, "ExplainRegistrationFailure", result_path="$.failureReport",
@@ -165,12 +192,17 @@ class ModelRegistration(Construct):
                                        cause_path="$.failureReport.cause"))
         for task in (write_report, register):
             task.add_catch(failed, errors=["States.ALL"], result_path="$.failure")
+        # A copy of the same object is safe to repeat (the ClientToken of the version to come
+        # keeps that single too).
+        freeze.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(2), backoff_rate=2,
+                         max_attempts=2, jitter_strategy=sfn.JitterType.FULL)
+
 
         self.start.when(Cond.boolean_equals("$.config.register.enabled", True), gate)
         self.start.otherwise(not_requested)
         gate.next(gate_passed)
         gate_passed.when(Cond.boolean_equals(f"${GATE_VARIABLE}.passed", True),
-                         write_report.next(register).next(registered))
+                         write_report.next(freeze).next(register).next(registered))
         gate_passed.otherwise(refused)
         for state in (not_requested, refused, registered):
             state.next(self.end)
@@ -183,13 +215,15 @@ class ModelRegistration(Construct):
                     "sagemaker:ModelApprovalStatus": contract.PENDING_APPROVAL}}),
             iam.PolicyStatement(
                 actions=["s3:PutObject"],
-                resources=[artifacts_bucket.arn_for_objects(f"{contract.QUALITY_REPORTS_PREFIX}*")]),
+                resources=[artifacts_bucket.arn_for_objects(f"{contract.QUALITY_REPORTS_PREFIX}*"),
+                           artifacts_bucket.arn_for_objects(f"{contract.REGISTERED_MODELS_PREFIX}*")]),
             iam.PolicyStatement(
                 actions=["kms:GenerateDataKey", "kms:Decrypt"], resources=[key.key_arn],
                 conditions={"StringEquals": {"kms:ViaService": f"s3.{stack.region}.amazonaws.com"}}),
             iam.PolicyStatement(
                 actions=["s3:GetObject"],
-                resources=[artifacts_bucket.arn_for_objects(f"{contract.MODELS_PREFIX}*")]),
+                resources=[artifacts_bucket.arn_for_objects(f"{contract.MODELS_PREFIX}*"),
+                           artifacts_bucket.arn_for_objects(f"{contract.REGISTERED_MODELS_PREFIX}*")]),
         ]
         if repository_arn is not None:
             self.policy_statements.append(iam.PolicyStatement(

@@ -243,6 +243,8 @@ def derive_checks(definition: Mapping[str, Any], machine: Mapping[str, Any], der
             _sdk_sagemaker_checks(name, match["api"], parameters, machine_role, samples, d)
         elif match and match["sdk"] and match["service"] == "s3" and match["api"] == "putObject":
             _put_object_checks(name, parameters, machine_role, d)
+        elif match and match["sdk"] and match["service"] == "s3" and match["api"] == "copyObject":
+            _copy_object_checks(name, state.get("Arguments", parameters), machine_role, d)
         elif match and match["sdk"] and match["service"] == "batch" and match["api"] in _BATCH_APIS:
             queued = _batch_checks(name, match["api"], state, machine, machine_role, d)
             samples["training"] = queued or samples["training"]
@@ -444,6 +446,26 @@ def _put_object_checks(state: str, parameters: Mapping[str, Any], machine_role: 
         d.add(machine_role, Check("kms:GenerateDataKey", d.bucket_keys[bucket],
                                   f"{why} (the bucket's SSE-KMS key, through S3)",
                                   (("kms:ViaService", f"s3.{d.region}.amazonaws.com"),)))
+
+
+def _copy_object_checks(state: str, arguments: Mapping[str, Any], machine_role: str,
+                        d: _Derivation) -> None:
+    """``aws-sdk:s3:copyObject`` by the state machine (a registered model frozen under
+    ``registry/``): read the job's model under ``models/``, write the copy, the bucket's key
+    through S3 both ways."""
+    why = f"{state} (aws-sdk:s3:copyObject)"
+    bucket = arguments.get("Bucket")
+    if not isinstance(bucket, str) or contract.REGISTERED_MODELS_PREFIX not in json.dumps(arguments.get("Key")):
+        d.not_derived.append(f"{why}: the bucket or key is not the registry's")
+        return
+    source = f"{contract.MODELS_PREFIX}preflight-{SAMPLE}/output/model.tar.gz"
+    target = f"{contract.REGISTERED_MODELS_PREFIX}preflight-{SAMPLE}/model.tar.gz"
+    d.add(machine_role, Check("s3:GetObject", d.object_arn(bucket, source), f"{why}: the job's model"))
+    d.add(machine_role, Check("s3:PutObject", d.object_arn(bucket, target), f"{why}: the frozen copy"))
+    if bucket in d.bucket_keys:
+        for action in ("kms:Decrypt", "kms:GenerateDataKey"):
+            d.add(machine_role, Check(action, d.bucket_keys[bucket], f"{why} (the bucket's SSE-KMS key, through S3)",
+                                      (("kms:ViaService", f"s3.{d.region}.amazonaws.com"),)))
 
 
 def _execution_role_checks(state: str, request: Mapping[str, Any], role: str, job: str, d: _Derivation) -> None:

@@ -190,6 +190,12 @@ METADATA_TRAINING_JOB: Final = "smtrain:trainingJob"
 #: The code the model was trained with: the script archive or image tag (each named by its
 #: content hash), or the built-in image.
 METADATA_CODE: Final = "smtrain:code"
+#: The registered model's SHA-256 (base64, as S3 reports a copy's ``ChecksumSHA256``) and the
+#: S3 version of its frozen copy (:data:`REGISTERED_MODELS_PREFIX`).
+METADATA_MODEL_SHA256: Final = "smtrain:modelSha256"
+METADATA_MODEL_VERSION: Final = "smtrain:modelVersionId"
+#: Entries of a version's customer metadata the registration adds after the gate (the two above).
+METADATA_ADDED_AT_REGISTRATION: Final = 2
 METADATA_HYPERPARAMETER_PREFIX: Final = "hp:"
 #: The MLflow tracking URI (server or app ARN) and the run's name: the run is tagged
 #: ``smtrain.training_job=<training job name>`` (:data:`RUN_TAG_TRAINING_JOB`).
@@ -443,6 +449,10 @@ MODELS_PREFIX: Final = "models/"
 #: Model-quality reports of registered versions: ``model-quality/<training job name>.json``.
 QUALITY_REPORTS_PREFIX: Final = "model-quality/"
 CHECKPOINTS_PREFIX: Final = "checkpoints/"
+#: Where a registered version's model is frozen: a copy the state machine makes at registration
+#: (``registry/<group>/<training job>/model.tar.gz``), under a prefix no job's role may write, so
+#: an approved model cannot be swapped by a later job writing ``models/``.
+REGISTERED_MODELS_PREFIX: Final = "registry/"
 
 #: Script mode under network isolation: the container cannot fetch ``sourcedir.tar.gz`` from S3,
 #: so it arrives as an input channel and ``sagemaker_submit_directory`` names the file in it (as
@@ -532,9 +542,11 @@ def output_id(program: str) -> str:
 OUTPUT_FIELDS: Final[tuple[str, ...]] = ("program", "trainingJobName", "modelArtifacts",
                                          "metrics")
 #: Beside those: ``registered`` (bool), ``registrationReason`` (why, or why not) and, when
-#: registered, ``modelPackageArn`` (the version) and ``modelPackageGroup``.
+#: registered, ``modelPackageArn`` (the version), ``modelPackageGroup`` and
+#: ``registeredModelData`` (the model's frozen copy the version names).
 REGISTRATION_OUTPUT_FIELDS: Final[tuple[str, ...]] = ("registered", "registrationReason",
-                                                      "modelPackageArn", "modelPackageGroup")
+                                                      "modelPackageArn", "modelPackageGroup",
+                                                      "registeredModelData")
 TUNING_OUTPUT_FIELDS: Final[tuple[str, ...]] = (*OUTPUT_FIELDS, "tuningJobName",
                                                 "tuningJobStatus", "trainingJobCounters",
                                                 "objective", "tunedHyperparameters")

@@ -81,7 +81,7 @@ def gate_expression(*, tracking_uri: str | None) -> str:
     "{contract.METADATA_TRAINING_JOB}": $job,
     "{contract.METADATA_CODE}": $clean($in.method.registry.code, {contract.MAX_CUSTOMER_METADATA_VALUE})
   }}, {json.dumps(tracking)}]);
-  $room := {contract.MAX_CUSTOMER_METADATA} - $count($keys($base));
+  $room := {contract.MAX_CUSTOMER_METADATA} - {contract.METADATA_ADDED_AT_REGISTRATION} - $count($keys($base));
   $hpEntries := [$map($hpNames, function($k) {{
     {{ $clean("{contract.METADATA_HYPERPARAMETER_PREFIX}" & $k, {contract.MAX_CUSTOMER_METADATA_KEY}):
        $clean($lookup($hps, $k), {contract.MAX_CUSTOMER_METADATA_VALUE}) }} }})];

@@ -32,6 +32,10 @@ TASK_NOTES = {"TrainModel": "starting the training job",
               "TuneModel": "starting the hyperparameter tuning job",
               "DescribeBestTrainingJob": "reading the best training job",
               "WriteQualityReport": "writing the model-quality report to S3",
+              "FreezeRegisteredModel": "copying the model under registry/ (the version names the copy)",
+              contract.QUEUE_SUBMIT_STATE: "submitting the training job to the team queue",
+              contract.QUEUE_DESCRIBE_STATE: "asking the team queue where the job stands",
+              "DescribeQueuedTrainingJob": "reading the training job the queue ran",
               "RegisterModelVersion": "registering the model version (PendingManualApproval)"}
 #: Shorter runs of the shipped programs (other programs train with their defaults).
 QUICK_HYPERPARAMETERS = {"digits_mlp": {"epochs": "5"}, "digits_lightgbm": {"num_boost_round": "50"},

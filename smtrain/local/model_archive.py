@@ -11,7 +11,7 @@ a version without its handler is accepted and fails only when an endpoint starts
 :func:`serving_problems` reads a CreateModelPackage request or a DescribeModelPackage answer:
 for every container that sets ``SAGEMAKER_PROGRAM`` and whose ``ModelDataUrl`` is a file of the
 offline S3 stand-in, one line for each handler its archive lacks. An archive that is not there
-(a scripted backend's jobs write none) is not judged. Only the member names are read (``tarfile``
+is not judged. Only the member names are read (``tarfile``
 lists a gzip tar by reading it through once, nothing is extracted).
 """
 

@@ -12,10 +12,13 @@ function moto's parser uses to pick a task service; moto is pinned exactly for t
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
 import re
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
@@ -197,6 +200,9 @@ class SageMakerAwsSdkTask(state_task_service_aws_sdk.StateTaskServiceAwsSdk):  #
         if self.resource.api_name == "s3" and operation == "PutObject" and _s3 is not None:
             env.stack.append(_put_object(json.loads(json.dumps(normalised_parameters))))
             return
+        if self.resource.api_name == "s3" and operation == "CopyObject" and _s3 is not None:
+            env.stack.append(_copy_object(json.loads(json.dumps(normalised_parameters))))
+            return
         if self.resource.api_name == "batch" and _batch is not None:
             handler = getattr(_batch, _snake(operation), None)
             if handler is None:
@@ -263,6 +269,28 @@ def _put_object(request: dict[str, Any]) -> dict[str, Any]:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(body.encode() if isinstance(body, str) else bytes(body))
     return {"ETag": '"local"'}
+
+
+def _copy_object(request: dict[str, Any]) -> dict[str, Any]:
+    """``s3:CopyObject`` within the engine's S3 stand-in (``CopySource`` is ``bucket/key``), once
+    botocore's model accepts the request; with ``ChecksumAlgorithm`` SHA256 the answer carries the
+    copy's ``ChecksumSHA256`` (base64 of the digest, as S3 gives it), and a version id (the
+    project's buckets are versioned)."""
+    assert _s3 is not None
+    problems = request_violations("CopyObject", request, service="s3")
+    if problems:
+        raise S3Error("; ".join(problems))
+    source = _s3.path(f"s3://{request['CopySource'].lstrip('/')}")
+    if not source.is_file():
+        raise S3Error(f"NoSuchKey: The specified key does not exist ({request['CopySource']})")
+    body = source.read_bytes()
+    target = _s3.path(f"s3://{request['Bucket']}/{request['Key']}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(body)
+    result: dict[str, Any] = {"ETag": f'"{hashlib.md5(body).hexdigest()}"'}  # S3's ETag of a single-part object
+    if request.get("ChecksumAlgorithm") == "SHA256":
+        result["ChecksumSHA256"] = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    return {"CopyObjectResult": result, "VersionId": uuid.uuid4().hex}
 
 
 @contextlib.contextmanager
