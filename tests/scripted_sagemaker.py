@@ -112,9 +112,14 @@ class ScriptedBackend:
                 # Stopping is reported once, then Stopped (as SageMaker moves a stopped job).
                 job["stop"] += 1
                 return "Stopping" if job["stop"] == 1 else "Stopped"
-            status = str(self.script.statuses[min(job["polls"], len(self.script.statuses) - 1)])
-            job["polls"] += 1
-            return status
+            return self._progress(name, job)
+
+    def _progress(self, name: str, job: dict[str, Any]) -> str:
+        """A job's next status while it is not being stopped (with the lock held): the
+        script's, one per describe call."""
+        status = str(self.script.statuses[min(job["polls"], len(self.script.statuses) - 1)])
+        job["polls"] += 1
+        return status
 
     def describe_training_job(self, name: str) -> Description:
         trial_of = self._tuning_job_of(name) if name not in self._jobs else None

@@ -160,12 +160,7 @@ class GatedBackend(ScriptedBackend):
     def release(self, name: str) -> None:
         self.released.add(name)
 
-    def _status(self, name: str) -> str:
-        with self._lock:
-            job = self._job(name)
-            if job["stop"] is not None:
-                job["stop"] += 1
-                return "Stopping" if job["stop"] == 1 else "Stopped"
+    def _progress(self, name: str, job: dict[str, Any]) -> str:
         return "Completed" if name in self.released else "InProgress"
 
 
