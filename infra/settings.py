@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from smtrain.core import contract
+from smtrain.core import contract, prices
 
 CONTEXT_KEY = contract.CONTEXT_KEY
 
@@ -130,6 +130,10 @@ class Settings:
     inter_container_traffic_encryption: bool = True
     #: Per-execution budget in instance-hours (instances x MaxRuntimeInSeconds x jobs); none: no cap.
     max_job_hours: float | None = None
+    #: Per-execution budget in USD: the same instance-hours at the on-demand price of the run's
+    #: instance type (smtrain/core/prices.json, which must hold every allowed type of the region:
+    #: `make prices`); none: no cap.
+    max_run_cost: float | None = None
     #: Retention of SageMaker's shared training log group; none: leave it as it is.
     training_log_retention_days: int | None = None
     #: SageMaker's ``RetryStrategy.MaximumRetryAttempts`` on every job; none: no ``RetryStrategy``
@@ -226,6 +230,7 @@ class Settings:
                    f"null (send no RetryStrategy) or an integer from {low} to {high} "
                    "(SageMaker's RetryStrategy.MaximumRetryAttempts)")
         self._check_queue()
+        self._check_run_cost()
         if self.max_job_hours is not None:
             one_job = self.default_instance_count * self.max_runtime_seconds / 3600
             _check(not isinstance(self.max_job_hours, bool) and math.isfinite(self.max_job_hours)
@@ -234,6 +239,24 @@ class Settings:
                    f"null (no budget) or at least {one_job:g} instance-hours, what one job of the "
                    f"defaults may use (defaultInstanceCount {self.default_instance_count} x "
                    f"maxRuntimeInSeconds {self.max_runtime_seconds} s)")
+
+    def _check_run_cost(self) -> None:
+        if self.max_run_cost is None:
+            return
+        _check(not isinstance(self.max_run_cost, bool) and math.isfinite(self.max_run_cost)
+               and self.max_run_cost > 0, "maxRunCost", self.max_run_cost,
+               "null (no budget in money) or a positive amount in USD")
+        missing = [t for t in self.allowed_instance_types if prices.hourly(self.region, t) is None]
+        _check(not missing, "maxRunCost", self.max_run_cost,
+               f"null, or set once smtrain/core/prices.json holds the on-demand price of every "
+               f"allowed instance type in {self.region} (missing: {', '.join(missing)}): run "
+               "`make prices` with AWS credentials first")
+
+    @property
+    def run_prices(self) -> dict[str, float]:
+        """The on-demand USD/hour of each allowed instance type in the region (those known)."""
+        known = {t: prices.hourly(self.region, t) for t in self.allowed_instance_types}
+        return {t: price for t, price in known.items() if price is not None}
 
     def _check_queue(self) -> None:
         _check(self.queue in contract.QUEUE_MODES, contract.QUEUE_SETTING, self.queue,
@@ -356,6 +379,7 @@ _CONTEXT_FIELDS: dict[str, tuple[str, tuple[type, ...]]] = {
     "securityGroupIds": ("security_group_ids", (list,)),
     "interContainerTrafficEncryption": ("inter_container_traffic_encryption", (bool,)),
     "maxJobHours": ("max_job_hours", (int, float, type(None))),
+    "maxRunCost": ("max_run_cost", (int, float, type(None))),
     "trainingLogRetentionDays": ("training_log_retention_days", (int, type(None))),
     contract.SAGEMAKER_RETRY_SETTING: ("sagemaker_retry_attempts", (int, type(None))),
     contract.QUEUE_SETTING: ("queue", (str,)),

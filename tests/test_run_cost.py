@@ -6,6 +6,7 @@ service's model; the Price List entries follow the documented GetProducts format
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 from pathlib import Path
@@ -15,9 +16,14 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
+from infra.settings import Settings, SettingsError
+from smtrain.cli.deployment_lookup import limits_from_outputs
 from smtrain.cli.price_table import refresh, training_prices
 from smtrain.cli.watch import cost_lines
-from smtrain.core import prices
+from smtrain.core import contract, input_rules, prices, programs
+from tests.conftest import synthesize
+from tests.helpers import Synthesized
+from tests.scripted_sagemaker import ScriptedBackend, scripted_engine
 
 TABLE = {"regions": {"us-east-1": {"ml.m5.xlarge": 0.5, "ml.g5.xlarge": 1.5}}}
 
@@ -130,3 +136,58 @@ def test_the_shipped_table_says_where_prices_come_from_and_holds_none_entered_by
     assert "pricing:GetProducts" in table["source"] and "make prices" in table["source"]
     # Filled only by `make prices` (which sets "fetched"): never a hand-entered number.
     assert (table["fetched"] is None) == (table["regions"] == {})
+
+
+# -- maxRunCost: the budget in money -------------------------------------------------------
+
+#: Every allowed instance type of cdk.json priced (made-up numbers: a fixture, not AWS's prices).
+PRICED = {"regions": {"us-east-1": {"ml.m5.large": 0.1, "ml.m5.xlarge": 0.2, "ml.m5.2xlarge": 0.4,
+                                    "ml.c5.xlarge": 0.2, "ml.c5.2xlarge": 0.4, "ml.g5.xlarge": 1.5,
+                                    "ml.g5.2xlarge": 1.7}}}
+
+
+def test_max_run_cost_fails_synth_without_the_prices_it_needs(settings: Settings) -> None:
+    with pytest.raises(SettingsError, match=r"'maxRunCost'.*missing: ml\.m5\.large.*make prices"):
+        dataclasses.replace(settings, max_run_cost=5)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(prices, "load", lambda path=prices.TABLE: PRICED)
+        with pytest.raises(SettingsError, match="'maxRunCost'"):
+            dataclasses.replace(settings, max_run_cost=-1)
+        assert dataclasses.replace(settings, max_run_cost=5).run_prices == PRICED["regions"]["us-east-1"]
+
+
+@pytest.fixture(scope="module")
+def budgeted_app(cdk_context: dict[str, Any], settings: Settings,
+                 tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """maxRunCost 1 USD with PRICED's prices (an hour of ml.m5.xlarge is 0.2)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(prices, "load", lambda path=prices.TABLE: PRICED)
+        return synthesize(cdk_context, dataclasses.replace(settings, max_run_cost=1),
+                          tmp_path_factory.mktemp("cdk.out-run-cost"))
+
+
+def test_a_run_over_max_run_cost_is_refused_before_any_job(budgeted_app: Synthesized, tmp_path: Path) -> None:
+    outputs = {key: value["Value"] for key, value in budgeted_app.workflow["Outputs"].items()}
+    assert outputs[contract.OUTPUT_MAX_RUN_COST] == "1"
+    assert json.loads(outputs[contract.OUTPUT_RUN_PRICES]) == PRICED["regions"]["us-east-1"]
+    over = {"program": "digits_mlp", "instanceType": "ml.g5.xlarge"}  # 1 h x 1.5 USD
+    cause = ("this execution may cost up to $1.50 (1 instance-hours of ml.g5.xlarge at $1.5/h on demand), "
+             "over the budget of this deployment, maxRunCost $1: lower instanceCount or "
+             "maxRuntimeInSeconds, or choose a cheaper instanceType")
+    backend = ScriptedBackend()
+    with scripted_engine(outdir=budgeted_app.outdir, work_dir=tmp_path / "work", backend=backend,
+                         tracking=False) as engine:
+        refused = engine.wait(engine.start(over, name="too-dear"))
+        within = engine.wait(engine.start({"program": "digits_mlp", "instanceCount": 4,
+                                           "inputs": {"train": "s3://local-data/datasets/x/",
+                                                      "validation": "s3://local-data/datasets/y/"}},
+                                          name="within"))  # 4 h x 0.2 USD
+    assert (refused.error, refused.cause) == (contract.COST_BUDGET_EXCEEDED_ERROR, cause)
+    assert within.error != contract.COST_BUDGET_EXCEEDED_ERROR
+    assert [r["ResourceConfig"]["InstanceCount"] for r in backend.created("create_training_job")] == [4]
+    # The CLI refuses the same run with the same words, from the stack's outputs.
+    limits = limits_from_outputs({**outputs, contract.OUTPUT_ALLOWED_INSTANCE_TYPES: ",".join(
+        PRICED["regions"]["us-east-1"]), contract.OUTPUT_MAX_INSTANCE_COUNT: "4"})
+    assert limits is not None
+    checked = input_rules.check(programs.discover(), over, deployment=limits.deployment())
+    assert checked.problems == [{"error": contract.COST_BUDGET_EXCEEDED_ERROR, "cause": cause}]

@@ -112,6 +112,10 @@ class TrainingStateMachineProps:
     model_groups: Mapping[str, ModelPackageGroup] = field(default_factory=dict)
     #: The project's ECR repository (BYOC images), which a registered version may name.
     repository_arn: str | None = None
+    #: The budget in money per execution (USD, setting ``maxRunCost``) and the on-demand USD/hour
+    #: of each allowed instance type it is reckoned with; none (the default): no such budget.
+    max_run_cost: float | None = None
+    run_prices: Mapping[str, float] = field(default_factory=dict)
     #: The team queue training jobs wait in (setting ``queue: batch``); none (the default): each
     #: training run creates its job at once. Tuning jobs are never queued.
     queue: QueueTarget | None = None
@@ -167,7 +171,9 @@ class TrainingStateMachine(Construct):
                 max_instance_count=props.max_instance_count,
                 max_runtime_seconds=props.input_defaults.max_runtime_seconds,
                 max_job_hours=props.max_job_hours,
-                queue="off" if props.queue is None else props.queue.kind),
+                queue="off" if props.queue is None else props.queue.kind,
+                max_run_cost=props.max_run_cost,
+                run_prices=props.run_prices if props.max_run_cost is not None else None),
             reject=reject)
         apply_defaults = sfn.Pass(self, "ApplyDefaults", parameters={
             "config.$": "States.JsonMerge(States.JsonMerge($.defaults, $.input, false), "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -252,6 +253,8 @@ class WorkflowStack(Stack):
             model_groups=storage.registry.groups,
             repository_arn=storage.repository.repository_arn if any(
                 program.kind == "byoc" for program in programs.values()) else None,
+            max_run_cost=settings.max_run_cost,
+            run_prices=settings.run_prices,
             queue=None if storage.queue is None else QueueTarget(
                 queue_arns=storage.queue.queue_arns, fair_share=settings.queue_fair_share),
         ))
@@ -295,6 +298,11 @@ class WorkflowStack(Stack):
         if settings.max_job_hours is not None:
             # What the CLI needs to refuse an over-budget run before it starts one.
             CfnOutput(self, contract.OUTPUT_MAX_JOB_HOURS, value=budget_text(settings.max_job_hours))
+        if settings.max_run_cost is not None:
+            CfnOutput(self, contract.OUTPUT_MAX_RUN_COST, value=budget_text(settings.max_run_cost))
+            CfnOutput(self, contract.OUTPUT_RUN_PRICES, value=json.dumps(settings.run_prices, sort_keys=True))
+            CfnOutput(self, contract.OUTPUT_DEFAULT_INSTANCE_TYPE, value=settings.default_instance_type)
+        if settings.max_job_hours is not None or settings.max_run_cost is not None:
             CfnOutput(self, contract.OUTPUT_DEFAULT_INSTANCE_COUNT,
                       value=str(settings.default_instance_count))
             CfnOutput(self, contract.OUTPUT_DEFAULT_MAX_RUNTIME,

@@ -53,6 +53,17 @@ class BudgetLimits:
 
 
 @dataclass(frozen=True)
+class RunCostLimits:
+    """The deployment's ``maxRunCost``, its prices and the defaults a run's cost is reckoned with."""
+
+    max_run_cost: float
+    prices: Mapping[str, float]
+    default_instance_type: str
+    default_instance_count: int
+    default_max_runtime: int
+
+
+@dataclass(frozen=True)
 class Limits:
     """The deployed stack's limits on a run, from its outputs."""
 
@@ -62,15 +73,26 @@ class Limits:
     budget: BudgetLimits | None = None
     #: The team queue (``input_rules.QUEUE_KINDS``); None where the stack predates the output.
     queue: str | None = None
+    #: ``maxRunCost`` with its prices, and the default instance type it reads.
+    run_cost: RunCostLimits | None = None
 
     def deployment(self) -> input_rules.Deployment:
         """What the input rules may check of this deployment."""
+        cost: dict[str, Any] = {}
+        if self.run_cost is not None:
+            cost = {"max_run_cost": self.run_cost.max_run_cost, "run_prices": self.run_cost.prices}
         if self.budget is None:
-            return input_rules.Deployment(allowed_instance_types=self.allowed_instance_types,
+            defaults: dict[str, Any] = {}
+            if self.run_cost is not None:
+                defaults = {contract.INSTANCE_TYPE: self.run_cost.default_instance_type,
+                            contract.INSTANCE_COUNT: self.run_cost.default_instance_count,
+                            contract.MAX_RUNTIME: self.run_cost.default_max_runtime}
+            return input_rules.Deployment(defaults=defaults,
+                                          allowed_instance_types=self.allowed_instance_types,
                                           max_instance_count=self.max_instance_count,
-                                          queue=self.queue)
+                                          queue=self.queue, **cost)
         return input_rules.Deployment(
-            queue=self.queue,
+            queue=self.queue, **cost,
             defaults={contract.INSTANCE_COUNT: self.budget.default_instance_count,
                       contract.MAX_RUNTIME: self.budget.default_max_runtime},
             allowed_instance_types=self.allowed_instance_types,
@@ -94,9 +116,17 @@ def limits_from_outputs(outputs: Mapping[str, str]) -> Limits | None:
         budget = BudgetLimits(max_job_hours=float(hours), default_instance_count=int(default_count),
                                 default_max_runtime=int(default_runtime))
     queue = outputs.get(contract.OUTPUT_TEAM_QUEUE)
+    run_cost = None
+    cost, run_prices = outputs.get(contract.OUTPUT_MAX_RUN_COST), outputs.get(contract.OUTPUT_RUN_PRICES)
+    default_type = outputs.get(contract.OUTPUT_DEFAULT_INSTANCE_TYPE)
+    if None not in (cost, run_prices, default_type, default_count, default_runtime):
+        run_cost = RunCostLimits(max_run_cost=float(str(cost)), prices=json.loads(str(run_prices)),
+                                 default_instance_type=str(default_type),
+                                 default_instance_count=int(str(default_count)),
+                                 default_max_runtime=int(str(default_runtime)))
     return Limits(allowed_instance_types=tuple(t for t in allowed.split(",") if t),
                   max_instance_count=int(count), budget=budget,
-                  queue=queue if queue in input_rules.QUEUE_KINDS else None)
+                  queue=queue if queue in input_rules.QUEUE_KINDS else None, run_cost=run_cost)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The per-execution budget in instance-hours (``maxJobHours``), written once in JSONata.
+"""The per-execution budgets, in instance-hours (``maxJobHours``) and in money (``maxRunCost``),
+written once in JSONata.
 
 What an execution may use at most: ``instanceCount x maxRuntimeInSeconds / 3600`` per training
 job (SageMaker bills training by the instance-second and stops a job at ``MaxRuntimeInSeconds``:
@@ -24,14 +25,17 @@ from __future__ import annotations
 #: ``function($c, $t, $max)``: ``$c`` the run's settings (``instanceCount``,
 #: ``maxRuntimeInSeconds``, ``keepAliveSeconds``), ``$t`` its tuning settings (null for a training run), ``$max`` the
 #: budget; yields ``{"exceeded", "cause"}``.
-FUNCTION = (
-    "function($c, $t, $max) {( "
+#: The instance-hours a run may use, over ``$c`` and ``$t`` (shared by both budgets).
+HOURS = (
     "$tuning := $type($t) = 'object'; "
     "$jobs := $tuning ? ($t.strategy = 'Grid' ? "
     "$reduce([$t.parameterRanges.CategoricalParameterRanges.$count(Values)], "
     "function($a, $b) { $a * $b }, 1) : $t.maxJobs) : 1; "
     "$pool := $not($tuning) and $type($c.keepAliveSeconds) = 'number' ? $c.keepAliveSeconds : 0; "
     "$hours := $c.instanceCount * ($c.maxRuntimeInSeconds * $jobs + $pool) / 3600; "
+)
+FUNCTION = (
+    "function($c, $t, $max) {( " + HOURS +
     "{'exceeded': $hours > $max, "
     "'cause': 'this execution may use up to ' & $formatNumber($hours, '#0.##') & "
     "' instance-hours (instanceCount ' & $string($c.instanceCount) & ' x ' & "
@@ -43,6 +47,23 @@ FUNCTION = (
     ": $pool > 0 ? 'instanceCount, maxRuntimeInSeconds or keepAliveSeconds' "
     ": 'instanceCount or maxRuntimeInSeconds')} )}"
 )
+
+#: ``function($c, $t, $prices, $max)``: the budget in money (``maxRunCost``, USD): the same
+#: instance-hours at the on-demand price of the run's instance type (``$prices``: USD per hour by
+#: type, from ``smtrain/core/prices.json`` at synth). An upper bound: spot bills less.
+COST_FUNCTION = (
+    "function($c, $t, $prices, $max) {( " + HOURS +
+    "$price := $lookup($prices, $c.instanceType); "
+    "$cost := $hours * $price; "
+    "{'exceeded': $cost > $max, "
+    "'cause': 'this execution may cost up to $' & $formatNumber($cost, '#0.00') & ' (' & "
+    "$formatNumber($hours, '#0.##') & ' instance-hours of ' & $c.instanceType & ' at $' & "
+    "$string($price) & '/h on demand), over the budget of this deployment, maxRunCost $' & "
+    "$string($max) & ': lower ' & ($tuning ? 'instanceCount, maxRuntimeInSeconds or tuning.maxJobs' "
+    ": $pool > 0 ? 'instanceCount, maxRuntimeInSeconds or keepAliveSeconds' "
+    ": 'instanceCount or maxRuntimeInSeconds') & ', or choose a cheaper instanceType'} )}"
+)
+
 
 def budget_value(max_job_hours: float) -> int | float:
     """The budget as the rules and the stack output write it: ``3`` whether the setting was ``3``

@@ -300,6 +300,8 @@ TRAINING_FAILED_ERROR: Final = "TrainingJobFailed"
 TUNING_FAILED_ERROR: Final = "TuningJobFailed"
 #: An execution that could use more instance-hours than the deployment's ``maxJobHours``.
 BUDGET_EXCEEDED_ERROR: Final = "JobHoursBudgetExceeded"
+#: A run whose instance-hours at the on-demand price exceed the deployment's ``maxRunCost``.
+COST_BUDGET_EXCEEDED_ERROR: Final = "RunCostBudgetExceeded"
 #: A model that trained (its artifact is named in the cause) but could not be registered.
 REGISTRATION_FAILED_ERROR: Final = "ModelRegistrationFailed"
 
@@ -518,6 +520,10 @@ OUTPUT_TRACKING_SERVER_ARN: Final = "TrackingServerArn"
 #: The MLflow App's ARN (``experimentTracking: app``); like the server's, an MLflow tracking URI.
 OUTPUT_MLFLOW_APP_ARN: Final = "MlflowAppArn"
 OUTPUT_MAX_JOB_HOURS: Final = "MaxJobHours"
+#: ``maxRunCost`` (USD) and the on-demand prices it is reckoned with (JSON: type -> USD/hour).
+OUTPUT_MAX_RUN_COST: Final = "MaxRunCost"
+OUTPUT_RUN_PRICES: Final = "RunPrices"
+OUTPUT_DEFAULT_INSTANCE_TYPE: Final = "DefaultInstanceType"
 #: The defaults a run's budget is computed with when its input leaves them out.
 OUTPUT_DEFAULT_INSTANCE_COUNT: Final = "DefaultInstanceCount"
 OUTPUT_DEFAULT_MAX_RUNTIME: Final = "DefaultMaxRuntimeInSeconds"

@@ -27,7 +27,7 @@ start`` are refused by the same rules with the same words, and no other place re
 - for a tuning run, its settings merged over the program's default tuning: a strategy, job counts
   within SageMaker's limits (``maxParallelJobs`` at most ``maxJobs``), an objective, early
   stopping Off with Hyperband, Grid with categorical ranges only, Hyperband's resources;
-- last, the deployment's ``maxJobHours`` (:mod:`smtrain.core.budget`).
+- last, the deployment's ``maxJobHours`` and ``maxRunCost`` (:mod:`smtrain.core.budget`).
 
 What SageMaker itself refuses is judged again, independently, by the offline engine's strict
 front end (``smtrain/local/strict_sagemaker.py``: botocore's models and the API reference's
@@ -110,9 +110,16 @@ class Deployment:
     #: The team queue (:data:`QUEUE_KINDS`): ``off``, ``fifo`` (setting ``queue: batch``) or
     #: ``fair-share`` (with ``queueFairShare``); None: unknown.
     queue: str | None = None
+    #: The budget in money (USD per execution) and the on-demand USD/hour of each allowed
+    #: instance type it is reckoned with; None: no such budget.
+    max_run_cost: float | None = None
+    run_prices: Mapping[str, float] | None = None
 
     def as_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {"defaults": dict(self.defaults)}
+        if self.max_run_cost is not None and self.run_prices is not None:
+            data["maxRunCost"] = budget.budget_value(self.max_run_cost)
+            data["runPrices"] = dict(self.run_prices)
         if self.queue is not None:
             data["queue"] = self.queue
         if self.allowed_instance_types is not None:
@@ -171,6 +178,8 @@ def rules() -> str:
     max_resource = contract.HYPERBAND_MAX_RESOURCE
     budget_function = budget.FUNCTION
     budget_error = json.dumps(contract.BUDGET_EXCEEDED_ERROR)
+    cost_function = budget.COST_FUNCTION
+    cost_error = json.dumps(contract.COST_BUDGET_EXCEEDED_ERROR)
     written_instanceCount = _written_with_fraction(contract.INSTANCE_COUNT)
     written_volumeSizeInGB = _written_with_fraction(contract.VOLUME_SIZE)
     written_maxRuntimeInSeconds = _written_with_fraction(contract.MAX_RUNTIME)
@@ -550,6 +559,10 @@ def rules() -> str:
   $budget := {budget_function};
   $budgetAnswer := $count($problems) = 0 and $exists($dep.maxJobHours)
     ? $budget($config, $exists($tc) ? $tc : null, $dep.maxJobHours);
+  /* The deployment's maxRunCost: the same hours at the on-demand price of the run's type. */
+  $costBudget := {cost_function};
+  $costAnswer := $count($problems) = 0 and $exists($dep.maxRunCost) and $exists($lookup($dep.runPrices, $config.instanceType))
+    ? $costBudget($config, $exists($tc) ? $tc : null, $dep.runPrices, $dep.maxRunCost);
 
   {{
     "program": $name,
@@ -557,6 +570,8 @@ def rules() -> str:
     "register": $exists($spec) ? $register,
     "problems": $budgetAnswer.exceeded = true
       ? [{{"error": {budget_error}, "cause": $budgetAnswer.cause}}]
+      : $costAnswer.exceeded = true
+      ? [{{"error": {cost_error}, "cause": $costAnswer.cause}}]
       : $append($problems, $hyperbandProblems)
   }}
 )""")
