@@ -138,6 +138,17 @@ def test_queue_fields_are_refused_by_name(shipped: dict[str, programs.Program], 
     assert checked.problems and cause in checked.problems[0]["cause"], checked.problems
 
 
+def test_a_queued_run_s_execution_name_must_be_a_batch_job_name(shipped: dict[str, programs.Program]) -> None:
+    """Its service job is named after it, so no two executions (run.1, run_1) share one."""
+    for queue, name, refused in (("fifo", "run.1", True), ("fair-share", "run+1", True),
+                                 ("fifo", "run_1-A", False), ("off", "run.1", False)):
+        checked = input_rules.check(shipped, {"program": "digits_mlp"}, execution_name=name,
+                                    deployment=input_rules.Deployment(queue=queue))
+        assert bool(checked.problems) == refused, (queue, name, checked.problems)
+        if refused:
+            assert "the execution name must be letters, digits, - and _" in checked.problems[0]["cause"]
+
+
 def test_queue_fields_pass_where_the_deployment_has_them(shipped: dict[str, programs.Program]) -> None:
     checked = input_rules.check(shipped, {"program": "digits_mlp", "priority": "high", "team": "vision"},
                                 deployment=input_rules.Deployment(queue="fair-share"))
@@ -195,14 +206,19 @@ def test_a_burst_beyond_capacity_drains_in_priority_then_fair_share_order(
         queued_engine: tuple[Any, GatedBackend], capsys: pytest.CaptureFixture[str]) -> None:
     engine, backend = queued_engine
     arns = {}
-    for name, program, priority in [("a", "digits_mlp", "normal"), ("b", "digits_mlp", "normal")]:
-        arns[name] = engine.start(run(program, 2, priority=priority), name=name)
-    wait_for(lambda: len(backend.started_jobs()) == 2, "the first two jobs to fill the capacity")
-    # Queued behind them: a normal job of digits_mlp, then one of digits_lightgbm, then a high one.
-    for name, program, priority in [("c", "digits_mlp", "normal"), ("d", "digits_lightgbm", "normal"),
+    # Each run is submitted before the next starts (executions run in threads of their own), so
+    # the queue's ages follow this order: a and b fill the capacity; queued behind them a normal
+    # job of digits_mlp, then one of digits_lightgbm, then a high one.
+    for name, program, priority in [("a", "digits_mlp", "normal"), ("b", "digits_mlp", "normal"),
+                                    ("c", "digits_mlp", "normal"), ("d", "digits_lightgbm", "normal"),
                                     ("e", "digits_mlp", "high")]:
         arns[name] = engine.start(run(program, 2, priority=priority), name=name)
-    wait_for(lambda: len(by_execution(engine)) == 5, "every run to be submitted")
+
+        def submitted(name: str = name) -> bool:
+            return f"smtrain-{name}" in by_execution(engine)
+
+        wait_for(submitted, f"run {name} to be submitted")
+        time.sleep(0.002)  # a later millisecond for the next submission
     time.sleep(0.3)
     assert len(backend.started_jobs()) == 2  # the capacity (4 instances) is used up
     jobs = by_execution(engine)
@@ -328,6 +344,8 @@ def test_a_queued_run_is_refused_before_anything_is_submitted(queued_engine: tup
     engine, backend = queued_engine
     result = engine.wait(engine.start(run("digits_mlp", 1, team="vision_team"), name="bad-team"))
     assert result.error == contract.INVALID_INPUT_ERROR and "field 'team'" in (result.cause or "")
+    dotted = engine.wait(engine.start(run("digits_mlp", 1), name="run.1"))
+    assert dotted.error == contract.INVALID_INPUT_ERROR and "execution name" in (dotted.cause or "")
     assert engine.batch.jobs() == [] and backend.requests == []
 
 

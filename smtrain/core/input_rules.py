@@ -541,8 +541,14 @@ def rules() -> str:
       ? [$bad("field '" & $field & "' needs the team queue, and this deployment has none (setting queue: off): leave it out, or deploy with queue: batch")]
       : []
   }};
-  $queueProblems := $not($isObject($in)) ? [] : $append($append($append(
-    $queueField("priority"), $queueField("team")),
+  $queueProblems := $not($isObject($in)) ? [] : $append($append($append($append(
+    /* The run's service job is named after its execution (Batch job names: "letters, numbers,
+       hyphens (-), and underscores (_)": SubmitServiceJob, jobName), which must therefore be
+       spelt in those alone: then no two executions share a service job's name. */
+    $queue in ["fifo", "fair-share"] and $exists($executionName) and $not($contains($executionName, /^[A-Za-z0-9_-]+$/))
+      and $not($exists($tuning) and $type($tuning) != "null")
+      ? [$bad("the execution name must be letters, digits, - and _ with the team queue: it names the run's AWS Batch service job")] : [],
+    $queueField("priority")), $queueField("team")),
     $exists($in.priority) ? $oneOf($in.priority, "priority", {priorities}) : []),
     $not($exists($in.team)) ? []
       : $not($type($in.team) = "string" and $contains($in.team, /^{share_pattern}$/))
