@@ -138,6 +138,16 @@ def test_the_status_is_one_aws_gives_and_the_cli_says_what_it_means(tmp_path: Pa
     line = warm_pool_line({"WarmPoolStatus": pool.status(now), "ResourceConfig": REQUEST["ResourceConfig"]})
     assert line is not None and line.startswith("warm pool: reused by job-b (") and "x 2 instance(s) billed" in line
     assert warm_pool_line({"ResourceConfig": REQUEST["ResourceConfig"]}) is None
+    # What the wait cost, where the price table has the instance's price (a fixture's made-up one).
+    waited = {"WarmPoolStatus": {"Status": "Available", "ResourceRetainedBillableTimeInSeconds": 1800},
+              "ResourceConfig": REQUEST["ResourceConfig"]}
+    table = {"regions": {"us-east-1": {REQUEST["ResourceConfig"]["InstanceType"]: 0.5}}}
+    priced = warm_pool_line(waited, region="us-east-1", table=table)
+    count = REQUEST["ResourceConfig"]["InstanceCount"]
+    assert priced is not None and (f"1800 s retained x {count} instance(s) billed, "
+                                   f"${1800 * count * 0.5 / 3600:.4f} at $0.5/h so far") in priced
+    unpriced = warm_pool_line(waited, region="us-east-1", table={"regions": {}})
+    assert unpriced is not None and "billed so far" in unpriced and "$" not in unpriced
 
 
 # -- the rules a warm pool's run passes -----------------------------------------------------------

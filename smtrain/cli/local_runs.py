@@ -142,7 +142,7 @@ def _print_job_notes(engine: Any, output: Mapping[str, Any]) -> None:
     from smtrain.core import prices
 
     print(prices.job_cost(description, engine.region).line())
-    line = warm_pool_line(description)
+    line = warm_pool_line(description, region=engine.region)
     if line is None:
         return
     if description["WarmPoolStatus"]["Status"] == "Available":

@@ -192,16 +192,23 @@ def registration_lines(output: dict[str, Any]) -> list[str]:
     return [f"registry: {output.get('registrationReason')}"]
 
 
-def warm_pool_line(description: dict[str, Any]) -> str | None:
+def warm_pool_line(description: dict[str, Any], *, region: str | None = None,
+                   table: Mapping[str, Any] | None = None) -> str | None:
     """What a training job's ``WarmPoolStatus`` says (None: it asked for no warm pool). The
-    retained time is wall-clock seconds, billed once per instance (API reference, WarmPoolStatus)."""
+    retained time is wall-clock seconds, billed once per instance (API reference, WarmPoolStatus),
+    at the instance's price (``smtrain.core.prices``, with ``region``) where the table has it."""
     pool = description.get("WarmPoolStatus")
     if not pool:
         return None
     status = pool["Status"]
     retained = pool.get("ResourceRetainedBillableTimeInSeconds")
     resources = description.get("ResourceConfig", {})
-    billed = (f"{retained} s retained x {resources.get('InstanceCount', 1)} instance(s) billed"
+    count = int(resources.get("InstanceCount", 1))
+    price = (prices.hourly(region, str(resources.get("InstanceType")), table)
+             if region is not None else None)
+    worth = (f", ${retained * count * price / 3600:.4f} at ${price:g}/h"
+             if retained is not None and price is not None else "")
+    billed = (f"{retained} s retained x {count} instance(s) billed{worth}"
               if retained is not None else None)
     keep = resources.get("KeepAlivePeriodInSeconds")
     if status == "InUse":
@@ -285,7 +292,7 @@ class JobView:
             if line not in self.seen:
                 self.seen.add(line)
                 _say(f"  {_elapsed(started)}  {line}")
-        pool = warm_pool_line(description)
+        pool = warm_pool_line(description, region=self.sagemaker.meta.region_name)
         pool_seen = f"{name} warm pool {description.get('WarmPoolStatus', {}).get('Status')}"
         if pool is not None and pool_seen not in self.seen:  # once per status
             self.seen.add(pool_seen)
