@@ -344,9 +344,15 @@ def test_a_queued_run_is_refused_before_anything_is_submitted(queued_engine: tup
     engine, backend = queued_engine
     result = engine.wait(engine.start(run("digits_mlp", 1, team="vision_team"), name="bad-team"))
     assert result.error == contract.INVALID_INPUT_ERROR and "field 'team'" in (result.cause or "")
+    assert engine.batch.jobs() == [] and backend.requests == []
+    # A run named run_1 is queued; one named run.1 is refused, and its end (FAILED) starts the
+    # cleanup, which must not stop run_1's job: names are never rewritten into each other.
+    engine.start(run("digits_mlp", 1), name="run_1")
+    wait_for(lambda: len(backend.started_jobs()) == 1, "run_1's job to start")
     dotted = engine.wait(engine.start(run("digits_mlp", 1), name="run.1"))
     assert dotted.error == contract.INVALID_INPUT_ERROR and "execution name" in (dotted.cause or "")
-    assert engine.batch.jobs() == [] and backend.requests == []
+    (job,) = engine.batch.jobs()
+    assert job.name == "smtrain-run_1" and not job.terminated and backend.stopped == []
 
 
 def test_the_queue_is_not_threaded_through_runs_of_other_deployments(synthesized: Synthesized) -> None:

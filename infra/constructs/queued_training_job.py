@@ -34,10 +34,12 @@ SERVICE_JOB_FAILED = "Batch.ServiceJobFailed"
 
 
 def service_job_name(name_prefix: str, execution_name: str) -> str:
-    """The JSONata text of a run's service job name, ``<prefix>-<execution name>`` with any
-    character a Batch job name refuses made ``_`` ("letters, numbers, hyphens (-), and
-    underscores (_)": SubmitServiceJob, jobName; an execution name may hold others)."""
-    return f"'{name_prefix}-' & $replace({execution_name}, /[^A-Za-z0-9_-]/, '_')"
+    """The JSONata text of a run's service job name, ``<prefix>-<execution name>``. A Batch job
+    name holds "letters, numbers, hyphens (-), and underscores (_)" (SubmitServiceJob, jobName),
+    and with the queue the input rules refuse an execution name of any other character, so the
+    name is taken as it is: the cleanup of an execution named otherwise (refused, never
+    submitted) finds no job, rather than another execution's job under a rewritten name."""
+    return f"'{name_prefix}-' & {execution_name}"
 
 
 @dataclass(frozen=True, kw_only=True)

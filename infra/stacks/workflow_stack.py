@@ -216,6 +216,8 @@ class WorkflowStack(Stack):
             iam.ManagedPolicy(self, "ReadScriptModeSource", roles=[execution_role],
                               statements=statements)
 
+        queue = None if storage.queue is None else QueueTarget(
+            queue_arns=storage.queue.queue_arns, fair_share=settings.queue_fair_share)
         workflow = TrainingStateMachine(self, "Training", props=TrainingStateMachineProps(
             name_prefix=settings.name_prefix,
             region=settings.region,
@@ -255,8 +257,7 @@ class WorkflowStack(Stack):
                 program.kind == "byoc" for program in programs.values()) else None,
             max_run_cost=settings.max_run_cost,
             run_prices=settings.run_prices,
-            queue=None if storage.queue is None else QueueTarget(
-                queue_arns=storage.queue.queue_arns, fair_share=settings.queue_fair_share),
+            queue=queue,
         ))
         # The training jobs must run only after the images are in the project's repository.
         for copy in images_copied:
@@ -283,9 +284,7 @@ class WorkflowStack(Stack):
                 f"{priority}="
                 f"{contract.job_queue_name(settings.name_prefix, priority, fair_share=settings.queue_fair_share)}"
                 for priority in contract.QUEUE_PRIORITIES))
-        CfnOutput(self, contract.OUTPUT_TEAM_QUEUE, value="off" if storage.queue is None else
-                  QueueTarget(queue_arns=storage.queue.queue_arns,
-                              fair_share=settings.queue_fair_share).kind)
+        CfnOutput(self, contract.OUTPUT_TEAM_QUEUE, value="off" if queue is None else queue.kind)
         CfnOutput(self, contract.OUTPUT_STATE_MACHINE_ARN,
                   value=workflow.state_machine.state_machine_arn)
         CfnOutput(self, contract.OUTPUT_DATA_BUCKET, value=storage.data_bucket.bucket_name)

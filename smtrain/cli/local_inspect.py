@@ -18,7 +18,7 @@ from typing import Any
 
 from smtrain.cli.execution_request import check_execution_name
 from smtrain.cli.outcome import EXIT_ABORTED, EXIT_OK, ResourceNotFound, fail, say
-from smtrain.cli.watch import exit_code, failed_job, job_names, status_lines, summary
+from smtrain.cli.watch import exit_code, failed_job, header_line, job_names, status_lines, summary
 from smtrain.core.errors import InputError
 from smtrain.local import execution_records
 
@@ -50,10 +50,6 @@ def _record(work_dir: Path, name_or_arn: str) -> dict[str, Any]:
         raise ResourceNotFound(f"no offline run named {name} under {work_dir} "
                                "(`smtrain list --local --work-dir DIR` lists them)")
     return _with_status(record)
-
-
-def _header(record: dict[str, Any]) -> str:
-    return f"{record['name']}: {record['status']} (started {record['startDate']:%Y-%m-%d %H:%M:%S})"
 
 
 def status(args: argparse.Namespace) -> int:
@@ -135,7 +131,7 @@ def watch(args: argparse.Namespace) -> int:
             say(f"  state {entered['name']}")
     if args.logs:
         _print_logs(args.work_dir, record)
-    say(f"  {_header(record)}")
+    say(f"  {header_line(record)}")
     for line in summary(record):
         say(line)
     if record["status"] == "FAILED":

@@ -368,11 +368,16 @@ def follow(session: Any, arn: str, *, logs: bool, interval: float) -> int:
         time.sleep(interval)
 
 
+def header_line(description: Mapping[str, Any]) -> str:
+    """A run's name, state and start, as ``status`` and ``list --local`` begin."""
+    return (f"{description['name']}: {description['status']} "
+            f"(started {description['startDate']:%Y-%m-%d %H:%M:%S})")
+
+
 def status_lines(description: dict[str, Any], events: list[dict[str, Any]]) -> list[str]:
     """What ``smtrain status`` says of a run (on AWS and offline alike): its state, the current
     or last state of the state machine, where it stands in the team queue, its jobs, its result."""
-    lines = [f"{description['name']}: {description['status']} "
-             f"(started {description['startDate']:%Y-%m-%d %H:%M:%S})"]
+    lines = [header_line(description)]
     entered = [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
     if entered:
         lines.append(f"current or last state: {entered[-1]}")

@@ -99,6 +99,7 @@ class LocalBatchQueue:
         #: Where every job's summary is written after each change (``smtrain queue --local``
         #: reads it: the CLI and the engine run in different processes).
         self.record = record
+        self._recorded: str | None = None
         self._jobs: dict[str, ServiceJob] = {}
         self._lock = threading.Lock()
 
@@ -206,9 +207,13 @@ class LocalBatchQueue:
         jobs = [{**self._summary(job), "priority": job.queue.name.rsplit("-", 1)[-1]}
                 for job in sorted(self._jobs.values(), key=lambda job: job.created_at)
                 if job.status in contract.SERVICE_JOB_ACTIVE]
+        text = json.dumps(jobs, indent=1)
+        if text == self._recorded:  # the state machine asks every few seconds; most looks change nothing
+            return
         scratch = self.record.with_suffix(".tmp")
-        scratch.write_text(json.dumps(jobs, indent=1))
+        scratch.write_text(text)
         scratch.replace(self.record)  # whole, so a reader never sees half a file
+        self._recorded = text
 
     def _share_use(self, job: ServiceJob) -> int:
         return sum(other.instances for other in self._jobs.values() if other.share == job.share
