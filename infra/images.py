@@ -308,6 +308,17 @@ def _refresh_cache(*, key: str, table: dict[str, Any], pytorch_version: str,
     return len(by_region)
 
 
+@lru_cache(maxsize=16)
+def image_accounts(region: str) -> tuple[str, ...]:
+    """The AWS accounts whose registries hold the SageMaker images of ``region`` in the cached
+    table (every framework build and built-in algorithm kept there), sorted: a fixed set per
+    region, whichever programs a deployment has. Empty when the table has none for the region."""
+    if not CACHE_PATH.is_file():
+        return ()
+    pattern = re.compile(rf"(\d{{12}})\.dkr\.ecr\.{re.escape(region)}\.amazonaws\.com")
+    return tuple(sorted(set(pattern.findall(CACHE_PATH.read_text()))))
+
+
 def builtin_table() -> dict[str, dict[str, str]]:
     """Every built-in algorithm but XGBoost at its default version, in every SageMaker region
     where the SDK has its image (reading the SDK's files: about a second for all)."""

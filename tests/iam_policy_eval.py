@@ -58,6 +58,8 @@ class Resolver:
             "AWS::KMS::Key": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{logical_id}",
             "AWS::ECR::Repository": f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{self.name(logical_id)}",
             "AWS::SNS::Topic": f"arn:aws:sns:{REGION}:{ACCOUNT}:{logical_id}",
+            "AWS::SageMaker::MlflowTrackingServer":
+                f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:mlflow-tracking-server/{logical_id}",
         }
         return arns.get(kind, f"arn:aws:{kind}:{REGION}:{ACCOUNT}:{logical_id}")
 
@@ -81,7 +83,8 @@ class Resolver:
             return self.PSEUDO.get(argument) or self.name(argument)
         if function == "Fn::GetAtt":
             logical_id, attribute = argument
-            assert attribute == "Arn", value
+            if not attribute.endswith("Arn"):  # an id (a security group's GroupId): a name of its own
+                return f"{logical_id}.{attribute}"
             return self.resource_arn(logical_id)
         if function == "Fn::Join":
             separator, parts = argument
@@ -293,6 +296,16 @@ class Account:
         resolve = Resolver(self.storage)
         return [resolve.resource_arn(lid) for lid, r in self.storage["Resources"].items()
                 if r["Type"] == "AWS::S3::Bucket"]
+
+    def endpoint_statements(self, service_name: str) -> list[dict[str, Any]]:
+        """The policy of the storage stack's VPC endpoint for ``service_name``
+        (``com.amazonaws.<region>.s3``); fails when there is no such endpoint or it has no policy."""
+        resolve = Resolver(self.storage)
+        found = [r["Properties"] for r in self.storage["Resources"].values()
+                 if r["Type"] == "AWS::EC2::VPCEndpoint" and resolve(r["Properties"]["ServiceName"]) == service_name]
+        assert len(found) == 1, f"{len(found)} endpoints for {service_name}"
+        assert "PolicyDocument" in found[0], f"the {service_name} endpoint has no policy (full access)"
+        return list(resolve(found[0]["PolicyDocument"]["Statement"]))
 
     def decide(self, request: Request) -> str:
         """As AWS decides a call of one of the stacks' roles on a bucket or anything else."""

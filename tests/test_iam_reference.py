@@ -79,6 +79,11 @@ ACCEPTED: dict[Accepted, str] = {
     Accepted("star-resource", "cloudwatch:PutMetricData", "*", "AWS::IAM::ManagedPolicy.PolicyDocument"):
         "metrics are not resources; the one resource type (an OTLP dataset) is not what training "
         "jobs write; the statement is scoped by the cloudwatch:namespace condition instead",
+    Accepted("star-resource", "cloudwatch:PutMetricData", "*", "AWS::EC2::VPCEndpoint.PolicyDocument",
+             principal='{"AWS": "*"}'):
+        "the metrics endpoint's policy admits PutMetricData for this account's principals only "
+        "(aws:PrincipalAccount); metrics are not resources, and the one resource type (an OTLP "
+        "dataset) is not what training jobs write",
     Accepted("star-resource", "ec2:DeleteNetworkInterfacePermission", "*",
              "AWS::IAM::ManagedPolicy.PolicyDocument"):
         "its network-interface resource is optional in the reference (the request names a "

@@ -33,7 +33,7 @@ GROUPS = ("sg-0123456789abcdef0", "sg-0123456789abcdef1")
 NETWORK_PREFIX = "/smtrain/network/"
 
 REQUIRED_ENDPOINTS = {f"com.amazonaws.us-east-1.{name}" for name in (
-    "sagemaker.api", "sts", "logs", "monitoring", "ecr.api", "ecr.dkr", "kms")}
+    "sts", "logs", "monitoring", "ecr.api", "ecr.dkr", "kms")}
 MLFLOW_ENDPOINT = "aws.sagemaker.us-east-1.experiments"
 ROLE_ACTIONS = ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:ListBucket",
                 "s3:PutObject"]
@@ -549,3 +549,110 @@ def test_deploy_time_calls_pass_the_services_models(created_vpc: Synthesized, cd
         operation = model.operation_model(call["action"][0].upper() + call["action"][1:])
         report = ParamValidator().validate(call["parameters"], operation.input_shape)
         assert not report.has_errors(), (call, report.generate_report())
+
+
+# -- endpoint policies ---------------------------------------------------------------------------
+
+OTHER_ACCOUNT = "210987654321"
+#: Each endpoint's service, by the IAM service prefix of the actions it admits.
+ENDPOINT_BY_SERVICE = {"s3": "com.amazonaws.us-east-1.s3", "sts": "com.amazonaws.us-east-1.sts",
+                       "logs": "com.amazonaws.us-east-1.logs", "cloudwatch": "com.amazonaws.us-east-1.monitoring",
+                       "ecr": "com.amazonaws.us-east-1.ecr.api", "kms": "com.amazonaws.us-east-1.kms",
+                       "sagemaker-mlflow": MLFLOW_ENDPOINT}
+
+
+def _endpoint_decision(account: Any, endpoint: str, *, principal_account: str, action: str, resource: str,
+                       resource_account: str | None) -> str:
+    """What ``endpoint``'s policy says to ``action`` on ``resource`` by a role of
+    ``principal_account`` (the endpoint policy is one more policy that must allow)."""
+    from tests.iam_policy_eval import Request, decide
+
+    context = {"aws:PrincipalAccount": principal_account,
+               **({"aws:ResourceAccount": resource_account} if resource_account else {})}
+    request = Request(principal=f"arn:aws:iam::{principal_account}:role/Caller", action=action,
+                      resource=resource, context=context)
+    return decide(request, resource=account.endpoint_statements(endpoint))
+
+
+@pytest.mark.parametrize("mode", ["created_vpc_tracking", "isolated_tracking"])
+def test_every_grant_of_the_execution_role_passes_the_endpoints(request: pytest.FixtureRequest,
+                                                                mode: str) -> None:
+    """Each action the execution role is granted (every policy of both stacks), on each resource it
+    is granted on, is admitted by the endpoint of its service when this account's role asks, and
+    refused when a role of another account asks the same. Evaluated, not read."""
+    from tests.iam_policy_eval import ACCOUNT, Account
+
+    synthesized = _mode(request, mode)
+    account = Account(storage=synthesized.storage, workflow=synthesized.workflow)
+    role = account.role_arn(_one_id(synthesized.storage, "AWS::IAM::Role", "SageMakerExecutionRole"))
+    checked = set()
+    for statement in account.identity_statements(role):
+        for action in as_list(statement["Action"]):
+            service = action.split(":", 1)[0]
+            if service == "ec2" or (service == "sagemaker-mlflow" and mode == "isolated_tracking"):
+                continue  # SageMaker attaches the interfaces outside the VPC; isolated jobs reach no MLflow
+            endpoint = ENDPOINT_BY_SERVICE[service]
+            for resource in as_list(statement["Resource"]):
+                concrete = resource.replace("*", "x")
+                own = _endpoint_decision(account, endpoint, principal_account=ACCOUNT, action=action,
+                                         resource=concrete, resource_account=ACCOUNT)
+                foreign = _endpoint_decision(account, endpoint, principal_account=OTHER_ACCOUNT,
+                                             action=action, resource=concrete, resource_account=ACCOUNT)
+                assert (own, foreign) == ("Allow", "ImplicitDeny"), (action, resource, own, foreign)
+                checked.add(service)
+    assert checked == {"s3", "kms", "ecr", "logs", "cloudwatch",
+                       *(("sagemaker-mlflow",) if mode == "created_vpc_tracking" else ())}
+
+
+@pytest.mark.parametrize(("service", "action", "resource", "resource_account", "expected"), [
+    # This account's role writing to another account's bucket, log group, key or registry: refused.
+    ("s3", "s3:PutObject", "arn:aws:s3:::someone-elses-bucket/loot.csv", OTHER_ACCOUNT, "ImplicitDeny"),
+    ("s3", "s3:ListBucket", "arn:aws:s3:::someone-elses-bucket", OTHER_ACCOUNT, "ImplicitDeny"),
+    ("logs", "logs:PutLogEvents", f"arn:aws:logs:us-east-1:{OTHER_ACCOUNT}:log-group:g:log-stream:s",
+     OTHER_ACCOUNT, "ImplicitDeny"),
+    ("kms", "kms:Encrypt", f"arn:aws:kms:us-east-1:{OTHER_ACCOUNT}:key/k", OTHER_ACCOUNT, "ImplicitDeny"),
+    ("ecr", "ecr:BatchGetImage", f"arn:aws:ecr:us-east-1:{OTHER_ACCOUNT}:repository/r", OTHER_ACCOUNT,
+     "ImplicitDeny"),
+    # An action the role does not hold is not admitted either, even on this account's resources.
+    ("s3", "s3:PutBucketPolicy", "arn:aws:s3:::bucketsdata", "123456789012", "ImplicitDeny"),
+    ("ecr", "ecr:PutImage", "arn:aws:ecr:us-east-1:123456789012:repository/r", "123456789012", "ImplicitDeny"),
+    ("sts", "sts:AssumeRole", "arn:aws:iam::123456789012:role/Admin", "123456789012", "ImplicitDeny"),
+    # What AWS's documents say a job needs beyond the role's own resources: admitted.
+    ("s3", "s3:GetObject", "arn:aws:s3:::prod-us-east-1-starport-layer-bucket/layer", None, "Allow"),
+    ("ecr", "ecr:BatchGetImage", "arn:aws:ecr:us-east-1:763104351884:repository/pytorch-training",
+     "763104351884", "Allow"),
+    ("ecr", "ecr:GetAuthorizationToken", "*", None, "Allow"),
+    ("sts", "sts:GetCallerIdentity", "*", None, "Allow"),
+    ("cloudwatch", "cloudwatch:PutMetricData", "*", None, "Allow"),
+])
+def test_endpoints_keep_this_accounts_role_inside_the_account(
+        created_vpc_tracking: Synthesized, service: str, action: str, resource: str,
+        resource_account: str | None, expected: str) -> None:
+    from tests.iam_policy_eval import ACCOUNT, Account
+
+    account = Account(storage=created_vpc_tracking.storage, workflow=created_vpc_tracking.workflow)
+    assert _endpoint_decision(account, ENDPOINT_BY_SERVICE[service], principal_account=ACCOUNT,
+                              action=action, resource=resource, resource_account=resource_account) == expected
+
+
+def test_both_ecr_endpoints_have_one_policy(created_vpc: Synthesized) -> None:
+    """"We recommend creating a single IAM resource policy and attaching it to both of the Amazon
+    ECR VPC endpoints" (Amazon ECR user guide, interface VPC endpoints)."""
+    from tests.iam_policy_eval import Account
+
+    account = Account(storage=created_vpc.storage, workflow=created_vpc.workflow)
+    api = account.endpoint_statements("com.amazonaws.us-east-1.ecr.api")
+    assert api == account.endpoint_statements("com.amazonaws.us-east-1.ecr.dkr")
+    pulls = next(s for s in api if s["Sid"] == "ThisAccountsPrincipalsPullAwsImages")
+    from infra.images import image_accounts
+
+    assert pulls["Resource"] == [f"arn:aws:ecr:us-east-1:{a}:repository/*" for a in image_accounts("us-east-1")]
+    assert "763104351884" in image_accounts("us-east-1"), "the Deep Learning Containers' account"
+
+
+def test_a_created_vpc_without_job_actions_fails_instead_of_leaving_endpoints_open() -> None:
+    app = App()
+    stack = Stack(app, "Stack", env={"account": "123456789012", "region": "us-east-1"})
+    with pytest.raises(ValueError, match="endpoint S3Endpoint: job_actions holds none"):
+        TrainingNetwork(stack, "Network", key=kms.Key(stack, "Key"), log_group_prefix=NETWORK_PREFIX,
+                        log_retention=logs.RetentionDays.ONE_MONTH)

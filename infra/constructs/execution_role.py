@@ -146,6 +146,9 @@ class SageMakerExecutionRole(Construct):
                 conditions={"StringEquals": {"cloudwatch:namespace": TRAINING_METRICS_NAMESPACE}},
             ),
         ]
+        #: Every action the role's own policy grants (the training VPC's endpoints admit these).
+        self.actions: tuple[str, ...] = tuple(sorted({action for statement in statements
+                                                      for action in statement.actions}))
         self.policy = iam.ManagedPolicy(self, "Policy", statements=statements, roles=[self.role],
                                         description="What SageMaker training jobs may do")
         # Jobs that are still running (or models being registered elsewhere) keep working when

@@ -45,21 +45,25 @@ SUBNET_CIDR_MASK = 20
 #: capacity (settings require the same of an existing VPC's subnets).
 AVAILABILITY_ZONES = 2
 
-#: Interface endpoints every job needs in a VPC without internet access, by construct id:
-#: SageMaker API, STS (credentials of the execution role), CloudWatch Logs and metrics (job logs
-#: and metrics), ECR API and Docker (image pull; the layers come from S3 through the gateway
-#: endpoint) and KMS (the stack key: volumes, outputs, data).
-REQUIRED_INTERFACE_ENDPOINTS: tuple[tuple[str, ec2.InterfaceVpcEndpointAwsService], ...] = (
-    ("SageMakerApi", ec2.InterfaceVpcEndpointAwsService.SAGEMAKER_API),
-    ("Sts", ec2.InterfaceVpcEndpointAwsService.STS),
-    ("Logs", ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS),
-    ("Monitoring", ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_MONITORING),
-    ("EcrApi", ec2.InterfaceVpcEndpointAwsService.ECR),
-    ("EcrDocker", ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER),
-    ("Kms", ec2.InterfaceVpcEndpointAwsService.KMS),
+#: Interface endpoints every job needs in a VPC without internet access, by construct id, with the
+#: IAM service prefixes of the actions each admits (endpoint_policies.py): STS (SDKs ask it for
+#: the account), CloudWatch Logs and metrics (job logs and metrics), ECR API and Docker (image
+#: pull; the layers come from S3 through the gateway endpoint) and KMS (the stack key). No
+#: SageMaker API endpoint: the execution role may call no SageMaker API action, so through one
+#: only other accounts' credentials could do anything.
+REQUIRED_INTERFACE_ENDPOINTS: tuple[tuple[str, ec2.InterfaceVpcEndpointAwsService, str], ...] = (
+    ("Sts", ec2.InterfaceVpcEndpointAwsService.STS, "sts"),
+    ("Logs", ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS, "logs"),
+    ("Monitoring", ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_MONITORING, "cloudwatch"),
+    ("EcrApi", ec2.InterfaceVpcEndpointAwsService.ECR, "ecr"),
+    ("EcrDocker", ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER, "ecr"),
+    ("Kms", ec2.InterfaceVpcEndpointAwsService.KMS, "kms"),
 )
-#: SageMaker managed MLflow, for the training code's MLflow client.
-MLFLOW_INTERFACE_ENDPOINT = ("Mlflow", ec2.InterfaceVpcEndpointAwsService.SAGEMAKER_EXPERIMENTS)
+#: SageMaker MLflow's endpoint supports endpoint policies ("You can attach an Amazon VPC endpoint
+#: policy to the interface VPC endpoints that you use to connect to SageMaker AI MLflow",
+#: developer guide, mlflow-private-link-policy.html).
+MLFLOW_INTERFACE_ENDPOINT = ("Mlflow", ec2.InterfaceVpcEndpointAwsService.SAGEMAKER_EXPERIMENTS,
+                             "sagemaker-mlflow")
 
 
 @dataclass(frozen=True)
@@ -84,8 +88,11 @@ class TrainingNetwork(Construct):
     go to a log group encrypted with ``key``, kept ``log_retention`` and retained when the network
     goes (its name, under ``log_group_prefix``, ends in the VPC id, so a new VPC never collides
     with it). Endpoints: S3 gateway on the subnets' route tables, and interface endpoints with
-    private DNS for the SageMaker API, STS, CloudWatch Logs and metrics, ECR API and Docker, KMS,
-    and SageMaker MLflow when ``mlflow_endpoint``. Security groups:
+    private DNS for STS, CloudWatch Logs and metrics, ECR API and Docker, KMS, and SageMaker
+    MLflow when ``mlflow_endpoint``. Every endpoint has a policy (``endpoint_policies.py``):
+    only this account's principals, on this account's resources, with the actions of its
+    service among ``job_actions`` (what the jobs' execution role may do), plus ECR's layer
+    bucket on S3 and pulls from ``image_accounts`` (AWS's image accounts) on ECR. Security groups:
 
     - *training*: all traffic from and to itself (the instances of a multi-instance job talk to
       each other), HTTPS to the endpoint group, HTTPS to S3's prefix list (the gateway endpoint's
@@ -99,8 +106,8 @@ class TrainingNetwork(Construct):
     ``security_group_ids`` is empty, one training security group in that VPC: all traffic from
     and to itself, and HTTPS to anywhere, because the stack cannot know the addresses of that
     VPC's endpoints (nothing else can be reached when the subnets have no internet route). The
-    VPC must already have the endpoints a job needs (S3 gateway or interface; SageMaker API, STS,
-    CloudWatch Logs and metrics, ECR API and Docker, KMS; SageMaker MLflow for tracking) or a NAT
+    VPC must already have the endpoints a job needs (S3 gateway or interface; STS, CloudWatch
+    Logs and metrics, ECR API and Docker, KMS; SageMaker MLflow for tracking) or a NAT
     route: none are created. S3 must be reached through an endpoint of that VPC: the bucket
     policies deny the execution role any request without ``aws:SourceVpc`` of that VPC (a request
     through a NAT gateway carries none).
@@ -121,7 +128,8 @@ class TrainingNetwork(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey, log_group_prefix: str,
                  log_retention: logs.RetentionDays, vpc_id: str | None = None,
                  subnet_ids: Sequence[str] = (), security_group_ids: Sequence[str] = (),
-                 mlflow_endpoint: bool = False) -> None:
+                 mlflow_endpoint: bool = False, job_actions: Sequence[str] = (),
+                 image_accounts: Sequence[str] = ()) -> None:
         super().__init__(scope, construct_id)
         if not log_group_prefix.startswith("/") or not log_group_prefix.endswith("/"):
             raise ValueError(f"log_group_prefix must start and end with '/', got {log_group_prefix!r}")
@@ -141,7 +149,8 @@ class TrainingNetwork(Construct):
         self.s3_endpoint_id: str | None = None
         if vpc_id is None:
             self._create_vpc(key=key, log_group_prefix=log_group_prefix,
-                             log_retention=log_retention, mlflow_endpoint=mlflow_endpoint)
+                             log_retention=log_retention, mlflow_endpoint=mlflow_endpoint,
+                             job_actions=job_actions, image_accounts=image_accounts)
         else:
             self._use_existing_vpc(vpc_id=vpc_id, subnet_ids=subnet_ids,
                                    security_group_ids=security_group_ids)
@@ -150,8 +159,8 @@ class TrainingNetwork(Construct):
 
     # -- created VPC ------------------------------------------------------------------------------
 
-    def _create_vpc(self, *, key: kms.IKey, log_group_prefix: str,
-                    log_retention: logs.RetentionDays, mlflow_endpoint: bool) -> None:
+    def _create_vpc(self, *, key: kms.IKey, log_group_prefix: str, log_retention: logs.RetentionDays,
+                    mlflow_endpoint: bool, job_actions: Sequence[str], image_accounts: Sequence[str]) -> None:
         isolated = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
         self.vpc = ec2.Vpc(
             self, "Vpc",
@@ -197,8 +206,9 @@ class TrainingNetwork(Construct):
                 security_groups=[self.endpoint_security_group],
                 # Our ingress rule above instead of one from the whole VPC's range.
                 open=False)
-            for endpoint_id, service in services
+            for endpoint_id, service, _ in services
         }
+        self._endpoint_policies(services, job_actions=job_actions, image_accounts=image_accounts)
 
         subnets = self.vpc.isolated_subnets
         self.vpc_id = self.vpc.vpc_id
@@ -207,6 +217,34 @@ class TrainingNetwork(Construct):
         self.s3_endpoint_id = self.s3_endpoint.vpc_endpoint_id
         for resource in (self.vpc, *subnets, self.training_security_group, self.s3_endpoint):
             _weakly_referenced(resource)
+
+    def _endpoint_policies(self, services: Sequence[tuple[str, ec2.InterfaceVpcEndpointAwsService, str]], *,
+                           job_actions: Sequence[str], image_accounts: Sequence[str]) -> None:
+        """Each endpoint's policy (see ``endpoint_policies.py``); an endpoint none of whose
+        actions the jobs' role holds would be left open to everyone, so that fails synth."""
+        from infra.constructs import endpoint_policies as policies
+
+        def attach(endpoint: ec2.IVpcEndpoint, endpoint_id: str, statements: list[iam.PolicyStatement],
+                   ) -> None:
+            if not any(statement.sid != policies.ECR_LAYERS_SID for statement in statements):
+                raise ValueError(f"endpoint {endpoint_id}: job_actions holds none of its service's "
+                                 f"actions, so its policy would admit nothing of the jobs")
+            assert isinstance(endpoint, (ec2.GatewayVpcEndpoint, ec2.InterfaceVpcEndpoint))
+            for statement in statements:
+                endpoint.add_to_policy(statement)
+
+        attach(self.s3_endpoint, "S3Endpoint", policies.s3_gateway_statements(self, job_actions=job_actions))
+        for endpoint_id, _, service_prefix in services:
+            if service_prefix == "ecr":
+                statements = policies.ecr_statements(self, job_actions=job_actions,
+                                                     image_accounts=image_accounts)
+            elif service_prefix == "sts":
+                statements = policies.account_statements(self, sorted(
+                    {*policies.service_actions(job_actions, "sts"), *policies.STS_ACTIONS}))
+            else:
+                statements = policies.account_statements(
+                    self, policies.service_actions(job_actions, service_prefix))
+            attach(self.interface_endpoints[endpoint_id], endpoint_id, statements)
 
     def _flow_logs(self, *, key: kms.IKey, log_group_prefix: str,
                    log_retention: logs.RetentionDays) -> None:

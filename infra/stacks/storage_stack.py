@@ -66,14 +66,15 @@ class StorageStack(Stack):
         self.artifacts_bucket = buckets.artifacts
         self.repository = TrainingRepository(
             self, "TrainingImages", key=self.key).repository
-        self.execution_role = SageMakerExecutionRole(
+        execution_role = SageMakerExecutionRole(
             self, "SageMakerExecution", data_bucket=self.data_bucket,
             artifacts_bucket=self.artifacts_bucket, key=self.key, repository=self.repository,
             input_prefix=DATASETS_PREFIX, model_prefix=MODELS_PREFIX,
             checkpoint_prefix=CHECKPOINTS_PREFIX, job_name_prefix=f"{settings.name_prefix}-",
             queued_job_name_prefix=(contract.batch_training_job_prefix(settings.name_prefix)
                                     if settings.queue == "batch" else None),
-        ).role
+        )
+        self.execution_role = execution_role.role
 
         # Optional: the team queue (AWS Batch for SageMaker Training). The workflow stack names
         # its job queues by ARN (TrainingQueue.queue_arns); switching it off deletes the queues
@@ -91,7 +92,7 @@ class StorageStack(Stack):
         self.training_network: TrainingNetwork | None = None
         self.job_network: JobNetwork | None = None
         if settings.in_vpc:
-            self.training_network = self._training_network(settings)
+            self.training_network = self._training_network(settings, role_actions=execution_role.actions)
             self.job_network = self.training_network.job_network
 
         # Optional: MLflow experiment tracking, an MLflow App or a tracking server (billed hourly).
@@ -131,21 +132,30 @@ class StorageStack(Stack):
         CfnOutput(self, "ExecutionRoleArn", value=self.execution_role.role_arn)
         CfnOutput(self, "DataKeyArn", value=self.key.key_arn)
 
-    def _training_network(self, settings: Settings) -> TrainingNetwork:
+    def _training_network(self, settings: Settings, *, role_actions: Sequence[str]) -> TrainingNetwork:
         from infra.constructs.endpoint_only_access import deny_outside_network
+        from infra.constructs.experiment_tracking import MLFLOW_CLIENT_ACTIONS
         from infra.constructs.training_network import TrainingNetwork
         from infra.constructs.vpc_job_access import VpcJobAccess
+        from infra.images import image_accounts
         from infra.log_retention import retention_for_days
 
+        # Under isolation the containers reach no network at all, so no MLflow endpoint.
+        mlflow_endpoint = (settings.experiment_tracking == "server" and settings.network == "vpc"
+                           and settings.vpc_id is None)
         network = TrainingNetwork(
             self, "TrainingNetwork", key=self.key,
             log_group_prefix=network_log_group_prefix(settings),
             log_retention=retention_for_days(settings.log_retention_days),
             vpc_id=settings.vpc_id, subnet_ids=settings.subnet_ids,
             security_group_ids=settings.security_group_ids,
-            # Under isolation the containers reach no network at all, so no MLflow endpoint.
-            mlflow_endpoint=(settings.experiment_tracking == "server" and settings.network == "vpc"
-                             and settings.vpc_id is None),
+            mlflow_endpoint=mlflow_endpoint,
+            # What the jobs' role may do: its own policy, and the MLflow client's actions (the
+            # workflow stack's grant on the script-mode code adds no action: s3:GetObject and
+            # s3:ListBucket). tests/test_network.py evaluates every grant of the role through
+            # the endpoints, so a new one that is missing here fails there.
+            job_actions=[*role_actions, *(MLFLOW_CLIENT_ACTIONS if mlflow_endpoint else ())],
+            image_accounts=image_accounts(settings.region),
         )
         # SageMaker attaches each job's network interfaces to these subnets as the execution role.
         VpcJobAccess(self, "VpcJobAccess", role=self.execution_role, vpc_id=network.vpc_id,
