@@ -176,7 +176,7 @@ def test_new_program_writes_a_valid_program(capsys: pytest.CaptureFixture[str], 
         assert entry.read_text().startswith("#!/usr/bin/env python3\n")
         assert os.access(entry, os.X_OK)
         dockerfile = (program.directory / "Dockerfile").read_text()
-        assert re.search(r"^FROM python:3\.\d+\.\d+-slim-\w+$", dockerfile, re.MULTILINE)
+        assert re.search(r"^FROM python:3\.\d+\.\d+-slim-\w+@sha256:[0-9a-f]{64}$", dockerfile, re.MULTILINE)
         assert "COPY train ." in dockerfile and 'PATH="/opt/program:${PATH}"' in dockerfile
         # SageMaker appends `train` (or `serve`) as the command: an ENTRYPOINT would swallow it.
         assert not re.search(r"^ENTRYPOINT", dockerfile, re.MULTILINE)

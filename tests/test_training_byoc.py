@@ -122,7 +122,11 @@ def test_image_holds_what_the_entry_point_imports() -> None:
         assert source.split("/")[0] in staged, f"COPY {source}: not staged (only {staged})"
     assert {"common/", f"{PROGRAM}/byoc_training/", f"{PROGRAM}/train",
             f"{PROGRAM}/requirements.txt"} <= set(copies)
-    assert DOCKERFILE.read_text().splitlines()[1].startswith("FROM python:3.12.8-slim-bookworm")
+    # Pinned by digest (a tag can be pushed again with other contents), the skeleton's base too.
+    from smtrain.cli.program_commands import BYOC_BASE_IMAGE
+
+    assert re.fullmatch(r"python:3\.12\.8-slim-bookworm@sha256:[0-9a-f]{64}", BYOC_BASE_IMAGE)
+    assert DOCKERFILE.read_text().splitlines()[1] == f"FROM {BYOC_BASE_IMAGE}"
     requirements = (TRAINING_CODE / PROGRAM / "requirements.txt").read_text()
     assert all("==" in line for line in requirements.splitlines() if line and not line.startswith("#"))
     assert (TRAINING_CODE / PROGRAM / "train").stat().st_mode & 0o111

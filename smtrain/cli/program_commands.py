@@ -205,7 +205,7 @@ def skeleton_files(name: str, kind: str, training_code_dir: Path,
         folder / entry: skeleton_entry_point(framework) if own else _entry_point(kind),
     }
     if kind == "byoc":
-        files[folder / "Dockerfile"] = _DOCKERFILE
+        files[folder / "Dockerfile"] = _DOCKERFILE.replace("__BASE_IMAGE__", BYOC_BASE_IMAGE)
     test = training_code_dir.parent / "tests" / "programs" / test_file_name(name)
     files[test] = _test_file(name, kind, training_code_dir.name, framework if own else None)
     return files
@@ -284,9 +284,16 @@ def _requirements(framework: str | None) -> str:
             if framework else "The skeleton uses the standard library only")
     return _REQUIREMENTS.replace("__USES__", uses)
 
+#: The base image of the BYOC skeleton and of the shipped digits_lightgbm, pinned by digest: a tag
+#: can be pushed again with other contents, a digest cannot. The digest is the image index Docker
+#: Hub serves for the tag (every platform), as pinned by astral-sh/uv-docker-example's
+#: multistage.Dockerfile and other public Dockerfiles; not pulled here (no registry is reachable).
+#: Check it with docker buildx imagetools inspect python:3.12.8-slim-bookworm.
+BYOC_BASE_IMAGE = "python:3.12.8-slim-bookworm@sha256:2199a62885a12290dc9c5be3ca0681d367576ab7bf037da120e564723292a2f0"
+
 _DOCKERFILE = """\
-# BYOC training image on a pinned slim Python. Build context: this folder.
-FROM python:3.12.8-slim-bookworm
+# BYOC training image on a slim Python pinned by digest. Build context: this folder.
+FROM __BASE_IMAGE__
 
 ENV PYTHONDONTWRITEBYTECODE=1 \\
     PYTHONUNBUFFERED=1 \\
