@@ -3,6 +3,11 @@
 Every acknowledgement names one rule on one resource, with the exact finding (``applies_to``)
 where the rule reports several, and a reason. :func:`nag_arn` spells a CloudFormation ARN the way
 cdk-nag prints it in a finding, so an acknowledgement matches only that resource.
+
+checkov (``make checkov``) reads acknowledgements from a resource's ``Metadata.checkov.skip``
+(checkov's documentation, "Suppressing and Skipping Policies", CloudFormation): a cdk-nag rule
+with a checkov equivalent (:data:`CHECKOV_EQUIVALENTS`) is acknowledged for checkov too, with the
+same reason, and :func:`acknowledge_checkov` acknowledges a check only checkov makes.
 """
 
 from __future__ import annotations
@@ -56,9 +61,23 @@ def apply_rule_packs(scope: IConstruct, *, verbose: bool = True) -> None:
         cdk.Aspects.of(scope).add(pack(verbose=verbose))
 
 
+#: checkov's check for the same thing as a cdk-nag rule (by the rule's name after its pack).
+CHECKOV_EQUIVALENTS = {
+    "LambdaConcurrency": "CKV_AWS_115",  # function-level concurrent execution limit
+    "LambdaDLQ": "CKV_AWS_116",  # dead-letter queue
+    "LambdaInsideVPC": "CKV_AWS_117",  # inside a VPC
+    "CloudWatchLogGroupEncrypted": "CKV_AWS_158",  # log group encrypted by KMS
+}
+
+#: checkov's checks of a Lambda function's concurrency limit, DLQ and VPC placement (the
+#: equivalents of :data:`DEPLOY_TIME_FUNCTION_RULES`), for functions cdk-nag does not check.
+DEPLOY_TIME_FUNCTION_CHECKS = ("CKV_AWS_115", "CKV_AWS_116", "CKV_AWS_117")
+
+
 def acknowledge(construct: IConstruct, rule_ids: str | Sequence[str], reason: str, *,
                 applies_to: Sequence[str] | None = None) -> None:
-    """Acknowledge ``rule_ids`` on ``construct`` alone (not its children) with ``reason``."""
+    """Acknowledge ``rule_ids`` on ``construct`` alone (not its children) with ``reason``, and
+    their checkov equivalents on its CloudFormation resource."""
     if len(reason) < 20:
         raise ValueError(f"a suppression needs a real reason, got {reason!r}")
     ids = [rule_ids] if isinstance(rule_ids, str) else list(rule_ids)
@@ -69,6 +88,24 @@ def acknowledge(construct: IConstruct, rule_ids: str | Sequence[str], reason: st
          for rule_id in ids],
         apply_to_children=False,
     )
+    checks = sorted({CHECKOV_EQUIVALENTS[name] for rule_id in ids
+                     if (name := rule_id.split("-", 1)[-1]) in CHECKOV_EQUIVALENTS})
+    if checks:
+        acknowledge_checkov(construct, checks, reason)
+
+
+def acknowledge_checkov(construct: IConstruct, check_ids: Sequence[str], reason: str) -> None:
+    """Acknowledge checkov's ``check_ids`` on ``construct``'s CloudFormation resource with
+    ``reason`` (``Metadata.checkov.skip``, kept beside any earlier ones)."""
+    if len(reason) < 20:
+        raise ValueError(f"a suppression needs a real reason, got {reason!r}")
+    resource = construct if isinstance(construct, cdk.CfnResource) else construct.node.default_child
+    if not isinstance(resource, cdk.CfnResource):
+        raise ValueError(f"{construct.node.path} has no CloudFormation resource to acknowledge on")
+    skips = list((resource.get_metadata("checkov") or {}).get("skip", []))
+    known = {skip["id"] for skip in skips}
+    skips += [{"id": check_id, "comment": reason} for check_id in check_ids if check_id not in known]
+    resource.add_metadata("checkov", {"skip": skips})
 
 
 def nag_arn(stack: cdk.Stack, value: Any) -> str:

@@ -7,7 +7,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from infra.compliance import REPLICATION_RULES, acknowledge
+from infra.compliance import REPLICATION_RULES, acknowledge, acknowledge_checkov
 from smtrain.core import contract
 
 #: The prefixes of the execution contract (smtrain/core/contract.py): data under ``datasets/``,
@@ -76,6 +76,11 @@ class TrainingBuckets(Construct):
             "S3 server access logging delivers only to buckets encrypted with SSE-S3, not SSE-KMS; "
             "the bucket holds access logs only, is encrypted at rest with SSE-S3 and TLS-only.",
         )
+        acknowledge_checkov(
+            self.access_logs, ["CKV_AWS_18"],
+            "This is the server access log bucket of the data and artifacts buckets: logging its "
+            "own access into itself would log every delivery of a log (the S3 user guide advises "
+            "against a bucket logging into itself); it is versioned, retained and TLS-only.")
 
     def _bucket(self, construct_id: str, *, key: kms.IKey, log_prefix: str,
                 noncurrent_version_days: int) -> s3.Bucket:

@@ -34,7 +34,12 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import custom_resources as cr
 from constructs import Construct, IConstruct
 
-from infra.compliance import DEPLOY_TIME_FUNCTION_RULES, acknowledge
+from infra.compliance import (
+    DEPLOY_TIME_FUNCTION_CHECKS,
+    DEPLOY_TIME_FUNCTION_RULES,
+    acknowledge,
+    acknowledge_checkov,
+)
 
 HTTPS = ec2.Port.tcp(443)
 #: The created VPC's address range and the size of each subnet (/20: 4,091 addresses per AZ;
@@ -177,6 +182,15 @@ class TrainingNetwork(Construct):
             restrict_default_security_group=True,
         )
         self._flow_logs(key=key, log_group_prefix=log_group_prefix, log_retention=log_retention)
+        # aws-cdk-lib's provider of restrict_default_security_group: a CloudFormation-level
+        # function (cdk-nag checks only lambda.CfnFunction, checkov every AWS::Lambda::Function).
+        provider = Stack.of(self).node.find_child("Custom::VpcRestrictDefaultSGCustomResourceProvider")
+        acknowledge_checkov(
+            provider.node.find_child("Handler"), DEPLOY_TIME_FUNCTION_CHECKS,
+            "aws-cdk-lib's deploy-time function that strips the VPC's default security group of "
+            "its rules: CloudFormation invokes it only while the VPC is created or changed and it "
+            "answers every event itself, so no concurrency limit or DLQ applies; it calls the EC2 "
+            "API, which the training VPC (no internet route, no EC2 endpoint) could not reach.")
 
         self.s3_endpoint = self.vpc.add_gateway_endpoint(
             "S3Endpoint", service=ec2.GatewayVpcEndpointAwsService.S3, subnets=[isolated])
