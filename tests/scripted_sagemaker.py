@@ -48,7 +48,8 @@ class JobScript:
     limits). Each job then reports ``statuses`` on successive describe calls, staying on the
     last one. ``failure_reason`` is reported with Failed; ``metrics`` as
     ``FinalMetricDataList``. A tuning job reports ``tuning_jobs`` completed training jobs, the best
-    one with ``best_objective``.
+    one with ``best_objective``. A completed job reports ``billable_seconds`` as its
+    ``BillableTimeInSeconds`` and ``TrainingTimeInSeconds``.
     """
 
     statuses: Sequence[str] = ("InProgress", "Completed")
@@ -57,6 +58,7 @@ class JobScript:
     metrics: Sequence[tuple[str, float]] = (("validation:accuracy", 0.97),)
     tuning_jobs: int = 4
     best_objective: float = 0.97
+    billable_seconds: int = 612
 
 
 class ScriptedBackend:
@@ -149,6 +151,9 @@ class ScriptedBackend:
             description["FinalMetricDataList"] = [
                 {"MetricName": metric, "Value": value, "Timestamp": CREATED}
                 for metric, value in self.script.metrics]
+            # What SageMaker reports of a finished job's time (API reference, DescribeTrainingJob).
+            description["TrainingTimeInSeconds"] = description["BillableTimeInSeconds"] = \
+                self.script.billable_seconds
         if status == "Failed":
             description["FailureReason"] = self.script.failure_reason
         return description

@@ -182,8 +182,16 @@ def test_a_run_over_max_run_cost_is_refused_before_any_job(budgeted_app: Synthes
                                            "inputs": {"train": "s3://local-data/datasets/x/",
                                                       "validation": "s3://local-data/datasets/y/"}},
                                           name="within"))  # 4 h x 0.2 USD
+        assert within.output is not None, (within.error, within.cause)
+        job = backend.describe_training_job(within.output["trainingJobName"])
     assert (refused.error, refused.cause) == (contract.COST_BUDGET_EXCEEDED_ERROR, cause)
-    assert within.error != contract.COST_BUDGET_EXCEEDED_ERROR
+    assert within.succeeded and within.output is not None, (within.error, within.cause)
+    # The run's output says what its job cost: the state machine's reckoning, the same text the
+    # CLI evaluates (prices.reckon), with the prices fixed at synth.
+    assert job["BillableTimeInSeconds"] > 0
+    assert within.output[contract.OUTPUT_COST] == prices.reckon(job, PRICED["regions"]["us-east-1"]) == {
+        "instanceType": "ml.m5.xlarge", "instanceCount": 4, "billableTimeInSeconds": job["BillableTimeInSeconds"],
+        "usdPerHour": 0.2, "usd": round(job["BillableTimeInSeconds"] * 4 * 0.2 / 3600, 6)}
     assert [r["ResourceConfig"]["InstanceCount"] for r in backend.created("create_training_job")] == [4]
     # The CLI refuses the same run with the same words, from the stack's outputs.
     limits = limits_from_outputs({**outputs, contract.OUTPUT_ALLOWED_INSTANCE_TYPES: ",".join(

@@ -415,11 +415,21 @@ def test_outputs_are_small_and_named(definition: Definition) -> None:
         "program.$", "trainingJobName.$", "modelArtifacts.$", "metrics.$"}
     assert {"tuningJobName.$", "trainingJobName.$", "objective.$", "modelArtifacts.$",
             "metrics.$"} <= set(s["ReportTuning"]["Parameters"])
-    # Both reports go through the registry's decision, and every way out of it ends in the one
-    # state that makes the output: the report plus what became of the model.
+    # Both reports go through the registry's decision (a training run's after its cost is
+    # reckoned), and every way out of it ends in the one state that makes the output: the report
+    # plus what became of the model.
     for report in ("ReportTraining", "ReportTuning"):
         assert s[report]["ResultPath"] == "$.report"
-        assert s[report]["Next"] == "RegistrationRequested"
+    assert s["ReportTraining"]["Next"] == "ReckonCost"
+    assert s["ReckonCost"]["Next"] == s["ReportTuning"]["Next"] == "RegistrationRequested"
+    from smtrain.core.prices import JOB_COST_FUNCTION
+
+    # The job's description, asked for again; should that fail, the run goes on to registration.
+    reckon = s["ReckonCost"]
+    assert reckon["Resource"] == "arn:aws:states:::aws-sdk:sagemaker:describeTrainingJob"
+    assert reckon["Arguments"] == {"TrainingJobName": "{% $states.input.training.TrainingJobName %}"}
+    assert f"({JOB_COST_FUNCTION})($states.result, " in reckon["Output"]
+    assert [(c["ErrorEquals"], c["Next"]) for c in reckon["Catch"]] == [(["States.ALL"], "RegistrationRequested")]
     assert s["ReportResult"]["End"] is True
     assert s["ReportResult"]["Parameters"] == {
         "output.$": "States.JsonMerge($.report, $.registration, false)"}
@@ -434,9 +444,10 @@ def test_every_state_is_reachable_and_jsonpath(definition: Definition) -> None:
     assert "QueryLanguage" not in definition or definition["QueryLanguage"] == "JSONPath"
     # JSONPath throughout but for the states that need JSONata (a state may choose its own
     # language inside a JSONPath state machine: developer guide, "Transforming data with JSONata"):
-    # the rules, the channels, the gate, and the model's frozen copy (its key and metadata).
+    # the rules, the channels, the gate, the model's frozen copy (its key and metadata) and the cost.
     assert {name for name, state in s.items() if state.get("QueryLanguage") == "JSONata"} == {
-        "CheckProgramInput", "DescribeChannels", "EvaluateQualityGate", "FreezeRegisteredModel"}
+        "CheckProgramInput", "DescribeChannels", "EvaluateQualityGate", "FreezeRegisteredModel",
+        "ReckonCost"}
     reachable, frontier = set(), [definition["StartAt"]]
     while frontier:
         name = frontier.pop()

@@ -21,6 +21,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from infra.constructs.training_job_task import TRAINING_RESULT_SELECTOR
 from smtrain.core import contract
 
 Cond = sfn.Condition
@@ -158,11 +159,7 @@ class QueuedTrainingJob(Construct):
             "Type": "Task",
             "Resource": "arn:aws:states:::aws-sdk:sagemaker:describeTrainingJob",
             "Parameters": {"TrainingJobName.$": "$.queue.trainingJobName"},
-            "ResultSelector": {
-                "TrainingJobName.$": "$.TrainingJobName",
-                "ModelArtifacts.$": "$.ModelArtifacts.S3ModelArtifacts",
-                "FinalMetricDataList.$": "$.FinalMetricDataList",
-            },
+            "ResultSelector": dict(TRAINING_RESULT_SELECTOR),
             "ResultPath": result_path,
         })
         describe_job.add_retry(errors=["SageMaker.ThrottlingException", "SageMaker.SageMakerException"],

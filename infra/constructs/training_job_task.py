@@ -122,6 +122,16 @@ class JobSecurity:
         return sets
 
 
+#: What a finished training job's state keeps of its DescribeTrainingJob answer (created directly
+#: or through the team queue): the name, model and final metrics the run reports. Nothing more:
+#: the answer echoes the request's hyperparameters, and a state's data is limited to 256 KiB.
+TRAINING_RESULT_SELECTOR: dict[str, str] = {
+    "TrainingJobName.$": "$.TrainingJobName",
+    "ModelArtifacts.$": "$.ModelArtifacts.S3ModelArtifacts",
+    "FinalMetricDataList.$": "$.FinalMetricDataList",
+}
+
+
 def retry_strategy(sagemaker_retries: int | None) -> dict[str, Any]:
     """The request fields that have SageMaker retry a job that failed with an internal error:
     ``{"RetryStrategy": {"MaximumRetryAttempts": n}}``, or none for ``None``.
@@ -226,11 +236,7 @@ class TrainingJobTask(sfn.CustomState):
                 **retry_strategy(sagemaker_retries),
                 "Tags": job_tags(paths, security.tags),
             },
-            "ResultSelector": {
-                "TrainingJobName.$": "$.TrainingJobName",
-                "ModelArtifacts.$": "$.ModelArtifacts.S3ModelArtifacts",
-                "FinalMetricDataList.$": "$.FinalMetricDataList",
-            },
+            "ResultSelector": dict(TRAINING_RESULT_SELECTOR),
             "ResultPath": result_path,
         }
         if tracking_uri is not None:

@@ -18,14 +18,14 @@ from constructs import Construct
 from infra.compliance import INLINE_POLICY_RULES, acknowledge, nag_arn
 from infra.constructs.create_job_retry import CreateJobRetry
 from infra.constructs.input_check import RESOLVED_PATH, InputCheck
-from infra.constructs.model_registration import ModelRegistration, registry_settings
+from infra.constructs.model_registration import REGISTRATION_START, ModelRegistration, registry_settings
 from infra.constructs.model_registry import ModelPackageGroup
 from infra.constructs.queued_training_job import QueuedTrainingJob, QueueTarget
 from infra.constructs.sagemaker_task_policy import pass_role_statement
 from infra.constructs.training_job_task import JobSecurity, TrainingJobTask
 from infra.constructs.tuning_job_task import DescribeTrainingJobTask, TuningJobTask
 from infra.images import FrameworkImages, TrainingImages
-from smtrain.core import contract
+from smtrain.core import contract, prices
 from smtrain.core.input_rules import Deployment, InputDefaults
 from smtrain.core.instance_storage import has_local_nvme
 from smtrain.core.programs import Program
@@ -373,7 +373,33 @@ class TrainingStateMachine(Construct):
             self.queued_training.next(report_training)
         else:
             self.training_task.next(report_training)
-        report_training.next(self.registration.start)
+        # What the job cost, in the run's output (``cost``): one JSONata function of the job's
+        # description and the prices fixed at synth, the text smtrain's CLI evaluates too. The
+        # description is asked for again here (DescribeTrainingJob, which the role may call on
+        # the project's jobs for .sync already): the training task keeps only a few of its fields,
+        # and its billable time and ResourceConfig are not required members of the answer
+        # (botocore's model), which a JSONPath selector would fail on where they are missing.
+        # Should the call fail, the run goes on, its cost unknown (and why).
+        with_cost = ("{% $merge([$states.input, {'report': $merge([$states.input.report, {"
+                     f"'{contract.OUTPUT_COST}': ({prices.JOB_COST_FUNCTION})($states.result, "
+                     f"{json.dumps(dict(props.run_prices), sort_keys=True)})}}])}}]) %}}")
+        without_cost = ("{% $merge([$states.input, {'report': $merge([$states.input.report, {"
+                        f"'{contract.OUTPUT_COST}': {{'usd': null, 'error': $states.errorOutput.Error}}"
+                        "}])}]) %}")
+        reckon_cost = sfn.CustomState(self, "ReckonCost", state_json={
+            "Type": "Task", "QueryLanguage": "JSONata",
+            "Comment": "What the training job cost: its billable time x instances x the on-demand "
+                       "price of its type (smtrain/core/prices.py; usd null when unknown)",
+            "Resource": "arn:aws:states:::aws-sdk:sagemaker:describeTrainingJob",
+            "Arguments": {"TrainingJobName": "{% $states.input.training.TrainingJobName %}"},
+            "Output": with_cost,
+            "Retry": [{"ErrorEquals": ["SageMaker.ThrottlingException", "SageMaker.SageMakerException"],
+                       "IntervalSeconds": 5, "BackoffRate": 2, "MaxAttempts": 3, "JitterStrategy": "FULL"}],
+            # Written here, with its Output: CDK renders a CustomState's catcher as JSONPath.
+            "Catch": [{"ErrorEquals": ["States.ALL"], "Output": without_cost,
+                       "Next": REGISTRATION_START}],
+        })
+        report_training.next(reckon_cost).next(self.registration.start)
         tuning_given.when(Cond.is_null("$.config.tuning"), train)
         tuning_given.otherwise(apply_tuning_defaults.next(choose_strategy))
         train_or_tune.when(Cond.is_present("$.config.tuning"), tuning_given)

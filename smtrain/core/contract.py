@@ -547,6 +547,10 @@ def output_id(program: str) -> str:
 
 OUTPUT_FIELDS: Final[tuple[str, ...]] = ("program", "trainingJobName", "modelArtifacts",
                                          "metrics")
+#: A training run's output (not a tuning run's) also says what its job cost: ``cost``, the object
+#: ``smtrain.core.prices.JOB_COST_FUNCTION`` returns (``usd`` null when the price or the billable
+#: time is unknown). A tuning run's total is ``smtrain status``'s (it lists every trial).
+OUTPUT_COST: Final = "cost"
 #: Beside those: ``registered`` (bool), ``registrationReason`` (why, or why not) and, when
 #: registered, ``modelPackageArn`` (the version), ``modelPackageGroup`` and
 #: ``registeredModelData`` (the model's frozen copy the version names).

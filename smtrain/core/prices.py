@@ -24,6 +24,36 @@ from typing import Any
 
 TABLE = Path(__file__).with_name("prices.json")
 
+#: ``function($job, $prices)``: what a training job cost, from its DescribeTrainingJob ``$job``
+#: and ``$prices`` (USD per instance-hour by instance type, of the job's region). The state
+#: machine evaluates this text for a run's output (``cost``), and :func:`job_cost` for the CLI.
+#: ``usd`` is null when the billable time or the price is unknown (``usdPerHour`` null: no price).
+JOB_COST_FUNCTION = (
+    "function($job, $prices) {( "
+    "$type := $job.ResourceConfig.InstanceType; "
+    "$count := $exists($job.ResourceConfig.InstanceCount) ? $job.ResourceConfig.InstanceCount : 1; "
+    "$billable := $job.BillableTimeInSeconds; "
+    "$price := $lookup($prices, $type); "
+    "{'instanceType': $type, 'instanceCount': $count, "
+    "'billableTimeInSeconds': $exists($billable) ? $billable : null, "
+    "'usdPerHour': $exists($price) ? $price : null, "
+    "'usd': ($exists($billable) and $exists($price)) ? $round($billable * $count * $price / 3600, 6) : null} )}"
+)
+
+
+@lru_cache(maxsize=1)
+def _job_cost_expression() -> Any:
+    import jsonata
+
+    return jsonata.Jsonata(f"({JOB_COST_FUNCTION})($job, $prices)")
+
+
+def reckon(description: Mapping[str, Any], prices: Mapping[str, float]) -> dict[str, Any]:
+    """:data:`JOB_COST_FUNCTION` of a job's description and its region's prices, in this process."""
+    result: dict[str, Any] = _job_cost_expression().evaluate(None, {"job": dict(description),
+                                                                     "prices": dict(prices)})
+    return result
+
 
 @lru_cache(maxsize=4)
 def load(path: Path = TABLE) -> dict[str, Any]:
@@ -52,10 +82,15 @@ class JobCost:
 
     @property
     def usd(self) -> float | None:
-        """The compute cost, or None when the billable time or the price is unknown."""
-        if self.billable_seconds is None or self.usd_per_hour is None:
-            return None
-        return self.billable_seconds * self.instance_count * self.usd_per_hour / 3600
+        """The compute cost, or None when the billable time or the price is unknown: reckoned
+        by :data:`JOB_COST_FUNCTION`, the text the state machine evaluates too."""
+        description: dict[str, Any] = {"ResourceConfig": {"InstanceType": self.instance_type,
+                                                          "InstanceCount": self.instance_count}}
+        if self.billable_seconds is not None:
+            description["BillableTimeInSeconds"] = self.billable_seconds
+        prices = {self.instance_type: self.usd_per_hour} if self.usd_per_hour is not None else {}
+        usd = reckon(description, prices)["usd"]
+        return None if usd is None else float(usd)
 
     @property
     def spot_savings(self) -> float | None:
