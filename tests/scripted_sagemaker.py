@@ -59,6 +59,9 @@ class JobScript:
     tuning_jobs: int = 4
     best_objective: float = 0.97
     billable_seconds: int = 612
+    #: Errors raised by describe calls of a training job after it has been reported Completed
+    #: once (what the run asks of a finished job), one per call, before answers resume.
+    describe_errors_when_done: list[SageMakerError] = field(default_factory=list)
 
 
 class ScriptedBackend:
@@ -129,8 +132,12 @@ class ScriptedBackend:
             request = self._trial_request(trial_of)
             status = "Completed"
         else:
-            request = self._job(name)["request"]
+            job = self._job(name)
+            request = job["request"]
+            if job.get("done") and self.script.describe_errors_when_done:
+                raise self.script.describe_errors_when_done.pop(0)
             status = self._status(name)
+            job["done"] = status == "Completed"
         output = request["OutputDataConfig"]["S3OutputPath"]
         description: Description = {
             "TrainingJobName": name,

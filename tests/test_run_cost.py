@@ -199,3 +199,23 @@ def test_a_run_over_max_run_cost_is_refused_before_any_job(budgeted_app: Synthes
     assert limits is not None
     checked = input_rules.check(programs.discover(), over, deployment=limits.deployment())
     assert checked.problems == [{"error": contract.COST_BUDGET_EXCEEDED_ERROR, "cause": cause}]
+
+
+def test_a_job_that_cannot_be_described_again_leaves_its_cost_unknown_and_the_run_going(
+        synthesized: Synthesized, tmp_path: Path) -> None:
+    """The cost is asked of SageMaker after the job; should that fail, the run still succeeds
+    (and registers as it would), its output saying the cost is unknown and why."""
+    from smtrain.local.backend import SageMakerError
+    from tests.scripted_sagemaker import JobScript
+
+    backend = ScriptedBackend(JobScript(describe_errors_when_done=[
+        SageMakerError("ResourceNotFound", "Requested resource not found.")]))
+    with scripted_engine(outdir=synthesized.outdir, work_dir=tmp_path / "work", backend=backend,
+                         tracking=False) as engine:
+        run = engine.wait(engine.start({"program": "digits_mlp", "register": False,
+                                        "inputs": {"train": "s3://local-data/datasets/x/",
+                                                   "validation": "s3://local-data/datasets/y/"}},
+                                       name="undescribed"))
+    assert run.succeeded and run.output is not None, (run.error, run.cause)
+    assert run.output[contract.OUTPUT_COST] == {"usd": None, "error": "SageMaker.ResourceNotFoundException"}
+    assert not backend.script.describe_errors_when_done, "the cost's describe call was made"
