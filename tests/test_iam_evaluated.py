@@ -231,3 +231,32 @@ def test_the_state_machine_creates_only_its_own_jobs_and_pending_versions(
                                   TLS)) == "Allow"
     assert account.decide(Request(machine, "s3:PutObject", f"{artifacts}/models/smtrain-1-0/output/model.tar.gz",
                                   TLS)) != "Allow"
+
+
+def test_objects_are_written_under_the_stack_key_only(synthesized: Synthesized, account: Account,
+                                                      names: dict[str, str]) -> None:
+    """A PutObject that asks for another encryption, another key, or SSE-KMS without a key id
+    (which S3 answers with the AWS managed aws/s3 key: PutObject's API reference) is denied to
+    everyone, the execution role included; no header (the bucket default: the stack key) or the
+    stack key by ARN or id is allowed."""
+    key_id = _logical_id(synthesized.storage, "DataKey", "AWS::KMS::Key")
+    resolve = account._resolvers()[0][1]
+    key_arn, bare_id = resolve.resource_arn(key_id), resolve({"Ref": key_id})
+    model = f"{names['artifacts']}/models/smtrain-1-0/output/model.tar.gz"
+    sse = "s3:x-amz-server-side-encryption"
+    kms_id = "s3:x-amz-server-side-encryption-aws-kms-key-id"
+    allowed = [{}, {sse: "aws:kms", kms_id: key_arn}, {sse: "aws:kms", kms_id: bare_id}]
+    denied = [{sse: "AES256"}, {sse: "aws:kms:dsse", kms_id: key_arn},
+              {sse: "aws:kms", kms_id: "arn:aws:kms:us-east-1:210987654321:key/theirs"},
+              {sse: "aws:kms", kms_id: "alias/aws/s3"}, {sse: "aws:kms"}]
+    for headers in allowed:
+        assert account.decide(Request(names["execution_role"], "s3:PutObject", model, {**TLS, **headers})) \
+            == "Allow", headers
+    for headers in denied:
+        assert account.decide(Request(names["execution_role"], "s3:PutObject", model, {**TLS, **headers})) \
+            == "Deny", headers
+    # The data bucket too, for anyone (an administrator's upload through the console included).
+    admin = f"arn:aws:iam::{ACCOUNT}:role/Admin"
+    upload = f"{names['data']}/datasets/digits_mlp/train/a.csv"
+    assert decide(Request(admin, "s3:PutObject", upload, {**TLS, sse: "AES256"}),
+                  resource=account.bucket_statements(names["data"])) == "Deny"
