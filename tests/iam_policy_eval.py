@@ -83,8 +83,9 @@ class Resolver:
             return self.PSEUDO.get(argument) or self.name(argument)
         if function == "Fn::GetAtt":
             logical_id, attribute = argument
-            if not attribute.endswith("Arn"):  # an id (a security group's GroupId): a name of its own
+            if attribute == "GroupId":  # a security group's id: a name of its own
                 return f"{logical_id}.{attribute}"
+            assert attribute.endswith("Arn"), value
             return self.resource_arn(logical_id)
         if function == "Fn::Join":
             separator, parts = argument

@@ -255,6 +255,11 @@ def test_objects_are_written_under_the_stack_key_only(synthesized: Synthesized, 
     for headers in denied:
         assert account.decide(Request(names["execution_role"], "s3:PutObject", model, {**TLS, **headers})) \
             == "Deny", headers
+    # Not under checkpoints/: how SageMaker's checkpoint sync asks for encryption is not
+    # documented, so it is not risked (training_buckets.only_the_stack_key).
+    checkpoint = f"{names['artifacts']}/checkpoints/smtrain-1/c.pt"
+    assert account.decide(Request(names["execution_role"], "s3:PutObject", checkpoint,
+                                  {**TLS, sse: "aws:kms"})) == "Allow"
     # The data bucket too, for anyone (an administrator's upload through the console included).
     admin = f"arn:aws:iam::{ACCOUNT}:role/Admin"
     upload = f"{names['data']}/datasets/digits_mlp/train/a.csv"

@@ -479,7 +479,7 @@ def test_job_network_is_sagemakers_vpc_config() -> None:
 ])
 def test_bad_arguments_fail_synth(arguments: dict[str, Any], message: str) -> None:
     stack = Stack(App(), "Test")
-    arguments = {"log_group_prefix": NETWORK_PREFIX, **arguments}
+    arguments = {"log_group_prefix": NETWORK_PREFIX, "job_actions": ["s3:GetObject"], **arguments}
     with pytest.raises(ValueError, match=message):
         TrainingNetwork(stack, "Network", key=kms.Key(stack, "Key"),
                         log_retention=logs.RetentionDays.ONE_YEAR, **arguments)
@@ -650,9 +650,20 @@ def test_both_ecr_endpoints_have_one_policy(created_vpc: Synthesized) -> None:
     assert "763104351884" in image_accounts("us-east-1"), "the Deep Learning Containers' account"
 
 
+def test_every_sagemaker_region_has_image_accounts_for_the_ecr_endpoints() -> None:
+    """A VPC deployment in any region SageMaker's SDK knows finds AWS's image accounts there
+    (else synth fails naming the region, rather than an endpoint policy without them)."""
+    from infra.images import image_accounts
+
+    table = json.loads((ROOT / "infra" / "image_uris.json").read_text())
+    regions = {region for by_region in table["builtin-algorithms"].values() for region in by_region}
+    assert len(regions) > 20
+    assert all(image_accounts(region) for region in regions), [r for r in regions if not image_accounts(r)]
+
+
 def test_a_created_vpc_without_job_actions_fails_instead_of_leaving_endpoints_open() -> None:
     app = App()
     stack = Stack(app, "Stack", env={"account": "123456789012", "region": "us-east-1"})
     with pytest.raises(ValueError, match="endpoint S3Endpoint: job_actions holds none"):
         TrainingNetwork(stack, "Network", key=kms.Key(stack, "Key"), log_group_prefix=NETWORK_PREFIX,
-                        log_retention=logs.RetentionDays.ONE_MONTH)
+                        log_retention=logs.RetentionDays.ONE_MONTH, job_actions=[])

@@ -91,8 +91,8 @@ def own_resources(scope: Construct, service: str) -> list[str]:
 
 def account_statements(scope: Construct, actions: Sequence[str]) -> list[iam.PolicyStatement]:
     """``actions`` (of one service) for this account's principals: those with a resource on this
-    account's resources only (by ARN where the ARN names the account, and by
-    ``aws:ResourceAccount``); the :data:`RESOURCELESS_ACTIONS` on the principal's account alone."""
+    account's resources only (by ARN where the ARN names the account, by ``aws:ResourceAccount``
+    for S3); the :data:`RESOURCELESS_ACTIONS` on the principal's account alone."""
     if len({action.split(":", 1)[0] for action in actions}) > 1:
         raise ValueError(f"one service's actions at a time, got {sorted(actions)}")
     account = Stack.of(scope).account
@@ -101,10 +101,13 @@ def account_statements(scope: Construct, actions: Sequence[str]) -> list[iam.Pol
     statements = []
     if with_resource:
         service = with_resource[0].split(":", 1)[0]
+        # The ARN names the account, but for S3's, which hold none: there ``aws:ResourceAccount``
+        # does (it is not added elsewhere, where a service that left it out would be refused).
+        conditions = {"aws:PrincipalAccount": account,
+                      **({"aws:ResourceAccount": account} if service == "s3" else {})}
         statements.append(iam.PolicyStatement(
             sid=OWN_RESOURCES_SID, principals=[iam.AnyPrincipal()], actions=with_resource,
-            resources=own_resources(scope, service),
-            conditions={"StringEquals": {"aws:PrincipalAccount": account, "aws:ResourceAccount": account}}))
+            resources=own_resources(scope, service), conditions={"StringEquals": conditions}))
     if resourceless:
         statements.append(iam.PolicyStatement(
             sid=RESOURCELESS_SID, principals=[iam.AnyPrincipal()], actions=resourceless,

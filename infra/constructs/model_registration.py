@@ -20,8 +20,6 @@ Cond = sfn.Condition
 REGISTRY_PATH = "$.method.registry"
 #: ``$.report``: what the run's output says of the job (the Report states write it).
 REPORT_PATH = "$.report"
-#: The state every report goes to next: whether the run registers its model.
-REGISTRATION_START = "RegistrationRequested"
 
 
 def registry_settings(*, group_name: str, image: str, environment: dict[str, str],
@@ -81,7 +79,7 @@ class ModelRegistration(Construct):
         report_key = (f"States.Format('{contract.QUALITY_REPORTS_PREFIX}{{}}.json', "
                       f"{REPORT_PATH}.trainingJobName)")
 
-        self.start = sfn.Choice(self, REGISTRATION_START)
+        self.start = sfn.Choice(self, "RegistrationRequested")
         self.end = sfn.Pass(self, "ReportResult", parameters={
             "output.$": "States.JsonMerge($.report, $.registration, false)"}, output_path="$.output")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -21,28 +23,35 @@ CHECKPOINTS_PREFIX = contract.CHECKPOINTS_PREFIX
 #: condition key examples").
 SSE_KEY = "s3:x-amz-server-side-encryption"
 SSE_KMS_KEY_ID_KEY = "s3:x-amz-server-side-encryption-aws-kms-key-id"
-#: The Deny statements that keep every object under the stack key (see :func:`only_the_stack_key`).
+#: The artifacts bucket's prefixes whose writers' encryption headers are known (see
+#: :func:`only_the_stack_key`).
+ENFORCED_ARTIFACT_PREFIXES = (contract.MODELS_PREFIX, contract.REGISTERED_MODELS_PREFIX,
+                              contract.QUALITY_REPORTS_PREFIX)
+#: The Deny statements that keep objects under the stack key (see :func:`only_the_stack_key`).
 OTHER_ENCRYPTION_SID = "DenyObjectsEncryptedOtherwise"
 OTHER_KEY_SID = "DenyObjectsUnderAnotherKey"
 AWS_MANAGED_KEY_SID = "DenyObjectsUnderTheAwsManagedKey"
 
 
-def only_the_stack_key(bucket: s3.IBucket, key: kms.IKey) -> None:
-    """Deny ``s3:PutObject`` to everyone when the request asks for an encryption other than
-    the stack key. A request without encryption headers gets the bucket's default (the stack
-    key); with headers, PutObject's API reference says: ``aws:kms`` "but do not provide
-    x-amz-server-side-encryption-aws-kms-key-id, Amazon S3 uses the Amazon Web Services managed
-    key (aws/s3)", and the key id header may name "Key ID, Key ARN, or Key Alias". So three
-    Denies: another algorithm (SSE-S3, DSSE); another key (by ARN or id; an alias is refused
-    too); ``aws:kms`` without a key id. SageMaker sends the stack key's ARN (every job's
-    ``OutputDataConfig.KmsKeyId``); the CLI, MLflow and the model's frozen copy send no
-    header."""
-    objects = bucket.arn_for_objects("*")
+def only_the_stack_key(bucket: s3.IBucket, key: kms.IKey, *, prefixes: Sequence[str] | None = None) -> None:
+    """Deny ``s3:PutObject`` (under ``prefixes`` of ``bucket``, default: everywhere) to everyone
+    when the request asks for an encryption other than the stack key. A request without
+    encryption headers gets the bucket's default (the stack key); with headers, PutObject's API
+    reference says: ``aws:kms`` "but do not provide x-amz-server-side-encryption-aws-kms-key-id,
+    Amazon S3 uses the Amazon Web Services managed key (aws/s3)", and the key id header may name
+    "Key ID, Key ARN, or Key Alias". So three Denies: another algorithm (SSE-S3, DSSE); another
+    key (by ARN or id; an alias is refused too); ``aws:kms`` without a key id. SageMaker sends the
+    stack key's ARN (every job's ``OutputDataConfig.KmsKeyId``); the CLI and the state machine's
+    copies and reports send no header. Where a writer's headers are not documented (SageMaker's
+    checkpoint sync, an MLflow server or App writing its artifacts), the prefix is left out
+    rather than risk refusing it."""
+    objects = [bucket.arn_for_objects(f"{prefix}*") for prefix in prefixes] if prefixes is not None \
+        else [bucket.arn_for_objects("*")]
 
     def deny(sid: str, conditions: dict[str, dict[str, object]]) -> None:
         bucket.add_to_resource_policy(iam.PolicyStatement(
             sid=sid, effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()], actions=["s3:PutObject"],
-            resources=[objects], conditions=conditions))
+            resources=objects, conditions=conditions))
 
     deny(OTHER_ENCRYPTION_SID, {"Null": {SSE_KEY: "false"}, "StringNotEquals": {SSE_KEY: "aws:kms"}})
     deny(OTHER_KEY_SID, {"Null": {SSE_KMS_KEY_ID_KEY: "false"},
@@ -55,8 +64,9 @@ class TrainingBuckets(Construct):
 
     Guarantees for the data and artifacts buckets: KMS encryption with ``key`` (bucket keys on),
     versioning, all public access blocked, TLS-only access (bucket policy), bucket-owner-enforced
-    object ownership, no object written under another encryption or key than ``key``
-    (:func:`only_the_stack_key`), server access logs to the logs bucket, noncurrent versions expired after
+    object ownership, no object written under another encryption or key than ``key`` (the data
+    bucket's, and the artifacts bucket's models, registered copies and quality reports:
+    :func:`only_the_stack_key`), server access logs to the logs bucket, noncurrent versions expired after
     ``noncurrent_version_days`` days (default 90). The logs bucket has the same protections but uses
     SSE-S3, because S3 server access logging cannot deliver to a KMS-encrypted bucket; its logs
     expire after ``access_log_days`` (default 365).
@@ -94,8 +104,11 @@ class TrainingBuckets(Construct):
                                  noncurrent_version_days=noncurrent_version_days)
         self.artifacts = self._bucket("Artifacts", key=key, log_prefix="artifacts/",
                                       noncurrent_version_days=noncurrent_version_days)
-        for bucket in (self.data, self.artifacts):
-            only_the_stack_key(bucket, key)
+        # Every object of the data bucket (datasets users upload); in the artifacts bucket, where
+        # the writers' headers are known: SageMaker's models, the registry's frozen copies and the
+        # quality reports (not checkpoints/ nor mlflow/: see only_the_stack_key).
+        only_the_stack_key(self.data, key)
+        only_the_stack_key(self.artifacts, key, prefixes=ENFORCED_ARTIFACT_PREFIXES)
         for bucket in (self.access_logs, self.data, self.artifacts):
             assert bucket.policy is not None  # enforce_ssl always creates one
             bucket.policy.apply_removal_policy(RemovalPolicy.RETAIN)

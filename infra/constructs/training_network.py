@@ -133,7 +133,7 @@ class TrainingNetwork(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey, log_group_prefix: str,
                  log_retention: logs.RetentionDays, vpc_id: str | None = None,
                  subnet_ids: Sequence[str] = (), security_group_ids: Sequence[str] = (),
-                 mlflow_endpoint: bool = False, job_actions: Sequence[str] = (),
+                 job_actions: Sequence[str], mlflow_endpoint: bool = False,
                  image_accounts: Sequence[str] = ()) -> None:
         super().__init__(scope, construct_id)
         if not log_group_prefix.startswith("/") or not log_group_prefix.endswith("/"):

@@ -18,7 +18,7 @@ from constructs import Construct
 from infra.compliance import INLINE_POLICY_RULES, acknowledge, nag_arn
 from infra.constructs.create_job_retry import CreateJobRetry
 from infra.constructs.input_check import RESOLVED_PATH, InputCheck
-from infra.constructs.model_registration import REGISTRATION_START, ModelRegistration, registry_settings
+from infra.constructs.model_registration import ModelRegistration, registry_settings
 from infra.constructs.model_registry import ModelPackageGroup
 from infra.constructs.queued_training_job import QueuedTrainingJob, QueueTarget
 from infra.constructs.sagemaker_task_policy import pass_role_statement
@@ -393,11 +393,13 @@ class TrainingStateMachine(Construct):
             "Resource": "arn:aws:states:::aws-sdk:sagemaker:describeTrainingJob",
             "Arguments": {"TrainingJobName": "{% $states.input.training.TrainingJobName %}"},
             "Output": with_cost,
+            # As the other describe calls retry (an unmodeled error, a validation error included, is
+            # SageMaker.SageMakerException to an SDK integration: up to about 35 s before the Catch).
             "Retry": [{"ErrorEquals": ["SageMaker.ThrottlingException", "SageMaker.SageMakerException"],
                        "IntervalSeconds": 5, "BackoffRate": 2, "MaxAttempts": 3, "JitterStrategy": "FULL"}],
             # Written here, with its Output: CDK renders a CustomState's catcher as JSONPath.
             "Catch": [{"ErrorEquals": ["States.ALL"], "Output": without_cost,
-                       "Next": REGISTRATION_START}],
+                       "Next": self.registration.start.state_id}],
         })
         report_training.next(reckon_cost).next(self.registration.start)
         tuning_given.when(Cond.is_null("$.config.tuning"), train)

@@ -19,7 +19,7 @@ from infra.constructs.training_buckets import (
     TrainingBuckets,
 )
 from infra.constructs.training_repository import TrainingRepository
-from infra.settings import Settings
+from infra.settings import Settings, SettingsError
 from smtrain.core import contract
 
 if TYPE_CHECKING:
@@ -140,6 +140,13 @@ class StorageStack(Stack):
         from infra.images import image_accounts
         from infra.log_retention import retention_for_days
 
+        # The ECR endpoints admit pulls from AWS's image accounts of the region: without them a
+        # job's framework image might not be pulled, so an unknown region fails synth here.
+        aws_image_accounts = image_accounts(settings.region)
+        if settings.vpc_id is None and not aws_image_accounts:
+            raise SettingsError(f"setting 'region' ({settings.region}) has no SageMaker image accounts in "
+                                "infra/image_uris.json, which the VPC's ECR endpoint policy names: "
+                                "run `make image-uris`")
         # Under isolation the containers reach no network at all, so no MLflow endpoint.
         mlflow_endpoint = (settings.experiment_tracking == "server" and settings.network == "vpc"
                            and settings.vpc_id is None)
@@ -155,7 +162,7 @@ class StorageStack(Stack):
             # s3:ListBucket). tests/test_network.py evaluates every grant of the role through
             # the endpoints, so a new one that is missing here fails there.
             job_actions=[*role_actions, *(MLFLOW_CLIENT_ACTIONS if mlflow_endpoint else ())],
-            image_accounts=image_accounts(settings.region),
+            image_accounts=aws_image_accounts,
         )
         # SageMaker attaches each job's network interfaces to these subnets as the execution role.
         VpcJobAccess(self, "VpcJobAccess", role=self.execution_role, vpc_id=network.vpc_id,

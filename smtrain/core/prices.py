@@ -28,16 +28,18 @@ TABLE = Path(__file__).with_name("prices.json")
 #: and ``$prices`` (USD per instance-hour by instance type, of the job's region). The state
 #: machine evaluates this text for a run's output (``cost``), and :func:`job_cost` for the CLI.
 #: ``usd`` is null when the billable time or the price is unknown (``usdPerHour`` null: no price).
+#: Compute only, as ``BillableTimeInSeconds`` counts it: a warm pool's wait after the job, storage
+#: and data transfer are billed apart (``maxRunCost``'s bound counts the pool's wait too).
 JOB_COST_FUNCTION = (
     "function($job, $prices) {( "
-    "$type := $job.ResourceConfig.InstanceType; "
-    "$count := $exists($job.ResourceConfig.InstanceCount) ? $job.ResourceConfig.InstanceCount : 1; "
+    "$instanceType := $job.ResourceConfig.InstanceType; "
+    "$instances := $exists($job.ResourceConfig.InstanceCount) ? $job.ResourceConfig.InstanceCount : 1; "
     "$billable := $job.BillableTimeInSeconds; "
-    "$price := $lookup($prices, $type); "
-    "{'instanceType': $type, 'instanceCount': $count, "
+    "$price := $lookup($prices, $instanceType); "
+    "{'instanceType': $instanceType, 'instanceCount': $instances, "
     "'billableTimeInSeconds': $exists($billable) ? $billable : null, "
     "'usdPerHour': $exists($price) ? $price : null, "
-    "'usd': ($exists($billable) and $exists($price)) ? $round($billable * $count * $price / 3600, 6) : null} )}"
+    "'usd': ($exists($billable) and $exists($price)) ? $round($billable * $instances * $price / 3600, 6) : null} )}"
 )
 
 
