@@ -114,6 +114,26 @@ def test_a_job_gets_none_of_the_callers_aws_credentials(tmp_path: Path,
     assert job.failure_reason == "AlgorithmError: leaked: []"
 
 
+def test_a_job_gets_only_the_machines_basics_of_the_callers_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SageMaker container starts with its image's ENV and the request's Environment: offline,
+    a job gets of the caller's shell only what a process needs to run here (PATH, HOME, locale,
+    temporary files, proxies: local_backend.INHERITED_VARIABLES), never a token it holds."""
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_example")
+    monkeypatch.setenv("MY_DATABASE_PASSWORD", "hunter2")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    program = """
+        import os, sys
+        seen = sorted(k for k in ("GITHUB_TOKEN", "MY_DATABASE_PASSWORD", "HOME", "PATH", "LC_ALL")
+                      if k in os.environ)
+        base = os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml")
+        open(os.path.join(base, "output", "failure"), "w").write(f"seen: {seen}")
+        sys.exit(1)
+    """
+    job = run_job(tiny_backend(tmp_path, program), "only-basics")
+    assert job.failure_reason == "AlgorithmError: seen: ['HOME', 'LC_ALL', 'PATH']"
+
+
 def test_a_silent_crash_still_has_a_reason(tmp_path: Path) -> None:
     job = run_job(tiny_backend(tmp_path, "import sys; sys.exit(5)\n"), "silent-crash")
     assert job.failure_reason == ("AlgorithmError: the training program exited with code 5 "

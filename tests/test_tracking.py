@@ -373,11 +373,10 @@ def test_the_backend_logs_the_run_the_job_recorded(tmp_path: Path, monkeypatch: 
                                                    run_status: str) -> None:
     from smtrain.local.engine import TRACKING_EXPERIMENT, prepare_tracking_store
 
-    if exit_code is not None:
-        monkeypatch.setenv("TINY_EXIT", str(exit_code))
     uri = prepare_tracking_store(tmp_path / "mlflow")
-    backend, job = _tiny_tracked(tmp_path, {"MLFLOW_TRACKING_URI": uri,
-                                            "MLFLOW_EXPERIMENT_NAME": TRACKING_EXPERIMENT}, "recorded-job")
+    backend, job = _tiny_tracked(tmp_path, {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": TRACKING_EXPERIMENT,
+                                            **({} if exit_code is None else {"TINY_EXIT": str(exit_code)})},
+                                 "recorded-job")
     assert job.status == job_status, job.failure_reason
     log = job.log_path.read_text()
     assert "mlflow imported: False" in log

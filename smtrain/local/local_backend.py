@@ -123,8 +123,20 @@ def script_framework(image: str, hyperparameters: Mapping[str, str] | None = Non
     return None
 
 
-#: Prefixes of the engine's environment variables a job does not get (see _execute).
-_NOT_INHERITED = ("SM_", "SAGEMAKER_", "AWS_")
+#: The only variables of the engine's environment a job gets (see _execute): what any process
+#: needs to run on this machine (where to find programs and libraries, the user's home, locale,
+#: temporary files, GPUs) and how this machine reaches the internet (proxies, CA bundles), which
+#: a public-mode container reaches directly. Nothing else: a SageMaker container starts with its
+#: image's ENV and the request's Environment only, so a secret in the developer's shell (an AWS
+#: credential, a token) never reaches a job.
+INHERITED_VARIABLES = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TERM",
+    "TMPDIR", "TMP", "TEMP", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+})
+#: ... and the locale's variables (``LC_ALL``, ``LC_CTYPE``, ...).
+INHERITED_PREFIXES = ("LC_",)
 
 
 def _check_offline_framework(request: Request) -> None:
@@ -624,13 +636,14 @@ class LocalBackend:
         # The image's ENV, then the request's Environment over it, as `docker run -e` would.
         recipe = self._recipe(self._byoc_program(job)) if job.kind == "byoc" else None
         image_env = recipe.environment if recipe is not None else self._image_environment(job)
-        # Nothing of this process's own SageMaker settings (importing the training toolkit here
-        # sets SAGEMAKER_BASE_DIR in os.environ, sagemaker_training.environment, which would send
-        # a job at /opt/ml to write its model and failure file elsewhere), and none of its AWS
-        # credentials or settings: a SageMaker container gets the execution role's credentials
-        # from the instance, never the caller's, and an offline job calls no AWS service.
+        # Of this process's environment only INHERITED_VARIABLES: nothing of its own SageMaker
+        # settings (importing the training toolkit here sets SAGEMAKER_BASE_DIR in os.environ,
+        # sagemaker_training.environment, which would send a job at /opt/ml to write its model
+        # and failure file elsewhere), none of its AWS credentials or settings (a SageMaker
+        # container gets the execution role's credentials from the instance, never the caller's,
+        # and an offline job calls no AWS service), nor anything else of the developer's shell.
         inherited = {key: value for key, value in os.environ.items()
-                     if not key.startswith(_NOT_INHERITED)}
+                     if key in INHERITED_VARIABLES or key.startswith(INHERITED_PREFIXES)}
         env = {**inherited, **image_env, **job.request.get("Environment", {}), **self.environment,
                **_tracking_tags(job.request), **tree.environment(at_opt_ml=at_opt_ml.available),
                **extra_env,
