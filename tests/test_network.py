@@ -667,3 +667,18 @@ def test_a_created_vpc_without_job_actions_fails_instead_of_leaving_endpoints_op
     with pytest.raises(ValueError, match="endpoint S3Endpoint: job_actions holds none"):
         TrainingNetwork(stack, "Network", key=kms.Key(stack, "Key"), log_group_prefix=NETWORK_PREFIX,
                         log_retention=logs.RetentionDays.ONE_MONTH, job_actions=[])
+
+
+@pytest.mark.parametrize(("mode", "network"), [("public", "public"), ("created_vpc_tracking", "vpc"),
+                                              ("isolated_tracking", "isolated")])
+def test_every_synth_says_what_training_containers_can_reach(request: pytest.FixtureRequest, mode: str,
+                                                             network: str) -> None:
+    """The choice is visible where it is made: an info message of the workflow stack, which the
+    CDK CLI prints at every synth and deploy; the default one says containers reach the internet."""
+    from infra.stacks.workflow_stack import NETWORK_NOTICES
+
+    synthesized = request.getfixturevalue("synthesized") if mode == "public" else _mode(request, mode)
+    notices = [m for m in synthesized.messages if m[0].rsplit(".", 1)[-1].lower() == "info"
+               and str(m[2]).startswith("network: ")]
+    assert [m[2] for m in notices] == [NETWORK_NOTICES[network]]
+    assert ("reach the internet" in notices[0][2]) == (network == "public")

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import CfnOutput, Stack
+from aws_cdk import Annotations, CfnOutput, Stack
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
@@ -130,6 +130,22 @@ def where_of(program: Program) -> str:
     return f"{program.directory}/{MANIFEST}"
 
 
+#: What a training container may reach in each ``network`` mode, said at every synth and deploy
+#: (an info message of the workflow stack, which the CDK CLI prints): the choice is visible where
+#: it is made. The same as the README's table and docs/security.md.
+NETWORK_NOTICES = {
+    "public": "network: public - training containers can reach the internet with the job's AWS "
+              "credentials, so a program can send data outside the account; set network to sealed "
+              "(no network, no fixed cost), vpc or isolated to keep it in (docs/security.md)",
+    "sealed": "network: sealed - training containers reach no network and hold no AWS credentials "
+              "(EnableNetworkIsolation); SageMaker moves the data and the model",
+    "vpc": "network: vpc - training containers reach only the VPC's endpoints, which admit this "
+           "account's principals on this account's resources (docs/security.md)",
+    "isolated": "network: isolated - training containers reach no network (the VPC plus "
+                "EnableNetworkIsolation); SageMaker moves the data and the model through the VPC",
+}
+
+
 class WorkflowStack(Stack):
     """Everything that can be destroyed and redeployed freely; reads data resources from
     ``storage``."""
@@ -218,6 +234,7 @@ class WorkflowStack(Stack):
 
         queue = None if storage.queue is None else QueueTarget(
             queue_arns=storage.queue.queue_arns, fair_share=settings.queue_fair_share)
+        Annotations.of(self).add_info(NETWORK_NOTICES[settings.network])
         workflow = TrainingStateMachine(self, "Training", props=TrainingStateMachineProps(
             name_prefix=settings.name_prefix,
             region=settings.region,
