@@ -199,6 +199,16 @@ def test_a_run_over_max_run_cost_is_refused_before_any_job(budgeted_app: Synthes
     assert limits is not None
     checked = input_rules.check(programs.discover(), over, deployment=limits.deployment())
     assert checked.problems == [{"error": contract.COST_BUDGET_EXCEEDED_ERROR, "cause": cause}]
+    # With maxJobHours beside it, a run that names no instance type is still reckoned at the
+    # default one, as the state machine reckons it (4 h x 0.2 USD over a budget of 0.5).
+    both = limits_from_outputs({**outputs, contract.OUTPUT_ALLOWED_INSTANCE_TYPES: ",".join(
+        PRICED["regions"]["us-east-1"]), contract.OUTPUT_MAX_INSTANCE_COUNT: "4",
+        contract.OUTPUT_MAX_JOB_HOURS: "100", contract.OUTPUT_MAX_RUN_COST: "0.5"})
+    assert both is not None and both.budget is not None
+    unnamed = {"program": "digits_mlp", "instanceCount": 4}
+    assert [p["error"] for p in input_rules.check(programs.discover(), unnamed,
+                                                   deployment=both.deployment()).problems] == [
+        contract.COST_BUDGET_EXCEEDED_ERROR]
 
 
 def test_a_job_that_cannot_be_described_again_leaves_its_cost_unknown_and_the_run_going(

@@ -77,29 +77,25 @@ class Limits:
     run_cost: RunCostLimits | None = None
 
     def deployment(self) -> input_rules.Deployment:
-        """What the input rules may check of this deployment."""
-        cost: dict[str, Any] = {}
+        """What the input rules may check of this deployment: with either budget, the defaults
+        its figures are reckoned with (the state machine checks with all of them), and the
+        budget itself."""
+        defaults: dict[str, Any] = {}
+        checks: dict[str, Any] = {}
         if self.run_cost is not None:
-            cost = {"max_run_cost": self.run_cost.max_run_cost, "run_prices": self.run_cost.prices}
-        if self.budget is None:
-            defaults: dict[str, Any] = {}
-            if self.run_cost is not None:
-                defaults = {contract.INSTANCE_TYPE: self.run_cost.default_instance_type,
-                            contract.INSTANCE_COUNT: self.run_cost.default_instance_count,
-                            contract.MAX_RUNTIME: self.run_cost.default_max_runtime}
-            return input_rules.Deployment(defaults=defaults,
-                                          allowed_instance_types=self.allowed_instance_types,
-                                          max_instance_count=self.max_instance_count,
-                                          queue=self.queue, **cost)
-        return input_rules.Deployment(
-            queue=self.queue, **cost,
-            defaults={contract.INSTANCE_COUNT: self.budget.default_instance_count,
-                      contract.MAX_RUNTIME: self.budget.default_max_runtime},
-            allowed_instance_types=self.allowed_instance_types,
-            max_instance_count=self.max_instance_count,
+            defaults |= {contract.INSTANCE_TYPE: self.run_cost.default_instance_type,
+                         contract.INSTANCE_COUNT: self.run_cost.default_instance_count,
+                         contract.MAX_RUNTIME: self.run_cost.default_max_runtime}
+            checks |= {"max_run_cost": self.run_cost.max_run_cost, "run_prices": self.run_cost.prices}
+        if self.budget is not None:
+            defaults |= {contract.INSTANCE_COUNT: self.budget.default_instance_count,
+                         contract.MAX_RUNTIME: self.budget.default_max_runtime}
             # maxRuntimeInSeconds is the deployment's default and its ceiling alike.
-            max_runtime_seconds=self.budget.default_max_runtime,
-            max_job_hours=self.budget.max_job_hours)
+            checks |= {"max_runtime_seconds": self.budget.default_max_runtime,
+                       "max_job_hours": self.budget.max_job_hours}
+        return input_rules.Deployment(defaults=defaults, allowed_instance_types=self.allowed_instance_types,
+                                      max_instance_count=self.max_instance_count, queue=self.queue,
+                                      **checks)
 
 
 def limits_from_outputs(outputs: Mapping[str, str]) -> Limits | None:
