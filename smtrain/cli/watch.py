@@ -204,10 +204,14 @@ def warm_pool_line(description: dict[str, Any], *, region: str | None = None,
     retained = pool.get("ResourceRetainedBillableTimeInSeconds")
     resources = description.get("ResourceConfig", {})
     count = int(resources.get("InstanceCount", 1))
-    price = (prices.hourly(region, str(resources.get("InstanceType")), table)
-             if region is not None else None)
-    worth = (f", ${retained * count * price / 3600:.4f} at ${price:g}/h"
-             if retained is not None and price is not None else "")
+    instance_type = str(resources.get("InstanceType"))
+    price = prices.hourly(region, instance_type, table) if region is not None else None
+    worth = ""
+    if retained is not None and price is not None:
+        # The pool's retained time is billed as a job's billable time is: the one cost function.
+        usd = prices.reckon({"ResourceConfig": resources, "BillableTimeInSeconds": retained},
+                            {instance_type: price})["usd"]
+        worth = f", ${usd:.4f} at ${price:g}/h"
     billed = (f"{retained} s retained x {count} instance(s) billed{worth}"
               if retained is not None else None)
     keep = resources.get("KeepAlivePeriodInSeconds")
