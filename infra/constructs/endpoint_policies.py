@@ -67,6 +67,11 @@ def ecr_layer_bucket_objects(region: str) -> str:
     return f"arn:aws:s3:::prod-{region}-starport-layer-bucket/*"
 
 
+def repositories_of(stack: Stack, account: str) -> str:
+    """Every ECR repository of ``account`` in the stack's region."""
+    return f"arn:{stack.partition}:ecr:{stack.region}:{account}:repository/*"
+
+
 def service_actions(job_actions: Iterable[str], *services: str) -> list[str]:
     """The actions of ``job_actions`` whose service prefix is one of ``services``, sorted."""
     return sorted({action for action in job_actions if action.split(":", 1)[0] in services})
@@ -81,7 +86,7 @@ def own_resources(scope: Construct, service: str) -> list[str]:
         "s3": f"{prefix}:s3:::*",
         "logs": f"{prefix}:logs:{stack.region}:{stack.account}:log-group:*",
         "kms": f"{prefix}:kms:{stack.region}:{stack.account}:key/*",
-        "ecr": f"{prefix}:ecr:{stack.region}:{stack.account}:repository/*",
+        "ecr": repositories_of(stack, stack.account),
         "sagemaker-mlflow": f"{prefix}:sagemaker:{stack.region}:{stack.account}:mlflow-tracking-server/*",
     }
     if service not in patterns:
@@ -132,7 +137,6 @@ def ecr_statements(scope: Construct, *, job_actions: Iterable[str],
     if image_accounts:
         statements.append(iam.PolicyStatement(
             sid=AWS_IMAGES_SID, principals=[iam.AnyPrincipal()], actions=list(IMAGE_PULL_ACTIONS),
-            resources=[f"arn:{stack.partition}:ecr:{stack.region}:{account}:repository/*"
-                       for account in sorted(image_accounts)],
+            resources=[repositories_of(stack, account) for account in sorted(image_accounts)],
             conditions={"StringEquals": {"aws:PrincipalAccount": stack.account}}))
     return statements
