@@ -10,6 +10,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from infra.constructs.sdk_call_retry import retry_sagemaker_call
 from smtrain.core import contract
 from smtrain.core.registration import GATE_VARIABLE, gate_expression
 
@@ -171,9 +172,7 @@ class ModelRegistration(Construct):
         # As for describeTrainingJob (tuning_job_task.py): the AWS SDK integration names errors
         # "SageMaker.<Code>Exception", and throttling arrives as ThrottlingException or the
         # SDK's base SageMakerException; the ClientToken makes a repeated call harmless.
-        register.add_retry(errors=["SageMaker.ThrottlingException", "SageMaker.SageMakerException"],
-                           interval=Duration.seconds(5), backoff_rate=2, max_attempts=3,
-                           jitter_strategy=sfn.JitterType.FULL)
+        retry_sagemaker_call(register)
         registered = sfn.Pass(self, "RecordRegistration", result_path="$.registration", parameters={
             "registered": True,
             "registrationReason.$": f"${GATE_VARIABLE}.reason",

@@ -21,6 +21,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from infra.constructs.sdk_call_retry import retry_sagemaker_call
 from infra.constructs.training_job_task import TRAINING_RESULT_SELECTOR
 from smtrain.core import contract
 
@@ -162,9 +163,7 @@ class QueuedTrainingJob(Construct):
             "ResultSelector": dict(TRAINING_RESULT_SELECTOR),
             "ResultPath": result_path,
         })
-        describe_job.add_retry(errors=["SageMaker.ThrottlingException", "SageMaker.SageMakerException"],
-                               interval=Duration.seconds(5), backoff_rate=2, max_attempts=3,
-                               jitter_strategy=sfn.JitterType.FULL)
+        retry_sagemaker_call(describe_job)
         describe_job.add_catch(failure, errors=["States.ALL"], result_path="$.failure")
         explain = sfn.Pass(self, "QueuedJobFailed", result_path="$.failure", parameters={
             "Error": SERVICE_JOB_FAILED,

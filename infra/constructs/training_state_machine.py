@@ -22,6 +22,7 @@ from infra.constructs.model_registration import ModelRegistration, registry_sett
 from infra.constructs.model_registry import ModelPackageGroup
 from infra.constructs.queued_training_job import QueuedTrainingJob, QueueTarget
 from infra.constructs.sagemaker_task_policy import pass_role_statement
+from infra.constructs.sdk_call_retry import retry_sagemaker_call
 from infra.constructs.training_job_task import JobSecurity, TrainingJobTask
 from infra.constructs.tuning_job_task import DescribeTrainingJobTask, TuningJobTask
 from infra.images import FrameworkImages, TrainingImages
@@ -393,14 +394,11 @@ class TrainingStateMachine(Construct):
             "Resource": "arn:aws:states:::aws-sdk:sagemaker:describeTrainingJob",
             "Arguments": {"TrainingJobName": "{% $states.input.training.TrainingJobName %}"},
             "Output": with_cost,
-            # As the other describe calls retry (an unmodeled error, a validation error included, is
-            # SageMaker.SageMakerException to an SDK integration: up to about 35 s before the Catch).
-            "Retry": [{"ErrorEquals": ["SageMaker.ThrottlingException", "SageMaker.SageMakerException"],
-                       "IntervalSeconds": 5, "BackoffRate": 2, "MaxAttempts": 3, "JitterStrategy": "FULL"}],
             # Written here, with its Output: CDK renders a CustomState's catcher as JSONPath.
             "Catch": [{"ErrorEquals": ["States.ALL"], "Output": without_cost,
                        "Next": self.registration.start.state_id}],
         })
+        retry_sagemaker_call(reckon_cost)
         report_training.next(reckon_cost).next(self.registration.start)
         tuning_given.when(Cond.is_null("$.config.tuning"), train)
         tuning_given.otherwise(apply_tuning_defaults.next(choose_strategy))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
@@ -15,6 +15,7 @@ from infra.constructs.sagemaker_task_policy import (
     pass_role_statement,
     sync_job_statements,
 )
+from infra.constructs.sdk_call_retry import retry_sagemaker_call
 from infra.constructs.training_job_task import (
     ChannelPaths,
     JobSecurity,
@@ -144,9 +145,7 @@ class DescribeTrainingJobTask(sfn.CustomState):
         # throttling among them, arrives as the SDK's base class, SageMakerException. Which of
         # the two a throttled describe gets is not documented, so both; a describe is safe to
         # repeat.
-        self.add_retry(errors=["SageMaker.ThrottlingException", "SageMaker.SageMakerException"],
-                       interval=Duration.seconds(5), backoff_rate=2, max_attempts=3,
-                       jitter_strategy=sfn.JitterType.FULL)
+        retry_sagemaker_call(self)
         self.policy_statements = [
             iam.PolicyStatement(
                 actions=["sagemaker:DescribeTrainingJob"],
