@@ -381,12 +381,14 @@ class TrainingStateMachine(Construct):
         # and its billable time and ResourceConfig are not required members of the answer
         # (botocore's model), which a JSONPath selector would fail on where they are missing.
         # Should the call fail, the run goes on, its cost unknown (and why).
-        with_cost = ("{% $merge([$states.input, {'report': $merge([$states.input.report, {"
-                     f"'{contract.OUTPUT_COST}': ({prices.JOB_COST_FUNCTION})($states.result, "
-                     f"{json.dumps(dict(props.run_prices), sort_keys=True)})}}])}}]) %}}")
-        without_cost = ("{% $merge([$states.input, {'report': $merge([$states.input.report, {"
-                        f"'{contract.OUTPUT_COST}': {{'usd': null, 'error': $states.errorOutput.Error}}"
-                        "}])}]) %}")
+        def reported_cost(cost: str) -> str:
+            """The state's output: its input, with ``cost`` (a JSONata expression) in the report."""
+            return ("{% $merge([$states.input, {'report': $merge([$states.input.report, "
+                    f"{{'{contract.OUTPUT_COST}': {cost}}}])}}]) %}}")
+
+        with_cost = reported_cost(f"({prices.JOB_COST_FUNCTION})($states.result, "
+                                  f"{json.dumps(dict(props.run_prices), sort_keys=True)})")
+        without_cost = reported_cost("{'usd': null, 'error': $states.errorOutput.Error}")
         reckon_cost = sfn.CustomState(self, "ReckonCost", state_json={
             "Type": "Task", "QueryLanguage": "JSONata",
             "Comment": "What the training job cost: its billable time x instances x the on-demand "
