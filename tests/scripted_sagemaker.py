@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from smtrain.local.backend import TERMINAL_STATUSES, Description, Request, SageMakerBackend, SageMakerError
+from smtrain.local.backend import (
+    TERMINAL_STATUSES,
+    Description,
+    Request,
+    SageMakerBackend,
+    SageMakerError,
+    tuning_job_page,
+)
 from smtrain.local.engine import OfflineEngine
 from smtrain.local.s3_stand_in import LocalS3
 
@@ -65,13 +72,16 @@ class JobScript:
 
 
 class ScriptedBackend:
-    """Answers ``create*``/``describe*``/``stop*`` as :class:`JobScript` says; keeps
-    :attr:`requests` (``(action, request)`` in order) and :attr:`stopped` (job names)."""
+    """Answers ``create*``/``describe*``/``stop*`` and the list of a tuning job's training jobs
+    as :class:`JobScript` says; keeps :attr:`requests` (the creates' ``(action, request)`` in
+    order), :attr:`listed` (the list requests) and :attr:`stopped` (job names)."""
 
     def __init__(self, script: JobScript | None = None) -> None:
         self.script = script or JobScript()
         self.requests: list[tuple[str, Request]] = []
         self.stopped: list[str] = []
+        #: The ListTrainingJobsForHyperParameterTuningJob requests, in order.
+        self.listed: list[Request] = []
         self._jobs: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         #: Where completed jobs' models are written (the engine's S3 stand-in); none: nowhere.
@@ -216,6 +226,15 @@ class ScriptedBackend:
         if status == "Failed":
             description["FailureReason"] = self.script.failure_reason
         return description
+
+    def list_training_jobs_for_hyper_parameter_tuning_job(self, request: Request) -> Description:
+        """The completed tuning job's ``tuning_jobs`` training jobs, a page at a time."""
+        name = request["HyperParameterTuningJobName"]
+        with self._lock:
+            self.listed.append(copy.deepcopy(request))
+            self._job(name)
+        return tuning_job_page([self._trial(name, index) for index in range(self.script.tuning_jobs)],
+                               request)
 
     def _trial(self, tuning_name: str, index: int) -> Description:
         config = self._jobs[tuning_name]["request"]["HyperParameterTuningJobConfig"]

@@ -176,6 +176,14 @@ def test_tuning_picks_the_best_job(trained: TrainedRuns) -> None:
     assert output["objective"]["Value"] == pytest.approx(best.metrics["validation:accuracy"])
     assert set(output["tunedHyperparameters"]) == {"learning-rate", "batch-size"}
     assert _model_files(engine, output["modelArtifacts"]) == MLP_MODEL_FILES
+    # What the three trials cost, from the offline SageMaker's list of the tuning job's training
+    # jobs and their billable time; the shipped price table holds no price, so unknown.
+    assert output["cost"] == {"usd": None, "trainingJobs": 3, "trainingJobsOfUnknownCost": 3}
+    listed = backend.list_training_jobs_for_hyper_parameter_tuning_job(
+        {"HyperParameterTuningJobName": output["tuningJobName"], "MaxResults": 2})
+    assert [s["TrainingJobName"] for s in listed["TrainingJobSummaries"]] == sorted(j.name for j in trials)[:2]
+    assert listed["NextToken"] == "2" and all(s["TrainingJobStatus"] == "Completed" and s["TunedHyperParameters"]
+                                              for s in listed["TrainingJobSummaries"])
 
 
 def test_missing_data_fails_with_the_reason(engine: OfflineEngine) -> None:

@@ -512,6 +512,7 @@ def test_tuning_request_and_small_output_with_500_jobs(padded: Harness) -> None:
     hyperparameters, which the program declares); the task's ResultSelector keeps the
     execution's data small."""
     script = JobScript(tuning_jobs=500)
+    padded.backend.listed.clear()
     padding = {note: "x" * 1000 for note in NOTES}
     result = padded.run({"program": PADDED_PROGRAM, "hyperparameters": {"epochs": "4", **padding},
                          "tuning": {"maxJobs": 500, "maxParallelJobs": 10}}, script)
@@ -538,6 +539,13 @@ def test_tuning_request_and_small_output_with_500_jobs(padded: Harness) -> None:
     assert result.output["trainingJobName"] == f"{name}-001-00000000"
     assert result.output["objective"]["Value"] == pytest.approx(0.97)
     assert result.output["trainingJobCounters"]["Completed"] == 500
+    # What the 500 training jobs cost: listed 100 a page (five pages, each after the last's
+    # token), each described; the price table ships empty, so none has a known cost.
+    assert result.output["cost"] == {"usd": None, "trainingJobs": 500, "trainingJobsOfUnknownCost": 500}
+    pages = padded.backend.listed
+    assert [page.get("NextToken") for page in pages] == [None, "100", "200", "300", "400"]
+    assert {page["MaxResults"] for page in pages} == {100}
+    assert {page["HyperParameterTuningJobName"] for page in pages} == {name}
 
 
 def test_grid_search_sends_no_job_count(harness: Harness) -> None:

@@ -202,5 +202,8 @@ def test_a_throttled_describe_of_the_best_trial_is_retried(registering: Register
     registering.backend.describe_errors = [throttling(), throttling()]
     result = registering.run({"program": PROGRAM, "tuning": {"maxJobs": 2, "maxParallelJobs": 1}})
     assert result.succeeded, result.cause
-    assert registering.backend.trial_describes == 3
+    # Twice throttled, then answered; then once per training job for the run's cost (TuningCost).
+    trials = registering.backend.script.tuning_jobs
+    assert registering.backend.trial_describes == 3 + trials
+    assert result.output is not None and result.output["cost"]["trainingJobs"] == trials
     assert result.output is not None and result.output["registered"] is True

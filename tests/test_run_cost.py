@@ -229,3 +229,36 @@ def test_a_job_that_cannot_be_described_again_leaves_its_cost_unknown_and_the_ru
     assert run.succeeded and run.output is not None, (run.error, run.cause)
     assert run.output[contract.OUTPUT_COST] == {"usd": None, "error": "SageMaker.ResourceNotFoundException"}
     assert not backend.script.describe_errors_when_done, "the cost's describe call was made"
+
+
+def test_a_tuning_run_s_output_totals_its_training_jobs(budgeted_app: Synthesized, tmp_path: Path) -> None:
+    """Every training job of the tuning job, listed a page at a time and each described, at the
+    prices fixed at synth: the state machine folds them with the CLI's text
+    (prices.TUNING_COST_FUNCTION); a job that cannot be described counts as of unknown cost, and
+    the CLI's line for the tuning job says the same."""
+    from smtrain.local.backend import SageMakerError
+    from tests.scripted_sagemaker import JobScript
+
+    class OneTrialUndescribable(ScriptedBackend):
+        def describe_training_job(self, name: str) -> dict[str, Any]:
+            if name.endswith("-003-00000002"):
+                raise SageMakerError("ResourceNotFound", "Requested resource not found.")
+            return super().describe_training_job(name)
+
+    backend = OneTrialUndescribable(JobScript(tuning_jobs=12, billable_seconds=900))
+    with scripted_engine(outdir=budgeted_app.outdir, work_dir=tmp_path / "work", backend=backend,
+                         tracking=False) as engine:
+        run = engine.wait(engine.start({"program": "digits_mlp", "tuning": {"maxJobs": 2, "maxParallelJobs": 1},
+                                        "inputs": {"train": "s3://local-data/datasets/x/",
+                                                   "validation": "s3://local-data/datasets/y/"}},
+                                       name="tuned-at-a-price"))
+    assert run.succeeded and run.output is not None, (run.error, run.cause)
+    price = PRICED["regions"]["us-east-1"]["ml.m5.xlarge"]
+    known = [prices.reckon({"ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1},
+                            "BillableTimeInSeconds": 900}, {"ml.m5.xlarge": price})] * 11
+    assert run.output[contract.OUTPUT_COST] == prices.tuning_total([*known, {"usd": None}]) == {
+        "usd": round(11 * 900 * price / 3600, 6), "trainingJobs": 12, "trainingJobsOfUnknownCost": 1}
+    # One page of 100 (the API's largest; its default would be 10).
+    assert [page["MaxResults"] for page in backend.listed] == [100]
+    assert prices.tuning_line("t", run.output[contract.OUTPUT_COST]) == (
+        "tuning job t cost: $0.5500 over 12 training jobs (1 of unknown cost: no price, or no billable time yet)")

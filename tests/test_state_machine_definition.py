@@ -421,7 +421,8 @@ def test_outputs_are_small_and_named(definition: Definition) -> None:
     for report in ("ReportTraining", "ReportTuning"):
         assert s[report]["ResultPath"] == "$.report"
     assert s["ReportTraining"]["Next"] == "ReckonCost"
-    assert s["ReckonCost"]["Next"] == s["ReportTuning"]["Next"] == "RegistrationRequested"
+    assert s["ReportTuning"]["Next"] == "ListTuningTrainingJobs"
+    assert s["ReckonCost"]["Next"] == s["ReportTuningCost"]["Next"] == "RegistrationRequested"
     from smtrain.core.prices import JOB_COST_FUNCTION
 
     # The job's description, asked for again; should that fail, the run goes on to registration.
@@ -430,6 +431,32 @@ def test_outputs_are_small_and_named(definition: Definition) -> None:
     assert reckon["Arguments"] == {"TrainingJobName": "{% $states.input.training.TrainingJobName %}"}
     assert f"({JOB_COST_FUNCTION})($states.result, " in reckon["Output"]
     assert [(c["ErrorEquals"], c["Next"]) for c in reckon["Catch"]] == [(["States.ALL"], "RegistrationRequested")]
+    # A tuning run's: every page of its training jobs (100 a page, the next after the last
+    # page's token), each described and reckoned by the same function, folded into one total by
+    # the CLI's text too; a failed list or map leaves the cost unknown and the run going.
+    from smtrain.core.prices import TUNING_COST_FUNCTION
+
+    first, more = s["ListTuningTrainingJobs"], s["ListMoreTuningTrainingJobs"]
+    for page in (first, more):
+        assert page["Resource"] == "arn:aws:states:::aws-sdk:sagemaker:listTrainingJobsForHyperParameterTuningJob"
+        assert page["Arguments"]["MaxResults"] == 100
+        assert page["Next"] == "ReckonTuningTrainingJobs" and page["Output"] == "{% $states.input %}"
+        assert [(c["ErrorEquals"], c["Next"]) for c in page["Catch"]] == [(["States.ALL"], "RegistrationRequested")]
+    assert "NextToken" not in first["Arguments"]
+    assert more["Arguments"]["NextToken"] == "{% $tuningTrialsNextToken %}"
+    assert first["Assign"]["tuningCost"] == (
+        '{% {"usd": null, "trainingJobs": 0, "trainingJobsOfUnknownCost": 0} %}')
+    each = s["ReckonTuningTrainingJobs"]
+    assert each["Type"] == "Map" and each["Items"] == "{% $tuningTrialNames %}"
+    assert each["Next"] == "MoreTuningTrainingJobs"
+    assert f"({TUNING_COST_FUNCTION})($tuningCost, $states.result)" in each["Assign"]["tuningCost"]
+    job = each["ItemProcessor"]["States"]["ReckonTuningTrainingJob"]
+    assert job["Resource"] == "arn:aws:states:::aws-sdk:sagemaker:describeTrainingJob"
+    assert job["QueryLanguage"] == "JSONata", "a state in a Map keeps the machine's language unless it names one"
+    assert f"({JOB_COST_FUNCTION})($states.result, " in job["Output"]
+    (loop,) = s["MoreTuningTrainingJobs"]["Choices"]
+    assert loop == {"Condition": "{% $tuningTrialsNextToken != null %}", "Next": "ListMoreTuningTrainingJobs"}
+    assert s["MoreTuningTrainingJobs"]["Default"] == "ReportTuningCost"
     assert s["ReportResult"]["End"] is True
     assert s["ReportResult"]["Parameters"] == {
         "output.$": "States.JsonMerge($.report, $.registration, false)"}
@@ -447,7 +474,8 @@ def test_every_state_is_reachable_and_jsonpath(definition: Definition) -> None:
     # the rules, the channels, the gate, the model's frozen copy (its key and metadata) and the cost.
     assert {name for name, state in s.items() if state.get("QueryLanguage") == "JSONata"} == {
         "CheckProgramInput", "DescribeChannels", "EvaluateQualityGate", "FreezeRegisteredModel",
-        "ReckonCost"}
+        "ReckonCost", "ListTuningTrainingJobs", "ListMoreTuningTrainingJobs", "ReckonTuningTrainingJobs",
+        "MoreTuningTrainingJobs", "ReportTuningCost"}
     reachable, frontier = set(), [definition["StartAt"]]
     while frontier:
         name = frontier.pop()

@@ -65,7 +65,9 @@ def test_state_machine_role_may_do_exactly_this(synthesized: Synthesized) -> Non
             "sagemaker:StopTrainingJob", "sagemaker:AddTags")),
         *((action, tuning) for action in (
             "sagemaker:CreateHyperParameterTuningJob", "sagemaker:DescribeHyperParameterTuningJob",
-            "sagemaker:StopHyperParameterTuningJob", "sagemaker:AddTags")),
+            "sagemaker:StopHyperParameterTuningJob", "sagemaker:AddTags",
+            # A tuning run's cost: its training jobs, listed (TuningCost).
+            "sagemaker:ListTrainingJobsForHyperParameterTuningJob")),
         *((action, rule) for action in ("events:PutTargets", "events:PutRule", "events:DescribeRule")
           for rule in rules),
         ("iam:PassRole", role_arn),

@@ -24,6 +24,7 @@ from infra.constructs.queued_training_job import QueuedTrainingJob, QueueTarget
 from infra.constructs.sagemaker_task_policy import pass_role_statement
 from infra.constructs.sdk_call_retry import retry_sagemaker_call
 from infra.constructs.training_job_task import JobSecurity, TrainingJobTask
+from infra.constructs.tuning_cost import TuningCost
 from infra.constructs.tuning_job_task import DescribeTrainingJobTask, TuningJobTask
 from infra.images import FrameworkImages, TrainingImages
 from smtrain.core import contract, prices
@@ -362,7 +363,10 @@ class TrainingStateMachine(Construct):
                                          parameters={"config.$": "States.JsonMerge("
                                                      "$.method.tuningDefaults, $.config.tuning, false)"})
         choose_strategy = self._tuning_job_configs()
-        self.tuning_task.next(self.describe_best).next(report_tuning).next(self.registration.start)
+        # What the tuning job's training jobs cost in all (infra/constructs/tuning_cost.py).
+        self.tuning_cost = TuningCost(self, "TuningCost", name_prefix=prefix,
+                                      run_prices=props.run_prices, after=self.registration.start)
+        self.tuning_task.next(self.describe_best).next(report_tuning).next(self.tuning_cost.start)
         self.builtin_tuning_task.next(self.describe_best)
 
         # Two Choices, not And(IsPresent, IsNotNull): a rule on a missing path is a runtime
@@ -454,7 +458,8 @@ class TrainingStateMachine(Construct):
                else self.training_task.policy_statements),
              pass_role_statement(role_arn), *self.tuning_task.policy_statements,
              *self.builtin_tuning_task.policy_statements,
-             *self.describe_best.policy_statements, *self.registration.policy_statements],
+             *self.describe_best.policy_statements, *self.tuning_cost.policy_statements,
+             *self.registration.policy_statements],
         ):
             self.state_machine.add_to_role_policy(statement)
 

@@ -240,7 +240,8 @@ def derive_checks(definition: Mapping[str, Any], machine: Mapping[str, Any], der
                 match["api"] == "createModelPackage":
             _registration_checks(name, parameters, definition, machine_role, d)
         elif match and match["sdk"] and match["service"] == "sagemaker":
-            _sdk_sagemaker_checks(name, match["api"], parameters, machine_role, samples, d)
+            _sdk_sagemaker_checks(name, match["api"], parameters, machine_role, samples, d,
+                                  jsonata=state.get("QueryLanguage") == "JSONata")
         elif match and match["sdk"] and match["service"] == "s3" and match["api"] == "putObject":
             _put_object_checks(name, parameters, machine_role, d)
         elif match and match["sdk"] and match["service"] == "s3" and match["api"] == "copyObject":
@@ -349,8 +350,16 @@ def _create_context(job_request: Any,
 
 
 def _sdk_sagemaker_checks(state: str, api: str, parameters: Mapping[str, Any], machine_role: str,
-                          samples: Mapping[str, str | None], d: _Derivation) -> None:
+                          samples: Mapping[str, str | None], d: _Derivation, *,
+                          jsonata: bool = False) -> None:
     action = "sagemaker:" + api[0].upper() + api[1:]
+    if api == "describeTrainingJob" and jsonata and samples["tuning"]:
+        # A JSONata state's job is not derived from its expression: a run's training job, or a
+        # training job of the tuning job (the tuning run's cost describes every one of them).
+        for job in (samples["training"] or f"preflight-{SAMPLE}", f"{samples['tuning']}-001-{SAMPLE}"):
+            d.add(machine_role, Check(action, d.arn("sagemaker", f"training-job/{job.lower()}"),
+                                      f"{state} (aws-sdk:sagemaker:{api})"))
+        return
     if api in ("describeTrainingJob", "stopTrainingJob"):
         path = str(parameters.get("TrainingJobName.$", ""))
         if "TrainingJobName" in parameters:
@@ -360,7 +369,8 @@ def _sdk_sagemaker_checks(state: str, api: str, parameters: Mapping[str, Any], m
         else:
             job = samples["training"] or f"preflight-{SAMPLE}"
         resource = d.arn("sagemaker", f"training-job/{job.lower()}")
-    elif api in ("describeHyperParameterTuningJob", "stopHyperParameterTuningJob"):
+    elif api in ("describeHyperParameterTuningJob", "stopHyperParameterTuningJob",
+                 "listTrainingJobsForHyperParameterTuningJob"):
         resource = d.arn("sagemaker", f"hyper-parameter-tuning-job/{(samples['tuning'] or 'preflight').lower()}")
     else:
         d.not_derived.append(f"{state}: arn:aws:states:::aws-sdk:sagemaker:{api}")

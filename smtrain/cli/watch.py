@@ -230,7 +230,9 @@ def warm_pool_line(description: dict[str, Any], *, region: str | None = None,
 def cost_lines(sagemaker: Any, names: list[str], region: str,
                table: Mapping[str, Any] | None = None) -> list[str]:
     """What each job of a run cost (``smtrain.core.prices``): a training job's line, or for a
-    tuning job the total over its training jobs (those of unknown cost counted apart)."""
+    tuning job the total over its training jobs, folded by the JSONata text the state machine
+    folds too (:data:`~smtrain.core.prices.TUNING_COST_FUNCTION`): a training job that cannot be
+    described counts as one of unknown cost, as it does there."""
     lines = []
     for name in names:
         try:
@@ -248,15 +250,18 @@ def cost_lines(sagemaker: Any, names: list[str], region: str,
                 if not page.get("NextToken"):
                     break
                 kwargs["NextToken"] = page["NextToken"]
-            costs = [prices.job_cost(sagemaker.describe_training_job(TrainingJobName=t), region, table)
-                     for t in trials]
         except Exception as error:
             lines.append(f"job {name} cost: unknown ({type(error).__name__})")
             continue
-        known = [c.usd for c in costs if c.usd is not None]
-        unknown = len(costs) - len(known)
-        lines.append(f"tuning job {name} cost: ${sum(known):.4f} over {len(known)} training jobs"
-                     + (f" ({unknown} of unknown cost: no price or no billable time yet)" if unknown else ""))
+        region_prices = (table if table is not None else prices.load()).get("regions", {}).get(region, {})
+        costs = []
+        for trial in trials:
+            try:
+                costs.append(prices.reckon(sagemaker.describe_training_job(TrainingJobName=trial),
+                                           region_prices))
+            except Exception as error:
+                costs.append({"usd": None, "error": type(error).__name__})
+        lines.append(prices.tuning_line(name, prices.tuning_total(costs)))
     return lines
 
 

@@ -43,6 +43,51 @@ JOB_COST_FUNCTION = (
 )
 
 
+#: What a tuning run's training jobs cost in all: ``$total`` is the total so far
+#: (:data:`NO_TUNING_COST` before any job) and ``$costs`` more jobs' costs, each what
+#: :data:`JOB_COST_FUNCTION` gives; the answer is the new total. The state machine folds it over
+#: each page of a tuning job's training jobs (ListTrainingJobsForHyperParameterTuningJob) for
+#: the run's output, and :func:`tuning_total` over all of them for the CLI. ``usd`` sums the
+#: jobs of known cost and is null while no job's cost is known; ``trainingJobsOfUnknownCost``
+#: counts the others (no price for the type, or no billable time).
+TUNING_COST_FUNCTION = (
+    "function($total, $costs) {( "
+    "$known := $costs[usd != null]; "
+    "$jobs := $total.trainingJobs + $count($costs); "
+    "$unknown := $total.trainingJobsOfUnknownCost + $count($costs) - $count($known); "
+    "{'usd': ($jobs - $unknown) > 0 ? $round(($total.usd != null ? $total.usd : 0) + $sum([$known.usd]), 6) : null, "
+    "'trainingJobs': $jobs, 'trainingJobsOfUnknownCost': $unknown} )}"
+)
+#: The tuning total before any training job is counted.
+NO_TUNING_COST: dict[str, Any] = {"usd": None, "trainingJobs": 0, "trainingJobsOfUnknownCost": 0}
+
+
+@lru_cache(maxsize=1)
+def _tuning_cost_expression() -> Any:
+    import jsonata
+
+    return jsonata.Jsonata(f"({TUNING_COST_FUNCTION})($total, $costs)")
+
+
+def tuning_total(costs: list[Mapping[str, Any]], total: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """:data:`TUNING_COST_FUNCTION` of ``costs`` (each :func:`reckon`'s answer) added to
+    ``total`` (default :data:`NO_TUNING_COST`), in this process."""
+    result: dict[str, Any] = _tuning_cost_expression().evaluate(
+        None, {"total": dict(total if total is not None else NO_TUNING_COST),
+               "costs": [dict(cost) for cost in costs]})
+    return result
+
+
+def tuning_line(name: str, total: Mapping[str, Any]) -> str:
+    """One line for the CLI: a tuning job's total (:func:`tuning_total`'s answer, or the run
+    output's ``cost`` of a tuning run)."""
+    jobs, unknown = int(total.get("trainingJobs", 0)), int(total.get("trainingJobsOfUnknownCost", 0))
+    unknown_note = (f" ({unknown} of unknown cost: no price, or no billable time yet)" if unknown else "")
+    if total.get("usd") is None:
+        return f"tuning job {name} cost: unknown over {jobs} training jobs{unknown_note}"
+    return f"tuning job {name} cost: ${float(total['usd']):.4f} over {jobs} training jobs{unknown_note}"
+
+
 @lru_cache(maxsize=1)
 def _job_cost_expression() -> Any:
     import jsonata

@@ -14,6 +14,9 @@ Description = dict[str, Any]
 
 #: Training and tuning job statuses after which a job never changes again.
 TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
+#: ListTrainingJobsForHyperParameterTuningJob's page size when MaxResults is not given (API
+#: reference: "The default value is 10").
+DEFAULT_PAGE_SIZE = 10
 
 
 class SageMakerError(Exception):
@@ -37,3 +40,32 @@ class SageMakerBackend(Protocol):
     def describe_hyper_parameter_tuning_job(self, name: str) -> Description: ...
 
     def stop_hyper_parameter_tuning_job(self, name: str) -> None: ...
+
+    def list_training_jobs_for_hyper_parameter_tuning_job(self, request: Request) -> Description: ...
+
+
+def tuning_job_page(summaries: list[Description], request: Request) -> Description:
+    """ListTrainingJobsForHyperParameterTuningJob's answer from all of a tuning job's
+    HyperParameterTrainingJobSummary objects, as the API reference describes the request:
+    ``StatusEquals`` filters; ``SortBy`` ``Name`` (the default), ``CreationTime``, ``Status`` or
+    ``FinalObjectiveMetricValue`` ("any training jobs that did not return an objective metric
+    are not listed"), ``SortOrder`` ``Ascending`` by default; ``MaxResults`` a page (default
+    :data:`DEFAULT_PAGE_SIZE`), ``NextToken`` where more remain. Offline a token is the index of
+    the page's first job; one that is not such a number is refused as AWS refuses a bad token."""
+    status = request.get("StatusEquals")
+    listed = [s for s in summaries if status is None or s["TrainingJobStatus"] == status]
+    sort_by = request.get("SortBy", "Name")
+    keys = {"Name": lambda s: s["TrainingJobName"], "CreationTime": lambda s: str(s["CreationTime"]),
+            "Status": lambda s: s["TrainingJobStatus"],
+            "FinalObjectiveMetricValue": lambda s: s["FinalHyperParameterTuningJobObjectiveMetric"]["Value"]}
+    if sort_by == "FinalObjectiveMetricValue":
+        listed = [s for s in listed if "FinalHyperParameterTuningJobObjectiveMetric" in s]
+    listed.sort(key=keys[sort_by], reverse=request.get("SortOrder", "Ascending") == "Descending")
+    token = request.get("NextToken", "0")
+    if not str(token).isdigit():
+        raise SageMakerError("ValidationException", f"Invalid pagination token: {token}")
+    start, size = int(token), int(request.get("MaxResults", DEFAULT_PAGE_SIZE))
+    answer: Description = {"TrainingJobSummaries": listed[start:start + size]}
+    if start + size < len(listed):
+        answer["NextToken"] = str(start + size)
+    return answer

@@ -47,7 +47,13 @@ from typing import Any
 from smtrain.core import builtin_algorithms, contract
 from smtrain.local import channel_data, framework_envs, opt_ml, warm_pools
 from smtrain.local import isolation as network_isolation
-from smtrain.local.backend import TERMINAL_STATUSES, Description, Request, SageMakerError
+from smtrain.local.backend import (
+    TERMINAL_STATUSES,
+    Description,
+    Request,
+    SageMakerError,
+    tuning_job_page,
+)
 from smtrain.local.builtin_xgboost import BUILTIN_METRIC_DEFINITIONS
 from smtrain.local.deployment import ByocProgram
 from smtrain.local.entry_point import EntryPointError, command_for
@@ -877,6 +883,11 @@ class LocalBackend:
     def describe_hyper_parameter_tuning_job(self, name: str) -> Description:
         description: Description = self._tuning_run(name).describe()
         return description
+
+    def list_training_jobs_for_hyper_parameter_tuning_job(self, request: Request) -> Description:
+        """The tuning job's training jobs, a page at a time (:func:`tuning_job_page`)."""
+        run = self._tuning_run(request["HyperParameterTuningJobName"])
+        return tuning_job_page(run.training_job_summaries(), request)
 
     def stop_hyper_parameter_tuning_job(self, name: str) -> None:
         self._tuning_run(name).stop()

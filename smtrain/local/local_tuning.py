@@ -245,6 +245,37 @@ class TuningRun(Generic[TrialJobT]):
         pick = max if self.direction == "Maximize" else min
         return pick(scored, key=lambda item: item[2])
 
+    def training_job_summaries(self) -> list[Description]:
+        """A HyperParameterTrainingJobSummary of each training job started so far, as
+        ListTrainingJobsForHyperParameterTuningJob gives them (by name)."""
+        with self._lock:
+            trials = [(tuned, job) for tuned, job in self.trials if job is not None]
+        summaries = []
+        for tuned, job in trials:
+            described = job.describe()
+            summary: Description = {
+                "TrainingJobName": job.name,
+                "TrainingJobArn": described["TrainingJobArn"],
+                "TuningJobName": self.name,
+                "CreationTime": job.created,
+                "TrainingJobStatus": job.status,
+                "TunedHyperParameters": tuned,
+            }
+            for field_name in ("TrainingStartTime", "TrainingEndTime", "FailureReason"):
+                if field_name in described:
+                    summary[field_name] = described[field_name]
+            value = self._objective(job)
+            if value is not None:
+                summary["FinalHyperParameterTuningJobObjectiveMetric"] = {
+                    "Type": self.direction, "MetricName": self.metric, "Value": value}
+                summary["ObjectiveStatus"] = "Succeeded"
+            elif job.status in ("Failed", "Stopped", "Completed"):
+                summary["ObjectiveStatus"] = "Failed"
+            else:
+                summary["ObjectiveStatus"] = "Pending"
+            summaries.append(summary)
+        return sorted(summaries, key=lambda s: s["TrainingJobName"])
+
     def describe(self) -> Description:
         with self._lock:
             jobs = [job for _, job in self.trials if job is not None]

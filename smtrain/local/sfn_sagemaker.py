@@ -234,6 +234,8 @@ class SageMakerAwsSdkTask(state_task_service_aws_sdk.StateTaskServiceAwsSdk):  #
         if action.startswith("describe_"):
             (name,) = request.values()
             env.stack.append(answer_as_aws(operation, handler(name)))
+        elif action.startswith("list_"):
+            env.stack.append(answer_as_aws(operation, handler(request)))
         else:
             env.stack.append(handler(request))
 
