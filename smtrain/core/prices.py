@@ -16,7 +16,7 @@ pool's wait are billed apart and not counted here.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -69,7 +69,7 @@ def _tuning_cost_expression() -> Any:
     return jsonata.Jsonata(f"({TUNING_COST_FUNCTION})($total, $costs)")
 
 
-def tuning_total(costs: list[Mapping[str, Any]], total: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def tuning_total(costs: Sequence[Mapping[str, Any]], total: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """:data:`TUNING_COST_FUNCTION` of ``costs`` (each :func:`reckon`'s answer) added to
     ``total`` (default :data:`NO_TUNING_COST`), in this process."""
     result: dict[str, Any] = _tuning_cost_expression().evaluate(
