@@ -745,6 +745,18 @@ def test_local_start_end_to_end(synthesized: Synthesized, tmp_path: Path) -> Non
     assert model.is_file()
     accuracy = next(m["Value"] for m in output["metrics"] if m["MetricName"] == "validation:accuracy")
     assert accuracy >= 0.9
+    # ... and put on the job's MLflow run, where `smtrain compare` shows it: its billable time,
+    # and the line that says why the cost in USD is unknown.
+    assert "cost recorded on 1 MLflow run (cost_usd, billable_seconds)" in result.stdout
+    from mlflow.tracking import MlflowClient
+
+    from smtrain.local.engine import tracking_store_uri
+
+    client = MlflowClient(tracking_uri=tracking_store_uri((tmp_path / "work" / "mlflow").resolve()))
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                filter_string=f"tags.`smtrain.training_job` = '{output['trainingJobName']}'")
+    assert run.data.metrics["billable_seconds"] >= 1 and "cost_usd" not in run.data.metrics
+    assert run.data.tags["smtrain.cost"].startswith("cost: unknown (")
 
 
 def _local_env(synthesized: Synthesized) -> dict[str, str]:

@@ -140,10 +140,10 @@ def test_a_failed_run_says_so_and_comes_last(tmp_path: Path, capsys: pytest.Capt
     assert sorted_by == ("digits_mlp: sorted by validation:accuracy, largest first "
                          "(its tuning objective in program.toml)")
     assert header.split() == ["execution", "program", "run", "status", "learning_rate", "epochs",
-                              "validation:accuracy", "run_seconds"]
+                              "validation:accuracy", "run_seconds", "cost_usd"]
     assert [row.split()[2:4] for row in rows] == [[_run_name(1), "FINISHED"], [_run_name(0), "FINISHED"],
                                                   ["failed-job", "FAILED"]]
-    assert rows[-1].split()[-2] == "-"
+    assert rows[-1].split()[-3] == "-"
 
 
 def test_a_failed_run_comes_last_even_with_the_best_value(tmp_path: Path,
@@ -163,7 +163,7 @@ def test_a_failed_run_comes_last_even_with_the_best_value(tmp_path: Path,
         _, _, *rows = capsys.readouterr().out.splitlines()
         assert [row.split()[2:4] for row in rows] == [[_run_name(1), "FINISHED"], [_run_name(0), "FINISHED"],
                                                       ["failed-late", "FAILED"]], args
-        assert rows[-1].split()[-2] == "0.9900", "its value is shown all the same"
+        assert rows[-1].split()[-3] == "0.9900", "its value is shown all the same"
 
 
 def test_at_its_default_work_dir_the_error_names_the_demos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -178,3 +178,38 @@ def test_at_its_default_work_dir_the_error_names_the_demos(tmp_path: Path, monke
         "`make demo` keeps its under .work/demo: pass --work-dir .work/demo")
     assert main(["compare", "--local", "--work-dir", ".work/demo"]) == EXIT_OK
     assert _run_name(0) in capsys.readouterr().out
+
+
+def test_each_run_s_cost_is_recorded_once_and_compared(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI puts a job's cost on the MLflow runs tagged with the job's name (smtrain.cli.run_costs):
+    cost_usd where the price is known, billable_seconds, and the line; recording again changes
+    nothing; compare shows a cost_usd column (- without one) and sorts by it smallest first."""
+    from smtrain.cli.run_costs import record_in_mlflow
+    from smtrain.core import contract, prices
+
+    client = _store(tmp_path, 3)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    jobs = {}
+    for index, run in enumerate(sorted(runs, key=lambda r: r.info.run_name)):
+        job = f"smtrain-job-{index}"
+        client.set_tag(run.info.run_id, contract.RUN_TAG_TRAINING_JOB, job)
+        jobs[job] = prices.JobCost(instance_type="ml.m5.xlarge", instance_count=2, billable_seconds=900 * (3 - index),
+                                   training_seconds=900 * (3 - index), usd_per_hour=0.2 if index < 2 else None,
+                                   region="us-east-1")
+    assert record_in_mlflow(client.tracking_uri, jobs) == 3
+    assert record_in_mlflow(client.tracking_uri, jobs) == 0, "the same cost is not logged twice"
+    recorded = {r.data.tags[contract.RUN_TAG_TRAINING_JOB]: r.data
+                for r in client.search_runs([experiment.experiment_id])}
+    assert recorded["smtrain-job-0"].metrics == {**recorded["smtrain-job-0"].metrics,
+                                                 "cost_usd": 0.3, "billable_seconds": 2700.0}
+    assert recorded["smtrain-job-0"].tags[contract.RUN_TAG_COST] == jobs["smtrain-job-0"].line()
+    assert "cost_usd" not in recorded["smtrain-job-2"].metrics, "no price, no cost"
+    assert recorded["smtrain-job-2"].metrics["billable_seconds"] == 900.0
+    capsys.readouterr()
+    assert main(["compare", "--local", "--work-dir", str(tmp_path), "--sort", "cost_usd"]) == EXIT_OK
+    sorted_by, header, *rows = capsys.readouterr().out.splitlines()
+    assert sorted_by == "sorted by cost_usd, smallest first (--sort)"
+    assert header.split()[-2:] == ["run_seconds", "cost_usd"]
+    assert [row.split()[-1] for row in rows] == ["0.2000", "0.3000", "-"], "a run without the metric last"

@@ -262,3 +262,48 @@ def test_a_tuning_run_s_output_totals_its_training_jobs(budgeted_app: Synthesize
     assert [page["MaxResults"] for page in backend.listed] == [100]
     assert prices.tuning_line("t", run.output[contract.OUTPUT_COST]) == (
         "tuning job t cost: $0.5500 over 12 training jobs (1 of unknown cost: no price, or no billable time yet)")
+
+
+def test_watch_and_status_put_a_job_s_cost_on_its_mlflow_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """On AWS, where MLFLOW_TRACKING_URI names the tracking server, the cost `smtrain watch` and
+    `smtrain status` print is put on the job's MLflow run too (here a local store stands in)."""
+    from mlflow.tracking import MlflowClient
+
+    from smtrain.cli.watch import report_costs
+    from smtrain.local.engine import prepare_tracking_store
+
+    uri = prepare_tracking_store(tmp_path / "mlflow")
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(contract.EXPERIMENT)
+    assert experiment is not None
+    run = client.create_run(experiment.experiment_id, tags={contract.RUN_TAG_TRAINING_JOB: "smtrain-run-0"})
+    monkeypatch.setenv(contract.ENV_TRACKING_URI, uri)
+    monkeypatch.setattr(prices, "load", lambda path=prices.TABLE: TABLE)
+    sagemaker = boto3.client("sagemaker", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+
+    class Session:
+        def client(self, service: str) -> Any:
+            assert service == "sagemaker"
+            return sagemaker
+
+    with Stubber(sagemaker) as stub:
+        stub.add_response("describe_training_job", describe("smtrain-run-0", billable=720, training=720),
+                          {"TrainingJobName": "smtrain-run-0"})
+        report_costs(Session(), ["smtrain-run-0"], "us-east-1")
+    assert capsys.readouterr().out.splitlines() == [
+        "job smtrain-run-0 cost: $0.1000 (720 s billable x 1 ml.m5.xlarge at $0.5/h on-demand)",
+        "cost recorded on 1 MLflow run (cost_usd, billable_seconds)"]
+    recorded = client.get_run(run.info.run_id).data
+    assert recorded.metrics == {"cost_usd": 0.1, "billable_seconds": 720.0}
+    assert recorded.tags[contract.RUN_TAG_COST] == "cost: $0.1000 (720 s billable x 1 ml.m5.xlarge at $0.5/h on-demand)"
+    # A tracking server that cannot be reached is a note; the cost was printed all the same.
+    monkeypatch.setenv(contract.ENV_TRACKING_URI, "http://127.0.0.1:9")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with Stubber(sagemaker) as stub:
+        stub.add_response("describe_training_job", describe("smtrain-run-0", billable=720, training=720),
+                          {"TrainingJobName": "smtrain-run-0"})
+        report_costs(Session(), ["smtrain-run-0"], "us-east-1")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("job smtrain-run-0 cost: $0.1000") and lines[1].startswith(
+        "note: the cost was not recorded in MLflow: ")

@@ -108,7 +108,7 @@ def test_compare_table_and_plot(tracked: tuple[OfflineEngine, MlflowClient], tmp
     sorted_by, *lines = result.stdout.splitlines()
     assert sorted_by == "sorted by validation:accuracy, largest first (--sort)"
     assert lines[0].split()[:4] == ["execution", "program", "run", "status"]
-    assert "validation:accuracy" in lines[0] and lines[0].split()[-1] == "run_seconds"
+    assert "validation:accuracy" in lines[0] and lines[0].split()[-2:] == ["run_seconds", "cost_usd"]
     # Every run of the store (the session's shared runs, and what other tests ran on the same
     # engine), those with the metric first, best first.
     stored = _all_runs(client)
@@ -118,9 +118,9 @@ def test_compare_table_and_plot(tracked: tuple[OfflineEngine, MlflowClient], tmp
     rows = [line.split() for line in lines[1:1 + len(measured)]]
     assert sorted(row[:2] for row in rows) == sorted(
         [run.data.tags["smtrain.execution"], run.data.tags["smtrain.program"]] for run in measured)
-    accuracies = [float(row[-2]) for row in rows]
+    accuracies = [float(row[-3]) for row in rows]
     assert accuracies == sorted(accuracies, reverse=True), "sorted best first"
-    assert all(line.split()[-2] == "-" for line in lines[1 + len(measured):-1]), "runs without it last"
+    assert all(line.split()[-3] == "-" for line in lines[1 + len(measured):-1]), "runs without it last"
     assert len(lines) == 1 + len(stored) + 1 and lines[-1] == f"plot: {plot}"
 
     # The legend sits right of the 1000x600 px axes figure and the PNG is cropped to hold it
@@ -142,7 +142,7 @@ def test_compare_table_and_plot(tracked: tuple[OfflineEngine, MlflowClient], tmp
     ascending = run_cli(["compare", "--tracking-uri", str(engine.tracking_uri), "--sort", "validation:loss"],
                         env=dict(os.environ), cwd=ROOT)
     with_loss = [run for run in stored if "validation:loss" in run.data.metrics]
-    losses = [float(line.split()[-2]) for line in ascending.stdout.splitlines()[2:2 + len(with_loss)]]
+    losses = [float(line.split()[-3]) for line in ascending.stdout.splitlines()[2:2 + len(with_loss)]]
     assert len(losses) == len(with_loss) >= 4 and losses == sorted(losses), "losses smallest first"
 
 

@@ -14,6 +14,11 @@ What it sorts by, and says so above each table:
 Whatever the order, the runs that failed or were killed (the ``status`` column) come after all
 the others.
 
+``cost_usd`` is what the run's training job cost (its billable time x instances x the on-demand
+price), which the CLI puts on the run when it reports the job's cost (``smtrain watch`` at the
+end, ``smtrain status``, ``smtrain start --local``: ``smtrain.cli.run_costs``); ``-`` until then,
+or where the price table has no price.
+
 ``run_seconds`` is the MLflow run's wall time, its end minus its start: for a program that tracks
 (``training_code/common/tracking.py``) from its ``start_run`` to its ``end_run``, that is the
 training itself, without the job's start-up or data download; for a run the offline engine logs
@@ -33,7 +38,7 @@ from smtrain.core import contract
 from smtrain.core.errors import InputError
 
 #: Metrics where smaller is better (everything else is sorted largest first).
-_SMALLER_IS_BETTER = ("loss", "error", "merror", "rmse")
+_SMALLER_IS_BETTER = ("loss", "error", "merror", "rmse", "cost")
 #: The axes' figure before the legend is added; the saved PNG grows to hold the legend beside it.
 PLOT_SIZE_INCHES = (10, 6)
 PLOT_DPI = 100
@@ -49,6 +54,9 @@ MAX_DISTINCT_STYLES = _PALETTE_SIZE * len(_LINESTYLES) * len(_MARKERS)
 
 #: The column of each run's wall time (see the module's docstring).
 SECONDS_COLUMN = "run_seconds"
+#: The column of what each run's training job cost: the metric the CLI puts on the run once the
+#: job has ended (``smtrain.cli.run_costs``); ``-`` where it has not (yet), or the price is unknown.
+COST_COLUMN = contract.RUN_METRIC_COST_USD
 #: At least this many hyperparameter columns: every one that varies, then constant ones by name.
 MIN_HYPERPARAMETER_COLUMNS = 3
 
@@ -215,11 +223,12 @@ def key_hyperparameters(rows: list[RunRow], least: int = MIN_HYPERPARAMETER_COLU
 def table(rows: list[RunRow], metric: str | None) -> str:
     keys = key_hyperparameters(rows)
     measured = [] if metric is None else [metric]
-    header = ["execution", "program", "run", "status", *keys, *measured, SECONDS_COLUMN]
+    header = ["execution", "program", "run", "status", *keys, *measured, SECONDS_COLUMN, COST_COLUMN]
     body = [[row.execution, row.program, row.run, row.status,
              *(row.hyperparameters.get(k, "-") for k in keys),
              *([] if metric is None else ["-" if row.objective is None else f"{row.objective:.4f}"]),
-             "-" if row.seconds is None else f"{row.seconds:.1f}"] for row in rows]
+             "-" if row.seconds is None else f"{row.seconds:.1f}",
+             "-" if COST_COLUMN not in row.values else f"{row.values[COST_COLUMN]:.4f}"] for row in rows]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *body, strict=True)]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
              for line in [header, *body]]

@@ -131,24 +131,30 @@ def print_result(output: Mapping[str, Any], model_path: Any) -> None:
 
 
 def _print_job_notes(engine: Any, output: Mapping[str, Any]) -> None:
-    """The run's training job's cost (smtrain.core.prices) and warm pool (nothing without one),
-    as its DescribeTrainingJob says."""
+    """What the run's jobs cost (a tuning run's: its training jobs' total), put on their MLflow
+    runs too (``smtrain.cli.run_costs``), and the training job's warm pool (nothing without one),
+    as the jobs' descriptions say."""
+    from smtrain.cli.run_costs import BackendClient, reckon_run, record_quietly
     from smtrain.cli.watch import warm_pool_line
 
+    tuning = output.get("tuningJobName")
+    costs = reckon_run(BackendClient(engine.backend), [str(tuning or output["trainingJobName"])], engine.region)
+    for line in costs.lines:
+        print(line)
+    record_quietly(engine.tracking_uri, costs.jobs, print)
+    if tuning:
+        return
     try:
         description = engine.backend.describe_training_job(output["trainingJobName"])
     except Exception:  # a backend that does not keep the job: nothing to say
         return
-    from smtrain.core import prices
-
-    print(prices.job_cost(description, engine.region).line())
-    line = warm_pool_line(description, region=engine.region)
-    if line is None:
+    pool = warm_pool_line(description, region=engine.region)
+    if pool is None:
         return
     if description["WarmPoolStatus"]["Status"] == "Available":
-        line += ("; offline, the next matching run that trains with this --work-dir (a new input, "
+        pool += ("; offline, the next matching run that trains with this --work-dir (a new input, "
                  "or --again) starts on it")
-    print(line)
+    print(pool)
 
 
 # -- a failed job's log -----------------------------------------------------------------------

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 from smtrain.cli.outcome import EXIT_ABORTED, EXIT_FAILED, EXIT_OK
+from smtrain.cli.run_costs import reckon_run, record_quietly
 from smtrain.core import contract, prices
 
 TRAINING_LOG_GROUP = contract.TRAINING_LOG_GROUP
@@ -229,40 +231,17 @@ def warm_pool_line(description: dict[str, Any], *, region: str | None = None,
 
 def cost_lines(sagemaker: Any, names: list[str], region: str,
                table: Mapping[str, Any] | None = None) -> list[str]:
-    """What each job of a run cost (``smtrain.core.prices``): a training job's line, or for a
-    tuning job the total over its training jobs, folded by the JSONata text the state machine
-    folds too (:data:`~smtrain.core.prices.TUNING_COST_FUNCTION`): a training job that cannot be
-    described counts as one of unknown cost, as it does there."""
-    lines = []
-    for name in names:
-        try:
-            described = sagemaker.describe_training_job(TrainingJobName=name)
-            lines.append(f"job {name} {prices.job_cost(described, region, table).line()}")
-            continue
-        except Exception:  # a tuning job's name, or a job that cannot be read
-            pass
-        try:
-            trials = []
-            kwargs: dict[str, Any] = {"HyperParameterTuningJobName": name}
-            while True:
-                page = sagemaker.list_training_jobs_for_hyper_parameter_tuning_job(**kwargs)
-                trials += [t["TrainingJobName"] for t in page.get("TrainingJobSummaries", [])]
-                if not page.get("NextToken"):
-                    break
-                kwargs["NextToken"] = page["NextToken"]
-        except Exception as error:
-            lines.append(f"job {name} cost: unknown ({type(error).__name__})")
-            continue
-        region_prices = (table if table is not None else prices.load()).get("regions", {}).get(region, {})
-        costs = []
-        for trial in trials:
-            try:
-                costs.append(prices.reckon(sagemaker.describe_training_job(TrainingJobName=trial),
-                                           region_prices))
-            except Exception as error:
-                costs.append({"usd": None, "error": type(error).__name__})
-        lines.append(prices.tuning_line(name, prices.tuning_total(costs)))
-    return lines
+    """What each job of a run cost: :func:`smtrain.cli.run_costs.reckon_run`'s lines."""
+    return reckon_run(sagemaker, names, region, table).lines
+
+
+def report_costs(session: Any, names: list[str], region: str) -> None:
+    """Each job's cost line, and the costs put on the jobs' MLflow runs where
+    ``MLFLOW_TRACKING_URI`` names the tracking server (``smtrain compare`` shows them)."""
+    costs = reckon_run(session.client("sagemaker"), names, region)
+    for line in costs.lines:
+        _say(line)
+    record_quietly(os.environ.get(contract.ENV_TRACKING_URI), costs.jobs, _say)
 
 
 def exit_code(state: str) -> int:
@@ -367,8 +346,7 @@ def follow(session: Any, arn: str, *, logs: bool, interval: float) -> int:
             _say(f"  {_elapsed(started)}  {description['status']}")
             for line in summary(description):
                 _say(line)
-            for line in cost_lines(session.client("sagemaker"), job_names(events), arn.split(":")[3]):
-                _say(line)
+            report_costs(session, job_names(events), arn.split(":")[3])
             if description["status"] == "FAILED":
                 job = failed_job(description.get("cause"), events)
                 if job is not None:
@@ -403,8 +381,7 @@ def describe_once(session: Any, arn: str) -> int:
     events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
     for line in status_lines(description, events):
         _say(line)
-    for line in cost_lines(session.client("sagemaker"), job_names(events), arn.split(":")[3]):
-        _say(line)
+    report_costs(session, job_names(events), arn.split(":")[3])
     return EXIT_OK
 
 

@@ -494,6 +494,11 @@ RUN_TAG_EXECUTION: Final = "smtrain.execution"
 RUN_TAG_PROGRAM: Final = "smtrain.program"
 RUN_TAG_TRAINING_JOB: Final = "smtrain.training_job"
 RUN_TAG_TUNING_JOB: Final = "smtrain.tuning_job"
+#: What the CLI puts on a run once its job's cost is known (``smtrain.cli.run_costs``): the job's
+#: cost in USD (where the price is known) and billable seconds as metrics, its cost line as a tag.
+RUN_METRIC_COST_USD: Final = "cost_usd"
+RUN_METRIC_BILLABLE_SECONDS: Final = "billable_seconds"
+RUN_TAG_COST: Final = "smtrain.cost"
 #: Offline only: the file a job's tracker records its MLflow run in, for the local backend to log
 #: when the job ends (``smtrain.local.run_record``); never set on AWS.
 ENV_TRACKING_RECORD: Final = "SMTRAIN_TRACKING_RECORD"
