@@ -154,6 +154,25 @@ def wait_idle(backend: Any, timeout: float = 30.0) -> bool:
     return False
 
 
+#: The cdk-nag packs the app runs (infra/compliance.py), each writing one report per stack.
+NAG_PACKS = ("AwsSolutions", "HIPAA.Security", "NIST.800.53.R5", "PCI.DSS.321")
+
+
+def nag_report_rows(synthesized: Synthesized) -> list[dict[str, str]]:
+    """Every row of the cdk-nag reports the synth wrote beside the templates (one per pack and
+    stack, all of them asserted present)."""
+    import csv
+
+    reports = sorted(synthesized.outdir.glob("*-NagReport.csv"))
+    assert {r.name.split("--")[0] for r in reports} == set(NAG_PACKS), reports
+    assert len(reports) == 2 * len(NAG_PACKS), "one report per pack and stack"
+    rows: list[dict[str, str]] = []
+    for report in reports:
+        with report.open(newline="") as handle:
+            rows += list(csv.DictReader(handle))
+    return rows
+
+
 def cfn_lint(*templates: Path) -> list[str]:
     """cfn-lint's findings on ``templates`` with the project's settings (``.cfnlintrc.yaml``),
     run in this process as ``cfn-lint --config-file .cfnlintrc.yaml -- TEMPLATE...`` runs them:

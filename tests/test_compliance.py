@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from typing import Any
 
 from infra.compliance import nag_spelling
-from tests.helpers import Synthesized, as_list
-
-PACKS = ("AwsSolutions", "HIPAA.Security", "NIST.800.53.R5", "PCI.DSS.321")
-
-
-def _report_rows(synthesized: Synthesized) -> list[dict[str, str]]:
-    reports = sorted(synthesized.outdir.glob("*-NagReport.csv"))
-    assert {r.name.split("--")[0] for r in reports} == set(PACKS), reports
-    assert len(reports) == 2 * len(PACKS), "one report per pack and stack"
-    rows: list[dict[str, str]] = []
-    for report in reports:
-        with report.open(newline="") as handle:
-            rows += list(csv.DictReader(handle))
-    return rows
+from tests.helpers import Synthesized, as_list, nag_report_rows
 
 
 def test_no_unacknowledged_errors_or_warnings(synthesized: Synthesized) -> None:
     findings = [m for m in synthesized.messages
                 if m[0].rsplit(".", 1)[-1].lower() in ("error", "warning")]
     assert findings == []
-    non_compliant = [r for r in _report_rows(synthesized) if r["Compliance"] == "Non-Compliant"]
+    non_compliant = [r for r in nag_report_rows(synthesized) if r["Compliance"] == "Non-Compliant"]
     assert non_compliant == []
 
 
@@ -70,7 +56,7 @@ def test_every_acknowledgement_suppresses_a_finding(synthesized: Synthesized) ->
     """An acknowledgement that suppresses no finding of its rule on its own resource (or names an
     exact finding the pack did not report there) is stale or misplaced: remove it."""
     reasons: dict[tuple[str, str], list[str]] = {}
-    for row in _report_rows(synthesized):
+    for row in nag_report_rows(synthesized):
         if row["Compliance"] == "Suppressed":
             reasons.setdefault((row["Rule ID"], row["Resource ID"]), []).append(row["Exception Reason"])
     acknowledgements = list(_acknowledgements(synthesized))

@@ -530,7 +530,7 @@ def _network_variant(cdk_context: dict[str, Any], tmp_path_factory: pytest.TempP
 
 @pytest.fixture(scope="module")
 def variants(synthesized: Synthesized, with_tracking: Synthesized,
-             with_brought_programs: Synthesized, cdk_context: dict[str, Any],
+             with_brought_programs: Synthesized, team_queue_app: Synthesized, cdk_context: dict[str, Any],
              tmp_path_factory: pytest.TempPathFactory) -> dict[str, Renderer]:
     vpc = _network_variant(cdk_context, tmp_path_factory, "vpc", network="vpc",
                            experimentTracking="server")
@@ -540,7 +540,9 @@ def variants(synthesized: Synthesized, with_tracking: Synthesized,
         subnetIds=["subnet-0123456789abcdef0", "subnet-0fedcba987654321f"])
     return {"default": Renderer(synthesized.templates), "mlflow": Renderer(with_tracking.templates),
             "four-programs": Renderer(with_brought_programs.templates),
-            "vpc": Renderer(vpc.templates), "isolated-existing-vpc": Renderer(isolated.templates)}
+            "vpc": Renderer(vpc.templates), "isolated-existing-vpc": Renderer(isolated.templates),
+            # The team queue (issue 20): Batch's actions, the cleanup state machine's role.
+            "team-queue": Renderer(team_queue_app.templates)}
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,8 @@ from infra.constructs.endpoint_only_access import (
 from infra.constructs.training_network import JobNetwork, TrainingNetwork
 from infra.settings import Settings
 from tests.conftest import ROOT, code_without_script_requirements, synthesize
-from tests.helpers import Synthesized, as_list, cfn_lint, only_resource, references, resources_of_type
-from tests.test_compliance import _acknowledgements, _report_rows
+from tests.helpers import Synthesized, as_list, cfn_lint, nag_report_rows, only_resource, references, resources_of_type
+from tests.test_compliance import _acknowledgements
 
 VPC_ID = "vpc-0123456789abcdef0"
 SUBNETS = ("subnet-0123456789abcdef0", "subnet-0123456789abcdef1")
@@ -434,7 +434,7 @@ def test_nag_clean(request: pytest.FixtureRequest, mode: str) -> None:
     synthesized = _mode(request, mode)
     findings = [m for m in synthesized.messages if m[0].rsplit(".", 1)[-1].lower() in ("error", "warning")]
     assert findings == []
-    rows = _report_rows(synthesized)
+    rows = nag_report_rows(synthesized)
     assert [r for r in rows if r["Compliance"] == "Non-Compliant"] == []
     # Each acknowledgement on the network suppresses a finding there, with a real reason.
     suppressed = {(r["Rule ID"], r["Resource ID"]) for r in rows if r["Compliance"] == "Suppressed"}

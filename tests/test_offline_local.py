@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tarfile
 from collections.abc import Iterator
@@ -271,6 +272,9 @@ def test_offline_runs_are_inspected_like_cloud_ones(engine: OfflineEngine, tmp_p
         assert status.stdout.startswith(f"{succeeded}: SUCCEEDED (started ")
         job = next(line.split(": ", 1)[1] for line in status.stdout.splitlines() if line.startswith("job: "))
         assert "model: s3://" in status.stdout and "validation:accuracy=" in status.stdout
+        # What the job cost, as the state machine reckoned it (no price shipped: unknown).
+        assert re.search(rf"job {job} cost: unknown \(\d+ s billable x 1 ml\.m5\.xlarge; no price for "
+                         r"ml\.m5\.xlarge in us-east-1: run `make prices`\)", status.stdout), status.stdout
 
         logs = run_cli(["logs", succeeded, "--local", *where], env=env, cwd=cwd)
         assert logs.returncode == 0 and f"== {job}" in logs.stdout

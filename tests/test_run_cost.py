@@ -228,6 +228,11 @@ def test_a_job_that_cannot_be_described_again_leaves_its_cost_unknown_and_the_ru
                                        name="undescribed"))
     assert run.succeeded and run.output is not None, (run.error, run.cause)
     assert run.output[contract.OUTPUT_COST] == {"usd": None, "error": "SageMaker.ResourceNotFoundException"}
+    from smtrain.cli.run_costs import output_cost_line
+
+    assert output_cost_line(run.output, "us-east-1") == (
+        f"job {run.output['trainingJobName']} cost: unknown (the job could not be described again: "
+        "SageMaker.ResourceNotFoundException)")
     assert not backend.script.describe_errors_when_done, "the cost's describe call was made"
 
 
@@ -260,8 +265,12 @@ def test_a_tuning_run_s_output_totals_its_training_jobs(budgeted_app: Synthesize
         "usd": round(11 * 900 * price / 3600, 6), "trainingJobs": 12, "trainingJobsOfUnknownCost": 1}
     # One page of 100 (the API's largest; its default would be 10).
     assert [page["MaxResults"] for page in backend.listed] == [100]
-    assert prices.tuning_line("t", run.output[contract.OUTPUT_COST]) == (
-        "tuning job t cost: $0.5500 over 12 training jobs (1 of unknown cost: no price, or no billable time yet)")
+    # `smtrain status --local` says it from the output.
+    from smtrain.cli.run_costs import output_cost_line
+
+    assert output_cost_line(run.output, "us-east-1") == (
+        f"tuning job {run.output['tuningJobName']} cost: $0.5500 over 12 training jobs "
+        "(1 of unknown cost: no price, or no billable time yet)")
 
 
 def test_watch_and_status_put_a_job_s_cost_on_its_mlflow_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

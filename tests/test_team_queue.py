@@ -19,7 +19,7 @@ from infra.settings import Settings, SettingsError
 from smtrain.cli import main
 from smtrain.core import contract, input_rules, programs
 from smtrain.core.errors import InputError
-from tests.helpers import Synthesized
+from tests.helpers import Synthesized, cfn_lint, nag_report_rows
 from tests.scripted_sagemaker import JobScript, ScriptedBackend, scripted_engine
 
 PREFIX = "smtrain"
@@ -64,6 +64,15 @@ def test_the_storage_stack_holds_the_service_environment_and_a_queue_per_priorit
         (order,) = queue["ServiceEnvironmentOrder"]
         assert order["ServiceEnvironment"]["Fn::GetAtt"][1] == "ServiceEnvironmentArn"
     assert not [m for m in queued_app.messages if "Error" in m[0] or "Warning" in m[0]]
+
+
+def test_the_queued_app_passes_cfn_lint_and_cdk_nag(queued_app: Synthesized) -> None:
+    """The Batch resources and the queued chain against CloudFormation's resource schemas
+    (cfn-lint) and the four cdk-nag packs, as the default app is (tests/test_lint.py,
+    tests/test_compliance.py); the IAM is checked against AWS's action list in
+    tests/test_iam_reference.py (its team-queue variant)."""
+    assert cfn_lint(queued_app.outdir / "Storage.template.json", queued_app.outdir / "Workflow.template.json") == []
+    assert [row for row in nag_report_rows(queued_app) if row["Compliance"] == "Non-Compliant"] == []
 
 
 def test_the_execution_role_trusts_the_jobs_batch_starts(queued_app: Synthesized) -> None:
@@ -359,3 +368,51 @@ def test_the_queue_is_not_threaded_through_runs_of_other_deployments(synthesized
     assert not resources(synthesized.storage, "AWS::Batch::JobQueue")
     assert "batch:" not in json.dumps(synthesized.workflow)
 
+
+
+def _create_only(resource_type: str) -> set[str]:
+    """The properties CloudFormation replaces a resource to change (its registry schema's
+    ``createOnlyProperties``, as cfn-lint ships the schemas); any other is updated in place."""
+    import cfnlint
+
+    schemas = Path(cfnlint.__file__).parent / "data" / "schemas"
+    digest = json.loads((schemas / "providers" / "us-east-1.json").read_text())[resource_type]
+    schema = json.loads((schemas / "resources" / f"{digest}.json").read_text())
+    return {path.removeprefix("/properties/") for path in schema["createOnlyProperties"]}
+
+
+def test_the_queue_s_lifecycle(queued_app: Synthesized, cdk_context: dict[str, Any], settings: Settings,
+                               tmp_path: Path) -> None:
+    """What a deploy does to the queue, from the templates and CloudFormation's own schemas:
+
+    - more capacity: the service environment is updated in place (CapacityLimits is not a
+      create-only property; its name and type are), so jobs waiting in the queues stay queued;
+    - fair share switched: the queues get new names (Batch cannot add a fair-share policy to a
+      first-in-first-out queue), so they are replaced: the new ones are created, then the old
+      ones deleted, and "all jobs in the queue are eventually terminated when you delete a job
+      queue" (Batch API reference, DeleteJobQueue): those runs end in TrainingFailed;
+    - queue switched off, or the stacks destroyed: nothing of it is retained, and no stack
+      exports it to the other (the workflow stack names the queues by ARN), so neither deploy
+      order nor a retained name stands in the way of deploying it again."""
+    from tests.conftest import synthesize
+
+    other = synthesize(cdk_context, dataclasses.replace(settings, queue="batch", queue_max_instances=CAPACITY * 2,
+                                                        queue_fair_share=False), tmp_path / "cdk.out")
+    before, after = queued_app.storage["Resources"], other.storage["Resources"]
+    batch_ids = {logical_id for logical_id, r in {**before, **after}.items() if r["Type"].startswith("AWS::Batch::")}
+    (environment_id,) = [i for i in batch_ids
+                         if before.get(i, after.get(i))["Type"] == "AWS::Batch::ServiceEnvironment"]
+    changed = {name for name in {**before[environment_id]["Properties"], **after[environment_id]["Properties"]}
+               if before[environment_id]["Properties"].get(name) != after[environment_id]["Properties"].get(name)}
+    assert changed == {"CapacityLimits"} and not changed & _create_only("AWS::Batch::ServiceEnvironment")
+    queues_before = {r["Properties"]["JobQueueName"] for r in before.values() if r["Type"] == "AWS::Batch::JobQueue"}
+    queues_after = {r["Properties"]["JobQueueName"] for r in after.values() if r["Type"] == "AWS::Batch::JobQueue"}
+    assert not queues_before & queues_after, "switching fair share replaces the queues under new names"
+    assert "JobQueueName" in _create_only("AWS::Batch::JobQueue")
+    for template in (queued_app.storage, other.storage):
+        for logical_id in batch_ids & set(template["Resources"]):
+            resource = template["Resources"][logical_id]
+            assert resource.get("DeletionPolicy", "Delete") == "Delete", logical_id
+            assert resource.get("UpdateReplacePolicy", "Delete") == "Delete", logical_id
+        exported = json.dumps(template.get("Outputs", {}))
+        assert all(logical_id not in exported for logical_id in batch_ids), "no cross-stack export of the queue"

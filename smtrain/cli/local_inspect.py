@@ -12,6 +12,7 @@ before it did (interrupted, killed) reads ``ABORTED``.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,13 @@ def status(args: argparse.Namespace) -> int:
     record = _record(args.work_dir, args.name)
     for line in status_lines(record, record.get("events") or []):
         say(line)
+    if record.get("status") == "SUCCEEDED":  # what its jobs cost, as the state machine reckoned it
+        from smtrain.cli.run_costs import output_cost_line
+
+        region = str(record.get("executionArn", "::::")).split(":")[3]
+        cost = output_cost_line(json.loads(record.get("output") or "{}"), region)
+        if cost is not None:
+            say(cost)
     return EXIT_OK
 
 

@@ -143,3 +143,23 @@ def record_quietly(tracking_uri: str | None, jobs: Mapping[str, prices.JobCost],
     if changed:
         say(f"cost recorded on {changed} MLflow run{'s' if changed != 1 else ''} "
             f"({contract.RUN_METRIC_COST_USD}, {contract.RUN_METRIC_BILLABLE_SECONDS})")
+
+
+def output_cost_line(output: Mapping[str, Any], region: str) -> str | None:
+    """The cost line of a finished run from its output's ``cost`` (the state machine's
+    reckoning: a training job's, or a tuning job's total), as ``smtrain status`` prints where
+    SageMaker is not asked again (offline); None when the output has none."""
+    cost = output.get(contract.OUTPUT_COST)
+    if not isinstance(cost, Mapping):
+        return None
+    if "tuningJobName" in output:
+        return prices.tuning_line(str(output["tuningJobName"]), cost)
+    name = output.get("trainingJobName")
+    if "error" in cost:
+        return f"job {name} cost: unknown (the job could not be described again: {cost['error']})"
+    billable, price = cost.get("billableTimeInSeconds"), cost.get("usdPerHour")
+    job = prices.JobCost(instance_type=str(cost.get("instanceType")), instance_count=int(cost.get("instanceCount", 1)),
+                         billable_seconds=int(billable) if isinstance(billable, (int, float)) else None,
+                         training_seconds=None, usd_per_hour=float(price) if isinstance(price, (int, float)) else None,
+                         region=region)
+    return f"job {name} {job.line()}"
