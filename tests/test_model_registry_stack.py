@@ -132,8 +132,8 @@ def test_registration_request(synthesized: Synthesized) -> None:
     assert register["Catch"][0]["Next"] == "ExplainRegistrationFailure"
     assert states["RegistrationFailed"]["Error"] == contract.REGISTRATION_FAILED_ERROR
     # Both ends of a run go through the decision.
-    # A training run's report goes through its cost first (tests/test_state_machine_definition.py).
-    assert states["ReckonCost"]["Next"] == states["ReportTuning"]["Next"] == "RegistrationRequested"
+    # Each run's report goes through its cost first (tests/test_state_machine_definition.py).
+    assert states["ReckonCost"]["Next"] == states["ReportTuningCost"]["Next"] == "RegistrationRequested"
     write = states["WriteQualityReport"]
     assert write["Resource"] == "arn:aws:states:::aws-sdk:s3:putObject"
     assert write["Parameters"]["Key.$"] == (
