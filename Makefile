@@ -9,7 +9,7 @@ CDK := node_modules/.bin/cdk
 export CDK_DISABLE_CLI_TELEMETRY := true
 export CDK_DISABLE_VERSION_CHECK := 1
 
-.PHONY: install test lint unit synth demo describe preflight bench snapshot-update image-uris prices checkov clean
+.PHONY: install test lint unit synth demo describe preflight bench snapshot-update image-uris prices lock-hashes checkov clean
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -49,7 +49,7 @@ TRAINING_PROGRAMS := training_code/digits_mlp/train.py training_code/digits_mlp/
 
 ## Lint the project's own code and the shipped programs; a program a team adds to training_code/
 ## is theirs to lint (it need not follow this project's style for `make test` to pass).
-LINTED := app.py infra smtrain tests benchmarks training_code/__init__.py training_code/sample_data.py \
+LINTED := app.py infra smtrain tests benchmarks tools training_code/__init__.py training_code/sample_data.py \
 	training_code/common training_code/digits_mlp training_code/digits_lightgbm
 
 lint: install
@@ -104,6 +104,13 @@ image-uris: install
 	'--framework', 'tensorflow:' + c['tensorflowVersion'] + ':' + c['tensorflowPyVersion'], \
 	'--framework', 'sklearn:' + c['sklearnVersion'], '--framework', 'xgboost:' + c['xgboostVersion'], \
 	'--framework', 'huggingface:' + c['huggingfaceVersion'] + ':' + c['huggingfacePyVersion'] + ':' + c['huggingfaceBaseVersion']]))"
+
+## After changing a pin: the sha256 of every file PyPI serves for each pinned version, written into
+## requirements-lock.txt (tools/lock_hashes.py). WHEELS: wheels from elsewhere a pin also accepts
+## (the lock's header names the CPU torch wheel it carries; pass it again when refreshing).
+WHEELS ?=
+lock-hashes: install
+	$(PY) tools/lock_hashes.py $(foreach wheel,$(WHEELS),--wheel $(wheel))
 
 ## checkov on the synthesized templates, from a venv of its own under .tools/ (its pinned
 ## dependencies conflict with the project's): every finding is acknowledged in the templates with a

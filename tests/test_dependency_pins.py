@@ -8,6 +8,7 @@ and the lock pinning torch's CUDA packages, which PyPI's Linux build of torch pu
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from packaging.markers import Marker
@@ -46,14 +47,32 @@ TORCH_LINUX_PACKAGES = {
 }
 
 
+#: A hash option of a requirement line (pip's and uv's hash-checking form).
+HASH_OPTION = re.compile(r"\s--hash=(?P<algorithm>\w+):(?P<digest>\S+)")
+
+
 def requirement_lines(path: Path) -> list[tuple[int, str]]:
-    """(line number, text) of each requirement line: no comments, blanks or `-r` includes."""
+    """(line number, text) of each requirement line: no comments, blanks, `-r` includes or
+    `--hash` options."""
     lines = []
     for number, raw in enumerate(path.read_text().splitlines(), start=1):
-        text = raw.split(" #", 1)[0].strip()
+        text = HASH_OPTION.sub("", raw.split(" #", 1)[0]).strip()
         if text and not text.startswith("#") and not text.startswith("-r "):
             lines.append((number, text))
     return lines
+
+
+def test_every_lock_line_carries_the_sha256_of_its_files() -> None:
+    """Each pin lists sha256 hashes (tools/lock_hashes.py: every file PyPI serves for that
+    version), so uv installs only those files; a line without them, or with another algorithm,
+    would let any file of that name and version in."""
+    for number, raw in enumerate(LOCK.read_text().splitlines(), start=1):
+        if not raw.strip() or raw.startswith("#"):
+            continue
+        hashes = HASH_OPTION.findall(raw)
+        assert hashes, f"requirements-lock.txt:{number}: no --hash; run `make lock-hashes`"
+        assert all(algorithm == "sha256" and re.fullmatch(r"[0-9a-f]{64}", digest) for algorithm, digest in hashes), (
+            f"requirements-lock.txt:{number}: every hash is a sha256 of 64 hex digits")
 
 
 def parse(path: Path) -> list[tuple[int, Requirement]]:
