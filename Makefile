@@ -106,10 +106,11 @@ image-uris: install
 	'--framework', 'huggingface:' + c['huggingfaceVersion'] + ':' + c['huggingfacePyVersion'] + ':' + c['huggingfaceBaseVersion']]))"
 
 ## After changing a pin: the sha256 of every file PyPI serves for each pinned version, written into
-## requirements-lock.txt (tools/lock_hashes.py). WHEELS: wheels from elsewhere a pin also accepts
-## (the lock's header names the CPU torch wheel it carries; pass it again when refreshing).
+## requirements-lock.txt (tools/lock_hashes.py; order-only on the install, which a changed pin would
+## refuse until its hashes are written). WHEELS: more wheels from elsewhere a pin also accepts; a
+## hash already on a line that PyPI does not list (the CPU torch wheel) is kept while its pin is.
 WHEELS ?=
-lock-hashes: install
+lock-hashes: | $(VENV)/.installed
 	$(PY) tools/lock_hashes.py $(foreach wheel,$(WHEELS),--wheel $(wheel))
 
 ## checkov on the synthesized templates, from a venv of its own under .tools/ (its pinned

@@ -3,6 +3,7 @@ tells more than ten runs apart (against a local MLflow store these tests fill th
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from pathlib import Path
 
@@ -211,5 +212,15 @@ def test_each_run_s_cost_is_recorded_once_and_compared(tmp_path: Path, capsys: p
     assert main(["compare", "--local", "--work-dir", str(tmp_path), "--sort", "cost_usd"]) == EXIT_OK
     sorted_by, header, *rows = capsys.readouterr().out.splitlines()
     assert sorted_by == "sorted by cost_usd, smallest first (--sort)"
-    assert header.split()[-2:] == ["run_seconds", "cost_usd"]
+    assert header.split()[-2:] == ["run_seconds", "cost_usd"] and header.split().count("cost_usd") == 1
     assert [row.split()[-1] for row in rows] == ["0.2000", "0.3000", "-"], "a run without the metric last"
+    # A price found since (make prices) replaces what was recorded: MLflow shows a metric's latest.
+    repriced = {"smtrain-job-0": dataclasses.replace(jobs["smtrain-job-0"], usd_per_hour=0.4)}
+    assert record_in_mlflow(client.tracking_uri, repriced) == 1
+    (run,) = client.search_runs([experiment.experiment_id],
+                                filter_string="tags.`smtrain.training_job` = 'smtrain-job-0'")
+    assert run.data.metrics["cost_usd"] == 0.6, "the later cost, not the first (0.3)"
+    assert run.data.tags[contract.RUN_TAG_COST] == repriced["smtrain-job-0"].line()
+    # A job that has not ended (no billable time yet) is left for later.
+    running = {"smtrain-job-0": dataclasses.replace(jobs["smtrain-job-0"], billable_seconds=None)}
+    assert record_in_mlflow(client.tracking_uri, running) == 0

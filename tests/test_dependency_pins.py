@@ -174,3 +174,19 @@ def test_the_lock_is_sorted() -> None:
     assert names == sorted(names, key=str.lower), (
         "requirements-lock.txt is out of order; sort its requirement lines case-insensitively"
     )
+
+
+def test_the_hash_writer_reads_every_lock_line_as_one_pin() -> None:
+    """tools/lock_hashes.py rewrites a line it reads as `name==version[; marker] --hash...`: every
+    line of the lock is one (it stops on any other), its marker kept apart from its hashes."""
+    from tools.lock_hashes import HASH, PIN
+
+    for number, raw in enumerate(LOCK.read_text().splitlines(), start=1):
+        if not raw.strip() or raw.startswith("#"):
+            continue
+        match = PIN.match(raw)
+        assert match, f"requirements-lock.txt:{number}: tools/lock_hashes.py would stop here"
+        assert "--hash" not in match["rest"] and HASH.findall(raw)
+    marked = PIN.match('triton==3.7.0; platform_system == "Linux" --hash=sha256:' + "a" * 64)
+    assert marked is not None and marked["rest"].strip() == '; platform_system == "Linux"'
+    assert PIN.match("dill==0.4.1 # a comment") is None, "a comment on a pin line is refused, not dropped"

@@ -119,7 +119,7 @@ def test_the_cli_totals_a_tuning_job_over_its_training_jobs() -> None:
              "CreationTime": datetime.datetime(2026, 12, 6), "TrainingJobStatus": "Completed",
              "TunedHyperParameters": {}}
             for name in ("smtrain-tune-001-a", "smtrain-tune-002-b")]},
-            {"HyperParameterTuningJobName": "smtrain-tune"})
+            {"HyperParameterTuningJobName": "smtrain-tune", "MaxResults": 100})
         stub.add_response("describe_training_job", describe("smtrain-tune-001-a", billable=3600, training=3600),
                           {"TrainingJobName": "smtrain-tune-001-a"})
         stub.add_response("describe_training_job", describe("smtrain-tune-002-b", billable=1800, training=1800,
@@ -231,7 +231,7 @@ def test_a_job_that_cannot_be_described_again_leaves_its_cost_unknown_and_the_ru
     from smtrain.cli.run_costs import output_cost_line
 
     assert output_cost_line(run.output, "us-east-1") == (
-        f"job {run.output['trainingJobName']} cost: unknown (the job could not be described again: "
+        f"job {run.output['trainingJobName']} cost: unknown (SageMaker could not be asked again: "
         "SageMaker.ResourceNotFoundException)")
     assert not backend.script.describe_errors_when_done, "the cost's describe call was made"
 
@@ -250,7 +250,7 @@ def test_a_tuning_run_s_output_totals_its_training_jobs(budgeted_app: Synthesize
                 raise SageMakerError("ResourceNotFound", "Requested resource not found.")
             return super().describe_training_job(name)
 
-    backend = OneTrialUndescribable(JobScript(tuning_jobs=12, billable_seconds=900))
+    backend = OneTrialUndescribable(JobScript(tuning_jobs=150, billable_seconds=900))
     with scripted_engine(outdir=budgeted_app.outdir, work_dir=tmp_path / "work", backend=backend,
                          tracking=False) as engine:
         run = engine.wait(engine.start({"program": "digits_mlp", "tuning": {"maxJobs": 2, "maxParallelJobs": 1},
@@ -260,16 +260,22 @@ def test_a_tuning_run_s_output_totals_its_training_jobs(budgeted_app: Synthesize
     assert run.succeeded and run.output is not None, (run.error, run.cause)
     price = PRICED["regions"]["us-east-1"]["ml.m5.xlarge"]
     known = [prices.reckon({"ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1},
-                            "BillableTimeInSeconds": 900}, {"ml.m5.xlarge": price})] * 11
+                            "BillableTimeInSeconds": 900}, {"ml.m5.xlarge": price})] * 149
     assert run.output[contract.OUTPUT_COST] == prices.tuning_total([*known, {"usd": None}]) == {
-        "usd": round(11 * 900 * price / 3600, 6), "trainingJobs": 12, "trainingJobsOfUnknownCost": 1}
-    # One page of 100 (the API's largest; its default would be 10).
-    assert [page["MaxResults"] for page in backend.listed] == [100]
+        "usd": round(149 * 900 * price / 3600, 6), "trainingJobs": 150, "trainingJobsOfUnknownCost": 1}
+    # Two pages of at most 100 (the API's largest; its default would be 10), the second after the
+    # first's token: the known costs of both pages add up.
+    assert [(page["MaxResults"], page.get("NextToken")) for page in backend.listed] == [(100, None), (100, "100")]
+    # The run's jobs, as `smtrain status` lists them from the history the interpreter wrote: the
+    # tuning job and its best training job, not the 150 its cost described (inside the Map).
+    from smtrain.cli.watch import job_names
+
+    assert job_names(list(run.events or [])) == [run.output["tuningJobName"], run.output["trainingJobName"]]
     # `smtrain status --local` says it from the output.
     from smtrain.cli.run_costs import output_cost_line
 
     assert output_cost_line(run.output, "us-east-1") == (
-        f"tuning job {run.output['tuningJobName']} cost: $0.5500 over 12 training jobs "
+        f"tuning job {run.output['tuningJobName']} cost: $7.4500 over 150 training jobs "
         "(1 of unknown cost: no price, or no billable time yet)")
 
 
@@ -302,7 +308,7 @@ def test_watch_and_status_put_a_job_s_cost_on_its_mlflow_run(tmp_path: Path, mon
         report_costs(Session(), ["smtrain-run-0"], "us-east-1")
     assert capsys.readouterr().out.splitlines() == [
         "job smtrain-run-0 cost: $0.1000 (720 s billable x 1 ml.m5.xlarge at $0.5/h on-demand)",
-        "cost recorded on 1 MLflow run (cost_usd, billable_seconds)"]
+        "cost recorded on 1 MLflow run"]
     recorded = client.get_run(run.info.run_id).data
     assert recorded.metrics == {"cost_usd": 0.1, "billable_seconds": 720.0}
     assert recorded.tags[contract.RUN_TAG_COST] == "cost: $0.1000 (720 s billable x 1 ml.m5.xlarge at $0.5/h on-demand)"
@@ -316,3 +322,35 @@ def test_watch_and_status_put_a_job_s_cost_on_its_mlflow_run(tmp_path: Path, mon
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("job smtrain-run-0 cost: $0.1000") and lines[1].startswith(
         "note: the cost was not recorded in MLflow: ")
+
+
+def test_a_tuning_run_s_jobs_are_its_own_not_the_ones_its_cost_describes() -> None:
+    """`smtrain status`/`watch` read a run's jobs from its history: the tasks that create or
+    describe them, but not the DescribeTrainingJob of every trial inside the cost's Map (a
+    500-trial run would list, tail and price each one twice); every page of the history is read."""
+    from smtrain.cli.watch import execution_history, job_names
+
+    def scheduled(**parameters: str) -> dict[str, Any]:
+        return {"type": "TaskScheduled", "taskScheduledEventDetails": {"parameters": json.dumps(parameters)}}
+
+    events = [scheduled(HyperParameterTuningJobName="smtrain-tune"), scheduled(TrainingJobName="smtrain-tune-001-a"),
+              {"type": "MapStateEntered"}, *(scheduled(TrainingJobName=f"smtrain-tune-00{i}-x") for i in range(1, 4)),
+              {"type": "MapStateExited"}, scheduled(TrainingJobName="smtrain-later")]
+    assert job_names(events) == ["smtrain-tune", "smtrain-tune-001-a", "smtrain-later"]
+    failed = [*events[:3], scheduled(TrainingJobName="smtrain-tune-002-x"), {"type": "MapStateFailed"},
+              scheduled(TrainingJobName="smtrain-after")]
+    assert job_names(failed)[-1] == "smtrain-after", "a Map that failed ends it too"
+
+    sfn = boto3.client("stepfunctions", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    arn = "arn:aws:states:us-east-1:123456789012:execution:smtrain-training:run"
+    stamp = datetime.datetime(2026, 12, 6)
+    with Stubber(sfn) as stub:
+        for page, token in ((1, "t1"), (2, None)):
+            answer: dict[str, Any] = {"events": [{"timestamp": stamp, "type": "PassStateEntered", "id": page}]}
+            expected: dict[str, Any] = {"executionArn": arn, "maxResults": 1000}
+            if token:
+                answer["nextToken"] = token
+            if page == 2:
+                expected["nextToken"] = "t1"
+            stub.add_response("get_execution_history", answer, expected)
+        assert [event["id"] for event in execution_history(sfn, arn)] == [1, 2]

@@ -24,7 +24,7 @@ from infra.constructs.queued_training_job import QueuedTrainingJob, QueueTarget
 from infra.constructs.sagemaker_task_policy import pass_role_statement
 from infra.constructs.sdk_call_retry import retry_sagemaker_call
 from infra.constructs.training_job_task import JobSecurity, TrainingJobTask
-from infra.constructs.tuning_cost import TuningCost
+from infra.constructs.tuning_cost import TuningCost, prices_literal, report_with_cost
 from infra.constructs.tuning_job_task import DescribeTrainingJobTask, TuningJobTask
 from infra.images import FrameworkImages, TrainingImages
 from smtrain.core import contract, prices
@@ -385,14 +385,9 @@ class TrainingStateMachine(Construct):
         # and its billable time and ResourceConfig are not required members of the answer
         # (botocore's model), which a JSONPath selector would fail on where they are missing.
         # Should the call fail, the run goes on, its cost unknown (and why).
-        def reported_cost(cost: str) -> str:
-            """The state's output: its input, with ``cost`` (a JSONata expression) in the report."""
-            return ("{% $merge([$states.input, {'report': $merge([$states.input.report, "
-                    f"{{'{contract.OUTPUT_COST}': {cost}}}])}}]) %}}")
-
-        with_cost = reported_cost(f"({prices.JOB_COST_FUNCTION})($states.result, "
-                                  f"{json.dumps(dict(props.run_prices), sort_keys=True)})")
-        without_cost = reported_cost("{'usd': null, 'error': $states.errorOutput.Error}")
+        with_cost = report_with_cost(f"({prices.JOB_COST_FUNCTION})($states.result, "
+                                     f"{prices_literal(props.run_prices)})")
+        without_cost = report_with_cost("{'usd': null, 'error': $states.errorOutput.Error}")
         reckon_cost = sfn.CustomState(self, "ReckonCost", state_json={
             "Type": "Task", "QueryLanguage": "JSONata",
             "Comment": "What the training job cost: its billable time x instances x the on-demand "

@@ -39,10 +39,16 @@ NAMES_VARIABLE = "tuningTrialNames"
 TOKEN_VARIABLE = "tuningTrialsNextToken"
 
 
-def _with_cost(cost: str) -> str:
-    """The state's output: its input, with ``cost`` (a JSONata expression) in the report."""
+def report_with_cost(cost: str) -> str:
+    """A JSONata state's Output: its input, with ``cost`` (a JSONata expression) as the report's
+    ``cost`` (a training run's ReckonCost and the states here)."""
     return ("{% $merge([$states.input, {'report': $merge([$states.input.report, "
             f"{{'{contract.OUTPUT_COST}': {cost}}}])}}]) %}}")
+
+
+def prices_literal(run_prices: Mapping[str, float]) -> str:
+    """The prices fixed at synth as a JSONata object literal (JSON is JSONata)."""
+    return json.dumps(dict(run_prices), sort_keys=True)
 
 
 class TuningCost(Construct):
@@ -60,7 +66,7 @@ class TuningCost(Construct):
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
         jsonata = sfn.QueryLanguage.JSONATA
-        unknown = _with_cost("{'usd': null, 'error': $states.errorOutput.Error}")
+        unknown = report_with_cost("{'usd': null, 'error': $states.errorOutput.Error}")
         after_id = after.start_state.state_id
         def list_page(construct_id: str, *, first: bool) -> sfn.CustomState:
             """One page of the tuning job's training jobs: the first, or the one after the
@@ -90,7 +96,7 @@ class TuningCost(Construct):
 
         first_page = list_page("ListTuningTrainingJobs", first=True)
         next_page = list_page("ListMoreTuningTrainingJobs", first=False)
-        price_table = json.dumps(dict(run_prices), sort_keys=True)
+        price_table = prices_literal(run_prices)
         describe_each = sfn.CustomState(self, "ReckonTuningTrainingJobs", state_json={
             "Type": "Map", "QueryLanguage": "JSONata",
             "Items": f"{{% ${NAMES_VARIABLE} %}}",
@@ -118,7 +124,7 @@ class TuningCost(Construct):
             "Catch": [{"ErrorEquals": ["States.ALL"], "Output": unknown, "Next": after_id}],
         })
         report = sfn.Pass(self, "ReportTuningCost", query_language=jsonata,
-                          outputs=_with_cost(f"${TOTAL_VARIABLE}"))
+                          outputs=report_with_cost(f"${TOTAL_VARIABLE}"))
         more = sfn.Choice(self, "MoreTuningTrainingJobs", query_language=jsonata)
         more.when(sfn.Condition.jsonata(f"{{% ${TOKEN_VARIABLE} != null %}}"), next_page)
         more.otherwise(report)

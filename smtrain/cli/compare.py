@@ -38,7 +38,7 @@ from smtrain.core import contract
 from smtrain.core.errors import InputError
 
 #: Metrics where smaller is better (everything else is sorted largest first).
-_SMALLER_IS_BETTER = ("loss", "error", "merror", "rmse", "cost")
+_SMALLER_IS_BETTER = ("loss", "error", "merror", "rmse")
 #: The axes' figure before the legend is added; the saved PNG grows to hold the legend beside it.
 PLOT_SIZE_INCHES = (10, 6)
 PLOT_DPI = 100
@@ -114,7 +114,7 @@ class RunStyle:
 
 
 def smaller_is_better(metric: str) -> bool:
-    return any(word in metric for word in _SMALLER_IS_BETTER)
+    return metric == COST_COLUMN or any(word in metric for word in _SMALLER_IS_BETTER)
 
 
 def objective(program: str, *, ascending: bool | None = None) -> SortOrder:
@@ -222,11 +222,11 @@ def key_hyperparameters(rows: list[RunRow], least: int = MIN_HYPERPARAMETER_COLU
 
 def table(rows: list[RunRow], metric: str | None) -> str:
     keys = key_hyperparameters(rows)
-    measured = [] if metric is None else [metric]
+    measured = [] if metric in (None, COST_COLUMN) else [metric]  # the cost has its own column
     header = ["execution", "program", "run", "status", *keys, *measured, SECONDS_COLUMN, COST_COLUMN]
     body = [[row.execution, row.program, row.run, row.status,
              *(row.hyperparameters.get(k, "-") for k in keys),
-             *([] if metric is None else ["-" if row.objective is None else f"{row.objective:.4f}"]),
+             *([] if not measured else ["-" if row.objective is None else f"{row.objective:.4f}"]),
              "-" if row.seconds is None else f"{row.seconds:.1f}",
              "-" if COST_COLUMN not in row.values else f"{row.values[COST_COLUMN]:.4f}"] for row in rows]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *body, strict=True)]

@@ -13,16 +13,24 @@ reckoned by :mod:`smtrain.core.prices` (``JOB_COST_FUNCTION``), a tuning job's t
 :data:`~smtrain.core.contract.RUN_TAG_COST` (the CLI's line). A job's billable time is known only
 once it has ended, after its program stopped logging, so the CLI records it when it reports the
 cost (``smtrain watch`` at the end, ``smtrain status``, ``smtrain start --local``); ``smtrain
-compare`` shows it. Recording twice changes nothing.
+compare`` shows it. Recording the same cost again changes nothing; a different one (a price added
+to the table since) replaces it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from smtrain.core import contract, prices
+
+#: A training job's name as SageMaker takes it (botocore's model, TrainingJobName's pattern).
+TRAINING_JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 
 
 @dataclass
@@ -37,7 +45,7 @@ class RunCosts:
 def tuning_job_names(sagemaker: Any, name: str) -> list[str]:
     """The training jobs of tuning job ``name``, every page."""
     names: list[str] = []
-    request: dict[str, Any] = {"HyperParameterTuningJobName": name}
+    request: dict[str, Any] = {"HyperParameterTuningJobName": name, "MaxResults": 100}  # the API's most
     while True:
         page = sagemaker.list_training_jobs_for_hyper_parameter_tuning_job(**request)
         names += [summary["TrainingJobName"] for summary in page.get("TrainingJobSummaries", [])]
@@ -112,13 +120,18 @@ def record_in_mlflow(tracking_uri: str, jobs: Mapping[str, prices.JobCost]) -> i
         return 0
     changed = 0
     for job, cost in jobs.items():
-        quoted = job.replace("'", "\\'")
-        runs = client.search_runs(experiments, filter_string=f"tags.`{contract.RUN_TAG_TRAINING_JOB}` = '{quoted}'")
+        # Only a job that has ended has its billable time; a name SageMaker would not take
+        # (its pattern, botocore's model: letters, digits and hyphens) is no job's.
+        if cost.billable_seconds is None or not TRAINING_JOB_NAME.fullmatch(job):
+            continue
+        runs = client.search_runs(experiments, filter_string=f"tags.`{contract.RUN_TAG_TRAINING_JOB}` = '{job}'")
         for run in runs:
             line = cost.line()
             if run.data.tags.get(contract.RUN_TAG_COST) == line:
                 continue
-            now = int(run.info.end_time or run.info.start_time or 0)
+            # Now, not the run's end: MLflow shows a metric's latest value by step, then time, so
+            # a cost recorded again (a price added since) replaces the one before.
+            now = int(time.time() * 1000)
             metrics = []
             if cost.billable_seconds is not None:
                 metrics.append(Metric(contract.RUN_METRIC_BILLABLE_SECONDS, float(cost.billable_seconds), now, 0))
@@ -136,13 +149,30 @@ def record_quietly(tracking_uri: str | None, jobs: Mapping[str, prices.JobCost],
     if not tracking_uri or not jobs:
         return
     try:
-        changed = record_in_mlflow(tracking_uri, jobs)
+        with _quick_mlflow_requests():
+            changed = record_in_mlflow(tracking_uri, jobs)
     except Exception as error:
         say(f"note: the cost was not recorded in MLflow: {type(error).__name__}: {error}")
         return
     if changed:
-        say(f"cost recorded on {changed} MLflow run{'s' if changed != 1 else ''} "
-            f"({contract.RUN_METRIC_COST_USD}, {contract.RUN_METRIC_BILLABLE_SECONDS})")
+        say(f"cost recorded on {changed} MLflow run{'s' if changed != 1 else ''}")
+
+
+#: How the CLI talks to a tracking server when it records a cost (MLflow's own environment
+#: variables; its defaults, 7 retries with backoff and 120 s a request, would hold a `watch` or
+#: `status` for minutes when the server cannot be reached). A value the user set is kept.
+QUICK_MLFLOW_REQUESTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+@contextlib.contextmanager
+def _quick_mlflow_requests() -> Iterator[None]:
+    added = {key: value for key, value in QUICK_MLFLOW_REQUESTS.items() if key not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def output_cost_line(output: Mapping[str, Any], region: str) -> str | None:
@@ -152,11 +182,13 @@ def output_cost_line(output: Mapping[str, Any], region: str) -> str | None:
     cost = output.get(contract.OUTPUT_COST)
     if not isinstance(cost, Mapping):
         return None
+    if "error" in cost:
+        kind, name = (("tuning job", output["tuningJobName"]) if "tuningJobName" in output
+                      else ("job", output.get("trainingJobName")))
+        return f"{kind} {name} cost: unknown (SageMaker could not be asked again: {cost['error']})"
     if "tuningJobName" in output:
         return prices.tuning_line(str(output["tuningJobName"]), cost)
     name = output.get("trainingJobName")
-    if "error" in cost:
-        return f"job {name} cost: unknown (the job could not be described again: {cost['error']})"
     billable, price = cost.get("billableTimeInSeconds"), cost.get("usdPerHour")
     job = prices.JobCost(instance_type=str(cost.get("instanceType")), instance_count=int(cost.get("instanceCount", 1)),
                          billable_seconds=int(billable) if isinstance(billable, (int, float)) else None,

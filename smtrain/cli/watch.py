@@ -67,9 +67,14 @@ def job_names(events: list[dict[str, Any]],
     queue = queue_state(events)
     if queue is not None and queue.get("trainingJobArn") and "TrainingJobName" in kinds:
         names.append(contract.batch_training_job_name(str(queue["trainingJobArn"])))
+    in_map = False  # the tasks inside a Map state (a tuning run's cost describes each of its trials)
     for event in events:
+        if event.get("type") == "MapStateEntered":
+            in_map = True
+        elif event.get("type") in ("MapStateExited", "MapStateFailed", "MapStateAborted"):
+            in_map = False
         details = event.get("taskScheduledEventDetails")
-        if not details:
+        if not details or in_map:
             continue
         try:
             parameters = json.loads(details.get("parameters", "{}"))
@@ -316,6 +321,19 @@ class LogTail:
                     _say(f"    | {event['message'].rstrip()}")
 
 
+def execution_history(sfn: Any, arn: str) -> list[dict[str, Any]]:
+    """Every event of the execution's history, page after page (a tuning run's cost alone adds
+    a few events per training job)."""
+    events: list[dict[str, Any]] = []
+    request: dict[str, Any] = {"executionArn": arn, "maxResults": 1000}
+    while True:
+        page = sfn.get_execution_history(**request)
+        events += page["events"]
+        if not page.get("nextToken"):
+            return events
+        request["nextToken"] = page["nextToken"]
+
+
 def follow(session: Any, arn: str, *, logs: bool, interval: float) -> int:
     """The live view: new state transitions, the job's progress and metrics, elapsed time; the
     result at the end. Returns the exit code for the final status."""
@@ -328,7 +346,7 @@ def follow(session: Any, arn: str, *, logs: bool, interval: float) -> int:
     _say(f"Following {arn}")
     while True:
         description = sfn.describe_execution(executionArn=arn)
-        events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+        events = execution_history(sfn, arn)
         for event in events[seen_events:]:
             entered = event.get("stateEnteredEventDetails")
             if entered and entered["name"] not in QUEUE_LOOP_STATES:
@@ -378,7 +396,7 @@ def status_lines(description: dict[str, Any], events: list[dict[str, Any]]) -> l
 def describe_once(session: Any, arn: str) -> int:
     sfn = session.client("stepfunctions")
     description = sfn.describe_execution(executionArn=arn)
-    events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    events = execution_history(sfn, arn)
     for line in status_lines(description, events):
         _say(line)
     report_costs(session, job_names(events), arn.split(":")[3])
@@ -386,7 +404,7 @@ def describe_once(session: Any, arn: str) -> int:
 
 
 def print_job_logs(session: Any, arn: str) -> int:
-    events = session.client("stepfunctions").get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    events = execution_history(session.client("stepfunctions"), arn)
     names = job_names(events)
     if not names:
         _say("this run has started no SageMaker job")
