@@ -306,7 +306,10 @@ def test_an_approval_outlives_the_next_demo(synthesized: Any, tmp_path: Path) ->
         found: list[dict[str, Any]] = json.loads(listed.stdout)
         return found
 
-    assert "kept from earlier demos" not in demo(in_process=False).stdout
+    first_demo = demo(in_process=False).stdout
+    assert "kept from earlier demos" not in first_demo
+    # Each run's cost as the state machine reckoned it (the shipped table has no price).
+    assert re.search(r"\n  cost:        unknown \(\d+ s billable x 1 ml\.m5\.xlarge; no price", first_demo), first_demo
     (first,) = versions()
     approved = run_cli(["models", "approve", "--local", "--work-dir", str(work), "--reason", "good enough",
                         first["arn"]], env=env, cwd=ROOT)

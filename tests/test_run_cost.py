@@ -228,7 +228,7 @@ def test_a_job_that_cannot_be_described_again_leaves_its_cost_unknown_and_the_ru
                                        name="undescribed"))
     assert run.succeeded and run.output is not None, (run.error, run.cause)
     assert run.output[contract.OUTPUT_COST] == {"usd": None, "error": "SageMaker.ResourceNotFoundException"}
-    from smtrain.cli.run_costs import output_cost_line
+    from smtrain.core.prices import output_cost_line
 
     assert output_cost_line(run.output, "us-east-1") == (
         f"job {run.output['trainingJobName']} cost: unknown (SageMaker could not be asked again: "
@@ -272,7 +272,7 @@ def test_a_tuning_run_s_output_totals_its_training_jobs(budgeted_app: Synthesize
 
     assert job_names(list(run.events or [])) == [run.output["tuningJobName"], run.output["trainingJobName"]]
     # `smtrain status --local` says it from the output.
-    from smtrain.cli.run_costs import output_cost_line
+    from smtrain.core.prices import output_cost_line
 
     assert output_cost_line(run.output, "us-east-1") == (
         f"tuning job {run.output['tuningJobName']} cost: $7.4500 over 150 training jobs "

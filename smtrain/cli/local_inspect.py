@@ -59,7 +59,7 @@ def status(args: argparse.Namespace) -> int:
     for line in status_lines(record, record.get("events") or []):
         say(line)
     if record.get("status") == "SUCCEEDED":  # what its jobs cost, as the state machine reckoned it
-        from smtrain.cli.run_costs import output_cost_line
+        from smtrain.core.prices import output_cost_line
 
         region = str(record.get("executionArn", "::::")).split(":")[3]
         cost = output_cost_line(json.loads(record.get("output") or "{}"), region)

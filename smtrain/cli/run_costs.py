@@ -174,24 +174,3 @@ def _quick_mlflow_requests() -> Iterator[None]:
         for key in added:
             os.environ.pop(key, None)
 
-
-def output_cost_line(output: Mapping[str, Any], region: str) -> str | None:
-    """The cost line of a finished run from its output's ``cost`` (the state machine's
-    reckoning: a training job's, or a tuning job's total), as ``smtrain status`` prints where
-    SageMaker is not asked again (offline); None when the output has none."""
-    cost = output.get(contract.OUTPUT_COST)
-    if not isinstance(cost, Mapping):
-        return None
-    if "error" in cost:
-        kind, name = (("tuning job", output["tuningJobName"]) if "tuningJobName" in output
-                      else ("job", output.get("trainingJobName")))
-        return f"{kind} {name} cost: unknown (SageMaker could not be asked again: {cost['error']})"
-    if "tuningJobName" in output:
-        return prices.tuning_line(str(output["tuningJobName"]), cost)
-    name = output.get("trainingJobName")
-    billable, price = cost.get("billableTimeInSeconds"), cost.get("usdPerHour")
-    job = prices.JobCost(instance_type=str(cost.get("instanceType")), instance_count=int(cost.get("instanceCount", 1)),
-                         billable_seconds=int(billable) if isinstance(billable, (int, float)) else None,
-                         training_seconds=None, usd_per_hour=float(price) if isinstance(price, (int, float)) else None,
-                         region=region)
-    return f"job {name} {job.line()}"

@@ -22,6 +22,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from smtrain.core import contract
+
 TABLE = Path(__file__).with_name("prices.json")
 
 #: ``function($job, $prices)``: what a training job cost, from its DescribeTrainingJob ``$job``
@@ -172,3 +174,25 @@ def job_cost(description: Mapping[str, Any], region: str, table: Mapping[str, An
                    training_seconds=int(training) if isinstance(training, int) else None,
                    usd_per_hour=hourly(region, instance_type, table), region=region,
                    spot=bool(description.get("EnableManagedSpotTraining")))
+
+
+def output_cost_line(output: Mapping[str, Any], region: str) -> str | None:
+    """The cost line of a finished run from its output's ``cost`` (the state machine's
+    reckoning: a training job's, or a tuning job's total), as ``smtrain status --local`` and the
+    demo print it without asking SageMaker again; None when the output has none."""
+    cost = output.get(contract.OUTPUT_COST)
+    if not isinstance(cost, Mapping):
+        return None
+    if "error" in cost:
+        kind, name = (("tuning job", output["tuningJobName"]) if "tuningJobName" in output
+                      else ("job", output.get("trainingJobName")))
+        return f"{kind} {name} cost: unknown (SageMaker could not be asked again: {cost['error']})"
+    if "tuningJobName" in output:
+        return tuning_line(str(output["tuningJobName"]), cost)
+    name = output.get("trainingJobName")
+    billable, price = cost.get("billableTimeInSeconds"), cost.get("usdPerHour")
+    job = JobCost(instance_type=str(cost.get("instanceType")), instance_count=int(cost.get("instanceCount", 1)),
+                         billable_seconds=int(billable) if isinstance(billable, (int, float)) else None,
+                         training_seconds=None, usd_per_hour=float(price) if isinstance(price, (int, float)) else None,
+                         region=region)
+    return f"job {name} {job.line()}"

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from smtrain.core import contract
+from smtrain.core import contract, prices
 from smtrain.local.engine import ExecutionResult, OfflineEngine
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,6 +89,9 @@ def report(engine: OfflineEngine, result: ExecutionResult, seconds: float) -> bo
         print(f"  approve:     .venv/bin/smtrain models approve {output['modelPackageArn']} --local "
               f"--work-dir {engine.work_dir}  (shows its metrics, then asks why)")
     print(f"  registry:    {output.get('registrationReason', 'not asked')}")
+    cost = prices.output_cost_line(output, engine.region)  # "job NAME cost: ..." / "tuning job ..."
+    if cost is not None:
+        print(f"  cost:        {cost.split(' cost: ', 1)[-1]}")
     return True
 
 
