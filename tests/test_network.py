@@ -682,3 +682,10 @@ def test_every_synth_says_what_training_containers_can_reach(request: pytest.Fix
                and str(m[2]).startswith("network: ")]
     assert [m[2] for m in notices] == [NETWORK_NOTICES[network]]
     assert ("reach the internet" in notices[0][2]) == (network == "public")
+    # Tracking that the jobs cannot reach is said too (isolated with a tracking server), not
+    # where they can (vpc with one) or there is none (the default).
+    from infra.stacks.workflow_stack import TRACKING_UNDER_ISOLATION
+
+    tracking = [m[2] for m in synthesized.messages if str(m[2]).startswith("experimentTracking: ")]
+    expected = TRACKING_UNDER_ISOLATION.format(tracking="server", network="isolated")
+    assert tracking == ([expected] if mode == "isolated_tracking" else [])

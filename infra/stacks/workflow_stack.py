@@ -146,6 +146,16 @@ NETWORK_NOTICES = {
 }
 
 
+#: Said at every synth where jobs run isolated while the stack tracks experiments: the containers
+#: cannot reach MLflow, so the state machine gives them no tracking URI and their programs log
+#: nothing there (SageMaker still keeps their metrics).
+TRACKING_UNDER_ISOLATION = (
+    "experimentTracking: {tracking} while network is {network} - training containers cannot reach "
+    "MLflow, so jobs log no runs there (SageMaker keeps their metrics, and the run's output its "
+    "metrics and cost); set network to vpc (a tracking server through its endpoint) for runs in "
+    "MLflow (docs/security.md)")
+
+
 class WorkflowStack(Stack):
     """Everything that can be destroyed and redeployed freely; reads data resources from
     ``storage``."""
@@ -235,6 +245,9 @@ class WorkflowStack(Stack):
         queue = None if storage.queue is None else QueueTarget(
             queue_arns=storage.queue.queue_arns, fair_share=settings.queue_fair_share)
         Annotations.of(self).add_info(NETWORK_NOTICES[settings.network])
+        if settings.network_isolation and settings.experiment_tracking != "off":
+            Annotations.of(self).add_info(TRACKING_UNDER_ISOLATION.format(
+                tracking=settings.experiment_tracking, network=settings.network))
         workflow = TrainingStateMachine(self, "Training", props=TrainingStateMachineProps(
             name_prefix=settings.name_prefix,
             region=settings.region,
