@@ -213,7 +213,7 @@ def test_the_same_command_reports_the_earlier_run(offline: Offline) -> None:
     assert code == EXIT_OK, out + err
     assert offline.started == ["engine"], "the engine was not started again"
     assert f"Already ran {name} on " in out
-    assert "with the same code and input (--again to train again)" in out
+    assert "with the same code, input and synthesized app (--again to train again)" in out
     assert "metrics: validation:accuracy=0.97" in out
     output = json.loads(out[out.index("{"):])
     assert output == record["output"], "the same result summary as the run itself"
@@ -236,6 +236,18 @@ def test_other_code_trains_again(offline: Offline) -> None:
     assert offline.start()[0] == EXIT_OK
     path, record = _record(offline)
     path.write_text(json.dumps({**record, "codeDigest": "sha256:" + "0" * 64}))
+    code, out, _ = offline.start()
+    assert code == EXIT_OK and "Already ran" not in out
+    assert offline.started == ["engine", "engine"]
+
+
+def test_another_synthesized_app_trains_again(offline: Offline) -> None:
+    """The same code and input on an app synthesized otherwise since (another state machine, a
+    setting changed): the earlier run is not that app's, so it trains again."""
+    assert offline.start()[0] == EXIT_OK
+    path, record = _record(offline)
+    assert record["appDigest"].startswith("templates:")
+    path.write_text(json.dumps({**record, "appDigest": "templates:" + "0" * 64}))
     code, out, _ = offline.start()
     assert code == EXIT_OK and "Already ran" not in out
     assert offline.started == ["engine", "engine"]

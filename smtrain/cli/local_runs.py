@@ -107,9 +107,11 @@ def write_record(work_dir: Path, name: str, record: dict[str, Any]) -> Path:
     return path
 
 
-def reusable(record: dict[str, Any] | None, *, draft: dict[str, Any], digest: str) -> bool:
+def reusable(record: dict[str, Any] | None, *, draft: dict[str, Any], digest: str, app: str) -> bool:
+    """Whether ``record`` is a successful run of the same code (``digest``), input and
+    synthesized app (``app``: an updated state machine is not the one that ran)."""
     return (record is not None and record.get("status") == "SUCCEEDED"
-            and record.get("codeDigest") == digest
+            and record.get("codeDigest") == digest and record.get("appDigest") == app
             and record.get("input") == json.loads(json.dumps(draft))
             and isinstance(record.get("output"), dict))
 
@@ -212,17 +214,17 @@ def start_local(args: argparse.Namespace, draft: dict[str, Any], channel_inputs:
         raise InputError(f"program {chosen.name}: "
                          f"{builtin_algorithms.offline_refusal(str(chosen.algorithm))}")
     ensure_current(args.cdk_out, programs, synth=not getattr(args, "no_synth", False))
-    from smtrain.local.staleness import code_digest
+    from smtrain.local.staleness import app_digest, code_digest
 
     program = programs[draft[contract.PROGRAM]]
-    digest = code_digest(program)
+    digest, app = code_digest(program), app_digest(args.cdk_out)
     record = read_record(args.work_dir, name)
     again = getattr(args, "again", False)
-    if not again and reusable(record, draft=draft, digest=digest):
+    if not again and reusable(record, draft=draft, digest=digest, app=app):
         assert record is not None
         finished = str(record.get("finished", "?"))[:19].replace("T", " ")
-        print(f"Already ran {record.get('execution', name)} on {finished} with the same code and "
-              "input (--again to train again)", flush=True)
+        print(f"Already ran {record.get('execution', name)} on {finished} with the same code, input "
+              "and synthesized app (--again to train again)", flush=True)
         print_result(record["output"], record.get("modelPath"))
         return EXIT_OK
     # A name that ran before (other code, or --again) gets a suffix: execution names never repeat.
@@ -248,7 +250,7 @@ def start_local(args: argparse.Namespace, draft: dict[str, Any], channel_inputs:
             write_record(args.work_dir, name, {
                 "version": RECORD_VERSION, "name": name, "execution": execution,
                 "program": program.name, "status": result.status, "input": draft,
-                "executionInput": execution_input, "codeDigest": digest, "output": output,
+                "executionInput": execution_input, "codeDigest": digest, "appDigest": app, "output": output,
                 "modelPath": str(model_path), "finished": dt.datetime.now(dt.UTC).isoformat(),
             })
             _print_job_notes(engine, output)  # before the output's JSON, which ends the report

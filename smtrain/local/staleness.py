@@ -100,6 +100,16 @@ def code_digest(program: Program) -> str:
     return "folder:" + _tree_digest(_tree(program.directory, ["."]))
 
 
+def app_digest(outdir: Path) -> str:
+    """The synthesized app, by content: the sha256 of its stacks' templates (``*.template.json``,
+    by name). Another state machine, role or setting is another app, so a run of it is another
+    run, even with the same code and input."""
+    digest = hashlib.sha256()
+    for template in sorted(outdir.glob("*.template.json")):
+        digest.update(template.name.encode() + b"\0" + template.read_bytes() + b"\0")
+    return "templates:" + digest.hexdigest()
+
+
 def _load(outdir: Path) -> _Synthesized:
     templates = load_templates(outdir)
     files: dict[str, Path] = {}  # S3 object key -> the file in cdk.out
