@@ -227,6 +227,9 @@ def derive_checks(definition: Mapping[str, Any], machine: Mapping[str, Any], der
             d.add(machine_role, Check(action, "*", "state machine tracing (X-Ray)"))
     samples: dict[str, str | None] = {"tuning": None, "training": None}
     tasks = [(name, state) for name, state in every_state(definition) if state.get("Type") == "Task"]
+    # The states a Map runs once per item (a tuning run's cost describes each of its trials).
+    in_maps = {inner for _, state in every_state(definition) if state.get("Type") == "Map"
+               for inner in state.get("ItemProcessor", state.get("Iterator", {})).get("States", {})}
     # Creates first, so that a describe of "the best training job" knows the tuning job's name.
     tasks.sort(key=lambda task: 0 if re.search(r"create|submitServiceJob", str(task[1].get("Resource", ""))) else 1)
     for name, state in tasks:
@@ -241,7 +244,7 @@ def derive_checks(definition: Mapping[str, Any], machine: Mapping[str, Any], der
             _registration_checks(name, parameters, definition, machine_role, d)
         elif match and match["sdk"] and match["service"] == "sagemaker":
             _sdk_sagemaker_checks(name, match["api"], parameters, machine_role, samples, d,
-                                  jsonata=state.get("QueryLanguage") == "JSONata")
+                                  per_item=name in in_maps)
         elif match and match["sdk"] and match["service"] == "s3" and match["api"] == "putObject":
             _put_object_checks(name, parameters, machine_role, d)
         elif match and match["sdk"] and match["service"] == "s3" and match["api"] == "copyObject":
@@ -351,14 +354,14 @@ def _create_context(job_request: Any,
 
 def _sdk_sagemaker_checks(state: str, api: str, parameters: Mapping[str, Any], machine_role: str,
                           samples: Mapping[str, str | None], d: _Derivation, *,
-                          jsonata: bool = False) -> None:
+                          per_item: bool = False) -> None:
     action = "sagemaker:" + api[0].upper() + api[1:]
-    if api == "describeTrainingJob" and jsonata and samples["tuning"]:
-        # A JSONata state's job is not derived from its expression: a run's training job, or a
-        # training job of the tuning job (the tuning run's cost describes every one of them).
-        for job in (samples["training"] or f"preflight-{SAMPLE}", f"{samples['tuning']}-001-{SAMPLE}"):
-            d.add(machine_role, Check(action, d.arn("sagemaker", f"training-job/{job.lower()}"),
-                                      f"{state} (aws-sdk:sagemaker:{api})"))
+    if api == "describeTrainingJob" and per_item and samples["tuning"]:
+        # Inside a Map: each training job of the tuning job (the tuning run's cost describes
+        # every one of them; SageMaker names them after the tuning job).
+        job = f"{samples['tuning']}-001-{SAMPLE}"
+        d.add(machine_role, Check(action, d.arn("sagemaker", f"training-job/{job.lower()}"),
+                                  f"{state} (aws-sdk:sagemaker:{api})"))
         return
     if api in ("describeTrainingJob", "stopTrainingJob"):
         path = str(parameters.get("TrainingJobName.$", ""))
