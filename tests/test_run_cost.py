@@ -19,7 +19,7 @@ from botocore.stub import Stubber
 from infra.settings import Settings, SettingsError
 from smtrain.cli.deployment_lookup import limits_from_outputs
 from smtrain.cli.price_table import refresh, training_prices
-from smtrain.cli.watch import cost_lines
+from smtrain.cli.run_costs import reckon_run
 from smtrain.core import contract, input_rules, prices, programs
 from tests.conftest import synthesize
 from tests.helpers import Synthesized
@@ -125,7 +125,7 @@ def test_the_cli_totals_a_tuning_job_over_its_training_jobs() -> None:
         stub.add_response("describe_training_job", describe("smtrain-tune-002-b", billable=1800, training=1800,
                                                             instance_type="ml.g5.xlarge"),
                           {"TrainingJobName": "smtrain-tune-002-b"})
-        lines = cost_lines(sagemaker, ["smtrain-run-0", "smtrain-tune"], "us-east-1", TABLE)
+        lines = reckon_run(sagemaker, ["smtrain-run-0", "smtrain-tune"], "us-east-1", TABLE).lines
         stub.assert_no_pending_responses()
     assert lines == ["job smtrain-run-0 cost: $0.1000 (720 s billable x 1 ml.m5.xlarge at $0.5/h on-demand)",
                      "tuning job smtrain-tune cost: $1.2500 over 2 training jobs"]

@@ -61,7 +61,6 @@ def reckon_run(sagemaker: Any, names: list[str], region: str,
     machine."""
     costs = RunCosts()
     table = table if table is not None else prices.load()
-    region_prices = table.get("regions", {}).get(region, {})
     for name in names:
         try:
             described = sagemaker.describe_training_job(TrainingJobName=name)
@@ -76,7 +75,7 @@ def reckon_run(sagemaker: Any, names: list[str], region: str,
         except Exception as error:
             costs.lines.append(f"job {name} cost: unknown ({type(error).__name__})")
             continue
-        reckoned = []
+        reckoned: list[dict[str, Any]] = []
         for trial in trials:
             try:
                 described = sagemaker.describe_training_job(TrainingJobName=trial)
@@ -84,7 +83,8 @@ def reckon_run(sagemaker: Any, names: list[str], region: str,
                 reckoned.append({"usd": None, "error": type(error).__name__})
                 continue
             costs.jobs[trial] = prices.job_cost(described, region, table)
-            reckoned.append(prices.reckon(described, region_prices))
+            # What TUNING_COST_FUNCTION reads of each job: its usd (JOB_COST_FUNCTION's, via JobCost).
+            reckoned.append({"usd": costs.jobs[trial].usd})
         costs.lines.append(prices.tuning_line(name, prices.tuning_total(reckoned)))
     return costs
 
@@ -125,16 +125,14 @@ def record_in_mlflow(tracking_uri: str, jobs: Mapping[str, prices.JobCost]) -> i
         if cost.billable_seconds is None or not TRAINING_JOB_NAME.fullmatch(job):
             continue
         runs = client.search_runs(experiments, filter_string=f"tags.`{contract.RUN_TAG_TRAINING_JOB}` = '{job}'")
+        line = cost.line()
         for run in runs:
-            line = cost.line()
             if run.data.tags.get(contract.RUN_TAG_COST) == line:
                 continue
             # Now, not the run's end: MLflow shows a metric's latest value by step, then time, so
             # a cost recorded again (a price added since) replaces the one before.
             now = int(time.time() * 1000)
-            metrics = []
-            if cost.billable_seconds is not None:
-                metrics.append(Metric(contract.RUN_METRIC_BILLABLE_SECONDS, float(cost.billable_seconds), now, 0))
+            metrics = [Metric(contract.RUN_METRIC_BILLABLE_SECONDS, float(cost.billable_seconds), now, 0)]
             if cost.usd is not None:
                 metrics.append(Metric(contract.RUN_METRIC_COST_USD, cost.usd, now, 0))
             client.log_batch(run.info.run_id, metrics=metrics, tags=[RunTag(contract.RUN_TAG_COST, line)])

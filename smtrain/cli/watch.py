@@ -234,12 +234,6 @@ def warm_pool_line(description: dict[str, Any], *, region: str | None = None,
     return f"warm pool: {status}" + (f" ({billed})" if billed else "")
 
 
-def cost_lines(sagemaker: Any, names: list[str], region: str,
-               table: Mapping[str, Any] | None = None) -> list[str]:
-    """What each job of a run cost: :func:`smtrain.cli.run_costs.reckon_run`'s lines."""
-    return reckon_run(sagemaker, names, region, table).lines
-
-
 def report_costs(session: Any, names: list[str], region: str) -> None:
     """Each job's cost line, and the costs put on the jobs' MLflow runs where
     ``MLFLOW_TRACKING_URI`` names the tracking server (``smtrain compare`` shows them)."""

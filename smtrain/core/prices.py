@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -129,10 +129,10 @@ class JobCost:
     region: str
     spot: bool = False
 
-    @property
+    @cached_property
     def usd(self) -> float | None:
         """The compute cost, or None when the billable time or the price is unknown: reckoned
-        by :data:`JOB_COST_FUNCTION`, the text the state machine evaluates too."""
+        by :data:`JOB_COST_FUNCTION`, the text the state machine evaluates too (once per cost)."""
         description: dict[str, Any] = {"ResourceConfig": {"InstanceType": self.instance_type,
                                                           "InstanceCount": self.instance_count}}
         if self.billable_seconds is not None:
