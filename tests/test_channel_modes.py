@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from smtrain.local import channel_data
+from smtrain.local import channel_data, isolation, opt_ml
 from smtrain.local.local_backend import LocalBackend, TrainingJob
 from smtrain.local.sagemaker_rules import rule_violations
 from tests.test_local_failures import IMAGE, tiny_backend
@@ -109,14 +109,18 @@ def test_pipe_mode_streams_each_pass_through_its_own_fifo(backend: LocalBackend)
 
 
 def test_sharded_channel_gives_the_instance_its_share(backend: LocalBackend) -> None:
-    """ShardedByS3Key on 2 instances: the instance the engine runs (algo-1) gets every other key
-    of the sorted five; a FullyReplicated channel, all of them."""
+    """ShardedByS3Key on 2 instances: algo-1 gets every other key of the sorted five, algo-2 the
+    rest (each its own tree: tests/test_cluster.py); a FullyReplicated channel, all of them."""
     job, seen = _run(backend, "sharded", [_channel("train", "rows", distribution="ShardedByS3Key"),
                                           _channel("validation", "rows")], instance_count=2)
     assert seen["train"]["files"] == ["a.csv", "c/d.csv", "f.csv"]
     assert seen["train"]["entry"]["S3DistributionType"] == "ShardedByS3Key"
     assert len(seen["validation"]["files"]) == 5
     assert any("ShardedByS3Key: this instance (algo-1, 1 of 2) got 3 of its 5 objects" in n for n in job.notes)
+    if isolation.probe().available and opt_ml.probe().available:  # algo-2 ran too
+        second = backend.work_dir / "jobs" / "sharded" / "hosts" / "algo-2" / "opt_ml" / "model" / "seen.json"
+        assert json.loads(second.read_text())["train"]["files"] == ["b.csv", "e.csv"]
+        assert any("(algo-2, 2 of 2) got 2 of its 5 objects" in n for n in job.notes)
 
 
 def test_fast_file_is_a_directory_that_inputdataconfig_calls_file(backend: LocalBackend) -> None:

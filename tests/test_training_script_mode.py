@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,8 @@ from tests.training_support import (
     parse_metrics,
     prepared_program,
     run_process,
+    run_script_job,
     run_toolkit,
-    run_toolkit_cluster,
     script_bundle,
     script_module,
     training_hyperparameters,
@@ -193,42 +194,50 @@ def test_two_processes_match_one(sample_data: Path, tmp_path: Path,
     _assert_same_training(_final_line(double.stdout), tmp_path / "model", one_process)
 
 
-@pytest.mark.skipif(cluster_unavailable_reason() is not None,
-                    reason=str(cluster_unavailable_reason()))
 def test_two_instances_run_one_job_through_the_pytorch_toolkit(
         synthesized: Synthesized, sample_data: Path, tmp_path: Path,
         one_process: tuple[str, Path]) -> None:
-    """InstanceCount 2 with the distribution hyperparameter: the PyTorch image's own toolkit starts
-    torchrun on both instances, which form one data-parallel job equal to one process; only the
-    first instance prints metrics and writes the model and checkpoints."""
+    """InstanceCount 2 with the distribution hyperparameter, through the offline engine: the
+    PyTorch image's own toolkit starts torchrun on both instances (smtrain.local.cluster), which
+    form one data-parallel job equal to one process; only the first instance prints metrics and
+    writes the model and checkpoints, and the job's model is that one."""
+    unavailable = cluster_unavailable_reason()
+    if unavailable is not None:
+        pytest.skip(unavailable)
     bundle = script_bundle(synthesized)
     hyperparameters = _hyperparameters(synthesized, bundle, epochs=str(DISTRIBUTED_EPOCHS),
                                        seed=str(DISTRIBUTED_SEED))
     # With more than one instance the stack's own request turns distribution on, with the value
     # AWS's SDK sends (the DistributeAcrossInstances state merges these over the fixed values).
-    distributed = prepared_program(synthesized, "PrepareDigitsMlpCpu")["distributedHyperparameters"]
+    program = prepared_program(synthesized, "PrepareDigitsMlpCpu")
+    distributed = program["distributedHyperparameters"]
     assert distributed.items() >= TORCH_DISTRIBUTED.items()
     hyperparameters.update(distributed)
-    first, second = run_toolkit_cluster(tmp_path / "job", hosts=["algo-1", "algo-2"],
-                                        hyperparameters=hyperparameters,
-                                        channels=_channels(sample_data))
-    for host in (first, second):
-        assert host.returncode == 0, host.log[-3000:]
-        assert "Reporting training SUCCESS" in host.log
-        assert "terminate called" not in host.log
-    for rank, host in enumerate((first, second)):
+    job, backend = run_script_job(tmp_path, program=program, bundle=bundle, instance_count=2,
+                                  hyperparameters=hyperparameters, channels=_channels(sample_data))
+    assert job.status == "Completed", job.failure_reason
+    assert job.log_path is not None
+    logs = [job.log_path.read_text(), (job.log_path.parent / "hosts" / "algo-2" / "log.txt").read_text()]
+    for rank, log in enumerate(logs):
+        assert "Reporting training SUCCESS" in log
+        assert "terminate called" not in log
         assert (f"torchrun --nnodes 2 --nproc_per_node 1 --master_addr algo-1 --master_port 7777 "
-                f"--node_rank {rank} train.py") in host.log, host.log[-3000:]
-    assert "distributed: 2 processes, backend gloo" in first.log
+                f"--node_rank {rank} train.py") in log, log[-3000:]
+    assert "distributed: 2 processes, backend gloo" in logs[0]
 
-    definitions = prepared_program(synthesized, "PrepareDigitsMlpCpu")["algorithm"]["MetricDefinitions"]
-    counts = [{name: len(values) for name, values in parse_metrics(host.log, definitions).items()}
-              for host in (first, second)]
+    definitions = program["algorithm"]["MetricDefinitions"]
+    counts = [{name: len(values) for name, values in parse_metrics(log, definitions).items()}
+              for log in logs]
     assert counts == [{d["Name"]: DISTRIBUTED_EPOCHS for d in definitions},
                       {d["Name"]: 0 for d in definitions}]
-    _assert_same_training(_final_line(first.log), first.tree.model_dir, one_process)
-    assert (first.tree.checkpoint_dir / "checkpoint.pt").is_file()
-    assert not any(second.tree.model_dir.iterdir()) and not any(second.tree.checkpoint_dir.iterdir())
+    first, second = (job.log_path.parent / "opt_ml", job.log_path.parent / "hosts" / "algo-2" / "opt_ml")
+    _assert_same_training(_final_line(logs[0]), first / "model", one_process)
+    assert (first / "checkpoints" / "script-job" / "checkpoint.pt").is_file()  # per job: TRAINING_JOB_NAME
+    assert not any((second / "model").iterdir()) and not any((second / "checkpoints").iterdir())
+    assert not any("same name in /opt/ml/model" in note for note in job.notes)
+    assert job.model_uri is not None
+    with tarfile.open(backend.s3.path(job.model_uri)) as archive:
+        assert "model.pth" in archive.getnames()
 
 
 # --- checkpoints -----------------------------------------------------------------------------

@@ -8,17 +8,19 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from smtrain.local import isolation, opt_ml
 from smtrain.local.job_tree import JobTree, build_job_tree
+from smtrain.local.local_backend import Images, LocalBackend, TrainingJob
 from smtrain.local.program_envs import bundle_requirements, default_cache_dir, environment_for
+from smtrain.local.s3_stand_in import LocalS3
+from smtrain.local.sagemaker_rules import rule_violations
 from tests.conftest import ROOT
 from tests.helpers import Synthesized
 
@@ -32,8 +34,6 @@ TRAINING_CODE = ROOT / "training_code"
 #: lines 27, 75-89) and starts sagemaker-training's TorchDistributedRunner: ``torchrun`` on every
 #: instance, one node each (sagemaker_training/torch_distributed.py).
 TORCH_DISTRIBUTED = {"sagemaker_torch_distributed_enabled": "true"}
-#: ``SAGEMAKER_TRAINING_MODULE`` of the SageMaker PyTorch training images (the DLC Dockerfiles).
-PYTORCH_TOOLKIT_MODULE = "sagemaker_pytorch_container.training:main"
 
 
 def script_bundle(synthesized: Synthesized) -> Path:
@@ -119,84 +119,47 @@ def script_module() -> ModuleType:
 
 
 def cluster_unavailable_reason() -> str | None:
-    """Why :func:`run_toolkit_cluster` cannot run here, or None."""
+    """Why the offline engine cannot run a PyTorch job across instances here, or None."""
     if importlib.util.find_spec("sagemaker_pytorch_container") is None:
         return "the PyTorch image's toolkit (sagemaker-pytorch-training) is not installed"
-    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
-        return "a private network and /etc/hosts for the instances needs root, unshare and ip"
+    for probed in (isolation.probe(), opt_ml.probe()):
+        if not probed.available:
+            return f"no namespaces for the instances: {probed.reason}"
     return None
 
 
-@dataclass(frozen=True)
-class HostRun:
-    """One instance of a multi-instance job: its tree, exit status and whole log."""
-
-    host: str
-    tree: JobTree
-    returncode: int
-    log: str
-
-
-# Runs inside the namespaces: starts every host's toolkit at once and records their exit codes.
-_LAUNCHER = """
-import json, subprocess, sys
-jobs = json.load(open(sys.argv[1]))
-procs = [subprocess.Popen(j["command"], env=j["env"], stdout=open(j["log"], "w"),
-                          stderr=subprocess.STDOUT) for j in jobs]
-json.dump([p.wait() for p in procs], open(sys.argv[2], "w"))
-"""
-
-
-def run_toolkit_cluster(base_dir: Path, *, hosts: Sequence[str], hyperparameters: Mapping[str, str],
-                        channels: Mapping[str, Path], instance_type: str = "ml.m5.xlarge",
-                        timeout: int = 300) -> list[HostRun]:
-    """A multi-instance job as SageMaker runs it: one fresh tree per host (``resourceconfig.json``
-    lists all hosts, sorted, and names this one), the PyTorch image's toolkit started on each at
-    once. They run in private network, mount and process namespaces: the host names resolve to
-    loopback through a private ``/etc/hosts`` (the toolkit looks them up by DNS, as on
-    SageMaker; ``SM_STUDIO_LOCAL_MODE`` is not set), the toolkit's fixed port 7777 cannot clash
-    with another run, nothing outside is reachable, and a timeout kills every process."""
-    reason = cluster_unavailable_reason()
-    if reason is not None:
-        raise RuntimeError(reason)
-    base_dir.mkdir(parents=True)
-    # This machine's own name too: torchrun on a single node binds its store to it.
-    names = ("localhost", socket.gethostname(), *hosts)
-    (base_dir / "hosts").write_text("".join(f"127.0.0.1 {name}\n" for name in names))
-    base_env = {key: value for key, value in os.environ.items() if key != "SM_STUDIO_LOCAL_MODE"}
-    # The toolkit as the offline engine runs it (``run_toolkit``): in the program environment
-    # built from the bundle's requirements.txt, where its pip install of that file is left out.
-    python = program_python(hyperparameters, base_dir / "requirements.txt")
-    jobs, trees = [], []
-    for host in hosts:
-        tree = build_job_tree(base_dir / host, hyperparameters=hyperparameters, channels=channels,
-                              instance_type=instance_type)
-        config_file = tree.base_dir / "input" / "config" / "resourceconfig.json"
-        config = json.loads(config_file.read_text())
-        config.update(current_host=host, hosts=list(hosts), network_interface_name="lo")
-        config["instance_groups"][0]["hosts"] = list(hosts)
-        config_file.write_text(json.dumps(config, indent=2))
-        trees.append(tree)
-        jobs.append({"command": [str(python), "-m", "smtrain.local.toolkit_train"],
-                     "log": str(base_dir / f"{host}.log"), "env": {
-            **base_env, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1",
-            "SAGEMAKER_BASE_DIR": str(tree.base_dir),
-            "SAGEMAKER_TRAINING_MODULE": PYTORCH_TOOLKIT_MODULE,
-            # torchrun, which the toolkit starts by name, from this environment.
-            "PATH": os.pathsep.join((str(python.parent), str(Path(sys.executable).parent),
-                                     base_env.get("PATH", ""))),
-        }})
-    (base_dir / "jobs.json").write_text(json.dumps(jobs))
-    in_namespaces = 'ip link set lo up && mount --bind "$0" /etc/hosts && exec "$@"'
-    command = ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "sh", "-c",
-               in_namespaces, str(base_dir / "hosts"), sys.executable, "-c", _LAUNCHER,
-               str(base_dir / "jobs.json"), str(base_dir / "codes.json")]
-    with subprocess.Popen(command, cwd=ROOT) as launcher:
-        try:
-            launcher.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            launcher.kill()  # --kill-child: the namespace's first process dies, and all with it
-            raise
-    codes = json.loads((base_dir / "codes.json").read_text())
-    return [HostRun(host, tree, code, (base_dir / f"{host}.log").read_text())
-            for host, tree, code in zip(hosts, trees, codes, strict=True)]
+def run_script_job(tmp_path: Path, *, program: Mapping[str, Any], bundle: Path,
+                   hyperparameters: Mapping[str, str], channels: Mapping[str, Path],
+                   instance_count: int = 1) -> tuple[TrainingJob, LocalBackend]:
+    """A script-mode training job run to its end by the offline engine: the stack's tarball and
+    channels put in a fresh S3 stand-in, the request the program's Prepare state describes
+    (its image and metric definitions), ``instance_count`` instances."""
+    s3 = LocalS3(tmp_path / "s3")
+    code_uri = f"s3://local-assets/{bundle.name}"
+    s3.path(code_uri).parent.mkdir(parents=True)
+    shutil.copyfile(bundle, s3.path(code_uri))
+    input_config = []
+    for name, directory in channels.items():
+        target = s3.path(f"s3://local-data/{name}")
+        shutil.copytree(directory, target)
+        input_config.append({"ChannelName": name, "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": f"s3://local-data/{name}/",
+            "S3DataDistributionType": "FullyReplicated"}}})
+    algorithm = program["algorithm"]
+    request: dict[str, Any] = {
+        "TrainingJobName": "script-job",
+        "AlgorithmSpecification": {"TrainingImage": algorithm["TrainingImage"], "TrainingInputMode": "File",
+                                   "MetricDefinitions": algorithm["MetricDefinitions"]},
+        "RoleArn": "arn:aws:iam::123456789012:role/local",
+        "HyperParameters": {**hyperparameters, "sagemaker_submit_directory": code_uri},
+        "InputDataConfig": input_config,
+        "OutputDataConfig": {"S3OutputPath": "s3://local-artifacts/models/"},
+        "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": instance_count,
+                           "VolumeSizeInGB": 30},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 600},
+    }
+    assert rule_violations("CreateTrainingJob", request) == []
+    backend = LocalBackend(s3=s3, work_dir=tmp_path / "work", images=Images(byoc={}))
+    job = backend.register(request)
+    backend.execute(job)
+    return job, backend

@@ -2,7 +2,7 @@
 
 Each channel of a ``CreateTrainingJob`` request names its ``InputMode`` (else the job's
 ``TrainingInputMode``), its ``S3DataDistributionType`` and its ``CompressionType`` (API
-reference, Channel and S3DataSource). Offline, for the one instance the engine runs (``algo-1``):
+reference, Channel and S3DataSource). Offline, for each instance the engine runs (``algo-1`` ...):
 
 - **File**: the channel's objects are copied into ``/opt/ml/input/data/<channel>`` before the
   program starts, as SageMaker copies them to the instance's volume.

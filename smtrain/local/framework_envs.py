@@ -51,6 +51,14 @@ class FrameworkBuild:
     source: str
 
 
+#: ``SAGEMAKER_TRAINING_MODULE`` of the SageMaker PyTorch training images (aws/deep-learning-
+#: containers, pytorch/training/docker/*/Dockerfile.cpu): the PyTorch toolkit
+#: (sagemaker-pytorch-training), which reads the distribution settings the SDK sends
+#: (``sagemaker_torch_distributed_enabled``: sagemaker-pytorch-training-toolkit v3.0.0,
+#: src/sagemaker_pytorch_container/training.py lines 27, 75-89) and then starts ``torchrun`` on
+#: every instance, one node each (sagemaker-training, torch_distributed.py).
+PYTORCH_TRAINING_MODULE = "sagemaker_pytorch_container.training:main"
+
 #: Per (framework, the image's version as the SDK names it): what its training image holds.
 #: TensorFlow 2.19 (aws/deep-learning-containers, master f06ada0e, tensorflow/training/docker/
 #: 2.19/py3/Dockerfile.cpu @ d9590225 and its os_scan_allowlist @ 9ce8911c): the tensorflow_cpu

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,12 +40,14 @@ class JobTree:
     def checkpoint_dir(self) -> Path:
         return self.base_dir / "checkpoints"
 
-    def environment(self, *, at_opt_ml: bool = False) -> dict[str, str]:
+    def environment(self, *, at_opt_ml: bool = False, resolvable_hosts: bool = False) -> dict[str, str]:
         """Variables that point a training program at this tree: ``SAGEMAKER_BASE_DIR`` names it,
         unless the job sees it at ``/opt/ml`` (``at_opt_ml``: :mod:`smtrain.local.opt_ml`), where
-        the program finds it as on SageMaker, with no such variable."""
+        the program finds it as on SageMaker, with no such variable. ``SM_STUDIO_LOCAL_MODE``
+        stops the toolkit waiting for its hosts' names to resolve, unless they do
+        (``resolvable_hosts``: an instance of a multi-instance job, :mod:`smtrain.local.cluster`)."""
         base = {} if at_opt_ml else {contract.ENV_BASE_DIR: str(self.base_dir)}
-        return {**base, "SM_STUDIO_LOCAL_MODE": "true"}
+        return {**base} if resolvable_hosts else {**base, "SM_STUDIO_LOCAL_MODE": "true"}
 
     def failure_reason(self) -> str | None:
         """What the program wrote to ``output/failure``; None when it wrote nothing there."""
@@ -58,12 +60,17 @@ class JobTree:
 def build_job_tree(base_dir: Path, *, hyperparameters: Mapping[str, str],
                    channels: Mapping[str, Path | None], content_type: str = "text/csv",
                    instance_type: str = "local", job_name: str = "local-job",
-                   channel_configs: Mapping[str, Mapping[str, str]] | None = None) -> JobTree:
+                   channel_configs: Mapping[str, Mapping[str, str]] | None = None,
+                   hosts: Sequence[str] = (LOCAL_HOST,), current_host: str = LOCAL_HOST) -> JobTree:
     """Lay out ``base_dir`` (which must not exist yet: a reused tree makes the toolkit keep old
     code) with the config files and a copy of each channel's files. A channel given None has no
     directory (Pipe mode: :mod:`smtrain.local.channel_data` feeds its FIFOs). Each channel's
     ``inputdataconfig.json`` entry is ``channel_configs``' (default: File, FullyReplicated,
-    ``content_type``)."""
+    ``content_type``). ``resourceconfig.json`` names ``current_host`` among ``hosts`` (default:
+    the one instance ``algo-1``); with several, the network interface is ``lo``, the only one the
+    instances' shared namespace has (:mod:`smtrain.local.cluster`)."""
+    if current_host not in hosts:
+        raise ValueError(f"{current_host} is not one of the hosts {list(hosts)}")
     if base_dir.exists():
         raise FileExistsError(f"{base_dir} exists; every job needs a fresh tree")
     bad = {name: value for name, value in hyperparameters.items() if not isinstance(value, str)}
@@ -80,11 +87,11 @@ def build_job_tree(base_dir: Path, *, hyperparameters: Mapping[str, str],
         for name in channels
     }, indent=2))
     (config / "resourceconfig.json").write_text(json.dumps({
-        "current_host": LOCAL_HOST, "hosts": [LOCAL_HOST], "current_instance_type": instance_type,
+        "current_host": current_host, "hosts": list(hosts), "current_instance_type": instance_type,
         "current_group_name": "homogeneousCluster",
         "instance_groups": [{"instance_group_name": "homogeneousCluster",
-                             "instance_type": instance_type, "hosts": [LOCAL_HOST]}],
-        "network_interface_name": "eth0",
+                             "instance_type": instance_type, "hosts": list(hosts)}],
+        "network_interface_name": "eth0" if len(hosts) == 1 else "lo",
     }, indent=2))
     (config / "trainingjobconfig.json").write_text(json.dumps({"TrainingJobName": job_name}))
     for name, source in channels.items():

@@ -9,6 +9,8 @@ Which program runs is decided by the job's image, as SageMaker decides it by the
   algorithm's image fails the job with one line saying it runs only on SageMaker
   (:func:`smtrain.core.builtin_algorithms.offline_refusal`), never faked.
 
+A job on several instances (``InstanceCount``) runs every instance, each a process with its own
+tree and channels (its shards), in a network of the job's own (:mod:`smtrain.local.cluster`).
 S3 URIs live in a :class:`~smtrain.local.s3_stand_in.LocalS3`. A job's log is kept beside its
 tree; metrics are read from it with the request's metric definitions (the built-in algorithm's
 own definitions for XGBoost); ``model.tar.gz`` is written where ``OutputDataConfig`` says.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import importlib.util
 import json
 import os
 import posixpath
@@ -45,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from smtrain.core import builtin_algorithms, contract
-from smtrain.local import channel_data, framework_envs, opt_ml, warm_pools
+from smtrain.local import channel_data, cluster, framework_envs, opt_ml, warm_pools
 from smtrain.local import isolation as network_isolation
 from smtrain.local.backend import (
     TERMINAL_STATUSES,
@@ -58,7 +61,7 @@ from smtrain.local.builtin_xgboost import BUILTIN_METRIC_DEFINITIONS
 from smtrain.local.deployment import ByocProgram
 from smtrain.local.entry_point import EntryPointError, command_for
 from smtrain.local.image_recipe import ImageRecipe, ImageRecipeError, read_recipe
-from smtrain.local.job_tree import JobTree, build_job_tree
+from smtrain.local.job_tree import LOCAL_HOST, JobTree, build_job_tree
 from smtrain.local.program_envs import (
     ProgramEnvironmentError,
     bundle_requirements,
@@ -173,6 +176,27 @@ def _check_offline_framework(request: Request) -> None:
         + ", ".join(f"{name} {', '.join(versions)}"
                     for name, versions in contract.OFFLINE_IMAGE_ENVIRONMENTS.items())
         + " (run it on AWS)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Instance:
+    """One of a job's instances as it runs here: its name (``algo-1``...), its tree (shown to it
+    at ``/opt/ml``), its channels as it receives them, and its log (SageMaker's log stream
+    ``<job>/algo-<n>-<epoch>``; the first instance's is the job's log)."""
+
+    host: str
+    tree: JobTree
+    deliveries: list[channel_data.ChannelDelivery]
+    log_path: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ended:
+    """How a job's processes ended: the exit code that decides the job (0 when every instance
+    exited 0) and the instance whose failure it reports (the first to fail)."""
+
+    returncode: int
+    reporting: Instance
 
 
 @dataclass
@@ -359,7 +383,8 @@ class LocalBackend:
     def execute(self, job: TrainingJob) -> None:
         """Run a registered job to its end in this thread; never raises. A job with
         ``EnableNetworkIsolation`` that this machine cannot isolate fails before its channels
-        are downloaded or any of its code runs."""
+        are downloaded or any of its code runs. A job on several instances runs each of them
+        (:mod:`smtrain.local.cluster`) where this machine can, else its first only, and says so."""
         job_dir = self.work_dir / "jobs" / job.name
         try:
             if job.kind == "script":
@@ -373,56 +398,91 @@ class LocalBackend:
             if job.network_isolated:
                 job.isolation = self._isolation()
             job.set_secondary("Downloading", "Downloading input data")
-            deliveries = self._deliveries(job)
-            piped = [d.name for d in deliveries if d.is_pipe]
-            if job.kind == "builtin" and piped:
-                # The input rules refuse it first (contract.PIPE_REFUSING_ALGORITHMS): a request
-                # sent by other means gets the container's own answer.
-                raise SageMakerError("ClientError", (
-                    f"channel(s) {', '.join(piped)} in Pipe mode: the offline engine runs built-in "
-                    "algorithms on File and FastFile channels only (SageMaker's current XGBoost "
-                    "container refuses Pipe mode too: \"Please use Fast File mode\"); use FastFile"))
-            channels = self._download_channels(deliveries, job_dir / "input-cache")
-            hyperparameters = dict(job.request.get("HyperParameters", {}))
-            submit, in_container = "", None
-            if job.kind == "script":
-                submit = _hyperparameter_text(hyperparameters.get("sagemaker_submit_directory", ""))
-                in_container = _container_path(submit, job_dir / "opt_ml")
-                hyperparameters["sagemaker_submit_directory"] = (
-                    str(in_container) if in_container is not None
-                    else self._local_submit_directory(submit))
-            tree = build_job_tree(job_dir / "opt_ml", hyperparameters=hyperparameters,
-                                  channels=channels,
-                                  channel_configs={d.name: d.config_entry() for d in deliveries},
-                                  instance_type=job.request.get("ResourceConfig", {}).get(
-                                      "InstanceType", "local"), job_name=job.name)
-            job.channel_notes += [note for delivered in deliveries for note in delivered.notes()]
-            if in_container is not None and not in_container.exists():
-                raise SageMakerError("ClientError", _missing_code_message(submit, sorted(channels)))
+            hosts = self._hosts(job)
+            instances = [self._instance(job, host, hosts=hosts, base=job_dir if index == 0
+                                        else job_dir / "hosts" / host)
+                         for index, host in enumerate(hosts)]
             self._prepare_image(job)
             job.set_secondary("Training", "Training image download completed. Training in progress.")
-            job.log_path = job_dir / "log.txt"
-            returncode = self._execute_fed(job, tree, [d for d in deliveries if d.is_pipe])
-            self._finish(job, tree, returncode)
+            job.log_path = instances[0].log_path
+            ended = self._execute_fed(job, instances)
+            self._finish(job, instances, ended)
         except SageMakerError as error:
             self._end(job, "Failed", f"{error.code}: {error.message}")
         except Exception as error:  # the engine must never leave a job InProgress
             self._end(job, "Failed", f"InternalServerError: {type(error).__name__}: {error}")
 
-    def _execute_fed(self, job: TrainingJob, tree: JobTree,
-                     piped: list[channel_data.ChannelDelivery]) -> int:
-        """:meth:`_execute`, with a feeder writing each Pipe channel's FIFOs while it runs; a
-        channel that could not be fed fails the job (its passes ended early), naming it."""
-        assert job.log_path is not None
+    def _hosts(self, job: TrainingJob) -> list[str]:
+        """The instances that run here: all ``InstanceCount`` of them where this machine can give
+        them a network of their own and each its ``/opt/ml`` (:mod:`smtrain.local.cluster`),
+        else ``algo-1`` only, with a note saying why."""
+        count = job.request.get("ResourceConfig", {}).get("InstanceCount", 1)
+        if count == 1:
+            return [LOCAL_HOST]
+        if job.kind == "builtin":
+            # The stand-in is not the algorithm: SageMaker's XGBoost container trains across
+            # instances itself (Rabit), which the stand-in does not reproduce.
+            job.channel_notes.append(
+                f"InstanceCount {count}: only algo-1 ran here (its shards only): the built-in "
+                "algorithm's offline stand-in trains on one instance")
+            return [LOCAL_HOST]
+        network, mounts = network_isolation.probe(), opt_ml.probe()
+        if network.available and mounts.available:
+            return cluster.host_names(count)
+        job.channel_notes.append(
+            f"InstanceCount {count}: only algo-1 ran here (its shards only), since this machine "
+            f"cannot run the {count} instances as a cluster: {network.reason or mounts.reason}")
+        return [LOCAL_HOST]
+
+    def _instance(self, job: TrainingJob, host: str, *, hosts: list[str], base: Path) -> Instance:
+        """Instance ``host``'s channels (its shards) downloaded, and its tree laid out under
+        ``base``, as SageMaker prepares each instance before the job's code starts."""
+        deliveries = self._deliveries(job, host_index=hosts.index(host))
+        piped = [d.name for d in deliveries if d.is_pipe]
+        if job.kind == "builtin" and piped:
+            # The input rules refuse it first (contract.PIPE_REFUSING_ALGORITHMS): a request
+            # sent by other means gets the container's own answer.
+            raise SageMakerError("ClientError", (
+                f"channel(s) {', '.join(piped)} in Pipe mode: the offline engine runs built-in "
+                "algorithms on File and FastFile channels only (SageMaker's current XGBoost "
+                "container refuses Pipe mode too: \"Please use Fast File mode\"); use FastFile"))
+        channels = self._download_channels(deliveries, base / "input-cache")
+        hyperparameters = dict(job.request.get("HyperParameters", {}))
+        submit, in_container = "", None
+        if job.kind == "script":
+            submit = _hyperparameter_text(hyperparameters.get("sagemaker_submit_directory", ""))
+            in_container = _container_path(submit, base / "opt_ml")
+            hyperparameters["sagemaker_submit_directory"] = (
+                str(in_container) if in_container is not None
+                else self._local_submit_directory(submit))
+        tree = build_job_tree(base / "opt_ml", hyperparameters=hyperparameters,
+                              channels=channels,
+                              channel_configs={d.name: d.config_entry() for d in deliveries},
+                              instance_type=job.request.get("ResourceConfig", {}).get(
+                                  "InstanceType", "local"), job_name=job.name,
+                              hosts=hosts, current_host=host)
+        job.channel_notes += [note for delivered in deliveries for note in delivered.notes()]
+        if in_container is not None and not in_container.exists():
+            raise SageMakerError("ClientError", _missing_code_message(submit, sorted(channels)))
+        return Instance(host=host, tree=tree, deliveries=deliveries, log_path=base / "log.txt")
+
+    def _execute_fed(self, job: TrainingJob, instances: list[Instance]) -> Ended:
+        """:meth:`_execute`, with a feeder writing each Pipe channel's FIFOs (on every instance)
+        while it runs; a channel that could not be fed fails the job (its passes ended early),
+        naming it."""
         started: list[channel_data.PipeFeeder] = []
         problems: list[str] = []
         try:
-            for delivered in piped:
-                feeder = channel_data.PipeFeeder(tree.base_dir / "input" / "data" / delivered.name,
-                                                 delivered.objects, gzip_compressed=delivered.gzipped)
-                feeder.start()
-                started.append(feeder)
-            returncode = self._execute(job, tree, job.log_path)
+            for instance in instances:
+                for delivered in instance.deliveries:
+                    if not delivered.is_pipe:
+                        continue
+                    feeder = channel_data.PipeFeeder(
+                        instance.tree.base_dir / "input" / "data" / delivered.name,
+                        delivered.objects, gzip_compressed=delivered.gzipped)
+                    feeder.start()
+                    started.append(feeder)
+            ended = self._execute(job, instances)
         finally:
             for feeder in started:  # every one, whatever another raises
                 try:
@@ -431,10 +491,10 @@ class LocalBackend:
                     problems.append(str(error))
         if problems:
             raise SageMakerError("ClientError", "; ".join(problems))
-        return returncode
+        return ended
 
-    def _deliveries(self, job: TrainingJob) -> list[channel_data.ChannelDelivery]:
-        """Each channel as the job's first instance receives it (its objects, its shard)."""
+    def _deliveries(self, job: TrainingJob, *, host_index: int = 0) -> list[channel_data.ChannelDelivery]:
+        """Each channel as instance ``host_index`` (from 0) receives it (its objects, its shard)."""
         deliveries = []
         mode = job.request["AlgorithmSpecification"].get("TrainingInputMode", contract.DEFAULT_INPUT_MODE)
         host_count = job.request.get("ResourceConfig", {}).get("InstanceCount", 1)
@@ -455,7 +515,7 @@ class LocalBackend:
             prefix_dir = location if location.is_dir() else location.parent
             deliveries.append(channel_data.delivery(
                 channel, objects=objects, prefix_dir=prefix_dir, training_input_mode=mode,
-                host_index=0, host_count=host_count))
+                host_index=host_index, host_count=host_count))
         return deliveries
 
     @staticmethod
@@ -597,8 +657,10 @@ class LocalBackend:
     def _byoc_program(self, job: TrainingJob) -> ByocProgram:
         return self.images.byoc[job.request["AlgorithmSpecification"]["TrainingImage"]]
 
-    def _command(self, job: TrainingJob, python: Path) -> tuple[list[str], dict[str, str], str | None]:
-        """The job's command, what it adds to the environment, and a note on how it starts."""
+    def _command(self, job: TrainingJob, python: Path, *,
+                 several: bool = False) -> tuple[list[str], dict[str, str], str | None]:
+        """The job's command, what it adds to the environment, and a note on how it starts
+        (``several``: the job runs as several instances, :mod:`smtrain.local.cluster`)."""
         framework_build = self._framework_build(job)
         if framework_build is not None:
             # The image's own start: the toolkit's ``train`` running the framework's training
@@ -613,7 +675,22 @@ class LocalBackend:
             # The toolkit's ``train`` console script (smtrain.local.toolkit_train: its own
             # ``pip install -r requirements.txt`` goes into ``python``'s environment, and is not
             # run again where that environment was built from the same file).
-            return [str(python), "-m", "smtrain.local.toolkit_train"], {}, None
+            command = [str(python), "-m", "smtrain.local.toolkit_train"]
+            image = job.request["AlgorithmSpecification"]["TrainingImage"]
+            if (several and script_framework(image) == "pytorch"
+                    and importlib.util.find_spec(framework_envs.PYTORCH_TRAINING_MODULE.split(".")[0])):
+                # Across instances the PyTorch image's own toolkit, as its ENV names it: only it
+                # reads the distribution settings and starts torchrun on each instance (torchrun
+                # from the project's environment, where torch is). On one instance it would run
+                # the script as the generic toolkit does, after importing torch once more.
+                inherited = job.request.get("Environment", {}).get("PATH") or os.environ.get("PATH", os.defpath)
+                return (command,
+                        {"SAGEMAKER_TRAINING_MODULE": framework_envs.PYTORCH_TRAINING_MODULE,
+                         "PATH": os.pathsep.join([str(python.parent), str(Path(sys.executable).parent),
+                                                  inherited])},
+                        "the PyTorch image's toolkit (SAGEMAKER_TRAINING_MODULE "
+                        f"{framework_envs.PYTORCH_TRAINING_MODULE}) on each instance")
+            return command, {}, None
         if job.kind == "byoc":
             # The staged build context: the program's folder and what its Dockerfile copies. It
             # stands for the image, so the job reads it and never writes there: no bytecode, or
@@ -633,9 +710,12 @@ class LocalBackend:
                     entry.note)
         return [str(python), "-m", "smtrain.local.builtin_xgboost"], {"PYTHONPATH": str(ROOT)}, None
 
-    def _execute(self, job: TrainingJob, tree: JobTree, log_path: Path) -> int:
+    def _execute(self, job: TrainingJob, instances: list[Instance]) -> Ended:
+        primary = instances[0]
+        tree, log_path = primary.tree, primary.log_path
+        several = len(instances) > 1
         job.python = self._python(job, tree)
-        command, extra_env, start_note = self._command(job, job.python)
+        command, extra_env, start_note = self._command(job, job.python, several=several)
         # The engine's own settings (the offline MLflow store) win over the request's, whose
         # tracking URI would name a server in AWS.
         at_opt_ml = opt_ml.probe()
@@ -651,7 +731,8 @@ class LocalBackend:
         inherited = {key: value for key, value in os.environ.items()
                      if key in INHERITED_VARIABLES or key.startswith(INHERITED_PREFIXES)}
         env = {**inherited, **image_env, **job.request.get("Environment", {}), **self.environment,
-               **_tracking_tags(job.request), **tree.environment(at_opt_ml=at_opt_ml.available),
+               **_tracking_tags(job.request),
+               **tree.environment(at_opt_ml=at_opt_ml.available, resolvable_hosts=several),
                **extra_env,
                "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "TRAINING_JOB_NAME": job.name}
         env.pop(RECORD_VARIABLE, None)
@@ -663,14 +744,26 @@ class LocalBackend:
         deadline = time.monotonic() + max_runtime if max_runtime else None
         job.log_path = log_path
         program_command = shlex.join(command)
-        if job.isolation is not None:
-            command = job.isolation.command(command)
-        if at_opt_ml.available:
+        codes = log_path.parent / "hosts" / "exit-codes.json"
+        if several:
+            command = self._cluster_command(job, instances, command, env, codes)
+            tree_note = (f"{NOTE_PREFIX}InstanceCount {len(instances)}: the job ran as its "
+                         f"{len(instances)} instances ({', '.join(i.host for i in instances)}), each "
+                         "a process with its own tree at /opt/ml (this log is algo-1's, whose tree "
+                         f"is {tree.base_dir}; algo-n's log is {log_path.parent}/hosts/algo-n/"
+                         "log.txt: SageMaker keeps one log stream per instance), all in one network "
+                         "namespace of their own where each instance's name resolves to loopback: "
+                         "they reach each other by name, and nothing outside the job\n")
+        elif at_opt_ml.available:
+            if job.isolation is not None:
+                command = job.isolation.command(command)
             command = at_opt_ml.command(tree.base_dir, command)
             tree_note = (f"{NOTE_PREFIX}/opt/ml is this job's tree {tree.base_dir}, mounted there in a "
                          f"mount namespace of its own (`{at_opt_ml.describe()}`), as SageMaker "
                          "mounts it\n")
         else:
+            if job.isolation is not None:
+                command = job.isolation.command(command)
             tree_note = (f"{NOTE_PREFIX}no mount namespace here ({at_opt_ml.reason}): the job's tree "
                          f"is {tree.base_dir}, named by SAGEMAKER_BASE_DIR; code that hard-codes "
                          "/opt/ml will not find it\n")
@@ -681,9 +774,13 @@ class LocalBackend:
                 self._emit(job, f"{NOTE_PREFIX}{message}")
 
             log.write(tree_note)
-            if not at_opt_ml.available:
+            if not at_opt_ml.available or several:
                 self._emit(job, tree_note.rstrip())
-            if job.isolation is not None:
+            if job.isolation is not None and several:
+                keep_note("network isolation (EnableNetworkIsolation): the instances' network "
+                          "namespace has only a loopback interface "
+                          f"(`{job.isolation.describe()}`); they could reach nothing outside it")
+            elif job.isolation is not None:
                 keep_note("network isolation (EnableNetworkIsolation): the job ran in a network "
                           "namespace of its own with only a loopback interface "
                           f"(`{job.isolation.describe()}`); it could reach nothing outside it")
@@ -736,14 +833,58 @@ class LocalBackend:
                 timer = threading.Timer(max(0.0, deadline - time.monotonic()), expire)
                 timer.daemon = True
                 timer.start()
-            for line in process.stdout:
-                log.write(line)
-                log.flush()
-                self._emit(job, line.rstrip("\n"))
-            returncode = process.wait()
+            with contextlib.ExitStack() as logs:
+                other_logs = {i.host: logs.enter_context(i.log_path.open("w")) for i in instances[1:]}
+                for line in process.stdout:
+                    if several:  # the launcher's lines: "<host>\t<line>" (smtrain.local.cluster)
+                        host, tab, text = line.partition("\t")
+                        if tab and host in other_logs:
+                            other_logs[host].write(text)
+                            other_logs[host].flush()
+                            self._emit(job, f"[{host}] {text.rstrip(chr(10))}")
+                            continue
+                        if tab and host == primary.host:
+                            line = text
+                    log.write(line)
+                    log.flush()
+                    self._emit(job, line.rstrip("\n"))
+                returncode = process.wait()
             if timer is not None:
                 timer.cancel()
-        return returncode
+        if not several:
+            return Ended(returncode=returncode, reporting=primary)
+        by_host = {instance.host: instance for instance in instances}
+        for host, code in cluster.ended_hosts(codes):
+            if code != 0 and host in by_host:
+                if host != primary.host:
+                    self._note(job, f"{host} exited with code {code}, which ended the job (its "
+                                    f"log: {by_host[host].log_path})")
+                return Ended(returncode=code, reporting=by_host[host])
+        return Ended(returncode=returncode, reporting=primary)
+
+    def _cluster_command(self, job: TrainingJob, instances: list[Instance], command: list[str],
+                         env: dict[str, str], codes: Path) -> list[str]:
+        """The launcher of ``command`` on every instance (:mod:`smtrain.local.cluster`), in a
+        network namespace of the job's own; each instance sees its tree at ``/opt/ml`` and the
+        job's hosts file at ``/etc/hosts``. An instance other than the first records its MLflow
+        run beside its own log (only the first instance's is logged)."""
+        network, mounts = network_isolation.probe(), opt_ml.probe()
+        hosts_dir = instances[0].log_path.parent / "hosts"
+        hosts_dir.mkdir(parents=True, exist_ok=True)
+        hosts_file = hosts_dir / "etc-hosts"
+        hosts_file.write_text(cluster.hosts_file_text([i.host for i in instances]))
+        host_commands = []
+        for index, instance in enumerate(instances):
+            own = ({RECORD_VARIABLE: str(instance.log_path.parent / RECORD_FILE)}
+                   if index and RECORD_VARIABLE in env else {})
+            host_commands.append(cluster.HostCommand(
+                host=instance.host, cwd=instance.tree.base_dir, environment=own,
+                command=mounts.command(instance.tree.base_dir, command, hosts_file=hosts_file)))
+        spec = hosts_dir / "launch.json"
+        codes.unlink(missing_ok=True)
+        cluster.write_spec(spec, host_commands, codes)
+        return network.command(cluster.launcher_command(spec))
+
 
     def _emit(self, job: TrainingJob, line: str) -> None:
         if self.on_log is not None:
@@ -760,9 +901,10 @@ class LocalBackend:
                 log.write(line + "\n")
         self._emit(job, line)
 
-    def _finish(self, job: TrainingJob, tree: JobTree, returncode: int) -> None:
+    def _finish(self, job: TrainingJob, instances: list[Instance], ended: Ended) -> None:
         assert job.log_path is not None
         log_text = job.log_path.read_text()
+        returncode = ended.returncode
         definitions = self._metric_definitions(job)
         job.metrics = parse_final_metrics(log_text, definitions)
         if job.stop_requested:
@@ -772,7 +914,11 @@ class LocalBackend:
             self._end(job, "Stopped", reason)
             return
         if returncode != 0:
-            written = tree.failure_reason()
+            # SageMaker's guide describes the failure file of one container only; with several
+            # instances the first that failed reports (no AWS document says which does).
+            written = ended.reporting.tree.failure_reason()
+            if ended.reporting is not instances[0]:
+                log_text = ended.reporting.log_path.read_text()
             reason = written or log_tail(log_text) or (
                 f"the training program exited with code {returncode} and printed nothing")
             output = "\n".join(line for line in log_text.splitlines()
@@ -792,9 +938,29 @@ class LocalBackend:
         model_uri = f"{output_uri}/{job.name}/output/model.tar.gz"
         target = self.s3.path(model_uri)
         target.parent.mkdir(parents=True, exist_ok=True)
+        # "If multiple containers in a single training job write to this directory they should
+        # ensure no file/directory names clash. SageMaker AI aggregates the result in a TAR file"
+        # (developer guide, "How Amazon SageMaker Processes Training Output"). Which file wins a
+        # clash is not documented: here the first instance's, and the job says so.
+        added: dict[str, str] = {}
+        clashes: list[str] = []
         with tarfile.open(target, "w:gz") as archive:
-            for path in sorted(tree.model_dir.rglob("*")):
-                archive.add(path, arcname=path.relative_to(tree.model_dir).as_posix(), recursive=False)
+            for instance in instances:
+                model_dir = instance.tree.model_dir
+                for path in sorted(model_dir.rglob("*")):
+                    name = path.relative_to(model_dir).as_posix()
+                    if name in added:
+                        if not path.is_dir():
+                            clashes.append(f"{name} ({added[name]} and {instance.host})")
+                        continue
+                    added[name] = instance.host
+                    archive.add(path, arcname=name, recursive=False)
+        if clashes:
+            self._note(job, "instances wrote the same name in /opt/ml/model: "
+                            f"{', '.join(clashes[:5])}{' ...' if len(clashes) > 5 else ''}; "
+                            "model.tar.gz holds the first instance's (SageMaker aggregates every "
+                            "instance's files and does not say which wins: write the model on "
+                            "one instance, or name each instance's files apart)")
         job.model_uri = model_uri
         self._end(job, "Completed", None)
 

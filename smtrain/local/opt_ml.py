@@ -18,7 +18,8 @@ What is guaranteed:
   :attr:`OptMl.reason` says why; the caller then runs the job with ``SAGEMAKER_BASE_DIR``
   pointing at the tree (the training toolkit and code that honours the variable still work) and
   says so.
-- :meth:`OptMl.command` wraps a command so that it runs with the tree at ``/opt/ml``.
+- :meth:`OptMl.command` wraps a command so that it runs with the tree at ``/opt/ml`` (and, for
+  an instance of a multi-instance job, the job's hosts file at ``/etc/hosts``).
   ``unshare`` execs (it does not fork for a mount namespace) and this module's entry point execs
   the command, so the command keeps the PID the caller started (its process group and session
   are the caller's). It composes with :mod:`smtrain.local.isolation` (wrap the isolated command).
@@ -67,12 +68,16 @@ class OptMl:
     def available(self) -> bool:
         return self.prefix is not None
 
-    def command(self, tree: Path, command: Sequence[str]) -> list[str]:
-        """``command`` run with ``tree`` mounted at ``/opt/ml`` (same PID; see the module)."""
+    def command(self, tree: Path, command: Sequence[str], *,
+                hosts_file: Path | None = None) -> list[str]:
+        """``command`` run with ``tree`` mounted at ``/opt/ml`` (same PID; see the module), and
+        with ``hosts_file`` at ``/etc/hosts`` when given (a multi-instance job's names:
+        :mod:`smtrain.local.cluster`)."""
         if self.prefix is None:
             raise RuntimeError(f"no mount namespace here: {self.reason}")
-        return [*self.prefix, "--", sys.executable, "-I", _ENTRY, "--tree", str(tree), "--",
-                *command]
+        hosts = ["--hosts", str(hosts_file)] if hosts_file is not None else []
+        return [*self.prefix, "--", sys.executable, "-I", _ENTRY, "--tree", str(tree), *hosts,
+                "--", *command]
 
     def describe(self) -> str:
         return " ".join(self.prefix) if self.prefix else "none"
@@ -173,13 +178,22 @@ def _mount_tree(tree: str) -> None:
     _bind(tree, CONTAINER_BASE_DIR)
 
 
+_USAGE = "usage: opt_ml.py --tree DIR [--hosts FILE] (--probe | -- COMMAND [ARG...])"
+
+
 def _main(argv: list[str]) -> int:
+    hosts_file = None
+    if len(argv) >= 4 and argv[2] == "--hosts":
+        hosts_file = argv[3]
+        argv = argv[:2] + argv[4:]
     if len(argv) < 3 or argv[0] != "--tree" or argv[2] not in ("--probe", "--"):
-        print("usage: opt_ml.py --tree DIR (--probe | -- COMMAND [ARG...])", file=sys.stderr)
+        print(_USAGE, file=sys.stderr)
         return 2
     tree = argv[1]
     try:
         _mount_tree(tree)
+        if hosts_file is not None:
+            _bind(hosts_file, "/etc/hosts")
     except OSError as error:
         print(f"smtrain local: could not mount the job's tree at {CONTAINER_BASE_DIR}: {error}",
               file=sys.stderr)
@@ -192,7 +206,7 @@ def _main(argv: list[str]) -> int:
         print(_PROBE_OK)
         return 0
     if len(argv) < 4:
-        print("usage: opt_ml.py --tree DIR -- COMMAND [ARG...]", file=sys.stderr)
+        print(_USAGE, file=sys.stderr)
         return 2
     sys.stdout.flush()
     os.execvp(argv[3], argv[3:])

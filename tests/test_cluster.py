@@ -1,0 +1,201 @@
+"""A job on several instances, run offline as SageMaker runs it (smtrain.local.cluster): one
+process per instance, each with its own /opt/ml (a ShardedByS3Key channel holds only that
+instance's shard), the instances reaching each other by name in a network of the job's own, one
+log per instance, the model aggregated from every instance; an instance that fails ends the job
+with its reason; stopping the job stops every instance. Where this machine cannot run a cluster,
+the first instance runs alone and the job says why."""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smtrain.local import isolation, opt_ml
+from smtrain.local.local_backend import LocalBackend, TrainingJob
+from smtrain.local.sagemaker_rules import rule_violations
+from tests.test_channel_modes import _channel, _put
+from tests.test_local_failures import IMAGE, tiny_backend
+
+pytestmark = pytest.mark.skipif(
+    not (isolation.probe().available and opt_ml.probe().available),
+    reason="this machine cannot give a process network and mount namespaces")
+
+#: Every instance: what resourceconfig.json says, its shard, every host's address; algo-1 waits
+#: for a line from each other instance over TCP (by name, on one port), the others send theirs.
+#: Each writes model/<host>.json (no names clash) and prints a line of its own.
+CLUSTER_PROGRAM = """
+    import json, os, socket, time
+    config = json.load(open("/opt/ml/input/config/resourceconfig.json"))
+    me, hosts = config["current_host"], config["hosts"]
+    shard = sorted(os.listdir("/opt/ml/input/data/train"))
+    heard = []
+    if me == hosts[0]:
+        server = socket.create_server(("algo-1", 7777))
+        server.settimeout(60)
+        for _ in hosts[1:]:
+            connection, _ = server.accept()
+            heard.append(connection.makefile().readline().strip())
+    else:
+        for attempt in range(300):
+            try:
+                with socket.create_connection(("algo-1", 7777), timeout=5) as connection:
+                    connection.sendall(f"hello from {me}\\n".encode())
+                break
+            except OSError:
+                time.sleep(0.1)
+    seen = {"config": config, "shard": shard, "heard": sorted(heard),
+            "addresses": {host: socket.gethostbyname(host) for host in hosts}}
+    json.dump(seen, open(f"/opt/ml/model/{me}.json", "w"))
+    print(f"{me} done with {len(shard)} objects", flush=True)
+"""
+
+
+def _request(name: str, *, instance_count: int, channels: list[dict[str, Any]] | None = None,
+             max_runtime: int = 120) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "TrainingJobName": name,
+        "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+        "RoleArn": "arn:aws:iam::123456789012:role/local",
+        "InputDataConfig": channels or [_channel("train", "rows", distribution="ShardedByS3Key")],
+        "OutputDataConfig": {"S3OutputPath": "s3://local-artifacts/models/"},
+        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": instance_count,
+                           "VolumeSizeInGB": 1},
+        "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime},
+    }
+    assert rule_violations("CreateTrainingJob", request) == []
+    return request
+
+
+def _backend(tmp_path: Path, program: str, lines: list[tuple[str, str]] | None = None) -> LocalBackend:
+    backend = tiny_backend(tmp_path, program, lines=lines)
+    for key in ("a.csv", "b.csv", "c/d.csv", "e.csv", "f.csv"):
+        _put(backend, f"rows/{key}", b"1\n")
+    return backend
+
+
+def _run(backend: LocalBackend, request: dict[str, Any]) -> TrainingJob:
+    job = backend.register(request)
+    backend.execute(job)
+    return job
+
+
+def _model_files(backend: LocalBackend, job: TrainingJob) -> dict[str, bytes]:
+    assert job.model_uri is not None
+    with tarfile.open(backend.s3.path(job.model_uri)) as archive:
+        return {member.name: archive.extractfile(member).read()  # type: ignore[union-attr]
+                for member in archive.getmembers() if member.isfile()}
+
+
+def test_each_instance_gets_its_shard_and_reaches_the_others_by_name(tmp_path: Path) -> None:
+    lines: list[tuple[str, str]] = []
+    backend = _backend(tmp_path, CLUSTER_PROGRAM, lines)
+    job = _run(backend, _request("three", instance_count=3))
+    assert job.status == "Completed", job.failure_reason
+
+    seen = {name.removesuffix(".json"): json.loads(body)
+            for name, body in _model_files(backend, job).items()}
+    # model.tar.gz aggregates every instance's /opt/ml/model (developer guide, training output).
+    assert sorted(seen) == ["algo-1", "algo-2", "algo-3"]
+    # Five keys dealt round robin over three instances (smtrain.local.channel_data.shard).
+    assert {host: s["shard"] for host, s in seen.items()} == {
+        "algo-1": ["a.csv", "e.csv"], "algo-2": ["b.csv", "f.csv"], "algo-3": ["c"]}
+    for host, s in seen.items():
+        assert s["config"]["current_host"] == host
+        assert s["config"]["hosts"] == ["algo-1", "algo-2", "algo-3"]
+        assert s["config"]["instance_groups"][0]["hosts"] == ["algo-1", "algo-2", "algo-3"]
+        assert set(s["addresses"].values()) == {"127.0.0.1"}
+    assert seen["algo-1"]["heard"] == ["hello from algo-2", "hello from algo-3"]
+
+    # One log per instance, as SageMaker keeps one stream per instance; the job's is algo-1's.
+    job_dir = backend.work_dir / "jobs" / "three"
+    assert job.log_path == job_dir / "log.txt"
+    assert "algo-1 done with 2 objects" in job.log_path.read_text()
+    assert "algo-2 done" not in job.log_path.read_text(), "algo-2's output is in its own log"
+    assert (job_dir / "hosts" / "algo-2" / "log.txt").read_text() == "algo-2 done with 2 objects\n"
+    assert ("three", "[algo-3] algo-3 done with 1 objects") in lines
+    assert any("ShardedByS3Key: this instance (algo-3, 3 of 3) got 1 of its 5 objects" in n
+               for n in job.notes)
+    assert not any("same name in /opt/ml/model" in n for n in job.notes)
+
+
+def test_names_that_clash_in_the_model_keep_the_first_instance_s_and_say_so(tmp_path: Path) -> None:
+    backend = _backend(tmp_path, """
+        import json
+        me = json.load(open("/opt/ml/input/config/resourceconfig.json"))["current_host"]
+        open("/opt/ml/model/model.txt", "w").write(me)
+    """)
+    job = _run(backend, _request("clash", instance_count=2))
+    assert job.status == "Completed", job.failure_reason
+    assert _model_files(backend, job) == {"model.txt": b"algo-1"}
+    assert any("instances wrote the same name in /opt/ml/model: model.txt (algo-1 and algo-2)" in n
+               for n in job.notes)
+
+
+def test_an_instance_that_fails_ends_the_job_with_its_reason(tmp_path: Path) -> None:
+    """algo-2 writes its failure file and exits 1 while algo-1 would wait a minute: the job
+    fails at once with algo-2's reason, and algo-1 was ended."""
+    backend = _backend(tmp_path, """
+        import json, time
+        me = json.load(open("/opt/ml/input/config/resourceconfig.json"))["current_host"]
+        if me == "algo-2":
+            open("/opt/ml/output/failure", "w").write("algo-2 found no rows in its shard")
+            raise SystemExit(1)
+        time.sleep(60)
+    """)
+    started = time.monotonic()
+    job = _run(backend, _request("failing", instance_count=2))
+    assert time.monotonic() - started < 40, "algo-1 was left running after algo-2 failed"
+    assert job.status == "Failed"
+    assert job.failure_reason == "AlgorithmError: algo-2 found no rows in its shard"
+    assert any(n.startswith("algo-2 exited with code 1, which ended the job") for n in job.notes)
+
+
+def test_stopping_the_job_stops_every_instance(tmp_path: Path) -> None:
+    backend = _backend(tmp_path, """
+        import json, os, time
+        me = json.load(open("/opt/ml/input/config/resourceconfig.json"))["current_host"]
+        print(f"{me} pid {os.getpid()}", flush=True)
+        time.sleep(120)
+    """)
+    job = backend.register(_request("stopped", instance_count=2))
+    runner = threading.Thread(target=backend.execute, args=(job,))
+    runner.start()
+    job_dir = backend.work_dir / "jobs" / "stopped"
+    logs = [job_dir / "log.txt", job_dir / "hosts" / "algo-2" / "log.txt"]
+    deadline = time.monotonic() + 60
+    while not all(log.is_file() and " pid " in log.read_text() for log in logs):
+        assert time.monotonic() < deadline, "the instances did not start"
+        time.sleep(0.1)
+    pids = [int(log.read_text().split(" pid ")[1].split()[0]) for log in logs]
+    backend.stop_training_job("stopped")
+    runner.join(timeout=30)
+    assert not runner.is_alive()
+    assert job.status == "Stopped"
+    # The pids are the namespace's own when unshare made a PID namespace; none here: they are ours.
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_without_namespaces_the_first_instance_runs_alone_and_says_why(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(isolation, "probe", lambda: isolation.Isolation(prefix=None, reason="no unshare"))
+    backend = _backend(tmp_path, """
+        import json, os
+        config = json.load(open("/opt/ml/input/config/resourceconfig.json"))
+        shard = sorted(os.listdir("/opt/ml/input/data/train"))
+        json.dump([config["hosts"], shard], open(f"/opt/ml/model/{config['current_host']}.json", "w"))
+    """)
+    job = _run(backend, _request("alone", instance_count=2))
+    assert job.status == "Completed", job.failure_reason
+    assert {name: json.loads(body) for name, body in _model_files(backend, job).items()} == {
+        "algo-1.json": [["algo-1"], ["a.csv", "c", "f.csv"]]}
+    assert any(n.startswith("InstanceCount 2: only algo-1 ran here (its shards only), since this "
+                            "machine cannot run the 2 instances as a cluster: no unshare") for n in job.notes)
