@@ -8,7 +8,6 @@ the first instance runs alone and the job says why."""
 from __future__ import annotations
 
 import json
-import os
 import tarfile
 import threading
 import time
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from smtrain.local import isolation, opt_ml
+from smtrain.local import cluster, isolation, local_backend, opt_ml
 from smtrain.local.local_backend import LocalBackend, TrainingJob
 from smtrain.local.sagemaker_rules import rule_violations
 from tests.test_channel_modes import _channel, _put
@@ -110,7 +109,8 @@ def test_each_instance_gets_its_shard_and_reaches_the_others_by_name(tmp_path: P
         assert s["config"]["current_host"] == host
         assert s["config"]["hosts"] == ["algo-1", "algo-2", "algo-3"]
         assert s["config"]["instance_groups"][0]["hosts"] == ["algo-1", "algo-2", "algo-3"]
-        assert set(s["addresses"].values()) == {"127.0.0.1"}
+        # Each instance's name has an address of its own on loopback, the same for every reader.
+        assert s["addresses"] == {"algo-1": "127.1.0.1", "algo-2": "127.1.0.2", "algo-3": "127.1.0.3"}
     assert seen["algo-1"]["heard"] == ["hello from algo-2", "hello from algo-3"]
 
     # One log per instance, as SageMaker keeps one stream per instance; the job's is algo-1's.
@@ -157,31 +157,49 @@ def test_an_instance_that_fails_ends_the_job_with_its_reason(tmp_path: Path) -> 
     assert any(n.startswith("algo-2 exited with code 1, which ended the job") for n in job.notes)
 
 
-def test_stopping_the_job_stops_every_instance(tmp_path: Path) -> None:
+def _processes_running(path: Path) -> list[int]:
+    """This machine's processes whose command line names ``path`` (a test's own program)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(path).encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass  # ended meanwhile
+    return found
+
+
+def test_stopping_the_job_stops_every_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopped while both instances run (one ignores SIGTERM, as a program may): the job is
+    Stopped and no process of either instance is left once the grace period (1 s here) ends."""
+    terminate = local_backend._terminate_group
+    monkeypatch.setattr(local_backend, "_terminate_group",
+                        lambda process, grace_seconds=1.0: terminate(process, grace_seconds))
     backend = _backend(tmp_path, """
-        import json, os, time
+        import json, signal, time
         me = json.load(open("/opt/ml/input/config/resourceconfig.json"))["current_host"]
-        print(f"{me} pid {os.getpid()}", flush=True)
+        if me == "algo-2":
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print(f"{me} started", flush=True)
         time.sleep(120)
     """)
+    program = tmp_path / "context" / "tiny" / "train"
     job = backend.register(_request("stopped", instance_count=2))
     runner = threading.Thread(target=backend.execute, args=(job,))
     runner.start()
     job_dir = backend.work_dir / "jobs" / "stopped"
     logs = [job_dir / "log.txt", job_dir / "hosts" / "algo-2" / "log.txt"]
     deadline = time.monotonic() + 60
-    while not all(log.is_file() and " pid " in log.read_text() for log in logs):
+    while not all(log.is_file() and " started" in log.read_text() for log in logs):
         assert time.monotonic() < deadline, "the instances did not start"
         time.sleep(0.1)
-    pids = [int(log.read_text().split(" pid ")[1].split()[0]) for log in logs]
+    assert len(_processes_running(program)) >= 2
     backend.stop_training_job("stopped")
-    runner.join(timeout=30)
+    runner.join(timeout=40)
     assert not runner.is_alive()
     assert job.status == "Stopped"
-    # The pids are the namespace's own when unshare made a PID namespace; none here: they are ours.
-    for pid in pids:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
+    assert _processes_running(program) == []
 
 
 def test_without_namespaces_the_first_instance_runs_alone_and_says_why(
@@ -199,3 +217,81 @@ def test_without_namespaces_the_first_instance_runs_alone_and_says_why(
         "algo-1.json": [["algo-1"], ["a.csv", "c", "f.csv"]]}
     assert any(n.startswith("InstanceCount 2: only algo-1 ran here (its shards only), since this "
                             "machine cannot run the 2 instances as a cluster: no unshare") for n in job.notes)
+
+
+def test_each_instance_reads_its_own_shard_through_its_own_pipe(tmp_path: Path) -> None:
+    """Pipe mode on several instances: each instance's FIFO streams only its shard."""
+    backend = _backend(tmp_path, """
+        import json
+        me = json.load(open("/opt/ml/input/config/resourceconfig.json"))["current_host"]
+        with open("/opt/ml/input/data/train_0", "rb") as pipe:
+            open(f"/opt/ml/model/{me}.txt", "wb").write(pipe.read())
+    """)
+    for key, body in (("a.csv", b"a\n"), ("b.csv", b"b\n"), ("c/d.csv", b"d\n"), ("e.csv", b"e\n"),
+                      ("f.csv", b"f\n")):
+        _put(backend, f"rows/{key}", body)
+    job = _run(backend, _request("piped", instance_count=2, channels=[
+        _channel("train", "rows", distribution="ShardedByS3Key", InputMode="Pipe")]))
+    assert job.status == "Completed", job.failure_reason
+    assert _model_files(backend, job) == {"algo-1.txt": b"a\nd\nf\n", "algo-2.txt": b"b\ne\n"}
+
+
+def test_isolated_instances_reach_each_other_and_nothing_else(tmp_path: Path) -> None:
+    """EnableNetworkIsolation on two instances: they still reach each other by name (SageMaker's
+    isolated instances talk to each other), an address outside the machine is unreachable, and
+    the job says it ran isolated."""
+    backend = _backend(tmp_path, CLUSTER_PROGRAM + """
+    try:
+        socket.create_connection(("192.0.2.1", 443), timeout=5)
+        outside = "reached"
+    except OSError as error:
+        outside = error.strerror
+    open(f"/opt/ml/model/{me}-outside.txt", "w").write(outside)
+""")
+    job = _run(backend, {**_request("isolated", instance_count=2), "EnableNetworkIsolation": True})
+    assert job.status == "Completed", job.failure_reason
+    files = _model_files(backend, job)
+    assert json.loads(files["algo-1.json"])["heard"] == ["hello from algo-2"]
+    assert files["algo-1-outside.txt"] == files["algo-2-outside.txt"] == b"Network is unreachable"
+    assert any(n.startswith("network isolation (EnableNetworkIsolation): the instances' network "
+                            "namespace has only a loopback interface") for n in job.notes)
+
+
+def test_an_instance_that_ignores_sigterm_is_killed_after_the_grace(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """algo-2 fails; algo-1 ignores the SIGTERM that ends the others: SIGKILL after the grace
+    period, the job fails with algo-2's reason, and no process is left."""
+    monkeypatch.setattr(cluster, "GRACE_SECONDS", 1.0)
+    backend = _backend(tmp_path, """
+        import json, signal, time
+        me = json.load(open("/opt/ml/input/config/resourceconfig.json"))["current_host"]
+        if me == "algo-2":
+            time.sleep(1)
+            raise SystemExit("algo-2 gave up")
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(120)
+    """)
+    started = time.monotonic()
+    job = _run(backend, _request("stubborn", instance_count=2))
+    assert time.monotonic() - started < 30
+    assert job.status == "Failed"
+    assert job.failure_reason is not None and "algo-2 gave up" in job.failure_reason
+    assert _processes_running(tmp_path / "context" / "tiny" / "train") == []
+
+
+def test_a_file_and_a_directory_of_one_name_clash(tmp_path: Path) -> None:
+    """algo-1 writes the file weights, algo-2 a directory weights/: the archive keeps the file
+    only (it would not extract with both) and the job says so."""
+    backend = _backend(tmp_path, """
+        import json, os
+        me = json.load(open("/opt/ml/input/config/resourceconfig.json"))["current_host"]
+        if me == "algo-1":
+            open("/opt/ml/model/weights", "w").write("file")
+        else:
+            os.mkdir("/opt/ml/model/weights")
+            open("/opt/ml/model/weights/part", "w").write("dir")
+    """)
+    job = _run(backend, _request("kinds", instance_count=2))
+    assert job.status == "Completed", job.failure_reason
+    assert _model_files(backend, job) == {"weights": b"file"}
+    assert any("weights (algo-1 and algo-2)" in n for n in job.notes)

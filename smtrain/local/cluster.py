@@ -11,12 +11,17 @@ Offline:
   its own channels, so a ShardedByS3Key channel holds only that instance's shard; its own model,
   output and checkpoint directories).
 - All of them run in one network namespace of their own with only a loopback interface
-  (:mod:`smtrain.local.isolation`), where every instance's name resolves to ``127.0.0.1`` (each
-  instance's mount namespace shows a hosts file of the job's at ``/etc/hosts``). So they reach
-  each other by name as on SageMaker, two jobs using the same fixed port (the PyTorch toolkit's
-  7777) cannot clash, and nothing outside the job is reachable: the network the instances share
-  is the job's own, which is stricter than SageMaker's public network and equal to network
-  isolation (whose instances still talk to each other).
+  (:mod:`smtrain.local.isolation`), where every instance's name resolves to an address of its
+  own on loopback (:func:`host_address`; each instance's mount namespace shows a hosts file of
+  the job's at ``/etc/hosts``). So they reach each other by name as on SageMaker, two jobs using
+  the same fixed port (the PyTorch toolkit's 7777) cannot clash, and nothing outside the job is
+  reachable: the network the instances share is the job's own, which is stricter than
+  SageMaker's public network and equal to network isolation (whose instances still talk to each
+  other). Unlike separate machines, the instances share one set of ports on the wildcard
+  address: two that each listen on ``0.0.0.0`` with the same port clash (listening on their own
+  name's address does not).
+- The namespaces include a PID namespace whose first process is the launcher: when it ends, or
+  is killed, every process of every instance ends with it.
 - :func:`probe` says whether this machine can do both (a network and a mount namespace); where it
   cannot, the engine runs the first instance only and says so.
 
@@ -32,6 +37,7 @@ so the engine knows which instance failed first. SIGTERM sent to the group from 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -54,11 +60,21 @@ def host_names(count: int) -> list[str]:
     return [f"algo-{number}" for number in range(1, count + 1)]
 
 
+def host_address(number: int) -> str:
+    """Instance ``algo-<number>``'s address: one of its own on loopback (``127.1.0.<number>`` and
+    on; Linux routes all of 127.0.0.0/8 to ``lo``), so that an instance binding its own name's
+    address and port does not take another's, and each resolves its name to an address of its
+    own, as each SageMaker instance has one."""
+    return str(ipaddress.IPv4Address("127.1.0.0") + number)
+
+
 def hosts_file_text(hosts: Sequence[str]) -> str:
-    """An ``/etc/hosts`` where ``localhost``, this machine's own name (torchrun binds its store to
-    it) and every instance's name resolve to loopback."""
-    names = ("localhost", os.uname().nodename, *hosts)
-    return "".join(f"127.0.0.1 {name}\n" for name in dict.fromkeys(names))
+    """An ``/etc/hosts`` where ``localhost`` and this machine's own name (torchrun binds its store
+    to it) resolve to ``127.0.0.1`` and each instance's name to its address
+    (:func:`host_address`; ``hosts`` in order, ``algo-1`` first)."""
+    lines = [f"127.0.0.1 {name}\n" for name in dict.fromkeys(("localhost", os.uname().nodename))]
+    lines += [f"{host_address(number)} {host}\n" for number, host in enumerate(hosts, start=1)]
+    return "".join(lines)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,7 +91,7 @@ class HostCommand:
 
 def write_spec(path: Path, hosts: Sequence[HostCommand], codes: Path) -> None:
     """The launcher's input: each instance's command, and where to write the exit codes."""
-    path.write_text(json.dumps({"codes": str(codes), "hosts": [
+    path.write_text(json.dumps({"codes": str(codes), "grace_seconds": GRACE_SECONDS, "hosts": [
         {"host": h.host, "command": h.command, "cwd": str(h.cwd), "environment": h.environment}
         for h in hosts]}))
 
@@ -101,24 +117,32 @@ class _Launcher:
     def __init__(self, spec: dict[str, object]) -> None:
         self.hosts = spec["hosts"]
         self.codes_path = str(spec["codes"])
+        self.grace_seconds = float(spec.get("grace_seconds", GRACE_SECONDS))  # type: ignore[arg-type]
         self.codes: dict[str, int | None] = {}
         self.ended: list[tuple[str, int]] = []
         self.lock = threading.Lock()
         self.ending = False
 
     def _write_codes(self) -> None:
-        with self.lock:
-            text = json.dumps({"codes": self.codes, "ended": self.ended})
-        partial = f"{self.codes_path}.partial"
-        with open(partial, "w") as out:
-            out.write(text)
-        os.replace(partial, self.codes_path)
+        with self.lock:  # one writer at a time, the whole file each time
+            partial = f"{self.codes_path}.partial"
+            with open(partial, "w") as out:
+                out.write(json.dumps({"codes": self.codes, "ended": self.ended}))
+            os.replace(partial, self.codes_path)
 
     def _copy(self, host: str, stream: object) -> None:
+        """Copy an instance's output to ours, tagged; should ours fail (the engine gone), keep
+        draining its pipe so that the instance never blocks writing."""
+        writable = True
         for line in stream:  # type: ignore[attr-defined]
+            if not writable:
+                continue
             with self.lock:
-                sys.stdout.write(f"{host}\t{line.rstrip(chr(10))}\n")
-                sys.stdout.flush()
+                try:
+                    sys.stdout.write(f"{host}\t{line.rstrip(chr(10))}\n")
+                    sys.stdout.flush()
+                except (OSError, ValueError):
+                    writable = False
 
     def _end_all(self) -> None:
         """SIGTERM to every instance (the launcher ignores it), SIGKILL to the group after the
@@ -129,11 +153,10 @@ class _Launcher:
         os.killpg(0, signal.SIGTERM)
 
         def kill() -> None:
-            time.sleep(GRACE_SECONDS)
+            time.sleep(self.grace_seconds)
             with self.lock:
                 running = any(code is None for code in self.codes.values())
-            if running:
-                self._write_codes()
+            if running:  # every end so far is in the codes file (written as each happened)
                 os.killpg(0, signal.SIGKILL)
 
         threading.Thread(target=kill, daemon=True).start()

@@ -654,13 +654,32 @@ class LocalBackend:
             raise SageMakerError("AlgorithmError", "InstallRequirementsError: "
                                  + fit_reason(str(error), room, keep_end=True)) from None
 
+    def _pytorch_toolkit(self, job: TrainingJob, python: Path) -> tuple[dict[str, str], str | None]:
+        """For a PyTorch script job on several instances, what the PyTorch image's ENV sets (under
+        the request's Environment, as on SageMaker): its toolkit as ``SAGEMAKER_TRAINING_MODULE``,
+        which alone reads the distribution settings and starts torchrun on each instance (from
+        the project's environment, where torch is, on PATH), and a note saying so. On one
+        instance the generic toolkit runs the script as that toolkit would, without importing
+        torch once more. Nothing, and no note, for any other job."""
+        image = job.request["AlgorithmSpecification"]["TrainingImage"]
+        if job.kind != "script" or script_framework(image) != "pytorch":
+            return {}, None
+        module = framework_envs.PYTORCH_TRAINING_MODULE
+        if importlib.util.find_spec(module.split(".")[0]) is None:
+            return {}, ("the PyTorch image's toolkit (sagemaker-pytorch-training) is not installed "
+                        "here: each instance runs the script through the generic toolkit, so a "
+                        "torch_distributed job trains once per instance, not as one job "
+                        "(`make install` installs it)")
+        inherited = os.environ.get("PATH", os.defpath)
+        return ({"SAGEMAKER_TRAINING_MODULE": module,
+                 "PATH": os.pathsep.join([str(python.parent), str(Path(sys.executable).parent), inherited])},
+                f"the PyTorch image's toolkit (SAGEMAKER_TRAINING_MODULE {module}) on each instance")
+
     def _byoc_program(self, job: TrainingJob) -> ByocProgram:
         return self.images.byoc[job.request["AlgorithmSpecification"]["TrainingImage"]]
 
-    def _command(self, job: TrainingJob, python: Path, *,
-                 several: bool = False) -> tuple[list[str], dict[str, str], str | None]:
-        """The job's command, what it adds to the environment, and a note on how it starts
-        (``several``: the job runs as several instances, :mod:`smtrain.local.cluster`)."""
+    def _command(self, job: TrainingJob, python: Path) -> tuple[list[str], dict[str, str], str | None]:
+        """The job's command, what it adds to the environment, and a note on how it starts."""
         framework_build = self._framework_build(job)
         if framework_build is not None:
             # The image's own start: the toolkit's ``train`` running the framework's training
@@ -675,22 +694,7 @@ class LocalBackend:
             # The toolkit's ``train`` console script (smtrain.local.toolkit_train: its own
             # ``pip install -r requirements.txt`` goes into ``python``'s environment, and is not
             # run again where that environment was built from the same file).
-            command = [str(python), "-m", "smtrain.local.toolkit_train"]
-            image = job.request["AlgorithmSpecification"]["TrainingImage"]
-            if (several and script_framework(image) == "pytorch"
-                    and importlib.util.find_spec(framework_envs.PYTORCH_TRAINING_MODULE.split(".")[0])):
-                # Across instances the PyTorch image's own toolkit, as its ENV names it: only it
-                # reads the distribution settings and starts torchrun on each instance (torchrun
-                # from the project's environment, where torch is). On one instance it would run
-                # the script as the generic toolkit does, after importing torch once more.
-                inherited = job.request.get("Environment", {}).get("PATH") or os.environ.get("PATH", os.defpath)
-                return (command,
-                        {"SAGEMAKER_TRAINING_MODULE": framework_envs.PYTORCH_TRAINING_MODULE,
-                         "PATH": os.pathsep.join([str(python.parent), str(Path(sys.executable).parent),
-                                                  inherited])},
-                        "the PyTorch image's toolkit (SAGEMAKER_TRAINING_MODULE "
-                        f"{framework_envs.PYTORCH_TRAINING_MODULE}) on each instance")
-            return command, {}, None
+            return [str(python), "-m", "smtrain.local.toolkit_train"], {}, None
         if job.kind == "byoc":
             # The staged build context: the program's folder and what its Dockerfile copies. It
             # stands for the image, so the job reads it and never writes there: no bytecode, or
@@ -715,13 +719,17 @@ class LocalBackend:
         tree, log_path = primary.tree, primary.log_path
         several = len(instances) > 1
         job.python = self._python(job, tree)
-        command, extra_env, start_note = self._command(job, job.python, several=several)
+        command, extra_env, start_note = self._command(job, job.python)
         # The engine's own settings (the offline MLflow store) win over the request's, whose
         # tracking URI would name a server in AWS.
         at_opt_ml = opt_ml.probe()
         # The image's ENV, then the request's Environment over it, as `docker run -e` would.
         recipe = self._recipe(self._byoc_program(job)) if job.kind == "byoc" else None
         image_env = recipe.environment if recipe is not None else self._image_environment(job)
+        if several:
+            distributed_env, distributed_note = self._pytorch_toolkit(job, job.python)
+            image_env = {**image_env, **distributed_env}
+            start_note = distributed_note or start_note
         # Of this process's environment only INHERITED_VARIABLES: nothing of its own SageMaker
         # settings (importing the training toolkit here sets SAGEMAKER_BASE_DIR in os.environ,
         # sagemaker_training.environment, which would send a job at /opt/ml to write its model
@@ -883,7 +891,13 @@ class LocalBackend:
         spec = hosts_dir / "launch.json"
         codes.unlink(missing_ok=True)
         cluster.write_spec(spec, host_commands, codes)
-        return network.command(cluster.launcher_command(spec))
+        # A PID namespace too, the launcher its first process: when it ends, or unshare is
+        # killed (--kill-child), every process of every instance ends with it, whatever session
+        # a program gave its children (torch elastic starts each rank in a session of its own).
+        assert network.prefix is not None
+        in_namespaces = network_isolation.Isolation(
+            prefix=(*network.prefix, "--pid", "--fork", "--kill-child"))
+        return in_namespaces.command(cluster.launcher_command(spec))
 
 
     def _emit(self, job: TrainingJob, line: str) -> None:
@@ -917,11 +931,11 @@ class LocalBackend:
             # SageMaker's guide describes the failure file of one container only; with several
             # instances the first that failed reports (no AWS document says which does).
             written = ended.reporting.tree.failure_reason()
-            if ended.reporting is not instances[0]:
-                log_text = ended.reporting.log_path.read_text()
-            reason = written or log_tail(log_text) or (
+            reporting_log = (log_text if ended.reporting is instances[0]
+                             else ended.reporting.log_path.read_text())
+            reason = written or log_tail(reporting_log) or (
                 f"the training program exited with code {returncode} and printed nothing")
-            output = "\n".join(line for line in log_text.splitlines()
+            output = "\n".join(line for line in reporting_log.splitlines()
                                 if not line.startswith(NOTE_PREFIX))
             hint = (network_isolation.ISOLATION_HINT if job.isolation is not None
                     and network_isolation.network_error_in(f"{written or ''}\n{output}") else None)
@@ -942,18 +956,24 @@ class LocalBackend:
         # ensure no file/directory names clash. SageMaker AI aggregates the result in a TAR file"
         # (developer guide, "How Amazon SageMaker Processes Training Output"). Which file wins a
         # clash is not documented: here the first instance's, and the job says so.
-        added: dict[str, str] = {}
+        added: dict[str, tuple[str, bool]] = {}  # name: (instance, is a directory)
         clashes: list[str] = []
         with tarfile.open(target, "w:gz") as archive:
             for instance in instances:
                 model_dir = instance.tree.model_dir
+                skipped: list[str] = []  # a clashing directory's whole subtree stays out
                 for path in sorted(model_dir.rglob("*")):
                     name = path.relative_to(model_dir).as_posix()
-                    if name in added:
-                        if not path.is_dir():
-                            clashes.append(f"{name} ({added[name]} and {instance.host})")
+                    if any(name.startswith(f"{prefix}/") for prefix in skipped):
                         continue
-                    added[name] = instance.host
+                    if name in added:
+                        first, first_is_dir = added[name]
+                        if not (first_is_dir and path.is_dir()):  # two directories merge
+                            clashes.append(f"{name} ({first} and {instance.host})")
+                            if path.is_dir():
+                                skipped.append(name)
+                        continue
+                    added[name] = (instance.host, path.is_dir())
                     archive.add(path, arcname=name, recursive=False)
         if clashes:
             self._note(job, "instances wrote the same name in /opt/ml/model: "
