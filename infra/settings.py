@@ -122,7 +122,7 @@ class Settings:
     experiment_tracking: str = "off"
     #: The tracking server's size (``server`` only).
     mlflow_tracking_server_size: str = "Small"
-    network: str = "public"
+    network: str = "sealed"
     #: An existing VPC (with its subnets and, optionally, security groups) instead of a new one.
     vpc_id: str | None = None
     subnet_ids: tuple[str, ...] = ()

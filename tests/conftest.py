@@ -13,6 +13,7 @@ import pytest
 from filelock import FileLock
 
 from infra.node_runtime import use_pinned_node
+from smtrain.core import contract
 
 use_pinned_node()
 
@@ -126,12 +127,13 @@ def shipped_training_code(destination: Path) -> Path:
 
 
 def code_without_script_requirements(destination: Path) -> Path:
-    """The shipped programs with digits_mlp's requirements (only MLflow's client) taken out. With
-    ``network`` vpc or isolated they would be vendored into its bundle as wheels (48 of them,
-    about 34 MB); tests about the network's resources, not the bundle, go without them and keep
-    their synth light. ``tests/test_local_isolation.py`` synthesizes them vendored."""
+    """The shipped programs with digits_mlp's tracking requirements (only MLflow's client) taken
+    out. Where jobs are tracked under ``network`` vpc they would be vendored into its bundle as
+    wheels (48 of them, about 34 MB); tests about the network's resources, not the bundle, go
+    without them and keep their synth light. ``tests/test_local_isolation.py`` synthesizes them
+    vendored."""
     code = shipped_training_code(destination)
-    (code / "digits_mlp" / "requirements.txt").unlink()
+    (code / "digits_mlp" / contract.TRACKING_REQUIREMENTS).unlink()
     return code
 
 
@@ -175,6 +177,18 @@ def synthesized(cdk_context: dict[str, Any], settings: Settings,
                 tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     return synthesized_once("cdk.out", tmp_path_factory,
                             lambda outdir: synthesize(cdk_context, settings, outdir))
+
+
+@pytest.fixture(scope="session")
+def public_app(cdk_context: dict[str, Any], settings: Settings,
+               tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """The shipped app with ``network: public`` (containers reach the internet; the default is
+    sealed): the baseline the tracking settings switch from."""
+    import dataclasses
+
+    training = {**cdk_context["training"], "network": "public"}
+    return synthesized_once("cdk.out-public", tmp_path_factory, lambda outdir: synthesize(
+        {**cdk_context, "training": training}, dataclasses.replace(settings, network="public"), outdir))
 
 
 @pytest.fixture(scope="session")

@@ -199,8 +199,11 @@ def test_each_program_asset_gets_exactly_its_own_iam(app_with_brought_programs: 
     # The execution role reads exactly the script programs' tarballs, nothing else.
     (source_policy_id,) = [i for i in resources_of_type(template, "AWS::IAM::ManagedPolicy")
                            if i.startswith("ReadScriptModeSource")]
-    (statement,) = statements_of(template, source_policy_id)
+    # Under the default network (sealed) the code is an input channel, which SageMaker lists:
+    # the asset bucket's ListBucket, limited to the tarballs' own keys (tests/test_job_security.py).
+    statement, listing = statements_of(template, source_policy_id)
     assert statement["Action"] == "s3:GetObject"
+    assert listing["Action"] == "s3:ListBucket"
     sources = {json.dumps(value["Value"], sort_keys=True)
                for key, value in template["Outputs"].items()
                if key.startswith(contract.OUTPUT_PROGRAM_SOURCE)}

@@ -47,8 +47,9 @@ TRACKING_RESOURCES = ("ExperimentTrackingServerRole", "ExperimentTrackingServerP
 
 @pytest.fixture(scope="module")
 def with_tracking(cdk_context: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    # Jobs reach the server only with a network: public (the default, sealed, gives them none).
     training = {**cdk_context["training"], "experimentTracking": "server",
-                "mlflowTrackingServerSize": "Medium"}
+                "mlflowTrackingServerSize": "Medium", "network": "public"}
     settings = settings_from_context(training, region=REGION)
     return synthesize({**cdk_context, "training": training}, settings, tmp_path_factory.mktemp("cdk.out-mlflow"))
 
@@ -148,9 +149,11 @@ def test_cfn_lint_accepts_the_templates_with_tracking(with_tracking: Synthesized
     assert cfn_lint(with_tracking.outdir / f"{stack}.template.json") == []
 
 
-def test_switching_the_flag_touches_nothing_else(synthesized: Synthesized, with_tracking: Synthesized) -> None:
+def test_switching_the_flag_touches_nothing_else(public_app: Synthesized, with_tracking: Synthesized) -> None:
     """With and without the flag the storage stack differs only by the tracking resources, and the
-    workflow stack only by the state machine's definition: switching it replaces nothing."""
+    workflow stack only by the state machine's definition and the policy that reads the script
+    bundle (which now holds digits_mlp's tracking requirements): switching it replaces nothing."""
+    synthesized = public_app
     off, on = synthesized.storage["Resources"], with_tracking.storage["Resources"]
     added = sorted(set(on) - set(off))
     assert set(off) <= set(on)
@@ -160,7 +163,11 @@ def test_switching_the_flag_touches_nothing_else(synthesized: Synthesized, with_
     off_wf, on_wf = synthesized.workflow["Resources"], with_tracking.workflow["Resources"]
     assert set(off_wf) == set(on_wf)
     changed = [i for i in off_wf if off_wf[i] != on_wf[i]]
-    assert [off_wf[i]["Type"] for i in changed] == ["AWS::StepFunctions::StateMachine"]
+    assert sorted(off_wf[i]["Type"] for i in changed) == [
+        "AWS::IAM::ManagedPolicy", "AWS::StepFunctions::StateMachine"]
+    # The tracking requirements join the bundle only where jobs get a tracking URI.
+    assert with_tracking.workflow["Outputs"]["ProgramSourceDigitsMlp"] != \
+        public_app.workflow["Outputs"]["ProgramSourceDigitsMlp"]
 
 
 def test_exact_permissions(with_tracking: Synthesized) -> None:

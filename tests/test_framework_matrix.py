@@ -32,7 +32,7 @@ from tests.conftest import BROUGHT_FRAMEWORKS, synthesize, synthesized_once
 from tests.helpers import Synthesized
 from tests.scripted_sagemaker import JobScript, ScriptedBackend, scripted_engine
 
-NETWORKS = ("public", "vpc", "isolated")
+NETWORKS = ("sealed", "public", "vpc", "isolated")
 #: Every option a distribution may add (none on one instance).
 DISTRIBUTION_OPTIONS = {name for options in contract.DISTRIBUTION_HYPERPARAMETERS.values()
                         for name in options}
@@ -43,17 +43,18 @@ def network_app(request: pytest.FixtureRequest, cdk_context: dict[str, Any], set
                 brought_training_code: Path, tmp_path_factory: pytest.TempPathFactory
                 ) -> tuple[str, Synthesized]:
     network: str = request.param
-    if network == "public":
+    if network == settings.network:  # the shipped default, sealed: the session's app
         app: Synthesized = request.getfixturevalue("with_brought_programs")
         return network, app
 
     def build(outdir: Path) -> Synthesized:
         code = outdir.parent / f"{outdir.name}-code"
         shutil.copytree(brought_training_code, code)
-        for requirements in code.glob("*/requirements.txt"):
-            if (requirements.parent / "Dockerfile").exists():
-                continue  # a BYOC image's: its Dockerfile installs them at build
-            requirements.unlink()
+        if network != "public":  # no wheels to vendor: tests/test_source_bundle.py vendors them
+            for requirements in code.glob("*/requirements.txt"):
+                if (requirements.parent / "Dockerfile").exists():
+                    continue  # a BYOC image's: its Dockerfile installs them at build
+                requirements.unlink()
         return synthesize(cdk_context, dataclasses.replace(settings, network=network), outdir,
                           training_code_dir=code)
 
@@ -73,9 +74,22 @@ def scripted(network_app: tuple[str, Synthesized], tmp_path_factory: pytest.Temp
 #: Per network mode, (training or tuning, spot, instances): each mode runs both kinds, on spot
 #: and on demand, on one and two instances, and over the three modes every pair of those values
 #: meets (a covering array: 30 executions instead of the full product's 60).
-RUNS = {"public": (("training", True, 2), ("tuning", False, 1)),
+RUNS = {"sealed": (("training", False, 2), ("tuning", True, 1)),
+        "public": (("training", True, 2), ("tuning", False, 1)),
         "vpc": (("training", False, 1), ("tuning", True, 2)),
         "isolated": (("training", True, 1), ("tuning", False, 2))}
+
+
+def test_each_mode_says_at_synth_what_containers_reach(network_app: tuple[str, Synthesized]) -> None:
+    """One info notice per synth (the CDK CLI prints it at synth and deploy), the mode's own:
+    public's says containers reach the internet, and only public's."""
+    from infra.stacks.workflow_stack import NETWORK_NOTICES
+
+    network, app = network_app
+    notices = [m[2] for m in app.messages if m[0].rsplit(".", 1)[-1].lower() == "info"
+               and str(m[2]).startswith("network: ")]
+    assert notices == [NETWORK_NOTICES[network]]
+    assert ("reach the internet" in notices[0]) == (network == "public")
 
 
 @pytest.mark.parametrize("framework", sorted(BROUGHT_FRAMEWORKS))
@@ -121,14 +135,16 @@ def _assert_job(job: dict[str, Any], hyperparameters: dict[str, str], *, run: st
                 settings: Settings) -> None:
     assert job["AlgorithmSpecification"]["TrainingImage"] == image, run
     assert job["ResourceConfig"]["InstanceCount"] == count, run
-    # The network: none of the project's in public mode; the stack's VPC otherwise, and no
-    # network at all for the containers in isolated mode, whose code arrives as a channel.
-    assert ("VpcConfig" in job) == (network != "public"), run
-    assert job.get("EnableNetworkIsolation", False) == (network == "isolated"), run
+    # The network: none of the project's in public and sealed mode; the stack's VPC otherwise,
+    # and no network at all for the containers in isolated and sealed mode, whose code arrives as
+    # a channel.
+    assert ("VpcConfig" in job) == (network in ("vpc", "isolated")), run
+    isolated = network in ("isolated", "sealed")
+    assert job.get("EnableNetworkIsolation", False) == isolated, run
     channels = [channel["ChannelName"] for channel in job.get("InputDataConfig", [])]
-    assert (contract.CODE_CHANNEL in channels) == (network == "isolated"), run
+    assert (contract.CODE_CHANNEL in channels) == isolated, run
     submitted = hyperparameters["sagemaker_submit_directory"]
-    assert submitted.startswith(f"{contract.CODE_CHANNEL_DIR}/" if network == "isolated" else "s3://"), run
+    assert submitted.startswith(f"{contract.CODE_CHANNEL_DIR}/" if isolated else "s3://"), run
     # Capacity: managed spot with its wait, or on demand.
     assert job.get("EnableManagedSpotTraining", False) == spot, run
     assert ("MaxWaitTimeInSeconds" in job["StoppingCondition"]) == spot, run

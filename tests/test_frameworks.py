@@ -68,7 +68,9 @@ def test_each_frameworks_training_request_names_its_image_and_sagemaker_fields(
     assert f".dkr.ecr.{settings.region}.amazonaws.com/" in image
     hyperparameters = request["HyperParameters"]
     assert hyperparameters["sagemaker_program"] == "train.py"
-    assert hyperparameters["sagemaker_submit_directory"].startswith("s3://")
+    # The default network (sealed): the code arrives as the code channel (public sends the S3
+    # URI: tests/test_framework_matrix.py).
+    assert hyperparameters["sagemaker_submit_directory"].startswith(f"{contract.CODE_CHANNEL_DIR}/")
     assert hyperparameters["sagemaker_region"] == settings.region
     assert hyperparameters["sagemaker_container_log_level"] == "20"
     # TensorFlow.hyperparameters adds model_dir; the stack sends the local model directory.

@@ -206,7 +206,9 @@ def test_the_state_machine_creates_only_its_own_jobs_and_pending_versions(
     key = next(s["Condition"]["ArnEquals"]["sagemaker:OutputKmsKeyArn"]
                for s in account.identity_statements(machine) if "ArnEquals" in s.get("Condition", {}))
     create = {"sagemaker:OutputKmsKeyArn": key, "sagemaker:VolumeKmsKeyArn": key,
-              "sagemaker:InstanceTypes": ["ml.m5.xlarge"]}
+              "sagemaker:InstanceTypes": ["ml.m5.xlarge"],
+              # The default network (sealed): the role allows isolated jobs only.
+              "sagemaker:NetworkIsolation": "true"}
     assert account.decide(Request(machine, "sagemaker:CreateTrainingJob", ours, create)) == "Allow"
     assert account.decide(Request(machine, "sagemaker:CreateTrainingJob", ours)) != "Allow"
     assert account.decide(Request(machine, "sagemaker:CreateTrainingJob", theirs, create)) != "Allow"

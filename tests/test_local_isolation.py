@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import socket
 import tarfile
 import threading
@@ -290,19 +291,37 @@ def test_script_mode_with_an_s3_submit_directory_still_works(backend: LocalBacke
 
 
 # -- (e): isolation that cannot be enforced -----------------------------------------------------
-def test_a_machine_that_cannot_isolate_fails_the_job_without_running_it(
+def test_a_machine_that_cannot_isolate_fails_the_job_without_running_it_when_required(
         backend: LocalBackend, server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(network_isolation, "probe", lambda: network_isolation.Isolation(
         prefix=None, reason="`unshare --net` failed (exit 1: unshare failed: Operation not permitted)"))
+    monkeypatch.setenv("SMTRAIN_LOCAL_ISOLATION", "require")
     job = run(backend, request("cannot-isolate", image("reach_network"), isolated=True,
                                hyperparameters={"host": "127.0.0.1", "port": str(server.port)}))
     assert job.status == "Failed"
     reason = job.failure_reason or ""
     assert reason.startswith("ClientError: EnableNetworkIsolation is set, but network isolation "
                              "could not be enforced on this machine (`unshare --net` failed")
-    assert "the job was not run" in reason
+    assert "the job was not run (SMTRAIN_LOCAL_ISOLATION=require)" in reason
     assert server.received == [] and job.process is None and job.log_path is None
     assert not (backend.work_dir / "jobs" / job.name / "opt_ml").exists()
+
+
+def test_a_machine_that_cannot_isolate_runs_the_job_with_the_network_and_says_so(
+        backend: LocalBackend, server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without SMTRAIN_LOCAL_ISOLATION=require (macOS, a restricted Linux): the job runs, with
+    network access, and its notes say so in words no one can miss."""
+    monkeypatch.setattr(network_isolation, "probe", lambda: network_isolation.Isolation(
+        prefix=None, reason="`unshare` is not installed"))
+    monkeypatch.delenv("SMTRAIN_LOCAL_ISOLATION", raising=False)
+    job = run(backend, request("not-isolated", image("reach_network"), isolated=True,
+                               hyperparameters={"host": "127.0.0.1", "port": str(server.port)}))
+    assert job.status == "Completed", job.failure_reason
+    assert server.received, "the job reached the network"
+    (note,) = [n for n in job.notes if n.startswith("NOT ISOLATED")]
+    assert "which this machine cannot enforce (`unshare` is not installed), so it ran WITH network access" in note
+    assert "set SMTRAIN_LOCAL_ISOLATION=require" in note
+    assert job.isolation is None
 
 
 def test_the_probe_takes_the_first_way_that_really_isolates(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -357,9 +376,12 @@ def test_a_tuning_jobs_trials_run_isolated(backend: LocalBackend) -> None:
 @pytest.fixture(scope="module")
 def isolated_app(cdk_context: dict[str, Any], settings: Settings,
                  tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    """``network: isolated`` (an existing VPC), synthesized: the shipped programs as they are,
-    digits_mlp's requirements.txt vendored into its bundle as wheels at synth."""
+    """``network: isolated`` (an existing VPC), synthesized: the shipped programs, digits_mlp with
+    MLflow's client as a requirements.txt of its own (its tracking requirements, which an isolated
+    deployment would not ship) vendored into its bundle as wheels at synth."""
     code = shipped_training_code(tmp_path_factory.mktemp("isolated-e2e-code") / "code")
+    shutil.copyfile(code / "digits_mlp" / contract.TRACKING_REQUIREMENTS,
+                    code / "digits_mlp" / "requirements.txt")
     isolated = dataclasses.replace(
         settings, network="isolated", vpc_id="vpc-0123456789abcdef0",
         subnet_ids=("subnet-0123456789abcdef0", "subnet-0fedcba987654321f"))

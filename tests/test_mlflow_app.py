@@ -45,7 +45,8 @@ APP_RESOURCES = ("MlflowAppRole", "MlflowAppPolicy", "MlflowApp", "MlflowAppClie
 
 @pytest.fixture(scope="module")
 def with_app(cdk_context: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    training = {**cdk_context["training"], "experimentTracking": "app"}
+    # Jobs reach the app only with a network: public (the default, sealed, gives them none).
+    training = {**cdk_context["training"], "experimentTracking": "app", "network": "public"}
     settings = settings_from_context(training, region=REGION)
     return synthesize({**cdk_context, "training": training}, settings, tmp_path_factory.mktemp("cdk.out-app"))
 
@@ -200,9 +201,11 @@ def test_jobs_get_the_app_as_tracking_uri(with_app: Synthesized) -> None:
     assert tuning[contract.ENV_TRACKING_URI] == environment[contract.ENV_TRACKING_URI]
 
 
-def test_switching_to_app_touches_nothing_else(synthesized: Synthesized, with_app: Synthesized) -> None:
+def test_switching_to_app_touches_nothing_else(public_app: Synthesized, with_app: Synthesized) -> None:
     """Against ``off``: the storage stack only gains the app's resources, the workflow stack only
-    changes its definition (and its outputs)."""
+    changes its definition, and the script bundle (now with digits_mlp's tracking requirements)
+    the policy that reads it and its output: updates in place, nothing replaced."""
+    synthesized = public_app
     off, on = synthesized.storage["Resources"], with_app.storage["Resources"]
     assert set(off) <= set(on)
     assert sorted(re.sub("[0-9A-F]{8}$", "", i) for i in set(on) - set(off)) == sorted(APP_RESOURCES)
@@ -210,7 +213,8 @@ def test_switching_to_app_touches_nothing_else(synthesized: Synthesized, with_ap
         assert on[logical_id] == resource, logical_id
     off_wf, on_wf = synthesized.workflow["Resources"], with_app.workflow["Resources"]
     assert set(off_wf) == set(on_wf)
-    assert [off_wf[i]["Type"] for i in off_wf if off_wf[i] != on_wf[i]] == ["AWS::StepFunctions::StateMachine"]
+    assert sorted(off_wf[i]["Type"] for i in off_wf if off_wf[i] != on_wf[i]) == [
+        "AWS::IAM::ManagedPolicy", "AWS::StepFunctions::StateMachine"]
 
 
 def test_compliance_with_app(with_app: Synthesized) -> None:

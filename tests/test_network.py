@@ -669,15 +669,16 @@ def test_a_created_vpc_without_job_actions_fails_instead_of_leaving_endpoints_op
                         log_retention=logs.RetentionDays.ONE_MONTH, job_actions=[])
 
 
-@pytest.mark.parametrize(("mode", "network"), [("public", "public"), ("created_vpc_tracking", "vpc"),
+@pytest.mark.parametrize(("mode", "network"), [("default", "sealed"), ("created_vpc_tracking", "vpc"),
                                               ("isolated_tracking", "isolated")])
 def test_every_synth_says_what_training_containers_can_reach(request: pytest.FixtureRequest, mode: str,
                                                              network: str) -> None:
     """The choice is visible where it is made: an info message of the workflow stack, which the
-    CDK CLI prints at every synth and deploy; the default one says containers reach the internet."""
+    CDK CLI prints at every synth and deploy; the default one (sealed) says containers reach no
+    network (public's, that they reach the internet: tests/test_framework_matrix.py)."""
     from infra.stacks.workflow_stack import NETWORK_NOTICES
 
-    synthesized = request.getfixturevalue("synthesized") if mode == "public" else _mode(request, mode)
+    synthesized = request.getfixturevalue("synthesized") if mode == "default" else _mode(request, mode)
     notices = [m for m in synthesized.messages if m[0].rsplit(".", 1)[-1].lower() == "info"
                and str(m[2]).startswith("network: ")]
     assert [m[2] for m in notices] == [NETWORK_NOTICES[network]]

@@ -97,14 +97,18 @@ def _trained_job(trained: TrainedRuns, program: str) -> Any:
     return job
 
 
-def test_a_job_in_its_program_environment_does_not_run_pip_again(trained: TrainedRuns) -> None:
-    """digits_mlp's requirements (MLflow's client) built its program environment; its job ran
-    the toolkit (smtrain.local.toolkit_train), which did not pip install the same file again."""
+def test_a_job_without_requirements_installs_nothing(trained: TrainedRuns) -> None:
+    """By default (sealed, tracking off) digits_mlp's bundle holds no requirements.txt (its
+    MLflow client is a tracking requirement, not shipped): its job runs the toolkit in the
+    project's own environment and no pip at all (a program environment whose requirements match
+    the bundle's skips the toolkit's pip install: tests/test_program_envs.py)."""
+    import sys
+
     job = _trained_job(trained, "digits_mlp")
-    assert job.log_path is not None
+    assert job.log_path is not None and job.python == Path(sys.executable)
     log = job.log_path.read_text()
-    assert "the toolkit's pip install is not run again" in log
-    assert "Requirement already satisfied" not in log
+    assert "Installing dependencies from requirements.txt" not in log
+    assert "Requirement already satisfied" not in log and "pip install" not in log
     assert "Reporting training SUCCESS" in log
 
 

@@ -132,19 +132,24 @@ def test_script_mode_request(harness: Harness) -> None:
         "the manifest's defaults fill the rest"
     assert hp["seed"] == "42", "an untunable default is sent on every job"
     assert hp["sagemaker_program"] == "train.py", "the manifest's entry point"
-    assert hp["sagemaker_submit_directory"].startswith("s3://cdk-hnb659fds-assets-123456789012-us-east-1/")
+    # Under the default network (sealed) the code is the `code` channel, read in the container.
+    code_uri = hp["sagemaker_submit_directory"]
+    assert re.fullmatch(r"/opt/ml/input/data/code/[0-9a-f]{64}\.gz", code_uri), code_uri
     assert {name for name in hp if not name.startswith("sagemaker_")} == {
         "epochs", "batch-size", "learning-rate", "hidden-units", "seed"}
     assert all(isinstance(v, str) for v in hp.values())
     assert [(c["ChannelName"], c["ContentType"], c["DataSource"]["S3DataSource"]["S3Uri"])
-            for c in request["InputDataConfig"]] == [
+            for c in request["InputDataConfig"] if c["ChannelName"] != "code"] == [
         ("train", "text/csv", "s3://local-buckets-data/datasets/digits_mlp/train/"),
         ("validation", "text/csv", "s3://local-buckets-data/datasets/digits_mlp/validation/")]
+    (code,) = [c for c in request["InputDataConfig"] if c["ChannelName"] == "code"]
+    assert code["DataSource"]["S3DataSource"]["S3Uri"] == (
+        "s3://cdk-hnb659fds-assets-123456789012-us-east-1/" + code_uri.rsplit("/", 1)[1])
     # ml.m5 has no local storage: its EBS volume is encrypted with the stack key.
     assert request["ResourceConfig"] == {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1,
                                          "VolumeSizeInGB": 30, "VolumeKmsKeyId": LOCAL_KEY_ARN}
     assert request["EnableInterContainerTrafficEncryption"] is False, "one instance: nothing to encrypt"
-    assert "VpcConfig" not in request and "EnableNetworkIsolation" not in request, "network: public"
+    assert "VpcConfig" not in request and request["EnableNetworkIsolation"] is True, "network: sealed"
     assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600}
     assert request["EnableManagedSpotTraining"] is False
     assert {t["Key"]: t["Value"] for t in request["Tags"]} == {"project": "smtrain",

@@ -447,5 +447,12 @@ def _assert_project_promises(engine: tuple[OfflineEngine, ScriptedBackend],
             assert hyperparameters["sagemaker_torch_distributed_enabled"] == "true"
         channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
                     for c in job["InputDataConfig"]}
+        # Under the default network (sealed) a script program's code is one more channel: the
+        # tarball that sagemaker_submit_directory names in the container.
+        if program.kind == "script":
+            code_uri = channels.pop(contract.CODE_CHANNEL)
+            assert job["EnableNetworkIsolation"] is True
+            assert hyperparameters["sagemaker_submit_directory"] == (
+                f"{contract.CODE_CHANNEL_DIR}/{code_uri.rsplit('/', 1)[1]}")
         assert channels == {c.name: inputs.get(c.name, contract.default_channel_uri(
             data_bucket, program.name, c.name)) for c in program.channels}

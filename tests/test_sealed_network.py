@@ -100,8 +100,10 @@ def test_script_requirements_are_vendored_and_vpc_settings_refused(settings: Set
     from infra.stacks.workflow_stack import _wheels_for
 
     sealed = dataclasses.replace(settings, network="sealed")
+    assert settings.network == "sealed", "the shipped default (cdk.json)"
     assert sealed.network_isolation and not sealed.in_vpc
-    assert _wheels_for(sealed) is not None and _wheels_for(settings) is None  # cdk.json: public
+    assert _wheels_for(sealed) is not None
+    assert _wheels_for(dataclasses.replace(settings, network="public")) is None
     with pytest.raises(SettingsError, match=r"^setting 'vpcId' is invalid.*null while 'network' is sealed"):
         dataclasses.replace(settings, network="sealed", vpc_id="vpc-0123456789abcdef0",
                             subnet_ids=("subnet-0123456789abcdef0", "subnet-0fedcba987654321f"))

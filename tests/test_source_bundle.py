@@ -95,26 +95,54 @@ def test_project_script_mode_bundle_holds_the_entry_point() -> None:
     archive = build_source_tarball(ROOT / "training_code" / "digits_mlp")
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
         names = tar.getnames()
-    assert "train.py" in names and "requirements.txt" in names
+    # digits_mlp needs nothing but the image's packages, save MLflow's client for tracking.
+    assert "train.py" in names and "requirements.txt" not in names
     assert not any("__pycache__" in name for name in names)
+
+
+def _members(bundle: SourceBundle, build_dir: Path) -> dict[str, bytes]:
+    data = (build_dir / f"sourcedir-{bundle.archive_sha256}.tar.gz").read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+
+
+def test_tracking_requirements_ship_only_where_jobs_track(tmp_path: Path) -> None:
+    """requirements-tracking.txt joins requirements.txt in the bundle only when asked (the stack
+    asks where jobs get a tracking URI: tests/test_experiment_tracking_stack.py); a program's own
+    requirements come first, and the bundle changes with the choice."""
+    program = tmp_path / "program"
+    program.mkdir()
+    (program / "train.py").write_text("print('hi')\n")
+    (program / "requirements-tracking.txt").write_text("mlflow-skinny==3.17.2\n")
+    stack = cdk.Stack(cdk.App(outdir=str(tmp_path / "cdk.out")), "Bundle")
+    build = tmp_path / "bundles"
+    untracked = SourceBundle(stack, "Untracked", source_dir=program, build_dir=build)
+    assert "requirements.txt" not in _members(untracked, build)
+    tracked = SourceBundle(stack, "Tracked", source_dir=program, build_dir=build, with_tracking=True)
+    assert _members(tracked, build)["requirements.txt"] == b"mlflow-skinny==3.17.2\n"
+    (program / "requirements.txt").write_text("numpy==2.4.6")  # no final newline
+    both = SourceBundle(stack, "Both", source_dir=program, build_dir=build, with_tracking=True)
+    assert _members(both, build)["requirements.txt"] == b"numpy==2.4.6\nmlflow-skinny==3.17.2\n"
+    assert len({untracked.archive_sha256, tracked.archive_sha256, both.archive_sha256}) == 3
 
 
 # -- Vendored requirements (network vpc/isolated): the wheels travel in the bundle ------------------
 
 def _bundle(tmp: Path, source_dir: Path, settings: Settings, *, program: str = "digits_mlp",
             cache_dir: Path | None = None) -> SourceBundle:
-    """A SourceBundle with vendored requirements in a stack of its own, as a synth makes it."""
+    """A SourceBundle with vendored requirements (and tracking's) in a stack of its own, as a
+    synth of a tracked vpc deployment makes it."""
     target = WheelTarget(python_version=python_version_of(settings.pytorch_py_version),
                          **({"cache_dir": cache_dir} if cache_dir else {}))
     stack = cdk.Stack(cdk.App(outdir=str(tmp / "cdk.out")), "Bundle")
     return SourceBundle(stack, "Source", source_dir=source_dir, build_dir=tmp / "bundles",
                         extra_packages={"common": ROOT / "training_code" / "common"},
-                        wheels_for=target, program=program)
+                        wheels_for=target, program=program, with_tracking=True)
 
 
 def test_a_vendored_bundle_holds_the_wheels_and_is_byte_identical_across_synths(
         tmp_path: Path, settings: Settings) -> None:
-    """digits_mlp's requirements.txt, vendored for the PyTorch image's Python (the wheel cache,
+    """digits_mlp's tracking requirements, vendored for the PyTorch image's Python (the wheel cache,
     ~/.cache/smtrain/wheels, makes the second synth download nothing): the archive holds every
     wheel, the program's own file under wheels/, a requirements.txt the toolkit installs with no
     index, and two synths give the same bytes."""
@@ -129,7 +157,7 @@ def test_a_vendored_bundle_holds_the_wheels_and_is_byte_identical_across_synths(
         original = tar.extractfile("wheels/requirements.txt")
         rewritten = tar.extractfile("requirements.txt")
         assert original is not None and rewritten is not None
-        assert original.read() == (ROOT / "training_code" / "digits_mlp" / "requirements.txt").read_bytes()
+        assert original.read() == (ROOT / "training_code" / "digits_mlp" / "requirements-tracking.txt").read_bytes()
         lines = [line for line in rewritten.read().decode().splitlines() if not line.startswith("#")]
     assert all(m.mtime == 0 and m.uid == 0 for m in members.values())
     assert wheels == list(first.wheels) and len(wheels) > 2
@@ -188,10 +216,10 @@ def test_a_requirements_file_of_comments_only_vendors_nothing(tmp_path: Path) ->
 
 
 def test_requirements_are_vendored_where_jobs_run_in_a_vpc(settings: Settings) -> None:
-    """``public`` jobs pip install from PyPI at start; ``vpc`` and ``isolated`` ones get wheels
-    for the PyTorch image's Python (py311: 3.11)."""
-    assert _wheels_for(settings) is None
-    for network in ("vpc", "isolated"):
+    """``public`` jobs pip install from PyPI at start; ``sealed`` (the default), ``vpc`` and
+    ``isolated`` ones get wheels for the PyTorch image's Python (py311: 3.11)."""
+    assert _wheels_for(dataclasses.replace(settings, network="public")) is None
+    for network in ("sealed", "vpc", "isolated"):
         target = _wheels_for(dataclasses.replace(settings, network=network))
         assert target is not None and target.python_version == "3.11" and target.abi == "cp311"
 

@@ -246,10 +246,14 @@ def test_execution_role_reads_only_this_code_asset(synthesized: Synthesized) -> 
     policies = {i: p for i, p in resources_of_type(template, "AWS::IAM::ManagedPolicy").items()
                 if i.startswith("ReadScriptModeSource")}
     (policy,) = policies.values()
-    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    # The object, and (the default network, sealed, sends it as an input channel, which SageMaker
+    # lists first) the listing of that key alone.
+    statement, listing = policy["Properties"]["PolicyDocument"]["Statement"]
     assert statement["Action"] == "s3:GetObject"
     resource = json.dumps(statement["Resource"])
     assert "cdk-hnb659fds-assets-" in resource and resource.endswith('.gz"]]}')
+    assert listing["Action"] == "s3:ListBucket"
+    assert list(listing["Condition"]) == ["StringEquals"]
 
 
 @pytest.mark.parametrize("output", ["StateMachineArn", "DataBucketName", "ArtifactsBucketName",

@@ -79,11 +79,10 @@ def run_toolkit(base_dir: Path, *, hyperparameters: Mapping[str, str],
 def program_python(hyperparameters: Mapping[str, str], requirements_copy: Path) -> Path:
     """The python of the program environment built from the ``requirements.txt`` of the bundle
     that ``sagemaker_submit_directory`` names (copied to ``requirements_copy``), as the offline
-    engine picks it for a script job."""
+    engine picks it for a script job (the project's own where the bundle has none)."""
     requirements = bundle_requirements(Path(hyperparameters["sagemaker_submit_directory"]),
                                        requirements_copy)
-    assert requirements is not None, "the bundle has no requirements.txt"
-    return environment_for(requirements, default_cache_dir())
+    return environment_for(requirements, default_cache_dir())  # None: the project's own
 
 
 def run_byoc(base_dir: Path, *, hyperparameters: Mapping[str, str],

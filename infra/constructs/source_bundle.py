@@ -14,8 +14,9 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
+from smtrain.core.contract import TRACKING_REQUIREMENTS
 from smtrain.core.source_archive import build_source_tarball
-from smtrain.core.vendored_requirements import WheelTarget, vendored_files
+from smtrain.core.vendored_requirements import REQUIREMENTS, WheelTarget, vendored_files
 
 
 def _private_dir(path: Path) -> Path:
@@ -43,14 +44,31 @@ class SourceBundle(Construct):
     wheels for that image go into the archive under ``wheels/`` and the toolkit installs them
     with no index (:mod:`smtrain.core.vendored_requirements`); ``program`` names the program in
     the error when a requirement has no such wheel. Nothing is added to IAM either way.
+
+    ``with_tracking`` (default False): the directory's ``requirements-tracking.txt`` (what the
+    program needs only to log to MLflow from the container) joins ``requirements.txt`` in the
+    archive. The stack asks for it only where jobs get a tracking URI, so a deployment whose jobs
+    cannot reach MLflow (tracking off, or no network) ships and installs none of it.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, source_dir: Path,
                  extra_packages: Mapping[str, Path] | None = None,
                  build_dir: Path | None = None, wheels_for: WheelTarget | None = None,
-                 program: str | None = None) -> None:
+                 program: str | None = None, with_tracking: bool = False) -> None:
         super().__init__(scope, construct_id)
-        requirements = source_dir / "requirements.txt"
+        out_dir = build_dir or _private_dir(Path(tempfile.gettempdir())
+                                            / f"smtrain-source-bundles-{os.getuid()}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        requirements = source_dir / REQUIREMENTS
+        tracking = source_dir / TRACKING_REQUIREMENTS
+        replacements: dict[str, Path | bytes] = {}
+        if with_tracking and tracking.is_file():
+            merged = b"".join(path.read_bytes().rstrip(b"\n") + b"\n"
+                              for path in (requirements, tracking) if path.is_file())
+            # A file for the vendoring to read, named by its content (two programs never share it).
+            requirements = out_dir / f"requirements-{hashlib.sha256(merged).hexdigest()}.txt"
+            requirements.write_bytes(merged)
+            replacements[REQUIREMENTS] = merged
         vendored: dict[str, Path | bytes] = {}
         if wheels_for is not None and requirements.is_file():
             vendored = vendored_files(requirements, program=program or source_dir.name,
@@ -58,14 +76,12 @@ class SourceBundle(Construct):
         #: The wheels the archive holds (file names; empty when nothing is vendored).
         self.wheels = tuple(sorted(name.split("/", 1)[1] for name in vendored
                                    if name.endswith(".whl")))
-        out_dir = build_dir or _private_dir(Path(tempfile.gettempdir())
-                                            / f"smtrain-source-bundles-{os.getuid()}")
+        replacements.update(vendored)
         # A vendored archive is kept compressed by content, so a repeated synth skips the gzip.
         archive = build_source_tarball(source_dir, extra_packages=extra_packages,
-                                       replacements=vendored,
+                                       replacements=replacements,
                                        gzip_cache=out_dir / "by-tar" if vendored else None)
         digest = hashlib.sha256(archive).hexdigest()
-        out_dir.mkdir(parents=True, exist_ok=True)
         archive_path = out_dir / f"sourcedir-{digest}.tar.gz"
         # Reused only when its bytes are the archive's (the name is their SHA-256): a file
         # planted or damaged at that path is replaced, never shipped.

@@ -195,13 +195,17 @@ class WorkflowStack(Stack):
         source_objects: list[str] = []
         source_keys: list[str] = []
         source_bucket_arn: str | None = None
+        # Jobs get a tracking URI only where the deployment tracks and their containers have a
+        # network (the state machine's tracking_uri below).
+        jobs_track = storage.tracking is not None and not settings.network_isolation
         for program in programs.values():
             construct_id = contract.output_id(program.name)
             if program.kind == "script":
                 source = SourceBundle(
                     self, f"Source{construct_id}", source_dir=program.directory,
                     extra_packages={name: training_code_dir / name for name in program.shared},
-                    wheels_for=_wheels_for(settings), program=program.name)
+                    wheels_for=_wheels_for(settings), program=program.name,
+                    with_tracking=jobs_track)
                 source_objects.append(source.asset.bucket.arn_for_objects(source.asset.s3_object_key))
                 source_keys.append(source.object_key)
                 source_bucket_arn = source.asset.bucket.bucket_arn
@@ -271,8 +275,7 @@ class WorkflowStack(Stack):
             log_retention=retention_for_days(settings.log_retention_days),
             # An isolated container reaches no network, MLflow included: its runs are not tracked
             # from inside (SageMaker keeps the metrics: FinalMetricDataList, CloudWatch).
-            tracking_uri=None if settings.network_isolation or storage.tracking is None
-            else storage.tracking.arn,
+            tracking_uri=storage.tracking.arn if jobs_track and storage.tracking else None,
             security=JobSecurity(
                 vpc_config=storage.job_network.vpc_config() if storage.job_network else None,
                 network_isolation=settings.network_isolation,

@@ -502,9 +502,18 @@ RUN_TAG_COST: Final = "smtrain.cost"
 #: Offline only: the file a job's tracker records its MLflow run in, for the local backend to log
 #: when the job ends (``smtrain.local.run_record``); never set on AWS.
 ENV_TRACKING_RECORD: Final = "SMTRAIN_TRACKING_RECORD"
+#: A script program's requirements for tracking from the container only (the MLflow client):
+#: shipped, beside its ``requirements.txt``, only where the deployment gives jobs a tracking URI
+#: (``infra.constructs.source_bundle``).
+TRACKING_REQUIREMENTS: Final = "requirements-tracking.txt"
 #: Where offline runs keep each program's requirements environment (default
 #: ``~/.cache/smtrain/envs``).
 ENV_PROGRAM_ENV_CACHE: Final = "SMTRAIN_ENV_CACHE"
+#: Offline only: ``require`` makes the engine refuse a job with ``EnableNetworkIsolation`` that
+#: this machine cannot isolate; unset (or anything else), such a job runs with network access and
+#: says so (``smtrain.local.local_backend``).
+ENV_LOCAL_ISOLATION: Final = "SMTRAIN_LOCAL_ISOLATION"
+LOCAL_ISOLATION_REQUIRED: Final = "require"
 
 #: Where the training programs are, when not the project's own ``training_code/`` (read by
 #: ``app.py`` for synth and by the CLI; tests point both at a copy of the shipped programs).

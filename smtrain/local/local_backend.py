@@ -396,7 +396,7 @@ class LocalBackend:
                 # Never faked: only SageMaker runs it (smtrain.core.builtin_algorithms).
                 raise SageMakerError("ClientError", builtin_algorithms.offline_refusal(algorithm))
             if job.network_isolated:
-                job.isolation = self._isolation()
+                job.isolation = self._isolation(job)
             job.set_secondary("Downloading", "Downloading input data")
             hosts = self._hosts(job)
             instances = [self._instance(job, host, hosts=hosts, base=job_dir if index == 0
@@ -533,18 +533,28 @@ class LocalBackend:
         return channels
 
     @staticmethod
-    def _isolation() -> network_isolation.Isolation:
-        """This machine's way to isolate a job (probed once per process); a ClientError when
-        there is none, so that an isolated job never runs with network access."""
+    def _isolation(job: TrainingJob) -> network_isolation.Isolation | None:
+        """This machine's way to isolate a job (probed once per process). Where there is none,
+        with ``SMTRAIN_LOCAL_ISOLATION=require`` a ClientError before anything of the job runs;
+        else None, and the job runs with network access, its notes saying so (a machine without
+        namespaces, such as macOS, still runs the default, isolated, deployment offline)."""
         found = network_isolation.probe()
-        if not found.available:
+        if found.available:
+            return found
+        how = ("run the offline engine as root, or where unprivileged user namespaces are allowed "
+               "(`unshare --map-root-user --net true` must work)")
+        if os.environ.get(contract.ENV_LOCAL_ISOLATION) == contract.LOCAL_ISOLATION_REQUIRED:
             raise SageMakerError(
                 "ClientError", "EnableNetworkIsolation is set, but network isolation could not "
-                f"be enforced on this machine ({found.reason}); the job was not run, since an "
-                "isolated job must never run with network access. Run the offline engine as "
-                "root, or where unprivileged user namespaces are allowed "
-                "(`unshare --map-root-user --net true` must work).")
-        return found
+                f"be enforced on this machine ({found.reason}); the job was not run "
+                f"({contract.ENV_LOCAL_ISOLATION}={contract.LOCAL_ISOLATION_REQUIRED}): {how}.")
+        job.channel_notes.append(
+            "NOT ISOLATED: the job asks for EnableNetworkIsolation, which this machine cannot "
+            f"enforce ({found.reason}), so it ran WITH network access; on AWS it has none, and a "
+            "job that needs the network passes here and fails there. To enforce isolation, "
+            f"{how}; to refuse such jobs instead, set {contract.ENV_LOCAL_ISOLATION}="
+            f"{contract.LOCAL_ISOLATION_REQUIRED}")
+        return None
 
     def _local_submit_directory(self, uri: str) -> str:
         try:
