@@ -33,7 +33,8 @@ CLUSTER_PROGRAM = """
     import json, os, socket, time
     config = json.load(open("/opt/ml/input/config/resourceconfig.json"))
     me, hosts = config["current_host"], config["hosts"]
-    shard = sorted(os.listdir("/opt/ml/input/data/train"))
+    shard = sorted(os.path.relpath(os.path.join(d, f), "/opt/ml/input/data/train")
+                   for d, _, fs in os.walk("/opt/ml/input/data/train") for f in fs)
     heard = []
     if me == hosts[0]:
         server = socket.create_server(("algo-1", 7777))
@@ -104,7 +105,10 @@ def test_each_instance_gets_its_shard_and_reaches_the_others_by_name(tmp_path: P
     assert sorted(seen) == ["algo-1", "algo-2", "algo-3"]
     # Five keys dealt round robin over three instances (smtrain.local.channel_data.shard).
     assert {host: s["shard"] for host, s in seen.items()} == {
-        "algo-1": ["a.csv", "e.csv"], "algo-2": ["b.csv", "f.csv"], "algo-3": ["c"]}
+        "algo-1": ["a.csv", "e.csv"], "algo-2": ["b.csv", "f.csv"], "algo-3": ["c/d.csv"]}
+    # The union of the instances' inputs is the channel, no object twice.
+    every = [name for s in seen.values() for name in s["shard"]]
+    assert sorted(every) == sorted(set(every)) == ["a.csv", "b.csv", "c/d.csv", "e.csv", "f.csv"]
     for host, s in seen.items():
         assert s["config"]["current_host"] == host
         assert s["config"]["hosts"] == ["algo-1", "algo-2", "algo-3"]
