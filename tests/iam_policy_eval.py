@@ -308,8 +308,49 @@ class Account:
         assert "PolicyDocument" in found[0], f"the {service_name} endpoint has no policy (full access)"
         return list(resolve(found[0]["PolicyDocument"]["Statement"]))
 
+    def kms_keys(self) -> list[str]:
+        """The ARN of every KMS key of both stacks."""
+        return [resolve.resource_arn(lid) for template, resolve in self._resolvers()
+                for lid, r in template["Resources"].items() if r["Type"] == "AWS::KMS::Key"]
+
+    def key_statements(self, key_arn: str) -> list[dict[str, Any]]:
+        for template, resolve in self._resolvers():
+            for lid, r in template["Resources"].items():
+                if r["Type"] == "AWS::KMS::Key" and resolve.resource_arn(lid) == key_arn:
+                    return list(resolve(r["Properties"]["KeyPolicy"]["Statement"]))
+        raise KeyError(key_arn)
+
     def decide(self, request: Request) -> str:
-        """As AWS decides a call of one of the stacks' roles on a bucket or anything else."""
+        """As AWS decides a call of one of the stacks' roles on a bucket, a key or anything else."""
+        identity = self.identity_statements(request.principal) if request.principal.startswith("arn:") else []
+        if request.resource.startswith("arn:aws:kms:"):
+            return decide_kms(request, identity=identity, key_policy=self.key_statements(request.resource))
         bucket = request.resource.split("/", 1)[0] if request.resource.startswith("arn:aws:s3:::") else None
-        return decide(request, identity=self.identity_statements(request.principal),
+        return decide(request, identity=identity,
                       resource=self.bucket_statements(bucket) if bucket else ())
+
+
+def decide_kms(request: Request, *, identity: Iterable[Mapping[str, Any]],
+               key_policy: Iterable[Mapping[str, Any]]) -> str:
+    """A call on a KMS key: "Unless the key policy explicitly allows it, you cannot use IAM
+    policies to allow access to a KMS key" (KMS developer guide, "Key policies in AWS KMS"). The
+    key policy allows a principal itself (by its ARN, its service or ``*``), or hands the decision
+    to the account's IAM policies by allowing the account (``arn:aws:iam::<account>:root``: "Allows
+    access to the AWS account and enables IAM policies", "Default key policy"); an explicit Deny
+    in either wins."""
+    identity, key_policy = list(identity), list(key_policy)
+    applying = [s for s in identity if statement_applies(s, request, resource_policy=False)]
+    in_key = [s for s in key_policy if statement_applies(s, request, resource_policy=True)]
+    if any(s["Effect"] == "Deny" for s in applying + in_key):
+        return "Deny"
+    account = request.principal.split(":")[4] if request.principal.startswith("arn:") else None
+    root = f"arn:aws:iam::{account}:root"
+
+    def names_only_root(statement: Mapping[str, Any]) -> bool:
+        principal = statement["Principal"]
+        return principal != "*" and set(_listed(principal.get("AWS", []))) == {root} and "Service" not in principal
+
+    direct = any(s["Effect"] == "Allow" and not names_only_root(s) for s in in_key)
+    delegated = (any(s["Effect"] == "Allow" and names_only_root(s) for s in in_key)
+                 and any(s["Effect"] == "Allow" for s in applying))
+    return "Allow" if direct or delegated else "ImplicitDeny"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import Synthesized
-from tests.iam_policy_eval import ACCOUNT, REGION, Account, Request, decide
+from tests.iam_policy_eval import ACCOUNT, REGION, Account, Request, decide, decide_kms
 
 PASSED_TO = "iam:PassedToService"
 
@@ -81,6 +81,25 @@ def test_the_evaluator_follows_aws_evaluation_logic() -> None:
     assert decide(get, identity=[for_all]) == "Allow"
     with pytest.raises(NotImplementedError):
         decide(get, identity=[{**conditional, "Condition": {"NumericLessThan": {"k": "1"}}}])
+
+
+def test_a_key_is_used_only_as_its_key_policy_allows() -> None:
+    """KMS: an IAM policy alone grants nothing; the key policy allows a principal itself, or the
+    account (root), which hands the decision to IAM policies; an explicit Deny in either wins."""
+    key, who = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/k", f"arn:aws:iam::{ACCOUNT}:role/r"
+    use = Request(who, "kms:Decrypt", key)
+    iam_allows = [{"Effect": "Allow", "Action": "kms:Decrypt", "Resource": key}]
+    to_iam = {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "kms:*",
+              "Resource": "*"}
+    to_role = {"Effect": "Allow", "Principal": {"AWS": who}, "Action": "kms:Decrypt", "Resource": "*"}
+    assert decide_kms(use, identity=iam_allows, key_policy=[]) == "ImplicitDeny"
+    assert decide_kms(use, identity=[], key_policy=[to_iam]) == "ImplicitDeny"
+    assert decide_kms(use, identity=iam_allows, key_policy=[to_iam]) == "Allow"
+    assert decide_kms(use, identity=[], key_policy=[to_role]) == "Allow"
+    deny = {"Effect": "Deny", "Principal": "*", "Action": "kms:Decrypt", "Resource": "*"}
+    assert decide_kms(use, identity=iam_allows, key_policy=[to_iam, deny]) == "Deny"
+    other = Request("arn:aws:iam::210987654321:role/r", "kms:Decrypt", key)
+    assert decide_kms(other, identity=iam_allows, key_policy=[to_iam]) == "ImplicitDeny"
 
 
 # -- the buckets ------------------------------------------------------------------------------
@@ -267,3 +286,50 @@ def test_objects_are_written_under_the_stack_key_only(synthesized: Synthesized, 
     upload = f"{names['data']}/datasets/digits_mlp/train/a.csv"
     assert decide(Request(admin, "s3:PutObject", upload, {**TLS, sse: "AES256"}),
                   resource=account.bucket_statements(names["data"])) == "Deny"
+
+
+# -- the reviewer's questions, over every principal of both stacks -----------------------------
+def test_who_can_read_the_data_decrypt_write_models_and_reach_outside(
+        account: Account, names: dict[str, str]) -> None:
+    """Issue 21's policy evaluation: every role of both stacks and every service the key policy
+    names, asked the security review's questions through the identity, bucket and key policies
+    together (a KMS key is used only as its key policy allows, directly or by handing the decision
+    to the account's IAM policies: tests/iam_policy_eval.py, decide_kms). People of the account
+    are not in the table: the key policy hands them to IAM by design (docs/security.md, "Who
+    administers the stack key")."""
+    import re
+
+    data, artifacts = names["data"], names["artifacts"]
+    (key,) = [k for k in account.kms_keys() if "/DataKey" in k]
+    through_s3 = {"kms:ViaService": f"s3.{REGION}.amazonaws.com"}
+    questions = {
+        "read the datasets": Request("", "s3:GetObject", f"{data}/datasets/digits_mlp/train/a.csv", TLS),
+        "decrypt with the data key": Request("", "kms:Decrypt", key),
+        "decrypt with the data key, through S3": Request("", "kms:Decrypt", key, through_s3),
+        "write a model": Request("", "s3:PutObject", f"{artifacts}/models/smtrain-1-0/output/model.tar.gz", TLS),
+        "write a registered model": Request("", "s3:PutObject",
+                                            f"{artifacts}/registry/g/smtrain-1-0/model.tar.gz", TLS),
+        "write outside the account": Request("", "s3:PutObject", "arn:aws:s3:::someone-elses-bucket/loot.csv", TLS),
+        "read outside the account": Request("", "s3:GetObject", "arn:aws:s3:::someone-elses-bucket/data.csv", TLS),
+    }
+    principals = {**{arn: re.sub("[0-9A-F]{8}$", "", lid) for arn, lid in account.roles().items()},
+                  "service:delivery.logs.amazonaws.com": "delivery.logs",
+                  "service:logs.us-east-1.amazonaws.com": "logs", "service:events.amazonaws.com": "events"}
+    answers = {question: sorted(name for who, name in principals.items()
+                                if account.decide(Request(who, asked.action, asked.resource, asked.context)) == "Allow")
+               for question, asked in questions.items()}
+    assert answers == {
+        # Only the jobs read the training data.
+        "read the datasets": ["SageMakerExecutionRole"],
+        # The jobs (their volumes and output), and log delivery for the execution log (the Step
+        # Functions guide's own statement: docs/security.md, "Failure alerts").
+        "decrypt with the data key": ["SageMakerExecutionRole", "delivery.logs"],
+        # ... and the state machine, only through S3 (it copies a model under registry/).
+        "decrypt with the data key, through S3": ["SageMakerExecutionRole", "TrainingStateMachineRole",
+                                                  "delivery.logs"],
+        "write a model": ["SageMakerExecutionRole"],
+        # No job may touch a registered model: only the state machine freezes one.
+        "write a registered model": ["TrainingStateMachineRole"],
+        "write outside the account": [],
+        "read outside the account": [],
+    }

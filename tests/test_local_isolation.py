@@ -324,6 +324,18 @@ def test_a_machine_that_cannot_isolate_runs_the_job_with_the_network_and_says_so
     assert job.isolation is None
 
 
+@pytest.mark.parametrize("value", ["1", "required", "REQUIRE"])
+def test_an_isolation_setting_that_is_not_understood_refuses_the_job(
+        backend: LocalBackend, server: Server, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """A typo in SMTRAIN_LOCAL_ISOLATION must not run the job with the network."""
+    monkeypatch.setenv("SMTRAIN_LOCAL_ISOLATION", value)
+    job = run(backend, request(f"typo-{len(value)}-{value.lower()}", image("reach_network"), isolated=True,
+                               hyperparameters={"host": "127.0.0.1", "port": str(server.port)}))
+    assert job.status == "Failed" and server.received == []
+    assert job.failure_reason == (f"ClientError: SMTRAIN_LOCAL_ISOLATION={value!r} is not understood: set "
+                                  "it to 'require' (refuse a job this machine cannot isolate), or unset it")
+
+
 def test_the_probe_takes_the_first_way_that_really_isolates(monkeypatch: pytest.MonkeyPatch) -> None:
     """A way that fails (or runs but does not isolate) is passed over, and named when none works."""
     not_isolating = ("env",)  # runs the probe with the host's network: it must not count

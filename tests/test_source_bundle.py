@@ -24,7 +24,7 @@ from smtrain.core.vendored_requirements import (
     source_view,
     vendored_files,
 )
-from tests.conftest import ROOT
+from tests.conftest import ROOT, shipped_training_code
 
 
 def _tree(root: Path) -> Path:
@@ -231,6 +231,34 @@ def test_staleness_reads_a_vendored_bundle_as_the_programs_folder() -> None:
              "wheels/requirements.txt": b"a==1\n"}
     assert source_view(files) == {"train.py": b"x", "requirements.txt": b"a==1\n"}
     assert source_view({"train.py": b"x"}) == {"train.py": b"x"}
+
+
+def test_staleness_reads_a_tracked_bundle_as_the_programs_folder(tmp_path: Path) -> None:
+    """A bundle synthesized where jobs are tracked (its requirements.txt holds the tracking
+    requirements) is the program's folder for ``smtrain start --local``; a real change is not."""
+    from smtrain.core.programs import load
+    from smtrain.local.staleness import _script_problem
+
+    code = shipped_training_code(tmp_path / "code")
+    program = load(code / "digits_mlp")
+    stack = cdk.Stack(cdk.App(outdir=str(tmp_path / "cdk.out")), "Bundle")
+    bundle = SourceBundle(stack, "Source", source_dir=program.directory, build_dir=tmp_path / "bundles",
+                          extra_packages={name: code / name for name in program.shared}, with_tracking=True)
+    built = tmp_path / "bundles" / f"sourcedir-{bundle.archive_sha256}.tar.gz"
+    assert b"mlflow-skinny" in _members(bundle, tmp_path / "bundles")["requirements.txt"]
+    assert _script_problem(program, built) is None
+    (program.directory / "train.py").write_text("print('changed')\n")
+    problem = _script_problem(program, built)
+    assert problem is not None and "train.py" in problem
+
+
+def test_a_tracking_file_naming_another_file_fails_synth(tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    (tmp_path / "requirements-tracking.txt").write_text("-r requirements.txt\nmlflow-skinny==3.17.2\n")
+    stack = cdk.Stack(cdk.App(outdir=str(tmp_path / "cdk.out")), "Bundle")
+    with pytest.raises(ValueError, match=r"requirements-tracking.txt line 1: '-r requirements.txt': list the "
+                                         r"packages themselves"):
+        SourceBundle(stack, "Source", source_dir=tmp_path, build_dir=tmp_path / "bundles", with_tracking=True)
 
 
 # -- A build folder no one else can plant an archive in --------------------------------------------

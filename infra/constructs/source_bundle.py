@@ -15,7 +15,7 @@ from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
 from smtrain.core.contract import TRACKING_REQUIREMENTS
-from smtrain.core.source_archive import build_source_tarball
+from smtrain.core.source_archive import build_source_tarball, tracked_requirements
 from smtrain.core.vendored_requirements import REQUIREMENTS, WheelTarget, vendored_files
 
 
@@ -60,14 +60,22 @@ class SourceBundle(Construct):
                                             / f"smtrain-source-bundles-{os.getuid()}")
         out_dir.mkdir(parents=True, exist_ok=True)
         requirements = source_dir / REQUIREMENTS
-        tracking = source_dir / TRACKING_REQUIREMENTS
         replacements: dict[str, Path | bytes] = {}
-        if with_tracking and tracking.is_file():
-            merged = b"".join(path.read_bytes().rstrip(b"\n") + b"\n"
-                              for path in (requirements, tracking) if path.is_file())
-            # A file for the vendoring to read, named by its content (two programs never share it).
+        merged = tracked_requirements(source_dir) if with_tracking else None
+        if merged is not None:
+            tracking = source_dir / TRACKING_REQUIREMENTS
+            for number, line in enumerate(tracking.read_text().splitlines(), start=1):
+                if line.split(" #", 1)[0].strip().startswith(("-r", "--requirement")):
+                    raise ValueError(f"script program {program or source_dir.name}: {tracking} line "
+                                     f"{number}: {line.strip()!r}: list the packages themselves (the "
+                                     "stack appends this file to requirements.txt)")
+            # A file for the vendoring to read, named by its content, written whole (a new file
+            # renamed into place: a concurrent synth never reads half of it).
             requirements = out_dir / f"requirements-{hashlib.sha256(merged).hexdigest()}.txt"
-            requirements.write_bytes(merged)
+            handle, partial = tempfile.mkstemp(dir=out_dir, prefix=".requirements-", suffix=".partial")
+            with os.fdopen(handle, "wb") as file:
+                file.write(merged)
+            os.replace(partial, requirements)
             replacements[REQUIREMENTS] = merged
         vendored: dict[str, Path | bytes] = {}
         if wheels_for is not None and requirements.is_file():

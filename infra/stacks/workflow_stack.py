@@ -152,8 +152,8 @@ NETWORK_NOTICES = {
 TRACKING_UNDER_ISOLATION = (
     "experimentTracking: {tracking} while network is {network} - training containers cannot reach "
     "MLflow, so jobs log no runs there (SageMaker keeps their metrics, and the run's output its "
-    "metrics and cost); set network to vpc (a tracking server through its endpoint) for runs in "
-    "MLflow (docs/security.md)")
+    "metrics and cost); for runs in MLflow set network to public, or to vpc with experimentTracking "
+    "server (through its endpoint; an MLflow App has none) (docs/tracking.md)")
 
 
 class WorkflowStack(Stack):

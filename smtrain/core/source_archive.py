@@ -17,6 +17,8 @@ import zlib
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
+from smtrain.core.contract import TRACKING_REQUIREMENTS
+
 #: Never shipped: caches and editor litter change without the code changing.
 _EXCLUDED_NAMES = {"__pycache__", ".pytest_cache", ".mypy_cache", ".DS_Store"}
 _EXCLUDED_SUFFIXES = (".pyc", ".pyo")
@@ -93,3 +95,15 @@ def build_source_tarball(source_dir: Path, *,
         partial.write_bytes(out.getvalue())
         partial.replace(cached)
     return out.getvalue()
+
+
+def tracked_requirements(source_dir: Path) -> bytes | None:
+    """The ``requirements.txt`` a script program's bundle holds where jobs are tracked: its own
+    (if any) followed by its ``requirements-tracking.txt``, each ending in a newline; None when
+    it has no tracking requirements (the bundle then holds its own file, or none)."""
+    tracking = source_dir / TRACKING_REQUIREMENTS
+    if not tracking.is_file():
+        return None
+    return b"".join(path.read_bytes().rstrip(b"\n") + b"\n"
+                    for path in (source_dir / "requirements.txt", tracking) if path.is_file())
+

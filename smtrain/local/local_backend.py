@@ -538,12 +538,17 @@ class LocalBackend:
         with ``SMTRAIN_LOCAL_ISOLATION=require`` a ClientError before anything of the job runs;
         else None, and the job runs with network access, its notes saying so (a machine without
         namespaces, such as macOS, still runs the default, isolated, deployment offline)."""
+        setting = os.environ.get(contract.ENV_LOCAL_ISOLATION, "")
+        if setting not in ("", contract.LOCAL_ISOLATION_REQUIRED):  # a typo must not fail open
+            raise SageMakerError("ClientError", f"{contract.ENV_LOCAL_ISOLATION}={setting!r} is not "
+                                 f"understood: set it to {contract.LOCAL_ISOLATION_REQUIRED!r} "
+                                 "(refuse a job this machine cannot isolate), or unset it")
         found = network_isolation.probe()
         if found.available:
             return found
         how = ("run the offline engine as root, or where unprivileged user namespaces are allowed "
                "(`unshare --map-root-user --net true` must work)")
-        if os.environ.get(contract.ENV_LOCAL_ISOLATION) == contract.LOCAL_ISOLATION_REQUIRED:
+        if setting == contract.LOCAL_ISOLATION_REQUIRED:
             raise SageMakerError(
                 "ClientError", "EnableNetworkIsolation is set, but network isolation could not "
                 f"be enforced on this machine ({found.reason}); the job was not run "

@@ -21,8 +21,8 @@ from pathlib import Path
 from smtrain.core import contract
 from smtrain.core.assembly import load_templates, placeholder_resolver, render_definition, state_machine_definitions
 from smtrain.core.programs import MANIFEST, Program
-from smtrain.core.source_archive import build_source_tarball
-from smtrain.core.vendored_requirements import source_view
+from smtrain.core.source_archive import build_source_tarball, tracked_requirements
+from smtrain.core.vendored_requirements import REQUIREMENTS, source_view
 
 #: Never part of a build context's comparison: caches the interpreter writes.
 _IGNORED_DIRS = frozenset({"__pycache__"})
@@ -189,6 +189,11 @@ def _script_problem(program: Program, synthesized: Path | None) -> str | None:
         # A bundle synthesized with vendored requirements (network vpc/isolated) is compared as
         # the program's folder has it: wheels/ aside, its own requirements.txt back in place.
         old_files, fresh_files = source_view(_tar_files(old)), _tar_files(fresh)
+        # A bundle synthesized where jobs are tracked holds the program's tracking requirements
+        # in its requirements.txt (infra/constructs/source_bundle.py): the same folder.
+        merged = tracked_requirements(program.directory)
+        if merged is not None and old_files.get(REQUIREMENTS) == merged:
+            fresh_files = {**fresh_files, REQUIREMENTS: merged}
         if old_files == fresh_files:
             return None
         detail = _changed_files(old_files, fresh_files)
