@@ -8,7 +8,6 @@ the first instance runs alone and the job says why."""
 from __future__ import annotations
 
 import json
-import tarfile
 import threading
 import time
 from pathlib import Path
@@ -17,9 +16,10 @@ from typing import Any
 import pytest
 
 from smtrain.local import cluster, isolation, local_backend, opt_ml
-from smtrain.local.local_backend import LocalBackend, TrainingJob
+from smtrain.local.local_backend import LocalBackend
 from smtrain.local.sagemaker_rules import rule_violations
 from tests.test_channel_modes import _channel, _put
+from tests.test_local_containers import model_files, run
 from tests.test_local_failures import IMAGE, tiny_backend
 
 pytestmark = pytest.mark.skipif(
@@ -80,27 +80,15 @@ def _backend(tmp_path: Path, program: str, lines: list[tuple[str, str]] | None =
     return backend
 
 
-def _run(backend: LocalBackend, request: dict[str, Any]) -> TrainingJob:
-    job = backend.register(request)
-    backend.execute(job)
-    return job
-
-
-def _model_files(backend: LocalBackend, job: TrainingJob) -> dict[str, bytes]:
-    assert job.model_uri is not None
-    with tarfile.open(backend.s3.path(job.model_uri)) as archive:
-        return {member.name: archive.extractfile(member).read()  # type: ignore[union-attr]
-                for member in archive.getmembers() if member.isfile()}
-
 
 def test_each_instance_gets_its_shard_and_reaches_the_others_by_name(tmp_path: Path) -> None:
     lines: list[tuple[str, str]] = []
     backend = _backend(tmp_path, CLUSTER_PROGRAM, lines)
-    job = _run(backend, _request("three", instance_count=3))
+    job = run(backend, _request("three", instance_count=3))
     assert job.status == "Completed", job.failure_reason
 
     seen = {name.removesuffix(".json"): json.loads(body)
-            for name, body in _model_files(backend, job).items()}
+            for name, body in model_files(backend, job).items()}
     # model.tar.gz aggregates every instance's /opt/ml/model (developer guide, training output).
     assert sorted(seen) == ["algo-1", "algo-2", "algo-3"]
     # Five keys dealt round robin over three instances (smtrain.local.channel_data.shard).
@@ -135,9 +123,9 @@ def test_names_that_clash_in_the_model_keep_the_first_instance_s_and_say_so(tmp_
         me = json.load(open("/opt/ml/input/config/resourceconfig.json"))["current_host"]
         open("/opt/ml/model/model.txt", "w").write(me)
     """)
-    job = _run(backend, _request("clash", instance_count=2))
+    job = run(backend, _request("clash", instance_count=2))
     assert job.status == "Completed", job.failure_reason
-    assert _model_files(backend, job) == {"model.txt": b"algo-1"}
+    assert model_files(backend, job) == {"model.txt": b"algo-1"}
     assert any("instances wrote the same name in /opt/ml/model: model.txt (algo-1 and algo-2)" in n
                for n in job.notes)
 
@@ -154,7 +142,7 @@ def test_an_instance_that_fails_ends_the_job_with_its_reason(tmp_path: Path) -> 
         time.sleep(60)
     """)
     started = time.monotonic()
-    job = _run(backend, _request("failing", instance_count=2))
+    job = run(backend, _request("failing", instance_count=2))
     assert time.monotonic() - started < 40, "algo-1 was left running after algo-2 failed"
     assert job.status == "Failed"
     assert job.failure_reason == "AlgorithmError: algo-2 found no rows in its shard"
@@ -215,9 +203,9 @@ def test_without_namespaces_the_first_instance_runs_alone_and_says_why(
         shard = sorted(os.listdir("/opt/ml/input/data/train"))
         json.dump([config["hosts"], shard], open(f"/opt/ml/model/{config['current_host']}.json", "w"))
     """)
-    job = _run(backend, _request("alone", instance_count=2))
+    job = run(backend, _request("alone", instance_count=2))
     assert job.status == "Completed", job.failure_reason
-    assert {name: json.loads(body) for name, body in _model_files(backend, job).items()} == {
+    assert {name: json.loads(body) for name, body in model_files(backend, job).items()} == {
         "algo-1.json": [["algo-1"], ["a.csv", "c", "f.csv"]]}
     assert any(n.startswith("InstanceCount 2: only algo-1 ran here (its shards only), since this "
                             "machine cannot run the 2 instances as a cluster: no unshare") for n in job.notes)
@@ -234,10 +222,10 @@ def test_each_instance_reads_its_own_shard_through_its_own_pipe(tmp_path: Path) 
     for key, body in (("a.csv", b"a\n"), ("b.csv", b"b\n"), ("c/d.csv", b"d\n"), ("e.csv", b"e\n"),
                       ("f.csv", b"f\n")):
         _put(backend, f"rows/{key}", body)
-    job = _run(backend, _request("piped", instance_count=2, channels=[
+    job = run(backend, _request("piped", instance_count=2, channels=[
         _channel("train", "rows", distribution="ShardedByS3Key", InputMode="Pipe")]))
     assert job.status == "Completed", job.failure_reason
-    assert _model_files(backend, job) == {"algo-1.txt": b"a\nd\nf\n", "algo-2.txt": b"b\ne\n"}
+    assert model_files(backend, job) == {"algo-1.txt": b"a\nd\nf\n", "algo-2.txt": b"b\ne\n"}
 
 
 def test_isolated_instances_reach_each_other_and_nothing_else(tmp_path: Path) -> None:
@@ -252,9 +240,9 @@ def test_isolated_instances_reach_each_other_and_nothing_else(tmp_path: Path) ->
         outside = error.strerror
     open(f"/opt/ml/model/{me}-outside.txt", "w").write(outside)
 """)
-    job = _run(backend, {**_request("isolated", instance_count=2), "EnableNetworkIsolation": True})
+    job = run(backend, {**_request("isolated", instance_count=2), "EnableNetworkIsolation": True})
     assert job.status == "Completed", job.failure_reason
-    files = _model_files(backend, job)
+    files = model_files(backend, job)
     assert json.loads(files["algo-1.json"])["heard"] == ["hello from algo-2"]
     assert files["algo-1-outside.txt"] == files["algo-2-outside.txt"] == b"Network is unreachable"
     assert any(n.startswith("network isolation (EnableNetworkIsolation): the instances' network "
@@ -276,7 +264,7 @@ def test_an_instance_that_ignores_sigterm_is_killed_after_the_grace(
         time.sleep(120)
     """)
     started = time.monotonic()
-    job = _run(backend, _request("stubborn", instance_count=2))
+    job = run(backend, _request("stubborn", instance_count=2))
     assert time.monotonic() - started < 30
     assert job.status == "Failed"
     assert job.failure_reason is not None and "algo-2 gave up" in job.failure_reason
@@ -295,7 +283,7 @@ def test_a_file_and_a_directory_of_one_name_clash(tmp_path: Path) -> None:
             os.mkdir("/opt/ml/model/weights")
             open("/opt/ml/model/weights/part", "w").write("dir")
     """)
-    job = _run(backend, _request("kinds", instance_count=2))
+    job = run(backend, _request("kinds", instance_count=2))
     assert job.status == "Completed", job.failure_reason
-    assert _model_files(backend, job) == {"weights": b"file"}
+    assert model_files(backend, job) == {"weights": b"file"}
     assert any("weights (algo-1 and algo-2)" in n for n in job.notes)
