@@ -14,7 +14,7 @@ import aws_cdk as cdk
 import pytest
 
 from infra.constructs.source_bundle import SourceBundle
-from infra.settings import Settings
+from infra.settings import Settings, SettingsError
 from infra.stacks.workflow_stack import _wheels_for
 from smtrain.core.source_archive import build_source_tarball
 from smtrain.core.vendored_requirements import (
@@ -132,8 +132,9 @@ def _bundle(tmp: Path, source_dir: Path, settings: Settings, *, program: str = "
             cache_dir: Path | None = None) -> SourceBundle:
     """A SourceBundle with vendored requirements (and tracking's) in a stack of its own, as a
     synth of a tracked vpc deployment makes it."""
-    target = WheelTarget(python_version=python_version_of(settings.pytorch_py_version),
-                         **({"cache_dir": cache_dir} if cache_dir else {}))
+    target = WheelTarget(python_version=python_version_of(settings.pytorch_py_version))
+    if cache_dir is not None:
+        target = dataclasses.replace(target, cache_dir=cache_dir)
     stack = cdk.Stack(cdk.App(outdir=str(tmp / "cdk.out")), "Bundle")
     return SourceBundle(stack, "Source", source_dir=source_dir, build_dir=tmp / "bundles",
                         extra_packages={"common": ROOT / "training_code" / "common"},
@@ -222,6 +223,29 @@ def test_requirements_are_vendored_where_jobs_run_in_a_vpc(settings: Settings) -
     for network in ("sealed", "vpc", "isolated"):
         target = _wheels_for(dataclasses.replace(settings, network=network))
         assert target is not None and target.python_version == "3.11" and target.abi == "cp311"
+
+
+def test_each_framework_s_wheels_are_for_its_own_image(settings: Settings) -> None:
+    """Vendored wheels are for the program's framework image: its CPython and its glibc
+    (smtrain/core/vendored_requirements.py, IMAGE_RUNTIMES, with the Dockerfiles as sources); an
+    image whose Python is not known fails synth naming the setting."""
+    from smtrain.core.programs import load
+
+    sealed = dataclasses.replace(settings, network="sealed")
+    expected = {"pytorch_example": ("3.11", 35), "tensorflow_example": ("3.12", 35),
+                "huggingface_example": ("3.11", 31), "sklearn_example": ("3.9", 31),
+                "xgboost_script_example": ("3.9", 31)}
+    for name, (python, glibc) in expected.items():
+        target = _wheels_for(sealed, load(ROOT / "tests" / "fixtures" / "programs" / name))
+        assert target is not None and (target.python_version, target.glibc_minor) == (python, glibc), name
+        assert target.platforms[0] == f"manylinux_2_{glibc}_x86_64"
+    newer = dataclasses.replace(sealed, sklearn_version="1.4-2")
+    with pytest.raises(SettingsError, match=r"^setting 'sklearnVersion' is 1.4-2: the Python of that sklearn "
+                                            r"image is not known to the stack \(known: 1.2-1\)"):
+        _wheels_for(newer, load(ROOT / "tests" / "fixtures" / "programs" / "sklearn_example"))
+    # A PyTorch version not in the table: its py_version, and the oldest base (glibc 2.27).
+    older = _wheels_for(dataclasses.replace(sealed, pytorch_version="2.3"))
+    assert older is not None and (older.python_version, older.glibc_minor) == ("3.11", 27)
 
 
 def test_staleness_reads_a_vendored_bundle_as_the_programs_folder() -> None:

@@ -41,7 +41,12 @@ from smtrain.core.input_rules import InputDefaults
 from smtrain.core.instance_storage import UnknownInstanceStorage, has_local_nvme
 from smtrain.core.programs import MANIFEST, Program, ProgramError
 from smtrain.core.programs import discover as discover_programs
-from smtrain.core.vendored_requirements import WheelTarget, python_version_of
+from smtrain.core.vendored_requirements import (
+    IMAGE_RUNTIMES,
+    OLDEST_IMAGE_GLIBC_MINOR,
+    WheelTarget,
+    python_version_of,
+)
 
 TRAINING_CODE_DIR = Path(__file__).resolve().parents[2] / "training_code"
 
@@ -204,8 +209,8 @@ class WorkflowStack(Stack):
                 source = SourceBundle(
                     self, f"Source{construct_id}", source_dir=program.directory,
                     extra_packages={name: training_code_dir / name for name in program.shared},
-                    wheels_for=_wheels_for(settings), program=program.name,
-                    with_tracking=jobs_track)
+                    wheels_for=_wheels_for(settings, program) if _has_requirements(program, jobs_track)
+                    else None, program=program.name, with_tracking=jobs_track)
                 source_objects.append(source.asset.bucket.arn_for_objects(source.asset.s3_object_key))
                 source_keys.append(source.object_key)
                 source_bucket_arn = source.asset.bucket.bucket_arn
@@ -353,14 +358,39 @@ def stack_tags(settings: Settings) -> dict[str, str]:
     return {"project": settings.name_prefix, **settings.extra_tags}
 
 
-def _wheels_for(settings: Settings) -> WheelTarget | None:
+def _wheels_for(settings: Settings, program: Program | None = None) -> WheelTarget | None:
     """Where jobs run in a VPC or isolated (``vpc``, ``isolated``, ``sealed``), a script
-    program's ``requirements.txt`` is vendored into its bundle as wheels for the PyTorch image's
-    Python, since the stack's VPC has no route to a package index and an isolated container no
-    network at all; ``public`` jobs pip install from PyPI at start, as SageMaker does by default."""
+    program's ``requirements.txt`` is vendored into its bundle as wheels for its framework image's
+    Python and glibc (:data:`~smtrain.core.vendored_requirements.IMAGE_RUNTIMES`; no program:
+    the PyTorch image's), since the stack's VPC has no route to a package index and an isolated
+    container no network at all; ``public`` jobs pip install from PyPI at start, as SageMaker does
+    by default. Raises :class:`SettingsError` where the image's Python is not known."""
     if settings.network == "public":
         return None
-    return WheelTarget(python_version=python_version_of(settings.pytorch_py_version))
+    framework = (program.framework if program else None) or "pytorch"
+    version, py_version, _ = settings.framework_build(framework)
+    if program is not None:
+        version = program.framework_version or version
+        py_version = program.py_version or py_version
+    python, glibc_minor = IMAGE_RUNTIMES.get((framework, str(version)), (None, OLDEST_IMAGE_GLIBC_MINOR))
+    if python is None and py_version is not None:
+        python = python_version_of(py_version)
+    if python is None:
+        setting = FRAMEWORK_SETTINGS[framework][0]
+        known = ", ".join(v for f, v in IMAGE_RUNTIMES if f == framework)
+        raise SettingsError(f"setting '{setting}' is {version}: the Python of that {framework} image is "
+                            f"not known to the stack (known: {known}), so program "
+                            f"{program.name if program else '?'}'s requirements.txt cannot be vendored "
+                            "for it: use a known version, set 'network' to public, or move the "
+                            "program to a BYOC image")
+    return WheelTarget(python_version=python, glibc_minor=glibc_minor)
+
+
+def _has_requirements(program: Program, jobs_track: bool) -> bool:
+    """Whether the program's bundle will hold a requirements.txt (its own, or its tracking one
+    where jobs are tracked): only then do its wheels need an image to be built for."""
+    return ((program.directory / "requirements.txt").is_file()
+            or (jobs_track and (program.directory / contract.TRACKING_REQUIREMENTS).is_file()))
 
 
 def _check_isolation(settings: Settings, program: Program) -> None:

@@ -50,11 +50,44 @@ REQUIREMENTS = "requirements.txt"
 #: Ubuntu 22.04's glibc is 2.35; the instance types are x86_64 (ml.m5/c5/g5). A wheel for an
 #: older glibc runs there; one for a newer does not.
 IMAGE_GLIBC_MINOR = 35
-PLATFORMS: tuple[str, ...] = (
-    *(f"manylinux_2_{minor}_x86_64" for minor in range(IMAGE_GLIBC_MINOR, 16, -1)),
-    "manylinux2014_x86_64", "manylinux_2_12_x86_64", "manylinux2010_x86_64",
-    "manylinux_2_5_x86_64", "manylinux1_x86_64",
-)
+
+
+def platforms(glibc_minor: int) -> tuple[str, ...]:
+    """pip's ``--platform`` tags for an x86_64 image whose glibc is 2.<glibc_minor>: every
+    manylinux tag it runs, newest first."""
+    return (*(f"manylinux_2_{minor}_x86_64" for minor in range(glibc_minor, 16, -1)),
+            "manylinux2014_x86_64", "manylinux_2_12_x86_64", "manylinux2010_x86_64",
+            "manylinux_2_5_x86_64", "manylinux1_x86_64")
+
+
+PLATFORMS: tuple[str, ...] = platforms(IMAGE_GLIBC_MINOR)
+
+#: The CPython (major.minor) and glibc minor of each framework's training image, per
+#: (framework, version) as the settings name it; the Python of pytorch, tensorflow and
+#: huggingface is their ``py_version`` setting. Sources (each image's Dockerfile):
+#: - pytorch 2.5: aws/deep-learning-containers 50236abf, pytorch/training/docker/2.5/py3/
+#:   Dockerfile.cpu, ``FROM ubuntu:22.04``, Python 3.11.9 (glibc 2.35);
+#: - tensorflow 2.19: aws/deep-learning-containers 9ce8911c, tensorflow/training/docker/2.19/py3/
+#:   Dockerfile.cpu, ``FROM ubuntu:22.04``, Python 3.12.11;
+#: - huggingface 4.48.0 on pytorch2.3.0: aws/deep-learning-containers 93ae58bb,
+#:   huggingface/pytorch/training/buildspec-2-3-0.yml ``os_version: ubuntu20.04`` (glibc 2.31),
+#:   its base pytorch-training:2.3.0-gpu-py311-cu121-ubuntu20.04, Python 3.11.9;
+#: - sklearn 1.2-1: aws/sagemaker-scikit-learn-container branch 1.2-1 b440c40d,
+#:   docker/1.2-1/base/Dockerfile.cpu ``UBUNTU_VERSION=20.04``, ``PYTHON_VERSION=3.9`` (the tag was
+#:   rebuilt: Ubuntu 18.04 and Python 3.8 until 2024);
+#: - xgboost 1.7-1: aws/sagemaker-xgboost-container branch 1.7-1 f7a93a21,
+#:   docker/1.7-1/base/Dockerfile.cpu ``UBUNTU_VERSION=20.04``, ``PYTHON_VERSION=3.9`` (rebuilt
+#:   likewise).
+#: A version not listed gets the oldest base these images have used, Ubuntu 18.04 (glibc 2.27),
+#: so its wheels run on any of them; sklearn and xgboost then have no known Python.
+IMAGE_RUNTIMES: dict[tuple[str, str], tuple[str | None, int]] = {
+    ("pytorch", "2.5"): (None, 35),
+    ("tensorflow", "2.19"): (None, 35),
+    ("huggingface", "4.48.0"): (None, 31),
+    ("sklearn", "1.2-1"): ("3.9", 31),
+    ("xgboost", "1.7-1"): ("3.9", 31),
+}
+OLDEST_IMAGE_GLIBC_MINOR = 27
 #: The file a finished cache entry holds (the wheels' names, one a line).
 _COMPLETE = ".complete"
 _PIP_NOT_FOUND = re.compile(r"(?:Could not find a version that satisfies the requirement|"
@@ -77,10 +110,16 @@ class WheelTarget:
 
     python_version: str
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "smtrain" / "wheels")
+    #: The image's glibc is 2.<glibc_minor> (default: the PyTorch 2.5 images', 2.35).
+    glibc_minor: int = IMAGE_GLIBC_MINOR
 
     def __post_init__(self) -> None:
         if re.fullmatch(r"3\.\d{1,2}", self.python_version) is None:
             raise ValueError(f"python_version must be like 3.11, got {self.python_version!r}")
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        return platforms(self.glibc_minor)
 
     @property
     def abi(self) -> str:
@@ -97,7 +136,7 @@ def python_version_of(py_version: str) -> str:
 
 
 def _key(requirements_text: str, target: WheelTarget) -> str:
-    identity = "\n".join([requirements_text, target.python_version, "cp", *PLATFORMS, "v1"])
+    identity = "\n".join([requirements_text, target.python_version, "cp", *target.platforms, "v1"])
     return hashlib.sha256(identity.encode()).hexdigest()[:20]
 
 
@@ -122,7 +161,7 @@ def _download(requirements: Path, entry: Path, *, program: str, target: WheelTar
     command = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
                "--no-input", "--only-binary=:all:", "--implementation", "cp",
                "--python-version", target.python_version, "--abi", target.abi,
-               *(arg for platform in PLATFORMS for arg in ("--platform", platform)),
+               *(arg for platform in target.platforms for arg in ("--platform", platform)),
                "--dest", str(partial), "-r", str(requirements.resolve())]
     done = subprocess.run(command, capture_output=True, text=True, cwd=requirements.parent)
     if done.returncode != 0:
@@ -134,7 +173,7 @@ def _download(requirements: Path, entry: Path, *, program: str, target: WheelTar
             raise VendoringError(
                 f"{where}: {missing.group(1)} has no binary wheel for the framework image "
                 f"(CPython {target.python_version}, manylinux x86_64, glibc <= 2."
-                f"{IMAGE_GLIBC_MINOR}); requirements are vendored into the source bundle as wheels "
+                f"{target.glibc_minor}); requirements are vendored into the source bundle as wheels "
                 f"when 'network' is sealed, vpc or isolated: pin a version that has one, or build a BYOC "
                 f"image")
         last = next((line for line in reversed(output.splitlines()) if line.strip()), "")
