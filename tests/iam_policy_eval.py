@@ -333,24 +333,36 @@ class Account:
 def decide_kms(request: Request, *, identity: Iterable[Mapping[str, Any]],
                key_policy: Iterable[Mapping[str, Any]]) -> str:
     """A call on a KMS key: "Unless the key policy explicitly allows it, you cannot use IAM
-    policies to allow access to a KMS key" (KMS developer guide, "Key policies in AWS KMS"). The
-    key policy allows a principal itself (by its ARN, its service or ``*``), or hands the decision
-    to the account's IAM policies by allowing the account (``arn:aws:iam::<account>:root``: "Allows
-    access to the AWS account and enables IAM policies", "Default key policy"); an explicit Deny
-    in either wins."""
+    policies to allow access to a KMS key" (KMS developer guide, "Key policies in AWS KMS"). A
+    key-policy Allow that names the caller itself (``*``, its ARN or its service) decides for a
+    caller of the key's account; one that names it only through its account (``<account>:root``:
+    "Allows access to the AWS account and enables IAM policies", "Default key policy") hands the
+    decision to the account's IAM policies, which must allow too; a caller of another account
+    always needs its own account's IAM Allow as well. An explicit Deny in either wins. Grants,
+    SCPs and permission boundaries are not evaluated here (the stacks use none)."""
     identity, key_policy = list(identity), list(key_policy)
     applying = [s for s in identity if statement_applies(s, request, resource_policy=False)]
     in_key = [s for s in key_policy if statement_applies(s, request, resource_policy=True)]
     if any(s["Effect"] == "Deny" for s in applying + in_key):
         return "Deny"
-    account = request.principal.split(":")[4] if request.principal.startswith("arn:") else None
-    root = f"arn:aws:iam::{account}:root"
+    iam_allows = any(s["Effect"] == "Allow" for s in applying)
+    caller_account = request.principal.split(":")[4] if request.principal.startswith("arn:") else None
+    key_account = request.resource.split(":")[4]
 
-    def names_only_root(statement: Mapping[str, Any]) -> bool:
+    def names_itself(statement: Mapping[str, Any]) -> bool:
         principal = statement["Principal"]
-        return principal != "*" and set(_listed(principal.get("AWS", []))) == {root} and "Service" not in principal
+        if principal == "*":
+            return True
+        accounts = _listed(principal.get("AWS", []))
+        services = _listed(principal.get("Service", []))
+        return ("*" in accounts or request.principal in accounts
+                or any(request.principal == f"service:{service}" for service in services))
 
-    direct = any(s["Effect"] == "Allow" and not names_only_root(s) for s in in_key)
-    delegated = (any(s["Effect"] == "Allow" and names_only_root(s) for s in in_key)
-                 and any(s["Effect"] == "Allow" for s in applying))
-    return "Allow" if direct or delegated else "ImplicitDeny"
+    allows = [s for s in in_key if s["Effect"] == "Allow"]
+    if not allows:
+        return "ImplicitDeny"
+    if caller_account is not None and caller_account != key_account:
+        return "Allow" if iam_allows else "ImplicitDeny"
+    if any(names_itself(s) for s in allows):
+        return "Allow"
+    return "Allow" if iam_allows else "ImplicitDeny"

@@ -80,7 +80,6 @@ def _backend(tmp_path: Path, program: str, lines: list[tuple[str, str]] | None =
     return backend
 
 
-
 def test_each_instance_gets_its_shard_and_reaches_the_others_by_name(tmp_path: Path) -> None:
     lines: list[tuple[str, str]] = []
     backend = _backend(tmp_path, CLUSTER_PROGRAM, lines)

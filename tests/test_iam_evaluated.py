@@ -98,8 +98,18 @@ def test_a_key_is_used_only_as_its_key_policy_allows() -> None:
     assert decide_kms(use, identity=[], key_policy=[to_role]) == "Allow"
     deny = {"Effect": "Deny", "Principal": "*", "Action": "kms:Decrypt", "Resource": "*"}
     assert decide_kms(use, identity=iam_allows, key_policy=[to_iam, deny]) == "Deny"
-    other = Request("arn:aws:iam::210987654321:role/r", "kms:Decrypt", key)
+    # Named only through the account, beside another principal or a service: IAM must allow too.
+    mixed = {**to_iam, "Principal": {"AWS": [f"arn:aws:iam::{ACCOUNT}:root", f"arn:aws:iam::{ACCOUNT}:role/x"],
+                                     "Service": "logs.amazonaws.com"}}
+    assert decide_kms(use, identity=[], key_policy=[mixed]) == "ImplicitDeny"
+    assert decide_kms(use, identity=iam_allows, key_policy=[mixed]) == "Allow"
+    # Another account's role: the key policy must name it (or its account) and its own IAM allow.
+    outsider = "arn:aws:iam::210987654321:role/r"
+    other = Request(outsider, "kms:Decrypt", key)
     assert decide_kms(other, identity=iam_allows, key_policy=[to_iam]) == "ImplicitDeny"
+    named = {**to_role, "Principal": {"AWS": outsider}}
+    assert decide_kms(other, identity=[], key_policy=[named]) == "ImplicitDeny"
+    assert decide_kms(other, identity=iam_allows, key_policy=[named]) == "Allow"
 
 
 # -- the buckets ------------------------------------------------------------------------------
@@ -296,7 +306,10 @@ def test_who_can_read_the_data_decrypt_write_models_and_reach_outside(
     together (a KMS key is used only as its key policy allows, directly or by handing the decision
     to the account's IAM policies: tests/iam_policy_eval.py, decide_kms). People of the account
     are not in the table: the key policy hands them to IAM by design (docs/security.md, "Who
-    administers the stack key")."""
+    administers the stack key"). The shipped default app; the decrypt questions carry no
+    encryption context, so CloudWatch Logs' use of the key for the stack's own log groups (its
+    statement requires that group's context) is not counted, nor are the MLflow roles, which
+    exist only with experimentTracking on (tests/test_experiment_tracking_stack.py)."""
     import re
 
     data, artifacts = names["data"], names["artifacts"]

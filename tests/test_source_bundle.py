@@ -16,6 +16,7 @@ import pytest
 from infra.constructs.source_bundle import SourceBundle
 from infra.settings import Settings, SettingsError
 from infra.stacks.workflow_stack import _wheels_for
+from smtrain.core.programs import ProgramError
 from smtrain.core.source_archive import build_source_tarball
 from smtrain.core.vendored_requirements import (
     VendoringError,
@@ -246,6 +247,10 @@ def test_each_framework_s_wheels_are_for_its_own_image(settings: Settings) -> No
     # A PyTorch version not in the table: its py_version, and the oldest base (glibc 2.27).
     older = _wheels_for(dataclasses.replace(sealed, pytorch_version="2.3"))
     assert older is not None and (older.python_version, older.glibc_minor) == ("3.11", 27)
+    # The program's own build is named when it is the program's manifest that sets it.
+    sklearn = load(ROOT / "tests" / "fixtures" / "programs" / "sklearn_example")
+    with pytest.raises(ProgramError, match=r"'script.framework_version' is 1.4-2: the Python of that"):
+        _wheels_for(sealed, dataclasses.replace(sklearn, framework_version="1.4-2"))
 
 
 def test_staleness_reads_a_vendored_bundle_as_the_programs_folder() -> None:

@@ -41,10 +41,12 @@ from smtrain.core.input_rules import InputDefaults
 from smtrain.core.instance_storage import UnknownInstanceStorage, has_local_nvme
 from smtrain.core.programs import MANIFEST, Program, ProgramError
 from smtrain.core.programs import discover as discover_programs
+from smtrain.core.source_archive import tracked_requirements
 from smtrain.core.vendored_requirements import (
     IMAGE_RUNTIMES,
     OLDEST_IMAGE_GLIBC_MINOR,
     WheelTarget,
+    has_packages,
     python_version_of,
 )
 
@@ -364,33 +366,41 @@ def _wheels_for(settings: Settings, program: Program | None = None) -> WheelTarg
     Python and glibc (:data:`~smtrain.core.vendored_requirements.IMAGE_RUNTIMES`; no program:
     the PyTorch image's), since the stack's VPC has no route to a package index and an isolated
     container no network at all; ``public`` jobs pip install from PyPI at start, as SageMaker does
-    by default. Raises :class:`SettingsError` where the image's Python is not known."""
+    by default. Raises :class:`SettingsError` (or :class:`ProgramError`, where the program's
+    manifest names the build) when the image's Python is not known."""
     if settings.network == "public":
         return None
     framework = (program.framework if program else None) or "pytorch"
-    version, py_version, _ = settings.framework_build(framework)
+    version, py_version, base = settings.framework_build(framework)
+    version_field = f"setting '{FRAMEWORK_SETTINGS[framework][0]}'"
+    if program is not None and program.framework_version:
+        version, version_field = program.framework_version, f"{where_of(program)}: 'script.framework_version'"
     if program is not None:
-        version = program.framework_version or version
         py_version = program.py_version or py_version
-    python, glibc_minor = IMAGE_RUNTIMES.get((framework, str(version)), (None, OLDEST_IMAGE_GLIBC_MINOR))
-    if python is None and py_version is not None:
+        base = program.base_framework_version or base
+    key = f"{version}:{base}" if framework == "huggingface" else str(version)
+    python, glibc_minor = IMAGE_RUNTIMES.get((framework, key), (None, OLDEST_IMAGE_GLIBC_MINOR))
+    if python is None and py_version is not None and py_version != "py3":
         python = python_version_of(py_version)
     if python is None:
-        setting = FRAMEWORK_SETTINGS[framework][0]
         known = ", ".join(v for f, v in IMAGE_RUNTIMES if f == framework)
-        raise SettingsError(f"setting '{setting}' is {version}: the Python of that {framework} image is "
-                            f"not known to the stack (known: {known}), so program "
-                            f"{program.name if program else '?'}'s requirements.txt cannot be vendored "
-                            "for it: use a known version, set 'network' to public, or move the "
-                            "program to a BYOC image")
+        message = (f"{version_field} is {version}: the Python of that {framework} image is not known "
+                   f"to the stack (known: {known}), so program {program.name if program else '?'}'s "
+                   "requirements cannot be vendored for it: use a known version, set 'network' to "
+                   "public, or move the program to a BYOC image")
+        raise ProgramError(message) if version_field.endswith("'script.framework_version'") \
+            else SettingsError(message)
     return WheelTarget(python_version=python, glibc_minor=glibc_minor)
 
 
 def _has_requirements(program: Program, jobs_track: bool) -> bool:
     """Whether the program's bundle will hold a requirements.txt (its own, or its tracking one
-    where jobs are tracked): only then do its wheels need an image to be built for."""
-    return ((program.directory / "requirements.txt").is_file()
-            or (jobs_track and (program.directory / contract.TRACKING_REQUIREMENTS).is_file()))
+    where jobs are tracked) naming a package: only then do its wheels need an image to be built
+    for."""
+    merged = tracked_requirements(program.directory) if jobs_track else None
+    own = program.directory / "requirements.txt"
+    text = merged.decode() if merged is not None else own.read_text() if own.is_file() else ""
+    return has_packages(text)  # as vendored_files decides: comments and blank lines are nothing
 
 
 def _check_isolation(settings: Settings, program: Program) -> None:

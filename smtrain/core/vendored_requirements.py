@@ -83,7 +83,7 @@ PLATFORMS: tuple[str, ...] = platforms(IMAGE_GLIBC_MINOR)
 IMAGE_RUNTIMES: dict[tuple[str, str], tuple[str | None, int]] = {
     ("pytorch", "2.5"): (None, 35),
     ("tensorflow", "2.19"): (None, 35),
-    ("huggingface", "4.48.0"): (None, 31),
+    ("huggingface", "4.48.0:pytorch2.3.0"): (None, 31),  # transformers version : base
     ("sklearn", "1.2-1"): ("3.9", 31),
     ("xgboost", "1.7-1"): ("3.9", 31),
 }
@@ -212,8 +212,7 @@ def vendored_files(requirements: Path, *, program: str,
     """The bundle entries that vendor ``requirements``: the rewritten ``requirements.txt``, the
     original under ``wheels/`` and every wheel (archive name -> file or content). None for a
     file of comments and blank lines only (there is nothing to install)."""
-    if not any(line.strip() and not line.lstrip().startswith("#")
-               for line in requirements.read_text().splitlines()):
+    if not has_packages(requirements.read_text()):
         return {}
     for number, line in enumerate(requirements.read_text().splitlines(), start=1):
         # The original is installed from wheels/: pip would resolve a nested file or a local path
@@ -230,6 +229,12 @@ def vendored_files(requirements: Path, *, program: str,
     files[ORIGINAL_REQUIREMENTS] = requirements.read_bytes()
     files[REQUIREMENTS] = rewritten_requirements(wheels, target)
     return files
+
+
+def has_packages(requirements_text: str) -> bool:
+    """Whether a requirements file names anything (comments and blank lines are nothing)."""
+    return any(line.strip() and not line.lstrip().startswith("#")
+               for line in requirements_text.splitlines())
 
 
 def is_vendored(files: Mapping[str, object]) -> bool:
