@@ -354,3 +354,30 @@ def test_a_tuning_run_s_jobs_are_its_own_not_the_ones_its_cost_describes() -> No
                 expected["nextToken"] = "t1"
             stub.add_response("get_execution_history", answer, expected)
         assert [event["id"] for event in execution_history(sfn, arn)] == [1, 2]
+
+
+def test_watch_reads_only_the_new_events_at_each_poll() -> None:
+    """The first read takes every page; later ones ask newest first (reverseOrder) and stop at
+    the page that reaches an event already held, so a long history is not read at every poll."""
+    from smtrain.cli.watch import HistoryReader
+
+    sfn = boto3.client("stepfunctions", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    arn = "arn:aws:states:us-east-1:123456789012:execution:smtrain-training:run"
+    stamp = datetime.datetime(2026, 12, 6)
+
+    def events(*ids: int) -> list[dict[str, Any]]:
+        return [{"timestamp": stamp, "type": "PassStateEntered", "id": i} for i in ids]
+
+    reverse = {"executionArn": arn, "maxResults": 1000, "reverseOrder": True}
+    with Stubber(sfn) as stub:
+        stub.add_response("get_execution_history", {"events": events(1, 2)}, {"executionArn": arn, "maxResults": 1000})
+        stub.add_response("get_execution_history", {"events": events(4, 3, 2, 1)}, reverse)
+        stub.add_response("get_execution_history", {"events": events(7, 6), "nextToken": "t"}, reverse)
+        stub.add_response("get_execution_history", {"events": events(5, 4, 3)}, {**reverse, "nextToken": "t"})
+        stub.add_response("get_execution_history", {"events": events(7, 6, 5)}, reverse)
+        reader = HistoryReader(sfn, arn)
+        assert [e["id"] for e in reader.read()] == [1, 2]
+        assert [e["id"] for e in reader.read()] == [1, 2, 3, 4]
+        assert [e["id"] for e in reader.read()] == [1, 2, 3, 4, 5, 6, 7]
+        assert [e["id"] for e in reader.read()] == [1, 2, 3, 4, 5, 6, 7], "nothing new"
+        stub.assert_no_pending_responses()

@@ -328,6 +328,36 @@ def execution_history(sfn: Any, arn: str) -> list[dict[str, Any]]:
         request["nextToken"] = page["nextToken"]
 
 
+class HistoryReader:
+    """An execution's history as ``follow`` polls it: every page the first time, then only the
+    events since the last read, newest first (``reverseOrder``) down to the last one already
+    held. A history event's ``id`` grows with each event (Step Functions API reference,
+    HistoryEvent), so a page that reaches a known id ends the read; a service that ignores
+    ``reverseOrder`` gives the same events, which are kept in id order either way. A
+    10,000-event history (a large tuning run's cost) is not read again at every poll."""
+
+    def __init__(self, sfn: Any, arn: str) -> None:
+        self.sfn, self.arn = sfn, arn
+        self.events: list[dict[str, Any]] = []
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.events:
+            self.events = execution_history(self.sfn, self.arn)
+            return self.events
+        last = max(event["id"] for event in self.events)
+        new: list[dict[str, Any]] = []
+        request: dict[str, Any] = {"executionArn": self.arn, "maxResults": 1000, "reverseOrder": True}
+        while True:
+            page = self.sfn.get_execution_history(**request)
+            fresh = [event for event in page["events"] if event["id"] > last]
+            new += fresh
+            if len(fresh) < len(page["events"]) or not page.get("nextToken"):
+                break
+            request["nextToken"] = page["nextToken"]
+        self.events += sorted(new, key=lambda event: event["id"])
+        return self.events
+
+
 def follow(session: Any, arn: str, *, logs: bool, interval: float) -> int:
     """The live view: new state transitions, the job's progress and metrics, elapsed time; the
     result at the end. Returns the exit code for the final status."""
@@ -337,10 +367,11 @@ def follow(session: Any, arn: str, *, logs: bool, interval: float) -> int:
     started = time.monotonic()
     seen_events = 0
     last_queue_line = ""
+    history = HistoryReader(sfn, arn)
     _say(f"Following {arn}")
     while True:
         description = sfn.describe_execution(executionArn=arn)
-        events = execution_history(sfn, arn)
+        events = history.read()
         for event in events[seen_events:]:
             entered = event.get("stateEnteredEventDetails")
             if entered and entered["name"] not in QUEUE_LOOP_STATES:
