@@ -42,8 +42,11 @@ def direct(engine: OfflineEngine, data: Path, work: Path) -> float:
     # Merged as the state machine merges them: base < training defaults < user < fixed.
     hyperparameters = {**prepared["baseHyperparameters"], **prepared["trainingDefaults"], **HYPERPARAMETERS,
                        **prepared["fixedHyperparameters"]}
+    # Under network isolation (the default, sealed) the tarball is the code channel's object,
+    # named in the container by its path: the same file on disk either way.
+    code = [c["DataSource"]["S3DataSource"]["S3Uri"] for c in prepared.get("codeChannels", [])]
     hyperparameters["sagemaker_submit_directory"] = str(
-        engine.local_path(hyperparameters["sagemaker_submit_directory"]))
+        engine.local_path(code[0] if code else hyperparameters["sagemaker_submit_directory"]))
     start = time.perf_counter()
     tree = build_job_tree(work, hyperparameters=hyperparameters,
                           channels={c: data / PROGRAM / c for c in ("train", "validation")})
