@@ -767,9 +767,8 @@ class LocalBackend:
         deadline = time.monotonic() + max_runtime if max_runtime else None
         job.log_path = log_path
         program_command = shlex.join(command)
-        codes = log_path.parent / "hosts" / "exit-codes.json"
         if several:
-            command = self._cluster_command(job, instances, command, env, codes)
+            command, codes = self._cluster_command(job, instances, command, env)
             tree_note = (f"{NOTE_PREFIX}InstanceCount {len(instances)}: the job ran as its "
                          f"{len(instances)} instances ({', '.join(i.host for i in instances)}), each "
                          "a process with its own tree at /opt/ml (this log is algo-1's, whose tree "
@@ -777,19 +776,18 @@ class LocalBackend:
                          "log.txt: SageMaker keeps one log stream per instance), all in one network "
                          "namespace of their own where each instance's name resolves to loopback: "
                          "they reach each other by name, and nothing outside the job\n")
-        elif at_opt_ml.available:
-            if job.isolation is not None:
-                command = job.isolation.command(command)
-            command = at_opt_ml.command(tree.base_dir, command)
-            tree_note = (f"{NOTE_PREFIX}/opt/ml is this job's tree {tree.base_dir}, mounted there in a "
-                         f"mount namespace of its own (`{at_opt_ml.describe()}`), as SageMaker "
-                         "mounts it\n")
         else:
             if job.isolation is not None:
                 command = job.isolation.command(command)
-            tree_note = (f"{NOTE_PREFIX}no mount namespace here ({at_opt_ml.reason}): the job's tree "
-                         f"is {tree.base_dir}, named by SAGEMAKER_BASE_DIR; code that hard-codes "
-                         "/opt/ml will not find it\n")
+            if at_opt_ml.available:
+                command = at_opt_ml.command(tree.base_dir, command)
+                tree_note = (f"{NOTE_PREFIX}/opt/ml is this job's tree {tree.base_dir}, mounted there "
+                             f"in a mount namespace of its own (`{at_opt_ml.describe()}`), as "
+                             "SageMaker mounts it\n")
+            else:
+                tree_note = (f"{NOTE_PREFIX}no mount namespace here ({at_opt_ml.reason}): the job's "
+                             f"tree is {tree.base_dir}, named by SAGEMAKER_BASE_DIR; code that "
+                             "hard-codes /opt/ml will not find it\n")
         with log_path.open("w") as log:
             def keep_note(message: str) -> None:  # as _note does, into the log being written
                 job.notes.append(message)
@@ -886,11 +884,12 @@ class LocalBackend:
         return Ended(returncode=returncode, reporting=primary)
 
     def _cluster_command(self, job: TrainingJob, instances: list[Instance], command: list[str],
-                         env: dict[str, str], codes: Path) -> list[str]:
+                         env: dict[str, str]) -> tuple[list[str], Path]:
         """The launcher of ``command`` on every instance (:mod:`smtrain.local.cluster`), in a
-        network namespace of the job's own; each instance sees its tree at ``/opt/ml`` and the
-        job's hosts file at ``/etc/hosts``. An instance other than the first records its MLflow
-        run beside its own log (only the first instance's is logged)."""
+        network namespace of the job's own, and the file it writes the exit codes to; each
+        instance sees its tree at ``/opt/ml`` and the job's hosts file at ``/etc/hosts``. An
+        instance other than the first records its MLflow run beside its own log (only the first
+        instance's is logged)."""
         network, mounts = network_isolation.probe(), opt_ml.probe()
         hosts_dir = instances[0].log_path.parent / "hosts"
         hosts_dir.mkdir(parents=True, exist_ok=True)
@@ -903,7 +902,7 @@ class LocalBackend:
             host_commands.append(cluster.HostCommand(
                 host=instance.host, cwd=instance.tree.base_dir, environment=own,
                 command=mounts.command(instance.tree.base_dir, command, hosts_file=hosts_file)))
-        spec = hosts_dir / "launch.json"
+        spec, codes = hosts_dir / "launch.json", hosts_dir / "exit-codes.json"
         codes.unlink(missing_ok=True)
         cluster.write_spec(spec, host_commands, codes)
         # A PID namespace too, the launcher its first process: when it ends, or unshare is
@@ -912,7 +911,7 @@ class LocalBackend:
         assert network.prefix is not None
         in_namespaces = network_isolation.Isolation(
             prefix=(*network.prefix, "--pid", "--fork", "--kill-child"))
-        return in_namespaces.command(cluster.launcher_command(spec))
+        return in_namespaces.command(cluster.launcher_command(spec)), codes
 
 
     def _emit(self, job: TrainingJob, line: str) -> None:
@@ -967,29 +966,7 @@ class LocalBackend:
         model_uri = f"{output_uri}/{job.name}/output/model.tar.gz"
         target = self.s3.path(model_uri)
         target.parent.mkdir(parents=True, exist_ok=True)
-        # "If multiple containers in a single training job write to this directory they should
-        # ensure no file/directory names clash. SageMaker AI aggregates the result in a TAR file"
-        # (developer guide, "How Amazon SageMaker Processes Training Output"). Which file wins a
-        # clash is not documented: here the first instance's, and the job says so.
-        added: dict[str, tuple[str, bool]] = {}  # name: (instance, is a directory)
-        clashes: list[str] = []
-        with tarfile.open(target, "w:gz") as archive:
-            for instance in instances:
-                model_dir = instance.tree.model_dir
-                skipped: list[str] = []  # a clashing directory's whole subtree stays out
-                for path in sorted(model_dir.rglob("*")):
-                    name = path.relative_to(model_dir).as_posix()
-                    if any(name.startswith(f"{prefix}/") for prefix in skipped):
-                        continue
-                    if name in added:
-                        first, first_is_dir = added[name]
-                        if not (first_is_dir and path.is_dir()):  # two directories merge
-                            clashes.append(f"{name} ({first} and {instance.host})")
-                            if path.is_dir():
-                                skipped.append(name)
-                        continue
-                    added[name] = (instance.host, path.is_dir())
-                    archive.add(path, arcname=name, recursive=False)
+        clashes = _archive_models([(i.host, i.tree.model_dir) for i in instances], target)
         if clashes:
             self._note(job, "instances wrote the same name in /opt/ml/model: "
                             f"{', '.join(clashes[:5])}{' ...' if len(clashes) > 5 else ''}; "
@@ -1103,6 +1080,36 @@ _RUN_TAGS = {contract.TAG_EXECUTION: contract.RUN_TAG_EXECUTION,
              contract.TAG_PROGRAM: contract.RUN_TAG_PROGRAM,
              contract.TAG_TUNING_JOB: contract.RUN_TAG_TUNING_JOB}
 JOB_RUN_TAG = contract.RUN_TAG_TRAINING_JOB
+
+
+def _archive_models(model_dirs: list[tuple[str, Path]], target: Path) -> list[str]:
+    """Every instance's model directory (``(host, directory)``, in host order) into one
+    ``model.tar.gz`` at ``target``; the clashes, each ``"<name> (<first host> and <host>)"``.
+
+    "If multiple containers in a single training job write to this directory they should
+    ensure no file/directory names clash. SageMaker AI aggregates the result in a TAR file"
+    (developer guide, "How Amazon SageMaker Processes Training Output"). Which file wins a clash
+    is not documented: here the first instance's. Two directories of one name merge; a file and
+    a directory of one name clash, and the later one's whole subtree stays out."""
+    added: dict[str, tuple[str, bool]] = {}  # name: (instance, is a directory)
+    clashes: list[str] = []
+    with tarfile.open(target, "w:gz") as archive:
+        for host, model_dir in model_dirs:
+            skipped: list[str] = []
+            for path in sorted(model_dir.rglob("*")):
+                name = path.relative_to(model_dir).as_posix()
+                if any(name.startswith(f"{prefix}/") for prefix in skipped):
+                    continue
+                if name in added:
+                    first, first_is_dir = added[name]
+                    if not (first_is_dir and path.is_dir()):
+                        clashes.append(f"{name} ({first} and {host})")
+                        if path.is_dir():
+                            skipped.append(name)
+                    continue
+                added[name] = (host, path.is_dir())
+                archive.add(path, arcname=name, recursive=False)
+    return clashes
 
 
 def _training_started(job: TrainingJob) -> int | None:
