@@ -280,12 +280,17 @@ class Account:
                         statements += resolve(properties["PolicyDocument"]["Statement"])
         return statements
 
-    def trust_statements(self, role_arn: str) -> list[dict[str, Any]]:
+    def _policy_statements(self, kind: str, arn: str, policy: str) -> list[dict[str, Any]]:
+        """The resolved statements of the ``policy`` property of the resource of type ``kind``
+        whose ARN is ``arn``, in either stack."""
         for template, resolve in self._resolvers():
             for lid, r in template["Resources"].items():
-                if r["Type"] == "AWS::IAM::Role" and resolve.resource_arn(lid) == role_arn:
-                    return list(resolve(r["Properties"]["AssumeRolePolicyDocument"]["Statement"]))
-        raise KeyError(role_arn)
+                if r["Type"] == kind and resolve.resource_arn(lid) == arn:
+                    return list(resolve(r["Properties"][policy]["Statement"]))
+        raise KeyError(arn)
+
+    def trust_statements(self, role_arn: str) -> list[dict[str, Any]]:
+        return self._policy_statements("AWS::IAM::Role", role_arn, "AssumeRolePolicyDocument")
 
     def bucket_statements(self, bucket_arn: str) -> list[dict[str, Any]]:
         resolve = Resolver(self.storage)
@@ -314,11 +319,7 @@ class Account:
                 for lid, r in template["Resources"].items() if r["Type"] == "AWS::KMS::Key"]
 
     def key_statements(self, key_arn: str) -> list[dict[str, Any]]:
-        for template, resolve in self._resolvers():
-            for lid, r in template["Resources"].items():
-                if r["Type"] == "AWS::KMS::Key" and resolve.resource_arn(lid) == key_arn:
-                    return list(resolve(r["Properties"]["KeyPolicy"]["Statement"]))
-        raise KeyError(key_arn)
+        return self._policy_statements("AWS::KMS::Key", key_arn, "KeyPolicy")
 
     def decide(self, request: Request) -> str:
         """As AWS decides a call of one of the stacks' roles on a bucket, a key or anything else."""
