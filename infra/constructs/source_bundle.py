@@ -6,7 +6,7 @@ import hashlib
 import os
 import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from aws_cdk import Token
@@ -16,7 +16,7 @@ from constructs import Construct
 
 from smtrain.core.contract import TRACKING_REQUIREMENTS
 from smtrain.core.source_archive import build_source_tarball, tracked_requirements
-from smtrain.core.vendored_requirements import REQUIREMENTS, WheelTarget, vendored_files
+from smtrain.core.vendored_requirements import REQUIREMENTS, WheelTarget, has_packages, vendored_files
 
 
 def _private_dir(path: Path) -> Path:
@@ -42,7 +42,9 @@ class SourceBundle(Construct):
     ``wheels_for`` (default None: the toolkit pip installs ``requirements.txt`` from an index at
     job start, as on SageMaker by default) vendors the directory's ``requirements.txt``: its
     wheels for that image go into the archive under ``wheels/`` and the toolkit installs them
-    with no index (:mod:`smtrain.core.vendored_requirements`); ``program`` names the program in
+    with no index (:mod:`smtrain.core.vendored_requirements`). Given as a function, it is called
+    only when the bundle's ``requirements.txt`` names a package (it may then raise, or answer
+    None: nothing vendored); ``program`` names the program in
     the error when a requirement has no such wheel. Nothing is added to IAM either way.
 
     ``with_tracking`` (default False): the directory's ``requirements-tracking.txt`` (what the
@@ -53,7 +55,8 @@ class SourceBundle(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, source_dir: Path,
                  extra_packages: Mapping[str, Path] | None = None,
-                 build_dir: Path | None = None, wheels_for: WheelTarget | None = None,
+                 build_dir: Path | None = None,
+                 wheels_for: WheelTarget | Callable[[], WheelTarget | None] | None = None,
                  program: str | None = None, with_tracking: bool = False) -> None:
         super().__init__(scope, construct_id)
         out_dir = build_dir or _private_dir(Path(tempfile.gettempdir())
@@ -78,9 +81,13 @@ class SourceBundle(Construct):
             os.replace(partial, requirements)
             replacements[REQUIREMENTS] = merged
         vendored: dict[str, Path | bytes] = {}
-        if wheels_for is not None and requirements.is_file():
-            vendored = vendored_files(requirements, program=program or source_dir.name,
-                                      target=wheels_for)
+        if (wheels_for is not None and requirements.is_file()
+                and has_packages(requirements.read_text())):
+            # Asked for only now: a target is needed only where there is something to vendor.
+            target = wheels_for() if callable(wheels_for) else wheels_for
+            if target is not None:
+                vendored = vendored_files(requirements, program=program or source_dir.name,
+                                          target=target)
         #: The wheels the archive holds (file names; empty when nothing is vendored).
         self.wheels = tuple(sorted(name.split("/", 1)[1] for name in vendored
                                    if name.endswith(".whl")))

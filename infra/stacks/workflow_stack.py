@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,12 +42,10 @@ from smtrain.core.input_rules import InputDefaults
 from smtrain.core.instance_storage import UnknownInstanceStorage, has_local_nvme
 from smtrain.core.programs import MANIFEST, Program, ProgramError
 from smtrain.core.programs import discover as discover_programs
-from smtrain.core.source_archive import tracked_requirements
 from smtrain.core.vendored_requirements import (
     IMAGE_RUNTIMES,
     OLDEST_IMAGE_GLIBC_MINOR,
     WheelTarget,
-    has_packages,
     python_version_of,
 )
 
@@ -211,8 +210,8 @@ class WorkflowStack(Stack):
                 source = SourceBundle(
                     self, f"Source{construct_id}", source_dir=program.directory,
                     extra_packages={name: training_code_dir / name for name in program.shared},
-                    wheels_for=_wheels_for(settings, program) if _has_requirements(program, jobs_track)
-                    else None, program=program.name, with_tracking=jobs_track)
+                    wheels_for=functools.partial(_wheels_for, settings, program),
+                    program=program.name, with_tracking=jobs_track)
                 source_objects.append(source.asset.bucket.arn_for_objects(source.asset.s3_object_key))
                 source_keys.append(source.object_key)
                 source_bucket_arn = source.asset.bucket.bucket_arn
@@ -391,16 +390,6 @@ def _wheels_for(settings: Settings, program: Program | None = None) -> WheelTarg
         raise ProgramError(message) if version_field.endswith("'script.framework_version'") \
             else SettingsError(message)
     return WheelTarget(python_version=python, glibc_minor=glibc_minor)
-
-
-def _has_requirements(program: Program, jobs_track: bool) -> bool:
-    """Whether the program's bundle will hold a requirements.txt (its own, or its tracking one
-    where jobs are tracked) naming a package: only then do its wheels need an image to be built
-    for."""
-    merged = tracked_requirements(program.directory) if jobs_track else None
-    own = program.directory / "requirements.txt"
-    text = merged.decode() if merged is not None else own.read_text() if own.is_file() else ""
-    return has_packages(text)  # as vendored_files decides: comments and blank lines are nothing
 
 
 def _check_isolation(settings: Settings, program: Program) -> None:
