@@ -22,8 +22,9 @@ Offline:
   name's address does not).
 - The namespaces include a PID namespace whose first process is the launcher: when it ends, or
   is killed, every process of every instance ends with it.
-- :func:`probe` says whether this machine can do both (a network and a mount namespace); where it
-  cannot, the engine runs the first instance only and says so.
+- Where this machine cannot give a process both a network and a mount namespace (the probes of
+  :mod:`~smtrain.local.isolation` and :mod:`~smtrain.local.opt_ml`), the engine runs the first
+  instance only and says so (``LocalBackend._hosts``).
 
 The launcher (``python -I cluster.py SPEC``, run inside the network namespace) imports nothing
 outside the standard library. It starts every instance's command, writes each output line to
