@@ -49,3 +49,27 @@ def test_a_kept_trees_texts_are_antlrs_and_go_with_the_tree() -> None:
     asl_parse_cache._trees.pop(definition)
     assert not any(id(context) in asl_parse_cache._texts for context in contexts)
     assert definition not in asl_parse_cache._ids_of_tree
+
+
+def test_a_kept_definition_is_not_built_again_to_be_checked(monkeypatch: Any) -> None:
+    """CreateStateMachine's check of a definition already parsed and built gives the same
+    answer without building it again; a broken definition is refused every time."""
+    import pytest
+    from moto.stepfunctions.parser.api import InvalidDefinition
+    from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
+    asl_parse_cache.enable()
+    definition = json.dumps({**DEFINITION, "Comment": "checked once"})
+    StepFunctionsParserBackend._validate_definition(definition)  # parsed and kept
+    assert definition in asl_parse_cache._trees
+    visits: list[Any] = []
+    monkeypatch.setattr(Preprocessor, "visit", lambda self, tree: visits.append(tree))
+    StepFunctionsParserBackend._validate_definition(definition)
+    assert visits == []
+    monkeypatch.undo()
+    broken = json.dumps({"StartAt": "Only", "States": {"Only": {"Type": "Bogus", "End": True}}})
+    for _ in range(2):
+        with pytest.raises(InvalidDefinition, match="Bogus"):
+            StepFunctionsParserBackend._validate_definition(broken)
+    assert broken not in asl_parse_cache._trees

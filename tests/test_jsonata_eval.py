@@ -78,6 +78,25 @@ def test_a_number_jsonata_cannot_hold_fails_as_the_whole_parse_does() -> None:
         jsonata_eval.evaluate(text)
 
 
+@pytest.mark.parametrize("check", ["$type", "$exists"])
+@pytest.mark.parametrize(("expression", "bindings"), [
+    ("$s & '!'", {"s": "hi"}),  # a string: moto asks its $type
+    ("$x", {"x": None}),  # null: moto asks whether it $exists
+    ("$missing", {"x": 1}),  # undefined
+    ("$states.input.items", {"states": {"input": {"items": [1, 2]}}}),
+    ("($n := 2; $string($n))", {"n": 1}),
+])
+def test_moto_s_check_of_a_result_is_the_whole_parse_s(check: str, expression: str,
+                                                       bindings: dict[str, Any]) -> None:
+    """moto checks a string or missing result with ``$type(<composed text>)`` or
+    ``$exists(<composed text>)``: the same answer as the whole text's parse, the check of the
+    state's expression parsed once."""
+    text = f"{check}({_composed(expression, **bindings)})"
+    jsonata_eval._parsed.clear()
+    assert repr(jsonata_eval.evaluate(text)) == repr(jsonata_eval.evaluate_whole(text))
+    assert list(jsonata_eval._parsed) == [f"{check}(({expression}))"]
+
+
 def test_only_a_state_s_own_expression_is_kept_parsed() -> None:
     """moto also asks ``$type(...)`` of every whole string result: such texts are not kept."""
     jsonata_eval._parsed.clear()

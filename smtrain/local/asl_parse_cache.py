@@ -20,6 +20,12 @@ answered by ANTLR's own method.
 Likewise each JSONPath (``InputPath``, ``$.field`` in ``Parameters``) is parsed once per process:
 moto's ``extract_json`` calls ``jsonpath_ng.ext.parse`` for every evaluation, and each call builds
 a new PLY parser (about 20 ms). A parsed path is only read (``find``), so one is shared.
+
+CreateStateMachine checks a definition by parsing it and building its components, then drops
+them (``StepFunctionsParserBackend._validate_definition``); every offline engine creates its state
+machines afresh. A definition whose tree is kept was parsed and built without an error, and the
+same text gives the same tree and the same components, so checking it again would give the same
+answer: it is not built again for nothing. A definition not kept is checked as moto checks it.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from antlr4.tree.Tree import TerminalNode
 from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
 from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
 from moto.stepfunctions.parser.asl.utils import json_path
+from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 
 #: Parse trees by definition text; a few definitions per process (tests load several apps).
 _MAX_TREES = 16
@@ -40,6 +47,7 @@ _trees: dict[str, Any] = {}
 _lock = threading.RLock()
 _original: Any = None
 _original_get_text: Any = None
+_original_validate: Any = None
 #: ``id(context) -> text`` for every rule context of the trees in ``_trees`` (they are kept
 #: alive there, so an id names one context until its tree is dropped, and its ids with it).
 _texts: dict[int, str] = {}
@@ -93,14 +101,23 @@ def _parse(definition: str) -> tuple[Any, Any]:
         return Preprocessor().visit(tree), tree
 
 
+def _validate_definition(definition: str) -> None:
+    with _lock:
+        if definition in _trees:
+            return  # parsed and built once without an error: the same text gives the same answer
+    _original_validate(definition)
+
+
 def enable() -> None:
     """Parse each definition once per process (idempotent)."""
-    global _original, _original_get_text
+    global _original, _original_get_text, _original_validate
     with _lock:
         if _original is not None:
             return
         _original = AmazonStateLanguageParser.parse
         _original_get_text = RuleContext.getText
+        _original_validate = StepFunctionsParserBackend._validate_definition
         AmazonStateLanguageParser.parse = staticmethod(_parse)
         RuleContext.getText = _get_text
+        StepFunctionsParserBackend._validate_definition = staticmethod(_validate_definition)
         json_path.parse = functools.lru_cache(maxsize=1024)(json_path.parse)

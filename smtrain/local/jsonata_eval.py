@@ -120,12 +120,33 @@ def split_bindings(expression: str) -> tuple[dict[str, Any], str]:
     return bindings, f"({body})"  # still a block: its own assignments stay in its scope
 
 
+#: moto's checks of a state's result: when an expression returns a string or nothing, moto asks
+#: ``$type(<the composed text>)`` or ``$exists(<the composed text>)`` of the same composed text
+#: again (``moto.stepfunctions.parser.asl.jsonata.validations``).
+_RESULT_CHECKS = ("$type(", "$exists(")
+
+
+def _split_result_check(expression: str) -> tuple[dict[str, Any], str]:
+    """For moto's ``$type(( ... ))`` or ``$exists(( ... ))``: the composed text's bindings, and the
+    check of its own body (``$type((body))``), parsed once like the body itself. Any other text:
+    no bindings."""
+    for check in _RESULT_CHECKS:
+        if expression.startswith(check) and expression.endswith(")"):
+            bindings, body = split_bindings(expression[len(check):-1])
+            if bindings:
+                return bindings, f"{check}{body})"
+    return {}, expression
+
+
 def evaluate(expression: str) -> Any:
     """What moto's JVM bridge would return: the value of a closed JSONata expression. Only a
-    state's own expression is kept parsed; a text with no bindings to split off (moto also asks
-    ``$type(...)`` and ``$exists(...)`` of whole values) is parsed and dropped, as before."""
+    state's own expression (and moto's ``$type``/``$exists`` check of it) is kept parsed; a text
+    with no bindings to split off (moto also asks ``$type(...)`` of other whole values) is parsed
+    and dropped, as before."""
     try:
         bindings, body = split_bindings(expression)
+        if not bindings:
+            bindings, body = _split_result_check(expression)
         if not bindings:
             return evaluate_whole(expression)
         return _parse(body).evaluate(bindings)
