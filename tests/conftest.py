@@ -269,7 +269,9 @@ class TrainedRuns:
     engine: Any
     #: Per program: one training run (``digits_xgboost`` started by its older ``method`` name).
     training: dict[str, Any]
-    #: ``digits_mlp`` and ``digits_lightgbm`` tuned, 3 jobs each, 2 at once (the third waits).
+    #: ``digits_lightgbm`` tuned, 3 jobs, 2 at once (the third waits), its best registered with
+    #: a description and no gate. (``digits_mlp`` is tuned by the notebook's test, through the same
+    #: state machine: a tuning run's behaviour is the engine's, not the program's.)
     tuning: dict[str, Any]
 
 
@@ -283,11 +285,10 @@ TRAINED_INPUTS: dict[str, dict[str, Any]] = {
     "digits_xgboost": {"method": "builtin", "hyperparameters": {"num_round": "20"}},
 }
 TUNED_INPUTS: dict[str, dict[str, Any]] = {
-    "digits_mlp": {"program": "digits_mlp", "hyperparameters": {"epochs": "2"},
-                   "tuning": {"maxJobs": 3, "maxParallelJobs": 2}},
     "digits_lightgbm": {"program": "digits_lightgbm",
                         "hyperparameters": {"num_boost_round": "20", "report_every": "5"},
-                        "tuning": {"maxJobs": 3, "maxParallelJobs": 2}},
+                        "tuning": {"maxJobs": 3, "maxParallelJobs": 2},
+                        "register": {"description": "best of a sweep", "minimum": {}}},
 }
 
 

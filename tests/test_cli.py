@@ -729,7 +729,10 @@ def test_local_start_end_to_end(synthesized: Synthesized, tmp_path: Path) -> Non
     # The programs the app was synthesized from: else a program a team added to training_code/
     # would make cdk.out stale, and the run would re-synthesize the shared test app.
     env["SMTRAIN_TRAINING_CODE"] = str(synthesized.training_code)
-    result = subprocess.run([SMTRAIN, "start", "--local", *MLP, "--hp", "epochs=2",
+    # The BYOC program (no torch to import): the CLI's and the engine's behaviour is the same for
+    # every program (the PyTorch program's first run: make demo, tests/test_offline_local.py).
+    result = subprocess.run([SMTRAIN, "start", "--local", "--program", "digits_lightgbm",
+                             "--hp", "num_boost_round=30",
                              "--cdk-out", str(synthesized.outdir), "--work-dir", str(tmp_path / "work"),
                              "--name", "local-run"], capture_output=True, text=True, timeout=300,
                             env=env, cwd=ROOT)
@@ -739,7 +742,7 @@ def test_local_start_end_to_end(synthesized: Synthesized, tmp_path: Path) -> Non
     assert re.search(r"cost: unknown \(\d+ s billable x 1 ml\.m5\.xlarge; no price for ml\.m5\.xlarge "
                      r"in us-east-1: run `make prices`\)", result.stdout), result.stdout[-2000:]
     output = json.loads(result.stdout[result.stdout.index("{"):])
-    assert output["program"] == "digits_mlp"
+    assert output["program"] == "digits_lightgbm"
     assert output["trainingJobName"].startswith("smtrain-")
     model = tmp_path / "work" / "s3" / output["modelArtifacts"].removeprefix("s3://")
     assert model.is_file()

@@ -162,25 +162,26 @@ def test_builtin_xgboost_by_its_older_method_name(trained: TrainedRuns) -> None:
 
 
 def test_tuning_picks_the_best_job(trained: TrainedRuns) -> None:
-    engine, result = trained.engine, trained.tuning["digits_mlp"]
-    assert TUNED_INPUTS["digits_mlp"]["hyperparameters"] == {"epochs": "2"}
-    assert TUNED_INPUTS["digits_mlp"]["tuning"] == {"maxJobs": 3, "maxParallelJobs": 2}
+    engine, result = trained.engine, trained.tuning["digits_lightgbm"]
+    assert TUNED_INPUTS["digits_lightgbm"]["hyperparameters"] == {"num_boost_round": "20", "report_every": "5"}
+    assert TUNED_INPUTS["digits_lightgbm"]["tuning"] == {"maxJobs": 3, "maxParallelJobs": 2}
     assert result.succeeded, result.cause
     output = result.output
-    assert output is not None and output["program"] == "digits_mlp"
+    assert output is not None and output["program"] == "digits_lightgbm"
     assert output["trainingJobCounters"]["Completed"] == 3
     backend = engine.backend
     assert isinstance(backend, LocalBackend)
     trials = [job for job in backend.jobs() if job.name.startswith(output["tuningJobName"] + "-")]
     assert len(trials) == 3
-    # The user's static value and the program's `tunable = false` seed reach every trial.
-    assert all(job.request["HyperParameters"]["epochs"] == "2" and
+    # The user's static values and the program's `tunable = false` seed reach every trial.
+    assert all(job.request["HyperParameters"]["num_boost_round"] == "20" and
+               job.request["HyperParameters"]["report_every"] == "5" and
                job.request["HyperParameters"]["seed"] == "42" for job in trials)
     best = max(trials, key=lambda job: job.metrics["validation:accuracy"])
     assert output["trainingJobName"] == best.name
     assert output["objective"]["Value"] == pytest.approx(best.metrics["validation:accuracy"])
-    assert set(output["tunedHyperparameters"]) == {"learning-rate", "batch-size"}
-    assert _model_files(engine, output["modelArtifacts"]) == MLP_MODEL_FILES
+    assert set(output["tunedHyperparameters"]) == {"learning_rate", "num_leaves"}
+    assert _model_files(engine, output["modelArtifacts"]) == ["model.txt"]
     # What the three trials cost, from the offline SageMaker's list of the tuning job's training
     # jobs and their billable time; the shipped price table holds no price, so unknown.
     assert output["cost"] == {"usd": None, "trainingJobs": 3, "trainingJobsOfUnknownCost": 3}

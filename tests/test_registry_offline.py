@@ -27,7 +27,7 @@ from smtrain.core import contract
 from smtrain.local.demo import QUICK_HYPERPARAMETERS
 from smtrain.local.engine import ExecutionResult, OfflineEngine
 from smtrain.local.sagemaker_model import request_violations
-from tests.conftest import ROOT, TRAINED_INPUTS, TrainedRuns
+from tests.conftest import ROOT, TRAINED_INPUTS, TUNED_INPUTS, TrainedRuns
 from tests.helpers import run_cli
 
 REQUEST_FIELDS = ("ModelPackageGroupName", "ModelPackageDescription", "InferenceSpecification",
@@ -154,9 +154,9 @@ def test_each_program_trains_registers_lists_and_is_approved(
 
 def test_a_model_below_the_gate_is_not_registered_and_the_output_says_why(
         engine: OfflineEngine) -> None:
-    group = engine.deployment.model_groups[contract.output_id("digits_mlp")]
+    group = engine.deployment.model_groups[contract.output_id("digits_lightgbm")]
     before = engine.registry.list_model_packages(group)
-    output = run(engine, quick("digits_mlp", register={"minimum": {"validation:accuracy": 0.9999},
+    output = run(engine, quick("digits_lightgbm", register={"minimum": {"validation:accuracy": 0.9999},
                                                        "maximum": {"validation:loss": 0.0001}})).output
     assert output is not None
     assert output["registered"] is False
@@ -180,10 +180,9 @@ def test_register_false_skips_the_registry(engine: OfflineEngine) -> None:
     assert engine.registry.list_model_packages(group) == before
 
 
-def test_a_tuning_run_registers_its_best_job(engine: OfflineEngine) -> None:
-    output = run(engine, quick("digits_lightgbm", register={"description": "best of a sweep",
-                                                            "minimum": {}},
-                               tuning={"maxJobs": 2, "maxParallelJobs": 2})).output
+def test_a_tuning_run_registers_its_best_job(engine: OfflineEngine, trained: TrainedRuns) -> None:
+    assert TUNED_INPUTS["digits_lightgbm"]["register"] == {"description": "best of a sweep", "minimum": {}}
+    output = trained.tuning["digits_lightgbm"].output
     assert output is not None
     assert output["registered"] is True
     assert output["registrationReason"] == \

@@ -34,7 +34,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, TrainedRuns
-from tests.training_support import TRAINING_CODE, run_byoc
+from tests.training_support import TRAINING_CODE
 
 WORKER = ROOT / "tests" / "fixtures" / "serving" / "torchserve_worker.py"
 DOCKERFILE = TRAINING_CODE / "digits_lightgbm" / "Dockerfile"
@@ -51,33 +51,9 @@ class Trained:
 
     archive: Path  # model.tar.gz, packed as SageMaker packs /opt/ml/model
     served: Path  # the archive unpacked, as SageMaker unpacks it into /opt/ml/model
-    validation_accuracy: float  # the last validation:accuracy the job printed
+    validation_accuracy: float  # the final validation:accuracy the job reported
     features: np.ndarray  # the validation rows, without their labels
     labels: np.ndarray
-
-
-def _last_accuracy(log: str) -> float:
-    values = re.findall(r"validation:accuracy=([0-9.]+)", log)
-    assert values, log
-    return float(values[-1])
-
-
-def _pack_and_unpack(model_dir: Path, work: Path) -> tuple[Path, Path]:
-    archive = work / "model.tar.gz"
-    with tarfile.open(archive, "w:gz") as packed:
-        for path in sorted(model_dir.rglob("*")):
-            packed.add(path, arcname=path.relative_to(model_dir).as_posix(), recursive=False)
-    served = work / "served-model"
-    served.mkdir()
-    with tarfile.open(archive, "r:gz") as packed:
-        packed.extractall(served, filter="data")
-    return archive, served
-
-
-def _trained(model_dir: Path, work: Path, log: str, validation: Path) -> Trained:
-    archive, served = _pack_and_unpack(model_dir, work)
-    rows = np.loadtxt(validation / "digits.csv", delimiter=",", ndmin=2)
-    return Trained(archive, served, _last_accuracy(log), rows[:, 1:], rows[:, 0].astype(int))
 
 
 def _accuracy(trained: Trained, predictions: list[int]) -> float:
@@ -102,14 +78,19 @@ def mlp(trained: TrainedRuns, sample_data: Path, tmp_path_factory: pytest.TempPa
     """The session's digits_mlp run (tests/conftest.py): its model.tar.gz as the offline engine
     packed /opt/ml/model, unpacked as SageMaker unpacks it for an endpoint, and the final
     validation accuracy the job reported."""
-    result = trained.training["digits_mlp"]
+    return _shared_run(trained, "digits_mlp", sample_data, tmp_path_factory)
+
+
+def _shared_run(trained: TrainedRuns, program: str, sample_data: Path,
+                tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    result = trained.training[program]
     archive = trained.engine.local_path(result.output["modelArtifacts"])
-    served = tmp_path_factory.mktemp("digits-mlp") / "served-model"
+    served = tmp_path_factory.mktemp(program.replace("_", "-")) / "served-model"
     served.mkdir()
     with tarfile.open(archive, "r:gz") as packed:
         packed.extractall(served, filter="data")
     (accuracy,) = [m["Value"] for m in result.output["metrics"] if m["MetricName"] == "validation:accuracy"]
-    rows = np.loadtxt(sample_data / "digits_mlp" / "validation" / "digits.csv", delimiter=",", ndmin=2)
+    rows = np.loadtxt(sample_data / program / "validation" / "digits.csv", delimiter=",", ndmin=2)
     return Trained(archive, served, float(accuracy), rows[:, 1:], rows[:, 0].astype(int))
 
 
@@ -200,13 +181,9 @@ def test_script_handler_answers_bad_input_with_4xx(mlp: Trained, mode: str) -> N
 
 
 @pytest.fixture(scope="module")
-def lgbm(sample_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    work = tmp_path_factory.mktemp("digits-lightgbm")
-    channels = sample_data / "digits_lightgbm"
-    result, tree = run_byoc(work / "job", hyperparameters={"num_boost_round": "20"},
-                            channels={c: channels / c for c in ("train", "validation")})
-    assert result.returncode == 0, result.stderr[-3000:]
-    return _trained(tree.model_dir, work, result.stdout, channels / "validation")
+def lgbm(trained: TrainedRuns, sample_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """The session's digits_lightgbm run (tests/conftest.py), unpacked as for an endpoint."""
+    return _shared_run(trained, "digits_lightgbm", sample_data, tmp_path_factory)
 
 
 @dataclass

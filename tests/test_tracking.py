@@ -478,10 +478,11 @@ def test_compare_at_its_defaults_sorts_each_program_by_its_objective(
     assert result.returncode == 0, result.stderr
     assert "digits_xgboost: sorted by validation:merror, smallest first" in result.stdout
     assert "digits_mlp: sorted by validation:accuracy, largest first" in result.stdout
+    assert "digits_lightgbm: sorted by validation:accuracy, largest first" in result.stdout
     sections = _sections(result.stdout)
     merrors = [float(row["validation:merror"]) for row in sections["digits_xgboost"]]
     assert merrors and merrors == sorted(merrors), "XGBoost's error rate, smallest first"
-    accuracies = [float(row["validation:accuracy"]) for row in sections["digits_mlp"]
+    accuracies = [float(row["validation:accuracy"]) for row in sections["digits_lightgbm"]
                   if row["validation:accuracy"] != "-"]
     assert len(accuracies) >= 4 and accuracies == sorted(accuracies, reverse=True)
 

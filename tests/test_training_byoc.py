@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from smtrain.core.programs import load as load_program
+from smtrain.local.job_tree import JobTree, build_job_tree
 from tests.helpers import Synthesized
 from tests.training_support import TRAINING_CODE, parse_metrics, prepared_program, run_byoc
 
@@ -50,6 +51,21 @@ def test_trains_a_loadable_model(synthesized: Synthesized, sample_data: Path, tm
     assert accuracy == pytest.approx(metrics["validation:accuracy"][-1], abs=1e-6)
 
 
+def _main_in_process(monkeypatch: pytest.MonkeyPatch, base_dir: Path, *,
+                     hyperparameters: dict[str, str], channels: dict[str, Path]) -> tuple[int, JobTree]:
+    """``train``'s ``main`` (byoc_training.cli) in this process, on a job's /opt/ml tree
+    (``SAGEMAKER_BASE_DIR``): its exit status and the tree. The process itself, as the image
+    runs it, is started by :func:`test_missing_channel` and the loadable-model test."""
+    for directory in (TRAINING_CODE, TRAINING_CODE / PROGRAM):
+        monkeypatch.syspath_prepend(str(directory))
+    from byoc_training import cli
+
+    tree = build_job_tree(base_dir, hyperparameters=hyperparameters, channels=channels)
+    for variable, value in tree.environment().items():
+        monkeypatch.setenv(variable, value)
+    return cli.main(), tree
+
+
 @pytest.mark.parametrize(("hyperparameters", "reason"), [
     ({"num_leaves": "many"},
      "HyperparameterError: hyperparameter 'num_leaves' must be an integer, got 'many'"),
@@ -57,32 +73,35 @@ def test_trains_a_loadable_model(synthesized: Synthesized, sample_data: Path, tm
      "HyperparameterError: hyperparameter 'learning_rate' must be in (0, 1], got 2.0"),
     ({"num_trees": "5"}, "HyperparameterError: unknown hyperparameter(s) ['num_trees']"),
 ])
-def test_bad_hyperparameter(sample_data: Path, tmp_path: Path, hyperparameters: dict[str, str],
+def test_bad_hyperparameter(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                            sample_data: Path, tmp_path: Path, hyperparameters: dict[str, str],
                             reason: str) -> None:
-    result, tree = run_byoc(tmp_path / "job", hyperparameters=hyperparameters,
-                            channels=_channels(sample_data))
-    assert result.returncode == 1
+    status, tree = _main_in_process(monkeypatch, tmp_path / "job", hyperparameters=hyperparameters,
+                                    channels=_channels(sample_data))
+    assert status == 1
     failure = tree.failure_reason()
     assert failure is not None and failure.startswith(reason), failure
-    assert reason in result.stderr
+    assert reason in capsys.readouterr().err
     assert not (tree.model_dir / "model.txt").exists()
 
 
 def test_missing_channel(sample_data: Path, tmp_path: Path) -> None:
+    """As the image runs it: ``train`` in a process of its own, its exit status SageMaker's."""
     result, tree = run_byoc(tmp_path / "job", hyperparameters={},
                             channels={"train": sample_data / PROGRAM / "train"})
     assert result.returncode == 1
     assert tree.failure_reason() == (
         "ContractError: channel 'validation' is required but the job declares only ['train']")
+    assert tree.failure_reason() in result.stderr
 
 
-def test_malformed_channel(tmp_path: Path) -> None:
+def test_malformed_channel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for channel in ("train", "validation"):
         (tmp_path / channel).mkdir()
         (tmp_path / channel / "data.csv").write_text("label,pixel\n1,2\n")
-    result, tree = run_byoc(tmp_path / "job", hyperparameters={},
-                            channels={c: tmp_path / c for c in ("train", "validation")})
-    assert result.returncode == 1
+    status, tree = _main_in_process(monkeypatch, tmp_path / "job", hyperparameters={},
+                                    channels={c: tmp_path / c for c in ("train", "validation")})
+    assert status == 1
     failure = tree.failure_reason()
     assert failure is not None and "channel 'train': data.csv is not numeric CSV" in failure
 

@@ -48,30 +48,51 @@ def _hyperparameters(synthesized: Synthesized, bundle: Path, **overrides: str) -
     return hyperparameters
 
 
-@pytest.mark.parametrize(("name", "value", "message"), [
-    ("epochs", "-3", "argument --epochs: must be a positive integer, got -3"),
-    ("learning-rate", "fast", "argument --learning-rate: invalid positive_float value: 'fast'"),
-])
 def test_bad_hyperparameter_fails_the_job_with_the_reason(
-        synthesized: Synthesized, sample_data: Path, tmp_path: Path, name: str, value: str,
-        message: str) -> None:
+        synthesized: Synthesized, sample_data: Path, tmp_path: Path) -> None:
+    """Through AWS's toolkit, as the job runs: the script's reason is the job's failure reason."""
     bundle = script_bundle(synthesized)
     result, tree = run_toolkit(tmp_path / "job", channels=_channels(sample_data),
-                               hyperparameters=_hyperparameters(synthesized, bundle, **{name: value}))
+                               hyperparameters=_hyperparameters(synthesized, bundle, epochs="-3"))
     assert result.returncode != 0
     reason = tree.failure_reason()
-    assert reason is not None and message in reason, reason
+    assert reason is not None and "argument --epochs: must be a positive integer, got -3" in reason, reason
     assert not (tree.model_dir / "model.pth").exists()
 
 
-def test_missing_channel_fails_with_the_reason(synthesized: Synthesized, sample_data: Path,
+def _main_in_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, channels: dict[str, Path],
+                     argv: list[str]) -> tuple[int, str]:
+    """``train.py``'s ``main`` in this process, in a job's environment (``SM_*``, as the toolkit
+    sets it): its exit status and the failure file it leaves for the toolkit (which keeps an
+    existing one: the job's failure reason, as the toolkit test above shows)."""
+    output, model = tmp_path / "output", tmp_path / "model"
+    monkeypatch.setenv("SM_OUTPUT_DIR", str(output))
+    monkeypatch.setenv("SM_MODEL_DIR", str(model))
+    monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(tmp_path))
+    for variable in ("SM_CHANNEL_TRAIN", "SM_CHANNEL_VALIDATION", "WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(variable, raising=False)
+    for channel, directory in channels.items():
+        monkeypatch.setenv(f"SM_CHANNEL_{channel.upper()}", str(directory))
+    status = script_module().main(argv)
+    assert not (model / "model.pth").exists()
+    return status, (output / "failure").read_text()
+
+
+def test_a_hyperparameter_of_the_wrong_type_fails_with_argparse_s_reason(
+        monkeypatch: pytest.MonkeyPatch, sample_data: Path, tmp_path: Path) -> None:
+    status, reason = _main_in_process(monkeypatch, tmp_path, _channels(sample_data),
+                                      ["--learning-rate", "fast"])
+    assert status == 2
+    assert "argument --learning-rate: invalid positive_float value: 'fast'" in reason, reason
+
+
+def test_missing_channel_fails_with_the_reason(monkeypatch: pytest.MonkeyPatch, sample_data: Path,
                                                tmp_path: Path) -> None:
-    bundle = script_bundle(synthesized)
-    result, tree = run_toolkit(tmp_path / "job", channels={"train": sample_data / PROGRAM / "train"},
-                               hyperparameters=_hyperparameters(synthesized, bundle))
-    assert result.returncode != 0
-    reason = tree.failure_reason()
-    assert reason is not None and "channel 'validation' has no directory" in reason, reason
+    status, reason = _main_in_process(
+        monkeypatch, tmp_path, {"train": sample_data / PROGRAM / "train"},
+        ["--epochs", "1", "--validation", str(tmp_path / "input" / "data" / "validation")])
+    assert status == 1
+    assert "channel 'validation' has no directory" in reason, reason
 
 
 def _script_command(sample_data: Path, model_dir: Path, checkpoint_dir: Path, epochs: int) -> list[str]:
