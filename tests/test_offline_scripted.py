@@ -976,3 +976,39 @@ def test_the_engines_registry_flags_a_model_archive_without_its_handler(harness:
     assert problem.startswith(f"the model archive {frozen} has no code/inference.py: ")
     _model_archive(harness.engine.local_path(frozen), {"model.pth": "", "code/inference.py": ""})
     assert registry.serving_problems(arn) == []
+
+
+# -- the offline engine's own GetExecutionHistory answer (smtrain/local/history_answer.py) -----
+def test_histories_are_answered_as_moto_answers_them(harness: Harness,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each history, written without moto's serializer, reads back as moto's own answer does:
+    a training run, a tuning run, a failed job and a refused input (every kind of event)."""
+    from moto.stepfunctions.responses import StepFunctionResponse
+
+    from smtrain.local import history_answer
+
+    runs = [harness.run({"program": "digits_mlp"}),
+            harness.run({"program": "digits_lightgbm", "tuning": {"maxJobs": 2, "maxParallelJobs": 2}}),
+            harness.run({"method": "script"}, JobScript(statuses=("InProgress", "Failed"))),
+            harness.run({"program": "nope"})]
+    assert [run.status for run in runs] == ["SUCCEEDED", "SUCCEEDED", "FAILED", "FAILED"]
+    assert StepFunctionResponse.get_execution_history is history_answer.answer
+    ours = [harness.engine.history(run.arn) for run in runs]
+    monkeypatch.setattr(StepFunctionResponse, "get_execution_history", history_answer._original)
+    assert ours == [harness.engine.history(run.arn) for run in runs]
+    assert sum(len(events) for events in ours) > 50
+
+
+def test_a_history_it_cannot_write_is_moto_s_to_answer() -> None:
+    """A member moto might find under another name (or a value of another kind) is not written:
+    moto's serializer answers instead."""
+    from smtrain.local import history_answer
+
+    shape, _ = history_answer._operation()
+    event = {"id": 1, "previousEventId": 0, "type": "PassStateEntered",
+             "timestamp": "2026-12-06T23:09:43.336Z"}
+    assert history_answer.write({"events": [event]}, shape) == {"events": [
+        {"timestamp": 1796598583.336, "type": "PassStateEntered", "id": 1, "previousEventId": 0}]}
+    for odd in ({**event, "previous_event_id": 0}, {**event, "stateEnteredEventDetails": "text"}):
+        with pytest.raises(history_answer.Unwritable):
+            history_answer.write({"events": [odd]}, shape)

@@ -58,7 +58,7 @@ def _main_in_process(monkeypatch: pytest.MonkeyPatch, base_dir: Path, *,
     runs it, is started by :func:`test_missing_channel` and the loadable-model test."""
     for directory in (TRAINING_CODE, TRAINING_CODE / PROGRAM):
         monkeypatch.syspath_prepend(str(directory))
-    from byoc_training import cli
+    from byoc_training import cli  # type: ignore[import-not-found]
 
     tree = build_job_tree(base_dir, hyperparameters=hyperparameters, channels=channels)
     for variable, value in tree.environment().items():
@@ -90,9 +90,9 @@ def test_missing_channel(sample_data: Path, tmp_path: Path) -> None:
     result, tree = run_byoc(tmp_path / "job", hyperparameters={},
                             channels={"train": sample_data / PROGRAM / "train"})
     assert result.returncode == 1
-    assert tree.failure_reason() == (
-        "ContractError: channel 'validation' is required but the job declares only ['train']")
-    assert tree.failure_reason() in result.stderr
+    reason = "ContractError: channel 'validation' is required but the job declares only ['train']"
+    assert tree.failure_reason() == reason
+    assert reason in result.stderr
 
 
 def test_malformed_channel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
