@@ -226,6 +226,9 @@ def default_diagnostics(definition: str, unsupported: frozenset[str] = frozenset
         return [{"severity": "ERROR", "code": "INVALID_JSON_DESCRIPTION", "message": str(error)}]
     from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
 
+    from smtrain.local import asl_parse_cache
+
+    asl_parse_cache.enable()  # a definition the stub checked before is not parsed again
     try:
         AmazonStateLanguageParser.parse(definition)
     except Exception as error:  # the parser's grammar errors
