@@ -293,7 +293,7 @@ TUNED_INPUTS: dict[str, dict[str, Any]] = {
 
 
 def trained_name(program: str, *, tuning: bool = False) -> str:
-    """The execution name of a shared run (``trained-digits-mlp``, ``tuned-digits-mlp``)."""
+    """The execution name of a shared run (``trained-digits-mlp``, ``tuned-digits-lightgbm``)."""
     return f"{'tuned' if tuning else 'trained'}-{program.replace('_', '-')}"
 
 

@@ -97,6 +97,14 @@ def test_moto_s_check_of_a_result_is_the_whole_parse_s(check: str, expression: s
     assert list(jsonata_eval._parsed) == [f"{check}(({expression}))"]
 
 
+@pytest.mark.parametrize("check", ["$type", "$exists"])
+def test_a_variable_named_like_the_check_does_not_hide_it(check: str) -> None:
+    """A state machine variable ``type`` (or ``exists``) is declared inside moto's composed block,
+    out of the check's sight: the check still calls JSONata's own function."""
+    text = f"{check}({_composed('$type & $exists', type='a', exists='b')})"
+    assert jsonata_eval.evaluate(text) == jsonata_eval.evaluate_whole(text)
+
+
 def test_only_a_state_s_own_expression_is_kept_parsed() -> None:
     """moto also asks ``$type(...)`` of every whole string result: such texts are not kept."""
     jsonata_eval._parsed.clear()

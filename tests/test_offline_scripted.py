@@ -981,8 +981,8 @@ def test_the_engines_registry_flags_a_model_archive_without_its_handler(harness:
 # -- the offline engine's own GetExecutionHistory answer (smtrain/local/history_answer.py) -----
 def test_histories_are_answered_as_moto_answers_them(harness: Harness,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each history, written without moto's serializer, reads back as moto's own answer does:
-    a training run, a tuning run, a failed job and a refused input (every kind of event)."""
+    """Each history, written without moto's serializer, is moto's own answer byte for byte: a
+    training run, a tuning run, a failed job and a refused input (every kind of event)."""
     from moto.stepfunctions.responses import StepFunctionResponse
 
     from smtrain.local import history_answer
@@ -992,10 +992,32 @@ def test_histories_are_answered_as_moto_answers_them(harness: Harness,
             harness.run({"method": "script"}, JobScript(statuses=("InProgress", "Failed"))),
             harness.run({"program": "nope"})]
     assert [run.status for run in runs] == ["SUCCEEDED", "SUCCEEDED", "FAILED", "FAILED"]
-    assert StepFunctionResponse.get_execution_history is history_answer.answer
-    ours = [harness.engine.history(run.arn) for run in runs]
-    monkeypatch.setattr(StepFunctionResponse, "get_execution_history", history_answer._original)
-    assert ours == [harness.engine.history(run.arn) for run in runs]
+    bodies: list[bytes] = []
+
+    def keep_body(response_dict: dict[str, Any], **_: Any) -> None:
+        bodies.append(response_dict["body"])
+
+    events = harness.engine.client.meta.events
+    events.register("before-parse.sfn.GetExecutionHistory", keep_body)
+    written: list[Any] = []
+    write, output = history_answer.write, history_answer._operation()[0]
+
+    def counted(value: Any, shape: Any) -> Any:
+        answer = write(value, shape)
+        if shape is output:  # a whole answer written (not one of its members)
+            written.append(answer)
+        return answer
+
+    monkeypatch.setattr(history_answer, "write", counted)
+    try:
+        assert StepFunctionResponse.get_execution_history is history_answer.answer
+        ours = [harness.engine.history(run.arn) for run in runs]
+        assert len(written) == len(runs), "each history written here, none by moto's serializer"
+        monkeypatch.setattr(StepFunctionResponse, "get_execution_history", history_answer._original)
+        assert ours == [harness.engine.history(run.arn) for run in runs]
+    finally:
+        events.unregister("before-parse.sfn.GetExecutionHistory", keep_body)
+    assert bodies[:len(runs)] == bodies[len(runs):]
     assert sum(len(events) for events in ours) > 50
 
 

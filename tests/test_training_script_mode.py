@@ -73,7 +73,19 @@ def _main_in_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, channels: 
         monkeypatch.delenv(variable, raising=False)
     for channel, directory in channels.items():
         monkeypatch.setenv(f"SM_CHANNEL_{channel.upper()}", str(directory))
-    status = script_module().main(argv)
+    import numpy as np
+    import torch
+
+    # What main() sets for the whole process (its seed, deterministic kernels) is put back for
+    # the tests that run after it in this worker.
+    debug_mode, torch_rng, numpy_rng = (torch.get_deterministic_debug_mode(), torch.get_rng_state(),
+                                        np.random.get_state())
+    try:
+        status = script_module().main(argv)
+    finally:
+        torch.set_deterministic_debug_mode(debug_mode)
+        torch.set_rng_state(torch_rng)
+        np.random.set_state(numpy_rng)
     assert not (model / "model.pth").exists()
     return status, (output / "failure").read_text()
 

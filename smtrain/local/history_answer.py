@@ -19,9 +19,9 @@ with) and writes what moto's JSON serializer writes for them:
   string as ``str``.
 
 Where a value is not of the kind described (a structure that is not a dict, a key that is not a
-member, which moto might read under another name), :class:`Unwritable` is raised and moto's
-serializer answers as before. The answer reads back the same either way: checked byte for byte
-on the 166 histories of the offline modules when this was written, and kept by
+member, which moto might read under another name, a None in a list or a map), :class:`Unwritable`
+is raised and moto's serializer answers as before. The answer is the same either way, byte for
+byte: checked on the 166 histories of the offline modules when this was written, and kept by
 tests/test_offline_scripted.py on every kind of event. moto is pinned exactly for this hook as for
 the others.
 """
@@ -82,20 +82,24 @@ def write(value: Any, shape: Shape) -> Any:
             raise Unwritable(f"{shape.name} is a {type(value).__name__}")
         members = shape.members
         unknown = value.keys() - members.keys()
-        if any(value[key] is not None for key in unknown):
-            raise Unwritable(f"{shape.name} has {sorted(unknown)}")  # moto might find an alias
+        if unknown:  # moto would look for a member under other names too, and might find one
+            raise Unwritable(f"{shape.name} has {sorted(unknown)}")
         return {shape.members[key].serialization.get("name", key): write(item, members[key])
                 for key in members if (item := value.get(key)) is not None}
     if kind == "list":
         assert isinstance(shape, ListShape)
         if not isinstance(value, list):
             raise Unwritable(f"{shape.name} is a {type(value).__name__}")
-        return [write(item, shape.member) if item is not None else None for item in value]
+        if any(item is None for item in value):  # moto's answer depends on the item's shape
+            raise Unwritable(f"{shape.name} holds None")
+        return [write(item, shape.member) for item in value]
     if kind == "map":
         assert isinstance(shape, MapShape)
         if not isinstance(value, dict):
             raise Unwritable(f"{shape.name} is a {type(value).__name__}")
-        return {key: write(item, shape.value) if item is not None else None for key, item in value.items()}
+        if any(item is None for item in value.values()):  # likewise
+            raise Unwritable(f"{shape.name} holds None")
+        return {key: write(item, shape.value) for key, item in value.items()}
     if kind == "timestamp":
         return _timestamp(value, shape)
     if kind in ("integer", "long"):

@@ -133,7 +133,9 @@ def _split_result_check(expression: str) -> tuple[dict[str, Any], str]:
     for check in _RESULT_CHECKS:
         if expression.startswith(check) and expression.endswith(")"):
             bindings, body = split_bindings(expression[len(check):-1])
-            if bindings:
+            # Declared inside the block, a variable named like the check (``$type``) is out of
+            # the check's sight; bound outside, it would hide the built-in function from it.
+            if bindings and check[1:-1] not in bindings:
                 return bindings, f"{check}{body})"
     return {}, expression
 
