@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import tarfile
 from pathlib import Path
 
 import nbformat
@@ -10,6 +12,7 @@ from nbclient import NotebookClient
 
 from tests.conftest import ROOT
 from tests.helpers import Synthesized
+from tests.test_offline_local import MLP_MODEL_FILES
 
 NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
 
@@ -43,3 +46,13 @@ def test_runs_top_to_bottom_offline(synthesized: Synthesized, tmp_path: Path) ->
     assert any("image/png" in output.get("data", {}) for cell in notebook.cells
                if cell.cell_type == "code" for output in cell.outputs)
     assert (tmp_path / "work" / "validation-accuracy.png").is_file()
+    # The tuning run of the PyTorch program, from its execution record (what `smtrain status
+    # --local` reads): both trials ran, the best one's tuned values are the manifest's ranges, and
+    # its model archive carries the serving handler.
+    (record,) = [json.loads(path.read_text()) for path in (tmp_path / "work" / "executions").glob("nb-tune-*.json")]
+    output = json.loads(record["output"])
+    assert output["program"] == "digits_mlp" and output["trainingJobCounters"]["Completed"] == 2
+    assert set(output["tunedHyperparameters"]) == {"learning-rate", "batch-size"}
+    archive = tmp_path / "work" / "s3" / output["modelArtifacts"].removeprefix("s3://")
+    with tarfile.open(archive, "r:gz") as packed:
+        assert sorted(packed.getnames()) == MLP_MODEL_FILES
