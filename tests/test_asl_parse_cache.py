@@ -7,7 +7,11 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from antlr4.tree.Tree import TerminalNode
+from moto.stepfunctions.parser.api import InvalidDefinition
+from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
+from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 
 from smtrain.local import asl_parse_cache
 
@@ -51,14 +55,9 @@ def test_a_kept_trees_texts_are_antlrs_and_go_with_the_tree() -> None:
     assert definition not in asl_parse_cache._ids_of_tree
 
 
-def test_a_kept_definition_is_not_built_again_to_be_checked(monkeypatch: Any) -> None:
+def test_a_kept_definition_is_not_built_again_to_be_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     """CreateStateMachine's check of a definition already parsed and built gives the same
     answer without building it again; a broken definition is refused every time."""
-    import pytest
-    from moto.stepfunctions.parser.api import InvalidDefinition
-    from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
-    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
-
     asl_parse_cache.enable()
     definition = json.dumps({**DEFINITION, "Comment": "checked once"})
     StepFunctionsParserBackend._validate_definition(definition)  # parsed and kept

@@ -84,8 +84,8 @@ def write(value: Any, shape: Shape) -> Any:
         unknown = value.keys() - members.keys()
         if unknown:  # moto would look for a member under other names too, and might find one
             raise Unwritable(f"{shape.name} has {sorted(unknown)}")
-        return {shape.members[key].serialization.get("name", key): write(item, members[key])
-                for key in members if (item := value.get(key)) is not None}
+        return {member.serialization.get("name", key): write(item, member)
+                for key, member in members.items() if (item := value.get(key)) is not None}
     if kind == "list":
         assert isinstance(shape, ListShape)
         if not isinstance(value, list):
