@@ -262,7 +262,9 @@ def _framework_failure(engine: OfflineEngine, program: str) -> str:
 
 def test_sklearn_program_trains_offline_through_the_toolkit(engine: OfflineEngine) -> None:
     """Written as AWS's scikit-learn examples are (argparse, SM_CHANNEL_TRAIN, joblib): the
-    scikit-learn image runs it through the sagemaker-training toolkit, and so does the engine."""
+    scikit-learn 1.2-1 image runs it through the sagemaker-training toolkit, and so does the
+    engine, in that image's environment (smtrain.local.framework_envs: scikit-learn, numpy,
+    scipy, pandas and the toolkit at the image's pins, none of the project's packages)."""
     result = engine.run({"program": "sklearn_example",
                          "hyperparameters": {"max_leaf_nodes": "128"}}, name="byo-sklearn")
     assert result.succeeded, (result.error, result.cause)
@@ -270,6 +272,26 @@ def test_sklearn_program_trains_offline_through_the_toolkit(engine: OfflineEngin
     assert _metric(result.output, "test:accuracy") > 0.6
     with tarfile.open(engine.local_path(result.output["modelArtifacts"]), "r:gz") as archive:
         assert "model.joblib" in archive.getnames()
+    (job,) = [job for job in engine.backend.jobs()  # type: ignore[attr-defined]
+              if "/sagemaker-scikit-learn:" in job.request["AlgorithmSpecification"]["TrainingImage"]
+              and job.status == "Completed"][-1:]
+    statuses = [transition["Status"] for transition in job.transitions]
+    assert statuses[statuses.index("Downloading"):statuses.index("Training") + 1] == [
+        "Downloading", "DownloadingTrainingImage", "Training"]
+    log = job.log_path.read_text()
+    # The toolkit ran the script itself (the image's module does only that), with its arguments.
+    assert "Imported framework" not in log
+    invoked = log.split("Invoking script with the following command:")[1].strip().splitlines()[0]
+    assert invoked == f"{job.python} train.py --max_leaf_nodes 128 --min_samples_leaf 1"
+    assert job.image_environment is not None and job.python.parent.parent == job.image_environment
+    probe = subprocess.run([str(job.python), "-c", (
+        "import importlib.metadata as m, importlib.util as u; "
+        "print(m.version('scikit-learn'), m.version('numpy'), m.version('pandas'), "
+        "m.version('sagemaker-training'), u.find_spec('torch') is None, u.find_spec('smtrain') is None)")],
+        capture_output=True, text=True, check=True,
+        env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"},
+        cwd=job.image_environment)
+    assert probe.stdout.split() == ["1.2.1", "1.24.1", "1.5.3", "4.8.0", "True", "True"]
     tuned = engine.run({"program": "sklearn_example", "tuning": {"maxJobs": 1, "maxParallelJobs": 1}},
                        name="byo-sklearn-tuning")
     assert tuned.succeeded, (tuned.error, tuned.cause)
@@ -351,3 +373,20 @@ def test_a_tensorflow_version_without_an_environment_is_refused_naming_the_built
     # 2.19.0, as the SDK also names it, is 2.19.
     _check_offline_framework({"AlgorithmSpecification": {"TrainingImage": image.replace(
         "2.16-cpu-py310", "2.19.0-cpu-py312")}, "HyperParameters": {}})
+
+
+def test_a_sklearn_version_without_an_environment_is_refused_naming_the_built_one() -> None:
+    """scikit-learn runs offline in its 1.2-1 image's environment only: another version's image
+    has other pins, and the project's environment would prove nothing about it."""
+    from smtrain.local.backend import SageMakerError
+    from smtrain.local.local_backend import _check_offline_framework
+
+    image = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.4-2-cpu-py3"
+    with pytest.raises(SageMakerError) as raised:
+        _check_offline_framework({"AlgorithmSpecification": {"TrainingImage": image},
+                                  "HyperParameters": {}})
+    assert raised.value.message.startswith(
+        "a sklearn 1.4 script-mode job does not run offline: the offline engine knows the "
+        "sklearn image's environment for 1.2 only")
+    _check_offline_framework({"AlgorithmSpecification": {"TrainingImage": image.replace(
+        "1.4-2-cpu-py3", "1.2-1-cpu-py3")}, "HyperParameters": {}})

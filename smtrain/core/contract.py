@@ -59,13 +59,14 @@ KINDS: Final[tuple[str, ...]] = ("script", "byoc", "builtin")
 #: ``image_uris.retrieve``).
 FRAMEWORKS: Final[tuple[str, ...]] = ("pytorch", "tensorflow", "sklearn", "xgboost", "huggingface")
 #: Frameworks whose script jobs the offline engine runs in the project's environment (through the
-#: generic sagemaker-training toolkit, as those images do). TensorFlow runs in its image's own
-#: environment where one is built offline (smtrain.local.framework_envs); the others not.
-OFFLINE_FRAMEWORKS: Final[tuple[str, ...]] = ("pytorch", "sklearn", "xgboost")
+#: generic sagemaker-training toolkit, as those images do). TensorFlow and scikit-learn run in
+#: their images' own environments where one is built offline (smtrain.local.framework_envs); the
+#: others not.
+OFFLINE_FRAMEWORKS: Final[tuple[str, ...]] = ("pytorch", "xgboost")
 #: Per framework run offline in its image's own environment (not the project's), the image
 #: versions (major.minor) whose environment the offline engine knows how to build
 #: (smtrain.local.framework_envs holds what each installs).
-OFFLINE_IMAGE_ENVIRONMENTS: Final[dict[str, tuple[str, ...]]] = {"tensorflow": ("2.19",)}
+OFFLINE_IMAGE_ENVIRONMENTS: Final[dict[str, tuple[str, ...]]] = {"tensorflow": ("2.19",), "sklearn": ("1.2",)}
 #: Per framework, the ``training`` settings (cdk.json) that give its default build: version,
 #: Python version and (Hugging Face) base framework; None where the image takes none. XGBoost
 #: script mode runs on the built-in algorithm's image, so it shares ``xgboostVersion``.

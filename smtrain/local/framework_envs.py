@@ -1,7 +1,7 @@
 """The environment a framework image gives its scripts, built offline: the framework and AWS's
 training toolkit for it at the versions the image ships, never the project's own packages.
 
-A script job on such an image (TensorFlow here) runs in a venv of its own built from
+A script job on such an image (TensorFlow and scikit-learn here) runs in a venv of its own built from
 :data:`BUILDS`: the image's framework packages and AWS's toolkit for it, with their dependencies,
 as the image's Dockerfile installs them. It is built on first use with a line in the job's log
 (minutes: TensorFlow's wheels are hundreds of MB), cached by the hash of what it pins beside the
@@ -45,8 +45,9 @@ class FrameworkBuild:
     packages: tuple[str, ...]
     #: AWS's toolkit for the framework, installed with them.
     toolkit: tuple[str, ...]
-    #: ``SAGEMAKER_TRAINING_MODULE``, as the image sets it: the toolkit's ``train`` runs it.
-    training_module: str
+    #: ``SAGEMAKER_TRAINING_MODULE``, as the image sets it: the toolkit's ``train`` runs it. None:
+    #: the toolkit's ``train`` runs the script itself, which is all the image's module does.
+    training_module: str | None
     #: Where the versions come from.
     source: str
 
@@ -76,6 +77,27 @@ BUILDS: dict[tuple[str, str], FrameworkBuild] = {
         toolkit=("sagemaker-tensorflow-training==20.4.1",),
         training_module="sagemaker_tensorflow_container.training:main",
         source="aws/deep-learning-containers, tensorflow/training/docker/2.19/py3/Dockerfile.cpu",
+    ),
+    # scikit-learn 1.2-1 (aws/sagemaker-scikit-learn-container 44a0cdc, the last commit whose
+    # requirements.txt pins scikit-learn==1.2.1; docker/1.2-1-1/final/Dockerfile.cpu installs
+    # that file, then the container's own package): scikit-learn 1.2.1, numpy 1.24.1, scipy
+    # 1.9.3, pandas 1.5.3 and sagemaker-training 4.8.0, as pinned there (joblib and threadpoolctl,
+    # unpinned there, as pip resolves them). ``SAGEMAKER_TRAINING_MODULE
+    # sagemaker_sklearn_container.training:main``, a package that is not on PyPI: its ``main``
+    # (src/sagemaker_sklearn_container/training.py) is ``entry_point.run(module_dir,
+    # user_entry_point, to_cmd_args(), to_env_vars(), runner_type=ProcessRunnerType)``, which is
+    # what the toolkit's ``train`` runs with no module set (sagemaker_training/trainer.py,
+    # ``train``, its ``else`` branch), so none is set here. The image's Python is 3.9 or 3.10
+    # (vendored_requirements.IMAGE_RUNTIMES); every pin has a wheel for this machine's 3.11.
+    # pip, which the image's Miniconda 24.7.1 brings unpinned, installs a program's
+    # requirements at job start.
+    ("sklearn", "1.2"): FrameworkBuild(
+        packages=("scikit-learn==1.2.1", "numpy==1.24.1", "scipy==1.9.3", "pandas==1.5.3",
+                  "pip==24.2"),
+        toolkit=("sagemaker-training==4.8.0",),
+        training_module=None,
+        source="aws/sagemaker-scikit-learn-container, requirements.txt and "
+               "docker/1.2-1-1/final/Dockerfile.cpu",
     ),
 }
 

@@ -656,7 +656,8 @@ class LocalBackend:
         if framework_build is None or job.python is None:
             return {}
         inherited = os.environ.get("PATH", os.defpath)
-        return {"SAGEMAKER_TRAINING_MODULE": framework_build[1].training_module, "PYTHONPATH": "",
+        module = framework_build[1].training_module
+        return {**({"SAGEMAKER_TRAINING_MODULE": module} if module else {}), "PYTHONPATH": "",
                 "PATH": os.pathsep.join([str(job.python.parent), inherited])}
 
     def _python(self, job: TrainingJob, tree: JobTree) -> Path:
