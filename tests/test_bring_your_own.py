@@ -297,6 +297,25 @@ def test_sklearn_program_trains_offline_through_the_toolkit(engine: OfflineEngin
     assert tuned.succeeded, (tuned.error, tuned.cause)
 
 
+def test_a_sklearn_job_on_a_python_its_pins_have_no_wheels_for_is_refused_by_name(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """scikit-learn 1.2-1's pins have wheels up to CPython 3.11: on a newer Python the job is
+    refused naming that, not failed with pip's output at its environment's build."""
+    from smtrain.local.backend import SageMakerError
+    from smtrain.local.local_backend import _check_offline_framework
+
+    request = {"AlgorithmSpecification": {"TrainingImage": (
+        "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3")},
+        "HyperParameters": {}}
+    monkeypatch.setattr(sys, "version_info", (3, 12, 1, "final", 0))
+    with pytest.raises(SageMakerError) as raised:
+        _check_offline_framework(request)
+    assert raised.value.message == (
+        "a sklearn 1.2-1 script-mode job does not run offline on Python 3.12: its image's pinned "
+        "packages have wheels up to Python 3.11 (run smtrain from a Python 3.11 environment to "
+        "run it offline, or run it on AWS)")
+
+
 def test_xgboost_script_program_trains_offline(engine: OfflineEngine) -> None:
     """The XGBoost image runs a script when sagemaker_program names one (framework mode)."""
     result = engine.run({"program": "xgboost_script_example"}, name="byo-xgboost-script")
@@ -386,7 +405,7 @@ def test_a_sklearn_version_without_an_environment_is_refused_naming_the_built_on
         _check_offline_framework({"AlgorithmSpecification": {"TrainingImage": image},
                                   "HyperParameters": {}})
     assert raised.value.message.startswith(
-        "a sklearn 1.4 script-mode job does not run offline: the offline engine knows the "
-        "sklearn image's environment for 1.2 only")
+        "a sklearn 1.4-2 script-mode job does not run offline: the offline engine knows the "
+        "sklearn image's environment for 1.2-1 only")
     _check_offline_framework({"AlgorithmSpecification": {"TrainingImage": image.replace(
         "1.4-2-cpu-py3", "1.2-1-cpu-py3")}, "HyperParameters": {}})

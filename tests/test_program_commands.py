@@ -146,8 +146,8 @@ def _new(capsys: pytest.CaptureFixture[str], root: Path, name: str, kind: str,
     assert code == EXIT_OK, err
     assert "make synth" in out
     assert f"smtrain start --local --program {name}" in out
-    assert ("runs it in the tensorflow image's environment, built on first use" in out) == (
-        framework == "tensorflow")
+    assert (f"runs it in the {framework} image's environment, built on first use" in out) == (
+        framework in ("tensorflow", "sklearn"))
     return programs.load(root / "training_code" / name)
 
 

@@ -8,6 +8,7 @@ import random
 import urllib.error
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,6 +44,38 @@ def _asset_hash(synthesized: Synthesized) -> str:
     manifest = json.loads((synthesized.outdir / "Workflow.assets.json").read_text())
     (image_hash,) = manifest["dockerImages"]
     return str(image_hash)
+
+
+def _image_tag(directory: Path, include: list[str] | None = None) -> str:
+    """The tag :class:`TrainingImage` gives an image built from ``directory`` (its asset hash)."""
+    import aws_cdk as cdk
+    from aws_cdk import aws_ecr as ecr
+
+    from infra.constructs.training_image import TrainingImage
+
+    stack = cdk.Stack(cdk.App(), "Images", env=cdk.Environment(account="123456789012", region="us-east-1"))
+    repository = ecr.Repository(stack, "Repository")
+    return TrainingImage(stack, "Image", directory=directory, repository=repository, include=include).image_tag
+
+
+@pytest.mark.parametrize("include", [None, ["program"]])
+def test_the_bytecode_cache_never_changes_the_image(tmp_path: Path, include: list[str] | None) -> None:
+    """A BYOC context's ``__pycache__`` (its tests write one beside the code) is neither staged
+    nor hashed, whether the context is the program's folder (``context = "."``) or a folder
+    above it with ``include``: the image is not rebuilt or re-tagged for it. A real change is."""
+    context = tmp_path / "context"
+    program = context / "program"
+    program.mkdir(parents=True)
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY program/ /opt/program/\n")
+    (program / "train").write_text("#!/usr/bin/env python3\nprint('training')\n")
+    before = _image_tag(context, include)
+    for cache in (context / "__pycache__", program / "__pycache__"):
+        cache.mkdir()
+        (cache / "train.cpython-311.pyc").write_bytes(b"\x00" * 16)
+    (program / "stale.pyc").write_bytes(b"\x01" * 16)
+    assert _image_tag(context, include) == before
+    (program / "train").write_text("#!/usr/bin/env python3\nprint('training again')\n")
+    assert _image_tag(context, include) != before
 
 
 def test_copy_role_may_do_exactly_this(synthesized: Synthesized) -> None:

@@ -55,9 +55,11 @@ class TrainingImage(Construct):
         if not (directory / dockerfile).is_file():
             raise ValueError(f"{directory} has no {dockerfile}")
         # With ``include``, only those folders of the context are staged (and hashed): a change
-        # elsewhere in it neither rebuilds nor re-tags the image.
-        exclude = None if include is None else [
-            "*", *(f"!{folder.rstrip('/')}/" for folder in include), "**/__pycache__", "**/*.pyc",
+        # elsewhere in it neither rebuilds nor re-tags the image. Python's bytecode cache never
+        # is (a program's tests write it beside the code), in any context.
+        bytecode = ["**/__pycache__", "**/*.pyc"]
+        exclude = bytecode if include is None else [
+            "*", *(f"!{folder.rstrip('/')}/" for folder in include), *bytecode,
         ]
         self.asset = ecr_assets.DockerImageAsset(
             self, "Asset", directory=str(directory), file=dockerfile, platform=PLATFORM,

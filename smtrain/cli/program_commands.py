@@ -263,7 +263,8 @@ def new_program(args: argparse.Namespace) -> int:
     print("  make synth   (packages it with the other programs)")
     if program.kind == "script" and framework not in contract.OFFLINE_FRAMEWORKS:
         versions = ", ".join(contract.OFFLINE_IMAGE_ENVIRONMENTS.get(framework, ())) or "none"
-        print(f"  (its test skips where {FRAMEWORK_SKELETONS[framework].module} is not installed; "
+        print(f"  (its test runs it on this project's packages, and skips where "
+              f"{FRAMEWORK_SKELETONS[framework].module} is not installed; "
               f"`smtrain start --local` runs it in the {framework} image's environment, built on "
               f"first use, for {framework} {versions}: docs/programs.md)")
     print(f"  smtrain start --local --program {name} --input train=DIR --input validation=DIR")

@@ -64,9 +64,9 @@ FRAMEWORKS: Final[tuple[str, ...]] = ("pytorch", "tensorflow", "sklearn", "xgboo
 #: others not.
 OFFLINE_FRAMEWORKS: Final[tuple[str, ...]] = ("pytorch", "xgboost")
 #: Per framework run offline in its image's own environment (not the project's), the image
-#: versions (major.minor) whose environment the offline engine knows how to build
+#: versions (as the SDK spells them) whose environment the offline engine knows how to build
 #: (smtrain.local.framework_envs holds what each installs).
-OFFLINE_IMAGE_ENVIRONMENTS: Final[dict[str, tuple[str, ...]]] = {"tensorflow": ("2.19",), "sklearn": ("1.2",)}
+OFFLINE_IMAGE_ENVIRONMENTS: Final[dict[str, tuple[str, ...]]] = {"tensorflow": ("2.19",), "sklearn": ("1.2-1",)}
 #: Per framework, the ``training`` settings (cdk.json) that give its default build: version,
 #: Python version and (Hugging Face) base framework; None where the image takes none. XGBoost
 #: script mode runs on the built-in algorithm's image, so it shares ``xgboostVersion``.

@@ -1,17 +1,17 @@
 """The environment a framework image gives its scripts, built offline: the framework and AWS's
 training toolkit for it at the versions the image ships, never the project's own packages.
 
-A script job on such an image (TensorFlow and scikit-learn here) runs in a venv of its own built from
-:data:`BUILDS`: the image's framework packages and AWS's toolkit for it, with their dependencies,
-as the image's Dockerfile installs them. It is built on first use with a line in the job's log
-(minutes: TensorFlow's wheels are hundreds of MB), cached by the hash of what it pins beside the
-program environments (:mod:`smtrain.local.program_envs`, which layer a program's own
-``requirements.txt`` over it), and shared by every job and test on the machine. The job starts
-as the image starts it: the toolkit's ``train`` with ``SAGEMAKER_TRAINING_MODULE`` naming the
-framework's training module.
+A script job on such an image (TensorFlow and scikit-learn here) runs in a venv of its own built
+from :data:`BUILDS`: the image's framework packages and AWS's toolkit for it, with their
+dependencies, as the image's Dockerfile installs them. It is built on first use with a line in
+the job's log (minutes: TensorFlow's wheels are hundreds of MB), cached by the hash of what it
+pins beside the program environments (:mod:`smtrain.local.program_envs`, which layer a program's
+own ``requirements.txt`` over it), and shared by every job and test on the machine. The job
+starts as the image starts it: the toolkit's ``train``, with ``SAGEMAKER_TRAINING_MODULE``
+naming the framework's training module where the image's module does more than run the script.
 
-It is a subset of the image, and says so: this machine's Python (the image's ``py_version`` may
-be newer), the CPU build of the framework, the packages named here and their dependencies at
+It is a subset of the image, and says so: this machine's Python (the image's may be older or
+newer), the CPU build of the framework, the packages named here and their dependencies at
 whatever versions pip resolves on the day (the image also has the SageMaker SDK,
 tensorflow-datasets, OpenCV and more), no Linux packages of the image's. A job with no
 requirements runs on the environment's own Python, so a job that installs packages itself
@@ -20,6 +20,7 @@ changes the cache for later jobs (delete the folder to rebuild it).
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -50,6 +51,8 @@ class FrameworkBuild:
     training_module: str | None
     #: Where the versions come from.
     source: str
+    #: The newest Python (major, minor) every pin has a wheel for; None: no limit known here.
+    newest_python: tuple[int, int] | None = None
 
 
 #: ``SAGEMAKER_TRAINING_MODULE`` of the SageMaker PyTorch training images (aws/deep-learning-
@@ -78,34 +81,49 @@ BUILDS: dict[tuple[str, str], FrameworkBuild] = {
         training_module="sagemaker_tensorflow_container.training:main",
         source="aws/deep-learning-containers, tensorflow/training/docker/2.19/py3/Dockerfile.cpu",
     ),
-    # scikit-learn 1.2-1 (aws/sagemaker-scikit-learn-container 44a0cdc, the last commit whose
-    # requirements.txt pins scikit-learn==1.2.1; docker/1.2-1-1/final/Dockerfile.cpu installs
-    # that file, then the container's own package): scikit-learn 1.2.1, numpy 1.24.1, scipy
-    # 1.9.3, pandas 1.5.3 and sagemaker-training 4.8.0, as pinned there (joblib and threadpoolctl,
-    # unpinned there, as pip resolves them). ``SAGEMAKER_TRAINING_MODULE
-    # sagemaker_sklearn_container.training:main``, a package that is not on PyPI: its ``main``
+    # scikit-learn 1.2-1: the pins of its image's requirements.txt (aws/sagemaker-scikit-learn-
+    # container, installed by docker/<version>/final/Dockerfile.cpu before the container's own
+    # package), from 44a0cdc, the 1.2-1-1 rebuild on Python 3.10: scikit-learn 1.2.1, numpy
+    # 1.24.1, scipy 1.9.3, pandas 1.5.3, sagemaker-training 4.8.0, boto3 1.28.57 (botocore as it
+    # resolves, <1.32), urllib3 1.26.17, python-dateutil 2.8.1, protobuf 3.20.2, six 1.15.0.
+    # The 1.2-1 branch (b440c40, Python 3.9: vendored_requirements.IMAGE_RUNTIMES) pins pandas
+    # 1.1.3 and scipy 1.8.0, which have no wheel for Python 3.11, so the rebuild's pins stand in.
+    # joblib and threadpoolctl, unpinned there, come as pip resolves them; psutil 5.7.2 (no
+    # wheel) and the serving stack are left out. ``SAGEMAKER_TRAINING_MODULE
+    # sagemaker_sklearn_container.training:main`` names a package that is not on PyPI: its ``main``
     # (src/sagemaker_sklearn_container/training.py) is ``entry_point.run(module_dir,
     # user_entry_point, to_cmd_args(), to_env_vars(), runner_type=ProcessRunnerType)``, which is
     # what the toolkit's ``train`` runs with no module set (sagemaker_training/trainer.py,
-    # ``train``, its ``else`` branch), so none is set here. The image's Python is 3.9 or 3.10
-    # (vendored_requirements.IMAGE_RUNTIMES); every pin has a wheel for this machine's 3.11.
-    # pip, which the image's Miniconda 24.7.1 brings unpinned, installs a program's
-    # requirements at job start.
-    ("sklearn", "1.2"): FrameworkBuild(
+    # ``train``, its ``else`` branch: the Process runner, as nothing sends
+    # ``sagemaker_mpi_enabled`` to a scikit-learn job), so none is set here. numpy 1.24, scipy
+    # 1.9, scikit-learn 1.2 and pandas 1.5 have wheels up to CPython 3.11. pip: the base
+    # Dockerfile upgrades it to the newest of the day the image was built; 24.2 is of that era.
+    ("sklearn", "1.2-1"): FrameworkBuild(
         packages=("scikit-learn==1.2.1", "numpy==1.24.1", "scipy==1.9.3", "pandas==1.5.3",
-                  "pip==24.2"),
+                  "boto3==1.28.57", "urllib3==1.26.17", "python-dateutil==2.8.1",
+                  "protobuf==3.20.2", "six==1.15.0", "pip==24.2"),
         toolkit=("sagemaker-training==4.8.0",),
         training_module=None,
-        source="aws/sagemaker-scikit-learn-container, requirements.txt and "
-               "docker/1.2-1-1/final/Dockerfile.cpu",
+        source="aws/sagemaker-scikit-learn-container 44a0cdc, requirements.txt",
+        newest_python=(3, 11),
     ),
 }
 
 
+#: A tag that starts with the SDK's ``<major>.<minor>-<build>`` spelling of a version
+#: (scikit-learn's and XGBoost's images: ``1.2-1-cpu-py3`` is version 1.2-1).
+_BUILD_NUMBERED_TAG = re.compile(r"^(\d+\.\d+-\d+)(?:-|$)")
+
+
 def image_version(image: str) -> str:
-    """The framework version (major.minor) an AWS framework image's tag names
-    (``2.19-cpu-py312`` and ``2.19.0-cpu-py312``: 2.19)."""
-    return ".".join(image.rsplit(":", 1)[-1].split("-", 1)[0].split(".")[:2])
+    """The framework version an AWS framework image's tag names, as the SDK spells it:
+    major.minor (``2.19-cpu-py312`` and ``2.19.0-cpu-py312``: 2.19), or with the build number
+    where the tag has one (``1.2-1-cpu-py3``: 1.2-1)."""
+    tag = image.rsplit(":", 1)[-1]
+    numbered = _BUILD_NUMBERED_TAG.match(tag)
+    if numbered:
+        return numbered.group(1)
+    return ".".join(tag.split("-", 1)[0].split(".")[:2])
 
 
 def build_for(framework: str, image: str) -> FrameworkBuild | None:

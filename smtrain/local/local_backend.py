@@ -150,15 +150,25 @@ INHERITED_PREFIXES = ("LC_",)
 
 def _check_offline_framework(request: Request) -> None:
     """Refuse a script job whose framework the engine cannot run faithfully: its image's own
-    toolkit (the Hugging Face image's transformers stack, a TensorFlow version whose environment
-    is not known here) has no environment here, and running it in the generic one would prove
-    nothing."""
+    toolkit (the Hugging Face image's transformers stack, a TensorFlow or scikit-learn version
+    whose environment is not known here) has no environment here, or its image's pins have no
+    wheels for this machine's Python, and running it in the generic one would prove nothing."""
     image = request["AlgorithmSpecification"]["TrainingImage"]
     framework = script_framework(image, request.get("HyperParameters", {}))
     if framework is None or framework in contract.OFFLINE_FRAMEWORKS:
         return
     built = framework_envs.built_versions(framework)
-    if framework_envs.build_for(framework, image) is not None:
+    build = framework_envs.build_for(framework, image)
+    if build is not None:
+        running = tuple(sys.version_info[:2])
+        if build.newest_python is not None and running > build.newest_python:
+            newest = ".".join(map(str, build.newest_python))
+            raise SageMakerError(
+                "ClientError",
+                f"a {framework} {framework_envs.image_version(image)} script-mode job does not run "
+                f"offline on Python {'.'.join(map(str, running))}: its image's "
+                f"pinned packages have wheels up to Python {newest} (run smtrain from a Python "
+                f"{newest} environment to run it offline, or run it on AWS)")
         return
     if built:
         raise SageMakerError(
@@ -650,7 +660,8 @@ class LocalBackend:
 
     def _image_environment(self, job: TrainingJob) -> dict[str, str]:
         """What a framework image's ENV sets, where the job runs in that image's environment:
-        the training module, its Python first on PATH, and no PYTHONPATH of this machine's
+        the training module (where the image's does more than run the script), its Python first
+        on PATH, and no PYTHONPATH of this machine's
         (empty: CPython ignores it). The request's Environment still wins, as on SageMaker."""
         framework_build = self._framework_build(job)
         if framework_build is None or job.python is None:
@@ -698,9 +709,10 @@ class LocalBackend:
         """The job's command, what it adds to the environment, and a note on how it starts."""
         framework_build = self._framework_build(job)
         if framework_build is not None:
-            # The image's own start: the toolkit's ``train`` running the framework's training
-            # module (its SAGEMAKER_TRAINING_MODULE, the environment's python first on PATH: the
-            # image's ENV, under the request's Environment: _image_environment).
+            # The image's own start: the toolkit's ``train``, running the framework's training
+            # module where the image names one that does more than run the script (its
+            # SAGEMAKER_TRAINING_MODULE, the environment's python first on PATH: the image's ENV,
+            # under the request's Environment: _image_environment).
             return ([str(python), "-c", "from sagemaker_training.cli.train import main; main()"],
                     {},
                     f"the {framework_build[0]} image's toolkit ({', '.join(framework_build[1].toolkit)}) "
