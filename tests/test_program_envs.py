@@ -152,6 +152,43 @@ def test_a_byoc_job_runs_with_its_image_requirements(tmp_path: Path) -> None:
     assert f"appdirs from {job.python.parent.parent}" in job.log_path.read_text()
 
 
+@pytest.mark.parametrize(("base_image", "sees_the_project"), [
+    ("python:3.11-slim-bookworm", False),  # Docker's official python image: Python and pip only
+    ("ubuntu:22.04", True),  # another base: what it holds is unknown here, the project stands in
+])
+def test_a_byoc_job_on_the_python_image_has_only_what_its_dockerfile_installs(
+        tmp_path: Path, base_image: str, sees_the_project: bool) -> None:
+    """On the official python image the job's environment holds what the Dockerfile pip-installs
+    and nothing of the project's (a program importing a package its image lacks fails offline,
+    as it would on SageMaker); on any other base the project's packages stand in for the
+    image's, which no file here names."""
+    from smtrain.local.deployment import ByocProgram
+    from smtrain.local.local_backend import Images, LocalBackend
+    from smtrain.local.s3_stand_in import LocalS3
+    from tests.test_local_failures import IMAGE
+
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {base_image}\nRUN pip install {TINY}\n"
+                                        "COPY train /opt/program/train\n")
+    (context / "train").write_text(
+        "import importlib.util, appdirs\n"
+        "print('project visible', importlib.util.find_spec('pytest') is not None)\n")
+    backend = LocalBackend(s3=LocalS3(tmp_path / "s3"), work_dir=tmp_path / "work",
+                           images=Images(byoc={IMAGE: ByocProgram(
+                               name="tiny", image_uri=IMAGE, context_dir=context, program_dir=context,
+                               entry_point=context / "train", dockerfile=context / "Dockerfile")}),
+                           env_cache=tmp_path / "envs")
+    job = run_job(backend, "on-its-base")
+    if job.status == "Failed" and "No matching distribution" in (job.failure_reason or ""):
+        pytest.skip(f"{TINY} cannot be installed here")
+    assert job.status == "Completed", job.failure_reason
+    assert job.log_path is not None
+    log = job.log_path.read_text()
+    assert f"project visible {sees_the_project}" in log
+    assert ("on a Python with no other package" in log) == (not sees_the_project)
+
+
 def test_a_byoc_job_whose_requirements_fail_says_so(tmp_path: Path) -> None:
     backend = tiny_backend(tmp_path, "print('never runs')\n",
                            requirements="smtrain-no-such-package-anywhere==9.9.9\n")

@@ -77,11 +77,20 @@ class ImageRecipe:
     #: What the image has that this machine's run does not, one line each (Dockerfile line first).
     not_run: tuple[str, ...] = ()
 
+    @property
+    def python_only(self) -> bool:
+        """Whether the final stage is built on Docker's official ``python`` image, which holds
+        Python and its installer and no other Python package: the job's environment then holds
+        only what the Dockerfile installs, never the project's packages."""
+        return _PYTHON_IMAGE.match(self.base_image) is not None
+
     def summary(self) -> str:
         """One line for the job's log: what is installed from the Dockerfile."""
         installed = (f"{len(self.requirements)} requirement(s) from its pip install lines go into the "
                      "job's environment" if self.requirements else "it pip-installs nothing")
-        return f"the image's Dockerfile ({self.dockerfile.name}, FROM {self.base_image}): {installed}"
+        over = ("; on a Python with no other package (the base is the official python image)"
+                if self.python_only else "; over the project's packages (the base image's own are unknown here)")
+        return f"the image's Dockerfile ({self.dockerfile.name}, FROM {self.base_image}): {installed}{over}"
 
     def warning(self) -> str | None:
         """One line naming what the image has and this run does not, or None."""

@@ -64,6 +64,7 @@ from smtrain.local.image_recipe import ImageRecipe, ImageRecipeError, read_recip
 from smtrain.local.job_tree import LOCAL_HOST, JobTree, build_job_tree
 from smtrain.local.program_envs import (
     ProgramEnvironmentError,
+    bare_environment,
     bundle_requirements,
     default_cache_dir,
     environment_for,
@@ -672,9 +673,14 @@ class LocalBackend:
                 "PATH": os.pathsep.join([str(job.python.parent), inherited])}
 
     def _python(self, job: TrainingJob, tree: JobTree) -> Path:
+        base = job.image_environment
+        if job.kind == "byoc":
+            # On Docker's official python image, the Dockerfile's installs are all there is.
+            recipe = self._recipe(self._byoc_program(job))
+            if recipe is not None and recipe.python_only:
+                base = bare_environment(self.env_cache)
         try:
-            return environment_for(self._requirements(job, tree), self.env_cache,
-                                   base=job.image_environment)
+            return environment_for(self._requirements(job, tree), self.env_cache, base=base)
         except ProgramEnvironmentError as error:
             room = FAILURE_REASON_LIMIT - len("AlgorithmError: InstallRequirementsError: ")
             # pip's last lines matter most

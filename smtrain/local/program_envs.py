@@ -11,6 +11,9 @@ project, and the program's own pins win because the env's site-packages comes fi
 it goes into the env's prefix, and a requirement the project already satisfies at the pinned
 version installs nothing.
 
+A BYOC program on Docker's official ``python`` image layers over :func:`bare_environment`
+instead (a venv with no package), since that image holds nothing the project could stand in for.
+
 The cache is ``$SMTRAIN_ENV_CACHE``, else ``$XDG_CACHE_HOME/smtrain/envs``, else
 ``~/.cache/smtrain/envs``. A lock file per env makes concurrent jobs safe: the first builds it,
 the others wait and reuse it; a ``.complete`` marker says the env is whole (a half-built one,
@@ -194,6 +197,17 @@ def environment_for(requirements: Path | None, cache_dir: Path, *, base: Path | 
         path, text, requirements if original is not None else None,
         base_site=_env_site_packages(base) if base is not None else None), marker=text)
     return _env_python(env_dir)
+
+
+def bare_environment(cache_dir: Path) -> Path:
+    """A venv of this interpreter with no package at all (not even pip), built once under
+    ``cache_dir``: what a program on Docker's official ``python`` image runs over (that image
+    holds Python and pip only, and pip is not the program's). Its directory, for
+    :func:`environment_for`'s ``base``."""
+    env_dir = (cache_dir.expanduser().resolve()
+               / f"python-bare-{environment_key('', interpreter=sys.base_prefix)}")
+    build_once(env_dir, create_venv, marker="")
+    return env_dir
 
 
 def build_once(env_dir: Path, build: Callable[[Path], None], *, marker: str) -> bool:
