@@ -368,3 +368,23 @@ def test_programs_show_each_framework_and_its_version(tmp_path: Path) -> None:
     assert ("  on more than one instance: multi_worker_mirrored" in
             describe(programs.load(fixtures / "tensorflow_example")).splitlines())
     assert program_data(sklearn)["distribution"] is None
+    # Where each runs offline: the image's environment for the versions built here, else refused.
+    assert ("  offline: in the sklearn 1.2-1 image's environment (built on first use)"
+            in describe(sklearn).splitlines())
+    assert program_data(programs.load(own))["offline"] == (
+        "refused for this version (the sklearn image's environment is built for 1.2-1)")
+    assert ("  offline: refused (no environment of its image is built offline)" in
+            describe(programs.load(fixtures / "huggingface_example")).splitlines())
+    assert ("  offline: the PyTorch image's toolkit, over the project's environment" in
+            describe(programs.load(fixtures / "pytorch_example")).splitlines())
+
+
+@pytest.mark.parametrize(("version", "key"), [
+    ("1.2-1", "1.2-1"), ("1.2-1-cpu-py3", "1.2-1"), ("2.19", "2.19"), ("2.19.0", "2.19"),
+    ("2.19-cpu-py312", "2.19"), ("2.19.0-gpu-py312-cu125-ubuntu22.04", "2.19")])
+def test_one_rule_spells_the_offline_version_of_a_manifest_and_of_an_image_tag(version: str, key: str) -> None:
+    """`smtrain programs` and the offline engine read a version through the same core rule."""
+    from smtrain.local.framework_envs import image_version
+
+    assert contract.offline_image_version(version) == key
+    assert image_version(f"763104351884.dkr.ecr.us-east-1.amazonaws.com/x:{version}") == key

@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
 def program_data(program: programs.Program) -> dict[str, Any]:
     """What ``smtrain programs --json`` says about one program (JSON data)."""
+    framework = framework_data(program)
     return {
         "name": program.name,
         "kind": program.kind,
@@ -47,7 +48,10 @@ def program_data(program: programs.Program) -> dict[str, Any]:
                                                      if h.description else {})}
                             for name, h in program.hyperparameters.items()},
         "tuning": program.tuning.as_input() if program.tuning else None,
-        "framework": framework_data(program),
+        "framework": framework,
+        # How the offline engine runs it (script programs), in words.
+        "offline": (contract.offline_run(framework["name"], framework.get("version"))
+                    if framework is not None else None),
         # How a script job on more than one instance uses them (None: such a run is refused).
         "distribution": program.distribution,
     }
@@ -140,6 +144,7 @@ def describe(program: programs.Program) -> str:
     framework = framework_data(program)
     if framework is not None:
         lines.append(f"  framework: {_framework_text(framework)}")
+        lines.append(f"  offline: {contract.offline_run(framework['name'], framework.get('version'))}")
         lines.append("  on more than one instance: " + (
             program.distribution or "refused (no [script] distribution declared)"))
     lines.append("  channels:")

@@ -67,6 +67,34 @@ OFFLINE_FRAMEWORKS: Final[tuple[str, ...]] = ("pytorch", "xgboost")
 #: versions (as the SDK spells them) whose environment the offline engine knows how to build
 #: (smtrain.local.framework_envs holds what each installs).
 OFFLINE_IMAGE_ENVIRONMENTS: Final[dict[str, tuple[str, ...]]] = {"tensorflow": ("2.19",), "sklearn": ("1.2-1",)}
+#: A version spelt with the SDK's build number (scikit-learn's and XGBoost's ``1.2-1``), at the
+#: start of an image tag (``1.2-1-cpu-py3``) or alone.
+_BUILD_NUMBERED_VERSION = re.compile(r"^(\d+\.\d+-\d+)(?:-|$)")
+
+
+def offline_image_version(version: str) -> str:
+    """The key of :data:`OFFLINE_IMAGE_ENVIRONMENTS` for a framework version as a manifest, the
+    SDK or an image's tag spells it: the SDK's ``<major>.<minor>-<build>`` where it has a build
+    number (``1.2-1``, ``1.2-1-cpu-py3``), else major.minor (``2.19``, ``2.19.0``,
+    ``2.19-cpu-py312``)."""
+    numbered = _BUILD_NUMBERED_VERSION.match(version)
+    if numbered:
+        return numbered.group(1)
+    return ".".join(version.split("-", 1)[0].split(".")[:2])
+
+
+def offline_run(framework: str, version: str | None) -> str:
+    """How the offline engine runs a script program of ``framework`` ``version`` (None: not
+    known here), in a few words for ``smtrain programs``."""
+    if framework in OFFLINE_FRAMEWORKS:
+        toolkit = "the PyTorch image's toolkit" if framework == "pytorch" else "AWS's training toolkit"
+        return f"{toolkit}, over the project's environment"
+    known = OFFLINE_IMAGE_ENVIRONMENTS.get(framework, ())
+    if not known:
+        return "refused (no environment of its image is built offline)"
+    if version is not None and offline_image_version(version) in known:
+        return f"in the {framework} {offline_image_version(version)} image's environment (built on first use)"
+    return f"refused for this version (the {framework} image's environment is built for {', '.join(known)})"
 #: Per framework, the ``training`` settings (cdk.json) that give its default build: version,
 #: Python version and (Hugging Face) base framework; None where the image takes none. XGBoost
 #: script mode runs on the built-in algorithm's image, so it shares ``xgboostVersion``.

@@ -20,7 +20,6 @@ changes the cache for later jobs (delete the folder to rebuild it).
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -110,20 +109,11 @@ BUILDS: dict[tuple[str, str], FrameworkBuild] = {
 }
 
 
-#: A tag that starts with the SDK's ``<major>.<minor>-<build>`` spelling of a version
-#: (scikit-learn's and XGBoost's images: ``1.2-1-cpu-py3`` is version 1.2-1).
-_BUILD_NUMBERED_TAG = re.compile(r"^(\d+\.\d+-\d+)(?:-|$)")
-
-
 def image_version(image: str) -> str:
-    """The framework version an AWS framework image's tag names, as the SDK spells it:
-    major.minor (``2.19-cpu-py312`` and ``2.19.0-cpu-py312``: 2.19), or with the build number
-    where the tag has one (``1.2-1-cpu-py3``: 1.2-1)."""
-    tag = image.rsplit(":", 1)[-1]
-    numbered = _BUILD_NUMBERED_TAG.match(tag)
-    if numbered:
-        return numbered.group(1)
-    return ".".join(tag.split("-", 1)[0].split(".")[:2])
+    """The framework version an AWS framework image's tag names, as the SDK spells it
+    (:func:`smtrain.core.contract.offline_image_version`: ``2.19-cpu-py312`` and
+    ``2.19.0-cpu-py312``: 2.19; ``1.2-1-cpu-py3``: 1.2-1)."""
+    return contract.offline_image_version(image.rsplit(":", 1)[-1])
 
 
 def build_for(framework: str, image: str) -> FrameworkBuild | None:
