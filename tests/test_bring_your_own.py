@@ -260,6 +260,34 @@ def _framework_failure(engine: OfflineEngine, program: str) -> str:
     return result.cause
 
 
+def _ran_in_image_environment(engine: OfflineEngine, image: str, arguments: str,
+                              packages: tuple[str, ...]) -> tuple[str, list[str]]:
+    """The last completed job on an image whose URI holds ``image``: it ran in that image's
+    environment (SageMaker's order, botocore's SecondaryStatus: the data, the image, then
+    training), its script started as ``<the environment's python> <arguments>``, and none of the
+    project's packages there. Its log, and the versions of ``packages`` in the environment."""
+    (job,) = [job for job in engine.backend.jobs()  # type: ignore[attr-defined]
+              if image in job.request["AlgorithmSpecification"]["TrainingImage"]
+              and job.status == "Completed"][-1:]
+    statuses = [transition["Status"] for transition in job.transitions]
+    assert statuses[statuses.index("Downloading"):statuses.index("Training") + 1] == [
+        "Downloading", "DownloadingTrainingImage", "Training"]
+    log = job.log_path.read_text()
+    invoked = log.split("Invoking script with the following command:")[1].strip().splitlines()[0]
+    assert invoked == f"{job.python} {arguments}"
+    assert job.image_environment is not None and job.python.parent.parent == job.image_environment
+    probe = subprocess.run([str(job.python), "-c", (
+        "import importlib.metadata as m, importlib.util as u, sys; "
+        "print(u.find_spec('torch') is None, u.find_spec('smtrain') is None, "
+        "*(m.version(name) for name in sys.argv[1:]))"), *packages],
+        capture_output=True, text=True, check=True,
+        env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"},
+        cwd=job.image_environment)
+    words = probe.stdout.split()
+    assert words[:2] == ["True", "True"], probe.stdout  # no torch, no smtrain
+    return log, words[2:]
+
+
 def test_sklearn_program_trains_offline_through_the_toolkit(engine: OfflineEngine) -> None:
     """Written as AWS's scikit-learn examples are (argparse, SM_CHANNEL_TRAIN, joblib): the
     scikit-learn 1.2-1 image runs it through the sagemaker-training toolkit, and so does the
@@ -272,26 +300,12 @@ def test_sklearn_program_trains_offline_through_the_toolkit(engine: OfflineEngin
     assert _metric(result.output, "test:accuracy") > 0.6
     with tarfile.open(engine.local_path(result.output["modelArtifacts"]), "r:gz") as archive:
         assert "model.joblib" in archive.getnames()
-    (job,) = [job for job in engine.backend.jobs()  # type: ignore[attr-defined]
-              if "/sagemaker-scikit-learn:" in job.request["AlgorithmSpecification"]["TrainingImage"]
-              and job.status == "Completed"][-1:]
-    statuses = [transition["Status"] for transition in job.transitions]
-    assert statuses[statuses.index("Downloading"):statuses.index("Training") + 1] == [
-        "Downloading", "DownloadingTrainingImage", "Training"]
-    log = job.log_path.read_text()
     # The toolkit ran the script itself (the image's module does only that), with its arguments.
+    log, versions = _ran_in_image_environment(
+        engine, "/sagemaker-scikit-learn:", "train.py --max_leaf_nodes 128 --min_samples_leaf 1",
+        ("scikit-learn", "numpy", "pandas", "sagemaker-training"))
     assert "Imported framework" not in log
-    invoked = log.split("Invoking script with the following command:")[1].strip().splitlines()[0]
-    assert invoked == f"{job.python} train.py --max_leaf_nodes 128 --min_samples_leaf 1"
-    assert job.image_environment is not None and job.python.parent.parent == job.image_environment
-    probe = subprocess.run([str(job.python), "-c", (
-        "import importlib.metadata as m, importlib.util as u; "
-        "print(m.version('scikit-learn'), m.version('numpy'), m.version('pandas'), "
-        "m.version('sagemaker-training'), u.find_spec('torch') is None, u.find_spec('smtrain') is None)")],
-        capture_output=True, text=True, check=True,
-        env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"},
-        cwd=job.image_environment)
-    assert probe.stdout.split() == ["1.2.1", "1.24.1", "1.5.3", "4.8.0", "True", "True"]
+    assert versions == ["1.2.1", "1.24.1", "1.5.3", "4.8.0"]
     tuned = engine.run({"program": "sklearn_example", "tuning": {"maxJobs": 1, "maxParallelJobs": 1}},
                        name="byo-sklearn-tuning")
     assert tuned.succeeded, (tuned.error, tuned.cause)
@@ -345,30 +359,13 @@ def test_tensorflow_program_trains_offline_through_its_own_toolkit(engine: Offli
     assert _metric(result.output, "val:accuracy") > 0.3  # 2 epochs on 1,437 digits (10: chance)
     with tarfile.open(engine.local_path(result.output["modelArtifacts"]), "r:gz") as archive:
         assert "1/saved_model.pb" in archive.getnames()
-    (job,) = [job for job in engine.backend.jobs()  # type: ignore[attr-defined]
-              if "/tensorflow-training:" in job.request["AlgorithmSpecification"]["TrainingImage"]
-              and job.status == "Completed"][-1:]
-    # SageMaker's order (botocore's SecondaryStatus): the data, the image, then training.
-    statuses = [transition["Status"] for transition in job.transitions]
-    assert statuses[statuses.index("Downloading"):statuses.index("Training") + 1] == [
-        "Downloading", "DownloadingTrainingImage", "Training"]
-    log = job.log_path.read_text()
-    # The image's toolkit ran it, as the image does: its own training module, its --model_dir.
+    # The image's toolkit ran it, as the image does: its own training module, its --model_dir;
+    # its versions, the toolkit's own dependencies too (pandas, as the image has them).
+    log, versions = _ran_in_image_environment(
+        engine, "/tensorflow-training:", "train.py --epochs 2 --model_dir /opt/ml/model",
+        ("tensorflow-cpu", "keras", "sagemaker-tensorflow-training", "pandas"))
     assert "Imported framework sagemaker_tensorflow_container.training" in log
-    invoked = log.split("Invoking script with the following command:")[1].strip().splitlines()[0]
-    assert invoked == f"{job.python} train.py --epochs 2 --model_dir /opt/ml/model"
-    # In the image's environment: its versions, and none of the project's packages.
-    assert job.image_environment is not None and job.python.parent.parent == job.image_environment
-    probe = subprocess.run([str(job.python), "-c", (
-        "import importlib.metadata as m, importlib.util as u; "
-        "print(m.version('tensorflow-cpu'), m.version('keras'), "
-        "m.version('sagemaker-tensorflow-training'), u.find_spec('torch') is None, "
-        "u.find_spec('smtrain') is None, u.find_spec('pandas') is not None)")],
-        capture_output=True, text=True, check=True,
-        env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"},
-        cwd=job.image_environment)
-    # The toolkit's own dependencies too (pandas, as the image has them); not the project's.
-    assert probe.stdout.split() == ["2.19.0", "3.10.0", "20.4.1", "True", "True", "True"]
+    assert versions[:3] == ["2.19.0", "3.10.0", "20.4.1"]  # and pandas is there (its version read)
 
 
 def test_frameworks_without_an_offline_environment_are_refused_by_name(engine: OfflineEngine) -> None:
