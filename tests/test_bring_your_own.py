@@ -325,9 +325,9 @@ def test_a_sklearn_job_on_a_python_its_pins_have_no_wheels_for_is_refused_by_nam
     with pytest.raises(SageMakerError) as raised:
         _check_offline_framework(request)
     assert raised.value.message == (
-        "a sklearn 1.2-1 script-mode job does not run offline on Python 3.12: its image's pinned "
-        "packages have wheels up to Python 3.11 (run smtrain from a Python 3.11 environment to "
-        "run it offline, or run it on AWS)")
+        "a sklearn 1.2-1 script-mode job does not run offline here: its image's pinned packages "
+        "have wheels up to Python 3.11, and this is Python 3.12 (run smtrain from an older "
+        "Python's environment to run it offline, or run it on AWS)")
 
 
 def test_xgboost_script_program_trains_offline(engine: OfflineEngine) -> None:

@@ -157,3 +157,35 @@ def test_nothing_outside_the_build_context_is_read(tmp_path: Path) -> None:
     recipe = read_recipe(context / "Dockerfile", context, python_version=(3, 12))
     assert recipe.requirements == ()
     assert recipe.not_run[0].startswith("line 3: pip install -r /app/reqs.txt (/app/reqs.txt is not copied")
+
+
+@pytest.mark.parametrize(("reference", "official"), [
+    ("python:3.12-slim", True), ("python", True), ("python@sha256:" + "0" * 64, True),
+    ("python:3.12.8-slim-bookworm@sha256:" + "0" * 64, True), ("library/python:3", True),
+    ("docker.io/library/python:3.12", True), ("index.docker.io/library/python:3.12", True),
+    ("public.ecr.aws/docker/library/python:3.12", True),
+    ("123456789012.dkr.ecr.us-east-1.amazonaws.com/docker-hub/library/python:3.12", True),
+    ("myorg/python:3.12", False), ("registry.example.com/python:3.12", False),
+    ("localhost:5000/python:3.12", False), ("123456789012.dkr.ecr.us-east-1.amazonaws.com/python:3.12", False),
+    ("ubuntu:22.04", False), ("pythonista:3", False),
+])
+def test_docker_s_official_python_image_is_known_by_its_reference(reference: str, official: bool) -> None:
+    """Docker Hub's ``library/python`` (or AWS's public mirror of it, or a pull-through cache of
+    Docker Hub), any tag or digest; not another account's repository of the same name."""
+    from smtrain.local.image_recipe import official_python_image
+
+    assert official_python_image(reference) is official
+
+
+@pytest.mark.parametrize(("dockerfile", "base", "python_only"), [
+    ("FROM --platform=linux/amd64 python:3.12-slim\n", "python:3.12-slim", True),
+    ("FROM python:3.12-slim AS base\nRUN pip install numpy==2.4.6\nFROM base\n", "python:3.12-slim", True),
+    ("FROM python:3.12-slim AS build\nFROM --platform=$BUILDPLATFORM ubuntu:22.04 AS run\n", "ubuntu:22.04", False),
+    ("FROM ubuntu:22.04 AS build\nFROM python:3.12-slim\n", "python:3.12-slim", True),
+])
+def test_the_final_stage_s_base_is_read_past_flags_and_stage_names(
+        tmp_path: Path, dockerfile: str, base: str, python_only: bool) -> None:
+    """``FROM --platform=...`` is a flag, not the image; a stage named by a later ``FROM``
+    stands for the image it was built from."""
+    recipe = recipe_of(tmp_path, dockerfile)
+    assert (recipe.base_image, recipe.python_only) == (base, python_only)

@@ -375,8 +375,16 @@ def test_programs_show_each_framework_and_its_version(tmp_path: Path) -> None:
         "refused for this version (the sklearn image's environment is built for 1.2-1)")
     assert ("  offline: refused (no environment of its image is built offline)" in
             describe(programs.load(fixtures / "huggingface_example")).splitlines())
-    assert ("  offline: the PyTorch image's toolkit, over the project's environment" in
-            describe(programs.load(fixtures / "pytorch_example")).splitlines())
+    assert ("  offline: AWS's training toolkit, over the project's environment (the PyTorch image's "
+            "toolkit on more than one instance)" in describe(programs.load(fixtures / "pytorch_example")).splitlines())
+    # The version from the app's default, and a Python the image's pins have no wheels for.
+    assert contract.offline_run("sklearn", None, (3, 11)) == (
+        "in the sklearn image's environment for 1.2-1; other versions refused")
+    assert contract.offline_run("sklearn", "1.2-1", (3, 12)) == (
+        "refused on this Python (its image's pinned packages have wheels up to Python 3.11, "
+        "and this is Python 3.12)")
+    assert contract.offline_run("tensorflow", "2.19.0", (3, 12)) == (
+        "in the tensorflow 2.19 image's environment (built on first use)")
 
 
 @pytest.mark.parametrize(("version", "key"), [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ def program_data(program: programs.Program) -> dict[str, Any]:
         "tuning": program.tuning.as_input() if program.tuning else None,
         "framework": framework,
         # How the offline engine runs it (script programs), in words.
-        "offline": (contract.offline_run(framework["name"], framework.get("version"))
+        "offline": (contract.offline_run(framework["name"], framework.get("version"), _python())
                     if framework is not None else None),
         # How a script job on more than one instance uses them (None: such a run is refused).
         "distribution": program.distribution,
@@ -80,6 +81,11 @@ def framework_data(program: programs.Program,
             data[key], sources[key] = defaults[setting], f"cdk.json {setting}"
     data["from"] = sources
     return data
+
+
+def _python() -> tuple[int, int]:
+    """This interpreter's (major, minor): the one offline jobs' environments are built on."""
+    return sys.version_info[0], sys.version_info[1]
 
 
 def _framework_text(data: Mapping[str, Any]) -> str:
@@ -144,7 +150,7 @@ def describe(program: programs.Program) -> str:
     framework = framework_data(program)
     if framework is not None:
         lines.append(f"  framework: {_framework_text(framework)}")
-        lines.append(f"  offline: {contract.offline_run(framework['name'], framework.get('version'))}")
+        lines.append(f"  offline: {contract.offline_run(framework['name'], framework.get('version'), _python())}")
         lines.append("  on more than one instance: " + (
             program.distribution or "refused (no [script] distribution declared)"))
     lines.append("  channels:")

@@ -67,6 +67,11 @@ OFFLINE_FRAMEWORKS: Final[tuple[str, ...]] = ("pytorch", "xgboost")
 #: versions (as the SDK spells them) whose environment the offline engine knows how to build
 #: (smtrain.local.framework_envs holds what each installs).
 OFFLINE_IMAGE_ENVIRONMENTS: Final[dict[str, tuple[str, ...]]] = {"tensorflow": ("2.19",), "sklearn": ("1.2-1",)}
+#: Per (framework, version) of :data:`OFFLINE_IMAGE_ENVIRONMENTS`, the newest Python (major,
+#: minor) every pin of its environment has a wheel for (none listed: no limit known here).
+#: scikit-learn 1.2-1's numpy 1.24, scipy 1.9, scikit-learn 1.2 and pandas 1.5 stop at CPython
+#: 3.11 (their files on PyPI).
+OFFLINE_IMAGE_NEWEST_PYTHON: Final[dict[tuple[str, str], tuple[int, int]]] = {("sklearn", "1.2-1"): (3, 11)}
 #: A version spelt with the SDK's build number (scikit-learn's and XGBoost's ``1.2-1``), at the
 #: start of an image tag (``1.2-1-cpu-py3``) or alone.
 _BUILD_NUMBERED_VERSION = re.compile(r"^(\d+\.\d+-\d+)(?:-|$)")
@@ -83,18 +88,35 @@ def offline_image_version(version: str) -> str:
     return ".".join(version.split("-", 1)[0].split(".")[:2])
 
 
-def offline_run(framework: str, version: str | None) -> str:
-    """How the offline engine runs a script program of ``framework`` ``version`` (None: not
-    known here), in a few words for ``smtrain programs``."""
+def offline_python_refusal(framework: str, version: str, python: tuple[int, int]) -> str | None:
+    """Why ``framework`` ``version``'s image environment cannot be built on Python ``python``
+    (:data:`OFFLINE_IMAGE_NEWEST_PYTHON`), or None where it can."""
+    newest = OFFLINE_IMAGE_NEWEST_PYTHON.get((framework, offline_image_version(version)))
+    if newest is None or python <= newest:
+        return None
+    return (f"its image's pinned packages have wheels up to Python {newest[0]}.{newest[1]}, "
+            f"and this is Python {python[0]}.{python[1]}")
+
+
+def offline_run(framework: str, version: str | None, python: tuple[int, int]) -> str:
+    """How the offline engine runs a script program of ``framework`` ``version`` (None: the
+    app's default, not known here) on Python ``python``, in a few words for ``smtrain
+    programs``."""
     if framework in OFFLINE_FRAMEWORKS:
-        toolkit = "the PyTorch image's toolkit" if framework == "pytorch" else "AWS's training toolkit"
-        return f"{toolkit}, over the project's environment"
+        more = " (the PyTorch image's toolkit on more than one instance)" if framework == "pytorch" else ""
+        return f"AWS's training toolkit, over the project's environment{more}"
     known = OFFLINE_IMAGE_ENVIRONMENTS.get(framework, ())
     if not known:
         return "refused (no environment of its image is built offline)"
-    if version is not None and offline_image_version(version) in known:
-        return f"in the {framework} {offline_image_version(version)} image's environment (built on first use)"
-    return f"refused for this version (the {framework} image's environment is built for {', '.join(known)})"
+    if version is None:
+        return f"in the {framework} image's environment for {', '.join(known)}; other versions refused"
+    key = offline_image_version(version)
+    if key not in known:
+        return f"refused for this version (the {framework} image's environment is built for {', '.join(known)})"
+    refusal = offline_python_refusal(framework, key, python)
+    if refusal is not None:
+        return f"refused on this Python ({refusal})"
+    return f"in the {framework} {key} image's environment (built on first use)"
 #: Per framework, the ``training`` settings (cdk.json) that give its default build: version,
 #: Python version and (Hugging Face) base framework; None where the image takes none. XGBoost
 #: script mode runs on the built-in algorithm's image, so it shares ``xgboostVersion``.

@@ -50,8 +50,6 @@ class FrameworkBuild:
     training_module: str | None
     #: Where the versions come from.
     source: str
-    #: The newest Python (major, minor) every pin has a wheel for; None: no limit known here.
-    newest_python: tuple[int, int] | None = None
 
 
 #: ``SAGEMAKER_TRAINING_MODULE`` of the SageMaker PyTorch training images (aws/deep-learning-
@@ -94,8 +92,8 @@ BUILDS: dict[tuple[str, str], FrameworkBuild] = {
     # user_entry_point, to_cmd_args(), to_env_vars(), runner_type=ProcessRunnerType)``, which is
     # what the toolkit's ``train`` runs with no module set (sagemaker_training/trainer.py,
     # ``train``, its ``else`` branch: the Process runner, as nothing sends
-    # ``sagemaker_mpi_enabled`` to a scikit-learn job), so none is set here. numpy 1.24, scipy
-    # 1.9, scikit-learn 1.2 and pandas 1.5 have wheels up to CPython 3.11. pip: the base
+    # ``sagemaker_mpi_enabled`` to a scikit-learn job), so none is set here. Its pins have
+    # wheels up to CPython 3.11 (contract.OFFLINE_IMAGE_NEWEST_PYTHON). pip: the base
     # Dockerfile upgrades it to the newest of the day the image was built; 24.2 is of that era.
     ("sklearn", "1.2-1"): FrameworkBuild(
         packages=("scikit-learn==1.2.1", "numpy==1.24.1", "scipy==1.9.3", "pandas==1.5.3",
@@ -104,7 +102,6 @@ BUILDS: dict[tuple[str, str], FrameworkBuild] = {
         toolkit=("sagemaker-training==4.8.0",),
         training_module=None,
         source="aws/sagemaker-scikit-learn-container 44a0cdc, requirements.txt",
-        newest_python=(3, 11),
     ),
 }
 

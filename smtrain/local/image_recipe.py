@@ -79,10 +79,11 @@ class ImageRecipe:
 
     @property
     def python_only(self) -> bool:
-        """Whether the final stage is built on Docker's official ``python`` image, which holds
-        Python and its installer and no other Python package: the job's environment then holds
+        """Whether the final stage is built on Docker's official ``python`` image (directly, or
+        through an earlier stage), which holds Python and its installers (pip; before Python 3.12
+        also setuptools and wheel) and no other Python package: the job's environment then holds
         only what the Dockerfile installs, never the project's packages."""
-        return _PYTHON_IMAGE.match(self.base_image) is not None
+        return official_python_image(self.base_image)
 
     def summary(self) -> str:
         """One line for the job's log: what is installed from the Dockerfile."""
@@ -97,6 +98,34 @@ class ImageRecipe:
         if not self.not_run:
             return None
         return "not reproduced here (no Docker): " + "; ".join(self.not_run)
+
+
+#: Registries that serve Docker Hub's official images under ``library/`` (Docker Hub itself,
+#: and AWS's public mirror of it: gallery.ecr.aws/docker/library/python).
+_DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+_OFFICIAL_PYTHON_PATHS = frozenset({"python", "library/python"})
+
+
+def official_python_image(reference: str) -> bool:
+    """Whether an image reference names Docker's official ``python`` image: ``python`` or
+    ``library/python`` on Docker Hub (no registry, or one of its hosts), or any registry's
+    mirror of it under ``.../library/python`` (``public.ecr.aws/docker/library/python``, an ECR
+    pull-through cache's ``docker-hub/library/python``), with any tag or digest. Another
+    account's ``python`` repository (``myorg/python``, ``registry.example.com/python``) is not.
+    A registry is the first part where it has a ``.`` or ``:`` or is ``localhost``, as Docker
+    reads a reference."""
+    name = reference.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:  # a tag (a port would be before a slash)
+        name = name[: len(name) - len(last)] + last.split(":", 1)[0]
+    parts = name.split("/")
+    registry = None
+    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        registry, parts = parts[0], parts[1:]
+    path = "/".join(parts)
+    if registry is None or registry in _DOCKER_HUB_HOSTS:
+        return path in _OFFICIAL_PYTHON_PATHS
+    return path.endswith("library/python") and len(parts) >= 2
 
 
 def read_recipe(dockerfile: Path, context: Path, *, python_version: Sequence[int] | None = None
@@ -119,6 +148,7 @@ def read_recipe(dockerfile: Path, context: Path, *, python_version: Sequence[int
     copies: list[_Copy] = []
     workdir = "/"
     base_image = ""
+    stages: dict[str, str] = {}
     top_args: dict[str, str] = {}
     in_stage = False
     environment: dict[str, str] = {}
@@ -130,7 +160,13 @@ def read_recipe(dockerfile: Path, context: Path, *, python_version: Sequence[int
         if instruction == "FROM":
             in_stage = True
             value = _substitute(item["value"], top_args)
-            base_image = value.split()[0] if value.split() else value
+            # FROM [--platform=<platform>] <image> [AS <name>]: flags first, a stage's name last.
+            words = [word for word in value.split() if not word.startswith("--")]
+            image = words[0] if words else value
+            # A stage named by a later FROM stands for the image it was built from.
+            base_image = stages.get(image.lower(), image)
+            if len(words) >= 3 and words[1].lower() == "as":
+                stages[words[2].lower()] = base_image
             workdir, copies = "/", []
             environment = {}
         elif instruction == "ARG" and not in_stage:

@@ -159,17 +159,14 @@ def _check_offline_framework(request: Request) -> None:
     if framework is None or framework in contract.OFFLINE_FRAMEWORKS:
         return
     built = framework_envs.built_versions(framework)
-    build = framework_envs.build_for(framework, image)
-    if build is not None:
-        running = tuple(sys.version_info[:2])
-        if build.newest_python is not None and running > build.newest_python:
-            newest = ".".join(map(str, build.newest_python))
+    if framework_envs.build_for(framework, image) is not None:
+        version = framework_envs.image_version(image)
+        refusal = contract.offline_python_refusal(framework, version, (sys.version_info[0], sys.version_info[1]))
+        if refusal is not None:
             raise SageMakerError(
                 "ClientError",
-                f"a {framework} {framework_envs.image_version(image)} script-mode job does not run "
-                f"offline on Python {'.'.join(map(str, running))}: its image's "
-                f"pinned packages have wheels up to Python {newest} (run smtrain from a Python "
-                f"{newest} environment to run it offline, or run it on AWS)")
+                f"a {framework} {version} script-mode job does not run offline here: {refusal} "
+                "(run smtrain from an older Python's environment to run it offline, or run it on AWS)")
         return
     if built:
         raise SageMakerError(
@@ -235,6 +232,9 @@ class TrainingJob:
     #: the lines its first build logged; None: the project's environment.
     image_environment: Path | None = None
     image_notes: list[str] = field(default_factory=list)
+    #: The package-less Python a BYOC job on the official python image runs over
+    #: (:func:`smtrain.local.program_envs.bare_environment`), else None.
+    bare_environment: Path | None = None
     #: How the job's channels were delivered (input mode, shard), for its log.
     channel_notes: list[str] = field(default_factory=list)
     #: How the job's process was network-isolated (``EnableNetworkIsolation``); None: it was not.
@@ -674,12 +674,12 @@ class LocalBackend:
 
     def _python(self, job: TrainingJob, tree: JobTree) -> Path:
         base = job.image_environment
-        if job.kind == "byoc":
-            # On Docker's official python image, the Dockerfile's installs are all there is.
-            recipe = self._recipe(self._byoc_program(job))
-            if recipe is not None and recipe.python_only:
-                base = bare_environment(self.env_cache)
         try:
+            if job.kind == "byoc":
+                # On Docker's official python image, the Dockerfile's installs are all there is.
+                recipe = self._recipe(self._byoc_program(job))
+                if recipe is not None and recipe.python_only:
+                    base = job.bare_environment = bare_environment(self.env_cache)
             return environment_for(self._requirements(job, tree), self.env_cache, base=base)
         except ProgramEnvironmentError as error:
             room = FAILURE_REASON_LIMIT - len("AlgorithmError: InstallRequirementsError: ")
@@ -849,13 +849,20 @@ class LocalBackend:
                 self._emit(job, f"{NOTE_PREFIX}{start_note}")
             for line in job.image_notes:  # the image's environment, built for this job
                 log.write(f"{line}\n")
-            if job.python != Path(sys.executable) and job.python.parent.parent != job.image_environment:
+            environment = job.python.parent.parent
+            environment_note: str | None = None
+            if job.bare_environment is not None and environment == job.bare_environment:
+                environment_note = (f"{NOTE_PREFIX}it runs on a Python with no package at all ({environment}), "
+                        "as its image has none but Python's installers\n")
+            elif job.python != Path(sys.executable) and environment != job.image_environment:
                 over = (f" (over the image's environment {job.image_environment})"
-                        if job.image_environment is not None else "")
-                note = (f"{NOTE_PREFIX}the program's requirements are installed in "
-                        f"{job.python.parent.parent}{over}\n")
-                log.write(note)
-                self._emit(job, note.rstrip())
+                        if job.image_environment is not None
+                        else f" (over a Python with no other package, {job.bare_environment})"
+                        if job.bare_environment is not None else "")
+                environment_note = f"{NOTE_PREFIX}the program's requirements are installed in {environment}{over}\n"
+            if environment_note is not None:
+                log.write(environment_note)
+                self._emit(job, environment_note.rstrip())
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                        text=True, env=env, cwd=tree.base_dir, start_new_session=True)
             with self._lock:
