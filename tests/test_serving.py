@@ -12,6 +12,7 @@ accuracy its training reported.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import importlib
 import importlib.util
@@ -22,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -203,13 +205,30 @@ class Serving:
             connection.close()
 
 
+@functools.cache
+def _image_python() -> Path:
+    """The Python of the BYOC image's packages, as offline training jobs run: what its
+    Dockerfile installs over a Python with no other package (it is built on the official python
+    image), the environment the training jobs of the shared runs used."""
+    from smtrain.local.image_recipe import read_recipe
+    from smtrain.local.program_envs import bare_environment, default_cache_dir, environment_for
+
+    recipe = read_recipe(TRAINING_CODE / "digits_lightgbm" / "Dockerfile", TRAINING_CODE)
+    assert recipe.python_only and recipe.requirements
+    cache = default_cache_dir()
+    with tempfile.TemporaryDirectory() as scratch:
+        requirements = Path(scratch) / "requirements.txt"
+        requirements.write_text("".join(f"{line}\n" for line in recipe.requirements))
+        return environment_for(requirements, cache, base=bare_environment(cache))
+
+
 def _start_serve(model_dir: Path, log: Path, **env: str) -> Serving:
-    """``serve`` as the image runs it (the program's folder and ``common`` importable), on a
-    port of the system's choosing; returns once it says where it listens."""
+    """``serve`` as the image runs it (its packages only, the program's folder and ``common``
+    importable), on a port of the system's choosing; returns once it says where it listens."""
     environ = {**os.environ, "PYTHONPATH": str(TRAINING_CODE), "SM_MODEL_DIR": str(model_dir),
                "SAGEMAKER_BIND_TO_PORT": "0", **env}
     with log.open("wb") as output:
-        process = subprocess.Popen([sys.executable, str(TRAINING_CODE / "digits_lightgbm" / "serve")],
+        process = subprocess.Popen([str(_image_python()), str(TRAINING_CODE / "digits_lightgbm" / "serve")],
                                    stdout=output, stderr=subprocess.STDOUT, env=environ, cwd=log.parent)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:

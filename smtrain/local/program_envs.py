@@ -192,7 +192,10 @@ def environment_for(requirements: Path | None, cache_dir: Path, *, base: Path | 
     # says the env is installed from the wheels alone).
     vendored_key = f"\n--vendored-wheels\n{original.read_text()}" if original else ""
     base_key = f"\n--over\n{base}" if base is not None else ""
-    env_dir = cache_dir / environment_key(text + vendored_key + base_key)
+    # Over another environment nothing of the project's is used, so another clone of the
+    # project (a CI run) shares it: keyed by the base interpreter, as that environment is.
+    env_dir = cache_dir / environment_key(text + vendored_key + base_key,
+                                          **({"interpreter": sys.base_prefix} if base is not None else {}))
     build_once(env_dir, lambda path: _build(
         path, text, requirements if original is not None else None,
         base_site=_env_site_packages(base) if base is not None else None), marker=text)
