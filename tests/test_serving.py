@@ -211,15 +211,15 @@ def _image_python() -> Path:
     Dockerfile installs over a Python with no other package (it is built on the official python
     image), the environment the training jobs of the shared runs used."""
     from smtrain.local.image_recipe import read_recipe
-    from smtrain.local.program_envs import bare_environment, default_cache_dir, environment_for
+    from smtrain.local.program_envs import byoc_environment, default_cache_dir
 
     recipe = read_recipe(TRAINING_CODE / "digits_lightgbm" / "Dockerfile", TRAINING_CODE)
     assert recipe.python_only and recipe.requirements
-    cache = default_cache_dir()
     with tempfile.TemporaryDirectory() as scratch:
-        requirements = Path(scratch) / "requirements.txt"
-        requirements.write_text("".join(f"{line}\n" for line in recipe.requirements))
-        return environment_for(requirements, cache, base=bare_environment(cache))
+        python, bare = byoc_environment(recipe.requirements, default_cache_dir(), Path(scratch),
+                                        python_only=recipe.python_only)
+    assert bare is not None
+    return python
 
 
 def _start_serve(model_dir: Path, log: Path, **env: str) -> Serving:

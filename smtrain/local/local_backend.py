@@ -64,8 +64,8 @@ from smtrain.local.image_recipe import ImageRecipe, ImageRecipeError, read_recip
 from smtrain.local.job_tree import LOCAL_HOST, JobTree, build_job_tree
 from smtrain.local.program_envs import (
     ProgramEnvironmentError,
-    bare_environment,
     bundle_requirements,
+    byoc_environment,
     default_cache_dir,
     environment_for,
 )
@@ -586,19 +586,11 @@ class LocalBackend:
         """The program's ``requirements.txt``: script mode's from its ``sourcedir.tar.gz`` (the
         toolkit installs it; the tarball is the one the tree's ``hyperparameters.json`` names,
         the S3 object's file or, under network isolation, the ``code`` channel's copy in the
-        tree), BYOC's from the staged program folder (what its image installs)."""
+        tree), BYOC's whose Dockerfile is not known from the staged program folder (what its
+        image installs; a known Dockerfile's installs: :func:`byoc_environment`)."""
         if job.kind == "byoc":
-            program = self.images.byoc[job.request["AlgorithmSpecification"]["TrainingImage"]]
-            recipe = self._recipe(program)
-            if recipe is None:
-                path = program.program_dir / "requirements.txt"
-                return path if path.is_file() else None
-            if not recipe.requirements:
-                return None
-            # What the Dockerfile's pip install lines install, pins as written.
-            path = tree.base_dir.parent / "image-requirements.txt"
-            path.write_text("".join(f"{line}\n" for line in recipe.requirements))
-            return path
+            path = self._byoc_program(job).program_dir / "requirements.txt"
+            return path if path.is_file() else None
         if job.kind != "script":
             return None
         bundle = Path(json.loads((tree.base_dir / "input" / "config" / "hyperparameters.json")
@@ -673,14 +665,17 @@ class LocalBackend:
                 "PATH": os.pathsep.join([str(job.python.parent), inherited])}
 
     def _python(self, job: TrainingJob, tree: JobTree) -> Path:
-        base = job.image_environment
         try:
-            if job.kind == "byoc":
-                # On Docker's official python image, the Dockerfile's installs are all there is.
-                recipe = self._recipe(self._byoc_program(job))
-                if recipe is not None and recipe.python_only:
-                    base = job.bare_environment = bare_environment(self.env_cache)
-            return environment_for(self._requirements(job, tree), self.env_cache, base=base)
+            recipe = self._recipe(self._byoc_program(job)) if job.kind == "byoc" else None
+            if recipe is not None:
+                # What the Dockerfile's pip install lines install; on Docker's official python
+                # image, that is all there is.
+                python, job.bare_environment = byoc_environment(
+                    recipe.requirements, self.env_cache, tree.base_dir.parent,
+                    python_only=recipe.python_only)
+                return python
+            return environment_for(self._requirements(job, tree), self.env_cache,
+                                   base=job.image_environment)
         except ProgramEnvironmentError as error:
             room = FAILURE_REASON_LIMIT - len("AlgorithmError: InstallRequirementsError: ")
             # pip's last lines matter most

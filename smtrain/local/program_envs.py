@@ -30,7 +30,7 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from smtrain.core import contract
@@ -195,7 +195,7 @@ def environment_for(requirements: Path | None, cache_dir: Path, *, base: Path | 
     # Over another environment nothing of the project's is used, so another clone of the
     # project (a CI run) shares it: keyed by the base interpreter, as that environment is.
     env_dir = cache_dir / environment_key(text + vendored_key + base_key,
-                                          **({"interpreter": sys.base_prefix} if base is not None else {}))
+                                          interpreter=sys.base_prefix if base is not None else sys.executable)
     build_once(env_dir, lambda path: _build(
         path, text, requirements if original is not None else None,
         base_site=_env_site_packages(base) if base is not None else None), marker=text)
@@ -211,6 +211,22 @@ def bare_environment(cache_dir: Path) -> Path:
                / f"python-bare-{environment_key('', interpreter=sys.base_prefix)}")
     build_once(env_dir, create_venv, marker="")
     return env_dir
+
+
+def byoc_environment(requirements: Sequence[str], cache_dir: Path, scratch: Path, *,
+                     python_only: bool) -> tuple[Path, Path | None]:
+    """The Python a BYOC image's program runs on offline, and the package-less Python it is
+    layered over (None: over the project's packages, which stand in for a base image's unknown
+    ones): what its Dockerfile pip-installs (``requirements``, pins as written, kept in
+    ``scratch/image-requirements.txt``), over :func:`bare_environment` where the image is built
+    on Docker's official python image (``python_only``). Raises
+    :class:`ProgramEnvironmentError` when pip fails."""
+    base = bare_environment(cache_dir) if python_only else None
+    written = None
+    if requirements:
+        written = scratch / "image-requirements.txt"
+        written.write_text("".join(f"{line}\n" for line in requirements))
+    return environment_for(written, cache_dir, base=base), base
 
 
 def build_once(env_dir: Path, build: Callable[[Path], None], *, marker: str) -> bool:
