@@ -132,10 +132,18 @@ def all_actions(statements: list[dict[str, Any]]) -> set[str]:
 REGISTRY_OUTPUT_PREFIXES = ("ModelPackageGroup", "ModelPackageVersions")
 
 
-def reads_besides_the_registry(template: Template) -> list[Any]:
-    """The template's ``Fn::GetStackOutput`` reads other than the model registry's."""
+def _program_output(name: str) -> bool:
+    """A storage output every deployment has per program: its model package group, or its
+    execution role (CDK's weak reference: ``PublishOutput...ExecutionRole<Program>Role...``)."""
+    return name.startswith(REGISTRY_OUTPUT_PREFIXES) or (
+        name.startswith("PublishOutput") and "ExecutionRole" in name)
+
+
+def reads_besides_the_programs(template: Template) -> list[Any]:
+    """The template's ``Fn::GetStackOutput`` reads other than each program's (its model package
+    group and its execution role)."""
     return [read for read in references(template, "Fn::GetStackOutput")
-            if not str(read["OutputName"]).startswith(REGISTRY_OUTPUT_PREFIXES)]
+            if not _program_output(str(read["OutputName"]))]
 
 
 def wait_idle(backend: Any, timeout: float = 30.0) -> bool:

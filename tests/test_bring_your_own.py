@@ -198,22 +198,28 @@ def test_state_machine_refuses_names_the_program_does_not_declare(
 
 def test_each_program_asset_gets_exactly_its_own_iam(app_with_brought_programs: Synthesized) -> None:
     template = app_with_brought_programs.workflow
-    # The execution role reads exactly the script programs' tarballs, nothing else.
-    (source_policy_id,) = [i for i in resources_of_type(template, "AWS::IAM::ManagedPolicy")
-                           if i.startswith("ReadScriptModeSource")]
-    # Under the default network (sealed) the code is an input channel, which SageMaker lists:
-    # the asset bucket's ListBucket, limited to the tarballs' own keys (tests/test_job_security.py).
-    statement, listing = statements_of(template, source_policy_id)
-    assert statement["Action"] == "s3:GetObject"
-    assert listing["Action"] == "s3:ListBucket"
-    sources = {json.dumps(value["Value"], sort_keys=True)
+    # Each script program's role reads exactly its own tarball, nothing else (one policy each).
+    sources = {key.removeprefix(contract.OUTPUT_PROGRAM_SOURCE): json.dumps(value["Value"], sort_keys=True)
                for key, value in template["Outputs"].items()
                if key.startswith(contract.OUTPUT_PROGRAM_SOURCE)}
-    assert len(sources) == 1 + len(BROUGHT_FRAMEWORKS) and len(statement["Resource"]) == len(sources)
-    for resource in statement["Resource"]:
-        key = resource["Fn::Join"][1][-1]
-        assert key.startswith("/") and key.endswith(".gz")
-        assert any(key[1:] in source for source in sources)
+    assert len(sources) == 1 + len(BROUGHT_FRAMEWORKS)
+    source_policies = sorted(i for i in resources_of_type(template, "AWS::IAM::ManagedPolicy")
+                             if i.startswith("ReadSource"))
+    assert len(source_policies) == len(sources)
+    storage_outputs = app_with_brought_programs.storage["Outputs"]
+    for policy_id in source_policies:
+        program = next(p for p in sources if policy_id.startswith(f"ReadSource{p}"))
+        (role,) = template["Resources"][policy_id]["Properties"]["Roles"]
+        role_ref = storage_outputs[role["Fn::GetStackOutput"]["OutputName"]]["Value"]["Ref"]
+        assert role_ref.startswith(f"ExecutionRole{program}Role"), (policy_id, role_ref)
+        # Under the default network (sealed) the code is an input channel, which SageMaker lists:
+        # the asset bucket's ListBucket, limited to the tarball's own key (tests/test_job_security.py).
+        statement, listing = statements_of(template, policy_id)
+        assert statement["Action"] == "s3:GetObject"
+        assert listing["Action"] == "s3:ListBucket"
+        key = statement["Resource"]["Fn::Join"][1][-1]
+        assert key.startswith("/") and key.endswith(".gz") and key[1:] in sources[program]
+        assert listing["Condition"]["StringEquals"]["s3:prefix"] == [key[1:]]
     # Each BYOC program has its own copy role, allowed exactly the pull from the asset
     # repository, the push to the project's repository and its own log stream.
     copy_roles = sorted(i for i in resources_of_type(template, "AWS::IAM::Role")

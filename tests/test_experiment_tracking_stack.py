@@ -34,7 +34,7 @@ from tests.helpers import (
     one_logical_id,
     only_resource,
     policies_attached_to,
-    reads_besides_the_registry,
+    reads_besides_the_programs,
     references,
     resource_arn,
     resources_of_type,
@@ -120,7 +120,7 @@ def test_bad_name_prefix_fails_synth(prefix: str) -> None:
     role = iam.Role(stack, "Role", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"))
     with pytest.raises(ValueError, match="name_prefix"):
         ExperimentTracking(stack, "Tracking", name_prefix=prefix, artifacts_bucket=s3.Bucket(stack, "Bucket"),
-                           key=kms.Key(stack, "Key"), execution_role=role)
+                           key=kms.Key(stack, "Key"), execution_roles=[role])
 
 
 def test_no_export_of_the_tracking_server(with_tracking: Synthesized) -> None:
@@ -133,7 +133,7 @@ def test_no_export_of_the_tracking_server(with_tracking: Synthesized) -> None:
             assert server_id not in json.dumps(output["Value"]), name
     assert not any("ExperimentTracking" in str(i) for i in references(workflow, "Fn::ImportValue"))
     # (The model registry's outputs are read the same way: test_model_registry_stack.)
-    reads = reads_besides_the_registry(workflow)
+    reads = reads_besides_the_programs(workflow)
     assert reads, "the workflow stack does not read the tracking server"
     for read in reads:
         assert read["StackName"] == "smtrain-storage"
@@ -185,8 +185,14 @@ def test_exact_permissions(with_tracking: Synthesized) -> None:
     assert trust["Principal"] == {"Service": "sagemaker.amazonaws.com"}
     assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
 
-    execution_role = next(i for i in resources_of_type(template, "AWS::IAM::Role")
-                          if i.startswith("SageMakerExecution"))
+    # Every role a job runs as (each program's, and the earlier shared one) is a client.
+    job_roles = [i for i in resources_of_type(template, "AWS::IAM::Role")
+                 if i.startswith(("SageMakerExecution", "ExecutionRole"))]
+    assert len(job_roles) == 4
+    clients = {tuple(p for p in policies_attached_to(template, role) if p.startswith("ExperimentTracking"))
+               for role in job_roles}
+    assert len(clients) == 1, "one client policy, on every job role"
+    execution_role = job_roles[0]
     added = [p for p in policies_attached_to(template, execution_role) if p.startswith("ExperimentTracking")]
     (client_policy,) = added
     server_arn = json.dumps({"Fn::GetAtt": [server_id, "TrackingServerArn"]}, sort_keys=True)
@@ -232,7 +238,7 @@ def test_nothing_without_the_flag(synthesized: Synthesized) -> None:
         assert not resources_of_type(template, "AWS::SageMaker::MlflowTrackingServer")
         assert not [i for i in template["Resources"] if i.startswith("ExperimentTracking")]
         assert not [o for o in template.get("Outputs", {}) if "Tracking" in o]
-        assert not reads_besides_the_registry(template)
+        assert not reads_besides_the_programs(template)
         assert "mlflow" not in json.dumps(template).lower()
     states = synthesized.definition()["States"]
     assert "Environment" not in states["TrainModel"]["Parameters"]

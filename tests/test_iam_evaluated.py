@@ -32,11 +32,19 @@ def names(synthesized: Synthesized, account: Account) -> dict[str, str]:
     return {
         "data": account.bucket_arn(_logical_id(storage, "BucketsData", "AWS::S3::Bucket")),
         "artifacts": account.bucket_arn(_logical_id(storage, "BucketsArtifacts", "AWS::S3::Bucket")),
-        "execution_role": account.role_arn(_logical_id(storage, "SageMakerExecutionRole", "AWS::IAM::Role")),
+        # digits_mlp's jobs run as this role; digits_lightgbm's as another; the shared role of
+        # earlier releases is kept one release and passed to no job (docs/security.md).
+        "execution_role": account.role_arn(_logical_id(storage, "ExecutionRoleDigitsMlpRole", "AWS::IAM::Role")),
+        "other_program_role": account.role_arn(
+            _logical_id(storage, "ExecutionRoleDigitsLightgbmRole", "AWS::IAM::Role")),
+        "shared_role": account.role_arn(_logical_id(storage, "SageMakerExecutionRole", "AWS::IAM::Role")),
         "state_machine_role": account.role_arn(_logical_id(workflow, "TrainingStateMachineRole", "AWS::IAM::Role")),
     }
 
 
+#: Every role a job may run as: each program's and the earlier shared one (sorted).
+JOB_ROLES = ["ExecutionRoleDigitsLightgbmRole", "ExecutionRoleDigitsMlpRole", "ExecutionRoleDigitsXgboostRole",
+             "SageMakerExecutionRole"]
 TLS = {"aws:SecureTransport": "true"}
 NO_TLS = {"aws:SecureTransport": "false"}
 
@@ -117,7 +125,7 @@ def test_a_key_is_used_only_as_its_key_policy_allows() -> None:
 def test_a_request_without_tls_is_refused_even_to_a_role_that_may_read(
         account: Account, names: dict[str, str], bucket: str) -> None:
     """docs/security.md: the buckets deny any request not made over TLS (aws:SecureTransport)."""
-    key = f"{names[bucket]}/{'datasets' if bucket == 'data' else 'checkpoints'}/x.csv"
+    key = f"{names[bucket]}/{'datasets' if bucket == 'data' else 'checkpoints/digits_mlp'}/x.csv"
     role = names["execution_role"]
     assert account.decide(Request(role, "s3:GetObject", key, TLS)) == "Allow"
     assert account.decide(Request(role, "s3:GetObject", key, NO_TLS)) == "Deny"
@@ -148,7 +156,8 @@ def test_the_execution_role_reads_the_datasets_and_nothing_else_of_the_data_buck
 
 def test_the_execution_role_writes_only_models_and_checkpoints(account: Account, names: dict[str, str]) -> None:
     role, artifacts = names["execution_role"], names["artifacts"]
-    allowed = {f"{artifacts}/models/smtrain-1-0/output/model.tar.gz", f"{artifacts}/checkpoints/smtrain-1/c.pt"}
+    allowed = {f"{artifacts}/models/digits_mlp/smtrain-1-0/output/model.tar.gz",
+               f"{artifacts}/checkpoints/digits_mlp/smtrain-1/c.pt"}
     for key in allowed:
         assert account.decide(Request(role, "s3:PutObject", key, TLS)) == "Allow", key
     # Nor a registered model's frozen copy (registry/): an approved version cannot be swapped.
@@ -157,11 +166,39 @@ def test_the_execution_role_writes_only_models_and_checkpoints(account: Account,
                 f"{artifacts}/registry/smtrain-digits-mlp-1/smtrain-1-0/model.tar.gz"):
         assert account.decide(Request(role, "s3:PutObject", key, TLS)) != "Allow", key
     # A model once written is not the job's to delete or read back; checkpoints are.
-    model = f"{artifacts}/models/smtrain-1-0/output/model.tar.gz"
+    model = f"{artifacts}/models/digits_mlp/smtrain-1-0/output/model.tar.gz"
     assert account.decide(Request(role, "s3:DeleteObject", model, TLS)) != "Allow"
     assert account.decide(Request(role, "s3:GetObject", model, TLS)) != "Allow"
-    checkpoint = f"{artifacts}/checkpoints/smtrain-1/c.pt"
+    checkpoint = f"{artifacts}/checkpoints/digits_mlp/smtrain-1/c.pt"
     assert account.decide(Request(role, "s3:GetObject", checkpoint, TLS)) == "Allow"
+
+
+def test_one_program_s_jobs_cannot_touch_another_program_s_models_checkpoints_or_code(
+        account: Account, names: dict[str, str], synthesized: Synthesized) -> None:
+    """Each program's jobs run as its own role (docs/security.md, issue 21): a job of digits_mlp
+    cannot overwrite digits_lightgbm's model, plant or read its checkpoints (a planted checkpoint
+    is code the next job may load), nor read another program's code; digits_lightgbm's own role
+    can. The earlier shared role, which could, is passed to no job (the PassRole test)."""
+    mine, theirs, artifacts = names["execution_role"], names["other_program_role"], names["artifacts"]
+    model = f"{artifacts}/models/digits_lightgbm/smtrain-1-0/output/model.tar.gz"
+    checkpoint = f"{artifacts}/checkpoints/digits_lightgbm/smtrain-1/c.pt"
+    for action, key in (("s3:PutObject", model), ("s3:AbortMultipartUpload", model),
+                        ("s3:PutObject", checkpoint), ("s3:GetObject", checkpoint),
+                        ("s3:DeleteObject", checkpoint)):
+        assert account.decide(Request(mine, action, key, TLS)) != "Allow", (action, key)
+        assert account.decide(Request(theirs, action, key, TLS)) == "Allow", (action, key)
+    assert account.decide(Request(mine, "s3:ListBucket", artifacts,
+                                  {**TLS, "s3:prefix": "checkpoints/digits_lightgbm/smtrain-1/"})) != "Allow"
+    # A prefix that only starts like another program's name is not that program's.
+    assert account.decide(Request(mine, "s3:PutObject", f"{artifacts}/models/digits_mlp_v2/x/model.tar.gz",
+                                  TLS)) != "Allow"
+    # The script program's code (the CDK asset bucket): its own role reads it, the others do not.
+    (source,) = [s for s in account.identity_statements(mine) if s.get("Action") == "s3:GetObject"
+                 and "cdk-hnb659fds-assets" in str(s.get("Resource"))]
+    code = source["Resource"]
+    assert account.decide(Request(mine, "s3:GetObject", code, TLS)) == "Allow"
+    assert account.decide(Request(theirs, "s3:GetObject", code, TLS)) != "Allow"
+    assert account.decide(Request(names["shared_role"], "s3:GetObject", code, TLS)) != "Allow"
 
 
 def test_only_sagemaker_of_this_account_and_region_assumes_the_execution_role(
@@ -212,15 +249,18 @@ def test_only_this_state_machine_assumes_its_role(account: Account, names: dict[
 
 def test_the_state_machine_passes_only_the_execution_role_and_only_to_sagemaker(
         account: Account, names: dict[str, str]) -> None:
+    """Each program's role, to SageMaker only; no other role (the earlier shared one included)."""
     machine = names["state_machine_role"]
-    execution_role = names["execution_role"]
-    assert account.decide(Request(machine, "iam:PassRole", execution_role,
-                                  {PASSED_TO: "sagemaker.amazonaws.com"})) == "Allow"
-    assert account.decide(Request(machine, "iam:PassRole", execution_role,
-                                  {PASSED_TO: "ec2.amazonaws.com"})) != "Allow"
-    assert account.decide(Request(machine, "iam:PassRole", execution_role)) != "Allow"
+    program_roles = [arn for arn, lid in account.roles().items() if lid.startswith("ExecutionRoleDigits")]
+    assert len(program_roles) == 3 and names["execution_role"] in program_roles
+    for execution_role in program_roles:
+        assert account.decide(Request(machine, "iam:PassRole", execution_role,
+                                      {PASSED_TO: "sagemaker.amazonaws.com"})) == "Allow"
+        assert account.decide(Request(machine, "iam:PassRole", execution_role,
+                                      {PASSED_TO: "ec2.amazonaws.com"})) != "Allow"
+        assert account.decide(Request(machine, "iam:PassRole", execution_role)) != "Allow"
     for other in account.roles():
-        if other != execution_role:
+        if other not in program_roles:
             assert account.decide(Request(machine, "iam:PassRole", other,
                                           {PASSED_TO: "sagemaker.amazonaws.com"})) != "Allow", other
 
@@ -273,7 +313,7 @@ def test_objects_are_written_under_the_stack_key_only(synthesized: Synthesized, 
     key_id = _logical_id(synthesized.storage, "DataKey", "AWS::KMS::Key")
     resolve = account._resolvers()[0][1]
     key_arn, bare_id = resolve.resource_arn(key_id), resolve({"Ref": key_id})
-    model = f"{names['artifacts']}/models/smtrain-1-0/output/model.tar.gz"
+    model = f"{names['artifacts']}/models/digits_mlp/smtrain-1-0/output/model.tar.gz"
     sse = "s3:x-amz-server-side-encryption"
     kms_id = "s3:x-amz-server-side-encryption-aws-kms-key-id"
     allowed = [{}, {sse: "aws:kms", kms_id: key_arn}, {sse: "aws:kms", kms_id: bare_id}]
@@ -288,7 +328,7 @@ def test_objects_are_written_under_the_stack_key_only(synthesized: Synthesized, 
             == "Deny", headers
     # Not under checkpoints/: how SageMaker's checkpoint sync asks for encryption is not
     # documented, so it is not risked (training_buckets.only_the_stack_key).
-    checkpoint = f"{names['artifacts']}/checkpoints/smtrain-1/c.pt"
+    checkpoint = f"{names['artifacts']}/checkpoints/digits_mlp/smtrain-1/c.pt"
     assert account.decide(Request(names["execution_role"], "s3:PutObject", checkpoint,
                                   {**TLS, sse: "aws:kms"})) == "Allow"
     # The data bucket too, for anyone (an administrator's upload through the console included).
@@ -319,7 +359,8 @@ def test_who_can_read_the_data_decrypt_write_models_and_reach_outside(
         "read the datasets": Request("", "s3:GetObject", f"{data}/datasets/digits_mlp/train/a.csv", TLS),
         "decrypt with the data key": Request("", "kms:Decrypt", key),
         "decrypt with the data key, through S3": Request("", "kms:Decrypt", key, through_s3),
-        "write a model": Request("", "s3:PutObject", f"{artifacts}/models/smtrain-1-0/output/model.tar.gz", TLS),
+        "write a model": Request("", "s3:PutObject", f"{artifacts}/models/digits_mlp/smtrain-1-0/output/model.tar.gz",
+                                 TLS),
         "write a registered model": Request("", "s3:PutObject",
                                             f"{artifacts}/registry/g/smtrain-1-0/model.tar.gz", TLS),
         "write outside the account": Request("", "s3:PutObject", "arn:aws:s3:::someone-elses-bucket/loot.csv", TLS),
@@ -332,15 +373,16 @@ def test_who_can_read_the_data_decrypt_write_models_and_reach_outside(
                                 if account.decide(Request(who, asked.action, asked.resource, asked.context)) == "Allow")
                for question, asked in questions.items()}
     assert answers == {
-        # Only the jobs read the training data.
-        "read the datasets": ["SageMakerExecutionRole"],
+        # Only the jobs read the training data (each program's role, and the earlier shared one).
+        "read the datasets": JOB_ROLES,
         # The jobs (their volumes and output), and log delivery for the execution log (the Step
         # Functions guide's own statement: docs/security.md, "Failure alerts").
-        "decrypt with the data key": ["SageMakerExecutionRole", "delivery.logs"],
+        "decrypt with the data key": [*JOB_ROLES, "delivery.logs"],
         # ... and the state machine, only through S3 (it copies a model under registry/).
-        "decrypt with the data key, through S3": ["SageMakerExecutionRole", "TrainingStateMachineRole",
-                                                  "delivery.logs"],
-        "write a model": ["SageMakerExecutionRole"],
+        "decrypt with the data key, through S3": sorted([*JOB_ROLES, "TrainingStateMachineRole",
+                                                         "delivery.logs"]),
+        # A program's model: its own role's jobs (and the shared role, which no job runs as now).
+        "write a model": ["ExecutionRoleDigitsMlpRole", "SageMakerExecutionRole"],
         # No job may touch a registered model: only the state machine freezes one.
         "write a registered model": ["TrainingStateMachineRole"],
         "write outside the account": [],

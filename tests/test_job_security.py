@@ -286,7 +286,7 @@ def test_isolated_code_channel_may_be_listed(isolated: Runs) -> None:
     """SageMaker lists an S3Prefix channel before downloading it: under isolation the role may
     list the asset bucket at each script archive's own key, and nothing else there."""
     assert isolated.app is not None
-    statements = _statements(isolated.app.workflow, "ReadScriptModeSource")
+    statements = _statements(isolated.app.workflow, "ReadSourceDigitsMlp")
     (listing,) = [s for s in statements if s["Action"] == "s3:ListBucket"]
     (key,) = listing["Condition"]["StringEquals"]["s3:prefix"] if isinstance(
         listing["Condition"]["StringEquals"]["s3:prefix"], list) else [

@@ -33,7 +33,7 @@ from tests.helpers import (
     one_logical_id,
     only_resource,
     policies_attached_to,
-    reads_besides_the_registry,
+    reads_besides_the_programs,
     references,
     resource_arn,
     resources_of_type,
@@ -99,7 +99,7 @@ def test_bad_name_prefix_fails_synth(prefix: str) -> None:
     role = iam.Role(stack, "Role", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"))
     with pytest.raises(ValueError, match="name_prefix"):
         MlflowApp(stack, "App", name_prefix=prefix, artifacts_bucket=s3.Bucket(stack, "Bucket"),
-                  key=kms.Key(stack, "Key"), execution_role=role)
+                  key=kms.Key(stack, "Key"), execution_roles=[role])
 
 
 def test_app_role_and_history_outlive_the_setting_but_not_a_rollback(with_app: Synthesized) -> None:
@@ -129,8 +129,14 @@ def test_exact_permissions(with_app: Synthesized) -> None:
     assert trust["Principal"] == {"Service": "sagemaker.amazonaws.com"}
     assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
 
-    execution_role = next(i for i in resources_of_type(template, "AWS::IAM::Role")
-                          if i.startswith("SageMakerExecution"))
+    # Every role a job runs as (each program's, and the earlier shared one) is a client.
+    job_roles = [i for i in resources_of_type(template, "AWS::IAM::Role")
+                 if i.startswith(("SageMakerExecution", "ExecutionRole"))]
+    assert len(job_roles) == 4
+    clients = {tuple(p for p in policies_attached_to(template, role) if p.startswith("MlflowApp"))
+               for role in job_roles}
+    assert len(clients) == 1, "one client policy, on every job role"
+    execution_role = job_roles[0]
     (client_policy,) = [p for p in policies_attached_to(template, execution_role) if p.startswith("MlflowApp")]
     app_arn = json.dumps({"Fn::GetAtt": [app_id, "Arn"]}, sort_keys=True)
     assert actions_by_resource(statements_of(template, client_policy)) == {
@@ -179,7 +185,7 @@ def test_no_export_of_the_app(with_app: Synthesized) -> None:
             assert app_id not in json.dumps(output["Value"]), name
     assert not any("MlflowApp" in str(i) for i in references(workflow, "Fn::ImportValue"))
     # (The model registry's outputs are read the same way: test_model_registry_stack.)
-    reads = reads_besides_the_registry(workflow)
+    reads = reads_besides_the_programs(workflow)
     assert reads, "the workflow stack does not read the app"
     for read in reads:
         assert read["StackName"] == "smtrain-storage"

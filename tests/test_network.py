@@ -119,6 +119,13 @@ def _render(value: Any) -> Any:
     return value
 
 
+def _job_roles(template: dict[str, Any]) -> list[str]:
+    """Every role a job may run as: each program's, then the earlier shared one (in that order)."""
+    programs = [i for i in resources_of_type(template, "AWS::IAM::Role") if i.startswith("ExecutionRoleDigits")]
+    assert len(programs) == 3
+    return [*programs, _one_id(template, "AWS::IAM::Role", "SageMakerExecutionRole")]
+
+
 def _one_id(template: dict[str, Any], resource_type: str, prefix: str) -> str:
     found = [i for i in resources_of_type(template, resource_type) if i.startswith(prefix)]
     assert len(found) == 1, (resource_type, prefix, found)
@@ -167,9 +174,8 @@ def _network_statements(template: dict[str, Any], bucket_prefix: str) -> list[di
 def _expected_deny(template: dict[str, Any], bucket_prefix: str,
                    network: dict[str, Any]) -> list[dict[str, Any]]:
     bucket = _one_id(template, "AWS::S3::Bucket", bucket_prefix)
-    role = _one_id(template, "AWS::IAM::Role", "SageMakerExecutionRole")
     bucket_arn = {"Fn::GetAtt": [bucket, "Arn"]}
-    condition = {"ArnEquals": {"aws:PrincipalArn": {"Fn::GetAtt": [role, "Arn"]}},
+    condition = {"ArnEquals": {"aws:PrincipalArn": [{"Fn::GetAtt": [role, "Arn"]} for role in _job_roles(template)]},
                  "StringNotEquals": network}
     return [
         {"Sid": OBJECTS_SID, "Effect": "Deny", "Principal": {"AWS": "*"},
@@ -375,11 +381,11 @@ def test_execution_role_has_no_data_action_the_deny_misses(created_vpc_tracking:
     """Every S3 action the execution role is granted on the buckets (its own policy and the MLflow
     client policy) is one the network Deny covers."""
     template = created_vpc_tracking.storage
-    role = _one_id(template, "AWS::IAM::Role", "SageMakerExecutionRole")
+    roles = _job_roles(template)
     buckets = [_one_id(template, "AWS::S3::Bucket", prefix) for prefix in ("BucketsData", "BucketsArtifacts")]
     granted = set()
     for policy in resources_of_type(template, "AWS::IAM::ManagedPolicy").values():
-        if {"Ref": role} not in policy["Properties"].get("Roles", []):
+        if not any({"Ref": role} in policy["Properties"].get("Roles", []) for role in roles):
             continue
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
             if any(bucket in json.dumps(statement["Resource"]) for bucket in buckets):
@@ -491,8 +497,7 @@ def test_execution_role_may_attach_jobs_to_the_given_subnets_only(existing_vpc_g
     template = existing_vpc_groups.storage
     (policy,) = [r for i, r in resources_of_type(template, "AWS::IAM::ManagedPolicy").items()
                  if i.startswith("VpcJobAccessPolicy")]
-    role = _one_id(template, "AWS::IAM::Role", "SageMakerExecutionRole")
-    assert policy["Properties"]["Roles"] == [{"Ref": role}]
+    assert policy["Properties"]["Roles"] == [{"Ref": role} for role in _job_roles(template)]
 
     def arn(resource: str) -> dict[str, Any]:
         return {"Fn::Join": ["", ["arn:aws:ec2:us-east-1:", {"Ref": "AWS::AccountId"}, f":{resource}"]]}
@@ -584,7 +589,8 @@ def test_every_grant_of_the_execution_role_passes_the_endpoints(request: pytest.
 
     synthesized = _mode(request, mode)
     account = Account(storage=synthesized.storage, workflow=synthesized.workflow)
-    role = account.role_arn(_one_id(synthesized.storage, "AWS::IAM::Role", "SageMakerExecutionRole"))
+    # A program's role: its own policy, the MLflow client's and (from the workflow stack) its code's.
+    role = account.role_arn(_one_id(synthesized.storage, "AWS::IAM::Role", "ExecutionRoleDigitsMlp"))
     checked = set()
     for statement in account.identity_statements(role):
         for action in as_list(statement["Action"]):

@@ -125,7 +125,9 @@ def test_script_mode_request(harness: Harness) -> None:
     assert request["AlgorithmSpecification"]["TrainingImage"].endswith("pytorch-training:2.5-cpu-py311")
     assert [m["Name"] for m in request["AlgorithmSpecification"]["MetricDefinitions"]] == [
         "train:loss", "validation:loss", "validation:accuracy"]
-    assert request["RoleArn"] == "arn:aws:iam::123456789012:role/local-sage-maker-execution-role"
+    # Each program's jobs run as its own role and write under its own prefix (docs/security.md).
+    assert request["RoleArn"] == "arn:aws:iam::123456789012:role/local-execution-role-digits-mlp-role"
+    assert request["OutputDataConfig"]["S3OutputPath"] == "s3://local-buckets-artifacts/models/digits_mlp/"
     hp = request["HyperParameters"]
     assert hp["epochs"] == "3", "the user's value wins over the default"
     assert hp["batch-size"] == "64" and hp["learning-rate"] == "0.01" and hp["hidden-units"] == "64", \
@@ -205,7 +207,7 @@ def test_spot_adds_max_wait_and_checkpoints(harness: Harness) -> None:
     assert request["EnableManagedSpotTraining"] is True
     assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 1800, "MaxWaitTimeInSeconds": 7200}
     checkpoint = request["CheckpointConfig"]["S3Uri"]
-    assert re.fullmatch(r"s3://local-buckets-artifacts/checkpoints/[0-9a-f-]{36}/", checkpoint)
+    assert re.fullmatch(r"s3://local-buckets-artifacts/checkpoints/digits_mlp/[0-9a-f-]{36}/", checkpoint)
     assert checkpoint.split("/")[-2] in request["TrainingJobName"]
 
 
@@ -599,7 +601,7 @@ def test_spot_tuning_trials_checkpoint(harness: Harness) -> None:
     assert definition["EnableManagedSpotTraining"] is True
     assert definition["StoppingCondition"]["MaxWaitTimeInSeconds"] >= \
         definition["StoppingCondition"]["MaxRuntimeInSeconds"]
-    assert re.fullmatch(r"s3://local-buckets-artifacts/checkpoints/[0-9a-f]{12}/",
+    assert re.fullmatch(r"s3://local-buckets-artifacts/checkpoints/digits_lightgbm/[0-9a-f]{12}/",
                         definition["CheckpointConfig"]["S3Uri"])
 
 
@@ -761,12 +763,12 @@ def _task_state(kind: str, name_prefix: str, deployed: dict[str, Any]) -> dict[s
     parameters = deployed["Parameters"] if kind == "training" else \
         deployed["Parameters"]["TrainingJobDefinition"]
     output = parameters["OutputDataConfig"]
-    bucket = output["S3OutputPath"].removeprefix("s3://").split("/")[0]
     stack = cdk.Stack(cdk.App(), "Alone")
-    task_class = TrainingJobTask if kind == "training" else TuningJobTask
-    task = task_class(stack, "Task", name_prefix=name_prefix, role_arn=parameters["RoleArn"],
-                      output_uri=output["S3OutputPath"], checkpoint_uri=f"s3://{bucket}/checkpoints/",
-                      kms_key_arn=output["KmsKeyId"])
+    # The role and locations come from the program's settings ($.method) as in the deployed state.
+    task = (TrainingJobTask(stack, "Task", name_prefix=name_prefix, role_arns=["unused"],
+                            kms_key_arn=output["KmsKeyId"]) if kind == "training" else
+            TuningJobTask(stack, "Task", name_prefix=name_prefix, role_arns=["unused"], checkpoints=True,
+                          kms_key_arn=output["KmsKeyId"]))
     state: dict[str, Any] = stack.resolve(task.to_state_json())
     return state
 

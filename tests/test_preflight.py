@@ -132,7 +132,8 @@ def role_policies(templates: Templates, role_prefix: str) -> list[dict[str, Any]
     return documents
 
 
-EXECUTION_ROLE, MACHINE_ROLE = "SageMakerExecutionRole", "TrainingStateMachineRole"
+#: digits_mlp's execution role (each program's jobs run as a role of their own).
+EXECUTION_ROLE, MACHINE_ROLE = "ExecutionRoleDigitsMlpRole", "TrainingStateMachineRole"
 
 
 def remove_action(templates: Templates, role_prefix: str, action: str) -> None:
@@ -204,7 +205,7 @@ def test_the_synthesized_app_passes(synthesized: Synthesized, stub: AwsStub, pre
     assert "WARNING NO_DOLLAR at /States/ReadInput: a field looks like a path but has no .$" in out
     assert "(SimulateCustomPolicy with the synthesized policies): " in out
     assert "denied" not in out.replace("0 denied", "")
-    assert out.count("all allowed") == 2, "the state machine role and the execution role"
+    assert out.count("all allowed") == 4, "the state machine role and each program's execution role"
     assert "Not covered (check these yourself):" in out and "service quotas" in out
     assert "SCPs, permission boundaries" in out
     assert "Nothing that preflight checks would fail." in out
@@ -230,9 +231,14 @@ def test_the_synthesized_app_passes(synthesized: Synthesized, stub: AwsStub, pre
         "ContextKeyName": "sagemaker:ModelApprovalStatus", "ContextKeyValues": ["PendingManualApproval"],
         "ContextKeyType": "string"}])}
     assert any(a[0] == "s3:PutObject" and "/model-quality/" in a[1][0] for a in asked)
-    (pass_role,) = [a for a in asked if a[0] == "iam:PassRole"]
-    assert json.loads(pass_role[2]) == [{"ContextKeyName": "iam:PassedToService",
-                                         "ContextKeyValues": ["sagemaker.amazonaws.com"], "ContextKeyType": "string"}]
+    # Each program's own role, passed to SageMaker only; each simulated with its program's calls.
+    pass_roles = [a for a in asked if a[0] == "iam:PassRole"]
+    assert len({a[1][0] for a in pass_roles}) == 3
+    for pass_role in pass_roles:
+        assert json.loads(pass_role[2]) == [{"ContextKeyName": "iam:PassedToService",
+                                             "ContextKeyValues": ["sagemaker.amazonaws.com"],
+                                             "ContextKeyType": "string"}]
+        assert "SageMakerExecution" not in pass_role[1][0]
     jobs = [a for a in asked if a[0] == "sagemaker:CreateTrainingJob"]
     assert jobs and all(a[1][0].startswith(f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/smtrain-")
                         for a in jobs)
@@ -242,7 +248,7 @@ def test_the_team_queue_s_calls_are_derived_and_allowed(team_queue_app: Synthesi
                                                         preflight: Run) -> None:
     code, out, err = preflight(team_queue_app.outdir)
     assert code == EXIT_OK, out + err
-    assert out.count("all allowed") == 3, "the state machine, execution and queue cleanup roles"
+    assert out.count("all allowed") == 5, "the state machine, each program's and the queue cleanup roles"
     assert "(not derived)" not in out, out  # every Task state's calls were derived
     asked = {(action, tuple(call.get("ResourceArns", ["*"])), json.dumps(call.get("ContextEntries", [])))
              for call in stub.calls("SimulateCustomPolicy") for action in call["ActionNames"]}
@@ -350,7 +356,8 @@ def test_a_denied_action_fails(synthesized: Synthesized, tmp_path: Path, preflig
     assert "needed: TrainModel (createTrainingJob.sync): stops the job when the execution stops" in out
     assert f"DENIED iam:PassRole on arn:aws:iam::{ACCOUNT}:role/" in out
     assert "[iam:PassedToService=sagemaker.amazonaws.com] (implicitDeny)" in out
-    assert "result OK" in out and ", 2 denied" in out
+    # StopTrainingJob, and the PassRole of each of the three programs' roles.
+    assert "result OK" in out and ", 4 denied" in out
 
 
 def test_deployed_roles_are_simulated_as_principals(aws: Aws, synthesized: Synthesized, tmp_path: Path,

@@ -40,15 +40,14 @@ def _job_fields(definition: dict[str, Any], task: str) -> dict[str, Any]:
 
 # -- the tasks alone -----------------------------------------------------------------------------
 def _task_kwargs() -> dict[str, Any]:
-    return {"name_prefix": "smtrain", "role_arn": "arn:aws:iam::123456789012:role/r",
-            "output_uri": "s3://bucket/models/", "kms_key_arn": "arn:aws:kms:us-east-1:123456789012:key/k"}
+    return {"name_prefix": "smtrain", "role_arns": ["arn:aws:iam::123456789012:role/r"],
+            "kms_key_arn": "arn:aws:kms:us-east-1:123456789012:key/k"}
 
 
 def _render(retries: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
     stack = cdk.Stack(cdk.App(), "Tasks")
-    training = TrainingJobTask(stack, "Train", checkpoint_uri="s3://bucket/checkpoints/",
-                               sagemaker_retries=retries, **_task_kwargs())
-    tuning = TuningJobTask(stack, "Tune", checkpoint_uri=None, sagemaker_retries=retries, **_task_kwargs())
+    training = TrainingJobTask(stack, "Train", sagemaker_retries=retries, **_task_kwargs())
+    tuning = TuningJobTask(stack, "Tune", checkpoints=False, sagemaker_retries=retries, **_task_kwargs())
     return (training.to_state_json()["Parameters"],
             tuning.to_state_json()["Parameters"]["TrainingJobDefinition"])
 

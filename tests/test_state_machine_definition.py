@@ -283,17 +283,35 @@ def test_spot_adds_max_wait(definition: Definition) -> None:
     assert longest_runtime <= 7200 <= 28 * 24 * 3600
 
 
+def test_each_program_runs_as_its_own_role(definition: Definition) -> None:
+    """Each program's Prepare states give its jobs the program's own execution role and its own
+    model and checkpoint prefixes, which only that role may write (tests/test_iam_evaluated.py)."""
+    s = states(definition)
+    artifacts = "s3://import-exportsoutputrefbucketsartifactsb9ee640063e0f2d8"
+    roles: dict[str, set[str]] = {}
+    for state, program in (("PrepareDigitsMlpCpu", "digits_mlp"), ("PrepareDigitsMlpGpu", "digits_mlp"),
+                           ("PrepareDigitsLightgbm", "digits_lightgbm"), ("PrepareDigitsXgboost", "digits_xgboost")):
+        result = s[state]["Result"]
+        assert result["outputUri"] == f"{artifacts}/models/{program}/"
+        assert result["checkpointUri"] == f"{artifacts}/checkpoints/{program}/"
+        roles.setdefault(program, set()).add(result["roleArn"])
+    assert all(len(arns) == 1 for arns in roles.values()), "one role per program, whatever the image"
+    arns = [next(iter(a)) for a in roles.values()]
+    assert len(set(arns)) == 3 and all(a.startswith("arn:aws:iam::123456789012:role/") for a in arns)
+    assert not any("SageMakerExecution" in a for a in arns), "the earlier shared role is passed to no job"
+
+
 def test_training_request(definition: Definition) -> None:
     task = states(definition)["TrainModel"]
     assert task["Resource"] == "arn:aws:states:::sagemaker:createTrainingJob.sync"
     p = task["Parameters"]
     assert p["TrainingJobName.$"] == "States.Format('smtrain-{}-{}', $.run.id, $.attempt.number)"
-    assert p["RoleArn"].startswith("arn:aws:iam::123456789012:role/")
+    # The program's own role and prefixes (test_each_program_runs_as_its_own_role).
+    assert p["RoleArn.$"] == "$.method.roleArn" and "RoleArn" not in p
     assert p["AlgorithmSpecification.$"] == "$.method.algorithm"
     assert p["HyperParameters.$"] == "$.trainingHyperparameters"
     assert p["InputDataConfig.$"] == "$channels"
-    assert p["OutputDataConfig"]["S3OutputPath"] == (
-        "s3://import-exportsoutputrefbucketsartifactsb9ee640063e0f2d8/models/")
+    assert p["OutputDataConfig"]["S3OutputPath.$"] == "$.method.outputUri"
     assert p["OutputDataConfig"]["KmsKeyId"].startswith("arn:aws:")
     assert p["StoppingCondition.$"] == "$.stopping"
     assert p["EnableManagedSpotTraining.$"] == "$.config.spot"
@@ -301,9 +319,7 @@ def test_training_request(definition: Definition) -> None:
     assert p["EnableInterContainerTrafficEncryption.$"] == "$.encryptInterContainerTraffic"
     # The default network, sealed: isolation without a VPC.
     assert "VpcConfig" not in p and p["EnableNetworkIsolation"] is True, "network: sealed"
-    assert p["CheckpointConfig"]["S3Uri.$"] == (
-        "States.Format('s3://import-exportsoutputrefbucketsartifactsb9ee640063e0f2d8/checkpoints/{}/', "
-        "$.run.id)")
+    assert p["CheckpointConfig"]["S3Uri.$"] == "States.Format('{}{}/', $.method.checkpointUri, $.run.id)"
     # Off by default (setting sagemakerRetryAttempts): tests/test_sagemaker_retry_strategy.py.
     assert "RetryStrategy" not in p
     assert p["Tags"] == [
@@ -398,8 +414,10 @@ def test_tuning_branch(definition: Definition) -> None:
     assert definition_["StaticHyperParameters.$"] == "$.staticHyperparameters"
     assert definition_["AlgorithmSpecification.$"] == "$.method.tuningAlgorithm"
     # Spot trials can resume: every trial of the run checkpoints under the run's prefix.
-    assert definition_["CheckpointConfig"]["S3Uri.$"].startswith("States.Format('s3://")
-    assert "/checkpoints/{}/', $.run.shortId)" in definition_["CheckpointConfig"]["S3Uri.$"]
+    assert definition_["CheckpointConfig"]["S3Uri.$"] == (
+        "States.Format('{}{}/', $.method.checkpointUri, $.run.shortId)")
+    assert definition_["RoleArn.$"] == "$.method.roleArn"
+    assert definition_["OutputDataConfig"]["S3OutputPath.$"] == "$.method.outputUri"
     # Trimmed: however many training jobs the tuning job ran, only the best is kept.
     assert task["ResultSelector"] == {
         "HyperParameterTuningJobName.$": "$.HyperParameterTuningJobName",

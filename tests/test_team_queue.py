@@ -76,11 +76,13 @@ def test_the_queued_app_passes_cfn_lint_and_cdk_nag(queued_app: Synthesized) -> 
 
 
 def test_the_execution_role_trusts_the_jobs_batch_starts(queued_app: Synthesized) -> None:
-    (role,) = [r for r in resources(queued_app.storage, "AWS::IAM::Role").values()
-               if "sagemaker.amazonaws.com" in json.dumps(r["Properties"]["AssumeRolePolicyDocument"])]
-    trust = json.dumps(role["Properties"]["AssumeRolePolicyDocument"])
-    assert ":training-job/AWSBatchsmtrain*" in trust
-    assert ":training-job/smtrain-*" in trust
+    roles = [r for r in resources(queued_app.storage, "AWS::IAM::Role").values()
+             if "sagemaker.amazonaws.com" in json.dumps(r["Properties"]["AssumeRolePolicyDocument"])]
+    assert len(roles) == 4  # each program's, and the earlier shared one
+    for role in roles:
+        trust = json.dumps(role["Properties"]["AssumeRolePolicyDocument"])
+        assert ":training-job/AWSBatchsmtrain*" in trust
+        assert ":training-job/smtrain-*" in trust
 
 
 def test_the_state_machine_submits_training_to_the_queue_and_creates_no_training_job(queued_app: Synthesized) -> None:

@@ -52,8 +52,14 @@ def test_state_machine_role_may_do_exactly_this(synthesized: Synthesized) -> Non
         "StepFunctionsGetEventsForSageMakerTuningJobsRule")]
     pass_role = [s for s in statements if "iam:PassRole" in as_list(s["Action"])]
     assert len(pass_role) == 1
-    role_arn = json.dumps(pass_role[0]["Resource"], sort_keys=True)
-    assert "SageMakerExecutionRole" in role_arn, "PassRole names the execution role only"
+    # Each program's role (read from the storage stack's outputs), never the earlier shared one.
+    passed = [json.dumps(r, sort_keys=True) for r in as_list(pass_role[0]["Resource"])]
+    program_roles = sorted(json.dumps({"Fn::GetStackOutput": {
+        "OutputName": name, "Region": "us-east-1", "StackName": "smtrain-storage"}}, sort_keys=True)
+        for name in synthesized.storage["Outputs"]
+        if name.startswith("PublishOutputFnGetAttExecutionRole") and name.endswith(tuple("0123456789ABCDEF")))
+    assert len(program_roles) == 3 and sorted(passed) == program_roles
+    assert pass_role[0]["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
     key = json.dumps({"Fn::ImportValue": "smtrain-storage:ExportsOutputFnGetAttDataKey2A0DE9E6Arn11FE9379"})
     repository = json.dumps({"Fn::ImportValue": (
         "smtrain-storage:ExportsOutputFnGetAttTrainingImagesRepositoryC21C6A2AArn55BC9E47")})
@@ -70,7 +76,7 @@ def test_state_machine_role_may_do_exactly_this(synthesized: Synthesized) -> Non
             "sagemaker:ListTrainingJobsForHyperParameterTuningJob")),
         *((action, rule) for action in ("events:PutTargets", "events:PutRule", "events:DescribeRule")
           for rule in rules),
-        ("iam:PassRole", role_arn),
+        *(("iam:PassRole", role) for role in passed),
         *((action, key) for action in ("kms:Decrypt", "kms:GenerateDataKey")),
         # The model registry (ModelRegistration): versions of the three groups, the quality
         # report, the model's frozen copy under registry/ (read from models/), and read access to
@@ -242,10 +248,15 @@ def test_image_copy_role_is_scoped(synthesized: Synthesized) -> None:
 
 
 def test_execution_role_reads_only_this_code_asset(synthesized: Synthesized) -> None:
+    """The one script program's role (digits_mlp's, read by name from the storage stack) may read
+    its code asset, and no other role."""
     template = synthesized.workflow
     policies = {i: p for i, p in resources_of_type(template, "AWS::IAM::ManagedPolicy").items()
-                if i.startswith("ReadScriptModeSource")}
+                if i.startswith("ReadSource")}
     (policy,) = policies.values()
+    (role,) = policy["Properties"]["Roles"]
+    role_output = synthesized.storage["Outputs"][role["Fn::GetStackOutput"]["OutputName"]]
+    assert role_output["Value"]["Ref"].startswith("ExecutionRoleDigitsMlpRole")
     # The object, and (the default network, sealed, sends it as an input channel, which SageMaker
     # lists first) the listing of that key alone.
     statement, listing = policy["Properties"]["PolicyDocument"]["Statement"]

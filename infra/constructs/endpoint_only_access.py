@@ -18,6 +18,8 @@ and "amazon-sagemaker-administration-workshop" data buckets. Two facts make it s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 
@@ -40,13 +42,13 @@ def network_condition(*, s3_endpoint_id: str | None, vpc_id: str) -> dict[str, d
     return {"StringNotEquals": {"aws:SourceVpc": vpc_id}}
 
 
-def deny_outside_network(bucket: s3.IBucket, *, role: iam.IRole, s3_endpoint_id: str | None,
+def deny_outside_network(bucket: s3.IBucket, *, roles: Sequence[iam.IRole], s3_endpoint_id: str | None,
                          vpc_id: str) -> list[iam.PolicyStatement]:
-    """Add to ``bucket``'s policy a Deny of the role's data-plane actions (``OBJECT_ACTIONS`` on
+    """Add to ``bucket``'s policy a Deny of the roles' data-plane actions (``OBJECT_ACTIONS`` on
     its objects, ``BUCKET_ACTIONS`` on the bucket) unless the request comes through the training
     network; return the statements."""
     conditions = {
-        "ArnEquals": {"aws:PrincipalArn": role.role_arn},
+        "ArnEquals": {"aws:PrincipalArn": [role.role_arn for role in roles]},
         **network_condition(s3_endpoint_id=s3_endpoint_id, vpc_id=vpc_id),
     }
     statements = [

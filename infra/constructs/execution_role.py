@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, CrossStackReferences, ReferenceStrength, RemovalPolicy, Stack
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -38,14 +38,19 @@ class SageMakerExecutionRole(Construct):
     - CloudWatch: write to the SageMaker training log group and publish metrics in SageMaker's
       namespace only.
 
-    The role and its policy are retained on stack deletion. Grants on resources of other stacks
-    (the script-mode code asset) are added by those stacks.
+    ``description`` (default: one for all programs' jobs) says whose jobs run as it. The role and
+    its policy are retained on stack deletion. Another stack reads the role as a weak reference
+    (``Fn::GetStackOutput``), never an export: CloudFormation refuses to remove an export another
+    stack imports, so a role that leaves the template (its program removed) must not be one.
+    Grants on resources of other stacks (the script-mode code) are added by those stacks.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, data_bucket: s3.IBucket,
                  artifacts_bucket: s3.IBucket, key: kms.IKey, repository: ecr.IRepository,
                  input_prefix: str, model_prefix: str, checkpoint_prefix: str,
-                 job_name_prefix: str, queued_job_name_prefix: str | None = None) -> None:
+                 job_name_prefix: str, queued_job_name_prefix: str | None = None,
+                 description: str = "Assumed by SageMaker training and tuning jobs of this project",
+                 ) -> None:
         super().__init__(scope, construct_id)
         if not job_name_prefix or "*" in job_name_prefix:
             raise ValueError(f"job_name_prefix must be a job name's start like 'smtrain-', got {job_name_prefix!r}")
@@ -57,7 +62,7 @@ class SageMakerExecutionRole(Construct):
         self.role = iam.Role(
             self,
             "Role",
-            description="Assumed by SageMaker training and tuning jobs of this project",
+            description=description,
             assumed_by=iam.ServicePrincipal(
                 "sagemaker.amazonaws.com",
                 conditions={
@@ -77,6 +82,9 @@ class SageMakerExecutionRole(Construct):
                 },
             ),
         )
+        cfn_role = self.role.node.default_child
+        assert cfn_role is not None
+        CrossStackReferences.of(cfn_role).produce(ReferenceStrength.WEAK)
         log_group_arn = stack.format_arn(service="logs", resource="log-group",
                                          resource_name=f"{TRAINING_LOG_GROUP}:*",
                                          arn_format=ArnFormat.COLON_RESOURCE_NAME)

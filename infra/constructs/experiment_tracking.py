@@ -44,7 +44,7 @@ class ExperimentTracking(Construct):
 
     Guarantees:
     - the server's role reads and writes only that prefix, with ``key``;
-    - ``execution_role`` may call only the MLflow actions the training code uses, on this server
+    - ``execution_roles`` (the jobs' roles) may call only the MLflow actions the training code uses, on this server
       only, and write its artifacts under the prefix (the MLflow client uploads them itself);
     - the server is named ``<name_prefix>-<RoleId of its role>``, a name no earlier server of
       this project can hold;
@@ -103,7 +103,7 @@ class ExperimentTracking(Construct):
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str,
-                 artifacts_bucket: s3.IBucket, key: kms.IKey, execution_role: iam.IRole,
+                 artifacts_bucket: s3.IBucket, key: kms.IKey, execution_roles: Sequence[iam.IRole],
                  artifact_prefix: str = "mlflow/", tracking_server_size: str = "Small") -> None:
         super().__init__(scope, construct_id)
         if not TRACKING_SERVER_NAME.fullmatch(name_prefix) or len(name_prefix) > NAME_PREFIX_MAX:
@@ -133,7 +133,7 @@ class ExperimentTracking(Construct):
         # while the workflow stack imports it, so the flag could not be switched off.
         CrossStackReferences.of(self.server).produce(ReferenceStrength.WEAK)
         self.tracking_server_arn = self.server.attr_tracking_server_arn
-        mlflow_client_policy(self, execution_role=execution_role, sid="LogToTrackingServer",
+        mlflow_client_policy(self, execution_roles=execution_roles, sid="LogToTrackingServer",
                              actions=MLFLOW_CLIENT_ACTIONS, target_arn=self.tracking_server_arn,
                              artifacts_bucket=artifacts_bucket, artifact_prefix=artifact_prefix)
         for resource in (server_role, server_policy, self.server):
@@ -179,16 +179,16 @@ def artifact_store_role(scope: Construct, id_prefix: str, *, description: str,
     return role, policy
 
 
-def mlflow_client_policy(scope: Construct, *, execution_role: iam.IRole, sid: str,
+def mlflow_client_policy(scope: Construct, *, execution_roles: Sequence[iam.IRole], sid: str,
                          actions: Sequence[str], target_arn: str, artifacts_bucket: s3.IBucket,
                          artifact_prefix: str) -> iam.ManagedPolicy:
-    """``ClientPolicy`` on ``execution_role``: ``actions`` on ``target_arn`` only, and
+    """``ClientPolicy`` on ``execution_roles``: ``actions`` on ``target_arn`` only, and
     ``s3:PutObject`` under ``artifact_prefix`` (the MLflow client uploads a run's artifacts to the
     artifact store itself). It holds no data, so it goes with the tracking (``DeletionPolicy:
     Delete``)."""
     stack = Stack.of(scope)
     objects = artifacts_bucket.arn_for_objects(f"{artifact_prefix}*")
-    policy = iam.ManagedPolicy(scope, "ClientPolicy", roles=[execution_role], statements=[
+    policy = iam.ManagedPolicy(scope, "ClientPolicy", roles=list(execution_roles), statements=[
         iam.PolicyStatement(sid=sid, actions=list(actions), resources=[target_arn]),
         iam.PolicyStatement(sid="WriteRunArtifacts", actions=["s3:PutObject"], resources=[objects]),
     ])

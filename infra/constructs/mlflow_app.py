@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aws_cdk import CrossStackReferences, Fn, ReferenceStrength, RemovalPolicy
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -42,7 +44,7 @@ class MlflowApp(Construct):
     Guarantees:
     - the app's role reads and writes only that prefix, with ``key`` (the tracking server's
       role policy, :func:`~infra.constructs.experiment_tracking.artifact_store_role`);
-    - ``execution_role`` may call only ``sagemaker:CallMlflowAppApi``, on this app only, and write
+    - ``execution_roles`` (the jobs' roles) may call only ``sagemaker:CallMlflowAppApi``, on this app only, and write
       its artifacts under the prefix (the MLflow client uploads them to S3 itself);
     - the app is named ``<name_prefix>-<RoleId of its role>``, a name no earlier app of this
       project holds;
@@ -111,7 +113,7 @@ class MlflowApp(Construct):
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str,
-                 artifacts_bucket: s3.IBucket, key: kms.IKey, execution_role: iam.IRole,
+                 artifacts_bucket: s3.IBucket, key: kms.IKey, execution_roles: Sequence[iam.IRole],
                  artifact_prefix: str = "mlflow/") -> None:
         super().__init__(scope, construct_id)
         if not MLFLOW_APP_NAME.fullmatch(name_prefix) or len(name_prefix) > NAME_PREFIX_MAX:
@@ -136,7 +138,7 @@ class MlflowApp(Construct):
         # Another stack reads the ARN with Fn::GetStackOutput (see the class docstring, fact 3).
         CrossStackReferences.of(self.app).produce(ReferenceStrength.WEAK)
         self.app_arn = self.app.attr_arn
-        mlflow_client_policy(self, execution_role=execution_role, sid="LogToMlflowApp",
+        mlflow_client_policy(self, execution_roles=execution_roles, sid="LogToMlflowApp",
                              actions=MLFLOW_APP_CLIENT_ACTIONS, target_arn=self.app_arn,
                              artifacts_bucket=artifacts_bucket, artifact_prefix=artifact_prefix)
         for resource in (app_role, app_policy, self.app):

@@ -74,10 +74,10 @@ def list_tags_statement() -> iam.PolicyStatement:
     return iam.PolicyStatement(actions=["sagemaker:ListTags"], resources=["*"])
 
 
-def pass_role_statement(role_arn: str) -> iam.PolicyStatement:
-    """Pass exactly ``role_arn``, and only to SageMaker."""
+def pass_role_statement(role_arns: Sequence[str]) -> iam.PolicyStatement:
+    """Pass exactly ``role_arns``, and only to SageMaker."""
     return iam.PolicyStatement(
         actions=["iam:PassRole"],
-        resources=[role_arn],
+        resources=list(role_arns),
         conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
     )

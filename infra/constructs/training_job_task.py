@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,12 @@ class ChannelPaths:
     spot: str = "$.config.spot"
     program: str = "$.config.program"
     kind: str = "$.method.kind"
+    #: The program's execution role (each program's jobs run as a role of their own).
+    role: str = "$.method.roleArn"
+    #: The program's model prefix (``s3://<artifacts>/models/<program>/``): ``S3OutputPath``.
+    output_uri: str = "$.method.outputUri"
+    #: The program's checkpoint prefix (``s3://<artifacts>/checkpoints/<program>/``).
+    checkpoint_uri: str = "$.method.checkpointUri"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,14 +198,15 @@ class TrainingJobTask(sfn.CustomState):
     (``paths.inter_container_encryption``, ``paths.resources``).
 
     With ``tracking_uri`` (default none) every job gets the MLflow variables of
-    :func:`tracking_environment`. The request reads from the state input described by ``paths``
-    and writes the model to
-    ``output_uri`` encrypted with ``kms_key_arn``, checkpoints to
-    ``<checkpoint_uri><run id>/`` (for spot resumption).
+    :func:`tracking_environment`. The request reads from the state input described by ``paths``:
+    the job runs as the program's role (``paths.role``, one of ``role_arns``, the only roles the
+    state machine may pass), writes the model under the program's ``paths.output_uri`` encrypted
+    with ``kms_key_arn``, and checkpoints to ``<paths.checkpoint_uri><run id>/`` (for spot
+    resumption).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str,
-                 role_arn: str, output_uri: str, checkpoint_uri: str, kms_key_arn: str,
+                 role_arns: Sequence[str], kms_key_arn: str,
                  run_id_path: str = "$.run.id", paths: ChannelPaths | None = None,
                  sagemaker_retries: int | None = None,
                  result_path: str = "$.training", tracking_uri: str | None = None,
@@ -210,9 +217,6 @@ class TrainingJobTask(sfn.CustomState):
                 f"name_prefix {name_prefix!r} makes training job names of {longest} characters; "
                 f"SageMaker allows {TRAINING_JOB_NAME_LIMIT}"
             )
-        for name, uri in (("output_uri", output_uri), ("checkpoint_uri", checkpoint_uri)):
-            if not uri.startswith("s3://") or not uri.endswith("/"):
-                raise ValueError(f"{name} must be an s3:// URI ending in '/', got {uri!r}")
         paths = paths or ChannelPaths()
         security = security or JobSecurity()
         state_json: dict[str, Any] = {
@@ -221,17 +225,17 @@ class TrainingJobTask(sfn.CustomState):
             "Parameters": {
                 "TrainingJobName.$": f"States.Format('{name_prefix}-{{}}-{{}}', {run_id_path}, "
                                      f"{ATTEMPT_PATH})",
-                "RoleArn": role_arn,
+                "RoleArn.$": paths.role,
                 "AlgorithmSpecification.$": paths.algorithm,
                 "HyperParameters.$": "$.trainingHyperparameters",
                 "InputDataConfig.$": paths.channels,
-                "OutputDataConfig": {"S3OutputPath": output_uri, "KmsKeyId": kms_key_arn},
+                "OutputDataConfig": {"S3OutputPath.$": paths.output_uri, "KmsKeyId": kms_key_arn},
                 "ResourceConfig.$": paths.resources,
                 "StoppingCondition.$": paths.stopping_condition,
                 "EnableManagedSpotTraining.$": paths.spot,
                 **security.request_fields(paths),
                 "CheckpointConfig": {
-                    "S3Uri.$": f"States.Format('{checkpoint_uri}{{}}/', {run_id_path})",
+                    "S3Uri.$": f"States.Format('{{}}{{}}/', {paths.checkpoint_uri}, {run_id_path})",
                 },
                 **retry_strategy(sagemaker_retries),
                 "Tags": job_tags(paths, security.tags),
@@ -249,6 +253,6 @@ class TrainingJobTask(sfn.CustomState):
             *sync_job_statements(stack, kind="training-job", name_prefix=f"{name_prefix}-",
                                  create_conditions=security.create_conditions(kms_key_arn=kms_key_arn)),
             list_tags_statement(),
-            pass_role_statement(role_arn),
+            pass_role_statement(role_arns),
         ]
 

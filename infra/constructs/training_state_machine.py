@@ -64,11 +64,16 @@ class DeployedProgram:
     #: A script program's framework images for the stack's region (its manifest's build, else
     #: the framework's settings); None: the stack's PyTorch images (``props.images``).
     framework_images: FrameworkImages | None = None
+    #: The execution role the program's jobs run as (its own: it may write only the program's
+    #: models and checkpoints).
+    role_arn: str = ""
 
     def __post_init__(self) -> None:
         kind = self.program.kind
         if (kind == "byoc") != (self.image_uri is not None):
             raise ValueError(f"program {self.program.name}: an image URI goes with a byoc program")
+        if not self.role_arn:
+            raise ValueError(f"program {self.program.name}: no execution role")
         if (kind == "script") != (self.source_uri is not None):
             raise ValueError(f"program {self.program.name}: a source URI goes with a script program")
         if self.builtin_image_uri is not None and kind != "builtin":
@@ -83,7 +88,6 @@ class TrainingStateMachineProps:
 
     name_prefix: str
     region: str
-    execution_role: iam.IRole
     data_bucket: s3.IBucket
     artifacts_bucket: s3.IBucket
     key: kms.IKey
@@ -132,8 +136,10 @@ class TrainingStateMachine(Construct):
       (``InvalidExecutionInput`` or ``UnknownMethod``) and a cause naming the field;
     - ``method`` picks the image (script: the program's framework image, GPU build on
       ``ml.p*``/``ml.g*`` where the framework has one, and a CPU instance type refused by name
-      where it has only GPU builds; byoc: the project's image; builtin: the algorithm's image) and
-      hyperparameter defaults;
+      where it has only GPU builds; byoc: the project's image; builtin: the algorithm's image),
+      hyperparameter defaults, and the program's own execution role (``DeployedProgram.role_arn``,
+      the only roles the state machine may pass) with its model and checkpoint prefixes
+      (``models/<program>/``, ``checkpoints/<program>/``);
     - a ``tuning`` object turns the run into a hyperparameter tuning job;
     - a job that fails ends the execution in ``TrainingFailed``/``TuningFailed`` with error
       ``TrainingJobFailed``/``TuningJobFailed`` and the job's failure in the cause;
@@ -160,7 +166,6 @@ class TrainingStateMachine(Construct):
             raise ValueError(f"model_groups lacks a model package group for {missing}")
         self.props = props
         prefix = props.name_prefix
-        artifacts = props.artifacts_bucket.bucket_name
 
         reject = sfn.Fail(self, "RejectInput", error_path="$.rejection.error",
                           cause_path="$.rejection.cause")
@@ -289,18 +294,17 @@ class TrainingStateMachine(Construct):
         use_spot.next(train_or_tune)
         use_on_demand.next(train_or_tune)
 
-        role_arn = props.execution_role.role_arn
-        output_uri = f"s3://{artifacts}/{contract.MODELS_PREFIX}"
-        checkpoint_uri = f"s3://{artifacts}/{contract.CHECKPOINTS_PREFIX}"
+        # Each program's jobs run as its own role and write under its own prefixes, which the
+        # program's Prepare state sets ($.method: roleArn, outputUri, checkpointUri).
+        role_arns = [p.role_arn for p in props.programs]
         self.training_task = TrainingJobTask(
-            self, "TrainModel", name_prefix=prefix, role_arn=role_arn, output_uri=output_uri,
-            checkpoint_uri=checkpoint_uri, kms_key_arn=props.key.key_arn,
+            self, "TrainModel", name_prefix=prefix, role_arns=role_arns, kms_key_arn=props.key.key_arn,
             tracking_uri=props.tracking_uri, security=props.security,
             sagemaker_retries=props.sagemaker_retry_attempts,
         )
         self.tuning_task = TuningJobTask(
-            self, "TuneModel", name_prefix=prefix, role_arn=role_arn, output_uri=output_uri,
-            checkpoint_uri=checkpoint_uri, kms_key_arn=props.key.key_arn,
+            self, "TuneModel", name_prefix=prefix, role_arns=role_arns, checkpoints=True,
+            kms_key_arn=props.key.key_arn,
             tracking_uri=props.tracking_uri, security=props.security,
             sagemaker_retries=props.sagemaker_retry_attempts,
         )
@@ -308,8 +312,8 @@ class TrainingStateMachine(Construct):
         # job's trials share one checkpoint URI: its trials get none (a trial interrupted on spot
         # starts again from the beginning).
         self.builtin_tuning_task = TuningJobTask(
-            self, "TuneBuiltinModel", name_prefix=prefix, role_arn=role_arn, output_uri=output_uri,
-            checkpoint_uri=None, kms_key_arn=props.key.key_arn, tracking_uri=props.tracking_uri,
+            self, "TuneBuiltinModel", name_prefix=prefix, role_arns=role_arns, checkpoints=False,
+            kms_key_arn=props.key.key_arn, tracking_uri=props.tracking_uri,
             security=props.security, sagemaker_retries=props.sagemaker_retry_attempts,
         )
         self.describe_best = DescribeTrainingJobTask(
@@ -451,7 +455,7 @@ class TrainingStateMachine(Construct):
             Stack.of(self),
             [*(self.queued_training.policy_statements if self.queued_training is not None
                else self.training_task.policy_statements),
-             pass_role_statement(role_arn), *self.tuning_task.policy_statements,
+             pass_role_statement(role_arns), *self.tuning_task.policy_statements,
              *self.builtin_tuning_task.policy_statements,
              *self.describe_best.policy_statements, *self.tuning_cost.policy_statements,
              *self.registration.policy_statements],
@@ -548,6 +552,7 @@ class TrainingStateMachine(Construct):
         props = self.props
         program = deployed.program
         data = props.data_bucket.bucket_name
+        artifacts = props.artifacts_bucket.bucket_name
         fixed: dict[str, str] = {}
         distributed: dict[str, str] = {}
         images: dict[str, str]
@@ -662,6 +667,9 @@ class TrainingStateMachine(Construct):
                 result_path="$.method",
                 result=sfn.Result.from_object({
                     "kind": program.kind,
+                    "roleArn": deployed.role_arn,
+                    "outputUri": f"s3://{artifacts}/{contract.program_models_prefix(program.name)}",
+                    "checkpointUri": f"s3://{artifacts}/{contract.program_checkpoints_prefix(program.name)}",
                     "algorithm": algorithm,
                     "tuningAlgorithm": tuning_algorithm,
                     "channels": [{"name": c.name, "contentType": c.content_type,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from aws_cdk import Stack
@@ -42,8 +43,11 @@ class TuningJobTask(sfn.CustomState):
     Guarantees:
     - the tuning job name is ``<name_prefix>-<short run id>-<attempt>``, within 32 characters
       (checked here); SageMaker names its training jobs after it, so they share the prefix;
-    - with ``checkpoint_uri`` (none: no ``CheckpointConfig``), every trial checkpoints under
-      ``<checkpoint_uri><short run id>/``: one prefix for all trials, which SageMaker restores into
+    - every trial runs as the program's role (``paths.role``, one of ``role_arns``, the only
+      roles the state machine may pass) and writes its model under the program's
+      ``paths.output_uri``;
+    - with ``checkpoints`` (false: no ``CheckpointConfig``), every trial checkpoints under
+      ``<paths.checkpoint_uri><short run id>/``: one prefix for all trials, which SageMaker restores into
       each trial that starts, so the training code must keep each job's checkpoint apart (the
       project's script does, by ``TRAINING_JOB_NAME``);
     - with ``sagemaker_retries`` (1-30; default None: none) every trial carries SageMaker's
@@ -55,8 +59,8 @@ class TuningJobTask(sfn.CustomState):
     - :attr:`policy_statements` holds the exact IAM.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str, role_arn: str,
-                 output_uri: str, checkpoint_uri: str | None, kms_key_arn: str,
+    def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str,
+                 role_arns: Sequence[str], checkpoints: bool, kms_key_arn: str,
                  short_run_id_path: str = "$.run.shortId",
                  paths: ChannelPaths | None = None,
                  sagemaker_retries: int | None = None, result_path: str = "$.tuningResult",
@@ -79,10 +83,10 @@ class TuningJobTask(sfn.CustomState):
                 "HyperParameterTuningJobConfig.$": "$.tuning.job",
                 "TrainingJobDefinition": {
                     "AlgorithmSpecification.$": paths.tuning_algorithm,
-                    "RoleArn": role_arn,
+                    "RoleArn.$": paths.role,
                     "StaticHyperParameters.$": "$.staticHyperparameters",
                     "InputDataConfig.$": paths.channels,
-                    "OutputDataConfig": {"S3OutputPath": output_uri, "KmsKeyId": kms_key_arn},
+                    "OutputDataConfig": {"S3OutputPath.$": paths.output_uri, "KmsKeyId": kms_key_arn},
                     "ResourceConfig.$": paths.resources,
                     "StoppingCondition.$": paths.stopping_condition,
                     "EnableManagedSpotTraining.$": paths.spot,
@@ -102,9 +106,9 @@ class TuningJobTask(sfn.CustomState):
             },
             "ResultPath": result_path,
         }
-        if checkpoint_uri is not None:
+        if checkpoints:
             state_json["Parameters"]["TrainingJobDefinition"]["CheckpointConfig"] = {
-                "S3Uri.$": f"States.Format('{checkpoint_uri}{{}}/', {short_run_id_path})"}
+                "S3Uri.$": f"States.Format('{{}}{{}}/', {paths.checkpoint_uri}, {short_run_id_path})"}
         if tracking_uri is not None:
             state_json["Parameters"]["TrainingJobDefinition"]["Environment"] = {
                 **tracking_environment(tracking_uri, paths), f"{contract.ENV_TUNING_JOB}.$": tuning_job_name}
@@ -115,7 +119,7 @@ class TuningJobTask(sfn.CustomState):
                                  name_prefix=f"{name_prefix}-",
                                  create_conditions=security.create_conditions(kms_key_arn=kms_key_arn)),
             list_tags_statement(),
-            pass_role_statement(role_arn),
+            pass_role_statement(role_arns),
         ]
 
 

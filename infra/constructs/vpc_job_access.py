@@ -19,7 +19,7 @@ INTERFACE_ACTIONS = ("ec2:CreateNetworkInterfacePermission", "ec2:DeleteNetworkI
 
 
 class VpcJobAccess(Construct):
-    """A managed policy on ``role`` that lets SageMaker place training jobs in ``subnet_ids``
+    """A managed policy on ``roles`` that lets SageMaker place training jobs in ``subnet_ids``
     with ``security_group_ids`` of ``vpc_id``.
 
     Guarantees (each action's resource types and condition keys from the Service Authorization
@@ -36,7 +36,7 @@ class VpcJobAccess(Construct):
     Removed with the setting (``network: public``); retained like the role otherwise.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, role: iam.IRole, vpc_id: str,
+    def __init__(self, scope: Construct, construct_id: str, *, roles: Sequence[iam.IRole], vpc_id: str,
                  subnet_ids: Sequence[str], security_group_ids: Sequence[str]) -> None:
         super().__init__(scope, construct_id)
         if not subnet_ids or not security_group_ids:
@@ -48,7 +48,7 @@ class VpcJobAccess(Construct):
 
         interfaces = ec2_arn("network-interface", "*")
         vpc_arn = ec2_arn("vpc", vpc_id)
-        self.policy = iam.ManagedPolicy(self, "Policy", roles=[role], statements=[
+        self.policy = iam.ManagedPolicy(self, "Policy", roles=list(roles), statements=[
             iam.PolicyStatement(sid="DescribeJobNetwork", actions=list(DESCRIBE_ACTIONS),
                                 resources=["*"]),
             iam.PolicyStatement(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aws_cdk import CfnOutput, Fn, Stack
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from infra.constructs.encryption_key import TrainingDataKey
@@ -51,8 +52,8 @@ class TrackingTarget:
 
 
 class StorageStack(Stack):
-    """KMS key, buckets, ECR repository, the SageMaker execution role and a model package group
-    per training program (``programs``: their names), all retained."""
+    """KMS key, buckets, ECR repository, and per training program (``programs``: their names) a
+    SageMaker execution role and a model package group, all retained."""
 
     def __init__(self, scope: Construct, construct_id: str, *, settings: Settings,
                  programs: Sequence[str] = (), **kwargs: Any) -> None:
@@ -66,15 +67,39 @@ class StorageStack(Stack):
         self.artifacts_bucket = buckets.artifacts
         self.repository = TrainingRepository(
             self, "TrainingImages", key=self.key).repository
-        execution_role = SageMakerExecutionRole(
-            self, "SageMakerExecution", data_bucket=self.data_bucket,
-            artifacts_bucket=self.artifacts_bucket, key=self.key, repository=self.repository,
-            input_prefix=DATASETS_PREFIX, model_prefix=MODELS_PREFIX,
-            checkpoint_prefix=CHECKPOINTS_PREFIX, job_name_prefix=f"{settings.name_prefix}-",
+        role_settings: dict[str, Any] = dict(
+            data_bucket=self.data_bucket, artifacts_bucket=self.artifacts_bucket, key=self.key,
+            repository=self.repository, input_prefix=DATASETS_PREFIX,
+            job_name_prefix=f"{settings.name_prefix}-",
             queued_job_name_prefix=(contract.batch_training_job_prefix(settings.name_prefix)
-                                    if settings.queue == "batch" else None),
-        )
-        self.execution_role = execution_role.role
+                                    if settings.queue == "batch" else None))
+        # Each program's jobs run as a role of their own, which may write only that program's
+        # models and checkpoints (models/<program>/, checkpoints/<program>/): one program's job
+        # cannot overwrite another's model or plant a checkpoint another resumes from. The
+        # workflow stack reads each role as a weak reference (Fn::GetStackOutput), so a program
+        # can be added or removed; a removed program's role is retained, like the rest.
+        self.program_roles: dict[str, iam.IRole] = {}
+        for program in programs:
+            self.program_roles[program] = SageMakerExecutionRole(
+                self, f"ExecutionRole{contract.output_id(program)}", **role_settings,
+                model_prefix=contract.program_models_prefix(program),
+                checkpoint_prefix=contract.program_checkpoints_prefix(program),
+                description=f"Assumed by SageMaker training and tuning jobs of program {program}",
+            ).role
+        # The one role every program's jobs ran as before per-program roles: passed by nothing
+        # now (the state machine may pass only the programs' roles), kept one release for the
+        # jobs that run while the stacks are updated and for the export the previous workflow
+        # stack imports, which CloudFormation refuses to remove while it is in use ("You can't
+        # modify or remove an output value that is referenced by another stack": Fn::ImportValue,
+        # CloudFormation user guide). Retained like every role.
+        shared_role = SageMakerExecutionRole(
+            self, "SageMakerExecution", **role_settings, model_prefix=MODELS_PREFIX,
+            checkpoint_prefix=CHECKPOINTS_PREFIX,
+            description="Shared role of earlier releases of this project; no new job runs as it")
+        self.export_value(shared_role.role.role_arn)
+        #: Every role a training job may run as (the programs' and the earlier shared one).
+        self.job_roles: list[iam.IRole] = [*self.program_roles.values(), shared_role.role]
+        role_actions = shared_role.actions
 
         # Optional: the team queue (AWS Batch for SageMaker Training). The workflow stack names
         # its job queues by ARN (TrainingQueue.queue_arns); switching it off deletes the queues
@@ -92,7 +117,7 @@ class StorageStack(Stack):
         self.training_network: TrainingNetwork | None = None
         self.job_network: JobNetwork | None = None
         if settings.in_vpc:
-            self.training_network = self._training_network(settings, role_actions=execution_role.actions)
+            self.training_network = self._training_network(settings, role_actions=role_actions)
             self.job_network = self.training_network.job_network
 
         # Optional: MLflow experiment tracking, an MLflow App or a tracking server (billed hourly).
@@ -105,7 +130,7 @@ class StorageStack(Stack):
 
             tracking = ExperimentTracking(
                 self, "ExperimentTracking", name_prefix=f"{settings.name_prefix}-mlflow",
-                artifacts_bucket=self.artifacts_bucket, key=self.key, execution_role=self.execution_role,
+                artifacts_bucket=self.artifacts_bucket, key=self.key, execution_roles=self.job_roles,
                 tracking_server_size=settings.mlflow_tracking_server_size)
             self.tracking = TrackingTarget(arn=tracking.tracking_server_arn,
                                            output_name=contract.OUTPUT_TRACKING_SERVER_ARN)
@@ -116,7 +141,7 @@ class StorageStack(Stack):
 
             app = MlflowApp(
                 self, "MlflowApp", name_prefix=f"{settings.name_prefix}-mlflow",
-                artifacts_bucket=self.artifacts_bucket, key=self.key, execution_role=self.execution_role)
+                artifacts_bucket=self.artifacts_bucket, key=self.key, execution_roles=self.job_roles)
             self.tracking = TrackingTarget(arn=app.app_arn, output_name=contract.OUTPUT_MLFLOW_APP_ARN)
             CfnOutput(self, contract.OUTPUT_MLFLOW_APP_ARN, value=app.app_arn)
             CfnOutput(self, "MlflowAppName", value=app.app_name)
@@ -129,7 +154,6 @@ class StorageStack(Stack):
         CfnOutput(self, contract.OUTPUT_DATA_BUCKET, value=self.data_bucket.bucket_name)
         CfnOutput(self, contract.OUTPUT_ARTIFACTS_BUCKET, value=self.artifacts_bucket.bucket_name)
         CfnOutput(self, contract.OUTPUT_REPOSITORY_URI, value=self.repository.repository_uri)
-        CfnOutput(self, "ExecutionRoleArn", value=self.execution_role.role_arn)
         CfnOutput(self, "DataKeyArn", value=self.key.key_arn)
 
     def _training_network(self, settings: Settings, *, role_actions: Sequence[str]) -> TrainingNetwork:
@@ -165,12 +189,12 @@ class StorageStack(Stack):
             image_accounts=aws_image_accounts,
         )
         # SageMaker attaches each job's network interfaces to these subnets as the execution role.
-        VpcJobAccess(self, "VpcJobAccess", role=self.execution_role, vpc_id=network.vpc_id,
+        VpcJobAccess(self, "VpcJobAccess", roles=self.job_roles, vpc_id=network.vpc_id,
                      subnet_ids=network.subnet_ids,
                      security_group_ids=network.security_group_ids)
         # The execution role reaches the data only through the training network.
         for bucket in (self.data_bucket, self.artifacts_bucket):
-            deny_outside_network(bucket, role=self.execution_role,
+            deny_outside_network(bucket, roles=self.job_roles,
                                  s3_endpoint_id=network.s3_endpoint_id, vpc_id=network.vpc_id)
         CfnOutput(self, "TrainingVpcId", value=network.vpc_id)
         CfnOutput(self, "TrainingSubnetIds", value=Fn.join(",", network.subnet_ids))

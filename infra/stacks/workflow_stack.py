@@ -198,26 +198,23 @@ class WorkflowStack(Stack):
                     f"{error}") from None
         deployed: list[DeployedProgram] = []
         images_copied: list[Construct] = []
-        source_objects: list[str] = []
-        source_keys: list[str] = []
-        source_bucket_arn: str | None = None
         # Jobs get a tracking URI only where the deployment tracks and their containers have a
         # network (the state machine's tracking_uri below).
         jobs_track = storage.tracking is not None and not settings.network_isolation
         for program in programs.values():
             construct_id = contract.output_id(program.name)
+            role_arn = storage.program_roles[program.name].role_arn
             if program.kind == "script":
                 source = SourceBundle(
                     self, f"Source{construct_id}", source_dir=program.directory,
                     extra_packages={name: training_code_dir / name for name in program.shared},
                     wheels_for=functools.partial(_wheels_for, settings, program),
                     program=program.name, with_tracking=jobs_track)
-                source_objects.append(source.asset.bucket.arn_for_objects(source.asset.s3_object_key))
-                source_keys.append(source.object_key)
-                source_bucket_arn = source.asset.bucket.bucket_arn
                 deployed.append(DeployedProgram(
                     program=program, source_uri=source.s3_uri, source_file_name=source.object_key,
-                    framework_images=script_images(settings, program)))
+                    framework_images=script_images(settings, program), role_arn=role_arn))
+                _read_source(self, construct_id, role=storage.program_roles[program.name],
+                             source=source, network_isolation=settings.network_isolation)
                 CfnOutput(self, f"{contract.OUTPUT_PROGRAM_SOURCE}{construct_id}",
                           value=source.s3_uri)
             elif program.kind == "byoc":
@@ -230,27 +227,14 @@ class WorkflowStack(Stack):
                     include=[program.name, *program.shared] if in_parent else None,
                     repository=storage.repository)
                 images_copied.append(image.copy)
-                deployed.append(DeployedProgram(program=program, image_uri=image.image_uri))
+                deployed.append(DeployedProgram(program=program, image_uri=image.image_uri,
+                                                role_arn=role_arn))
                 CfnOutput(self, f"{contract.OUTPUT_PROGRAM_IMAGE}{construct_id}",
                           value=image.image_uri)
             else:
                 deployed.append(DeployedProgram(
-                    program=program, builtin_image_uri=_builtin_image(settings, images, program)))
-
-        # A policy in this stack, so that a code change never touches the storage stack.
-        execution_role = iam.Role.from_role_arn(self, "ExecutionRole",
-                                                storage.execution_role.role_arn, mutable=True)
-        if source_objects:
-            statements = [iam.PolicyStatement(actions=["s3:GetObject"], resources=source_objects)]
-            if settings.network_isolation and source_bucket_arn is not None:
-                # Under isolation the code is an S3Prefix input channel, which SageMaker lists
-                # before it downloads (the developer guide's execution role for CreateTrainingJob
-                # grants s3:ListBucket on every InputDataConfig bucket): each archive's own key.
-                statements.append(iam.PolicyStatement(
-                    actions=["s3:ListBucket"], resources=[source_bucket_arn],
-                    conditions={"StringEquals": {"s3:prefix": source_keys}}))
-            iam.ManagedPolicy(self, "ReadScriptModeSource", roles=[execution_role],
-                              statements=statements)
+                    program=program, builtin_image_uri=_builtin_image(settings, images, program),
+                    role_arn=role_arn))
 
         queue = None if storage.queue is None else QueueTarget(
             queue_arns=storage.queue.queue_arns, fair_share=settings.queue_fair_share)
@@ -261,7 +245,6 @@ class WorkflowStack(Stack):
         workflow = TrainingStateMachine(self, "Training", props=TrainingStateMachineProps(
             name_prefix=settings.name_prefix,
             region=settings.region,
-            execution_role=storage.execution_role,
             data_bucket=storage.data_bucket,
             artifacts_bucket=storage.artifacts_bucket,
             key=storage.key,
@@ -352,6 +335,27 @@ class WorkflowStack(Stack):
         if storage.tracking is not None:
             # The storage stack's ARN, read with Fn::GetStackOutput (a weak reference).
             CfnOutput(self, storage.tracking.output_name, value=storage.tracking.arn)
+
+
+def _read_source(scope: Construct, construct_id: str, *, role: iam.IRole, source: SourceBundle,
+                 network_isolation: bool) -> None:
+    """Let the program's role (and no other) read its script-mode code: a policy in this stack
+    (``ReadSource<Program>``), so that a code change never touches the storage stack."""
+    # The role is the storage stack's, read by name (a weak reference: Fn::GetStackOutput); a
+    # policy attached from here keeps the storage stack from depending on this one.
+    program_role = iam.Role.from_role_name(scope, f"ExecutionRole{construct_id}", role.role_name,
+                                           mutable=True)
+    statements = [iam.PolicyStatement(
+        actions=["s3:GetObject"],
+        resources=[source.asset.bucket.arn_for_objects(source.asset.s3_object_key)])]
+    if network_isolation:
+        # Under isolation the code is an S3Prefix input channel, which SageMaker lists before it
+        # downloads (the developer guide's execution role for CreateTrainingJob grants
+        # s3:ListBucket on every InputDataConfig bucket): the archive's own key.
+        statements.append(iam.PolicyStatement(
+            actions=["s3:ListBucket"], resources=[source.asset.bucket.bucket_arn],
+            conditions={"StringEquals": {"s3:prefix": [source.object_key]}}))
+    iam.ManagedPolicy(scope, f"ReadSource{construct_id}", roles=[program_role], statements=statements)
 
 
 def stack_tags(settings: Settings) -> dict[str, str]:

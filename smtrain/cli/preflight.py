@@ -57,6 +57,9 @@ SAMPLE = "0a1b2c3d"
 _INTEGRATION = re.compile(r"arn:[\w-]+:states:::(?P<sdk>aws-sdk:)?(?P<service>[\w-]+):(?P<api>\w+)"
                           r"(?:\.(?P<pattern>sync|waitForTaskToken))?(?::\d+)?")
 _FORMAT = re.compile(r"States\.Format\('((?:[^'\\]|\\.)*)'")
+#: ``States.Format('<template>', <path>, ...)`` whose arguments are plain paths.
+_FORMAT_CALL = re.compile(r"States\.Format\('(?P<template>[^'\\{}]*(?:\{\}[^'\\{}]*)*)',"
+                          r"\s*(?P<arguments>\$[\w.]+(?:\s*,\s*\$[\w.]+)*)\)")
 _S3_URI = re.compile(r"s3://(?P<bucket>[^/]+)/(?P<key>.*)")
 _ECR_IMAGE = re.compile(r"(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
                         r"(?P<repository>[^:@]+)")
@@ -289,17 +292,74 @@ def _job_checks(state: str, api: str, pattern: str | None, parameters: Mapping[s
         for action in ("events:PutTargets", "events:PutRule", "events:DescribeRule"):
             d.add(machine_role, Check(action, rule, f"{why}: .sync learns of the job's end from EventBridge"))
     definitions = [parameters.get("TrainingJobDefinition"), *parameters.get("TrainingJobDefinitions", [])]
+    training_job = job if api == "createTrainingJob" else f"{job}-001-{SAMPLE}"
     for job_request in [parameters, *[x for x in definitions if isinstance(x, dict)]]:
-        role = job_request.get("RoleArn")
-        if not isinstance(role, str):
-            if "RoleArn.$" in job_request:
-                d.notes.append(f"{state}: the job's role comes from a path at run time: not simulated")
-            continue
+        _passed_role_checks(state, why, job_request, training_job, machine_role, d)
+    return job
+
+
+def _passed_role_checks(state: str, why: str, job_request: Mapping[str, Any], training_job: str,
+                        machine_role: str, d: _Derivation) -> None:
+    """The role a job request passes, and what a job running as it does. A request that reads its
+    role from the program's settings (``RoleArn.$`` ``$.method.roleArn``: each program's jobs run
+    as a role of their own) is checked once per program, with that program's role, locations and
+    code (the Pass states that set ``$.method``)."""
+    if isinstance(job_request.get("RoleArn"), str):
+        programs = [(state, job_request, list(_data(d.definition)))]
+    elif str(job_request.get("RoleArn.$", "")).startswith(_METHOD):
+        programs = [(f"{state} ({prepare})", _with_method(job_request, method),
+                     list(_strings(method, (prepare, "Result"))))
+                    for prepare, method in _methods(d.definition)]
+        if not programs:
+            d.notes.append(f"{state}: no Pass state sets the job's role at {job_request['RoleArn.$']}: "
+                           "not simulated")
+    else:
+        if "RoleArn.$" in job_request:
+            d.notes.append(f"{state}: the job's role comes from a path at run time: not simulated")
+        return
+    for label, request, data in programs:
+        role = str(request["RoleArn"])
         d.add(machine_role, Check("iam:PassRole", role, f"{why}: passes the execution role",
                                   (("iam:PassedToService", "sagemaker.amazonaws.com"),)))
-        training_job = job if api == "createTrainingJob" else f"{job}-001-{SAMPLE}"
-        _execution_role_checks(state, job_request, role, training_job, d)
-    return job
+        _execution_role_checks(label, request, role, training_job, d, data=data)
+
+
+#: Where a job request reads its program's settings (the Pass states that prepare a program).
+_METHOD = "$.method."
+
+
+def _methods(definition: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """Each Pass state that sets a program's settings (``ResultPath`` ``$.method``, a ``Result``
+    with ``roleArn``), with that result."""
+    return [(name, st["Result"]) for name, st in every_state(definition)
+            if st.get("Type") == "Pass" and st.get("ResultPath") == _METHOD[:-1]
+            and isinstance(st.get("Result"), Mapping) and isinstance(st["Result"].get("roleArn"), str)]
+
+
+def _with_method(value: Any, method: Mapping[str, Any]) -> Any:
+    """``value`` (a request's JSONPath parameters) with the paths into ``$.method`` filled in from
+    ``method``: ``"X.$": "$.method.y"`` becomes ``"X": method["y"]``, and a ``States.Format`` whose
+    first argument is one becomes the formatted string (other arguments: :data:`SAMPLE`)."""
+    if isinstance(value, list):
+        return [_with_method(item, method) for item in value]
+    if not isinstance(value, Mapping):
+        return value
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if key.endswith(".$") and isinstance(item, str):
+            if item.startswith(_METHOD) and item[len(_METHOD):] in method:
+                out[key[:-2]] = method[item[len(_METHOD):]]
+                continue
+            call = _FORMAT_CALL.fullmatch(item)
+            if call is not None:
+                arguments = [a.strip() for a in call["arguments"].split(",")]
+                filled = [str(method[a[len(_METHOD):]]) if a.startswith(_METHOD)
+                          and a[len(_METHOD):] in method else SAMPLE for a in arguments]
+                if any(a.startswith(_METHOD) for a in arguments):
+                    out[key[:-2]] = call["template"].format(*filled)
+                    continue
+        out[key] = _with_method(item, method)
+    return out
 
 
 def _instance_sample(definition: Mapping[str, Any]) -> tuple[str | None, str | None]:
@@ -415,16 +475,14 @@ def _batch_checks(state: str, api: str, task: Mapping[str, Any], machine: Mappin
         d.add(machine_role, Check("batch:TagResource", service_job, f"{why}: tags on submit"))
     requests = [value["request"] for _, st in every_state(d.definition)
                 if isinstance(value := st.get("Parameters"), Mapping)
-                and isinstance(value.get("request"), Mapping) and "RoleArn" in value["request"]]
+                and isinstance(value.get("request"), Mapping)
+                and {"RoleArn", "RoleArn.$"} & set(value["request"])]
     if not requests:
         d.not_derived.append(f"{why}: the payload (no Pass state builds a request with RoleArn)")
         return None
     request = requests[0]
-    role = str(request["RoleArn"])
-    d.add(machine_role, Check("iam:PassRole", role, f"{why}: passes the execution role",
-                              (("iam:PassedToService", "sagemaker.amazonaws.com"),)))
     job = f"{contract.BATCH_TRAINING_JOB_PREFIX}{request.get('TrainingJobName', 'preflight')}{SAMPLE * 4}"
-    _execution_role_checks(state, request, role, job, d)
+    _passed_role_checks(state, why, request, job, machine_role, d)
     return job
 
 
@@ -481,9 +539,11 @@ def _copy_object_checks(state: str, arguments: Mapping[str, Any], machine_role: 
                                       (("kms:ViaService", f"s3.{d.region}.amazonaws.com"),)))
 
 
-def _execution_role_checks(state: str, request: Mapping[str, Any], role: str, job: str, d: _Derivation) -> None:
+def _execution_role_checks(state: str, request: Mapping[str, Any], role: str, job: str, d: _Derivation,
+                           *, data: list[tuple[tuple[str, ...], str]]) -> None:
     """What a job running as ``role`` does: read its inputs and code, write its model and
-    checkpoints, use the key, pull its image, log and publish metrics."""
+    checkpoints, use the key, pull its image, log and publish metrics. ``data``: the strings of
+    the definition that are the job's (its program's settings, or the whole definition)."""
     why = f"{state}: the job"
     output = request.get("OutputDataConfig", {})
     written: set[str] = set()
@@ -506,8 +566,9 @@ def _execution_role_checks(state: str, request: Mapping[str, Any], role: str, jo
         _read_checks(role, checkpoint_uri, "checkpoint-1.pt", f"{why} resumes from checkpoints", d)
     # Every other S3 location the definition names is something the jobs read: channel
     # defaults (prefixes) and the script-mode code (an object).
-    readable = {uri for path, uri in _data(d.definition) if uri.startswith("s3://") and "*" not in uri
-                and not {"OutputDataConfig", "CheckpointConfig"} & set(path)} - written
+    readable = {uri for path, uri in data if uri.startswith("s3://") and "*" not in uri
+                and not {"OutputDataConfig", "CheckpointConfig", "outputUri", "checkpointUri"} & set(path)}
+    readable -= written
     if d.data_bucket is not None:
         readable.add(f"s3://{d.data_bucket}/{contract.UPLOAD_PREFIX}/run-{SAMPLE}/train/")
     for uri in sorted(readable):
@@ -515,7 +576,7 @@ def _execution_role_checks(state: str, request: Mapping[str, Any], role: str, jo
             _read_checks(role, uri, "part-0.csv", f"{why} reads its input channel", d)
         else:
             _read_checks(role, uri, None, f"{why} reads its code", d)
-    images = {value for path, value in _data(d.definition) if path[-1] == "TrainingImage"}
+    images = {value for path, value in data if path[-1] == "TrainingImage"}
     for image in sorted(images):
         match = _ECR_IMAGE.match(image)
         if match and match["account"] == d.account:
@@ -542,7 +603,7 @@ def _execution_role_checks(state: str, request: Mapping[str, Any], role: str, jo
                           (("kms:GrantIsForAWSResource", "true"),)))
     # Under network isolation a script program's code is an S3Prefix channel naming one object:
     # SageMaker lists it before downloading it.
-    for uri in sorted({value for path, value in _data(d.definition)
+    for uri in sorted({value for path, value in data
                        if "codeChannels" in path and value.startswith("s3://")}):
         match = _S3_URI.fullmatch(uri)
         if match is not None:

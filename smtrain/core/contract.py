@@ -498,14 +498,29 @@ LOG_TAIL_LINES: Final = 20
 DATASETS_PREFIX: Final = "datasets/"
 #: Local channel uploads land here, inside the prefix the execution role may read.
 UPLOAD_PREFIX: Final = "datasets/uploads"
+#: Trained models: ``models/<program>/<training job>/output/model.tar.gz``. Each program's jobs
+#: run as a role of their own that may write only ``models/<program>/`` (:func:`program_models_prefix`).
 MODELS_PREFIX: Final = "models/"
 #: Model-quality reports of registered versions: ``model-quality/<training job name>.json``.
 QUALITY_REPORTS_PREFIX: Final = "model-quality/"
+#: Spot checkpoints: ``checkpoints/<program>/<run id>/``, each program's own (as models).
 CHECKPOINTS_PREFIX: Final = "checkpoints/"
 #: Where a registered version's model is frozen: a copy the state machine makes at registration
 #: (``registry/<group>/<training job>/model.tar.gz``), under a prefix no job's role may write, so
 #: an approved model cannot be swapped by a later job writing ``models/``.
 REGISTERED_MODELS_PREFIX: Final = "registry/"
+
+
+
+def program_models_prefix(program: str) -> str:
+    """``models/<program>/``: where a program's jobs write their models, and all its role may write."""
+    return f"{MODELS_PREFIX}{program}/"
+
+
+def program_checkpoints_prefix(program: str) -> str:
+    """``checkpoints/<program>/``: a program's checkpoints, which only its role may read or write."""
+    return f"{CHECKPOINTS_PREFIX}{program}/"
+
 
 #: Script mode under network isolation: the container cannot fetch ``sourcedir.tar.gz`` from S3,
 #: so it arrives as an input channel and ``sagemaker_submit_directory`` names the file in it (as

@@ -304,13 +304,15 @@ def serve_sagemaker(backend: SageMakerBackend, *, registry: Any = None,
     ``batch`` (the team queue, :mod:`smtrain.local.batch_queue`), runs Wait states at
     :data:`WAIT_SCALE` of their time, evaluates JSONata states
     (:mod:`smtrain.local.jsonata_eval`), parses each definition once
-    (:mod:`smtrain.local.asl_parse_cache`) and writes execution histories without moto's
+    (:mod:`smtrain.local.asl_parse_cache`), reads keyword keys such as ``"RoleArn.$"`` as paths,
+    as AWS does (:mod:`smtrain.local.asl_keyword_paths`), and writes execution histories without moto's
     per-member lookups (:mod:`smtrain.local.history_answer`)."""
     global _backend, _registry, _s3, _batch
-    from smtrain.local import asl_parse_cache, history_answer, jsonata_eval
+    from smtrain.local import asl_keyword_paths, asl_parse_cache, history_answer, jsonata_eval
 
     jsonata_eval.enable()
     asl_parse_cache.enable()
+    asl_keyword_paths.enable()
     history_answer.enable()
     original = state_task_factory.state_task_service_for
     original_poll = state_task_service_callback._DELAY_SECONDS_SYNC_CONDITION_CHECK
