@@ -496,3 +496,23 @@ def test_an_isolated_vpc_app_passes_and_its_new_needs_are_asked(
     assert entries["sagemaker:InstanceTypes"] == ("stringList", ["ml.m5.xlarge"])  # cdk.json's default
     assert entries["sagemaker:VolumeKmsKeyArn"][1] == entries["sagemaker:OutputKmsKeyArn"][1], "an EBS volume"
     assert "Nothing that preflight checks would fail." in out
+
+
+def test_a_request_is_checked_with_each_program_s_role_and_locations() -> None:
+    """A job request that reads its role and locations from the program's settings ($.method) is
+    expanded per program; a path the program's state does not set is left alone (and noted)."""
+    from smtrain.cli.preflight import SAMPLE, _with_method
+
+    method = {"roleArn": "arn:aws:iam::1:role/mlp", "outputUri": "s3://a/models/digits_mlp/",
+              "checkpointUri": "s3://a/checkpoints/digits_mlp/"}
+    request = {"RoleArn.$": "$.method.roleArn",
+               "OutputDataConfig": {"S3OutputPath.$": "$.method.outputUri", "KmsKeyId": "k"},
+               "CheckpointConfig": {"S3Uri.$": "States.Format('{}{}/', $.method.checkpointUri, $.run.id)"},
+               "HyperParameters.$": "$.trainingHyperparameters",
+               "Other": {"S3Uri.$": "States.Format('{}{}/', $.method.missing, $.run.id)"}}
+    assert _with_method(request, method) == {
+        "RoleArn": "arn:aws:iam::1:role/mlp",
+        "OutputDataConfig": {"S3OutputPath": "s3://a/models/digits_mlp/", "KmsKeyId": "k"},
+        "CheckpointConfig": {"S3Uri": f"s3://a/checkpoints/digits_mlp/{SAMPLE}/"},
+        "HyperParameters.$": "$.trainingHyperparameters",
+        "Other": {"S3Uri.$": "States.Format('{}{}/', $.method.missing, $.run.id)"}}

@@ -143,6 +143,14 @@ def test_one_execution_role_per_program_and_the_earlier_shared_one(synthesized: 
     export_name = "ExportsOutputFnGetAttSageMakerExecutionRole38ADDEB7Arn6AE73636"
     assert synthesized.storage["Outputs"][export_name] == {
         "Value": {"Fn::GetAtt": [shared_id, "Arn"]}, "Export": {"Name": f"smtrain-storage:{export_name}"}}
+    # Every export the previous release's workflow stack imports (its template at be5c0ef) is
+    # still exported, so the storage stack's update is not refused.
+    exported = {o["Export"]["Name"] for o in synthesized.storage["Outputs"].values() if "Export" in o}
+    assert exported >= {f"smtrain-storage:ExportsOutput{name}" for name in (
+        "FnGetAttSageMakerExecutionRole38ADDEB7Arn6AE73636", "FnGetAttDataKey2A0DE9E6Arn11FE9379",
+        "FnGetAttBucketsArtifactsB9EE6400Arn92A234F0", "RefBucketsArtifactsB9EE640063E0F2D8",
+        "RefBucketsData941F65F0DC630599", "FnGetAttTrainingImagesRepositoryC21C6A2AArn55BC9E47",
+        "RefTrainingImagesRepositoryC21C6A2AFD4E1B99")}
     # The programs' roles are read as weak references, never exported.
     for name, output in synthesized.storage["Outputs"].items():
         if "ExecutionRoleDigits" in json.dumps(output["Value"]):

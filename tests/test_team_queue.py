@@ -269,6 +269,12 @@ def test_a_burst_beyond_capacity_drains_in_priority_then_fair_share_order(
         assert result.output["trainingJobName"].startswith("AWSBatchsmtrain")
     for _, request in backend.requests:
         assert request["TrainingJobName"].startswith("AWSBatchsmtrain") and len(request["TrainingJobName"]) <= 63
+    # Each queued job runs as its program's own role, writing under its program's prefix.
+    assert {(request["RoleArn"], request["OutputDataConfig"]["S3OutputPath"],
+             request["CheckpointConfig"]["S3Uri"].rsplit("/", 2)[0]) for _, request in backend.requests} == {
+        (f"arn:aws:iam::123456789012:role/local-execution-role-{program.replace('_', '-')}-role",
+         f"s3://local-buckets-artifacts/models/{program}/", f"s3://local-buckets-artifacts/checkpoints/{program}")
+        for program in ("digits_mlp", "digits_lightgbm")}
     # `smtrain status --local` of a queued run: where it stood last in the queue, and its job.
     capsys.readouterr()
     assert main(["status", "--local", "--work-dir", str(engine.work_dir), "d"]) == 0

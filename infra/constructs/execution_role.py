@@ -40,8 +40,9 @@ class SageMakerExecutionRole(Construct):
 
     ``description`` (default: one for all programs' jobs) says whose jobs run as it. The role and
     its policy are retained on stack deletion. Another stack reads the role as a weak reference
-    (``Fn::GetStackOutput``), never an export: CloudFormation refuses to remove an export another
-    stack imports, so a role that leaves the template (its program removed) must not be one.
+    (``Fn::GetStackOutput``), not an automatic export: CloudFormation refuses to remove an export
+    another stack imports, so a role that leaves the template (its program removed) must not be
+    one (a stack may still export it on purpose, ``Stack.export_value``).
     Grants on resources of other stacks (the script-mode code) are added by those stacks.
     """
 

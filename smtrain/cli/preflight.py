@@ -310,6 +310,11 @@ def _passed_role_checks(state: str, why: str, job_request: Mapping[str, Any], tr
         programs = [(f"{state} ({prepare})", _with_method(job_request, method),
                      list(_strings(method, (prepare, "Result"))))
                     for prepare, method in _methods(d.definition)]
+        for label, request, _ in programs:
+            unresolved = sorted(set(re.findall(r"\$\.method\.[\w.]+", json.dumps(request))))
+            if unresolved:
+                d.notes.append(f"{label}: the job reads {', '.join(unresolved)}, which that state does "
+                               "not set: what it names was not simulated")
         if not programs:
             d.notes.append(f"{state}: no Pass state sets the job's role at {job_request['RoleArn.$']}: "
                            "not simulated")
@@ -319,7 +324,7 @@ def _passed_role_checks(state: str, why: str, job_request: Mapping[str, Any], tr
         return
     for label, request, data in programs:
         role = str(request["RoleArn"])
-        d.add(machine_role, Check("iam:PassRole", role, f"{why}: passes the execution role",
+        d.add(machine_role, Check("iam:PassRole", role, f"{label}: passes the execution role",
                                   (("iam:PassedToService", "sagemaker.amazonaws.com"),)))
         _execution_role_checks(label, request, role, training_job, d, data=data)
 
@@ -339,7 +344,8 @@ def _methods(definition: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]
 def _with_method(value: Any, method: Mapping[str, Any]) -> Any:
     """``value`` (a request's JSONPath parameters) with the paths into ``$.method`` filled in from
     ``method``: ``"X.$": "$.method.y"`` becomes ``"X": method["y"]``, and a ``States.Format`` whose
-    first argument is one becomes the formatted string (other arguments: :data:`SAMPLE`)."""
+    arguments name such paths, all of them set, becomes the formatted string (its other arguments:
+    :data:`SAMPLE`). A path ``method`` does not set is left as it is."""
     if isinstance(value, list):
         return [_with_method(item, method) for item in value]
     if not isinstance(value, Mapping):
@@ -353,10 +359,10 @@ def _with_method(value: Any, method: Mapping[str, Any]) -> Any:
             call = _FORMAT_CALL.fullmatch(item)
             if call is not None:
                 arguments = [a.strip() for a in call["arguments"].split(",")]
-                filled = [str(method[a[len(_METHOD):]]) if a.startswith(_METHOD)
-                          and a[len(_METHOD):] in method else SAMPLE for a in arguments]
-                if any(a.startswith(_METHOD) for a in arguments):
-                    out[key[:-2]] = call["template"].format(*filled)
+                ours = [a[len(_METHOD):] for a in arguments if a.startswith(_METHOD)]
+                if ours and all(name in method for name in ours):
+                    out[key[:-2]] = call["template"].format(*(
+                        str(method[a[len(_METHOD):]]) if a.startswith(_METHOD) else SAMPLE for a in arguments))
                     continue
         out[key] = _with_method(item, method)
     return out
