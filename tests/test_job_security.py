@@ -275,7 +275,8 @@ def _statements(template: dict[str, Any], logical_prefix: str) -> list[dict[str,
 def test_execution_role_may_give_the_volume_key_to_aws_resources_only(synthesized: Any) -> None:
     """A job that names a VolumeKmsKeyId needs kms:CreateGrant (developer guide, "CreateTrainingJob
     API: Execution Role Permissions"); only for AWS resources."""
-    (grant,) = [s for s in _statements(synthesized.storage, "SageMakerExecutionPolicy")
+    # digits_mlp's role (tests/test_storage_stack.py checks every job role's policy alike).
+    (grant,) = [s for s in _statements(synthesized.storage, "ExecutionRoleDigitsMlpPolicy")
                 if s.get("Sid") == "EncryptTrainingVolumes"]
     assert grant["Action"] == "kms:CreateGrant"
     assert "DataKey" in str(grant["Resource"])
