@@ -139,6 +139,18 @@ def _program_output(name: str) -> bool:
         name.startswith("PublishOutput") and "ExecutionRole" in name)
 
 
+def client_policy_of_every_job_role(template: Template, policy_prefix: str) -> str:
+    """The one policy (logical id starting ``policy_prefix``) attached to every role a job runs
+    as: each program's, and the earlier shared one."""
+    job_roles = [i for i in resources_of_type(template, "AWS::IAM::Role")
+                 if i.startswith(("SageMakerExecution", "ExecutionRole"))]
+    assert len(job_roles) == 4
+    clients = {tuple(p for p in policies_attached_to(template, role) if p.startswith(policy_prefix))
+               for role in job_roles}
+    ((policy,),) = clients  # one policy, on every job role
+    return policy
+
+
 def reads_besides_the_programs(template: Template) -> list[Any]:
     """The template's ``Fn::GetStackOutput`` reads other than each program's (its model package
     group and its execution role)."""

@@ -30,6 +30,7 @@ from tests.helpers import (
     Synthesized,
     actions_by_resource,
     cfn_lint,
+    client_policy_of_every_job_role,
     mapping_resolver,
     one_logical_id,
     only_resource,
@@ -186,15 +187,7 @@ def test_exact_permissions(with_tracking: Synthesized) -> None:
     assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
 
     # Every role a job runs as (each program's, and the earlier shared one) is a client.
-    job_roles = [i for i in resources_of_type(template, "AWS::IAM::Role")
-                 if i.startswith(("SageMakerExecution", "ExecutionRole"))]
-    assert len(job_roles) == 4
-    clients = {tuple(p for p in policies_attached_to(template, role) if p.startswith("ExperimentTracking"))
-               for role in job_roles}
-    assert len(clients) == 1, "one client policy, on every job role"
-    execution_role = job_roles[0]
-    added = [p for p in policies_attached_to(template, execution_role) if p.startswith("ExperimentTracking")]
-    (client_policy,) = added
+    client_policy = client_policy_of_every_job_role(template, "ExperimentTracking")
     server_arn = json.dumps({"Fn::GetAtt": [server_id, "TrackingServerArn"]}, sort_keys=True)
     assert actions_by_resource(statements_of(template, client_policy)) == {
         *((action, server_arn) for action in MLFLOW_CLIENT_ACTIONS),

@@ -30,6 +30,7 @@ from tests.helpers import (
     Synthesized,
     actions_by_resource,
     cfn_lint,
+    client_policy_of_every_job_role,
     one_logical_id,
     only_resource,
     policies_attached_to,
@@ -130,14 +131,7 @@ def test_exact_permissions(with_app: Synthesized) -> None:
     assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
 
     # Every role a job runs as (each program's, and the earlier shared one) is a client.
-    job_roles = [i for i in resources_of_type(template, "AWS::IAM::Role")
-                 if i.startswith(("SageMakerExecution", "ExecutionRole"))]
-    assert len(job_roles) == 4
-    clients = {tuple(p for p in policies_attached_to(template, role) if p.startswith("MlflowApp"))
-               for role in job_roles}
-    assert len(clients) == 1, "one client policy, on every job role"
-    execution_role = job_roles[0]
-    (client_policy,) = [p for p in policies_attached_to(template, execution_role) if p.startswith("MlflowApp")]
+    client_policy = client_policy_of_every_job_role(template, "MlflowApp")
     app_arn = json.dumps({"Fn::GetAtt": [app_id, "Arn"]}, sort_keys=True)
     assert actions_by_resource(statements_of(template, client_policy)) == {
         ("sagemaker:CallMlflowAppApi", app_arn), ("s3:PutObject", prefix_objects)}
