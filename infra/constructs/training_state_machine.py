@@ -47,9 +47,12 @@ TUNING_FAILED_ERROR = contract.TUNING_FAILED_ERROR
 
 @dataclass(frozen=True, kw_only=True)
 class DeployedProgram:
-    """A training program and where its packaged code lives."""
+    """A training program, where its packaged code lives and the role its jobs run as."""
 
     program: Program
+    #: The execution role the program's jobs run as (its own: it may write only the program's
+    #: models and checkpoints).
+    role_arn: str
     #: A BYOC program's image in the project's repository.
     image_uri: str | None = None
     #: A script program's ``sourcedir.tar.gz`` (what ``sagemaker_submit_directory`` takes).
@@ -64,16 +67,11 @@ class DeployedProgram:
     #: A script program's framework images for the stack's region (its manifest's build, else
     #: the framework's settings); None: the stack's PyTorch images (``props.images``).
     framework_images: FrameworkImages | None = None
-    #: The execution role the program's jobs run as (its own: it may write only the program's
-    #: models and checkpoints).
-    role_arn: str = ""
 
     def __post_init__(self) -> None:
         kind = self.program.kind
         if (kind == "byoc") != (self.image_uri is not None):
             raise ValueError(f"program {self.program.name}: an image URI goes with a byoc program")
-        if not self.role_arn:
-            raise ValueError(f"program {self.program.name}: no execution role")
         if (kind == "script") != (self.source_uri is not None):
             raise ValueError(f"program {self.program.name}: a source URI goes with a script program")
         if self.builtin_image_uri is not None and kind != "builtin":

@@ -88,8 +88,8 @@ class StorageStack(Stack):
             ).role
         # The one role every program's jobs ran as before per-program roles: passed by nothing
         # now (the state machine may pass only the programs' roles), kept one release for the
-        # jobs that run while the stacks are updated and for the export the previous workflow
-        # stack imports, which CloudFormation refuses to remove while it is in use ("You can't
+        # jobs already running when the stacks are updated and for the export the previous
+        # workflow stack imports, which CloudFormation refuses to remove while it is in use ("You can't
         # modify or remove an output value that is referenced by another stack": Fn::ImportValue,
         # CloudFormation user guide). Retained like every role.
         shared_role = SageMakerExecutionRole(
