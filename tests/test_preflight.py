@@ -238,7 +238,10 @@ def test_the_synthesized_app_passes(synthesized: Synthesized, stub: AwsStub, pre
         assert json.loads(pass_role[2]) == [{"ContextKeyName": "iam:PassedToService",
                                              "ContextKeyValues": ["sagemaker.amazonaws.com"],
                                              "ContextKeyType": "string"}]
-        assert "SageMakerExecution" not in pass_role[1][0]
+    # The three programs' roles (placeholder names: <stack>-<logical id>-<digest>, lower case),
+    # never the earlier shared role.
+    assert sorted(a[1][0].split(":role/")[1].split("-")[2][:len("executionroledigits")]
+                  for a in pass_roles) == ["executionroledigits"] * 3, pass_roles
     jobs = [a for a in asked if a[0] == "sagemaker:CreateTrainingJob"]
     assert jobs and all(a[1][0].startswith(f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/smtrain-")
                         for a in jobs)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from smtrain.core import contract
 from tests.helpers import Synthesized
 
 Definition = dict[str, Any]
@@ -283,10 +284,21 @@ def test_spot_adds_max_wait(definition: Definition) -> None:
     assert longest_runtime <= 7200 <= 28 * 24 * 3600
 
 
-def test_each_program_runs_as_its_own_role(definition: Definition) -> None:
+def test_each_program_runs_as_its_own_role(definition: Definition, synthesized: Synthesized) -> None:
     """Each program's Prepare states give its jobs the program's own execution role and its own
     model and checkpoint prefixes, which only that role may write (tests/test_iam_evaluated.py)."""
+    import hashlib
+
     s = states(definition)
+    # The rendered definition names a role read from the storage stack by the output's name
+    # (smtrain/core/assembly.py, placeholder_resolver): each program's role's output.
+    role_outputs = {name: output["Value"]["Fn::GetAtt"][0] for name, output in synthesized.storage["Outputs"].items()
+                    if "Fn::GetAtt" in output["Value"] and output["Value"]["Fn::GetAtt"][1] == "Arn"}
+    expected = {program: next(f"arn:aws:iam::123456789012:role/import-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+                              for name, role in role_outputs.items()
+                              if role.startswith(f"ExecutionRole{contract.output_id(program)}Role")
+                              and "Export" not in synthesized.storage["Outputs"][name])
+                for program in ("digits_mlp", "digits_lightgbm", "digits_xgboost")}
     artifacts = "s3://import-exportsoutputrefbucketsartifactsb9ee640063e0f2d8"
     roles: dict[str, set[str]] = {}
     for state, program in (("PrepareDigitsMlpCpu", "digits_mlp"), ("PrepareDigitsMlpGpu", "digits_mlp"),
@@ -295,10 +307,10 @@ def test_each_program_runs_as_its_own_role(definition: Definition) -> None:
         assert result["outputUri"] == f"{artifacts}/models/{program}/"
         assert result["checkpointUri"] == f"{artifacts}/checkpoints/{program}/"
         roles.setdefault(program, set()).add(result["roleArn"])
-    assert all(len(arns) == 1 for arns in roles.values()), "one role per program, whatever the image"
-    arns = [next(iter(a)) for a in roles.values()]
-    assert len(set(arns)) == 3 and all(a.startswith("arn:aws:iam::123456789012:role/") for a in arns)
-    assert not any("SageMakerExecution" in a for a in arns), "the earlier shared role is passed to no job"
+    # One role per program, whatever the image, and it is that program's own (not the earlier
+    # shared role, nor another program's).
+    assert roles == {program: {arn} for program, arn in expected.items()}
+    assert len(set(expected.values())) == 3
 
 
 def test_training_request(definition: Definition) -> None:

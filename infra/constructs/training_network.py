@@ -114,7 +114,7 @@ class TrainingNetwork(Construct):
     VPC must already have the endpoints a job needs (S3 gateway or interface; STS, CloudWatch
     Logs and metrics, ECR API and Docker, KMS; SageMaker MLflow for tracking) or a NAT
     route: none are created. S3 must be reached through an endpoint of that VPC: the bucket
-    policies deny the execution role any request without ``aws:SourceVpc`` of that VPC (a request
+    policies deny the execution roles any request without ``aws:SourceVpc`` of that VPC (a request
     through a NAT gateway carries none).
 
     :attr:`job_network` (what every job's ``VpcConfig`` gets), :attr:`vpc_id`, :attr:`subnet_ids`,

@@ -10,7 +10,7 @@ With the caller's credentials it
    (:mod:`smtrain.cli.retry_strategy_check`);
 2. derives the calls a run makes from the definition (each Task state's integration, the job
    names, S3 locations, KMS key, images, logging and tracing) and asks IAM's policy simulator
-   whether the state machine role and the SageMaker execution role may make them:
+   whether the state machine role and each program's SageMaker execution role may make them:
    ``SimulateCustomPolicy`` with the synthesized policies, and, for roles that are deployed,
    ``SimulatePrincipalPolicy`` too (which adds SCPs and permission boundaries);
 3. prints what it checked, what it did not, and exits 0 (nothing would fail), 1 (something would),
@@ -305,9 +305,9 @@ def _passed_role_checks(state: str, why: str, job_request: Mapping[str, Any], tr
     as a role of their own) is checked once per program, with that program's role, locations and
     code (the Pass states that set ``$.method``)."""
     if isinstance(job_request.get("RoleArn"), str):
-        programs = [(state, job_request, list(_data(d.definition)))]
+        programs = [(why, job_request, list(_data(d.definition)))]
     elif str(job_request.get("RoleArn.$", "")).startswith(_METHOD):
-        programs = [(f"{state} ({prepare})", _with_method(job_request, method),
+        programs = [(f"{why} ({prepare})", _with_method(job_request, method),
                      list(_strings(method, (prepare, "Result"))))
                     for prepare, method in _methods(d.definition)]
         for label, request, _ in programs:
@@ -456,9 +456,10 @@ def _batch_checks(state: str, api: str, task: Mapping[str, Any], machine: Mappin
                   machine_role: str, d: _Derivation) -> str | None:
     """The team queue's calls (Service Authorization Reference, AWS Batch): a submit on the job
     queues and the new service job, its tags, and the execution role passed to SageMaker with the
-    payload (the request a Pass state builds: ``request`` with ``RoleArn``), whose job runs as
-    that role under Batch's name ``AWSBatch<name><attempt id>`` (returned); a describe and a list
-    take no resource; a terminate acts on a service job carrying the project's tag."""
+    payload (the request a Pass state builds: ``request`` with ``RoleArn``, or ``RoleArn.$`` read
+    from each program's settings), whose job runs as that role under Batch's name
+    ``AWSBatch<name><attempt id>`` (returned); a describe and a list take no resource; a
+    terminate acts on a service job carrying the project's tag."""
     why = f"{state} (aws-sdk:batch:{api})"
     service_job = d.arn("batch", f"service-job/{SAMPLE}")
     if api in ("describeServiceJob", "listServiceJobs"):
@@ -484,7 +485,7 @@ def _batch_checks(state: str, api: str, task: Mapping[str, Any], machine: Mappin
                 and isinstance(value.get("request"), Mapping)
                 and {"RoleArn", "RoleArn.$"} & set(value["request"])]
     if not requests:
-        d.not_derived.append(f"{why}: the payload (no Pass state builds a request with RoleArn)")
+        d.not_derived.append(f"{why}: the payload (no Pass state builds a request with RoleArn or RoleArn.$)")
         return None
     request = requests[0]
     job = f"{contract.BATCH_TRAINING_JOB_PREFIX}{request.get('TrainingJobName', 'preflight')}{SAMPLE * 4}"

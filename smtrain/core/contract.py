@@ -467,7 +467,7 @@ def batch_training_job_prefix(name_prefix: str) -> str:
 
 
 def storage_stack_name(name_prefix: str) -> str:
-    """The stateful stack's CloudFormation name (key, buckets, repository, execution role)."""
+    """The stateful stack's CloudFormation name (key, buckets, repository, execution roles)."""
     return f"{name_prefix}-storage"
 
 
