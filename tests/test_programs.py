@@ -189,8 +189,11 @@ def test_a_bad_manifest_fails_cdk_synth_with_its_message(cdk_context: dict[str, 
     import sys
 
     project = tmp_path / "project"
+    # The project as a clone has it: no environments, caches or outputs (.tools holds checkov's
+    # own venv after `make checkov`, some 300 MB).
     shutil.copytree(ROOT, project, ignore=shutil.ignore_patterns(
-        ".venv", "node_modules", "cdk.out", ".work", ".git", "__pycache__", ".mypy_cache"))
+        ".venv", "node_modules", "cdk.out", ".work", ".git", "__pycache__", ".mypy_cache", ".tools",
+        ".pytest_cache", ".ruff_cache", ".hypothesis"))
     (project / "training_code" / "digits_mlp" / "program.toml").write_text('name = "digits_mlp"\n')
     result = subprocess.run([sys.executable, "app.py"], cwd=project, capture_output=True, text=True,
                             timeout=300, env={"PATH": "/usr/bin:/bin", "CDK_DEFAULT_REGION": "us-east-1",
