@@ -139,14 +139,21 @@ def _program_output(name: str) -> bool:
         name.startswith("PublishOutput") and "ExecutionRole" in name)
 
 
+def job_role_ids(template: Template) -> list[str]:
+    """The storage stack's roles a job may run as, by logical id: each shipped program's (in the
+    template's order), then the earlier shared one."""
+    roles = resources_of_type(template, "AWS::IAM::Role")
+    programs = [i for i in roles if i.startswith("ExecutionRoleDigits")]
+    (shared,) = [i for i in roles if i.startswith("SageMakerExecutionRole")]
+    assert len(programs) == 3, programs
+    return [*programs, shared]
+
+
 def client_policy_of_every_job_role(template: Template, policy_prefix: str) -> str:
     """The one policy (logical id starting ``policy_prefix``) attached to every role a job runs
     as: each program's, and the earlier shared one."""
-    job_roles = [i for i in resources_of_type(template, "AWS::IAM::Role")
-                 if i.startswith(("SageMakerExecution", "ExecutionRole"))]
-    assert len(job_roles) == 4
     clients = {tuple(p for p in policies_attached_to(template, role) if p.startswith(policy_prefix))
-               for role in job_roles}
+               for role in job_role_ids(template)}
     ((policy,),) = clients  # one policy, on every job role
     return policy
 

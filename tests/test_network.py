@@ -24,7 +24,16 @@ from infra.constructs.endpoint_only_access import (
 from infra.constructs.training_network import JobNetwork, TrainingNetwork
 from infra.settings import Settings
 from tests.conftest import ROOT, code_without_script_requirements, synthesize
-from tests.helpers import Synthesized, as_list, cfn_lint, nag_report_rows, only_resource, references, resources_of_type
+from tests.helpers import (
+    Synthesized,
+    as_list,
+    cfn_lint,
+    job_role_ids,
+    nag_report_rows,
+    only_resource,
+    references,
+    resources_of_type,
+)
 from tests.test_compliance import _acknowledgements
 
 VPC_ID = "vpc-0123456789abcdef0"
@@ -119,13 +128,6 @@ def _render(value: Any) -> Any:
     return value
 
 
-def _job_roles(template: dict[str, Any]) -> list[str]:
-    """Every role a job may run as: each program's, then the earlier shared one (in that order)."""
-    programs = [i for i in resources_of_type(template, "AWS::IAM::Role") if i.startswith("ExecutionRoleDigits")]
-    assert len(programs) == 3
-    return [*programs, _one_id(template, "AWS::IAM::Role", "SageMakerExecutionRole")]
-
-
 def _one_id(template: dict[str, Any], resource_type: str, prefix: str) -> str:
     found = [i for i in resources_of_type(template, resource_type) if i.startswith(prefix)]
     assert len(found) == 1, (resource_type, prefix, found)
@@ -175,7 +177,7 @@ def _expected_deny(template: dict[str, Any], bucket_prefix: str,
                    network: dict[str, Any]) -> list[dict[str, Any]]:
     bucket = _one_id(template, "AWS::S3::Bucket", bucket_prefix)
     bucket_arn = {"Fn::GetAtt": [bucket, "Arn"]}
-    condition = {"ArnEquals": {"aws:PrincipalArn": [{"Fn::GetAtt": [role, "Arn"]} for role in _job_roles(template)]},
+    condition = {"ArnEquals": {"aws:PrincipalArn": [{"Fn::GetAtt": [role, "Arn"]} for role in job_role_ids(template)]},
                  "StringNotEquals": network}
     return [
         {"Sid": OBJECTS_SID, "Effect": "Deny", "Principal": {"AWS": "*"},
@@ -381,7 +383,7 @@ def test_execution_role_has_no_data_action_the_deny_misses(created_vpc_tracking:
     """Every S3 action the execution role is granted on the buckets (its own policy and the MLflow
     client policy) is one the network Deny covers."""
     template = created_vpc_tracking.storage
-    roles = _job_roles(template)
+    roles = job_role_ids(template)
     buckets = [_one_id(template, "AWS::S3::Bucket", prefix) for prefix in ("BucketsData", "BucketsArtifacts")]
     granted = set()
     for policy in resources_of_type(template, "AWS::IAM::ManagedPolicy").values():
@@ -497,7 +499,7 @@ def test_execution_role_may_attach_jobs_to_the_given_subnets_only(existing_vpc_g
     template = existing_vpc_groups.storage
     (policy,) = [r for i, r in resources_of_type(template, "AWS::IAM::ManagedPolicy").items()
                  if i.startswith("VpcJobAccessPolicy")]
-    assert policy["Properties"]["Roles"] == [{"Ref": role} for role in _job_roles(template)]
+    assert policy["Properties"]["Roles"] == [{"Ref": role} for role in job_role_ids(template)]
 
     def arn(resource: str) -> dict[str, Any]:
         return {"Fn::Join": ["", ["arn:aws:ec2:us-east-1:", {"Ref": "AWS::AccountId"}, f":{resource}"]]}

@@ -67,12 +67,18 @@ class StorageStack(Stack):
         self.artifacts_bucket = buckets.artifacts
         self.repository = TrainingRepository(
             self, "TrainingImages", key=self.key).repository
-        role_settings: dict[str, Any] = dict(
-            data_bucket=self.data_bucket, artifacts_bucket=self.artifacts_bucket, key=self.key,
-            repository=self.repository, input_prefix=DATASETS_PREFIX,
-            job_name_prefix=f"{settings.name_prefix}-",
-            queued_job_name_prefix=(contract.batch_training_job_prefix(settings.name_prefix)
-                                    if settings.queue == "batch" else None))
+
+        def execution_role(construct_id: str, *, model_prefix: str, checkpoint_prefix: str,
+                           description: str) -> SageMakerExecutionRole:
+            return SageMakerExecutionRole(
+                self, construct_id, data_bucket=self.data_bucket, artifacts_bucket=self.artifacts_bucket,
+                key=self.key, repository=self.repository, input_prefix=DATASETS_PREFIX,
+                model_prefix=model_prefix, checkpoint_prefix=checkpoint_prefix,
+                job_name_prefix=f"{settings.name_prefix}-",
+                queued_job_name_prefix=(contract.batch_training_job_prefix(settings.name_prefix)
+                                        if settings.queue == "batch" else None),
+                description=description)
+
         # Each program's jobs run as a role of their own, which may write only that program's
         # models and checkpoints (models/<program>/, checkpoints/<program>/): one program's job
         # cannot overwrite another's model or plant a checkpoint another resumes from. The
@@ -80,8 +86,8 @@ class StorageStack(Stack):
         # can be added or removed; a removed program's role is retained, like the rest.
         self.program_roles: dict[str, iam.IRole] = {}
         for program in programs:
-            self.program_roles[program] = SageMakerExecutionRole(
-                self, f"ExecutionRole{contract.output_id(program)}", **role_settings,
+            self.program_roles[program] = execution_role(
+                f"ExecutionRole{contract.output_id(program)}",
                 model_prefix=contract.program_models_prefix(program),
                 checkpoint_prefix=contract.program_checkpoints_prefix(program),
                 description=f"Assumed by SageMaker training and tuning jobs of program {program}",
@@ -89,12 +95,11 @@ class StorageStack(Stack):
         # The one role every program's jobs ran as before per-program roles: passed by nothing
         # now (the state machine may pass only the programs' roles), kept one release for the
         # jobs already running when the stacks are updated and for the export the previous
-        # workflow stack imports, which CloudFormation refuses to remove while it is in use ("You can't
-        # modify or remove an output value that is referenced by another stack": Fn::ImportValue,
-        # CloudFormation user guide). Retained like every role.
-        shared_role = SageMakerExecutionRole(
-            self, "SageMakerExecution", **role_settings, model_prefix=MODELS_PREFIX,
-            checkpoint_prefix=CHECKPOINTS_PREFIX,
+        # workflow stack imports, which CloudFormation refuses to remove while it is in use ("You
+        # can't modify or remove an output value that is referenced by another stack":
+        # Fn::ImportValue, CloudFormation user guide). Retained like every role.
+        shared_role = execution_role(
+            "SageMakerExecution", model_prefix=MODELS_PREFIX, checkpoint_prefix=CHECKPOINTS_PREFIX,
             description="Shared role of earlier releases of this project; no new job runs as it")
         self.export_value(shared_role.role.role_arn)
         #: Every role a training job may run as (the programs' and the earlier shared one).

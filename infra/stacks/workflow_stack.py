@@ -203,7 +203,8 @@ class WorkflowStack(Stack):
         jobs_track = storage.tracking is not None and not settings.network_isolation
         for program in programs.values():
             construct_id = contract.output_id(program.name)
-            role_arn = storage.program_roles[program.name].role_arn
+            role = storage.program_roles[program.name]
+            role_arn = role.role_arn
             if program.kind == "script":
                 source = SourceBundle(
                     self, f"Source{construct_id}", source_dir=program.directory,
@@ -213,7 +214,7 @@ class WorkflowStack(Stack):
                 deployed.append(DeployedProgram(
                     program=program, source_uri=source.s3_uri, source_file_name=source.object_key,
                     framework_images=script_images(settings, program), role_arn=role_arn))
-                _read_source(self, construct_id, role=storage.program_roles[program.name],
+                _read_source(self, construct_id, role=role,
                              source=source, network_isolation=settings.network_isolation)
                 CfnOutput(self, f"{contract.OUTPUT_PROGRAM_SOURCE}{construct_id}",
                           value=source.s3_uri)

@@ -511,7 +511,6 @@ CHECKPOINTS_PREFIX: Final = "checkpoints/"
 REGISTERED_MODELS_PREFIX: Final = "registry/"
 
 
-
 def program_models_prefix(program: str) -> str:
     """``models/<program>/``: where a program's jobs write their models, and all its role may write."""
     return f"{MODELS_PREFIX}{program}/"
