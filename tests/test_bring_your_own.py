@@ -70,14 +70,11 @@ def engine(app_with_brought_programs: Synthesized, sample_data: Path,
                                          ("sklearn_example", "test", "validation"),
                                          ("xgboost_script_example", "train", "train"),
                                          ("xgboost_script_example", "validation", "validation"),
-                                         ("tensorflow_example", "training", "train")):
+                                         ("tensorflow_example", "training", "train"),
+                                         ("huggingface_example", "train", "train"),
+                                         ("huggingface_example", "test", "validation")):
             engine.s3.put_tree(digits / source,
                                contract.default_channel_uri(bucket, program, channel))
-        lines = work / "jsonlines"
-        lines.mkdir()
-        (lines / "train.jsonl").write_text('{"text": "a digit", "label": 1}\n')
-        engine.s3.put_tree(lines, contract.default_channel_uri(bucket, "huggingface_example",
-                                                               "train"))
         yield engine
 
 
@@ -259,19 +256,14 @@ def test_a_program_without_data_is_refused_before_it_starts(
     assert not (tmp_path / "work" / "jobs").exists() or not any((tmp_path / "work" / "jobs").iterdir())
 
 
-def _framework_failure(engine: OfflineEngine, program: str) -> str:
-    result = engine.run({"program": program}, name=f"byo-{program.replace('_', '-')}")
-    assert (result.status, result.error) == ("FAILED", contract.TRAINING_FAILED_ERROR), result.cause
-    assert result.cause is not None
-    return result.cause
-
-
 def _ran_in_image_environment(engine: OfflineEngine, image: str, arguments: str,
-                              packages: tuple[str, ...]) -> tuple[str, list[str]]:
+                              packages: tuple[str, ...],
+                              absent: tuple[str, str] = ("torch", "smtrain")) -> tuple[str, list[str]]:
     """The last completed job on an image whose URI holds ``image``: it ran in that image's
     environment (SageMaker's order, botocore's SecondaryStatus: the data, the image, then
     training), its script started as ``<the environment's python> <arguments>``, and none of the
-    project's packages there. Its log, and the versions of ``packages`` in the environment."""
+    project's packages there (``absent``). Its log, and the versions of ``packages`` in the
+    environment."""
     (job,) = [job for job in engine.backend.jobs()  # type: ignore[attr-defined]
               if image in job.request["AlgorithmSpecification"]["TrainingImage"]
               and job.status == "Completed"][-1:]
@@ -284,13 +276,13 @@ def _ran_in_image_environment(engine: OfflineEngine, image: str, arguments: str,
     assert job.image_environment is not None and job.python.parent.parent == job.image_environment
     probe = subprocess.run([str(job.python), "-c", (
         "import importlib.metadata as m, importlib.util as u, sys; "
-        "print(u.find_spec('torch') is None, u.find_spec('smtrain') is None, "
+        f"print(u.find_spec({absent[0]!r}) is None, u.find_spec({absent[1]!r}) is None, "
         "*(m.version(name) for name in sys.argv[1:]))"), *packages],
         capture_output=True, text=True, check=True,
         env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"},
         cwd=job.image_environment)
     words = probe.stdout.split()
-    assert words[:2] == ["True", "True"], probe.stdout  # no torch, no smtrain
+    assert words[:2] == ["True", "True"], probe.stdout  # none of the project's packages
     return log, words[2:]
 
 
@@ -374,10 +366,56 @@ def test_tensorflow_program_trains_offline_through_its_own_toolkit(engine: Offli
     assert versions[:3] == ["2.19.0", "3.10.0", "20.4.1"]  # and pandas is there (its version read)
 
 
-def test_frameworks_without_an_offline_environment_are_refused_by_name(engine: OfflineEngine) -> None:
-    cause = _framework_failure(engine, "huggingface_example")
-    assert "a huggingface script-mode job does not run offline yet" in cause
-    assert "toolkit environment" in cause
+def test_huggingface_program_trains_and_tunes_offline_through_the_pytorch_toolkit(
+        engine: OfflineEngine) -> None:
+    """Written as AWS's Hugging Face examples are (Trainer, argparse, SM_CHANNEL_TRAIN and
+    SM_CHANNEL_TEST, save_model to SM_MODEL_DIR): it trains in the transformers 4.48 image's
+    environment (smtrain.local.framework_envs: the image's transformers, datasets and
+    accelerate, the PyTorch image's toolkit; this machine's CPU torch for the image's CUDA one),
+    started as the image starts it, and tunes on Trainer's evaluation log."""
+    result = engine.run({"program": "huggingface_example"}, name="byo-huggingface")
+    assert result.succeeded, (result.error, result.cause)
+    assert result.output is not None
+    assert _metric(result.output, "eval:accuracy") > 0.4  # 3 epochs on 1,437 digits (0.1: chance)
+    with tarfile.open(engine.local_path(result.output["modelArtifacts"]), "r:gz") as archive:
+        assert {"config.json", "model.safetensors"} <= set(archive.getnames())
+        config = json.load(archive.extractfile("config.json"))  # type: ignore[arg-type]
+    assert config["architectures"] == ["ViTForImageClassification"]
+    log, versions = _ran_in_image_environment(
+        engine, "/huggingface-pytorch-training:", "train.py --epochs 3 --learning_rate 0.01",
+        ("transformers", "datasets", "accelerate", "sagemaker-pytorch-training", "torch"),
+        absent=("smtrain", "moto"))
+    # The Hugging Face image is the PyTorch image's: its toolkit starts the script.
+    assert "Imported framework sagemaker_pytorch_container.training" in log
+    assert versions == ["4.48.0", "3.1.0", "1.1.0", "2.8.1", "2.13.0+cpu"]
+    tuned = engine.run({"program": "huggingface_example", "hyperparameters": {"epochs": "1"},
+                        "tuning": {"maxJobs": 1, "maxParallelJobs": 1}}, name="byo-huggingface-tuning")
+    assert tuned.succeeded, (tuned.error, tuned.cause)
+    assert tuned.output is not None
+    assert tuned.output["objective"]["MetricName"] == "eval:accuracy"
+    assert set(tuned.output["tunedHyperparameters"]) == {"learning_rate"}
+
+
+def test_a_huggingface_image_without_an_environment_is_refused_naming_the_built_one() -> None:
+    """Another transformers version, or the TensorFlow base, has other packages: refused by name."""
+    from smtrain.local.backend import SageMakerError
+    from smtrain.local.local_backend import _check_offline_framework
+
+    registry = "763104351884.dkr.ecr.us-east-1.amazonaws.com"
+    for image, version in (
+            (f"{registry}/huggingface-pytorch-training:2.1.0-transformers4.36.0-gpu-py310-cu121-"
+             "ubuntu20.04", "4.36"),
+            (f"{registry}/huggingface-tensorflow-training:2.6.3-transformers4.17.0-gpu-py38-cu112-"
+             "ubuntu20.04", "4.17")):
+        with pytest.raises(SageMakerError) as raised:
+            _check_offline_framework({"AlgorithmSpecification": {"TrainingImage": image},
+                                      "HyperParameters": {}})
+        assert raised.value.message.startswith(
+            f"a huggingface {version} script-mode job does not run offline: the offline engine "
+            "knows the huggingface image's environment for 4.48 only"), raised.value.message
+    _check_offline_framework({"AlgorithmSpecification": {"TrainingImage": (
+        f"{registry}/huggingface-pytorch-training:2.3.0-transformers4.48.0-gpu-py311-cu121-ubuntu20.04")},
+        "HyperParameters": {}})
 
 
 def test_a_tensorflow_version_without_an_environment_is_refused_naming_the_built_ones() -> None:

@@ -147,7 +147,7 @@ def _new(capsys: pytest.CaptureFixture[str], root: Path, name: str, kind: str,
     assert "make synth" in out
     assert f"smtrain start --local --program {name}" in out
     assert (f"runs it in the {framework} image's environment, built on first use" in out) == (
-        framework in ("tensorflow", "sklearn"))
+        framework in contract.OFFLINE_IMAGE_ENVIRONMENTS)
     return programs.load(root / "training_code" / name)
 
 
@@ -210,6 +210,9 @@ def _assert_trained(program: programs.Program, result: subprocess.CompletedProce
             booster = xgboost.Booster(model_file=str(tree.model_dir / "xgboost-model.json"))
             predicted = booster.predict(xgboost.DMatrix(data[:, 1:])).argmax(axis=1)
         assert (predicted == data[:, 0]).mean() >= 0.9
+    elif program.framework == "huggingface":
+        # What from_pretrained loads (the project has no transformers to load it with).
+        assert {"config.json", "model.safetensors"} <= {path.name for path in tree.model_dir.iterdir()}
     else:
         model = json.loads((tree.model_dir / "model.json").read_text())
         assert model["classes"] == [0, 1]
@@ -233,6 +236,37 @@ def test_script_skeleton_trains_through_the_toolkit(capsys: pytest.CaptureFixtur
                             env={**os.environ, **tree.environment()})
     _assert_trained(program, result, tree, epochs=3)
     assert "Reporting training SUCCESS" in result.stdout + result.stderr
+
+
+def test_huggingface_skeleton_trains_through_its_image_s_toolkit(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, channels: dict[str, Path]) -> None:
+    """Hugging Face's skeleton (transformers' Trainer) as its image runs it: the PyTorch image's
+    toolkit, in the transformers 4.48 image's environment (smtrain.local.framework_envs, built on
+    first use and shared with the offline engine), saving what ``from_pretrained`` loads."""
+    from smtrain.local import framework_envs
+    from smtrain.local.program_envs import default_cache_dir
+
+    program = _new(capsys, tmp_path, "my_hf", "script", "huggingface")
+    assert (program.framework, program.instance_type) == ("huggingface", "ml.g5.xlarge")
+    environment = framework_envs.framework_environment("huggingface", "4.48", default_cache_dir(),
+                                                       log=lambda line: None)
+    bundle = tmp_path / "sourcedir.tar.gz"
+    with tarfile.open(bundle, "w:gz") as tar:
+        for path in sorted(program.directory.iterdir()):
+            tar.add(path, arcname=path.name)
+    tree = build_job_tree(tmp_path / "ml", channels=channels, hyperparameters={
+        "epochs": "3", "learning-rate": "0.2",
+        "sagemaker_program": "train.py", "sagemaker_submit_directory": str(bundle)})
+    result = subprocess.run(
+        [str(environment / "bin" / "train")], capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, **tree.environment(), "PYTHONPATH": "",
+             "SAGEMAKER_TRAINING_MODULE": framework_envs.PYTORCH_TRAINING_MODULE,
+             "PATH": f"{environment / 'bin'}{os.pathsep}{os.environ['PATH']}"})
+    _assert_trained(program, result, tree, epochs=3)
+    assert "Imported framework sagemaker_pytorch_container.training" in result.stdout + result.stderr
+    config = json.loads((tree.model_dir / "config.json").read_text())
+    assert config["architectures"] == ["ViTForImageClassification"]
+    assert len(config["feature_mean"]) == 4  # the standardization travels with the weights
 
 
 def test_byoc_skeleton_trains_on_a_fake_opt_ml(capsys: pytest.CaptureFixture[str], tmp_path: Path,
@@ -299,7 +333,6 @@ def test_framework_skeletons_refuse_a_bad_hyperparameter_with_a_reason(
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (("--kind", "script", "--framework", "huggingface"), "--framework huggingface has no skeleton"),
     (("--kind", "byoc", "--framework", "sklearn"), "--framework is for --kind script"),
 ])
 def test_new_program_refuses_a_framework_it_cannot_scaffold(
@@ -373,7 +406,7 @@ def test_programs_show_each_framework_and_its_version(tmp_path: Path) -> None:
             in describe(sklearn).splitlines())
     assert program_data(programs.load(own))["offline"] == (
         "refused for this version (the sklearn image's environment is built for 1.2-1)")
-    assert ("  offline: refused (no environment of its image is built offline)" in
+    assert ("  offline: in the huggingface 4.48 image's environment (built on first use)" in
             describe(programs.load(fixtures / "huggingface_example")).splitlines())
     assert ("  offline: AWS's training toolkit, over the project's environment (the PyTorch image's "
             "toolkit on more than one instance)" in describe(programs.load(fixtures / "pytorch_example")).splitlines())
@@ -385,11 +418,23 @@ def test_programs_show_each_framework_and_its_version(tmp_path: Path) -> None:
         "and this is Python 3.12)")
     assert contract.offline_run("tensorflow", "2.19.0", (3, 12)) == (
         "in the tensorflow 2.19 image's environment (built on first use)")
+    assert contract.offline_run("huggingface", "4.36.0", (3, 11)) == (
+        "refused for this version (the huggingface image's environment is built for 4.48)")
+
+
+def test_every_framework_runs_offline_in_one_known_way() -> None:
+    """Each script framework runs offline over the project's environment or in its image's own,
+    never neither: a framework added to the contract without either fails here, not silently in
+    the wrong environment."""
+    assert set(contract.FRAMEWORKS) == (set(contract.OFFLINE_FRAMEWORKS)
+                                        | set(contract.OFFLINE_IMAGE_ENVIRONMENTS))
+    assert not set(contract.OFFLINE_FRAMEWORKS) & set(contract.OFFLINE_IMAGE_ENVIRONMENTS)
 
 
 @pytest.mark.parametrize(("version", "key"), [
     ("1.2-1", "1.2-1"), ("1.2-1-cpu-py3", "1.2-1"), ("2.19", "2.19"), ("2.19.0", "2.19"),
-    ("2.19-cpu-py312", "2.19"), ("2.19.0-gpu-py312-cu125-ubuntu22.04", "2.19")])
+    ("2.19-cpu-py312", "2.19"), ("2.19.0-gpu-py312-cu125-ubuntu22.04", "2.19"), ("4.48.0", "4.48"),
+    ("2.3.0-transformers4.48.0-gpu-py311-cu121-ubuntu20.04", "4.48")])
 def test_one_rule_spells_the_offline_version_of_a_manifest_and_of_an_image_tag(version: str, key: str) -> None:
     """`smtrain programs` and the offline engine read a version through the same core rule."""
     from smtrain.local.framework_envs import image_version

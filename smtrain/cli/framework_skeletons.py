@@ -1,6 +1,6 @@
 """The entry points ``smtrain new-program --kind script --framework F`` writes where the
-framework has an idiom of its own: scikit-learn, XGBoost and TensorFlow scripts train with their
-framework and save the model as AWS's examples of it do. PyTorch keeps the plain skeleton
+framework has an idiom of its own: scikit-learn, XGBoost, TensorFlow and Hugging Face scripts train
+with their framework and save the model as AWS's examples of it do. PyTorch keeps the plain skeleton
 (standard library only, :mod:`smtrain.cli.program_commands`).
 
 Each is composed from ``skeletons/``: the framework's file (``#%% doc``, ``#%% imports``, ``#%%
@@ -42,6 +42,9 @@ FRAMEWORK_SKELETONS: Final[dict[str, FrameworkSkeleton]] = {
     "tensorflow": FrameworkSkeleton(model_file="1/saved_model.pb", module="tensorflow",
                                     uses="TensorFlow (Keras) and numpy",
                                     model="a Keras softmax regression"),
+    "huggingface": FrameworkSkeleton(model_file="model.safetensors", module="transformers",
+                                     uses="transformers, torch and numpy",
+                                     model="a small vision transformer (transformers' Trainer)"),
 }
 
 #: The TensorFlow toolkit passes ``--model_dir`` (the stack sends it, as the SDK's TensorFlow

@@ -205,7 +205,7 @@ def skeleton_files(name: str, kind: str, training_code_dir: Path,
                    framework: str = "pytorch") -> dict[Path, str]:
     """Every file ``new-program`` writes, by path (the test lies in the project's
     ``tests/programs/``, beside ``training_code_dir``). ``framework``: a script's (one of
-    ``contract.FRAMEWORKS`` but huggingface); scikit-learn, XGBoost and TensorFlow get an entry
+    ``contract.FRAMEWORKS``); scikit-learn, XGBoost, TensorFlow and Hugging Face get an entry
     point of their own (:mod:`smtrain.cli.framework_skeletons`), PyTorch the plain one."""
     folder = training_code_dir / name
     entry = "train.py" if kind == "script" else "train"
@@ -243,11 +243,6 @@ def new_program(args: argparse.Namespace) -> int:
     framework: str | None = args.framework
     if framework is not None and args.kind != "script":
         fail(f"--framework is for --kind script (a {args.kind} program brings its own image)")
-        return EXIT_USAGE
-    if framework == "huggingface":
-        fail("--framework huggingface has no skeleton: write one with --framework pytorch and set "
-             "framework = \"huggingface\" and a GPU instance_type in its program.toml "
-             "(docs/programs.md, Frameworks)")
         return EXIT_USAGE
     framework = framework or "pytorch"
     files = skeleton_files(name, args.kind, training_code_dir, framework)
@@ -324,7 +319,10 @@ COPY train .
 
 
 _FRAMEWORK_NAMES = {"pytorch": "PyTorch", "sklearn": "scikit-learn", "xgboost": "XGBoost",
-                    "tensorflow": "TensorFlow"}
+                    "tensorflow": "TensorFlow", "huggingface": "Hugging Face (PyTorch)"}
+#: A Hugging Face training image is a GPU build only (the SDK's image_uris has no CPU one): its
+#: skeleton names a GPU type of the default allowedInstanceTypes (cdk.json), or synth refuses it.
+_HUGGINGFACE_INSTANCE_TYPE = "ml.g5.xlarge"
 
 
 def _manifest(name: str, kind: str, framework: str = "pytorch") -> str:
@@ -345,13 +343,16 @@ def _manifest(name: str, kind: str, framework: str = "pytorch") -> str:
         printer = "train"
     model = ("softmax regression" if framework == "pytorch" or kind != "script"
              else FRAMEWORK_SKELETONS[framework].model)
+    instance = ("# Its images are GPU builds only: a GPU type of allowedInstanceTypes (cdk.json).\n"
+                f'instance_type = "{_HUGGINGFACE_INSTANCE_TYPE}"\n'
+                if kind == "script" and framework == "huggingface" else "")
     return f"""\
 # A training program: what it is, what it reads, prints and takes (every field: docs/programs.md).
 # `smtrain programs` lists it; `make synth` packages it.
 name = "{name}"
 kind = "{kind}"
 description = "{what}: {model} on CSV (label in column 0)"
-
+{instance}
 {table}
 [[channels]]
 name = "train"

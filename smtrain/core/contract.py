@@ -59,29 +59,39 @@ KINDS: Final[tuple[str, ...]] = ("script", "byoc", "builtin")
 #: ``image_uris.retrieve``).
 FRAMEWORKS: Final[tuple[str, ...]] = ("pytorch", "tensorflow", "sklearn", "xgboost", "huggingface")
 #: Frameworks whose script jobs the offline engine runs in the project's environment (through the
-#: generic sagemaker-training toolkit, as those images do). TensorFlow and scikit-learn run in
-#: their images' own environments where one is built offline (smtrain.local.framework_envs); the
-#: others not.
+#: generic sagemaker-training toolkit, as those images do). TensorFlow, scikit-learn and Hugging
+#: Face run in their images' own environments where one is built offline
+#: (smtrain.local.framework_envs); the others not.
 OFFLINE_FRAMEWORKS: Final[tuple[str, ...]] = ("pytorch", "xgboost")
 #: Per framework run offline in its image's own environment (not the project's), the image
 #: versions (as the SDK spells them) whose environment the offline engine knows how to build
-#: (smtrain.local.framework_envs holds what each installs).
-OFFLINE_IMAGE_ENVIRONMENTS: Final[dict[str, tuple[str, ...]]] = {"tensorflow": ("2.19",), "sklearn": ("1.2-1",)}
+#: (smtrain.local.framework_envs holds what each installs). Hugging Face's version is its
+#: transformers version (the SDK's ``transformers_version``), on its PyTorch base.
+OFFLINE_IMAGE_ENVIRONMENTS: Final[dict[str, tuple[str, ...]]] = {
+    "tensorflow": ("2.19",), "sklearn": ("1.2-1",), "huggingface": ("4.48",)}
 #: Per (framework, version) of :data:`OFFLINE_IMAGE_ENVIRONMENTS`, the newest Python (major,
 #: minor) every pin of its environment has a wheel for (none listed: no limit known here).
 #: scikit-learn 1.2-1's numpy 1.24, scipy 1.9, scikit-learn 1.2 and pandas 1.5 stop at CPython
-#: 3.11 (their files on PyPI).
-OFFLINE_IMAGE_NEWEST_PYTHON: Final[dict[tuple[str, str], tuple[int, int]]] = {("sklearn", "1.2-1"): (3, 11)}
+#: 3.11, and Hugging Face 4.48's numpy 1.26.4 at 3.12 (their files on PyPI).
+OFFLINE_IMAGE_NEWEST_PYTHON: Final[dict[tuple[str, str], tuple[int, int]]] = {
+    ("sklearn", "1.2-1"): (3, 11), ("huggingface", "4.48"): (3, 12)}
 #: A version spelt with the SDK's build number (scikit-learn's and XGBoost's ``1.2-1``), at the
 #: start of an image tag (``1.2-1-cpu-py3``) or alone.
 _BUILD_NUMBERED_VERSION = re.compile(r"^(\d+\.\d+-\d+)(?:-|$)")
+#: The transformers version in a Hugging Face image's tag (``2.3.0-transformers4.48.0-gpu-...``:
+#: the base framework's version first; the SDK's image_uris builds it so).
+_TRANSFORMERS_IN_TAG = re.compile(r"-transformers(\d+\.\d+)")
 
 
 def offline_image_version(version: str) -> str:
     """The key of :data:`OFFLINE_IMAGE_ENVIRONMENTS` for a framework version as a manifest, the
     SDK or an image's tag spells it: the SDK's ``<major>.<minor>-<build>`` where it has a build
-    number (``1.2-1``, ``1.2-1-cpu-py3``), else major.minor (``2.19``, ``2.19.0``,
-    ``2.19-cpu-py312``)."""
+    number (``1.2-1``, ``1.2-1-cpu-py3``), the transformers version's major.minor in a Hugging
+    Face image's tag (``2.3.0-transformers4.48.0-gpu-py311-cu121-ubuntu20.04``: 4.48), else
+    major.minor (``2.19``, ``2.19.0``, ``2.19-cpu-py312``, ``4.48.0``)."""
+    transformers = _TRANSFORMERS_IN_TAG.search(version)
+    if transformers:
+        return transformers.group(1)
     numbered = _BUILD_NUMBERED_VERSION.match(version)
     if numbered:
         return numbered.group(1)
@@ -106,13 +116,12 @@ def offline_run(framework: str, version: str | None, python: tuple[int, int]) ->
         more = " (the PyTorch image's toolkit on more than one instance)" if framework == "pytorch" else ""
         return f"AWS's training toolkit, over the project's environment{more}"
     known = OFFLINE_IMAGE_ENVIRONMENTS.get(framework, ())
-    if not known:
-        return "refused (no environment of its image is built offline)"
     if version is None:
         return f"in the {framework} image's environment for {', '.join(known)}; other versions refused"
     key = offline_image_version(version)
     if key not in known:
-        return f"refused for this version (the {framework} image's environment is built for {', '.join(known)})"
+        return (f"refused for this version (the {framework} image's environment is built for "
+                f"{', '.join(known) or 'no version'})")
     refusal = offline_python_refusal(framework, key, python)
     if refusal is not None:
         return f"refused on this Python ({refusal})"

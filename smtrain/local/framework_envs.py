@@ -1,7 +1,7 @@
 """The environment a framework image gives its scripts, built offline: the framework and AWS's
 training toolkit for it at the versions the image ships, never the project's own packages.
 
-A script job on such an image (TensorFlow and scikit-learn here) runs in a venv of its own built
+A script job on such an image (TensorFlow, scikit-learn and Hugging Face here) runs in a venv of its own built
 from :data:`BUILDS`: the image's framework packages and AWS's toolkit for it, with their
 dependencies, as the image's Dockerfile installs them. It is built on first use with a line in
 the job's log (minutes: TensorFlow's wheels are hundreds of MB), cached by the hash of what it
@@ -103,7 +103,40 @@ BUILDS: dict[tuple[str, str], FrameworkBuild] = {
         training_module=None,
         source="aws/sagemaker-scikit-learn-container 44a0cdc, requirements.txt",
     ),
+    # Hugging Face, transformers 4.48 on PyTorch 2.3.0 (the SDK's 4.48.0 with base pytorch2.3.0,
+    # the image huggingface-pytorch-training:2.3.0-transformers4.48.0-gpu-py311-cu121-ubuntu20.04):
+    # aws/deep-learning-containers, huggingface/pytorch/training/buildspec-2-3-0.yml @ 372eaae6
+    # (transformers 4.48.0, datasets 3.1.0) and docker/2.3/py3/cu121/Dockerfile.gpu @ 9832d1af
+    # (huggingface_hub 0.25.1, evaluate 0.4.3, accelerate 1.1.0, trl 0.11.4, peft 0.13.2, over
+    # ``FROM pytorch-training:2.3.0-gpu-py311-cu121-ubuntu20.04-sagemaker``). That base
+    # (pytorch/training/docker/2.3/py3/cu121/Dockerfile.gpu @ 06d0ef0e) sets
+    # ``SAGEMAKER_TRAINING_MODULE sagemaker_pytorch_container.training:main`` and pip-installs
+    # sagemaker-pytorch-training and sagemaker-training unpinned: here the releases of the day
+    # transformers 4.48.0 came out (2025-01-10, PyPI's upload dates): sagemaker-pytorch-training
+    # 2.8.1 (2023-10-23; it reads sagemaker_torch_distributed_enabled, training.py line 27) and
+    # sagemaker-training 4.8.3 (2024-12-09). Of that era too, as the base's conda installs them
+    # unpinned: numpy 1.26.4, pandas 2.2.3 and scikit-learn 1.6.0; pyarrow 18.1.0, which the
+    # Dockerfile upgrades (pip resolving them today takes numpy 2 releases the rest refuse).
+    # torch is the one difference in kind: the image's is PyTorch 2.3.0's CUDA build from AWS's
+    # conda channel, which no registry here serves; this machine's CPU build of torch 2.13.0
+    # (pip takes it from the machine's wheel folder) stands in, and the docs say so. Left out:
+    # the extras transformers[audio,vision,pipelines], diffusers, tensorboard, and the CUDA-only
+    # bitsandbytes and flash-attn.
+    ("huggingface", "4.48"): FrameworkBuild(
+        packages=("torch==2.13.0", "transformers[sklearn,sentencepiece]==4.48.0", "datasets==3.1.0",
+                  "huggingface_hub==0.25.1", "evaluate==0.4.3", "accelerate==1.1.0",
+                  "trl==0.11.4", "peft==0.13.2", "numpy==1.26.4", "pandas==2.2.3",
+                  "pyarrow==18.1.0", "scikit-learn==1.6.0"),
+        toolkit=("sagemaker-pytorch-training==2.8.1", "sagemaker-training==4.8.3"),
+        training_module=PYTORCH_TRAINING_MODULE,
+        source="aws/deep-learning-containers, huggingface/pytorch/training/docker/2.3/py3/cu121/"
+               "Dockerfile.gpu and buildspec-2-3-0.yml",
+    ),
 }
+
+#: Image repositories whose builds are not the ones :data:`BUILDS` knows, though the framework
+#: and version match: Hugging Face's TensorFlow base (the builds here are on its PyTorch base).
+_OTHER_BASES = ("/huggingface-tensorflow-training:",)
 
 
 def image_version(image: str) -> str:
@@ -115,6 +148,8 @@ def image_version(image: str) -> str:
 
 def build_for(framework: str, image: str) -> FrameworkBuild | None:
     """The build of ``framework``'s ``image``, or None where none is known here."""
+    if any(repository in image for repository in _OTHER_BASES):
+        return None
     return BUILDS.get((framework, image_version(image)))
 
 

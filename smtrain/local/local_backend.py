@@ -151,8 +151,8 @@ INHERITED_PREFIXES = ("LC_",)
 
 def _check_offline_framework(request: Request) -> None:
     """Refuse a script job whose framework the engine cannot run faithfully: its image's own
-    toolkit (the Hugging Face image's transformers stack, a TensorFlow or scikit-learn version
-    whose environment is not known here) has no environment here, or its image's pins have no
+    environment (a TensorFlow, scikit-learn or Hugging Face version, or Hugging Face's TensorFlow
+    base, whose environment is not known here) is not built here, or its image's pins have no
     wheels for this machine's Python, and running it in the generic one would prove nothing."""
     image = request["AlgorithmSpecification"]["TrainingImage"]
     framework = script_framework(image, request.get("HyperParameters", {}))
@@ -168,22 +168,12 @@ def _check_offline_framework(request: Request) -> None:
                 f"a {framework} {version} script-mode job does not run offline here: {refusal} "
                 "(run smtrain from an older Python's environment to run it offline, or run it on AWS)")
         return
-    if built:
-        raise SageMakerError(
-            "ClientError",
-            f"a {framework} {framework_envs.image_version(image)} script-mode job does not run "
-            f"offline: the offline engine knows the {framework} image's environment for "
-            f"{', '.join(built)} only (give the program's framework_version, or the cdk.json "
-            "setting, a version it knows to run it offline; run this one on AWS)")
     raise SageMakerError(
         "ClientError",
-        f"a {framework} script-mode job does not run offline yet: its image's toolkit "
-        f"environment ({framework} and its SageMaker training toolkit) is not built here, and "
-        f"the generic one would be the wrong environment; offline runs take "
-        f"{', '.join(contract.OFFLINE_FRAMEWORKS)} script programs, and "
-        + ", ".join(f"{name} {', '.join(versions)}"
-                    for name, versions in contract.OFFLINE_IMAGE_ENVIRONMENTS.items())
-        + " (run it on AWS)")
+        f"a {framework} {framework_envs.image_version(image)} script-mode job does not run "
+        f"offline: the offline engine knows the {framework} image's environment for "
+        f"{', '.join(built) or 'no version'} only (give the program's framework_version, or the "
+        "cdk.json setting, a version it knows to run it offline; run this one on AWS)")
 
 
 @dataclass(frozen=True, kw_only=True)
