@@ -44,7 +44,7 @@ FRAMEWORK_SKELETONS: Final[dict[str, FrameworkSkeleton]] = {
                                     model="a Keras softmax regression"),
     "huggingface": FrameworkSkeleton(model_file="model.safetensors", module="transformers",
                                      uses="transformers, torch and numpy",
-                                     model="a small vision transformer (transformers' Trainer)"),
+                                     model="a one-layer transformer classifier (transformers' ViT, by Trainer)"),
 }
 
 #: The TensorFlow toolkit passes ``--model_dir`` (the stack sends it, as the SDK's TensorFlow
