@@ -335,7 +335,7 @@ def test_framework_skeletons_refuse_a_bad_hyperparameter_with_a_reason(
 @pytest.mark.parametrize(("argv", "message"), [
     (("--kind", "byoc", "--framework", "sklearn"), "--framework is for --kind script"),
 ])
-def test_new_program_refuses_a_framework_it_cannot_scaffold(
+def test_new_program_refuses_a_framework_for_a_byoc_program(
         capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: tuple[str, ...], message: str) -> None:
     code, out, err = _run(capsys, "new-program", "mine", *argv, "--dir", str(tmp_path / "tc"))
     assert code == EXIT_USAGE and out == ""
@@ -420,6 +420,9 @@ def test_programs_show_each_framework_and_its_version(tmp_path: Path) -> None:
         "in the tensorflow 2.19 image's environment (built on first use)")
     assert contract.offline_run("huggingface", "4.36.0", (3, 11)) == (
         "refused for this version (the huggingface image's environment is built for 4.48)")
+    assert contract.offline_run("huggingface", "4.48.0", (3, 13)) == (
+        "refused on this Python (its image's pinned packages have wheels up to Python 3.12, "
+        "and this is Python 3.13)")
 
 
 def test_every_framework_runs_offline_in_one_known_way() -> None:

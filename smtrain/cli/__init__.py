@@ -246,8 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     new_program.add_argument(
         "--framework", choices=list(contract.FRAMEWORKS),
         help="a script's framework image (default pytorch: a standard-library skeleton); sklearn, "
-             "xgboost and tensorflow get a script that trains with the framework and saves its model "
-             "as AWS's examples do")
+             "xgboost, tensorflow and huggingface get a script that trains with the framework and "
+             "saves its model as AWS's examples do")
     new_program.add_argument("--dir", type=Path, metavar="DIR",
                              help="the training code folder (default: the project's training_code/)")
 

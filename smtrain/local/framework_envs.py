@@ -135,8 +135,9 @@ BUILDS: dict[tuple[str, str], FrameworkBuild] = {
 }
 
 #: Image repositories whose builds are not the ones :data:`BUILDS` knows, though the framework
-#: and version match: Hugging Face's TensorFlow base (the builds here are on its PyTorch base).
-_OTHER_BASES = ("/huggingface-tensorflow-training:",)
+#: and version match, and the base they are on: Hugging Face's TensorFlow base (the builds here
+#: are on its PyTorch base).
+_OTHER_BASES = {"/huggingface-tensorflow-training:": "TensorFlow"}
 
 
 def image_version(image: str) -> str:
@@ -148,9 +149,15 @@ def image_version(image: str) -> str:
 
 def build_for(framework: str, image: str) -> FrameworkBuild | None:
     """The build of ``framework``'s ``image``, or None where none is known here."""
-    if any(repository in image for repository in _OTHER_BASES):
+    if unbuilt_base(image) is not None:
         return None
     return BUILDS.get((framework, image_version(image)))
+
+
+def unbuilt_base(image: str) -> str | None:
+    """The base framework of ``image`` where no build here is on it (Hugging Face's TensorFlow
+    base), else None."""
+    return next((base for repository, base in _OTHER_BASES.items() if repository in image), None)
 
 
 def built_versions(framework: str) -> list[str]:

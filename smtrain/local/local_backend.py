@@ -168,6 +168,14 @@ def _check_offline_framework(request: Request) -> None:
                 f"a {framework} {version} script-mode job does not run offline here: {refusal} "
                 "(run smtrain from an older Python's environment to run it offline, or run it on AWS)")
         return
+    base = framework_envs.unbuilt_base(image)
+    if base is not None:
+        raise SageMakerError(
+            "ClientError",
+            f"a {framework} {framework_envs.image_version(image)} script-mode job on the {base} base "
+            f"does not run offline: the offline engine knows the {framework} image's environment on "
+            f"its PyTorch base only, for {', '.join(built)} (set the program's "
+            "base_framework_version to a PyTorch one to run it offline; run this one on AWS)")
     raise SageMakerError(
         "ClientError",
         f"a {framework} {framework_envs.image_version(image)} script-mode job does not run "
