@@ -218,6 +218,18 @@ def _assert_trained(program: programs.Program, result: subprocess.CompletedProce
         assert model["classes"] == [0, 1]
 
 
+def _script_job_tree(program: programs.Program, tmp_path: Path, channels: dict[str, Path]) -> JobTree:
+    """A job's tree for a script skeleton, 3 epochs at learning rate 0.2, its code packed as the
+    stack packs it (the folder's files at the root of sourcedir.tar.gz)."""
+    bundle = tmp_path / "sourcedir.tar.gz"
+    with tarfile.open(bundle, "w:gz") as tar:
+        for path in sorted(program.directory.iterdir()):
+            tar.add(path, arcname=path.name)
+    return build_job_tree(tmp_path / "ml", channels=channels, hyperparameters={
+        "epochs": "3", "learning-rate": "0.2",
+        "sagemaker_program": "train.py", "sagemaker_submit_directory": str(bundle)})
+
+
 @pytest.mark.parametrize("framework", ["pytorch", "sklearn", "xgboost"])
 def test_script_skeleton_trains_through_the_toolkit(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                                     channels: dict[str, Path], framework: str) -> None:
@@ -225,13 +237,7 @@ def test_script_skeleton_trains_through_the_toolkit(capsys: pytest.CaptureFixtur
     toolkit runs it, saving its model as the framework does."""
     program = _new(capsys, tmp_path, "my_script", "script", framework)
     assert program.framework == framework
-    bundle = tmp_path / "sourcedir.tar.gz"  # what the stack packs: the folder's files at the root
-    with tarfile.open(bundle, "w:gz") as tar:
-        for path in sorted(program.directory.iterdir()):
-            tar.add(path, arcname=path.name)
-    tree = build_job_tree(tmp_path / "ml", channels=channels, hyperparameters={
-        "epochs": "3", "learning-rate": "0.2",
-        "sagemaker_program": "train.py", "sagemaker_submit_directory": str(bundle)})
+    tree = _script_job_tree(program, tmp_path, channels)
     result = subprocess.run([str(TOOLKIT_TRAIN)], capture_output=True, text=True, timeout=300, check=False,
                             env={**os.environ, **tree.environment()})
     _assert_trained(program, result, tree, epochs=3)
@@ -250,13 +256,7 @@ def test_huggingface_skeleton_trains_through_its_image_s_toolkit(
     assert (program.framework, program.instance_type) == ("huggingface", "ml.g5.xlarge")
     environment = framework_envs.framework_environment("huggingface", "4.48", default_cache_dir(),
                                                        log=lambda line: None)
-    bundle = tmp_path / "sourcedir.tar.gz"
-    with tarfile.open(bundle, "w:gz") as tar:
-        for path in sorted(program.directory.iterdir()):
-            tar.add(path, arcname=path.name)
-    tree = build_job_tree(tmp_path / "ml", channels=channels, hyperparameters={
-        "epochs": "3", "learning-rate": "0.2",
-        "sagemaker_program": "train.py", "sagemaker_submit_directory": str(bundle)})
+    tree = _script_job_tree(program, tmp_path, channels)
     result = subprocess.run(
         [str(environment / "bin" / "train")], capture_output=True, text=True, timeout=300, check=False,
         env={**os.environ, **tree.environment(), "PYTHONPATH": "",
