@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -256,12 +257,13 @@ def test_a_program_without_data_is_refused_before_it_starts(
     assert not (tmp_path / "work" / "jobs").exists() or not any((tmp_path / "work" / "jobs").iterdir())
 
 
-def _ran_in_image_environment(engine: OfflineEngine, image: str, arguments: str,
+def _ran_in_image_environment(engine: OfflineEngine, image: str, arguments: str | re.Pattern[str],
                               packages: tuple[str, ...],
                               absent: tuple[str, str] = ("torch", "smtrain")) -> tuple[str, list[str]]:
     """The last completed job on an image whose URI holds ``image``: it ran in that image's
     environment (SageMaker's order, botocore's SecondaryStatus: the data, the image, then
-    training), its script started as ``<the environment's python> <arguments>``, and none of the
+    training), its script started as ``<the environment's python> <arguments>`` (a pattern: the
+    whole argument list matches it), and none of the
     project's packages there (``absent``). Its log, and the versions of ``packages`` in the
     environment."""
     (job,) = [job for job in engine.backend.jobs()  # type: ignore[attr-defined]
@@ -272,7 +274,11 @@ def _ran_in_image_environment(engine: OfflineEngine, image: str, arguments: str,
         "Downloading", "DownloadingTrainingImage", "Training"]
     log = job.log_path.read_text()
     invoked = log.split("Invoking script with the following command:")[1].strip().splitlines()[0]
-    assert invoked == f"{job.python} {arguments}"
+    if isinstance(arguments, str):
+        assert invoked == f"{job.python} {arguments}"
+    else:
+        assert invoked.startswith(f"{job.python} ") and arguments.fullmatch(
+            invoked.removeprefix(f"{job.python} ")), invoked
     assert job.image_environment is not None and job.python.parent.parent == job.image_environment
     probe = subprocess.run([str(job.python), "-c", (
         "import importlib.metadata as m, importlib.util as u, sys; "
@@ -369,32 +375,31 @@ def test_tensorflow_program_trains_offline_through_its_own_toolkit(engine: Offli
 def test_huggingface_program_trains_and_tunes_offline_through_the_pytorch_toolkit(
         engine: OfflineEngine) -> None:
     """Written as AWS's Hugging Face examples are (Trainer, argparse, SM_CHANNEL_TRAIN and
-    SM_CHANNEL_TEST, save_model to SM_MODEL_DIR): it trains in the transformers 4.48 image's
-    environment (smtrain.local.framework_envs: the image's transformers, datasets and
-    accelerate, the PyTorch image's toolkit; this machine's CPU torch for the image's CUDA one),
-    started as the image starts it, and tunes on Trainer's evaluation log."""
-    result = engine.run({"program": "huggingface_example"}, name="byo-huggingface")
-    assert result.succeeded, (result.error, result.cause)
-    assert result.output is not None
-    assert _metric(result.output, "eval:accuracy") > 0.4  # 3 epochs on 1,437 digits (0.1: chance)
-    with tarfile.open(engine.local_path(result.output["modelArtifacts"]), "r:gz") as archive:
+    SM_CHANNEL_TEST, save_model to SM_MODEL_DIR): tuned on Trainer's evaluation log, its trial
+    trains in the transformers 4.48 image's environment (smtrain.local.framework_envs: the image's
+    transformers, datasets and accelerate, the PyTorch image's toolkit; this machine's CPU torch
+    for the image's CUDA one), started as the image starts it. One tuning job of one trial proves
+    both: the trial is a training job, and its model and metrics are the run's output."""
+    tuned = engine.run({"program": "huggingface_example", "hyperparameters": {"epochs": "3"},
+                        "tuning": {"maxJobs": 1, "maxParallelJobs": 1}}, name="byo-huggingface-tuning")
+    assert tuned.succeeded, (tuned.error, tuned.cause)
+    assert tuned.output is not None
+    assert tuned.output["objective"]["MetricName"] == "eval:accuracy"
+    assert set(tuned.output["tunedHyperparameters"]) == {"learning_rate"}
+    assert _metric(tuned.output, "eval:accuracy") > 0.4  # 3 epochs on 1,437 digits (0.1: chance)
+    with tarfile.open(engine.local_path(tuned.output["modelArtifacts"]), "r:gz") as archive:
         assert {"config.json", "model.safetensors"} <= set(archive.getnames())
         config = json.load(archive.extractfile("config.json"))  # type: ignore[arg-type]
     assert config["architectures"] == ["ViTForImageClassification"]
     log, versions = _ran_in_image_environment(
-        engine, "/huggingface-pytorch-training:", "train.py --epochs 3 --learning_rate 0.01",
+        engine, "/huggingface-pytorch-training:",
+        re.compile(r"train\.py --epochs 3 --learning_rate [0-9.e-]+"),
         ("transformers", "datasets", "accelerate", "sagemaker-pytorch-training", "torch"),
         absent=("smtrain", "moto"))
     # The Hugging Face image is the PyTorch image's: its toolkit starts the script.
     assert "Imported framework sagemaker_pytorch_container.training" in log
     # torch: this machine's 2.13.0 (its CPU build, from the machine's wheel folder) stands in.
     assert versions[:4] == ["4.48.0", "3.1.0", "1.1.0", "2.8.1"] and versions[4].startswith("2.13.0")
-    tuned = engine.run({"program": "huggingface_example", "hyperparameters": {"epochs": "1"},
-                        "tuning": {"maxJobs": 1, "maxParallelJobs": 1}}, name="byo-huggingface-tuning")
-    assert tuned.succeeded, (tuned.error, tuned.cause)
-    assert tuned.output is not None
-    assert tuned.output["objective"]["MetricName"] == "eval:accuracy"
-    assert set(tuned.output["tunedHyperparameters"]) == {"learning_rate"}
 
 
 def test_a_huggingface_image_without_an_environment_is_refused_naming_the_built_one() -> None:
