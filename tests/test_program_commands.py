@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from smtrain.cli import EXIT_OK, EXIT_USAGE, main
+from smtrain.cli.framework_skeletons import FRAMEWORK_SKELETONS
 from smtrain.core import contract, programs
 from smtrain.local.job_tree import JobTree, build_job_tree
 
@@ -210,23 +211,29 @@ def _assert_trained(program: programs.Program, result: subprocess.CompletedProce
             booster = xgboost.Booster(model_file=str(tree.model_dir / "xgboost-model.json"))
             predicted = booster.predict(xgboost.DMatrix(data[:, 1:])).argmax(axis=1)
         assert (predicted == data[:, 0]).mean() >= 0.9
-    elif program.framework == "huggingface":
-        # What from_pretrained loads (the project has no transformers to load it with).
-        assert {"config.json", "model.safetensors"} <= {path.name for path in tree.model_dir.iterdir()}
+    elif program.framework in ("tensorflow", "huggingface"):
+        # What the framework's serving loads (the project has neither framework to load it with):
+        # a SavedModel in 1/; what from_pretrained reads.
+        assert program.framework is not None
+        assert (tree.model_dir / FRAMEWORK_SKELETONS[program.framework].model_file).is_file()
+        if program.framework == "huggingface":
+            assert (tree.model_dir / "config.json").is_file()
     else:
         model = json.loads((tree.model_dir / "model.json").read_text())
         assert model["classes"] == [0, 1]
 
 
-def _script_job_tree(program: programs.Program, tmp_path: Path, channels: dict[str, Path]) -> JobTree:
-    """A job's tree for a script skeleton, 3 epochs at learning rate 0.2, its code packed as the
-    stack packs it (the folder's files at the root of sourcedir.tar.gz)."""
+def _script_job_tree(program: programs.Program, tmp_path: Path, channels: dict[str, Path],
+                     more: dict[str, str] | None = None) -> JobTree:
+    """A job's tree for a script skeleton, 3 epochs at learning rate 0.2 (and ``more``
+    hyperparameters), its code packed as the stack packs it (the folder's files at the root of
+    sourcedir.tar.gz)."""
     bundle = tmp_path / "sourcedir.tar.gz"
     with tarfile.open(bundle, "w:gz") as tar:
         for path in sorted(program.directory.iterdir()):
             tar.add(path, arcname=path.name)
     return build_job_tree(tmp_path / "ml", channels=channels, hyperparameters={
-        "epochs": "3", "learning-rate": "0.2",
+        "epochs": "3", "learning-rate": "0.2", **(more or {}),
         "sagemaker_program": "train.py", "sagemaker_submit_directory": str(bundle)})
 
 
@@ -244,29 +251,36 @@ def test_script_skeleton_trains_through_the_toolkit(capsys: pytest.CaptureFixtur
     assert "Reporting training SUCCESS" in result.stdout + result.stderr
 
 
-def test_huggingface_skeleton_trains_through_its_image_s_toolkit(
-        capsys: pytest.CaptureFixture[str], tmp_path: Path, channels: dict[str, Path]) -> None:
-    """Hugging Face's skeleton (transformers' Trainer) as its image runs it: the PyTorch image's
-    toolkit, in the transformers 4.48 image's environment (smtrain.local.framework_envs, built on
-    first use and shared with the offline engine), saving what ``from_pretrained`` loads."""
+@pytest.mark.parametrize(("framework", "version"), [("tensorflow", "2.19"), ("huggingface", "4.48")])
+def test_framework_skeleton_trains_through_its_image_s_toolkit(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, channels: dict[str, Path], framework: str,
+        version: str) -> None:
+    """The TensorFlow and Hugging Face skeletons as their images run them: the image's toolkit
+    (TensorFlow's; the PyTorch image's for Hugging Face) in the image's environment
+    (smtrain.local.framework_envs, built on first use and shared with the offline engine),
+    saving what the framework's serving loads. The project's own environment has neither."""
     from smtrain.local import framework_envs
     from smtrain.local.program_envs import default_cache_dir
 
-    program = _new(capsys, tmp_path, "my_hf", "script", "huggingface")
-    assert (program.framework, program.instance_type) == ("huggingface", "ml.g5.xlarge")
-    environment = framework_envs.framework_environment("huggingface", "4.48", default_cache_dir(),
+    program = _new(capsys, tmp_path, f"my_{framework}", "script", framework)
+    environment = framework_envs.framework_environment(framework, version, default_cache_dir(),
                                                        log=lambda line: None)
-    tree = _script_job_tree(program, tmp_path, channels)
+    module = framework_envs.BUILDS[(framework, version)].training_module
+    assert module is not None
+    # TensorFlow's: the stack sends model_dir as the SDK's TensorFlow estimator does.
+    tree = _script_job_tree(program, tmp_path, channels,
+                            {"model_dir": "/opt/ml/model"} if framework == "tensorflow" else {})
     result = subprocess.run(
         [str(environment / "bin" / "train")], capture_output=True, text=True, timeout=300, check=False,
-        env={**os.environ, **tree.environment(), "PYTHONPATH": "",
-             "SAGEMAKER_TRAINING_MODULE": framework_envs.PYTORCH_TRAINING_MODULE,
+        env={**os.environ, **tree.environment(), "PYTHONPATH": "", "SAGEMAKER_TRAINING_MODULE": module,
              "PATH": f"{environment / 'bin'}{os.pathsep}{os.environ['PATH']}"})
     _assert_trained(program, result, tree, epochs=3)
-    assert "Imported framework sagemaker_pytorch_container.training" in result.stdout + result.stderr
-    config = json.loads((tree.model_dir / "config.json").read_text())
-    assert config["architectures"] == ["ViTForImageClassification"]
-    assert len(config["feature_mean"]) == 4  # the standardization travels with the weights
+    assert f"Imported framework {module.split(':')[0]}" in result.stdout + result.stderr
+    if framework == "huggingface":
+        assert program.instance_type == "ml.g5.xlarge"  # its images are GPU builds only
+        config = json.loads((tree.model_dir / "config.json").read_text())
+        assert config["architectures"] == ["ViTForImageClassification"]
+        assert len(config["feature_mean"]) == 4  # the standardization travels with the weights
 
 
 def test_byoc_skeleton_trains_on_a_fake_opt_ml(capsys: pytest.CaptureFixture[str], tmp_path: Path,
