@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import subprocess
 import sys
 import tarfile
@@ -257,13 +256,12 @@ def test_a_program_without_data_is_refused_before_it_starts(
     assert not (tmp_path / "work" / "jobs").exists() or not any((tmp_path / "work" / "jobs").iterdir())
 
 
-def _ran_in_image_environment(engine: OfflineEngine, image: str, arguments: str | re.Pattern[str],
+def _ran_in_image_environment(engine: OfflineEngine, image: str, arguments: str,
                               packages: tuple[str, ...],
                               absent: tuple[str, str] = ("torch", "smtrain")) -> tuple[str, list[str]]:
     """The last completed job on an image whose URI holds ``image``: it ran in that image's
     environment (SageMaker's order, botocore's SecondaryStatus: the data, the image, then
-    training), its script started as ``<the environment's python> <arguments>`` (a pattern: the
-    whole argument list matches it), and none of the
+    training), its script started as ``<the environment's python> <arguments>``, and none of the
     project's packages there (``absent``). Its log, and the versions of ``packages`` in the
     environment."""
     (job,) = [job for job in engine.backend.jobs()  # type: ignore[attr-defined]
@@ -274,11 +272,7 @@ def _ran_in_image_environment(engine: OfflineEngine, image: str, arguments: str 
         "Downloading", "DownloadingTrainingImage", "Training"]
     log = job.log_path.read_text()
     invoked = log.split("Invoking script with the following command:")[1].strip().splitlines()[0]
-    if isinstance(arguments, str):
-        assert invoked == f"{job.python} {arguments}"
-    else:
-        assert invoked.startswith(f"{job.python} ") and arguments.fullmatch(
-            invoked.removeprefix(f"{job.python} ")), invoked
+    assert invoked == f"{job.python} {arguments}"
     assert job.image_environment is not None and job.python.parent.parent == job.image_environment
     probe = subprocess.run([str(job.python), "-c", (
         "import importlib.metadata as m, importlib.util as u, sys; "
@@ -379,7 +373,9 @@ def test_huggingface_program_trains_and_tunes_offline_through_the_pytorch_toolki
     trains in the transformers 4.48 image's environment (smtrain.local.framework_envs: the image's
     transformers, datasets and accelerate, the PyTorch image's toolkit; this machine's CPU torch
     for the image's CUDA one), started as the image starts it. One tuning job of one trial proves
-    both: the trial is a training job, and its model and metrics are the run's output."""
+    both: the trial is a training job, and its model and metrics are the run's output. (A plain
+    training run's defaults reaching the script are the state machine's, tried on every other
+    program.)"""
     tuned = engine.run({"program": "huggingface_example", "hyperparameters": {"epochs": "3"},
                         "tuning": {"maxJobs": 1, "maxParallelJobs": 1}}, name="byo-huggingface-tuning")
     assert tuned.succeeded, (tuned.error, tuned.cause)
@@ -393,13 +389,13 @@ def test_huggingface_program_trains_and_tunes_offline_through_the_pytorch_toolki
     assert config["architectures"] == ["ViTForImageClassification"]
     log, versions = _ran_in_image_environment(
         engine, "/huggingface-pytorch-training:",
-        re.compile(r"train\.py --epochs 3 --learning_rate [0-9.e-]+"),
+        f"train.py --epochs 3 --learning_rate {tuned.output['tunedHyperparameters']['learning_rate']}",
         ("transformers", "datasets", "accelerate", "sagemaker-pytorch-training", "torch"),
         absent=("smtrain", "moto"))
     # The Hugging Face image is the PyTorch image's: its toolkit starts the script.
     assert "Imported framework sagemaker_pytorch_container.training" in log
-    # torch: this machine's 2.13.0 (its CPU build, from the machine's wheel folder) stands in.
-    assert versions[:4] == ["4.48.0", "3.1.0", "1.1.0", "2.8.1"] and versions[4].startswith("2.13.0")
+    # torch: this machine's CPU build of 2.13.0 (from the machine's wheel folder) stands in.
+    assert versions == ["4.48.0", "3.1.0", "1.1.0", "2.8.1", "2.13.0+cpu"]
 
 
 def test_a_huggingface_image_without_an_environment_is_refused_naming_the_built_one() -> None:
@@ -412,12 +408,12 @@ def test_a_huggingface_image_without_an_environment_is_refused_naming_the_built_
             (f"{registry}/huggingface-pytorch-training:2.1.0-transformers4.36.0-gpu-py310-cu121-"
              "ubuntu20.04", "a huggingface 4.36 script-mode job does not run offline: the offline "
                             "engine knows the huggingface image's environment for 4.48 only"),
-            # The version built here, on the base it is not built on.
-            (f"{registry}/huggingface-tensorflow-training:2.11.0-transformers4.48.0-gpu-py39-cu112-"
-             "ubuntu20.04", "a huggingface 4.48 script-mode job on the TensorFlow base does not run "
-                            "offline: the offline engine knows the huggingface image's environment "
-                            "on its PyTorch base only, for 4.48 (set the program's "
-                            "base_framework_version to a PyTorch one")):
+            # The SDK's newest on the TensorFlow base.
+            (f"{registry}/huggingface-tensorflow-training:2.6.3-transformers4.17.0-gpu-py38-cu112-"
+             "ubuntu20.04", "a huggingface 4.17 script-mode job on the TensorFlow base does not run "
+                            "offline: the offline engine builds the huggingface image's environment "
+                            "for 4.48 on pytorch2.3.0 only (set the program's framework_version and "
+                            "base_framework_version, or the cdk.json settings, to one of those")):
         with pytest.raises(SageMakerError) as raised:
             _check_offline_framework({"AlgorithmSpecification": {"TrainingImage": image},
                                       "HyperParameters": {}})

@@ -50,6 +50,9 @@ class FrameworkBuild:
     training_module: str | None
     #: Where the versions come from.
     source: str
+    #: The base framework the image is built on, as the SDK names it (Hugging Face's
+    #: ``base_framework_version``); None where the image has no choice of base.
+    base_framework_version: str | None = None
 
 
 #: ``SAGEMAKER_TRAINING_MODULE`` of the SageMaker PyTorch training images (aws/deep-learning-
@@ -120,8 +123,9 @@ BUILDS: dict[tuple[str, str], FrameworkBuild] = {
     # torch is the one difference in kind: the image's is PyTorch 2.3.0's CUDA build from AWS's
     # conda channel, which no registry here serves; this machine's CPU build of torch 2.13.0
     # (pip takes it from the machine's wheel folder) stands in, and the docs say so. Left out:
-    # the extras transformers[audio,vision,pipelines], diffusers, tensorboard, and the CUDA-only
-    # bitsandbytes and flash-attn.
+    # the extras transformers[audio,vision,pipelines] and huggingface_hub[hf_transfer], diffusers,
+    # tensorboard, Pillow, ninja, and the CUDA-only bitsandbytes and flash-attn; Jinja2 and
+    # werkzeug come as dependencies at pip's versions (the image pins werkzeug 3.0.6).
     ("huggingface", "4.48"): FrameworkBuild(
         packages=("torch==2.13.0", "transformers[sklearn,sentencepiece]==4.48.0", "datasets==3.1.0",
                   "huggingface_hub==0.25.1", "evaluate==0.4.3", "accelerate==1.1.0",
@@ -131,12 +135,13 @@ BUILDS: dict[tuple[str, str], FrameworkBuild] = {
         training_module=PYTORCH_TRAINING_MODULE,
         source="aws/deep-learning-containers, huggingface/pytorch/training/docker/2.3/py3/cu121/"
                "Dockerfile.gpu and buildspec-2-3-0.yml",
+        base_framework_version="pytorch2.3.0",
     ),
 }
 
-#: Image repositories whose builds are not the ones :data:`BUILDS` knows, though the framework
-#: and version match, and the base they are on: Hugging Face's TensorFlow base (the builds here
-#: are on its PyTorch base).
+#: Image repositories on a base framework no build of :data:`BUILDS` is on, and that base:
+#: Hugging Face's TensorFlow base (the builds here are on its PyTorch base; the SDK's TensorFlow
+#: ones stop at transformers 4.17).
 _OTHER_BASES = {"/huggingface-tensorflow-training:": "TensorFlow"}
 
 

@@ -170,12 +170,15 @@ def _check_offline_framework(request: Request) -> None:
         return
     base = framework_envs.unbuilt_base(image)
     if base is not None:
+        known = [f"{version} on {framework_envs.BUILDS[(framework, version)].base_framework_version}"
+                 for version in built]
         raise SageMakerError(
             "ClientError",
             f"a {framework} {framework_envs.image_version(image)} script-mode job on the {base} base "
-            f"does not run offline: the offline engine knows the {framework} image's environment on "
-            f"its PyTorch base only, for {', '.join(built)} (set the program's "
-            "base_framework_version to a PyTorch one to run it offline; run this one on AWS)")
+            f"does not run offline: the offline engine builds the {framework} image's environment "
+            f"for {', '.join(known) or 'no version'} only (set the program's framework_version and "
+            "base_framework_version, or the cdk.json settings, to one of those to run it offline, "
+            "or run it on AWS)")
     raise SageMakerError(
         "ClientError",
         f"a {framework} {framework_envs.image_version(image)} script-mode job does not run "
