@@ -225,14 +225,26 @@ class PipeFeeder:
             self._abandon()
 
     def _abandon(self) -> None:
-        """After a failure: a reader waiting on the next FIFO gets its end at once (a writer
-        opened and closed), and the FIFO goes, so no reader waits for a pass that never comes."""
+        """After a failure: the next FIFO goes, and no reader waits for a pass that never comes.
+
+        The FIFO is held open for reading and writing while its name is removed: Linux opens a
+        FIFO so without blocking ("Under Linux, opening a FIFO for read and write will succeed
+        both in blocking and nonblocking mode", fifo(7)). As a writer, that releases a reader
+        blocked in ``open``, and a reader that found the name before it went opens at once;
+        each then reads the pass's end (EOF) when it is closed. A reader that comes later finds
+        no FIFO. (A write-only open could not do this: it fails with ENXIO while no reader has
+        the FIFO open, and a reader that reached ``open`` just after it, and before the name
+        went, waited for a writer that never came.)"""
         pending = self._current
         if pending is None:
             return
-        with contextlib.suppress(OSError):  # ENXIO: no reader has it open
-            os.close(os.open(pending, os.O_WRONLY | os.O_NONBLOCK))
+        try:
+            held: int | None = os.open(pending, os.O_RDWR | os.O_NONBLOCK)
+        except OSError:  # already gone
+            held = None
         pending.unlink(missing_ok=True)
+        if held is not None:
+            os.close(held)
 
     def _write_pass(self, handle: IO[bytes]) -> None:
         for path in self.objects:
