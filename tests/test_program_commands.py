@@ -453,9 +453,10 @@ def test_programs_show_each_framework_and_its_version(tmp_path: Path) -> None:
         "in the tensorflow 2.19 image's environment (built on first use)")
     assert contract.offline_run("huggingface", "4.36.0", (3, 11)) == (
         "refused for this version (the huggingface image's environment is built for 4.48)")
-    assert contract.offline_run("huggingface", "4.48.0", (3, 13)) == (
-        "refused on this Python (its image's pinned packages have wheels up to Python 3.12, "
-        "and this is Python 3.13)")
+    for framework, version in (("huggingface", "4.48.0"), ("tensorflow", "2.19")):
+        assert contract.offline_run(framework, version, (3, 13)) == (
+            "refused on this Python (its image's pinned packages have wheels up to Python 3.12, "
+            "and this is Python 3.13)")
 
 
 def test_every_framework_runs_offline_in_one_known_way() -> None:

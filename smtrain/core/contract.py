@@ -72,9 +72,10 @@ OFFLINE_IMAGE_ENVIRONMENTS: Final[dict[str, tuple[str, ...]]] = {
 #: Per (framework, version) of :data:`OFFLINE_IMAGE_ENVIRONMENTS`, the newest Python (major,
 #: minor) every pin of its environment has a wheel for (none listed: no limit known here).
 #: scikit-learn 1.2-1's numpy 1.24, scipy 1.9, scikit-learn 1.2 and pandas 1.5 stop at CPython
-#: 3.11, and Hugging Face 4.48's numpy 1.26.4 at 3.12 (their files on PyPI).
+#: 3.11, Hugging Face 4.48's numpy 1.26.4 and TensorFlow 2.19's tensorflow-cpu 2.19.0 at 3.12
+#: (their files on PyPI: tensorflow-cpu 2.19.0 has cp39 to cp312 wheels).
 OFFLINE_IMAGE_NEWEST_PYTHON: Final[dict[tuple[str, str], tuple[int, int]]] = {
-    ("sklearn", "1.2-1"): (3, 11), ("huggingface", "4.48"): (3, 12)}
+    ("sklearn", "1.2-1"): (3, 11), ("huggingface", "4.48"): (3, 12), ("tensorflow", "2.19"): (3, 12)}
 #: A version spelt with the SDK's build number (scikit-learn's and XGBoost's ``1.2-1``), at the
 #: start of an image tag (``1.2-1-cpu-py3``) or alone.
 _BUILD_NUMBERED_VERSION = re.compile(r"^(\d+\.\d+-\d+)(?:-|$)")
