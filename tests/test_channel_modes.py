@@ -156,6 +156,38 @@ def test_a_pipe_job_that_reads_nothing_ends_with_it(tmp_path: Path) -> None:
     assert sorted(p.name for p in data.iterdir()) == ["train_aug"]
 
 
+def test_an_abandoned_pass_releases_a_reader_that_comes_while_its_fifo_goes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a failed pass, a reader that opens the next FIFO in the instant between the feeder's
+    release of waiting readers and the removal of its name (the window that hung
+    test_a_pipe_that_cannot_be_fed_fails_the_job_naming_it now and then) gets the pass's end."""
+    feeder = channel_data.PipeFeeder(tmp_path / "train", [], gzip_compressed=False)
+    pending = feeder.fifo(1)
+    pending.parent.mkdir(parents=True, exist_ok=True)
+    feeder._make(1)  # the next pass's FIFO, as the feeder makes it once a reader has the current
+    read: list[bytes] = []
+
+    def reader() -> None:
+        with open(pending, "rb") as fifo:
+            read.append(fifo.read())
+
+    unlink = Path.unlink
+
+    def a_reader_comes_first(path: Path, missing_ok: bool = False) -> None:
+        if path == pending:  # the feeder is about to remove the name: a reader opens it now
+            threading.Thread(target=reader, daemon=True).start()
+            time.sleep(0.3)
+        unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", a_reader_comes_first)
+    feeder._abandon()
+    deadline = time.monotonic() + 5
+    while not read and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert read == [b""], "the reader waited for a pass that never came"
+    assert not pending.exists()
+
+
 def test_a_pipe_that_cannot_be_fed_fails_the_job_naming_it(tmp_path: Path) -> None:
     """Gzip declared on plain data: the pass ends early, the next pass never hangs its reader,
     and the job fails naming the channel and the object, though the program itself succeeded."""
