@@ -281,16 +281,17 @@ def test_framework_skeleton_trains_through_its_image_s_toolkit(
     program = _new(capsys, tmp_path, f"my_{framework}", "script", framework)
     environment = framework_envs.framework_environment(framework, version, default_cache_dir(),
                                                        log=lambda line: None)
-    module = framework_envs.BUILDS[(framework, version)].training_module
+    build = framework_envs.BUILDS[(framework, version)]
+    module = build.training_module
+    python = environment / "bin" / "python"
     # TensorFlow's: the stack sends model_dir as the SDK's TensorFlow estimator does.
     tree = _script_job_tree(program, tmp_path, channels,
                             {"model_dir": "/opt/ml/model"} if framework == "tensorflow" else {})
+    # The image's ENV as the offline engine sets it.
     result = subprocess.run(
         [str(environment / "bin" / "train")], capture_output=True, text=True, timeout=300, check=False,
-        env={**os.environ, **tree.environment(), "PYTHONPATH": "",
-             **({"SAGEMAKER_TRAINING_MODULE": module} if module else {}),
-             "PATH": f"{environment / 'bin'}{os.pathsep}{os.environ['PATH']}"})
-    _assert_trained(program, result, tree, epochs=3, python=environment / "bin" / "python")
+        env={**os.environ, **tree.environment(), **build.image_environment(python)})
+    _assert_trained(program, result, tree, epochs=3, python=python)
     if module is not None:
         assert f"Imported framework {module.split(':')[0]}" in result.stdout + result.stderr
     if framework == "tensorflow":  # the toolkit passed it on, and the skeleton took it

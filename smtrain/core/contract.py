@@ -122,7 +122,7 @@ def offline_run(framework: str, version: str | None, python: tuple[int, int]) ->
     key = offline_image_version(version)
     if key not in known:
         return (f"refused for this version (the {framework} image's environment is built for "
-                f"{', '.join(known) or 'no version'})")
+                f"{', '.join(known)})")
     refusal = offline_python_refusal(framework, key, python)
     if refusal is not None:
         return f"refused on this Python ({refusal})"

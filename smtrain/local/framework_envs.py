@@ -20,6 +20,7 @@ changes the cache for later jobs (delete the folder to rebuild it).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -53,6 +54,14 @@ class FrameworkBuild:
     #: The base framework the image is built on, as the SDK names it (Hugging Face's
     #: ``base_framework_version``); None where the image has no choice of base.
     base_framework_version: str | None = None
+
+    def image_environment(self, python: Path) -> dict[str, str]:
+        """What the image's ENV sets for a job run with ``python`` (the environment's): the
+        training module (where the image's does more than run the script), that Python first on
+        PATH, and no PYTHONPATH of this machine's (empty: CPython ignores it)."""
+        inherited = os.environ.get("PATH", os.defpath)
+        return {**({"SAGEMAKER_TRAINING_MODULE": self.training_module} if self.training_module else {}),
+                "PYTHONPATH": "", "PATH": os.pathsep.join([str(python.parent), inherited])}
 
 
 #: ``SAGEMAKER_TRAINING_MODULE`` of the SageMaker PyTorch training images (aws/deep-learning-

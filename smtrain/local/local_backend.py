@@ -176,14 +176,14 @@ def _check_offline_framework(request: Request) -> None:
             "ClientError",
             f"a {framework} {framework_envs.image_version(image)} script-mode job on the {base} base "
             f"does not run offline: the offline engine builds the {framework} image's environment "
-            f"for {', '.join(known) or 'no version'} only (set the program's framework_version and "
+            f"for {', '.join(known)} only (set the program's framework_version and "
             "base_framework_version, or the cdk.json settings, to one of those to run it offline, "
             "or run it on AWS)")
     raise SageMakerError(
         "ClientError",
         f"a {framework} {framework_envs.image_version(image)} script-mode job does not run "
         f"offline: the offline engine knows the {framework} image's environment for "
-        f"{', '.join(built) or 'no version'} only (give the program's framework_version, or the "
+        f"{', '.join(built)} only (give the program's framework_version, or the "
         "cdk.json setting, a version it knows to run it offline; run this one on AWS)")
 
 
@@ -653,17 +653,13 @@ class LocalBackend:
                 message, FAILURE_REASON_LIMIT - len("ClientError: "))) from None
 
     def _image_environment(self, job: TrainingJob) -> dict[str, str]:
-        """What a framework image's ENV sets, where the job runs in that image's environment:
-        the training module (where the image's does more than run the script), its Python first
-        on PATH, and no PYTHONPATH of this machine's
-        (empty: CPython ignores it). The request's Environment still wins, as on SageMaker."""
+        """What a framework image's ENV sets, where the job runs in that image's environment
+        (:meth:`framework_envs.FrameworkBuild.image_environment`). The request's Environment
+        still wins, as on SageMaker."""
         framework_build = self._framework_build(job)
         if framework_build is None or job.python is None:
             return {}
-        inherited = os.environ.get("PATH", os.defpath)
-        module = framework_build[1].training_module
-        return {**({"SAGEMAKER_TRAINING_MODULE": module} if module else {}), "PYTHONPATH": "",
-                "PATH": os.pathsep.join([str(job.python.parent), inherited])}
+        return framework_build[1].image_environment(job.python)
 
     def _python(self, job: TrainingJob, tree: JobTree) -> Path:
         try:
