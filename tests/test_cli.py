@@ -202,7 +202,7 @@ def test_help_and_version_of_every_command(cloud: Cloud) -> None:
 
 def test_start_wait_succeeds_and_reports(cloud: Cloud) -> None:
     result = cloud.smtrain("start", "--program", "digits_mlp", "--hp", "epochs=3", "--hp", "learning-rate=1e-3",
-                           "--name", "cli-wait", "--wait", "--interval", "0.3")
+                           "--name", "cli-wait", "--wait", "--interval", "0.1")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Started arn:aws:states:us-east-1:123456789012:execution:smtrain-training:cli-wait" in result.stdout
     console = "https://us-east-1.console.aws.amazon.com/states/home?region=us-east-1#/v2/executions/details/"
@@ -226,14 +226,14 @@ def test_a_quality_gate_from_the_command_line(cloud: Cloud) -> None:
     """--min/--max become the input's register gate; a model that misses it is not registered,
     and the run still succeeds, saying why."""
     result = cloud.smtrain("start", "--program", "digits_mlp", "--min", "validation:accuracy=0.99",
-                           "--name", "cli-gate", "--wait", "--interval", "0.3")
+                           "--name", "cli-gate", "--wait", "--interval", "0.1")
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(cloud.describe("cli-gate")["input"])["register"] == {
         "minimum": {"validation:accuracy": 0.99}}
     assert ("registry: not registered: validation:accuracy 0.97 is below the minimum 0.99"
             in result.stdout)
     skipped = cloud.smtrain("start", "--program", "digits_mlp", "--no-register", "--name", "cli-skip",
-                            "--wait", "--interval", "0.3")
+                            "--wait", "--interval", "0.1")
     assert skipped.returncode == 0, skipped.stdout + skipped.stderr
     assert json.loads(cloud.describe("cli-skip")["input"])["register"] is False
     assert "registry: not requested" in skipped.stdout
@@ -272,7 +272,7 @@ def test_channel_options_from_the_command_line(cloud: Cloud) -> None:
     result = cloud.smtrain("start", "--program", "digits_lightgbm", "--input-mode", "train=Pipe",
                            "--compression", "train=Gzip", "--s3-distribution", "validation=ShardedByS3Key",
                            "--input-mode", "validation=FastFile", "--name", "cli-modes", "--wait",
-                           "--interval", "0.3")
+                           "--interval", "0.1")
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(cloud.describe("cli-modes")["input"])["channelOptions"] == {
         "train": {"inputMode": "Pipe", "compressionType": "Gzip"},
@@ -287,7 +287,7 @@ def test_channel_options_from_the_command_line(cloud: Cloud) -> None:
 def test_hyperparameters_are_sent_exactly_as_typed(cloud: Cloud) -> None:
     """No JSON round trip: ``2.10`` is not ``2.1``, in the execution input and in the request."""
     result = cloud.smtrain("start", "--program", "digits_mlp", "--hp", "learning-rate=2.10",
-                           "--name", "exact-text", "--wait", "--interval", "0.3")
+                           "--name", "exact-text", "--wait", "--interval", "0.1")
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(cloud.describe("exact-text")["input"]) == {
         "program": "digits_mlp", "hyperparameters": {"learning-rate": "2.10"}}
@@ -304,7 +304,7 @@ def test_program_and_method_both_route(cloud: Cloud, program: str) -> None:
     """``--program NAME`` and the first release's ``--method KIND`` (the one program of that
     kind) build the same input, so they name the same run; a raw ``method`` input routes too."""
     hp = {"digits_mlp": "seed=7", "digits_lightgbm": "seed=7", "digits_xgboost": "max_depth=4"}[program]
-    by_program = cloud.smtrain("start", "--program", program, "--hp", hp, "--wait", "--interval", "0.3")
+    by_program = cloud.smtrain("start", "--program", program, "--hp", hp, "--wait", "--interval", "0.1")
     assert by_program.returncode == 0, by_program.stdout + by_program.stderr
     name = _started_name(by_program)
     assert re.fullmatch(re.escape(program.replace("_", "-")) + "-[0-9a-f]{16}", name), name
@@ -326,7 +326,7 @@ def test_program_and_method_both_route(cloud: Cloud, program: str) -> None:
     raw = f"raw-method-{KIND_OF[program]}"
     cloud.client("stepfunctions").start_execution(stateMachineArn=cloud.state_machine_arn, name=raw,
                                                   input=json.dumps({"method": KIND_OF[program]}))
-    watched = cloud.smtrain("watch", raw, "--interval", "0.3")
+    watched = cloud.smtrain("watch", raw, "--interval", "0.1")
     assert watched.returncode == 0, watched.stdout + watched.stderr
     assert json.loads(cloud.describe(raw)["output"])["program"] == program
     (request,) = cloud.jobs_of(raw)
@@ -366,7 +366,7 @@ def test_an_unknown_input_field_never_reaches_sagemaker(cloud: Cloud, shipped: d
     requests_before = len(cloud.backend.requests)
     cloud.client("stepfunctions").start_execution(stateMachineArn=cloud.state_machine_arn, name="unknown-field",
                                                   input=json.dumps(document))
-    watched = cloud.smtrain("watch", "unknown-field", "--interval", "0.3")
+    watched = cloud.smtrain("watch", "unknown-field", "--interval", "0.1")
     assert watched.returncode == 1, watched.stdout + watched.stderr
     assert "FAILED: InvalidExecutionInput" in watched.stdout
     assert f"reason: {cause}" in watched.stdout
@@ -420,7 +420,7 @@ def test_local_directory_is_uploaded_first(cloud: Cloud, tmp_path: Path) -> None
 
 def test_watch_status_list_and_logs(cloud: Cloud) -> None:
     assert cloud.smtrain("start", "--program", "digits_mlp", "--name", "inspect-me").returncode == 0
-    watched = cloud.smtrain("watch", "inspect-me", "--interval", "0.3")
+    watched = cloud.smtrain("watch", "inspect-me", "--interval", "0.1")
     assert watched.returncode == 0, watched.stdout + watched.stderr
     assert "SUCCEEDED" in watched.stdout and "model: " in watched.stdout
     status = cloud.smtrain("status", "inspect-me")
@@ -443,7 +443,7 @@ def test_failed_run_exits_1_with_the_reason(cloud: Cloud) -> None:
                                      failure_reason="AlgorithmError: loss became NaN")
     try:
         result = cloud.smtrain("start", "--program", "digits_mlp", "--name", "will-fail", "--wait",
-                               "--interval", "0.3")
+                               "--interval", "0.1")
     finally:
         cloud.backend.script = JobScript(statuses=("InProgress", "Completed"))
     assert result.returncode == 1
@@ -460,7 +460,7 @@ def test_stop_aborts_and_stops_the_job(cloud: Cloud) -> None:
             time.sleep(0.2)
         stopped = cloud.smtrain("stop", "to-stop")
         assert stopped.returncode == 0 and "Stopped" in stopped.stdout
-        watched = cloud.smtrain("watch", "to-stop", "--interval", "0.3")
+        watched = cloud.smtrain("watch", "to-stop", "--interval", "0.1")
         assert watched.returncode == 3, "aborted runs have their own exit code"
         assert "ABORTED" in watched.stdout
     finally:
@@ -1007,7 +1007,7 @@ def test_every_declared_hyperparameter_fits_the_request(cloud: Cloud, synthesize
             synthesized, program, tuning=tuning), (program, tuning)
     given = {name: _declared_value(h) for name, h in shipped[program].hyperparameters.items()}
     name = f"every-hp-{program.replace('_', '-')}"
-    result = cloud.smtrain("start", "--program", program, "--name", name, "--wait", "--interval", "0.3",
+    result = cloud.smtrain("start", "--program", program, "--name", name, "--wait", "--interval", "0.1",
                            *[arg for key, value in given.items() for arg in ("--hp", f"{key}={value}")])
     assert result.returncode == 0, result.stdout + result.stderr
     assert _execution_input(cloud, name)["hyperparameters"] == given
@@ -1038,7 +1038,7 @@ def test_hyperparameter_key_and_value_at_and_past_the_limit(cloud: Cloud) -> Non
     # A 2500-character value of a declared float (0.1 followed by zeros) is sent as typed.
     value = "0.1" + "0" * (AWS_MAX_HYPERPARAMETER_VALUE - 3)
     at_limit = cloud.smtrain("start", "--program", "digits_lightgbm", "--name", "hp-sizes", "--wait",
-                             "--interval", "0.3", "--hp", f"learning_rate={value}")
+                             "--interval", "0.1", "--hp", f"learning_rate={value}")
     assert at_limit.returncode == 0, at_limit.stdout + at_limit.stderr
     assert _execution_input(cloud, "hp-sizes")["hyperparameters"] == {"learning_rate": value}
     (request,) = cloud.jobs_of("hp-sizes")
@@ -1103,7 +1103,7 @@ def test_without_the_limit_outputs_the_state_machine_refuses(cloud: Cloud, args:
     name = f"limits-{located_by}-{args[0].removeprefix('--')}"
     started = cloud.smtrain("start", "--program", "digits_lightgbm", "--name", name, *args, *where, env=env)
     assert started.returncode == 0, started.stdout + started.stderr
-    watched = cloud.smtrain("watch", name, "--interval", "0.3")
+    watched = cloud.smtrain("watch", name, "--interval", "0.1")
     assert watched.returncode == 1, watched.stdout + watched.stderr
     assert "FAILED: InvalidExecutionInput" in watched.stdout
     description = cloud.describe(name)
@@ -1147,7 +1147,7 @@ def _with_a_broken_program(cloud: Cloud, tmp_path: Path) -> dict[str, str]:
 def test_one_broken_manifest_does_not_stop_the_other_programs(cloud: Cloud, tmp_path: Path) -> None:
     env = _with_a_broken_program(cloud, tmp_path)
     result = cloud.smtrain("start", "--program", "digits_mlp", "--name", "beside-a-broken-one",
-                           "--wait", "--interval", "0.3", env=env)
+                           "--wait", "--interval", "0.1", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     (warning,) = [line for line in result.stderr.splitlines() if "warning" in line]
     assert warning.startswith("smtrain: warning: program 'half_done' left out: ")

@@ -252,7 +252,7 @@ def test_an_instance_that_ignores_sigterm_is_killed_after_the_grace(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """algo-2 fails; algo-1 ignores the SIGTERM that ends the others: SIGKILL after the grace
     period, the job fails with algo-2's reason, and no process is left."""
-    monkeypatch.setattr(cluster, "GRACE_SECONDS", 1.0)
+    monkeypatch.setattr(cluster, "GRACE_SECONDS", 0.3)
     backend = _backend(tmp_path, """
         import json, signal, time
         me = json.load(open("/opt/ml/input/config/resourceconfig.json"))["current_host"]

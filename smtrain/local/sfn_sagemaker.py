@@ -18,6 +18,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, Final
@@ -36,6 +37,7 @@ from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name
 from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
     StatesErrorNameType,
 )
+from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 from moto.stepfunctions.parser.asl.component.state.exec.state_task import state_task_factory
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
     state_task_service_aws_sdk,
@@ -85,9 +87,10 @@ _backend: SageMakerBackend | None = None
 _registry: Any = None
 _s3: LocalS3 | None = None
 _batch: LocalBatchQueue | None = None
-#: How long a Wait state lasts offline, as a share of its time: the team queue's polls (15 s
-#: doubling to 300 s) and the create retries' backoffs pass fifty times faster, as a queued job
-#: starts and ends in seconds here.
+#: How long a Wait state, or a Retry rule's wait before its next attempt, lasts offline, as a
+#: share of its time: the team queue's polls (15 s doubling to 300 s), the create retries'
+#: backoffs and a throttled call's Retry (2 s doubling) pass fifty times faster, as a queued job
+#: or a registration starts and ends in seconds here.
 WAIT_SCALE = 1 / 50
 
 #: The registry's calls a state may make (the model's names), answered by the registry, which
@@ -256,6 +259,17 @@ def _scaled_wait(self: Any, env: Any, wait_seconds: float) -> None:
         env.program_state_event.wait(wait_seconds * WAIT_SCALE)
 
 
+class _ScaledRetryClock:
+    """What moto's Retry rule sees as its ``time`` module: the rule's wait, computed by moto from
+    ``IntervalSeconds``, ``BackoffRate``, ``MaxDelaySeconds`` and ``JitterStrategy``, passes in
+    :data:`WAIT_SCALE` of its time (moto's ``RetrierDecl`` calls ``time.sleep`` once an attempt,
+    and nothing else of that module)."""
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        time.sleep(seconds * WAIT_SCALE)
+
+
 class S3Error(Exception):
     """An S3 refusal; Step Functions names it ``S3.<code>``."""
 
@@ -301,8 +315,8 @@ def serve_sagemaker(backend: SageMakerBackend, *, registry: Any = None,
     """Within the block, moto's interpreter sends SageMaker tasks to ``backend``, the model
     registry's calls to ``registry`` (a ``LocalModelRegistry``; none: they fail), and
     ``aws-sdk:s3:putObject`` into ``s3`` (none: moto's own S3), ``aws-sdk:batch:*`` to
-    ``batch`` (the team queue, :mod:`smtrain.local.batch_queue`), runs Wait states at
-    :data:`WAIT_SCALE` of their time, evaluates JSONata states
+    ``batch`` (the team queue, :mod:`smtrain.local.batch_queue`), runs Wait states and Retry
+    rules' waits at :data:`WAIT_SCALE` of their time, evaluates JSONata states
     (:mod:`smtrain.local.jsonata_eval`), parses each definition once
     (:mod:`smtrain.local.asl_parse_cache`), reads keyword keys such as ``"RoleArn.$"`` as paths,
     as AWS does (:mod:`smtrain.local.asl_keyword_paths`), and writes execution histories without moto's
@@ -330,6 +344,7 @@ def serve_sagemaker(backend: SageMakerBackend, *, registry: Any = None,
         _backend, _registry, _s3, _batch = backend, registry, s3, batch
         original_wait = WaitFunction._wait_interval
         WaitFunction._wait_interval = _scaled_wait
+        retrier_decl.time = _ScaledRetryClock
         state_task_factory.state_task_service_for = service_for
         # moto asks a .sync task's describe call every 0.5 s; a local job's describe is a
         # lookup in this process, so the engine asks every SYNC_POLL_SECONDS instead.
@@ -341,4 +356,5 @@ def serve_sagemaker(backend: SageMakerBackend, *, registry: Any = None,
             state_task_factory.state_task_service_for = original
             state_task_service_callback._DELAY_SECONDS_SYNC_CONDITION_CHECK = original_poll
             WaitFunction._wait_interval = original_wait
+            retrier_decl.time = time
             _backend, _registry, _s3, _batch = None, None, None, None
