@@ -258,12 +258,14 @@ def test_a_program_without_data_is_refused_before_it_starts(
 
 def _ran_in_image_environment(engine: OfflineEngine, image: str, arguments: str,
                               packages: tuple[str, ...],
-                              absent: tuple[str, str] = ("torch", "smtrain")) -> tuple[str, list[str]]:
+                              absent: tuple[str, str] = ("torch", "smtrain"),
+                              module_env: bool = False) -> tuple[str, list[str]]:
     """The last completed job on an image whose URI holds ``image``: it ran in that image's
     environment (SageMaker's order, botocore's SecondaryStatus: the data, the image, then
-    training), its script started as ``<the environment's python> <arguments>``, and none of the
-    project's packages there (``absent``). Its log, and the versions of ``packages`` in the
-    environment."""
+    training), its script started as ``<the environment's python> <arguments>`` (``module_env``:
+    the python of the job's own venv over it, where the toolkit installed the script, and
+    ``arguments`` a prefix of what followed), and none of the project's packages there
+    (``absent``). Its log, and the versions of ``packages`` in the environment."""
     (job,) = [job for job in engine.backend.jobs()  # type: ignore[attr-defined]
               if image in job.request["AlgorithmSpecification"]["TrainingImage"]
               and job.status == "Completed"][-1:]
@@ -272,7 +274,11 @@ def _ran_in_image_environment(engine: OfflineEngine, image: str, arguments: str,
         "Downloading", "DownloadingTrainingImage", "Training"]
     log = job.log_path.read_text()
     invoked = log.split("Invoking script with the following command:")[1].strip().splitlines()[0]
-    assert invoked == f"{job.python} {arguments}"
+    if module_env:
+        assert job.log_path is not None
+        assert invoked.startswith(f"{job.log_path.parent / 'module-env' / 'bin' / 'python'} {arguments}"), invoked
+    else:
+        assert invoked == f"{job.python} {arguments}"
     assert job.image_environment is not None and job.python.parent.parent == job.image_environment
     probe = subprocess.run([str(job.python), "-c", (
         "import importlib.metadata as m, importlib.util as u, sys; "
@@ -329,13 +335,28 @@ def test_a_sklearn_job_on_a_python_its_pins_have_no_wheels_for_is_refused_by_nam
 
 
 def test_xgboost_script_program_trains_offline(engine: OfflineEngine) -> None:
-    """The XGBoost image runs a script when sagemaker_program names one (framework mode)."""
+    """The XGBoost image runs a script when sagemaker_program names one (framework mode): in the
+    1.7-1 image's environment (smtrain.local.framework_envs: Debian 11's CPython 3.9, XGBoost
+    1.7.4 and the image's pins, none of the project's packages), started as the image starts it
+    (sagemaker-containers' ``train``, the image's training module, which pip-installs the code
+    and runs it as a module)."""
     result = engine.run({"program": "xgboost_script_example"}, name="byo-xgboost-script")
     assert result.succeeded, (result.error, result.cause)
     assert result.output is not None
     assert _metric(result.output, "validation:merror") < 0.4
     with tarfile.open(engine.local_path(result.output["modelArtifacts"]), "r:gz") as archive:
         assert "xgboost-model.json" in archive.getnames()
+    log, versions = _ran_in_image_environment(
+        engine, "/sagemaker-xgboost:", "-m train ",
+        ("xgboost", "sagemaker-containers", "scikit-learn", "pandas", "numpy"), module_env=True)
+    assert "Imported framework sagemaker_xgboost_container.training" in log
+    assert "Installing module with the following command:" in log
+    assert versions == ["1.7.4", "2.8.6.post2", "0.24.1", "1.2.4", "1.24.1"]
+    (job,) = [job for job in engine.backend.jobs()  # type: ignore[attr-defined]
+              if "/sagemaker-xgboost:" in job.request["AlgorithmSpecification"]["TrainingImage"]][-1:]
+    python = subprocess.run([str(job.python), "-c", "import sys; print(sys.version.split()[0])"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert python == "3.9.2"  # the image's Python 3.9 (Debian 11's)
     # Tuned on its own metric definitions, which a script on the XGBoost image has.
     tuned = engine.run({"program": "xgboost_script_example",
                         "tuning": {"maxJobs": 1, "maxParallelJobs": 1}}, name="byo-xgboost-tuning")

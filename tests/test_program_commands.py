@@ -246,12 +246,12 @@ def _script_job_tree(program: programs.Program, tmp_path: Path, channels: dict[s
         "sagemaker_program": "train.py", "sagemaker_submit_directory": str(bundle)})
 
 
-@pytest.mark.parametrize("framework", ["pytorch", "xgboost"])
+@pytest.mark.parametrize("framework", ["pytorch"])
 def test_script_skeleton_trains_through_the_toolkit(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                                     channels: dict[str, Path], framework: str) -> None:
-    """The PyTorch and XGBoost skeletons (PyTorch's is the standard-library one), as the toolkit
-    runs them over the project's environment, as the offline engine does, saving the model as the
-    framework does (the other frameworks': below, in their images' environments)."""
+    """The PyTorch skeleton (the standard-library one), as the toolkit runs it over the project's
+    environment, as the offline engine does (the other frameworks': below, in their images'
+    environments)."""
     program = _new(capsys, tmp_path, "my_script", "script", framework)
     assert program.framework == framework
     tree = _script_job_tree(program, tmp_path, channels)
@@ -262,38 +262,46 @@ def test_script_skeleton_trains_through_the_toolkit(capsys: pytest.CaptureFixtur
 
 
 @pytest.mark.parametrize(("framework", "version"), [("sklearn", "1.2-1"), ("tensorflow", "2.19"),
-                                                    ("huggingface", "4.48")])
+                                                    ("xgboost", "1.7-1"), ("huggingface", "4.48")])
 def test_framework_skeleton_trains_through_its_image_s_toolkit(
         capsys: pytest.CaptureFixture[str], tmp_path: Path, channels: dict[str, Path], framework: str,
         version: str) -> None:
-    """The scikit-learn, TensorFlow and Hugging Face skeletons as their images run them: the
-    image's toolkit (the generic one for scikit-learn, TensorFlow's, the PyTorch image's for
-    Hugging Face) in the image's environment (smtrain.local.framework_envs, built on first use
-    and shared with the offline engine), saving what the framework's serving loads: scikit-learn
-    1.2.1's, not the project's newer one, and TensorFlow and transformers, which the project's
-    environment does not have."""
-    from smtrain.local import framework_envs
-    from smtrain.local.program_envs import default_cache_dir
+    """The scikit-learn, TensorFlow, XGBoost and Hugging Face skeletons as their images run them:
+    the image's toolkit (the generic one for scikit-learn, TensorFlow's, sagemaker-containers and
+    the image's training module for XGBoost, the PyTorch image's for Hugging Face) in the image's
+    environment (smtrain.local.framework_envs, built on first use and shared with the offline
+    engine), started as the engine starts it, saving what the framework's serving loads:
+    scikit-learn 1.2.1's, not the project's newer one, XGBoost 1.7.4's, and TensorFlow and
+    transformers, which the project's environment does not have."""
+    from smtrain.local import debian_python, framework_envs
+    from smtrain.local.program_envs import default_cache_dir, job_environment
 
     refusal = contract.offline_python_refusal(framework, version, (sys.version_info[0], sys.version_info[1]))
     if refusal is not None:
         pytest.skip(f"the offline engine refuses it on this Python: {refusal}")
+    build = framework_envs.BUILDS[(framework, version)]
+    if build.python is not None and debian_python.unavailable_reason() is not None:
+        pytest.skip(f"{debian_python.unavailable_reason()}")
     program = _new(capsys, tmp_path, f"my_{framework}", "script", framework)
     environment = framework_envs.framework_environment(framework, version, default_cache_dir(),
                                                        log=lambda line: None)
-    build = framework_envs.BUILDS[(framework, version)]
     module = build.training_module
     python = environment / "bin" / "python"
+    # XGBoost's toolkit pip-installs the script as a module: into a venv of this job's own.
+    run_python = job_environment(python, tmp_path / "module-env") if build.installs_module else python
     # TensorFlow's: the stack sends model_dir as the SDK's TensorFlow estimator does.
     tree = _script_job_tree(program, tmp_path, channels,
                             {"model_dir": "/opt/ml/model"} if framework == "tensorflow" else {})
     # The image's ENV as the offline engine sets it.
     result = subprocess.run(
-        [str(environment / "bin" / "train")], capture_output=True, text=True, timeout=300, check=False,
-        env={**os.environ, **tree.environment(), **build.image_environment(python)})
+        [str(run_python), "-c", f"from {build.train_entry} import main; main()"],
+        capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, **tree.environment(), **build.image_environment(run_python)})
     _assert_trained(program, result, tree, epochs=3, python=python)
     if module is not None:
         assert f"Imported framework {module.split(':')[0]}" in result.stdout + result.stderr
+    if framework == "xgboost":  # the image's module runs it as a module, after installing it
+        assert f"{run_python} -m train --epochs 3 " in result.stdout + result.stderr
     if framework == "tensorflow":  # the toolkit passed it on, and the skeleton took it
         assert "--model_dir /opt/ml/model" in result.stdout + result.stderr
     if framework == "huggingface":

@@ -110,10 +110,9 @@ def test_concurrent_jobs_build_one_env(tmp_path: Path, monkeypatch: pytest.Monke
     builds: list[Path] = []
     real_build = program_envs._build
 
-    def counting_build(env_dir: Path, text: str, vendored: Path | None = None, *,
-                       base_site: Path | None = None) -> None:
+    def counting_build(env_dir: Path, text: str, vendored: Path | None = None, **over: Path | None) -> None:
         builds.append(env_dir)
-        real_build(env_dir, text, vendored, base_site=base_site)
+        real_build(env_dir, text, vendored, **over)
 
     monkeypatch.setattr(program_envs, "_build", counting_build)
     results: list[Path] = []

@@ -59,16 +59,16 @@ KINDS: Final[tuple[str, ...]] = ("script", "byoc", "builtin")
 #: ``image_uris.retrieve``).
 FRAMEWORKS: Final[tuple[str, ...]] = ("pytorch", "tensorflow", "sklearn", "xgboost", "huggingface")
 #: Frameworks whose script jobs the offline engine runs in the project's environment (through the
-#: generic sagemaker-training toolkit, as those images do). TensorFlow, scikit-learn and Hugging
-#: Face run in their images' own environments where one is built offline
+#: generic sagemaker-training toolkit, as that image does). TensorFlow, scikit-learn, XGBoost and
+#: Hugging Face run in their images' own environments where one is built offline
 #: (smtrain.local.framework_envs); the others not.
-OFFLINE_FRAMEWORKS: Final[tuple[str, ...]] = ("pytorch", "xgboost")
+OFFLINE_FRAMEWORKS: Final[tuple[str, ...]] = ("pytorch",)
 #: Per framework run offline in its image's own environment (not the project's), the image
 #: versions (as the SDK spells them) whose environment the offline engine knows how to build
 #: (smtrain.local.framework_envs holds what each installs). Hugging Face's version is its
 #: transformers version (the SDK's ``transformers_version``), on its PyTorch base.
 OFFLINE_IMAGE_ENVIRONMENTS: Final[dict[str, tuple[str, ...]]] = {
-    "tensorflow": ("2.19",), "sklearn": ("1.2-1",), "huggingface": ("4.48",)}
+    "tensorflow": ("2.19",), "sklearn": ("1.2-1",), "xgboost": ("1.7-1",), "huggingface": ("4.48",)}
 #: Per (framework, version) of :data:`OFFLINE_IMAGE_ENVIRONMENTS`, the newest Python (major,
 #: minor) every pin of its environment has a wheel for (none listed: no limit known here).
 #: scikit-learn 1.2-1's numpy 1.24, scipy 1.9, scikit-learn 1.2 and pandas 1.5 stop at CPython

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smtrain.core import contract
+from smtrain.local import debian_python
 from smtrain.local.program_envs import (
     ProgramEnvironmentError,
     build_once,
@@ -54,6 +55,21 @@ class FrameworkBuild:
     #: The base framework the image is built on, as the SDK names it (Hugging Face's
     #: ``base_framework_version``); None where the image has no choice of base.
     base_framework_version: str | None = None
+    #: The image's Python where this machine's would not do: "3.9" is Debian 11's CPython 3.9
+    #: (:mod:`smtrain.local.debian_python`). None: this machine's Python.
+    python: str | None = None
+    #: The module whose ``main()`` is the image's ``train`` console script (its toolkit's).
+    train_entry: str = "sagemaker_training.cli.train"
+    #: Modules of the image that are not on PyPI, as ``{import name: file}`` of
+    #: ``smtrain/local/image_modules/`` (each file says where it comes from), written into the
+    #: environment's site-packages.
+    image_modules: tuple[tuple[str, str], ...] = ()
+    #: What the image's Dockerfile uninstalls after its installs.
+    uninstalled: tuple[str, ...] = ()
+    #: Whether the image's toolkit pip-installs the job's code as a module before running it
+    #: (sagemaker-containers' ``run_module``): each job then runs in a venv of its own over the
+    #: environment (program_envs.job_environment), so the install stays the job's.
+    installs_module: bool = False
 
     def image_environment(self, python: Path) -> dict[str, str]:
         """What the image's ENV sets for a job run with ``python`` (the environment's): the
@@ -71,6 +87,9 @@ class FrameworkBuild:
 #: src/sagemaker_pytorch_container/training.py lines 27, 75-89) and then starts ``torchrun`` on
 #: every instance, one node each (sagemaker-training, torch_distributed.py).
 PYTORCH_TRAINING_MODULE = "sagemaker_pytorch_container.training:main"
+
+#: The image's own modules that are not on PyPI (FrameworkBuild.image_modules).
+_IMAGE_MODULES = Path(__file__).parent / "image_modules"
 
 #: Per (framework, the image's version as the SDK names it): what its training image holds.
 #: TensorFlow 2.19 (aws/deep-learning-containers, master f06ada0e, tensorflow/training/docker/
@@ -146,6 +165,37 @@ BUILDS: dict[tuple[str, str], FrameworkBuild] = {
                "Dockerfile.gpu and buildspec-2-3-0.yml",
         base_framework_version="pytorch2.3.0",
     ),
+    # XGBoost 1.7-1 (aws/sagemaker-xgboost-container, branch 1.7-1 @ f7a93a2, 2025-09-17):
+    # docker/1.7-1/base/Dockerfile.cpu installs Python 3.9 (conda) and xgboost 1.7.4;
+    # final/Dockerfile.cpu pip-installs requirements.txt, whose pins are these (the serving stack
+    # multi-model-server, sagemaker-inference and gunicorn's own pins aside, and dask, dask-cuda,
+    # pynvml, numba, matplotlib and Pillow left out: Dask's GPU training and plotting), then the
+    # container's own package, and uninstalls ``typing``. Its ``SAGEMAKER_TRAINING_MODULE
+    # sagemaker_xgboost_container.training:main`` is not on PyPI: its script branch is written into
+    # the environment (image_modules/, which cites it), run by sagemaker-containers 2.8.6.post2's
+    # ``train`` (the image's toolkit, which needs Python 3.9 or older: it imports
+    # ``collections.Mapping``). Python: Debian 11's CPython 3.9.2 (smtrain.local.debian_python),
+    # as this machine's 3.11 is too new for that toolkit. pip: the base upgrades it to the newest of
+    # the image's build day (25.2, 2025-07-30); with ``wheel`` there it builds the script's
+    # module without fetching a build backend, as the image does. setuptools of that day too.
+    ("xgboost", "1.7-1"): FrameworkBuild(
+        packages=("xgboost==1.7.4", "numpy==1.24.1", "pandas==1.2.4", "scikit-learn==0.24.1",
+                  "scipy==1.8.0", "boto3==1.17.52", "botocore==1.20.52", "python-dateutil==2.8.1",
+                  "retrying==1.3.3", "urllib3==1.26.5", "protobuf==3.20.1", "PyYAML==5.4.1",
+                  "psutil==5.6.7", "Flask==1.1.1", "Werkzeug==0.15.6", "itsdangerous==2.0.1",
+                  "jinja2==2.11.3", "MarkupSafe==1.1.1", "gevent==23.9.1", "requests==2.29.0",
+                  "certifi==2023.7.22", "cryptography==39.0.1", "wheel==0.36.2", "pip==25.2",
+                  "setuptools==80.9.0"),
+        toolkit=("sagemaker-containers==2.8.6.post2",),
+        training_module="sagemaker_xgboost_container.training:main",
+        source="aws/sagemaker-xgboost-container 1.7-1 (f7a93a2), requirements.txt and docker/1.7-1",
+        python="3.9",
+        train_entry="sagemaker_containers.cli.train",
+        image_modules=(("sagemaker_xgboost_container/training.py",
+                        "sagemaker_xgboost_container_training.py.txt"),),
+        uninstalled=("typing",),
+        installs_module=True,
+    ),
 }
 
 #: Image repositories on a base framework no build of :data:`BUILDS` is on, and that base:
@@ -194,16 +244,20 @@ def framework_environment(framework: str, version: str, cache_dir: Path,
         raise ProgramEnvironmentError(f"no {framework} {version} environment is known here: "
                                       f"{', '.join(built_versions(framework)) or 'none'}")
     pins = build.packages + build.toolkit
-    # Keyed by the pins and the base interpreter, named for the image. A venv made from the
-    # project's venv runs the base interpreter (its pyvenv.cfg's home) and holds none of the
-    # project's packages, so another clone of the project (a CI run) shares it.
-    key = environment_key("\n".join(pins), interpreter=sys.base_prefix)
+    base_python = (debian_python.debian_python(build.python, cache_dir, log)
+                   if build.python is not None else None)
+    # Keyed by the pins, the image's modules and the base interpreter, named for the image. A
+    # venv made from the project's venv runs the base interpreter (its pyvenv.cfg's home) and
+    # holds none of the project's packages, so another clone of the project (a CI run) shares it.
+    modules = "".join(f"\n{target}\n{(_IMAGE_MODULES / name).read_text()}"
+                      for target, name in build.image_modules)
+    key = environment_key("\n".join(pins) + modules, interpreter=str(base_python or sys.base_prefix))
     env_dir = cache_dir.expanduser().resolve() / f"{framework}-{version}-{key}"
 
     def build_it(path: Path) -> None:
         log(f"smtrain local: building the {framework} {version} image's environment in {path} "
             f"(first use only: {', '.join(pins)}; from {build.source})")
-        _build(path, build)
+        _build(path, build, base_python)
 
     if build_once(env_dir, build_it, marker="\n".join(pins) + "\n"):
         log(f"smtrain local: the {framework} {version} environment is built (pip's output: "
@@ -211,14 +265,29 @@ def framework_environment(framework: str, version: str, cache_dir: Path,
     return env_dir
 
 
-def _build(env_dir: Path, build: FrameworkBuild) -> None:
-    create_venv(env_dir)
+def _build(env_dir: Path, build: FrameworkBuild, base_python: Path | None) -> None:
+    create_venv(env_dir, python=base_python)
+    env = pip_environment()
+    if base_python is not None:  # sources of that era compile against its headers
+        env["CFLAGS"] = f"{env.get('CFLAGS', '')} {debian_python.include_flags(base_python)}".strip()
     # The project's pip installs into the new environment (pip's --python).
+    pip = [sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python")]
     installed = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install",
-         "--disable-pip-version-check", "--no-input", "--no-warn-script-location",
-         *build.packages, *build.toolkit], capture_output=True, text=True, env=pip_environment())
-    (env_dir / "pip.log").write_text(installed.stdout + installed.stderr)
+        [*pip, "install", "--disable-pip-version-check", "--no-input", "--no-warn-script-location",
+         *build.packages, *build.toolkit], capture_output=True, text=True, env=env)
+    output = installed.stdout + installed.stderr
+    if installed.returncode == 0 and build.uninstalled:
+        removed = subprocess.run([*pip, "uninstall", "--yes", *build.uninstalled],
+                                 capture_output=True, text=True, env=env)
+        installed, output = removed, output + removed.stdout + removed.stderr
+    (env_dir / "pip.log").write_text(output)
     if installed.returncode != 0:
-        raise ProgramEnvironmentError(f"pip failed (exit code {installed.returncode}):\n"
-                                      f"{tail(installed.stdout + installed.stderr)}")
+        raise ProgramEnvironmentError(f"pip failed (exit code {installed.returncode}):\n{tail(output)}")
+    site_packages = Path(subprocess.run(
+        [str(env_dir / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True, env=env).stdout.strip())
+    for target, name in build.image_modules:
+        module = site_packages / target
+        module.parent.mkdir(parents=True, exist_ok=True)
+        (module.parent / "__init__.py").touch()
+        module.write_text((_IMAGE_MODULES / name).read_text())

@@ -58,6 +58,7 @@ from smtrain.local.backend import (
     tuning_job_page,
 )
 from smtrain.local.builtin_xgboost import BUILTIN_METRIC_DEFINITIONS
+from smtrain.local.debian_python import DebianPythonUnavailable
 from smtrain.local.deployment import ByocProgram
 from smtrain.local.entry_point import EntryPointError, command_for
 from smtrain.local.image_recipe import ImageRecipe, ImageRecipeError, read_recipe
@@ -68,6 +69,7 @@ from smtrain.local.program_envs import (
     byoc_environment,
     default_cache_dir,
     environment_for,
+    job_environment,
 )
 from smtrain.local.run_record import RECORD_FILE, RECORD_VARIABLE, log_run_record, read_run_record
 from smtrain.local.s3_stand_in import LocalS3, S3UriError
@@ -647,19 +649,20 @@ class LocalBackend:
             job.image_environment = framework_envs.framework_environment(
                 framework, version, self.env_cache, log=log)
         except ProgramEnvironmentError as error:
-            message = (f"the {framework} {version} image's environment could not be built here "
-                       f"(its first use needs a package index): {error}")
+            needs = "" if isinstance(error, DebianPythonUnavailable) else " (its first use needs a package index)"
+            message = f"the {framework} {version} image's environment could not be built here{needs}: {error}"
             raise SageMakerError("ClientError", fit_reason(
                 message, FAILURE_REASON_LIMIT - len("ClientError: "))) from None
 
-    def _image_environment(self, job: TrainingJob) -> dict[str, str]:
+    def _image_environment(self, job: TrainingJob, python: Path | None = None) -> dict[str, str]:
         """What a framework image's ENV sets, where the job runs in that image's environment
         (:meth:`framework_envs.FrameworkBuild.image_environment`). The request's Environment
         still wins, as on SageMaker."""
         framework_build = self._framework_build(job)
-        if framework_build is None or job.python is None:
+        python = python or job.python
+        if framework_build is None or python is None:
             return {}
-        return framework_build[1].image_environment(job.python)
+        return framework_build[1].image_environment(python)
 
     def _python(self, job: TrainingJob, tree: JobTree) -> Path:
         try:
@@ -711,11 +714,15 @@ class LocalBackend:
             # module where the image names one that does more than run the script (its
             # SAGEMAKER_TRAINING_MODULE, the environment's python first on PATH: the image's ENV,
             # under the request's Environment: _image_environment).
-            return ([str(python), "-c", "from sagemaker_training.cli.train import main; main()"],
+            build = framework_build[1]
+            interpreter = (f"Debian 11's CPython {build.python}" if build.python is not None else
+                           f"this machine's Python {sys.version_info.major}.{sys.version_info.minor}")
+            return ([str(python), "-c", f"from {build.train_entry} import main; main()"],
                     {},
-                    f"the {framework_build[0]} image's toolkit ({', '.join(framework_build[1].toolkit)}) "
-                    f"in its environment ({python.parent.parent}), on this machine's Python "
-                    f"{sys.version_info.major}.{sys.version_info.minor}")
+                    f"the {framework_build[0]} image's toolkit ({', '.join(build.toolkit)}) "
+                    f"in its environment ({job.image_environment or python.parent.parent}), on {interpreter}"
+                    + (" (the job's module installed into a venv of its own over it)"
+                       if build.installs_module else ""))
         if job.kind == "script":
             # The toolkit's ``train`` console script (smtrain.local.toolkit_train: its own
             # ``pip install -r requirements.txt`` goes into ``python``'s environment, and is not
@@ -745,13 +752,18 @@ class LocalBackend:
         tree, log_path = primary.tree, primary.log_path
         several = len(instances) > 1
         job.python = self._python(job, tree)
-        command, extra_env, start_note = self._command(job, job.python)
+        framework_build = self._framework_build(job)
+        # An image whose toolkit pip-installs the job's code: into a venv of the job's own.
+        run_python = (job_environment(job.python, tree.base_dir.parent / "module-env")
+                      if framework_build is not None and framework_build[1].installs_module
+                      else job.python)
+        command, extra_env, start_note = self._command(job, run_python)
         # The engine's own settings (the offline MLflow store) win over the request's, whose
         # tracking URI would name a server in AWS.
         at_opt_ml = opt_ml.probe()
         # The image's ENV, then the request's Environment over it, as `docker run -e` would.
         recipe = self._recipe(self._byoc_program(job)) if job.kind == "byoc" else None
-        image_env = recipe.environment if recipe is not None else self._image_environment(job)
+        image_env = recipe.environment if recipe is not None else self._image_environment(job, run_python)
         if several:
             distributed_env, distributed_note = self._pytorch_toolkit(job, job.python)
             image_env = {**image_env, **distributed_env}

@@ -110,6 +110,11 @@ def _env_python(env_dir: Path) -> Path:
 
 
 def _env_site_packages(env_dir: Path) -> Path:
+    """The env's site-packages: of its own Python's version (an image's environment may be of
+    another Python than this one), else of this one's."""
+    made = sorted((env_dir / "lib").glob("python3.*/site-packages"))
+    if len(made) == 1:
+        return made[0]
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     return env_dir / "lib" / version / "site-packages"
 
@@ -198,7 +203,22 @@ def environment_for(requirements: Path | None, cache_dir: Path, *, base: Path | 
                                           interpreter=sys.base_prefix if base is not None else sys.executable)
     build_once(env_dir, lambda path: _build(
         path, text, requirements if original is not None else None,
-        base_site=_env_site_packages(base) if base is not None else None), marker=text)
+        base_site=_env_site_packages(base) if base is not None else None,
+        base_python=_env_python(base) if base is not None else None), marker=text)
+    return _env_python(env_dir)
+
+
+def job_environment(python: Path, env_dir: Path) -> Path:
+    """A venv of ``python``'s interpreter at ``env_dir`` (a job's own folder) that sees all of
+    ``python``'s environment and installs into itself: for a toolkit that pip-installs the
+    job's code as a module at start (sagemaker-containers' ``run_module``), so concurrent jobs
+    never install into, or read each other's module from, the shared cached environment. Its
+    ``bin/python``."""
+    create_venv(env_dir, python=python)
+    under = Path(subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True, env=pip_environment()).stdout.strip())
+    (_env_site_packages(env_dir) / _PTH_NAME).write_text(f"import site; site.addsitedir({str(under)!r})\n")
     return _env_python(env_dir)
 
 
@@ -250,10 +270,11 @@ def build_once(env_dir: Path, build: Callable[[Path], None], *, marker: str) -> 
     return True
 
 
-def create_venv(env_dir: Path) -> None:
-    """An empty venv of this interpreter at ``env_dir`` (no pip: the project's installs into it)."""
-    created = subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)],
-                             capture_output=True, text=True)
+def create_venv(env_dir: Path, *, python: Path | None = None) -> None:
+    """An empty venv at ``env_dir`` (no pip: the project's installs into it) of ``python``'s
+    interpreter (a venv's: its base interpreter), by default this one."""
+    created = subprocess.run([str(python or sys.executable), "-m", "venv", "--without-pip", str(env_dir)],
+                             capture_output=True, text=True, env=pip_environment())
     if created.returncode != 0:
         raise ProgramEnvironmentError(f"could not create the environment {env_dir}:\n"
                                       f"{tail(created.stdout + created.stderr)}")
@@ -270,7 +291,7 @@ def pip_environment() -> dict[str, str]:
 
 
 def _build(env_dir: Path, requirements_text: str, vendored: Path | None = None, *,
-           base_site: Path | None = None) -> None:
+           base_site: Path | None = None, base_python: Path | None = None) -> None:
     """Create the env and install ``requirements_text`` into it, over the project's
     site-packages or ``base_site``.
 
@@ -279,8 +300,12 @@ def _build(env_dir: Path, requirements_text: str, vendored: Path | None = None, 
     wheel folders) and ``--ignore-installed``: every package the requirements need, dependencies
     included, comes from the bundle's wheels into the env (the project's own versions of them
     are not used), as in an image that has none of them. A wheel missing from the bundle, or one
-    that does not install here, fails the job as it would on SageMaker."""
-    create_venv(env_dir)
+    that does not install here, fails the job as it would on SageMaker.
+
+    ``base_python``: the python of the environment ``base_site`` belongs to; the env is a venv of
+    its interpreter (an image's environment may run another Python than the project's)."""
+    # Over another environment, a venv of its interpreter (an image's may be another Python).
+    create_venv(env_dir, python=base_python)
     site_packages = _env_site_packages(env_dir)
     # ``import`` lines of a .pth run at startup; addsitedir appends the project's site-packages
     # (after the env's own) and processes its .pth files (editable installs).

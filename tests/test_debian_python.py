@@ -1,0 +1,99 @@
+"""smtrain.local.debian_python: Debian's packages unpacked by their pins, never other bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from smtrain.local import debian_python
+from smtrain.local.debian_python import DebianPackage, extract_deb, fetch
+from smtrain.local.program_envs import ProgramEnvironmentError
+
+
+def _deb(files: dict[str, bytes]) -> bytes:
+    """A .deb as deb(5) lays it out: an ar archive of debian-binary, control and data tarballs."""
+    def tarball(entries: dict[str, bytes]) -> bytes:
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w:xz") as archive:
+            for name, data in entries.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+        return out.getvalue()
+
+    members = [("debian-binary", b"2.0\n"), ("control.tar.xz", tarball({"./control": b"Package: x\n"})),
+               ("data.tar.xz", tarball(files))]
+    body = b"!<arch>\n"
+    for name, data in members:
+        body += f"{name + '/':<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(data):<10}`\n".encode()
+        body += data + (b"\n" if len(data) % 2 else b"")
+    return body
+
+
+def test_a_package_s_data_is_unpacked_under_the_folder(tmp_path: Path) -> None:
+    extract_deb(_deb({"./usr/bin/tool": b"#!/bin/sh\n", "./usr/lib/x/lib.so.1": b"ELF"}), tmp_path)
+    assert (tmp_path / "usr" / "bin" / "tool").read_bytes() == b"#!/bin/sh\n"
+    assert (tmp_path / "usr" / "lib" / "x" / "lib.so.1").read_bytes() == b"ELF"
+    assert not (tmp_path / "control").exists()
+
+
+def test_other_bytes_than_the_pin_are_refused_naming_both_hashes(tmp_path: Path) -> None:
+    data = _deb({"./usr/bin/tool": b"x"})
+    (tmp_path / "pool").mkdir()
+    (tmp_path / "pool" / "tool.deb").write_bytes(data)
+    pinned = DebianPackage("pool/tool.deb", hashlib.sha256(data).hexdigest())
+    assert fetch(tmp_path.as_uri(), pinned) == data
+    wrong = DebianPackage("pool/tool.deb", "0" * 64)
+    with pytest.raises(ProgramEnvironmentError, match=f"has SHA-256 {pinned.sha256}, not the pinned {'0' * 64}"):
+        fetch(tmp_path.as_uri(), wrong)
+    with pytest.raises(ProgramEnvironmentError, match="could not download"):
+        fetch(tmp_path.as_uri(), DebianPackage("pool/missing.deb", "0" * 64))
+    with pytest.raises(ProgramEnvironmentError, match="not a Debian package"):
+        extract_deb(b"PK\x03\x04", tmp_path)
+
+
+def test_only_the_known_version_is_offered() -> None:
+    with pytest.raises(ProgramEnvironmentError, match=r"no Debian CPython 3\.8 is known here: 3\.9"):
+        debian_python.debian_python("3.8", Path("unused"), print)
+
+
+def test_a_program_environment_over_the_xgboost_image_s_runs_its_python(tmp_path: Path) -> None:
+    """A program's requirements layered over the XGBoost 1.7-1 image's environment (Debian's
+    Python 3.9): a venv of that interpreter, which sees the image's packages (here every pin is
+    the image's own, so pip is not run), and a job's own venv over it sees them too."""
+    import subprocess
+
+    from smtrain.local import framework_envs
+    from smtrain.local.program_envs import default_cache_dir, environment_for, job_environment
+
+    reason = debian_python.unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    image = framework_envs.framework_environment("xgboost", "1.7-1", default_cache_dir(), log=lambda line: None)
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("xgboost==1.7.4\npandas==1.2.4\n")
+    program = environment_for(requirements, tmp_path / "cache", base=image)
+    assert program.parent.parent != image
+    assert "pip not run" in (program.parent.parent / "pip.log").read_text()
+    job = job_environment(program, tmp_path / "module-env")
+    for python in (program, job):
+        ran = subprocess.run([str(python), "-c", "import sys, xgboost, pandas; "
+                              "print(sys.version.split()[0], xgboost.__version__, pandas.__version__, sys.prefix)"],
+                             capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"})
+        assert ran.stdout.split() == ["3.9.2", "1.7.4", "1.2.4", str(python.parent.parent)]
+
+
+def test_where_debian_s_python_cannot_run_the_xgboost_environment_is_refused_saying_why(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a machine that is not Linux x86_64 nothing is downloaded; the job fails naming why."""
+    from smtrain.local import framework_envs
+
+    monkeypatch.setattr("smtrain.local.debian_python.sys.platform", "darwin")
+    with pytest.raises(debian_python.DebianPythonUnavailable,
+                       match=r"Debian's CPython 3\.9 runs on Linux x86_64 only"):
+        framework_envs.framework_environment("xgboost", "1.7-1", tmp_path, log=lambda line: None)
+    assert list(tmp_path.iterdir()) == []
