@@ -791,7 +791,8 @@ class LocalBackend:
         job.log_path = log_path
         program_command = shlex.join(command)
         if several:
-            command, codes = self._cluster_command(job, instances, command, env)
+            command, codes = self._cluster_command(job, instances, command, env,
+                                                   run_python if run_python != job.python else None)
             tree_note = (f"{NOTE_PREFIX}InstanceCount {len(instances)}: the job ran as its "
                          f"{len(instances)} instances ({', '.join(i.host for i in instances)}), each "
                          "a process with its own tree at /opt/ml (this log is algo-1's, whose tree "
@@ -914,12 +915,14 @@ class LocalBackend:
         return Ended(returncode=returncode, reporting=primary)
 
     def _cluster_command(self, job: TrainingJob, instances: list[Instance], command: list[str],
-                         env: dict[str, str]) -> tuple[list[str], Path]:
+                         env: dict[str, str], module_python: Path | None = None) -> tuple[list[str], Path]:
         """The launcher of ``command`` on every instance (:mod:`smtrain.local.cluster`), in a
         network namespace of the job's own, and the file it writes the exit codes to; each
         instance sees its tree at ``/opt/ml`` and the job's hosts file at ``/etc/hosts``. An
         instance other than the first records its MLflow run beside its own log (only the first
-        instance's is logged)."""
+        instance's is logged) and, where the toolkit installs the job's code
+        (``module_python``, the first instance's venv for it), installs it into a venv of its
+        own beside its log, as each instance of SageMaker installs it in its own container."""
         network, mounts = network_isolation.probe(), opt_ml.probe()
         hosts_dir = instances[0].log_path.parent / "hosts"
         hosts_dir.mkdir(parents=True, exist_ok=True)
@@ -929,9 +932,14 @@ class LocalBackend:
         for index, instance in enumerate(instances):
             own = ({RECORD_VARIABLE: str(instance.log_path.parent / RECORD_FILE)}
                    if index and RECORD_VARIABLE in env else {})
+            host_command = command
+            if index and module_python is not None and job.python is not None:
+                python = job_environment(job.python, instance.log_path.parent / "module-env")
+                host_command = [str(python) if part == str(module_python) else part for part in command]
+                own["PATH"] = env.get("PATH", "").replace(str(module_python.parent), str(python.parent), 1)
             host_commands.append(cluster.HostCommand(
                 host=instance.host, cwd=instance.tree.base_dir, environment=own,
-                command=mounts.command(instance.tree.base_dir, command, hosts_file=hosts_file)))
+                command=mounts.command(instance.tree.base_dir, host_command, hosts_file=hosts_file)))
         spec, codes = hosts_dir / "launch.json", hosts_dir / "exit-codes.json"
         codes.unlink(missing_ok=True)
         cluster.write_spec(spec, host_commands, codes)
