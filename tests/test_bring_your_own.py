@@ -365,6 +365,37 @@ def test_xgboost_script_program_trains_offline(engine: OfflineEngine) -> None:
     assert tuned.output["objective"]["MetricName"] == "validation:merror"
 
 
+def test_each_instance_of_an_xgboost_script_job_installs_its_module_in_a_venv_of_its_own(
+        engine: OfflineEngine) -> None:
+    """The XGBoost image's toolkit pip-installs the job's code before running it; offline, each
+    instance of a two-instance job (its request as the state machine sent it for one instance,
+    with InstanceCount 2) installs it into a venv of its own, as each SageMaker instance installs
+    it in its own container, never both into one at once."""
+    import copy
+
+    from tests.test_local_containers import run
+
+    def xgboost_jobs() -> list[Any]:
+        return [job for job in engine.backend.jobs()  # type: ignore[attr-defined]
+                if "/sagemaker-xgboost:" in job.request["AlgorithmSpecification"]["TrainingImage"]
+                and job.status == "Completed"]
+
+    if not xgboost_jobs():
+        assert engine.run({"program": "xgboost_script_example"}, name="byo-xgboost-one").succeeded
+    request = copy.deepcopy(xgboost_jobs()[-1].request)
+    request["TrainingJobName"] = "byo-xgboost-two-instances"
+    request["ResourceConfig"]["InstanceCount"] = 2
+    job = run(engine.backend, request)  # type: ignore[arg-type]
+    assert job.status == "Completed", job.failure_reason
+    assert job.log_path is not None
+    folders = [job.log_path.parent, job.log_path.parent / "hosts" / "algo-2"]
+    for folder in folders:
+        log = (folder / "log.txt").read_text()
+        assert "Successfully installed train-1.0.0" in log
+        assert f"{folder / 'module-env' / 'bin' / 'python'} -m train " in log
+        assert "[19]\ttrain-merror:" in log  # each instance trained its 20 rounds
+
+
 def test_tensorflow_program_trains_offline_through_its_own_toolkit(engine: OfflineEngine) -> None:
     """Written as AWS's TensorFlow examples are (Keras, --model_dir, SM_CHANNEL_TRAINING, a
     SavedModel under SM_MODEL_DIR, MultiWorkerMirroredStrategy): it trains in the TensorFlow 2.19
