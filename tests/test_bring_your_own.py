@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from smtrain.core import contract
-from smtrain.local import opt_ml
+from smtrain.local import debian_python, opt_ml
 from smtrain.local.engine import TRACKING_EXPERIMENT, OfflineEngine
 from tests.conftest import BROUGHT_FRAMEWORKS, BROUGHT_PROGRAMS, shipped_training_code
 from tests.helpers import (
@@ -334,6 +334,12 @@ def test_a_sklearn_job_on_a_python_its_pins_have_no_wheels_for_is_refused_by_nam
         "Python's environment to run it offline, or run it on AWS)")
 
 
+#: XGBoost 1.7-1's environment runs on Debian's CPython 3.9 (Linux x86_64, glibc 2.29 or newer).
+needs_debian_python = pytest.mark.skipif(debian_python.unavailable_reason() is not None,
+                                         reason=f"{debian_python.unavailable_reason()}")
+
+
+@needs_debian_python
 def test_xgboost_script_program_trains_offline(engine: OfflineEngine) -> None:
     """The XGBoost image runs a script when sagemaker_program names one (framework mode): in the
     1.7-1 image's environment (smtrain.local.framework_envs: Debian 11's CPython 3.9, XGBoost
@@ -365,6 +371,7 @@ def test_xgboost_script_program_trains_offline(engine: OfflineEngine) -> None:
     assert tuned.output["objective"]["MetricName"] == "validation:merror"
 
 
+@needs_debian_python
 def test_each_instance_of_an_xgboost_script_job_installs_its_module_in_a_venv_of_its_own(
         engine: OfflineEngine) -> None:
     """The XGBoost image's toolkit pip-installs the job's code before running it; offline, each
@@ -374,6 +381,11 @@ def test_each_instance_of_an_xgboost_script_job_installs_its_module_in_a_venv_of
     import copy
 
     from tests.test_local_containers import run
+    from tests.training_support import cluster_unavailable_reason
+
+    unavailable = cluster_unavailable_reason()
+    if unavailable is not None:
+        pytest.skip(unavailable)
 
     def xgboost_jobs() -> list[Any]:
         return [job for job in engine.backend.jobs()  # type: ignore[attr-defined]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -41,19 +42,41 @@ def test_a_package_s_data_is_unpacked_under_the_folder(tmp_path: Path) -> None:
     assert not (tmp_path / "control").exists()
 
 
-def test_other_bytes_than_the_pin_are_refused_naming_both_hashes(tmp_path: Path) -> None:
+def test_other_bytes_than_the_pin_are_refused_naming_both_hashes(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first mirror that serves a file is used (SMTRAIN_DEBIAN_MIRROR before Debian's), and
+    only where its bytes hash to the pin; a file no mirror serves is named with each refusal."""
     data = _deb({"./usr/bin/tool": b"x"})
-    (tmp_path / "pool").mkdir()
-    (tmp_path / "pool" / "tool.deb").write_bytes(data)
-    pinned = DebianPackage("pool/tool.deb", hashlib.sha256(data).hexdigest())
-    assert fetch(tmp_path.as_uri(), pinned) == data
-    wrong = DebianPackage("pool/tool.deb", "0" * 64)
-    with pytest.raises(ProgramEnvironmentError, match=f"has SHA-256 {pinned.sha256}, not the pinned {'0' * 64}"):
-        fetch(tmp_path.as_uri(), wrong)
-    with pytest.raises(ProgramEnvironmentError, match="could not download"):
-        fetch(tmp_path.as_uri(), DebianPackage("pool/missing.deb", "0" * 64))
+    (tmp_path / "debian" / "pool").mkdir(parents=True)
+    (tmp_path / "debian" / "pool" / "tool.deb").write_bytes(data)
+    monkeypatch.setenv("SMTRAIN_DEBIAN_MIRROR", tmp_path.as_uri())
+    monkeypatch.setattr(debian_python, "MIRRORS", (f"{tmp_path.as_uri()}/elsewhere",))
+    assert debian_python.mirrors() == [tmp_path.as_uri(), f"{tmp_path.as_uri()}/elsewhere"]
+    pinned = DebianPackage("debian", "pool/tool.deb", hashlib.sha256(data).hexdigest())
+    assert fetch(pinned) == data
+    with pytest.raises(ProgramEnvironmentError, match=rf"has SHA-256 {pinned.sha256}, not the pinned {'0' * 64}"):
+        fetch(DebianPackage("debian", "pool/tool.deb", "0" * 64))
+    with pytest.raises(ProgramEnvironmentError, match=r"could not download .*/debian/pool/missing\.deb: .*; "
+                                                      r".*/elsewhere/debian/pool/missing\.deb: "):
+        fetch(DebianPackage("debian", "pool/missing.deb", "0" * 64))
     with pytest.raises(ProgramEnvironmentError, match="not a Debian package"):
         extract_deb(b"PK\x03\x04", tmp_path)
+
+
+def test_a_package_file_outside_its_folder_is_refused_and_absolute_links_stay_inside(tmp_path: Path) -> None:
+    with pytest.raises(ProgramEnvironmentError, match="outside its folder"):
+        extract_deb(_deb({"../escape": b"x"}), tmp_path / "root")
+    root = tmp_path / "unpacked"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "site.py").write_text("inside")
+    (root / "lib").mkdir()
+    (root / "lib" / "site.py").symlink_to("/etc/site.py")
+    (root / "lib" / "gone.py").symlink_to("/etc/no-such-file.py")
+    (root / "lib" / "relative.py").symlink_to("../etc/site.py")
+    debian_python.keep_links_inside(root)
+    assert os.readlink(root / "lib" / "site.py") == "../etc/site.py"
+    assert not (root / "lib" / "gone.py").is_symlink()
+    assert os.readlink(root / "lib" / "relative.py") == "../etc/site.py"
 
 
 def test_only_the_known_version_is_offered() -> None:

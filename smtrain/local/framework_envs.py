@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,9 +176,16 @@ BUILDS: dict[tuple[str, str], FrameworkBuild] = {
     # the environment (image_modules/, which cites it), run by sagemaker-containers 2.8.6.post2's
     # ``train`` (the image's toolkit, which needs Python 3.9 or older: it imports
     # ``collections.Mapping``). Python: Debian 11's CPython 3.9.2 (smtrain.local.debian_python),
-    # as this machine's 3.11 is too new for that toolkit. pip: the base upgrades it to the newest of
-    # the image's build day (25.2, 2025-07-30); with ``wheel`` there it builds the script's
-    # module without fetching a build backend, as the image does. setuptools of that day too.
+    # as this machine's 3.11 is too new for that toolkit. pip: the base Dockerfile upgrades it to
+    # the newest of the day the image is built, unpinned; 25.2 (2025-07-30) is the newest of the
+    # branch's last commit (2025-09-17), and with ``wheel`` there it still builds the script's
+    # module by ``setup.py bdist_wheel``, fetching no build backend (pip 25.3, 2025-10-24, removed
+    # that path: an image built after it behaves differently). setuptools: neither Dockerfile
+    # upgrades it (Miniconda's stays); 80.9.0 (2025-05-27) is a choice of that era, not a pin of
+    # the image's. Dependencies the pins do not name come as pip resolves them today. Also left
+    # out: pyarrow, mlio and smdebug (the Dockerfiles' conda and git installs, for Pipe mode,
+    # Parquet and the debugger), and the image's PYTHONPATH entry for the dmlc tracker (Rabit's
+    # launcher for its distributed algorithm mode).
     ("xgboost", "1.7-1"): FrameworkBuild(
         packages=("xgboost==1.7.4", "numpy==1.24.1", "pandas==1.2.4", "scikit-learn==0.24.1",
                   "scipy==1.8.0", "boto3==1.17.52", "botocore==1.20.52", "python-dateutil==2.8.1",
@@ -251,7 +259,11 @@ def framework_environment(framework: str, version: str, cache_dir: Path,
     # holds none of the project's packages, so another clone of the project (a CI run) shares it.
     modules = "".join(f"\n{target}\n{(_IMAGE_MODULES / name).read_text()}"
                       for target, name in build.image_modules)
-    key = environment_key("\n".join(pins) + modules, interpreter=str(base_python or sys.base_prefix))
+    removed = "".join(f"\n-{name}" for name in build.uninstalled)
+    # On Debian's Python the project's own version plays no part: the environment is not
+    # rebuilt when the project's Python moves (its interpreter's folder is keyed by its packages).
+    key = environment_key("\n".join(pins) + modules + removed, interpreter=str(base_python or sys.base_prefix),
+                          python_version=f"debian {build.python}" if build.python is not None else sys.version)
     env_dir = cache_dir.expanduser().resolve() / f"{framework}-{version}-{key}"
 
     def build_it(path: Path) -> None:
@@ -268,14 +280,21 @@ def framework_environment(framework: str, version: str, cache_dir: Path,
 def _build(env_dir: Path, build: FrameworkBuild, base_python: Path | None) -> None:
     create_venv(env_dir, python=base_python)
     env = pip_environment()
-    if base_python is not None:  # sources of that era compile against its headers
-        env["CFLAGS"] = f"{env.get('CFLAGS', '')} {debian_python.include_flags(base_python)}".strip()
-    # The project's pip installs into the new environment (pip's --python).
-    pip = [sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python")]
+    python = env_dir / "bin" / "python"
+    output = ""
+    if base_python is None:
+        # The project's pip installs into the new environment (pip's --python).
+        pip = [sys.executable, "-m", "pip", "--python", str(python)]
+    else:
+        # Another Python (Debian's 3.9): the project's pip need not run on it (pip 26.1 and later
+        # do not), so the image's pinned pip goes in first, from its wheel, and installs the rest.
+        env.update(debian_python.compile_environment(base_python))
+        output = _bootstrap_pip(python, build, env)
+        pip = [str(python), "-m", "pip"]
     installed = subprocess.run(
         [*pip, "install", "--disable-pip-version-check", "--no-input", "--no-warn-script-location",
          *build.packages, *build.toolkit], capture_output=True, text=True, env=env)
-    output = installed.stdout + installed.stderr
+    output += installed.stdout + installed.stderr
     if installed.returncode == 0 and build.uninstalled:
         removed = subprocess.run([*pip, "uninstall", "--yes", *build.uninstalled],
                                  capture_output=True, text=True, env=env)
@@ -283,11 +302,39 @@ def _build(env_dir: Path, build: FrameworkBuild, base_python: Path | None) -> No
     (env_dir / "pip.log").write_text(output)
     if installed.returncode != 0:
         raise ProgramEnvironmentError(f"pip failed (exit code {installed.returncode}):\n{tail(output)}")
-    site_packages = Path(subprocess.run(
-        [str(env_dir / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True, env=env).stdout.strip())
+    asked = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                           capture_output=True, text=True, env=env)
+    if asked.returncode != 0:
+        raise ProgramEnvironmentError(f"the new environment's Python does not run:\n{tail(asked.stderr)}")
+    site_packages = Path(asked.stdout.strip())
     for target, name in build.image_modules:
         module = site_packages / target
         module.parent.mkdir(parents=True, exist_ok=True)
         (module.parent / "__init__.py").touch()
         module.write_text((_IMAGE_MODULES / name).read_text())
+
+
+def _bootstrap_pip(python: Path, build: FrameworkBuild, env: dict[str, str]) -> str:
+    """The build's pinned pip, into the environment of ``python``: its wheel downloaded by the
+    project's pip (as this machine's pip configuration says), then installed by itself, run from
+    the wheel with ``python`` (a pip wheel runs as ``python pip-*.whl/pip``: pip's documented
+    bootstrap). Returns what both printed."""
+    pin = next((package for package in build.packages if package.startswith("pip==")), None)
+    if pin is None:
+        raise ProgramEnvironmentError("an environment on another Python needs its pip pinned")
+    with tempfile.TemporaryDirectory() as scratch:
+        downloaded = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-input",
+             "--no-deps", "--only-binary=:all:", "--dest", scratch, pin],
+            capture_output=True, text=True, env=pip_environment())
+        output = downloaded.stdout + downloaded.stderr
+        wheels = sorted(Path(scratch).glob("pip-*.whl"))
+        if downloaded.returncode != 0 or len(wheels) != 1:
+            raise ProgramEnvironmentError(f"could not download {pin}:\n{tail(output)}")
+        installed = subprocess.run(
+            [str(python), f"{wheels[0]}/pip", "install", "--disable-pip-version-check", "--no-input",
+             "--no-index", "--no-warn-script-location", str(wheels[0])], capture_output=True, text=True, env=env)
+        output += installed.stdout + installed.stderr
+        if installed.returncode != 0:
+            raise ProgramEnvironmentError(f"could not install {pin}:\n{tail(output)}")
+    return output

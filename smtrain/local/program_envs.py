@@ -68,11 +68,13 @@ def package_lines(text: str) -> list[str]:
     return lines
 
 
-def environment_key(requirements_text: str, *, interpreter: str = sys.executable) -> str:
+def environment_key(requirements_text: str, *, interpreter: str = sys.executable,
+                    python_version: str = sys.version) -> str:
     """The cache key of an env: the normalised requirements and the interpreter it is built on
-    (by default the project's: a program environment layers over the project's packages)."""
+    (by default the project's: a program environment layers over the project's packages), and
+    that interpreter's version (by default this one's)."""
     normalised = "\n".join(sorted(package_lines(requirements_text)))
-    identity = f"{interpreter}\n{sys.version}\n{normalised}\n"
+    identity = f"{interpreter}\n{python_version}\n{normalised}\n"
     return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
@@ -80,10 +82,11 @@ def _project_site_packages() -> Path:
     return Path(sysconfig.get_paths()["purelib"])
 
 
-def satisfied_in(lines: list[str], path: list[str]) -> bool:
+def satisfied_in(lines: list[str], path: list[str], *, python: tuple[int, int] | None = None) -> bool:
     """Whether the first distribution of each requirement's name on ``path`` (as the import
     system finds it there) satisfies that requirement line (plain ``name[ specifier]`` lines
-    only: options, URLs and extras say no)."""
+    only: options, URLs and extras say no). Markers are evaluated for this interpreter or, with
+    ``python``, for that CPython's version."""
     from importlib.metadata import Distribution
 
     from packaging.requirements import InvalidRequirement, Requirement
@@ -95,7 +98,9 @@ def satisfied_in(lines: list[str], path: list[str]) -> bool:
             requirement = Requirement(line)
         except InvalidRequirement:
             return False
-        if requirement.marker is not None and not requirement.marker.evaluate():
+        versions = ({"python_version": f"{python[0]}.{python[1]}",
+                     "python_full_version": f"{python[0]}.{python[1]}.0"} if python else None)
+        if requirement.marker is not None and not requirement.marker.evaluate(versions):
             continue
         if requirement.url or requirement.extras:
             return False
@@ -147,10 +152,25 @@ def bundle_requirements(bundle: Path, destination: Path) -> Path | None:
     return destination
 
 
-def wheels_install_here(wheels: Path) -> bool:
-    """Whether this interpreter can install the compiled wheels among ``wheels`` (their ABI
-    tag names this CPython, and this is Linux on x86_64); pure-Python wheels install anywhere."""
-    here = f"cp{sys.version_info.major}{sys.version_info.minor}"
+def venv_python_version(env_dir: Path) -> tuple[int, int]:
+    """The (major, minor) of the Python a venv runs (its ``pyvenv.cfg``), this one's where it
+    does not say."""
+    config = env_dir / "pyvenv.cfg"
+    lines = config.read_text().splitlines() if config.is_file() else []
+    for line in lines:
+        key, _, value = line.partition("=")
+        if key.strip() in ("version", "version_info"):
+            major, minor = value.strip().split(".")[:2]
+            return int(major), int(minor)
+    return sys.version_info.major, sys.version_info.minor
+
+
+def wheels_install_here(wheels: Path, python: tuple[int, int] | None = None) -> bool:
+    """Whether ``python`` (a CPython's major and minor; this interpreter's by default) can
+    install the compiled wheels among ``wheels`` (their ABI tag names that CPython, and this is
+    Linux on x86_64); pure-Python wheels install anywhere."""
+    major, minor = python or (sys.version_info.major, sys.version_info.minor)
+    here = f"cp{major}{minor}"
     for wheel in wheels.glob("*.whl"):
         abi = wheel.name.removesuffix(".whl").split("-")[-2]
         if abi == "none":
@@ -188,7 +208,8 @@ def environment_for(requirements: Path | None, cache_dir: Path, *, base: Path | 
         return base_python
     cache_dir = cache_dir.expanduser().resolve()
     original = vendored_original(requirements)
-    if original is not None and not wheels_install_here(requirements.parent / WHEELS_DIR):
+    target = venv_python_version(base) if base is not None else None
+    if original is not None and not wheels_install_here(requirements.parent / WHEELS_DIR, target):
         # Wheels built for the image's CPython and Linux, not this interpreter: the program's
         # own file is installed from the index, as without vendoring (the toolkit's install in
         # the job then finds it all there).
@@ -271,8 +292,10 @@ def build_once(env_dir: Path, build: Callable[[Path], None], *, marker: str) -> 
 
 
 def create_venv(env_dir: Path, *, python: Path | None = None) -> None:
-    """An empty venv at ``env_dir`` (no pip: the project's installs into it) of ``python``'s
-    interpreter (a venv's: its base interpreter), by default this one."""
+    """An empty venv at ``env_dir`` (no pip: the project's installs into it) made by ``python``
+    (by default this interpreter): of its interpreter, reached through ``python``'s folder
+    where that is a venv's (its ``pyvenv.cfg`` says so: another venv's ``bin``, which runs the
+    same interpreter)."""
     created = subprocess.run([str(python or sys.executable), "-m", "venv", "--without-pip", str(env_dir)],
                              capture_output=True, text=True, env=pip_environment())
     if created.returncode != 0:
@@ -314,7 +337,7 @@ def _build(env_dir: Path, requirements_text: str, vendored: Path | None = None, 
     # Kept beside the env: the exact text the env was built from, and pip's output.
     requirements_copy = env_dir / "requirements.txt"
     requirements_copy.write_text(requirements_text)
-    if satisfied_in(package_lines(requirements_text), [str(under)]):
+    if satisfied_in(package_lines(requirements_text), [str(under)], python=venv_python_version(env_dir)):
         # pip would find every pin satisfied through the .pth and install nothing (in ~10 s).
         below = "the project's environment" if base_site is None else str(base_site)
         (env_dir / "pip.log").write_text(f"smtrain: every requirement is satisfied by {below}; "
@@ -325,8 +348,11 @@ def _build(env_dir: Path, requirements_text: str, vendored: Path | None = None, 
         env = {key: value for key, value in env.items() if not key.startswith("PIP_")}
         env["PIP_CONFIG_FILE"] = os.devnull  # pip: "will not load any configuration files"
     # The env's own ``python -m pip`` (pip from the project, through the .pth); over another
-    # environment, which may have no pip, the project's pip installing into the env (--python).
-    pip = ([str(_env_python(env_dir)), "-m", "pip"] if base_site is None
+    # environment, which may have no pip, the project's pip installing into the env (--python);
+    # over one of another Python (Debian's 3.9, which today's pip no longer runs on), that
+    # environment's own pip, through the .pth.
+    other_python = base_site is not None and venv_python_version(env_dir) != sys.version_info[:2]
+    pip = ([str(_env_python(env_dir)), "-m", "pip"] if base_site is None or other_python
            else [sys.executable, "-m", "pip", "--python", str(_env_python(env_dir))])
     installed = subprocess.run(
         [*pip, "install", "--disable-pip-version-check",

@@ -344,6 +344,7 @@ def serve_sagemaker(backend: SageMakerBackend, *, registry: Any = None,
         _backend, _registry, _s3, _batch = backend, registry, s3, batch
         original_wait = WaitFunction._wait_interval
         WaitFunction._wait_interval = _scaled_wait
+        original_clock = retrier_decl.time
         retrier_decl.time = _ScaledRetryClock
         state_task_factory.state_task_service_for = service_for
         # moto asks a .sync task's describe call every 0.5 s; a local job's describe is a
@@ -356,5 +357,5 @@ def serve_sagemaker(backend: SageMakerBackend, *, registry: Any = None,
             state_task_factory.state_task_service_for = original
             state_task_service_callback._DELAY_SECONDS_SYNC_CONDITION_CHECK = original_poll
             WaitFunction._wait_interval = original_wait
-            retrier_decl.time = time
+            retrier_decl.time = original_clock
             _backend, _registry, _s3, _batch = None, None, None, None
