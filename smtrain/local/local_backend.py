@@ -754,9 +754,14 @@ class LocalBackend:
         job.python = self._python(job, tree)
         framework_build = self._framework_build(job)
         # An image whose toolkit pip-installs the job's code: into a venv of the job's own.
-        run_python = (job_environment(job.python, tree.base_dir.parent / "module-env")
-                      if framework_build is not None and framework_build[1].installs_module
-                      else job.python)
+        run_python = job.python
+        if framework_build is not None and framework_build[1].installs_module:
+            try:
+                run_python = job_environment(job.python, tree.base_dir.parent / "module-env")
+            except ProgramEnvironmentError as error:
+                raise SageMakerError("AlgorithmError", fit_reason(
+                    f"the job's venv over the image's environment: {error}",
+                    FAILURE_REASON_LIMIT - len("AlgorithmError: "), keep_end=True)) from None
         command, extra_env, start_note = self._command(job, run_python)
         # The engine's own settings (the offline MLflow store) win over the request's, whose
         # tracking URI would name a server in AWS.
@@ -934,7 +939,12 @@ class LocalBackend:
                    if index and RECORD_VARIABLE in env else {})
             host_command = command
             if index and module_python is not None and job.python is not None:
-                python = job_environment(job.python, instance.log_path.parent / "module-env")
+                try:
+                    python = job_environment(job.python, instance.log_path.parent / "module-env")
+                except ProgramEnvironmentError as error:
+                    raise SageMakerError("AlgorithmError", fit_reason(
+                        f"{instance.host}'s venv over the image's environment: {error}",
+                        FAILURE_REASON_LIMIT - len("AlgorithmError: "), keep_end=True)) from None
                 host_command = [str(python) if part == str(module_python) else part for part in command]
                 own["PATH"] = env.get("PATH", "").replace(str(module_python.parent), str(python.parent), 1)
             host_commands.append(cluster.HostCommand(

@@ -236,9 +236,11 @@ def job_environment(python: Path, env_dir: Path) -> Path:
     never install into, or read each other's module from, the shared cached environment. Its
     ``bin/python``."""
     create_venv(env_dir, python=python)
-    under = Path(subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True, env=pip_environment()).stdout.strip())
+    asked = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                           capture_output=True, text=True, env=pip_environment())
+    if asked.returncode != 0:
+        raise ProgramEnvironmentError(f"{python} does not run:\n{tail(asked.stdout + asked.stderr)}")
+    under = Path(asked.stdout.strip())
     (_env_site_packages(env_dir) / _PTH_NAME).write_text(f"import site; site.addsitedir({str(under)!r})\n")
     return _env_python(env_dir)
 
