@@ -108,6 +108,13 @@ def test_a_program_environment_over_the_xgboost_image_s_runs_its_python(tmp_path
                               "print(sys.version.split()[0], xgboost.__version__, pandas.__version__, sys.prefix)"],
                              capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"})
         assert ran.stdout.split() == ["3.9.2", "1.7.4", "1.2.4", str(python.parent.parent)]
+    # What AWS's examples import from the image's own package, which is not on PyPI: refused
+    # saying why, not with a bare "No module named".
+    refused = subprocess.run([str(job), "-c", "from sagemaker_xgboost_container.data_utils import get_dmatrix"],
+                             capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    assert refused.returncode == 1
+    assert ("ImportError: sagemaker_xgboost_container.data_utils is a module of the SageMaker XGBoost "
+            "image's own package, which is not on PyPI") in refused.stderr
 
 
 def test_where_debian_s_python_cannot_run_the_xgboost_environment_is_refused_saying_why(
