@@ -127,3 +127,33 @@ def test_where_debian_s_python_cannot_run_the_xgboost_environment_is_refused_say
                        match=r"Debian's CPython 3\.9 runs on Linux x86_64 only"):
         framework_envs.framework_environment("xgboost", "1.7-1", tmp_path, log=lambda line: None)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_machine_without_glibc_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """musl names the glibc setting and refuses it (EINVAL): a refusal, not an error."""
+    def refuse(name: str) -> str:
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr("smtrain.local.debian_python.sys.platform", "linux")
+    monkeypatch.setattr("smtrain.local.debian_python.platform.machine", lambda: "x86_64")
+    monkeypatch.setattr("smtrain.local.debian_python.os.confstr", refuse)
+    assert debian_python.unavailable_reason() == "Debian's CPython 3.9 needs glibc (this machine: another C library)"
+    monkeypatch.setattr("smtrain.local.debian_python.os.confstr", lambda name: "glibc 2.28")
+    assert debian_python.unavailable_reason() == (
+        "Debian's CPython 3.9 needs glibc 2.29 or newer (this machine: glibc 2.28)")
+
+
+def test_the_mirror_setting_may_name_the_host_or_its_debian_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    for value in ("http://mirror.example", "http://mirror.example/", "http://mirror.example/debian"):
+        monkeypatch.setenv("SMTRAIN_DEBIAN_MIRROR", value)
+        assert debian_python.mirrors() == ["http://mirror.example", *debian_python.MIRRORS]
+
+
+def test_requirement_markers_are_judged_for_the_environment_s_python(tmp_path: Path) -> None:
+    """Over Debian's 3.9, a requirement marked for Python < 3.10 applies (and is missing here);
+    one marked for 3.10 and later does not."""
+    from smtrain.local.program_envs import satisfied_in
+
+    assert not satisfied_in(['no-such-dist==1; python_version < "3.10"'], [str(tmp_path)], python="3.9.2")
+    assert satisfied_in(['no-such-dist==1; python_version >= "3.10"'], [str(tmp_path)], python="3.9.2")
+    assert not satisfied_in(['no-such-dist==1; python_full_version >= "3.9.2"'], [str(tmp_path)], python="3.9.2")

@@ -15,8 +15,9 @@ it. Its headers come too (``libpython3.9-dev``): packages of that era that ship 
 (:func:`compile_environment`).
 
 Linux on x86_64 with glibc 2.29 or newer only (the packages are amd64); elsewhere
-:func:`debian_python` says so. ``SMTRAIN_DEBIAN_MIRROR`` names another mirror to try first (the
-files' hashes are checked all the same).
+:func:`debian_python` says so. ``SMTRAIN_DEBIAN_MIRROR`` names another mirror to try first (a
+host serving ``debian/`` and ``debian-security/``, or its ``debian/`` folder; the files' hashes
+are checked all the same).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from smtrain.local import program_envs
 from smtrain.local.program_envs import ProgramEnvironmentError, build_once, tail
 
 #: Where the packages are looked for, in order, each serving ``debian/`` and ``debian-security/``:
@@ -102,7 +104,10 @@ def unavailable_reason() -> str | None:
     if sys.platform != "linux" or platform.machine() != "x86_64":
         return (f"Debian's CPython 3.9 runs on Linux x86_64 only (this machine: {sys.platform} "
                 f"{platform.machine()})")
-    libc = os.confstr("CS_GNU_LIBC_VERSION") if "CS_GNU_LIBC_VERSION" in os.confstr_names else None
+    try:  # musl names the setting and refuses it (EINVAL)
+        libc = os.confstr("CS_GNU_LIBC_VERSION") if "CS_GNU_LIBC_VERSION" in os.confstr_names else None
+    except (OSError, ValueError):
+        libc = None
     if libc is None or not libc.startswith("glibc "):
         return f"Debian's CPython 3.9 needs glibc (this machine: {libc or 'another C library'})"
     version = tuple(int(part) for part in libc.split()[1].split(".")[:2])
@@ -113,8 +118,10 @@ def unavailable_reason() -> str | None:
 
 
 def mirrors() -> list[str]:
-    """Where the packages are looked for, in order (:data:`MIRRORS`)."""
-    chosen = os.environ.get("SMTRAIN_DEBIAN_MIRROR", "").rstrip("/")
+    """Where the packages are looked for, in order (:data:`MIRRORS`): each a host root that
+    serves ``debian/`` and ``debian-security/``. ``SMTRAIN_DEBIAN_MIRROR`` may name either that
+    root or its ``debian/`` folder."""
+    chosen = os.environ.get("SMTRAIN_DEBIAN_MIRROR", "").rstrip("/").removesuffix("/debian")
     return [chosen, *MIRRORS] if chosen else list(MIRRORS)
 
 
@@ -132,7 +139,7 @@ def debian_python(version: str, cache_dir: Path, log: Callable[[str], None]) -> 
 
     def unpack(path: Path) -> None:
         log(f"smtrain local: unpacking Debian 11's CPython 3.9.2 into {path} (first use only; "
-            f"{len(PYTHON39)} packages from {mirrors()[0]})")
+            f"{len(PYTHON39)} packages, each from the first of {', '.join(mirrors())} that serves it)")
         path.mkdir(parents=True)
         for package in PYTHON39:
             extract_deb(fetch(package), path)
@@ -150,14 +157,9 @@ def debian_python(version: str, cache_dir: Path, log: Callable[[str], None]) -> 
 
 def compile_environment(python: Path) -> dict[str, str]:
     """What a package compiled against ``python`` (a source-only release of that era, such as
-    psutil 5.6.7) needs in its environment: the flag that finds Debian's multiarch
-    ``pyconfig.h`` (``Python.h`` includes it as ``<x86_64-linux-gnu/python3.9/pyconfig.h>``) and,
-    where Debian's compiler name (its sysconfig's ``CC``, ``x86_64-linux-gnu-gcc``) is not on
-    this machine, plain ``gcc``."""
-    flags = {"CFLAGS": f"{os.environ.get('CFLAGS', '')} -I{python.parent.parent / 'include'}".strip()}
-    if shutil.which("x86_64-linux-gnu-gcc") is None:
-        flags.update({"CC": "gcc -pthread", "LDSHARED": "gcc -pthread -shared"})
-    return flags
+    psutil 5.6.7) needs in its environment (:func:`program_envs.compile_environment` with its
+    headers)."""
+    return program_envs.compile_environment(python.parent.parent / "include")
 
 
 def fetch(package: DebianPackage) -> bytes:
@@ -173,7 +175,7 @@ def fetch(package: DebianPackage) -> bytes:
             failures.append(f"{url}: {error}")
             continue
         digest = hashlib.sha256(data).hexdigest()
-        if digest != package.sha256:
+        if digest != package.sha256:  # refused, not tried elsewhere: a mirror serving other bytes is named
             raise ProgramEnvironmentError(f"{url} has SHA-256 {digest}, not the pinned {package.sha256}")
         return data
     raise ProgramEnvironmentError("could not download " + "; ".join(failures))
@@ -218,7 +220,7 @@ def keep_links_inside(root: Path) -> None:
             continue
         inside = root / target.lstrip("/")
         link.unlink()
-        if inside.exists():
+        if os.path.lexists(inside):  # a file, or a link the loop rewrites in its turn
             link.symlink_to(os.path.relpath(inside, link.parent))
 
 

@@ -82,11 +82,11 @@ def _project_site_packages() -> Path:
     return Path(sysconfig.get_paths()["purelib"])
 
 
-def satisfied_in(lines: list[str], path: list[str], *, python: tuple[int, int] | None = None) -> bool:
+def satisfied_in(lines: list[str], path: list[str], *, python: str | None = None) -> bool:
     """Whether the first distribution of each requirement's name on ``path`` (as the import
     system finds it there) satisfies that requirement line (plain ``name[ specifier]`` lines
     only: options, URLs and extras say no). Markers are evaluated for this interpreter or, with
-    ``python``, for that CPython's version."""
+    ``python``, for that CPython's version (``3.9.2``)."""
     from importlib.metadata import Distribution
 
     from packaging.requirements import InvalidRequirement, Requirement
@@ -98,8 +98,8 @@ def satisfied_in(lines: list[str], path: list[str], *, python: tuple[int, int] |
             requirement = Requirement(line)
         except InvalidRequirement:
             return False
-        versions = ({"python_version": f"{python[0]}.{python[1]}",
-                     "python_full_version": f"{python[0]}.{python[1]}.0"} if python else None)
+        versions = ({"python_version": ".".join(python.split(".")[:2]), "python_full_version": python}
+                    if python else None)
         if requirement.marker is not None and not requirement.marker.evaluate(versions):
             continue
         if requirement.url or requirement.extras:
@@ -152,17 +152,35 @@ def bundle_requirements(bundle: Path, destination: Path) -> Path | None:
     return destination
 
 
-def venv_python_version(env_dir: Path) -> tuple[int, int]:
-    """The (major, minor) of the Python a venv runs (its ``pyvenv.cfg``), this one's where it
-    does not say."""
+def _venv_config(env_dir: Path) -> dict[str, str]:
     config = env_dir / "pyvenv.cfg"
     lines = config.read_text().splitlines() if config.is_file() else []
-    for line in lines:
-        key, _, value = line.partition("=")
-        if key.strip() in ("version", "version_info"):
-            major, minor = value.strip().split(".")[:2]
-            return int(major), int(minor)
-    return sys.version_info.major, sys.version_info.minor
+    return {key.strip(): value.strip() for key, _, value in (line.partition("=") for line in lines)}
+
+
+def venv_full_version(env_dir: Path) -> str:
+    """The version of the Python a venv runs (its ``pyvenv.cfg``: ``3.9.2``), this one's where
+    it does not say."""
+    config = _venv_config(env_dir)
+    return config.get("version") or config.get("version_info") or platform.python_version()
+
+
+def venv_python_version(env_dir: Path) -> tuple[int, int]:
+    """The (major, minor) of the Python a venv runs (:func:`venv_full_version`)."""
+    major, minor = venv_full_version(env_dir).split(".")[:2]
+    return int(major), int(minor)
+
+
+def compile_environment(include: Path) -> dict[str, str]:
+    """What a package compiled from source against a Debian CPython whose headers are under
+    ``include`` needs: the flag that finds Debian's multiarch ``pyconfig.h`` (``Python.h``
+    includes it as ``<x86_64-linux-gnu/python3.9/pyconfig.h>``) and, where Debian's compiler
+    name (its sysconfig's ``CC``, ``x86_64-linux-gnu-gcc``) is not on this machine, plain
+    ``gcc``."""
+    flags = {"CFLAGS": f"{os.environ.get('CFLAGS', '')} -I{include}".strip()}
+    if shutil.which("x86_64-linux-gnu-gcc") is None:
+        flags.update({"CC": "gcc -pthread", "LDSHARED": "gcc -pthread -shared"})
+    return flags
 
 
 def wheels_install_here(wheels: Path, python: tuple[int, int] | None = None) -> bool:
@@ -241,7 +259,10 @@ def job_environment(python: Path, env_dir: Path) -> Path:
     if asked.returncode != 0:
         raise ProgramEnvironmentError(f"{python} does not run:\n{tail(asked.stdout + asked.stderr)}")
     under = Path(asked.stdout.strip())
-    (_env_site_packages(env_dir) / _PTH_NAME).write_text(f"import site; site.addsitedir({str(under)!r})\n")
+    try:
+        (_env_site_packages(env_dir) / _PTH_NAME).write_text(f"import site; site.addsitedir({str(under)!r})\n")
+    except OSError as error:
+        raise ProgramEnvironmentError(f"could not write into {env_dir}: {error}") from None
     return _env_python(env_dir)
 
 
@@ -339,7 +360,9 @@ def _build(env_dir: Path, requirements_text: str, vendored: Path | None = None, 
     # Kept beside the env: the exact text the env was built from, and pip's output.
     requirements_copy = env_dir / "requirements.txt"
     requirements_copy.write_text(requirements_text)
-    if satisfied_in(package_lines(requirements_text), [str(under)], python=venv_python_version(env_dir)):
+    other = venv_python_version(env_dir) != sys.version_info[:2]
+    if satisfied_in(package_lines(requirements_text), [str(under)],
+                    python=venv_full_version(env_dir) if other else None):
         # pip would find every pin satisfied through the .pth and install nothing (in ~10 s).
         below = "the project's environment" if base_site is None else str(base_site)
         (env_dir / "pip.log").write_text(f"smtrain: every requirement is satisfied by {below}; "
@@ -356,6 +379,11 @@ def _build(env_dir: Path, requirements_text: str, vendored: Path | None = None, 
     other_python = base_site is not None and venv_python_version(env_dir) != sys.version_info[:2]
     pip = ([str(_env_python(env_dir)), "-m", "pip"] if base_site is None or other_python
            else [sys.executable, "-m", "pip", "--python", str(_env_python(env_dir))])
+    if other_python and base_python is not None:
+        # Its headers, for a requirement built from source (Debian's layout: <root>/usr/include).
+        home = _venv_config(base_python.parent.parent).get("home")
+        if home:
+            env.update(compile_environment(Path(home).parent / "include"))
     installed = subprocess.run(
         [*pip, "install", "--disable-pip-version-check",
          "--no-input", "--no-warn-script-location",
