@@ -125,6 +125,18 @@ FRAMEWORK_REPOSITORIES: Mapping[str, str] = {
 }
 
 
+def _module_environment(python: Path, folder: Path, whose: str) -> Path:
+    """A venv over ``python``'s environment in ``folder`` (``module-env``), into which an image's
+    toolkit installs the job's code (program_envs.job_environment); one that cannot be made
+    fails the job naming ``whose`` it is."""
+    try:
+        return job_environment(python, folder / "module-env")
+    except ProgramEnvironmentError as error:
+        raise SageMakerError("AlgorithmError", fit_reason(
+            f"{whose}'s venv over the image's environment: {error}",
+            FAILURE_REASON_LIMIT - len("AlgorithmError: "), keep_end=True)) from None
+
+
 def script_framework(image: str, hyperparameters: Mapping[str, str] | None = None) -> str | None:
     """The script-mode framework whose image ``image`` is, or None."""
     for repository, framework in FRAMEWORK_REPOSITORIES.items():
@@ -756,12 +768,7 @@ class LocalBackend:
         # An image whose toolkit pip-installs the job's code: into a venv of the job's own.
         run_python = job.python
         if framework_build is not None and framework_build[1].installs_module:
-            try:
-                run_python = job_environment(job.python, tree.base_dir.parent / "module-env")
-            except ProgramEnvironmentError as error:
-                raise SageMakerError("AlgorithmError", fit_reason(
-                    f"the job's venv over the image's environment: {error}",
-                    FAILURE_REASON_LIMIT - len("AlgorithmError: "), keep_end=True)) from None
+            run_python = _module_environment(job.python, tree.base_dir.parent, "the job")
         command, extra_env, start_note = self._command(job, run_python)
         # The engine's own settings (the offline MLflow store) win over the request's, whose
         # tracking URI would name a server in AWS.
@@ -939,12 +946,7 @@ class LocalBackend:
                    if index and RECORD_VARIABLE in env else {})
             host_command = command
             if index and module_python is not None and job.python is not None:
-                try:
-                    python = job_environment(job.python, instance.log_path.parent / "module-env")
-                except ProgramEnvironmentError as error:
-                    raise SageMakerError("AlgorithmError", fit_reason(
-                        f"{instance.host}'s venv over the image's environment: {error}",
-                        FAILURE_REASON_LIMIT - len("AlgorithmError: "), keep_end=True)) from None
+                python = _module_environment(job.python, instance.log_path.parent, instance.host)
                 host_command = [str(python) if part == str(module_python) else part for part in command]
                 own["PATH"] = env.get("PATH", "").replace(str(module_python.parent), str(python.parent), 1)
             host_commands.append(cluster.HostCommand(
