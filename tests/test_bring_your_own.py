@@ -256,6 +256,12 @@ def test_a_program_without_data_is_refused_before_it_starts(
     assert not (tmp_path / "work" / "jobs").exists() or not any((tmp_path / "work" / "jobs").iterdir())
 
 
+def _completed_jobs(engine: OfflineEngine, image: str) -> list[Any]:
+    """The engine's completed jobs on an image whose URI holds ``image``, oldest first."""
+    return [job for job in engine.backend.jobs()  # type: ignore[attr-defined]
+            if image in job.request["AlgorithmSpecification"]["TrainingImage"] and job.status == "Completed"]
+
+
 def _ran_in_image_environment(engine: OfflineEngine, image: str, arguments: str,
                               packages: tuple[str, ...],
                               absent: tuple[str, str] = ("torch", "smtrain"),
@@ -266,9 +272,7 @@ def _ran_in_image_environment(engine: OfflineEngine, image: str, arguments: str,
     the python of the job's own venv over it, where the toolkit installed the script, and
     ``arguments`` a prefix of what followed), and none of the project's packages there
     (``absent``). Its log, and the versions of ``packages`` in the environment."""
-    (job,) = [job for job in engine.backend.jobs()  # type: ignore[attr-defined]
-              if image in job.request["AlgorithmSpecification"]["TrainingImage"]
-              and job.status == "Completed"][-1:]
+    (job,) = _completed_jobs(engine, image)[-1:]
     statuses = [transition["Status"] for transition in job.transitions]
     assert statuses[statuses.index("Downloading"):statuses.index("Training") + 1] == [
         "Downloading", "DownloadingTrainingImage", "Training"]
@@ -358,8 +362,7 @@ def test_xgboost_script_program_trains_offline(engine: OfflineEngine) -> None:
     assert "Imported framework sagemaker_xgboost_container.training" in log
     assert "Installing module with the following command:" in log
     assert versions == ["1.7.4", "2.8.6.post2", "0.24.1", "1.2.4", "1.24.1"]
-    (job,) = [job for job in engine.backend.jobs()  # type: ignore[attr-defined]
-              if "/sagemaker-xgboost:" in job.request["AlgorithmSpecification"]["TrainingImage"]][-1:]
+    (job,) = _completed_jobs(engine, "/sagemaker-xgboost:")[-1:]
     python = subprocess.run([str(job.python), "-c", "import sys; print(sys.version.split()[0])"],
                             capture_output=True, text=True, check=True).stdout.strip()
     assert python == "3.9.2"  # the image's Python 3.9 (Debian 11's)
@@ -387,14 +390,9 @@ def test_each_instance_of_an_xgboost_script_job_installs_its_module_in_a_venv_of
     if unavailable is not None:
         pytest.skip(unavailable)
 
-    def xgboost_jobs() -> list[Any]:
-        return [job for job in engine.backend.jobs()  # type: ignore[attr-defined]
-                if "/sagemaker-xgboost:" in job.request["AlgorithmSpecification"]["TrainingImage"]
-                and job.status == "Completed"]
-
-    if not xgboost_jobs():
+    if not _completed_jobs(engine, "/sagemaker-xgboost:"):
         assert engine.run({"program": "xgboost_script_example"}, name="byo-xgboost-one").succeeded
-    request = copy.deepcopy(xgboost_jobs()[-1].request)
+    request = copy.deepcopy(_completed_jobs(engine, "/sagemaker-xgboost:")[-1].request)
     request["TrainingJobName"] = "byo-xgboost-two-instances"
     request["ResourceConfig"]["InstanceCount"] = 2
     job = run(engine.backend, request)  # type: ignore[arg-type]
