@@ -666,16 +666,6 @@ class LocalBackend:
             raise SageMakerError("ClientError", fit_reason(
                 message, FAILURE_REASON_LIMIT - len("ClientError: "))) from None
 
-    def _image_environment(self, job: TrainingJob, python: Path | None = None) -> dict[str, str]:
-        """What a framework image's ENV sets, where the job runs in that image's environment
-        (:meth:`framework_envs.FrameworkBuild.image_environment`). The request's Environment
-        still wins, as on SageMaker."""
-        framework_build = self._framework_build(job)
-        python = python or job.python
-        if framework_build is None or python is None:
-            return {}
-        return framework_build[1].image_environment(python)
-
     def _python(self, job: TrainingJob, tree: JobTree) -> Path:
         try:
             recipe = self._recipe(self._byoc_program(job)) if job.kind == "byoc" else None
@@ -725,7 +715,7 @@ class LocalBackend:
             # The image's own start: the toolkit's ``train``, running the framework's training
             # module where the image names one that does more than run the script (its
             # SAGEMAKER_TRAINING_MODULE, the environment's python first on PATH: the image's ENV,
-            # under the request's Environment: _image_environment).
+            # under the request's Environment: _execute).
             build = framework_build[1]
             interpreter = (f"Debian 11's CPython {build.python}" if build.python is not None else
                            f"this machine's Python {sys.version_info.major}.{sys.version_info.minor}")
@@ -775,7 +765,11 @@ class LocalBackend:
         at_opt_ml = opt_ml.probe()
         # The image's ENV, then the request's Environment over it, as `docker run -e` would.
         recipe = self._recipe(self._byoc_program(job)) if job.kind == "byoc" else None
-        image_env = recipe.environment if recipe is not None else self._image_environment(job, run_python)
+        # A framework image's ENV, where the job runs in that image's environment
+        # (framework_envs.FrameworkBuild.image_environment); the request's Environment still wins.
+        image_env = (recipe.environment if recipe is not None
+                     else framework_build[1].image_environment(run_python) if framework_build is not None
+                     else {})
         if several:
             distributed_env, distributed_note = self._pytorch_toolkit(job, job.python)
             image_env = {**image_env, **distributed_env}
