@@ -909,6 +909,11 @@ class LocalBackend:
                 returncode = process.wait()
             if timer is not None:
                 timer.cancel()
+            if job.stop_requested:
+                # Stopped (or out of time) only once none of its processes runs: the group's
+                # leader can end before a member that ignored SIGTERM is killed, or while a
+                # killed one is still exiting.
+                _wait_for_group_end(process.pid, timeout=STOP_GRACE_SECONDS + _STOP_SETTLE_SECONDS)
         if not several:
             return Ended(returncode=returncode, reporting=primary)
         by_host = {instance.host: instance for instance in instances}
@@ -1210,7 +1215,38 @@ def _tracking_tags(request: Request) -> dict[str, str]:
             if tag.get("Key") in _TAG_VARIABLES}
 
 
-def _terminate_group(process: subprocess.Popen[str], grace_seconds: float = 10.0) -> None:
+#: How long a stopped job's processes get between SIGTERM and SIGKILL (SageMaker's StopTrainingJob:
+#: "sends the algorithm the SIGTERM signal, which delays job termination for 120 seconds";
+#: offline, shorter).
+STOP_GRACE_SECONDS = 10.0
+#: Beyond the grace period, how long a stopped job waits for its killed processes to be gone (the
+#: kernel ends them at once: a bound, not a delay).
+_STOP_SETTLE_SECONDS = 5.0
+
+
+def _group_is_running(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (one that has exited, a zombie, does not);
+    False where there is no /proc to tell."""
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        # proc(5), /proc/pid/stat: after "(comm)", the state, the parent's pid, the group.
+        state, _parent, group = stat[stat.rindex(")") + 2:].split()[:3]
+        if int(group) == pgid and state not in ("Z", "X"):
+            return True
+    return False
+
+
+def _wait_for_group_end(pgid: int, *, timeout: float) -> None:
+    """Until no process of group ``pgid`` runs, or ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while _group_is_running(pgid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _terminate_group(process: subprocess.Popen[str], grace_seconds: float = STOP_GRACE_SECONDS) -> None:
     """SIGTERM the job's whole process group (the toolkit starts the script as its child), then
     SIGKILL whatever is left after ``grace_seconds``, as SageMaker does when it stops a job."""
     if process.poll() is not None:
