@@ -1216,8 +1216,9 @@ def _tracking_tags(request: Request) -> dict[str, str]:
 
 
 #: How long a stopped job's processes get between SIGTERM and SIGKILL (SageMaker's StopTrainingJob:
-#: "sends the algorithm the SIGTERM signal, which delays job termination for 120 seconds";
-#: offline, shorter).
+#: "sends the algorithm the SIGTERM signal, which delays job termination for 120 seconds",
+#: https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_StopTrainingJob.html; offline,
+#: shorter).
 STOP_GRACE_SECONDS = 10.0
 #: Beyond the grace period, how long a stopped job waits for its killed processes to be gone (the
 #: kernel ends them at once: a bound, not a delay).
