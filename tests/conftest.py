@@ -108,8 +108,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return ModuleScheduling(config, log)
 
 
-#: The programs the project ships: the stack tests synthesize these alone, so that a program a
-#: team adds to training_code/ changes no snapshot and no assertion about the shipped ones.
+#: The project's program of each kind: the stack tests synthesize these alone, so that a program a
+#: team adds to training_code/ changes no snapshot and no assertion about them. (The framework
+#: samples, digits_sklearn and the others, are scaffolds; tests/test_program_commands.py trains
+#: them, tests/test_bring_your_own.py synthesizes and runs programs of every framework.)
 SHIPPED_PROGRAMS = ("digits_mlp", "digits_lightgbm", "digits_xgboost")
 SHARED_CODE = ("common",)
 

@@ -120,7 +120,8 @@ def test_tuning_template_unknown_program(capsys: pytest.CaptureFixture[str]) -> 
     code, out, err = _run(capsys, "tuning-template", "--program", "nope")
     assert code == EXIT_USAGE and out == ""
     known = ", ".join(sorted(programs.discover()))
-    assert known.startswith("digits_lightgbm, digits_mlp, digits_xgboost")
+    assert known.startswith("digits_huggingface, digits_lightgbm, digits_mlp, digits_sklearn, digits_tensorflow, "
+                            "digits_xgboost, digits_xgboost_script")
     assert err == f"smtrain: error: unknown program 'nope'; known: {known}\n"
 
 
@@ -261,13 +262,31 @@ def test_script_skeleton_trains_through_the_toolkit(capsys: pytest.CaptureFixtur
     assert "Reporting training SUCCESS" in result.stdout + result.stderr
 
 
+#: The shipped script program of each framework but PyTorch's (whose is digits_mlp).
+SHIPPED_SAMPLES = {"sklearn": "digits_sklearn", "tensorflow": "digits_tensorflow",
+                   "xgboost": "digits_xgboost_script", "huggingface": "digits_huggingface"}
+
+
+@pytest.mark.parametrize("framework", SHIPPED_SAMPLES)
+def test_each_shipped_framework_sample_is_the_skeleton_new_program_writes(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, framework: str) -> None:
+    """training_code/digits_<framework> is, file for file, what ``smtrain new-program`` writes for
+    that framework under that name: what trains below is what a user starts from."""
+    shipped = programs.discover()[SHIPPED_SAMPLES[framework]]
+    scaffold = _new(capsys, tmp_path, shipped.name, "script", framework)
+    files = sorted(path.name for path in scaffold.directory.iterdir())
+    assert files == sorted(path.name for path in shipped.directory.iterdir() if path.name != "__pycache__")
+    for name in files:
+        assert (shipped.directory / name).read_bytes() == (scaffold.directory / name).read_bytes(), name
+
+
 @pytest.mark.parametrize(("framework", "version"), [("sklearn", "1.2-1"), ("tensorflow", "2.19"),
                                                     ("xgboost", "1.7-1"), ("huggingface", "4.48")])
 def test_framework_skeleton_trains_through_its_image_s_toolkit(
-        capsys: pytest.CaptureFixture[str], tmp_path: Path, channels: dict[str, Path], framework: str,
-        version: str) -> None:
-    """The scikit-learn, TensorFlow, XGBoost and Hugging Face skeletons as their images run them:
-    the image's toolkit (the generic one for scikit-learn, TensorFlow's, sagemaker-containers and
+        tmp_path: Path, channels: dict[str, Path], framework: str, version: str) -> None:
+    """The scikit-learn, TensorFlow, XGBoost and Hugging Face skeletons as their images run them,
+    as shipped (training_code/digits_<framework>, which are the skeletons: below): the image's
+    toolkit (the generic one for scikit-learn, TensorFlow's, sagemaker-containers and
     the image's training module for XGBoost, the PyTorch image's for Hugging Face) in the image's
     environment (smtrain.local.framework_envs, built on first use and shared with the offline
     engine), started as the engine starts it, saving what the framework's serving loads:
@@ -282,7 +301,8 @@ def test_framework_skeleton_trains_through_its_image_s_toolkit(
     build = framework_envs.BUILDS[(framework, version)]
     if build.python is not None and debian_python.unavailable_reason() is not None:
         pytest.skip(f"{debian_python.unavailable_reason()}")
-    program = _new(capsys, tmp_path, f"my_{framework}", "script", framework)
+    program = programs.discover()[SHIPPED_SAMPLES[framework]]
+    assert program.framework == framework
     environment = framework_envs.framework_environment(framework, version, default_cache_dir(),
                                                        log=lambda line: None)
     module = build.training_module

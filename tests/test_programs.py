@@ -164,10 +164,18 @@ def test_not_tunable_is_sent_on_every_job_and_cannot_be_tuned(tmp_path: Path) ->
     assert program.always_sent == {"lr": "0.1"} and program.training_defaults == {}
 
 
+#: The shipped script program of each framework but PyTorch's (digits_mlp).
+SAMPLES = {"sklearn": "digits_sklearn", "tensorflow": "digits_tensorflow", "xgboost": "digits_xgboost_script",
+           "huggingface": "digits_huggingface"}
+
+
 def test_the_shipped_programs() -> None:
     programs = discover(SHIPPED)
     assert {name: p.kind for name, p in programs.items() if name.startswith("digits_")} == {
-        "digits_mlp": "script", "digits_lightgbm": "byoc", "digits_xgboost": "builtin"}
+        "digits_mlp": "script", "digits_lightgbm": "byoc", "digits_xgboost": "builtin",
+        **dict.fromkeys(SAMPLES.values(), "script")}
+    # One script program per other framework the SDK runs scripts on, on its default version.
+    assert {programs[name].framework: name for name in SAMPLES.values()} == SAMPLES
 
 
 def test_synth_refuses_a_program_instance_type_outside_the_allow_list(

@@ -16,7 +16,8 @@ from training_code.sample_data import CHANNELS, PROGRAMS, write_datasets
 
 def test_layout_and_format(sample_data: Path) -> None:
     total = 0
-    assert PROGRAMS == ("digits_mlp", "digits_lightgbm", "digits_xgboost")
+    assert PROGRAMS == ("digits_mlp", "digits_lightgbm", "digits_xgboost", "digits_sklearn", "digits_tensorflow",
+                        "digits_xgboost_script", "digits_huggingface")
     shipped = programs.discover()
     assert {p: tuple(c.name for c in shipped[p].channels) for p in PROGRAMS} == dict.fromkeys(PROGRAMS, CHANNELS)
     for program in PROGRAMS:

@@ -5,8 +5,8 @@
 The data is scikit-learn's bundled handwritten digits (1,797 8x8 images, 10 classes; shipped
 with the package, nothing is downloaded). Every program reads the same format, the one SageMaker's
 built-in XGBoost requires: CSV, label in the first column, no header. Files land in
-``DIR/<program>/<channel>/digits.csv`` for programs ``digits_mlp``, ``digits_lightgbm``,
-``digits_xgboost`` and channels ``train``, ``validation``; with ``--bucket`` they are uploaded to
+``DIR/<program>/<channel>/digits.csv`` for each program of :data:`PROGRAMS` and channels ``train``,
+``validation``; with ``--bucket`` they are uploaded to
 ``s3://NAME/datasets/<program>/<channel>/digits.csv``, the state machine's default inputs.
 """
 
@@ -22,8 +22,11 @@ import numpy as np
 
 from smtrain.core.contract import DATASETS_PREFIX
 
-#: The shipped programs that train on the digits sample (folders of training_code/).
-PROGRAMS = ("digits_mlp", "digits_lightgbm", "digits_xgboost")
+#: The shipped programs that train on the digits sample (folders of training_code/): the three
+#: program kinds, then one script program per other framework the SDK runs scripts on (each as
+#: ``smtrain new-program NAME --kind script --framework F`` writes it).
+PROGRAMS = ("digits_mlp", "digits_lightgbm", "digits_xgboost",
+            "digits_sklearn", "digits_tensorflow", "digits_xgboost_script", "digits_huggingface")
 CHANNELS = ("train", "validation")
 FILE_NAME = "digits.csv"
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
