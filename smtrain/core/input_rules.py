@@ -605,6 +605,14 @@ def expression(programs: Mapping[str, CatalogSource]) -> str:
 
 
 @lru_cache(maxsize=1)
+def jsonata_version() -> str:
+    """The version of the JSONata library that :func:`check` evaluates with."""
+    from importlib.metadata import version
+
+    return version("jsonata-python")
+
+
+@lru_cache(maxsize=1)
 def _compiled() -> Any:
     import jsonata
 

@@ -624,13 +624,20 @@ _DEFAULT_TUNING_ANSWERS: dict[str, str | None] = {}
 def _default_tuning_refusal(key: str, program: Program) -> str | None:
     if key in _DEFAULT_TUNING_ANSWERS:
         return _DEFAULT_TUNING_ANSWERS[key]
-    from smtrain.core import input_rules
+    from smtrain.core import input_rules, rule_answers
 
     assert program.tuning is not None
-    checked = input_rules.check({program.name: program},
-                                {contract.PROGRAM: program.name,
-                                 contract.TUNING: program.tuning.as_input()})
-    cause: str | None = checked.problems[0]["cause"] if checked.problems else None
+    execution_input = {contract.PROGRAM: program.name, contract.TUNING: program.tuning.as_input()}
+
+    def evaluate() -> str | None:
+        checked = input_rules.check({program.name: program}, execution_input)
+        return checked.problems[0]["cause"] if checked.problems else None
+
+    # Kept between processes too (smtrain.core.rule_answers): the answer is the rules' for this
+    # text, this program's facts and this input, on this JSONata library.
+    cause = rule_answers.kept_answer({
+        "rules": input_rules.rules(), "jsonata": input_rules.jsonata_version(),
+        "catalog": input_rules.catalog({program.name: program}), "input": execution_input}, evaluate)
     if len(_DEFAULT_TUNING_ANSWERS) >= 512:
         _DEFAULT_TUNING_ANSWERS.clear()
     _DEFAULT_TUNING_ANSWERS[key] = cause
