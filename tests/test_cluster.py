@@ -161,43 +161,6 @@ def _processes_running(path: Path) -> list[int]:
     return found
 
 
-def test_a_stopped_job_is_stopped_only_once_its_last_process_has_ended(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The program's first process ends on SIGTERM; a process it started ignores SIGTERM and does
-    not share its output (nothing holds the job's pipe open): the job says Stopped only after the
-    grace period's SIGKILL has ended that one too, never while it still runs."""
-    terminate = local_backend._terminate_group
-    monkeypatch.setattr(local_backend, "_terminate_group",
-                        lambda process, grace_seconds=1.0: terminate(process, grace_seconds))
-    backend = _backend(tmp_path, """
-        import signal, subprocess, sys, time
-        stubborn = subprocess.Popen([sys.executable, "-c",
-                                     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-                                     "print('ignoring', flush=True); time.sleep(120)"],
-                                    stdout=open("/opt/ml/output/data/stubborn.log", "w"),
-                                    stderr=subprocess.STDOUT)
-        while "ignoring" not in open("/opt/ml/output/data/stubborn.log").read():
-            time.sleep(0.02)
-        print(f"stubborn {stubborn.pid}", flush=True)
-        time.sleep(120)
-    """)
-    job = backend.register(_request("stubborn", instance_count=1))
-    runner = threading.Thread(target=backend.execute, args=(job,))
-    runner.start()
-    log = backend.work_dir / "jobs" / "stubborn" / "log.txt"
-    deadline = time.monotonic() + 60
-    while not (log.is_file() and "stubborn " in log.read_text()):
-        assert time.monotonic() < deadline, "the program did not start"
-        time.sleep(0.05)
-    stubborn = int(log.read_text().split("stubborn ")[1].split()[0])
-    backend.stop_training_job("stubborn")
-    runner.join(timeout=40)
-    assert not runner.is_alive() and job.status == "Stopped"
-    stat = Path(f"/proc/{stubborn}/stat")
-    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"), \
-        "the job said Stopped while one of its processes still ran"
-
-
 def test_stopping_the_job_stops_every_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Stopped while both instances run (one ignores SIGTERM, as a program may): the job is
     Stopped and no process of either instance is left once the grace period (1 s here) ends."""

@@ -1,15 +1,19 @@
 """What the local backend says about a job beyond its status: the reason of a failure whose
-failure file is empty, a program whose output matches no metric definition, and an MLflow run for
-a program that logs none itself. Each job is a tiny BYOC program run by a real LocalBackend."""
+failure file is empty, a program whose output matches no metric definition, an MLflow run for a
+program that logs none itself, and a stopped job that ends only with its last process. Each job
+is a tiny BYOC program run by a real LocalBackend."""
 
 from __future__ import annotations
 
 import textwrap
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from smtrain.local import local_backend
 from smtrain.local.deployment import ByocProgram
 from smtrain.local.local_backend import (
     FAILURE_REASON_LIMIT,
@@ -305,3 +309,53 @@ def test_a_job_that_failed_while_training_says_what_was_logged(tmp_path: Path) -
             in job.log_path.read_text())
     (run,) = _runs(environment)
     assert run.info.status == "FAILED" and run.data.metrics == {"validation:accuracy": 0.8, "train:loss": 0.2}
+
+
+#: Its first process ends on SIGTERM; the process it starts ignores SIGTERM and writes to a file
+#: of its own (nothing of it holds the job's output pipe), and says its pid once it ignores it.
+OUTLIVES_ITS_LEADER = """
+    import os, subprocess, sys, time
+    base = os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml")
+    said = os.path.join(base, "output", "data", "stubborn.log")
+    os.makedirs(os.path.dirname(said), exist_ok=True)
+    stubborn = subprocess.Popen(
+        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                               "print('ignoring', flush=True); time.sleep(120)"],
+        stdin=subprocess.DEVNULL, stdout=open(said, "w"), stderr=subprocess.STDOUT)
+    while "ignoring" not in open(said).read():
+        time.sleep(0.02)
+    print(f"stubborn {stubborn.pid}", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_stopped_job_is_stopped_only_once_its_last_process_has_ended(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """StopTrainingJob: the job says Stopped only after the grace period's SIGKILL has ended the
+    process that ignored SIGTERM too, never while it still runs."""
+    terminate = local_backend._terminate_group
+    monkeypatch.setattr(local_backend, "_terminate_group",
+                        lambda process, grace_seconds=1.0: terminate(process, grace_seconds))
+    backend = tiny_backend(tmp_path, OUTLIVES_ITS_LEADER)
+    job = backend.register({
+        "TrainingJobName": "stubborn",
+        "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+        "RoleArn": "arn:aws:iam::123456789012:role/local", "InputDataConfig": [],
+        "OutputDataConfig": {"S3OutputPath": "s3://local-artifacts/models/"},
+        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 120}})
+    runner = threading.Thread(target=backend.execute, args=(job,))
+    runner.start()
+    log = backend.work_dir / "jobs" / "stubborn" / "log.txt"
+    deadline = time.monotonic() + 60
+    while not (log.is_file() and "stubborn " in log.read_text()):
+        assert time.monotonic() < deadline, "the program did not start"
+        time.sleep(0.05)
+    stubborn = int(log.read_text().split("stubborn ")[1].split()[0])
+    backend.stop_training_job("stubborn")
+    runner.join(timeout=40)
+    assert not runner.is_alive() and job.status == "Stopped"
+    stat = Path(f"/proc/{stubborn}/stat")
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"), \
+        "the job said Stopped while one of its processes still ran"
+    assert not any("still ran" in note for note in job.notes)

@@ -174,8 +174,9 @@ def test_the_shipped_programs() -> None:
     assert {name: p.kind for name, p in programs.items() if name.startswith("digits_")} == {
         "digits_mlp": "script", "digits_lightgbm": "byoc", "digits_xgboost": "builtin",
         **dict.fromkeys(SAMPLES.values(), "script")}
-    # One script program per other framework the SDK runs scripts on, on its default version.
+    # One script program per other framework the SDK runs scripts on, on cdk.json's version of it.
     assert {programs[name].framework: name for name in SAMPLES.values()} == SAMPLES
+    assert all(programs[name].framework_version is None for name in SAMPLES.values())
 
 
 def test_synth_refuses_a_program_instance_type_outside_the_allow_list(

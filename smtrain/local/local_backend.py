@@ -910,10 +910,14 @@ class LocalBackend:
             if timer is not None:
                 timer.cancel()
             if job.stop_requested:
-                # Stopped (or out of time) only once none of its processes runs: the group's
+                # Stopped (or out of time) only once no process of its group runs: the group's
                 # leader can end before a member that ignored SIGTERM is killed, or while a
-                # killed one is still exiting.
-                _wait_for_group_end(process.pid, timeout=STOP_GRACE_SECONDS + _STOP_SETTLE_SECONDS)
+                # killed one is still exiting. (A process that leaves the group, with setsid,
+                # is out of reach here, as it is of the SIGKILL.)
+                bound = STOP_GRACE_SECONDS + _STOP_SETTLE_SECONDS
+                if not _wait_for_group_end(process.pid, timeout=bound):
+                    self._note(job, f"a process of the job (process group {process.pid}) still ran {bound:.0f} s "
+                                    "after the job was stopped; the job ends as Stopped without it")
         if not several:
             return Ended(returncode=returncode, reporting=primary)
         by_host = {instance.host: instance for instance in instances}
@@ -1240,18 +1244,21 @@ def _group_is_running(pgid: int) -> bool:
     return False
 
 
-def _wait_for_group_end(pgid: int, *, timeout: float) -> None:
-    """Until no process of group ``pgid`` runs, or ``timeout`` seconds."""
+def _wait_for_group_end(pgid: int, *, timeout: float) -> bool:
+    """Until no process of group ``pgid`` runs (True), or ``timeout`` seconds (False)."""
     deadline = time.monotonic() + timeout
-    while _group_is_running(pgid) and time.monotonic() < deadline:
+    while _group_is_running(pgid):
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.02)
+    return True
 
 
 def _terminate_group(process: subprocess.Popen[str], grace_seconds: float = STOP_GRACE_SECONDS) -> None:
     """SIGTERM the job's whole process group (the toolkit starts the script as its child), then
-    SIGKILL whatever is left after ``grace_seconds``, as SageMaker does when it stops a job."""
-    if process.poll() is not None:
-        return
+    SIGKILL whatever is left after ``grace_seconds``, as SageMaker does when it stops a job. The
+    group is signalled even where its first process has ended: another may run on (a group with
+    none left raises ProcessLookupError, which is ignored)."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
 
