@@ -358,4 +358,4 @@ def test_a_stopped_job_is_stopped_only_once_its_last_process_has_ended(
     stat = Path(f"/proc/{stubborn}/stat")
     assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"), \
         "the job said Stopped while one of its processes still ran"
-    assert not any("still ran" in note for note in job.notes)
+    assert not any("was still running" in note for note in job.notes)

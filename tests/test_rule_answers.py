@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,3 +97,51 @@ def test_a_manifest_is_judged_by_the_rules_then_by_their_kept_answer(
     manifest.write_text(manifest.read_text().replace("max_parallel_jobs = 3", "max_parallel_jobs = 2"))
     assert programs.load(program).tuning is not None  # accepted: judged by the rules, not the old answer
     assert len(list(cache.glob("*.json"))) == 2
+
+
+@pytest.mark.parametrize("changed", ["rules", "jsonata_version"])
+def test_other_rules_or_another_jsonata_judge_afresh(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    changed: str) -> None:
+    """The rules' text and the JSONata library's version are part of what an answer is kept by."""
+    program = _program_with_tuning(tmp_path / "code", "max_jobs = 2\nmax_parallel_jobs = 3")
+    with pytest.raises(programs.ProgramError):
+        programs.load(program)
+    monkeypatch.setattr(programs, "_DEFAULT_TUNING_ANSWERS", {})
+    original = getattr(input_rules, changed)
+    monkeypatch.setattr(input_rules, changed, lambda: original() + " ")
+    evaluated: list[object] = []
+    check = input_rules.check
+
+    def counted(*args: Any, **kwargs: Any) -> input_rules.Checked:
+        evaluated.append(args)
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(input_rules, "check", counted)
+    with pytest.raises(programs.ProgramError):
+        programs.load(program)
+    assert len(evaluated) == 1
+    assert len(list(cache.glob("*.json"))) == 2
+
+
+def test_an_evaluation_that_failed_is_given_but_not_kept(cache: Path) -> None:
+    """A cause that says the rules could not be evaluated (a crash, not their answer) is not kept:
+    the next process evaluates again."""
+    failed = f"{input_rules.NOT_CHECKED} RecursionError"
+
+    def keep(answer: str | None) -> bool:
+        return answer is None or not answer.startswith(input_rules.NOT_CHECKED)
+
+    assert rule_answers.kept_answer({"input": 1}, lambda: failed, keep=keep) == failed
+    assert not list(cache.glob("*"))
+    assert rule_answers.kept_answer({"input": 1}, lambda: None, keep=keep) is None
+    assert rule_answers.kept_answer({"input": 1}, lambda: failed, keep=keep) is None
+
+
+def test_without_a_home_folder_the_rules_are_evaluated(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    for variable in ("SMTRAIN_RULE_CACHE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(Path, "home", no_home)
+    assert rule_answers.kept_answer({"input": 1}, lambda: "refused") == "refused"

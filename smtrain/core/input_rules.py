@@ -604,6 +604,10 @@ def expression(programs: Mapping[str, CatalogSource]) -> str:
     return f"($catalog := {json.dumps(catalog(programs), sort_keys=True)}; {rules()})"
 
 
+#: How a refusal begins where the rules could not be evaluated at all (not an answer of theirs).
+NOT_CHECKED = "the execution input could not be checked:"
+
+
 @lru_cache(maxsize=1)
 def jsonata_version() -> str:
     """The version of the JSONata library that :func:`check` evaluates with."""
@@ -639,7 +643,7 @@ def check(programs: Mapping[str, CatalogSource], execution_input: Any, *,
     except Exception as error:  # jsonata-python raises its own JException
         return Checked(program=None, problems=[{
             "error": contract.INVALID_INPUT_ERROR,
-            "cause": f"the execution input could not be checked: {error}"}])
+            "cause": f"{NOT_CHECKED} {error}"}])
     return Checked(program=result.get("program"), problems=list(result.get("problems") or []),
                    register=result.get("register"))
 

@@ -635,9 +635,11 @@ def _default_tuning_refusal(key: str, program: Program) -> str | None:
 
     # Kept between processes too (smtrain.core.rule_answers): the answer is the rules' for this
     # text, this program's facts and this input, on this JSONata library.
+    # An evaluation that failed is no answer of the rules': it is given, not kept.
     cause = rule_answers.kept_answer({
         "rules": input_rules.rules(), "jsonata": input_rules.jsonata_version(),
-        "catalog": input_rules.catalog({program.name: program}), "input": execution_input}, evaluate)
+        "catalog": input_rules.catalog({program.name: program}), "input": execution_input}, evaluate,
+        keep=lambda answer: answer is None or not answer.startswith(input_rules.NOT_CHECKED))
     if len(_DEFAULT_TUNING_ANSWERS) >= 512:
         _DEFAULT_TUNING_ANSWERS.clear()
     _DEFAULT_TUNING_ANSWERS[key] = cause

@@ -14,6 +14,7 @@ they are where the folder cannot be written. Deleting the folder only costs time
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -41,10 +42,14 @@ def answer_path(material: Any) -> Path:
     return cache_dir() / f"{hashlib.sha256(text.encode()).hexdigest()}.json"
 
 
-def kept_answer(material: Any, compute: Callable[[], str | None]) -> str | None:
-    """The answer for ``material``: the kept one, else ``compute()``'s, which is then kept. An
-    answer is a refusal's cause, or None for no refusal."""
-    path = answer_path(material)
+def kept_answer(material: Any, compute: Callable[[], str | None], *,
+                keep: Callable[[str | None], bool] = lambda answer: True) -> str | None:
+    """The answer for ``material``: the kept one, else ``compute()``'s, which is then kept where
+    ``keep`` says so. An answer is a refusal's cause, or None for no refusal."""
+    try:
+        path = answer_path(material)
+    except (RuntimeError, OSError):  # no home folder to keep answers in (HOME unset, no user)
+        return compute()
     try:
         stored = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -53,12 +58,22 @@ def kept_answer(material: Any, compute: Callable[[], str | None]) -> str | None:
         cause: str | None = stored["cause"]
         return cause
     cause = compute()
+    if keep(cause):
+        _write(path, cause)
+    return cause
+
+
+def _write(path: Path, cause: str | None) -> None:
+    """Keep ``cause`` in ``path``, whole or not at all, whatever runs beside; a folder that cannot
+    be written keeps nothing (the rules are evaluated again next time)."""
+    partial: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".partial")
         with os.fdopen(handle, "w") as out:
             json.dump({"cause": cause}, out)
-        os.replace(partial, path)  # whole or not at all, whatever runs beside
+        os.replace(partial, path)
     except OSError:
-        pass  # not kept: evaluated again next time
-    return cause
+        if partial is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)

@@ -884,7 +884,7 @@ class LocalBackend:
             timer = None
             if deadline is not None:
                 def expire() -> None:
-                    if process.poll() is None:
+                    if process.poll() is None or _group_is_running(process.pid):
                         job.secondary_status = "MaxRuntimeExceeded"
                         job.stop_requested = True
                         _terminate_group(process)
@@ -916,8 +916,8 @@ class LocalBackend:
                 # is out of reach here, as it is of the SIGKILL.)
                 bound = STOP_GRACE_SECONDS + _STOP_SETTLE_SECONDS
                 if not _wait_for_group_end(process.pid, timeout=bound):
-                    self._note(job, f"a process of the job (process group {process.pid}) still ran {bound:.0f} s "
-                                    "after the job was stopped; the job ends as Stopped without it")
+                    self._note(job, f"a process of the job (process group {process.pid}) was still running "
+                                    f"{bound:.0f} s after its first process ended; the job ends as Stopped")
         if not several:
             return Ended(returncode=returncode, reporting=primary)
         by_host = {instance.host: instance for instance in instances}
@@ -1259,6 +1259,8 @@ def _terminate_group(process: subprocess.Popen[str], grace_seconds: float = STOP
     SIGKILL whatever is left after ``grace_seconds``, as SageMaker does when it stops a job. The
     group is signalled even where its first process has ended: another may run on (a group with
     none left raises ProcessLookupError, which is ignored)."""
+    if process.poll() is not None and not _group_is_running(process.pid):
+        return  # nothing of it runs: its group id may be another's by now
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
 
