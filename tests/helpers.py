@@ -272,3 +272,13 @@ def mapping_resolver(substitutes: Mapping[str, str]) -> Resolver:
             raise UnresolvedReference(f"no substitute for {kind} {key!r}") from None
 
     return resolve
+
+
+def process_gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (exited and not yet reaped, a zombie, counts as ended)."""
+    import psutil
+
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True

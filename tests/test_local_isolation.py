@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from infra.settings import Settings
@@ -40,7 +39,7 @@ from smtrain.local.local_backend import (
 from smtrain.local.s3_stand_in import LocalS3
 from smtrain.local.staleness import stale_programs
 from tests.conftest import shipped_training_code, synthesize
-from tests.helpers import Synthesized, wait_idle
+from tests.helpers import Synthesized, process_gone, wait_idle
 
 FIXTURES = Path(__file__).parent / "fixtures" / "isolation"
 REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
@@ -209,13 +208,6 @@ def test_the_hint_always_fits_within_the_failure_reason_limit() -> None:
 
 
 # -- stop and timeout still end the whole process group -----------------------------------------
-def _gone(pid: int) -> bool:
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return True
-
-
 @needs_isolation
 @pytest.mark.parametrize("how", ["stop", "timeout"])
 def test_stopping_an_isolated_job_kills_its_processes(backend: LocalBackend, how: str) -> None:
@@ -236,9 +228,9 @@ def test_stopping_an_isolated_job_kills_its_processes(backend: LocalBackend, how
     expected = "MaxRuntimeExceeded" if how == "timeout" else "Stopped by request"
     assert expected in (job.failure_reason or "")
     deadline = time.monotonic() + 10
-    while not (_gone(program) and _gone(child)) and time.monotonic() < deadline:
+    while not (process_gone(program) and process_gone(child)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _gone(program) and _gone(child)
+    assert process_gone(program) and process_gone(child)
 
 
 # -- (d): script mode under isolation ------------------------------------------------------------

@@ -254,9 +254,8 @@ def job_environment(python: Path, env_dir: Path) -> Path:
     never install into, or read each other's module from, the shared cached environment. Its
     ``bin/python``."""
     create_venv(env_dir, python=python)
-    under = env_site_packages(python.parent.parent)
     try:
-        (env_site_packages(env_dir) / _PTH_NAME).write_text(f"import site; site.addsitedir({str(under)!r})\n")
+        _layer_over(env_dir, env_site_packages(python.parent.parent))
     except OSError as error:
         raise ProgramEnvironmentError(f"could not write into {env_dir}: {error}") from None
     return _env_python(env_dir)
@@ -310,6 +309,13 @@ def build_once(env_dir: Path, build: Callable[[Path], None], *, marker: str) -> 
     return True
 
 
+def _layer_over(env_dir: Path, under: Path) -> None:
+    """Make the venv at ``env_dir`` see the site-packages ``under`` after its own: ``import``
+    lines of a .pth run at startup, and addsitedir appends ``under`` and processes its .pth files
+    (editable installs)."""
+    (env_site_packages(env_dir) / _PTH_NAME).write_text(f"import site; site.addsitedir({str(under)!r})\n")
+
+
 def create_venv(env_dir: Path, *, python: Path | None = None) -> None:
     """An empty venv at ``env_dir`` (no pip: the project's installs into it) made by ``python``
     (by default this interpreter): of its interpreter, reached through ``python``'s folder
@@ -348,11 +354,8 @@ def _build(env_dir: Path, requirements_text: str, vendored: Path | None = None, 
     its interpreter (an image's environment may run another Python than the project's)."""
     # Over another environment, a venv of its interpreter (an image's may be another Python).
     create_venv(env_dir, python=base_python)
-    site_packages = env_site_packages(env_dir)
-    # ``import`` lines of a .pth run at startup; addsitedir appends the project's site-packages
-    # (after the env's own) and processes its .pth files (editable installs).
     under = base_site or _project_site_packages()
-    (site_packages / _PTH_NAME).write_text(f"import site; site.addsitedir({str(under)!r})\n")
+    _layer_over(env_dir, under)
     # Kept beside the env: the exact text the env was built from, and pip's output.
     requirements_copy = env_dir / "requirements.txt"
     requirements_copy.write_text(requirements_text)
