@@ -354,11 +354,13 @@ TRACKS_WITH_THE_TRACKER = """
 """
 
 
-def _tiny_tracked(tmp_path: Path, environment: dict[str, str], name: str) -> tuple[Any, Any]:
+def _tiny_tracked(tmp_path: Path, environment: dict[str, str], name: str,
+                  tracking_ready: Any = None) -> tuple[Any, Any]:
     """A tiny BYOC program that tracks with ``common/tracking.py``, run by a real backend."""
     from tests.test_local_failures import METRICS, run_job, tiny_backend
 
-    backend = tiny_backend(tmp_path, TRACKS_WITH_THE_TRACKER, environment=environment)
+    backend = tiny_backend(tmp_path, TRACKS_WITH_THE_TRACKER, environment=environment,
+                           tracking_ready=tracking_ready)
     shutil.copytree(ROOT / "training_code" / "common", tmp_path / "context" / "common")
     job = run_job(backend, name, metric_definitions=METRICS,
                   tags=[{"Key": "smtrain:execution", "Value": "exec-1"},
@@ -407,6 +409,58 @@ def test_a_tracking_failure_after_the_job_never_fails_it(tmp_path: Path) -> None
     assert job.status == "Completed", job.failure_reason
     assert len(job.notes) == 1 and job.notes[0].startswith("could not log the job's MLflow run: "), job.notes
     assert job.log_path.read_text().count("could not log the job's MLflow run") == 1
+
+
+def test_a_store_that_could_not_be_made_is_a_note_on_the_job(tmp_path: Path) -> None:
+    """The backend waits for the engine's store before it logs a job's run; where making the
+    store failed, that failure is the job's one note and the job completes."""
+    calls = []
+
+    def store_failed() -> None:
+        calls.append(1)
+        raise NotADirectoryError("mlflow: not a directory")
+
+    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    _, job = _tiny_tracked(tmp_path, {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "smtrain"},
+                           "store-failed-job", tracking_ready=store_failed)
+    assert job.status == "Completed", job.failure_reason
+    assert calls == [1]
+    assert job.notes == ["could not log the job's MLflow run: NotADirectoryError: mlflow: not a directory"]
+    assert not (tmp_path / "mlflow").exists()
+
+
+def test_the_engine_makes_its_store_beside_its_first_execution(synthesized: Any, tmp_path: Path) -> None:
+    """Entering the engine leaves MLflow alone; its first execution's start has the store made in
+    a thread of its own (so that it is made while the execution starts its first job), and leaving
+    the engine waits for it: the store, with the smtrain experiment, is there afterwards, and no
+    thread of it is left."""
+    import threading
+
+    from smtrain.local.engine import TRACKING_EXPERIMENT
+
+    store = tmp_path / "work" / "mlflow" / "mlflow.db"
+    with OfflineEngine(outdir=synthesized.outdir, work_dir=tmp_path / "work") as engine:
+        assert not store.exists()
+        # Refused by the input check before any job: the store is still made.
+        result = engine.run({"program": "no_such_program"}, name="refused")
+        assert result.status == "FAILED"
+    assert not [thread for thread in threading.enumerate() if thread.name == "mlflow-store"]
+    assert store.is_file()
+    uri = f"sqlite:///{store}"
+    assert engine.tracking_uri == uri
+    assert MlflowClient(uri).get_experiment_by_name(TRACKING_EXPERIMENT) is not None
+
+
+def test_reading_the_tracking_uri_makes_the_store(synthesized: Any, tmp_path: Path) -> None:
+    """Read before any execution (a notebook that compares runs at once), the tracking URI names a
+    store that is there, with the smtrain experiment."""
+    from smtrain.local.engine import TRACKING_EXPERIMENT
+
+    engine = OfflineEngine(outdir=synthesized.outdir, work_dir=tmp_path / "work")
+    uri = engine.tracking_uri
+    assert uri == f"sqlite:///{tmp_path.resolve() / 'work' / 'mlflow' / 'mlflow.db'}"
+    assert MlflowClient(uri).get_experiment_by_name(TRACKING_EXPERIMENT) is not None
+    assert OfflineEngine(outdir=synthesized.outdir, work_dir=tmp_path / "other", tracking=False).tracking_uri is None
 
 
 def test_a_new_store_starts_from_the_empty_template(tmp_path: Path,

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,6 +126,50 @@ def prepare_tracking_store(directory: Path) -> str:
     return uri
 
 
+class _TrackingStore:
+    """The engine's MLflow store (:func:`prepare_tracking_store`), made once: in a thread of its
+    own from :meth:`start`, or here at the first :meth:`wait` if nothing started it. :meth:`wait`
+    returns once it is made and raises what making it raised."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.uri = tracking_store_uri(directory)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._made = False
+        self._error: BaseException | None = None
+
+    def _make(self) -> None:
+        try:
+            prepare_tracking_store(self.directory)
+        except BaseException as error:  # handed to whoever waits
+            self._error = error
+        else:
+            self._made = True
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._made:
+                self._thread = threading.Thread(target=self._make, name="mlflow-store", daemon=True)
+                self._thread.start()
+
+    def wait(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._made:
+                self._make()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def wait_quietly(self) -> None:
+        """Wait for a store being made; what failed is raised to the readers, not here."""
+        thread = self._thread
+        if thread is not None:
+            thread.join()
+
+
 class OfflineEngine:
     """Runs executions of the synthesized state machine; a context manager (moto's mock and the
     SageMaker service are active inside it).
@@ -134,7 +179,11 @@ class OfflineEngine:
     :mod:`smtrain.local.execution_records`). ``backend`` defaults
     to a :class:`LocalBackend` over them; ``on_log`` gets each training log line.
     With ``tracking`` (the default) the local backend's jobs log to an MLflow store in ``work_dir/mlflow``
-    (:attr:`tracking_uri`), experiment ``smtrain``, made on entering the engine.
+    (:attr:`tracking_uri`), experiment ``smtrain``. The store is made in a thread of its own from
+    the first execution's start (:class:`_TrackingStore`): importing MLflow and opening a store
+    take a new process about 2 s of Python, which then runs while the first job's process starts
+    and trains instead of before it. Whatever reads the store waits for it: the backend before it
+    logs a job's run, :attr:`tracking_uri`, and leaving the engine.
     """
 
     def __init__(self, *, outdir: Path, work_dir: Path, backend: SageMakerBackend | None = None,
@@ -147,13 +196,14 @@ class OfflineEngine:
         self.deployment: LocalDeployment = load_deployment(outdir, s3=self.s3, region=region)
         # The store itself is made on entering (MLflow is imported then): an engine built only to
         # read its deployment and S3 stand-in (the CLI checking a run's input) needs none.
-        self._tracking_dir = work_dir / "mlflow"  # work_dir is resolved: the URI and store agree
-        self.tracking_uri = tracking_store_uri(self._tracking_dir) if tracking and backend is None else None
+        tracking_dir = work_dir / "mlflow"  # work_dir is resolved: the URI and store agree
+        self._store = _TrackingStore(tracking_dir) if tracking and backend is None else None
         self.backend: SageMakerBackend = backend or LocalBackend(
             s3=self.s3, work_dir=work_dir, images=Images(byoc=self.deployment.byoc_programs),
-            on_log=on_log, environment={contract.ENV_TRACKING_URI: self.tracking_uri,
+            on_log=on_log, environment={contract.ENV_TRACKING_URI: self._store.uri,
                                         contract.ENV_EXPERIMENT: TRACKING_EXPERIMENT}
-            if self.tracking_uri else None)
+            if self._store is not None else None,
+            tracking_ready=self._store.wait if self._store is not None else None)
         self.region = region
         #: The offline model registry (``<work_dir>/registry``), with the deployment's groups;
         #: it inspects the model archives in the S3 stand-in (a missing handler is flagged).
@@ -171,16 +221,11 @@ class OfflineEngine:
         self._cleanup_arn: str | None = None
         self._cleaned: set[str] = set()
         self._contexts: list[Any] = []
-        self._store_ready = False
         self._client: Any = None
         self.state_machine_arn = ""
 
     def __enter__(self) -> OfflineEngine:
         from moto import mock_aws
-
-        if self.tracking_uri is not None and not self._store_ready:
-            prepare_tracking_store(self._tracking_dir)
-            self._store_ready = True  # entered again (a module's runs on a shared engine): kept
 
         # moto logs every failed Choice lookup and caught task error at ERROR level; the
         # execution's history already carries what matters.
@@ -212,12 +257,22 @@ class OfflineEngine:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  traceback: TracebackType | None) -> None:
+        if self._store is not None:
+            self._store.wait_quietly()  # no thread of it outlives the engine
         while self._contexts:
             context = self._contexts.pop()
             if hasattr(context, "stop"):
                 context.stop()
             else:
                 context.__exit__(exc_type, exc, traceback)
+
+    @property
+    def tracking_uri(self) -> str | None:
+        """The MLflow store's tracking URI, once the store is made (None: not tracked)."""
+        if self._store is None:
+            return None
+        self._store.wait()
+        return self._store.uri
 
     @property
     def client(self) -> Any:
@@ -229,6 +284,8 @@ class OfflineEngine:
         response = self.client.start_execution(stateMachineArn=self.state_machine_arn, name=name,
                                                input=json.dumps(execution_input))
         arn = str(response["executionArn"])
+        if self._store is not None:
+            self._store.start()  # beside the execution, which starts jobs only after this
         # Recorded under the work dir, so that `smtrain status --local` and the other commands
         # can read it after this process (moto forgets it): see execution_records.
         execution_records.write(self.work_dir, self.client.describe_execution(executionArn=arn))
