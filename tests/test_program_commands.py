@@ -376,20 +376,26 @@ def test_generated_tests_pass(capsys: pytest.CaptureFixture[str], tmp_path: Path
 
 @pytest.mark.parametrize("framework", ["sklearn", "xgboost"])
 def test_framework_skeletons_refuse_a_bad_hyperparameter_with_a_reason(
-        capsys: pytest.CaptureFixture[str], tmp_path: Path, channels: dict[str, Path], framework: str) -> None:
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        channels: dict[str, Path], framework: str) -> None:
+    """The skeleton's ``main`` in this process, as its ``__main__`` block runs it (``sys.exit(main(
+    argv))``) in a job's environment: exit status 1 and the reason in the failure file."""
+    import importlib.util
+
     program = _new(capsys, tmp_path, f"my_{framework}", "script", framework)
     tree = build_job_tree(tmp_path / "ml", channels=channels, hyperparameters={})
-    env = {**os.environ, "SAGEMAKER_BASE_DIR": str(tree.base_dir), **{
-        f"SM_CHANNEL_{name.upper()}": str(path) for name, path in channels.items()}}
-    result = subprocess.run([sys.executable, str(program.directory / "train.py"), "--learning-rate", "0"],
-                            capture_output=True, text=True, timeout=300, check=False, env=env)
-    assert result.returncode == 1
+    monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(tree.base_dir))  # read as the script loads
+    for name, path in channels.items():
+        monkeypatch.setenv(f"SM_CHANNEL_{name.upper()}", str(path))
+    spec = importlib.util.spec_from_file_location(f"skeleton_{framework}_train", program.directory / "train.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--learning-rate", "0"]) == 1
     assert tree.failure_reason() == "TrainingError: hyperparameter 'learning-rate' must be in (0, 10], got 0.0"
     # A label that is not a class number is refused by name, not truncated.
     (channels["train"] / "data.csv").write_text("1.5,0.1,0.2,0.3\n0,0.2,0.1,0.0\n")
-    result = subprocess.run([sys.executable, str(program.directory / "train.py")],
-                            capture_output=True, text=True, timeout=300, check=False, env=env)
-    assert result.returncode == 1
+    assert script.main([]) == 1
     assert tree.failure_reason() == ("TrainingError: channel 'train': the labels (column 0) must be "
                                      "class numbers 0, 1, 2, ...")
 
