@@ -72,3 +72,18 @@ def test_a_kept_definition_is_not_built_again_to_be_checked(monkeypatch: pytest.
         with pytest.raises(InvalidDefinition, match="Bogus"):
             StepFunctionsParserBackend._validate_definition(broken)
     assert broken not in asl_parse_cache._trees
+
+
+def test_a_result_path_is_parsed_once_and_written_into_the_data_only() -> None:
+    """moto's ResultPath parses its path at every state: once per process here, and the shared
+    parsed path gives each state's output as a fresh parse would."""
+    from jsonpath_ng import parse as fresh_parse
+    from moto.stepfunctions.parser.asl.component.common.path import result_path
+
+    asl_parse_cache.enable()
+    assert result_path.parse("$.result.job") is result_path.parse("$.result.job")
+    for state_input in ({"n": 1}, {"n": 2, "result": {"other": True}}):
+        expected = fresh_parse("$.result.job").update_or_create(json.loads(json.dumps(state_input)), {"a": 1})
+        shared = result_path.parse("$.result.job").update_or_create(json.loads(json.dumps(state_input)), {"a": 1})
+        assert shared == expected
+    assert str(result_path.parse("$.result.job")) == str(fresh_parse("$.result.job"))

@@ -19,7 +19,9 @@ answered by ANTLR's own method.
 
 Likewise each JSONPath (``InputPath``, ``$.field`` in ``Parameters``) is parsed once per process:
 moto's ``extract_json`` calls ``jsonpath_ng.ext.parse`` for every evaluation, and each call builds
-a new PLY parser (about 20 ms). A parsed path is only read (``find``), so one is shared.
+a new PLY parser (about 20 ms). A parsed path is only read (``find``), so one is shared. So is
+each ``ResultPath``, which moto parses with ``jsonpath_ng.parse`` at every state that has one; a
+parsed path writes into the data it is given (``update_or_create``), never into itself.
 
 CreateStateMachine checks a definition by parsing it and building its components, then drops
 them (``StepFunctionsParserBackend._validate_definition``); every offline engine creates its state
@@ -36,6 +38,7 @@ from typing import Any
 
 from antlr4.RuleContext import RuleContext
 from antlr4.tree.Tree import TerminalNode
+from moto.stepfunctions.parser.asl.component.common.path import result_path
 from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
 from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
 from moto.stepfunctions.parser.asl.utils import json_path
@@ -121,3 +124,4 @@ def enable() -> None:
         RuleContext.getText = _get_text
         StepFunctionsParserBackend._validate_definition = staticmethod(_validate_definition)
         json_path.parse = functools.lru_cache(maxsize=1024)(json_path.parse)
+        result_path.parse = functools.lru_cache(maxsize=1024)(result_path.parse)
