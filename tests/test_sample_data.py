@@ -86,3 +86,36 @@ def test_upload_to_the_default_prefixes(tmp_path: Path, monkeypatch: pytest.Monk
         # A bucket that does not exist: a clear error and exit status 1.
         assert sample_data.main(["--out", str(tmp_path), "--bucket", "missing-bucket"]) == 1
         assert "error: upload to s3://missing-bucket failed" in capsys.readouterr().err
+
+
+def test_a_kept_split_is_the_split_and_a_damaged_one_is_made_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each split is kept between processes (splitting imports scikit-learn): read back, it is
+    the split scikit-learn makes; a kept file that cannot be read is made again; an unwritable
+    cache keeps nothing and still gives the split."""
+    from training_code import sample_data
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    made = sample_data._split(validation_fraction=0.2, seed=0)
+    first = sample_data.digits_split(validation_fraction=0.2, seed=0)
+    (kept,) = (tmp_path / "cache" / "smtrain" / "sample-data").iterdir()
+    assert kept.name.startswith("digits-sklearn") and kept.name.endswith("-0.2-0.npz")
+
+    def refuse(**_: object) -> None:
+        raise AssertionError("split again")
+
+    monkeypatch.setattr(sample_data, "_split", refuse)
+    again = sample_data.digits_split(validation_fraction=0.2, seed=0)
+    for channel in CHANNELS:
+        assert np.array_equal(first[channel], made[channel]) and np.array_equal(again[channel], made[channel])
+        assert again[channel].dtype == made[channel].dtype
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    kept.write_bytes(b"not a whole file")
+    assert np.array_equal(sample_data.digits_split(validation_fraction=0.2, seed=0)["train"], made["train"])
+    assert kept.stat().st_size > 1000, "made again and kept"
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
+    assert np.array_equal(sample_data.digits_split(validation_fraction=0.2, seed=0)["validation"],
+                          made["validation"])
+    assert [p.name for p in (tmp_path / "cache" / "smtrain" / "sample-data").iterdir()] == [kept.name]

@@ -8,13 +8,21 @@ built-in XGBoost requires: CSV, label in the first column, no header. Files land
 ``DIR/<program>/<channel>/digits.csv`` for each program of :data:`PROGRAMS` and channels ``train``,
 ``validation``; with ``--bucket`` they are uploaded to
 ``s3://NAME/datasets/<program>/<channel>/digits.csv``, the state machine's default inputs.
+
+Splitting the digits imports scikit-learn (about 1.3 s of a new process, which the offline engine,
+the demo and the notebook do not otherwise import), so each split is kept in
+``$XDG_CACHE_HOME/smtrain/sample-data`` (``~/.cache``), named by what decides it: scikit-learn's
+and NumPy's versions, the validation fraction and the seed. A kept split that cannot be read is
+made again; where the folder cannot be written, nothing is kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,9 +40,42 @@ FILE_NAME = "digits.csv"
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
+def _kept_split_path(*, validation_fraction: float, seed: int) -> Path:
+    from importlib.metadata import version
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return (Path(base) / "smtrain" / "sample-data"
+            / f"digits-sklearn{version('scikit-learn')}-numpy{np.__version__}-{validation_fraction!r}-{seed}.npz")
+
+
 def digits_split(*, validation_fraction: float, seed: int) -> dict[str, np.ndarray]:
     """``{"train": rows, "validation": rows}``, each row ``[label, 64 pixels]``, stratified by
-    label and the same for the same seed."""
+    label and the same for the same seed (kept between processes: see the module's notes)."""
+    try:
+        kept = _kept_split_path(validation_fraction=validation_fraction, seed=seed)
+    except (RuntimeError, KeyError):  # no home folder to keep it under
+        return _split(validation_fraction=validation_fraction, seed=seed)
+    try:
+        with np.load(kept, allow_pickle=False) as stored:
+            return {channel: stored[channel] for channel in CHANNELS}
+    except (OSError, ValueError, KeyError, EOFError):  # none yet, or not a whole one
+        pass
+    split = _split(validation_fraction=validation_fraction, seed=seed)
+    try:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(dir=kept.parent, suffix=".partial")
+    except OSError:  # not writable: nothing kept
+        return split
+    try:
+        with os.fdopen(handle, "wb") as out:
+            np.savez(out, train=split["train"], validation=split["validation"])
+        os.replace(partial, kept)  # whole or not at all
+    except OSError:
+        Path(partial).unlink(missing_ok=True)
+    return split
+
+
+def _split(*, validation_fraction: float, seed: int) -> dict[str, np.ndarray]:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
