@@ -77,7 +77,7 @@ def test_a_kept_definition_is_not_built_again_to_be_checked(monkeypatch: pytest.
 def test_a_result_path_is_parsed_once_and_written_into_the_data_only() -> None:
     """moto's ResultPath parses its path at every state: once per process here, and the shared
     parsed path gives each state's output as a fresh parse would."""
-    from jsonpath_ng import parse as fresh_parse
+    from jsonpath_ng.parser import parse as fresh_parse
     from moto.stepfunctions.parser.asl.component.common.path import result_path
 
     asl_parse_cache.enable()
