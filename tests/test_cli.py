@@ -753,7 +753,7 @@ def test_local_start_end_to_end(synthesized: Synthesized, tmp_path: Path) -> Non
     assert "cost recorded on 1 MLflow run\n" in result.stdout
     from mlflow.tracking import MlflowClient
 
-    from smtrain.local.engine import tracking_store_uri
+    from smtrain.local.tracking_store import tracking_store_uri
 
     client = MlflowClient(tracking_uri=tracking_store_uri((tmp_path / "work" / "mlflow").resolve()))
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()],

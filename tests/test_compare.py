@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from smtrain.cli import EXIT_OK, EXIT_USAGE, main
 from smtrain.cli.compare import MAX_DISTINCT_STYLES, figure, load_rows, run_styles
-from smtrain.local.engine import prepare_tracking_store
+from smtrain.local.tracking_store import prepare_tracking_store
 
 EXPERIMENT = "smtrain"
 EXECUTION = "compare-learning-rate-sweep"

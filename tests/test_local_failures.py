@@ -8,7 +8,6 @@ from __future__ import annotations
 import textwrap
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +32,7 @@ METRICS = [{"Name": "validation:accuracy", "Regex": r"validation:accuracy=([0-9.
 
 def tiny_backend(tmp_path: Path, program: str, *, requirements: str | None = None,
                  environment: dict[str, str] | None = None,
-                 lines: list[tuple[str, str]] | None = None,
-                 tracking_ready: Callable[[], None] | None = None) -> LocalBackend:
+                 lines: list[tuple[str, str]] | None = None) -> LocalBackend:
     """A backend whose one BYOC image runs ``program`` (Python source) as its ``train``."""
     context = tmp_path / "context"
     program_dir = context / "tiny"
@@ -46,7 +44,7 @@ def tiny_backend(tmp_path: Path, program: str, *, requirements: str | None = Non
                        entry_point=program_dir / "train")
     return LocalBackend(s3=LocalS3(tmp_path / "s3"), work_dir=tmp_path / "work",
                         images=Images(byoc={IMAGE: byoc}), environment=environment,
-                        env_cache=tmp_path / "envs", tracking_ready=tracking_ready,
+                        env_cache=tmp_path / "envs",
                         on_log=(lambda job, line: lines.append((job, line))) if lines is not None else None)
 
 
@@ -203,7 +201,8 @@ LOGS_ITS_OWN_RUN = """
 
 
 def _tracking(tmp_path: Path) -> dict[str, str]:
-    from smtrain.local.engine import TRACKING_EXPERIMENT, prepare_tracking_store
+    from smtrain.local.engine import TRACKING_EXPERIMENT
+    from smtrain.local.tracking_store import prepare_tracking_store
 
     return {"MLFLOW_TRACKING_URI": prepare_tracking_store(tmp_path / "mlflow"),
             "MLFLOW_EXPERIMENT_NAME": TRACKING_EXPERIMENT}

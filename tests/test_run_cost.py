@@ -286,7 +286,7 @@ def test_watch_and_status_put_a_job_s_cost_on_its_mlflow_run(tmp_path: Path, mon
     from mlflow.tracking import MlflowClient
 
     from smtrain.cli.watch import report_costs
-    from smtrain.local.engine import prepare_tracking_store
+    from smtrain.local.tracking_store import prepare_tracking_store
 
     uri = prepare_tracking_store(tmp_path / "mlflow")
     client = MlflowClient(tracking_uri=uri)

@@ -99,7 +99,7 @@ def test_a_kept_split_is_the_split_and_a_damaged_one_is_made_again(
     made = sample_data._split(validation_fraction=0.2, seed=0)
     first = sample_data.digits_split(validation_fraction=0.2, seed=0)
     (kept,) = (tmp_path / "cache" / "smtrain" / "sample-data").iterdir()
-    assert kept.name.startswith("digits-sklearn") and kept.name.endswith("-0.2-0.npz")
+    assert kept.name.startswith("digits-v1-sklearn") and kept.name.endswith("-0.2-0.npz")
 
     def refuse(**_: object) -> None:
         raise AssertionError("split again")
@@ -111,11 +111,13 @@ def test_a_kept_split_is_the_split_and_a_damaged_one_is_made_again(
         assert again[channel].dtype == made[channel].dtype
     monkeypatch.undo()
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    kept.write_bytes(b"not a whole file")
-    assert np.array_equal(sample_data.digits_split(validation_fraction=0.2, seed=0)["train"], made["train"])
-    assert kept.stat().st_size > 1000, "made again and kept"
+    whole = kept.read_bytes()
+    for damaged in (b"not a whole file", whole[:len(whole) // 2], whole[:-10]):
+        kept.write_bytes(damaged)
+        assert np.array_equal(sample_data.digits_split(validation_fraction=0.2, seed=0)["train"], made["train"])
+        assert kept.read_bytes() == whole, "made again and kept"
+    assert [p.name for p in kept.parent.iterdir()] == [kept.name], "no partial file left"
     (tmp_path / "file").write_text("x")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
     assert np.array_equal(sample_data.digits_split(validation_fraction=0.2, seed=0)["validation"],
                           made["validation"])
-    assert [p.name for p in (tmp_path / "cache" / "smtrain" / "sample-data").iterdir()] == [kept.name]

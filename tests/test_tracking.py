@@ -258,8 +258,9 @@ def test_a_recorded_run_is_logged_as_the_program_would_log_it(
     """The same training, tracked straight to MLflow and through a record the backend logs:
     the same run name, tags (MLflow's own included), params, per-step metrics, model files and
     status."""
-    from smtrain.local.engine import TRACKING_EXPERIMENT, prepare_tracking_store
+    from smtrain.local.engine import TRACKING_EXPERIMENT
     from smtrain.local.run_record import RECORD_VARIABLE, log_run_record, read_run_record
+    from smtrain.local.tracking_store import prepare_tracking_store
 
     model = tmp_path / "model"
     (model / "code").mkdir(parents=True)
@@ -354,13 +355,11 @@ TRACKS_WITH_THE_TRACKER = """
 """
 
 
-def _tiny_tracked(tmp_path: Path, environment: dict[str, str], name: str,
-                  tracking_ready: Any = None) -> tuple[Any, Any]:
+def _tiny_tracked(tmp_path: Path, environment: dict[str, str], name: str) -> tuple[Any, Any]:
     """A tiny BYOC program that tracks with ``common/tracking.py``, run by a real backend."""
     from tests.test_local_failures import METRICS, run_job, tiny_backend
 
-    backend = tiny_backend(tmp_path, TRACKS_WITH_THE_TRACKER, environment=environment,
-                           tracking_ready=tracking_ready)
+    backend = tiny_backend(tmp_path, TRACKS_WITH_THE_TRACKER, environment=environment)
     shutil.copytree(ROOT / "training_code" / "common", tmp_path / "context" / "common")
     job = run_job(backend, name, metric_definitions=METRICS,
                   tags=[{"Key": "smtrain:execution", "Value": "exec-1"},
@@ -373,7 +372,8 @@ def _tiny_tracked(tmp_path: Path, environment: dict[str, str], name: str,
 def test_the_backend_logs_the_run_the_job_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    exit_code: int | None, job_status: str,
                                                    run_status: str) -> None:
-    from smtrain.local.engine import TRACKING_EXPERIMENT, prepare_tracking_store
+    from smtrain.local.engine import TRACKING_EXPERIMENT
+    from smtrain.local.tracking_store import prepare_tracking_store
 
     uri = prepare_tracking_store(tmp_path / "mlflow")
     backend, job = _tiny_tracked(tmp_path, {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": TRACKING_EXPERIMENT,
@@ -411,78 +411,31 @@ def test_a_tracking_failure_after_the_job_never_fails_it(tmp_path: Path) -> None
     assert job.log_path.read_text().count("could not log the job's MLflow run") == 1
 
 
-def test_a_store_that_could_not_be_made_is_a_note_on_the_job(tmp_path: Path) -> None:
-    """The backend waits for the engine's store before it logs a job's run; where making the
-    store failed, that failure is the job's one note and the job completes."""
-    calls = []
-
-    def store_failed() -> None:
-        calls.append(1)
-        raise NotADirectoryError("mlflow: not a directory")
-
-    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
-    _, job = _tiny_tracked(tmp_path, {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "smtrain"},
-                           "store-failed-job", tracking_ready=store_failed)
-    assert job.status == "Completed", job.failure_reason
-    assert calls == [1]
-    assert job.notes == ["could not log the job's MLflow run: NotADirectoryError: mlflow: not a directory"]
-    assert not (tmp_path / "mlflow").exists()
-
-
-def test_the_engine_makes_its_store_beside_its_first_execution(synthesized: Any, tmp_path: Path) -> None:
-    """Entering the engine leaves MLflow alone; its first execution's start has the store made in
-    a thread of its own (so that it is made while the execution starts its first job), and leaving
-    the engine waits for it: the store, with the smtrain experiment, is there afterwards, and no
-    thread of it is left."""
-    import threading
-
-    from smtrain.local.engine import TRACKING_EXPERIMENT
-
-    store = tmp_path / "work" / "mlflow" / "mlflow.db"
-    with OfflineEngine(outdir=synthesized.outdir, work_dir=tmp_path / "work") as engine:
-        assert not store.exists()
-        # Refused by the input check before any job: the store is still made.
-        result = engine.run({"program": "no_such_program"}, name="refused")
-        assert result.status == "FAILED"
-    assert not [thread for thread in threading.enumerate() if thread.name == "mlflow-store"]
-    assert store.is_file()
-    uri = f"sqlite:///{store}"
-    assert engine.tracking_uri == uri
-    assert MlflowClient(uri).get_experiment_by_name(TRACKING_EXPERIMENT) is not None
-
-
-def test_reading_the_tracking_uri_makes_the_store(synthesized: Any, tmp_path: Path) -> None:
-    """Read before any execution (a notebook that compares runs at once), the tracking URI names a
-    store that is there, with the smtrain experiment."""
-    from smtrain.local.engine import TRACKING_EXPERIMENT
-
-    engine = OfflineEngine(outdir=synthesized.outdir, work_dir=tmp_path / "work")
-    uri = engine.tracking_uri
-    assert uri == f"sqlite:///{tmp_path.resolve() / 'work' / 'mlflow' / 'mlflow.db'}"
-    assert MlflowClient(uri).get_experiment_by_name(TRACKING_EXPERIMENT) is not None
-    assert OfflineEngine(outdir=synthesized.outdir, work_dir=tmp_path / "other", tracking=False).tracking_uri is None
-
-
-def test_a_new_store_starts_from_the_empty_template(tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each work directory's store is a copy of one empty store per MLflow version (its schema
-    made once): stores made from it hold the experiment and nothing of each other's."""
+def test_a_new_store_starts_from_the_template(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each work directory's store is a copy of one template per MLflow version (its schema and
+    the smtrain experiment made once, by MLflow): in each copy the experiment keeps its artifacts
+    in that store's own folder, and stores hold nothing of each other's."""
     import mlflow
 
-    from smtrain.local.engine import TRACKING_EXPERIMENT, prepare_tracking_store
+    from smtrain.local.engine import TRACKING_EXPERIMENT
+    from smtrain.local.tracking_store import prepare_tracking_store
 
     monkeypatch.setenv("SMTRAIN_ENV_CACHE", str(tmp_path / "cache" / "envs"))
     first, second = (prepare_tracking_store(tmp_path / name) for name in ("first", "second"))
-    template = tmp_path / "cache" / "envs" / "mlflow-stores" / f"empty-{mlflow.__version__}.db"
+    template = tmp_path / "cache" / "envs" / "mlflow-stores" / f"smtrain-{mlflow.__version__}.db"
     assert template.is_file()
-    assert [e.name for e in MlflowClient(f"sqlite:///{template}").search_experiments()] == ["Default"]
+    assert sorted(e.name for e in MlflowClient(f"sqlite:///{template}").search_experiments()) == [
+        "Default", TRACKING_EXPERIMENT]
     clients = [MlflowClient(uri) for uri in (first, second)]
     ids = []
-    for client in clients:
+    for name, client in zip(("first", "second"), clients, strict=True):
         experiment = client.get_experiment_by_name(TRACKING_EXPERIMENT)
         assert experiment is not None
+        assert experiment.artifact_location == (tmp_path / name / "artifacts").resolve().as_uri()
+        assert experiment.lifecycle_stage == "active"
         ids.append(experiment.experiment_id)
     run = clients[0].create_run(ids[0])
+    assert run.info.artifact_uri.startswith((tmp_path / "first" / "artifacts").resolve().as_uri())
     assert clients[1].search_runs([ids[1]]) == []
     assert [r.info.run_id for r in clients[0].search_runs([ids[0]])] == [run.info.run_id]
     # Opened again, a store keeps what it holds (it is not copied over).
@@ -491,9 +444,75 @@ def test_a_new_store_starts_from_the_empty_template(tmp_path: Path,
     assert sorted(p.name for p in (tmp_path / "first").iterdir()) == ["mlflow.db"]  # no partial left
 
 
+def test_a_store_is_made_without_importing_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the template exists, a new process makes a store without importing MLflow (about
+    2 s of its start): the store MLflow then opens has the experiment, in the store's folder."""
+    from smtrain.local.engine import TRACKING_EXPERIMENT
+    from smtrain.local.tracking_store import store_template
+
+    monkeypatch.setenv("SMTRAIN_ENV_CACHE", str(tmp_path / "cache" / "envs"))
+    store_template()
+    made = subprocess.run([sys.executable, "-c", (
+        "import sys; from pathlib import Path; from smtrain.local.tracking_store import prepare_tracking_store; "
+        f"print(prepare_tracking_store(Path({str(tmp_path / 'store')!r}))); print('mlflow' in sys.modules)")],
+        capture_output=True, text=True, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    uri, imported = made.stdout.split()
+    assert imported == "False", made.stdout
+    experiment = MlflowClient(uri).get_experiment_by_name(TRACKING_EXPERIMENT)
+    assert experiment is not None
+    assert experiment.artifact_location == (tmp_path / "store" / "artifacts").resolve().as_uri()
+
+
+def test_a_store_without_the_experiment_or_a_bad_template_gets_it_from_mlflow(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store made elsewhere (MLflow's own, no smtrain experiment) gets the experiment; a
+    template whose experiment is not as written is not copied, and MLflow makes the store."""
+    import mlflow
+
+    from smtrain.local.engine import TRACKING_EXPERIMENT
+    from smtrain.local.tracking_store import prepare_tracking_store
+
+    monkeypatch.setenv("SMTRAIN_ENV_CACHE", str(tmp_path / "cache" / "envs"))
+    (tmp_path / "theirs").mkdir()
+    theirs = f"sqlite:///{tmp_path.resolve() / 'theirs' / 'mlflow.db'}"
+    MlflowClient(theirs).search_experiments()  # MLflow's own store: Default only
+    assert prepare_tracking_store(tmp_path / "theirs") == theirs
+    assert MlflowClient(theirs).get_experiment_by_name(TRACKING_EXPERIMENT) is not None
+    template = tmp_path / "cache" / "envs" / "mlflow-stores" / f"smtrain-{mlflow.__version__}.db"
+    template.parent.mkdir(parents=True)
+    shutil.copyfile(tmp_path / "theirs" / "mlflow.db", template)  # its experiment's location is its own
+    uri = prepare_tracking_store(tmp_path / "mine")
+    experiment = MlflowClient(uri).get_experiment_by_name(TRACKING_EXPERIMENT)
+    assert experiment is not None
+    assert experiment.artifact_location == (tmp_path / "mine" / "artifacts").resolve().as_uri()
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["mlflow.db"]  # no partial left
+
+
+def test_the_engine_loads_mlflow_beside_its_first_execution(synthesized: Any, tmp_path: Path) -> None:
+    """Entering the engine makes its store (with the experiment); MLflow is loaded in a thread
+    from its first execution's start, which leaving the engine waits for."""
+    import threading
+
+    from smtrain.local.engine import TRACKING_EXPERIMENT
+
+    with OfflineEngine(outdir=synthesized.outdir, work_dir=tmp_path / "work") as engine:
+        assert engine.tracking_uri == f"sqlite:///{tmp_path.resolve() / 'work' / 'mlflow' / 'mlflow.db'}"
+        experiment = MlflowClient(engine.tracking_uri).get_experiment_by_name(TRACKING_EXPERIMENT)
+        assert experiment is not None
+        assert experiment.artifact_location == (tmp_path / "work" / "mlflow" / "artifacts").resolve().as_uri()
+        assert engine._warm_up is None
+        result = engine.run({"program": "no_such_program"}, name="refused")  # refused by the input check
+        assert result.status == "FAILED"
+        warm_up = engine._warm_up
+        assert warm_up is not None and warm_up.name == "mlflow-warm-up"
+    assert not warm_up.is_alive()
+    assert warm_up not in threading.enumerate()
+
+
 def test_a_store_is_made_in_place_where_the_cache_cannot_be_written(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from smtrain.local.engine import TRACKING_EXPERIMENT, prepare_tracking_store
+    from smtrain.local.engine import TRACKING_EXPERIMENT
+    from smtrain.local.tracking_store import prepare_tracking_store
 
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")

@@ -23,7 +23,9 @@ import os
 import re
 import sys
 import tempfile
+import zipfile
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +42,17 @@ FILE_NAME = "digits.csv"
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
+#: The kept files' format: a change to :func:`_split`'s rows changes it, so no older file is read.
+_KEPT_FORMAT = "v1"
+
+
 def _kept_split_path(*, validation_fraction: float, seed: int) -> Path:
     from importlib.metadata import version
 
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return (Path(base) / "smtrain" / "sample-data"
-            / f"digits-sklearn{version('scikit-learn')}-numpy{np.__version__}-{validation_fraction!r}-{seed}.npz")
+            / (f"digits-{_KEPT_FORMAT}-sklearn{version('scikit-learn')}-numpy{np.__version__}"
+               f"-{validation_fraction!r}-{seed}.npz"))
 
 
 def digits_split(*, validation_fraction: float, seed: int) -> dict[str, np.ndarray]:
@@ -53,12 +60,12 @@ def digits_split(*, validation_fraction: float, seed: int) -> dict[str, np.ndarr
     label and the same for the same seed (kept between processes: see the module's notes)."""
     try:
         kept = _kept_split_path(validation_fraction=validation_fraction, seed=seed)
-    except (RuntimeError, KeyError):  # no home folder to keep it under
+    except (RuntimeError, KeyError, PackageNotFoundError):  # no home folder; no scikit-learn
         return _split(validation_fraction=validation_fraction, seed=seed)
     try:
         with np.load(kept, allow_pickle=False) as stored:
             return {channel: stored[channel] for channel in CHANNELS}
-    except (OSError, ValueError, KeyError, EOFError):  # none yet, or not a whole one
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # none yet, or not whole
         pass
     split = _split(validation_fraction=validation_fraction, seed=seed)
     try:

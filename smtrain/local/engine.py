@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -31,9 +29,9 @@ from smtrain.local.batch_queue import JobQueue, LocalBatchQueue
 from smtrain.local.deployment import ACCOUNT, LocalDeployment, load_deployment
 from smtrain.local.local_backend import Images, LocalBackend
 from smtrain.local.model_registry import LocalModelRegistry
-from smtrain.local.program_envs import default_cache_dir
 from smtrain.local.s3_stand_in import LocalS3
 from smtrain.local.sfn_sagemaker import serve_sagemaker
+from smtrain.local.tracking_store import prepare_tracking_store, tracking_store_uri, warm_up
 
 TERMINAL_EXECUTION_STATUSES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
 #: How often :meth:`OfflineEngine.wait` reads a followed execution's history (progress lines).
@@ -63,113 +61,6 @@ EventCallback = Callable[[dict[str, Any]], None]
 TRACKING_EXPERIMENT = contract.EXPERIMENT
 
 
-def _empty_store_template() -> Path:
-    """An MLflow SQLite store with the installed MLflow's schema and nothing else, made once per
-    MLflow version in the program environments' cache (``<cache>/mlflow-stores``; the cache is
-    ``~/.cache/smtrain/envs`` or ``SMTRAIN_ENV_CACHE``). Creating a store runs MLflow's schema
-    migrations (about 0.7 s); a copy of this one has the same tables at the same revision, which
-    MLflow checks when it opens it."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    template = default_cache_dir() / "mlflow-stores" / f"empty-{mlflow.__version__}.db"
-    if template.is_file():
-        return template
-    template.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=template.parent) as scratch:
-        database = Path(scratch) / "mlflow.db"
-        MlflowClient(tracking_uri=f"sqlite:///{database}").search_experiments()
-        os.replace(database, template)  # whole or not at all, whoever else makes it meanwhile
-    return template
-
-
-def _new_store(database: Path) -> None:
-    """``database`` as a copy of the empty template, appearing whole and only where none is yet
-    (a store another process made meanwhile is kept); where the cache cannot be written, MLflow
-    creates the store in place, as it did before."""
-    try:
-        template = _empty_store_template()
-    except OSError:
-        return
-    partial = database.with_name(f".{database.name}.{os.getpid()}.partial")
-    shutil.copyfile(template, partial)
-    try:
-        os.link(partial, database)  # fails where the store exists by now
-    except FileExistsError:
-        pass
-    finally:
-        partial.unlink()
-
-
-def tracking_store_uri(directory: Path) -> str:
-    """The tracking URI of the store :func:`prepare_tracking_store` makes in ``directory``."""
-    return f"sqlite:///{directory.resolve() / 'mlflow.db'}"
-
-
-def prepare_tracking_store(directory: Path) -> str:
-    """A local MLflow store (SQLite, artifacts beside it) with the ``smtrain`` experiment; its
-    tracking URI. Creating the experiment here fixes where every job's artifacts go, whatever
-    directory the job runs in. A new store starts as a copy of :func:`_empty_store_template`."""
-    from mlflow.tracking import MlflowClient
-
-    directory.mkdir(parents=True, exist_ok=True)
-    database = directory.resolve() / "mlflow.db"
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    if not database.exists():
-        _new_store(database)
-    uri = tracking_store_uri(directory)
-    client = MlflowClient(tracking_uri=uri)
-    if client.get_experiment_by_name(TRACKING_EXPERIMENT) is None:
-        client.create_experiment(TRACKING_EXPERIMENT,
-                                 artifact_location=(directory.resolve() / "artifacts").as_uri())
-    return uri
-
-
-class _TrackingStore:
-    """The engine's MLflow store (:func:`prepare_tracking_store`), made once: in a thread of its
-    own from :meth:`start`, or here at the first :meth:`wait` if nothing started it. :meth:`wait`
-    returns once it is made and raises what making it raised."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.uri = tracking_store_uri(directory)
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._made = False
-        self._error: BaseException | None = None
-
-    def _make(self) -> None:
-        try:
-            prepare_tracking_store(self.directory)
-        except BaseException as error:  # handed to whoever waits
-            self._error = error
-        else:
-            self._made = True
-
-    def start(self) -> None:
-        with self._lock:
-            if self._thread is None and not self._made:
-                self._thread = threading.Thread(target=self._make, name="mlflow-store", daemon=True)
-                self._thread.start()
-
-    def wait(self) -> None:
-        with self._lock:
-            if self._thread is None and not self._made:
-                self._make()
-            thread = self._thread
-        if thread is not None:
-            thread.join()
-        if self._error is not None:
-            raise self._error
-
-    def wait_quietly(self) -> None:
-        """Wait for a store being made; what failed is raised to the readers, not here."""
-        thread = self._thread
-        if thread is not None:
-            thread.join()
-
-
 class OfflineEngine:
     """Runs executions of the synthesized state machine; a context manager (moto's mock and the
     SageMaker service are active inside it).
@@ -179,11 +70,10 @@ class OfflineEngine:
     :mod:`smtrain.local.execution_records`). ``backend`` defaults
     to a :class:`LocalBackend` over them; ``on_log`` gets each training log line.
     With ``tracking`` (the default) the local backend's jobs log to an MLflow store in ``work_dir/mlflow``
-    (:attr:`tracking_uri`), experiment ``smtrain``. The store is made in a thread of its own from
-    the first execution's start (:class:`_TrackingStore`): importing MLflow and opening a store
-    take a new process about 2 s of Python, which then runs while the first job's process starts
-    and trains instead of before it. Whatever reads the store waits for it: the backend before it
-    logs a job's run, :attr:`tracking_uri`, and leaving the engine.
+    (:attr:`tracking_uri`), experiment ``smtrain``, made on entering the engine, without importing
+    MLflow (:mod:`smtrain.local.tracking_store`). MLflow is imported, and the store opened, in a
+    thread of its own from the first execution's start (about 2 s of a new process), so that
+    logging the first job's run does not wait for it; leaving the engine waits for that thread.
     """
 
     def __init__(self, *, outdir: Path, work_dir: Path, backend: SageMakerBackend | None = None,
@@ -196,14 +86,13 @@ class OfflineEngine:
         self.deployment: LocalDeployment = load_deployment(outdir, s3=self.s3, region=region)
         # The store itself is made on entering (MLflow is imported then): an engine built only to
         # read its deployment and S3 stand-in (the CLI checking a run's input) needs none.
-        tracking_dir = work_dir / "mlflow"  # work_dir is resolved: the URI and store agree
-        self._store = _TrackingStore(tracking_dir) if tracking and backend is None else None
+        self._tracking_dir = work_dir / "mlflow"  # work_dir is resolved: the URI and store agree
+        self.tracking_uri = tracking_store_uri(self._tracking_dir) if tracking and backend is None else None
         self.backend: SageMakerBackend = backend or LocalBackend(
             s3=self.s3, work_dir=work_dir, images=Images(byoc=self.deployment.byoc_programs),
-            on_log=on_log, environment={contract.ENV_TRACKING_URI: self._store.uri,
+            on_log=on_log, environment={contract.ENV_TRACKING_URI: self.tracking_uri,
                                         contract.ENV_EXPERIMENT: TRACKING_EXPERIMENT}
-            if self._store is not None else None,
-            tracking_ready=self._store.wait if self._store is not None else None)
+            if self.tracking_uri else None)
         self.region = region
         #: The offline model registry (``<work_dir>/registry``), with the deployment's groups;
         #: it inspects the model archives in the S3 stand-in (a missing handler is flagged).
@@ -221,11 +110,17 @@ class OfflineEngine:
         self._cleanup_arn: str | None = None
         self._cleaned: set[str] = set()
         self._contexts: list[Any] = []
+        self._store_ready = False
+        self._warm_up: threading.Thread | None = None
         self._client: Any = None
         self.state_machine_arn = ""
 
     def __enter__(self) -> OfflineEngine:
         from moto import mock_aws
+
+        if self.tracking_uri is not None and not self._store_ready:
+            prepare_tracking_store(self._tracking_dir)
+            self._store_ready = True  # entered again (a module's runs on a shared engine): kept
 
         # moto logs every failed Choice lookup and caught task error at ERROR level; the
         # execution's history already carries what matters.
@@ -257,22 +152,14 @@ class OfflineEngine:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  traceback: TracebackType | None) -> None:
-        if self._store is not None:
-            self._store.wait_quietly()  # no thread of it outlives the engine
+        if self._warm_up is not None:
+            self._warm_up.join()  # no import outlives the engine
         while self._contexts:
             context = self._contexts.pop()
             if hasattr(context, "stop"):
                 context.stop()
             else:
                 context.__exit__(exc_type, exc, traceback)
-
-    @property
-    def tracking_uri(self) -> str | None:
-        """The MLflow store's tracking URI, once the store is made (None: not tracked)."""
-        if self._store is None:
-            return None
-        self._store.wait()
-        return self._store.uri
 
     @property
     def client(self) -> Any:
@@ -284,8 +171,11 @@ class OfflineEngine:
         response = self.client.start_execution(stateMachineArn=self.state_machine_arn, name=name,
                                                input=json.dumps(execution_input))
         arn = str(response["executionArn"])
-        if self._store is not None:
-            self._store.start()  # beside the execution, which starts jobs only after this
+        if self.tracking_uri is not None and self._warm_up is None:
+            # MLflow loads while the execution starts its first job (the process that trains).
+            self._warm_up = threading.Thread(target=warm_up, args=(self.tracking_uri,),
+                                             name="mlflow-warm-up", daemon=True)
+            self._warm_up.start()
         # Recorded under the work dir, so that `smtrain status --local` and the other commands
         # can read it after this process (moto forgets it): see execution_records.
         execution_records.write(self.work_dir, self.client.describe_execution(executionArn=arn))

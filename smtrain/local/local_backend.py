@@ -333,12 +333,8 @@ class LocalBackend:
     def __init__(self, *, s3: LocalS3, work_dir: Path, images: Images,
                  on_log: Callable[[str, str], None] | None = None,
                  environment: dict[str, str] | None = None,
-                 env_cache: Path | None = None,
-                 tracking_ready: Callable[[], None] | None = None) -> None:
+                 env_cache: Path | None = None) -> None:
         self.environment = dict(environment or {})
-        #: Waits until the tracking URI's store can be written (the offline engine makes it
-        #: beside its first execution); raises what kept it from being made.
-        self._tracking_ready = tracking_ready
         self.env_cache = env_cache or default_cache_dir()
         self.s3 = s3
         self.work_dir = work_dir.resolve()
@@ -1046,8 +1042,6 @@ class LocalBackend:
         if not uri:
             return
         try:
-            if self._tracking_ready is not None:
-                self._tracking_ready()
             record = read_run_record(self._record_path(job))
             if record is not None:
                 from mlflow.tracking import MlflowClient
