@@ -87,12 +87,15 @@ class OfflineEngine:
         # The store itself is made on entering (MLflow is imported then): an engine built only to
         # read its deployment and S3 stand-in (the CLI checking a run's input) needs none.
         self._tracking_dir = work_dir / "mlflow"  # work_dir is resolved: the URI and store agree
+        #: Loads MLflow from the first execution's start (:meth:`start`).
+        self._warm_up: threading.Thread | None = None
         self.tracking_uri = tracking_store_uri(self._tracking_dir) if tracking and backend is None else None
         self.backend: SageMakerBackend = backend or LocalBackend(
             s3=self.s3, work_dir=work_dir, images=Images(byoc=self.deployment.byoc_programs),
             on_log=on_log, environment={contract.ENV_TRACKING_URI: self.tracking_uri,
                                         contract.ENV_EXPERIMENT: TRACKING_EXPERIMENT}
-            if self.tracking_uri else None)
+            if self.tracking_uri else None,
+            before_tracking=self._warmed_up)
         self.region = region
         #: The offline model registry (``<work_dir>/registry``), with the deployment's groups;
         #: it inspects the model archives in the S3 stand-in (a missing handler is flagged).
@@ -111,7 +114,6 @@ class OfflineEngine:
         self._cleaned: set[str] = set()
         self._contexts: list[Any] = []
         self._store_ready = False
-        self._warm_up: threading.Thread | None = None
         self._client: Any = None
         self.state_machine_arn = ""
 
@@ -150,10 +152,14 @@ class OfflineEngine:
                 roleArn=f"arn:aws:iam::{ACCOUNT}:role/local-queue-cleanup")["stateMachineArn"]
         return self
 
+    def _warmed_up(self) -> None:
+        """Wait for the thread that loads MLflow, if one was started (it never raises)."""
+        if self._warm_up is not None:
+            self._warm_up.join()
+
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  traceback: TracebackType | None) -> None:
-        if self._warm_up is not None:
-            self._warm_up.join()  # no import outlives the engine
+        self._warmed_up()  # no import outlives the engine
         while self._contexts:
             context = self._contexts.pop()
             if hasattr(context, "stop"):

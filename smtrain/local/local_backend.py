@@ -333,8 +333,13 @@ class LocalBackend:
     def __init__(self, *, s3: LocalS3, work_dir: Path, images: Images,
                  on_log: Callable[[str, str], None] | None = None,
                  environment: dict[str, str] | None = None,
-                 env_cache: Path | None = None) -> None:
+                 env_cache: Path | None = None,
+                 before_tracking: Callable[[], None] | None = None) -> None:
         self.environment = dict(environment or {})
+        #: Called before a job's run is logged: the offline engine waits there for its thread
+        #: that imports MLflow, so that no two threads import MLflow's modules at once (the
+        #: import system's module locks can refuse crossing imports as a deadlock).
+        self._before_tracking = before_tracking
         self.env_cache = env_cache or default_cache_dir()
         self.s3 = s3
         self.work_dir = work_dir.resolve()
@@ -1042,6 +1047,8 @@ class LocalBackend:
         if not uri:
             return
         try:
+            if self._before_tracking is not None:
+                self._before_tracking()
             record = read_run_record(self._record_path(job))
             if record is not None:
                 from mlflow.tracking import MlflowClient
