@@ -8,6 +8,7 @@ from __future__ import annotations
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ METRICS = [{"Name": "validation:accuracy", "Regex": r"validation:accuracy=([0-9.
 
 def tiny_backend(tmp_path: Path, program: str, *, requirements: str | None = None,
                  environment: dict[str, str] | None = None,
-                 lines: list[tuple[str, str]] | None = None) -> LocalBackend:
+                 lines: list[tuple[str, str]] | None = None,
+                 before_tracking: Callable[[], None] | None = None) -> LocalBackend:
     """A backend whose one BYOC image runs ``program`` (Python source) as its ``train``."""
     context = tmp_path / "context"
     program_dir = context / "tiny"
@@ -44,7 +46,7 @@ def tiny_backend(tmp_path: Path, program: str, *, requirements: str | None = Non
                        entry_point=program_dir / "train")
     return LocalBackend(s3=LocalS3(tmp_path / "s3"), work_dir=tmp_path / "work",
                         images=Images(byoc={IMAGE: byoc}), environment=environment,
-                        env_cache=tmp_path / "envs",
+                        env_cache=tmp_path / "envs", before_tracking=before_tracking,
                         on_log=(lambda job, line: lines.append((job, line))) if lines is not None else None)
 
 

@@ -355,11 +355,13 @@ TRACKS_WITH_THE_TRACKER = """
 """
 
 
-def _tiny_tracked(tmp_path: Path, environment: dict[str, str], name: str) -> tuple[Any, Any]:
+def _tiny_tracked(tmp_path: Path, environment: dict[str, str], name: str,
+                  before_tracking: Any = None) -> tuple[Any, Any]:
     """A tiny BYOC program that tracks with ``common/tracking.py``, run by a real backend."""
     from tests.test_local_failures import METRICS, run_job, tiny_backend
 
-    backend = tiny_backend(tmp_path, TRACKS_WITH_THE_TRACKER, environment=environment)
+    backend = tiny_backend(tmp_path, TRACKS_WITH_THE_TRACKER, environment=environment,
+                           before_tracking=before_tracking)
     shutil.copytree(ROOT / "training_code" / "common", tmp_path / "context" / "common")
     job = run_job(backend, name, metric_definitions=METRICS,
                   tags=[{"Key": "smtrain:execution", "Value": "exec-1"},
@@ -397,6 +399,28 @@ def test_the_backend_logs_the_run_the_job_recorded(tmp_path: Path, monkeypatch: 
     assert [(m.step, m.value) for m in sorted(client.get_metric_history(run.info.run_id, "validation:accuracy"),
                                               key=lambda m: m.step)] == [(1, 0.5), (2, 0.7), (3, 0.8)]
     assert [a.path for a in client.list_artifacts(run.info.run_id, "model")] == ["model/model.txt"]
+
+
+def test_the_backend_waits_before_it_logs_a_run(tmp_path: Path) -> None:
+    """The backend calls its ``before_tracking`` (the engine: wait for the thread loading MLflow)
+    once per job, before the job's run is in the store."""
+    from smtrain.local.engine import TRACKING_EXPERIMENT
+    from smtrain.local.tracking_store import prepare_tracking_store
+
+    uri = prepare_tracking_store(tmp_path / "mlflow")
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(TRACKING_EXPERIMENT)
+    assert experiment is not None
+    runs_when_called = []
+
+    def before_tracking() -> None:
+        runs_when_called.append(len(client.search_runs([experiment.experiment_id])))
+
+    _, job = _tiny_tracked(tmp_path, {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": TRACKING_EXPERIMENT},
+                           "waited-job", before_tracking=before_tracking)
+    assert job.status == "Completed", job.failure_reason
+    assert runs_when_called == [0]
+    assert [r.info.run_name for r in client.search_runs([experiment.experiment_id])] == ["waited-job"]
 
 
 def test_a_tracking_failure_after_the_job_never_fails_it(tmp_path: Path) -> None:
@@ -438,10 +462,46 @@ def test_a_new_store_starts_from_the_template(tmp_path: Path, monkeypatch: pytes
     assert run.info.artifact_uri.startswith((tmp_path / "first" / "artifacts").resolve().as_uri())
     assert clients[1].search_runs([ids[1]]) == []
     assert [r.info.run_id for r in clients[0].search_runs([ids[0]])] == [run.info.run_id]
+    # Copies, not stores MLflow made afresh: the template's Default experiment, to the millisecond.
+    assert {_default_created(tmp_path / name / "mlflow.db") for name in ("first", "second")} == {
+        _default_created(template)}
     # Opened again, a store keeps what it holds (it is not copied over).
     assert prepare_tracking_store(tmp_path / "first") == first
     assert len(clients[0].search_runs([ids[0]])) == 1
     assert sorted(p.name for p in (tmp_path / "first").iterdir()) == ["mlflow.db"]  # no partial left
+
+
+def _default_created(database: Path) -> int:
+    import sqlite3
+
+    connection = sqlite3.connect(database)
+    try:
+        (created,) = connection.execute("SELECT creation_time FROM experiments WHERE name = 'Default'").fetchone()
+    finally:
+        connection.close()
+    return int(created)
+
+
+def test_stores_made_at_once_in_one_folder_are_one_whole_store(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads (or processes) making the same new store at once: one copy lands, with the
+    experiment set to the store's folder, and no partial file is left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from smtrain.local.engine import TRACKING_EXPERIMENT
+    from smtrain.local.tracking_store import prepare_tracking_store, store_template
+
+    monkeypatch.setenv("SMTRAIN_ENV_CACHE", str(tmp_path / "cache" / "envs"))
+    store_template()
+    for round_ in range(20):
+        folder = tmp_path / f"store-{round_}"
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            uris = set(pool.map(prepare_tracking_store, [folder] * 4))
+        (uri,) = uris
+        experiment = MlflowClient(uri).get_experiment_by_name(TRACKING_EXPERIMENT)
+        assert experiment is not None
+        assert experiment.artifact_location == (folder / "artifacts").resolve().as_uri()
+        assert sorted(p.name for p in folder.iterdir()) == ["mlflow.db"]
 
 
 def test_a_store_is_made_without_importing_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -486,17 +546,26 @@ def test_a_store_without_the_experiment_or_a_bad_template_gets_it_from_mlflow(
     assert experiment is not None
     assert experiment.artifact_location == (tmp_path / "mine" / "artifacts").resolve().as_uri()
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["mlflow.db"]  # no partial left
+    # The bad template is gone, and the next store has a good one made and copied.
+    assert not template.exists()
+    later = prepare_tracking_store(tmp_path / "later")
+    assert template.is_file()
+    assert _default_created(tmp_path / "later" / "mlflow.db") == _default_created(template)
+    experiment = MlflowClient(later).get_experiment_by_name(TRACKING_EXPERIMENT)
+    assert experiment is not None
+    assert experiment.artifact_location == (tmp_path / "later" / "artifacts").resolve().as_uri()
 
 
 def test_the_engine_loads_mlflow_beside_its_first_execution(synthesized: Any, tmp_path: Path) -> None:
     """Entering the engine makes its store (with the experiment); MLflow is loaded in a thread
     from its first execution's start, which leaving the engine waits for."""
-    import threading
-
     from smtrain.local.engine import TRACKING_EXPERIMENT
+    from smtrain.local.tracking_store import store_template
 
     with OfflineEngine(outdir=synthesized.outdir, work_dir=tmp_path / "work") as engine:
         assert engine.tracking_uri == f"sqlite:///{tmp_path.resolve() / 'work' / 'mlflow' / 'mlflow.db'}"
+        # A copy of the template (MLflow did not make it here).
+        assert _default_created(tmp_path / "work" / "mlflow" / "mlflow.db") == _default_created(store_template())
         experiment = MlflowClient(engine.tracking_uri).get_experiment_by_name(TRACKING_EXPERIMENT)
         assert experiment is not None
         assert experiment.artifact_location == (tmp_path / "work" / "mlflow" / "artifacts").resolve().as_uri()
@@ -506,7 +575,6 @@ def test_the_engine_loads_mlflow_beside_its_first_execution(synthesized: Any, tm
         warm_up = engine._warm_up
         assert warm_up is not None and warm_up.name == "mlflow-warm-up"
     assert not warm_up.is_alive()
-    assert warm_up not in threading.enumerate()
 
 
 def test_a_store_is_made_in_place_where_the_cache_cannot_be_written(

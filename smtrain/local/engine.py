@@ -72,8 +72,9 @@ class OfflineEngine:
     With ``tracking`` (the default) the local backend's jobs log to an MLflow store in ``work_dir/mlflow``
     (:attr:`tracking_uri`), experiment ``smtrain``, made on entering the engine, without importing
     MLflow (:mod:`smtrain.local.tracking_store`). MLflow is imported, and the store opened, in a
-    thread of its own from the first execution's start (about 2 s of a new process), so that
-    logging the first job's run does not wait for it; leaving the engine waits for that thread.
+    thread of its own from the first execution's start (about 2 s of a new process), while the
+    first job starts and trains; logging a job's run waits for that thread (a first job shorter
+    than MLflow's load waits for the rest), and so does leaving the engine.
     """
 
     def __init__(self, *, outdir: Path, work_dir: Path, backend: SageMakerBackend | None = None,
@@ -84,8 +85,8 @@ class OfflineEngine:
         self.work_dir = work_dir
         self.s3 = LocalS3(work_dir / contract.LOCAL_S3_DIR)
         self.deployment: LocalDeployment = load_deployment(outdir, s3=self.s3, region=region)
-        # The store itself is made on entering (MLflow is imported then): an engine built only to
-        # read its deployment and S3 stand-in (the CLI checking a run's input) needs none.
+        # The store itself is made on entering: an engine built only to read its deployment and
+        # S3 stand-in (the CLI checking a run's input) needs none.
         self._tracking_dir = work_dir / "mlflow"  # work_dir is resolved: the URI and store agree
         #: Loads MLflow from the first execution's start (:meth:`start`).
         self._warm_up: threading.Thread | None = None
@@ -174,14 +175,16 @@ class OfflineEngine:
         return self._client
 
     def start(self, execution_input: dict[str, Any], *, name: str) -> str:
+        if self.tracking_uri is not None and self._warm_up is None:
+            # MLflow loads while the execution starts its first job (the process that trains);
+            # started before the execution, so that every job's end finds it to wait for.
+            warm = threading.Thread(target=warm_up, args=(self.tracking_uri,), name="mlflow-warm-up",
+                                    daemon=True)
+            warm.start()
+            self._warm_up = warm
         response = self.client.start_execution(stateMachineArn=self.state_machine_arn, name=name,
                                                input=json.dumps(execution_input))
         arn = str(response["executionArn"])
-        if self.tracking_uri is not None and self._warm_up is None:
-            # MLflow loads while the execution starts its first job (the process that trains).
-            self._warm_up = threading.Thread(target=warm_up, args=(self.tracking_uri,),
-                                             name="mlflow-warm-up", daemon=True)
-            self._warm_up.start()
         # Recorded under the work dir, so that `smtrain status --local` and the other commands
         # can read it after this process (moto forgets it): see execution_records.
         execution_records.write(self.work_dir, self.client.describe_execution(executionArn=arn))

@@ -80,24 +80,31 @@ def store_template() -> Path:
 
 def _new_store(database: Path, artifacts: Path) -> None:
     """``database`` as a copy of the template with the experiment's artifacts in ``artifacts``,
-    appearing whole and only where none is yet (a store another process made meanwhile is kept).
-    Raises OSError or sqlite3.Error where the template cannot be made or is not as expected."""
+    appearing whole and only where none is yet (a store another process or thread made meanwhile
+    is kept; each copy is a file of its own until then). A template that is not as written is
+    deleted, so that the next store has a new one made, and this raises."""
     template = store_template()
-    partial = database.with_name(f".{database.name}.{os.getpid()}.partial")
+    handle, name = tempfile.mkstemp(dir=database.parent, prefix=f".{database.name}.", suffix=".partial")
+    os.close(handle)
+    partial = Path(name)
     try:
         shutil.copyfile(template, partial)
         now = int(time.time() * 1000)
-        connection = sqlite3.connect(partial)
         try:
-            with connection:  # one transaction, committed on leaving
-                updated = connection.execute(
-                    "UPDATE experiments SET artifact_location = ?, creation_time = ?, last_update_time = ? "
-                    "WHERE name = ? AND artifact_location = ?",
-                    (artifacts.as_uri(), now, now, EXPERIMENT, _PLACEHOLDER)).rowcount
-        finally:
-            connection.close()
-        if updated != 1:
-            raise sqlite3.DatabaseError(f"{template}: no {EXPERIMENT!r} experiment to set")
+            connection = sqlite3.connect(partial)
+            try:
+                with connection:  # one transaction, committed on leaving
+                    updated = connection.execute(
+                        "UPDATE experiments SET artifact_location = ?, creation_time = ?, last_update_time = ? "
+                        "WHERE name = ? AND artifact_location = ?",
+                        (artifacts.as_uri(), now, now, EXPERIMENT, _PLACEHOLDER)).rowcount
+            finally:
+                connection.close()
+            if updated != 1:
+                raise sqlite3.DatabaseError(f"{template}: no {EXPERIMENT!r} experiment to set")
+        except sqlite3.Error:
+            template.unlink(missing_ok=True)  # damaged or not ours: made again next time
+            raise
         with contextlib.suppress(FileExistsError):  # a store made meanwhile is kept
             os.link(partial, database)
     finally:
@@ -108,7 +115,8 @@ def _has_experiment(database: Path) -> bool:
     try:
         connection = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)
         try:
-            row = connection.execute("SELECT count(*) FROM experiments WHERE name = ?", (EXPERIMENT,)).fetchone()
+            row = connection.execute("SELECT count(*) FROM experiments WHERE name = ? AND artifact_location != ?",
+                                     (EXPERIMENT, _PLACEHOLDER)).fetchone()
         finally:
             connection.close()
     except sqlite3.Error:
@@ -126,7 +134,9 @@ def prepare_tracking_store(directory: Path) -> str:
     artifacts = directory.resolve() / "artifacts"
     uri = tracking_store_uri(directory)
     if not database.exists():
-        with contextlib.suppress(OSError, sqlite3.Error):  # else MLflow makes it below
+        # Else MLflow makes it below: the cache cannot be written, the template is not as
+        # written, or MLflow could not make the template (its migrations raise their own errors).
+        with contextlib.suppress(Exception):
             _new_store(database, artifacts)
     if database.exists() and _has_experiment(database):
         return uri
