@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from smtrain.core.contract import DATASETS_PREFIX
+from smtrain.core.user_cache import cache_folder
 
 #: The shipped programs that train on the digits sample (folders of training_code/): the three
 #: program kinds, then one script program per other framework the SDK runs scripts on (each as
@@ -49,8 +50,7 @@ _KEPT_FORMAT = "v1"
 def _kept_split_path(*, validation_fraction: float, seed: int) -> Path:
     from importlib.metadata import version
 
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return (Path(base) / "smtrain" / "sample-data"
+    return (cache_folder("sample-data")
             / (f"digits-{_KEPT_FORMAT}-sklearn{version('scikit-learn')}-numpy{np.__version__}"
                f"-{validation_fraction!r}-{seed}.npz"))
 

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from smtrain.core.user_cache import cache_folder
+
 #: Part of every key: a change to what an answer file holds changes every key.
 _FORMAT = 1
 
@@ -32,8 +34,7 @@ def cache_dir() -> Path:
     explicit = os.environ.get("SMTRAIN_RULE_CACHE")
     if explicit:
         return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "smtrain" / "rule-answers"
+    return cache_folder("rule-answers")
 
 
 def answer_path(material: Any) -> Path:

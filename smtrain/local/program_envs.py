@@ -35,6 +35,7 @@ from pathlib import Path
 
 from smtrain.core import contract
 from smtrain.core.file_lock import locked
+from smtrain.core.user_cache import cache_folder
 from smtrain.core.vendored_requirements import ORIGINAL_REQUIREMENTS, WHEELS_DIR
 
 #: Overrides where the program environments are cached (not in :mod:`smtrain.core.contract`).
@@ -53,8 +54,7 @@ def default_cache_dir() -> Path:
     override = os.environ.get(ENV_CACHE_VARIABLE)
     if override:
         return Path(override).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "smtrain" / "envs"
+    return cache_folder("envs")
 
 
 def package_lines(text: str) -> list[str]:
