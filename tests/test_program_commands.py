@@ -20,6 +20,7 @@ from smtrain.cli import EXIT_OK, EXIT_USAGE, main
 from smtrain.cli.framework_skeletons import FRAMEWORK_SKELETONS
 from smtrain.core import contract, programs
 from smtrain.local.job_tree import JobTree, build_job_tree
+from tests.conftest import ROOT
 
 TOOLKIT_TRAIN = Path(sys.executable).parent / "train"  # sagemaker-training's entry point
 
@@ -47,6 +48,60 @@ def channels(tmp_path: Path) -> dict[str, Path]:
     _write_csv(tmp_path / "data" / "train", 60, seed=1)
     _write_csv(tmp_path / "data" / "validation", 30, seed=2)
     return {name: tmp_path / "data" / name for name in ("train", "validation")}
+
+
+#: The Hugging Face inference image's serving stack, over the training image's environment.
+HUGGINGFACE_SERVING = ROOT / "tests" / "fixtures" / "serving" / "huggingface-inference-4.48.txt"
+
+
+def _assert_served_by_the_huggingface_inference_image(program: programs.Program, tree: JobTree, tmp_path: Path,
+                                                      training_environment: Path, *, reported: float) -> None:
+    """The model, packed as the job packs ``/opt/ml/model`` and unpacked as SageMaker unpacks it
+    for an endpoint, serves as AWS's Hugging Face inference image serves it: multi-model-server's
+    own backend worker loads it through the image's toolkit (its handler service, which finds
+    the skeleton's ``code/inference.py``), in the image's environment with the registered
+    version's container variables, and answers every validation row with the class the
+    training's last validation accuracy counted; a bad request gets a 400 and the reason."""
+    import numpy as np
+
+    from smtrain.local.program_envs import default_cache_dir, environment_for
+    from tests.mms_frontend import MmsWorker
+
+    archive, served = tmp_path / "model.tar.gz", tmp_path / "served-model"
+    with tarfile.open(archive, "w:gz") as packing:
+        for path in sorted(tree.model_dir.iterdir()):
+            packing.add(path, arcname=path.name)
+    with tarfile.open(archive) as unpacking:
+        unpacking.extractall(served, filter="data")
+    assert (served / "code" / "inference.py").read_bytes() == (program.directory / "inference.py").read_bytes()
+    python = environment_for(HUGGINGFACE_SERVING, default_cache_dir(), base=training_environment)
+    data = np.vstack([np.loadtxt(path, delimiter=",", ndmin=2)
+                      for path in sorted((tree.base_dir / "input" / "data" / "validation").rglob("*.csv"))])
+    features, labels = data[:, 1:], data[:, 0].astype(int)
+    # What the registered version's container sets (infra/constructs/training_state_machine.py).
+    environment = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"),
+                   "SAGEMAKER_PROGRAM": program.serving.entry_point,
+                   "SAGEMAKER_SUBMIT_DIRECTORY": contract.MODEL_CODE_DIR}
+    with MmsWorker(python=python, model_dir=served, handler="sagemaker_huggingface_inference_toolkit.handler_service",
+                   scratch=tmp_path / "mms", environment=environment) as worker:
+        rows = "".join(",".join(repr(float(value)) for value in row) + "\n" for row in features).encode()
+        answer = worker.predict(rows, content_type="text/csv", accept="application/json")
+        assert (answer.status, answer.content_type) == (200, "application/json"), answer
+        predictions = json.loads(answer.body)["predictions"]
+        assert round(float((np.asarray(predictions) == labels).mean()), 6) == reported
+        instances = json.dumps({"instances": features[:3].tolist()}).encode()
+        answer = worker.predict(instances, content_type="application/json", accept="text/csv")
+        assert (answer.status, answer.content_type, answer.body) == (
+            200, "text/csv", "".join(f"{label}\n" for label in predictions[:3]).encode())
+        answer = worker.predict(b"1,2,3\n", content_type="text/csv")
+        assert (answer.status, answer.message) == (
+            400, f"each row must have {features.shape[1]} features, got 3"), answer
+        answer = worker.predict(b"\x89PNG", content_type="image/png")
+        assert (answer.status, answer.message) == (
+            400, "content type 'image/png' is not served: text/csv or application/json"), answer
+    log = worker.output()
+    assert "Inference script implementation found at `inference`" in log, log[-3000:]
+    assert "`predict_fn` implementation found" in log
 
 
 # --- programs -------------------------------------------------------------------------------
@@ -328,6 +383,9 @@ def test_framework_skeleton_trains_through_its_image_s_toolkit(
         assert program.instance_type == "ml.g5.xlarge"  # its images are GPU builds only
         config = json.loads((tree.model_dir / "config.json").read_text())
         assert config["architectures"] == ["ViTForImageClassification"]
+        _assert_served_by_the_huggingface_inference_image(
+            program, tree, tmp_path, environment,
+            reported=_metrics(program, result.stdout)["validation:accuracy"][-1])
         assert len(config["feature_mean"]) == 4  # the standardization travels with the weights
 
 

@@ -8,6 +8,11 @@ accuracy its training reported.
   handler's four functions in the toolkit's order;
 - BYOC (``digits_lightgbm``): the image's ``serve`` program, started as SageMaker starts it, over
   real HTTP on ``/ping`` and ``/invocations``.
+
+The Hugging Face skeleton's model (``digits_huggingface``) is served where it is trained, in
+``tests/test_program_commands.py`` (multi-model-server's own backend worker and the Hugging Face
+inference toolkit, ``tests/mms_frontend.py``): training it again here would cost a second
+transformers job.
 """
 
 from __future__ import annotations

@@ -29,6 +29,10 @@ class FrameworkSkeleton:
     uses: str
     #: What it trains (``new-program``'s next steps and the manifest's description).
     model: str
+    #: The file in ``skeletons/`` written beside ``train.py`` as ``inference.py``, the handler
+    #: ``train.py`` puts in the model's ``code/`` for the framework's inference image; None:
+    #: the skeleton writes no handler.
+    handler: str | None = None
 
 
 #: Per framework with a skeleton of its own.
@@ -44,7 +48,8 @@ FRAMEWORK_SKELETONS: Final[dict[str, FrameworkSkeleton]] = {
                                     model="a Keras softmax regression"),
     "huggingface": FrameworkSkeleton(model_file="model.safetensors", module="transformers",
                                      uses="transformers, torch and numpy",
-                                     model="a one-layer transformer classifier (transformers' ViT, by Trainer)"),
+                                     model="a one-layer transformer classifier (transformers' ViT, by Trainer)",
+                                     handler="huggingface_inference.py.txt"),
 }
 
 #: The TensorFlow toolkit passes ``--model_dir`` (the stack sends it, as the SDK's TensorFlow
@@ -84,3 +89,11 @@ def entry_point(framework: str) -> str:
     # definitions (PEP 8).
     definitions = "\n\n\n".join(part.strip("\n") for part in (body, own["code"], contract["main"]))
     return f"{head}\n\n{definitions}\n"
+
+
+def inference_handler(framework: str) -> str | None:
+    """The ``inference.py`` a ``framework`` skeleton writes beside ``train.py``, or None."""
+    skeleton = FRAMEWORK_SKELETONS.get(framework)
+    if skeleton is None or skeleton.handler is None:
+        return None
+    return (SKELETONS_DIR / skeleton.handler).read_text()

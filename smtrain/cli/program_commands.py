@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from smtrain.cli.framework_skeletons import FRAMEWORK_SKELETONS
+from smtrain.cli.framework_skeletons import FRAMEWORK_SKELETONS, inference_handler
 from smtrain.cli.framework_skeletons import entry_point as skeleton_entry_point
 from smtrain.cli.outcome import EXIT_OK, EXIT_USAGE, Handler, fail, run_handler
 from smtrain.core import builtin_algorithms, contract, programs
@@ -215,6 +215,9 @@ def skeleton_files(name: str, kind: str, training_code_dir: Path,
         folder / "requirements.txt": _requirements(framework if own else None),
         folder / entry: skeleton_entry_point(framework) if own else _entry_point(kind),
     }
+    handler = inference_handler(framework) if kind == "script" else None
+    if handler is not None:
+        files[folder / "inference.py"] = handler
     if kind == "byoc":
         files[folder / "Dockerfile"] = _DOCKERFILE.replace("__BASE_IMAGE__", BYOC_BASE_IMAGE)
     test = training_code_dir.parent / "tests" / "programs" / test_file_name(name)
@@ -346,6 +349,11 @@ def _manifest(name: str, kind: str, framework: str = "pytorch") -> str:
     instance = ("# Its images are GPU builds only: a GPU type of allowedInstanceTypes (cdk.json).\n"
                 f'instance_type = "{_HUGGINGFACE_INSTANCE_TYPE}"\n'
                 if kind == "script" and framework == "huggingface" else "")
+    serving = ("\n# What the model's handler (inference.py, which train.py puts in the model's code/) takes\n"
+               "# and answers.\n[serving]\n"
+               'content_types = ["text/csv", "application/json"]\n'
+               'response_types = ["application/json", "text/csv"]\n'
+               if kind == "script" and inference_handler(framework) is not None else "")
     return f"""\
 # A training program: what it is, what it reads, prints and takes (every field: docs/programs.md).
 # `smtrain programs` lists it; `make synth` packages it.
@@ -392,7 +400,7 @@ hyperband_max_resource = 10  # the default epochs: one metric line per epoch
 min = 0.01
 max = 1
 scaling = "Logarithmic"
-"""
+{serving}"""
 
 
 _SCRIPT_HYPERPARAMETERS = '''\

@@ -6,7 +6,8 @@ The SageMaker contract: channels ``train`` and ``validation`` (CSV files, the la
 number, in the first column, no header) at ``SM_CHANNEL_TRAIN`` / ``SM_CHANNEL_VALIDATION``; one
 metric line per epoch, ``epoch=N train:loss=X validation:accuracy=Y``; the model to
 ``SM_MODEL_DIR`` as ``save_model`` writes it (``config.json`` and ``model.safetensors``, what
-``from_pretrained`` and AWS's Hugging Face inference image load); on an error, the reason to
+``from_pretrained`` loads), with ``code/inference.py``, the handler AWS's Hugging Face inference
+image serves it with (this folder's ``inference.py``); on an error, the reason to
 ``/opt/ml/output/failure`` and exit status 1.
 
 The model is built from its configuration: a job reaches the Hugging Face hub only where its
@@ -147,6 +148,10 @@ def train(args: argparse.Namespace, x_train: np.ndarray, y_train: np.ndarray,
         compute_metrics=accuracy, callbacks=[PrintMetrics()])
     trainer.train()
     trainer.save_model(str(model_dir))
+    # The inference image's toolkit imports code/inference.py from model.tar.gz (SAGEMAKER_PROGRAM).
+    handler = model_dir / "code" / "inference.py"
+    handler.parent.mkdir(exist_ok=True)
+    handler.write_bytes(Path(__file__).with_name("inference.py").read_bytes())
     return model_dir / "model.safetensors"
 
 
