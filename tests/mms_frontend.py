@@ -20,7 +20,9 @@ toolkit's ``mms_model_server`` writes for MMS), which the frontend passes to the
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -32,7 +34,10 @@ from pathlib import Path
 from types import TracebackType
 
 _LOAD, _PREDICT = b"L", b"I"
+#: The worker writes its stdout and stderr to ``<tmp dir>/<this>-stdout`` and ``-stderr``.
+_IO_NAME = "model-io"
 _START_TIMEOUT = 120.0  # seconds for the worker to listen (it imports torch and transformers)
+_ANSWER_TIMEOUT = 120.0  # seconds for any one answer (loading the model, a prediction)
 
 
 @dataclass(frozen=True)
@@ -105,31 +110,50 @@ class MmsWorker:
                  "--tmp-dir", str(self._scratch)],
                 stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
                 env={**self._environment, "MMS_DECODE_INPUT_REQUEST": "false"})
-        deadline = time.monotonic() + _START_TIMEOUT
-        while not sock.exists():
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                self._stop()
-                raise RuntimeError(f"the MMS worker did not listen: {log.read_text()[-3000:]}")
-            time.sleep(0.05)
-        self._connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._connection.connect(str(sock))
-        io_name = "model-io"
-        self._connection.sendall(_LOAD + _text(b"model") + _text(str(self._model_dir).encode())
-                                 + _int(1) + _text(self._handler.encode()) + _int(-1)
-                                 + _text(io_name.encode()))
-        reader = _Reader(self._connection)
-        code, message = reader.number(), reader.field().decode()
-        reader.number()  # -1: no predictions
+        try:
+            code, message = self._load(sock)
+        except (OSError, ConnectionError) as error:
+            self._stop()
+            raise RuntimeError(f"the MMS worker did not load the model ({error}): "
+                               f"{log.read_text(errors='replace')[-3000:]}") from None
         if code != 200:
             self._stop()
             raise RuntimeError(f"the MMS worker did not load the model ({code}): {message}\n"
-                               f"{log.read_text()[-3000:]}")
+                               f"{log.read_text(errors='replace')[-3000:]}")
         for stream in ("stdout", "stderr"):  # the worker blocks until both are open for reading
-            fifo = self._scratch / f"{io_name}-{stream}"
+            fifo = self._scratch / f"{_IO_NAME}-{stream}"
             thread = threading.Thread(target=self._drain, args=(fifo, self._output[stream]), daemon=True)
             thread.start()
             self._readers.append(thread)
         return self
+
+    def _load(self, sock: Path) -> tuple[int, str]:
+        """Connect once the worker listens (it binds the socket file just before it listens),
+        send the load message, and read its answer."""
+        assert self._process is not None
+        deadline = time.monotonic() + _START_TIMEOUT
+        while True:
+            if self._process.poll() is not None:
+                raise ConnectionError(f"the worker exited with status {self._process.returncode}")
+            if sock.exists():
+                connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    connection.connect(str(sock))
+                    break
+                except OSError:
+                    connection.close()
+            if time.monotonic() > deadline:
+                raise ConnectionError(f"the worker did not listen in {_START_TIMEOUT:.0f} s")
+            time.sleep(0.05)
+        connection.settimeout(_ANSWER_TIMEOUT)  # a hung worker fails the test, not the suite
+        self._connection = connection
+        connection.sendall(_LOAD + _text(b"model") + _text(str(self._model_dir).encode())
+                           + _int(1) + _text(self._handler.encode()) + _int(-1)  # GPU id: none
+                           + _text(_IO_NAME.encode()))
+        reader = _Reader(connection)
+        code, message = reader.number(), reader.field().decode()
+        reader.number()  # -1: no predictions
+        return code, message
 
     @staticmethod
     def _drain(fifo: Path, lines: list[str]) -> None:
@@ -168,13 +192,19 @@ class MmsWorker:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
-        if self._process is not None and self._process.poll() is None:
-            os.killpg(self._process.pid, 15)
-            try:
-                self._process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._process.pid, 9)
-                self._process.wait()
+        if self._process is not None:
+            # The worker forks a process per connection into its session: end them all (the
+            # forked one's SIGTERM handler deletes its files and does not exit).
+            for sent in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(self._process.pid, sent)
+                except ProcessLookupError:
+                    break
+                if sent == signal.SIGTERM:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        self._process.wait(timeout=10)
+            self._process.wait()
+            self._process = None
         for thread in self._readers:
             thread.join(timeout=10)
 

@@ -52,11 +52,13 @@ def input_fn(input_data: str | bytes, content_type: str) -> np.ndarray:
             rows = json.loads(text)["instances"]
         except (ValueError, KeyError, TypeError):
             raise ValueError('an application/json request is {"instances": [[...], ...]}') from None
-    try:
-        features = np.asarray(rows, dtype=np.float32)
-    except (ValueError, TypeError):
+    try:  # as training read its CSV: float64, standardized, then float32 for the model
+        features = np.asarray(rows, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
         raise ValueError("every row must be a list of numbers, all of one length") from None
-    if features.ndim != 2 or len(features) == 0:
+    if features.ndim != 2:
+        raise ValueError("the request must be rows of features: a list of lists of numbers")
+    if len(features) == 0:
         raise ValueError("the request holds no rows of features")
     if not np.isfinite(features).all():
         raise ValueError("every feature must be a finite number")
@@ -65,21 +67,21 @@ def input_fn(input_data: str | bytes, content_type: str) -> np.ndarray:
 
 def predict_fn(features: np.ndarray, model: ViTForImageClassification) -> list[int]:
     """The class of each row, standardized as in training (the mean and deviation in config.json)."""
-    mean = np.asarray(model.config.feature_mean, dtype=np.float32)
-    std = np.asarray(model.config.feature_std, dtype=np.float32)
+    mean, std = np.asarray(model.config.feature_mean), np.asarray(model.config.feature_std)
     if features.shape[1] != len(mean):
         raise ValueError(f"each row must have {len(mean)} features, got {features.shape[1]}")
-    pixels = torch.from_numpy((features - mean) / std).reshape(len(features), 1, 1, len(mean))
+    standardized = ((features - mean) / std).astype(np.float32)
+    pixels = torch.from_numpy(standardized).reshape(len(features), 1, 1, len(mean))
     with torch.no_grad():
         logits = model(pixel_values=pixels).logits
     return [int(label) for label in logits.argmax(-1)]
 
 
 def output_fn(prediction: list[int], accept: str) -> str:
-    """The answer in the ``accept`` type."""
-    media = _media_type(accept)
-    if media in ("application/json", "*/*", ""):
-        return json.dumps({"predictions": prediction})
-    if media == "text/csv":
-        return "".join(f"{label}\n" for label in prediction)
+    """The answer in the first type of ``accept`` (a comma-separated list) that is served."""
+    for media in map(_media_type, (accept or "*/*").split(",")):
+        if media in ("application/json", "*/*", "application/*"):
+            return json.dumps({"predictions": prediction})
+        if media in ("text/csv", "text/*"):
+            return "".join(f"{label}\n" for label in prediction)
     raise ValueError(f"accept type {accept!r} is not served: application/json or text/csv")

@@ -129,6 +129,10 @@ def train(args: argparse.Namespace, x_train: np.ndarray, y_train: np.ndarray,
     classes = int(max(y_train.max(), y_validation.max())) + 1
     if len(np.unique(y_train)) < 2:
         raise TrainingError("channel 'train': needs at least two classes")
+    # The model's inference handler (program.toml's [serving]), checked before training, not after.
+    handler_source = Path(__file__).with_name("inference.py")
+    if not handler_source.is_file():
+        raise TrainingError(f"{handler_source} does not exist: the model would not serve without it")
     set_seed(0)
     mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6
     features = x_train.shape[1]
@@ -151,7 +155,7 @@ def train(args: argparse.Namespace, x_train: np.ndarray, y_train: np.ndarray,
     # The inference image's toolkit imports code/inference.py from model.tar.gz (SAGEMAKER_PROGRAM).
     handler = model_dir / "code" / "inference.py"
     handler.parent.mkdir(exist_ok=True)
-    handler.write_bytes(Path(__file__).with_name("inference.py").read_bytes())
+    handler.write_bytes(handler_source.read_bytes())
     return model_dir / "model.safetensors"
 
 
