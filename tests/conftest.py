@@ -27,37 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 REGION = "us-east-1"
 
 
-def _share_botocore_data_loader() -> None:
-    """One botocore data loader per test process: every boto3 session (the CLI, run in-process
-    by ``tests/helpers.run_cli``, makes one per command) reads botocore's service models once, not
-    once per session (measured: 721 model files read in tests/test_cli.py, 8 s). The files are
-    botocore's own, read-only; a loader hands the same parsed model to every caller already."""
-    import functools
-
-    import botocore.loaders
-    import botocore.session
-
-    class UniquePaths(list[str]):
-        """Each boto3 session appends boto3's data folder to its loader's search paths: once
-        is enough for a shared loader (else every lookup walks one more folder per session)."""
-
-        def append(self, path: str) -> None:
-            if path not in self:
-                super().append(path)
-
-    create_loader = botocore.loaders.create_loader
-
-    @functools.cache
-    def shared(search_path_string: str | None = None) -> botocore.loaders.Loader:
-        loader = create_loader(search_path_string)
-        loader._search_paths = UniquePaths(loader.search_paths)
-        return loader
-
-    botocore.session.create_loader = shared
-    botocore.loaders.create_loader = shared  # the SageMaker SDK's endpoint lookups call it so
-
-
-_share_botocore_data_loader()
+# One botocore data loader per test process (smtrain/local/botocore_data.py, imported for that):
+# every boto3 session (the CLI, run in-process by ``tests/helpers.run_cli``, makes one per
+# command) reads botocore's service models once, not once per session (measured: 721 model
+# files read in tests/test_cli.py, 8 s).
+from smtrain.local import botocore_data  # noqa: E402, F401
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from smtrain.core import contract
-from smtrain.local import execution_records
+from smtrain.local import botocore_data, execution_records  # noqa: F401  (botocore_data: shared before moto loads)
 from smtrain.local.backend import SageMakerBackend
 from smtrain.local.batch_queue import JobQueue, LocalBatchQueue
 from smtrain.local.deployment import ACCOUNT, LocalDeployment, load_deployment
