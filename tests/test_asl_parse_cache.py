@@ -87,3 +87,61 @@ def test_a_result_path_is_parsed_once_and_written_into_the_data_only() -> None:
         shared = result_path.parse("$.result.job").update_or_create(json.loads(json.dumps(state_input)), {"a": 1})
         assert shared == expected
     assert str(result_path.parse("$.result.job")) == str(fresh_parse("$.result.job"))
+
+
+def _shape(tree: Any) -> str:
+    from moto.stepfunctions.parser.asl.antlr.runtime.ASLParser import ASLParser
+
+    return str(tree.toStringTree(ruleNames=ASLParser.ruleNames))
+
+
+def test_a_new_process_builds_from_the_tree_an_earlier_one_kept(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """A definition parsed once is kept on disk (smtrain.local.asl_tree_store): a process that
+    has not parsed it reads the tree back, the same tree in every rule and token, and builds its
+    components from it without parsing; a file that does not read back is deleted and the
+    definition parsed again; at most KEPT trees stay."""
+    from smtrain.local import asl_tree_store
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    asl_parse_cache.enable()
+    definition = json.dumps({**DEFINITION, "Comment": "kept on disk"})
+    _, parsed = asl_parse_cache._parse(definition)
+    (kept_file,) = asl_tree_store.folder().glob("*.tree")
+    assert not list(asl_tree_store.folder().glob("*.partial"))
+
+    # As a new process would find it: not parsed in this one.
+    asl_parse_cache._forget(definition)
+    asl_parse_cache._trees.pop(definition)
+    read_back = asl_tree_store.load(definition)
+    assert read_back is not None and read_back is not parsed
+    assert _shape(read_back) == _shape(parsed)
+    asl_parse_cache._forget(definition)
+    asl_parse_cache._trees.pop(definition, None)
+
+    def no_parse(text: str) -> Any:
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(asl_parse_cache, "_original", no_parse)
+    program, tree = asl_parse_cache._parse(definition)
+    assert program is not None and _shape(tree) == _shape(parsed)
+    contexts = list(_contexts(tree))
+    assert all(context.getText() == asl_parse_cache._original_get_text(context) for context in contexts)
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+
+    # A damaged file: deleted, parsed again, kept again whole.
+    asl_parse_cache._forget(definition)
+    asl_parse_cache._trees.pop(definition)
+    kept_file.write_bytes(kept_file.read_bytes()[:1000])
+    assert asl_tree_store.load(definition) is None and not kept_file.exists()
+    _, again = asl_parse_cache._parse(definition)
+    assert _shape(again) == _shape(parsed) and kept_file.is_file()
+
+    # Another moto (or ANTLR, or Python): another name, never this file.
+    monkeypatch.setattr(asl_tree_store, "FORMAT", "asl-tree-v0")
+    assert asl_tree_store.load(definition) is None and kept_file.is_file()
+    monkeypatch.setattr(asl_tree_store, "KEPT", 1)
+    asl_tree_store.keep(definition, again)
+    assert list(asl_tree_store.folder().glob("*.tree")) != [kept_file]
+    assert len(list(asl_tree_store.folder().glob("*.tree"))) == 1

@@ -17,6 +17,10 @@ of its contexts' texts is worked out once, when the tree is kept, and ``getText`
 that table for those contexts only; any other context (another parser's, one being parsed) is
 answered by ANTLR's own method.
 
+A new process reads the tree an earlier one kept on disk, where there is one
+(:mod:`smtrain.local.asl_tree_store`), instead of parsing the definition again; the
+components are built from it as from a kept tree.
+
 Likewise each JSONPath (``InputPath``, ``$.field`` in ``Parameters``) is parsed once per process:
 moto's ``extract_json`` calls ``jsonpath_ng.ext.parse`` for every evaluation, and each call builds
 a new PLY parser (about 20 ms). A parsed path is only read (``find``), so one is shared. So is
@@ -43,6 +47,8 @@ from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguagePa
 from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
 from moto.stepfunctions.parser.asl.utils import json_path
 from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
+from smtrain.local import asl_tree_store
 
 #: Parse trees by definition text; a few definitions per process (tests load several apps).
 _MAX_TREES = 16
@@ -92,16 +98,26 @@ def _parse(definition: str) -> tuple[Any, Any]:
     # starting at once could build each other's states in the wrong language.
     with _lock:
         tree = _trees.get(definition)
-        if tree is None:
-            program, tree = _original(definition)
-            if len(_trees) >= _MAX_TREES:
-                oldest = next(iter(_trees))
-                _forget(oldest)
-                del _trees[oldest]
-            _trees[definition] = tree
-            _remember_texts(definition, tree)
-            return program, tree
-        return Preprocessor().visit(tree), tree
+        if tree is not None:
+            return Preprocessor().visit(tree), tree
+        if len(_trees) >= _MAX_TREES:
+            oldest = next(iter(_trees))
+            _forget(oldest)
+            del _trees[oldest]
+        kept = asl_tree_store.load(definition)
+        if kept is not None:  # parsed by an earlier process
+            _trees[definition] = kept
+            _remember_texts(definition, kept)
+            try:
+                return Preprocessor().visit(kept), kept
+            except Exception:  # not as parsed: forget it, parse as moto does
+                _forget(definition)
+                del _trees[definition]
+        program, tree = _original(definition)
+        _trees[definition] = tree
+        _remember_texts(definition, tree)
+        asl_tree_store.keep(definition, tree)
+        return program, tree
 
 
 def _validate_definition(definition: str) -> None:

@@ -1,0 +1,123 @@
+"""moto's parse tree of a state machine definition, kept on disk between processes.
+
+:mod:`smtrain.local.asl_parse_cache` parses each definition once per process, but every
+``smtrain start --local``, the demo and the notebook is a new process, and moto's ANTLR parser
+takes about 0.5 s for the project's definition (about 100 KB of JSON, 14,000 parse-tree nodes)
+in a new process. Reading the same tree back from a file takes about 0.15 s.
+
+A tree is kept under ``<cache>/smtrain/asl-trees`` (:func:`smtrain.core.user_cache.cache_folder`)
+by the SHA-256 of the definition's text and of what the tree's shape depends on: this format,
+moto's and ANTLR's runtime versions and Python's. It is written with :mod:`pickle`, without the
+parser and lexer objects it refers to (they are stood in for by ``None``: nothing reads them
+after parsing), with each token's text read out first, since a token otherwise reads its text
+from the lexer's input. A file is written whole (a partial file of its own, then renamed over);
+one that cannot be read back is deleted and the definition parsed as before; any error keeping
+one leaves the definition parsed and nothing kept. At most :data:`KEPT` trees are kept, the
+oldest deleted first.
+
+The files are this user's own, written by this code, in the user's cache folder, as Python's
+own bytecode caches of the project are: reading one runs nothing the user did not install.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import os
+import pickle
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from antlr4 import InputStream, Lexer, Parser
+from antlr4.tree.Tree import TerminalNode
+
+from smtrain.core.user_cache import cache_folder
+
+#: The format of a kept tree; a change here keeps trees under new names.
+FORMAT = "asl-tree-v1"
+#: Trees kept at most (a few definitions per deployment and configuration).
+KEPT = 64
+_STANDS_IN = "none"
+
+
+def folder() -> Path:
+    """Where the trees are kept."""
+    return cache_folder("asl-trees")
+
+
+def _key(definition: str) -> str:
+    versions = "\n".join((FORMAT, importlib.metadata.version("moto"),
+                          importlib.metadata.version("antlr4-python3-runtime"), sys.version))
+    return hashlib.sha256(f"{versions}\n{definition}".encode()).hexdigest()
+
+
+class _Pickler(pickle.Pickler):
+    def persistent_id(self, obj: Any) -> str | None:
+        # The parser, the lexer and its input: only parsing reads them.
+        return _STANDS_IN if isinstance(obj, (Parser, Lexer, InputStream)) else None
+
+
+class _Unpickler(pickle.Unpickler):
+    def persistent_load(self, pid: Any) -> None:
+        if pid != _STANDS_IN:
+            raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
+        return None
+
+
+def load(definition: str) -> Any | None:
+    """The tree kept for ``definition``, or None (none kept, or one that does not read back,
+    which is deleted)."""
+    try:
+        path = folder() / f"{_key(definition)}.tree"
+        with path.open("rb") as handle:
+            tree = _Unpickler(handle).load()
+    except FileNotFoundError:
+        return None
+    except Exception:  # damaged, truncated, or of another version: parse again
+        with contextlib.suppress(Exception):
+            path.unlink()
+        return None
+    return tree
+
+
+def keep(definition: str, tree: Any) -> None:
+    """Keep ``tree``, the parse of ``definition``, for the next process (never raises)."""
+    with contextlib.suppress(Exception):
+        _read_token_texts(tree)
+        directory = folder()
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{_key(definition)}.tree"
+        descriptor, partial = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".partial")
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                _Pickler(handle, protocol=pickle.HIGHEST_PROTOCOL).dump(tree)
+            os.replace(partial, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
+        _prune(directory)
+
+
+def _read_token_texts(tree: Any) -> None:
+    """Set each token's text, which a token otherwise reads from the lexer's input on demand
+    (ANTLR's ``CommonToken.text``); the same text either way."""
+    pending = [tree]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, TerminalNode):
+            node.symbol.text = node.symbol.text
+            continue
+        for token in (node.start, node.stop):
+            if token is not None:
+                token.text = token.text
+        pending.extend(node.children or ())
+
+
+def _prune(directory: Path) -> None:
+    trees = sorted(directory.glob("*.tree"), key=lambda path: path.stat().st_mtime, reverse=True)
+    for old in trees[KEPT:]:
+        with contextlib.suppress(FileNotFoundError):
+            old.unlink()
