@@ -1,7 +1,7 @@
 """smtrain's folder in the user's cache: ``$XDG_CACHE_HOME/smtrain``, else ``~/.cache/smtrain``
 (the XDG Base Directory convention). The program environments (``envs``), the input rules'
-answers (``rule-answers``) and the sample data's split (``sample-data``) are kept under it, each
-with its own override where it has one."""
+answers (``rule-answers``), the sample data's split (``sample-data``) and moto's parse trees of
+the state machine (``asl-trees``) are kept under it, each with its own override where it has one."""
 
 from __future__ import annotations
 
