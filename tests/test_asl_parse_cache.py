@@ -145,3 +145,43 @@ def test_a_new_process_builds_from_the_tree_an_earlier_one_kept(
     asl_tree_store.keep(definition, again)
     assert list(asl_tree_store.folder().glob("*.tree")) != [kept_file]
     assert len(list(asl_tree_store.folder().glob("*.tree"))) == 1
+
+
+def test_a_tree_file_naming_another_class_is_refused_and_a_failed_build_leaves_no_scope(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """A kept file is read only as ANTLR's and moto's parser's objects: one that names any other
+    class (here os.system) is refused, deleted and the definition parsed. A build that raises
+    leaves nothing on moto's class-wide stack of query languages for the next build."""
+    import os
+    import pickle
+
+    from smtrain.local import asl_tree_store
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    definition = json.dumps({**DEFINITION, "Comment": "planted"})
+    planted = asl_tree_store.folder() / f"{asl_tree_store._key(definition)}.tree"
+    planted.parent.mkdir(parents=True)
+
+    class Planted:
+        def __reduce__(self) -> Any:
+            return (os.system, ("touch " + str(tmp_path / "ran"),))
+
+    planted.write_bytes(pickle.dumps(Planted()))
+    assert asl_tree_store.load(definition) is None
+    assert not planted.exists() and not (tmp_path / "ran").exists()
+
+    asl_parse_cache.enable()
+    scopes = Preprocessor._query_language_per_scope
+    depth = len(scopes)
+
+    def failing_visit(self: Any, tree: Any) -> Any:
+        scopes.append(scopes[-1] if scopes else None)  # a scope opened, then an error
+        raise ValueError("not built")
+
+    monkeypatch.setattr(Preprocessor, "visit", failing_visit)
+    asl_parse_cache._trees.setdefault(definition, object())
+    with pytest.raises(ValueError, match="not built"):
+        asl_parse_cache._parse(definition)
+    assert len(scopes) == depth
+    monkeypatch.undo()
+    asl_parse_cache._trees.pop(definition, None)

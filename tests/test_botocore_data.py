@@ -27,7 +27,8 @@ first, second = boto3.Session(), boto3.Session()
 print(json.dumps({
     "ec2_model_reads": len(reads),
     "moto_ec2_loaded": "moto.ec2.models.availability_zones_and_regions" in sys.modules,
-    "one_loader": first._session.get_component("data_loader") is second._session.get_component("data_loader"),
+    "one_loader": first._session.get_component("data_loader") is second._session.get_component("data_loader")
+                  is botocore.loaders.create_loader() is botocore.loaders.create_loader(None),
     "regions": len(second.get_available_regions("ec2")) > 10,
 }))
 """

@@ -97,27 +97,40 @@ def _parse(definition: str) -> tuple[Any, Any]:
     # scope it visits in a class attribute (``_query_language_per_scope``), so two executions
     # starting at once could build each other's states in the wrong language.
     with _lock:
-        tree = _trees.get(definition)
-        if tree is not None:
-            return Preprocessor().visit(tree), tree
-        if len(_trees) >= _MAX_TREES:
-            oldest = next(iter(_trees))
-            _forget(oldest)
-            del _trees[oldest]
-        kept = asl_tree_store.load(definition)
-        if kept is not None:  # parsed by an earlier process
-            _trees[definition] = kept
-            _remember_texts(definition, kept)
-            try:
-                return Preprocessor().visit(kept), kept
-            except Exception:  # not as parsed: forget it, parse as moto does
-                _forget(definition)
-                del _trees[definition]
-        program, tree = _original(definition)
-        _trees[definition] = tree
-        _remember_texts(definition, tree)
-        asl_tree_store.keep(definition, tree)
-        return program, tree
+        # A build that raises leaves its scopes on moto's class-wide stack of query languages
+        # (``Preprocessor._query_language_per_scope``), where every later build would find them.
+        scopes = Preprocessor._query_language_per_scope
+        depth = len(scopes)
+        try:
+            return _parse_or_build(definition)
+        finally:
+            del scopes[depth:]
+
+
+def _parse_or_build(definition: str) -> tuple[Any, Any]:
+    tree = _trees.get(definition)
+    if tree is not None:
+        return Preprocessor().visit(tree), tree
+    if len(_trees) >= _MAX_TREES:
+        oldest = next(iter(_trees))
+        _forget(oldest)
+        del _trees[oldest]
+    kept = asl_tree_store.load(definition)
+    if kept is not None:  # parsed by an earlier process
+        _trees[definition] = kept
+        _remember_texts(definition, kept)
+        depth = len(Preprocessor._query_language_per_scope)
+        try:
+            return Preprocessor().visit(kept), kept
+        except Exception:  # not as parsed: forget it, parse as moto does
+            del Preprocessor._query_language_per_scope[depth:]
+            _forget(definition)
+            del _trees[definition]
+    program, tree = _original(definition)
+    _trees[definition] = tree
+    _remember_texts(definition, tree)
+    asl_tree_store.keep(definition, tree)
+    return program, tree
 
 
 def _validate_definition(definition: str) -> None:

@@ -12,22 +12,27 @@ parser and lexer objects it refers to (they are stood in for by ``None``: nothin
 after parsing), with each token's text read out first, since a token otherwise reads its text
 from the lexer's input. A file is written whole (a partial file of its own, then renamed over);
 one that cannot be read back is deleted and the definition parsed as before; any error keeping
-one leaves the definition parsed and nothing kept. At most :data:`KEPT` trees are kept, the
-oldest deleted first.
+one leaves the definition parsed and nothing kept. At most :data:`KEPT` trees are kept, those
+written longest ago deleted first.
 
 The files are this user's own, written by this code, in the user's cache folder, as Python's
-own bytecode caches of the project are: reading one runs nothing the user did not install.
+own bytecode caches of the project are (files only this user can write: ``mkstemp`` makes them
+readable and writable by their owner alone). Reading one makes only objects of ANTLR's runtime
+and of moto's generated parser (:data:`_TREE_MODULES`); a file that names any other class is
+refused, deleted and the definition parsed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.metadata
 import os
 import pickle
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +53,14 @@ def folder() -> Path:
     return cache_folder("asl-trees")
 
 
+@functools.cache
+def _versions() -> str:
+    return "\n".join((importlib.metadata.version("moto"),
+                      importlib.metadata.version("antlr4-python3-runtime"), sys.version))
+
+
 def _key(definition: str) -> str:
-    versions = "\n".join((FORMAT, importlib.metadata.version("moto"),
-                          importlib.metadata.version("antlr4-python3-runtime"), sys.version))
-    return hashlib.sha256(f"{versions}\n{definition}".encode()).hexdigest()
+    return hashlib.sha256(f"{FORMAT}\n{_versions()}\n{definition}".encode()).hexdigest()
 
 
 class _Pickler(pickle.Pickler):
@@ -60,11 +69,21 @@ class _Pickler(pickle.Pickler):
         return _STANDS_IN if isinstance(obj, (Parser, Lexer, InputStream)) else None
 
 
+#: The modules whose classes a tree is made of (ANTLR's runtime and moto's generated parser):
+#: a file naming any other class is not read (it is not one this module wrote).
+_TREE_MODULES = ("antlr4.", "moto.stepfunctions.parser.asl.antlr.runtime.")
+
+
 class _Unpickler(pickle.Unpickler):
     def persistent_load(self, pid: Any) -> None:
         if pid != _STANDS_IN:
             raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
         return None
+
+    def find_class(self, module: str, name: str) -> Any:
+        if not module.startswith(_TREE_MODULES):
+            raise pickle.UnpicklingError(f"{module}.{name} is not part of a parse tree")
+        return super().find_class(module, name)
 
 
 def load(definition: str) -> Any | None:
@@ -117,7 +136,13 @@ def _read_token_texts(tree: Any) -> None:
 
 
 def _prune(directory: Path) -> None:
+    """The :data:`KEPT` trees written last stay; so do partial files younger than an hour (a
+    process writing one), older ones were left by a process that was killed."""
     trees = sorted(directory.glob("*.tree"), key=lambda path: path.stat().st_mtime, reverse=True)
     for old in trees[KEPT:]:
         with contextlib.suppress(FileNotFoundError):
             old.unlink()
+    for partial in directory.glob(".*.partial"):
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - partial.stat().st_mtime > 3600:
+                partial.unlink()
