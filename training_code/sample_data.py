@@ -19,10 +19,9 @@ made again; where the folder cannot be written, nothing is kept.
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
 import re
 import sys
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from smtrain.core.contract import DATASETS_PREFIX
-from smtrain.core.user_cache import cache_folder
+from smtrain.core.user_cache import cache_folder, write_whole
 
 #: The shipped programs that train on the digits sample (folders of training_code/): the three
 #: program kinds, then one script program per other framework the SDK runs scripts on (each as
@@ -68,17 +67,8 @@ def digits_split(*, validation_fraction: float, seed: int) -> dict[str, np.ndarr
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # none yet, or not whole
         pass
     split = _split(validation_fraction=validation_fraction, seed=seed)
-    try:
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        handle, partial = tempfile.mkstemp(dir=kept.parent, suffix=".partial")
-    except OSError:  # not writable: nothing kept
-        return split
-    try:
-        with os.fdopen(handle, "wb") as out:
-            np.savez(out, train=split["train"], validation=split["validation"])
-        os.replace(partial, kept)  # whole or not at all
-    except OSError:
-        Path(partial).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not writable: nothing kept
+        write_whole(kept, lambda out: np.savez(out, train=split["train"], validation=split["validation"]))
     return split
 
 

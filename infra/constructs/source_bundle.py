@@ -16,6 +16,7 @@ from constructs import Construct
 
 from smtrain.core.contract import TRACKING_REQUIREMENTS
 from smtrain.core.source_archive import build_source_tarball, tracked_requirements
+from smtrain.core.user_cache import write_whole
 from smtrain.core.vendored_requirements import REQUIREMENTS, WheelTarget, has_packages, vendored_files
 
 
@@ -75,10 +76,7 @@ class SourceBundle(Construct):
             # A file for the vendoring to read, named by its content, written whole (a new file
             # renamed into place: a concurrent synth never reads half of it).
             requirements = out_dir / f"requirements-{hashlib.sha256(merged).hexdigest()}.txt"
-            handle, partial = tempfile.mkstemp(dir=out_dir, prefix=".requirements-", suffix=".partial")
-            with os.fdopen(handle, "wb") as file:
-                file.write(merged)
-            os.replace(partial, requirements)
+            write_whole(requirements, lambda file: file.write(merged))
             replacements[REQUIREMENTS] = merged
         vendored: dict[str, Path | bytes] = {}
         if (wheels_for is not None and requirements.is_file()

@@ -18,12 +18,11 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from smtrain.core.user_cache import cache_folder
+from smtrain.core.user_cache import cache_folder, write_whole
 
 #: Part of every key: a change to what an answer file holds changes every key.
 _FORMAT = 1
@@ -67,14 +66,5 @@ def kept_answer(material: Any, compute: Callable[[], str | None], *,
 def _write(path: Path, cause: str | None) -> None:
     """Keep ``cause`` in ``path``, whole or not at all, whatever runs beside; a folder that cannot
     be written keeps nothing (the rules are evaluated again next time)."""
-    partial: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".partial")
-        with os.fdopen(handle, "w") as out:
-            json.dump({"cause": cause}, out)
-        os.replace(partial, path)
-    except OSError:
-        if partial is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(partial)
+    with contextlib.suppress(OSError):
+        write_whole(path, lambda out: out.write(json.dumps({"cause": cause}).encode()))

@@ -28,10 +28,8 @@ import contextlib
 import functools
 import hashlib
 import importlib.metadata
-import os
 import pickle
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +37,7 @@ from typing import Any
 from antlr4 import InputStream, Lexer, Parser
 from antlr4.tree.Tree import TerminalNode
 
-from smtrain.core.user_cache import cache_folder
+from smtrain.core.user_cache import cache_folder, write_whole
 
 #: The format of a kept tree; a change here keeps trees under new names.
 FORMAT = "asl-tree-v1"
@@ -106,18 +104,9 @@ def keep(definition: str, tree: Any) -> None:
     """Keep ``tree``, the parse of ``definition``, for the next process (never raises)."""
     with contextlib.suppress(Exception):
         _read_token_texts(tree)
-        directory = folder()
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{_key(definition)}.tree"
-        descriptor, partial = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".partial")
-        try:
-            with os.fdopen(descriptor, "wb") as handle:
-                _Pickler(handle, protocol=pickle.HIGHEST_PROTOCOL).dump(tree)
-            os.replace(partial, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(partial)
-        _prune(directory)
+        path = folder() / f"{_key(definition)}.tree"
+        write_whole(path, lambda handle: _Pickler(handle, protocol=pickle.HIGHEST_PROTOCOL).dump(tree))
+        _prune(path.parent)
 
 
 def _read_token_texts(tree: Any) -> None:
