@@ -36,8 +36,10 @@ answer: it is not built again for nothing. A definition not kept is checked as m
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from antlr4.RuleContext import RuleContext
@@ -96,15 +98,21 @@ def _parse(definition: str) -> tuple[Any, Any]:
     # One parse or preprocessing at a time: moto's Preprocessor keeps the query language of the
     # scope it visits in a class attribute (``_query_language_per_scope``), so two executions
     # starting at once could build each other's states in the wrong language.
-    with _lock:
-        # A build that raises leaves its scopes on moto's class-wide stack of query languages
-        # (``Preprocessor._query_language_per_scope``), where every later build would find them.
-        scopes = Preprocessor._query_language_per_scope
-        depth = len(scopes)
-        try:
-            return _parse_or_build(definition)
-        finally:
-            del scopes[depth:]
+    with _lock, _query_language_scopes_restored():
+        return _parse_or_build(definition)
+
+
+@contextlib.contextmanager
+def _query_language_scopes_restored() -> Iterator[None]:
+    """A build that raises leaves its scopes on moto's class-wide stack of query languages
+    (``Preprocessor._query_language_per_scope``), where every later build would find them: the
+    stack is as deep after the block as before it."""
+    scopes = Preprocessor._query_language_per_scope
+    depth = len(scopes)
+    try:
+        yield
+    finally:
+        del scopes[depth:]
 
 
 def _parse_or_build(definition: str) -> tuple[Any, Any]:
@@ -119,11 +127,10 @@ def _parse_or_build(definition: str) -> tuple[Any, Any]:
     if kept is not None:  # parsed by an earlier process
         _trees[definition] = kept
         _remember_texts(definition, kept)
-        depth = len(Preprocessor._query_language_per_scope)
         try:
-            return Preprocessor().visit(kept), kept
+            with _query_language_scopes_restored():
+                return Preprocessor().visit(kept), kept
         except Exception:  # not as parsed: forget it, parse as moto does
-            del Preprocessor._query_language_per_scope[depth:]
             _forget(definition)
             del _trees[definition]
     program, tree = _original(definition)
