@@ -35,7 +35,7 @@ works whatever ``PYTHONPATH`` the job's environment sets.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import os
 import subprocess
 import sys
@@ -134,9 +134,17 @@ _MS_NOSUID, _MS_NODEV = 0x2, 0x4
 _MS_BIND, _MS_REC, _MS_PRIVATE = 0x1000, 0x4000, 0x40000
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library's functions, from the symbols this process already has (Python is linked
+    against libc): ``ctypes.util.find_library("c")`` ran ``ldconfig -p`` in a new process at
+    every mount, ten of them for each job."""
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _mount(source: str | None, target: str, fstype: str | None, flags: int,
            data: str | None = None) -> None:
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc = _libc()
     if libc.mount(source.encode() if source else None, target.encode(),
                   fstype.encode() if fstype else None, ctypes.c_ulong(flags),
                   data.encode() if data else None) != 0:
