@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +18,28 @@ from filelock import FileLock
 from infra.node_runtime import use_pinned_node
 from smtrain.core import contract
 
+#: Set once an xdist worker's session has ended (pytest_unconfigure, its last hook).
+_worker_done: list[bool] = []
+
+
+def _end_finished_worker() -> None:
+    """An xdist worker whose session has ended leaves without the interpreter's finalization:
+    its last garbage collection and the freeing of every module (the CDK's jsii classes, moto,
+    botocore, MLflow, torch) took 2.5-5 s of a run's last seconds, after its last test, with
+    nothing left to write (measured with faulthandler: no Python frame left to run). It runs
+    after every other exit handler (registered before aws_cdk is imported, so after jsii's, which
+    stops Node): their work is done as before. The status is 0, as a worker's is: xdist reads its
+    results from the channel, not from the process."""
+    if _worker_done:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    atexit.register(_end_finished_worker)
+
+
 use_pinned_node()
 
 import aws_cdk as cdk  # noqa: E402
@@ -25,6 +50,10 @@ from tests.helpers import Synthesized  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REGION = "us-east-1"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _worker_done.append(True)
 
 
 # One botocore data loader per test process (smtrain/local/botocore_data.py, imported for that):
@@ -55,6 +84,20 @@ TRAINED_READERS = frozenset({"test_offline_local", "test_registry_offline", "tes
 LONGEST_FIRST = ("test_offline_local", "test_registry_offline", "test_tracking", "test_serving", "test_notebook",
                  "test_training_script_mode", "test_cli", "test_offline_scripted", "test_bring_your_own",
                  "test_request_matrix", "test_framework_matrix", "test_local_isolation", "test_local_reruns")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Python's garbage collector takes less of a worker's time. What collection loaded (the CDK's
+    jsii classes, moto, botocore, the engine) lives until the worker ends: it is frozen out of
+    the collector's passes. And a full pass (over every object not frozen: more than a million
+    in a worker by the end, 0.45 s a pass) runs after 1,000 passes of the middle generation
+    instead of 10; the young generations are collected as before. Measured over the whole suite
+    in each worker: a full pass every 100 middle passes, 15-17 full passes and 7 s; every 1,000,
+    8-9 (most of them code's own ``gc.collect()``) and 1.2-1.4 s. The cost is memory: the garbage
+    that full passes would have freed sooner, a worker's peak 1.5-1.9 GB instead of 1.2-1.5 GB."""
+    gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, 1000)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
