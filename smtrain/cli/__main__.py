@@ -2,6 +2,6 @@
 
 import sys
 
-from smtrain.cli import main
+from smtrain.cli import run_as_command
 
-sys.exit(main())
+sys.exit(run_as_command())

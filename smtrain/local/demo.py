@@ -164,4 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from smtrain.core.command_process import tune_garbage_collector
+
+    tune_garbage_collector()
     sys.exit(main())
