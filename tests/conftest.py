@@ -18,7 +18,7 @@ from filelock import FileLock
 from infra.node_runtime import use_pinned_node
 from smtrain.core import contract
 
-#: Set once an xdist worker's session has ended (pytest_unconfigure, its last hook).
+#: Set once an xdist worker's session has ended (its pytest_unconfigure, its last hook).
 _worker_done: list[bool] = []
 
 
@@ -26,11 +26,17 @@ def _end_finished_worker() -> None:
     """An xdist worker whose session has ended leaves without the interpreter's finalization:
     its last garbage collection and the freeing of every module (the CDK's jsii classes, moto,
     botocore, MLflow, torch) took 2.5-5 s of a run's last seconds, after its last test, with
-    nothing left to write (measured with faulthandler: no Python frame left to run). It runs
-    after every other exit handler (registered before aws_cdk is imported, so after jsii's, which
-    stops Node): their work is done as before. The status is 0, as a worker's is: xdist reads its
-    results from the channel, not from the process."""
+    nothing left to write (measured with faulthandler: no Python frame left to run). Exit
+    handlers run last-registered first: this one, registered here, runs after every handler
+    registered once this module is imported, jsii's stop of Node among them (``import aws_cdk``
+    below starts Node). Of those registered before it, logging's is called here (its handlers
+    flushed); filelock's releases locks the process's exit releases anyway, and execnet's ends
+    gateways a worker does not open. The status is 0, as a worker's is: xdist reads its results
+    from the channel, not from the process."""
     if _worker_done:
+        import logging
+
+        logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
@@ -53,7 +59,10 @@ REGION = "us-east-1"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    _worker_done.append(True)
+    # An xdist worker's own session only (xdist gives it ``workerinput``): a pytest started
+    # inside a worker inherits PYTEST_XDIST_WORKER, and its exit status is its own.
+    if hasattr(config, "workerinput"):
+        _worker_done.append(True)
 
 
 # One botocore data loader per test process (smtrain/local/botocore_data.py, imported for that):
@@ -88,16 +97,22 @@ LONGEST_FIRST = ("test_offline_local", "test_registry_offline", "test_tracking",
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Python's garbage collector takes less of a worker's time. What collection loaded (the CDK's
-    jsii classes, moto, botocore, the engine) lives until the worker ends: it is frozen out of
-    the collector's passes. And a full pass (over every object not frozen: more than a million
-    in a worker by the end, 0.45 s a pass) runs after 1,000 passes of the middle generation
-    instead of 10; the young generations are collected as before. Measured over the whole suite
-    in each worker: a full pass every 100 middle passes, 15-17 full passes and 7 s; every 1,000,
-    8-9 (most of them code's own ``gc.collect()``) and 1.2-1.4 s. The cost is memory: the garbage
-    that full passes would have freed sooner, a worker's peak 1.5-1.9 GB instead of 1.2-1.5 GB."""
+    jsii classes, moto, botocore, the engine) lives until the worker ends: after one collection,
+    it is frozen out of the collector's passes. And the worker's collector is tuned as a
+    command's (:func:`smtrain.core.command_process.tune_garbage_collector`: a full pass, over
+    every object not frozen, more than a million in a worker by the end and 0.45 s a pass, after
+    1,000 passes of the middle generation instead of 10; the young generations are collected as
+    before). Measured: with Python's default, tests/test_cli.py with tests/test_offline_local.py
+    alone spent 2.5 s and 3.8 s of their two workers' time in full passes (12-16 %); over the
+    whole suite, a full pass every 100 middle passes made 15-17 full passes and 7 s in each
+    worker, every 1,000 made 8-9 (most of them code's own ``gc.collect()``) and 1.2-1.4 s. The
+    cost is memory: the garbage that full passes would have freed sooner, a worker's peak
+    1.5-1.9 GB instead of 1.2-1.5 GB (with 100)."""
+    from smtrain.core.command_process import tune_garbage_collector
+
+    gc.collect()
     gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, 1000)
+    tune_garbage_collector()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

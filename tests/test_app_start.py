@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,7 @@ def probed(self, request, response_type):
 
 process._NodeProcess.send = probed
 sys.argv = ["app.py"]
+sys.path[0] = ROOT  # where app.py's own directory is when Python runs it
 try:
     runpy.run_path("app.py", run_name="__main__")
 finally:
@@ -82,11 +84,15 @@ finally:
 """
 
 
+def _probe_text(report: Path) -> str:
+    return f"REPORT = {str(report)!r}\nROOT = {str(ROOT)!r}\n{PROBE}"
+
+
 def _run_probe(tmp_path: Path, cdk_context: dict[str, Any], **extra_env: str) -> dict[str, Any]:
     env = {**os.environ, "CDK_DEFAULT_REGION": "us-east-1", "CDK_OUTDIR": str(tmp_path),
            "CDK_CONTEXT_JSON": json.dumps(cdk_context), **extra_env}
     report = tmp_path.parent / f"{tmp_path.name}-probe.json"
-    result = subprocess.run([sys.executable, "-c", f"REPORT = {str(report)!r}\n{PROBE}"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-c", _probe_text(report)], cwd=ROOT,
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     found: dict[str, Any] = json.loads(report.read_text())
@@ -104,13 +110,16 @@ def test_cdk_synth_as_a_user_runs_it(tmp_path: Path) -> None:
       --unstable=flags --set --unconfigured --default``; CDK v2 guide, "cdk flags",
       https://docs.aws.amazon.com/cdk/v2/guide/ref-cli-cmd-flags.html), so the templates did
       not change (tests/test_snapshots.py). (One synth for both: it was two.)"""
+    # cdk.json's app is the project's Python on app.py; the probe takes app.py's place.
+    app = json.loads((ROOT / "cdk.json").read_text())["app"].split()
+    assert app == [".venv/bin/python", "app.py"], app
     probe = tmp_path / "probe.py"
     report = tmp_path / "probe.json"
-    probe.write_text(f"REPORT = {str(report)!r}\n{PROBE}")
+    probe.write_text(_probe_text(report))
     outdir = tmp_path / "cdk.out"
     env = {**os.environ, "CDK_DISABLE_CLI_TELEMETRY": "true", "CDK_DISABLE_VERSION_CHECK": "1"}
     done = subprocess.run([str(ROOT / "node_modules" / ".bin" / "cdk"), "synth", "--no-notices",
-                           "--quiet", "-o", str(outdir), "--app", f"{sys.executable} {probe}"],
+                           "--quiet", "-o", str(outdir), "--app", shlex.join([app[0], str(probe)])],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "feature flags are not configured" not in done.stdout + done.stderr, done.stderr[-2000:]

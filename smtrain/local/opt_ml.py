@@ -138,7 +138,8 @@ _MS_BIND, _MS_REC, _MS_PRIVATE = 0x1000, 0x4000, 0x40000
 def _libc() -> ctypes.CDLL:
     """The C library's functions, from the symbols this process already has (Python is linked
     against libc): ``ctypes.util.find_library("c")`` ran ``ldconfig -p`` in a new process at
-    every mount, ten of them for each job."""
+    every mount, a job's tree making several (one for each entry of the host's ``/opt``; ten
+    here)."""
     return ctypes.CDLL(None, use_errno=True)
 
 
