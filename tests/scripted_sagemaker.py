@@ -11,7 +11,9 @@ the engine's strict front end before they get here.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import io
 import tarfile
 import threading
@@ -69,6 +71,19 @@ class JobScript:
     #: Errors raised by describe calls of a training job after it has been reported Completed
     #: once (what the run asks of a finished job), one per call, before answers resume.
     describe_errors_when_done: list[SageMakerError] = field(default_factory=list)
+
+
+@functools.cache
+def _scripted_model_archive() -> bytes:
+    """The bytes of every scripted job's ``model.tar.gz`` (made once: a 500-job tuning run
+    describes, so uploads, 500 of them)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for member, data in (("model.pth", b"scripted weights"), ("code/inference.py", b"# scripted\n")):
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
 
 
 class ScriptedBackend:
@@ -184,16 +199,9 @@ class ScriptedBackend:
         if s3 is None:
             return
         target = s3.path(uri)
-        if target.is_file():
-            return
         target.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-            for member, data in (("model.pth", b"scripted weights"), ("code/inference.py", b"# scripted\n")):
-                info = tarfile.TarInfo(member)
-                info.size = len(data)
-                archive.addfile(info, io.BytesIO(data))
-        target.write_bytes(buffer.getvalue())
+        with contextlib.suppress(FileExistsError), target.open("xb") as archive:
+            archive.write(_scripted_model_archive())
 
     def _tuning_job_of(self, name: str) -> str | None:
         """SageMaker names a tuning job's training jobs ``<tuning job>-<NNN>-<8 hex>``."""
