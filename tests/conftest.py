@@ -242,6 +242,19 @@ def vpc_with_tracking_server(cdk_context: dict[str, Any], settings: Settings,
 
 
 @pytest.fixture(scope="session")
+def tracking_server_app(cdk_context: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """``experimentTracking: server`` (a Medium server) with ``network: public`` (jobs reach the
+    server only with a network; the default, sealed, gives them none): one synth for the stack's
+    checks (tests/test_experiment_tracking_stack.py) and the IAM reference's
+    (tests/test_iam_reference.py)."""
+    training = {**cdk_context["training"], "experimentTracking": "server",
+                "mlflowTrackingServerSize": "Medium", "network": "public"}
+    settings = settings_from_context(training, region=REGION)
+    return synthesized_once("cdk.out-tracking-server", tmp_path_factory, lambda outdir: synthesize(
+        {**cdk_context, "training": training}, settings, outdir))
+
+
+@pytest.fixture(scope="session")
 def team_queue_app(cdk_context: dict[str, Any], settings: Settings,
                    tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """``queue: batch`` with fair share and 4 instances of capacity (tests/test_team_queue.py)."""

@@ -23,9 +23,7 @@ from infra.constructs.experiment_tracking import (
     TRACKING_SERVER_NAME_MAX,
     ExperimentTracking,
 )
-from infra.settings import settings_from_context
 from smtrain.core.assembly import resolve_intrinsics
-from tests.conftest import REGION, synthesize
 from tests.helpers import (
     Synthesized,
     actions_by_resource,
@@ -47,12 +45,9 @@ TRACKING_RESOURCES = ("ExperimentTrackingServerRole", "ExperimentTrackingServerP
 
 
 @pytest.fixture(scope="module")
-def with_tracking(cdk_context: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    # Jobs reach the server only with a network: public (the default, sealed, gives them none).
-    training = {**cdk_context["training"], "experimentTracking": "server",
-                "mlflowTrackingServerSize": "Medium", "network": "public"}
-    settings = settings_from_context(training, region=REGION)
-    return synthesize({**cdk_context, "training": training}, settings, tmp_path_factory.mktemp("cdk.out-mlflow"))
+def with_tracking(tracking_server_app: Synthesized) -> Synthesized:
+    """A Medium server, ``network: public`` (tests/conftest.py, shared with the IAM reference)."""
+    return tracking_server_app
 
 
 def test_tracking_server(with_tracking: Synthesized) -> None:

@@ -509,10 +509,10 @@ def findings_of(renderer: Renderer, variant: str) -> list[Finding]:
 
 
 @pytest.fixture(scope="module")
-def with_tracking(cdk_context: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    training = {**cdk_context["training"], "experimentTracking": "server"}
-    settings = settings_from_context(training, region=REGION)
-    return synthesize({**cdk_context, "training": training}, settings, tmp_path_factory.mktemp("cdk.out-iam"))
+def with_tracking(tracking_server_app: Synthesized) -> Synthesized:
+    """The tracking server's app (tests/conftest.py: ``network: public``, so the jobs' roles hold
+    the tracking client's policy too)."""
+    return tracking_server_app
 
 
 def _network_variant(cdk_context: dict[str, Any], tmp_path_factory: pytest.TempPathFactory,
