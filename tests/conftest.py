@@ -29,7 +29,7 @@ def _end_finished_worker() -> None:
     nothing left to write (measured with faulthandler: no Python frame left to run). Exit
     handlers run last-registered first: this one, registered here, runs after every handler
     registered once this module is imported, jsii's stop of Node among them (``import aws_cdk``
-    below starts Node). Of those registered before it, logging's is called here (its handlers
+    in ``pytest_configure`` below starts Node). Of those registered before it, logging's is called here (its handlers
     flushed); filelock's releases locks the process's exit releases anyway, and execnet's ends
     gateways a worker does not open. The status is 0, as a worker's is: xdist reads its results
     from the channel, not from the process."""
@@ -48,9 +48,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 use_pinned_node()
 
-import aws_cdk as cdk  # noqa: E402
-
-from infra.app_builder import build_app  # noqa: E402
 from infra.settings import CONTEXT_KEY, Settings, settings_from_context  # noqa: E402
 from tests.helpers import Synthesized  # noqa: E402
 
@@ -58,18 +55,51 @@ ROOT = Path(__file__).resolve().parents[1]
 REGION = "us-east-1"
 
 
+def _runs_tests(config: pytest.Config) -> bool:
+    """False in xdist's controller (``-n`` given, no ``workerinput``): it collects and runs no
+    test, only hands them to its workers and reports."""
+    return hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None)
+
+
+def _skip_final_garbage_collections(config: pytest.Config) -> None:
+    """An xdist worker skips pytest's garbage collections at the session's end: one as the
+    session is unconfigured, one as its unraisable-exception hook is taken down, each over every
+    object the worker made (2.8 s together at the end of the last worker's run, measured with
+    faulthandler). They are there to report exceptions raised in finalizers of garbage left in
+    reference cycles; a worker would only print those to the terminal after it has sent its
+    results, and what a test leaves behind is still reported during the run. Without xdist they
+    run as ever. pytest reads how many to make from this stash key (5 on PyPy, 1 on CPython),
+    set to 0 here; a pytest without the key is left as it is."""
+    try:
+        from _pytest.unraisableexception import gc_collect_iterations_key
+    except ImportError:
+        return
+    config.stash[gc_collect_iterations_key] = 0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A process that runs tests loads the CDK (``import aws_cdk`` starts Node) and botocore's
+    data loader first; xdist's controller loads neither. It used to, on importing this module:
+    about 1.5 s of its start, before it starts its workers, and a Node of its own that stayed
+    idle until the end."""
+    if not _runs_tests(config):
+        return
+    if hasattr(config, "workerinput"):
+        _skip_final_garbage_collections(config)
+    import aws_cdk  # noqa: F401
+
+    # One botocore data loader per test process (smtrain/local/botocore_data.py, imported for
+    # that): every boto3 session (the CLI, run in-process by ``tests/helpers.run_cli``, makes one
+    # per command) reads botocore's service models once, not once per session (measured: 721
+    # model files read in tests/test_cli.py, 8 s).
+    from smtrain.local import botocore_data  # noqa: F401
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     # An xdist worker's own session only (xdist gives it ``workerinput``): a pytest started
     # inside a worker inherits PYTEST_XDIST_WORKER, and its exit status is its own.
     if hasattr(config, "workerinput"):
         _worker_done.append(True)
-
-
-# One botocore data loader per test process (smtrain/local/botocore_data.py, imported for that):
-# every boto3 session (the CLI, run in-process by ``tests/helpers.run_cli``, makes one per
-# command) reads botocore's service models once, not once per session (measured: 721 model
-# files read in tests/test_cli.py, 8 s).
-from smtrain.local import botocore_data  # noqa: E402, F401
 
 
 @pytest.fixture(scope="session")
@@ -88,11 +118,22 @@ def settings(cdk_context: dict[str, Any]) -> Settings:
 TRAINED_READERS = frozenset({"test_offline_local", "test_registry_offline", "test_tracking", "test_serving"})
 
 
-#: The longest modules (measured with --durations), started first so that no worker is left
-#: with one of them at the end while the others idle; the rest keep their order.
-LONGEST_FIRST = ("test_offline_local", "test_registry_offline", "test_tracking", "test_serving", "test_notebook",
-                 "test_training_script_mode", "test_cli", "test_offline_scripted", "test_bring_your_own",
-                 "test_request_matrix", "test_framework_matrix", "test_local_isolation", "test_local_reruns")
+#: The modules of 2 s or more, longest first (the trained runs' modules as one, since they run
+#: together), as measured on 2026-12-07 (``pytest -p`` a plugin timing each test; about the sum
+#: of ``--durations``): a worker takes the next module when it is free, so with the long ones
+#: started first no worker is left with one of them at the end while the other idles (the last
+#: module used to be one of 10 s, after one of 40 s that was not in this list). Modules not
+#: named here run after these, in their order; a slow new module belongs here.
+LONGEST_FIRST = ("test_bring_your_own", "test_offline_local", "test_registry_offline", "test_tracking",
+                 "test_serving", "test_program_commands", "test_training_script_mode", "test_cli",
+                 "test_offline_scripted", "test_notebook", "test_app_start", "test_local_isolation",
+                 "test_framework_matrix", "test_training_image", "test_program_envs",
+                 "test_model_registry_local", "test_preflight", "test_request_matrix", "test_team_queue",
+                 "test_network", "test_first_hour", "test_local_failures", "test_lint", "test_cluster",
+                 "test_training_byoc", "test_local_reruns", "test_frameworks", "test_programs",
+                 "test_source_bundle", "test_models_cli", "test_builtin_catalogue", "test_job_security",
+                 "test_experiment_tracking_stack", "test_input_rules", "test_run_cost", "test_sample_data",
+                 "test_structure", "test_registration_offline_scripted")
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -173,6 +214,10 @@ def code_without_script_requirements(destination: Path) -> Path:
 
 def synthesize(context: dict[str, Any], settings: Settings, outdir: Path,
                training_code_dir: Path | None = None) -> Synthesized:
+    import aws_cdk as cdk
+
+    from infra.app_builder import build_app
+
     app = cdk.App(context=context, outdir=str(outdir))
     code = training_code_dir or shipped_training_code(outdir.parent / f"{outdir.name}-training-code")
     built = build_app(settings, app=app, training_code_dir=code)
