@@ -15,6 +15,7 @@ import pytest
 
 from smtrain.local.engine import OfflineEngine
 from smtrain.local.local_backend import LocalBackend
+from smtrain.local.wakeups import JOB_ENDED
 from tests.conftest import ROOT, TRAINED_INPUTS, TUNED_INPUTS, TrainedRuns, trained_name
 from tests.helpers import run_cli, wait_idle
 
@@ -207,9 +208,12 @@ def test_crashing_script_fails_with_its_message(engine: OfflineEngine, tmp_path:
     (tmp_path / "train" / "digits.csv").write_text("label,pixel\n1,2\n")
     bad = f"s3://{engine.deployment.data_bucket}/datasets/e2e-crash/train/"
     engine.s3.put_tree(tmp_path / "train", bad)
+    job_ends = JOB_ENDED.mark()
     result = engine.run({"program": "digits_mlp", "hyperparameters": {"epochs": "1"},
                          "inputs": {"train": bad}}, name="e2e-crash", timeout=120)
     assert result.status == "FAILED" and result.error == "TrainingJobFailed"
+    # The job's end was announced: its .sync task looked at once, not at its next poll.
+    assert JOB_ENDED.wait(job_ends, 0)
     assert "ChannelError: channel 'train': digits.csv is not numeric CSV" in (result.cause or "")
     assert "AlgorithmError" in (result.cause or "")
     assert _no_training_processes_left(engine)

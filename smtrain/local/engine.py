@@ -32,6 +32,7 @@ from smtrain.local.model_registry import LocalModelRegistry
 from smtrain.local.s3_stand_in import LocalS3
 from smtrain.local.sfn_sagemaker import serve_sagemaker
 from smtrain.local.tracking_store import prepare_tracking_store, tracking_store_uri, warm_up
+from smtrain.local.wakeups import EXECUTION_ENDED
 
 TERMINAL_EXECUTION_STATUSES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
 #: How often :meth:`OfflineEngine.wait` reads a followed execution's history (progress lines).
@@ -242,15 +243,15 @@ class OfflineEngine:
         """Follow the execution to its end, handing each new history event to ``on_event``.
 
         The execution runs in moto's thread; its status is asked about every ``poll`` seconds,
-        sooner at first (an input refused by its check ends within milliseconds). The history
+        and at once when an execution ends (:data:`smtrain.local.wakeups.EXECUTION_ENDED`). The history
         comes whole with each read (moto serializes every event of it, and its paging options
         are ignored), so it is read at most every ``follow_every`` seconds while ``on_event``
         follows it, and once at the end."""
         deadline = time.monotonic() + timeout
         seen = 0
-        interval = min(0.01, poll)
         followed = time.monotonic()
         while True:
+            mark = EXECUTION_ENDED.mark()
             description = self.client.describe_execution(executionArn=execution_arn)
             ended = description["status"] in TERMINAL_EXECUTION_STATUSES
             if ended or (on_event is not None and time.monotonic() - followed >= follow_every):
@@ -271,8 +272,7 @@ class OfflineEngine:
             if time.monotonic() > deadline:
                 self.stop(execution_arn, error="LocalTimeout", cause=f"no end within {timeout:.0f} s")
                 deadline = time.monotonic() + 30
-            time.sleep(interval)
-            interval = min(interval * 2, poll)
+            EXECUTION_ENDED.wait(mark, poll)  # an execution's end cuts it short
 
     def run(self, execution_input: dict[str, Any], *, name: str, on_event: EventCallback | None = None,
             timeout: float = 1800.0) -> ExecutionResult:

@@ -73,6 +73,7 @@ from smtrain.local.program_envs import (
 )
 from smtrain.local.run_record import RECORD_FILE, RECORD_VARIABLE, log_run_record, read_run_record
 from smtrain.local.s3_stand_in import LocalS3, S3UriError
+from smtrain.local.wakeups import JOB_ENDED
 
 TRAINING_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 TUNING_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}$")
@@ -1093,6 +1094,7 @@ class LocalBackend:
             self._warm_pools.finish(job.name, completed=status == "Completed")
             job.set_secondary(secondary, reason or "Training job completed")
             job.status = status
+        JOB_ENDED.notify()  # a .sync task waiting on this job looks now
 
     # -- tuning jobs ----------------------------------------------------------------------
     def create_hyper_parameter_tuning_job(self, request: Request) -> Description:

@@ -19,6 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from smtrain.local.backend import Description, Request, SageMakerError
+from smtrain.local.wakeups import JOB_ENDED
 
 if TYPE_CHECKING:
     import optuna
@@ -236,6 +237,7 @@ class TuningRun(Generic[TrialJobT]):
     def _end(self, status: str, reason: str | None) -> None:
         with self._lock:
             self.status, self.failure_reason, self.done = status, reason, True
+        JOB_ENDED.notify()  # a .sync task waiting on this job looks now
 
     def _best(self) -> tuple[dict[str, str], TrialJobT, float] | None:
         scored = [(tuned, job, value) for tuned, job in self.trials if job is not None

@@ -50,12 +50,14 @@ from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_funct
     WaitFunction,
 )
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication
 
 from smtrain.local.backend import TERMINAL_STATUSES, SageMakerBackend, SageMakerError
 from smtrain.local.batch_queue import BatchError, LocalBatchQueue
 from smtrain.local.s3_stand_in import LocalS3
 from smtrain.local.sagemaker_model import answer_as_aws, operation_model, request_violations
 from smtrain.local.strict_sagemaker import check_request, step_functions_error
+from smtrain.local.wakeups import EXECUTION_ENDED, JOB_ENDED
 
 #: The .sync actions and how to follow each: (create, describe, stop, name field, status field).
 _SYNC_ACTIONS: Final[dict[str, tuple[str, str, str, str, str]]] = {
@@ -156,6 +158,7 @@ class SageMakerSyncTask(state_task_service_callback.StateTaskServiceCallback):  
         backend = _current_backend()
 
         def resolve() -> dict[str, Any] | None:
+            _sync_marks.job_ended = JOB_ENDED.mark()  # before the status is read: see _SyncPollClock
             description: dict[str, Any] = answer_as_aws(_DESCRIBE_OPERATIONS[describe],
                                                         getattr(backend, describe)(name))
             status = description[status_field]
@@ -270,6 +273,44 @@ class _ScaledRetryClock:
         time.sleep(seconds * WAIT_SCALE)
 
 
+#: Per .sync task thread: :data:`JOB_ENDED`'s mark taken just before its last describe call.
+_sync_marks = threading.local()
+
+
+class _SyncPollClock:
+    """What moto's .sync loop sees as its ``time`` module (it calls ``time.sleep`` between two
+    describe calls of the job, and nothing else of that module): the sleep ends as soon as a
+    local job ends (:data:`smtrain.local.wakeups.JOB_ENDED`), any job, since the describe call
+    before it; at the latest after the poll interval, as before."""
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        mark = getattr(_sync_marks, "job_ended", None)
+        if mark is None:
+            time.sleep(seconds)
+        else:
+            JOB_ENDED.wait(mark, seconds)
+
+
+def _announce_execution_end() -> None:
+    """moto's interpreter ends every execution (succeeded, failed, stopped, timed out) through
+    ``BaseExecutionWorkerCommunication.terminated``, which sets the status an engine reads: once
+    it has, :data:`smtrain.local.wakeups.EXECUTION_ENDED` wakes whoever follows the execution.
+    Installed once per process."""
+    original = BaseExecutionWorkerCommunication.terminated
+    if getattr(original, "announces_end", False):
+        return
+
+    def terminated(self: Any) -> None:
+        try:
+            original(self)
+        finally:
+            EXECUTION_ENDED.notify()
+
+    terminated.announces_end = True  # type: ignore[attr-defined]
+    BaseExecutionWorkerCommunication.terminated = terminated
+
+
 class S3Error(Exception):
     """An S3 refusal; Step Functions names it ``S3.<code>``."""
 
@@ -324,12 +365,14 @@ def serve_sagemaker(backend: SageMakerBackend, *, registry: Any = None,
     global _backend, _registry, _s3, _batch
     from smtrain.local import asl_keyword_paths, asl_parse_cache, history_answer, jsonata_eval
 
+    _announce_execution_end()
     jsonata_eval.enable()
     asl_parse_cache.enable()
     asl_keyword_paths.enable()
     history_answer.enable()
     original = state_task_factory.state_task_service_for
     original_poll = state_task_service_callback._DELAY_SECONDS_SYNC_CONDITION_CHECK
+    original_sync_clock = state_task_service_callback.time
 
     def service_for(service_name: str) -> Any:
         if service_name == "sagemaker":
@@ -350,12 +393,15 @@ def serve_sagemaker(backend: SageMakerBackend, *, registry: Any = None,
         # moto asks a .sync task's describe call every 0.5 s; a local job's describe is a
         # lookup in this process, so the engine asks every SYNC_POLL_SECONDS instead.
         state_task_service_callback._DELAY_SECONDS_SYNC_CONDITION_CHECK = SYNC_POLL_SECONDS
+        # ... and sooner when the job ends (smtrain.local.wakeups).
+        state_task_service_callback.time = _SyncPollClock
     try:
         yield
     finally:
         with _lock:
             state_task_factory.state_task_service_for = original
             state_task_service_callback._DELAY_SECONDS_SYNC_CONDITION_CHECK = original_poll
+            state_task_service_callback.time = original_sync_clock
             WaitFunction._wait_interval = original_wait
             retrier_decl.time = original_clock
             _backend, _registry, _s3, _batch = None, None, None, None
