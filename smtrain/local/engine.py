@@ -202,9 +202,11 @@ class OfflineEngine:
         if self._cleanup_arn is None:
             return
         deadline = time.monotonic() + 10  # a stopped execution turns ABORTED in moto's thread
+        mark = EXECUTION_ENDED.mark()
         description = self.client.describe_execution(executionArn=execution_arn)
         while description["status"] == "RUNNING" and time.monotonic() < deadline:
-            time.sleep(0.01)
+            EXECUTION_ENDED.wait(mark, 0.05)
+            mark = EXECUTION_ENDED.mark()
             description = self.client.describe_execution(executionArn=execution_arn)
         if description["status"] not in contract.QUEUE_CLEANUP_STATUSES:
             return
@@ -219,12 +221,13 @@ class OfflineEngine:
                                               name=f"cleanup-{description['name']}"[:80])
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
+            mark = EXECUTION_ENDED.mark()
             status = self.client.describe_execution(executionArn=started["executionArn"])["status"]
             if status != "RUNNING":
                 if status != "SUCCEEDED":
                     raise RuntimeError(f"the queue cleanup of {execution_arn} ended {status}")
                 return
-            time.sleep(0.02)
+            EXECUTION_ENDED.wait(mark, 0.05)
         raise RuntimeError(f"the queue cleanup of {execution_arn} did not end within 60 s")
 
     def history(self, execution_arn: str) -> list[dict[str, Any]]:
