@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,9 @@ def test_folder_without_the_content_type_is_refused(tmp_path: Path, program: Pro
     assert "only a.parquet, b.parquet, c.parquet and 1 more" in message
     assert "d.parquet" not in message
     assert "--input train=" in message
+    # Files named otherwise (AWS's abalone example writes abalone.train): the manifest's setting.
+    assert message.endswith("list their endings in the channel's extensions in program.toml "
+                            '(e.g. extensions = [".parquet"])')
 
 
 def test_folder_with_only_hidden_files_is_refused(tmp_path: Path, program: Program) -> None:
@@ -106,6 +110,42 @@ def test_same_folder_twice_is_refused(tmp_path: Path, program: Program) -> None:
     message = _refusal(_inputs(train=folder, validation=tmp_path / "." / "data"), program)
     assert message.startswith(f"input train and validation: both read the folder {folder}")
     assert "validation must hold data the model does not train on" in message
+    assert message.endswith("declare shares_data = true on channel validation in program.toml")
+
+
+def _sharing(program: Program, name: str) -> Program:
+    return dataclasses.replace(program, channels=tuple(
+        dataclasses.replace(channel, shares_data=channel.name == name) for channel in program.channels))
+
+
+def test_a_channel_that_shares_data_may_read_the_other_s_folder_and_files(
+        tmp_path: Path, program: Program) -> None:
+    """As AWS's MNIST examples give training and testing one prefix, the script picking its files
+    by name: declared in the manifest, the same folder or the same files pass; undeclared, the
+    refusal says how to declare it (above)."""
+    folder = tmp_path / "data"
+    _write(folder / "a.csv", "1,0.5\n")
+    sharing = _sharing(program, "validation")
+    check_local_channels(_inputs(train=folder, validation=folder), sharing)
+    _write(tmp_path / "copy" / "a.csv", "1,0.5\n")
+    check_local_channels(_inputs(train=folder, validation=tmp_path / "copy"), sharing)
+    # Declared on either channel.
+    check_local_channels(_inputs(train=folder, validation=folder), _sharing(program, "train"))
+
+
+def test_a_hugging_face_dataset_s_description_in_both_splits_is_not_shared_data(
+        tmp_path: Path, program: Program) -> None:
+    """``Dataset.save_to_disk`` writes each split's dataset_info.json (the features, the same in
+    every split) beside its data: the same description is no leak; the same data still is."""
+    csv_program = dataclasses.replace(program, channels=tuple(
+        dataclasses.replace(channel, extensions=(".arrow", ".json")) for channel in program.channels))
+    for split, rows in (("train", "train rows"), ("validation", "held-out rows")):
+        _write(tmp_path / split / "data-00000-of-00001.arrow", rows)
+        _write(tmp_path / split / "dataset_info.json", '{"features": {"label": "int64"}}')
+    check_local_channels(_inputs(train=tmp_path / "train", validation=tmp_path / "validation"), csv_program)
+    _write(tmp_path / "validation" / "data-00000-of-00001.arrow", "train rows")
+    message = _refusal(_inputs(train=tmp_path / "train", validation=tmp_path / "validation"), csv_program)
+    assert "data-00000-of-00001.arrow are the same file" in message
 
 
 def test_only_files_whose_sizes_collide_across_channels_are_hashed(

@@ -60,6 +60,10 @@ def test_a_good_manifest(tmp_path: Path) -> None:
     assert program.tuning is not None
     assert program.tuning.as_input()["parameterRanges"] == {"ContinuousParameterRanges": [
         {"Name": "lr", "MinValue": "0.01", "MaxValue": "0.5", "ScalingType": "Auto"}]}
+    assert not program.channels[0].shares_data
+    sharing = load(_program(tmp_path / "sharing", GOOD.replace('name = "training"',
+                                                               'name = "training"\nshares_data = true', 1)))
+    assert sharing.channels[0].shares_data
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -75,6 +79,8 @@ def test_a_good_manifest(tmp_path: Path) -> None:
      "'tuning.ranges.momentum': 'momentum' is not a declared hyperparameter"),
     (('max = 0.5', 'max = 2'), "'tuning.ranges.lr.max': must be at most 1, got 2"),
     (('name = "training"', 'name = "train ing"'), "'channels.0.name': 'train ing' does not match"),
+    (('name = "training"', 'name = "training"\nshares_data = "yes"'),
+     "'channels.0.shares_data': 'yes' is not of type 'boolean'"),
     (('name = "training"', 'name = "training"\ninput_mode = "Stream"'),
      "'channels.0.input_mode': 'Stream' is not one of ['File', 'FastFile', 'Pipe']"),
     (('name = "training"', 'name = "training"\ns3_data_distribution_type = "Sharded"'),

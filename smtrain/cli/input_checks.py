@@ -6,7 +6,9 @@ wrong and the fix:
 1. a channel folder that looks like a dataset root (it holds sub-folders named like the
    program's channels);
 2. a channel folder with no file of the channel's declared content type;
-3. the same data in two channels (the same folder given twice, or files with the same SHA-256).
+3. the same data in two channels (the same folder given twice, or files with the same SHA-256),
+   unless one of them is declared ``shares_data = true`` (its script picks its files by name);
+   a Hugging Face dataset's ``dataset_info.json`` is not data.
 
 Fast on large folders: one directory walk per channel; only files whose sizes collide across
 channels are hashed. Hidden files and folders (``.DS_Store``, ``.ipynb_checkpoints/``) are ignored.
@@ -49,25 +51,30 @@ def check_local_channels(inputs: Sequence[ChannelInput], program: Program) -> No
         _check_not_dataset_root(channel, folder, program)
         files[channel.name] = _check_content_type(channel, folder)
     _check_same_folder(local)
-    _check_same_files(files)
+    _check_same_files(files, sharing={channel.name for channel, _ in local if channel.shares_data})
 
 
 def _show(folder: Path) -> str:
     return shlex.quote(str(folder))
 
 
+def _sharing_hint(name: str) -> str:
+    return (f", or, if the script picks each channel's files by name from one folder, declare "
+            f"shares_data = true on channel {name} in program.toml")
+
+
 def _check_same_folder(local: Sequence[tuple[Channel, Path]]) -> None:
     seen: dict[Path, tuple[Channel, Path]] = {}
     for channel, folder in local:
         resolved = folder.resolve()
-        if resolved in seen:
+        if resolved in seen and not (channel.shares_data or seen[resolved][0].shares_data):
             first, first_folder = seen[resolved]
             raise InputError(
                 f"input {first.name} and {channel.name}: both read the folder {_show(first_folder)}"
                 + (f" (as {_show(folder)})" if folder != first_folder else "")
                 + f"; validation must hold data the model does not train on: give {channel.name} "
-                  f"a folder of its own (a held-out split)")
-        seen[resolved] = (channel, folder)
+                  f"a folder of its own (a held-out split){_sharing_hint(channel.name)}")
+        seen.setdefault(resolved, (channel, folder))
 
 
 def _check_not_dataset_root(channel: Channel, folder: Path, program: Program) -> None:
@@ -136,10 +143,13 @@ def _check_content_type(channel: Channel, folder: Path) -> list[_File]:
         holds = f"holds no {channel.content_type} file ({expected}), only {shown}{more}"
     else:
         holds = "holds no files (hidden files are ignored)"
+    named = (f"; or, if these are its files under other names, list their endings in the "
+             f"channel's extensions in program.toml (e.g. extensions = [\"{found[0].path.suffix}\"])"
+             if found and found[0].path.suffix else "")
     raise InputError(
         f"input {channel.name}: folder {_show(folder)} {holds}; put the channel's "
         f"{channel.content_type} files ({expected}) there, or point --input {channel.name}= at "
-        f"the folder that holds them")
+        f"the folder that holds them{named}")
 
 
 def _sha256(path: Path) -> str:
@@ -147,12 +157,22 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
-def _check_same_files(files: dict[str, list[_File]]) -> None:
-    """Files of the same content in two channels; hashes only sizes that collide across channels."""
+#: Files that describe a dataset rather than hold it: Hugging Face ``datasets`` writes
+#: ``dataset_info.json`` (the features, the same in every split of one dataset) beside each
+#: split's ``data-*.arrow`` files in ``Dataset.save_to_disk`` (``datasets.config.DATASET_INFO_FILENAME``).
+METADATA_FILES = frozenset({"dataset_info.json"})
+
+
+def _check_same_files(files: dict[str, list[_File]], *, sharing: set[str]) -> None:
+    """Files of the same content in two channels, neither of them in ``sharing``; hashes only
+    sizes that collide across channels."""
     by_size: dict[int, list[tuple[str, _File]]] = defaultdict(list)
     for name, channel_files in files.items():
+        if name in sharing:
+            continue
         for file in channel_files:
-            if file.size > 0:  # empty files carry no data to leak
+            # Empty files carry no data to leak, and a dataset's description is not its data.
+            if file.size > 0 and file.path.name not in METADATA_FILES:
                 by_size[file.size].append((name, file))
     for size in sorted(by_size):
         candidates = by_size[size]
@@ -167,5 +187,6 @@ def _check_same_files(files: dict[str, list[_File]]) -> None:
                 raise InputError(
                     f"input {first_name} and {name}: {_show(first.path)} and {_show(file.path)} "
                     f"are the same file (same SHA-256); validation must hold data the model does "
-                    f"not train on: keep each file in one channel only (a held-out split)")
+                    f"not train on: keep each file in one channel only (a held-out split)"
+                    f"{_sharing_hint(name)}")
             by_hash.setdefault(digest, (name, file))

@@ -122,6 +122,7 @@ MANIFEST_SCHEMA: dict[str, Any] = {
                     "name": {"type": "string", "pattern": f"^{contract.CHANNEL_NAME.pattern}$"},
                     "content_type": {"type": "string", "minLength": 1, "maxLength": 256},
                     "required": {"type": "boolean"},
+                    "shares_data": {"type": "boolean"},
                     "extensions": {"type": "array", "items": {"type": "string",
                                                               "pattern": r"^\.[A-Za-z0-9.]+$"}},
                     "input_mode": {"enum": list(contract.INPUT_MODES)},
@@ -232,6 +233,11 @@ class Channel:
     name: str
     content_type: str
     required: bool = True
+    #: The channel may be given the same local folder, or the same files, as another channel:
+    #: the script picks its files from it by name (AWS's MNIST examples give ``training`` and
+    #: ``testing`` one S3 prefix). Default false: the CLI refuses that as a held-out split that
+    #: is not held out.
+    shares_data: bool = False
     extensions: tuple[str, ...] = ()
     input_mode: str = contract.DEFAULT_INPUT_MODE
     s3_data_distribution_type: str = contract.DEFAULT_S3_DATA_DISTRIBUTION
@@ -458,7 +464,7 @@ def load(directory: Path, *, staged: bool = False) -> Program:
 
     channels = tuple(Channel(
         name=c["name"], content_type=c["content_type"], required=c.get("required", True),
-        extensions=tuple(c.get("extensions", ())),
+        shares_data=c.get("shares_data", False), extensions=tuple(c.get("extensions", ())),
         input_mode=c.get("input_mode", contract.DEFAULT_INPUT_MODE),
         s3_data_distribution_type=c.get("s3_data_distribution_type",
                                         contract.DEFAULT_S3_DATA_DISTRIBUTION),
