@@ -188,6 +188,35 @@ def test_a_byoc_job_on_the_python_image_has_only_what_its_dockerfile_installs(
     assert ("on a Python with no other package" in log) == (not sees_the_project)
 
 
+def test_a_byoc_job_whose_dockerfile_s_pip_install_fails_says_first_what_docker_would_have_done(
+        tmp_path: Path) -> None:
+    """AWS's scikit_bring_your_own example (FROM ubuntu, apt-get, then pip-installs pins of its
+    day): when its pip install fails here, the console has already said what this machine does
+    not reproduce (the apt packages, the other base's Python), often the reason why."""
+    from smtrain.local.deployment import ByocProgram
+    from smtrain.local.local_backend import NOTE_PREFIX, Images, LocalBackend
+    from smtrain.local.s3_stand_in import LocalS3
+    from tests.test_local_failures import IMAGE
+
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(
+        "FROM ubuntu:18.04\nRUN apt-get update && apt-get install -y python3 python3-pip nginx\n"
+        "RUN pip install smtrain-no-such-package-anywhere==9.9.9\nCOPY train /opt/program/train\n")
+    (context / "train").write_text("print('never runs')\n")
+    lines: list[tuple[str, str]] = []
+    backend = LocalBackend(s3=LocalS3(tmp_path / "s3"), work_dir=tmp_path / "work",
+                           images=Images(byoc={IMAGE: ByocProgram(
+                               name="tiny", image_uri=IMAGE, context_dir=context, program_dir=context,
+                               entry_point=context / "train", dockerfile=context / "Dockerfile")}),
+                           env_cache=tmp_path / "envs", on_log=lambda job, line: lines.append((job, line)))
+    job = run_job(backend, "apt-then-pip")
+    assert job.status == "Failed"
+    assert (job.failure_reason or "").startswith("AlgorithmError: InstallRequirementsError: ")
+    warnings = [line for _, line in lines if line.startswith(f"{NOTE_PREFIX}not reproduced here (no Docker): ")]
+    assert len(warnings) == 1 and "nginx" in warnings[0], lines
+
+
 def test_a_byoc_job_whose_requirements_fail_says_so(tmp_path: Path) -> None:
     backend = tiny_backend(tmp_path, "print('never runs')\n",
                            requirements="smtrain-no-such-package-anywhere==9.9.9\n")

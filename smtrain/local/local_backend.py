@@ -618,6 +618,13 @@ class LocalBackend:
                                  .read_text())["sagemaker_submit_directory"])
         return bundle_requirements(bundle, tree.base_dir.parent / "requirements.txt")
 
+    def _first_warning(self, recipe: ImageRecipe) -> bool:
+        """True the first time this image's warning is to be shown on the console."""
+        with self._lock:
+            first = recipe.dockerfile not in self._warned_images
+            self._warned_images.add(recipe.dockerfile)
+        return first
+
     def _recipe(self, program: ByocProgram) -> ImageRecipe | None:
         """What the program's Dockerfile installs (read once per Dockerfile), or None where the
         Dockerfile is not known."""
@@ -673,6 +680,7 @@ class LocalBackend:
                 message, FAILURE_REASON_LIMIT - len("ClientError: "))) from None
 
     def _python(self, job: TrainingJob, tree: JobTree) -> Path:
+        recipe: ImageRecipe | None = None
         try:
             recipe = self._recipe(self._byoc_program(job)) if job.kind == "byoc" else None
             if recipe is not None:
@@ -685,6 +693,12 @@ class LocalBackend:
             return environment_for(self._requirements(job, tree), self.env_cache,
                                    base=job.image_environment)
         except ProgramEnvironmentError as error:
+            # What Docker would do that this machine does not (another base image's Python, apt
+            # packages) is often why pip failed: said before the failure, not only in the log of
+            # a job that got as far as running.
+            warning = recipe.warning() if recipe is not None else None
+            if warning and recipe is not None and self._first_warning(recipe):
+                self._emit(job, f"{NOTE_PREFIX}{warning}")
             room = FAILURE_REASON_LIMIT - len("AlgorithmError: InstallRequirementsError: ")
             # pip's last lines matter most
             raise SageMakerError("AlgorithmError", "InstallRequirementsError: "
@@ -856,10 +870,7 @@ class LocalBackend:
                     warning = recipe.warning()
                     if warning:
                         log.write(f"{NOTE_PREFIX}{warning}\n")
-                        with self._lock:  # on the console once per image, in every job's log
-                            first = recipe.dockerfile not in self._warned_images
-                            self._warned_images.add(recipe.dockerfile)
-                        if first:
+                        if self._first_warning(recipe):  # on the console once per image
                             self._emit(job, f"{NOTE_PREFIX}{warning}")
             if start_note:
                 log.write(f"{NOTE_PREFIX}{start_note}\n")
