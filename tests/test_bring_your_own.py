@@ -492,6 +492,56 @@ def test_a_huggingface_image_without_an_environment_is_refused_naming_the_built_
         "HyperParameters": {}})
 
 
+def test_a_pytorch_job_says_which_torch_stood_in_for_its_image_s() -> None:
+    """PyTorch script jobs run over the project's environment (AWS's public examples declare
+    1.5 or 1.8): the job's notes say which torch ran where it is not the image's version."""
+    import importlib.metadata
+
+    from smtrain.local.local_backend import _torch_stand_in_note
+
+    here = importlib.metadata.version("torch")
+    registry = "763104351884.dkr.ecr.us-east-1.amazonaws.com"
+
+    def note(image: str) -> str | None:
+        return _torch_stand_in_note({"AlgorithmSpecification": {"TrainingImage": f"{registry}/{image}"},
+                                     "HyperParameters": {}})
+
+    assert note("pytorch-training:1.8.0-cpu-py36-ubuntu18.04") == (
+        f"torch {here} (the project's) stood in for the pytorch 1.8 image's torch; the image's "
+        "torchvision and torchaudio are not here")
+    major_minor = ".".join(here.split("+")[0].split(".")[:2])
+    assert note(f"pytorch-training:{major_minor}.0-cpu-py311-ubuntu22.04-sagemaker") is None
+    assert note("tensorflow-training:2.19.0-cpu-py312-ubuntu22.04-sagemaker") is None
+
+
+def test_smtrain_start_local_refuses_a_declared_version_it_cannot_run_before_anything_starts(
+        with_brought_programs: Synthesized, tmp_path: Path) -> None:
+    """AWS's TensorFlow 2 MNIST example declares 2.3.1: one line, exit 2, nothing uploaded or
+    run (the engine would fail the job with the same line, after the data's upload)."""
+    import shutil
+
+    from tests.helpers import run_cli
+
+    code = tmp_path / "code"
+    assert with_brought_programs.training_code is not None
+    shutil.copytree(with_brought_programs.training_code, code)
+    manifest = code / "tensorflow_example" / "program.toml"
+    manifest.write_text(manifest.read_text().replace(
+        'framework = "tensorflow"\n', 'framework = "tensorflow"\nframework_version = "2.3.1"\n', 1))
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "SMTRAIN_"))}
+    result = run_cli(["start", "--local", "--program", "tensorflow_example",
+                      "--cdk-out", str(with_brought_programs.outdir), "--work-dir", str(tmp_path / "work")],
+                     env={**env, "SMTRAIN_TRAINING_CODE": str(code)}, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    (line,) = result.stderr.splitlines()
+    refusal = contract.offline_version_refusal("tensorflow", "2.3.1", (3, 11))
+    assert refusal is not None and refusal.startswith(
+        "a tensorflow 2.3 script-mode job does not run offline: the offline engine knows the "
+        "tensorflow image's environment for 2.19 only")
+    assert line == f"smtrain: error: program tensorflow_example: {refusal}"
+    assert not (tmp_path / "work").exists()
+
+
 def test_a_tensorflow_version_without_an_environment_is_refused_naming_the_built_ones() -> None:
     from smtrain.local.backend import SageMakerError
     from smtrain.local.local_backend import _check_offline_framework

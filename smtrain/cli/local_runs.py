@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Mapping
@@ -213,6 +214,12 @@ def start_local(args: argparse.Namespace, draft: dict[str, Any], channel_inputs:
         # Refused before anything starts; the engine would fail the job with the same line.
         raise InputError(f"program {chosen.name}: "
                          f"{builtin_algorithms.offline_refusal(str(chosen.algorithm))}")
+    if chosen.kind == "script" and chosen.framework_version is not None:
+        # A version declared in the manifest (the cdk.json default is one the engine runs).
+        refusal = contract.offline_version_refusal(
+            str(chosen.framework), chosen.framework_version, (sys.version_info[0], sys.version_info[1]))
+        if refusal is not None:
+            raise InputError(f"program {chosen.name}: {refusal}")
     ensure_current(args.cdk_out, programs, synth=not getattr(args, "no_synth", False))
     from smtrain.local.staleness import app_digest, code_digest
 

@@ -109,6 +109,27 @@ def offline_python_refusal(framework: str, version: str, python: tuple[int, int]
             f"and this is Python {python[0]}.{python[1]}")
 
 
+def offline_version_refusal(framework: str, version: str, python: tuple[int, int]) -> str | None:
+    """Why the offline engine refuses a script job of ``framework`` ``version`` (as a manifest,
+    the SDK or an image's tag spells it) on Python ``python``, in one line; None where it runs
+    it. The engine fails such a job with this line; ``smtrain start --local`` refuses a program
+    that declares such a version with it before anything starts."""
+    if framework in OFFLINE_FRAMEWORKS:
+        return None
+    key = offline_image_version(version)
+    known = OFFLINE_IMAGE_ENVIRONMENTS.get(framework, ())
+    if key not in known:
+        return (f"a {framework} {key} script-mode job does not run offline: the offline engine "
+                f"knows the {framework} image's environment for {', '.join(known)} only (give the "
+                "program's framework_version, or the cdk.json setting, a version it knows to run "
+                "it offline; run this one on AWS)")
+    refusal = offline_python_refusal(framework, key, python)
+    if refusal is not None:
+        return (f"a {framework} {key} script-mode job does not run offline here: {refusal} (run "
+                "smtrain from an older Python's environment to run it offline, or run it on AWS)")
+    return None
+
+
 def offline_run(framework: str, version: str | None, python: tuple[int, int]) -> str:
     """How the offline engine runs a script program of ``framework`` ``version`` (None: the
     app's default, not known here) on Python ``python``, in a few words for ``smtrain

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -164,6 +165,23 @@ INHERITED_VARIABLES = frozenset({
 INHERITED_PREFIXES = ("LC_",)
 
 
+def _torch_stand_in_note(request: Request) -> str | None:
+    """A PyTorch script job runs over the project's environment, whose torch stands in for the
+    image's (contract.OFFLINE_FRAMEWORKS): where their versions differ, a note says which ran."""
+    image = request["AlgorithmSpecification"]["TrainingImage"]
+    if script_framework(image, request.get("HyperParameters", {})) != "pytorch":
+        return None
+    wanted = framework_envs.image_version(image)
+    try:
+        here = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    if contract.offline_image_version(here.split("+")[0]) == wanted:
+        return None
+    return (f"torch {here} (the project's) stood in for the pytorch {wanted} image's torch; the "
+            f"image's torchvision and torchaudio are not here")
+
+
 def _check_offline_framework(request: Request) -> None:
     """Refuse a script job whose framework the engine cannot run faithfully: its image's own
     environment (a TensorFlow, scikit-learn or Hugging Face version, or Hugging Face's TensorFlow
@@ -174,14 +192,11 @@ def _check_offline_framework(request: Request) -> None:
     if framework is None or framework in contract.OFFLINE_FRAMEWORKS:
         return
     built = framework_envs.built_versions(framework)
+    python = (sys.version_info[0], sys.version_info[1])
     if framework_envs.build_for(framework, image) is not None:
-        version = framework_envs.image_version(image)
-        refusal = contract.offline_python_refusal(framework, version, (sys.version_info[0], sys.version_info[1]))
+        refusal = contract.offline_version_refusal(framework, framework_envs.image_version(image), python)
         if refusal is not None:
-            raise SageMakerError(
-                "ClientError",
-                f"a {framework} {version} script-mode job does not run offline here: {refusal} "
-                "(run smtrain from an older Python's environment to run it offline, or run it on AWS)")
+            raise SageMakerError("ClientError", refusal)
         return
     base = framework_envs.unbuilt_base(image)
     if base is not None:
@@ -194,12 +209,9 @@ def _check_offline_framework(request: Request) -> None:
             f"for {', '.join(known)} only (set the program's framework_version and "
             "base_framework_version, or the cdk.json settings, to one of those to run it offline, "
             "or run it on AWS)")
-    raise SageMakerError(
-        "ClientError",
-        f"a {framework} {framework_envs.image_version(image)} script-mode job does not run "
-        f"offline: the offline engine knows the {framework} image's environment for "
-        f"{', '.join(built)} only (give the program's framework_version, or the "
-        "cdk.json setting, a version it knows to run it offline; run this one on AWS)")
+    refusal = contract.offline_version_refusal(framework, framework_envs.image_version(image), python)
+    assert refusal is not None  # no build for this version: the core's table has none either
+    raise SageMakerError("ClientError", refusal)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -857,6 +869,9 @@ class LocalBackend:
                           f"(`{job.isolation.describe()}`); it could reach nothing outside it")
             for message in job.channel_notes:
                 keep_note(message)
+            torch_note = _torch_stand_in_note(job.request)
+            if torch_note is not None:
+                keep_note(torch_note)
             if job.warm_pool is not None and job.warm_pool.started_on is not None:
                 keep_note(f"started on the warm pool of {job.warm_pool.started_on} (its "
                           "DescribeTrainingJob says Reused, ReusedByJob this job)")
