@@ -137,14 +137,14 @@ def test_a_hugging_face_dataset_s_description_in_both_splits_is_not_shared_data(
         tmp_path: Path, program: Program) -> None:
     """``Dataset.save_to_disk`` writes each split's dataset_info.json (the features, the same in
     every split) beside its data: the same description is no leak; the same data still is."""
-    csv_program = dataclasses.replace(program, channels=tuple(
+    dataset_program = dataclasses.replace(program, channels=tuple(
         dataclasses.replace(channel, extensions=(".arrow", ".json")) for channel in program.channels))
     for split, rows in (("train", "train rows"), ("validation", "held-out rows")):
         _write(tmp_path / split / "data-00000-of-00001.arrow", rows)
         _write(tmp_path / split / "dataset_info.json", '{"features": {"label": "int64"}}')
-    check_local_channels(_inputs(train=tmp_path / "train", validation=tmp_path / "validation"), csv_program)
+    check_local_channels(_inputs(train=tmp_path / "train", validation=tmp_path / "validation"), dataset_program)
     _write(tmp_path / "validation" / "data-00000-of-00001.arrow", "train rows")
-    message = _refusal(_inputs(train=tmp_path / "train", validation=tmp_path / "validation"), csv_program)
+    message = _refusal(_inputs(train=tmp_path / "train", validation=tmp_path / "validation"), dataset_program)
     assert "data-00000-of-00001.arrow are the same file" in message
 
 

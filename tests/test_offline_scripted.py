@@ -67,6 +67,26 @@ def fresh_requests(harness: Harness) -> None:
     harness.backend.stopped.clear()
 
 
+def test_a_job_s_end_and_the_execution_s_end_are_seen_at_once_not_at_the_next_poll(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the .sync task's polls and the engine's 30 s apart, a run whose job reports
+    InProgress, then Completed, ends long before one poll: the task's wait ended as the job's
+    status moved (the scripted job moves at once; a local job as its process ends), the engine's
+    as the execution ended (smtrain.local.wakeups)."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_callback,
+    )
+
+    monkeypatch.setattr(state_task_service_callback, "_DELAY_SECONDS_SYNC_CONDITION_CHECK", 30)
+    harness.backend.script = JobScript(statuses=("InProgress", "Completed"))
+    started = time.monotonic()
+    arn = harness.engine.start({"program": "digits_mlp"}, name="wakeups")
+    result = harness.engine.wait(arn, poll=30, timeout=120)
+    assert result.status == "SUCCEEDED", (result.error, result.cause)
+    assert time.monotonic() - started < 20, "a wait lasted its whole poll interval"
+    assert len(harness.training_requests()) == 1
+
+
 #: A copy of digits_mlp that also declares text hyperparameters ``note0``..``note29``: what a team's
 #: program may declare (up to SageMaker's 100 hyperparameters of 2,500 characters), and the one
 #: way an execution input can make SageMaker's describe answer, which echoes the request, large.

@@ -54,6 +54,7 @@ def test_a_retried_task_waits_a_fiftieth_of_its_backoff_and_moto_is_left_as_it_w
     assert elapsed < 6
     assert retrier_decl.time is time  # outside the engine, moto's own clock
     assert state_task_service_callback.time is time  # and the .sync loop's
+    # (Its end of an execution stays announced, once installed: smtrain.local.wakeups, below.)
 
 
 def test_an_execution_s_end_is_announced_whatever_its_status() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shlex
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from smtrain.cli.execution_request import ChannelInput
 from smtrain.core.errors import InputError
-from smtrain.core.programs import Channel, Program
+from smtrain.core.programs import EXTENSION_PATTERN, Channel, Program
 
 #: How many of the files found a "wrong content type" message lists.
 LISTED_FILES = 3
@@ -64,17 +65,19 @@ def _sharing_hint(name: str) -> str:
 
 
 def _check_same_folder(local: Sequence[tuple[Channel, Path]]) -> None:
-    seen: dict[Path, tuple[Channel, Path]] = {}
+    """Two channels, neither declared ``shares_data``, that read one folder."""
+    seen: dict[Path, list[tuple[Channel, Path]]] = defaultdict(list)
     for channel, folder in local:
         resolved = folder.resolve()
-        if resolved in seen and not (channel.shares_data or seen[resolved][0].shares_data):
-            first, first_folder = seen[resolved]
+        others = [] if channel.shares_data else [(c, f) for c, f in seen[resolved] if not c.shares_data]
+        if others:
+            first, first_folder = others[0]
             raise InputError(
                 f"input {first.name} and {channel.name}: both read the folder {_show(first_folder)}"
                 + (f" (as {_show(folder)})" if folder != first_folder else "")
                 + f"; validation must hold data the model does not train on: give {channel.name} "
                   f"a folder of its own (a held-out split){_sharing_hint(channel.name)}")
-        seen.setdefault(resolved, (channel, folder))
+        seen[resolved].append((channel, folder))
 
 
 def _check_not_dataset_root(channel: Channel, folder: Path, program: Program) -> None:
@@ -143,9 +146,11 @@ def _check_content_type(channel: Channel, folder: Path) -> list[_File]:
         holds = f"holds no {channel.content_type} file ({expected}), only {shown}{more}"
     else:
         holds = "holds no files (hidden files are ignored)"
-    named = (f"; or, if these are its files under other names, list their endings in the "
-             f"channel's extensions in program.toml (e.g. extensions = [\"{found[0].path.suffix}\"])"
-             if found and found[0].path.suffix else "")
+    suffix = found[0].path.suffix if found else ""
+    named = ("; or, if these are its files under other names, list their endings in the channel's "
+             "extensions in program.toml"
+             + (f' (e.g. extensions = ["{suffix}"])' if re.fullmatch(EXTENSION_PATTERN, suffix) else "")
+             if found else "")
     raise InputError(
         f"input {channel.name}: folder {_show(folder)} {holds}; put the channel's "
         f"{channel.content_type} files ({expected}) there, or point --input {channel.name}= at "

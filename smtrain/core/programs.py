@@ -39,6 +39,9 @@ def programs_folder() -> Path:
 HyperparameterType = Literal["int", "float", "bool", "str", "categorical"]
 _NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 
+#: What a channel's ``extensions`` entry must look like (``.csv``, ``.libsvm``, ``.tar.gz``).
+EXTENSION_PATTERN = r"^\.[A-Za-z0-9.]+$"
+
 _HYPERPARAMETER_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
@@ -124,7 +127,7 @@ MANIFEST_SCHEMA: dict[str, Any] = {
                     "required": {"type": "boolean"},
                     "shares_data": {"type": "boolean"},
                     "extensions": {"type": "array", "items": {"type": "string",
-                                                              "pattern": r"^\.[A-Za-z0-9.]+$"}},
+                                                              "pattern": EXTENSION_PATTERN}},
                     "input_mode": {"enum": list(contract.INPUT_MODES)},
                     "s3_data_distribution_type": {"enum": list(contract.S3_DATA_DISTRIBUTIONS)},
                     "compression_type": {"enum": list(contract.COMPRESSION_TYPES)},

@@ -180,6 +180,9 @@ class SageMakerSyncTask(state_task_service_callback.StateTaskServiceCallback):  
                                       timeout_seconds=timeout_seconds,
                                       callback_endpoint=None, heartbeat_endpoint=heartbeat_endpoint)
         finally:
+            # This task's mark ends with it: another .sync task of this thread sleeps its full
+            # interval until it has read its job's status (_SyncPollClock).
+            _sync_marks.__dict__.pop("job_ended", None)
             if not env.is_running():
                 # The execution was stopped (or timed out): Step Functions stops the job.
                 _, _, stop, _, _ = _SYNC_ACTIONS[self.resource.api_action.lower()]
@@ -281,7 +284,10 @@ class _SyncPollClock:
     """What moto's .sync loop sees as its ``time`` module (it calls ``time.sleep`` between two
     describe calls of the job, and nothing else of that module): the sleep ends as soon as a
     local job ends (:data:`smtrain.local.wakeups.JOB_ENDED`), any job, since the describe call
-    before it; at the latest after the poll interval, as before."""
+    before it; at the latest after the poll interval, as before. Anything else is ``time``'s."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
 
     @staticmethod
     def sleep(seconds: float) -> None:
@@ -370,9 +376,6 @@ def serve_sagemaker(backend: SageMakerBackend, *, registry: Any = None,
     asl_parse_cache.enable()
     asl_keyword_paths.enable()
     history_answer.enable()
-    original = state_task_factory.state_task_service_for
-    original_poll = state_task_service_callback._DELAY_SECONDS_SYNC_CONDITION_CHECK
-    original_sync_clock = state_task_service_callback.time
 
     def service_for(service_name: str) -> Any:
         if service_name == "sagemaker":
@@ -385,6 +388,9 @@ def serve_sagemaker(backend: SageMakerBackend, *, registry: Any = None,
         if _backend is not None:
             raise RuntimeError("a SageMaker backend is already being served")
         _backend, _registry, _s3, _batch = backend, registry, s3, batch
+        original = state_task_factory.state_task_service_for
+        original_poll = state_task_service_callback._DELAY_SECONDS_SYNC_CONDITION_CHECK
+        original_sync_clock = state_task_service_callback.time
         original_wait = WaitFunction._wait_interval
         WaitFunction._wait_interval = _scaled_wait
         original_clock = retrier_decl.time
@@ -394,7 +400,7 @@ def serve_sagemaker(backend: SageMakerBackend, *, registry: Any = None,
         # lookup in this process, so the engine asks every SYNC_POLL_SECONDS instead.
         state_task_service_callback._DELAY_SECONDS_SYNC_CONDITION_CHECK = SYNC_POLL_SECONDS
         # ... and sooner when the job ends (smtrain.local.wakeups).
-        state_task_service_callback.time = _SyncPollClock
+        state_task_service_callback.time = _SyncPollClock()
     try:
         yield
     finally:
