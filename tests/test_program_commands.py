@@ -128,6 +128,32 @@ def test_programs_lists_the_shipped_programs(capsys: pytest.CaptureFixture[str])
     assert "learning_rate: 0.02 .. 0.3 (Logarithmic scaling)" in lines
 
 
+def test_programs_lists_the_good_ones_and_names_every_bad_manifest(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A team's folder with two broken manifests: the good program is listed, then one error
+    line for each broken one (not the first alone), exit 2, as ``cdk synth`` refuses each."""
+    import shutil
+
+    fixtures = Path(__file__).parent / "fixtures" / "programs"
+    shutil.copytree(fixtures / "sklearn_example", tmp_path / "sklearn_example")
+    for name, change in (("broken_kind", ('kind = "script"', 'kind = "spark"')),
+                         ("broken_channel", ('name = "train"', 'name = "tr ain"'))):
+        shutil.copytree(fixtures / "sklearn_example", tmp_path / name)
+        manifest = tmp_path / name / programs.MANIFEST
+        text = manifest.read_text().replace('name = "sklearn_example"', f'name = "{name}"')
+        assert change[0] in text
+        manifest.write_text(text.replace(*change, 1))
+    monkeypatch.setenv("SMTRAIN_TRAINING_CODE", str(tmp_path))
+    code, out, err = _run(capsys, "programs")
+    assert code == EXIT_USAGE
+    assert "sklearn_example (script: train.py)" in out.splitlines()
+    errors = err.splitlines()
+    assert len(errors) == 2, err
+    assert errors[0].startswith(f"smtrain: error: {tmp_path / 'broken_channel' / programs.MANIFEST}: ")
+    assert errors[1].startswith(f"smtrain: error: {tmp_path / 'broken_kind' / programs.MANIFEST}: ")
+    assert "'kind': 'spark' is not one of" in errors[1]
+
+
 def test_programs_json(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _run(capsys, "programs", "--json")
     assert code == EXIT_OK

@@ -107,12 +107,17 @@ def _delivery_text(channel: programs.Channel) -> str:
 
 
 def list_programs(args: argparse.Namespace) -> int:
-    found = programs.discover()
+    """Every program that passes its checks, then one error line per manifest that does not
+    (all of them, not the first alone: ``cdk synth`` refuses each), exit 2 if there is any."""
+    broken: dict[str, programs.ProgramError] = {}
+    found = programs.discover(broken=broken)
     if args.json:
         print(json.dumps({name: program_data(p) for name, p in found.items()}, indent=2))
-        return EXIT_OK
-    print("\n\n".join(describe(p) for p in found.values()))
-    return EXIT_OK
+    else:
+        print("\n\n".join(describe(p) for p in found.values()))
+    for error in broken.values():
+        fail(str(error))
+    return EXIT_USAGE if broken else EXIT_OK
 
 
 def _hyperparameter_line(h: programs.Hyperparameter, width: int) -> str:
