@@ -64,6 +64,19 @@ def test_dataset_root_is_refused_with_the_exact_fix(tmp_path: Path, program: Pro
     assert f"--input train={root}/train --input validation={root}/validation" in message
 
 
+def test_a_hugging_face_dataset_dict_is_one_dataset_not_a_root_of_channels(tmp_path: Path, program: Program) -> None:
+    """AWS's Hugging Face examples give a channel a DatasetDict saved whole (its splits as
+    sub-folders, dataset_dict.json on top) and load it with load_from_disk: not refused."""
+    root = tmp_path / "dataset"
+    for split in ("train", "validation", "test"):
+        _write(root / split / "data-00000-of-00001.csv", f"{split},1\n")
+    _write(tmp_path / "validation" / "v.csv", "2,0.6\n")
+    message = _refusal(_inputs(train=root, validation=tmp_path / "validation"), program)
+    assert "looks like a dataset root" in message  # without the DatasetDict's file: refused
+    _write(root / "dataset_dict.json", '{"splits": ["train", "validation", "test"]}')
+    check_local_channels(_inputs(train=root, validation=tmp_path / "validation"), program)
+
+
 def test_folder_without_the_content_type_is_refused(tmp_path: Path, program: Program) -> None:
     train = tmp_path / "train"
     for name in ("a.parquet", "b.parquet", "c.parquet", "d.parquet"):

@@ -4,7 +4,7 @@
 wrong and the fix:
 
 1. a channel folder that looks like a dataset root (it holds sub-folders named like the
-   program's channels);
+   program's channels), unless it is a Hugging Face ``DatasetDict`` saved whole;
 2. a channel folder with no file of the channel's declared content type;
 3. the same data in two channels (the same folder given twice, or files with the same SHA-256),
    unless one of them is declared ``shares_data = true`` (its script picks its files by name);
@@ -80,7 +80,15 @@ def _check_same_folder(local: Sequence[tuple[Channel, Path]]) -> None:
         seen[resolved].append((channel, folder))
 
 
+#: What ``DatasetDict.save_to_disk`` of Hugging Face ``datasets`` writes at the top of the folder
+#: that holds its splits (``datasets.config.DATASETDICT_JSON_FILENAME``): one dataset, which the
+#: script loads whole (``load_from_disk``), not a root of channel folders given by mistake.
+HUGGING_FACE_DATASET_DICT = "dataset_dict.json"
+
+
 def _check_not_dataset_root(channel: Channel, folder: Path, program: Program) -> None:
+    if (folder / HUGGING_FACE_DATASET_DICT).is_file():
+        return
     subfolders = [c.name for c in program.channels if (folder / c.name).is_dir()]
     if not subfolders:
         _check_no_nested_channels(channel, folder, program)
