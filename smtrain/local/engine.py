@@ -201,13 +201,8 @@ class OfflineEngine:
         event, to its end (nothing without the queue, or for an execution that succeeded)."""
         if self._cleanup_arn is None:
             return
-        deadline = time.monotonic() + 10  # a stopped execution turns ABORTED in moto's thread
-        mark = EXECUTION_ENDED.mark()
-        description = self.client.describe_execution(executionArn=execution_arn)
-        while description["status"] == "RUNNING" and time.monotonic() < deadline:
-            EXECUTION_ENDED.wait(mark, 0.05)
-            mark = EXECUTION_ENDED.mark()
-            description = self.client.describe_execution(executionArn=execution_arn)
+        # A stopped execution turns ABORTED in moto's thread.
+        description = self._described_once_ended(execution_arn, within=10)
         if description["status"] not in contract.QUEUE_CLEANUP_STATUSES:
             return
         event = {"source": "aws.states", "detail-type": "Step Functions Execution Status Change",
@@ -219,16 +214,23 @@ class OfflineEngine:
         self._cleaned.add(execution_arn)
         started = self.client.start_execution(stateMachineArn=self._cleanup_arn, input=json.dumps(event),
                                               name=f"cleanup-{description['name']}"[:80])
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        status = self._described_once_ended(started["executionArn"], within=60)["status"]
+        if status == "RUNNING":
+            raise RuntimeError(f"the queue cleanup of {execution_arn} did not end within 60 s")
+        if status != "SUCCEEDED":
+            raise RuntimeError(f"the queue cleanup of {execution_arn} ended {status}")
+
+    def _described_once_ended(self, execution_arn: str, *, within: float) -> dict[str, Any]:
+        """The execution's description once it is no longer RUNNING, or once ``within`` seconds
+        have passed (then still RUNNING); asked again as soon as an execution ends
+        (:data:`smtrain.local.wakeups.EXECUTION_ENDED`), at least every 0.05 s."""
+        deadline = time.monotonic() + within
+        while True:
             mark = EXECUTION_ENDED.mark()
-            status = self.client.describe_execution(executionArn=started["executionArn"])["status"]
-            if status != "RUNNING":
-                if status != "SUCCEEDED":
-                    raise RuntimeError(f"the queue cleanup of {execution_arn} ended {status}")
-                return
+            description: dict[str, Any] = self.client.describe_execution(executionArn=execution_arn)
+            if description["status"] != "RUNNING" or time.monotonic() >= deadline:
+                return description
             EXECUTION_ENDED.wait(mark, 0.05)
-        raise RuntimeError(f"the queue cleanup of {execution_arn} did not end within 60 s")
 
     def history(self, execution_arn: str) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
