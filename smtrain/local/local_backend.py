@@ -193,17 +193,10 @@ def _check_offline_framework(request: Request) -> None:
     framework = script_framework(image, request.get("HyperParameters", {}))
     if framework is None or framework in contract.OFFLINE_FRAMEWORKS:
         return
-    built = framework_envs.built_versions(framework)
-    python = (sys.version_info[0], sys.version_info[1])
-    if framework_envs.build_for(framework, image) is not None:
-        refusal = contract.offline_version_refusal(framework, framework_envs.image_version(image), python)
-        if refusal is not None:
-            raise SageMakerError("ClientError", refusal)
-        return
     base = framework_envs.unbuilt_base(image)
     if base is not None:
         known = [f"{version} on {framework_envs.BUILDS[(framework, version)].base_framework_version}"
-                 for version in built]
+                 for version in framework_envs.built_versions(framework)]
         raise SageMakerError(
             "ClientError",
             f"a {framework} {framework_envs.image_version(image)} script-mode job on the {base} base "
@@ -211,9 +204,12 @@ def _check_offline_framework(request: Request) -> None:
             f"for {', '.join(known)} only (set the program's framework_version and "
             "base_framework_version, or the cdk.json settings, to one of those to run it offline, "
             "or run it on AWS)")
-    refusal = contract.offline_version_refusal(framework, framework_envs.image_version(image), python)
-    # No build for this version: the core's table has none either (asserted in framework_envs).
-    raise SageMakerError("ClientError", refusal or f"a {framework} script-mode job does not run offline")
+    # A version with no build here, or a build whose pins this Python cannot install: the core's
+    # table is the builds' (asserted in framework_envs), so it refuses both, in one line.
+    refusal = contract.offline_version_refusal(framework, framework_envs.image_version(image),
+                                               (sys.version_info[0], sys.version_info[1]))
+    if refusal is not None:
+        raise SageMakerError("ClientError", refusal)
 
 
 @dataclass(frozen=True, kw_only=True)
