@@ -29,10 +29,10 @@ def _end_finished_worker() -> None:
     nothing left to write (measured with faulthandler: no Python frame left to run). Exit
     handlers run last-registered first: this one, registered here, runs after every handler
     registered once this module is imported, jsii's stop of Node among them (``import aws_cdk``
-    in ``pytest_configure`` below starts Node). Of those registered before it, logging's is called here (its handlers
-    flushed); filelock's releases locks the process's exit releases anyway, and execnet's ends
-    gateways a worker does not open. The status is 0, as a worker's is: xdist reads its results
-    from the channel, not from the process."""
+    in ``pytest_configure`` below starts Node). Of those registered before it, logging's is
+    called here (its handlers flushed); filelock's releases locks the process's exit releases
+    anyway, and execnet's ends gateways a worker does not open. The status is 0, as a worker's
+    is: xdist reads its results from the channel, not from the process."""
     if _worker_done:
         import logging
 

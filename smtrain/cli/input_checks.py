@@ -154,11 +154,12 @@ def _check_content_type(channel: Channel, folder: Path) -> list[_File]:
         holds = f"holds no {channel.content_type} file ({expected}), only {shown}{more}"
     else:
         holds = "holds no files (hidden files are ignored)"
-    suffix = found[0].path.suffix if found else ""
-    named = ("; or, if these are its files under other names, list their endings in the channel's "
-             "extensions in program.toml"
-             + (f' (e.g. extensions = ["{suffix}"])' if re.fullmatch(EXTENSION_PATTERN, suffix) else "")
-             if found else "")
+    named = ""
+    if found:  # files under other names: the manifest's setting (with an ending it accepts)
+        suffix = found[0].path.suffix
+        example = f' (e.g. extensions = ["{suffix}"])' if re.fullmatch(EXTENSION_PATTERN, suffix) else ""
+        named = ("; or, if these are its files under other names, list their endings in the "
+                 f"channel's extensions in program.toml{example}")
     raise InputError(
         f"input {channel.name}: folder {_show(folder)} {holds}; put the channel's "
         f"{channel.content_type} files ({expected}) there, or point --input {channel.name}= at "
