@@ -129,8 +129,8 @@ LONGEST_FIRST = ("test_bring_your_own", "test_offline_local", "test_registry_off
                  "test_offline_scripted", "test_notebook", "test_app_start", "test_local_isolation",
                  "test_framework_matrix", "test_training_image", "test_program_envs",
                  "test_model_registry_local", "test_preflight", "test_request_matrix", "test_team_queue",
-                 "test_network", "test_first_hour", "test_local_failures", "test_lint", "test_cluster",
-                 "test_training_byoc", "test_local_reruns", "test_frameworks", "test_programs",
+                 "test_network", "test_first_hour", "test_local_failures", "test_assembly_cache", "test_lint",
+                 "test_cluster", "test_training_byoc", "test_local_reruns", "test_frameworks", "test_programs",
                  "test_source_bundle", "test_models_cli", "test_builtin_catalogue", "test_job_security",
                  "test_experiment_tracking_stack", "test_input_rules", "test_run_cost", "test_sample_data",
                  "test_structure", "test_registration_offline_scripted")
@@ -213,13 +213,25 @@ def code_without_script_requirements(destination: Path) -> Path:
 
 
 def synthesize(context: dict[str, Any], settings: Settings, outdir: Path,
-               training_code_dir: Path | None = None) -> Synthesized:
+               training_code_dir: Path | None = None, *, fresh: bool = False) -> Synthesized:
+    """The app of ``context`` and ``settings`` over ``training_code_dir`` (default: a copy of the
+    shipped programs beside ``outdir``), synthesized into ``outdir``: copied from an earlier
+    run's synth of the same inputs where one is kept (tests/assembly_cache.py), unless ``fresh``."""
+    from tests.assembly_cache import synthesized_through_cache
+
+    code = training_code_dir or shipped_training_code(outdir.parent / f"{outdir.name}-training-code")
+    if fresh:
+        return _synthesize_now(context, settings, outdir, code)
+    return synthesized_through_cache(context, settings, outdir, code,
+                                     lambda: _synthesize_now(context, settings, outdir, code))
+
+
+def _synthesize_now(context: dict[str, Any], settings: Settings, outdir: Path, code: Path) -> Synthesized:
     import aws_cdk as cdk
 
     from infra.app_builder import build_app
 
     app = cdk.App(context=context, outdir=str(outdir))
-    code = training_code_dir or shipped_training_code(outdir.parent / f"{outdir.name}-training-code")
     built = build_app(settings, app=app, training_code_dir=code)
     assembly = app.synth()
     return Synthesized(

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from smtrain.cli import EXIT_OK, main
-from tests.conftest import shipped_training_code
+from tests.conftest import shipped_training_code, synthesize
 
 
 def _write_csv(path: Path, rows: int, seed: int) -> None:
@@ -35,19 +35,13 @@ def _write_csv(path: Path, rows: int, seed: int) -> None:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, cdk_context: dict[str, Any], settings: Any) -> Path:
     """A project root: training_code/ (shipped + scaffolded), cdk.out/, data/."""
-    import aws_cdk as cdk
-
-    from infra.app_builder import build_app
-
     root = tmp_path_factory.mktemp("first-hour")
     code = shipped_training_code(root / "training_code")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         for name, kind in (("my_script", "script"), ("my_byoc", "byoc")):
             assert main(["new-program", name, "--kind", kind, "--dir", str(code)]) == EXIT_OK
-    app = cdk.App(context=cdk_context, outdir=str(root / "cdk.out"))
-    build_app(settings, app=app, check_compliance=False, training_code_dir=code)
-    app.synth()
+    synthesize(cdk_context, settings, root / "cdk.out", training_code_dir=code)
     _write_csv(root / "data" / "train", 80, seed=1)
     _write_csv(root / "data" / "validation", 40, seed=2)
     return root

@@ -23,7 +23,7 @@ from smtrain.cli import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, local_runs, main
 from smtrain.core.programs import discover
 from smtrain.local import engine as engine_module
 from smtrain.local.staleness import code_digest, stale_programs
-from tests.conftest import ROOT, shipped_training_code
+from tests.conftest import ROOT, shipped_training_code, synthesize
 from tests.scripted_sagemaker import JobScript, ScriptedBackend, shorten_retries
 
 
@@ -36,17 +36,11 @@ class Project:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, cdk_context: dict[str, Any],
             settings: Any) -> Project:
-    import aws_cdk as cdk
-
-    from infra.app_builder import build_app
-
     base = tmp_path_factory.mktemp("project")
     # The shipped programs only: a team's own in training_code/ must not change these tests.
     code = shipped_training_code(base / "training_code")
     outdir = base / "cdk.out"
-    app = cdk.App(context=cdk_context, outdir=str(outdir))
-    build_app(settings, app=app, check_compliance=False, training_code_dir=code)
-    app.synth()
+    synthesize(cdk_context, settings, outdir, training_code_dir=code)
     return Project(code=code, outdir=outdir)
 
 

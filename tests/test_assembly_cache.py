@@ -1,0 +1,149 @@
+"""The test runs' cache of synthesized assemblies (tests/assembly_cache.py): an entry is read only
+while everything its synth read is unchanged, and what it holds is what a synth writes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.settings import Settings
+from tests import assembly_cache
+from tests.conftest import shipped_training_code, synthesize
+from tests.helpers import Synthesized
+
+
+def test_the_cached_default_app_is_what_a_fresh_synth_writes(
+        synthesized: Synthesized, cdk_context: dict[str, Any], settings: Settings, tmp_path: Path) -> None:
+    """The session's default app (from the cache where an earlier run kept it) against a synth of
+    the same inputs now: the same templates and messages, and the same files with the same
+    bytes, but for the metadata files' stack traces (Node's temporary module paths)."""
+    assert synthesized.training_code is not None
+    # The programs as the session's synth read them: a copy of the shipped ones under the same
+    # folder name (jobs have run from the session's copy since, leaving bytecode in it).
+    code = shipped_training_code(tmp_path / "copy" / synthesized.training_code.name)
+    fresh = synthesize(cdk_context, settings, tmp_path / "cdk.out", code, fresh=True)
+    assert fresh.storage == synthesized.storage
+    assert fresh.workflow == synthesized.workflow
+    assert fresh.messages == synthesized.messages
+
+    def files(outdir: Path) -> dict[str, bytes]:
+        return {path.relative_to(outdir).as_posix(): path.read_bytes() for path in outdir.rglob("*")
+                if path.is_file() and not path.name.endswith(".metadata.json")}
+
+    assert files(fresh.outdir) == files(synthesized.outdir)
+
+
+@pytest.fixture
+def code(tmp_path: Path) -> Path:
+    folder = tmp_path / "code" / "prog"
+    folder.mkdir(parents=True)
+    (folder / "train.py").write_text("print('loss=1')\n")
+    return folder.parent
+
+
+def test_the_key_changes_with_each_input(code: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    context = {"training": {"network": "sealed"}}
+    key = assembly_cache.assembly_key(context, settings, code)
+    assert assembly_cache.assembly_key(context, settings, code) == key  # stable
+    assert assembly_cache.assembly_key({"training": {"network": "public"}}, settings, code) != key
+    assert assembly_cache.assembly_key(context, dataclasses.replace(settings, network="public"), code) != key
+    monkeypatch.setenv("SMTRAIN_SOMETHING", "1")
+    assert assembly_cache.assembly_key(context, settings, code) != key
+    monkeypatch.delenv("SMTRAIN_SOMETHING")
+    (code / "prog" / "train.py").write_text("print('loss=2')\n")  # a byte of the programs
+    changed = assembly_cache.assembly_key(context, settings, code)
+    assert changed != key
+    (code / "prog" / "train.py").rename(code / "prog" / "main.py")  # a name
+    assert assembly_cache.assembly_key(context, settings, code) not in {key, changed}
+    # Bytecode beside a program is in its image asset (the whole folder), so in the key too.
+    renamed = assembly_cache.assembly_key(context, settings, code)
+    (code / "prog" / "__pycache__").mkdir()
+    (code / "prog" / "__pycache__" / "main.cpython-311.pyc").write_bytes(b"\0")
+    assert assembly_cache.assembly_key(context, settings, code) != renamed
+    # The folder's name: CDK names the staged folder after its suffix.
+    moved = code.rename(code.parent / "cdk.out0-training-code")
+    elsewhere = code.parent / "elsewhere"
+    elsewhere.mkdir()
+    assert assembly_cache.assembly_key(context, settings, moved) != assembly_cache.assembly_key(
+        context, settings, moved.rename(elsewhere / "code"))
+    assert assembly_cache.assembly_key(context, settings, elsewhere / "code") == assembly_cache.assembly_key(
+        context, settings, (elsewhere / "code").rename(code))  # the rest of its path is not
+
+
+def test_the_sources_a_synth_imports_are_in_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A change to a file of infra/ or smtrain/core/ changes the digest the key starts from."""
+    for name in (*assembly_cache.SOURCE_FOLDERS, *assembly_cache.SOURCE_FILES):
+        source = assembly_cache.ROOT / name
+        assert source.exists(), name
+    root = tmp_path / "repo"
+    (root / "infra").mkdir(parents=True)
+    (root / "smtrain" / "core").mkdir(parents=True)
+    (root / "smtrain" / "__init__.py").write_text("")
+    (root / "infra" / "stack.py").write_text("A = 1\n")
+    monkeypatch.setattr(assembly_cache, "ROOT", root)
+
+    def digest() -> bytes:
+        assembly_cache._sources_digest.cache_clear()
+        return assembly_cache._sources_digest()
+
+    try:
+        before = digest()
+        (root / "infra" / "stack.py").write_text("A = 2\n")
+        after = digest()
+        (root / "smtrain" / "core" / "rules.py").write_text("")
+        assert len({before, after, digest()}) == 3
+    finally:
+        assembly_cache._sources_digest.cache_clear()
+
+
+def test_an_entry_is_kept_whole_and_read_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    outdir = tmp_path / "out"
+    (outdir / "asset.1").mkdir(parents=True)
+    (outdir / "asset.1" / "train.py").write_text("x")
+    (outdir / "Workflow.template.json").write_text("{}")
+    built = Synthesized(outdir=outdir, storage={"Resources": {}}, workflow={"Resources": {"A": {}}},
+                        messages=[("error", "/Workflow/A", "AwsSolutions-IAM5: ...")], training_code=tmp_path)
+    assert assembly_cache.cached("k", tmp_path / "copy", tmp_path) is None
+    assembly_cache.keep("k", built)
+    again = tmp_path / "again"
+    again.mkdir()  # as tmp_path_factory.mktemp leaves it
+    found = assembly_cache.cached("k", again, tmp_path / "code")
+    assert found is not None
+    assert (found.storage, found.workflow, found.messages) == (built.storage, built.workflow, built.messages)
+    assert found.outdir == again and found.training_code == tmp_path / "code"
+    assert (again / "asset.1" / "train.py").read_text() == "x"
+    # Stored a second time (another worker at once): the first entry stays, no partial is left.
+    assembly_cache.keep("k", built)
+    entries = tmp_path / "cache" / "smtrain" / "test-assemblies"
+    assert sorted(path.name for path in entries.iterdir()) == ["k"]
+    # An entry without its record is not one.
+    (entries / "k" / assembly_cache.RECORD).unlink()
+    assert assembly_cache.cached("k", tmp_path / "third", tmp_path) is None
+
+
+def test_switched_off_it_synthesizes_every_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                code: Path, settings: Settings) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv(assembly_cache.CACHE_SETTING, "off")
+    made: list[Path] = []
+
+    def synthesize_now() -> Synthesized:
+        outdir = tmp_path / f"out{len(made)}"
+        outdir.mkdir()
+        made.append(outdir)
+        return Synthesized(outdir=outdir, storage={}, workflow={}, messages=[])
+
+    for _ in range(2):
+        assembly_cache.synthesized_through_cache({}, settings, tmp_path / "o", code, synthesize_now)
+    assert len(made) == 2
+    assert not (tmp_path / "cache").exists()
+    monkeypatch.delenv(assembly_cache.CACHE_SETTING)
+    first = assembly_cache.synthesized_through_cache({}, settings, tmp_path / "o2", code, synthesize_now)
+    second = assembly_cache.synthesized_through_cache({}, settings, tmp_path / "o3", code, synthesize_now)
+    assert len(made) == 3 and first.outdir == made[-1] and second.outdir == tmp_path / "o3"
+    assert json.loads(json.dumps(second.messages)) == []
