@@ -216,32 +216,14 @@ def synthesize(context: dict[str, Any], settings: Settings, outdir: Path,
                training_code_dir: Path | None = None, *, fresh: bool = False) -> Synthesized:
     """The app of ``context`` and ``settings`` over ``training_code_dir`` (default: a copy of the
     shipped programs beside ``outdir``), synthesized into ``outdir``: copied from an earlier
-    run's synth of the same inputs where one is kept (tests/assembly_cache.py), unless ``fresh``."""
-    from tests.assembly_cache import synthesized_through_cache
+    run's synth of the same inputs where one is kept (tests/assembly_cache.py), unless ``fresh``
+    (a synth whose inputs a test patches in memory, which the cache's key cannot see)."""
+    from tests.assembly_cache import synthesize_now, synthesized_through_cache
 
     code = training_code_dir or shipped_training_code(outdir.parent / f"{outdir.name}-training-code")
     if fresh:
-        return _synthesize_now(context, settings, outdir, code)
-    return synthesized_through_cache(context, settings, outdir, code,
-                                     lambda: _synthesize_now(context, settings, outdir, code))
-
-
-def _synthesize_now(context: dict[str, Any], settings: Settings, outdir: Path, code: Path) -> Synthesized:
-    import aws_cdk as cdk
-
-    from infra.app_builder import build_app
-
-    app = cdk.App(context=context, outdir=str(outdir))
-    built = build_app(settings, app=app, training_code_dir=code)
-    assembly = app.synth()
-    return Synthesized(
-        outdir=outdir,
-        storage=assembly.get_stack_by_name(built.storage.stack_name).template,
-        workflow=assembly.get_stack_by_name(built.workflow.stack_name).template,
-        messages=[(str(m.level), m.id, str(m.entry.data)) for stack in assembly.stacks
-                  for m in stack.messages],
-        training_code=code,
-    )
+        return synthesize_now(context, settings, outdir, code)
+    return synthesized_through_cache(context, settings, outdir, code)
 
 
 def synthesized_once(name: str, tmp_path_factory: pytest.TempPathFactory,

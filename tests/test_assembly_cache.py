@@ -18,9 +18,11 @@ from tests.helpers import Synthesized
 
 def test_the_cached_default_app_is_what_a_fresh_synth_writes(
         synthesized: Synthesized, cdk_context: dict[str, Any], settings: Settings, tmp_path: Path) -> None:
-    """The session's default app (from the cache where an earlier run kept it) against a synth of
-    the same inputs now: the same templates and messages, and the same files with the same
-    bytes, but for the metadata files' stack traces (Node's temporary module paths)."""
+    """The session's default app (from the cache where an earlier run kept it; with the cache
+    off, as in CI, a synth of its own: two synths of the same inputs, the premise of the cache)
+    against a synth of the same inputs now: the same templates and messages, and the same files
+    with the same bytes, but for the stack traces in the metadata files (Node's temporary module
+    paths)."""
     assert synthesized.training_code is not None
     # The programs as the session's synth read them: a copy of the shipped ones under the same
     # folder name (jobs have run from the session's copy since, leaving bytecode in it).
@@ -30,11 +32,19 @@ def test_the_cached_default_app_is_what_a_fresh_synth_writes(
     assert fresh.workflow == synthesized.workflow
     assert fresh.messages == synthesized.messages
 
-    def files(outdir: Path) -> dict[str, bytes]:
-        return {path.relative_to(outdir).as_posix(): path.read_bytes() for path in outdir.rglob("*")
-                if path.is_file() and not path.name.endswith(".metadata.json")}
+    def without_traces(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: without_traces(item) for key, item in value.items() if key != "trace"}
+        return [without_traces(item) for item in value] if isinstance(value, list) else value
 
-    assert files(fresh.outdir) == files(synthesized.outdir)
+    def files(outdir: Path) -> dict[str, Any]:
+        return {path.relative_to(outdir).as_posix(): without_traces(json.loads(path.read_text()))
+                if path.name.endswith(".metadata.json") else path.read_bytes()
+                for path in outdir.rglob("*") if path.is_file()}
+
+    kept, now = files(synthesized.outdir), files(fresh.outdir)
+    assert any(name.endswith(".metadata.json") for name in kept)
+    assert kept == now
 
 
 @pytest.fixture
@@ -46,6 +56,8 @@ def code(tmp_path: Path) -> Path:
 
 
 def test_the_key_changes_with_each_input(code: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Context, settings, an SMTRAIN_ variable, a program file's bytes, name, executable bit and
+    bytecode, and the programs folder's name each change the key; the folder's parents do not."""
     context = {"training": {"network": "sealed"}}
     key = assembly_cache.assembly_key(context, settings, code)
     assert assembly_cache.assembly_key(context, settings, code) == key  # stable
@@ -59,30 +71,36 @@ def test_the_key_changes_with_each_input(code: Path, settings: Settings, monkeyp
     assert changed != key
     (code / "prog" / "train.py").rename(code / "prog" / "main.py")  # a name
     assert assembly_cache.assembly_key(context, settings, code) not in {key, changed}
+    before = assembly_cache.assembly_key(context, settings, code)
+    (code / "prog" / "main.py").chmod(0o755)  # the source archive keeps the executable bit
+    assert assembly_cache.assembly_key(context, settings, code) != before
     # Bytecode beside a program is in its image asset (the whole folder), so in the key too.
     renamed = assembly_cache.assembly_key(context, settings, code)
     (code / "prog" / "__pycache__").mkdir()
     (code / "prog" / "__pycache__" / "main.cpython-311.pyc").write_bytes(b"\0")
     assert assembly_cache.assembly_key(context, settings, code) != renamed
     # The folder's name: CDK names the staged folder after its suffix.
-    moved = code.rename(code.parent / "cdk.out0-training-code")
-    elsewhere = code.parent / "elsewhere"
-    elsewhere.mkdir()
-    assert assembly_cache.assembly_key(context, settings, moved) != assembly_cache.assembly_key(
-        context, settings, moved.rename(elsewhere / "code"))
-    assert assembly_cache.assembly_key(context, settings, elsewhere / "code") == assembly_cache.assembly_key(
-        context, settings, (elsewhere / "code").rename(code))  # the rest of its path is not
+    here = assembly_cache.assembly_key(context, settings, code)
+    renamed_folder = code.rename(code.parent / "cdk.out0-training-code")
+    assert assembly_cache.assembly_key(context, settings, renamed_folder) != here
+    # The rest of its path is not in an assembly, nor in the key.
+    (code.parent / "elsewhere").mkdir()
+    moved = renamed_folder.rename(code.parent / "elsewhere" / code.name)
+    assert assembly_cache.assembly_key(context, settings, moved) == here
 
 
 def test_the_sources_a_synth_imports_are_in_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A change to a file of infra/ or smtrain/core/ changes the digest the key starts from."""
+    """A change to a file of infra/, smtrain/core/ or the tests' synth and record changes the
+    digest the key starts from; their bytecode does not."""
     for name in (*assembly_cache.SOURCE_FOLDERS, *assembly_cache.SOURCE_FILES):
         source = assembly_cache.ROOT / name
         assert source.exists(), name
     root = tmp_path / "repo"
     (root / "infra").mkdir(parents=True)
     (root / "smtrain" / "core").mkdir(parents=True)
-    (root / "smtrain" / "__init__.py").write_text("")
+    (root / "tests").mkdir()
+    for name in assembly_cache.SOURCE_FILES:
+        (root / name).write_text("")
     (root / "infra" / "stack.py").write_text("A = 1\n")
     monkeypatch.setattr(assembly_cache, "ROOT", root)
 
@@ -95,12 +113,20 @@ def test_the_sources_a_synth_imports_are_in_the_key(tmp_path: Path, monkeypatch:
         (root / "infra" / "stack.py").write_text("A = 2\n")
         after = digest()
         (root / "smtrain" / "core" / "rules.py").write_text("")
-        assert len({before, after, digest()}) == 3
+        added = digest()
+        (root / "tests" / "helpers.py").write_text("# how a synth is recorded\n")
+        helpers = digest()
+        assert len({before, after, added, helpers}) == 4
+        (root / "infra" / "__pycache__").mkdir()
+        (root / "infra" / "__pycache__" / "stack.cpython-311.pyc").write_bytes(b"\0")
+        assert digest() == helpers  # the sources' bytecode is derived from them
     finally:
         assembly_cache._sources_digest.cache_clear()
 
 
 def test_an_entry_is_kept_whole_and_read_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry holds the output folder's files and the record; the first of two stores of one
+    key stays; an entry without its record, or with a record short of a field, is no entry."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     outdir = tmp_path / "out"
     (outdir / "asset.1").mkdir(parents=True)
@@ -118,25 +144,35 @@ def test_an_entry_is_kept_whole_and_read_back(tmp_path: Path, monkeypatch: pytes
     assert found.outdir == again and found.training_code == tmp_path / "code"
     assert (again / "asset.1" / "train.py").read_text() == "x"
     # Stored a second time (another worker at once): the first entry stays, no partial is left.
-    assembly_cache.keep("k", built)
     entries = tmp_path / "cache" / "smtrain" / "test-assemblies"
+    (entries / "k" / "first").write_text("")
+    assembly_cache.keep("k", built)
     assert sorted(path.name for path in entries.iterdir()) == ["k"]
-    # An entry without its record is not one.
-    (entries / "k" / assembly_cache.RECORD).unlink()
+    assert (entries / "k" / "first").is_file()
+    # A record short of a field, or none, is no entry.
+    record = json.loads((entries / "k" / assembly_cache.RECORD).read_text())
+    del record["messages"]
+    (entries / "k" / assembly_cache.RECORD).write_text(json.dumps(record))
     assert assembly_cache.cached("k", tmp_path / "third", tmp_path) is None
+    (entries / "k" / assembly_cache.RECORD).unlink()
+    assert assembly_cache.cached("k", tmp_path / "fourth", tmp_path) is None
 
 
 def test_switched_off_it_synthesizes_every_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 code: Path, settings: Settings) -> None:
+    """Off: every call synthesizes and nothing is kept. On: the second call of the same inputs
+    reads what the first kept, messages and files."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv(assembly_cache.CACHE_SETTING, "off")
     made: list[Path] = []
+    message = ("warning", "/Workflow/Role", "AwsSolutions-IAM5: a wildcard")
 
     def synthesize_now() -> Synthesized:
         outdir = tmp_path / f"out{len(made)}"
         outdir.mkdir()
+        (outdir / "Workflow.template.json").write_text(f"{len(made)}")
         made.append(outdir)
-        return Synthesized(outdir=outdir, storage={}, workflow={}, messages=[])
+        return Synthesized(outdir=outdir, storage={}, workflow={}, messages=[message])
 
     for _ in range(2):
         assembly_cache.synthesized_through_cache({}, settings, tmp_path / "o", code, synthesize_now)
@@ -146,4 +182,5 @@ def test_switched_off_it_synthesizes_every_time(tmp_path: Path, monkeypatch: pyt
     first = assembly_cache.synthesized_through_cache({}, settings, tmp_path / "o2", code, synthesize_now)
     second = assembly_cache.synthesized_through_cache({}, settings, tmp_path / "o3", code, synthesize_now)
     assert len(made) == 3 and first.outdir == made[-1] and second.outdir == tmp_path / "o3"
-    assert json.loads(json.dumps(second.messages)) == []
+    assert second.messages == [message]
+    assert (tmp_path / "o3" / "Workflow.template.json").read_text() == "2"

@@ -159,11 +159,12 @@ def test_max_run_cost_fails_synth_without_the_prices_it_needs(settings: Settings
 @pytest.fixture(scope="module")
 def budgeted_app(cdk_context: dict[str, Any], settings: Settings,
                  tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    """maxRunCost 1 USD with PRICED's prices (an hour of ml.m5.xlarge is 0.2)."""
+    """maxRunCost 1 USD with PRICED's prices (an hour of ml.m5.xlarge is 0.2): synthesized fresh,
+    as a patched price table is not in the kept assemblies' key (tests/assembly_cache.py)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(prices, "load", lambda path=prices.TABLE: PRICED)
         return synthesize(cdk_context, dataclasses.replace(settings, max_run_cost=1),
-                          tmp_path_factory.mktemp("cdk.out-run-cost"))
+                          tmp_path_factory.mktemp("cdk.out-run-cost"), fresh=True)
 
 
 def test_a_run_over_max_run_cost_is_refused_before_any_job(budgeted_app: Synthesized, tmp_path: Path) -> None:
