@@ -214,7 +214,11 @@ def _prune(entries: Path) -> None:
     stale = [path for _, path in whole[KEPT_ENTRIES:]]
     stale += [path for mtime, path in found if path.name.startswith(".") and now - mtime > STALE_PARTIAL_SECONDS]
     for path in stale:
-        shutil.rmtree(path, ignore_errors=True)
+        # Out of readers' sight first (one rename), so that none copies a half-removed entry.
+        gone = path if path.name.startswith(".") else path.with_name(f".{path.name}.removed.{os.getpid()}")
+        with contextlib.suppress(OSError):
+            path.rename(gone)
+            shutil.rmtree(gone, ignore_errors=True)
 
 
 def synthesized_through_cache(context: Mapping[str, Any], settings: Settings, outdir: Path,
@@ -228,14 +232,15 @@ def synthesized_through_cache(context: Mapping[str, Any], settings: Settings, ou
 
     if not enabled():
         return now()
+    unusable = (OSError, RuntimeError, KeyError, UnicodeError)  # no home folder, an unreadable file
     try:
-        key = assembly_key(context, settings, training_code)
-        found = cached(key, outdir, training_code)
-    except (OSError, RuntimeError, KeyError):  # no home folder (``cache_folder``), an unreadable file
+        found = cached(assembly_key(context, settings, training_code), outdir, training_code)
+    except unusable:
         return now()
     if found is not None:
         return found
     built = now()
-    with contextlib.suppress(OSError, RuntimeError, KeyError):
-        keep(key, built)
+    # Keyed as the next run will find it: a synth that downloads wheels changes the listing.
+    with contextlib.suppress(*unusable):
+        keep(assembly_key(context, settings, training_code), built)
     return built

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +69,28 @@ def test_the_key_changes_with_each_input(code: Path, settings: Settings, monkeyp
     monkeypatch.setenv("SMTRAIN_SOMETHING", "1")
     assert assembly_cache.assembly_key(context, settings, code) != key
     monkeypatch.delenv("SMTRAIN_SOMETHING")
+    monkeypatch.setenv(assembly_cache.CACHE_SETTING, "on")  # the switch itself is not an input
+    assert assembly_cache.assembly_key(context, settings, code) == key
+    # Node by the file it is: another checkout's link to the same environment keys alike.
+    node = code.parent / "node"
+    node.write_text("")
+    (code.parent / "linked").symlink_to(node)
+    monkeypatch.setenv("JSII_NODE", str(node))
+    with_node = assembly_cache.assembly_key(context, settings, code)
+    monkeypatch.setenv("JSII_NODE", str(code.parent / "linked"))
+    assert assembly_cache.assembly_key(context, settings, code) == with_node != key
+    monkeypatch.undo()  # the environment as it was (the pinned Node's JSII_NODE)
+    assert assembly_cache.assembly_key(context, settings, code) == key
+    # A complete entry of the wheel download cache (what a vendored bundle packs).
+    wheels = code.parent / "wheels"
+    monkeypatch.setattr(assembly_cache, "_wheels_folder", lambda: wheels)
+    (wheels / "entry").mkdir(parents=True)
+    no_wheels = assembly_cache.assembly_key(context, settings, code)
+    (wheels / "entry" / "mlflow_skinny-3.17.2-py3-none-any.whl").write_bytes(b"wheel")
+    assert assembly_cache.assembly_key(context, settings, code) == no_wheels  # not complete yet
+    (wheels / "entry" / ".complete").write_text("")
+    assert assembly_cache.assembly_key(context, settings, code) != no_wheels
+    monkeypatch.undo()
     (code / "prog" / "train.py").write_text("print('loss=2')\n")  # a byte of the programs
     changed = assembly_cache.assembly_key(context, settings, code)
     assert changed != key
@@ -92,6 +117,8 @@ def test_the_key_changes_with_each_input(code: Path, settings: Settings, monkeyp
 def test_the_sources_a_synth_imports_are_in_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A change to a file of infra/, smtrain/core/ or the tests' synth and record changes the
     digest the key starts from; their bytecode does not."""
+    assert {"infra", "smtrain/core"} <= set(assembly_cache.SOURCE_FOLDERS)
+    assert {"tests/assembly_cache.py", "tests/helpers.py", "smtrain/__init__.py"} <= set(assembly_cache.SOURCE_FILES)
     for name in (*assembly_cache.SOURCE_FOLDERS, *assembly_cache.SOURCE_FILES):
         source = assembly_cache.ROOT / name
         assert source.exists(), name
@@ -156,6 +183,29 @@ def test_an_entry_is_kept_whole_and_read_back(tmp_path: Path, monkeypatch: pytes
     assert assembly_cache.cached("k", tmp_path / "third", tmp_path) is None
     (entries / "k" / assembly_cache.RECORD).unlink()
     assert assembly_cache.cached("k", tmp_path / "fourth", tmp_path) is None
+    # A copy that fails midway leaves the output folder empty (CDK would keep a half-copied
+    # asset folder): here the entry's assembly is a file where a folder should be.
+    (entries / "k" / assembly_cache.RECORD).write_text(json.dumps(
+        {"storage": {}, "workflow": {}, "messages": []}))
+    shutil.rmtree(entries / "k" / "assembly")
+    (entries / "k" / "assembly").write_text("not a folder")
+    fifth = tmp_path / "fifth"
+    fifth.mkdir()
+    (fifth / "left").write_text("")
+    assert assembly_cache.cached("k", fifth, tmp_path) is None
+    assert fifth.is_dir() and not any(fifth.iterdir())
+
+
+def test_pruning_keeps_the_most_recently_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond KEPT_ENTRIES the least recently used entries go, and a dead writer's partial
+    entry once it is old; a young partial entry (a writer at work) stays."""
+    monkeypatch.setattr(assembly_cache, "KEPT_ENTRIES", 2)
+    entries = tmp_path / "entries"
+    for age, name in ((30, "old"), (20, "middle"), (10, "new"), (7200, ".dead.partial"), (5, ".young.partial")):
+        (entries / name).mkdir(parents=True)
+        os.utime(entries / name, (time.time() - age, time.time() - age))
+    assembly_cache._prune(entries)
+    assert sorted(path.name for path in entries.iterdir()) == [".young.partial", "middle", "new"]
 
 
 def test_switched_off_it_synthesizes_every_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
