@@ -37,7 +37,6 @@ assembly is the one a fresh synth writes.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -52,7 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smtrain.core.user_cache import cache_folder
-from smtrain.core.vendored_requirements import WheelTarget
+from smtrain.core.vendored_requirements import default_wheel_cache
 from tests.helpers import Synthesized
 
 if TYPE_CHECKING:
@@ -105,14 +104,6 @@ def _sources_digest() -> bytes:
     return digest.digest()
 
 
-def _wheels_folder() -> Path:
-    """Where ``download_wheels`` keeps its downloads by default (``WheelTarget.cache_dir``)."""
-    (cache_dir,) = [field for field in dataclasses.fields(WheelTarget) if field.name == "cache_dir"]
-    factory = cache_dir.default_factory
-    assert callable(factory)
-    return Path(factory()).expanduser()
-
-
 @lru_cache(maxsize=1)
 def _installed_digest() -> bytes:
     distributions = sorted({(dist.metadata["Name"] or "", dist.version)
@@ -121,7 +112,7 @@ def _installed_digest() -> bytes:
 
 
 def _wheels_listing() -> list[tuple[str, int]]:
-    wheels = _wheels_folder()
+    wheels = default_wheel_cache()
     return sorted((path.relative_to(wheels).as_posix(), path.stat().st_size)
                   for path in wheels.glob("*/*.whl") if (path.parent / ".complete").exists())
 
@@ -222,24 +213,20 @@ def _prune(entries: Path) -> None:
 
 
 def synthesized_through_cache(context: Mapping[str, Any], settings: Settings, outdir: Path,
-                              training_code: Path,
-                              synthesize: Callable[[], Synthesized] | None = None) -> Synthesized:
-    """The kept assembly of this synth, else ``synthesize()``'s (default: :func:`synthesize_now`),
-    kept for the next run. A cache that cannot be read or written costs only the synth."""
-    def now() -> Synthesized:
-        return synthesize() if synthesize is not None else synthesize_now(context, settings, outdir,
-                                                                           training_code)
-
+                              training_code: Path, synthesize: Callable[[], Synthesized]) -> Synthesized:
+    """The kept assembly of this synth (``synthesize()``, into ``outdir``), else what
+    ``synthesize()`` returns, kept for the next run. A cache that cannot be read or written
+    costs only the synth."""
     if not enabled():
-        return now()
+        return synthesize()
     unusable = (OSError, RuntimeError, KeyError, UnicodeError)  # no home folder, an unreadable file
     try:
         found = cached(assembly_key(context, settings, training_code), outdir, training_code)
     except unusable:
-        return now()
+        return synthesize()
     if found is not None:
         return found
-    built = now()
+    built = synthesize()
     # Keyed as the next run will find it: a synth that downloads wheels changes the listing.
     with contextlib.suppress(*unusable):
         keep(assembly_key(context, settings, training_code), built)

@@ -223,7 +223,8 @@ def synthesize(context: dict[str, Any], settings: Settings, outdir: Path,
     code = training_code_dir or shipped_training_code(outdir.parent / f"{outdir.name}-training-code")
     if fresh:
         return synthesize_now(context, settings, outdir, code)
-    return synthesized_through_cache(context, settings, outdir, code)
+    return synthesized_through_cache(context, settings, outdir, code,
+                                     lambda: synthesize_now(context, settings, outdir, code))
 
 
 def synthesized_once(name: str, tmp_path_factory: pytest.TempPathFactory,

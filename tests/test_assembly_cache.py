@@ -83,7 +83,7 @@ def test_the_key_changes_with_each_input(code: Path, settings: Settings, monkeyp
     assert assembly_cache.assembly_key(context, settings, code) == key
     # A complete entry of the wheel download cache (what a vendored bundle packs).
     wheels = code.parent / "wheels"
-    monkeypatch.setattr(assembly_cache, "_wheels_folder", lambda: wheels)
+    monkeypatch.setattr(assembly_cache, "default_wheel_cache", lambda: wheels)
     (wheels / "entry").mkdir(parents=True)
     no_wheels = assembly_cache.assembly_key(context, settings, code)
     (wheels / "entry" / "mlflow_skinny-3.17.2-py3-none-any.whl").write_bytes(b"wheel")

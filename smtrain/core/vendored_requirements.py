@@ -99,17 +99,23 @@ class VendoringError(ValueError):
     package."""
 
 
+def default_wheel_cache() -> Path:
+    """Where downloads are cached unless a :class:`WheelTarget` says otherwise:
+    ``~/.cache/smtrain/wheels``."""
+    return Path.home() / ".cache" / "smtrain" / "wheels"
+
+
 @dataclass(frozen=True)
 class WheelTarget:
     """The image the wheels are for, and where downloads are cached.
 
     ``python_version``: ``major.minor`` of the framework image's CPython (``3.11`` for the
     ``py311`` images: :func:`python_version_of`). ``cache_dir``: default
-    ``~/.cache/smtrain/wheels``.
+    :func:`default_wheel_cache`.
     """
 
     python_version: str
-    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "smtrain" / "wheels")
+    cache_dir: Path = field(default_factory=default_wheel_cache)
     #: The image's glibc is 2.<glibc_minor> (default: the PyTorch 2.5 images', 2.35).
     glibc_minor: int = IMAGE_GLIBC_MINOR
 
